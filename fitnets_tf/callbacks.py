@@ -1,0 +1,76 @@
+"""Callbacks that drive the FitNets curriculum during ``fit``."""
+
+from __future__ import annotations
+
+import keras
+
+
+class LambdaAnnealing(keras.callbacks.Callback):
+    """Linear annealing of the KD weight λ: the paper's curriculum (section 3.3).
+
+    λ holds at ``start`` for ``hold`` epochs (steps), then moves linearly to ``end`` over the
+    next ``epochs`` epochs (or ``steps`` steps) and stays there::
+
+        λ(t) = start + (end − start) · clip((t − hold) / duration, 0, 1)
+
+    with ``t`` the 0-based index of the epoch (step) about to run. The paper decays 4 → 1 over
+    500 epochs; its code holds λ = 4 until epoch 5 and reaches 1 at epoch 400
+    (``LambdaAnnealing(4.0, 1.0, epochs=395, hold=5)``). Resumed fits (``initial_epoch``) get
+    the value of the epoch they resume at.
+
+    The Distiller's ``kd_lambda`` is a non-trainable variable, so the new value reaches the
+    compiled train step; it is logged by the Distiller as the metric ``kd_lambda``.
+
+    Args:
+        start: λ at the start (paper: 4).
+        end: λ at the end (paper: 1).
+        epochs: length of the linear decay in epochs. Give this or ``steps``.
+        steps: length of the linear decay in optimizer steps (updates every batch).
+        hold: epochs (or steps, with ``steps``) at ``start`` before the decay begins.
+    """
+
+    def __init__(
+        self,
+        start: float = 4.0,
+        end: float = 1.0,
+        epochs: int | None = None,
+        steps: int | None = None,
+        hold: int = 0,
+    ):
+        super().__init__()
+        if (epochs is None) == (steps is None):
+            raise ValueError(
+                f"Give exactly one of `epochs` or `steps`. Received: epochs={epochs}, steps={steps}"
+            )
+        duration = epochs if steps is None else steps
+        if not isinstance(duration, int) or duration < 1:
+            raise ValueError(f"The decay length must be a positive int. Received: {duration!r}")
+        if not isinstance(hold, int) or hold < 0:
+            raise ValueError(f"`hold` must be an int >= 0. Received: hold={hold!r}")
+        for name, value in (("start", start), ("end", end)):
+            if value < 0:
+                raise ValueError(f"λ must be >= 0. Received: {name}={value}")
+        self.start, self.end, self.hold, self.duration = float(start), float(end), hold, duration
+        self.per_step = steps is not None
+
+    def value(self, t: int) -> float:
+        """λ for epoch (or step) index ``t``."""
+        progress = min(max((t - self.hold) / self.duration, 0.0), 1.0)
+        return self.start + (self.end - self.start) * progress
+
+    def _assign(self, t: int):
+        target = getattr(self.model, "kd_lambda", None)
+        if not isinstance(target, keras.Variable):
+            raise TypeError(
+                "LambdaAnnealing needs a model with a `kd_lambda` variable (a fitnets_tf."
+                f"Distiller). Received: {type(self.model).__name__}"
+            )
+        target.assign(self.value(t))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.per_step:
+            self._assign(epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.per_step:
+            self._assign(int(self.model.optimizer.iterations.numpy()))

@@ -1,0 +1,308 @@
+"""The two-stage FitNets trainer as a ``keras.Model``.
+
+``Distiller`` wraps a frozen teacher and a student and overrides ``train_step`` /
+``test_step`` for the paper's two phases, chosen at ``compile``:
+
+* ``phase="hints"`` (stage 1): trains the student up to ``guided_layer`` and the regressor to
+  predict the teacher's ``hint_layer`` (:func:`fitnets_tf.losses.hint_loss`);
+* ``phase="kd"`` (stage 2): trains the whole student on
+  ``H(y, P_S) + λ · H(P_T^τ, P_S^τ)`` (:func:`fitnets_tf.losses.cross_entropy`,
+  :func:`fitnets_tf.losses.kd_loss`), λ annealed by
+  :class:`fitnets_tf.callbacks.LambdaAnnealing`.
+
+Calling the Distiller runs the student, so ``predict``/``evaluate`` report on the student.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from fitnets_tf import losses
+from fitnets_tf import regressor as regressor_lib
+
+PHASES = ("hints", "kd")
+
+
+@dataclasses.dataclass
+class _Taps:
+    """Sub-models that share the teacher's and student's weights.
+
+    Held in a plain object so Keras does not track them as layers of the Distiller: their
+    weights already belong to ``teacher`` and ``student``.
+    """
+
+    teacher_hint: keras.Model | None = None
+    student_guided: keras.Model | None = None
+
+
+def _check_functional(model, role: str):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`{role}` must be a keras.Model. Received: {type(model).__name__}")
+    try:
+        model.inputs  # noqa: B018  (Functional and built Sequential models have them)
+    except (AttributeError, ValueError) as e:
+        raise TypeError(
+            f"`{role}` must be a Functional (or built Sequential) keras.Model so that its layers "
+            f"can be tapped by name; got a subclassed {type(model).__name__}. Wrap it with "
+            "keras.Model(inputs, outputs) or pass no hint_layer/guided_layer."
+        ) from e
+
+
+def _inputs(model: keras.Model):
+    # A lone input unwrapped, so a tap called with a tensor matches its input structure.
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
+def _layer(model: keras.Model, name: str, role: str):
+    names = [layer.name for layer in model.layers]
+    if name not in names:
+        raise ValueError(
+            f"Unknown {role} '{name}' in model '{model.name}'. Valid layer names: "
+            f"{', '.join(names)}."
+        )
+    return model.get_layer(name)
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> float:
+    ok = value >= 0 if allow_zero else value > 0
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be a number {bound}. Received: {name}={value!r}")
+    return float(value)
+
+
+def _per_replica_mean(per_example, sample_weight=None):
+    """Batch mean of a per-example loss, and the same divided by the replica count.
+
+    Gradients of replicas are summed by ``tf.distribute``, so the value we differentiate is the
+    local mean / replicas; the logged value stays the local mean (metrics aggregate replicas).
+    """
+    if sample_weight is not None:
+        per_example = per_example * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
+    mean = ops.mean(per_example)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return mean, mean / float(replicas)
+
+
+class Distiller(keras.Model):
+    """FitNets: hint training, then knowledge distillation, of ``student`` from ``teacher``.
+
+    Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015.
+
+    Args:
+        teacher: trained Functional ``keras.Model`` returning logits; frozen here and always
+            called with ``training=False``.
+        student: Functional ``keras.Model`` returning logits.
+        hint_layer: name of the teacher layer whose output guides the student (stage 1).
+        guided_layer: name of the student layer that learns to predict the hint through the
+            regressor. Both are needed for ``phase="hints"`` only.
+        temperature: τ of the soft targets (paper: 3).
+        kd_lambda: λ weighting the soft term (paper: 4, annealed to 1).
+        tau_squared: multiply the soft term by τ² (off in the paper).
+        regressor: ``"auto"`` (the paper: convolutional, valid kernel ``N_g − N_h + 1``, the
+            hint's non-linearity), ``"linear"``, or a Keras layer of your own mapping the
+            guided output to the hint shape.
+        regressor_initializer: kernel initializer of an automatic regressor (paper code:
+            U(−0.05, 0.05)).
+
+    The regressor is built here, so shape problems surface at construction, before any data
+    is read. λ and τ are non-trainable variables: a callback's ``assign`` reaches the compiled
+    step, where a Python float would be frozen at trace time.
+    """
+
+    def __init__(
+        self,
+        teacher: keras.Model,
+        student: keras.Model,
+        hint_layer: str | None = None,
+        guided_layer: str | None = None,
+        temperature: float = 3.0,
+        kd_lambda: float = 4.0,
+        tau_squared: bool = False,
+        regressor="auto",
+        regressor_initializer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if (hint_layer is None) != (guided_layer is None):
+            raise ValueError(
+                "Give both `hint_layer` and `guided_layer` (for hint training) or neither "
+                f"(KD only). Received: hint_layer={hint_layer!r}, guided_layer={guided_layer!r}"
+            )
+        teacher.trainable = False
+        self.teacher = teacher
+        self.student = student
+        self.hint_layer = hint_layer
+        self.guided_layer = guided_layer
+        self.tau_squared = bool(tau_squared)
+        self.temperature = keras.Variable(
+            _positive("temperature", temperature), dtype="float32", trainable=False,
+            name="temperature",
+        )  # fmt: skip
+        self.kd_lambda = keras.Variable(
+            _positive("kd_lambda", kd_lambda, allow_zero=True), dtype="float32", trainable=False,
+            name="kd_lambda",
+        )  # fmt: skip
+        self._taps = _Taps()
+        self.regressor = None
+        if hint_layer is not None:
+            self._build_hint_path(regressor, regressor_initializer)
+        self.phase = None
+        self._trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("loss", "hint_loss", "ce_loss", "kd_loss", "kd_lambda", "temperature")
+        }
+        # Built models make a built Distiller: save_weights, checkpoints and keras-tuner then
+        # work before the first fit (a subclassed Model is otherwise "unbuilt" until called).
+        self.built = teacher.built and student.built
+
+    def _build_hint_path(self, regressor, initializer):
+        _check_functional(self.teacher, "teacher")
+        _check_functional(self.student, "student")
+        hint = _layer(self.teacher, self.hint_layer, "hint_layer")
+        guided = _layer(self.student, self.guided_layer, "guided_layer")
+        self._taps.teacher_hint = keras.Model(_inputs(self.teacher), hint.output, name="teacher_hint")
+        self._taps.student_guided = keras.Model(
+            _inputs(self.student), guided.output, name="student_guided"
+        )
+        guided_shape = tuple(guided.output.shape[1:])
+        hint_shape = tuple(hint.output.shape[1:])
+        if isinstance(regressor, keras.layers.Layer):
+            if not regressor.built:
+                regressor.build((None, *guided_shape))
+            out = tuple(regressor.compute_output_shape((None, *guided_shape))[1:])
+            if out != hint_shape:
+                raise regressor_lib.HintShapeError(
+                    f"The given regressor maps the guided layer '{self.guided_layer}' "
+                    f"{guided_shape} to {out}, but the hint layer '{self.hint_layer}' is "
+                    f"{hint_shape}."
+                )
+            self.regressor = regressor
+            return
+        valid = (
+            f"Teacher layers: {', '.join(layer.name for layer in self.teacher.layers)}. "
+            f"Student layers: {', '.join(layer.name for layer in self.student.layers)}."
+        )
+        regressor_lib.check_shapes(
+            guided_shape,
+            hint_shape,
+            guided_layer=self.guided_layer,
+            hint_layer=self.hint_layer,
+            valid=valid,
+        )
+        self.regressor = regressor_lib.build_regressor(
+            guided_shape,
+            hint_shape,
+            regressor_lib.hint_nonlinearity(hint),
+            kind=regressor,
+            initializer=initializer,
+        )
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
+
+    # -- compile -----------------------------------------------------------------------------
+
+    def compile(self, optimizer="rmsprop", phase: str = "kd", metrics=None, **kwargs):
+        """Configures one phase.
+
+        Args:
+            optimizer: as in ``keras.Model.compile``. An optimizer that has already been used
+                is replaced by a fresh copy of its configuration, so no slot or step count
+                leaks from one phase into the next.
+            phase: ``"hints"`` (stage 1) or ``"kd"`` (stage 2).
+            metrics: metrics of the student's logits against the labels (``"kd"`` phase).
+            **kwargs: passed to ``keras.Model.compile`` (``jit_compile``,
+                ``steps_per_execution``...). ``loss`` is not accepted: the phase defines it.
+        """
+        if phase not in PHASES:
+            raise ValueError(f"`phase` must be one of {PHASES}. Received: phase={phase!r}")
+        if kwargs.get("loss") is not None:
+            raise ValueError("Distiller defines its own loss per phase; do not pass `loss`.")
+        if phase == "hints" and self.regressor is None:
+            raise ValueError(
+                "phase='hints' needs `hint_layer` and `guided_layer` given to the Distiller. "
+                f"Teacher layers: {', '.join(layer.name for layer in self.teacher.layers)}. "
+                f"Student layers: {', '.join(layer.name for layer in self.student.layers)}."
+            )
+        if isinstance(optimizer, keras.optimizers.Optimizer) and optimizer.built:
+            optimizer = optimizer.__class__.from_config(optimizer.get_config())
+        self.phase = phase
+        if self.regressor is not None:
+            # Stage 2 drops the regressor: it takes no gradient and no optimizer slots.
+            self.regressor.trainable = phase == "hints"
+        super().compile(optimizer=optimizer, metrics=metrics if phase == "kd" else None, **kwargs)
+        with self.distribute_strategy.scope():
+            self.optimizer.build(self._phase_variables())
+
+    def _phase_variables(self):
+        if self.phase == "hints":
+            return (
+                self._taps.student_guided.trainable_variables + self.regressor.trainable_variables
+            )
+        return self.student.trainable_variables
+
+    @property
+    def metrics(self):
+        names = ["loss", "hint_loss"] if self.phase == "hints" else ["loss", "ce_loss", "kd_loss"]
+        tracked = [self._trackers[n] for n in names]
+        if self.phase == "kd":
+            tracked += [self._trackers["kd_lambda"], self._trackers["temperature"]]
+            if self._compile_metrics is not None:
+                tracked.append(self._compile_metrics)
+        return tracked
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _phase_losses(self, x, y, sample_weight, training: bool):
+        """Returns ``(loss_for_gradients, logged terms, student logits or None)``."""
+        if self.phase == "hints":
+            hint = self._taps.teacher_hint(x, training=False)
+            guided = self._taps.student_guided(x, training=training)
+            per_example = losses.hint_loss(hint, self.regressor(guided, training=training))
+            mean, scaled = _per_replica_mean(per_example, sample_weight)
+            return scaled, {"loss": mean, "hint_loss": mean}, None
+        if y is None:
+            raise ValueError("phase='kd' needs labels: the dataset must yield (images, labels).")
+        teacher_logits = self.teacher(x, training=False)
+        student_logits = self.student(x, training=training)
+        ce, ce_scaled = _per_replica_mean(losses.cross_entropy(y, student_logits), sample_weight)
+        kd, kd_scaled = _per_replica_mean(
+            losses.kd_loss(teacher_logits, student_logits, self.temperature, self.tau_squared),
+            sample_weight,
+        )
+        lam = ops.convert_to_tensor(self.kd_lambda)
+        terms = {"loss": ce + lam * kd, "ce_loss": ce, "kd_loss": kd}
+        return ce_scaled + lam * kd_scaled, terms, student_logits
+
+    def _update_trackers(self, terms, batch_size):
+        for name, value in terms.items():
+            self._trackers[name].update_state(value, sample_weight=batch_size)
+        if self.phase == "kd":
+            self._trackers["kd_lambda"].update_state(self.kd_lambda)
+            self._trackers["temperature"].update_state(self.temperature)
+
+    def _finish_step(self, x, y, sample_weight, terms, logits):
+        self._update_trackers(terms, ops.shape(x)[0])
+        if self.phase == "kd" and self._compile_metrics is not None:
+            self._compile_metrics.update_state(y, logits, sample_weight=sample_weight)
+        return self.get_metrics_result()
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self._phase_variables()
+        with tf.GradientTape() as tape:
+            loss, terms, logits = self._phase_losses(x, y, sample_weight, training=True)
+            scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed_float16
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return self._finish_step(x, y, sample_weight, terms, logits)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        _, terms, logits = self._phase_losses(x, y, sample_weight, training=False)
+        return self._finish_step(x, y, sample_weight, terms, logits)

@@ -1,0 +1,84 @@
+"""The FitNets losses, per example.
+
+Every function returns one value per example (shape ``(batch,)``) in float32, whatever the
+compute dtype of its inputs; the :class:`~fitnets_tf.Distiller` averages over the batch and
+scales for ``tf.distribute``. Keeping the reduction out of here lets one definition serve
+training, evaluation, sample weights and several replicas.
+
+The references disagree on exactly the constants below (½, sum vs mean over features, τ²),
+so each docstring states the choice and ``tests/test_losses.py`` pins it with hand-computed
+numbers.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+
+def _flat_float32(x):
+    x = ops.cast(x, "float32")
+    return ops.reshape(x, (ops.shape(x)[0], -1))
+
+
+def hint_loss(hint, regressed):
+    """Stage-1 hint loss of one example: ``L_HT = ½ ‖u_h(x) − r(v_g(x))‖²``.
+
+    ½ × the squared error **summed over all features** (height × width × channels) of the
+    example, as in the paper's code; the mean over the batch is taken by the caller. Toolkits
+    that use an MSE (mean over features) get values smaller by a factor ``2 / features``, which
+    is why they multiply it by 100 or more.
+
+    Args:
+        hint: teacher hint-layer output ``u_h(x)``, shape ``(batch, ...)``.
+        regressed: regressor output ``r(v_g(x))``, same shape as ``hint``.
+
+    Returns:
+        ``(batch,)`` float32 tensor.
+    """
+    diff = _flat_float32(hint) - _flat_float32(regressed)
+    return 0.5 * ops.sum(ops.square(diff), axis=-1)
+
+
+def cross_entropy(labels, logits):
+    """Hard-label term ``H(y_true, P_S)`` of one example, at temperature 1.
+
+    Args:
+        labels: integer class ids ``(batch,)`` (or ``(batch, 1)``), or one-hot / soft
+            targets ``(batch, classes)``.
+        logits: student logits ``(batch, classes)``.
+
+    Returns:
+        ``(batch,)`` float32 tensor ``−Σ_c y_c log softmax(logits)_c``.
+    """
+    log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    if len(labels.shape) == len(logits.shape) and labels.shape[-1] == logits.shape[-1] != 1:
+        return -ops.sum(ops.cast(labels, "float32") * log_probs, axis=-1)
+    labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+    one_hot = ops.one_hot(labels, ops.shape(log_probs)[-1], dtype="float32")
+    return -ops.sum(one_hot * log_probs, axis=-1)
+
+
+def kd_loss(teacher_logits, student_logits, temperature, tau_squared: bool = False):
+    """Soft-target term ``H(P_T^τ, P_S^τ)`` of one example, with ``P^τ = softmax(logits / τ)``.
+
+    A cross-entropy, not a KL divergence: it is the paper's formula, and the two differ by the
+    teacher's entropy, a constant with no gradient. The paper and its code have **no τ²
+    factor**; ``tau_squared=True`` multiplies by τ² as Hinton et al. and later toolkits do, to
+    keep the soft gradients' scale independent of τ.
+
+    Args:
+        teacher_logits: ``(batch, classes)``.
+        student_logits: ``(batch, classes)``.
+        temperature: τ > 0, a float or a scalar tensor (the Distiller passes a variable).
+        tau_squared: multiply by τ².
+
+    Returns:
+        ``(batch,)`` float32 tensor.
+    """
+    tau = ops.cast(temperature, "float32")
+    soft_targets = ops.softmax(ops.cast(teacher_logits, "float32") / tau, axis=-1)
+    log_probs = ops.log_softmax(ops.cast(student_logits, "float32") / tau, axis=-1)
+    loss = -ops.sum(soft_targets * log_probs, axis=-1)
+    if tau_squared:
+        loss = loss * ops.square(tau)
+    return loss

@@ -1,0 +1,150 @@
+"""The hint regressor r(·; W_r): maps the student's guided layer onto the teacher's hint layer.
+
+The paper's rule (section 3.2): the regressor is convolutional, with a *valid* kernel of
+``k = N_g − N_h + 1`` pixels per spatial axis (``N`` the map size), so that a guided map of
+``N_g`` pixels becomes a hint-sized map of ``N_h`` pixels with ``k² · O_g · O_h`` weights
+instead of the ``N_h² · O_h · N_g² · O_g`` of a fully connected one. Its non-linearity is the
+hint layer's, so that the regressor can reach the hint's range (a maxout hint is matched by a
+maxout regressor with the teacher's number of pieces).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from fitnets_tf import layers as maxout_layers
+
+# Layers that do not change which non-linearity produced their input's values: we look
+# through them to find the hint's non-linearity (the paper's layer includes its pooling).
+_TRANSPARENT = (
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout2D,
+    keras.layers.Identity,
+    maxout_layers.CeilMaxPooling2D,
+)
+
+KINDS = ("auto", "linear")
+
+
+class HintShapeError(ValueError):
+    """The guided layer cannot be regressed onto the hint layer."""
+
+
+def _inbound_layer(layer):
+    """The single layer feeding ``layer`` in a Functional graph, or None."""
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if len(nodes) != 1:
+        return None
+    parents = [t._keras_history.operation for t in nodes[0].input_tensors]
+    return parents[0] if len(parents) == 1 else None
+
+
+def hint_nonlinearity(hint_layer: keras.layers.Layer) -> dict:
+    """Describes the non-linearity that produced ``hint_layer``'s output.
+
+    Returns one of ``{"kind": "maxout", "pieces": p}``, ``{"kind": "activation",
+    "activation": name}`` or ``{"kind": "linear"}``.
+    """
+    layer = hint_layer
+    while isinstance(layer, _TRANSPARENT):
+        parent = _inbound_layer(layer)
+        if parent is None:
+            break
+        layer = parent
+    if isinstance(layer, (maxout_layers.MaxoutConv2D, maxout_layers.MaxoutDense)):
+        return {"kind": "maxout", "pieces": layer.pieces}
+    if isinstance(layer, keras.layers.ReLU):
+        return {"kind": "activation", "activation": "relu"}
+    activation = getattr(layer, "activation", None)
+    if activation is not None:
+        name = keras.activations.serialize(activation)
+        name = name if isinstance(name, str) else getattr(activation, "__name__", "linear")
+        if name != "linear":
+            return {"kind": "activation", "activation": name}
+    return {"kind": "linear"}
+
+
+def kernel_size(guided_shape, hint_shape) -> tuple[int, ...]:
+    """The paper's ``k = N_g − N_h + 1`` per spatial axis; shapes exclude the batch axis."""
+    return tuple(g - h + 1 for g, h in zip(guided_shape[:-1], hint_shape[:-1], strict=True))
+
+
+def check_shapes(guided_shape, hint_shape, *, guided_layer: str, hint_layer: str, valid: str):
+    """Raises :class:`HintShapeError` when the paper's regressor cannot map one onto the other."""
+
+    def fail(problem: str, fix: str):
+        raise HintShapeError(
+            f"Cannot regress the student's guided layer '{guided_layer}' (output shape "
+            f"{tuple(guided_shape)}) onto the teacher's hint layer '{hint_layer}' (output shape "
+            f"{tuple(hint_shape)}): {problem}. {fix} {valid}"
+        )
+
+    if len(guided_shape) != len(hint_shape):
+        fail(
+            "their ranks differ",
+            "Choose two convolutional layers (or two flat layers) so the regressor keeps the "
+            "layout.",
+        )
+    if len(hint_shape) not in (1, 3):
+        fail(
+            "only (H, W, C) feature maps and flat (features,) layers are supported",
+            "Choose a 2-D convolutional or a dense layer.",
+        )
+    if any(d is None for d in (*guided_shape, *hint_shape)):
+        fail(
+            "a dimension is unknown",
+            "Build the models with a fixed input_shape so the feature-map sizes are known.",
+        )
+    if len(hint_shape) == 3 and any(k < 1 for k in kernel_size(guided_shape, hint_shape)):
+        fail(
+            "the hint map is larger than the guided map, and the paper's valid-convolution "
+            "regressor (k = N_g - N_h + 1) can only shrink a map",
+            "Guide an earlier (larger) student layer or hint from a later (smaller) teacher layer.",
+        )
+
+
+def build_regressor(
+    guided_shape,
+    hint_shape,
+    nonlinearity: dict,
+    *,
+    kind: str = "auto",
+    initializer=None,
+    name: str = "regressor",
+) -> keras.layers.Layer:
+    """Builds the regressor for feature shapes given without the batch axis.
+
+    Args:
+        guided_shape: output shape of the student's guided layer, e.g. ``(8, 8, 32)``.
+        hint_shape: output shape of the teacher's hint layer, e.g. ``(7, 7, 192)``.
+        nonlinearity: from :func:`hint_nonlinearity`.
+        kind: ``"auto"`` uses the hint's non-linearity (the paper); ``"linear"`` none.
+        initializer: kernel initializer; default U(−0.05, 0.05) as in the paper's code.
+        name: layer name.
+
+    Returns:
+        A built layer mapping ``(batch, *guided_shape)`` to ``(batch, *hint_shape)``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"`regressor` must be one of {KINDS} or a Keras layer. Received: {kind!r}")
+    if initializer is None:
+        initializer = keras.initializers.RandomUniform(-0.05, 0.05)
+    if kind == "linear":
+        nonlinearity = {"kind": "linear"}
+    units = hint_shape[-1]
+    conv = len(hint_shape) == 3
+    if nonlinearity["kind"] == "maxout":
+        cls = maxout_layers.MaxoutConv2D if conv else maxout_layers.MaxoutDense
+        args = dict(pieces=nonlinearity["pieces"])
+    else:
+        cls = keras.layers.Conv2D if conv else keras.layers.Dense
+        args = dict(activation=nonlinearity.get("activation"))
+    if conv:
+        args.update(kernel_size=kernel_size(guided_shape, hint_shape), padding="valid")
+    regressor = cls(units, kernel_initializer=initializer, name=name, **args)
+    regressor.build((None, *guided_shape))
+    return regressor

@@ -1,0 +1,54 @@
+"""Shared tiny models and data: every test runs in seconds on 2 CPU cores."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from fitnets_tf import layers  # noqa: E402
+
+
+def tiny_model(name: str, width: int, seed: int, pieces: int = 2, classes: int = 3) -> keras.Model:
+    """8×8×1 → maxout conv → pool → maxout conv → BN → GAP → logits."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1))
+    h = layers.MaxoutConv2D(width, 3, pieces=pieces, padding="same", name="conv1")(inputs)
+    h = keras.layers.MaxPooling2D(2, name="pool1")(h)
+    h = layers.MaxoutConv2D(width, 3, pieces=pieces, padding="same", name="conv2")(h)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    outputs = keras.layers.Dense(classes, name="logits")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def tiny_data(n: int = 32, seed: int = 0):
+    rng = np.random.RandomState(seed)
+    x = rng.rand(n, 8, 8, 1).astype("float32")
+    y = (np.arange(n) % 3).astype("int32")
+    return x, y
+
+
+def tiny_dataset(batch_size: int = 8, n: int = 32):
+    x, y = tiny_data(n)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+
+
+@pytest.fixture
+def teacher():
+    return tiny_model("teacher", width=6, seed=0, pieces=3)
+
+
+@pytest.fixture
+def student():
+    return tiny_model("student", width=4, seed=1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    keras.config.set_dtype_policy("float32")
+    yield
+    keras.config.set_dtype_policy("float32")

@@ -1,0 +1,216 @@
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_data, tiny_dataset, tiny_model
+
+import fitnets_tf
+from fitnets_tf import layers, losses
+from fitnets_tf.regressor import HintShapeError
+
+
+def _values(variables):
+    return [np.array(v) for v in variables]
+
+
+def _same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_call_is_the_student(teacher, student):
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    x, _ = tiny_data(4)
+    np.testing.assert_allclose(d(x), student(x))
+    assert d.built  # save_weights/checkpoints work before the first fit
+
+
+def test_auto_regressor_follows_the_paper_rule(teacher, student):
+    d = fitnets_tf.Distiller(teacher, student, hint_layer="pool1", guided_layer="conv1")
+    # guided 8×8×4 → hint 4×4×6: k = 8 − 4 + 1 = 5, maxout with the teacher's 3 pieces,
+    # because the hint (pool1) looks through the pooling to conv1's maxout.
+    assert isinstance(d.regressor, layers.MaxoutConv2D)
+    assert d.regressor.kernel_size == (5, 5) and d.regressor.pieces == 3
+    assert d.regressor.kernel.shape == (5, 5, 4, 6 * 3)
+
+
+def test_linear_and_activation_regressors():
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(5, 3, activation="relu", name="hint")(inputs)
+    logits = keras.layers.Dense(3, name="logits")(keras.layers.Flatten()(h))
+    teacher = keras.Model(inputs, logits)
+    student = tiny_model("s", 4, 1)
+    relu = fitnets_tf.Distiller(teacher, student, "hint", "conv1").regressor
+    assert isinstance(relu, keras.layers.Conv2D) and relu.activation.__name__ == "relu"
+    assert relu.kernel_size == (3, 3)  # 8 − 6 + 1
+    linear = fitnets_tf.Distiller(teacher, student, "hint", "conv1", regressor="linear").regressor
+    assert isinstance(linear, keras.layers.Conv2D) and linear.activation.__name__ == "linear"
+
+
+@pytest.mark.parametrize(
+    ("hint", "guided", "match"),
+    [
+        ("conv1", "pool1", "hint map is larger than the guided map"),  # 8×8 hint, 4×4 guided
+        ("logits", "conv1", "ranks differ"),
+        ("nope", "conv1", "Unknown hint_layer 'nope'.*Valid layer names: .*conv1"),
+        ("conv1", "nope", "Unknown guided_layer 'nope'"),
+    ],
+)
+def test_unmatchable_layers_fail_at_construction(teacher, student, hint, guided, match):
+    with pytest.raises(ValueError, match=match) as info:
+        fitnets_tf.Distiller(teacher, student, hint_layer=hint, guided_layer=guided)
+    if "Unknown" not in match:
+        assert isinstance(info.value, HintShapeError)
+        for text in (hint, guided, "Teacher layers:", "Student layers:"):
+            assert text in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"temperature": 0.0}, "temperature"), ({"kd_lambda": -1.0}, "kd_lambda"),
+     ({"hint_layer": "pool1"}, "both")],
+)  # fmt: skip
+def test_bad_hyperparameters(teacher, student, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fitnets_tf.Distiller(teacher, student, **kwargs)
+
+
+def test_compile_rejects_unknown_phase_and_hints_without_layers(teacher, student):
+    d = fitnets_tf.Distiller(teacher, student)
+    with pytest.raises(ValueError, match="phase"):
+        d.compile(phase="joint")
+    with pytest.raises(ValueError, match="needs `hint_layer`"):
+        d.compile(phase="hints")
+
+
+def test_hint_loss_is_logged_as_the_paper_defines_it(teacher, student):
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    d.compile(optimizer="sgd", phase="hints")
+    x, y = tiny_data(16)
+    logs = d.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    hint = keras.Model(teacher.input, teacher.get_layer("pool1").output)(x)
+    guided = keras.Model(student.input, student.get_layer("pool1").output)(x)
+    diff = np.asarray(hint) - np.asarray(d.regressor(guided))
+    expected = 0.5 * (diff**2).reshape(16, -1).sum(axis=1).mean()
+    assert set(logs) == {"loss", "hint_loss"}
+    np.testing.assert_allclose(logs["hint_loss"], expected, rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-5)
+
+
+def test_kd_loss_is_the_real_total(teacher, student):
+    d = fitnets_tf.Distiller(teacher, student, temperature=2.0, kd_lambda=3.0)
+    d.compile(optimizer="sgd", phase="kd", metrics=["accuracy"])
+    x, y = tiny_data(16)
+    logs = d.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    ce = np.mean(losses.cross_entropy(y, student(x)))
+    kd = np.mean(losses.kd_loss(teacher(x), student(x), 2.0))
+    np.testing.assert_allclose(logs["ce_loss"], ce, rtol=1e-5)
+    np.testing.assert_allclose(logs["kd_loss"], kd, rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"], ce + 3.0 * kd, rtol=1e-5)
+    assert {"accuracy", "kd_lambda", "temperature"} <= set(logs)
+
+
+def test_tau_squared_scales_the_soft_term(teacher, student):
+    x, y = tiny_data(16)
+    results = {}
+    for flag in (False, True):
+        d = fitnets_tf.Distiller(teacher, student, temperature=2.0, tau_squared=flag)
+        d.compile(optimizer="sgd", phase="kd")
+        results[flag] = d.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)["kd_loss"]
+    np.testing.assert_allclose(results[True], 4.0 * results[False], rtol=1e-5)
+
+
+def test_phases_train_the_right_weights(teacher, student):
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    teacher_before = _values(teacher.weights)  # includes BN moving statistics
+    guided = ["conv1"]
+    rest = ["conv2", "bn", "logits"]
+
+    def weights(names):
+        return _values([w for n in names for w in student.get_layer(n).weights])
+
+    guided_before, rest_before = weights(guided), weights(rest)
+    d.compile(optimizer=keras.optimizers.RMSprop(5e-3), phase="hints")
+    d.fit(tiny_dataset(), epochs=1, verbose=0)
+    assert not _same(guided_before, weights(guided))  # stage 1 trains up to the guided layer
+    assert _same(rest_before, weights(rest))  # ... and nothing after it
+    guided_after_hints = weights(guided)
+    regressor_after_hints = _values(d.regressor.weights)
+
+    optimizer = keras.optimizers.RMSprop(5e-3)
+    d.compile(optimizer=optimizer, phase="kd")
+    d.fit(tiny_dataset(), epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 4  # a fresh optimizer: stage 1's 4 steps don't carry
+    assert not _same(guided_after_hints, weights(guided))  # stage 2 starts from stage 1's weights
+    assert _same(regressor_after_hints, _values(d.regressor.weights))  # the regressor is dropped
+    assert not any(v is w for v in d.trainable_variables for w in d.regressor.weights)
+    assert _same(teacher_before, _values(teacher.weights))  # frozen teacher, BN stats included
+
+    d.compile(optimizer=optimizer, phase="kd")  # an already used optimizer is copied, not reused
+    assert d.optimizer is not optimizer and int(d.optimizer.iterations) == 0
+
+
+def test_custom_regressor_layer(teacher, student):
+    custom = keras.layers.Conv2D(6, 1, name="my_regressor")
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1", regressor=custom)
+    assert d.regressor is custom
+    with pytest.raises(ValueError, match="maps the guided layer"):
+        fitnets_tf.Distiller(teacher, student, "pool1", "pool1", regressor=keras.layers.Conv2D(5, 1))
+
+
+def test_mixed_float16_uses_loss_scaling(teacher, student):
+    keras.config.set_dtype_policy("mixed_float16")
+    t, s = tiny_model("t16", 6, 0, pieces=3), tiny_model("s16", 4, 1)
+    d = fitnets_tf.Distiller(t, s, "pool1", "pool1")
+    for phase in ("hints", "kd"):
+        d.compile(optimizer=keras.optimizers.RMSprop(5e-3), phase=phase)
+        assert isinstance(d.optimizer, keras.optimizers.LossScaleOptimizer)
+        history = d.fit(tiny_dataset(), epochs=2, verbose=0).history
+        assert np.all(np.isfinite(history["loss"]))
+    assert keras.backend.standardize_dtype(s.get_layer("conv1").compute_dtype) == "float16"
+
+
+@pytest.mark.parametrize("phase", ["hints", "kd"])
+def test_jit_compile_matches_graph_mode(phase):
+    logs = {}
+    for jit in (False, True):
+        t, s = tiny_model("t", 6, 0, pieces=3), tiny_model("s", 4, 1)
+        d = fitnets_tf.Distiller(t, s, "pool1", "pool1")
+        d.compile(optimizer=keras.optimizers.SGD(0.1), phase=phase, jit_compile=jit)
+        logs[jit] = d.fit(tiny_dataset(), epochs=2, verbose=0).history["loss"]
+    np.testing.assert_allclose(logs[True], logs[False], rtol=1e-4)
+
+
+def test_kd_with_a_subclassed_teacher(student):
+    class Teacher(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.flat = keras.layers.Flatten()
+            self.out = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.out(self.flat(x))
+
+    d = fitnets_tf.Distiller(Teacher(), student)
+    d.compile(optimizer="sgd", phase="kd")
+    assert np.isfinite(d.fit(tiny_dataset(), epochs=1, verbose=0).history["loss"][0])
+    with pytest.raises(TypeError, match="Functional"):
+        fitnets_tf.Distiller(Teacher(), student, "dense", "conv1")
+
+
+def test_sample_weights_weight_the_examples(teacher, student):
+    d = fitnets_tf.Distiller(teacher, student)
+    d.compile(optimizer="sgd", phase="kd")
+    x, y = tiny_data(8)
+    w = np.array([1, 0, 0, 0, 0, 0, 0, 0], "float32")
+    logs = d.evaluate(x, y, sample_weight=w, batch_size=8, return_dict=True, verbose=0)
+    expected = losses.cross_entropy(y[:1], student(x[:1]))[0] / 8
+    np.testing.assert_allclose(logs["ce_loss"], expected, rtol=1e-5)
+
+
+def test_weights_checkpoint_round_trip(tmp_path, teacher, student):
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    d.save_weights(tmp_path / "d.weights.h5")
+    before = _values(d.weights)
+    d.compile(optimizer="sgd", phase="hints")
+    d.fit(tiny_dataset(), epochs=1, verbose=0)
+    d.load_weights(tmp_path / "d.weights.h5")
+    assert _same(before, _values(d.weights))

@@ -1,0 +1,105 @@
+import keras
+import numpy as np
+import pytest
+
+from fitnets_tf import layers
+
+
+def _set(layer, kernel, bias):
+    layer.kernel.assign(np.asarray(kernel, "float32").reshape(layer.kernel.shape))
+    layer.bias.assign(np.asarray(bias, "float32"))
+
+
+def test_maxout_conv_hand_computed_one_pixel_kernel():
+    # Two pieces: z0 = -x, z1 = 0.5x - 1; the output is their max.
+    layer = layers.MaxoutConv2D(1, 1, pieces=2)
+    x = np.array([1.0, 2.0, 3.0, 4.0], "float32").reshape(1, 2, 2, 1)
+    layer.build(x.shape)
+    _set(layer, [-1.0, 0.5], [0.0, -1.0])
+    np.testing.assert_allclose(layer(x).numpy().ravel(), [-0.5, 0.0, 0.5, 1.0])
+
+
+def test_maxout_conv_groups_contiguous_pieces():
+    # Channel j is the max of linear channels [2j, 2j+1]: sums 10, -10 | 5, 0 + bias 7.
+    layer = layers.MaxoutConv2D(2, 2, pieces=2)
+    x = np.array([1.0, 2.0, 3.0, 4.0], "float32").reshape(1, 2, 2, 1)
+    layer.build(x.shape)
+    kernel = np.zeros((2, 2, 1, 4), "float32")
+    kernel[..., 0], kernel[..., 1], kernel[..., 2] = 1.0, -1.0, 0.5
+    _set(layer, kernel, [0.0, 0.0, 0.0, 7.0])
+    np.testing.assert_allclose(layer(x).numpy().reshape(-1), [10.0, 7.0])
+
+
+def test_maxout_conv_explicit_padding_shape():
+    layer = layers.MaxoutConv2D(96, 8, pieces=2, padding=4)
+    assert layer.compute_output_shape((None, 32, 32, 3)) == (None, 33, 33, 96)
+    assert layer(np.zeros((1, 32, 32, 3), "float32")).shape == (1, 33, 33, 96)
+
+
+def test_maxout_dense_hand_computed():
+    layer = layers.MaxoutDense(2, pieces=2)
+    layer.build((None, 2))
+    _set(layer, [[1, 0, -1, 2], [0, 1, 1, 0]], [0, 0, 0, -5])
+    np.testing.assert_allclose(layer(np.array([[1.0, 2.0]], "float32")).numpy(), [[2.0, 1.0]])
+
+
+def test_ceil_max_pooling_covers_the_edge():
+    x = np.arange(25, dtype="float32").reshape(1, 5, 5, 1)
+    pool = layers.CeilMaxPooling2D(2, 2)
+    out = pool(x).numpy()[0, ..., 0]
+    assert out.shape == (3, 3)  # Keras' floor mode gives 2×2
+    np.testing.assert_allclose(out[[0, 0, 2, 2], [0, 2, 0, 2]], [6, 9, 21, 24])
+    # The padding never wins, even when every real value is very negative.
+    np.testing.assert_allclose(pool(-x - 1e6).numpy()[0, 2, 2, 0], -1e6 - 24)
+    # cuda-convnet: 33 → pool 4/2 → 16 (Keras' valid pooling: 15).
+    assert pool.__class__(4, 2).compute_output_shape((None, 33, 33, 8)) == (None, 16, 16, 8)
+
+
+def test_max_norm_is_applied_per_kernel():
+    layer = layers.MaxoutConv2D(2, 3, pieces=2, max_norm=0.9)
+    layer.build((None, 5, 5, 4))
+    constrained = layer.kernel.constraint(keras.ops.ones(layer.kernel.shape))
+    norms = np.sqrt((np.asarray(constrained) ** 2).sum(axis=(0, 1, 2)))
+    np.testing.assert_allclose(norms, 0.9, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        layers.MaxoutConv2D(3, (3, 2), pieces=3, strides=2, padding=1, max_norm=0.9, name="c"),
+        layers.MaxoutDense(4, pieces=5, max_norm=1.9, name="d"),
+        layers.CeilMaxPooling2D(4, 2, name="p"),
+    ],
+)
+def test_get_config_round_trip(layer):
+    clone = layer.__class__.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def test_saved_model_with_custom_layers_reloads_in_safe_mode(tmp_path):
+    inputs = keras.Input((9, 9, 2))
+    h = layers.MaxoutConv2D(3, 3, padding=1, max_norm=0.9)(inputs)
+    h = layers.CeilMaxPooling2D(2)(h)
+    h = keras.layers.Flatten()(h)
+    outputs = layers.MaxoutDense(4, pieces=3)(h)
+    model = keras.Model(inputs, outputs)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x = np.random.RandomState(0).rand(2, 9, 9, 2).astype("float32")
+    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (lambda: layers.MaxoutConv2D(0, 3), "filters"),
+        (lambda: layers.MaxoutConv2D(4, 3, pieces=0), "pieces"),
+        (lambda: layers.MaxoutConv2D(4, 3, padding="full"), "padding"),
+        (lambda: layers.MaxoutDense(4, max_norm=-1.0), "max_norm"),
+        (lambda: layers.CeilMaxPooling2D((2, 2, 2)), "pool_size"),
+    ],
+)
+def test_bad_arguments_name_the_argument(factory, message):
+    with pytest.raises(ValueError, match=message):
+        factory()
