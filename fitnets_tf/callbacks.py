@@ -74,3 +74,14 @@ class LambdaAnnealing(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self.per_step:
             self._assign(int(self.model.optimizer.iterations.numpy()))
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the optimizer's current ``learning_rate`` to the epoch logs (CSV, TensorBoard).
+
+    Place it before the loggers: callbacks share one ``logs`` dict, in list order.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.model.optimizer is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))

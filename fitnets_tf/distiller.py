@@ -279,15 +279,15 @@ class Distiller(keras.Model):
         terms = {"loss": ce + lam * kd, "ce_loss": ce, "kd_loss": kd}
         return ce_scaled + lam * kd_scaled, terms, student_logits
 
-    def _update_trackers(self, terms, batch_size):
+    def _update_trackers(self, terms, batch_size, training: bool):
         for name, value in terms.items():
             self._trackers[name].update_state(value, sample_weight=batch_size)
-        if self.phase == "kd":
+        if self.phase == "kd" and training:
             self._trackers["kd_lambda"].update_state(self.kd_lambda)
             self._trackers["temperature"].update_state(self.temperature)
 
-    def _finish_step(self, x, y, sample_weight, terms, logits):
-        self._update_trackers(terms, ops.shape(x)[0])
+    def _finish_step(self, x, y, sample_weight, terms, logits, training: bool):
+        self._update_trackers(terms, ops.shape(x)[0], training)
         if self.phase == "kd" and self._compile_metrics is not None:
             self._compile_metrics.update_state(y, logits, sample_weight=sample_weight)
         return self.get_metrics_result()
@@ -300,9 +300,11 @@ class Distiller(keras.Model):
             scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed_float16
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return self._finish_step(x, y, sample_weight, terms, logits)
+        return self._finish_step(x, y, sample_weight, terms, logits, training=True)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         _, terms, logits = self._phase_losses(x, y, sample_weight, training=False)
-        return self._finish_step(x, y, sample_weight, terms, logits)
+        logs = self._finish_step(x, y, sample_weight, terms, logits, training=False)
+        # λ and τ are training-schedule values: a val_kd_lambda column would only repeat them.
+        return {k: v for k, v in logs.items() if k not in ("kd_lambda", "temperature")}

@@ -44,7 +44,8 @@ class Hyperparameters:
         lambda_start: λ at the start of stage 2 (paper: 4).
         lambda_end: λ at the end of its decay (paper: 1).
         lambda_hold: epochs at ``lambda_start`` before the decay (paper's code: 5).
-        lambda_epochs: length of the decay in epochs; ``None`` = the whole stage 2.
+        lambda_epochs: length of the decay in epochs; ``None``: the rest of stage 2, so that
+            its last epoch runs at ``lambda_end``.
         tau_squared: multiply the soft term by τ² (not in the paper).
         regressor: ``"auto"`` (paper) or ``"linear"``.
     """
@@ -64,7 +65,7 @@ class Hyperparameters:
         return keras.optimizers.RMSprop(self.learning_rate, rho=self.rho)
 
     def annealing(self, kd_epochs: int) -> LambdaAnnealing:
-        decay = self.lambda_epochs or max(kd_epochs - self.lambda_hold, 1)
+        decay = self.lambda_epochs or max(kd_epochs - 1 - self.lambda_hold, 1)
         return LambdaAnnealing(self.lambda_start, self.lambda_end, epochs=decay, hold=self.lambda_hold)
 
 

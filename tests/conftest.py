@@ -12,14 +12,17 @@ import tensorflow as tf  # noqa: E402
 from fitnets_tf import layers  # noqa: E402
 
 
-def tiny_model(name: str, width: int, seed: int, pieces: int = 2, classes: int = 3) -> keras.Model:
+def tiny_model(
+    name: str, width: int, seed: int, pieces: int = 2, classes: int = 3, batch_norm: bool = True
+) -> keras.Model:
     """8×8×1 → maxout conv → pool → maxout conv → BN → GAP → logits."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((8, 8, 1))
     h = layers.MaxoutConv2D(width, 3, pieces=pieces, padding="same", name="conv1")(inputs)
     h = keras.layers.MaxPooling2D(2, name="pool1")(h)
     h = layers.MaxoutConv2D(width, 3, pieces=pieces, padding="same", name="conv2")(h)
-    h = keras.layers.BatchNormalization(name="bn")(h)
+    if batch_norm:
+        h = keras.layers.BatchNormalization(name="bn")(h)
     h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
     outputs = keras.layers.Dense(classes, name="logits")(h)
     return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,317 @@
+"""One FitNets experiment, end to end: data, teacher, students of every mode, run directory.
+
+``run(config, workdir)`` is what ``python -m fitnets_tf.train`` calls once flags have become an
+:class:`ExperimentConfig`; notebooks and scripts can call it directly. Everything cheap to
+check (names, layers, shapes, the run directory) is checked before the first epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import time
+
+import keras
+import tensorflow as tf
+
+from fitnets_tf import data as data_lib
+from fitnets_tf import distribute, export, latency, models, report, rundir, training
+from fitnets_tf.callbacks import LearningRateLogger
+from fitnets_tf.distiller import Distiller
+
+STAGES = ("teacher", "hints", "kd")
+INITS = ("paper", "he_uniform", "glorot_uniform")
+
+
+class ConfigError(ValueError):
+    """The experiment's configuration is invalid."""
+
+
+class TeacherLoadError(ValueError):
+    """A trained teacher could not be loaded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything an experiment depends on, as plain values (see ``fitnets_tf.train`` flags)."""
+
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    batch_size: int = 128
+    augment: bool = False
+    limit: int | None = None
+    validation_size: int | None = None
+    retrain_on_all: bool = False
+    teacher: str = "mnist_teacher"
+    student: str = "mnist_fitnet"
+    hint_layer: str | None = None
+    guided_layer: str | None = None
+    teacher_path: str | None = None
+    init: str = "paper"
+    max_norm: bool = True
+    modes: tuple[str, ...] = ("fitnet",)
+    stages: tuple[str, ...] = STAGES
+    teacher_epochs: int = 10
+    hints_epochs: int = 5
+    kd_epochs: int = 10
+    teacher_learning_rate: float | None = None
+    hparams: training.Hyperparameters = training.Hyperparameters()
+    early_stopping_patience: int = 0
+    seed: int = 0
+    strategy: str = "default"
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    deterministic: bool = False
+    measure_latency: bool = True
+
+    def validate(self) -> None:
+        """Cheap checks, before any data is read or model built."""
+        problems = []
+        if self.dataset not in tuple(data_lib.DATASETS):
+            problems.append(f"unknown dataset {self.dataset!r} (valid: {', '.join(tuple(data_lib.DATASETS))})")
+        for role in ("teacher", "student"):
+            name = getattr(self, role)
+            if name not in models.names():
+                problems.append(f"unknown {role} {name!r} (valid: {', '.join(models.names())})")
+        for mode in self.modes:
+            if mode not in training.MODES:
+                problems.append(f"unknown mode {mode!r} (valid: {', '.join(training.MODES)})")
+        if not self.modes:
+            problems.append("no mode given")
+        for stage in self.stages:
+            if stage not in STAGES:
+                problems.append(f"unknown stage {stage!r} (valid: {', '.join(STAGES)})")
+        if self.init not in INITS:
+            problems.append(f"unknown init {self.init!r} (valid: {', '.join(INITS)})")
+        hp = self.hparams
+        if hp.temperature <= 0:
+            problems.append(f"temperature must be > 0, got {hp.temperature}")
+        if hp.lambda_start < 0 or hp.lambda_end < 0:
+            problems.append(f"λ must be >= 0, got {hp.lambda_start} → {hp.lambda_end}")
+        if hp.learning_rate <= 0:
+            problems.append(f"learning_rate must be > 0, got {hp.learning_rate}")
+        for name in ("batch_size", "teacher_epochs", "hints_epochs", "kd_epochs"):
+            if getattr(self, name) < (1 if name == "batch_size" else 0):
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if problems:
+            raise ConfigError("Invalid configuration: " + "; ".join(problems) + ".")
+
+    def pair(self) -> tuple[str | None, str | None]:
+        """The hint and guided layer names: given, else the paper's for these architectures."""
+        hint = self.hint_layer
+        guided = self.guided_layer
+        if hint is None:
+            hint = _paper_layer(models.hint_layer_name, self.teacher)
+        if guided is None:
+            guided = _paper_layer(models.guided_layer_name, self.student)
+        return hint, guided
+
+
+def _paper_layer(lookup, name):
+    try:
+        return lookup(name)
+    except ValueError:
+        return None
+
+
+def _kernel_initializer(init: str):
+    return None if init == "paper" else init
+
+
+def load_teacher(path: str | os.PathLike) -> keras.Model:
+    """Loads a trained teacher from a ``.keras`` file or a previous run directory."""
+    path = pathlib.Path(path).expanduser()
+    if path.is_dir():
+        path = path / "teacher" / "teacher.keras"
+    if not path.is_file():
+        raise TeacherLoadError(
+            f"No teacher at {str(path)!r}. Pass --teacher_path=FILE.keras or a run directory "
+            "whose teacher stage finished, or add 'teacher' to --stages to train one."
+        )
+    try:
+        # safe_mode: a .keras file must not be able to run code (no Lambda layers, no pickle).
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as e:  # noqa: BLE001  (Keras raises many types for a bad file)
+        raise TeacherLoadError(
+            f"Cannot load the teacher {str(path)!r}: {type(e).__name__}: {e}. Is it a .keras file "
+            "saved by Keras 3 (model.save)? Retrain it with --stages=teacher,..."
+        ) from e
+
+
+class _StageTimer(keras.callbacks.Callback):
+    def __init__(self, times: dict, key: str):
+        super().__init__()
+        self.times, self.key = times, key
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self.times[self.key] = round(time.perf_counter() - self._start, 2)
+
+
+def _stage_callbacks(stage_dir: pathlib.Path, times: dict, key: str, patience: int) -> list:
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    callbacks = [
+        _StageTimer(times, key),
+        LearningRateLogger(),
+        keras.callbacks.CSVLogger(str(stage_dir / "log.csv")),
+        keras.callbacks.TensorBoard(str(stage_dir / "tensorboard"), write_graph=False),
+    ]
+    if patience:
+        # The paper stops after `patience` epochs without validation improvement and keeps
+        # the best model.
+        callbacks.append(
+            keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
+        )
+    return callbacks
+
+
+def _test_accuracy(model: keras.Model, test) -> float:
+    correct = total = 0
+    predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1))
+    for x, y in test:
+        pred = predict(x)
+        correct += int(tf.reduce_sum(tf.cast(tf.equal(tf.cast(pred, y.dtype), y), tf.int32)))
+        total += int(tf.shape(y)[0])
+    return correct / max(total, 1)
+
+
+def _describe(name: str, model: keras.Model, test, seconds, stage_times, measure: bool) -> dict:
+    row = {
+        "name": name,
+        "architecture": model.name,
+        "test_accuracy": _test_accuracy(model, test),
+        "params": models.count_params(model),
+        "mults": models.count_multiplications(model),
+        "train_seconds": seconds,
+        "stage_seconds": stage_times,
+    }
+    if measure:
+        timings = latency.measure_latency(model, batch_sizes=(1, 128), repeats=10)
+        row["latency_ms_per_image_batch1"] = timings[1]["ms_per_image"]
+        row["latency_ms_per_image_batch128"] = timings[128]["ms_per_image"]
+    return row
+
+
+def _verbose() -> int:
+    # Progress bars on a terminal; one line per epoch in logs and CI.
+    import sys
+
+    return 1 if sys.stdout.isatty() else 2
+
+
+def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict:
+    """Runs the experiment and returns the summary written to ``workdir/summary.json``."""
+    config.validate()
+    workdir = rundir.prepare(workdir)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    strategy = distribute.make_strategy(config.strategy)
+    rundir.write_json(workdir / "versions.json", rundir.versions(config.seed))
+
+    data = data_lib.load(
+        config.dataset,
+        data_dir=config.data_dir,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        augment=config.augment,
+        limit=config.limit,
+        validation_size=config.validation_size,
+        retrain_on_all=config.retrain_on_all,
+    )
+    hint_layer, guided_layer = config.pair()
+    needs_pair = any(m in ("fitnet", "stagewise_labels") for m in config.modes)
+    if needs_pair and (hint_layer is None or guided_layer is None):
+        raise ConfigError(
+            f"Modes {config.modes} need --hint_layer and --guided_layer: {config.teacher!r} / "
+            f"{config.student!r} have no paper pair."
+        )
+    build = dict(
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        kernel_initializer=_kernel_initializer(config.init),
+        max_norm=config.max_norm,
+    )
+    verbose = _verbose()
+    compile_kwargs = {"jit_compile": config.jit_compile}
+    stage_times: dict[str, float] = {}
+    with strategy.scope():
+        train_teacher = "teacher" in config.stages and config.teacher_path is None
+        if train_teacher:
+            teacher = models.build(config.teacher, seed=config.seed, **build)
+        else:
+            teacher = load_teacher(config.teacher_path or workdir)
+        students = {}
+        for mode in config.modes:
+            keras.utils.set_random_seed(config.seed + 1)  # every mode starts from the same init
+            students[mode] = models.build(config.student, seed=config.seed + 1, **build)
+            if mode in ("fitnet", "stagewise_labels"):
+                # Fails now, naming both layers, if the pair cannot be used.
+                Distiller(teacher, students[mode], hint_layer, guided_layer)
+    # Saved with the run so exports can bake it in and clients can send raw pixels.
+    raw = keras.Input(data.input_shape, name="images")
+    preprocessor = keras.Model(raw, data.preprocessor(raw), name="preprocessor")
+    rundir.save_model(preprocessor, workdir / "preprocessor.keras")
+
+    histories: dict[str, dict] = {}
+    if train_teacher:
+        log(f"== teacher: {config.teacher} on {config.dataset}")
+        teacher_hp = dataclasses.replace(
+            config.hparams, learning_rate=config.teacher_learning_rate or config.hparams.learning_rate
+        )
+        history = training.fit_labels(
+            teacher, data.train, data.validation, epochs=config.teacher_epochs, hparams=teacher_hp,
+            callbacks=_stage_callbacks(workdir / "teacher", stage_times, "teacher",
+                                       config.early_stopping_patience),
+            verbose=verbose, **compile_kwargs,
+        )  # fmt: skip
+        histories["teacher"] = {"teacher": history.history}
+        rundir.save_model(teacher, workdir / "teacher" / "teacher.keras")
+    teacher.trainable = False
+
+    rows = [_describe("teacher", teacher, data.test, stage_times.get("teacher"),
+                      {"teacher": stage_times.get("teacher")}, config.measure_latency)]  # fmt: skip
+    for mode, student in students.items():
+        log(f"== student: {config.student}, mode {mode}")
+        times: dict[str, float] = {}
+
+        def callbacks_for(stage, mode=mode, times=times):
+            return _stage_callbacks(workdir / mode / stage, times, stage,
+                                    config.early_stopping_patience)  # fmt: skip
+
+        result = training.train_student(
+            mode, teacher, student, data.train, data.validation, hparams=config.hparams,
+            hint_layer=hint_layer, guided_layer=guided_layer, hints_epochs=config.hints_epochs,
+            kd_epochs=config.kd_epochs, callbacks_for=callbacks_for, verbose=verbose,
+            **compile_kwargs,
+        )  # fmt: skip
+        histories[mode] = {stage: h.history for stage, h in result.items()}
+        rundir.save_model(student, workdir / mode / "student.keras")
+        rows.append(_describe(mode, student, data.test, round(sum(times.values()), 2), times,
+                              config.measure_latency))  # fmt: skip
+        report.plot_curves(histories[mode], f"{config.student}: {mode}", workdir / "plots" / f"curves_{mode}.png")
+
+    final = students[config.modes[0]]
+    rundir.save_model(final, workdir / "student.keras")
+    export.export_student(final, workdir / "student_saved_model", "saved_model", overwrite=True)
+    if "teacher" in histories:
+        report.plot_curves(histories["teacher"], config.teacher, workdir / "plots" / "curves_teacher.png")
+    report.plot_comparison(rows, workdir / "plots" / "comparison.png")
+    summary = {
+        "dataset": config.dataset,
+        "teacher": config.teacher,
+        "student": config.student,
+        "hint_layer": hint_layer,
+        "guided_layer": guided_layer,
+        "final_student_mode": config.modes[0],
+        "models": rows,
+        "histories": histories,
+    }
+    rundir.write_json(workdir / "summary.json", summary)
+    log(report.table(rows))
+    return summary

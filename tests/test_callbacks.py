@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+from conftest import tiny_dataset
+
+import fitnets_tf
+from fitnets_tf.callbacks import LambdaAnnealing
+
+
+def test_paper_code_schedule_values():
+    # The paper's code: λ = 4 until epoch 5, linear to 1 at epoch 400, then 1.
+    schedule = LambdaAnnealing(4.0, 1.0, epochs=395, hold=5)
+    assert [schedule.value(e) for e in (0, 5, 400, 500)] == [4.0, 4.0, 1.0, 1.0]
+    np.testing.assert_allclose(schedule.value(288), 4.0 - 3.0 * 283 / 395)  # all-data run stop
+
+
+def test_lambda_after_n_epochs_and_the_loss_follows_it(teacher, student):
+    d = fitnets_tf.Distiller(teacher, student, kd_lambda=4.0)
+    d.compile(optimizer="sgd", phase="kd")
+    history = d.fit(
+        tiny_dataset(), epochs=4, verbose=0, callbacks=[LambdaAnnealing(4.0, 1.0, epochs=2)]
+    ).history
+    np.testing.assert_allclose(history["kd_lambda"], [4.0, 2.5, 1.0, 1.0])
+    assert float(d.kd_lambda.numpy()) == 1.0
+    # The logged total is ce + λ·kd with this epoch's λ: the compiled step saw every change.
+    total = np.array(history["ce_loss"]) + np.array(history["kd_lambda"]) * history["kd_loss"]
+    np.testing.assert_allclose(history["loss"], total, rtol=1e-5)
+
+
+def test_per_step_annealing(teacher, student):
+    d = fitnets_tf.Distiller(teacher, student)
+    d.compile(optimizer="sgd", phase="kd")
+    d.fit(tiny_dataset(), epochs=1, verbose=0, callbacks=[LambdaAnnealing(4.0, 0.0, steps=4)])
+    assert float(d.kd_lambda.numpy()) == 1.0  # step 3 of 4 was the last to run
+
+
+def test_resumed_fit_gets_the_resumed_epoch_value(teacher, student):
+    d = fitnets_tf.Distiller(teacher, student)
+    d.compile(optimizer="sgd", phase="kd")
+    d.fit(tiny_dataset(), epochs=3, initial_epoch=2, verbose=0,
+          callbacks=[LambdaAnnealing(4.0, 1.0, epochs=4)])  # fmt: skip
+    assert float(d.kd_lambda.numpy()) == 2.5
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"epochs": 2, "steps": 3}, {"epochs": 0}, {"epochs": 2, "hold": -1},
+     {"epochs": 2, "start": -1.0}],
+)  # fmt: skip
+def test_bad_schedules(kwargs):
+    with pytest.raises(ValueError):
+        LambdaAnnealing(**kwargs)

@@ -1,0 +1,207 @@
+"""Tests for fitnets_tf.models: specs, builder, layer names, paper pairs and cost counts."""
+
+import functools
+
+import keras
+import numpy as np
+import pytest
+
+from fitnets_tf import models
+from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
+
+
+def _input_shape(name):
+    return (28, 28, 1) if name.startswith("mnist") else (32, 32, 3)
+
+
+@functools.cache
+def _built(name):
+    """Each paper net built once at its dataset's input shape, 10 classes (read-only use)."""
+    return models.build(name, _input_shape(name), 10, seed=0)
+
+
+STUDENTS = [n for n in models.names() if models.get_spec(n).teacher is not None]
+
+
+# --- Table 5: weights-only multiplications -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, paper_mults, tolerance",
+    [
+        ("fitnet1", 30e6, 0.03),
+        ("fitnet2", 108e6, 0.03),
+        ("fitnet4", 382e6, 0.03),
+        ("cifar_teacher", 725e6, 0.10),
+    ],
+)
+def test_multiplications_match_paper(name, paper_mults, tolerance):
+    mults = models.count_multiplications(_built(name))
+    assert abs(mults - paper_mults) <= tolerance * paper_mults
+
+
+def test_multiplications_by_hand():
+    # FitNet 1, pieces * 9 * C_in * C_out * H * W per conv, then 64*500*5 (fc), 500*10.
+    fitnet1 = 18 * ((3 * 16 + 16 * 16 + 16 * 16) * 1024 + (16 * 32 + 32 * 32 + 32 * 32) * 256)
+    fitnet1 += 18 * (32 * 48 + 48 * 48 + 48 * 64) * 64 + 64 * 2500 + 500 * 10
+    assert models.count_multiplications(_built("fitnet1")) == fitnet1 == 30_246_024
+    # Teacher with ceil pooling: convs 33, 15, 9 wide; fc 5*5*192 -> 500x5.
+    teacher = 2 * 64 * 3 * 96 * 33**2 + 2 * 64 * 96 * 192 * 15**2 + 2 * 25 * 192 * 192 * 9**2
+    teacher += 5 * 5 * 192 * 2500 + 500 * 10
+    assert models.count_multiplications(_built("cifar_teacher")) == teacher == 732_290_696
+
+
+def test_count_small_custom_model():
+    inputs = keras.Input((5, 5, 3))
+    x = MaxoutConv2D(4, 3, pieces=2, padding=1)(inputs)  # 5x5 out: 2*9*3*4*25 = 5400
+    x = keras.layers.MaxPooling2D(2)(x)  # ignored
+    x = keras.layers.Conv2D(6, 2)(x)  # 1x1 out: 2*2*4*6 = 96
+    x = keras.layers.BatchNormalization()(x)  # ignored
+    x = keras.layers.Flatten()(x)
+    x = MaxoutDense(3, pieces=5)(x)  # 5*6*3 = 90
+    outputs = keras.layers.Dense(7)(x)  # 3*7 = 21
+    model = keras.Model(inputs, outputs)
+    assert models.count_multiplications(model) == 5400 + 96 + 90 + 21
+    assert models.count_params(model) == model.count_params()
+
+    # Nested models are recursed into; a shared layer counts once per call.
+    outer_in = keras.Input((5, 5, 3))
+    shared = keras.layers.Dense(2)  # applied to 7 features twice: 2 * 7*2
+    y = model(outer_in)
+    outer = keras.Model(outer_in, [shared(y), shared(y)])
+    assert models.count_multiplications(outer) == 5400 + 96 + 90 + 21 + 2 * 14
+
+    seq = keras.Sequential([keras.Input((6, 3)), keras.layers.Conv1D(4, 3), keras.layers.Dense(2)])
+    assert models.count_multiplications(seq) == 3 * 3 * 4 * 4 + 4 * 2 * 4
+
+
+def test_count_needs_known_shapes():
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
+    with pytest.raises(ValueError, match="unknown output dimensions"):
+        models.count_multiplications(model)
+
+
+def test_parameter_counts():
+    # Keras counts biases too; the paper's "~" figures are approximate (see PAPER.md).
+    assert models.count_params(_built("fitnet1")) == 348_694
+    assert models.count_params(_built("fitnet4")) == 2_742_102
+    assert abs(models.count_params(_built("mnist_teacher")) - 361e3) <= 0.01 * 361e3
+
+
+# --- Builder ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_architecture_builds_and_runs(name):
+    model = _built(name)
+    assert model.name == name
+    assert model.get_layer("logits").activation is keras.activations.linear
+    batch = np.random.default_rng(0).normal(size=(2, *_input_shape(name))).astype("float32")
+    assert tuple(model(batch).shape) == (2, 10)
+
+
+def test_layer_names_and_structure():
+    fitnet1 = _built("fitnet1")
+    assert [layer.name for layer in fitnet1.layers] == [
+        "input",
+        *[
+            n
+            for i in range(1, 10)
+            for n in ([f"conv{i}", f"pool{i}"] if i in (3, 6, 9) else [f"conv{i}"])
+        ],
+        "fc",
+        "logits",
+    ]
+    assert isinstance(fitnet1.get_layer("pool9"), keras.layers.GlobalMaxPooling2D)
+    teacher = _built("cifar_teacher")
+    rates = {
+        layer.name: layer.rate
+        for layer in teacher.layers
+        if isinstance(layer, keras.layers.Dropout)
+    }
+    assert rates == {
+        "dropout_input": 0.2,
+        "dropout_1": 0.5,
+        "dropout_2": 0.5,
+        "dropout_3": 0.5,
+        "dropout_fc": 0.5,
+    }
+    assert [teacher.get_layer(f"conv{i}").output.shape[1] for i in (1, 2, 3)] == [33, 15, 9]
+
+
+def test_build_options():
+    default = _built("fitnet1")
+    assert (
+        float(np.max(np.abs(default.get_layer("conv1").kernel.numpy()))) <= models.PAPER_INIT_RANGE
+    )
+    assert default.get_layer("conv1").max_norm == 0.9
+    assert default.get_layer("fc").max_norm == 1.9
+    # Seeded builds repeat; kernels of different layers differ even with one seed.
+    again = models.build("fitnet1", (32, 32, 3), 10, seed=0)
+    np.testing.assert_array_equal(
+        default.get_layer("conv2").kernel, again.get_layer("conv2").kernel
+    )
+    assert not np.allclose(default.get_layer("conv2").kernel, default.get_layer("conv3").kernel)
+
+    free = models.build(
+        "cifar_teacher",
+        (32, 32, 3),
+        100,
+        kernel_initializer="he_uniform",
+        max_norm=False,
+        dropout=0.0,
+        input_dropout=0.0,
+    )
+    assert free.get_layer("conv1").max_norm is None
+    assert free.get_layer("logits").kernel.constraint is None
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in free.layers)
+    assert float(np.max(np.abs(free.get_layer("conv1").kernel.numpy()))) > models.PAPER_INIT_RANGE
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match="fitnet1.*Received: name='resnet'"):
+        models.build("resnet", (32, 32, 3), 10)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"input_shape": (32, 32), "num_classes": 10}, "input_shape"),
+        ({"input_shape": (32, 32, 0), "num_classes": 10}, "input_shape"),
+        ({"input_shape": (32, 32, 3), "num_classes": 0}, "num_classes"),
+        ({"input_shape": (32, 32, 3), "num_classes": 10, "dropout": 1.0}, "dropout"),
+        ({"input_shape": (2, 2, 3), "num_classes": 10}, "too small"),
+    ],
+)
+def test_build_validates_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=f"{message}.*Received"):
+        models.build("cifar_teacher", **kwargs)
+
+
+# --- Hint / guided layers ----------------------------------------------------------------------
+
+
+def test_paper_layer_names():
+    assert models.hint_layer_name("cifar_teacher") == "pool2"
+    assert models.guided_layer_name("fitnet1") == "pool6"
+    assert models.guided_layer_name("fitnet4") == "pool11"
+    assert models.guided_layer_name("depth11_30m") == "conv7"  # unpooled layer: conv output
+    assert models.paper_pair("mnist_fitnet") == ("mnist_teacher", "pool2", "pool4")
+    assert models.paper_pair("fitnet3").teacher == "cifar_teacher"
+    with pytest.raises(ValueError, match="Received: layer=4"):
+        models.paper_layer_name("cifar_teacher", 4)
+    with pytest.raises(ValueError, match="not a student"):
+        models.paper_pair("cifar_teacher")
+    with pytest.raises(ValueError, match="not a teacher"):
+        models.hint_layer_name("fitnet1")
+
+
+@pytest.mark.parametrize("student", STUDENTS)
+def test_paper_pairs_are_shape_compatible(student):
+    teacher, hint_layer, guided_layer = models.paper_pair(student)
+    hint = _built(teacher).get_layer(hint_layer).output.shape
+    guided = _built(student).get_layer(guided_layer).output.shape
+    # The regressor is a valid conv with k = N_g - N_h + 1, so the guided map must not be smaller.
+    kernel = [g - h + 1 for g, h in zip(guided[1:3], hint[1:3], strict=True)]
+    assert kernel == ([1, 1] if student == "mnist_fitnet" else [2, 2])
