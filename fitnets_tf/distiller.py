@@ -88,6 +88,69 @@ def _per_replica_mean(per_example, sample_weight=None):
     return mean, mean / float(replicas)
 
 
+def _valid_names(teacher: keras.Model, student: keras.Model) -> str:
+    return (
+        f"Teacher layers: {', '.join(layer.name for layer in teacher.layers)}. "
+        f"Student layers: {', '.join(layer.name for layer in student.layers)}."
+    )
+
+
+def make_hint_path(
+    teacher: keras.Model,
+    student: keras.Model,
+    hint_layer: str,
+    guided_layer: str,
+    regressor="auto",
+    initializer=None,
+) -> tuple[keras.Model, keras.Model, keras.layers.Layer]:
+    """The stage-1 path: teacher up to the hint, student up to the guided layer, regressor.
+
+    The two sub-models share the weights of ``teacher`` and ``student`` and compute nothing
+    past the tapped layers. Nothing is modified, so this also serves to check a pair before
+    any training: it raises ``ValueError`` (:class:`~fitnets_tf.regressor.HintShapeError` for
+    shapes) naming both layers, their shapes and the valid layer names.
+
+    Args:
+        teacher, student: Functional models.
+        hint_layer, guided_layer: layer names.
+        regressor: ``"auto"``, ``"linear"`` or a Keras layer (see :class:`Distiller`).
+        initializer: kernel initializer of an automatic regressor.
+    """
+    _check_functional(teacher, "teacher")
+    _check_functional(student, "student")
+    hint = _layer(teacher, hint_layer, "hint_layer")
+    guided = _layer(student, guided_layer, "guided_layer")
+    guided_shape = tuple(guided.output.shape[1:])
+    hint_shape = tuple(hint.output.shape[1:])
+    if isinstance(regressor, keras.layers.Layer):
+        if not regressor.built:
+            regressor.build((None, *guided_shape))
+        out = tuple(regressor.compute_output_shape((None, *guided_shape))[1:])
+        if out != hint_shape:
+            raise regressor_lib.HintShapeError(
+                f"The given regressor maps the guided layer '{guided_layer}' {guided_shape} to "
+                f"{out}, but the hint layer '{hint_layer}' is {hint_shape}."
+            )
+    else:
+        regressor_lib.check_shapes(
+            guided_shape,
+            hint_shape,
+            guided_layer=guided_layer,
+            hint_layer=hint_layer,
+            valid=_valid_names(teacher, student),
+        )
+        regressor = regressor_lib.build_regressor(
+            guided_shape,
+            hint_shape,
+            regressor_lib.hint_nonlinearity(hint),
+            kind=regressor,
+            initializer=initializer,
+        )
+    teacher_hint = keras.Model(_inputs(teacher), hint.output, name="teacher_hint")
+    student_guided = keras.Model(_inputs(student), guided.output, name="student_guided")
+    return teacher_hint, student_guided, regressor
+
+
 class Distiller(keras.Model):
     """FitNets: hint training, then knowledge distillation, of ``student`` from ``teacher``.
 
@@ -133,7 +196,6 @@ class Distiller(keras.Model):
                 "Give both `hint_layer` and `guided_layer` (for hint training) or neither "
                 f"(KD only). Received: hint_layer={hint_layer!r}, guided_layer={guided_layer!r}"
             )
-        teacher.trainable = False
         self.teacher = teacher
         self.student = student
         self.hint_layer = hint_layer
@@ -150,57 +212,18 @@ class Distiller(keras.Model):
         self._taps = _Taps()
         self.regressor = None
         if hint_layer is not None:
-            self._build_hint_path(regressor, regressor_initializer)
+            self._taps.teacher_hint, self._taps.student_guided, self.regressor = make_hint_path(
+                teacher, student, hint_layer, guided_layer, regressor, regressor_initializer
+            )
         self.phase = None
         self._trackers = {
             name: keras.metrics.Mean(name=name)
             for name in ("loss", "hint_loss", "ce_loss", "kd_loss", "kd_lambda", "temperature")
         }
+        teacher.trainable = False  # last: a Distiller that fails to build leaves it untouched
         # Built models make a built Distiller: save_weights, checkpoints and keras-tuner then
         # work before the first fit (a subclassed Model is otherwise "unbuilt" until called).
         self.built = teacher.built and student.built
-
-    def _build_hint_path(self, regressor, initializer):
-        _check_functional(self.teacher, "teacher")
-        _check_functional(self.student, "student")
-        hint = _layer(self.teacher, self.hint_layer, "hint_layer")
-        guided = _layer(self.student, self.guided_layer, "guided_layer")
-        self._taps.teacher_hint = keras.Model(_inputs(self.teacher), hint.output, name="teacher_hint")
-        self._taps.student_guided = keras.Model(
-            _inputs(self.student), guided.output, name="student_guided"
-        )
-        guided_shape = tuple(guided.output.shape[1:])
-        hint_shape = tuple(hint.output.shape[1:])
-        if isinstance(regressor, keras.layers.Layer):
-            if not regressor.built:
-                regressor.build((None, *guided_shape))
-            out = tuple(regressor.compute_output_shape((None, *guided_shape))[1:])
-            if out != hint_shape:
-                raise regressor_lib.HintShapeError(
-                    f"The given regressor maps the guided layer '{self.guided_layer}' "
-                    f"{guided_shape} to {out}, but the hint layer '{self.hint_layer}' is "
-                    f"{hint_shape}."
-                )
-            self.regressor = regressor
-            return
-        valid = (
-            f"Teacher layers: {', '.join(layer.name for layer in self.teacher.layers)}. "
-            f"Student layers: {', '.join(layer.name for layer in self.student.layers)}."
-        )
-        regressor_lib.check_shapes(
-            guided_shape,
-            hint_shape,
-            guided_layer=self.guided_layer,
-            hint_layer=self.hint_layer,
-            valid=valid,
-        )
-        self.regressor = regressor_lib.build_regressor(
-            guided_shape,
-            hint_shape,
-            regressor_lib.hint_nonlinearity(hint),
-            kind=regressor,
-            initializer=initializer,
-        )
 
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
@@ -226,8 +249,7 @@ class Distiller(keras.Model):
         if phase == "hints" and self.regressor is None:
             raise ValueError(
                 "phase='hints' needs `hint_layer` and `guided_layer` given to the Distiller. "
-                f"Teacher layers: {', '.join(layer.name for layer in self.teacher.layers)}. "
-                f"Student layers: {', '.join(layer.name for layer in self.student.layers)}."
+                + _valid_names(self.teacher, self.student)
             )
         if isinstance(optimizer, keras.optimizers.Optimizer) and optimizer.built:
             optimizer = optimizer.__class__.from_config(optimizer.get_config())

@@ -18,7 +18,7 @@ import tensorflow as tf
 from fitnets_tf import data as data_lib
 from fitnets_tf import distribute, export, latency, models, report, rundir, training
 from fitnets_tf.callbacks import LearningRateLogger
-from fitnets_tf.distiller import Distiller
+from fitnets_tf.distiller import make_hint_path
 
 STAGES = ("teacher", "hints", "kd")
 INITS = ("paper", "he_uniform", "glorot_uniform")
@@ -252,7 +252,8 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
             students[mode] = models.build(config.student, seed=config.seed + 1, **build)
             if mode in ("fitnet", "stagewise_labels"):
                 # Fails now, naming both layers, if the pair cannot be used.
-                Distiller(teacher, students[mode], hint_layer, guided_layer)
+                make_hint_path(teacher, students[mode], hint_layer, guided_layer,
+                               config.hparams.regressor)  # fmt: skip
     # Saved with the run so exports can bake it in and clients can send raw pixels.
     raw = keras.Input(data.input_shape, name="images")
     preprocessor = keras.Model(raw, data.preprocessor(raw), name="preprocessor")

@@ -1,0 +1,190 @@
+"""Input preprocessing of the paper: global contrast normalisation (GCN) and ZCA whitening.
+
+The FitNets code (pylearn2) preprocessed CIFAR with ``GlobalContrastNormalization(scale=55.)``
+followed by ``ZCA(filter_bias=0.1)`` fitted on the training set. Both steps live here twice:
+
+* as numpy functions (:func:`global_contrast_normalize`, :func:`fit_zca`) used once, to fit the
+  whitening constants on the training split, and
+* as the :class:`Preprocessor` Keras layer, which holds the fitted constants as weights. The
+  tf.data pipelines of :mod:`fitnets_tf.data` apply this very layer, and an exported model can
+  put it in front of the network so a client sends raw pixels.
+
+Convention used across the project: the network's input is float32 NHWC, already preprocessed;
+the :class:`Preprocessor`'s input is raw pixels in ``[0, 255]`` (uint8 or float).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+_PACKAGE = "fitnets_tf"
+
+#: Preprocessing modes understood by :class:`Preprocessor`.
+MODES = ("none", "scale", "gcn", "gcn_zca")
+
+
+def global_contrast_normalize(
+    images: np.ndarray, scale: float = 55.0, min_divisor: float = 1e-8
+) -> np.ndarray:
+    """GCN as pylearn2's ``global_contrast_normalize(X, scale, use_std=False)``.
+
+    Per image: subtract its mean over all pixels and channels, then divide by
+    ``||x - mean||_2 / scale``; a divisor below ``min_divisor`` (a constant image) is replaced
+    by 1 so the image stays at zero instead of blowing up.
+
+    Args:
+        images: array of shape ``(N, ...)``; any range (GCN is scale invariant).
+        scale: target L2 norm of each image (55 in the paper's code).
+        min_divisor: threshold under which the divisor is replaced by 1.
+
+    Returns:
+        float32 array of shape ``(N, D)`` with ``D`` the product of the trailing dimensions.
+    """
+    x = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
+    x = x - x.mean(axis=1, keepdims=True)
+    divisor = np.linalg.norm(x, axis=1, keepdims=True) / scale
+    divisor[divisor < min_divisor] = 1.0
+    return (x / divisor).astype(np.float32)
+
+
+def fit_zca(x: np.ndarray, filter_bias: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Fits ZCA whitening as pylearn2's ``ZCA(filter_bias)``.
+
+    ``mean = E[x]``; ``C = (x - mean)^T (x - mean) / N + filter_bias * I``;
+    ``W = V diag(1 / sqrt(eigvals)) V^T`` from ``eigh(C)``; whitened ``(x - mean) @ W``.
+    ``filter_bias`` regularises the small eigenvalues; with 0 the whitened training data has
+    identity covariance.
+
+    Args:
+        x: array ``(N, D)`` (flattened, typically already GCN-normalised).
+        filter_bias: added to the covariance diagonal (0.1 in the paper's code).
+
+    Returns:
+        ``(mean, whitening)``: float32 arrays of shapes ``(D,)`` and ``(D, D)``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    mean = x.mean(axis=0, dtype=np.float64)
+    centered = x - mean.astype(np.float32)
+    # The N x D x D product dominates (40K x 3072 for CIFAR): float32 BLAS is fast and accurate
+    # enough there; the eigendecomposition is done in float64.
+    covariance = (centered.T @ centered).astype(np.float64) / len(x)
+    covariance += filter_bias * np.eye(x.shape[1])
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    whitening = (eigenvectors / np.sqrt(eigenvalues)) @ eigenvectors.T
+    return mean.astype(np.float32), whitening.astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Preprocessor(keras.layers.Layer):
+    """Raw pixels in ``[0, 255]`` to the network's float32 input.
+
+    Modes:
+        * ``"none"``: cast to float32 only.
+        * ``"scale"``: ``x / 255``, in ``[0, 1]`` (used for MNIST-like data).
+        * ``"gcn"``: global contrast normalisation per image (no fitted constants).
+        * ``"gcn_zca"``: GCN, then ``(x - zca_mean) @ zca_whitening`` over the flattened image:
+          the paper's CIFAR preprocessing. The two non-trainable weights hold the constants
+          fitted on the training split (:meth:`adapt` or :meth:`set_zca`); they are saved with
+          the layer, so an exported model reproduces the pipeline exactly.
+
+    Input: ``(batch, H, W, C)`` uint8 or float in ``[0, 255]``. Output: float32, same shape.
+    The layer always computes in float32 (whitening in float16 would lose the small
+    eigen-directions), whatever the global dtype policy.
+
+    Args:
+        mode: one of ``"none"``, ``"scale"``, ``"gcn"``, ``"gcn_zca"``.
+        gcn_scale: target L2 norm per image for GCN (55 in the paper's code).
+        filter_bias: ZCA regulariser used by :meth:`adapt` (0.1 in the paper's code).
+        min_divisor: GCN divisors below this are replaced by 1 (pylearn2's default 1e-8).
+    """
+
+    def __init__(
+        self,
+        mode: str = "scale",
+        gcn_scale: float = 55.0,
+        filter_bias: float = 0.1,
+        min_divisor: float = 1e-8,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+        for arg, value in (("gcn_scale", gcn_scale), ("min_divisor", min_divisor)):
+            if not value > 0:
+                raise ValueError(f"`{arg}` must be positive. Received: {arg}={value!r}")
+        if not filter_bias >= 0:
+            raise ValueError(f"`filter_bias` must be >= 0. Received: filter_bias={filter_bias!r}")
+        self.mode = mode
+        self.gcn_scale = float(gcn_scale)
+        self.filter_bias = float(filter_bias)
+        self.min_divisor = float(min_divisor)
+        self.zca_mean = None
+        self.zca_whitening = None
+
+    def build(self, input_shape):
+        if self.mode == "gcn_zca":
+            if any(d is None for d in input_shape[1:]):
+                raise ValueError(
+                    f"`gcn_zca` needs a fully known image shape. Received: input_shape={input_shape}"
+                )
+            dim = int(np.prod(input_shape[1:]))
+            self.zca_mean = self.add_weight(
+                shape=(dim,), initializer="zeros", trainable=False, name="zca_mean"
+            )
+            self.zca_whitening = self.add_weight(
+                shape=(dim, dim), initializer="identity", trainable=False, name="zca_whitening"
+            )
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        if self.mode == "none":
+            return x
+        if self.mode == "scale":
+            return x / 255.0
+        shape = ops.shape(x)
+        flat = ops.reshape(x, (shape[0], -1))
+        flat = flat - ops.mean(flat, axis=1, keepdims=True)
+        divisor = ops.sqrt(ops.sum(ops.square(flat), axis=1, keepdims=True)) / self.gcn_scale
+        flat = flat / ops.where(divisor < self.min_divisor, ops.ones_like(divisor), divisor)
+        if self.mode == "gcn_zca":
+            flat = ops.matmul(flat - self.zca_mean, self.zca_whitening)
+        return ops.reshape(flat, shape)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def set_zca(self, mean: np.ndarray, whitening: np.ndarray) -> None:
+        """Sets fitted ZCA constants (e.g. read from the on-disk cache); builds if needed."""
+        if self.mode != "gcn_zca":
+            raise ValueError(f"`set_zca` needs mode='gcn_zca'. Received: mode={self.mode!r}")
+        mean = np.asarray(mean, np.float32)
+        if not self.built:
+            self.build((None, mean.shape[0]))
+        self.zca_mean.assign(mean)
+        self.zca_whitening.assign(np.asarray(whitening, np.float32))
+
+    def adapt(self, images: np.ndarray) -> None:
+        """Fits the ZCA constants on raw training images ``(N, H, W, C)`` in ``[0, 255]``.
+
+        A no-op for modes without fitted constants.
+        """
+        if self.mode != "gcn_zca":
+            return
+        images = np.asarray(images)
+        if not self.built:
+            self.build((None, *images.shape[1:]))
+        gcn = global_contrast_normalize(images, self.gcn_scale, self.min_divisor)
+        self.set_zca(*fit_zca(gcn, self.filter_bias))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            mode=self.mode,
+            gcn_scale=self.gcn_scale,
+            filter_bias=self.filter_bias,
+            min_divisor=self.min_divisor,
+        )
+        return config

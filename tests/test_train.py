@@ -1,0 +1,107 @@
+"""The CLI end to end on configs/smoke.flags, and its refusals of bad input."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _train(*args, timeout=240):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "fitnets_tf.train", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    proc = _train("--flagfile=configs/smoke.flags", f"--workdir={workdir}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return workdir, proc
+
+
+def test_smoke_run_leaves_a_complete_run_directory(smoke_run):
+    workdir, proc = smoke_run
+    for path in [
+        "flags.txt", "versions.json", "summary.json", "student.keras",
+        "student_saved_model/saved_model.pb", "preprocessor.keras", "teacher/teacher.keras",
+        "teacher/log.csv", "fitnet/hints/log.csv", "fitnet/kd/log.csv", "fitnet/student.keras",
+        "kd/kd/log.csv", "scratch/scratch/log.csv", "stagewise_labels/guided_labels/log.csv",
+        "plots/comparison.png", "plots/curves_fitnet.png", "plots/curves_teacher.png",
+    ]:  # fmt: skip
+        assert (workdir / path).exists(), path
+    assert list((workdir / "fitnet" / "kd" / "tensorboard").rglob("events.out.tfevents*"))
+    with open(workdir / "fitnet" / "kd" / "log.csv") as f:
+        columns = set(next(csv.reader(f)))
+    assert {"hint_loss"} <= set(next(csv.reader(open(workdir / "fitnet/hints/log.csv"))))
+    assert {"ce_loss", "kd_loss", "kd_lambda", "temperature", "learning_rate", "accuracy",
+            "val_accuracy"} <= columns  # fmt: skip
+    summary = json.loads((workdir / "summary.json").read_text())
+    rows = {r["name"]: r for r in summary["models"]}
+    assert list(rows) == ["teacher", "fitnet", "kd", "scratch", "stagewise_labels"]
+    for row in rows.values():
+        assert 0.0 <= row["test_accuracy"] <= 1.0
+        assert row["latency_ms_per_image_batch1"] > 0 and row["train_seconds"] >= 0
+    assert rows["fitnet"]["params"] == 36_226 and rows["teacher"]["params"] == 361_066
+    assert rows["teacher"]["test_accuracy"] > 0.3  # well above chance (0.1): the teacher learned
+    assert set(rows["fitnet"]["stage_seconds"]) == {"hints", "kd"}
+    versions = json.loads((workdir / "versions.json").read_text())
+    assert versions["seed"] == 0 and versions["tensorflow"]
+    # The closing table is printed.
+    assert "test acc" in proc.stdout and "stagewise_labels" in proc.stdout
+
+
+def test_resolved_flagfile_reruns_as_is(smoke_run, tmp_path):
+    workdir, _ = smoke_run
+    flags = (workdir / "flags.txt").read_text()
+    assert "--mode=fitnet,kd,scratch,stagewise_labels" in flags
+    # Re-run only the kd stage of a cheap mode from the saved teacher: proves the file parses
+    # and that a previous run directory provides the teacher.
+    proc = _train(f"--flagfile={workdir / 'flags.txt'}", f"--workdir={tmp_path}", "--mode=kd",
+                  "--stages=kd", f"--teacher_path={workdir}", "--kd_epochs=1",
+                  "--nomeasure_latency")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "kd" / "student.keras").exists()
+    assert not (tmp_path / "teacher").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--temperature=0"], "--temperature must be > 0"),
+        (["--kd_lambda=-1"], "kd_lambda"),
+        (["--dataset=imagenet"], "dataset"),
+        (["--student=resnet"], "student"),
+        (["--mode=joint"], "unknown mode 'joint'"),
+        (["--guided_layer=conv99"], "Unknown guided_layer 'conv99'.*conv1"),
+        (["--hint_layer=conv1", "--guided_layer=pool2"], "hint map is larger"),
+        (["--teacher_path=/nonexistent/teacher.keras"], "No teacher at"),
+        (["--flagfile=/nonexistent.flags"], "nonexistent.flags"),
+        (["--workdir=/proc/forbidden"], "Cannot write to the run directory"),
+    ],
+)
+def test_bad_input_fails_fast_without_traceback(args, message, tmp_path):
+    base = ["--flagfile=configs/smoke.flags", f"--workdir={tmp_path}"]
+    proc = _train(*base, *args, timeout=60)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    import re
+
+    assert re.search(message, proc.stderr), proc.stderr[-2000:]
+    assert not (tmp_path / "teacher" / "teacher.keras").exists()  # nothing expensive ran
+
+
+def test_corrupt_teacher_file_is_refused(tmp_path):
+    bad = tmp_path / "teacher.keras"
+    bad.write_bytes(b"not a zip file")
+    proc = _train("--flagfile=configs/smoke.flags", f"--workdir={tmp_path / 'run'}",
+                  f"--teacher_path={bad}", timeout=60)  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "Cannot load the teacher" in proc.stderr
