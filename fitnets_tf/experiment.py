@@ -69,7 +69,9 @@ class ExperimentConfig:
         """Cheap checks, before any data is read or model built."""
         problems = []
         if self.dataset not in tuple(data_lib.DATASETS):
-            problems.append(f"unknown dataset {self.dataset!r} (valid: {', '.join(tuple(data_lib.DATASETS))})")
+            problems.append(
+                f"unknown dataset {self.dataset!r} (valid: {', '.join(tuple(data_lib.DATASETS))})"
+            )
         for role in ("teacher", "student"):
             name = getattr(self, role)
             if name not in models.names():
@@ -137,6 +139,31 @@ def load_teacher(path: str | os.PathLike) -> keras.Model:
             f"Cannot load the teacher {str(path)!r}: {type(e).__name__}: {e}. Is it a .keras file "
             "saved by Keras 3 (model.save)? Retrain it with --stages=teacher,..."
         ) from e
+
+
+def _restore_skipped_stage(student, mode_dir: pathlib.Path, all_stages, stages) -> None:
+    """Loads stage 1's student when only stage 2 runs (``--stages=kd`` on a previous run)."""
+    if len(all_stages) < 2 or all_stages[0] in stages:
+        return
+    path = mode_dir / all_stages[0] / "student.keras"
+    if not path.is_file():
+        raise ConfigError(
+            f"--stages skips '{all_stages[0]}' but {str(path)!r} does not exist: run that stage "
+            "first in this --workdir, or include it in --stages."
+        )
+    trained = keras.saving.load_model(path, safe_mode=True, compile=False)
+    student.set_weights(trained.get_weights())
+
+
+class _SaveAtEnd(keras.callbacks.Callback):
+    """Saves ``model`` (the student, not the Distiller being fit) when a stage ends."""
+
+    def __init__(self, model: keras.Model, path: pathlib.Path):
+        super().__init__()
+        self._student, self._path = model, path
+
+    def on_train_end(self, logs=None):
+        rundir.save_model(self._student, self._path)
 
 
 class _StageTimer(keras.callbacks.Callback):
@@ -263,7 +290,8 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     if train_teacher:
         log(f"== teacher: {config.teacher} on {config.dataset}")
         teacher_hp = dataclasses.replace(
-            config.hparams, learning_rate=config.teacher_learning_rate or config.hparams.learning_rate
+            config.hparams,
+            learning_rate=config.teacher_learning_rate or config.hparams.learning_rate,
         )
         history = training.fit_labels(
             teacher, data.train, data.validation, epochs=config.teacher_epochs, hparams=teacher_hp,
@@ -278,41 +306,51 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     rows = [_describe("teacher", teacher, data.test, stage_times.get("teacher"),
                       {"teacher": stage_times.get("teacher")}, config.measure_latency)]  # fmt: skip
     for mode, student in students.items():
-        log(f"== student: {config.student}, mode {mode}")
+        stages = [s for s in training.STAGES_OF_MODE[mode]
+                  if training.PAPER_STAGE[s] in config.stages]  # fmt: skip
+        if not stages:
+            continue
+        _restore_skipped_stage(student, workdir / mode, training.STAGES_OF_MODE[mode], stages)
+        log(f"== student: {config.student}, mode {mode}, stages {', '.join(stages)}")
         times: dict[str, float] = {}
 
-        def callbacks_for(stage, mode=mode, times=times):
-            return _stage_callbacks(workdir / mode / stage, times, stage,
-                                    config.early_stopping_patience)  # fmt: skip
+        def callbacks_for(stage, mode=mode, times=times, student=student):
+            return [*_stage_callbacks(workdir / mode / stage, times, stage,
+                                      config.early_stopping_patience),
+                    _SaveAtEnd(student, workdir / mode / stage / "student.keras")]  # fmt: skip
 
         result = training.train_student(
             mode, teacher, student, data.train, data.validation, hparams=config.hparams,
             hint_layer=hint_layer, guided_layer=guided_layer, hints_epochs=config.hints_epochs,
-            kd_epochs=config.kd_epochs, callbacks_for=callbacks_for, verbose=verbose,
-            **compile_kwargs,
+            kd_epochs=config.kd_epochs, callbacks_for=callbacks_for, stages=stages,
+            verbose=verbose, **compile_kwargs,
         )  # fmt: skip
         histories[mode] = {stage: h.history for stage, h in result.items()}
         rundir.save_model(student, workdir / mode / "student.keras")
         rows.append(_describe(mode, student, data.test, round(sum(times.values()), 2), times,
                               config.measure_latency))  # fmt: skip
-        report.plot_curves(histories[mode], f"{config.student}: {mode}", workdir / "plots" / f"curves_{mode}.png")
+        report.plot_curves(histories[mode], f"{config.student}: {mode}",
+                           workdir / "plots" / f"curves_{mode}.png")  # fmt: skip
 
-    final = students[config.modes[0]]
-    rundir.save_model(final, workdir / "student.keras")
-    export.export_student(final, workdir / "student_saved_model", "saved_model", overwrite=True)
-    if "teacher" in histories:
-        report.plot_curves(histories["teacher"], config.teacher, workdir / "plots" / "curves_teacher.png")
-    report.plot_comparison(rows, workdir / "plots" / "comparison.png")
+    trained = [m for m in config.modes if m in histories]
+    if trained:
+        final = students[trained[0]]
+        rundir.save_model(final, workdir / "student.keras")
+        export.export_student(final, workdir / "student_saved_model", "saved_model", overwrite=True)
     summary = {
         "dataset": config.dataset,
         "teacher": config.teacher,
         "student": config.student,
         "hint_layer": hint_layer,
         "guided_layer": guided_layer,
-        "final_student_mode": config.modes[0],
+        "final_student_mode": trained[0] if trained else None,
         "models": rows,
         "histories": histories,
     }
+    if "teacher" in histories:
+        report.plot_curves(histories["teacher"], config.teacher,
+                           workdir / "plots" / "curves_teacher.png")  # fmt: skip
+    report.plot_comparison(rows, workdir / "plots" / "comparison.png")
     rundir.write_json(workdir / "summary.json", summary)
     log(report.table(rows))
     return summary

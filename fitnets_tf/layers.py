@@ -23,7 +23,9 @@ def _check_positive_int(name: str, value) -> int:
 
 def _check_max_norm(value) -> float | None:
     if value is not None and not (isinstance(value, (int, float)) and value > 0):
-        raise ValueError(f"`max_norm` must be None or a positive number. Received: max_norm={value!r}")
+        raise ValueError(
+            f"`max_norm` must be None or a positive number. Received: max_norm={value!r}"
+        )
     return None if value is None else float(value)
 
 
@@ -102,7 +104,9 @@ class MaxoutConv2D(keras.layers.Layer):
     def build(self, input_shape):
         in_channels = input_shape[-1]
         if in_channels is None:
-            raise ValueError(f"{self.name}: the channel axis of the input must be known. Received: {input_shape}")
+            raise ValueError(
+                f"{self.name}: the channel axis of the input must be known. Received: {input_shape}"
+            )
         constraint = None
         if self.max_norm is not None:
             constraint = keras.constraints.MaxNorm(self.max_norm, axis=[0, 1, 2])
@@ -257,7 +261,9 @@ class CeilMaxPooling2D(keras.layers.Layer):
         if pad_h or pad_w:
             dtype = keras.backend.standardize_dtype(inputs.dtype)
             lowest = -6.0e4 if dtype == "float16" else -3.0e38
-            inputs = ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], constant_values=lowest)
+            inputs = ops.pad(
+                inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], constant_values=lowest
+            )
         return ops.max_pool(inputs, self.pool_size, strides=self.strides, padding="valid")
 
     def compute_output_shape(self, input_shape):

@@ -22,7 +22,9 @@ def plot_curves(histories: dict[str, dict], title: str, path: str | os.PathLike)
     if not stages:
         return
     cols = max(sum(k in h for k in _PANELS) for h in histories.values())
-    fig, axes = plt.subplots(len(stages), cols, figsize=(3.2 * cols, 2.6 * len(stages)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(stages), cols, figsize=(3.2 * cols, 2.6 * len(stages)), squeeze=False
+    )
     for row, stage in enumerate(stages):
         history = histories[stage]
         keys = [k for k in _PANELS if k in history]
@@ -85,7 +87,13 @@ def table(rows: list[dict]) -> str:
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))) for line in lines]
+    out = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    ]
     out.insert(1, "-" * len(out[0]))
     return "\n".join(out)
 

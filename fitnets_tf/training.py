@@ -31,6 +31,9 @@ STAGES_OF_MODE = {
     "scratch": ("scratch",),
     "stagewise_labels": ("guided_labels", "kd"),
 }
+# Each stage is the paper's stage 1 ("hints": up to the guided layer) or stage 2 ("kd": the
+# whole student), whatever its loss; the CLI's --stages selects by these.
+PAPER_STAGE = {"hints": "hints", "guided_labels": "hints", "kd": "kd", "scratch": "kd"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +69,9 @@ class Hyperparameters:
 
     def annealing(self, kd_epochs: int) -> LambdaAnnealing:
         decay = self.lambda_epochs or max(kd_epochs - 1 - self.lambda_hold, 1)
-        return LambdaAnnealing(self.lambda_start, self.lambda_end, epochs=decay, hold=self.lambda_hold)
+        return LambdaAnnealing(
+            self.lambda_start, self.lambda_end, epochs=decay, hold=self.lambda_hold
+        )
 
 
 def make_distiller(
@@ -114,6 +119,7 @@ def fit_labels(
         initial_epoch=initial_epoch,
         callbacks=list(callbacks),
         verbose=verbose,
+        shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot
     )
 
 
@@ -138,6 +144,7 @@ def fit_hints(
         initial_epoch=initial_epoch,
         callbacks=list(callbacks),
         verbose=verbose,
+        shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot
     )
 
 
@@ -164,6 +171,7 @@ def fit_kd(
         initial_epoch=initial_epoch,
         callbacks=[hparams.annealing(epochs), *callbacks],
         verbose=verbose,
+        shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot
     )
 
 
@@ -192,6 +200,7 @@ def train_student(
     hints_epochs: int = 0,
     kd_epochs: int = 0,
     callbacks_for: Callable[[str], Sequence[keras.callbacks.Callback]] = lambda stage: (),
+    stages: Sequence[str] | None = None,
     verbose="auto",
     **compile_kwargs,
 ) -> dict[str, keras.callbacks.History]:
@@ -200,7 +209,8 @@ def train_student(
     ``kd_epochs`` is the length of the labels-only training in ``scratch`` mode (the same
     budget as stage 2), and ``hints_epochs`` of stage 1 in ``fitnet`` and
     ``stagewise_labels``. ``callbacks_for(stage)`` supplies per-stage callbacks (loggers,
-    checkpoints).
+    checkpoints). ``stages`` runs a subset of the mode's stages (default: all); a skipped
+    first stage must have left its weights in ``student`` already.
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
@@ -221,6 +231,8 @@ def train_student(
             guided_layer=guided_layer if mode == "fitnet" else None,
         )
     for stage in STAGES_OF_MODE[mode]:
+        if stages is not None and stage not in stages:
+            continue
         cbs = callbacks_for(stage)
         if stage == "hints":
             histories[stage] = fit_hints(

@@ -1,0 +1,46 @@
+"""Every shipped flagfile parses, validates, and names a teacher/student pair that fits."""
+
+import pathlib
+
+import pytest
+from absl import flags
+
+from fitnets_tf import data, distiller, models, train
+
+CONFIGS = sorted((pathlib.Path(__file__).parent.parent / "configs").glob("*.flags"))
+
+
+@pytest.fixture
+def parsed():
+    def parse(path):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["train", f"--flagfile={path}"])
+        return train.config_from_flags()
+
+    yield parse
+    flags.FLAGS.unparse_flags()
+
+
+def test_every_paper_experiment_has_a_config():
+    names = {p.stem for p in CONFIGS}
+    assert {"fashion_mnist", "smoke", "cifar10_teacher", "cifar100", "svhn", "mnist"} <= names
+    assert {f"cifar10_fitnet{i}" for i in (1, 2, 3, 4)} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_validates_and_its_pair_fits(parsed, path):
+    config = parsed(path)
+    config.validate()
+    hint, guided = config.pair()
+    spec = data.DATASETS[config.dataset]
+    teacher = models.build(config.teacher, spec.input_shape, spec.num_classes)
+    student = models.build(config.student, spec.input_shape, spec.num_classes)
+    distiller.make_hint_path(teacher, student, hint, guided)  # raises if it cannot fit
+
+
+def test_paper_hyperparameters_in_cifar_configs(parsed):
+    config = parsed(next(p for p in CONFIGS if p.stem == "cifar10_fitnet4"))
+    hp = config.hparams
+    assert (hp.temperature, hp.lambda_start, hp.lambda_end) == (3.0, 4.0, 1.0)
+    assert (hp.lambda_hold, hp.lambda_epochs, hp.learning_rate) == (5, 395, 0.005)
+    assert config.batch_size == 128 and config.augment and config.early_stopping_patience == 100
