@@ -153,7 +153,9 @@ def test_custom_regressor_layer(teacher, student):
     d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1", regressor=custom)
     assert d.regressor is custom
     with pytest.raises(ValueError, match="maps the guided layer"):
-        fitnets_tf.Distiller(teacher, student, "pool1", "pool1", regressor=keras.layers.Conv2D(5, 1))
+        fitnets_tf.Distiller(
+            teacher, student, "pool1", "pool1", regressor=keras.layers.Conv2D(5, 1)
+        )
 
 
 def test_mixed_float16_uses_loss_scaling(teacher, student):

@@ -21,7 +21,9 @@ def test_cross_entropy_sparse_and_one_hot_agree():
     np.testing.assert_allclose(losses.cross_entropy(one_hot, logits), [expected], rtol=1e-6)
 
 
-@pytest.mark.parametrize(("tau", "tau_squared", "factor"), [(1.0, False, 1), (2.0, False, 1), (2.0, True, 4)])
+@pytest.mark.parametrize(
+    ("tau", "tau_squared", "factor"), [(1.0, False, 1), (2.0, False, 1), (2.0, True, 4)]
+)
 def test_kd_loss_is_the_soft_cross_entropy(tau, tau_squared, factor):
     # Teacher logits / τ = [0, ln 3] → P_T = [0.25, 0.75]; uniform student → H = ln 2.
     teacher = np.array([[0.0, tau * math.log(3.0)]], "float32")
