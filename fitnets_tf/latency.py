@@ -1,0 +1,154 @@
+"""CPU latency and on-disk size of models, for the run summary and the export CLI.
+
+The paper sells FitNets on speed: the thin, deep student is meant to be cheaper to run than
+the wide teacher. These two measurements put numbers on that for a given machine.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def measure_latency(
+    model: keras.Model,
+    input_shape: Sequence[int] | None = None,
+    batch_sizes: Sequence[int] = (1, 128),
+    warmup: int = 3,
+    repeats: int = 15,
+    threads: int | None = None,
+    seed: int = 0,
+) -> dict[int, dict[str, float]]:
+    """Measures the CPU latency of ``model`` in inference mode, per batch size.
+
+    The model is called inside a ``tf.function`` with ``training=False``, traced once per batch
+    size (static shapes, as a serving graph with a fixed batch would run) and fed one fixed
+    input batch per size. ``keras.Model.predict`` is avoided on purpose: its data-adapter and
+    callback overhead dominates at batch 1 and is not what a server pays.
+
+    Args:
+        model: any Keras model taking one image batch.
+        input_shape: shape of one example, without the batch axis. Defaults to the model's
+            input shape.
+        batch_sizes: batch sizes to time.
+        warmup: untimed calls per batch size (tracing, allocator and cache warm-up).
+        repeats: timed calls per batch size.
+        threads: if set, TensorFlow's intra-op thread count. TensorFlow fixes it when its
+            runtime starts, so it can only be set in a process that has not run any op yet;
+            otherwise a ``RuntimeError`` says so (unless it already has this value).
+        seed: seed of the uniform [0, 1) inputs; values barely matter to a conv net's speed,
+            but fixed inputs keep runs comparable.
+
+    Returns:
+        ``{batch_size: {"ms_per_batch", "ms_per_image", "images_per_second"}}``, each the
+        median over ``repeats`` calls.
+
+    Raises:
+        ValueError: on non-positive batch sizes or repeats, or an unknown input shape.
+        RuntimeError: if ``threads`` cannot be applied any more.
+    """
+    if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+        raise ValueError(
+            f"`batch_sizes` must be positive integers. Received: batch_sizes={batch_sizes!r}"
+        )
+    if repeats < 1 or warmup < 0:
+        raise ValueError(
+            f"`repeats` must be >= 1 and `warmup` >= 0. Received: repeats={repeats}, warmup={warmup}"
+        )
+    if threads is not None:
+        set_threads(threads)
+    if input_shape is None:
+        input_shape = tuple(model.inputs[0].shape[1:])
+    if any(d is None for d in input_shape):
+        raise ValueError(f"`input_shape` must be fully known. Received: input_shape={input_shape}")
+
+    @tf.function
+    def infer(x):
+        return model(x, training=False)
+
+    rng = np.random.default_rng(seed)
+    results = {}
+    for batch in batch_sizes:
+        batch = int(batch)
+        x = tf.constant(rng.uniform(0.0, 1.0, (batch, *input_shape)).astype("float32"))
+        for _ in range(warmup):
+            _materialise(infer(x))
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            # Copying the outputs to numpy is what a server does and guarantees the work ran.
+            _materialise(infer(x))
+            times.append(time.perf_counter() - start)
+        # The median, not the mean: on a shared machine a few calls hit a scheduler hiccup or
+        # a garbage collection and would drag the mean; the minimum is a best case no one sees.
+        ms = 1000.0 * statistics.median(times)
+        results[batch] = {
+            "ms_per_batch": ms,
+            "ms_per_image": ms / batch,
+            "images_per_second": 1000.0 * batch / ms,
+        }
+    return results
+
+
+def _materialise(outputs) -> None:
+    for tensor in tf.nest.flatten(outputs):
+        tensor.numpy()
+
+
+def set_threads(threads: int) -> None:
+    """Sets TensorFlow's intra-op thread count, which must happen before TensorFlow runs an op.
+
+    Raises:
+        ValueError: if ``threads`` is not a positive integer.
+        RuntimeError: if TensorFlow has already started with a different count.
+    """
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"`threads` must be a positive integer. Received: threads={threads!r}")
+    if tf.config.threading.get_intra_op_parallelism_threads() == threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"Cannot use threads={threads}: TensorFlow has already started in this process and "
+            "fixed its thread pool. Measure in a fresh process, before anything runs a "
+            "TensorFlow op."
+        ) from err
+
+
+def artifact_size(path: str | os.PathLike) -> int:
+    """Returns the size in bytes of a file, or of all files under a directory (a SavedModel).
+
+    Symbolic links are not followed, so nothing outside the artifact is counted.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"No artifact at {path}.")
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            file = os.path.join(root, name)
+            if not os.path.islink(file):
+                total += os.path.getsize(file)
+    return total
+
+
+def format_size(num_bytes: int) -> str:
+    """Formats a byte count for a table, e.g. ``"1.3 MiB"``."""
+    size = float(num_bytes)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024.0:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024.0
+    return f"{size:.2f} GiB"

@@ -1,0 +1,347 @@
+"""Tests of fitnets_tf.export and fitnets_tf.latency.
+
+The four formats are checked in one fresh process (tests/export_check.py) with their own
+runtimes, against the in-memory student: TensorFlow starts in about 5 s, so one process for all
+cases keeps the file fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fitnets_tf import export
+from fitnets_tf.latency import artifact_size, measure_latency
+from fitnets_tf.layers import CeilMaxPooling2D, MaxoutConv2D, MaxoutDense
+from fitnets_tf.preprocessing import Preprocessor
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHAPE = (8, 8, 1)
+CASES = [(fmt, raw) for raw in (False, True) for fmt in export.FORMATS]
+
+
+def make_student(filters: int = 4, name: str = "student") -> keras.Model:
+    inputs = keras.Input(SHAPE)
+    x = MaxoutConv2D(filters, 3, pieces=2)(inputs)
+    bn = keras.layers.BatchNormalization()
+    x = bn(x)
+    x = CeilMaxPooling2D(3, 2)(x)  # 6x6 -> 3x3 with an overhanging window.
+    x = keras.layers.Flatten()(x)
+    x = MaxoutDense(8, pieces=3)(x)
+    model = keras.Model(inputs, keras.layers.Dense(5, name="logits")(x), name=name)
+    # Moving statistics far from (0, 1): an export that ran BN in training mode would differ.
+    rng = np.random.default_rng(0)
+    gamma, beta, _, _ = bn.get_weights()
+    bn.set_weights([gamma, beta, rng.normal(size=filters), rng.uniform(0.5, 2.0, filters)])
+    return model
+
+
+def make_preprocessor() -> keras.Model:
+    """The project's GCN + ZCA preprocessing, fitted on random images, as a run saves it."""
+    layer = Preprocessor(mode="gcn_zca")
+    layer.adapt(np.random.default_rng(2).uniform(0, 255, (200, *SHAPE)))
+    raw = keras.Input(SHAPE, name="images")  # The same input name as the serving model's.
+    return keras.Model(raw, layer(raw), name="preprocessor")
+
+
+def make_run(workdir: pathlib.Path, preprocessing: bool = True) -> tuple[keras.Model, keras.Model]:
+    keras.utils.set_random_seed(0)
+    student, preprocessor = make_student(), make_preprocessor()
+    workdir.mkdir(parents=True, exist_ok=True)
+    student.save(workdir / export.STUDENT_FILE)
+    if preprocessing:
+        preprocessor.save(workdir / export.PREPROCESSOR_FILE)
+    return student, preprocessor
+
+
+def softmax(logits) -> np.ndarray:
+    return keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+
+
+def run_python(*args: str) -> subprocess.CompletedProcess:
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished run, exported to every format with and without preprocessing."""
+    workdir = tmp_path_factory.mktemp("run")
+    student, preprocessor = make_run(workdir)
+    paths, unavailable = {}, {}
+    for fmt, raw in CASES:
+        try:
+            paths[fmt, raw] = export.export_student(workdir, None, fmt, include_preprocessing=raw)
+        except export.RuntimeUnavailableError as err:
+            unavailable[fmt, raw] = str(err)  # Reported by the tests as a skip, with this reason.
+    return workdir, student, preprocessor, paths, unavailable
+
+
+@pytest.fixture(scope="module")
+def fresh_process_results(run, tmp_path_factory):
+    workdir, student, preprocessor, paths, _ = run
+    rng = np.random.default_rng(1)
+    x_raw = rng.uniform(0.0, 255.0, (6, *SHAPE)).astype("float32")
+    x_norm = rng.normal(size=(6, *SHAPE)).astype("float32")
+    arrays = {
+        "x_norm": x_norm,
+        "x_raw": x_raw,
+        "expected_norm": softmax(student(x_norm)),
+        "expected_raw": softmax(student(preprocessor(x_raw))),
+    }
+    scratch = tmp_path_factory.mktemp("check")
+    np.savez(scratch / "arrays.npz", **arrays)
+    cases = [
+        {
+            "id": f"{fmt}-{raw}",
+            "format": fmt,
+            "path": str(paths[fmt, raw]),
+            "inputs": "x_raw" if raw else "x_norm",
+            "expected": "expected_raw" if raw else "expected_norm",
+        }
+        for fmt, raw in paths
+    ]
+    manifest = scratch / "manifest.json"
+    manifest.write_text(json.dumps({"arrays": str(scratch / "arrays.npz"), "cases": cases}))
+    result = run_python("tests/export_check.py", str(manifest))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "fmt,raw", CASES, ids=[f"{f}-{'raw' if r else 'normalised'}" for f, r in CASES]
+)
+def test_runtime_in_fresh_process_matches_student(run, fresh_process_results, fmt, raw):
+    if (fmt, raw) in run[4]:
+        pytest.skip(run[4][fmt, raw])
+    result = fresh_process_results[f"{fmt}-{raw}"]
+    if result["status"] == "unavailable":
+        pytest.skip(result["detail"])
+    assert result["status"] == "ok", result
+    if fmt != "keras":
+        assert not result["fitnets_tf_imported"], "non-Keras artifacts must run without fitnets_tf"
+    if fmt in ("saved_model", "litert"):
+        assert result["outputs"] == ["probabilities"]
+    if fmt == "onnx":
+        assert (result["inputs"], result["outputs"]) == (["images"], ["probabilities"])
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_keras_export_loads_safely_and_holds_only_the_student(run, fresh_process_results, raw):
+    _, student, preprocessor, _, _ = run
+    result = fresh_process_results[f"keras-{raw}"]
+    assert result["status"] == "ok", result
+    # The student's weights (plus the fitted ZCA when baked in): no teacher, regressor or Distiller.
+    assert result["params"] == student.count_params() + (preprocessor.count_params() if raw else 0)
+    assert "Lambda" not in result["layer_classes"]
+
+
+def test_default_paths(run):
+    workdir, _, _, paths, _ = run
+    names = {key: path.relative_to(workdir / "export").as_posix() for key, path in paths.items()}
+    assert names[("saved_model", False)] == "student_saved_model"
+    assert names[("keras", True)] == "student_raw.keras"
+    for (fmt, raw), name in names.items():
+        assert name == export.default_output(".", fmt, raw).name
+    assert sorted(os.listdir(workdir / "export")) == sorted(names.values()), "staging litter left"
+
+
+def test_export_of_in_memory_student(tmp_path):
+    student = make_student()
+    path = export.export_student(student, tmp_path / "s.keras", "keras")
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x = np.ones((2, *SHAPE), "float32")
+    np.testing.assert_allclose(loaded(x)["probabilities"], softmax(student(x)), atol=1e-6)
+    with pytest.raises(export.ExportConfigError, match="`output` is required"):
+        export.export_student(student, None, "keras")
+
+
+@pytest.mark.parametrize("make_dir", [False, True])
+def test_run_without_student_is_refused(tmp_path, make_dir):
+    workdir = tmp_path / "run"
+    if make_dir:
+        workdir.mkdir()
+    with pytest.raises(export.MissingStudentError, match=str(workdir)) as info:
+        export.export_student(workdir, None, "onnx")
+    assert isinstance(info.value, FileNotFoundError)
+    assert ("train first" in str(info.value)) == make_dir
+    assert not (workdir / "export").exists()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "saved_model"])
+def test_non_empty_output_is_refused_and_untouched(tmp_path, fmt):
+    student = make_student()
+    output = tmp_path / ("old.onnx" if fmt == "onnx" else "old_saved_model")
+    sentinel = output / "keep.txt" if fmt == "saved_model" else output
+    sentinel.parent.mkdir(parents=True, exist_ok=True)
+    sentinel.write_text("old")
+    with pytest.raises(export.OutputExistsError, match="--overwrite"):
+        export.export_student(student, output, fmt)
+    assert sentinel.read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == [output.name]
+
+
+def _crashing_writer(exc: BaseException):
+    def write(model, path):
+        # Leave partial files behind, as a writer killed half-way would.
+        path.mkdir(parents=True)
+        (path / "variables.data-00000-of-00001").write_bytes(b"\0" * 100)
+        raise exc
+
+    return write
+
+
+@pytest.mark.parametrize("exc", [OSError("disk full"), KeyboardInterrupt()])
+def test_crash_mid_export_leaves_nothing(tmp_path, monkeypatch, exc):
+    monkeypatch.setitem(export._WRITERS, "saved_model", _crashing_writer(exc))
+    output = tmp_path / "export" / "student_saved_model"
+    with pytest.raises(type(exc)):
+        export.export_student(make_student(), output, "saved_model")
+    assert not output.exists()
+    assert os.listdir(output.parent) == [], "staging directory left behind"
+
+
+def test_overwrite_keeps_old_artifact_until_new_one_is_complete(tmp_path, monkeypatch):
+    student = make_student()
+    output = tmp_path / "student.keras"
+    output.write_text("old")
+    with monkeypatch.context() as patch:
+        patch.setitem(export._WRITERS, "keras", _crashing_writer(OSError("disk full")))
+        with pytest.raises(OSError, match="disk full"):
+            export.export_student(student, output, "keras", overwrite=True)
+    assert output.read_text() == "old"
+    export.export_student(student, output, "keras", overwrite=True)
+    assert keras.saving.load_model(output, safe_mode=True).count_params() == student.count_params()
+    assert os.listdir(tmp_path) == ["student.keras"]
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    student = make_student()
+    with pytest.raises(export.ExportConfigError, match="format='pt'"):
+        export.export_student(student, tmp_path / "s.pt", "pt")
+    with pytest.raises(export.ExportConfigError, match="'.tflite'"):
+        export.export_student(student, tmp_path / "s.lite", "litert")
+    with pytest.raises(export.ExportConfigError, match="include_preprocessing needs"):
+        export.export_student(student, tmp_path / "s.keras", "keras", include_preprocessing=True)
+    softmax_student = keras.Sequential(
+        [keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")]
+    )
+    with pytest.raises(export.ExportConfigError, match="must output logits"):
+        export.export_student(softmax_student, tmp_path / "s.keras", "keras")
+    assert os.listdir(tmp_path) == []
+
+
+def test_onnx_keeps_constants_of_preprocessing_layers(tmp_path):
+    # keras' Normalization(mean=...) holds its statistics as captured constants, not variables;
+    # Keras' own ONNX route made them required graph inputs. The export verifies the artifact
+    # with onnxruntime on "images" alone, so this raises if the regression comes back.
+    pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
+    pytest.importorskip(
+        "onnxruntime", reason="onnxruntime is needed to run the ONNX artifact", exc_type=ImportError
+    )
+    normalise = keras.Sequential(
+        [keras.Input(SHAPE), keras.layers.Normalization(mean=100.0, variance=3600.0)]
+    )
+    path = export.export_student(
+        make_student(),
+        tmp_path / "s.onnx",
+        "onnx",
+        preprocessor=normalise,
+        include_preprocessing=True,
+    )
+    assert path.is_file()
+
+
+def test_mixed_precision_student_is_served_in_float32(tmp_path):
+    pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
+    onnxruntime = pytest.importorskip(
+        "onnxruntime", reason="onnxruntime runs the ONNX artifact", exc_type=ImportError
+    )
+
+    keras.config.set_dtype_policy("mixed_float16")  # conftest restores float32 afterwards.
+    student = make_student()
+    keras.config.set_dtype_policy("float32")
+    # ONNX is the format the mixed graph broke (mixed-type Pad); the export verifies it runs.
+    path = export.export_student(student, tmp_path / "s.onnx", "onnx")
+    x = np.random.default_rng(3).normal(size=(4, *SHAPE)).astype("float32")
+    got = onnxruntime.InferenceSession(str(path)).run(["probabilities"], {"images": x})[0]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, softmax(keras.ops.cast(student(x), "float32")), atol=1e-2)
+
+
+def test_raw_export_of_run_without_preprocessor_is_refused(tmp_path):
+    workdir = tmp_path / "run"
+    make_run(workdir, preprocessing=False)
+    with pytest.raises(export.ExportConfigError, match="preprocessor.keras does not exist"):
+        export.export_student(workdir, None, "keras", include_preprocessing=True)
+
+
+def test_latency_and_artifact_size(run, tmp_path):
+    _, student, _, paths, _ = run
+    result = measure_latency(student, batch_sizes=(1, 128), warmup=1, repeats=3)
+    assert sorted(result) == [1, 128]
+    for batch, numbers in result.items():
+        assert numbers["ms_per_image"] > 0 and numbers["images_per_second"] > 0
+        assert numbers["ms_per_batch"] == pytest.approx(numbers["ms_per_image"] * batch)
+    keras_file = paths["keras", False]
+    assert artifact_size(keras_file) == keras_file.stat().st_size > 0
+    saved_model = paths["saved_model", False]
+    assert artifact_size(saved_model) > artifact_size(saved_model / "saved_model.pb")
+    with pytest.raises(FileNotFoundError):
+        artifact_size(tmp_path / "missing")
+    # TensorFlow already runs in this process: a new thread count must be refused, loudly.
+    with pytest.raises(RuntimeError, match="fresh process"):
+        measure_latency(student, threads=tf.config.threading.get_intra_op_parallelism_threads() + 1)
+
+
+def test_cli_bad_input_exits_without_traceback(tmp_path):
+    result = run_python("-m", "fitnets_tf.export", f"--workdir={tmp_path}", "--format=keras")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{tmp_path} holds no trained student" in result.stderr
+
+
+def test_cli_exports_and_prints_sizes_and_latency(tmp_path):
+    make_run(tmp_path)
+    keras.utils.set_random_seed(1)
+    (tmp_path / "teacher").mkdir()
+    make_student(filters=16, name="teacher").save(tmp_path / "teacher" / "teacher.keras")
+    result = run_python(
+        "-m",
+        "fitnets_tf.export",
+        f"--workdir={tmp_path}",
+        "--format=litert",
+        "--include_preprocessing",
+        "--latency_repeats=2",
+        "--threads=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = tmp_path / "export" / "student_raw.tflite"
+    assert output.is_file()
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("litert") and str(output) in line for line in lines)
+    for model in ("student", "teacher"):
+        assert {line.split()[1] for line in lines if line.startswith(model + " ")} == {"1", "128"}
+
+
+def test_artifact_that_does_not_match_is_not_published(tmp_path, monkeypatch):
+    def write_another_student(model, path):
+        keras.utils.set_random_seed(7)
+        export.build_serving_model(make_student(name="other")).save(path)
+
+    monkeypatch.setitem(export._WRITERS, "keras", write_another_student)
+    output = tmp_path / "student.keras"
+    with pytest.raises(export.ExportVerificationError, match="differ"):
+        export.export_student(make_student(), output, "keras")
+    assert os.listdir(tmp_path) == []
