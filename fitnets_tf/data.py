@@ -28,6 +28,7 @@ import pathlib
 import struct
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -108,6 +109,8 @@ class Datasets:
         spec: the dataset's :class:`DatasetSpec`.
         preprocessor: the fitted layer that produced the images from raw ``[0, 255]`` pixels.
         num_train_examples, num_validation_examples, num_test_examples: split sizes.
+        epoch: the training pipeline's epoch counter; keep it in step with Keras' epochs by
+            passing ``EpochSync(datasets.epoch)`` to ``fit`` (needed to resume exactly).
     """
 
     train: tf.data.Dataset
@@ -118,6 +121,11 @@ class Datasets:
     num_train_examples: int
     num_validation_examples: int | None
     num_test_examples: int
+    epoch: tf.Variable | None = None
+
+    def epoch_callback(self) -> keras.callbacks.Callback:
+        """The callback that keeps the training order a function of (seed, epoch)."""
+        return EpochSync(self.epoch)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -353,10 +361,10 @@ def load(
         _fit_zca_cached(preprocessor, raw["train"], key, cache_dir)
     sizes = {key: _count(ds) for key, ds in raw.items()}
     pipeline = dict(preprocessor=preprocessor, batch_size=batch_size, cache=cache)
-    augment_fn = _augment_fn(augment, seed, crop_padding, spec.flips)
-    train = _pipeline(
-        raw["train"], sizes["train"], **pipeline, shuffle_seed=seed, augment_fn=augment_fn
-    )
+    train, epoch = _train_pipeline(
+        raw["train"], sizes["train"], **pipeline, seed=seed, augment=augment,
+        crop_padding=crop_padding, flips=spec.flips,
+    )  # fmt: skip
     validation = raw.get("validation")
     if validation is not None:
         validation = _pipeline(validation, sizes["validation"], **pipeline)
@@ -369,6 +377,7 @@ def load(
         num_train_examples=sizes["train"],
         num_validation_examples=sizes.get("validation"),
         num_test_examples=sizes["test"],
+        epoch=epoch,
     )
 
 
@@ -491,35 +500,96 @@ def _count(ds: tf.data.Dataset) -> int:
     return int(ds.reduce(np.int64(0), lambda count, _: count + 1))
 
 
-def _augment_fn(enabled: bool, seed: int, crop_padding: int, flips: bool):
-    if not enabled or not (crop_padding or flips):
-        return None
-
-    def augment_example(example, example_seed):
-        image, label = example
-        return augment_image(image, example_seed, crop_padding=crop_padding, flip=flips), label
-
-    def apply(ds: tf.data.Dataset) -> tf.data.Dataset:
-        # One int64 per example, a different stream each epoch, the same streams for a seed.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        return tf.data.Dataset.zip(ds, seeds).map(augment_example, tf.data.AUTOTUNE)
-
-    return apply
+def _epoch_seed(seed: int, epoch, salt: int):
+    """A stateless-op seed (shape [2]) that depends only on (seed, epoch, salt)."""
+    return tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + salt, tf.cast(epoch, tf.int64)])
 
 
-def _pipeline(
-    raw, num_examples, *, preprocessor, batch_size, cache, shuffle_seed=None, augment_fn=None
-) -> tf.data.Dataset:
+def _pipeline(raw, num_examples, *, preprocessor, batch_size, cache) -> tf.data.Dataset:
+    """Validation and test: preprocessed, in order, batched."""
+    ds = _preprocessed(raw, num_examples, preprocessor)
+    if cache:
+        ds = ds.cache()
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _preprocessed(raw, num_examples, preprocessor) -> tf.data.Dataset:
     # Preprocess in large batches: ZCA is one (batch, D) x (D, D) matmul, far faster than per image.
     ds = raw.batch(1024).map(
         lambda x, y: (preprocessor(x), tf.cast(y, tf.int32)), num_parallel_calls=tf.data.AUTOTUNE
     )
-    ds = ds.unbatch().apply(tf.data.experimental.assert_cardinality(num_examples))
-    if cache:
-        ds = ds.cache()
-    if shuffle_seed is not None:
-        # A buffer of the whole split is a uniform permutation per epoch, like pylearn2's.
-        ds = ds.shuffle(max(num_examples, 1), seed=shuffle_seed, reshuffle_each_iteration=True)
-    if augment_fn is not None:
-        ds = augment_fn(ds)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.unbatch().apply(tf.data.experimental.assert_cardinality(num_examples))
+
+
+def _train_pipeline(
+    raw, num_examples, *, preprocessor, batch_size, cache, seed, augment, crop_padding, flips
+) -> tuple[tf.data.Dataset, tf.Variable]:
+    """Training batches whose order and augmentation are a function of (seed, epoch) alone.
+
+    Each new iterator (Keras makes one per epoch) reads the ``epoch`` variable, draws that
+    epoch's permutation of the whole split (a uniform shuffle, like pylearn2's) and then
+    increments it. :class:`EpochSync` sets it to Keras' epoch index at every epoch start, so an
+    interrupted run resumed at epoch ``e`` sees exactly the batches an uninterrupted run saw
+    at epoch ``e``. This needs the preprocessed split in memory (``cache=True``); without it the
+    split is streamed through a seeded shuffle buffer, reproducible from the start of a run but
+    not from the middle.
+    """
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
+    ds = _preprocessed(raw, num_examples, preprocessor)
+    augmenting = augment and (crop_padding or flips)
+    if not cache:
+        ds = ds.shuffle(max(num_examples, 1), seed=seed, reshuffle_each_iteration=True)
+        if augmenting:
+            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+            ds = tf.data.Dataset.zip(ds, seeds).map(
+                lambda example, s: (
+                    augment_image(example[0], s, crop_padding=crop_padding, flip=flips),
+                    example[1],
+                ),
+                tf.data.AUTOTUNE,
+            )
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), epoch
+
+    images, labels = (np.concatenate(a) for a in zip(*tfds.as_numpy(ds.batch(4096)), strict=True))
+    images, labels = tf.constant(images), tf.constant(labels)
+
+    def one_epoch(_):
+        current = epoch.read_value()
+        with tf.control_dependencies([current]):
+            step = epoch.assign_add(1)
+        with tf.control_dependencies([step]):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(num_examples, dtype=tf.int64), seed=_epoch_seed(seed, current, 0)
+            )
+        indices = tf.data.Dataset.from_tensor_slices(order)
+        if not augmenting:
+            return indices.batch(batch_size).map(
+                lambda i: (tf.gather(images, i), tf.gather(labels, i))
+            )
+        example_seed = _epoch_seed(seed, current, 1)
+
+        def augmented(i):
+            # One seed per (seed, epoch, example): the same crop and flip after a resume.
+            s = tf.random.stateless_uniform([], tf.stack([example_seed[0], example_seed[1] * num_examples + i]),
+                                            minval=0, maxval=2**62, dtype=tf.int64)  # fmt: skip
+            return augment_image(
+                tf.gather(images, i), s, crop_padding=crop_padding, flip=flips
+            ), tf.gather(labels, i)
+
+        return indices.map(augmented, tf.data.AUTOTUNE).batch(batch_size)
+
+    ds = tf.data.Dataset.range(1).flat_map(one_epoch)
+    batches = -(-num_examples // batch_size)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
+    return ds.prefetch(tf.data.AUTOTUNE), epoch
+
+
+class EpochSync(keras.callbacks.Callback):
+    """Sets the training pipeline's epoch to Keras' epoch index, so order survives a resume."""
+
+    def __init__(self, epoch: tf.Variable):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch.assign(epoch)

@@ -224,6 +224,34 @@ def test_training_order_and_augmentation_follow_the_seed():
     np.testing.assert_array_equal(next(iter(test))[1], expected)
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_an_epoch_is_the_same_whatever_came_before(augment):
+    # What exact resume needs: epoch e's batches depend on (seed, e) only, not on how many
+    # epochs this process has iterated before.
+    def epoch_of(datasets, e):
+        datasets.epoch.assign(e)
+        return _first_epoch(datasets.train)
+
+    kwargs = dict(batch_size=128, seed=3, augment=augment, limit=384)
+    resumed = epoch_of(data.load("synthetic", **kwargs), 2)
+    uninterrupted = data.load("synthetic", **kwargs)
+    for _ in range(2):
+        _first_epoch(uninterrupted.train)  # epochs 0 and 1, counted by the pipeline itself
+    assert int(uninterrupted.epoch.numpy()) == 2
+    straight = _first_epoch(uninterrupted.train)
+    for a, b in zip(resumed, straight, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(resumed[0][1], epoch_of(data.load("synthetic", **kwargs), 1)[0][1])
+
+
+def test_epoch_callback_follows_keras_epochs():
+    datasets = data.load("synthetic", batch_size=256, limit=256)
+    callback = datasets.epoch_callback()
+    callback.on_epoch_begin(7)
+    assert int(datasets.epoch.numpy()) == 7
+
+
 # ----------------------------------------------------- other datasets through tfds mocks
 
 
