@@ -8,15 +8,15 @@ check (names, layers, shapes, the run directory) is checked before the first epo
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
-import time
 
 import keras
 import tensorflow as tf
 
 from fitnets_tf import data as data_lib
-from fitnets_tf import distribute, export, latency, models, report, rundir, training
+from fitnets_tf import distribute, export, latency, models, report, resume, rundir, training
 from fitnets_tf.callbacks import LearningRateLogger
 from fitnets_tf.distiller import make_hint_path
 
@@ -50,6 +50,8 @@ class ExperimentConfig:
     teacher_path: str | None = None
     init: str = "paper"
     max_norm: bool = True
+    teacher_dropout: float | None = None
+    teacher_input_dropout: float | None = None
     modes: tuple[str, ...] = ("fitnet",)
     stages: tuple[str, ...] = STAGES
     teacher_epochs: int = 10
@@ -99,6 +101,16 @@ class ExperimentConfig:
         if problems:
             raise ConfigError("Invalid configuration: " + "; ".join(problems) + ".")
 
+    def fingerprint(self) -> dict:
+        """What the results depend on: a run directory only resumes the same fingerprint.
+
+        Which stages run now, and whether latency is measured, may change between calls.
+        """
+        values = dataclasses.asdict(self)
+        for key in ("stages", "measure_latency"):
+            values.pop(key)
+        return json.loads(json.dumps(values))  # tuples as lists, as when read back
+
     def pair(self) -> tuple[str | None, str | None]:
         """The hint and guided layer names: given, else the paper's for these architectures."""
         hint = self.hint_layer
@@ -141,57 +153,34 @@ def load_teacher(path: str | os.PathLike) -> keras.Model:
         ) from e
 
 
-def _restore_skipped_stage(student, mode_dir: pathlib.Path, all_stages, stages) -> None:
-    """Loads stage 1's student when only stage 2 runs (``--stages=kd`` on a previous run)."""
-    if len(all_stages) < 2 or all_stages[0] in stages:
-        return
-    path = mode_dir / all_stages[0] / "student.keras"
+def _load_student_into(student: keras.Model, path: pathlib.Path, why: str) -> None:
     if not path.is_file():
         raise ConfigError(
-            f"--stages skips '{all_stages[0]}' but {str(path)!r} does not exist: run that stage "
-            "first in this --workdir, or include it in --stages."
+            f"{why}, but {str(path)!r} does not exist: run that stage first in this --workdir, "
+            "or include it in --stages."
         )
     trained = keras.saving.load_model(path, safe_mode=True, compile=False)
     student.set_weights(trained.get_weights())
 
 
-class _SaveAtEnd(keras.callbacks.Callback):
-    """Saves ``model`` (the student, not the Distiller being fit) when a stage ends."""
-
-    def __init__(self, model: keras.Model, path: pathlib.Path):
-        super().__init__()
-        self._student, self._path = model, path
-
-    def on_train_end(self, logs=None):
-        rundir.save_model(self._student, self._path)
-
-
-class _StageTimer(keras.callbacks.Callback):
-    def __init__(self, times: dict, key: str):
-        super().__init__()
-        self.times, self.key = times, key
-
-    def on_train_begin(self, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_end(self, logs=None):
-        self.times[self.key] = round(time.perf_counter() - self._start, 2)
-
-
-def _stage_callbacks(stage_dir: pathlib.Path, times: dict, key: str, patience: int) -> list:
+def _stage_callbacks(state, key: str, stage_dir: pathlib.Path, patience: int, log,
+                     final_model=None, final_path=None) -> list:  # fmt: skip
+    """Per stage: NaN guard, early stopping, checkpoint + logs + final save, TensorBoard."""
     stage_dir.mkdir(parents=True, exist_ok=True)
-    callbacks = [
-        _StageTimer(times, key),
-        LearningRateLogger(),
-        keras.callbacks.CSVLogger(str(stage_dir / "log.csv")),
-        keras.callbacks.TensorBoard(str(stage_dir / "tensorboard"), write_graph=False),
-    ]
+    early_stopping = None
+    callbacks = [resume.NonFiniteGuard(key), LearningRateLogger()]
     if patience:
         # The paper stops after `patience` epochs without validation improvement and keeps
         # the best model.
-        callbacks.append(
-            keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
-        )
+        early_stopping = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
+        callbacks.append(early_stopping)
+    callbacks += [
+        # After early stopping (it saves its state, and the best weights it restores), before
+        # the loggers (an epoch is logged once its checkpoint exists).
+        resume.StageCheckpoint(state, key, stage_dir, student=final_model,
+                               early_stopping=early_stopping, log=log, final_path=final_path),
+        keras.callbacks.TensorBoard(str(stage_dir / "tensorboard"), write_graph=False),
+    ]  # fmt: skip
     return callbacks
 
 
@@ -205,15 +194,15 @@ def _test_accuracy(model: keras.Model, test) -> float:
     return correct / max(total, 1)
 
 
-def _describe(name: str, model: keras.Model, test, seconds, stage_times, measure: bool) -> dict:
+def _describe(name: str, model: keras.Model, test, stage_seconds, measure: bool) -> dict:
     row = {
         "name": name,
         "architecture": model.name,
         "test_accuracy": _test_accuracy(model, test),
         "params": models.count_params(model),
         "mults": models.count_multiplications(model),
-        "train_seconds": seconds,
-        "stage_seconds": stage_times,
+        "train_seconds": round(sum(stage_seconds.values()), 2) if stage_seconds else None,
+        "stage_seconds": stage_seconds,
     }
     if measure:
         timings = latency.measure_latency(model, batch_sizes=(1, 128), repeats=10)
@@ -239,6 +228,7 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     if config.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
     strategy = distribute.make_strategy(config.strategy)
+    state = resume.RunState(workdir, config.fingerprint())  # refuses another configuration
     rundir.write_json(workdir / "versions.json", rundir.versions(config.seed))
 
     data = data_lib.load(
@@ -258,6 +248,21 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
             f"Modes {config.modes} need --hint_layer and --guided_layer: {config.teacher!r} / "
             f"{config.student!r} have no paper pair."
         )
+    train_teacher = "teacher" in config.stages and config.teacher_path is None
+    mode_stages = {
+        mode: [s for s in training.STAGES_OF_MODE[mode] if training.PAPER_STAGE[s] in config.stages]
+        for mode in config.modes
+    }
+    keys = (["teacher"] if train_teacher else []) + [
+        f"{mode}/{stage}" for mode, stages in mode_stages.items() for stage in stages
+    ]
+    if state.finished(keys) and (workdir / "summary.json").exists():
+        log(f"The run in {workdir} already finished these stages ({', '.join(keys)}): nothing "
+            "to do. Its results are in summary.json.")  # fmt: skip
+        return json.loads((workdir / "summary.json").read_text())
+    if state.resuming:
+        done = [k for k in keys if state.done(k)]
+        log(f"resuming the run in {workdir}; stages done: {', '.join(done) or 'none'}")
     build = dict(
         input_shape=data.input_shape,
         num_classes=data.num_classes,
@@ -266,13 +271,18 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     )
     verbose = _verbose()
     compile_kwargs = {"jit_compile": config.jit_compile}
-    stage_times: dict[str, float] = {}
+    patience = config.early_stopping_patience
+    teacher_file = workdir / "teacher" / "teacher.keras"
     with strategy.scope():
-        train_teacher = "teacher" in config.stages and config.teacher_path is None
-        if train_teacher:
-            teacher = models.build(config.teacher, seed=config.seed, **build)
+        if train_teacher and not state.done("teacher"):
+            teacher = models.build(
+                config.teacher, seed=config.seed, dropout=config.teacher_dropout,
+                input_dropout=config.teacher_input_dropout, **build,
+            )  # fmt: skip
         else:
-            teacher = load_teacher(config.teacher_path or workdir)
+            teacher = load_teacher(
+                teacher_file if train_teacher else config.teacher_path or workdir
+            )
         students = {}
         for mode in config.modes:
             keras.utils.set_random_seed(config.seed + 1)  # every mode starts from the same init
@@ -285,49 +295,59 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     raw = keras.Input(data.input_shape, name="images")
     preprocessor = keras.Model(raw, data.preprocessor(raw), name="preprocessor")
     rundir.save_model(preprocessor, workdir / "preprocessor.keras")
+    epoch_sync = data.epoch_callback()
 
-    histories: dict[str, dict] = {}
-    if train_teacher:
+    if train_teacher and not state.done("teacher"):
         log(f"== teacher: {config.teacher} on {config.dataset}")
         teacher_hp = dataclasses.replace(
             config.hparams,
             learning_rate=config.teacher_learning_rate or config.hparams.learning_rate,
         )
-        history = training.fit_labels(
+        callbacks = _stage_callbacks(state, "teacher", workdir / "teacher", patience, log,
+                                     final_model=teacher, final_path=teacher_file)  # fmt: skip
+        training.fit_labels(
             teacher, data.train, data.validation, epochs=config.teacher_epochs, hparams=teacher_hp,
-            callbacks=_stage_callbacks(workdir / "teacher", stage_times, "teacher",
-                                       config.early_stopping_patience),
-            verbose=verbose, **compile_kwargs,
+            callbacks=[epoch_sync, *callbacks], verbose=verbose,
+            initial_epoch=state.stage("teacher")["epochs_done"], **compile_kwargs,
         )  # fmt: skip
-        histories["teacher"] = {"teacher": history.history}
-        rundir.save_model(teacher, workdir / "teacher" / "teacher.keras")
     teacher.trainable = False
 
-    rows = [_describe("teacher", teacher, data.test, stage_times.get("teacher"),
-                      {"teacher": stage_times.get("teacher")}, config.measure_latency)]  # fmt: skip
+    histories: dict[str, dict] = {}
+    if "teacher" in state.data["stages"]:
+        histories["teacher"] = {"teacher": state.stage("teacher")["history"]}
+    rows = [_describe("teacher", teacher, data.test, _seconds(state, ["teacher"]),
+                      config.measure_latency)]  # fmt: skip
     for mode, student in students.items():
-        stages = [s for s in training.STAGES_OF_MODE[mode]
-                  if training.PAPER_STAGE[s] in config.stages]  # fmt: skip
+        stages = mode_stages[mode]
         if not stages:
             continue
-        _restore_skipped_stage(student, workdir / mode, training.STAGES_OF_MODE[mode], stages)
-        log(f"== student: {config.student}, mode {mode}, stages {', '.join(stages)}")
-        times: dict[str, float] = {}
+        all_stages = training.STAGES_OF_MODE[mode]
+        todo = [s for s in stages if not state.done(f"{mode}/{s}")]
+        # The student enters the first stage to run with the weights of the stage before it.
+        first = all_stages.index(todo[0]) if todo else len(all_stages)
+        if first > 0:
+            previous = all_stages[first - 1]
+            _load_student_into(student, workdir / mode / previous / "student.keras",
+                               f"Stage '{previous}' of mode '{mode}' is not run now")  # fmt: skip
+        if todo:
+            log(f"== student: {config.student}, mode {mode}, stages {', '.join(todo)}")
 
-        def callbacks_for(stage, mode=mode, times=times, student=student):
-            return [*_stage_callbacks(workdir / mode / stage, times, stage,
-                                      config.early_stopping_patience),
-                    _SaveAtEnd(student, workdir / mode / stage / "student.keras")]  # fmt: skip
+            def callbacks_for(stage, mode=mode, student=student):
+                return [epoch_sync, *_stage_callbacks(state, f"{mode}/{stage}",
+                        workdir / mode / stage, patience, log, final_model=student)]  # fmt: skip
 
-        result = training.train_student(
-            mode, teacher, student, data.train, data.validation, hparams=config.hparams,
-            hint_layer=hint_layer, guided_layer=guided_layer, hints_epochs=config.hints_epochs,
-            kd_epochs=config.kd_epochs, callbacks_for=callbacks_for, stages=stages,
-            verbose=verbose, **compile_kwargs,
-        )  # fmt: skip
-        histories[mode] = {stage: h.history for stage, h in result.items()}
+            training.train_student(
+                mode, teacher, student, data.train, data.validation, hparams=config.hparams,
+                hint_layer=hint_layer, guided_layer=guided_layer,
+                hints_epochs=config.hints_epochs, kd_epochs=config.kd_epochs,
+                callbacks_for=callbacks_for, stages=todo, verbose=verbose,
+                initial_epochs={s: state.stage(f"{mode}/{s}")["epochs_done"] for s in todo},
+                **compile_kwargs,
+            )  # fmt: skip
         rundir.save_model(student, workdir / mode / "student.keras")
-        rows.append(_describe(mode, student, data.test, round(sum(times.values()), 2), times,
+        histories[mode] = {s: state.stage(f"{mode}/{s}")["history"] for s in stages}
+        keys_of_mode = [f"{mode}/{s}" for s in all_stages]
+        rows.append(_describe(mode, student, data.test, _seconds(state, keys_of_mode),
                               config.measure_latency))  # fmt: skip
         report.plot_curves(histories[mode], f"{config.student}: {mode}",
                            workdir / "plots" / f"curves_{mode}.png")  # fmt: skip
@@ -337,6 +357,9 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
         final = students[trained[0]]
         rundir.save_model(final, workdir / "student.keras")
         export.export_student(final, workdir / "student_saved_model", "saved_model", overwrite=True)
+    for row in rows:
+        path = teacher_file if row["name"] == "teacher" else workdir / row["name"] / "student.keras"
+        row["keras_file_bytes"] = path.stat().st_size if path.exists() else None
     summary = {
         "dataset": config.dataset,
         "teacher": config.teacher,
@@ -352,5 +375,12 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
                            workdir / "plots" / "curves_teacher.png")  # fmt: skip
     report.plot_comparison(rows, workdir / "plots" / "comparison.png")
     rundir.write_json(workdir / "summary.json", summary)
+    state.mark_finished(keys)
     log(report.table(rows))
     return summary
+
+
+def _seconds(state, keys) -> dict | None:
+    times = {k.split("/")[-1]: round(state.stage(k).get("seconds", 0.0), 2)
+             for k in keys if k in state.data["stages"]}  # fmt: skip
+    return times or None

@@ -44,6 +44,10 @@ flags.DEFINE_string("teacher_path", None, "Trained teacher: a .keras file or a r
 flags.DEFINE_enum("init", _DEFAULTS.init, experiment.INITS,
                   "Kernel init: the paper's U(-0.005, 0.005), or He / Glorot uniform.")  # fmt: skip
 flags.DEFINE_bool("max_norm", True, "Max-norm constraints of the paper's code.")
+flags.DEFINE_float("teacher_dropout", None, "Teacher's dropout rate (default: paper's 0.5).",
+                   lower_bound=0, upper_bound=0.99)  # fmt: skip
+flags.DEFINE_float("teacher_input_dropout", None, "Teacher's input dropout (default: 0.2).",
+                   lower_bound=0, upper_bound=0.99)  # fmt: skip
 # What to run.
 flags.DEFINE_list("mode", list(_DEFAULTS.modes),
                   f"Student training modes, in order; the first gives the final student. "
@@ -113,6 +117,8 @@ def config_from_flags(f=FLAGS) -> experiment.ExperimentConfig:
         teacher_path=f.teacher_path,
         init=f.init,
         max_norm=f.max_norm,
+        teacher_dropout=f.teacher_dropout,
+        teacher_input_dropout=f.teacher_input_dropout,
         modes=tuple(f.mode),
         stages=tuple(f.stages),
         teacher_epochs=f.teacher_epochs,

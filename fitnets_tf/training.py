@@ -201,6 +201,7 @@ def train_student(
     kd_epochs: int = 0,
     callbacks_for: Callable[[str], Sequence[keras.callbacks.Callback]] = lambda stage: (),
     stages: Sequence[str] | None = None,
+    initial_epochs: dict[str, int] | None = None,
     verbose="auto",
     **compile_kwargs,
 ) -> dict[str, keras.callbacks.History]:
@@ -210,7 +211,8 @@ def train_student(
     budget as stage 2), and ``hints_epochs`` of stage 1 in ``fitnet`` and
     ``stagewise_labels``. ``callbacks_for(stage)`` supplies per-stage callbacks (loggers,
     checkpoints). ``stages`` runs a subset of the mode's stages (default: all); a skipped
-    first stage must have left its weights in ``student`` already.
+    first stage must have left its weights in ``student`` already. ``initial_epochs[stage]``
+    resumes a stage at that epoch (its checkpoint callback restores the state).
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
@@ -234,6 +236,7 @@ def train_student(
         if stages is not None and stage not in stages:
             continue
         cbs = callbacks_for(stage)
+        common["initial_epoch"] = (initial_epochs or {}).get(stage, 0)
         if stage == "hints":
             histories[stage] = fit_hints(
                 distiller, train, validation, epochs=hints_epochs, callbacks=cbs, **common
