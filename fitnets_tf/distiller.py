@@ -268,6 +268,17 @@ class Distiller(keras.Model):
             )
         return self.student.trainable_variables
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras' TF trainer pulls one batch to build unbuilt state. Under
+        # MultiWorkerMirroredStrategy (Keras 3.15) that batch is a PerReplica value it fails to
+        # reduce. The Distiller's models, regressor and optimizer are built by __init__ and
+        # compile(), so the batch is only needed for compiled metrics.
+        if self.built and self.optimizer.built and (
+            self._compile_metrics is None or self._compile_metrics.built
+        ):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     @property
     def metrics(self):
         names = ["loss", "hint_loss"] if self.phase == "hints" else ["loss", "ce_loss", "kd_loss"]
@@ -312,7 +323,12 @@ class Distiller(keras.Model):
         self._update_trackers(terms, ops.shape(x)[0], training)
         if self.phase == "kd" and self._compile_metrics is not None:
             self._compile_metrics.update_state(y, logits, sample_weight=sample_weight)
-        return self.get_metrics_result()
+        logs = self.get_metrics_result()
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3.15 reduces step outputs across workers with a mean over axis 0, which
+            # fails on scalars; a length-1 vector reduces to the same value.
+            logs = {k: ops.reshape(v, (1,)) for k, v in logs.items()}
+        return logs
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -163,3 +163,15 @@ def test_kill_anywhere_then_resume_is_bit_identical(tmp_path, uninterrupted, key
     _kill_when(tmp_path, key, epochs)
     _run(tmp_path)
     _assert_same(tmp_path, uninterrupted)
+
+
+def test_a_full_disk_leaves_the_previous_files_loadable(tmp_path):
+    script = pathlib.Path(__file__).parent / "full_disk_check.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert all(result["failures"].values()), result  # every write did fail
+    assert result["model_intact"] and result["checkpoint_intact"]
+    assert result["latest"] == "ckpt-1" and result["state_epochs"] == 1
+    assert result["litter"] == []
