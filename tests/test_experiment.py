@@ -1,0 +1,83 @@
+"""The Python API of a run refuses bad input before any expensive work, and is seeded."""
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from fitnets_tf import data, experiment, resume, rundir, training
+
+SMOKE = experiment.ExperimentConfig(
+    dataset="synthetic", teacher="mnist_teacher", student="mnist_fitnet", init="he_uniform",
+    modes=("kd",), teacher_epochs=1, kd_epochs=1, batch_size=64, limit=128,
+    measure_latency=False, hparams=training.Hyperparameters(learning_rate=1e-3),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"hparams": training.Hyperparameters(temperature=0.0)}, "temperature must be > 0"),
+        ({"hparams": training.Hyperparameters(lambda_start=-1.0)}, "λ must be >= 0"),
+        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+        ({"student": "resnet"}, "unknown student 'resnet'"),
+        ({"modes": ("joint",)}, "unknown mode 'joint'"),
+        ({"stages": ("warmup",)}, "unknown stage 'warmup'"),
+    ],
+)
+def test_bad_config_fails_before_anything_is_written(tmp_path, change, message):
+    start = time.monotonic()
+    with pytest.raises(experiment.ConfigError, match=message):
+        experiment.run(dataclasses.replace(SMOKE, **change), tmp_path / "run")
+    assert time.monotonic() - start < 5 and not (tmp_path / "run").exists()
+
+
+def test_unmatchable_layers_fail_before_training(tmp_path):
+    config = dataclasses.replace(SMOKE, modes=("fitnet",), hint_layer="conv1", guided_layer="pool2")
+    with pytest.raises(ValueError, match="hint map is larger"):
+        experiment.run(config, tmp_path)
+    assert not (tmp_path / "teacher" / "teacher.keras").exists()
+
+
+def test_missing_or_unsafe_teacher_is_refused(tmp_path):
+    with pytest.raises(experiment.TeacherLoadError, match="No teacher at"):
+        experiment.load_teacher(tmp_path / "nope.keras")
+    # A .keras file with a Lambda layer would run arbitrary code: safe_mode refuses it.
+    inputs = keras.Input((28, 28, 1))
+    outputs = keras.layers.Dense(10)(keras.layers.Lambda(lambda t: t * 2)(keras.layers.Flatten()(inputs)))
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+    with pytest.raises(experiment.TeacherLoadError, match="Cannot load the teacher.*safe_mode"):
+        experiment.load_teacher(tmp_path / "lambda.keras")
+
+
+def test_unwritable_workdir_is_refused():
+    with pytest.raises(rundir.WorkdirError, match="Cannot write to the run directory"):
+        rundir.prepare("/proc/fitnets_tf_run")
+
+
+def test_missing_dataset_is_reported_fast(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(data.DatasetNotFoundError, match="Looked for"):
+        experiment.run(dataclasses.replace(SMOKE, dataset="cifar10", data_dir=str(tmp_path)),
+                       tmp_path / "run")  # fmt: skip
+    assert time.monotonic() - start < 10
+
+
+def test_same_seed_same_result_other_seed_other_result(tmp_path):
+    def accuracies(seed, name):
+        summary = experiment.run(dataclasses.replace(SMOKE, seed=seed, deterministic=True),
+                                 tmp_path / name, log=lambda m: None)  # fmt: skip
+        return [r["test_accuracy"] for r in summary["models"]], [
+            h["loss"] for h in summary["histories"]["kd"].values()
+        ]
+
+    first, again, other = accuracies(0, "a"), accuracies(0, "b"), accuracies(1, "c")
+    assert first == again
+    assert first[1] != other[1]  # the losses differ: other weights, other order
+    versions = (tmp_path / "a" / "versions.json").read_text()
+    assert '"seed": 0' in versions
+    with pytest.raises(resume.ConfigMismatchError):
+        experiment.run(dataclasses.replace(SMOKE, seed=5), tmp_path / "a")
+    assert np.isfinite(first[1][0]).all()
