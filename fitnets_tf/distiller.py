@@ -25,6 +25,8 @@ from fitnets_tf import losses
 from fitnets_tf import regressor as regressor_lib
 
 PHASES = ("hints", "kd")
+# Keys of a phase-"kd" input dict that carries precomputed teacher logits.
+IMAGES, CACHED_LOGITS = "images", "teacher_logits"
 
 
 @dataclasses.dataclass
@@ -226,6 +228,8 @@ class Distiller(keras.Model):
         self.built = teacher.built and student.built
 
     def call(self, inputs, training=None):
+        if isinstance(inputs, dict) and IMAGES in inputs:
+            inputs = inputs[IMAGES]
         return self.student(inputs, training=training)
 
     # -- compile -----------------------------------------------------------------------------
@@ -301,7 +305,11 @@ class Distiller(keras.Model):
             return scaled, {"loss": mean, "hint_loss": mean}, None
         if y is None:
             raise ValueError("phase='kd' needs labels: the dataset must yield (images, labels).")
-        teacher_logits = self.teacher(x, training=False)
+        if isinstance(x, dict) and CACHED_LOGITS in x:
+            # Precomputed teacher outputs (fitnets_tf.teacher_cache): no teacher pass at all.
+            x, teacher_logits = x[IMAGES], x[CACHED_LOGITS]
+        else:
+            teacher_logits = self.teacher(x, training=False)
         student_logits = self.student(x, training=training)
         ce, ce_scaled = _per_replica_mean(losses.cross_entropy(y, student_logits), sample_weight)
         kd, kd_scaled = _per_replica_mean(
@@ -320,7 +328,7 @@ class Distiller(keras.Model):
             self._trackers["temperature"].update_state(self.temperature)
 
     def _finish_step(self, x, y, sample_weight, terms, logits, training: bool):
-        self._update_trackers(terms, ops.shape(x)[0], training)
+        self._update_trackers(terms, ops.shape(keras.tree.flatten(x)[0])[0], training)
         if self.phase == "kd" and self._compile_metrics is not None:
             self._compile_metrics.update_state(y, logits, sample_weight=sample_weight)
         logs = self.get_metrics_result()

@@ -216,3 +216,15 @@ def test_weights_checkpoint_round_trip(tmp_path, teacher, student):
     d.fit(tiny_dataset(), epochs=1, verbose=0)
     d.load_weights(tmp_path / "d.weights.h5")
     assert _same(before, _values(d.weights))
+
+
+def test_cached_teacher_logits_replace_the_teacher_pass(teacher, student):
+    x, y = tiny_data(16)
+    d = fitnets_tf.Distiller(teacher, student, temperature=2.0)
+    d.compile(optimizer="sgd", phase="kd")
+    live = d.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    cached = {"images": x, "teacher_logits": np.asarray(teacher(x))}
+    logs = d.evaluate(cached, y, batch_size=16, return_dict=True, verbose=0)
+    for key in ("loss", "ce_loss", "kd_loss"):
+        np.testing.assert_allclose(logs[key], live[key], rtol=1e-5)
+    np.testing.assert_allclose(d(cached), student(x))
