@@ -93,6 +93,18 @@ def make_distiller(
     )
 
 
+def _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose):
+    return model.fit(
+        train,
+        validation_data=validation,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        callbacks=list(callbacks),
+        verbose=verbose,
+        shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot
+    )
+
+
 def fit_labels(
     model: keras.Model,
     train,
@@ -112,15 +124,7 @@ def fit_labels(
         metrics=["accuracy"],
         **compile_kwargs,
     )
-    return model.fit(
-        train,
-        validation_data=validation,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        callbacks=list(callbacks),
-        verbose=verbose,
-        shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot
-    )
+    return _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose)
 
 
 def fit_hints(
@@ -137,15 +141,7 @@ def fit_hints(
 ) -> keras.callbacks.History:
     """Stage 1: the guided part of the student and the regressor learn the hint."""
     distiller.compile(optimizer=hparams.optimizer(), phase="hints", **compile_kwargs)
-    return distiller.fit(
-        train,
-        validation_data=validation,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        callbacks=list(callbacks),
-        verbose=verbose,
-        shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot
-    )
+    return _fit(distiller, train, validation, epochs, initial_epoch, callbacks, verbose)
 
 
 def fit_kd(
@@ -164,14 +160,14 @@ def fit_kd(
     distiller.compile(
         optimizer=hparams.optimizer(), phase="kd", metrics=["accuracy"], **compile_kwargs
     )
-    return distiller.fit(
+    return _fit(
+        distiller,
         train,
-        validation_data=validation,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        callbacks=[hparams.annealing(epochs), *callbacks],
-        verbose=verbose,
-        shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot
+        validation,
+        epochs,
+        initial_epoch,
+        [hparams.annealing(epochs), *callbacks],
+        verbose,
     )
 
 
