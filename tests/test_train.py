@@ -119,3 +119,13 @@ def test_corrupt_teacher_file_is_refused(tmp_path):
                   f"--teacher_path={bad}", timeout=60)  # fmt: skip
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "Cannot load the teacher" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [["--mixed_precision"], ["--jit_compile"]])
+def test_mixed_precision_and_xla_runs_on_cpu(tmp_path, extra):
+    proc = _train("--flagfile=configs/smoke.flags", f"--workdir={tmp_path}", "--mode=fitnet",
+                  "--nomeasure_latency", *extra, timeout=400)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in summary["models"])
