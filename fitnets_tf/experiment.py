@@ -122,6 +122,24 @@ class ExperimentConfig:
         return hint, guided
 
 
+# The default experiment (configs/fashion_mnist.flags): what `python -m fitnets_tf.train` runs
+# without a flagfile. Sized for a 2-core CPU: see that file for the reasons.
+DEFAULT = ExperimentConfig(
+    dataset="fashion_mnist",
+    teacher="mnist_teacher",
+    student="mnist_fitnet",
+    init="paper",
+    teacher_dropout=0.2,
+    teacher_input_dropout=0.0,
+    modes=("fitnet", "kd", "scratch"),
+    teacher_epochs=3,
+    hints_epochs=2,
+    kd_epochs=5,
+    teacher_learning_rate=1e-3,
+    hparams=training.Hyperparameters(learning_rate=1e-3),
+)
+
+
 def _paper_layer(lookup, name):
     try:
         return lookup(name)

@@ -22,8 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 from fitnets_tf import data, experiment, models, training  # noqa: E402
 from fitnets_tf.distribute import STRATEGIES  # noqa: E402
 
-_DEFAULTS = experiment.ExperimentConfig()
-_HP = training.Hyperparameters()
+_DEFAULTS = experiment.DEFAULT  # no flagfile: the default experiment
+_HP = _DEFAULTS.hparams
 
 # Data.
 flags.DEFINE_enum("dataset", _DEFAULTS.dataset, tuple(data.DATASETS), "Dataset.")
@@ -44,9 +44,9 @@ flags.DEFINE_string("teacher_path", None, "Trained teacher: a .keras file or a r
 flags.DEFINE_enum("init", _DEFAULTS.init, experiment.INITS,
                   "Kernel init: the paper's U(-0.005, 0.005), or He / Glorot uniform.")  # fmt: skip
 flags.DEFINE_bool("max_norm", True, "Max-norm constraints of the paper's code.")
-flags.DEFINE_float("teacher_dropout", None, "Teacher's dropout rate (default: paper's 0.5).",
+flags.DEFINE_float("teacher_dropout", _DEFAULTS.teacher_dropout, "Teacher's dropout after each layer (paper: 0.5).",
                    lower_bound=0, upper_bound=0.99)  # fmt: skip
-flags.DEFINE_float("teacher_input_dropout", None, "Teacher's input dropout (default: 0.2).",
+flags.DEFINE_float("teacher_input_dropout", _DEFAULTS.teacher_input_dropout, "Teacher's input dropout (paper: 0.2).",
                    lower_bound=0, upper_bound=0.99)  # fmt: skip
 # What to run.
 flags.DEFINE_list("mode", list(_DEFAULTS.modes),
@@ -64,7 +64,11 @@ flags.DEFINE_integer("early_stopping_patience", 0,
                      "best weights (paper: 100). 0: off.", lower_bound=0)  # fmt: skip
 # Hyperparameters.
 flags.DEFINE_float("learning_rate", _HP.learning_rate, "RMSProp learning rate.", lower_bound=0)
-flags.DEFINE_float("teacher_learning_rate", None, "Teacher's learning rate (default: same).")
+flags.DEFINE_float(
+    "teacher_learning_rate",
+    _DEFAULTS.teacher_learning_rate,
+    "Teacher's learning rate (None: --learning_rate).",
+)
 flags.DEFINE_float("temperature", _HP.temperature, "τ of the soft targets (> 0).")
 flags.DEFINE_float("kd_lambda", _HP.lambda_start, "λ at the start of stage 2 (>= 0).",
                    lower_bound=0)  # fmt: skip
@@ -77,7 +81,7 @@ flags.DEFINE_bool("tau_squared", _HP.tau_squared, "Multiply the soft term by τ�
 flags.DEFINE_enum("regressor", _HP.regressor, ["auto", "linear"],
                   "auto: the paper's (hint's non-linearity); linear: none.")  # fmt: skip
 # Run.
-flags.DEFINE_string("workdir", "runs/default", "Run directory: everything is written here.")
+flags.DEFINE_string("workdir", "runs/fashion_mnist", "Run directory: everything is written here.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of weights, shuffling and augmentation.")
 flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_bool("mixed_precision", False, "mixed_float16 compute (GPUs with tensor cores).")

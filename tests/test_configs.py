@@ -7,7 +7,12 @@ from absl import flags
 
 from fitnets_tf import data, distiller, models, train
 
-CONFIGS = sorted((pathlib.Path(__file__).parent.parent / "configs").glob("*.flags"))
+# Training flagfiles; tune_*.flags also hold tuner flags and are tested in test_tuner.py.
+CONFIGS = sorted(
+    p
+    for p in (pathlib.Path(__file__).parent.parent / "configs").glob("*.flags")
+    if not p.stem.startswith("tune_")
+)
 
 
 @pytest.fixture
@@ -44,3 +49,11 @@ def test_paper_hyperparameters_in_cifar_configs(parsed):
     assert (hp.temperature, hp.lambda_start, hp.lambda_end) == (3.0, 4.0, 1.0)
     assert (hp.lambda_hold, hp.lambda_epochs, hp.learning_rate) == (5, 395, 0.005)
     assert config.batch_size == 128 and config.augment and config.early_stopping_patience == 100
+
+
+def test_no_flagfile_runs_the_default_experiment(parsed):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train"])
+    bare = train.config_from_flags()
+    default = parsed(next(p for p in CONFIGS if p.stem == "fashion_mnist"))
+    assert bare == default
