@@ -1,0 +1,126 @@
+"""Precomputed teacher logits for stage 2, so a KD epoch costs about a plain student epoch.
+
+The teacher is frozen and always run with ``training=False``, so on a deterministic input
+pipeline its logits for an example never change: computing them once and reading them back
+removes the teacher's forward pass (for the paper's pairs, as much compute as the student's
+whole training step) from every epoch. The :class:`~fitnets_tf.Distiller` takes them in
+phase ``"kd"`` as ``{"images": x, "teacher_logits": t}``.
+
+Two choices matter for correctness:
+
+* **No augmentation.** A random crop or flip changes the image each epoch, and with it the
+  teacher's output; cached logits would be the targets of last epoch's image. Caching is
+  therefore refused when ``augmenting`` is true.
+* **Images and logits travel together.** The cache stores ``(image, logits, label)`` per
+  example, zipped *before* any shuffling. Zipping a reshuffled image pipeline with a separately
+  stored logits file would pair each image with another example's targets. The cache is built
+  in one pass (any order: it is stored with the images), then shuffled and batched by
+  :func:`training_batches` every epoch.
+
+Memory: ``path=None`` holds the cache in memory (images + logits: MNIST 50K ≈ 159 MB,
+CIFAR-10 40K ≈ 493 MB). With ``path`` it is written once with ``tf.data.Dataset.save`` and
+streamed back from disk, and the epoch shuffle uses a bounded buffer.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fitnets_tf.distiller import CACHED_LOGITS, IMAGES
+
+AUGMENTATION_MESSAGE = (
+    "Refusing to cache teacher outputs while augmentation is on: teacher outputs depend on "
+    "the random crop/flip of each epoch, so caching would train against stale targets. Turn "
+    "off --augment or teacher caching."
+)
+
+
+def cache_teacher_logits(
+    teacher: keras.Model,
+    examples: tf.data.Dataset,
+    *,
+    augmenting: bool,
+    path: str | os.PathLike | None = None,
+) -> tf.data.Dataset:
+    """Runs ``teacher`` once over ``examples`` and returns the examples with its logits.
+
+    Args:
+        teacher: the frozen teacher, returning logits; called with ``training=False``.
+        examples: a finite dataset of **batches** ``(images, labels)``, produced without random
+            augmentation (its order does not matter: images are stored with their logits).
+        augmenting: whether ``examples`` is randomly augmented; ``True`` raises, see
+            :data:`AUGMENTATION_MESSAGE`.
+        path: directory to write the cache to (``tf.data.Dataset.save``) and stream it back
+            from, for datasets that should not sit in memory; ``None`` keeps it in memory.
+            An existing directory is overwritten.
+
+    Returns:
+        An **unbatched** dataset of ``({"images": x, "teacher_logits": t}, y)``, one element
+        per example, in the order ``examples`` produced them; batch it with
+        :func:`training_batches` (shuffled) or ``.batch()`` (evaluation).
+
+    Raises:
+        ValueError: if ``augmenting`` is true.
+    """
+    if augmenting:
+        raise ValueError(AUGMENTATION_MESSAGE)
+
+    @tf.function
+    def logits_of(images):
+        return teacher(images, training=False)
+
+    if path is None:
+        images, logits, labels = [], [], []
+        for x, y in examples:
+            images.append(x.numpy())
+            logits.append(logits_of(x).numpy())
+            labels.append(y.numpy())
+        arrays = tuple(np.concatenate(a) for a in (images, logits, labels))
+        return tf.data.Dataset.from_tensor_slices(({IMAGES: arrays[0], CACHED_LOGITS: arrays[1]},
+                                                   arrays[2]))  # fmt: skip
+    path = os.fspath(path)
+    # One batch at a time through the teacher, then written as single examples; nothing but
+    # the current batch is held in memory.
+    with_logits = examples.map(lambda x, y: ({IMAGES: x, CACHED_LOGITS: logits_of(x)}, y))
+    with_logits.unbatch().save(path)
+    return tf.data.Dataset.load(path)
+
+
+def training_batches(
+    cached: tf.data.Dataset,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    shuffle_buffer: int | None = None,
+) -> tf.data.Dataset:
+    """Shuffles the cache each epoch (seeded) and batches it, for ``Distiller.fit``.
+
+    Each new iterator (Keras makes one per epoch) draws a new order; the sequence of orders
+    depends on ``seed`` alone, so a run is reproducible from its start. (Unlike
+    :func:`fitnets_tf.data.load`'s in-memory pipeline, a run resumed mid-way does not replay
+    the same epoch orders.)
+
+    Args:
+        cached: what :func:`cache_teacher_logits` returned.
+        batch_size: examples per batch.
+        seed: shuffle seed.
+        shuffle_buffer: examples held by the shuffle; ``None``: the whole cache (a uniform
+            shuffle, as :func:`fitnets_tf.data.load` does; only sensible for an in-memory cache,
+            since the buffer holds the examples). Set it for a cache streamed from disk.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(
+            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
+        )
+    buffer = shuffle_buffer or int(cached.cardinality())
+    if buffer < 1:
+        raise ValueError(
+            "The cache's size is unknown: pass `shuffle_buffer`. "
+            f"Received: shuffle_buffer={shuffle_buffer!r}"
+        )
+    ds = cached.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

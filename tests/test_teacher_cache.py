@@ -1,0 +1,67 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_data, tiny_dataset
+
+from fitnets_tf import teacher_cache
+from fitnets_tf.distiller import Distiller
+
+
+def _kd_distiller(teacher, student):
+    distiller = Distiller(teacher, student, temperature=3.0, kd_lambda=4.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), phase="kd")
+    return distiller
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_cached_kd_losses_equal_live_ones(teacher, student, tmp_path, on_disk):
+    path = tmp_path / "cache" if on_disk else None
+    cached = teacher_cache.cache_teacher_logits(
+        teacher, tiny_dataset(batch_size=8), augmenting=False, path=path
+    )
+    distiller = _kd_distiller(teacher, student)
+    live = distiller.evaluate(tiny_dataset(batch_size=8), return_dict=True, verbose=0)
+    from_cache = distiller.evaluate(cached.batch(8), return_dict=True, verbose=0)
+    for name in ("loss", "ce_loss", "kd_loss"):
+        np.testing.assert_allclose(from_cache[name], live[name], rtol=1e-5)
+
+
+def test_cache_pairs_each_image_with_its_own_logits(teacher):
+    x, y = tiny_data()
+    # A source shuffled differently on each pass: images must still carry their own logits.
+    source = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(32, seed=1).batch(8)
+    cached = teacher_cache.cache_teacher_logits(teacher, source, augmenting=False)
+    batches = teacher_cache.training_batches(cached, batch_size=8, seed=0)
+    for inputs, _ in batches:
+        expected = teacher(inputs["images"], training=False)
+        np.testing.assert_allclose(inputs["teacher_logits"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_training_batches_reshuffle_each_epoch_reproducibly(teacher):
+    cached = teacher_cache.cache_teacher_logits(teacher, tiny_dataset(), augmenting=False)
+
+    def two_epochs():
+        batches = teacher_cache.training_batches(cached, batch_size=32, seed=3)
+        return [next(iter(batches))[1].numpy() for _ in range(2)]
+
+    first, second = two_epochs()
+    assert sorted(first) == sorted(tiny_data()[1])
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(two_epochs()[0], first)
+
+
+def test_refuses_augmented_input(teacher):
+    with pytest.raises(ValueError, match="random crop/flip.*stale targets.*--augment"):
+        teacher_cache.cache_teacher_logits(teacher, tiny_dataset(), augmenting=True)
+
+
+def test_disk_cache_is_streamed_from_path(teacher, tmp_path):
+    path = tmp_path / "logits"
+    cached = teacher_cache.cache_teacher_logits(
+        teacher, tiny_dataset(), augmenting=False, path=path
+    )
+    assert path.is_dir() and any(path.iterdir())
+    assert int(cached.cardinality()) == 32
+    batches = teacher_cache.training_batches(cached, batch_size=8, shuffle_buffer=16)
+    assert sum(int(tf.shape(y)[0]) for _, y in batches) == 32
