@@ -77,13 +77,14 @@ def test_resolved_flagfile_reruns_as_is(smoke_run, tmp_path):
 
 def test_stage_two_alone_needs_stage_one_of_the_same_workdir(smoke_run, tmp_path):
     workdir, _ = smoke_run
-    args = ["--flagfile=configs/smoke.flags", "--mode=fitnet", "--stages=kd",
-            f"--teacher_path={workdir}", "--kd_epochs=1", "--nomeasure_latency"]  # fmt: skip
-    proc = _train(*args, f"--workdir={tmp_path}", timeout=120)
+    args = ["--flagfile=configs/smoke.flags", "--mode=fitnet", f"--teacher_path={workdir}",
+            "--kd_epochs=1", "--nomeasure_latency", f"--workdir={tmp_path}"]  # fmt: skip
+    proc = _train(*args, "--stages=kd", timeout=120)
     assert proc.returncode != 0 and "run that stage first" in proc.stderr
-    proc = _train(*args, f"--workdir={workdir}", timeout=180)  # stage 1 is there: runs
+    assert _train(*args, "--stages=hints", timeout=180).returncode == 0
+    proc = _train(*args, "--stages=kd", timeout=180)  # stage 1 is there now: runs
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "stages kd" in proc.stdout
+    assert "stages kd" in proc.stdout and (tmp_path / "fitnet" / "kd" / "student.keras").exists()
 
 
 @pytest.mark.parametrize(
