@@ -1,0 +1,456 @@
+"""The λ/τ search: search space, trials (student-only checkpoints, NaN, seed, dtype policy),
+and the CLI on configs/tune_smoke.flags (outputs, resume, interruption, refusals, chief/workers).
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import h5py
+import keras_tuner
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from conftest import tiny_dataset, tiny_model
+
+from fitnets_tf import experiment, train, training, tune, tuner  # noqa: F401  (tune: flags)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = "configs/tune_smoke.flags"
+PAPER = training.Hyperparameters()  # λ0 = 4, τ = 3
+
+
+# -- search space and oracles (no training) ------------------------------------------------------
+
+
+def test_search_space_is_named_after_train_flags_and_defaults_to_the_base_values():
+    space = tuner.SearchSpace()
+    assert space.names() == ("kd_lambda", "temperature")
+    hp = keras_tuner.HyperParameters()
+    hparams = space.hyperparameters(hp, PAPER)
+    assert hparams == PAPER  # the first values are the defaults: the paper's λ0 = 4, τ = 3
+    assert {p.name: p.default for p in hp.space} == {"kd_lambda": 4.0, "temperature": 3.0}
+    hp.values.update(kd_lambda=8.0, temperature=2.0)
+    assert space.hyperparameters(hp, PAPER).lambda_start == 8.0
+
+    full = tuner.SearchSpace.with_optional(["lambda_end", "learning_rate", "tau_squared"])
+    assert full.names() == (
+        "kd_lambda",
+        "temperature",
+        "lambda_end",
+        "learning_rate",
+        "tau_squared",
+    )
+    described = full.describe(PAPER)
+    assert (
+        described["lambda_end"]["sampling"] == "linear"
+        and described["kd_lambda"]["sampling"] == "log"
+    )
+    assert described["tau_squared"] == {"type": "bool", "default": False}
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: tuner.SearchSpace(kd_lambda=(4.0, 1.0)), r"Received: kd_lambda=\(4.0, 1.0\)"),
+        (lambda: tuner.SearchSpace(temperature=(0.0, 3.0)), "temperature"),
+        (lambda: tuner.SearchSpace.with_optional(["momentum"]), "Unknown optional.*momentum"),
+        (lambda: tuner.SearchSpace(kd_lambda=(8.0, 16.0)).describe(PAPER),
+         "base kd_lambda=4.0, outside the searched range"),
+    ],
+)  # fmt: skip
+def test_bad_search_space_is_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])
+def test_every_oracle_runs_the_defaults_first(kind, tmp_path):
+    oracle = {"random": tuner._RandomOracle, "bayesian": tuner._BayesianOracle,
+              "hyperband": tuner._HyperbandOracle}[kind]  # fmt: skip
+    kwargs = {"max_epochs": 3} if kind == "hyperband" else {"max_trials": 3}
+    oracle = oracle(objective=keras_tuner.Objective("val_accuracy", "max"), seed=1, **kwargs)
+    oracle._set_project_dir(str(tmp_path), "p")
+    hp = keras_tuner.HyperParameters()
+    tuner.SearchSpace().hyperparameters(hp, PAPER)
+    oracle.update_space(hp)
+    first = oracle.create_trial("tuner0")
+    assert {k: first.hyperparameters.values[k] for k in ("kd_lambda", "temperature")} == {
+        "kd_lambda": 4.0, "temperature": 3.0}  # fmt: skip
+    oracle.update_trial(first.trial_id, {"val_accuracy": 0.5})
+    first.status = "COMPLETED"
+    oracle.end_trial(first)
+    second = oracle.create_trial("tuner0")
+    assert second.hyperparameters.values["kd_lambda"] != 4.0
+
+
+def test_a_changed_search_is_refused_naming_the_differences(tmp_path):
+    config = experiment.ExperimentConfig(dataset="synthetic")
+    options = tuner.TuneOptions()
+    tuner.check_search(tmp_path, tuner.describe(config, options))
+    # Free to change: the number of trials, the full run's length, where data lives.
+    more = tuner.TuneOptions(max_trials=20)
+    tuner.check_search(
+        tmp_path, tuner.describe(tuner.dataclasses.replace(config, kd_epochs=99), more)
+    )
+    changed = tuner.TuneOptions(space=tuner.SearchSpace(temperature=(1.0, 8.0)), trial_epochs=5)
+    with pytest.raises(tuner.SearchError) as info:
+        tuner.check_search(
+            tmp_path, tuner.describe(tuner.dataclasses.replace(config, seed=1), changed)
+        )
+    message = str(info.value)
+    for part in ("space.temperature.max: 10.0 → 8.0", "trial_epochs: 3 → 5", "config.seed: 0 → 1",
+                 "new --workdir"):  # fmt: skip
+        assert part in message
+
+
+@pytest.mark.parametrize("name", ["tune_smoke", "tune_fashion_mnist"])
+def test_tune_configs_parse_validate_and_start_at_the_paper_values(name):
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["tune", f"--flagfile={os.path.join(ROOT, 'configs', name + '.flags')}"])
+        config, options = train.config_from_flags(), tune.options_from_flags()
+    finally:
+        flags.FLAGS.unparse_flags()
+    config.validate()
+    options.validate()
+    description = tuner.describe(config, options)  # raises if a default is outside its range
+    assert description["space"]["kd_lambda"]["default"] == 4.0
+    assert description["space"]["temperature"]["default"] == 3.0
+    assert options.max_trials >= 2 and config.modes[0] == "fitnet"
+    spec = tuner.data_lib.DATASETS[config.dataset]
+    teacher = tuner.models.build(config.teacher, spec.input_shape, spec.num_classes)
+    student = tuner.models.build(config.student, spec.input_shape, spec.num_classes)
+    tuner.Distiller(teacher, student, *config.pair())  # the pair fits
+
+
+# -- trials in process, tiny models ----------------------------------------------------------------
+
+
+@pytest.fixture
+def teacher_path(teacher, tmp_path):
+    path = tmp_path / "teacher.keras"
+    teacher.save(path)
+    return path
+
+
+def _hypermodel(teacher_path, cls=tuner.FitNetsHyperModel, **kwargs):
+    return cls(teacher_path, lambda: tiny_model("student", width=4, seed=1),
+               hparams=training.Hyperparameters(learning_rate=1e-3), **kwargs)  # fmt: skip
+
+
+def _search(hypermodel, directory, trials=2, validation=None, **search_kwargs):
+    t = tuner.make_tuner(hypermodel, max_trials=trials, trial_epochs=1, directory=directory)
+    t.search(tiny_dataset(), validation or tiny_dataset(), epochs=1, verbose=0, **search_kwargs)
+    return t
+
+
+def _arrays(path) -> list[str]:
+    names = []
+    with h5py.File(path) as f:
+        f.visititems(
+            lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None
+        )
+    return names
+
+
+def test_trial_checkpoints_hold_the_student_alone(teacher_path, tmp_path):
+    t = _search(_hypermodel(teacher_path), tmp_path / "search")
+    student = tiny_model("student", width=4, seed=1)
+    for trial in t.oracle.trials.values():
+        assert trial.status == "COMPLETED"
+        path = os.path.join(t.get_trial_dir(trial.trial_id), "checkpoint.weights.h5")
+        assert len(_arrays(path)) == len(student.weights)  # not the teacher's, nor the regressor's
+        student.load_weights(path)
+    best = t.load_model(tuner.best_trial(t.oracle))  # keras-tuner's reload path works too
+    assert isinstance(best, tuner.Distiller)
+    reloaded = tiny_model("student", width=4, seed=1)
+    reloaded.load_weights(os.path.join(t.get_trial_dir(tuner.best_trial(t.oracle).trial_id),
+                                       "checkpoint.weights.h5"))  # fmt: skip
+    for a, b in zip(best.student.get_weights(), reloaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_retrain_hints_per_trial_runs_stage_one_inside_the_trial(teacher_path, tmp_path):
+    hm = _hypermodel(teacher_path, hint_layer="conv2", guided_layer="conv2", hints_epochs=1)
+    hp = keras_tuner.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    model = hm.build(hp)
+    regressor = [w.copy() for w in model.regressor.get_weights()]
+    history = hm.fit(hp, model, tiny_dataset(), tiny_dataset(), epochs=1, verbose=0)
+    assert "val_accuracy" in history.history and model.phase == "kd"
+    assert any(not np.array_equal(a, b) for a, b in
+               zip(regressor, model.regressor.get_weights(), strict=True))  # fmt: skip
+    model.save_weights(tmp_path / "trial.weights.h5")  # still the student alone
+    assert len(_arrays(tmp_path / "trial.weights.h5")) == len(model.student.weights)
+
+
+def test_hyperband_continues_a_trial_from_its_student_checkpoint(teacher_path, tmp_path):
+    t = tuner.make_tuner(_hypermodel(teacher_path), oracle="hyperband", max_trials=4,
+                         trial_epochs=3, directory=tmp_path)  # fmt: skip
+    t.search(tiny_dataset(), tiny_dataset(), epochs=3, verbose=0)
+    trials = t.oracle.trials.values()
+    assert all(tr.status == "COMPLETED" for tr in trials)
+    continued = [tr for tr in trials if "tuner/trial_id" in tr.hyperparameters.values]
+    assert continued  # a later round started from an earlier trial's (student-only) weights
+
+
+class _PoisonedUnlessDefault(tuner.FitNetsHyperModel):
+    """NaN weights in every trial but the first (the defaults): a diverged student."""
+
+    def build(self, hp):
+        model = super().build(hp)
+        if hp.get("temperature") != PAPER.temperature:
+            kernel = model.student.get_layer("conv1").kernel
+            kernel.assign(tf.fill(kernel.shape, float("nan")))
+        return model
+
+
+def test_a_nan_trial_is_failed_and_never_the_best(teacher_path, tmp_path):
+    x = np.random.RandomState(0).rand(32, 8, 8, 1).astype("float32")
+    # All labels 0: a NaN student predicts class 0 everywhere and would score 100 %.
+    zeros = tf.data.Dataset.from_tensor_slices((x, np.zeros(32, "int32"))).batch(8)
+    t = _search(_hypermodel(teacher_path, _PoisonedUnlessDefault), tmp_path / "s", trials=3,
+                validation=zeros)  # fmt: skip
+    statuses = [t.oracle.trials[i].status for i in sorted(t.oracle.trials)]
+    assert statuses == ["COMPLETED", "FAILED", "FAILED"]
+    assert "Non-finite loss" in t.oracle.trials["1"].message
+    assert tuner.best_trial(t.oracle).trial_id == "0"
+    rows = tuner.trial_rows(t.oracle, tuner.SearchSpace(), 1)
+    assert [r["val_accuracy"] is None for r in rows] == [False, True, True]
+    assert rows[0]["val_accuracy"] < 1.0
+    # What the failed trials would have reported without the check:
+    hm = _hypermodel(teacher_path, _PoisonedUnlessDefault)
+    hp = t.oracle.trials["1"].hyperparameters
+    poisoned = hm.build(hp)
+    poisoned.compile(phase="kd", metrics=["accuracy"])
+    assert poisoned.evaluate(zeros, return_dict=True, verbose=0)["accuracy"] == 1.0
+
+
+def test_an_exploding_learning_rate_fails_the_trial(teacher_path):
+    hm = tuner.FitNetsHyperModel(teacher_path, lambda: tiny_model("student", width=4, seed=1),
+                                 hparams=training.Hyperparameters(learning_rate=1e30))  # fmt: skip
+    hp = keras_tuner.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    with pytest.raises(keras_tuner.errors.FailedTrialError, match="diverged"):
+        hm.fit(hp, hm.build(hp), tiny_dataset(), tiny_dataset(), epochs=3, verbose=0)
+
+
+class _Recording(tuner.FitNetsHyperModel):
+    seen: list
+
+    def fit(self, hp, model, *args, **kwargs):
+        layer = model.student.get_layer("conv1")
+        self.seen.append((layer.compute_dtype, layer.variable_dtype))
+        return super().fit(hp, model, *args, **kwargs)
+
+
+def test_seed_and_dtype_policy_hold_in_every_trial(teacher_path, tmp_path):
+    scores = []
+    for run in ("a", "b"):
+        hm = _hypermodel(teacher_path, _Recording, dtype_policy="mixed_float16", seed=7)
+        hm.seen = []
+        t = _search(hm, tmp_path / run, trials=2)
+        # keras-tuner clears the session (which resets the policy to float32) before each trial.
+        assert hm.seen == [("float16", "float32")] * 2
+        trials = [t.oracle.trials[i] for i in sorted(t.oracle.trials)]
+        assert all(tr.status == "COMPLETED" for tr in trials)
+        scores.append([(tr.hyperparameters.values, tr.score,
+                        tr.metrics.get_best_value("val_loss")) for tr in trials])  # fmt: skip
+    assert scores[0] == scores[1]  # same seed: same trials, same numbers
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+
+def _env(**extra):
+    return dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", **extra)
+
+
+def _tune(*args, timeout=240, **env):
+    return subprocess.run(
+        [sys.executable, "-m", "fitnets_tf.tune", f"--flagfile={SMOKE}", *args],
+        cwd=ROOT, env=_env(**env), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def _runs(workdir, trial_id):
+    path = workdir / "trials" / f"trial_{trial_id}" / "runs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tune") / "run"
+    start = time.perf_counter()
+    proc = _tune(f"--workdir={workdir}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    print(f"tune_smoke: {time.perf_counter() - start:.0f} s")
+    return workdir, proc
+
+
+def _copy(smoke, tmp_path, with_trials=True):
+    workdir, _ = smoke
+    ignore = None if with_trials else shutil.ignore_patterns("trials", "results.*", "summary.json")
+    shutil.copytree(workdir, tmp_path / "run", ignore=ignore)
+    return tmp_path / "run"
+
+
+def test_smoke_search_writes_trials_results_plot_and_best_flags(smoke):
+    workdir, proc = smoke
+    for path in ["flags.txt", "search.json", "stage1.json", "stage1/teacher/teacher.keras",
+                 "stage1/fitnet/hints/student.keras", "trials/oracle.json", "results.csv",
+                 "results.png", "summary.json", "best.flags"]:  # fmt: skip
+        assert (workdir / path).is_file(), path
+    lines = (workdir / "results.csv").read_text().splitlines()
+    assert lines[0].startswith("trial_id,status,kd_lambda,temperature,defaults,val_accuracy")
+    assert len(lines) == 1 + 3 and all(",COMPLETED," in line for line in lines[1:])
+    assert lines[1].startswith("0,COMPLETED,4.0,3.0,True,")  # the paper's values come first
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["completed"] == 3 and summary["defaults"]["trial_id"] == "0"
+    best = summary["best"]
+    assert best["val_accuracy"] == max(r["val_accuracy"] for r in summary["trials"])
+    assert "Best: kd_lambda=" in proc.stdout
+    # Trials keep the student only: every file is far smaller than the teacher.
+    teacher_bytes = (workdir / "stage1/teacher/teacher.keras").stat().st_size
+    sizes = [p.stat().st_size for p in (workdir / "trials").rglob("*") if p.is_file()]
+    assert teacher_bytes > 1_000_000 and max(sizes) < teacher_bytes / 4
+    # best.flags is a train flagfile carrying the best values and the tuned teacher.
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["train", f"--flagfile={workdir / 'best.flags'}"])
+        config = train.config_from_flags()
+    finally:
+        flags.FLAGS.unparse_flags()
+    config.validate()
+    assert config.hparams.lambda_start == pytest.approx(best["kd_lambda"])
+    assert config.hparams.temperature == pytest.approx(best["temperature"])
+    assert config.teacher_path.endswith("stage1/teacher/teacher.keras")
+
+
+@pytest.mark.slow  # a whole train run; the default suite parses and validates best.flags above
+def test_best_flags_trains_with_fitnets_tf_train(smoke, tmp_path):
+    workdir, _ = smoke
+    proc = subprocess.run(
+        [sys.executable, "-m", "fitnets_tf.train", f"--flagfile={workdir / 'best.flags'}",
+         f"--workdir={tmp_path}", "--kd_epochs=1", "--nomeasure_latency"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "fitnet" / "kd" / "log.csv").is_file()
+    assert not (tmp_path / "teacher").exists()  # the tuned teacher was reused
+
+
+def test_rerun_resumes_without_running_finished_trials(smoke, tmp_path):
+    workdir = _copy(smoke, tmp_path)
+    before = {i: _runs(workdir, i) for i in range(3)}
+    proc = _tune(f"--workdir={workdir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Reloading Tuner" in proc.stdout and "stage 1" not in proc.stdout
+    assert {i: _runs(workdir, i) for i in range(3)} == before
+    assert "Best: kd_lambda=" in proc.stdout
+
+
+def test_an_interrupted_trial_runs_again(smoke, tmp_path):
+    workdir = _copy(smoke, tmp_path)
+    args = [sys.executable, "-m", "fitnets_tf.tune", f"--flagfile={SMOKE}",
+            f"--workdir={workdir}", "--max_trials=4"]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    state = workdir / "trials" / "trial_3" / "trial.json"
+    started = state.with_name("runs.jsonl")  # written once the oracle has recorded the trial
+    try:
+        deadline = time.monotonic() + 120
+        while not started.is_file() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)  # mid-trial: no chance to clean up
+    finally:
+        proc.wait(timeout=30)
+    assert json.loads(state.read_text())["status"] == "RUNNING"
+    done = _tune(f"--workdir={workdir}", "--max_trials=4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(state.read_text())["status"] == "COMPLETED"
+    assert [e["event"] for e in _runs(workdir, 3)][-2:] == ["start", "end"]
+    assert [len(_runs(workdir, i)) for i in range(3)] == [2, 2, 2]  # the others did not rerun
+    assert len((workdir / "results.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_a_different_search_space_on_an_old_workdir_is_refused(smoke, tmp_path):
+    workdir = _copy(smoke, tmp_path)
+    flags_txt = (workdir / "flags.txt").read_text()
+    proc = _tune(f"--workdir={workdir}", "--temperature_range=1,8", "--search_space=learning_rate")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "holds a different search" in proc.stderr
+    assert "space.temperature.max: 10.0 → 8.0" in proc.stderr
+    assert "space.learning_rate.max: (absent) → 0.01" in proc.stderr
+    assert (workdir / "flags.txt").read_text() == flags_txt  # still the search's own flags
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kd_lambda_range=5"], "--kd_lambda_range must be two numbers min,max. Received: 5"),
+        (["--search_space=momentum"], "Unknown optional.*momentum"),
+        (["--kd_lambda=20"], "kd_lambda=20.0, outside the searched range"),
+        (["--mode=scratch"], "needs --mode=fitnet or kd"),
+        (["--retrain_on_all"], "needs a validation split"),
+        (["--stages=hints,kd"], "No teacher: give --teacher_path"),
+    ],
+)
+def test_bad_searches_are_refused_before_any_work(args, message, tmp_path):
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["tune", f"--flagfile={os.path.join(ROOT, SMOKE)}", *args])
+        with pytest.raises(ValueError, match=message):  # main prints these as one paragraph
+            tuner.tune(train.config_from_flags(), tune.options_from_flags(), tmp_path)
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert not (tmp_path / "stage1").exists() and not (tmp_path / "trials").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_chief_and_two_workers_run_each_trial_once(smoke, tmp_path):
+    # Stage 1 is the smoke run's (the chief would run it first and the workers wait for it).
+    workdir = _copy(smoke, tmp_path, with_trials=False)
+    port = str(_free_port())
+    procs = {}
+    try:
+        for tuner_id in ("chief", "tuner0", "tuner1"):
+            env = _env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
+                       KERASTUNER_ORACLE_PORT=port)  # fmt: skip
+            log = open(tmp_path / f"{tuner_id}.log", "w")  # noqa: SIM115  (closed below)
+            procs[tuner_id] = (subprocess.Popen(
+                [sys.executable, "-m", "fitnets_tf.tune", f"--flagfile={SMOKE}",
+                 f"--workdir={workdir}"], cwd=ROOT, env=env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True), log)  # fmt: skip
+        deadline = time.monotonic() + 240
+        for proc, _ in procs.values():
+            proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        for proc, log in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            log.close()
+    logs = {k: (tmp_path / f"{k}.log").read_text() for k in procs}
+    for tuner_id, (proc, _) in procs.items():
+        assert proc.returncode == 0, f"{tuner_id}:\n{logs[tuner_id][-3000:]}"
+    runs = {i: _runs(workdir, i) for i in range(3)}
+    for trial_id, events in runs.items():
+        assert [e["event"] for e in events] == ["start", "end"], (trial_id, events)
+        assert events[1]["status"] == "COMPLETED" and events[0]["tuner_id"] != "chief"
+    assert not (workdir / "trials" / "trial_3").exists()
+    assert "worker done" in logs["tuner0"] and "worker done" in logs["tuner1"]
+    lines = (workdir / "results.csv").read_text().splitlines()  # written by the chief
+    assert len(lines) == 1 + 3 and all(",COMPLETED," in line for line in lines[1:])
