@@ -9,11 +9,12 @@ Layout (``workdir`` = the run directory)::
     flags.txt             the resolved flagfile, re-runnable as is
     versions.json         library versions, seed, host
     summary.json          per model: test accuracy, parameters, multiplications, latency, times
+    run_state.json        stages and epochs done, histories (see fitnets_tf.resume)
     student.keras         the final student (first mode), and its SavedModel:
     student_saved_model/
     preprocessor.keras    the fitted input preprocessing (raw pixels in, network input out)
     teacher/              teacher.keras, log.csv, tensorboard/
-    <mode>/<stage>/       log.csv, tensorboard/, student.keras after the stage
+    <mode>/<stage>/       log.csv, tensorboard/, checkpoints/, student.keras after the stage
     <mode>/student.keras  that mode's final student
     plots/                curves_<mode>.png, comparison.png
 """
