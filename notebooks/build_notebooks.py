@@ -54,9 +54,9 @@ QUICKSTART = [
         (read offline), trains the teacher, runs both stages, compares the result with the
         same student trained on the labels alone, and exports the student.
 
-        **Run time on a 2-core CPU**: about 15 minutes when the machine is otherwise idle, up
-        to twice that when other jobs share it; with `FITNETS_SMOKE=1` in the environment
-        (what the tests do) about 30 seconds.
+        **Run time on a 2-core CPU**: about 15 to 20 minutes (18 measured while other jobs
+        shared the machine); with `FITNETS_SMOKE=1` in the environment (what the tests do)
+        about 30 seconds.
         """
     ),
     code(
@@ -743,7 +743,7 @@ TUNING = [
 
         **Run time on a 2-core CPU**: about 20 minutes (21 measured while other jobs shared the
         machine; 20,000 training images, 8 trials of 2 epochs, each trial about 1.5 minutes);
-        with `FITNETS_SMOKE=1` about a minute (2 trials of 1 epoch).
+        with `FITNETS_SMOKE=1` about 20 seconds (2 trials of 1 epoch).
         """
     ),
     code(
