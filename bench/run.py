@@ -115,6 +115,11 @@ def to_markdown(report: dict) -> str:
         "calls, the least disturbed by other jobs).",
         "",
     ]
+    if "earlier" in report:
+        e = report["earlier"]
+        lines[0:0] = [f"Only {', '.join(k for k in r if k not in e['benchmarks'] and k != 'seconds')} "
+                      f"rerun; {', '.join(e['benchmarks'])} from the run of {e['date']} ({e['size']}).",
+                      ""]  # fmt: skip
     if "step_overhead" in r:
         lines += [
             "### 1–2. Step overhead and Keras' Distiller",
@@ -160,7 +165,7 @@ def to_markdown(report: dict) -> str:
         c = r["caching"]
         q = c["ratios"]
         lines += [
-            f"### 3. Teacher-logit caching (Fashion-MNIST, {c['examples']} examples, "
+            f"### 3. Teacher-output caching (Fashion-MNIST, {c['examples']} examples, "
             f"batch {c['batch_size']}, one `fit` epoch)",
             "",
             "| epoch | seconds | / plain student epoch | goal ≤ 1.15 |",
@@ -174,11 +179,26 @@ def to_markdown(report: dict) -> str:
             f"| KD, cached on disk | {c['s_per_epoch']['kd_cached_disk_epoch']:.2f} | "
             f"{_r(q['kd_cached_disk_over_student'])} | "
             f"{_goal(q['kd_cached_disk_over_student'], 1.15)} |",
+        ]
+        if "kd_cached_in_order_over_student" in q:
+            lines += [
+                f"| KD, `--cache_teacher` (pipeline order) | "
+                f"{c['s_per_epoch']['kd_cached_in_order_epoch']:.2f} | "
+                f"{_r(q['kd_cached_in_order_over_student'])} | "
+                f"{_goal(q['kd_cached_in_order_over_student'], 1.15)} |",
+                "",
+                f"Hint epoch (stage 1): {c['s_per_epoch']['hints_live_epoch']:.2f} s with the live "
+                f"teacher, {c['s_per_epoch']['hints_cached_epoch']:.2f} s with the cached hint: "
+                f"cached / live {_r(q['hints_cached_over_live'])}.",
+            ]
+        lines += [
             "",
             f"Building the cache (one teacher pass): {c['cache_build_s_memory']:.2f} s in memory, "
-            f"{c['cache_build_s_disk']:.2f} s to disk.",
+            f"{c['cache_build_s_disk']:.2f} s to disk"
+            + (f", {c['cache_build_s_in_order']:.2f} s in the pipeline's order (logits and "
+               "validation)." if "cache_build_s_in_order" in c else "."),
             "",
-        ]
+        ]  # fmt: skip
     if "inference" in r:
         inf = r["inference"]
         lines += [
@@ -248,6 +268,23 @@ def update_readme(markdown: str) -> None:
     README.write_text(f"{head}{BEGIN}\n{markdown}\n{END}{tail}")
 
 
+def _merge_earlier(report: dict, path: pathlib.Path, names) -> dict:
+    """Keeps an earlier run's results for the benchmarks not run now (``--only``)."""
+    if not path.exists() or set(names) >= set(BENCHMARKS):
+        return report
+    earlier = json.loads(path.read_text())
+    kept = {k: v for k, v in earlier["results"].items() if k not in names and k in BENCHMARKS}
+    if not kept:
+        return report
+    report["results"] = {**kept, **report["results"]}
+    report["earlier"] = {
+        "date": earlier["date"],
+        "benchmarks": sorted(kept),
+        "size": earlier["size"],
+    }
+    return report
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run")
@@ -275,6 +312,7 @@ def main(argv=None) -> None:
     report["results"] = run(names, size, pairs)
     report["load_average_end"] = os.getloadavg()
     out = pathlib.Path(args.out)
+    report = _merge_earlier(report, out / "latest.json", names)
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(report, indent=1, default=float))
     markdown = to_markdown(report)

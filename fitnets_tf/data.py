@@ -111,6 +111,10 @@ class Datasets:
         num_train_examples, num_validation_examples, num_test_examples: split sizes.
         epoch: the training pipeline's epoch counter; keep it in step with Keras' epochs by
             passing ``EpochSync(datasets.epoch)`` to ``fit`` (needed to resume exactly).
+        train_examples: the preprocessed training split in memory, in split order, as
+            ``(images, labels)`` (None when ``load(cache=False)``): with :func:`epoch_batches`
+            it feeds other per-example values (cached teacher outputs) in the same order.
+        seed, batch_size, augmenting: how ``train`` was made.
     """
 
     train: tf.data.Dataset
@@ -122,6 +126,10 @@ class Datasets:
     num_validation_examples: int | None
     num_test_examples: int
     epoch: tf.Variable | None = None
+    train_examples: tuple[tf.Tensor, tf.Tensor] | None = None
+    seed: int = 0
+    batch_size: int = 128
+    augmenting: bool = False
 
     def epoch_callback(self) -> keras.callbacks.Callback:
         """The callback that keeps the training order a function of (seed, epoch)."""
@@ -361,7 +369,7 @@ def load(
         _fit_zca_cached(preprocessor, raw["train"], key, cache_dir)
     sizes = {key: _count(ds) for key, ds in raw.items()}
     pipeline = dict(preprocessor=preprocessor, batch_size=batch_size, cache=cache)
-    train, epoch = _train_pipeline(
+    train, epoch, train_examples = _train_pipeline(
         raw["train"], sizes["train"], **pipeline, seed=seed, augment=augment,
         crop_padding=crop_padding, flips=spec.flips,
     )  # fmt: skip
@@ -378,6 +386,10 @@ def load(
         num_validation_examples=sizes.get("validation"),
         num_test_examples=sizes["test"],
         epoch=epoch,
+        train_examples=train_examples,
+        seed=seed,
+        batch_size=batch_size,
+        augmenting=bool(augment and (crop_padding or spec.flips)),
     )
 
 
@@ -523,7 +535,7 @@ def _preprocessed(raw, num_examples, preprocessor) -> tf.data.Dataset:
 
 def _train_pipeline(
     raw, num_examples, *, preprocessor, batch_size, cache, seed, augment, crop_padding, flips
-) -> tuple[tf.data.Dataset, tf.Variable]:
+) -> tuple[tf.data.Dataset, tf.Variable, tuple | None]:
     """Training batches whose order and augmentation are a function of (seed, epoch) alone.
 
     Each new iterator (Keras makes one per epoch) reads the ``epoch`` variable, draws that
@@ -548,24 +560,17 @@ def _train_pipeline(
                 ),
                 tf.data.AUTOTUNE,
             )
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), epoch
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), epoch, None
 
     images, labels = (np.concatenate(a) for a in zip(*tfds.as_numpy(ds.batch(4096)), strict=True))
     images, labels = tf.constant(images), tf.constant(labels)
+    if not augmenting:
+        batches = epoch_batches(images, labels, epoch=epoch, seed=seed, batch_size=batch_size)
+        return batches, epoch, (images, labels)
 
     def one_epoch(_):
-        current = epoch.read_value()
-        with tf.control_dependencies([current]):
-            step = epoch.assign_add(1)
-        with tf.control_dependencies([step]):
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(num_examples, dtype=tf.int64), seed=_epoch_seed(seed, current, 0)
-            )
+        current, order = _epoch_order(epoch, seed, num_examples)
         indices = tf.data.Dataset.from_tensor_slices(order)
-        if not augmenting:
-            return indices.batch(batch_size).map(
-                lambda i: (tf.gather(images, i), tf.gather(labels, i))
-            )
         example_seed = _epoch_seed(seed, current, 1)
 
         def augmented(i):
@@ -581,7 +586,42 @@ def _train_pipeline(
     ds = tf.data.Dataset.range(1).flat_map(one_epoch)
     batches = -(-num_examples // batch_size)
     ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
-    return ds.prefetch(tf.data.AUTOTUNE), epoch
+    return ds.prefetch(tf.data.AUTOTUNE), epoch, (images, labels)
+
+
+def _epoch_order(epoch: tf.Variable, seed: int, num_examples: int):
+    """Reads and advances ``epoch``; returns it and that epoch's permutation of the split."""
+    current = epoch.read_value()
+    with tf.control_dependencies([current]):
+        step = epoch.assign_add(1)
+    with tf.control_dependencies([step]):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num_examples, dtype=tf.int64), seed=_epoch_seed(seed, current, 0)
+        )
+    return current, order
+
+
+def epoch_batches(features, labels, *, epoch: tf.Variable, seed: int, batch_size: int):
+    """Batches of ``(features, labels)`` in the order :func:`load`'s training pipeline uses.
+
+    ``features`` is a tensor or a dict of tensors whose first axis is the example, in the order
+    of :attr:`Datasets.train_examples`. Each epoch draws the permutation of ``(seed, epoch)``,
+    the one :func:`load`'s (non-augmented) ``train`` draws; with the same ``epoch`` variable and
+    :class:`EpochSync`, precomputed per-example values (teacher outputs) follow the same batches
+    and survive a resume.
+    """
+    num_examples = int(labels.shape[0])
+
+    def one_epoch(_):
+        _, order = _epoch_order(epoch, seed, num_examples)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(
+            lambda i: (tf.nest.map_structure(lambda t: tf.gather(t, i), features),
+                       tf.gather(labels, i))
+        )  # fmt: skip
+
+    ds = tf.data.Dataset.range(1).flat_map(one_epoch)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(-(-num_examples // batch_size)))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 class EpochSync(keras.callbacks.Callback):

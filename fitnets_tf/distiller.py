@@ -25,8 +25,8 @@ from fitnets_tf import losses
 from fitnets_tf import regressor as regressor_lib
 
 PHASES = ("hints", "kd")
-# Keys of a phase-"kd" input dict that carries precomputed teacher logits.
-IMAGES, CACHED_LOGITS = "images", "teacher_logits"
+# Keys of precomputed teacher outputs fed with the images (fitnets_tf.teacher_cache).
+IMAGES, CACHED_LOGITS, CACHED_HINT = "images", "teacher_logits", "teacher_hint"
 
 
 @dataclasses.dataclass
@@ -174,6 +174,10 @@ class Distiller(keras.Model):
         regressor_initializer: kernel initializer of an automatic regressor (paper code:
             U(−0.05, 0.05)).
 
+    Inputs are images, or ``{"images": x, "teacher_logits": t, "teacher_hint": h}`` with
+    the teacher's outputs precomputed (:mod:`fitnets_tf.teacher_cache`; either key may be
+    missing): a phase then skips the teacher's forward pass when its output is given.
+
     The regressor is built here, so shape problems surface at construction, before any data
     is read. λ and τ are non-trainable variables: a callback's ``assign`` reaches the compiled
     step, where a Python float would be frozen at trace time.
@@ -277,8 +281,10 @@ class Distiller(keras.Model):
         # MultiWorkerMirroredStrategy (Keras 3.15) that batch is a PerReplica value it fails to
         # reduce. The Distiller's models, regressor and optimizer are built by __init__ and
         # compile(), so the batch is only needed for compiled metrics.
-        if self.built and self.optimizer.built and (
-            self._compile_metrics is None or self._compile_metrics.built
+        if (
+            self.built
+            and self.optimizer.built
+            and (self._compile_metrics is None or self._compile_metrics.built)
         ):
             return
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
@@ -297,17 +303,22 @@ class Distiller(keras.Model):
 
     def _phase_losses(self, x, y, sample_weight, training: bool):
         """Returns ``(loss_for_gradients, logged terms, student logits or None)``."""
+        cached = x if isinstance(x, dict) else {}
+        if cached:
+            x = cached[IMAGES]
         if self.phase == "hints":
-            hint = self._taps.teacher_hint(x, training=False)
+            if CACHED_HINT in cached:  # no teacher pass at all
+                hint = cached[CACHED_HINT]
+            else:
+                hint = self._taps.teacher_hint(x, training=False)
             guided = self._taps.student_guided(x, training=training)
             per_example = losses.hint_loss(hint, self.regressor(guided, training=training))
             mean, scaled = _per_replica_mean(per_example, sample_weight)
             return scaled, {"loss": mean, "hint_loss": mean}, None
         if y is None:
             raise ValueError("phase='kd' needs labels: the dataset must yield (images, labels).")
-        if isinstance(x, dict) and CACHED_LOGITS in x:
-            # Precomputed teacher outputs (fitnets_tf.teacher_cache): no teacher pass at all.
-            x, teacher_logits = x[IMAGES], x[CACHED_LOGITS]
+        if CACHED_LOGITS in cached:
+            teacher_logits = cached[CACHED_LOGITS]
         else:
             teacher_logits = self.teacher(x, training=False)
         student_logits = self.student(x, training=training)

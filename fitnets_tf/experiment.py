@@ -11,12 +11,23 @@ import dataclasses
 import json
 import os
 import pathlib
+import time
 
 import keras
 import tensorflow as tf
 
 from fitnets_tf import data as data_lib
-from fitnets_tf import distribute, export, latency, models, report, resume, rundir, training
+from fitnets_tf import (
+    distribute,
+    export,
+    latency,
+    models,
+    report,
+    resume,
+    rundir,
+    teacher_cache,
+    training,
+)
 from fitnets_tf.callbacks import LearningRateLogger
 from fitnets_tf.distiller import make_hint_path
 
@@ -66,6 +77,9 @@ class ExperimentConfig:
     jit_compile: bool = False
     deterministic: bool = False
     measure_latency: bool = True
+    # Precompute the frozen teacher's outputs once (fitnets_tf.teacher_cache); None: whenever
+    # the training data is not augmented.
+    cache_teacher: bool | None = None
 
     def validate(self) -> None:
         """Cheap checks, before any data is read or model built."""
@@ -98,16 +112,19 @@ class ExperimentConfig:
         for name in ("batch_size", "teacher_epochs", "hints_epochs", "kd_epochs"):
             if getattr(self, name) < (1 if name == "batch_size" else 0):
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.cache_teacher is True and self.augment:
+            problems.append(teacher_cache.AUGMENTATION_MESSAGE)
         if problems:
             raise ConfigError("Invalid configuration: " + "; ".join(problems) + ".")
 
     def fingerprint(self) -> dict:
         """What the results depend on: a run directory only resumes the same fingerprint.
 
-        Which stages run now, and whether latency is measured, may change between calls.
+        Which stages run now, whether latency is measured and whether the teacher's outputs
+        are cached (the same batches, the same targets) may change between calls.
         """
         values = dataclasses.asdict(self)
-        for key in ("stages", "measure_latency"):
+        for key in ("stages", "measure_latency", "cache_teacher"):
             values.pop(key)
         return json.loads(json.dumps(values))  # tuples as lists, as when read back
 
@@ -189,8 +206,13 @@ def _stage_callbacks(state, key: str, stage_dir: pathlib.Path, patience: int, lo
     callbacks = [resume.NonFiniteGuard(key), LearningRateLogger()]
     if patience:
         # The paper stops after `patience` epochs without validation improvement and keeps
-        # the best model.
-        early_stopping = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
+        # the best model. Stages with labels are judged by accuracy: their val_loss is not
+        # comparable across epochs in stage 2, where λ (its weight on the KD term) is annealed.
+        hints = key.endswith("/hints")
+        early_stopping = keras.callbacks.EarlyStopping(
+            monitor="val_loss" if hints else "val_accuracy", mode="min" if hints else "max",
+            patience=patience, restore_best_weights=True,
+        )  # fmt: skip
         callbacks.append(early_stopping)
     callbacks += [
         # After early stopping (it saves its state, and the best weights it restores), before
@@ -204,7 +226,7 @@ def _stage_callbacks(state, key: str, stage_dir: pathlib.Path, patience: int, lo
 
 def _test_accuracy(model: keras.Model, test) -> float:
     correct = total = 0
-    predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1))
+    predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1), autograph=False)
     for x, y in test:
         pred = predict(x)
         correct += int(tf.reduce_sum(tf.cast(tf.equal(tf.cast(pred, y.dtype), y), tf.int32)))
@@ -330,6 +352,10 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
         )  # fmt: skip
     teacher.trainable = False
 
+    distiller_data = None
+    if _caches_teacher(config, data) and _distiller_stages_to_run(state, mode_stages):
+        distiller_data = _cache_teacher_outputs(teacher, data, hint_layer, mode_stages, log)
+
     histories: dict[str, dict] = {}
     if "teacher" in state.data["stages"]:
         histories["teacher"] = {"teacher": state.stage("teacher")["history"]}
@@ -360,7 +386,7 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
                 hints_epochs=config.hints_epochs, kd_epochs=config.kd_epochs,
                 callbacks_for=callbacks_for, stages=todo, verbose=verbose,
                 initial_epochs={s: state.stage(f"{mode}/{s}")["epochs_done"] for s in todo},
-                **compile_kwargs,
+                distiller_data=distiller_data, **compile_kwargs,
             )  # fmt: skip
         rundir.save_model(student, workdir / mode / "student.keras")
         histories[mode] = {s: state.stage(f"{mode}/{s}")["history"] for s in stages}
@@ -396,6 +422,39 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     state.mark_finished(keys)
     log(report.table(rows))
     return summary
+
+
+# A cached hint is held in memory beside the training split; above this it is computed live.
+MAX_CACHED_HINT_BYTES = 2 * 2**30
+
+
+def _caches_teacher(config: ExperimentConfig, data: data_lib.Datasets) -> bool:
+    if config.cache_teacher is None:
+        return not data.augmenting and data.train_examples is not None
+    return config.cache_teacher
+
+
+def _distiller_stages_to_run(state, mode_stages) -> bool:
+    return any(not state.done(f"{mode}/{stage}") and stage in ("hints", "kd")
+               for mode, stages in mode_stages.items() for stage in stages)  # fmt: skip
+
+
+def _cache_teacher_outputs(teacher, data, hint_layer, mode_stages, log):
+    """One teacher pass over train and validation: its logits (and hint) for the Distiller."""
+    start = time.perf_counter()
+    if not any("hints" in stages for stages in mode_stages.values()):
+        hint_layer = None
+    if hint_layer is not None:
+        size = teacher_cache.hint_bytes(teacher, hint_layer, data.num_train_examples)
+        if size > MAX_CACHED_HINT_BYTES:
+            log(f"teacher cache: the hint of {data.num_train_examples} examples would take "
+                f"{size / 2**30:.1f} GiB; stage 1 computes it live.")  # fmt: skip
+            hint_layer = None
+    cached = teacher_cache.cache_datasets(teacher, data, hint_layer=hint_layer)
+    what = "logits and hints" if hint_layer else "logits"
+    log(f"teacher cache: {what} of {data.num_train_examples} training examples in "
+        f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+    return cached
 
 
 def _seconds(state, keys) -> dict | None:

@@ -100,7 +100,11 @@ class ArchSpec:
 
 
 def _cifar_fitnet(
-    blocks: tuple[tuple[int, ...], ...], guided_layer: int, description: str, **paper
+    blocks: tuple[tuple[int, ...], ...],
+    guided_layer: int,
+    description: str,
+    teacher: str = "cifar_teacher",
+    **paper,
 ) -> ArchSpec:
     """A CIFAR FitNet: 3x3 "same" maxout convs in blocks, 2x2 pools, a global pool at the end.
 
@@ -117,7 +121,7 @@ def _cifar_fitnet(
     return ArchSpec(
         convs=tuple(convs),
         guided_layer=guided_layer,
-        teacher="cifar_teacher",
+        teacher=teacher,
         description=description,
         **paper,
     )
@@ -237,6 +241,21 @@ ARCHITECTURES.update(
             paper_mults=budget * 1e6,
         )
         for (layers, budget), (blocks, guided) in _DEPTH_NETS.items()
+    }
+)
+# The ~30M nets at half width, for 28x28x1 inputs: each ~5-6M multiplications, the budget of
+# mnist_fitnet, so that a CPU trains the depth experiment on Fashion-MNIST in minutes
+# (bench/paper_claims.py). Guided by mnist_teacher. Registered as mnist_depth{layers}.
+ARCHITECTURES.update(
+    {
+        f"mnist_depth{layers}": _cifar_fitnet(
+            tuple(tuple(width // 2 for width in block) for block in blocks),
+            guided,
+            f"Table 6's {layers}-layer ~30M net at half width, for 28x28 inputs.",
+            teacher="mnist_teacher",
+        )
+        for (layers, budget), (blocks, guided) in _DEPTH_NETS.items()
+        if budget == 30
     }
 )
 

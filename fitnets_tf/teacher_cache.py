@@ -17,6 +17,11 @@ Two choices matter for correctness:
   in one pass (any order: it is stored with the images), then shuffled and batched by
   :func:`training_batches` every epoch.
 
+For the experiment runner, :func:`cache_datasets` keeps the cache beside the in-memory training
+split of :func:`fitnets_tf.data.load` and batches it in that pipeline's ``(seed, epoch)`` order,
+so a run with cached outputs sees the same batches as one without, and resumes exactly. It can
+also cache the hint (stage 1's target).
+
 Memory: ``path=None`` holds the cache in memory (images + logits: MNIST 50K ≈ 159 MB,
 CIFAR-10 40K ≈ 493 MB). With ``path`` it is written once with ``tf.data.Dataset.save`` and
 streamed back from disk, and the epoch shuffle uses a bounded buffer.
@@ -30,7 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fitnets_tf.distiller import CACHED_LOGITS, IMAGES
+from fitnets_tf import data as data_lib
+from fitnets_tf.distiller import CACHED_HINT, CACHED_LOGITS, IMAGES
 
 AUGMENTATION_MESSAGE = (
     "Refusing to cache teacher outputs while augmentation is on: teacher outputs depend on "
@@ -124,3 +130,77 @@ def training_batches(
         )
     ds = cached.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def outputs_function(teacher: keras.Model, hint_layer: str | None = None):
+    """A ``tf.function`` mapping images to the teacher's ``{"teacher_logits"[, "teacher_hint"]}``.
+
+    One forward pass (``training=False``) gives both: the hint is an intermediate output.
+    """
+    outputs = {CACHED_LOGITS: teacher.output}
+    if hint_layer is not None:
+        outputs[CACHED_HINT] = teacher.get_layer(hint_layer).output
+    tapped = keras.Model(teacher.inputs, outputs, name="teacher_outputs")
+    return tf.function(lambda images: tapped(images, training=False), autograph=False)
+
+
+def hint_bytes(teacher: keras.Model, hint_layer: str, num_examples: int) -> int:
+    """Memory a cached hint takes for ``num_examples`` examples (float32)."""
+    shape = teacher.get_layer(hint_layer).output.shape[1:]
+    return int(np.prod(shape)) * 4 * num_examples
+
+
+def cache_datasets(
+    teacher: keras.Model, datasets: data_lib.Datasets, *, hint_layer: str | None = None
+) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
+    """The training and validation batches of ``datasets`` with the teacher's outputs attached.
+
+    Args:
+        teacher: the frozen teacher.
+        datasets: what :func:`fitnets_tf.data.load` returned, with its training split in memory
+            (``cache=True``, the default) and no augmentation.
+        hint_layer: also cache this layer's output, the hint of stage 1 (check its size with
+            :func:`hint_bytes` first: it is held in memory).
+
+    Returns:
+        ``(train, validation)`` yielding ``({"images", "teacher_logits"[, "teacher_hint"]},
+        labels)``; ``train`` draws the batches of ``datasets.train`` (same ``(seed, epoch)``
+        order, same ``epoch`` variable: keep ``datasets.epoch_callback()`` in ``fit``).
+
+    Raises:
+        ValueError: augmentation is on, or the training split is not in memory.
+    """
+    if datasets.augmenting:
+        raise ValueError(AUGMENTATION_MESSAGE)
+    if datasets.train_examples is None:
+        raise ValueError(
+            "Caching teacher outputs in the training order needs the training split in memory: "
+            "load the data with cache=True, or use cache_teacher_logits(..., path=...) with "
+            "training_batches(...) to stream a cache from disk."
+        )
+    outputs_of = outputs_function(teacher, hint_layer)
+    images, labels = datasets.train_examples
+    # The split's own image tensor, not a copy: only the outputs add memory.
+    outputs = _outputs(outputs_of, tf.data.Dataset.from_tensor_slices(images).batch(1024))
+    features = {IMAGES: images, **outputs}
+    train = data_lib.epoch_batches(features, labels, epoch=datasets.epoch, seed=datasets.seed,
+                                   batch_size=datasets.batch_size)  # fmt: skip
+    validation = None
+    if datasets.validation is not None:
+        xs, ys = (
+            np.concatenate(a) for a in zip(*datasets.validation.as_numpy_iterator(), strict=True)
+        )
+        outputs = _outputs(outputs_of, tf.data.Dataset.from_tensor_slices(xs).batch(1024))
+        features = {IMAGES: xs, **outputs}
+        validation = tf.data.Dataset.from_tensor_slices((features, ys))
+        validation = validation.batch(datasets.batch_size).prefetch(tf.data.AUTOTUNE)
+    return train, validation
+
+
+def _outputs(outputs_of, image_batches: tf.data.Dataset) -> dict:
+    """The teacher's outputs for every image, in order, as whole-split tensors."""
+    parts: dict[str, list] = {}
+    for x in image_batches:
+        for key, value in outputs_of(x).items():
+            parts.setdefault(key, []).append(np.asarray(value))
+    return {key: tf.constant(np.concatenate(values)) for key, values in parts.items()}

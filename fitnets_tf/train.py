@@ -88,6 +88,9 @@ flags.DEFINE_bool("mixed_precision", False, "mixed_float16 compute (GPUs with te
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (slower on CPU).")
 flags.DEFINE_bool("deterministic", False, "TF op determinism (bit-identical reruns on CPU).")
 flags.DEFINE_bool("measure_latency", True, "Time CPU inference of every model for the summary.")
+flags.DEFINE_enum("cache_teacher", "auto", ["auto", "yes", "no"],
+                  "Run the frozen teacher once over train/validation and reuse its logits (and "
+                  "hint) every epoch. auto: when not --augment; yes with --augment is refused.")  # fmt: skip
 
 flags.register_validator("temperature", lambda t: t > 0, "--temperature must be > 0.")
 
@@ -137,6 +140,7 @@ def config_from_flags(f=FLAGS) -> experiment.ExperimentConfig:
         jit_compile=f.jit_compile,
         deterministic=f.deterministic,
         measure_latency=f.measure_latency,
+        cache_teacher={"auto": None, "yes": True, "no": False}[f.cache_teacher],
     )
 
 

@@ -198,6 +198,7 @@ def train_student(
     callbacks_for: Callable[[str], Sequence[keras.callbacks.Callback]] = lambda stage: (),
     stages: Sequence[str] | None = None,
     initial_epochs: dict[str, int] | None = None,
+    distiller_data: tuple | None = None,
     verbose="auto",
     **compile_kwargs,
 ) -> dict[str, keras.callbacks.History]:
@@ -209,6 +210,9 @@ def train_student(
     checkpoints). ``stages`` runs a subset of the mode's stages (default: all); a skipped
     first stage must have left its weights in ``student`` already. ``initial_epochs[stage]``
     resumes a stage at that epoch (its checkpoint callback restores the state).
+    ``distiller_data`` is ``(train, validation)`` carrying precomputed teacher outputs
+    (:func:`fitnets_tf.teacher_cache.cache_datasets`) for the stages the Distiller trains
+    (``hints``, ``kd``); the stages on labels alone keep ``train`` and ``validation``.
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
@@ -233,10 +237,12 @@ def train_student(
             continue
         cbs = callbacks_for(stage)
         common["initial_epoch"] = (initial_epochs or {}).get(stage, 0)
+        distill_train, distill_validation = distiller_data or (train, validation)
         if stage == "hints":
             histories[stage] = fit_hints(
-                distiller, train, validation, epochs=hints_epochs, callbacks=cbs, **common
-            )
+                distiller, distill_train, distill_validation, epochs=hints_epochs, callbacks=cbs,
+                **common,
+            )  # fmt: skip
         elif stage == "guided_labels":
             head = guided_classifier(student, guided_layer, int(student.output.shape[-1]))
             histories[stage] = fit_labels(
@@ -244,8 +250,9 @@ def train_student(
             )
         elif stage == "kd":
             histories[stage] = fit_kd(
-                distiller, train, validation, epochs=kd_epochs, callbacks=cbs, **common
-            )
+                distiller, distill_train, distill_validation, epochs=kd_epochs, callbacks=cbs,
+                **common,
+            )  # fmt: skip
         else:  # scratch
             histories[stage] = fit_labels(
                 student, train, validation, epochs=kd_epochs, callbacks=cbs, **common

@@ -53,11 +53,13 @@ reloaded = keras.saving.load_model(f"{workdir}/student.keras", safe_mode=True)
 latest = tf.train.latest_checkpoint(f"{workdir}/ckpt")
 restored = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
 tf.train.Checkpoint(model=list(restored.variables)).restore(latest).assert_consumed()
+with open(f"{workdir}/{resume.STATE_FILE}") as f:
+    state = json.load(f)
 print(json.dumps({
     "failures": failures,
-    "model_intact": all(np.array_equal(a, b) for a, b in zip(reloaded.get_weights(), small.get_weights())),
+    "model_intact": all(np.array_equal(a, b) for a, b in zip(reloaded.get_weights(), small.get_weights(), strict=True)),
     "latest": os.path.basename(latest),
-    "checkpoint_intact": all(np.array_equal(a, b) for a, b in zip(restored.get_weights(), small.get_weights())),
-    "state_epochs": json.load(open(f"{workdir}/{resume.STATE_FILE}"))["stages"]["kd/kd"]["epochs_done"],
+    "checkpoint_intact": all(np.array_equal(a, b) for a, b in zip(restored.get_weights(), small.get_weights(), strict=True)),
+    "state_epochs": state["stages"]["kd/kd"]["epochs_done"],
     "litter": sorted(n for n in os.listdir(workdir) if n.startswith(".tmp")),
 }))  # fmt: skip

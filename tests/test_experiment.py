@@ -81,3 +81,31 @@ def test_same_seed_same_result_other_seed_other_result(tmp_path):
     with pytest.raises(resume.ConfigMismatchError):
         experiment.run(dataclasses.replace(SMOKE, seed=5), tmp_path / "a")
     assert np.isfinite(first[1][0]).all()
+
+
+def test_cached_teacher_outputs_train_like_the_live_teacher(tmp_path):
+    # Same batches, same targets: the histories of fitnet (cached hint and logits) and kd
+    # agree with the live teacher's up to float rounding; a kill and resume would too.
+    config = dataclasses.replace(SMOKE, modes=("fitnet", "kd"), hints_epochs=1, kd_epochs=2,
+                                 deterministic=True)  # fmt: skip
+    live_logs, logs = [], []
+    live = experiment.run(dataclasses.replace(config, cache_teacher=False), tmp_path / "live",
+                          log=live_logs.append)  # fmt: skip
+    # cache_teacher=None (the default): cached, since nothing is augmented.
+    cached = experiment.run(config, tmp_path / "cached", log=logs.append)
+    assert any("teacher cache: logits and hints of 128 training examples" in m for m in logs)
+    assert not any("teacher cache" in m for m in live_logs)
+    for mode in ("fitnet", "kd"):
+        for stage, history in live["histories"][mode].items():
+            for key, values in history.items():
+                np.testing.assert_allclose(cached["histories"][mode][stage][key], values,
+                                           rtol=2e-3, err_msg=f"{mode}/{stage} {key}")  # fmt: skip
+    # The same run directory accepts either setting: the batches and targets are the same.
+    assert "cache_teacher" not in config.fingerprint()
+
+
+def test_teacher_cache_with_augmentation_is_refused_before_work(tmp_path):
+    config = dataclasses.replace(SMOKE, augment=True, cache_teacher=True)
+    with pytest.raises(experiment.ConfigError, match="Refusing to cache teacher outputs.*--augment"):
+        experiment.run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -204,4 +204,14 @@ def test_paper_pairs_are_shape_compatible(student):
     guided = _built(student).get_layer(guided_layer).output.shape
     # The regressor is a valid conv with k = N_g - N_h + 1, so the guided map must not be smaller.
     kernel = [g - h + 1 for g, h in zip(guided[1:3], hint[1:3], strict=True)]
-    assert kernel == ([1, 1] if student == "mnist_fitnet" else [2, 2])
+    expected = {"mnist_fitnet": 1}.get(student, 4 if student.startswith("mnist_depth") else 2)
+    assert kernel == [expected, expected]
+
+
+def test_mnist_depth_nets_share_one_budget():
+    # Fashion-MNIST's depth experiment: 5 to 11 layers at about mnist_fitnet's multiplications.
+    budget = models.count_multiplications(_built("mnist_fitnet"))
+    for depth in (5, 7, 9, 11):
+        net = _built(f"mnist_depth{depth}")
+        assert models.get_spec(f"mnist_depth{depth}").depth == depth
+        assert 0.85 < models.count_multiplications(net) / budget < 1.1

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_data, tiny_dataset
 
-from fitnets_tf import teacher_cache
+from fitnets_tf import data, models, teacher_cache
 from fitnets_tf.distiller import Distiller
 
 
@@ -65,3 +65,64 @@ def test_disk_cache_is_streamed_from_path(teacher, tmp_path):
     assert int(cached.cardinality()) == 32
     batches = teacher_cache.training_batches(cached, batch_size=8, shuffle_buffer=16)
     assert sum(int(tf.shape(y)[0]) for _, y in batches) == 32
+
+
+# -- cache_datasets: the experiment runner's cache, in data.load's (seed, epoch) order ----------
+
+
+def _synthetic(augment=False, **kwargs):
+    return data.load("synthetic", batch_size=64, seed=5, limit=192, validation_size=64,
+                     augment=augment, **kwargs)  # fmt: skip
+
+
+def _mnist_teacher():
+    return models.build("mnist_teacher", (28, 28, 1), 10, seed=0, kernel_initializer="he_uniform")
+
+
+def test_cached_batches_are_the_pipelines_batches_with_the_teachers_outputs():
+    datasets = _synthetic()
+    teacher = _mnist_teacher()
+    hint = models.hint_layer_name("mnist_teacher")
+    train, validation = teacher_cache.cache_datasets(teacher, datasets, hint_layer=hint)
+    tap = keras.Model(teacher.inputs, teacher.get_layer(hint).output)
+    for epoch in (0, 3):  # what EpochSync sets at each epoch start, as on a resume
+        datasets.epoch.assign(epoch)
+        plain = list(datasets.train)
+        datasets.epoch.assign(epoch)
+        cached = list(train)
+        assert len(cached) == len(plain) == 3  # 192 examples
+        for (x, y), (inputs, labels) in zip(plain, cached, strict=True):
+            np.testing.assert_array_equal(inputs["images"], x)
+            np.testing.assert_array_equal(labels, y)
+            np.testing.assert_allclose(inputs["teacher_logits"], teacher(x, training=False),
+                                       rtol=1e-4, atol=1e-5)  # fmt: skip
+            np.testing.assert_allclose(inputs["teacher_hint"], tap(x, training=False),
+                                       rtol=1e-4, atol=1e-5)  # fmt: skip
+    val_labels = np.concatenate([y for _, y in validation])
+    np.testing.assert_array_equal(val_labels, np.concatenate([y for _, y in datasets.validation]))
+
+
+def test_cached_hint_gives_the_live_hint_loss(teacher, student):
+    x, y = tiny_data()
+    distiller = Distiller(teacher, student, hint_layer="conv2", guided_layer="conv2")
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), phase="hints")
+    live = distiller.evaluate(x, y, batch_size=8, return_dict=True, verbose=0)
+    outputs = teacher_cache.outputs_function(teacher, "conv2")(x)
+    cached = {"images": x, "teacher_hint": outputs["teacher_hint"].numpy()}
+    from_cache = distiller.evaluate(cached, y, batch_size=8, return_dict=True, verbose=0)
+    np.testing.assert_allclose(from_cache["hint_loss"], live["hint_loss"], rtol=1e-5)
+    assert live["hint_loss"] > 0
+
+
+def test_cache_datasets_refuses_augmentation_and_streamed_data():
+    teacher = _mnist_teacher()
+    with pytest.raises(ValueError, match="augmentation is on"):
+        teacher_cache.cache_datasets(teacher, _synthetic(augment=True))
+    with pytest.raises(ValueError, match="needs the training split in memory.*cache=True"):
+        teacher_cache.cache_datasets(teacher, _synthetic(cache=False))
+
+
+def test_hint_bytes():
+    teacher = _mnist_teacher()
+    # The MNIST teacher's hint is 4x4x48 float32 per example.
+    assert teacher_cache.hint_bytes(teacher, "pool2", 10) == 4 * 4 * 48 * 4 * 10
