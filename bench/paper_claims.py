@@ -1,0 +1,387 @@
+"""The paper's claims on real Fashion-MNIST, on a CPU; writes docs/results.md and its plots.
+
+    python bench/paper_claims.py                         # every part, ~1.5 h on 2 CPU cores
+    python bench/paper_claims.py --parts=main --seeds=0  # a subset
+    python bench/paper_claims.py --report_only           # rebuild docs/ from the runs so far
+
+Parts (see docs/results.md for what each one asks):
+
+- ``teacher``: ``mnist_teacher`` trained once; every student below learns from this one teacher,
+  as in the paper.
+- ``main``: the thin deep ``mnist_fitnet`` trained from the same initial weights by labels alone
+  (``scratch``), KD, FitNets (hints then KD, λ annealed) and stage-wise training on labels
+  (``stagewise_labels``), with the paper's initialisation, once per seed.
+- ``depth``: Figure 2 in small: Table 6's depth nets at half width (``mnist_depth{5,7,9,11}``,
+  all ~5.5M multiplications, the budget of ``mnist_fitnet``) by labels, KD and FitNets.
+- ``init``: ``main`` again with He initialisation, where back-propagation alone does train.
+
+Each (part, arm, seed) is one :func:`fitnets_tf.experiment.run` directory under ``--workdir``:
+a killed run resumes where it stopped, a finished one is skipped. The 10K validation split
+picks each stage's best epoch (early stopping with ``--patience``); test accuracy is measured
+once, on the 10K test split. Teacher outputs are cached (``cache_teacher``): the same batches
+and targets as a live teacher, at about the cost of a plain student epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PARTS = ("teacher", "main", "depth", "init")
+MAIN_MODES = ("scratch", "kd", "fitnet", "stagewise_labels")
+DEPTH_MODES = ("scratch", "kd", "fitnet")
+DEPTHS = (5, 7, 9, 11)
+BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
+LABELS = {
+    "teacher": "teacher",
+    "scratch": "labels only (back-propagation)",
+    "kd": "KD",
+    "fitnet": "FitNets (hints + KD)",
+    "stagewise_labels": "stage-wise on labels + KD",
+}
+
+
+def configs(args) -> dict[str, object]:
+    """Every run of the study: run directory (relative) -> ExperimentConfig."""
+    from fitnets_tf import experiment
+
+    base = dataclasses.replace(
+        experiment.DEFAULT,
+        teacher_epochs=args.teacher_epochs,
+        hints_epochs=args.hints_epochs,
+        kd_epochs=args.kd_epochs,
+        early_stopping_patience=args.patience,
+        limit=args.limit,
+        cache_teacher=True,
+    )
+    teacher = dataclasses.replace(base, modes=("fitnet",), stages=("teacher",),
+                                  early_stopping_patience=args.teacher_patience)  # fmt: skip
+    students = dataclasses.replace(
+        base, stages=("hints", "kd"), teacher_path=str(args.workdir / "teacher")
+    )
+    runs = {}
+    if "teacher" in args.parts:
+        runs["teacher"] = teacher
+    for seed in args.seeds:
+        if "main" in args.parts:
+            runs[f"main/seed{seed}"] = dataclasses.replace(students, modes=MAIN_MODES, seed=seed)
+    if "depth" in args.parts:
+        for depth in DEPTHS:
+            runs[f"depth/mnist_depth{depth}"] = dataclasses.replace(
+                students, student=f"mnist_depth{depth}", modes=DEPTH_MODES, seed=args.seeds[0]
+            )
+    for seed in args.seeds:
+        if "init" in args.parts:
+            runs[f"init/seed{seed}"] = dataclasses.replace(
+                students, modes=DEPTH_MODES, init="he_uniform", seed=seed
+            )
+    return runs
+
+
+def run_all(args) -> None:
+    from fitnets_tf import experiment
+
+    for name, config in configs(args).items():
+        start = time.perf_counter()
+        what = (
+            "teacher" if name == "teacher" else f"{config.student}, modes {', '.join(config.modes)}"
+        )
+        print(f"[claims] {name}: {what}", flush=True)
+        experiment.run(config, args.workdir / name, log=lambda m: print(m, flush=True))
+        print(f"[claims] {name} done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+# ------------------------------------------------------------------------------- report
+
+
+def _summaries(workdir: pathlib.Path, prefix: str) -> dict[str, dict]:
+    found = {}
+    for path in sorted(workdir.glob(f"{prefix}*/summary.json")):
+        found[path.parent.name] = json.loads(path.read_text())
+    return found
+
+
+def _rows_by_mode(summaries: dict[str, dict]) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {}
+    for summary in summaries.values():
+        for row in summary["models"]:
+            rows.setdefault(row["name"], []).append(row)
+    return rows
+
+
+def _stats(values: list[float]) -> dict:
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def _acc(stats: dict) -> str:
+    text = f"{100 * stats['mean']:.2f}"
+    if stats["n"] > 1:
+        text += f" ± {100 * stats['std']:.2f} ({100 * stats['min']:.2f}–{100 * stats['max']:.2f})"
+    return text
+
+
+def _median(rows, key):
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def method_table(rows_by_mode: dict[str, list[dict]]) -> tuple[list[str], dict]:
+    lines = [
+        "| model | trained by | test accuracy % (mean ± std (min–max)) | seeds | parameters "
+        "| M multiplications | ms / image, batch 1 | ms / image, batch 128 | train minutes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    stats = {}
+    for mode, rows in rows_by_mode.items():
+        stats[mode] = _stats([r["test_accuracy"] for r in rows])
+        b1, b128 = (
+            _median(rows, "latency_ms_per_image_batch1"),
+            _median(rows, "latency_ms_per_image_batch128"),
+        )
+        train = [r["train_seconds"] for r in rows if r.get("train_seconds")]
+        lines.append(
+            f"| {rows[0]['architecture']} | {LABELS.get(mode, mode)} | {_acc(stats[mode])} | "
+            f"{len(rows)} | {rows[0]['params']:,} | {rows[0]['mults'] / 1e6:.2f} | "
+            f"{b1:.3f} | {b128:.4f} | "
+            + (f"{statistics.fmean(train) / 60:.1f}" if train else "—")
+            + " |"
+        )
+    return lines, stats
+
+
+def _comparison(stats: dict, a: str, b: str) -> str | None:
+    if a not in stats or b not in stats:
+        return None
+    diff = 100 * (stats[a]["mean"] - stats[b]["mean"])
+    return f"{LABELS[a]} − {LABELS[b]}: {diff:+.2f} points (mean over {stats[a]['n']} seeds)"
+
+
+def depth_table(summaries: dict[str, dict]) -> tuple[list[str], dict]:
+    lines = [
+        "| student | layers | parameters | M multiplications | "
+        + " | ".join(f"{LABELS[m]} %" for m in DEPTH_MODES)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(DEPTH_MODES),
+    ]
+    curves: dict[str, dict[int, float]] = {m: {} for m in DEPTH_MODES}
+    for name, summary in sorted(summaries.items(), key=lambda kv: int(kv[0].split("depth")[-1])):
+        depth = int(name.split("depth")[-1])
+        rows = {r["name"]: r for r in summary["models"]}
+        student = next(rows[m] for m in DEPTH_MODES if m in rows)
+        cells = []
+        for mode in DEPTH_MODES:
+            if mode in rows:
+                curves[mode][depth] = rows[mode]["test_accuracy"]
+                cells.append(f"{100 * rows[mode]['test_accuracy']:.2f}")
+            else:
+                cells.append("—")
+        lines.append(
+            f"| {name} | {depth} | {student['params']:,} | {student['mults'] / 1e6:.2f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines, curves
+
+
+def _color(mode: str) -> str:
+    return f"C{list(LABELS).index(mode)}"  # one colour per method in every plot
+
+
+def plot_methods(groups: dict[str, dict[str, list[dict]]], path: pathlib.Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(groups), 3.4))
+    for i, (title, rows_by_mode) in enumerate(groups.items(), start=1):
+        ax = fig.add_subplot(1, len(groups), i)
+        names = list(rows_by_mode)
+        for x, mode in enumerate(names):
+            accs = [100 * r["test_accuracy"] for r in rows_by_mode[mode]]
+            ax.bar(x, statistics.fmean(accs), color=_color(mode), alpha=0.6)
+            ax.plot([x] * len(accs), accs, "k.", markersize=5)
+        ax.set_xticks(range(len(names)), [LABELS.get(n, n).split(" (")[0] for n in names],
+                      rotation=30, ha="right", fontsize=8)  # fmt: skip
+        ax.set_ylabel("test accuracy % (bars: mean, dots: seeds)", fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_depth(curves: dict[str, dict[int, float]], path: pathlib.Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.6, 3.4))
+    ax = fig.add_subplot()
+    for mode, points in curves.items():
+        if points:
+            depths = sorted(points)
+            ax.plot(depths, [100 * points[d] for d in depths], "o-", color=_color(mode),
+                    label=LABELS[mode])  # fmt: skip
+    ax.set_xlabel("layers (convolutions + FC + softmax), ~5.5M multiplications each")
+    ax.set_ylabel("test accuracy %")
+    ax.set_xticks(DEPTHS)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _config_of(run_dir: pathlib.Path) -> dict:
+    return json.loads((run_dir / "run_state.json").read_text())["config"]
+
+
+def _size(limit, full: int) -> str:
+    return f"{min(limit, full) if limit else full:,}"
+
+
+def _cpu() -> str:
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "CPU")
+
+
+def report(args) -> str:
+    workdir = args.workdir
+    teacher = json.loads((workdir / "teacher" / "summary.json").read_text())["models"][0]
+    main, init = _summaries(workdir / "main", "seed"), _summaries(workdir / "init", "seed")
+    depth = _summaries(workdir / "depth", "mnist_depth")
+    # The settings the runs were made with, as their run directories recorded them.
+    t = _config_of(workdir / "teacher")
+    student_runs = [p for part in ("main", "init", "depth")
+                    for p in sorted((workdir / part).glob("*")) if (p / "run_state.json").exists()]  # fmt: skip
+    s = _config_of(student_runs[0]) if student_runs else t
+    hp = s["hparams"]
+    lines = [
+        f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `{args.command}` from the runs "
+        f"in `{workdir.relative_to(ROOT) if workdir.is_relative_to(ROOT) else workdir}`; "
+        f"{_cpu()}, {os.cpu_count()} cores, no GPU. Fashion-MNIST: "
+        f"{_size(s['limit'], 50_000)} training, {_size(s['limit'], 10_000)} validation "
+        f"(early stopping on validation accuracy, patience {s['early_stopping_patience']}, best "
+        f"epoch kept), {_size(s['limit'], 10_000)} test images. Teacher: {t['teacher_epochs']} "
+        f"epochs at most (patience {t['early_stopping_patience']}), dropout "
+        f"{t['teacher_dropout'] if t['teacher_dropout'] is not None else 'as in the paper'}. Students: {s['hints_epochs']} epochs of stage 1 and "
+        f"{s['kd_epochs']} of stage 2 ({s['kd_epochs']} on labels only); RMSProp lr "
+        f"{hp['learning_rate']:g}, τ = {hp['temperature']:g}, λ {hp['lambda_start']:g} → "
+        f"{hp['lambda_end']:g}, batch {s['batch_size']}. Spread is over student seeds (weights "
+        "and data order); the teacher is the same in every run.",
+        "",
+    ]
+    groups = {}
+    if main:
+        # The teacher's row from its own run (every student run re-measures the same teacher).
+        by_mode = _rows_by_mode(main)
+        rows = {"teacher": [teacher], **{m: by_mode[m] for m in MAIN_MODES if m in by_mode}}
+        table, stats = method_table(rows)
+        groups["mnist_fitnet, paper init U(±0.005)"] = rows
+        lines += ["### Teacher and thin deep student (paper initialisation)", "", *table, ""]
+        lines += [f"- {c}" for c in (_comparison(stats, "fitnet", "kd"),
+                                     _comparison(stats, "fitnet", "scratch"),
+                                     _comparison(stats, "fitnet", "stagewise_labels"),
+                                     _comparison(stats, "fitnet", "teacher")) if c]  # fmt: skip
+        lines.append("")
+    if init:
+        by_mode = _rows_by_mode(init)
+        rows = {m: by_mode[m] for m in DEPTH_MODES if m in by_mode}
+        table, stats = method_table(rows)
+        groups["mnist_fitnet, He init"] = rows
+        lines += ["### The same student with He initialisation", "", *table, ""]
+        lines += [f"- {c}" for c in (_comparison(stats, "fitnet", "kd"),
+                                     _comparison(stats, "fitnet", "scratch")) if c]  # fmt: skip
+        lines.append("")
+    if groups:
+        plot_methods(groups, args.docs / "paper_claims_methods.png")
+        lines += ["![test accuracy by training method](paper_claims_methods.png)", ""]
+    if depth:
+        table, curves = depth_table(depth)
+        plot_depth(curves, args.docs / "paper_claims_depth.png")
+        lines += [
+            f"### Depth at a fixed budget (Figure 2 in small; paper init, seed {args.seeds[0]})",
+            "",
+            *table,
+            "",
+            "![test accuracy by depth](paper_claims_depth.png)",
+            "",
+        ]
+    seconds = [r.get("train_seconds") or 0 for s in (main, init, depth) for summ in s.values()
+               for r in summ["models"] if r["name"] != "teacher"]  # fmt: skip
+    lines.append(
+        f"Training time of all students: {sum(seconds) / 60:.0f} min; the teacher "
+        f"{(teacher.get('train_seconds') or 0) / 60:.0f} min."
+    )
+    text = "\n".join(lines)
+    results = args.docs / "results.md"
+    page = results.read_text() if results.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
+    head, _, rest = page.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    results.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    return text
+
+
+def parse(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default=",".join(PARTS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--workdir", default=str(ROOT / "runs" / "paper_claims"))
+    parser.add_argument("--teacher_epochs", type=int, default=8)
+    parser.add_argument("--teacher_patience", type=int, default=3)
+    parser.add_argument("--hints_epochs", type=int, default=2)
+    parser.add_argument("--kd_epochs", type=int, default=5)
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="5 = each stage runs all its epochs; the best validation epoch is kept",
+    )
+    parser.add_argument("--limit", type=int, default=None, help="examples per split (smoke runs)")
+    parser.add_argument("--docs", default=str(ROOT / "docs"), help="where results.md goes")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--report_only", action="store_true")
+    args = parser.parse_args(argv)
+    args.parts = tuple(p for p in args.parts.split(",") if p)
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)} (valid: {', '.join(PARTS)})")
+    if "teacher" not in args.parts and not args.report_only:
+        # Students need the teacher: train it first unless it is there already.
+        args.parts = ("teacher", *args.parts)
+    args.seeds = tuple(int(s) for s in args.seeds.split(","))
+    args.workdir = pathlib.Path(args.workdir).resolve()
+    args.docs = pathlib.Path(args.docs).resolve()
+    args.docs.mkdir(parents=True, exist_ok=True)
+    args.command = "python bench/paper_claims.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    if not args.report_only:
+        run_all(args)
+    print(report(args))
+
+
+if __name__ == "__main__":
+    main()

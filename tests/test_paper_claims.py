@@ -1,0 +1,70 @@
+"""bench/paper_claims.py: the study's runs and its report (tables, plots, results.md)."""
+
+import json
+import types
+
+from bench import paper_claims
+from fitnets_tf import experiment
+
+
+def _row(name, acc, architecture="mnist_fitnet", params=36_226, mults=5_625_144):
+    return {"name": name, "architecture": architecture, "test_accuracy": acc, "params": params,
+            "mults": mults, "train_seconds": 120.0, "latency_ms_per_image_batch1": 1.5,
+            "latency_ms_per_image_batch128": 0.25}  # fmt: skip
+
+
+def _run(path, rows, config):
+    path.mkdir(parents=True)
+    (path / "summary.json").write_text(json.dumps({"models": rows}))
+    (path / "run_state.json").write_text(json.dumps({"config": config}))
+
+
+def test_report_tables_plots_and_results_page(tmp_path):
+    config = experiment.ExperimentConfig().fingerprint()
+    teacher = _row("teacher", 0.88, "mnist_teacher", 361_066, 28_673_136)
+    _run(tmp_path / "runs" / "teacher", [teacher], config)
+    for seed, (fitnet, kd) in enumerate([(0.80, 0.10), (0.84, 0.12)]):
+        rows = [teacher, _row("kd", kd), _row("fitnet", fitnet)]
+        _run(tmp_path / "runs" / "main" / f"seed{seed}", rows, config)
+    _run(tmp_path / "runs" / "depth" / "mnist_depth7", [teacher, _row("fitnet", 0.7)], config)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "results.md").write_text(
+        f"# Mine\n\n{paper_claims.BEGIN}\nold\n{paper_claims.END}\nkept\n"
+    )
+    args = types.SimpleNamespace(workdir=tmp_path / "runs", docs=docs, seeds=(0, 1),
+                                 command="python bench/paper_claims.py")  # fmt: skip
+
+    text = paper_claims.report(args)
+
+    # Mean ± sample std (min–max) over the seeds, in percent; the teacher from its own run.
+    assert "| mnist_fitnet | FitNets (hints + KD) | 82.00 ± 2.83 (80.00–84.00) | 2 |" in text
+    assert "| mnist_fitnet | KD | 11.00 ± 1.41 (10.00–12.00) | 2 |" in text
+    assert "| mnist_teacher | teacher | 88.00 | 1 | 361,066 | 28.67 |" in text
+    assert "FitNets (hints + KD) − KD: +71.00 points (mean over 2 seeds)" in text
+    assert "| mnist_depth7 | 7 | 36,226 | 5.63 | — | — | 70.00 |" in text
+    assert (docs / "paper_claims_methods.png").stat().st_size > 10_000
+    assert (docs / "paper_claims_depth.png").stat().st_size > 10_000
+    page = (docs / "results.md").read_text()
+    assert page.startswith("# Mine\n") and page.endswith(f"{paper_claims.END}\nkept\n")
+    assert "old" not in page and text in page
+
+
+def test_configs_share_one_teacher_and_cache_its_outputs(tmp_path):
+    args = paper_claims.parse(["--workdir", str(tmp_path), "--seeds=0,1", "--docs", str(tmp_path)])
+    runs = paper_claims.configs(args)
+    assert list(runs) == [
+        "teacher",
+        "main/seed0",
+        "main/seed1",
+        *(f"depth/mnist_depth{d}" for d in paper_claims.DEPTHS),
+        "init/seed0",
+        "init/seed1",
+    ]
+    students = [c for name, c in runs.items() if name != "teacher"]
+    assert {c.teacher_path for c in students} == {str(tmp_path / "teacher")}
+    assert all(c.cache_teacher and c.stages == ("hints", "kd") for c in students)
+    assert runs["main/seed1"].modes == paper_claims.MAIN_MODES and runs["main/seed1"].seed == 1
+    assert runs["init/seed0"].init == "he_uniform"
+    for config in runs.values():
+        config.validate()
