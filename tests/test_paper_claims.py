@@ -3,6 +3,8 @@
 import json
 import types
 
+import pytest
+
 from bench import paper_claims
 from fitnets_tf import experiment
 
@@ -68,3 +70,20 @@ def test_configs_share_one_teacher_and_cache_its_outputs(tmp_path):
     assert runs["init/seed0"].init == "he_uniform"
     for config in runs.values():
         config.validate()
+
+
+@pytest.mark.slow
+def test_whole_study_on_a_slice_of_fashion_mnist(tmp_path):
+    # Every part end to end on 256 real examples per split, one epoch per stage (~3 min).
+    args = ["--workdir", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs"), "--seeds=0",
+            "--limit=256", "--teacher_epochs=1", "--hints_epochs=1", "--kd_epochs=1"]  # fmt: skip
+    paper_claims.main(args)
+    page = (tmp_path / "docs" / "results.md").read_text()
+    for heading in ("Teacher and thin deep student", "He initialisation", "Depth at a fixed"):
+        assert heading in page
+    assert "| mnist_depth11 | 11 |" in page and "stage-wise on labels + KD" in page
+    # A second call finds every run finished and only rewrites the page.
+    paper_claims.main(args)
+    assert (tmp_path / "docs" / "results.md").read_text().split("\n", 4)[4] == page.split("\n", 4)[
+        4
+    ]
