@@ -135,11 +135,14 @@ def training_batches(
 def outputs_function(teacher: keras.Model, hint_layer: str | None = None):
     """A ``tf.function`` mapping images to the teacher's ``{"teacher_logits"[, "teacher_hint"]}``.
 
-    One forward pass (``training=False``) gives both: the hint is an intermediate output.
+    One forward pass (``training=False``) gives both: the hint is an intermediate output (a
+    Functional teacher is needed for it; logits alone work with any teacher).
     """
-    outputs = {CACHED_LOGITS: teacher.output}
-    if hint_layer is not None:
-        outputs[CACHED_HINT] = teacher.get_layer(hint_layer).output
+    if hint_layer is None:
+        return tf.function(
+            lambda images: {CACHED_LOGITS: teacher(images, training=False)}, autograph=False
+        )
+    outputs = {CACHED_LOGITS: teacher.output, CACHED_HINT: teacher.get_layer(hint_layer).output}
     tapped = keras.Model(teacher.inputs, outputs, name="teacher_outputs")
     return tf.function(lambda images: tapped(images, training=False), autograph=False)
 
