@@ -1,6 +1,6 @@
 """The paper's claims on real Fashion-MNIST, on a CPU; writes docs/results.md and its plots.
 
-    python bench/paper_claims.py                         # every part, ~1.5 h on 2 CPU cores
+    python bench/paper_claims.py                         # every part, ~2 h on 2 CPU cores
     python bench/paper_claims.py --parts=main --seeds=0  # a subset
     python bench/paper_claims.py --report_only           # rebuild docs/ from the runs so far
 
@@ -166,11 +166,21 @@ def method_table(rows_by_mode: dict[str, list[dict]]) -> tuple[list[str], dict]:
     return lines, stats
 
 
-def _comparison(stats: dict, a: str, b: str) -> str | None:
-    if a not in stats or b not in stats:
+def _comparison(rows_by_mode: dict[str, list[dict]], a: str, b: str) -> str | None:
+    """Mean difference in points and, for methods run in the same runs, the per-seed ones."""
+    if a not in rows_by_mode or b not in rows_by_mode:
         return None
-    diff = 100 * (stats[a]["mean"] - stats[b]["mean"])
-    return f"{LABELS[a]} − {LABELS[b]}: {diff:+.2f} points (mean over {stats[a]['n']} seeds)"
+    accs = {m: [100 * r["test_accuracy"] for r in rows_by_mode[m]] for m in (a, b)}
+    diff = statistics.fmean(accs[a]) - statistics.fmean(accs[b])
+    text = f"{LABELS[a]} − {LABELS[b]}: {diff:+.2f} points (mean over {len(accs[a])} seeds"
+    if b != "teacher" and len(accs[a]) == len(accs[b]) > 1:
+        # Same seed = same initial weights and data order for both methods.
+        paired = [x - y for x, y in zip(accs[a], accs[b], strict=True)]
+        wins = sum(d > 0 for d in paired)
+        text += (
+            f"; per seed {', '.join(f'{d:+.2f}' for d in paired)}: ahead in {wins} of {len(paired)}"
+        )
+    return text + ")"
 
 
 def depth_table(summaries: dict[str, dict]) -> tuple[list[str], dict]:
@@ -289,22 +299,22 @@ def report(args) -> str:
         # The teacher's row from its own run (every student run re-measures the same teacher).
         by_mode = _rows_by_mode(main)
         rows = {"teacher": [teacher], **{m: by_mode[m] for m in MAIN_MODES if m in by_mode}}
-        table, stats = method_table(rows)
+        table, _ = method_table(rows)
         groups["mnist_fitnet, paper init U(±0.005)"] = rows
         lines += ["### Teacher and thin deep student (paper initialisation)", "", *table, ""]
-        lines += [f"- {c}" for c in (_comparison(stats, "fitnet", "kd"),
-                                     _comparison(stats, "fitnet", "scratch"),
-                                     _comparison(stats, "fitnet", "stagewise_labels"),
-                                     _comparison(stats, "fitnet", "teacher")) if c]  # fmt: skip
+        lines += [f"- {c}" for c in (_comparison(rows, "fitnet", "kd"),
+                                     _comparison(rows, "fitnet", "scratch"),
+                                     _comparison(rows, "fitnet", "stagewise_labels"),
+                                     _comparison(rows, "fitnet", "teacher")) if c]  # fmt: skip
         lines.append("")
     if init:
         by_mode = _rows_by_mode(init)
         rows = {m: by_mode[m] for m in DEPTH_MODES if m in by_mode}
-        table, stats = method_table(rows)
+        table, _ = method_table(rows)
         groups["mnist_fitnet, He init"] = rows
         lines += ["### The same student with He initialisation", "", *table, ""]
-        lines += [f"- {c}" for c in (_comparison(stats, "fitnet", "kd"),
-                                     _comparison(stats, "fitnet", "scratch")) if c]  # fmt: skip
+        lines += [f"- {c}" for c in (_comparison(rows, "fitnet", "kd"),
+                                     _comparison(rows, "fitnet", "scratch")) if c]  # fmt: skip
         lines.append("")
     if groups:
         plot_methods(groups, args.docs / "paper_claims_methods.png")
