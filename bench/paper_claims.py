@@ -13,7 +13,8 @@ Parts (see docs/results.md for what each one asks):
   (``stagewise_labels``), with the paper's initialisation, once per seed.
 - ``depth``: Figure 2 in small: Table 6's depth nets at half width (``mnist_depth{5,7,9,11}``,
   all ~5.5M multiplications, the budget of ``mnist_fitnet``) by labels, KD and FitNets.
-- ``init``: ``main`` again with He initialisation, where back-propagation alone does train.
+- ``init``: labels, KD and FitNets again with He initialisation, where back-propagation alone
+  does train this student.
 
 Each (part, arm, seed) is one :func:`fitnets_tf.experiment.run` directory under ``--workdir``:
 a killed run resumes where it stopped, a finished one is skipped. The 10K validation split
@@ -142,28 +143,27 @@ def _median(rows, key):
     return statistics.median(values) if values else None
 
 
-def method_table(rows_by_mode: dict[str, list[dict]]) -> tuple[list[str], dict]:
+def _ms(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def method_table(rows_by_mode: dict[str, list[dict]]) -> list[str]:
     lines = [
         "| model | trained by | test accuracy % (mean ± std (min–max)) | seeds | parameters "
         "| M multiplications | ms / image, batch 1 | ms / image, batch 128 | train minutes |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    stats = {}
     for mode, rows in rows_by_mode.items():
-        stats[mode] = _stats([r["test_accuracy"] for r in rows])
-        b1, b128 = (
-            _median(rows, "latency_ms_per_image_batch1"),
-            _median(rows, "latency_ms_per_image_batch128"),
-        )
+        stats = _stats([r["test_accuracy"] for r in rows])
+        b1 = _ms(_median(rows, "latency_ms_per_image_batch1"), 3)
+        b128 = _ms(_median(rows, "latency_ms_per_image_batch128"), 4)
         train = [r["train_seconds"] for r in rows if r.get("train_seconds")]
         lines.append(
-            f"| {rows[0]['architecture']} | {LABELS.get(mode, mode)} | {_acc(stats[mode])} | "
+            f"| {rows[0]['architecture']} | {LABELS.get(mode, mode)} | {_acc(stats)} | "
             f"{len(rows)} | {rows[0]['params']:,} | {rows[0]['mults'] / 1e6:.2f} | "
-            f"{b1:.3f} | {b128:.4f} | "
-            + (f"{statistics.fmean(train) / 60:.1f}" if train else "—")
-            + " |"
+            f"{b1} | {b128} | " + (f"{statistics.fmean(train) / 60:.1f}" if train else "—") + " |"
         )
-    return lines, stats
+    return lines
 
 
 def _comparison(rows_by_mode: dict[str, list[dict]], a: str, b: str) -> str | None:
@@ -240,12 +240,14 @@ def plot_depth(curves: dict[str, dict[int, float]], path: pathlib.Path) -> None:
 
     fig = Figure(figsize=(4.6, 3.4))
     ax = fig.add_subplot()
+    # Distinct markers and dashes: methods stuck at the same accuracy overlap exactly.
+    styles = {"scratch": "o-", "kd": "s--", "fitnet": "^-"}
     for mode, points in curves.items():
         if points:
             depths = sorted(points)
-            ax.plot(depths, [100 * points[d] for d in depths], "o-", color=_color(mode),
-                    label=LABELS[mode])  # fmt: skip
-    ax.set_xlabel("layers (convolutions + FC + softmax), ~5.5M multiplications each")
+            ax.plot(depths, [100 * points[d] for d in depths], styles.get(mode, "o-"),
+                    color=_color(mode), label=LABELS[mode], markerfacecolor="none")  # fmt: skip
+    ax.set_xlabel("layers (~5.5M multiplications each)")
     ax.set_ylabel("test accuracy %")
     ax.set_xticks(DEPTHS)
     ax.set_ylim(0, 100)
@@ -299,7 +301,7 @@ def report(args) -> str:
         # The teacher's row from its own run (every student run re-measures the same teacher).
         by_mode = _rows_by_mode(main)
         rows = {"teacher": [teacher], **{m: by_mode[m] for m in MAIN_MODES if m in by_mode}}
-        table, _ = method_table(rows)
+        table = method_table(rows)
         groups["mnist_fitnet, paper init U(±0.005)"] = rows
         lines += ["### Teacher and thin deep student (paper initialisation)", "", *table, ""]
         lines += [f"- {c}" for c in (_comparison(rows, "fitnet", "kd"),
@@ -310,7 +312,7 @@ def report(args) -> str:
     if init:
         by_mode = _rows_by_mode(init)
         rows = {m: by_mode[m] for m in DEPTH_MODES if m in by_mode}
-        table, _ = method_table(rows)
+        table = method_table(rows)
         groups["mnist_fitnet, He init"] = rows
         lines += ["### The same student with He initialisation", "", *table, ""]
         lines += [f"- {c}" for c in (_comparison(rows, "fitnet", "kd"),
