@@ -353,8 +353,11 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     teacher.trainable = False
 
     distiller_data = None
-    if _caches_teacher(config, data) and _distiller_stages_to_run(state, mode_stages):
-        distiller_data = _cache_teacher_outputs(teacher, data, hint_layer, mode_stages, log)
+    to_run = {s for m, stages in mode_stages.items() for s in stages if not state.done(f"{m}/{s}")}
+    if _caches_teacher(config, data) and to_run & {"hints", "kd"}:
+        # The hint only when a hint stage is still to run (it is the cache's big part).
+        hint = hint_layer if "hints" in to_run else None
+        distiller_data = _cache_teacher_outputs(teacher, data, hint, log)
 
     histories: dict[str, dict] = {}
     if "teacher" in state.data["stages"]:
@@ -434,16 +437,9 @@ def _caches_teacher(config: ExperimentConfig, data: data_lib.Datasets) -> bool:
     return config.cache_teacher
 
 
-def _distiller_stages_to_run(state, mode_stages) -> bool:
-    return any(not state.done(f"{mode}/{stage}") and stage in ("hints", "kd")
-               for mode, stages in mode_stages.items() for stage in stages)  # fmt: skip
-
-
-def _cache_teacher_outputs(teacher, data, hint_layer, mode_stages, log):
+def _cache_teacher_outputs(teacher, data, hint_layer, log):
     """One teacher pass over train and validation: its logits (and hint) for the Distiller."""
     start = time.perf_counter()
-    if not any("hints" in stages for stages in mode_stages.values()):
-        hint_layer = None
     if hint_layer is not None:
         size = teacher_cache.hint_bytes(teacher, hint_layer, data.num_train_examples)
         if size > MAX_CACHED_HINT_BYTES:

@@ -232,12 +232,12 @@ def train_student(
             hint_layer=hint_layer if mode == "fitnet" else None,
             guided_layer=guided_layer if mode == "fitnet" else None,
         )
+    distill_train, distill_validation = distiller_data or (train, validation)
     for stage in STAGES_OF_MODE[mode]:
         if stages is not None and stage not in stages:
             continue
         cbs = callbacks_for(stage)
         common["initial_epoch"] = (initial_epochs or {}).get(stage, 0)
-        distill_train, distill_validation = distiller_data or (train, validation)
         if stage == "hints":
             histories[stage] = fit_hints(
                 distiller, distill_train, distill_validation, epochs=hints_epochs, callbacks=cbs,

@@ -85,7 +85,7 @@ def test_same_seed_same_result_other_seed_other_result(tmp_path):
 
 def test_cached_teacher_outputs_train_like_the_live_teacher(tmp_path):
     # Same batches, same targets: the histories of fitnet (cached hint and logits) and kd
-    # agree with the live teacher's up to float rounding; a kill and resume would too.
+    # agree with the live teacher's up to float rounding.
     config = dataclasses.replace(SMOKE, modes=("fitnet", "kd"), hints_epochs=1, kd_epochs=2,
                                  deterministic=True)  # fmt: skip
     live_logs, logs = [], []
