@@ -26,7 +26,6 @@ and targets as a live teacher, at about the cost of a plain student epoch.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -55,37 +54,33 @@ LABELS = {
 
 def configs(args) -> dict[str, object]:
     """Every run of the study: run directory (relative) -> ExperimentConfig."""
-    from fitnets_tf import experiment
+    from fitnets_tf import config as config_lib
 
-    base = dataclasses.replace(
-        experiment.DEFAULT,
+    base = config_lib.DEFAULT.with_values(
         teacher_epochs=args.teacher_epochs,
         hints_epochs=args.hints_epochs,
         kd_epochs=args.kd_epochs,
         early_stopping_patience=args.patience,
         limit=args.limit,
-        cache_teacher=True,
+        cache_teacher="yes",
     )
-    teacher = dataclasses.replace(base, modes=("fitnet",), stages=("teacher",),
+    teacher = base.with_values(modes=("fitnet",), stages=("teacher",),
                                   early_stopping_patience=args.teacher_patience)  # fmt: skip
-    students = dataclasses.replace(
-        base, stages=("hints", "kd"), teacher_path=str(args.workdir / "teacher")
+    students = base.with_values(stages=("stage1", "stage2"), teacher_path=str(args.workdir / "teacher")
     )
     runs = {}
     if "teacher" in args.parts:
         runs["teacher"] = teacher
     for seed in args.seeds:
         if "main" in args.parts:
-            runs[f"main/seed{seed}"] = dataclasses.replace(students, modes=MAIN_MODES, seed=seed)
+            runs[f"main/seed{seed}"] = students.with_values(modes=MAIN_MODES, seed=seed)
     if "depth" in args.parts:
         for depth in DEPTHS:
-            runs[f"depth/mnist_depth{depth}"] = dataclasses.replace(
-                students, student=f"mnist_depth{depth}", modes=DEPTH_MODES, seed=args.seeds[0]
+            runs[f"depth/mnist_depth{depth}"] = students.with_values(student=f"mnist_depth{depth}", modes=DEPTH_MODES, seed=args.seeds[0]
             )
     for seed in args.seeds:
         if "init" in args.parts:
-            runs[f"init/seed{seed}"] = dataclasses.replace(
-                students, modes=DEPTH_MODES, init="he_uniform", seed=seed
+            runs[f"init/seed{seed}"] = students.with_values(modes=DEPTH_MODES, init="he_uniform", seed=seed
             )
     return runs
 
@@ -96,7 +91,7 @@ def run_all(args) -> None:
     for name, config in configs(args).items():
         start = time.perf_counter()
         what = (
-            "teacher" if name == "teacher" else f"{config.student}, modes {', '.join(config.modes)}"
+            "teacher" if name == "teacher" else f"{config.models.student}, modes {', '.join(config.schedule.modes)}"
         )
         print(f"[claims] {name}: {what}", flush=True)
         experiment.run(config, args.workdir / name, log=lambda m: print(m, flush=True))
@@ -258,7 +253,11 @@ def plot_depth(curves: dict[str, dict[int, float]], path: pathlib.Path) -> None:
 
 
 def _config_of(run_dir: pathlib.Path) -> dict:
-    return json.loads((run_dir / "run_state.json").read_text())["config"]
+    from fitnets_tf.config import upgrade_fingerprint
+    from fitnets_tf.run.layout import RunLayout
+
+    # Runs made before the configuration had sections recorded it in another form.
+    return upgrade_fingerprint(json.loads(RunLayout(run_dir).run_state.read_text())["config"])
 
 
 def _size(limit, full: int) -> str:
@@ -280,7 +279,7 @@ def report(args) -> str:
     student_runs = [p for part in ("main", "init", "depth")
                     for p in sorted((workdir / part).glob("*")) if (p / "run_state.json").exists()]  # fmt: skip
     s = _config_of(student_runs[0]) if student_runs else t
-    hp = s["hparams"]
+    hp = s
     lines = [
         f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `{args.command}` from the runs "
         f"in `{workdir.relative_to(ROOT) if workdir.is_relative_to(ROOT) else workdir}`; "
@@ -291,7 +290,7 @@ def report(args) -> str:
         f"epochs at most (patience {t['early_stopping_patience']}), dropout "
         f"{t['teacher_dropout'] if t['teacher_dropout'] is not None else 'as in the paper'}. Students: {s['hints_epochs']} epochs of stage 1 and "
         f"{s['kd_epochs']} of stage 2 ({s['kd_epochs']} on labels only); RMSProp lr "
-        f"{hp['learning_rate']:g}, τ = {hp['temperature']:g}, λ {hp['lambda_start']:g} → "
+        f"{hp['learning_rate']:g}, τ = {hp['temperature']:g}, λ {hp['kd_lambda']:g} → "
         f"{hp['lambda_end']:g}, batch {s['batch_size']}. Spread is over student seeds (weights "
         "and data order); the teacher is the same in every run.",
         "",

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
+
+from fitnets_tf.errors import NonFiniteLossError
+
+_RUN_ADVICE = (
+    "The run stopped; the last checkpoint (end of the previous epoch) is intact. Lower "
+    "--learning_rate, or check the inputs and the teacher."
+)
 
 
 class LambdaAnnealing(keras.callbacks.Callback):
@@ -87,3 +96,57 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(
                 keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
             )
+
+
+# Loss terms whose non-finite value stops training (every phase logs some of them); the
+# components come first: they name the culprit.
+LOSS_TERMS = ("hint_loss", "ce_loss", "kd_loss", "loss")
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Raises at the first step whose loss term is NaN or infinite, before any checkpoint.
+
+    Keras' ``TerminateOnNaN`` lets the epoch end, so checkpoints taken then hold NaN weights
+    (and a NaN student predicts class 0 everywhere: its accuracy is a number that can look
+    good); raising here leaves the last good checkpoint the latest one.
+
+    Args:
+        stage: names the stage in the message.
+        error: the exception type raised (a run's :class:`~fitnets_tf.errors.NonFiniteLossError`;
+            a tuner trial's ``keras_tuner.errors.FailedTrialError``).
+        advice: the message's last sentence: what to do.
+        check_validation: also check the validation losses at each epoch end.
+    """
+
+    def __init__(self, stage: str, error: type[Exception] = NonFiniteLossError,
+                 advice: str = _RUN_ADVICE, check_validation: bool = False):  # fmt: skip
+        super().__init__()
+        self.stage, self.error, self.advice = stage, error, advice
+        self.check_validation = check_validation
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, "", f"epoch {self._epoch + 1}, step {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.check_validation:
+            self._check(logs, "val_", f"validation after epoch {epoch + 1}")
+
+    def _check(self, logs, prefix: str, where: str) -> None:
+        for term in LOSS_TERMS:
+            value = (logs or {}).get(prefix + term)
+            if value is not None and not _finite(value):
+                raise self.error(
+                    f"Non-finite loss term {prefix}{term} ({float(value)}) in stage "
+                    f"'{self.stage}', {where}. {self.advice}"
+                )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from fitnets_tf.errors import ConfigError
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
@@ -31,4 +33,4 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")
+    raise ConfigError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")

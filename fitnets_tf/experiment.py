@@ -1,8 +1,19 @@
 """One FitNets experiment, end to end: data, teacher, students of every mode, run directory.
 
-``run(config, workdir)`` is what ``python -m fitnets_tf.train`` calls once flags have become an
-:class:`ExperimentConfig`; notebooks and scripts can call it directly. Everything cheap to
-check (names, layers, shapes, the run directory) is checked before the first epoch.
+``run(config, workdir)`` is what ``python -m fitnets_tf.train`` calls once its flags have become
+an :class:`~fitnets_tf.config.ExperimentConfig`; notebooks and scripts call it directly. It
+follows the paper's procedure, one method of :class:`Experiment` per step:
+
+1. :meth:`~Experiment.plan`: which stages of which modes run now, and what is already done;
+2. :meth:`~Experiment.build_models`: the teacher (trained here or loaded) and one student per
+   mode, all students from the same initial weights;
+3. :meth:`~Experiment.train_teacher`, then freeze it;
+4. :meth:`~Experiment.train_students`: per mode, stage 1 (hints, or labels up to the guided
+   layer) and stage 2 (KD with λ annealed, or labels alone), each resumable;
+5. :meth:`~Experiment.report`: test accuracy, size, latency, plots, the final student.
+
+Everything cheap to check (names, layers, shapes, the run directory) is checked before the
+first epoch.
 """
 
 from __future__ import annotations
@@ -10,450 +21,303 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
-import time
 
 import keras
-import tensorflow as tf
 
 from fitnets_tf import data as data_lib
-from fitnets_tf import (
-    distribute,
-    export,
-    latency,
-    models,
-    report,
-    resume,
-    rundir,
-    teacher_cache,
-    training,
-)
-from fitnets_tf.callbacks import LearningRateLogger
+from fitnets_tf import distribute, evaluation, export, models, stages, teacher_cache
+from fitnets_tf.callbacks import LearningRateLogger, NonFiniteGuard
+from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.distiller import make_hint_path
+from fitnets_tf.errors import ConfigError, TeacherLoadError
+from fitnets_tf.reporting import plots
+from fitnets_tf.reporting.summary import summary_table
+from fitnets_tf.run import io, layout, runtime
+from fitnets_tf.run.resume import RunState, StageCheckpoint
 
-STAGES = ("teacher", "hints", "kd")
-INITS = ("paper", "he_uniform", "glorot_uniform")
-
-
-class ConfigError(ValueError):
-    """The experiment's configuration is invalid."""
-
-
-class TeacherLoadError(ValueError):
-    """A trained teacher could not be loaded."""
+HINT_MODES = ("fitnet", "stagewise_labels")  # the modes that use a hint/guided pair
 
 
-@dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
-    """Everything an experiment depends on, as plain values (see ``fitnets_tf.train`` flags)."""
+def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict:
+    """Runs the experiment and returns the summary written to ``workdir/summary.json``.
 
-    dataset: str = "fashion_mnist"
-    data_dir: str | None = None
-    batch_size: int = 128
-    augment: bool = False
-    limit: int | None = None
-    validation_size: int | None = None
-    retrain_on_all: bool = False
-    teacher: str = "mnist_teacher"
-    student: str = "mnist_fitnet"
-    hint_layer: str | None = None
-    guided_layer: str | None = None
-    teacher_path: str | None = None
-    init: str = "paper"
-    max_norm: bool = True
-    teacher_dropout: float | None = None
-    teacher_input_dropout: float | None = None
-    modes: tuple[str, ...] = ("fitnet",)
-    stages: tuple[str, ...] = STAGES
-    teacher_epochs: int = 10
-    hints_epochs: int = 5
-    kd_epochs: int = 10
-    teacher_learning_rate: float | None = None
-    hparams: training.Hyperparameters = training.Hyperparameters()
-    early_stopping_patience: int = 0
-    seed: int = 0
-    strategy: str = "default"
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    deterministic: bool = False
-    measure_latency: bool = True
-    # Precompute the frozen teacher's outputs once (fitnets_tf.teacher_cache); None: whenever
-    # the training data is not augmented.
-    cache_teacher: bool | None = None
-
-    def validate(self) -> None:
-        """Cheap checks, before any data is read or model built."""
-        problems = []
-        if self.dataset not in tuple(data_lib.DATASETS):
-            problems.append(
-                f"unknown dataset {self.dataset!r} (valid: {', '.join(tuple(data_lib.DATASETS))})"
-            )
-        for role in ("teacher", "student"):
-            name = getattr(self, role)
-            if name not in models.names():
-                problems.append(f"unknown {role} {name!r} (valid: {', '.join(models.names())})")
-        for mode in self.modes:
-            if mode not in training.MODES:
-                problems.append(f"unknown mode {mode!r} (valid: {', '.join(training.MODES)})")
-        if not self.modes:
-            problems.append("no mode given")
-        for stage in self.stages:
-            if stage not in STAGES:
-                problems.append(f"unknown stage {stage!r} (valid: {', '.join(STAGES)})")
-        if self.init not in INITS:
-            problems.append(f"unknown init {self.init!r} (valid: {', '.join(INITS)})")
-        hp = self.hparams
-        if hp.temperature <= 0:
-            problems.append(f"temperature must be > 0, got {hp.temperature}")
-        if hp.lambda_start < 0 or hp.lambda_end < 0:
-            problems.append(f"λ must be >= 0, got {hp.lambda_start} → {hp.lambda_end}")
-        if hp.learning_rate <= 0:
-            problems.append(f"learning_rate must be > 0, got {hp.learning_rate}")
-        for name in ("batch_size", "teacher_epochs", "hints_epochs", "kd_epochs"):
-            if getattr(self, name) < (1 if name == "batch_size" else 0):
-                problems.append(f"{name} must be positive, got {getattr(self, name)}")
-        if self.cache_teacher is True and self.augment:
-            problems.append(teacher_cache.AUGMENTATION_MESSAGE)
-        if problems:
-            raise ConfigError("Invalid configuration: " + "; ".join(problems) + ".")
-
-    def fingerprint(self) -> dict:
-        """What the results depend on: a run directory only resumes the same fingerprint.
-
-        Which stages run now, whether latency is measured and whether the teacher's outputs
-        are cached (the same batches, the same targets) may change between calls.
-        """
-        values = dataclasses.asdict(self)
-        for key in ("stages", "measure_latency", "cache_teacher"):
-            values.pop(key)
-        return json.loads(json.dumps(values))  # tuples as lists, as when read back
-
-    def pair(self) -> tuple[str | None, str | None]:
-        """The hint and guided layer names: given, else the paper's for these architectures."""
-        hint = self.hint_layer
-        guided = self.guided_layer
-        if hint is None:
-            hint = _paper_layer(models.hint_layer_name, self.teacher)
-        if guided is None:
-            guided = _paper_layer(models.guided_layer_name, self.student)
-        return hint, guided
-
-
-# The default experiment (configs/fashion_mnist.flags): what `python -m fitnets_tf.train` runs
-# without a flagfile. Sized for a 2-core CPU: see that file for the reasons.
-DEFAULT = ExperimentConfig(
-    dataset="fashion_mnist",
-    teacher="mnist_teacher",
-    student="mnist_fitnet",
-    init="paper",
-    teacher_dropout=0.2,
-    teacher_input_dropout=0.0,
-    modes=("fitnet", "kd", "scratch"),
-    teacher_epochs=3,
-    hints_epochs=2,
-    kd_epochs=5,
-    teacher_learning_rate=1e-3,
-    hparams=training.Hyperparameters(learning_rate=1e-3),
-)
-
-
-def _paper_layer(lookup, name):
-    try:
-        return lookup(name)
-    except ValueError:
-        return None
-
-
-def _kernel_initializer(init: str):
-    return None if init == "paper" else init
+    Keras' dtype policy is restored on return: the run's mixed precision does not leak into
+    the caller's session.
+    """
+    config.validate()
+    files = layout.RunLayout(layout.prepare(workdir))
+    s = config.schedule
+    with runtime.session(seed=s.seed, deterministic=config.runtime.deterministic,
+                         mixed_precision=s.mixed_precision):  # fmt: skip
+        return Experiment(config, files, log).run()
 
 
 def load_teacher(path: str | os.PathLike) -> keras.Model:
     """Loads a trained teacher from a ``.keras`` file or a previous run directory."""
-    path = pathlib.Path(path).expanduser()
-    if path.is_dir():
-        path = path / "teacher" / "teacher.keras"
-    if not path.is_file():
-        raise TeacherLoadError(
-            f"No teacher at {str(path)!r}. Pass --teacher_path=FILE.keras or a run directory "
-            "whose teacher stage finished, or add 'teacher' to --stages to train one."
-        )
-    try:
-        # safe_mode: a .keras file must not be able to run code (no Lambda layers, no pickle).
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except Exception as e:  # noqa: BLE001  (Keras raises many types for a bad file)
-        raise TeacherLoadError(
-            f"Cannot load the teacher {str(path)!r}: {type(e).__name__}: {e}. Is it a .keras file "
-            "saved by Keras 3 (model.save)? Retrain it with --stages=teacher,..."
-        ) from e
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        path = layout.RunLayout(path).teacher
+    return io.load_model(
+        path, "teacher", TeacherLoadError,
+        advice="Pass --teacher_path=FILE.keras or a run directory whose teacher stage "
+        "finished, or add 'teacher' to --stages to train one.",
+    )  # fmt: skip
 
 
-def _load_student_into(student: keras.Model, path: pathlib.Path, why: str) -> None:
-    if not path.is_file():
-        raise ConfigError(
-            f"{why}, but {str(path)!r} does not exist: run that stage first in this --workdir, "
-            "or include it in --stages."
-        )
-    trained = keras.saving.load_model(path, safe_mode=True, compile=False)
-    student.set_weights(trained.get_weights())
+@dataclasses.dataclass
+class Plan:
+    """What one call runs: the stage keys (``teacher``, ``<mode>/<stage>``) and their order."""
+
+    train_teacher: bool
+    mode_stages: dict[str, list[str]]  # per mode, the mode's stages selected by --stages
+
+    @property
+    def keys(self) -> list[str]:
+        return (["teacher"] if self.train_teacher else []) + [
+            f"{mode}/{stage}" for mode, names in self.mode_stages.items() for stage in names
+        ]
 
 
-def _stage_callbacks(state, key: str, stage_dir: pathlib.Path, patience: int, log,
-                     final_model=None, final_path=None) -> list:  # fmt: skip
-    """Per stage: NaN guard, early stopping, checkpoint + logs + final save, TensorBoard."""
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    early_stopping = None
-    callbacks = [resume.NonFiniteGuard(key), LearningRateLogger()]
-    if patience:
+def plan(config: ExperimentConfig) -> Plan:
+    """The stages of each mode that ``--stages`` selects (by the paper's stage 1 / stage 2)."""
+    selected = config.runtime.run_stages()
+    mode_stages = {
+        mode: [s for s in stages.STAGES_OF_MODE[mode] if stages.PAPER_STAGE[s] in selected]
+        for mode in config.schedule.modes
+    }
+    train_teacher = "teacher" in selected and config.models.teacher_path is None
+    return Plan(train_teacher, mode_stages)
+
+
+class Experiment:
+    """The steps of :func:`run`, sharing the config, the run directory and its progress."""
+
+    def __init__(self, config: ExperimentConfig, files: layout.RunLayout, log=print):
+        self.config, self.files, self.log = config, files, log
+        self.plan = plan(config)
+        self.hint_layer, self.guided_layer = config.pair()
+        self._check_pair()
+        self.state = RunState(files.root, config.fingerprint())  # refuses another configuration
+        self.verbose = runtime.verbosity()
+        self.rows: list[dict] = []
+        self.histories: dict[str, dict] = {}
+
+    def _check_pair(self) -> None:
+        if any(m in HINT_MODES for m in self.config.schedule.modes) and (
+            self.hint_layer is None or self.guided_layer is None
+        ):
+            raise ConfigError(
+                f"Modes {self.config.schedule.modes} need --hint_layer and --guided_layer: "
+                f"{self.config.models.teacher!r} / {self.config.models.student!r} have no "
+                "paper pair."
+            )
+
+    def run(self) -> dict:
+        keys = self.plan.keys
+        if self.state.finished(keys) and self.files.summary.exists():
+            self.log(f"The run in {self.files.root} already finished these stages "
+                     f"({', '.join(keys)}): nothing to do. Its results are in summary.json.")  # fmt: skip
+            return json.loads(self.files.summary.read_text())
+        if self.state.resuming:
+            done = [k for k in keys if self.state.done(k)]
+            self.log(f"resuming the run in {self.files.root}; stages done: "
+                     f"{', '.join(done) or 'none'}")  # fmt: skip
+        io.write_json(self.files.versions, runtime.versions(self.config.schedule.seed))
+        self.data = self.load_data()
+        with distribute.make_strategy(self.config.runtime.strategy).scope():
+            teacher, students = self.build_models()
+        self.save_preprocessor()
+        self.train_teacher(teacher)
+        teacher.trainable = False
+        self.train_students(teacher, students)
+        return self.report(teacher, students)
+
+    # -- data and models ---------------------------------------------------------------------
+
+    def load_data(self) -> data_lib.Datasets:
+        d, s = self.config.data, self.config.schedule
+        return data_lib.load(
+            d.dataset, data_dir=self.config.runtime.data_dir, batch_size=d.batch_size,
+            seed=s.seed, augment=d.augment, limit=d.limit, validation_size=d.validation_size,
+            retrain_on_all=d.retrain_on_all,
+        )  # fmt: skip
+
+    def _build_kwargs(self) -> dict:
+        m = self.config.models
+        return dict(input_shape=self.data.input_shape, num_classes=self.data.num_classes,
+                    kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm)  # fmt: skip
+
+    def build_models(self) -> tuple[keras.Model, dict[str, keras.Model]]:
+        """The teacher and one student per mode; fails now, naming both layers, on a bad pair."""
+        m, seed = self.config.models, self.config.schedule.seed
+        if self.plan.train_teacher and not self.state.done("teacher"):
+            teacher = models.build(m.teacher, seed=seed, dropout=m.teacher_dropout,
+                                   input_dropout=m.teacher_input_dropout, **self._build_kwargs())  # fmt: skip
+        else:
+            teacher = load_teacher(
+                self.files.teacher if self.plan.train_teacher else m.teacher_path or self.files.root
+            )
+        students = {}
+        for mode in self.config.schedule.modes:
+            keras.utils.set_random_seed(seed + 1)  # every mode starts from the same init
+            students[mode] = models.build(m.student, seed=seed + 1, **self._build_kwargs())
+            if mode in HINT_MODES:
+                make_hint_path(teacher, students[mode], self.hint_layer, self.guided_layer,
+                               m.regressor)  # fmt: skip
+        return teacher, students
+
+    def save_preprocessor(self) -> None:
+        # Saved with the run so exports can bake it in and clients can send raw pixels.
+        raw = keras.Input(self.data.input_shape, name=export.INPUT_NAME)
+        preprocessor = keras.Model(raw, self.data.preprocessor(raw), name="preprocessor")
+        io.save_model(preprocessor, self.files.preprocessor)
+
+    # -- training ----------------------------------------------------------------------------
+
+    def stage_callbacks(self, key: str, final_model=None, final_path=None) -> list:
+        """Per stage: data order, NaN guard, early stopping, checkpoint + logs, TensorBoard."""
+        stage_files = self.files.stage(key)
+        stage_files.root.mkdir(parents=True, exist_ok=True)
+        early_stopping = self._early_stopping(key)
+        return [
+            self.data.epoch_callback(), NonFiniteGuard(key), LearningRateLogger(),
+            *([early_stopping] if early_stopping else []),
+            # After early stopping (it saves its state and the best weights it restores),
+            # before the loggers (an epoch is logged once its checkpoint exists).
+            StageCheckpoint(self.state, key, stage_files.root, student=final_model,
+                            early_stopping=early_stopping, log=self.log, final_path=final_path),
+            keras.callbacks.TensorBoard(str(stage_files.tensorboard), write_graph=False),
+        ]  # fmt: skip
+
+    def _early_stopping(self, key: str):
+        patience = self.config.schedule.early_stopping_patience
+        if not patience:
+            return None
         # The paper stops after `patience` epochs without validation improvement and keeps
         # the best model. Stages with labels are judged by accuracy: their val_loss is not
         # comparable across epochs in stage 2, where λ (its weight on the KD term) is annealed.
         hints = key.endswith("/hints")
-        early_stopping = keras.callbacks.EarlyStopping(
+        return keras.callbacks.EarlyStopping(
             monitor="val_loss" if hints else "val_accuracy", mode="min" if hints else "max",
             patience=patience, restore_best_weights=True,
         )  # fmt: skip
-        callbacks.append(early_stopping)
-    callbacks += [
-        # After early stopping (it saves its state, and the best weights it restores), before
-        # the loggers (an epoch is logged once its checkpoint exists).
-        resume.StageCheckpoint(state, key, stage_dir, student=final_model,
-                               early_stopping=early_stopping, log=log, final_path=final_path),
-        keras.callbacks.TensorBoard(str(stage_dir / "tensorboard"), write_graph=False),
-    ]  # fmt: skip
-    return callbacks
 
-
-def _test_accuracy(model: keras.Model, test) -> float:
-    correct = total = 0
-    predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1), autograph=False)
-    for x, y in test:
-        pred = predict(x)
-        correct += int(tf.reduce_sum(tf.cast(tf.equal(tf.cast(pred, y.dtype), y), tf.int32)))
-        total += int(tf.shape(y)[0])
-    return correct / max(total, 1)
-
-
-def _describe(name: str, model: keras.Model, test, stage_seconds, measure: bool) -> dict:
-    row = {
-        "name": name,
-        "architecture": model.name,
-        "test_accuracy": _test_accuracy(model, test),
-        "params": models.count_params(model),
-        "mults": models.count_multiplications(model),
-        "train_seconds": round(sum(stage_seconds.values()), 2) if stage_seconds else None,
-        "stage_seconds": stage_seconds,
-    }
-    if measure:
-        timings = latency.measure_latency(model, batch_sizes=(1, 128), repeats=10)
-        row["latency_ms_per_image_batch1"] = timings[1]["ms_per_image"]
-        row["latency_ms_per_image_batch128"] = timings[128]["ms_per_image"]
-    return row
-
-
-def _verbose() -> int:
-    # Progress bars on a terminal; one line per epoch in logs and CI.
-    import sys
-
-    return 1 if sys.stdout.isatty() else 2
-
-
-def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict:
-    """Runs the experiment and returns the summary written to ``workdir/summary.json``."""
-    config.validate()
-    workdir = rundir.prepare(workdir)
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if config.mixed_precision:
-        keras.config.set_dtype_policy("mixed_float16")
-    strategy = distribute.make_strategy(config.strategy)
-    state = resume.RunState(workdir, config.fingerprint())  # refuses another configuration
-    rundir.write_json(workdir / "versions.json", rundir.versions(config.seed))
-
-    data = data_lib.load(
-        config.dataset,
-        data_dir=config.data_dir,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        augment=config.augment,
-        limit=config.limit,
-        validation_size=config.validation_size,
-        retrain_on_all=config.retrain_on_all,
-    )
-    hint_layer, guided_layer = config.pair()
-    needs_pair = any(m in ("fitnet", "stagewise_labels") for m in config.modes)
-    if needs_pair and (hint_layer is None or guided_layer is None):
-        raise ConfigError(
-            f"Modes {config.modes} need --hint_layer and --guided_layer: {config.teacher!r} / "
-            f"{config.student!r} have no paper pair."
-        )
-    train_teacher = "teacher" in config.stages and config.teacher_path is None
-    mode_stages = {
-        mode: [s for s in training.STAGES_OF_MODE[mode] if training.PAPER_STAGE[s] in config.stages]
-        for mode in config.modes
-    }
-    keys = (["teacher"] if train_teacher else []) + [
-        f"{mode}/{stage}" for mode, stages in mode_stages.items() for stage in stages
-    ]
-    if state.finished(keys) and (workdir / "summary.json").exists():
-        log(f"The run in {workdir} already finished these stages ({', '.join(keys)}): nothing "
-            "to do. Its results are in summary.json.")  # fmt: skip
-        return json.loads((workdir / "summary.json").read_text())
-    if state.resuming:
-        done = [k for k in keys if state.done(k)]
-        log(f"resuming the run in {workdir}; stages done: {', '.join(done) or 'none'}")
-    build = dict(
-        input_shape=data.input_shape,
-        num_classes=data.num_classes,
-        kernel_initializer=_kernel_initializer(config.init),
-        max_norm=config.max_norm,
-    )
-    verbose = _verbose()
-    compile_kwargs = {"jit_compile": config.jit_compile}
-    patience = config.early_stopping_patience
-    teacher_file = workdir / "teacher" / "teacher.keras"
-    with strategy.scope():
-        if train_teacher and not state.done("teacher"):
-            teacher = models.build(
-                config.teacher, seed=config.seed, dropout=config.teacher_dropout,
-                input_dropout=config.teacher_input_dropout, **build,
-            )  # fmt: skip
-        else:
-            teacher = load_teacher(
-                teacher_file if train_teacher else config.teacher_path or workdir
-            )
-        students = {}
-        for mode in config.modes:
-            keras.utils.set_random_seed(config.seed + 1)  # every mode starts from the same init
-            students[mode] = models.build(config.student, seed=config.seed + 1, **build)
-            if mode in ("fitnet", "stagewise_labels"):
-                # Fails now, naming both layers, if the pair cannot be used.
-                make_hint_path(teacher, students[mode], hint_layer, guided_layer,
-                               config.hparams.regressor)  # fmt: skip
-    # Saved with the run so exports can bake it in and clients can send raw pixels.
-    raw = keras.Input(data.input_shape, name="images")
-    preprocessor = keras.Model(raw, data.preprocessor(raw), name="preprocessor")
-    rundir.save_model(preprocessor, workdir / "preprocessor.keras")
-    epoch_sync = data.epoch_callback()
-
-    if train_teacher and not state.done("teacher"):
-        log(f"== teacher: {config.teacher} on {config.dataset}")
-        teacher_hp = dataclasses.replace(
-            config.hparams,
-            learning_rate=config.teacher_learning_rate or config.hparams.learning_rate,
-        )
-        callbacks = _stage_callbacks(state, "teacher", workdir / "teacher", patience, log,
-                                     final_model=teacher, final_path=teacher_file)  # fmt: skip
-        training.fit_labels(
-            teacher, data.train, data.validation, epochs=config.teacher_epochs, hparams=teacher_hp,
-            callbacks=[epoch_sync, *callbacks], verbose=verbose,
-            initial_epoch=state.stage("teacher")["epochs_done"], **compile_kwargs,
+    def train_teacher(self, teacher: keras.Model) -> None:
+        if not self.plan.train_teacher or self.state.done("teacher"):
+            return
+        c = self.config
+        self.log(f"== teacher: {c.models.teacher} on {c.data.dataset}")
+        callbacks = self.stage_callbacks("teacher", final_model=teacher,
+                                         final_path=self.files.teacher)  # fmt: skip
+        stages.fit_labels(
+            teacher, self.data.train, self.data.validation, epochs=c.schedule.teacher_epochs,
+            hparams=c.hyperparameters(teacher=True), callbacks=callbacks, verbose=self.verbose,
+            initial_epoch=self.state.stage("teacher")["epochs_done"],
+            jit_compile=c.runtime.jit_compile,
         )  # fmt: skip
-    teacher.trainable = False
 
-    distiller_data = None
-    to_run = {s for m, stages in mode_stages.items() for s in stages if not state.done(f"{m}/{s}")}
-    if _caches_teacher(config, data) and to_run & {"hints", "kd"}:
+    def _to_run(self) -> set[str]:
+        return {s for mode, names in self.plan.mode_stages.items() for s in names
+                if not self.state.done(f"{mode}/{s}")}  # fmt: skip
+
+    def teacher_outputs(self, teacher: keras.Model):
+        """The Distiller's data with the teacher's outputs cached, or None to run it live."""
+        to_run = self._to_run()
+        if not teacher_cache.wanted(self.config.runtime.cache_teacher, self.data):
+            return None
+        if not to_run & {"hints", "kd"}:
+            return None
         # The hint only when a hint stage is still to run (it is the cache's big part).
-        hint = hint_layer if "hints" in to_run else None
-        distiller_data = _cache_teacher_outputs(teacher, data, hint, log)
+        hint = self.hint_layer if "hints" in to_run else None
+        return teacher_cache.cache_for_run(teacher, self.data, hint, self.log)
 
-    histories: dict[str, dict] = {}
-    if "teacher" in state.data["stages"]:
-        histories["teacher"] = {"teacher": state.stage("teacher")["history"]}
-    rows = [_describe("teacher", teacher, data.test, _seconds(state, ["teacher"]),
-                      config.measure_latency)]  # fmt: skip
-    for mode, student in students.items():
-        stages = mode_stages[mode]
-        if not stages:
-            continue
-        all_stages = training.STAGES_OF_MODE[mode]
-        todo = [s for s in stages if not state.done(f"{mode}/{s}")]
-        # The student enters the first stage to run with the weights of the stage before it.
+    def train_students(self, teacher: keras.Model, students: dict[str, keras.Model]) -> None:
+        distiller_data = self.teacher_outputs(teacher)
+        for mode, student in students.items():
+            if self.plan.mode_stages[mode]:
+                self.train_mode(mode, teacher, student, distiller_data)
+
+    def train_mode(self, mode: str, teacher, student, distiller_data) -> None:
+        """The stages of one mode still to run, from the weights of the stage before them."""
+        all_stages = stages.STAGES_OF_MODE[mode]
+        todo = [s for s in self.plan.mode_stages[mode] if not self.state.done(f"{mode}/{s}")]
         first = all_stages.index(todo[0]) if todo else len(all_stages)
         if first > 0:
-            previous = all_stages[first - 1]
-            _load_student_into(student, workdir / mode / previous / "student.keras",
-                               f"Stage '{previous}' of mode '{mode}' is not run now")  # fmt: skip
+            self._load_stage_student(student, mode, all_stages[first - 1])
         if todo:
-            log(f"== student: {config.student}, mode {mode}, stages {', '.join(todo)}")
-
-            def callbacks_for(stage, mode=mode, student=student):
-                return [epoch_sync, *_stage_callbacks(state, f"{mode}/{stage}",
-                        workdir / mode / stage, patience, log, final_model=student)]  # fmt: skip
-
-            training.train_student(
-                mode, teacher, student, data.train, data.validation, hparams=config.hparams,
-                hint_layer=hint_layer, guided_layer=guided_layer,
-                hints_epochs=config.hints_epochs, kd_epochs=config.kd_epochs,
-                callbacks_for=callbacks_for, stages=todo, verbose=verbose,
-                initial_epochs={s: state.stage(f"{mode}/{s}")["epochs_done"] for s in todo},
-                distiller_data=distiller_data, **compile_kwargs,
+            self.log(f"== student: {self.config.models.student}, mode {mode}, stages "
+                     f"{', '.join(todo)}")  # fmt: skip
+            c = self.config
+            stages.train_student(
+                mode, teacher, student, self.data.train, self.data.validation,
+                hparams=c.hyperparameters(), hint_layer=self.hint_layer,
+                guided_layer=self.guided_layer, hints_epochs=c.schedule.hints_epochs,
+                kd_epochs=c.schedule.kd_epochs, stages=todo, verbose=self.verbose,
+                callbacks_for=lambda stage: self.stage_callbacks(f"{mode}/{stage}", student),
+                initial_epochs={s: self.state.stage(f"{mode}/{s}")["epochs_done"] for s in todo},
+                distiller_data=distiller_data, jit_compile=c.runtime.jit_compile,
             )  # fmt: skip
-        rundir.save_model(student, workdir / mode / "student.keras")
-        histories[mode] = {s: state.stage(f"{mode}/{s}")["history"] for s in stages}
-        keys_of_mode = [f"{mode}/{s}" for s in all_stages]
-        rows.append(_describe(mode, student, data.test, _seconds(state, keys_of_mode),
-                              config.measure_latency))  # fmt: skip
-        report.plot_curves(histories[mode], f"{config.student}: {mode}",
-                           workdir / "plots" / f"curves_{mode}.png")  # fmt: skip
+        io.save_model(student, self.files.mode_student(mode))
 
-    trained = [m for m in config.modes if m in histories]
-    if trained:
-        final = students[trained[0]]
-        rundir.save_model(final, workdir / "student.keras")
-        export.export_student(final, workdir / "student_saved_model", "saved_model", overwrite=True)
-    for row in rows:
-        path = teacher_file if row["name"] == "teacher" else workdir / row["name"] / "student.keras"
+    def _load_stage_student(self, student: keras.Model, mode: str, stage: str) -> None:
+        path = self.files.stage_student(mode, stage)
+        if not path.is_file():
+            raise ConfigError(
+                f"Stage '{stage}' of mode '{mode}' is not run now, but {str(path)!r} does not "
+                "exist: run that stage first in this --workdir, or include it in --stages."
+            )
+        student.set_weights(io.load_model(path, "student").get_weights())
+
+    # -- results -----------------------------------------------------------------------------
+
+    def _row(self, name: str, model: keras.Model, keys) -> dict:
+        row = evaluation.summary_row(name, model, self.data.test, self.state.seconds(keys),
+                                     self.config.runtime.measure_latency)  # fmt: skip
+        path = self.files.model_file(name)
         row["keras_file_bytes"] = path.stat().st_size if path.exists() else None
-    summary = {
-        "dataset": config.dataset,
-        "teacher": config.teacher,
-        "student": config.student,
-        "hint_layer": hint_layer,
-        "guided_layer": guided_layer,
-        "final_student_mode": trained[0] if trained else None,
-        "models": rows,
-        "histories": histories,
-    }
-    if "teacher" in histories:
-        report.plot_curves(histories["teacher"], config.teacher,
-                           workdir / "plots" / "curves_teacher.png")  # fmt: skip
-    report.plot_comparison(rows, workdir / "plots" / "comparison.png")
-    rundir.write_json(workdir / "summary.json", summary)
-    state.mark_finished(keys)
-    log(report.table(rows))
-    return summary
+        return row
 
+    def report(self, teacher: keras.Model, students: dict[str, keras.Model]) -> dict:
+        """Evaluates every model, writes the final student, plots and ``summary.json``."""
+        if "teacher" in self.state.data["stages"]:
+            self.histories["teacher"] = {"teacher": self.state.stage("teacher")["history"]}
+        self.rows = [self._row("teacher", teacher, ["teacher"])]
+        for mode, student in students.items():
+            if not self.plan.mode_stages[mode]:
+                continue
+            self.histories[mode] = {s: self.state.stage(f"{mode}/{s}")["history"]
+                                    for s in self.plan.mode_stages[mode]}  # fmt: skip
+            self.rows.append(self._row(mode, student,
+                                       [f"{mode}/{s}" for s in stages.STAGES_OF_MODE[mode]]))  # fmt: skip
+            plots.plot_curves(self.histories[mode], f"{self.config.models.student}: {mode}",
+                              self.files.curves(mode))  # fmt: skip
+        trained = [m for m in self.config.schedule.modes if m in self.histories]
+        if trained:
+            self._save_final_student(students[trained[0]])
+        summary = self._summary(trained[0] if trained else None)
+        if "teacher" in self.histories:
+            plots.plot_curves(self.histories["teacher"], self.config.models.teacher,
+                              self.files.curves("teacher"))  # fmt: skip
+        plots.plot_comparison(self.rows, self.files.comparison_plot)
+        io.write_json(self.files.summary, summary)
+        self.state.mark_finished(self.plan.keys)
+        self.log(summary_table(self.rows))
+        return summary
 
-# A cached hint is held in memory beside the training split; above this it is computed live.
-MAX_CACHED_HINT_BYTES = 2 * 2**30
+    def _save_final_student(self, student: keras.Model) -> None:
+        io.save_model(student, self.files.student)
+        export.export_student(student, self.files.student_saved_model, "saved_model",
+                              overwrite=True)  # fmt: skip
 
-
-def _caches_teacher(config: ExperimentConfig, data: data_lib.Datasets) -> bool:
-    if config.cache_teacher is None:
-        return not data.augmenting and data.train_examples is not None
-    return config.cache_teacher
-
-
-def _cache_teacher_outputs(teacher, data, hint_layer, log):
-    """One teacher pass over train and validation: its logits (and hint) for the Distiller."""
-    start = time.perf_counter()
-    if hint_layer is not None:
-        size = teacher_cache.hint_bytes(teacher, hint_layer, data.num_train_examples)
-        if size > MAX_CACHED_HINT_BYTES:
-            log(f"teacher cache: the hint of {data.num_train_examples} examples would take "
-                f"{size / 2**30:.1f} GiB; stage 1 computes it live.")  # fmt: skip
-            hint_layer = None
-    cached = teacher_cache.cache_datasets(teacher, data, hint_layer=hint_layer)
-    what = "logits and hints" if hint_layer else "logits"
-    log(f"teacher cache: {what} of {data.num_train_examples} training examples in "
-        f"{time.perf_counter() - start:.1f} s")  # fmt: skip
-    return cached
-
-
-def _seconds(state, keys) -> dict | None:
-    times = {k.split("/")[-1]: round(state.stage(k).get("seconds", 0.0), 2)
-             for k in keys if k in state.data["stages"]}  # fmt: skip
-    return times or None
+    def _summary(self, final_mode: str | None) -> dict:
+        c = self.config
+        return {
+            "dataset": c.data.dataset,
+            "teacher": c.models.teacher,
+            "student": c.models.student,
+            "hint_layer": self.hint_layer,
+            "guided_layer": self.guided_layer,
+            "final_student_mode": final_mode,
+            "models": self.rows,
+            "histories": self.histories,
+        }

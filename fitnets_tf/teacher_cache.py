@@ -30,6 +30,7 @@ streamed back from disk, and the epoch shuffle uses a bounded buffer.
 from __future__ import annotations
 
 import os
+import time
 
 import keras
 import numpy as np
@@ -37,6 +38,9 @@ import tensorflow as tf
 
 from fitnets_tf import data as data_lib
 from fitnets_tf.distiller import CACHED_HINT, CACHED_LOGITS, IMAGES
+
+# A cached hint is held in memory beside the training split; above this it is computed live.
+MAX_CACHED_HINT_BYTES = 2 * 2**30
 
 AUGMENTATION_MESSAGE = (
     "Refusing to cache teacher outputs while augmentation is on: teacher outputs depend on "
@@ -198,6 +202,30 @@ def cache_datasets(
         validation = tf.data.Dataset.from_tensor_slices((features, ys))
         validation = validation.batch(datasets.batch_size).prefetch(tf.data.AUTOTUNE)
     return train, validation
+
+
+def wanted(setting: str, datasets: data_lib.Datasets) -> bool:
+    """Whether a run caches: ``setting`` is ``--cache_teacher`` (auto: whenever it can)."""
+    if setting == "auto":
+        return not datasets.augmenting and datasets.train_examples is not None
+    return setting == "yes"
+
+
+def cache_for_run(teacher: keras.Model, datasets: data_lib.Datasets, hint_layer: str | None,
+                  log=print) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:  # fmt: skip
+    """:func:`cache_datasets` for a run: the hint only if it fits ``MAX_CACHED_HINT_BYTES``."""
+    start = time.perf_counter()
+    n = datasets.num_train_examples
+    if hint_layer is not None and hint_bytes(teacher, hint_layer, n) > MAX_CACHED_HINT_BYTES:
+        size = hint_bytes(teacher, hint_layer, n) / 2**30
+        log(f"teacher cache: the hint of {n} examples would take {size:.1f} GiB; stage 1 "
+            "computes it live.")  # fmt: skip
+        hint_layer = None
+    cached = cache_datasets(teacher, datasets, hint_layer=hint_layer)
+    what = "logits and hints" if hint_layer else "logits"
+    log(f"teacher cache: {what} of {n} training examples in "
+        f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+    return cached
 
 
 def _outputs(outputs_of, image_batches: tf.data.Dataset) -> dict:

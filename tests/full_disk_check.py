@@ -17,13 +17,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from fitnets_tf import resume, rundir  # noqa: E402
+from fitnets_tf.run import io, resume  # noqa: E402
+from fitnets_tf.run.layout import RunLayout  # noqa: E402
 
 workdir = sys.argv[1]
 keras.utils.set_random_seed(0)
 small = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
 big = keras.Sequential([keras.Input((4,)), keras.layers.Dense(200_000)])  # ~3 MB of weights
-rundir.save_model(small, f"{workdir}/student.keras")
+io.save_model(small, f"{workdir}/student.keras")
 variables = {"model": list(small.variables)}
 manager = tf.train.CheckpointManager(tf.train.Checkpoint(**variables), f"{workdir}/ckpt", 2)
 manager.save(checkpoint_number=1)
@@ -36,7 +37,7 @@ hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
 failures = {}
 for name, write in {
-    "model": lambda: rundir.save_model(big, f"{workdir}/student.keras"),
+    "model": lambda: io.save_model(big, f"{workdir}/student.keras"),
     "checkpoint": lambda: tf.train.CheckpointManager(
         tf.train.Checkpoint(model=list(big.variables)), f"{workdir}/ckpt", 2
     ).save(checkpoint_number=2),
@@ -53,7 +54,7 @@ reloaded = keras.saving.load_model(f"{workdir}/student.keras", safe_mode=True)
 latest = tf.train.latest_checkpoint(f"{workdir}/ckpt")
 restored = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
 tf.train.Checkpoint(model=list(restored.variables)).restore(latest).assert_consumed()
-with open(f"{workdir}/{resume.STATE_FILE}") as f:
+with open(RunLayout(workdir).run_state) as f:
     state = json.load(f)
 print(json.dumps({
     "failures": failures,

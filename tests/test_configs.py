@@ -5,7 +5,9 @@ import pathlib
 import pytest
 from absl import flags
 
-from fitnets_tf import data, distiller, models, train
+from fitnets_tf import data, distiller, models
+from fitnets_tf.cli import flags as flag_lib
+from fitnets_tf.cli import train  # noqa: F401  (defines the flags)
 
 # Training flagfiles; tune_*.flags also hold tuner flags and are tested in test_tuner.py.
 CONFIGS = sorted(
@@ -20,7 +22,7 @@ def parsed():
     def parse(path):
         flags.FLAGS.unparse_flags()
         flags.FLAGS(["train", f"--flagfile={path}"])
-        return train.config_from_flags()
+        return flag_lib.config_from_flags()
 
     yield parse
     flags.FLAGS.unparse_flags()
@@ -37,23 +39,24 @@ def test_config_validates_and_its_pair_fits(parsed, path):
     config = parsed(path)
     config.validate()
     hint, guided = config.pair()
-    spec = data.DATASETS[config.dataset]
-    teacher = models.build(config.teacher, spec.input_shape, spec.num_classes)
-    student = models.build(config.student, spec.input_shape, spec.num_classes)
+    spec = data.DATASETS[config.data.dataset]
+    teacher = models.build(config.models.teacher, spec.input_shape, spec.num_classes)
+    student = models.build(config.models.student, spec.input_shape, spec.num_classes)
     distiller.make_hint_path(teacher, student, hint, guided)  # raises if it cannot fit
 
 
 def test_paper_hyperparameters_in_cifar_configs(parsed):
     config = parsed(next(p for p in CONFIGS if p.stem == "cifar10_fitnet4"))
-    hp = config.hparams
+    hp = config.hyperparameters()
     assert (hp.temperature, hp.lambda_start, hp.lambda_end) == (3.0, 4.0, 1.0)
     assert (hp.lambda_hold, hp.lambda_epochs, hp.learning_rate) == (5, 395, 0.005)
-    assert config.batch_size == 128 and config.augment and config.early_stopping_patience == 100
+    assert config.data.batch_size == 128 and config.data.augment
+    assert config.schedule.early_stopping_patience == 100
 
 
 def test_no_flagfile_runs_the_default_experiment(parsed):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["train"])
-    bare = train.config_from_flags()
+    bare = flag_lib.config_from_flags()
     default = parsed(next(p for p in CONFIGS if p.stem == "fashion_mnist"))
     assert bare == default

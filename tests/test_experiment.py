@@ -1,26 +1,27 @@
 """The Python API of a run refuses bad input before any expensive work, and is seeded."""
 
-import dataclasses
 import time
 
 import keras
 import numpy as np
 import pytest
 
-from fitnets_tf import data, experiment, resume, rundir, training
+from fitnets_tf import config as config_lib
+from fitnets_tf import data, errors, experiment
+from fitnets_tf.run import layout
 
-SMOKE = experiment.ExperimentConfig(
+SMOKE = config_lib.ExperimentConfig().with_values(
     dataset="synthetic", teacher="mnist_teacher", student="mnist_fitnet", init="he_uniform",
     modes=("kd",), teacher_epochs=1, kd_epochs=1, batch_size=64, limit=128,
-    measure_latency=False, hparams=training.Hyperparameters(learning_rate=1e-3),
+    measure_latency=False, learning_rate=1e-3,
 )  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"hparams": training.Hyperparameters(temperature=0.0)}, "temperature must be > 0"),
-        ({"hparams": training.Hyperparameters(lambda_start=-1.0)}, "λ must be >= 0"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"kd_lambda": -1.0}, "kd_lambda must be >= 0"),
         ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
         ({"student": "resnet"}, "unknown student 'resnet'"),
         ({"modes": ("joint",)}, "unknown mode 'joint'"),
@@ -29,45 +30,45 @@ SMOKE = experiment.ExperimentConfig(
 )
 def test_bad_config_fails_before_anything_is_written(tmp_path, change, message):
     start = time.monotonic()
-    with pytest.raises(experiment.ConfigError, match=message):
-        experiment.run(dataclasses.replace(SMOKE, **change), tmp_path / "run")
+    with pytest.raises(errors.ConfigError, match=message):
+        experiment.run(SMOKE.with_values(**change), tmp_path / "run")
     assert time.monotonic() - start < 5 and not (tmp_path / "run").exists()
 
 
 def test_unmatchable_layers_fail_before_training(tmp_path):
-    config = dataclasses.replace(SMOKE, modes=("fitnet",), hint_layer="conv1", guided_layer="pool2")
+    config = SMOKE.with_values(modes=("fitnet",), hint_layer="conv1", guided_layer="pool2")
     with pytest.raises(ValueError, match="hint map is larger"):
         experiment.run(config, tmp_path)
     assert not (tmp_path / "teacher" / "teacher.keras").exists()
 
 
 def test_missing_or_unsafe_teacher_is_refused(tmp_path):
-    with pytest.raises(experiment.TeacherLoadError, match="No teacher at"):
+    with pytest.raises(errors.TeacherLoadError, match="No teacher at"):
         experiment.load_teacher(tmp_path / "nope.keras")
     # A .keras file with a Lambda layer would run arbitrary code: safe_mode refuses it.
     inputs = keras.Input((28, 28, 1))
     outputs = keras.layers.Dense(10)(keras.layers.Lambda(lambda t: t * 2)(keras.layers.Flatten()(inputs)))
     keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
-    with pytest.raises(experiment.TeacherLoadError, match="Cannot load the teacher.*safe_mode"):
+    with pytest.raises(errors.TeacherLoadError, match="Cannot load the teacher.*safe_mode"):
         experiment.load_teacher(tmp_path / "lambda.keras")
 
 
 def test_unwritable_workdir_is_refused():
-    with pytest.raises(rundir.WorkdirError, match="Cannot write to the run directory"):
-        rundir.prepare("/proc/fitnets_tf_run")
+    with pytest.raises(errors.WorkdirError, match="Cannot write to the run directory"):
+        layout.prepare("/proc/fitnets_tf_run")
 
 
 def test_missing_dataset_is_reported_fast(tmp_path):
     start = time.monotonic()
     with pytest.raises(data.DatasetNotFoundError, match="Looked for"):
-        experiment.run(dataclasses.replace(SMOKE, dataset="cifar10", data_dir=str(tmp_path)),
+        experiment.run(SMOKE.with_values(dataset="cifar10", data_dir=str(tmp_path)),
                        tmp_path / "run")  # fmt: skip
     assert time.monotonic() - start < 10
 
 
 def test_same_seed_same_result_other_seed_other_result(tmp_path):
     def accuracies(seed, name):
-        summary = experiment.run(dataclasses.replace(SMOKE, seed=seed, deterministic=True),
+        summary = experiment.run(SMOKE.with_values(seed=seed, deterministic=True),
                                  tmp_path / name, log=lambda m: None)  # fmt: skip
         return [r["test_accuracy"] for r in summary["models"]], [
             h["loss"] for h in summary["histories"]["kd"].values()
@@ -78,20 +79,20 @@ def test_same_seed_same_result_other_seed_other_result(tmp_path):
     assert first[1] != other[1]  # the losses differ: other weights, other order
     versions = (tmp_path / "a" / "versions.json").read_text()
     assert '"seed": 0' in versions
-    with pytest.raises(resume.ConfigMismatchError):
-        experiment.run(dataclasses.replace(SMOKE, seed=5), tmp_path / "a")
+    with pytest.raises(errors.ConfigMismatchError):
+        experiment.run(SMOKE.with_values(seed=5), tmp_path / "a")
     assert np.isfinite(first[1][0]).all()
 
 
 def test_cached_teacher_outputs_train_like_the_live_teacher(tmp_path):
     # Same batches, same targets: the histories of fitnet (cached hint and logits) and kd
     # agree with the live teacher's up to float rounding.
-    config = dataclasses.replace(SMOKE, modes=("fitnet", "kd"), hints_epochs=1, kd_epochs=2,
+    config = SMOKE.with_values(modes=("fitnet", "kd"), hints_epochs=1, kd_epochs=2,
                                  deterministic=True)  # fmt: skip
     live_logs, logs = [], []
-    live = experiment.run(dataclasses.replace(config, cache_teacher=False), tmp_path / "live",
+    live = experiment.run(config.with_values(cache_teacher="no"), tmp_path / "live",
                           log=live_logs.append)  # fmt: skip
-    # cache_teacher=None (the default): cached, since nothing is augmented.
+    # cache_teacher="auto" (the default): cached, since nothing is augmented.
     cached = experiment.run(config, tmp_path / "cached", log=logs.append)
     assert any("teacher cache: logits and hints of 128 training examples" in m for m in logs)
     assert not any("teacher cache" in m for m in live_logs)
@@ -105,7 +106,7 @@ def test_cached_teacher_outputs_train_like_the_live_teacher(tmp_path):
 
 
 def test_teacher_cache_with_augmentation_is_refused_before_work(tmp_path):
-    config = dataclasses.replace(SMOKE, augment=True, cache_teacher=True)
-    with pytest.raises(experiment.ConfigError, match="Refusing to cache teacher outputs.*--augment"):
+    config = SMOKE.with_values(augment=True, cache_teacher="yes")
+    with pytest.raises(errors.ConfigError, match="Refusing to cache teacher outputs.*--augment"):
         experiment.run(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()

@@ -6,7 +6,7 @@ import types
 import pytest
 
 from bench import paper_claims
-from fitnets_tf import experiment
+from fitnets_tf import config as config_lib
 
 
 def _row(name, acc, architecture="mnist_fitnet", params=36_226, mults=5_625_144):
@@ -22,7 +22,7 @@ def _run(path, rows, config):
 
 
 def test_report_tables_plots_and_results_page(tmp_path):
-    config = experiment.ExperimentConfig().fingerprint()
+    config = config_lib.ExperimentConfig().fingerprint()
     teacher = _row("teacher", 0.88, "mnist_teacher", 361_066, 28_673_136)
     _run(tmp_path / "runs" / "teacher", [teacher], config)
     for seed, (fitnet, kd) in enumerate([(0.80, 0.10), (0.84, 0.12)]):

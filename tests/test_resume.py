@@ -15,7 +15,10 @@ import tensorflow as tf
 from conftest import tiny_model
 
 import fitnets_tf
-from fitnets_tf import data, resume, training
+from fitnets_tf import data, errors, stages
+from fitnets_tf.callbacks import NonFiniteGuard
+from fitnets_tf.run import resume
+from fitnets_tf.run.layout import RunLayout
 
 
 def _dropout_model(seed=0):
@@ -29,8 +32,8 @@ def _dropout_model(seed=0):
 
 def _fit(model, datasets, state, stage_dir, epochs, initial_epoch=0):
     checkpoint = resume.StageCheckpoint(state, "teacher", stage_dir, log=lambda m: None)
-    training.fit_labels(model, datasets.train, epochs=epochs, initial_epoch=initial_epoch,
-                        hparams=training.Hyperparameters(learning_rate=1e-3), verbose=0,
+    stages.fit_labels(model, datasets.train, epochs=epochs, initial_epoch=initial_epoch,
+                        hparams=stages.Hyperparameters(learning_rate=1e-3), verbose=0,
                         callbacks=[datasets.epoch_callback(), checkpoint])  # fmt: skip
 
 
@@ -69,10 +72,10 @@ def test_non_finite_loss_stops_before_the_checkpoint(tmp_path):
 
     state = resume.RunState(tmp_path, {})
     checkpoint = resume.StageCheckpoint(state, "kd/kd", tmp_path, log=lambda m: None)
-    with pytest.raises(resume.NonFiniteLossError, match=r"kd_loss .* stage 'kd/kd', epoch 2, step 1"):
+    with pytest.raises(errors.NonFiniteLossError, match=r"kd_loss .* stage 'kd/kd', epoch 2, step 1"):
         d.fit(x, y, batch_size=8, epochs=5, verbose=0,
-              callbacks=[BreakInEpochTwo(), resume.NonFiniteGuard("kd/kd"), checkpoint])  # fmt: skip
-    record = json.loads((tmp_path / resume.STATE_FILE).read_text())["stages"]["kd/kd"]
+              callbacks=[BreakInEpochTwo(), NonFiniteGuard("kd/kd"), checkpoint])  # fmt: skip
+    record = json.loads((RunLayout(tmp_path).run_state).read_text())["stages"]["kd/kd"]
     assert record["epochs_done"] == 1 and np.isfinite(record["history"]["loss"]).all()
     latest = tf.train.latest_checkpoint(tmp_path / "checkpoints")
     assert latest.endswith("ckpt-1")  # the last good checkpoint, not overwritten
@@ -82,7 +85,7 @@ def test_non_finite_loss_stops_before_the_checkpoint(tmp_path):
 
 def test_a_different_configuration_is_refused(tmp_path):
     resume.RunState(tmp_path, {"seed": 0, "kd_epochs": 5}).save()
-    with pytest.raises(resume.ConfigMismatchError, match="seed: 0 there, 1 now"):
+    with pytest.raises(errors.ConfigMismatchError, match="seed: 0 there, 1 now"):
         resume.RunState(tmp_path, {"seed": 1, "kd_epochs": 5})
 
 
@@ -111,7 +114,7 @@ def _kill_when(workdir, key, epochs_done):
     cmd, env = _cli(workdir)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
-    state_file = workdir / resume.STATE_FILE
+    state_file = RunLayout(workdir).run_state
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and proc.poll() is None:

@@ -31,9 +31,9 @@ STAGES_OF_MODE = {
     "scratch": ("scratch",),
     "stagewise_labels": ("guided_labels", "kd"),
 }
-# Each stage is the paper's stage 1 ("hints": up to the guided layer) or stage 2 ("kd": the
-# whole student), whatever its loss; the CLI's --stages selects by these.
-PAPER_STAGE = {"hints": "hints", "guided_labels": "hints", "kd": "kd", "scratch": "kd"}
+# Each stage of a mode is the paper's stage 1 (up to the guided layer) or stage 2 (the whole
+# student), whatever its loss; --stages (fitnets_tf.config.RUN_STAGES) selects by these.
+PAPER_STAGE = {"hints": "stage1", "guided_labels": "stage1", "kd": "stage2", "scratch": "stage2"}
 
 
 @dataclasses.dataclass(frozen=True)

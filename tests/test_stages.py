@@ -2,38 +2,38 @@ import numpy as np
 import pytest
 from conftest import tiny_dataset, tiny_model
 
-from fitnets_tf import training
+from fitnets_tf import stages
 
-HP = training.Hyperparameters(learning_rate=5e-3, lambda_hold=1)
+HP = stages.Hyperparameters(learning_rate=5e-3, lambda_hold=1)
 
 
 @pytest.mark.parametrize(
-    ("mode", "stages"),
+    ("mode", "mode_stages"),
     [("fitnet", ["hints", "kd"]), ("kd", ["kd"]), ("scratch", ["scratch"]),
      ("stagewise_labels", ["guided_labels", "kd"])],
 )  # fmt: skip
-def test_every_mode_runs_its_stages(mode, stages):
+def test_every_mode_runs_its_stages(mode, mode_stages):
     teacher = tiny_model("teacher", 6, 0)
     student = tiny_model("student", 4, 1)
     seen = []
-    histories = training.train_student(
+    histories = stages.train_student(
         mode, teacher, student, tiny_dataset(), tiny_dataset(),
         hparams=HP, hint_layer="pool1", guided_layer="pool1", hints_epochs=1, kd_epochs=3,
         callbacks_for=lambda stage: seen.append(stage) or [], verbose=0,
     )  # fmt: skip
-    assert list(histories) == stages == seen
-    last = histories[stages[-1]].history
+    assert list(histories) == mode_stages == seen
+    last = histories[mode_stages[-1]].history
     assert np.all(np.isfinite(last["loss"])) and "val_accuracy" in last
-    if stages[-1] == "kd":
+    if mode_stages[-1] == "kd":
         np.testing.assert_allclose(last["kd_lambda"], [4.0, 4.0, 1.0])  # hold 1, then decay
 
 
 def test_stagewise_labels_stage_one_trains_only_up_to_the_guided_layer():
     student = tiny_model("student", 4, 1)
-    head = training.guided_classifier(student, "pool1", 3)
+    head = stages.guided_classifier(student, "pool1", 3)
     logits_before = [w.copy() for w in student.get_layer("logits").get_weights()]
     conv1_before = student.get_layer("conv1").get_weights()[0].copy()
-    training.fit_labels(head, tiny_dataset(), epochs=1, hparams=HP, verbose=0)
+    stages.fit_labels(head, tiny_dataset(), epochs=1, hparams=HP, verbose=0)
     assert not np.array_equal(conv1_before, student.get_layer("conv1").get_weights()[0])
     for a, b in zip(logits_before, student.get_layer("logits").get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -42,8 +42,8 @@ def test_stagewise_labels_stage_one_trains_only_up_to_the_guided_layer():
 def test_modes_validate_their_inputs():
     student = tiny_model("student", 4, 1)
     with pytest.raises(ValueError, match="mode"):
-        training.train_student("joint", None, student, tiny_dataset())
+        stages.train_student("joint", None, student, tiny_dataset())
     with pytest.raises(ValueError, match="hint_layer"):
-        training.train_student("fitnet", student, student, tiny_dataset())
+        stages.train_student("fitnet", student, student, tiny_dataset())
     with pytest.raises(ValueError, match="teacher"):
-        training.train_student("kd", None, student, tiny_dataset())
+        stages.train_student("kd", None, student, tiny_dataset())

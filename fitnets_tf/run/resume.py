@@ -1,4 +1,4 @@
-"""Exact resume of an interrupted run, and a guard that stops on a non-finite loss.
+"""Exact resume of an interrupted run: its progress record and per-stage checkpoints.
 
 Keras' ``BackupAndRestore`` restarts an epoch from batch 0 but keeps no optimizer, RNG,
 data-order or early-stopping state, so a resumed run drifts from an uninterrupted one. Here
@@ -19,10 +19,7 @@ CPU with ``tf.config.experimental.enable_op_determinism()``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 import pathlib
 import time
 
@@ -30,37 +27,33 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fitnets_tf import rundir
+from fitnets_tf.config import upgrade_fingerprint
 from fitnets_tf.distiller import Distiller
-
-STATE_FILE = "run_state.json"
-# Loss terms whose non-finite value stops the run (every phase logs some of them).
-LOSS_TERMS = ("hint_loss", "ce_loss", "kd_loss", "loss")  # components first: they name the culprit
-
-
-class ConfigMismatchError(ValueError):
-    """The run directory holds a run of a different configuration."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite."""
+from fitnets_tf.errors import ConfigMismatchError
+from fitnets_tf.run import io
+from fitnets_tf.run.layout import RunLayout, StageLayout
 
 
 class RunState:
-    """The progress of a run, in ``<workdir>/run_state.json``.
+    """The progress of a run, in its ``run_state.json``.
 
     Stages are keyed ``"teacher"`` or ``"<mode>/<stage>"``; each records ``epochs_done``, the
     ``history`` so far, whether it is ``done``, and the early-stopping state.
+
+    Args:
+        workdir: the run directory.
+        fingerprint: the configuration's (:meth:`ExperimentConfig.fingerprint`); a run
+            directory holding another one is refused.
     """
 
-    def __init__(self, workdir: pathlib.Path, config: dict):
-        self.path = pathlib.Path(workdir) / STATE_FILE
-        self.data = {"config": config, "stages": {}, "finished": []}
+    def __init__(self, workdir: pathlib.Path, fingerprint: dict):
+        self.path = RunLayout(workdir).run_state
+        self.data = {"config": fingerprint, "stages": {}, "finished": []}
         if self.path.exists():
             stored = json.loads(self.path.read_text())
-            _check_same_config(stored["config"], config, self.path.parent)
+            _check_same_config(stored["config"], fingerprint, self.path.parent)
             self.data = stored
-            self.data["config"] = config
+            self.data["config"] = fingerprint
 
     @property
     def resuming(self) -> bool:
@@ -80,15 +73,23 @@ class RunState:
             self.data["finished"].append(sorted(keys))
         self.save()
 
+    def seconds(self, keys) -> dict | None:
+        """Training seconds of each of ``keys`` that ran, by stage name (None: none ran)."""
+        times = {k.split("/")[-1]: round(self.stage(k).get("seconds", 0.0), 2)
+                 for k in keys if k in self.data["stages"]}  # fmt: skip
+        return times or None
+
     def save(self) -> None:
-        rundir.write_json(self.path, self.data)
+        io.write_json(self.path, self.data)
 
 
-def _check_same_config(stored: dict, config: dict, workdir) -> None:
+def _check_same_config(stored: dict, fingerprint: dict, workdir) -> None:
+    # Both in today's form: a run written before an option existed used its default.
+    stored, fingerprint = upgrade_fingerprint(stored), upgrade_fingerprint(fingerprint)
     differences = [
-        f"{key}: {stored.get(key)!r} there, {config.get(key)!r} now"
-        for key in sorted(set(stored) | set(config))
-        if stored.get(key) != config.get(key)
+        f"{key}: {stored.get(key)!r} there, {fingerprint.get(key)!r} now"
+        for key in sorted(set(stored) | set(fingerprint))
+        if stored.get(key) != fingerprint.get(key)
     ]
     if differences:
         raise ConfigMismatchError(
@@ -96,39 +97,6 @@ def _check_same_config(stored: dict, config: dict, workdir) -> None:
             f"({'; '.join(differences)}). Results of two configurations are never mixed: use a "
             "new --workdir, or delete this one to start over."
         )
-
-
-def _finite(value) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return True
-
-
-class NonFiniteGuard(keras.callbacks.Callback):
-    """Stops at the first step whose loss term is NaN or infinite, before any checkpoint.
-
-    Keras' ``TerminateOnNaN`` lets the epoch end, so checkpoints taken then hold NaN weights;
-    raising here leaves the last good checkpoint the latest one.
-    """
-
-    def __init__(self, stage: str):
-        super().__init__()
-        self.stage = stage
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        for term in LOSS_TERMS:
-            if logs and term in logs and not _finite(logs[term]):
-                raise NonFiniteLossError(
-                    f"Non-finite {term} ({float(logs[term])}) in stage '{self.stage}', epoch "
-                    f"{self._epoch + 1}, step {batch + 1}. The run stopped; the last checkpoint "
-                    "(end of the previous epoch) is intact. Lower --learning_rate, or check the "
-                    "inputs and the teacher."
-                )
 
 
 def _trackables(model: keras.Model) -> dict:
@@ -166,9 +134,9 @@ class StageCheckpoint(keras.callbacks.Callback):
     def __init__(self, state: RunState, key: str, stage_dir: pathlib.Path, student=None,
                  early_stopping=None, log=print, final_path=None):  # fmt: skip
         super().__init__()
-        self.state, self.key, self.stage_dir = state, key, pathlib.Path(stage_dir)
+        self.state, self.key, self.files = state, key, StageLayout(stage_dir)
         self.student, self.early_stopping, self.log = student, early_stopping, log
-        self.final_path = final_path or self.stage_dir / "student.keras"
+        self.final_path = final_path or self.files.student
         self._manager = None
         self._epoch_start = 0.0
 
@@ -181,7 +149,7 @@ class StageCheckpoint(keras.callbacks.Callback):
                 optimizer.build(self.model.trainable_variables)
             checkpoint = tf.train.Checkpoint(**_trackables(self.model))
             self._manager = tf.train.CheckpointManager(
-                checkpoint, str(self.stage_dir / "checkpoints"), max_to_keep=2
+                checkpoint, str(self.files.checkpoints), max_to_keep=2
             )
         return self._manager
 
@@ -210,26 +178,23 @@ class StageCheckpoint(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.student is not None:
-            rundir.save_model(self.student, self.final_path)
+            io.save_model(self.student, self.final_path)
         self.state.stage(self.key)["done"] = True
         self.state.save()
 
     def _write_csv(self, history: dict) -> None:
         columns = sorted(history)
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(["epoch", *columns])
-        for i in range(max((len(v) for v in history.values()), default=0)):
-            writer.writerow([i, *(history[c][i] if i < len(history[c]) else "" for c in columns)])
-        rundir.write_text(self.stage_dir / "log.csv", out.getvalue())
+        rows = ([i, *(history[c][i] if i < len(history[c]) else "" for c in columns)]
+                for i in range(max((len(v) for v in history.values()), default=0)))  # fmt: skip
+        io.write_csv(self.files.log_csv, ["epoch", *columns], rows)
 
     def _early_stopping_state(self):
         es = self.early_stopping
         if es is None:
             return None
         if es.best_weights is not None:
-            path = self.stage_dir / "best_weights.npz"
-            with rundir.atomic_path(path) as tmp, open(tmp, "wb") as f:
+            path = self.files.best_weights
+            with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.savez(f, *es.best_weights)
         best = None if es.best is None else float(es.best)
         return {"wait": es.wait, "best": best, "best_epoch": es.best_epoch}
@@ -239,7 +204,7 @@ class StageCheckpoint(keras.callbacks.Callback):
         if es is None or not saved:
             return
         es.wait, es.best, es.best_epoch = saved["wait"], saved["best"], saved["best_epoch"]
-        path = self.stage_dir / "best_weights.npz"
+        path = self.files.best_weights
         if path.exists():
             with np.load(path) as weights:
                 es.best_weights = [weights[f"arr_{i}"] for i in range(len(weights.files))]

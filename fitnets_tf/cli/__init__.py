@@ -1,0 +1,1 @@
+"""The command-line programs: each reads flags and calls the library."""

@@ -1,0 +1,78 @@
+"""The experiment's absl flags, derived from :mod:`fitnets_tf.config`: one flag per option.
+
+Nothing here names an option: a field added to a config section is a flag at once, with the
+field's default (from the default experiment), help text and limits.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from fitnets_tf import config as config_lib
+from fitnets_tf import options
+
+FLAGS = flags.FLAGS
+
+
+def all_specs():
+    for section, section_type in config_lib.SECTIONS.items():
+        for spec in options.specs(section_type):
+            yield section, spec
+
+
+def define_experiment_flags(defaults: config_lib.ExperimentConfig = config_lib.DEFAULT,
+                            workdir: str = "runs/fashion_mnist", flag_values=FLAGS) -> None:  # fmt: skip
+    """Defines one flag per option (defaults from ``defaults``) and ``--workdir``."""
+    for section, spec in all_specs():
+        define(spec, getattr(getattr(defaults, section), spec.name), flag_values)
+    flags.DEFINE_string("workdir", workdir, "Run directory: everything is written here.",
+                        flag_values=flag_values)  # fmt: skip
+
+
+def define(spec: options.Spec, default, flag_values=FLAGS) -> None:
+    """The absl flag of one option: its type, bounds and choices become absl's."""
+    opt = spec.option
+    kwargs = {"flag_values": flag_values}
+    help_text = opt.help
+    choices = opt.valid_choices()
+    if spec.type is bool:
+        flags.DEFINE_bool(spec.flag, default, help_text, **kwargs)
+    elif spec.type is tuple:
+        if choices:
+            help_text += f" Any of {', '.join(choices)}."
+        flags.DEFINE_list(spec.flag, None if default is None else [str(v) for v in default],
+                          help_text, **kwargs)  # fmt: skip
+    elif spec.type in (int, float):
+        define_number = flags.DEFINE_integer if spec.type is int else flags.DEFINE_float
+        define_number(spec.flag, default, help_text, lower_bound=opt.minimum,
+                      upper_bound=opt.maximum, **kwargs)  # fmt: skip
+        if opt.exclusive_minimum is not None:
+            bound = opt.exclusive_minimum
+            flags.register_validator(spec.flag, lambda v, b=bound: v is None or v > b,
+                                     f"--{spec.flag} must be > {bound:g}.", flag_values)  # fmt: skip
+    elif choices is not None and not callable(opt.choices):
+        flags.DEFINE_enum(spec.flag, default, choices, help_text, **kwargs)
+    else:
+        # Registries (datasets, architectures) are checked by the config's validation, which
+        # names the valid values; the help lists today's.
+        if choices:
+            help_text += f" One of: {', '.join(choices)}."
+        flags.DEFINE_string(spec.flag, default, help_text, **kwargs)
+
+
+def config_from_flags(f=FLAGS) -> config_lib.ExperimentConfig:
+    """The flags as an :class:`~fitnets_tf.config.ExperimentConfig`: the only place they are read."""
+    values = {spec.name: options.coerce(spec, f[spec.flag].value) for _, spec in all_specs()}
+    return config_lib.ExperimentConfig.from_values(values)
+
+
+def flagfile_lines(config: config_lib.ExperimentConfig, workdir) -> list[str]:
+    """``config`` and ``workdir`` as flag lines: a flagfile that reproduces the run."""
+    lines = [options.serialize(spec, getattr(getattr(config, section), spec.name))
+             for section, spec in all_specs()]  # fmt: skip
+    lines.append(f"--workdir={workdir}")
+    return sorted(line for line in lines if line)
+
+
+def resolved_flagfile(config: config_lib.ExperimentConfig, workdir) -> str:
+    return "\n".join(flagfile_lines(config, workdir)) + "\n"

@@ -1,0 +1,42 @@
+r"""Runs a FitNets experiment: ``python -m fitnets_tf.train --flagfile=configs/X.flags``.
+
+The flags are the options of :mod:`fitnets_tf.config` (see ``--helpfull``); they become an
+:class:`~fitnets_tf.config.ExperimentConfig` handed to :func:`fitnets_tf.experiment.run`. With
+no flagfile it runs the default experiment (real Fashion-MNIST, offline; see
+``configs/fashion_mnist.flags``).
+
+Example::
+
+    python -m fitnets_tf.train --flagfile=configs/smoke.flags --workdir=/tmp/smoke
+"""
+
+from __future__ import annotations
+
+from absl import app, logging
+
+from fitnets_tf.cli import common
+from fitnets_tf.cli import flags as flag_lib
+
+common.quiet_tensorflow()
+flag_lib.define_experiment_flags()
+FLAGS = flag_lib.FLAGS
+
+
+@common.reports_user_errors("fitnets_tf.train")
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the epoch lines
+    from fitnets_tf import experiment
+    from fitnets_tf.run import io, layout
+
+    config = flag_lib.config_from_flags()
+    config.validate()
+    workdir = layout.prepare(FLAGS.workdir)
+    io.write_text(layout.RunLayout(workdir).flags, flag_lib.resolved_flagfile(config, FLAGS.workdir))
+    experiment.run(config, workdir, log=print)
+
+
+def entry_point():
+    """The ``fitnets-train`` console script."""
+    app.run(main)

@@ -1,0 +1,38 @@
+"""What a run measures of a trained model: test accuracy, size, multiplications, latency."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from fitnets_tf import latency, models
+
+
+def test_accuracy(model: keras.Model, test: tf.data.Dataset) -> float:
+    """Top-1 accuracy over every batch of ``test`` (logits or probabilities out)."""
+    correct = total = 0
+    predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1), autograph=False)
+    for x, y in test:
+        pred = predict(x)
+        correct += int(tf.reduce_sum(tf.cast(tf.equal(tf.cast(pred, y.dtype), y), tf.int32)))
+        total += int(tf.shape(y)[0])
+    return correct / max(total, 1)
+
+
+def summary_row(name: str, model: keras.Model, test, stage_seconds: dict | None,
+                measure_latency: bool) -> dict:  # fmt: skip
+    """One row of a run's ``summary.json["models"]``."""
+    row = {
+        "name": name,
+        "architecture": model.name,
+        "test_accuracy": test_accuracy(model, test),
+        "params": models.count_params(model),
+        "mults": models.count_multiplications(model),
+        "train_seconds": round(sum(stage_seconds.values()), 2) if stage_seconds else None,
+        "stage_seconds": stage_seconds,
+    }
+    if measure_latency:
+        timings = latency.measure_latency(model, batch_sizes=(1, 128), repeats=10)
+        row["latency_ms_per_image_batch1"] = timings[1]["ms_per_image"]
+        row["latency_ms_per_image_batch128"] = timings[128]["ms_per_image"]
+    return row

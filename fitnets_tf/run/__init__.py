@@ -1,0 +1,1 @@
+"""A run directory and what a run needs around training: layout, safe writes, resume, runtime."""

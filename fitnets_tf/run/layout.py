@@ -1,0 +1,208 @@
+"""Every path of a run directory, in one place: modules ask a layout, never build a path.
+
+Training run (``python -m fitnets_tf.train``, :class:`RunLayout`)::
+
+    flags.txt             the resolved flagfile, re-runnable as is
+    versions.json         library versions, seed, host
+    summary.json          per model: test accuracy, parameters, multiplications, latency, times
+    run_state.json        stages and epochs done, histories (see fitnets_tf.run.resume)
+    student.keras         the final student (first mode), and its SavedModel:
+    student_saved_model/
+    preprocessor.keras    the fitted input preprocessing (raw pixels in, network input out)
+    teacher/              teacher.keras, log.csv, tensorboard/, checkpoints/
+    <mode>/<stage>/       log.csv, tensorboard/, checkpoints/, student.keras after the stage
+    <mode>/student.keras  that mode's final student
+    plots/                curves_<mode>.png, curves_teacher.png, comparison.png
+    export/               what ``python -m fitnets_tf.export`` writes by default
+
+Search (``python -m fitnets_tf.tune``, :class:`SearchLayout`)::
+
+    flags.txt, search.json, stage1/ (a RunLayout), stage1.json, trials/ (keras-tuner's
+    project), results.csv, results.png, summary.json, best.flags, best_run/
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tempfile
+
+from fitnets_tf.errors import WorkdirError
+
+
+def prepare(workdir: str | os.PathLike) -> pathlib.Path:
+    """Creates ``workdir`` if needed and proves it writable, before any expensive work."""
+    path = pathlib.Path(workdir).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise WorkdirError(
+            f"Cannot write to the run directory {str(path)!r} ({e.strerror or e}). Choose a "
+            "writable --workdir, or fix its permissions."
+        ) from e
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class StageLayout:
+    """The files of one stage under ``root`` (``teacher/`` or ``<mode>/<stage>/``)."""
+
+    root: pathlib.Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", pathlib.Path(self.root).expanduser())
+
+    @property
+    def log_csv(self) -> pathlib.Path:
+        return self.root / "log.csv"
+
+    @property
+    def checkpoints(self) -> pathlib.Path:
+        return self.root / "checkpoints"
+
+    @property
+    def tensorboard(self) -> pathlib.Path:
+        return self.root / "tensorboard"
+
+    @property
+    def best_weights(self) -> pathlib.Path:
+        """Early stopping's best weights so far (restored on resume)."""
+        return self.root / "best_weights.npz"
+
+    @property
+    def student(self) -> pathlib.Path:
+        """The student as the stage left it."""
+        return self.root / "student.keras"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLayout:
+    """The files of one training run under ``root``."""
+
+    root: pathlib.Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", pathlib.Path(self.root).expanduser())
+
+    @property
+    def flags(self) -> pathlib.Path:
+        return self.root / "flags.txt"
+
+    @property
+    def versions(self) -> pathlib.Path:
+        return self.root / "versions.json"
+
+    @property
+    def summary(self) -> pathlib.Path:
+        return self.root / "summary.json"
+
+    @property
+    def run_state(self) -> pathlib.Path:
+        return self.root / "run_state.json"
+
+    @property
+    def student(self) -> pathlib.Path:
+        """The final student (the first mode's)."""
+        return self.root / "student.keras"
+
+    @property
+    def student_saved_model(self) -> pathlib.Path:
+        return self.root / "student_saved_model"
+
+    @property
+    def preprocessor(self) -> pathlib.Path:
+        return self.root / "preprocessor.keras"
+
+    @property
+    def teacher(self) -> pathlib.Path:
+        """The trained teacher of this run."""
+        return self.stage("teacher").root / "teacher.keras"
+
+    @property
+    def plots(self) -> pathlib.Path:
+        return self.root / "plots"
+
+    @property
+    def export(self) -> pathlib.Path:
+        return self.root / "export"
+
+    def stage(self, key: str) -> StageLayout:
+        """``teacher/`` or ``<mode>/<stage>/``: logs, checkpoints and TensorBoard of a stage."""
+        return StageLayout(self.root / key)
+
+    def stage_student(self, mode: str, stage: str) -> pathlib.Path:
+        """The student as one stage of one mode left it."""
+        return self.stage(f"{mode}/{stage}").student
+
+    def mode_student(self, mode: str) -> pathlib.Path:
+        """That mode's final student."""
+        return self.root / mode / "student.keras"
+
+    def model_file(self, name: str) -> pathlib.Path:
+        """The ``.keras`` file of a summary row: ``teacher`` or a mode."""
+        return self.teacher if name == "teacher" else self.mode_student(name)
+
+    def curves(self, name: str) -> pathlib.Path:
+        return self.plots / f"curves_{name}.png"
+
+    @property
+    def comparison_plot(self) -> pathlib.Path:
+        return self.plots / "comparison.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchLayout:
+    """The files of one hyperparameter search under ``root``."""
+
+    root: pathlib.Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", pathlib.Path(self.root).expanduser())
+
+    @property
+    def flags(self) -> pathlib.Path:
+        return self.root / "flags.txt"
+
+    @property
+    def search(self) -> pathlib.Path:
+        """What the search is; a re-run must match it."""
+        return self.root / "search.json"
+
+    @property
+    def stage1(self) -> RunLayout:
+        """The training run that gives the trials their teacher and hint-trained student."""
+        return RunLayout(self.root / "stage1")
+
+    @property
+    def stage1_done(self) -> pathlib.Path:
+        return self.root / "stage1.json"
+
+    project_name = "trials"
+
+    @property
+    def trials(self) -> pathlib.Path:
+        """keras-tuner's project directory."""
+        return self.root / self.project_name
+
+    @property
+    def results_csv(self) -> pathlib.Path:
+        return self.root / "results.csv"
+
+    @property
+    def results_plot(self) -> pathlib.Path:
+        return self.root / "results.png"
+
+    @property
+    def summary(self) -> pathlib.Path:
+        return self.root / "summary.json"
+
+    @property
+    def best_flags(self) -> pathlib.Path:
+        return self.root / "best.flags"
+
+    @property
+    def best_run(self) -> pathlib.Path:
+        return self.root / "best_run"
