@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for fitnets_tf: the Debian package with the real Fashion-MNIST (the
-# default experiment's offline data, where apt can be used), a virtual environment in .venv
-# and the requirements. Safe to run again: it only adds what is missing.
+# default experiment's offline data, where apt can be used), a virtual environment in .venv,
+# the requirements, and the project itself (editable: `import fitnets_tf` and the console
+# scripts fitnets-train / fitnets-tune / fitnets-export work from any folder). Safe to run
+# again: it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,3 +24,6 @@ if command -v nvidia-smi >/dev/null 2>&1; then tf='tensorflow[and-cuda]==2.21.*'
 .venv/bin/pip install -q --upgrade pip >/dev/null
 grep -v '^tensorflow==' requirements.txt > .venv/requirements-no-tf.txt
 .venv/bin/pip install -q "$tf" -r .venv/requirements-no-tf.txt -r requirements-dev.txt
+# --no-deps: the requirements are installed above (with tensorflow-cpu where there is no GPU;
+# the project's own `tensorflow` requirement would pull the CUDA build).
+.venv/bin/pip install -q --no-deps --no-build-isolation -e .

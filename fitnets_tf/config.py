@@ -155,9 +155,13 @@ class RuntimeConfig:
         choices=CACHE_TEACHER,
     )  # fmt: skip
 
+    def __post_init__(self):
+        # One vocabulary from here on: the old names become the paper's.
+        object.__setattr__(self, "stages", tuple(STAGE_ALIASES.get(s, s) for s in self.stages))
+
     def run_stages(self) -> tuple[str, ...]:
-        """``stages`` in the paper's names (the aliases resolved)."""
-        return tuple(STAGE_ALIASES.get(s, s) for s in self.stages)
+        """The stages to run now, in the paper's names."""
+        return self.stages
 
 
 SECTIONS = {

@@ -23,6 +23,7 @@ from keras import ops
 
 from fitnets_tf import losses
 from fitnets_tf import regressor as regressor_lib
+from fitnets_tf.errors import ConfigError, HintShapeError
 
 PHASES = ("hints", "kd")
 # Keys of precomputed teacher outputs fed with the images (fitnets_tf.teacher_cache).
@@ -62,7 +63,7 @@ def _inputs(model: keras.Model):
 def _layer(model: keras.Model, name: str, role: str):
     names = [layer.name for layer in model.layers]
     if name not in names:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown {role} '{name}' in model '{model.name}'. Valid layer names: "
             f"{', '.join(names)}."
         )
@@ -73,7 +74,7 @@ def _positive(name: str, value: float, allow_zero: bool = False) -> float:
     ok = value >= 0 if allow_zero else value > 0
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok:
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be a number {bound}. Received: {name}={value!r}")
+        raise ConfigError(f"`{name}` must be a number {bound}. Received: {name}={value!r}")
     return float(value)
 
 
@@ -109,7 +110,7 @@ def make_hint_path(
 
     The two sub-models share the weights of ``teacher`` and ``student`` and compute nothing
     past the tapped layers. Nothing is modified, so this also serves to check a pair before
-    any training: it raises ``ValueError`` (:class:`~fitnets_tf.regressor.HintShapeError` for
+    any training: it raises ``ConfigError`` (:class:`~fitnets_tf.errors.HintShapeError` for
     shapes) naming both layers, their shapes and the valid layer names.
 
     Args:
@@ -129,7 +130,7 @@ def make_hint_path(
             regressor.build((None, *guided_shape))
         out = tuple(regressor.compute_output_shape((None, *guided_shape))[1:])
         if out != hint_shape:
-            raise regressor_lib.HintShapeError(
+            raise HintShapeError(
                 f"The given regressor maps the guided layer '{guided_layer}' {guided_shape} to "
                 f"{out}, but the hint layer '{hint_layer}' is {hint_shape}."
             )

@@ -24,6 +24,10 @@ class ConfigError(UserError, ValueError):
     """The experiment's configuration is invalid (flags, config fields, layer names)."""
 
 
+class HintShapeError(ConfigError):
+    """The guided layer cannot be regressed onto the hint layer."""
+
+
 class DataError(UserError, ValueError):
     """The data cannot be used as given."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 
 from fitnets_tf import layers as maxout_layers
+from fitnets_tf.errors import ConfigError, HintShapeError
 
 # Layers that do not change which non-linearity produced their input's values: we look
 # through them to find the hint's non-linearity (the paper's layer includes its pooling).
@@ -28,10 +29,6 @@ _TRANSPARENT = (
 )
 
 KINDS = ("auto", "linear")
-
-
-class HintShapeError(ValueError):
-    """The guided layer cannot be regressed onto the hint layer."""
 
 
 def _inbound_layer(layer):
@@ -130,7 +127,7 @@ def build_regressor(
         A built layer mapping ``(batch, *guided_shape)`` to ``(batch, *hint_shape)``.
     """
     if kind not in KINDS:
-        raise ValueError(f"`regressor` must be one of {KINDS} or a Keras layer. Received: {kind!r}")
+        raise ConfigError(f"`regressor` must be one of {KINDS} or a Keras layer. Received: {kind!r}")
     if initializer is None:
         initializer = keras.initializers.RandomUniform(-0.05, 0.05)
     if kind == "linear":

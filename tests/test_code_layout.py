@@ -85,9 +85,14 @@ def test_import_leaves_matplotlib_backend_alone():
     import sys
 
     code = (
-        "import matplotlib; before = matplotlib.get_backend(); "
-        "import fitnets_tf, fitnets_tf.reporting, fitnets_tf.export; "
-        "import sys; sys.exit(0 if matplotlib.get_backend() == before else 1)"
+        "import matplotlib, sys, tempfile; before = matplotlib.get_backend(); "
+        "import fitnets_tf, fitnets_tf.export, fitnets_tf.experiment, fitnets_tf.search; "
+        "from fitnets_tf.reporting import plots; "
+        # Drawing a run's plots does not touch pyplot's figures or the backend either.
+        "plots.plot_comparison([{'name': 'teacher', 'test_accuracy': 0.9, 'params': 10}], "
+        "tempfile.mktemp(suffix='.png')); "
+        "import matplotlib.pyplot as plt; "
+        "sys.exit(0 if matplotlib.get_backend() == before and not plt.get_fignums() else 1)"
     )
     env = {"MPLBACKEND": "svg", "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}
     assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0

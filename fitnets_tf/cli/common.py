@@ -14,6 +14,21 @@ _USER_OS_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quo
                    errno.EACCES: "permission denied", errno.EROFS: "the filesystem is read-only"}  # fmt: skip
 
 
+def run(main, flag_modules: tuple[str, ...]) -> None:
+    """``absl.app.run(main)``, with the flags of ``flag_modules`` listed by ``--help``.
+
+    absl's ``--help`` lists the flags of the main module only; ours are defined in library
+    CLI modules, so they are made key flags of whatever script runs (``python -m``, a console
+    script).
+    """
+    from absl import app, flags
+
+    for module in flag_modules:
+        for flag in flags.FLAGS.get_flags_for_module(module):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main)
+
+
 def quiet_tensorflow() -> None:
     """TensorFlow's C++ INFO lines drown the epoch lines; set before TensorFlow is imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -38,5 +38,5 @@ def main(argv):
 
 
 def entry_point():
-    """The ``fitnets-train`` console script."""
-    app.run(main)
+    """``python -m fitnets_tf.train`` and the ``fitnets-train`` console script."""
+    common.run(main, ("fitnets_tf.cli.flags", "fitnets_tf.cli.train"))

@@ -1,0 +1,54 @@
+"""Run directories and flagfiles written before the restructure still run as they are."""
+
+import json
+import pathlib
+import shutil
+
+import pytest
+from absl import flags
+
+from fitnets_tf import errors
+from fitnets_tf.cli import flags as flag_lib
+from fitnets_tf.cli import train  # noqa: F401  (defines the flags)
+from fitnets_tf.config import upgrade_fingerprint
+from fitnets_tf.run.resume import RunState
+
+OLD = pathlib.Path(__file__).parent / "data" / "v0_1"
+SMOKE = pathlib.Path(__file__).parent.parent / "configs" / "smoke.flags"
+
+
+@pytest.fixture
+def parse():
+    def parse(*args):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["train", *args])
+        return flag_lib.config_from_flags()
+
+    yield parse
+    flags.FLAGS.unparse_flags()
+
+
+def test_an_old_flags_txt_gives_the_config_it_was_written_from(parse):
+    old = parse(f"--flagfile={OLD / 'flags.txt'}")
+    assert old == parse(f"--flagfile={SMOKE}")
+    # `--stages=teacher,hints,kd` (the old names) means the paper's stages 1 and 2.
+    assert old.runtime.run_stages() == ("teacher", "stage1", "stage2")
+
+
+def test_an_old_run_state_resumes_with_todays_fingerprint(parse, tmp_path):
+    config = parse(f"--flagfile={SMOKE}")
+    stored = json.loads((OLD / "run_state.json").read_text())["config"]
+    assert "hparams" in stored and "deterministic" in stored  # the old form
+    assert upgrade_fingerprint(stored) == config.fingerprint()
+    shutil.copy(OLD / "run_state.json", tmp_path / "run_state.json")
+    state = RunState(tmp_path, config.fingerprint())  # no mismatch
+    assert state.done("teacher")
+    with pytest.raises(errors.ConfigMismatchError, match="seed: 0 there, 1 now"):
+        RunState(tmp_path, config.with_values(seed=1).fingerprint())
+
+
+def test_todays_flagfile_round_trips(parse, tmp_path):
+    config = parse(f"--flagfile={SMOKE}", "--stages=teacher,kd", "--seed=3")
+    path = tmp_path / "flags.txt"
+    path.write_text(flag_lib.resolved_flagfile(config, "runs/x"))
+    assert parse(f"--flagfile={path}") == config
