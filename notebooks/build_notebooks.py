@@ -89,7 +89,7 @@ QUICKSTART = [
         from IPython.display import Markdown, display
 
         import fitnets_tf
-        from fitnets_tf import callbacks, data, export, latency, models, training
+        from fitnets_tf import callbacks, data, export, latency, models, stages
 
         tf.get_logger().setLevel("ERROR")  # e.g. retracing notes when predict() meets a short last batch
         keras.utils.set_random_seed(0)
@@ -165,15 +165,15 @@ QUICKSTART = [
         r"""
         ## 3. Train the teacher
 
-        Any Keras training works for the teacher; `training.fit_labels` compiles it with RMSProp
+        Any Keras training works for the teacher; `stages.fit_labels` compiles it with RMSProp
         and cross-entropy on its logits and calls `fit`. From here on the teacher is frozen.
         """
     ),
     code(
         r"""
-        teacher_history = training.fit_labels(
+        teacher_history = stages.fit_labels(
             teacher, ds.train, ds.validation, epochs=TEACHER_EPOCHS,
-            hparams=training.Hyperparameters(learning_rate=1e-3), verbose=VERBOSE,
+            hparams=stages.Hyperparameters(learning_rate=1e-3), verbose=VERBOSE,
         )
         """
     ),
@@ -268,9 +268,9 @@ QUICKSTART = [
     ),
     code(
         r"""
-        scratch_history = training.fit_labels(
+        scratch_history = stages.fit_labels(
             scratch, ds.train, ds.validation, epochs=HINTS_EPOCHS + KD_EPOCHS,
-            hparams=training.Hyperparameters(learning_rate=LEARNING_RATE), verbose=VERBOSE,
+            hparams=stages.Hyperparameters(learning_rate=LEARNING_RATE), verbose=VERBOSE,
         )
         """
     ),
@@ -460,7 +460,7 @@ CUSTOM_MODELS = [
         import numpy as np
 
         import fitnets_tf
-        from fitnets_tf import callbacks, data, layers, models, training
+        from fitnets_tf import callbacks, data, layers, models, stages
         from fitnets_tf.regressor import HintShapeError
 
         keras.utils.set_random_seed(0)
@@ -514,7 +514,7 @@ CUSTOM_MODELS = [
     ),
     md(
         r"""
-        Train the teacher first, in any way you like; `training.fit_labels` compiles it with
+        Train the teacher first, in any way you like; `stages.fit_labels` compiles it with
         RMSProp and cross-entropy on its logits and calls `fit`. A `Distiller` freezes its
         teacher (`teacher.trainable = False`) when it is built, so the teacher must be trained
         before the first one is made.
@@ -522,9 +522,9 @@ CUSTOM_MODELS = [
     ),
     code(
         r"""
-        teacher_history = training.fit_labels(
+        teacher_history = stages.fit_labels(
             teacher, ds.train, ds.validation, epochs=TEACHER_EPOCHS,
-            hparams=training.Hyperparameters(learning_rate=1e-3), verbose=VERBOSE,
+            hparams=stages.Hyperparameters(learning_rate=1e-3), verbose=VERBOSE,
         )
         """
     ),
@@ -734,7 +734,7 @@ TUNING = [
         linearly to 1. The paper fixes τ = 3 and λ0 = 4; another teacher, student or data set
         may want other values.
 
-        `fitnets_tf.tuner.FitNetsHyperModel` is a keras-tuner `HyperModel` over λ0 and τ:
+        `fitnets_tf.search.FitNetsHyperModel` is a keras-tuner `HyperModel` over λ0 and τ:
         `build(hp)` makes a `Distiller` with the trial's τ and λ0, and `fit(hp, model, ...)`
         runs stage 2 with λ annealed from λ0 to its end value. Stage 1 (hint training) does not
         depend on λ or τ, so it runs once, before the search, and every trial starts from the
@@ -775,7 +775,7 @@ TUNING = [
         from IPython.display import Image, display
 
         import fitnets_tf
-        from fitnets_tf import data, models, training, tuner
+        from fitnets_tf import data, models, search, stages
 
         tf.get_logger().setLevel("ERROR")
         keras.utils.set_random_seed(0)
@@ -791,7 +791,7 @@ TUNING = [
         ## 1. The teacher and stage 1, once
 
         The paper's MNIST pair on Fashion-MNIST, as in the quickstart: train the teacher, then
-        hint-train the student's first half (`training.fit_labels` and `training.fit_hints` are
+        hint-train the student's first half (`stages.fit_labels` and `stages.fit_hints` are
         the `compile` + `fit` calls of the quickstart in one function each). Both are saved:
         keras-tuner clears the Keras session before every trial, so each trial reloads them.
         """
@@ -802,7 +802,7 @@ TUNING = [
         print(f"train {ds.num_train_examples:,}, validation {ds.num_validation_examples:,} images")
 
         pair = models.paper_pair("mnist_fitnet")
-        hparams = training.Hyperparameters(learning_rate=1e-3)  # λ0 = 4 → 1, τ = 3: the paper's
+        hparams = stages.Hyperparameters(learning_rate=1e-3)  # λ0 = 4 → 1, τ = 3: the paper's
 
 
         def build_student():
@@ -811,13 +811,13 @@ TUNING = [
 
         teacher = models.build(pair.teacher, ds.input_shape, ds.num_classes, seed=0,
                                dropout=0.2, input_dropout=0.0)  # as in the quickstart
-        training.fit_labels(teacher, ds.train, ds.validation, epochs=TEACHER_EPOCHS,
-                            hparams=training.Hyperparameters(learning_rate=1e-3), verbose=VERBOSE)
+        stages.fit_labels(teacher, ds.train, ds.validation, epochs=TEACHER_EPOCHS,
+                            hparams=stages.Hyperparameters(learning_rate=1e-3), verbose=VERBOSE)
         teacher.save(WORKDIR / "teacher.keras")
 
         student = build_student()
         distiller = fitnets_tf.Distiller(teacher, student, pair.hint_layer, pair.guided_layer)
-        training.fit_hints(distiller, ds.train, ds.validation, epochs=HINTS_EPOCHS,
+        stages.fit_hints(distiller, ds.train, ds.validation, epochs=HINTS_EPOCHS,
                            hparams=hparams, verbose=VERBOSE)
         student.save(WORKDIR / "student_hints.keras")
         """
@@ -835,11 +835,11 @@ TUNING = [
     ),
     code(
         r"""
-        space = tuner.SearchSpace(kd_lambda=(0.5, 16.0), temperature=(1.0, 10.0))
+        space = search.SearchSpace(kd_lambda=(0.5, 16.0), temperature=(1.0, 10.0))
         for name, spec in space.describe(hparams).items():
             print(f"{name:12} {spec}")
 
-        hypermodel = tuner.FitNetsHyperModel(
+        hypermodel = search.FitNetsHyperModel(
             WORKDIR / "teacher.keras", build_student, WORKDIR / "student_hints.keras",
             hparams=hparams, space=space, seed=0,
         )
@@ -849,19 +849,19 @@ TUNING = [
         r"""
         ## 3. The search
 
-        `tuner.make_tuner` returns a keras-tuner `Tuner` (random search here; `"bayesian"` and
+        `search.make_tuner` returns a keras-tuner `Tuner` (random search here; `"bayesian"` and
         `"hyperband"` also work) that maximises `val_accuracy`, and keeps only the student in
-        each trial's checkpoint. `search` takes what `fit` takes; `data_epoch` keeps the
+        each trial's checkpoint. `tuner.search` takes what `fit` takes; `data_epoch` keeps the
         pipeline's shuffling in step with the epochs, so every trial sees the same batches.
         """
     ),
     code(
         r"""
-        search = tuner.make_tuner(
+        tuner = search.make_tuner(
             hypermodel, oracle="random", max_trials=MAX_TRIALS, trial_epochs=TRIAL_EPOCHS,
             directory=WORKDIR, seed=0,
         )
-        search.search(ds.train, ds.validation, epochs=TRIAL_EPOCHS, data_epoch=ds.epoch,
+        tuner.search(ds.train, ds.validation, epochs=TRIAL_EPOCHS, data_epoch=ds.epoch,
                       verbose=VERBOSE)
         """
     ),
@@ -879,10 +879,10 @@ TUNING = [
     ),
     code(
         r"""
-        rows = tuner.trial_rows(search.oracle, space, TRIAL_EPOCHS)
-        print(tuner.table(rows))
+        rows = search.trial_rows(tuner.oracle, space, TRIAL_EPOCHS)
+        print(search.table(rows))
         title = f"{len(rows)} trials of {TRIAL_EPOCHS} epoch(s), {LIMIT:,} training images"
-        tuner.plot_results(rows, WORKDIR / "results.png", title, space=space)
+        search.plot_results(rows, WORKDIR / "results.png", title, space=space)
         display(Image(filename=str(WORKDIR / "results.png")))
         """
     ),
@@ -890,7 +890,7 @@ TUNING = [
         r"""
         ## 5. The winner, on the test split
 
-        `search.load_model(trial)` rebuilds a trial's Distiller with its student's best
+        `tuner.load_model(trial)` rebuilds a trial's Distiller with its student's best
         weights. Only now is the test split read, once, for the chosen configuration. To train
         with these values from the start, pass them to the `Distiller` (`temperature=`,
         `kd_lambda=`) and to `LambdaAnnealing(start=...)`, or to the command line
@@ -900,7 +900,7 @@ TUNING = [
     ),
     code(
         r"""
-        best = tuner.best_trial(search.oracle)
+        best = search.best_trial(tuner.oracle)
         values = best.hyperparameters.values
         print(f"best trial {best.trial_id}: λ0 = {values['kd_lambda']:.3g}, "
               f"τ = {values['temperature']:.3g}, validation accuracy {best.score:.4f}")
@@ -908,7 +908,7 @@ TUNING = [
         print(f"the paper's λ0 = 4, τ = 3 (trial {defaults['trial_id']}): validation accuracy "
               f"{defaults['val_accuracy']:.4f}")
 
-        student = search.load_model(best).student
+        student = tuner.load_model(best).student
         x_test, y_test = (np.concatenate(parts) for parts in zip(*ds.test.as_numpy_iterator()))
         predictions = np.argmax(student.predict(x_test, batch_size=256, verbose=0), axis=-1)
         print(f"test accuracy of the best trial's student: {np.mean(predictions == y_test):.4f}")
