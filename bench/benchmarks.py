@@ -18,7 +18,7 @@ from keras import ops
 from bench import timing
 from fitnets_tf import data, losses, models, teacher_cache
 from fitnets_tf.distiller import Distiller, make_hint_path
-from fitnets_tf.training import Hyperparameters
+from fitnets_tf.stages import Hyperparameters
 
 HPARAMS = Hyperparameters()  # RMSProp 0.005, rho 0.9, τ = 3, λ = 4: the paper's CIFAR values
 NUM_CLASSES = 10

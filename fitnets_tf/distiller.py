@@ -70,6 +70,22 @@ def _layer(model: keras.Model, name: str, role: str):
     return model.get_layer(name)
 
 
+def _build_like(student: keras.Model, teacher: keras.Model) -> None:
+    """Builds a subclassed student on the teacher's input shape, when that shape is known.
+
+    An unbuilt model has no variables yet, so there would be nothing to optimise; calling it
+    once on zeros creates them (as Keras' first ``fit`` batch would).
+    """
+    if student.built:
+        return
+    try:
+        shape = tuple(teacher.inputs[0].shape[1:])
+    except (AttributeError, ValueError, IndexError):
+        return  # a subclassed teacher too: the first batch builds both
+    if all(d is not None for d in shape):
+        student(ops.zeros((1, *shape)), training=False)
+
+
 def _positive(name: str, value: float, allow_zero: bool = False) -> float:
     ok = value >= 0 if allow_zero else value > 0
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok:
@@ -227,6 +243,7 @@ class Distiller(keras.Model):
             name: keras.metrics.Mean(name=name)
             for name in ("loss", "hint_loss", "ce_loss", "kd_loss", "kd_lambda", "temperature")
         }
+        _build_like(student, teacher)
         teacher.trainable = False  # last: a Distiller that fails to build leaves it untouched
         # Built models make a built Distiller: save_weights, checkpoints and keras-tuner then
         # work before the first fit (a subclassed Model is otherwise "unbuilt" until called).
@@ -267,8 +284,12 @@ class Distiller(keras.Model):
             # Stage 2 drops the regressor: it takes no gradient and no optimizer slots.
             self.regressor.trainable = phase == "hints"
         super().compile(optimizer=optimizer, metrics=metrics if phase == "kd" else None, **kwargs)
-        with self.distribute_strategy.scope():
-            self.optimizer.build(self._phase_variables())
+        variables = self._phase_variables()
+        if variables:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(variables)
+        # else: a subclassed student not built yet; Keras builds it, then the optimizer, on
+        # the first batch (fit's symbolic build).
 
     def _phase_variables(self):
         if self.phase == "hints":
@@ -276,6 +297,20 @@ class Distiller(keras.Model):
                 self._taps.student_guided.trainable_variables + self.regressor.trainable_variables
             )
         return self.student.trainable_variables
+
+    def _build_student_on(self, x) -> list:
+        """Builds an unbuilt (subclassed) student, and the optimizer, for batches like ``x``.
+
+        Called while the train step is traced. Symbolically, so that the traced step holds no
+        extra forward pass; Keras defers this build to the same moment for its own models.
+        """
+        images = x[IMAGES] if isinstance(x, dict) else x
+        self.student.compute_output_spec(keras.KerasTensor(images.shape, images.dtype))
+        variables = self._phase_variables()
+        if not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(variables)
+        return variables
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras' TF trainer pulls one batch to build unbuilt state. Under
@@ -352,7 +387,7 @@ class Distiller(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        variables = self._phase_variables()
+        variables = self._phase_variables() or self._build_student_on(x)
         with tf.GradientTape() as tape:
             loss, terms, logits = self._phase_losses(x, y, sample_weight, training=True)
             scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed_float16

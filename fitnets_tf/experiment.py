@@ -32,7 +32,7 @@ from fitnets_tf.distiller import make_hint_path
 from fitnets_tf.errors import ConfigError, TeacherLoadError
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.summary import summary_table
-from fitnets_tf.run import io, layout, runtime
+from fitnets_tf.run import io, layout, lock, runtime
 from fitnets_tf.run.resume import RunState, StageCheckpoint
 
 HINT_MODES = ("fitnet", "stagewise_labels")  # the modes that use a hint/guided pair
@@ -42,12 +42,14 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     """Runs the experiment and returns the summary written to ``workdir/summary.json``.
 
     Keras' dtype policy is restored on return: the run's mixed precision does not leak into
-    the caller's session.
+    the caller's session. The run directory is locked meanwhile: a second process is
+    refused with a
+    :class:`~fitnets_tf.run.lock.WorkdirBusyError` naming the holder.
     """
     config.validate()
     files = layout.RunLayout(layout.prepare(workdir))
     s = config.schedule
-    with runtime.session(seed=s.seed, deterministic=config.runtime.deterministic,
+    with lock.hold(files.root), runtime.session(seed=s.seed, deterministic=config.runtime.deterministic,
                          mixed_precision=s.mixed_precision):  # fmt: skip
         return Experiment(config, files, log).run()
 
@@ -61,6 +63,16 @@ def load_teacher(path: str | os.PathLike) -> keras.Model:
         path, "teacher", TeacherLoadError,
         advice="Pass --teacher_path=FILE.keras or a run directory whose teacher stage "
         "finished, or add 'teacher' to --stages to train one.",
+    )  # fmt: skip
+
+
+def load_data(config: ExperimentConfig) -> data_lib.Datasets:
+    """The train / validation / test pipelines of ``config``'s data section."""
+    d = config.data
+    return data_lib.load(
+        d.dataset, data_dir=config.runtime.data_dir, batch_size=d.batch_size,
+        seed=config.schedule.seed, augment=d.augment, limit=d.limit,
+        validation_size=d.validation_size, retrain_on_all=d.retrain_on_all,
     )  # fmt: skip
 
 
@@ -135,12 +147,7 @@ class Experiment:
     # -- data and models ---------------------------------------------------------------------
 
     def load_data(self) -> data_lib.Datasets:
-        d, s = self.config.data, self.config.schedule
-        return data_lib.load(
-            d.dataset, data_dir=self.config.runtime.data_dir, batch_size=d.batch_size,
-            seed=s.seed, augment=d.augment, limit=d.limit, validation_size=d.validation_size,
-            retrain_on_all=d.retrain_on_all,
-        )  # fmt: skip
+        return load_data(self.config)
 
     def _build_kwargs(self) -> dict:
         m = self.config.models
@@ -255,7 +262,8 @@ class Experiment:
                 kd_epochs=c.schedule.kd_epochs, stages=todo, verbose=self.verbose,
                 callbacks_for=lambda stage: self.stage_callbacks(f"{mode}/{stage}", student),
                 initial_epochs={s: self.state.stage(f"{mode}/{s}")["epochs_done"] for s in todo},
-                distiller_data=distiller_data, jit_compile=c.runtime.jit_compile,
+                distiller_data=distiller_data, seed=c.schedule.seed + 2,
+                jit_compile=c.runtime.jit_compile,
             )  # fmt: skip
         io.save_model(student, self.files.mode_student(mode))
 

@@ -80,7 +80,9 @@ def make_distiller(
     hparams: Hyperparameters,
     hint_layer: str | None = None,
     guided_layer: str | None = None,
+    seed: int | None = None,
 ) -> Distiller:
+    """The Distiller of ``hparams``; ``seed`` seeds its regressor's initial weights."""
     return Distiller(
         teacher,
         student,
@@ -90,6 +92,7 @@ def make_distiller(
         kd_lambda=hparams.lambda_start,
         tau_squared=hparams.tau_squared,
         regressor=hparams.regressor,
+        regressor_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
     )
 
 
@@ -171,15 +174,20 @@ def fit_kd(
     )
 
 
-def guided_classifier(student: keras.Model, guided_layer: str, num_classes: int) -> keras.Model:
+def guided_classifier(
+    student: keras.Model, guided_layer: str, num_classes: int, seed: int | None = None
+) -> keras.Model:
     """The student up to ``guided_layer`` with a fresh softmax head (weights shared).
 
     The ``stagewise_labels`` ablation trains this on the labels in place of hint training.
+    ``seed`` seeds the head's initial weights.
     """
     features = student.get_layer(guided_layer).output
     if len(features.shape) > 2:
         features = keras.layers.GlobalAveragePooling2D(name="guided_labels_pool")(features)
-    logits = keras.layers.Dense(num_classes, name="guided_labels_logits")(features)
+    init = keras.initializers.GlorotUniform(seed=seed)
+    logits = keras.layers.Dense(num_classes, kernel_initializer=init,
+                                name="guided_labels_logits")(features)  # fmt: skip
     return keras.Model(student.inputs, logits, name=f"{student.name}_guided_labels")
 
 
@@ -199,6 +207,7 @@ def train_student(
     stages: Sequence[str] | None = None,
     initial_epochs: dict[str, int] | None = None,
     distiller_data: tuple | None = None,
+    seed: int | None = None,
     verbose="auto",
     **compile_kwargs,
 ) -> dict[str, keras.callbacks.History]:
@@ -213,6 +222,8 @@ def train_student(
     ``distiller_data`` is ``(train, validation)`` carrying precomputed teacher outputs
     (:func:`fitnets_tf.teacher_cache.cache_datasets`) for the stages the Distiller trains
     (``hints``, ``kd``); the stages on labels alone keep ``train`` and ``validation``.
+    ``seed`` seeds what this function creates (the regressor, the guided head): a resumed run
+    must create them as the interrupted one did, whatever the process drew before.
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
@@ -231,6 +242,7 @@ def train_student(
             hparams,
             hint_layer=hint_layer if mode == "fitnet" else None,
             guided_layer=guided_layer if mode == "fitnet" else None,
+            seed=seed,
         )
     distill_train, distill_validation = distiller_data or (train, validation)
     for stage in STAGES_OF_MODE[mode]:
@@ -244,7 +256,7 @@ def train_student(
                 **common,
             )  # fmt: skip
         elif stage == "guided_labels":
-            head = guided_classifier(student, guided_layer, int(student.output.shape[-1]))
+            head = guided_classifier(student, guided_layer, int(student.output.shape[-1]), seed)
             histories[stage] = fit_labels(
                 head, train, validation, epochs=hints_epochs, callbacks=cbs, **common
             )

@@ -198,6 +198,37 @@ def test_kd_with_a_subclassed_teacher(student):
         fitnets_tf.Distiller(Teacher(), student, "dense", "conv1")
 
 
+class UserNet(keras.Model):
+    """A user's own subclassed model: no inputs, no layers known before its first call."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(width, 3, activation="relu")
+        self.flat = keras.layers.Flatten()
+        self.out = keras.layers.Dense(3)
+
+    def call(self, x, training=None):
+        return self.out(self.flat(self.conv(x)))
+
+
+@pytest.mark.parametrize("subclassed_teacher", [False, True])
+def test_kd_trains_a_subclassed_student(teacher, subclassed_teacher):
+    # As the hint phase's error promises: a subclassed student works for KD, with a Functional
+    # teacher (built at construction) or a subclassed one too (built by the first batch).
+    if subclassed_teacher:
+        keras.utils.set_random_seed(0)
+        teacher = UserNet(6)
+    keras.utils.set_random_seed(1)
+    student = UserNet(4)
+    d = fitnets_tf.Distiller(teacher, student)
+    d.compile(optimizer="sgd", phase="kd", metrics=["accuracy"])
+    assert student.built is not subclassed_teacher  # built on the Functional teacher's input
+    history = d.fit(tiny_dataset(), epochs=2, verbose=0).history
+    assert np.all(np.isfinite(history["loss"])) and history["loss"][1] < history["loss"][0]
+    assert len(student.trainable_variables) == 4 and d.optimizer.iterations.numpy() == 8
+    assert d.predict(tiny_data()[0], verbose=0).shape == (32, 3)
+
+
 def test_sample_weights_weight_the_examples(teacher, student):
     d = fitnets_tf.Distiller(teacher, student)
     d.compile(optimizer="sgd", phase="kd")

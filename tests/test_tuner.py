@@ -19,18 +19,23 @@ import tensorflow as tf
 from absl import flags
 from conftest import tiny_dataset, tiny_model
 
-from fitnets_tf import experiment, train, training, tune, tuner  # noqa: F401  (tune: flags)
+from fitnets_tf import config as config_lib
+from fitnets_tf import models, search, stages
+from fitnets_tf.cli import flags as flag_lib
+from fitnets_tf.cli import tune  # defines the flags
+from fitnets_tf.data import get_spec
+from fitnets_tf.distiller import Distiller
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "configs/tune_smoke.flags"
-PAPER = training.Hyperparameters()  # λ0 = 4, τ = 3
+PAPER = stages.Hyperparameters()  # λ0 = 4, τ = 3
 
 
 # -- search space and oracles (no training) ------------------------------------------------------
 
 
 def test_search_space_is_named_after_train_flags_and_defaults_to_the_base_values():
-    space = tuner.SearchSpace()
+    space = search.SearchSpace()
     assert space.names() == ("kd_lambda", "temperature")
     hp = keras_tuner.HyperParameters()
     hparams = space.hyperparameters(hp, PAPER)
@@ -39,7 +44,7 @@ def test_search_space_is_named_after_train_flags_and_defaults_to_the_base_values
     hp.values.update(kd_lambda=8.0, temperature=2.0)
     assert space.hyperparameters(hp, PAPER).lambda_start == 8.0
 
-    full = tuner.SearchSpace.with_optional(["lambda_end", "learning_rate", "tau_squared"])
+    full = search.SearchSpace.with_optional(["lambda_end", "learning_rate", "tau_squared"])
     assert full.names() == (
         "kd_lambda",
         "temperature",
@@ -58,10 +63,10 @@ def test_search_space_is_named_after_train_flags_and_defaults_to_the_base_values
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: tuner.SearchSpace(kd_lambda=(4.0, 1.0)), r"Received: kd_lambda=\(4.0, 1.0\)"),
-        (lambda: tuner.SearchSpace(temperature=(0.0, 3.0)), "temperature"),
-        (lambda: tuner.SearchSpace.with_optional(["momentum"]), "Unknown optional.*momentum"),
-        (lambda: tuner.SearchSpace(kd_lambda=(8.0, 16.0)).describe(PAPER),
+        (lambda: search.SearchSpace(kd_lambda=(4.0, 1.0)), r"Received: kd_lambda=\(4.0, 1.0\)"),
+        (lambda: search.SearchSpace(temperature=(0.0, 3.0)), "temperature"),
+        (lambda: search.SearchSpace.with_optional(["momentum"]), "Unknown optional.*momentum"),
+        (lambda: search.SearchSpace(kd_lambda=(8.0, 16.0)).describe(PAPER),
          "base kd_lambda=4.0, outside the searched range"),
     ],
 )  # fmt: skip
@@ -72,13 +77,13 @@ def test_bad_search_space_is_refused(make, message):
 
 @pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])
 def test_every_oracle_runs_the_defaults_first(kind, tmp_path):
-    oracle = {"random": tuner._RandomOracle, "bayesian": tuner._BayesianOracle,
-              "hyperband": tuner._HyperbandOracle}[kind]  # fmt: skip
+    oracle = {"random": search.RandomOracle, "bayesian": search.BayesianOracle,
+              "hyperband": search.HyperbandOracle}[kind]  # fmt: skip
     kwargs = {"max_epochs": 3} if kind == "hyperband" else {"max_trials": 3}
     oracle = oracle(objective=keras_tuner.Objective("val_accuracy", "max"), seed=1, **kwargs)
     oracle._set_project_dir(str(tmp_path), "p")
     hp = keras_tuner.HyperParameters()
-    tuner.SearchSpace().hyperparameters(hp, PAPER)
+    search.SearchSpace().hyperparameters(hp, PAPER)
     oracle.update_space(hp)
     first = oracle.create_trial("tuner0")
     assert {k: first.hyperparameters.values[k] for k in ("kd_lambda", "temperature")} == {
@@ -91,19 +96,15 @@ def test_every_oracle_runs_the_defaults_first(kind, tmp_path):
 
 
 def test_a_changed_search_is_refused_naming_the_differences(tmp_path):
-    config = experiment.ExperimentConfig(dataset="synthetic")
-    options = tuner.TuneOptions()
-    tuner.check_search(tmp_path, tuner.describe(config, options))
+    config = config_lib.ExperimentConfig().with_values(dataset="synthetic")
+    options = search.TuneOptions()
+    search.check_search(tmp_path, search.describe(config, options))
     # Free to change: the number of trials, the full run's length, where data lives.
-    more = tuner.TuneOptions(max_trials=20)
-    tuner.check_search(
-        tmp_path, tuner.describe(tuner.dataclasses.replace(config, kd_epochs=99), more)
-    )
-    changed = tuner.TuneOptions(space=tuner.SearchSpace(temperature=(1.0, 8.0)), trial_epochs=5)
-    with pytest.raises(tuner.SearchError) as info:
-        tuner.check_search(
-            tmp_path, tuner.describe(tuner.dataclasses.replace(config, seed=1), changed)
-        )
+    more = search.TuneOptions(max_trials=20)
+    search.check_search(tmp_path, search.describe(config.with_values(kd_epochs=99), more))
+    changed = search.TuneOptions(space=search.SearchSpace(temperature=(1.0, 8.0)), trial_epochs=5)
+    with pytest.raises(search.SearchError) as info:
+        search.check_search(tmp_path, search.describe(config.with_values(seed=1), changed))
     message = str(info.value)
     for part in ("space.temperature.max: 10.0 → 8.0", "trial_epochs: 3 → 5", "config.seed: 0 → 1",
                  "new --workdir"):  # fmt: skip
@@ -115,19 +116,19 @@ def test_tune_configs_parse_validate_and_start_at_the_paper_values(name):
     flags.FLAGS.unparse_flags()
     try:
         flags.FLAGS(["tune", f"--flagfile={os.path.join(ROOT, 'configs', name + '.flags')}"])
-        config, options = train.config_from_flags(), tune.options_from_flags()
+        config, options = flag_lib.config_from_flags(), tune.options_from_flags()
     finally:
         flags.FLAGS.unparse_flags()
     config.validate()
     options.validate()
-    description = tuner.describe(config, options)  # raises if a default is outside its range
+    description = search.describe(config, options)  # raises if a default is outside its range
     assert description["space"]["kd_lambda"]["default"] == 4.0
     assert description["space"]["temperature"]["default"] == 3.0
-    assert options.max_trials >= 2 and config.modes[0] == "fitnet"
-    spec = tuner.data_lib.DATASETS[config.dataset]
-    teacher = tuner.models.build(config.teacher, spec.input_shape, spec.num_classes)
-    student = tuner.models.build(config.student, spec.input_shape, spec.num_classes)
-    tuner.Distiller(teacher, student, *config.pair())  # the pair fits
+    assert options.max_trials >= 2 and config.schedule.modes[0] == "fitnet"
+    spec = get_spec(config.data.dataset)
+    teacher = models.build(config.models.teacher, spec.input_shape, spec.num_classes)
+    student = models.build(config.models.student, spec.input_shape, spec.num_classes)
+    Distiller(teacher, student, *config.pair())  # the pair fits
 
 
 # -- trials in process, tiny models ----------------------------------------------------------------
@@ -140,13 +141,13 @@ def teacher_path(teacher, tmp_path):
     return path
 
 
-def _hypermodel(teacher_path, cls=tuner.FitNetsHyperModel, **kwargs):
+def _hypermodel(teacher_path, cls=search.FitNetsHyperModel, **kwargs):
     return cls(teacher_path, lambda: tiny_model("student", width=4, seed=1),
-               hparams=training.Hyperparameters(learning_rate=1e-3), **kwargs)  # fmt: skip
+               hparams=stages.Hyperparameters(learning_rate=1e-3), **kwargs)  # fmt: skip
 
 
 def _search(hypermodel, directory, trials=2, validation=None, **search_kwargs):
-    t = tuner.make_tuner(hypermodel, max_trials=trials, trial_epochs=1, directory=directory)
+    t = search.make_tuner(hypermodel, max_trials=trials, trial_epochs=1, directory=directory)
     t.search(tiny_dataset(), validation or tiny_dataset(), epochs=1, verbose=0, **search_kwargs)
     return t
 
@@ -168,10 +169,10 @@ def test_trial_checkpoints_hold_the_student_alone(teacher_path, tmp_path):
         path = os.path.join(t.get_trial_dir(trial.trial_id), "checkpoint.weights.h5")
         assert len(_arrays(path)) == len(student.weights)  # not the teacher's, nor the regressor's
         student.load_weights(path)
-    best = t.load_model(tuner.best_trial(t.oracle))  # keras-tuner's reload path works too
-    assert isinstance(best, tuner.Distiller)
+    best = t.load_model(search.best_trial(t.oracle))  # keras-tuner's reload path works too
+    assert isinstance(best, Distiller)
     reloaded = tiny_model("student", width=4, seed=1)
-    reloaded.load_weights(os.path.join(t.get_trial_dir(tuner.best_trial(t.oracle).trial_id),
+    reloaded.load_weights(os.path.join(t.get_trial_dir(search.best_trial(t.oracle).trial_id),
                                        "checkpoint.weights.h5"))  # fmt: skip
     for a, b in zip(best.student.get_weights(), reloaded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -192,7 +193,7 @@ def test_retrain_hints_per_trial_runs_stage_one_inside_the_trial(teacher_path, t
 
 
 def test_hyperband_continues_a_trial_from_its_student_checkpoint(teacher_path, tmp_path):
-    t = tuner.make_tuner(_hypermodel(teacher_path), oracle="hyperband", max_trials=4,
+    t = search.make_tuner(_hypermodel(teacher_path), oracle="hyperband", max_trials=4,
                          trial_epochs=3, directory=tmp_path)  # fmt: skip
     t.search(tiny_dataset(), tiny_dataset(), epochs=3, verbose=0)
     trials = t.oracle.trials.values()
@@ -201,7 +202,7 @@ def test_hyperband_continues_a_trial_from_its_student_checkpoint(teacher_path, t
     assert continued  # a later round started from an earlier trial's (student-only) weights
 
 
-class _PoisonedUnlessDefault(tuner.FitNetsHyperModel):
+class _PoisonedUnlessDefault(search.FitNetsHyperModel):
     """NaN weights in every trial but the first (the defaults): a diverged student."""
 
     def build(self, hp):
@@ -221,8 +222,8 @@ def test_a_nan_trial_is_failed_and_never_the_best(teacher_path, tmp_path):
     statuses = [t.oracle.trials[i].status for i in sorted(t.oracle.trials)]
     assert statuses == ["COMPLETED", "FAILED", "FAILED"]
     assert "Non-finite loss" in t.oracle.trials["1"].message
-    assert tuner.best_trial(t.oracle).trial_id == "0"
-    rows = tuner.trial_rows(t.oracle, tuner.SearchSpace(), 1)
+    assert search.best_trial(t.oracle).trial_id == "0"
+    rows = search.trial_rows(t.oracle, search.SearchSpace(), 1)
     assert [r["val_accuracy"] is None for r in rows] == [False, True, True]
     assert rows[0]["val_accuracy"] < 1.0
     # What the failed trials would have reported without the check:
@@ -234,15 +235,15 @@ def test_a_nan_trial_is_failed_and_never_the_best(teacher_path, tmp_path):
 
 
 def test_an_exploding_learning_rate_fails_the_trial(teacher_path):
-    hm = tuner.FitNetsHyperModel(teacher_path, lambda: tiny_model("student", width=4, seed=1),
-                                 hparams=training.Hyperparameters(learning_rate=1e30))  # fmt: skip
+    hm = search.FitNetsHyperModel(teacher_path, lambda: tiny_model("student", width=4, seed=1),
+                                 hparams=stages.Hyperparameters(learning_rate=1e30))  # fmt: skip
     hp = keras_tuner.HyperParameters()
     hm.declare_hyperparameters(hp)
     with pytest.raises(keras_tuner.errors.FailedTrialError, match="diverged"):
         hm.fit(hp, hm.build(hp), tiny_dataset(), tiny_dataset(), epochs=3, verbose=0)
 
 
-class _Recording(tuner.FitNetsHyperModel):
+class _Recording(search.FitNetsHyperModel):
     seen: list
 
     def fit(self, hp, model, *args, **kwargs):
@@ -325,13 +326,13 @@ def test_smoke_search_writes_trials_results_plot_and_best_flags(smoke):
     flags.FLAGS.unparse_flags()
     try:
         flags.FLAGS(["train", f"--flagfile={workdir / 'best.flags'}"])
-        config = train.config_from_flags()
+        config = flag_lib.config_from_flags()
     finally:
         flags.FLAGS.unparse_flags()
     config.validate()
-    assert config.hparams.lambda_start == pytest.approx(best["kd_lambda"])
-    assert config.hparams.temperature == pytest.approx(best["temperature"])
-    assert config.teacher_path.endswith("stage1/teacher/teacher.keras")
+    assert config.schedule.kd_lambda == pytest.approx(best["kd_lambda"])
+    assert config.schedule.temperature == pytest.approx(best["temperature"])
+    assert config.models.teacher_path.endswith("stage1/teacher/teacher.keras")
 
 
 @pytest.mark.slow  # a whole train run; the default suite parses and validates best.flags above
@@ -408,7 +409,7 @@ def test_bad_searches_are_refused_before_any_work(args, message, tmp_path):
     try:
         flags.FLAGS(["tune", f"--flagfile={os.path.join(ROOT, SMOKE)}", *args])
         with pytest.raises(ValueError, match=message):  # main prints these as one paragraph
-            tuner.tune(train.config_from_flags(), tune.options_from_flags(), tmp_path)
+            search.tune(flag_lib.config_from_flags(), tune.options_from_flags(), tmp_path)
     finally:
         flags.FLAGS.unparse_flags()
     assert not (tmp_path / "stage1").exists() and not (tmp_path / "trials").exists()

@@ -22,7 +22,13 @@ def all_specs():
 
 def define_experiment_flags(defaults: config_lib.ExperimentConfig = config_lib.DEFAULT,
                             workdir: str = "runs/fashion_mnist", flag_values=FLAGS) -> None:  # fmt: skip
-    """Defines one flag per option (defaults from ``defaults``) and ``--workdir``."""
+    """Defines one flag per option (defaults from ``defaults``) and ``--workdir``.
+
+    Once per process: the tuner's CLI takes the experiment's flags too, and a process (the
+    tests, a notebook) may import both CLIs.
+    """
+    if "workdir" in flag_values:
+        return
     for section, spec in all_specs():
         define(spec, getattr(getattr(defaults, section), spec.name), flag_values)
     flags.DEFINE_string("workdir", workdir, "Run directory: everything is written here.",

@@ -28,13 +28,15 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the epoch lines
     from fitnets_tf import experiment
-    from fitnets_tf.run import io, layout
+    from fitnets_tf.run import io, layout, lock
 
     config = flag_lib.config_from_flags()
     config.validate()
     workdir = layout.prepare(FLAGS.workdir)
-    io.write_text(layout.RunLayout(workdir).flags, flag_lib.resolved_flagfile(config, FLAGS.workdir))
-    experiment.run(config, workdir, log=print)
+    with lock.hold(workdir):  # before flags.txt: a refused second process changes nothing
+        flagfile = flag_lib.resolved_flagfile(config, FLAGS.workdir)
+        io.write_text(layout.RunLayout(workdir).flags, flagfile)
+        experiment.run(config, workdir, log=print)
 
 
 def entry_point():

@@ -1,0 +1,199 @@
+r"""Fault soak: kill a training run at random moments, resume it each time, compare the end.
+
+Runs ``python -m fitnets_tf.train`` on a flagfile (default: the smoke config) once without
+interruption (the reference), then again in a fresh run directory, killing it at random
+moments (SIGKILL, and SIGTERM for a share of the kills) and re-running the same command until
+a run finishes on its own. One such chain is an *episode*; episodes repeat until the asked
+numbers of kills are reached. After each episode it compares, with the reference:
+
+* the summary's test accuracy of every model (teacher and each mode's student);
+* every weight of every saved model (the teacher and each mode's final student), exactly;
+
+and checks that every ``.keras`` file and ``run_state.json`` left in the run directory loads.
+It prints the counts (kills by signal, resumes, identical finishes, differing models, corrupt
+files) and writes them to ``bench/results/fault_soak.json``. Not a test: it takes minutes.
+
+    .venv/bin/python bench/fault_soak.py                       # 30 SIGKILL + 10 SIGTERM
+    .venv/bin/python bench/fault_soak.py --kills=5 --terms=2   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "fault_soak.json"
+
+
+def _command(flagfile: str, workdir: pathlib.Path, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "fitnets_tf.train", f"--flagfile={flagfile}",
+            f"--workdir={workdir}", "--nomeasure_latency", *extra]  # fmt: skip
+
+
+def _env() -> dict:
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+
+
+def run_to_end(command: list[str], log) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise SystemExit(f"The reference run failed (exit {proc.returncode}): see {log.name}")
+    return time.perf_counter() - start
+
+
+def run_killed(command: list[str], delay: float, sig: int, log) -> int | None:
+    """Runs ``command``; sends ``sig`` after ``delay`` s. None: it was killed; else its status."""
+    proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    try:
+        return proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, sig)
+        proc.wait()
+        return None
+
+
+def _model_files(workdir: pathlib.Path) -> dict[str, pathlib.Path]:
+    summary = json.loads((workdir / "summary.json").read_text())
+    files = {"teacher": workdir / "teacher" / "teacher.keras"}
+    for row in summary["models"]:
+        if row["name"] != "teacher":
+            files[row["name"]] = workdir / row["name"] / "student.keras"
+    return files
+
+
+def _accuracies(workdir: pathlib.Path) -> dict[str, float]:
+    summary = json.loads((workdir / "summary.json").read_text())
+    return {row["name"]: row["test_accuracy"] for row in summary["models"]}
+
+
+def _weights(path: pathlib.Path):
+    import keras
+
+    import fitnets_tf  # noqa: F401  (registers the custom layers)
+
+    return keras.saving.load_model(path, compile=False, safe_mode=True).get_weights()
+
+
+def compare(reference: pathlib.Path, run: pathlib.Path) -> list[str]:
+    """The models of ``run`` whose accuracy or weights differ from ``reference``'s."""
+    import numpy as np
+
+    differing = []
+    ref_acc, acc = _accuracies(reference), _accuracies(run)
+    for name, path in _model_files(reference).items():
+        other = run / path.relative_to(reference)
+        same = ref_acc.get(name) == acc.get(name) and other.is_file()
+        if same:
+            a, b = _weights(path), _weights(other)
+            same = len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+        if not same:
+            differing.append(f"{name} ({ref_acc.get(name)} vs {acc.get(name)})")
+    return differing
+
+
+def corrupt_files(workdir: pathlib.Path) -> list[str]:
+    """Files a resumed or finished run would read that do not load."""
+    bad = []
+    for path in workdir.rglob("*.keras"):
+        try:
+            _weights(path)
+        except Exception as e:  # noqa: BLE001  (any failure is a corrupt file)
+            bad.append(f"{path.relative_to(workdir)}: {type(e).__name__}")
+    for path in workdir.rglob("run_state.json"):
+        try:
+            json.loads(path.read_text())
+        except ValueError:
+            bad.append(str(path.relative_to(workdir)))
+    return bad
+
+
+def episode(command, workdir, kills_left, terms_left, duration, rng, log) -> dict:
+    """Kills one run again and again until it finishes; returns what happened."""
+    counts = {"sigkill": 0, "sigterm": 0, "resumes": 0}
+    while True:
+        if kills_left + terms_left == 0:
+            status, sig = subprocess.run(command, cwd=ROOT, env=_env(), stdout=log,
+                                         stderr=subprocess.STDOUT).returncode, None  # fmt: skip
+        else:
+            use_term = rng.random() < terms_left / (kills_left + terms_left)
+            sig = signal.SIGTERM if use_term else signal.SIGKILL
+            # Anywhere in a whole run: a resumed run skips what is done, so late moments
+            # often fall after its end and the run finishes on its own.
+            status = run_killed(command, rng.uniform(1.0, duration), sig, log)
+        if status is None:
+            key = "sigterm" if sig == signal.SIGTERM else "sigkill"
+            counts[key] += 1
+            kills_left -= key == "sigkill"
+            terms_left -= key == "sigterm"
+            counts["resumes"] += 1
+            continue
+        counts["status"] = status
+        return counts
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flagfile", default="configs/smoke.flags")
+    parser.add_argument("--kills", type=int, default=30, help="SIGKILLs in all")
+    parser.add_argument("--terms", type=int, default=10, help="SIGTERMs in all")
+    parser.add_argument("--max_episodes", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0, help="of the kill moments")
+    parser.add_argument("--workdir", default=None, help="default: a temporary directory")
+    parser.add_argument("extra", nargs="*", help="more train flags (after --)")
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    base = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="fault_soak-"))
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / "log.txt", "a") as log:
+        reference = base / "reference"
+        shutil.rmtree(reference, ignore_errors=True)
+        duration = run_to_end(_command(args.flagfile, reference, args.extra), log)
+        print(f"reference run: {duration:.0f} s", flush=True)
+        totals = {"episodes": 0, "sigkill": 0, "sigterm": 0, "resumes": 0, "identical": 0,
+                  "differing": [], "corrupt": [], "failed_runs": 0}  # fmt: skip
+        while totals["episodes"] < args.max_episodes and (
+            totals["sigkill"] < args.kills or totals["sigterm"] < args.terms
+        ):
+            run = base / f"episode{totals['episodes']}"
+            shutil.rmtree(run, ignore_errors=True)
+            command = _command(args.flagfile, run, args.extra)
+            counts = episode(command, run, args.kills - totals["sigkill"],
+                             args.terms - totals["sigterm"], duration, rng, log)  # fmt: skip
+            totals["episodes"] += 1
+            for key in ("sigkill", "sigterm", "resumes"):
+                totals[key] += counts[key]
+            totals["corrupt"] += [f"{run.name}/{c}" for c in corrupt_files(run)]
+            if counts["status"] != 0:
+                totals["failed_runs"] += 1
+                differing = [f"exit status {counts['status']}"]
+            else:
+                differing = compare(reference, run)
+            totals["identical"] += not differing
+            totals["differing"] += [f"{run.name}: {d}" for d in differing]
+            print(f"{run.name}: {counts} -> {differing or 'identical'}",
+                  flush=True)  # fmt: skip
+    totals.update(
+        flagfile=args.flagfile,
+        reference_seconds=round(duration, 1),
+        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        workdir=str(base),
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(totals, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in totals.items() if k != "workdir"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+r"""Searches λ0 and τ for a teacher/student pair: ``python -m fitnets_tf.tune --flagfile=X``.
+
+Takes every flag of ``fitnets_tf.train`` (the experiment: data, teacher, student, epochs,
+the values to start from) plus the tuner's own, defined here. Runs stage 1 once, then one
+stage-2 trial per hyperparameter set, and writes ``results.csv``, ``results.png``,
+``summary.json`` and ``best.flags``: the resolved flags with the best values, a flagfile that
+``python -m fitnets_tf.train`` runs as is. Re-running the same command resumes the search.
+
+Example::
+
+    python -m fitnets_tf.tune --flagfile=configs/tune_smoke.flags --workdir=/tmp/tune
+
+Distributed (keras-tuner's chief/worker mode): start the same command once with
+``KERASTUNER_TUNER_ID=chief`` and once per worker with ``KERASTUNER_TUNER_ID=tuner0``,
+``tuner1``..., all with ``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT`` set to the
+chief's address and the same ``--workdir`` (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+from absl import app, flags, logging
+
+from fitnets_tf import options as options_lib
+from fitnets_tf.cli import common
+from fitnets_tf.cli import flags as flag_lib
+from fitnets_tf.errors import SearchError
+from fitnets_tf.search.session import TuneOptions
+from fitnets_tf.search.space import OPTIONAL, OPTIONAL_RANGES, SearchSpace
+
+common.quiet_tensorflow()
+flag_lib.define_experiment_flags()
+_DEFAULTS = TuneOptions()
+for _spec in options_lib.specs(TuneOptions):
+    flag_lib.define(_spec, _spec.default)
+# The ranges: one min,max flag per hyperparameter, defaults from the SearchSpace.
+_RANGES = {"kd_lambda": (_DEFAULTS.space.kd_lambda, "log scale"),
+           "temperature": (_DEFAULTS.space.temperature, "log scale"),
+           "lambda_end": (OPTIONAL_RANGES["lambda_end"], "linear"),
+           "learning_rate": (OPTIONAL_RANGES["learning_rate"], "log scale")}  # fmt: skip
+for _name, (_default, _sampling) in _RANGES.items():
+    flags.DEFINE_list(f"{_name}_range", [str(v) for v in _default],
+                      f"min,max of {_name} ({_sampling}).")  # fmt: skip
+flags.DEFINE_list("search_space", [], "Also search these, besides kd_lambda and temperature: "
+                  f"any of {', '.join(OPTIONAL)}.")  # fmt: skip
+
+FLAGS = flags.FLAGS
+
+
+def _bounds(name: str, f=FLAGS) -> tuple[float, float]:
+    values = f[name].value
+    try:
+        low, high = (float(v) for v in values)
+    except ValueError:
+        raise SearchError(
+            f"--{name} must be two numbers min,max. Received: {','.join(values)}"
+        ) from None
+    return low, high
+
+
+def options_from_flags(f=FLAGS) -> TuneOptions:
+    """The tuner's flags as a :class:`~fitnets_tf.search.TuneOptions`."""
+    ranges = {name: _bounds(f"{name}_range", f) for name in _RANGES}
+    values = {spec.name: f[spec.flag].value for spec in options_lib.specs(TuneOptions)}
+    space = SearchSpace.with_optional(f.search_space, **ranges)
+    return TuneOptions(**values, space=space)
+
+
+def resolved_flagfile(config, workdir, f=FLAGS) -> str:
+    """The experiment's and the tuner's flags with their final values."""
+    names = [spec.flag for spec in options_lib.specs(TuneOptions)]
+    names += [f"{name}_range" for name in _RANGES] + ["search_space"]
+    lines = [f[name].serialize() for name in names]
+    return (
+        flag_lib.resolved_flagfile(config, workdir) + "\n".join(sorted(filter(None, lines))) + "\n"
+    )
+
+
+def best_flagfile(config, best: dict, teacher_path: str, search_dir, workdir) -> str:
+    """``config`` with the best trial's values: a flagfile ``fitnets_tf.train`` runs as is.
+
+    The searched hyperparameters are options of the same names. ``--teacher_path`` is the
+    teacher they were tuned for (so it is not trained again) and ``--workdir`` is ``workdir``.
+    """
+    values = {name: best[name] for name in ("kd_lambda", "temperature", *OPTIONAL)
+              if best.get(name) is not None}  # fmt: skip
+    tuned = config.with_values(**values, teacher_path=teacher_path)
+    header = (
+        f"# Best of the search in {search_dir}: trial {best['trial_id']}, validation "
+        f"accuracy {best['val_accuracy']:.4f} after {best['best_epoch']} of {best['epochs']} "
+        "epoch(s).\n# Run: python -m fitnets_tf.train --flagfile=THIS_FILE\n"
+    )
+    return header + flag_lib.resolved_flagfile(tuned, workdir)
+
+
+@common.reports_user_errors("fitnets_tf.tune")
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    from fitnets_tf import search
+    from fitnets_tf.run import io, layout
+
+    config = flag_lib.config_from_flags()
+    config.validate()
+    options = options_from_flags()
+    workdir = layout.prepare(FLAGS.workdir)
+    files = layout.SearchLayout(workdir)
+    with search.hold(workdir):
+        # Before flags.txt is replaced: a refused search keeps the flags it was started with.
+        search.check_search(workdir, search.describe(config, options), write=False)
+        if search.distributed_role() != "worker":
+            io.write_text(files.flags, resolved_flagfile(config, FLAGS.workdir))
+        summary = search.tune(config, options, workdir, log=print)
+    if summary is None:
+        print(f"fitnets_tf.tune: worker done ({workdir}).")
+        return
+    if summary["best"] is not None:
+        text = best_flagfile(config, summary["best"], summary["teacher_path"], workdir,
+                             files.best_run)  # fmt: skip
+        io.write_text(files.best_flags, text)
+    print(search.table(summary["trials"]))
+    print(_closing_line(summary))
+
+
+def _closing_line(summary: dict) -> str:
+    best, defaults = summary["best"], summary["defaults"]
+    if best is None:
+        return "No trial completed: every trial failed (see results.csv)."
+    line = (f"Best: kd_lambda={best['kd_lambda']:.4g}, temperature={best['temperature']:.4g}, "
+            f"val_accuracy={best['val_accuracy']:.4f}")  # fmt: skip
+    if defaults is not None and defaults["val_accuracy"] is not None:
+        line += (f"; defaults kd_lambda={defaults['kd_lambda']:.4g}, "
+                 f"temperature={defaults['temperature']:.4g}: {defaults['val_accuracy']:.4f}")  # fmt: skip
+    return line + ". best.flags retrains with the best values."
+
+
+def entry_point():
+    """``python -m fitnets_tf.tune`` and the ``fitnets-tune`` console script."""
+    common.run(main, ("fitnets_tf.cli.flags", "fitnets_tf.cli.tune"))

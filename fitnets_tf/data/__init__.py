@@ -1,0 +1,235 @@
+"""tf.data pipelines for the paper's datasets, through TensorFlow Datasets (TFDS), offline.
+
+:func:`load` returns train / validation / test ``tf.data.Dataset`` objects of
+``(image, label)`` batches: ``image`` is the network's input, float32 NHWC already passed
+through a :class:`~fitnets_tf.preprocessing.Preprocessor`; ``label`` is int32. The same
+``Preprocessor`` object (raw pixels in ``[0, 255]`` in, float32 out) is returned so an exported
+model can bake it in.
+
+Offline by design: nothing is downloaded unless ``download=True``. A dataset that is neither
+prepared under ``data_dir`` nor present as source files in TFDS's manual dir
+(``<data_dir>/downloads/manual``) raises :class:`DatasetNotFoundError` at once, instead of TFDS's
+minutes of download retries. Fashion-MNIST is prepared from the Debian package
+``dataset-fashion-mnist`` (see :func:`stage_fashion_mnist`) by the stock TFDS builder, with its
+checksums verified.
+
+Files written: the prepared TFDS datasets under ``data_dir`` (TFDS's layout), the restored
+Fashion-MNIST archives in ``<data_dir>/downloads/manual/``, and the fitted ZCA constants in
+``<cache_dir or data_dir/fitnets_tf_cache>/<dataset>_<hash>.npz``.
+
+The modules, one concept each: :mod:`~fitnets_tf.data.specs` (the supported datasets and
+their splits), :mod:`~fitnets_tf.data.locations` (where they live on disk),
+:mod:`~fitnets_tf.data.fashion_mnist` (Debian's archives restored),
+:mod:`~fitnets_tf.data.tfds_source` (TFDS, offline), :mod:`~fitnets_tf.data.synthetic`
+(generated data), :mod:`~fitnets_tf.data.zca_cache` (fitted ZCA constants),
+:mod:`~fitnets_tf.data.augment` (crops and flips), :mod:`~fitnets_tf.data.pipelines`
+(epoch-ordered batches); this module puts them together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import keras
+import tensorflow as tf
+
+from fitnets_tf.data.augment import augment_image
+from fitnets_tf.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR, stage_fashion_mnist
+from fitnets_tf.data.locations import resolve_data_dir
+from fitnets_tf.data.pipelines import (
+    EpochSync,
+    count_examples,
+    epoch_batches,
+    eval_pipeline,
+    train_pipeline,
+)
+from fitnets_tf.data.specs import DATASETS, DatasetSpec, get_spec, held_out_size, split_names
+from fitnets_tf.data.synthetic import make_synthetic, synthetic_splits
+from fitnets_tf.data.tfds_source import ensure_prepared, read_splits
+from fitnets_tf.data.zca_cache import default_cache_dir, fit_zca_cached
+from fitnets_tf.errors import ConfigError, DatasetNotFoundError
+from fitnets_tf.preprocessing import Preprocessor
+
+__all__ = [
+    "DATASETS",
+    "DEBIAN_FASHION_MNIST_DIR",
+    "DatasetNotFoundError",
+    "DatasetSpec",
+    "Datasets",
+    "EpochSync",
+    "augment_image",
+    "ensure_prepared",
+    "epoch_batches",
+    "get_spec",
+    "load",
+    "make_synthetic",
+    "resolve_data_dir",
+    "split_names",
+    "stage_fashion_mnist",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Datasets:
+    """What :func:`load` returns.
+
+    Attributes:
+        train: shuffled (and augmented if asked) batches of ``(float32 NHWC image, int32 label)``.
+        validation: same without shuffling/augmentation; None when training on all the data.
+        test: same as validation, on the test split.
+        spec: the dataset's :class:`DatasetSpec`.
+        preprocessor: the fitted layer that produced the images from raw ``[0, 255]`` pixels.
+        num_train_examples, num_validation_examples, num_test_examples: split sizes.
+        epoch: the training pipeline's epoch counter; keep it in step with Keras' epochs by
+            passing ``EpochSync(datasets.epoch)`` to ``fit`` (needed to resume exactly).
+        train_examples: the preprocessed training split in memory, in split order, as
+            ``(images, labels)`` (None when ``load(cache=False)``): with :func:`epoch_batches`
+            it feeds other per-example values (cached teacher outputs) in the same order.
+        seed, batch_size, augmenting: how ``train`` was made.
+    """
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset | None
+    test: tf.data.Dataset
+    spec: DatasetSpec
+    preprocessor: Preprocessor
+    num_train_examples: int
+    num_validation_examples: int | None
+    num_test_examples: int
+    epoch: tf.Variable | None = None
+    train_examples: tuple[tf.Tensor, tf.Tensor] | None = None
+    seed: int = 0
+    batch_size: int = 128
+    augmenting: bool = False
+
+    def epoch_callback(self) -> keras.callbacks.Callback:
+        """The callback that keeps the training order a function of (seed, epoch)."""
+        return EpochSync(self.epoch)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.spec.input_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+
+def load(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    augment: bool = False,
+    crop_padding: int = 8,
+    preprocessing: str = "auto",
+    validation_size: int | None = None,
+    retrain_on_all: bool = False,
+    limit: int | None = None,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    fashion_mnist_dir: str | os.PathLike = DEBIAN_FASHION_MNIST_DIR,
+) -> Datasets:
+    """Builds the train / validation / test pipelines of one dataset.
+
+    Args:
+        name: a key of :data:`DATASETS`.
+        data_dir: TFDS data directory (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+        batch_size: examples per batch (the paper: 128).
+        seed: seeds the training order (reshuffled each epoch) and the augmentation; the same
+            seed gives the same batches, epoch after epoch, run after run.
+        augment: random crops of the zero-padded image and, where :attr:`DatasetSpec.flips`,
+            horizontal flips; training split only.
+        crop_padding: zero padding before the random crop (the paper's code: 8); 0 disables it.
+        preprocessing: a :class:`Preprocessor` mode, or ``"auto"`` for the dataset's default
+            (CIFAR: GCN + ZCA, the others: scale to ``[0, 1]``).
+        validation_size: held-out examples (None: the paper's 10K; SVHN 6K).
+        retrain_on_all: train on all training data, no validation split (the paper's last step).
+        limit: keep only the first ``limit`` examples of each split (smoke runs).
+        cache: keep the preprocessed examples in memory after the first epoch (CIFAR train:
+            40K x 32 x 32 x 3 float32 = 0.5 GB); turn off for SVHN with ``extra``.
+        cache_dir: where fitted ZCA constants are stored (default ``<data_dir>/fitnets_tf_cache``).
+        download: let TFDS download a missing dataset (needs internet: offline, TFDS retries
+            for minutes before failing).
+        fashion_mnist_dir: the Debian Fashion-MNIST files used when it is not prepared.
+
+    Returns:
+        A :class:`Datasets`.
+
+    Raises:
+        ConfigError: an argument is out of range.
+        DatasetNotFoundError: the dataset is not available offline (see :func:`ensure_prepared`).
+    """
+    spec = get_spec(name)
+    _check_sizes(batch_size, limit)
+    preprocessor = _unfitted_preprocessor(spec, preprocessing)
+    splits = dict(zip(("train", "validation", "test"),
+                      split_names(name, validation_size, retrain_on_all), strict=True))  # fmt: skip
+    if spec.tfds_name is None:
+        size = held_out_size(spec, validation_size, retrain_on_all)
+        raw, version = synthetic_splits(spec, size), "generated"
+    else:
+        builder = ensure_prepared(
+            name, data_dir, download=download, fashion_mnist_dir=fashion_mnist_dir
+        )
+        raw, version = read_splits(builder, splits), str(builder.version)
+    if limit is not None:
+        raw = {key: ds.take(limit) for key, ds in raw.items()}
+    if preprocessor.mode == "gcn_zca":
+        if cache_dir is None and spec.tfds_name is not None:
+            cache_dir = default_cache_dir(data_dir)
+        # Everything the fitted constants depend on; a change means a new cache file.
+        key = dict(dataset=name, version=version, split=splits["train"], limit=limit)
+        fit_zca_cached(preprocessor, raw["train"], key, cache_dir)
+    training = dict(seed=seed, augment=augment, crop_padding=crop_padding)
+    return _datasets(raw, spec, preprocessor, batch_size=batch_size, cache=cache, **training)
+
+
+def _check_sizes(batch_size, limit) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(
+            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
+        )
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"`limit` must be None or a positive int. Received: limit={limit!r}")
+
+
+def _unfitted_preprocessor(spec: DatasetSpec, preprocessing: str) -> Preprocessor:
+    """The built :class:`Preprocessor` of ``preprocessing`` ("auto": the dataset's own mode)."""
+    mode = spec.preprocessing if preprocessing == "auto" else preprocessing
+    preprocessor = Preprocessor(mode=mode)
+    preprocessor.build((None, *spec.input_shape))
+    return preprocessor
+
+
+def _datasets(
+    raw, spec, preprocessor, *, batch_size, cache, seed, augment, crop_padding
+) -> Datasets:
+    """The batched pipelines of the raw splits, with their sizes."""
+    sizes = {key: count_examples(ds) for key, ds in raw.items()}
+    pipeline = dict(preprocessor=preprocessor, batch_size=batch_size, cache=cache)
+    train, epoch, train_examples = train_pipeline(
+        raw["train"], sizes["train"], **pipeline, seed=seed, augment=augment,
+        crop_padding=crop_padding, flips=spec.flips,
+    )  # fmt: skip
+    validation = raw.get("validation")
+    if validation is not None:
+        validation = eval_pipeline(validation, sizes["validation"], **pipeline)
+    return Datasets(
+        train=train,
+        validation=validation,
+        test=eval_pipeline(raw["test"], sizes["test"], **pipeline),
+        spec=spec,
+        preprocessor=preprocessor,
+        num_train_examples=sizes["train"],
+        num_validation_examples=sizes.get("validation"),
+        num_test_examples=sizes["test"],
+        epoch=epoch,
+        train_examples=train_examples,
+        seed=seed,
+        batch_size=batch_size,
+        augmenting=bool(augment and (crop_padding or spec.flips)),
+    )

@@ -1,0 +1,91 @@
+"""One writer per run directory: a lock a second process is refused by, naming the holder.
+
+The lock is an advisory ``flock`` on a file in the directory, so the kernel releases it when
+its process ends in any way (``kill -9`` included): a lock left by a dead process is never in
+the way and needs no cleanup. Beside the lock, the file holds who took it (host, PID, since
+when, the command), which is what the refusal prints. On network filesystems ``flock`` is as
+good as the server's lock manager: NFSv4 releases the locks of a crashed client when its lease
+expires (about 90 s).
+
+A distributed search shares its directory by design: its chief takes the directory's lock, and
+each worker the lock of its own tuner id only (:func:`hold` with ``name``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pathlib
+import socket
+import sys
+import time
+
+from fitnets_tf.errors import WorkdirError
+
+LOCK_FILE = ".lock"
+# The locks this process holds: a nested ``hold`` of one of them (the CLI locks the directory
+# before writing flags.txt, then ``experiment.run`` locks it again) is a no-op.
+_HELD: set[pathlib.Path] = set()
+
+
+class WorkdirBusyError(WorkdirError):
+    """Another process holds the run directory."""
+
+
+def _holder_text(path: pathlib.Path) -> str:
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        holder = {}
+    if not holder:
+        return "another process"
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.get("since", 0)))
+    return (f"PID {holder.get('pid')} on {holder.get('host')} since {since} "
+            f"({holder.get('command', '?')})")  # fmt: skip
+
+
+def _describe_self() -> str:
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
+                       "command": " ".join(sys.argv)[:300]})  # fmt: skip
+
+
+@contextlib.contextmanager
+def hold(directory: str | os.PathLike, what: str = "run directory", name: str = LOCK_FILE):
+    """Holds ``directory``'s lock for the ``with`` block, or refuses at once.
+
+    Args:
+        directory: the run (or search, or export) directory; created if missing.
+        what: how the refusal names it.
+        name: the lock file's name (a distributed search's workers each lock their own).
+
+    Raises:
+        WorkdirBusyError: another live process holds it; the message names that process.
+    """
+    directory = pathlib.Path(directory).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = (directory / name).resolve()
+    if path in _HELD:
+        yield path
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkdirBusyError(
+                f"The {what} {str(directory)!r} is in use by {_holder_text(path)}. Two writers "
+                "would overwrite each other's files: wait for it to finish or stop it, or use "
+                "another directory."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _describe_self().encode(), 0)
+        _HELD.add(path)
+        try:
+            yield path
+        finally:
+            _HELD.discard(path)
+            os.ftruncate(fd, 0)  # released: nobody to name
+    finally:
+        os.close(fd)  # releases the flock

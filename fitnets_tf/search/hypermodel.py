@@ -1,0 +1,152 @@
+"""Stage 2 of FitNets as a keras-tuner ``HyperModel``: one trial is one stage-2 training."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import keras
+import keras_tuner
+
+from fitnets_tf import stages
+from fitnets_tf.callbacks import NonFiniteGuard
+from fitnets_tf.data import EpochSync
+from fitnets_tf.distiller import Distiller
+from fitnets_tf.run import io
+from fitnets_tf.search.space import SearchSpace
+
+
+class TrialDistiller(Distiller):
+    """A Distiller whose weight files are the student's alone.
+
+    keras-tuner checkpoints every trial with ``model.save_weights`` and restores it with
+    ``load_weights`` (best model, Hyperband's next round). The teacher is frozen and on disk
+    once, and stage 2 does not use the regressor, so a trial keeps only what it trained.
+    """
+
+    def save_weights(self, filepath, *args, **kwargs):
+        with io.atomic_path(filepath) as tmp:
+            self.student.save_weights(tmp, *args, **kwargs)
+
+    def load_weights(self, filepath, *args, **kwargs):
+        self.student.load_weights(filepath, *args, **kwargs)
+
+
+def _trial_guard() -> NonFiniteGuard:
+    # keras-tuner records a FailedTrialError as a FAILED trial. Stopping alone would still
+    # validate the broken student, and NaN logits predict class 0: the accuracy is a number
+    # and could look like the best one.
+    return NonFiniteGuard("trial", error=keras_tuner.errors.FailedTrialError,
+                          advice="the student diverged.", check_validation=True)  # fmt: skip
+
+
+class FitNetsHyperModel(keras_tuner.HyperModel):
+    """Stage 2 of FitNets as a keras-tuner HyperModel over λ0, τ and friends.
+
+    ``build(hp)`` loads the teacher from ``teacher_path`` (keras-tuner clears the Keras session
+    before every trial, so nothing is kept across trials), builds a fresh student with
+    ``build_student`` and gives it the weights of ``student_weights`` (stage 1's result), and
+    returns the Distiller with the trial's τ and λ0. ``fit`` runs
+    :func:`fitnets_tf.stages.fit_kd` (λ annealed from λ0 to λ's end over the trial's
+    epochs) and returns its History: keras-tuner scores the best epoch's ``val_accuracy``.
+
+    ``clear_session`` also resets the dtype policy and the random state, so ``build`` applies
+    ``dtype_policy`` and ``seed`` again: every trial starts from the same state and differs
+    from the others by its hyperparameters only.
+
+    Args:
+        teacher_path: the trained teacher, a ``.keras`` file or a run directory.
+        build_student: makes the student architecture (untrained) under the current policy.
+        student_weights: a ``.keras`` or ``.weights.h5`` file of the hint-trained student;
+            ``None`` starts from ``build_student``'s initialisation.
+        hparams: everything not searched (and the defaults of what is).
+        space: the :class:`~fitnets_tf.search.SearchSpace`.
+        hint_layer, guided_layer, hints_epochs: with ``hints_epochs > 0`` each trial first runs
+            stage 1 itself (with its own learning rate) instead of loading ``student_weights``.
+        seed: seeds every trial identically.
+        dtype_policy: e.g. ``"mixed_float16"``.
+        compile_kwargs: for ``Distiller.compile`` (``jit_compile``...).
+    """
+
+    def __init__(
+        self,
+        teacher_path: str | os.PathLike,
+        build_student: Callable[[], keras.Model],
+        student_weights: str | os.PathLike | None = None,
+        *,
+        hparams: stages.Hyperparameters | None = None,
+        space: SearchSpace | None = None,
+        hint_layer: str | None = None,
+        guided_layer: str | None = None,
+        hints_epochs: int = 0,
+        seed: int = 0,
+        dtype_policy: str = "float32",
+        compile_kwargs: dict | None = None,
+        name: str = "fitnets",
+    ):
+        super().__init__(name=name)
+        if hints_epochs and (hint_layer is None or guided_layer is None):
+            raise ValueError("`hints_epochs` > 0 needs `hint_layer` and `guided_layer`.")
+        self.hparams = hparams or stages.Hyperparameters()
+        self.space = space or SearchSpace()
+        self.space.describe(self.hparams)  # fails now if a default lies outside its range
+        self.teacher_path, self.build_student = teacher_path, build_student
+        self.student_weights = student_weights
+        self.hint_layer, self.guided_layer = hint_layer, guided_layer
+        self.hints_epochs = hints_epochs
+        self.seed, self.dtype_policy = seed, dtype_policy
+        self.compile_kwargs = dict(compile_kwargs or {})
+        self._student_values = None  # numpy: survives clear_session, read from disk once
+
+    def declare_hyperparameters(self, hp):
+        self.space.hyperparameters(hp, self.hparams)
+
+    def build(self, hp) -> Distiller:
+        from fitnets_tf.experiment import load_teacher
+
+        keras.config.set_dtype_policy(self.dtype_policy)
+        keras.utils.set_random_seed(self.seed)
+        hparams = self.space.hyperparameters(hp, self.hparams)
+        teacher = load_teacher(self.teacher_path)
+        student = self.build_student()
+        if self.student_weights is not None and not self.hints_epochs:
+            student.set_weights(self._stage_one_weights(student))
+        hints = self.hints_epochs > 0
+        return TrialDistiller(
+            teacher, student, hint_layer=self.hint_layer if hints else None,
+            guided_layer=self.guided_layer if hints else None, temperature=hparams.temperature,
+            kd_lambda=hparams.lambda_start, tau_squared=hparams.tau_squared,
+            regressor=hparams.regressor,
+        )  # fmt: skip
+
+    def _stage_one_weights(self, student: keras.Model) -> list:
+        if self._student_values is None:
+            path = str(self.student_weights)
+            if path.endswith(".weights.h5"):
+                student.load_weights(path)
+                self._student_values = student.get_weights()
+            else:
+                self._student_values = io.load_model(path, "stage-1 student").get_weights()
+        return self._student_values
+
+    def fit(self, hp, model, x, validation_data=None, *, epochs: int, callbacks=(),
+            initial_epoch: int = 0, verbose="auto", data_epoch=None, **kwargs):  # fmt: skip
+        """Stage 2 for one trial (after stage 1 when ``hints_epochs``); returns the History.
+
+        Called by ``tuner.search(x, validation_data, epochs=...)`` as ``Model.fit`` would be.
+
+        ``data_epoch`` is the training pipeline's epoch counter (``Datasets.epoch``): kept in
+        step with Keras' epochs, every trial sees the same batches in the same order.
+        """
+        hparams = self.space.hyperparameters(hp, self.hparams)
+        common = [_trial_guard()]
+        if data_epoch is not None:
+            common.append(EpochSync(data_epoch))
+        if self.hints_epochs and initial_epoch == 0:
+            stages.fit_hints(model, x, validation_data, epochs=self.hints_epochs, hparams=hparams,
+                             callbacks=common, verbose=verbose, **self.compile_kwargs)  # fmt: skip
+        return stages.fit_kd(
+            model, x, validation_data, epochs=epochs, initial_epoch=initial_epoch,
+            hparams=hparams, callbacks=[*common, *callbacks], verbose=verbose,
+            **self.compile_kwargs, **kwargs,
+        )  # fmt: skip

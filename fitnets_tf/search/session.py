@@ -1,0 +1,284 @@
+"""A whole search: stage 1 once, then the trials (resumable, chief/worker), then the results.
+
+Run directory (:class:`~fitnets_tf.run.layout.SearchLayout`)::
+
+    search.json       what the search is; a re-run must match it, or it stops
+    stage1/           an ``experiment.run`` directory: teacher/teacher.keras and the
+                      hint-trained student fitnet/hints/student.keras
+    stage1.json       written when stage 1 is done: the teacher and student the trials use
+    trials/           keras-tuner's project: oracle.json and trial_<id>/ with trial.json,
+                      checkpoint.weights.h5 (the student's best epoch), log.csv, runs.jsonl
+    results.csv       one row per trial: status, hyperparameters, validation accuracy
+    results.png       validation accuracy over λ0 × τ
+    summary.json      the best trial and the first (default) trial
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import time
+
+from fitnets_tf import experiment, models
+from fitnets_tf import options as options_lib
+from fitnets_tf.config import ExperimentConfig, upgrade_fingerprint
+from fitnets_tf.errors import SearchError
+from fitnets_tf.options import option
+from fitnets_tf.run import io, layout, lock, runtime
+from fitnets_tf.search.hypermodel import FitNetsHyperModel
+from fitnets_tf.search.results import write_results
+from fitnets_tf.search.space import SearchSpace
+from fitnets_tf.search.tuners import ORACLES, make_tuner, requeue_interrupted
+
+# A worker waits this long for the chief's stage 1 (keras-tuner waits an hour for its oracle).
+STAGE_ONE_WAIT_S = 3600
+# Fingerprinted options that do not change a trial's result: the modes after the first, and
+# the length of a full run's stage 2 (a trial's is `trial_epochs`).
+_FREE = ("modes", "kd_epochs")
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneOptions:
+    """How to search (everything else comes from the experiment's config)."""
+
+    oracle: str = option("random", "random, bayesian (Gaussian process) or hyperband.",
+                         choices=ORACLES)  # fmt: skip
+    max_trials: int = option(8, "Trials in all; raise it on a re-run to add trials.", minimum=1)
+    trial_epochs: int = option(
+        3, "Stage-2 epochs per trial (hyperband: at most). λ decays from λ0 to its end value "
+        "over these epochs, as over --kd_epochs in a full run.", minimum=1,
+    )  # fmt: skip
+    retrain_hints_per_trial: bool = option(
+        False, "Run stage 1 in every trial (with its learning rate) instead of once."
+    )
+    space: SearchSpace = SearchSpace()  # the ranges: flags of their own (fitnets_tf.cli.tune)
+
+    def validate(self) -> None:
+        found = options_lib.problems(self)
+        if found:
+            raise SearchError("Invalid tuning options: " + "; ".join(found) + ".")
+
+
+def describe(config: ExperimentConfig, options: TuneOptions) -> dict:
+    """What defines a search's trials: stored as ``search.json``, compared on every re-run."""
+    fields = {k: v for k, v in config.fingerprint().items() if k not in _FREE}
+    return json.loads(json.dumps({
+        "space": options.space.describe(config.hyperparameters()),
+        "oracle": options.oracle,
+        "trial_epochs": options.trial_epochs,
+        "retrain_hints_per_trial": options.retrain_hints_per_trial,
+        "mode": config.schedule.modes[0],
+        "config": fields,
+    }))  # fmt: skip
+
+
+def _comparable(description: dict) -> dict:
+    """``description`` flattened to ``{"a.b": value}``, its config in today's names."""
+    description = dict(description)
+    if "config" in description:  # written by any version: upgraded, then the free ones dropped
+        config = upgrade_fingerprint(description["config"])
+        description["config"] = {k: v for k, v in config.items() if k not in _FREE}
+    return _flatten(description)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_search(workdir: pathlib.Path, description: dict, write: bool = True) -> None:
+    """Records the search's description, or checks it against the recorded one.
+
+    Raises:
+        SearchError: naming every difference, when ``workdir`` holds another search.
+    """
+    path = layout.SearchLayout(workdir).search
+    if not path.is_file():
+        if write:
+            io.write_json(path, description)
+        return
+    old, new = _comparable(json.loads(path.read_text())), _comparable(description)
+    diffs = [f"{k}: {old.get(k, '(absent)')} → {new.get(k, '(absent)')}"
+             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]  # fmt: skip
+    if diffs:
+        raise SearchError(
+            f"{str(workdir)!r} holds a different search ({'; '.join(diffs)}). Resuming it would "
+            "mix the results of two searches: use a new --workdir, or delete this one to start "
+            "over, or go back to the flags it was started with (its flags.txt)."
+        )
+
+
+def hold(workdir: str | os.PathLike):
+    """The search directory's lock for this process (see :mod:`fitnets_tf.run.lock`).
+
+    A distributed search's processes share the directory by design: the chief (or a lone
+    search) takes its lock, each worker the lock of its own tuner id. So a second search, or
+    a second worker with the same id, is refused, and the chief and its workers are not.
+    """
+    if distributed_role() == "worker":
+        tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "worker")
+        return lock.hold(workdir, f"search worker {tuner_id!r} of", name=f".lock-{tuner_id}")
+    return lock.hold(workdir, "search directory")
+
+
+def distributed_role() -> str:
+    """``"single"``, or keras-tuner's distributed role, by its rule (``KERASTUNER_*``)."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return "single"
+    return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
+
+
+def _teacher_file(path: str | os.PathLike) -> str:
+    path = pathlib.Path(path).expanduser()
+    return str(layout.RunLayout(path).teacher if path.is_dir() else path)
+
+
+def _wait_for(path: pathlib.Path, what: str, log, timeout: float = STAGE_ONE_WAIT_S) -> None:
+    if path.is_file():
+        return
+    log(f"Waiting for the chief's {what} ({path}).")
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            raise SearchError(f"No {path} after {timeout:.0f} s: is the chief running?")
+        time.sleep(1.0)
+
+
+def stage_one(config: ExperimentConfig, options: TuneOptions, workdir: pathlib.Path, log=print,
+              description: dict | None = None) -> dict:  # fmt: skip
+    """Trains the teacher (unless ``--teacher_path``) and stage 1, once per workdir.
+
+    Runs :func:`fitnets_tf.experiment.run` on ``workdir/stage1`` with the first mode and the
+    stages needed, then records ``description`` (see :func:`check_search`) and the teacher
+    and student files (``workdir/stage1.json``); a re-run, or a worker, reuses them. The
+    description is recorded only now, so a search that failed before its first trial can be
+    started again with other flags.
+    """
+    files = layout.SearchLayout(workdir)
+    if distributed_role() == "worker":
+        _wait_for(files.stage1_done, "stage 1", log)
+    if files.stage1_done.is_file():
+        return json.loads(files.stage1_done.read_text())
+    _check_teacher(config)
+    mode, teacher_path = config.schedule.modes[0], config.models.teacher_path
+    hints = mode == "fitnet" and not options.retrain_hints_per_trial
+    stages = (() if teacher_path else ("teacher",)) + (("stage1",) if hints else ())
+    if stages:
+        log(f"== stage 1, once for all trials: {', '.join(stages)} ({files.stage1.root})")
+        # kd_epochs=0: stage 2 is the trials' (and it may change between calls).
+        once = config.with_values(modes=(mode,), stages=stages, kd_epochs=0,
+                                  measure_latency=False)  # fmt: skip
+        experiment.run(once, files.stage1.root, log=log)
+    record = {
+        "teacher_path": _teacher_file(teacher_path or files.stage1.root),
+        "student_path": str(files.stage1.stage_student(mode, "hints")) if hints else None,
+    }
+    if description is not None:
+        check_search(workdir, description)
+    io.write_json(files.stage1_done, record)
+    return record
+
+
+def _check_teacher(config: ExperimentConfig) -> None:
+    if config.models.teacher_path is None and "teacher" not in config.runtime.run_stages():
+        raise SearchError(
+            "No teacher: give --teacher_path, or include 'teacher' in --stages to train one."
+        )
+
+
+def _check_searchable(config: ExperimentConfig, options: TuneOptions) -> None:
+    config.validate()
+    options.validate()
+    mode = config.schedule.modes[0]
+    if mode not in ("fitnet", "kd"):
+        raise SearchError(f"Tuning λ and τ needs --mode=fitnet or kd first; got {mode!r}.")
+    if config.data.retrain_on_all or config.data.validation_size == 0:
+        raise SearchError("Tuning needs a validation split (never the test split): drop "
+                          "--retrain_on_all and --validation_size=0.")  # fmt: skip
+    _check_teacher(config)
+
+
+def tune(config: ExperimentConfig, options: TuneOptions, workdir: str | os.PathLike,
+         log=print) -> dict | None:  # fmt: skip
+    """Stage 1 once, then the search; returns the summary written to ``workdir/summary.json``.
+
+    Re-running on the same ``workdir`` resumes: finished trials are kept, an interrupted one
+    runs again. With keras-tuner's ``KERASTUNER_*`` variables set, the chief serves the oracle
+    (and runs stage 1 first) and workers run trials; only the chief writes the results, and a
+    worker returns None. Keras' dtype policy is restored on return.
+    """
+    _check_searchable(config, options)
+    workdir = layout.prepare(workdir)
+    description = describe(config, options)
+    check_search(workdir, description, write=False)  # a different search stops here
+    s = config.schedule
+    with hold(workdir), runtime.session(seed=s.seed, deterministic=config.runtime.deterministic,
+                                        mixed_precision=s.mixed_precision):  # fmt: skip
+        record = stage_one(config, options, workdir, log, description)
+        check_search(workdir, description, write=False)  # a worker: the chief's search
+        return _search(config, options, workdir, record, log)
+
+
+def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, log):
+    role = distributed_role()
+    strategy = None
+    if config.runtime.strategy != "default":
+        from fitnets_tf import distribute
+
+        strategy = distribute.make_strategy(config.runtime.strategy)
+    tuner = make_tuner(
+        hypermodel(config, options, record), oracle=options.oracle,
+        max_trials=options.max_trials, trial_epochs=options.trial_epochs, directory=workdir,
+        project_name=layout.SearchLayout.project_name, seed=config.schedule.seed,
+        distribution_strategy=strategy,
+    )  # fmt: skip
+    if role != "worker":
+        requeue_interrupted(tuner.oracle)
+    log(f"== search: {options.oracle}, {options.max_trials} trials of {options.trial_epochs} "
+        f"epoch(s) over {', '.join(options.space.names())} ({role})")  # fmt: skip
+    inputs = {}
+    if role != "chief":  # the chief only serves the oracle
+        data = experiment.load_data(config)
+        inputs = dict(x=data.train, validation_data=data.validation, data_epoch=data.epoch)
+    error = None
+    try:
+        tuner.search(epochs=options.trial_epochs, verbose=runtime.verbosity(), **inputs)
+    except RuntimeError as e:  # the oracle stops after too many consecutive failed trials
+        if "consecutive failures" not in str(e):
+            raise
+        error = e
+    if role == "worker":
+        return None
+    summary = write_results(tuner.oracle, options, workdir, record["teacher_path"])
+    if error is not None:
+        raise SearchError(
+            f"The search stopped: {str(error).splitlines()[0]} (results so far are in "
+            f"{workdir}). Narrow the ranges (a high λ0 or learning rate diverges) and re-run."
+        )
+    return summary
+
+
+def hypermodel(config: ExperimentConfig, options: TuneOptions, record: dict) -> FitNetsHyperModel:
+    """The trials' HyperModel: ``record``'s teacher and stage-1 student, ``config``'s rest."""
+    from fitnets_tf import data as data_lib
+
+    spec, m, s = data_lib.get_spec(config.data.dataset), config.models, config.schedule
+    build = dict(input_shape=spec.input_shape, num_classes=spec.num_classes,
+                 kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm)  # fmt: skip
+    hint_layer, guided_layer = config.pair()
+    retrain = s.modes[0] == "fitnet" and options.retrain_hints_per_trial
+    return FitNetsHyperModel(
+        record["teacher_path"], lambda: models.build(m.student, seed=s.seed + 1, **build),
+        record["student_path"], hparams=config.hyperparameters(), space=options.space,
+        hint_layer=hint_layer, guided_layer=guided_layer,
+        hints_epochs=s.hints_epochs if retrain else 0, seed=s.seed,
+        dtype_policy=runtime.dtype_policy(s.mixed_precision),
+        compile_kwargs={"jit_compile": config.runtime.jit_compile},
+    )  # fmt: skip

@@ -1,0 +1,131 @@
+"""keras-tuner oracles that try the configuration being tuned first, and a Tuner that logs.
+
+The oracles are keras-tuner's own (random, Bayesian, Hyperband) with one change: their first
+trial is the defaults. The Tuner adds, per trial, a ``log.csv`` of its epochs and a
+``runs.jsonl`` of its starts and ends (a trial re-run after an interruption shows two starts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+
+import keras
+import keras_tuner
+
+from fitnets_tf.errors import SearchError
+from fitnets_tf.run import io
+
+ORACLES = ("random", "bayesian", "hyperband")
+OBJECTIVE = "val_accuracy"
+PROJECT = "trials"
+
+
+class DefaultsFirst:
+    """Makes the defaults (the configuration being tuned) the first trial of any oracle.
+
+    keras-tuner has no public hook for this: random, Bayesian (initial points) and Hyperband
+    (new brackets) oracles all draw new values through ``_random_values``, and overriding
+    ``populate_space`` instead would bypass Hyperband's brackets. The first draw returns the
+    defaults.
+    """
+
+    def _random_values(self):
+        defaults = {hp.name: hp.default for hp in self.hyperparameters.space}
+        if not self._duplicate(defaults):
+            return defaults
+        return super()._random_values()
+
+
+class RandomOracle(DefaultsFirst, keras_tuner.oracles.RandomSearchOracle):
+    pass
+
+
+class BayesianOracle(DefaultsFirst, keras_tuner.oracles.BayesianOptimizationOracle):
+    pass
+
+
+class HyperbandOracle(DefaultsFirst, keras_tuner.oracles.HyperbandOracle):
+    pass
+
+
+class RecordingTuner(keras_tuner.Tuner):
+    """A Tuner that logs each trial's epochs (``log.csv``) and its runs (``runs.jsonl``)."""
+
+    def __init__(self, oracle, hypermodel, **kwargs):
+        # keras_tuner.Tuner.__init__ by name: the stock Hyperband class builds its own oracle.
+        keras_tuner.Tuner.__init__(self, oracle, hypermodel, **kwargs)
+
+    def run_trial(self, trial, *args, **kwargs):
+        log = keras.callbacks.CSVLogger(os.path.join(self.get_trial_dir(trial.trial_id), "log.csv"))
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), log]
+        return super().run_trial(trial, *args, **kwargs)
+
+    def on_trial_begin(self, trial):
+        self._record(trial, "start")
+        super().on_trial_begin(trial)
+
+    def on_trial_end(self, trial):
+        self._record(trial, "end")
+        super().on_trial_end(trial)
+
+    def _record(self, trial, event: str):
+        path = pathlib.Path(self.get_trial_dir(trial.trial_id)) / "runs.jsonl"
+        line = {"event": event, "tuner_id": self.tuner_id, "status": trial.status,
+                "time": round(time.time(), 3)}  # fmt: skip
+        previous = path.read_text() if path.is_file() else ""
+        io.write_text(path, previous + json.dumps(line) + "\n")
+
+
+class HyperbandTuner(RecordingTuner, keras_tuner.Hyperband):
+    """Hyperband's epochs per round and warm starts, with our oracle and records."""
+
+
+def make_tuner(
+    hypermodel: keras_tuner.HyperModel,
+    *,
+    oracle: str = "random",
+    max_trials: int = 8,
+    trial_epochs: int = 3,
+    directory: str | os.PathLike,
+    project_name: str = PROJECT,
+    seed: int = 0,
+    distribution_strategy=None,
+) -> keras_tuner.Tuner:
+    """A resumable tuner (``overwrite=False``) maximising ``val_accuracy``.
+
+    Args:
+        oracle: ``"random"``, ``"bayesian"`` (Gaussian process; needs scikit-learn) or
+            ``"hyperband"`` (``trial_epochs`` is its ``max_epochs``, factor 3).
+        max_trials: number of trials (Hyperband: a cap on its brackets' trials).
+        seed: the oracle's seed.
+    """
+    if oracle not in ORACLES:
+        raise SearchError(f"`oracle` must be one of {ORACLES}. Received: oracle={oracle!r}")
+    objective = keras_tuner.Objective(OBJECTIVE, direction="max")
+    # keras-tuner replaces a seed of 0 by a random one.
+    common = dict(objective=objective, seed=seed + 1)
+    if oracle == "random":
+        the_oracle = RandomOracle(max_trials=max_trials, **common)
+    elif oracle == "bayesian":
+        the_oracle = BayesianOracle(max_trials=max_trials, **common)
+    else:
+        the_oracle = HyperbandOracle(max_epochs=trial_epochs, factor=3, **common)
+        the_oracle.max_trials = max_trials
+    cls = HyperbandTuner if oracle == "hyperband" else RecordingTuner
+    return cls(the_oracle, hypermodel, directory=str(directory), project_name=project_name,
+               overwrite=False, distribution_strategy=distribution_strategy)  # fmt: skip
+
+
+def requeue_interrupted(oracle) -> None:
+    """Queues every RUNNING trial to run again: call before the search starts.
+
+    keras-tuner re-queues the trials its ``oracle.json`` lists as ongoing; a kill between a
+    trial's ``trial.json`` and that file would leave the trial RUNNING and never re-run. Its
+    retry queue has no public accessor.
+    """
+    for trial_id, trial in oracle.trials.items():
+        if trial.status == "RUNNING" and trial_id not in oracle._retry_queue:
+            oracle._retry_queue.append(trial_id)

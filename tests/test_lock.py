@@ -1,0 +1,75 @@
+"""One writer per run directory: a second process is refused naming the holder; a dead one's
+lock is taken over without cleanup; a distributed search's chief and workers share theirs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fitnets_tf.run import lock
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_HOLD = "import sys, time; from fitnets_tf.run import lock\nwith lock.hold(sys.argv[1]):\n" \
+        "    print('held', flush=True); time.sleep(600)"  # fmt: skip
+
+
+def _holder(workdir):
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(workdir)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    proc = _holder(tmp_path)
+    try:
+        start = time.monotonic()
+        with pytest.raises(lock.WorkdirBusyError) as info, lock.hold(tmp_path):
+            pass
+        assert time.monotonic() - start < 5  # at once, not after a wait
+        message = str(info.value)
+        assert f"PID {proc.pid} on " in message and "since 20" in message
+        assert "use another directory" in message
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, sig):
+    proc = _holder(tmp_path)
+    proc.send_signal(sig)
+    proc.wait()
+    with lock.hold(tmp_path) as path:  # no manual cleanup needed
+        assert f'"pid": {os.getpid()}' in path.read_text()
+    assert path.read_text() == ""  # released: it names nobody
+
+
+def test_nested_hold_in_one_process_is_allowed(tmp_path):
+    with lock.hold(tmp_path), lock.hold(tmp_path / "."):
+        pass
+    with lock.hold(tmp_path):  # and released after
+        pass
+
+
+def test_search_workers_share_the_directory_and_nobody_else_does(tmp_path, monkeypatch):
+    from fitnets_tf import search
+
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    with search.hold(tmp_path):
+        for worker in ("tuner0", "tuner1"):
+            monkeypatch.setenv("KERASTUNER_TUNER_ID", worker)
+            with search.hold(tmp_path):  # each worker locks its own id only
+                pass
+    proc = _holder(tmp_path)  # a lone train or search holds the directory
+    try:
+        monkeypatch.delenv("KERASTUNER_ORACLE_IP")
+        with pytest.raises(lock.WorkdirBusyError, match="search directory"), search.hold(tmp_path):
+            pass
+    finally:
+        proc.kill()
+        proc.wait()
