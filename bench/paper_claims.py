@@ -66,7 +66,8 @@ def configs(args) -> dict[str, object]:
     )
     teacher = base.with_values(modes=("fitnet",), stages=("teacher",),
                                   early_stopping_patience=args.teacher_patience)  # fmt: skip
-    students = base.with_values(stages=("stage1", "stage2"), teacher_path=str(args.workdir / "teacher")
+    students = base.with_values(
+        stages=("stage1", "stage2"), teacher_path=str(args.workdir / "teacher")
     )
     runs = {}
     if "teacher" in args.parts:
@@ -76,11 +77,13 @@ def configs(args) -> dict[str, object]:
             runs[f"main/seed{seed}"] = students.with_values(modes=MAIN_MODES, seed=seed)
     if "depth" in args.parts:
         for depth in DEPTHS:
-            runs[f"depth/mnist_depth{depth}"] = students.with_values(student=f"mnist_depth{depth}", modes=DEPTH_MODES, seed=args.seeds[0]
+            runs[f"depth/mnist_depth{depth}"] = students.with_values(
+                student=f"mnist_depth{depth}", modes=DEPTH_MODES, seed=args.seeds[0]
             )
     for seed in args.seeds:
         if "init" in args.parts:
-            runs[f"init/seed{seed}"] = students.with_values(modes=DEPTH_MODES, init="he_uniform", seed=seed
+            runs[f"init/seed{seed}"] = students.with_values(
+                modes=DEPTH_MODES, init="he_uniform", seed=seed
             )
     return runs
 
@@ -91,7 +94,9 @@ def run_all(args) -> None:
     for name, config in configs(args).items():
         start = time.perf_counter()
         what = (
-            "teacher" if name == "teacher" else f"{config.models.student}, modes {', '.join(config.schedule.modes)}"
+            "teacher"
+            if name == "teacher"
+            else f"{config.models.student}, modes {', '.join(config.schedule.modes)}"
         )
         print(f"[claims] {name}: {what}", flush=True)
         experiment.run(config, args.workdir / name, log=lambda m: print(m, flush=True))

@@ -15,59 +15,26 @@ Calling the Distiller runs the student, so ``predict``/``evaluate`` report on th
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import tensorflow as tf
 from keras import ops
 
 from fitnets_tf import losses
-from fitnets_tf import regressor as regressor_lib
-from fitnets_tf.errors import ConfigError, HintShapeError
+from fitnets_tf.errors import ConfigError, HintShapeError  # noqa: F401  (HintShapeError: re-exported)
+from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
+    HintTaps,
+    check_weights,
+    make_hint_path,
+    make_regressors,
+    pair_name,
+    resolve_pairs,
+    tap,
+    valid_names,
+)
 
 PHASES = ("hints", "kd")
 # Keys of precomputed teacher outputs fed with the images (fitnets_tf.teacher_cache).
 IMAGES, CACHED_LOGITS, CACHED_HINT = "images", "teacher_logits", "teacher_hint"
-
-
-@dataclasses.dataclass
-class _Taps:
-    """Sub-models that share the teacher's and student's weights.
-
-    Held in a plain object so Keras does not track them as layers of the Distiller: their
-    weights already belong to ``teacher`` and ``student``.
-    """
-
-    teacher_hint: keras.Model | None = None
-    student_guided: keras.Model | None = None
-
-
-def _check_functional(model, role: str):
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`{role}` must be a keras.Model. Received: {type(model).__name__}")
-    try:
-        model.inputs  # noqa: B018  (Functional and built Sequential models have them)
-    except (AttributeError, ValueError) as e:
-        raise TypeError(
-            f"`{role}` must be a Functional (or built Sequential) keras.Model so that its layers "
-            f"can be tapped by name; got a subclassed {type(model).__name__}. Wrap it with "
-            "keras.Model(inputs, outputs) or pass no hint_layer/guided_layer."
-        ) from e
-
-
-def _inputs(model: keras.Model):
-    # A lone input unwrapped, so a tap called with a tensor matches its input structure.
-    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
-
-
-def _layer(model: keras.Model, name: str, role: str):
-    names = [layer.name for layer in model.layers]
-    if name not in names:
-        raise ConfigError(
-            f"Unknown {role} '{name}' in model '{model.name}'. Valid layer names: "
-            f"{', '.join(names)}."
-        )
-    return model.get_layer(name)
 
 
 def _build_like(student: keras.Model, teacher: keras.Model) -> None:
@@ -94,6 +61,10 @@ def _positive(name: str, value: float, allow_zero: bool = False) -> float:
     return float(value)
 
 
+def _as_list(outputs) -> list:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
 def _per_replica_mean(per_example, sample_weight=None):
     """Batch mean of a per-example loss, and the same divided by the replica count.
 
@@ -105,69 +76,6 @@ def _per_replica_mean(per_example, sample_weight=None):
     mean = ops.mean(per_example)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return mean, mean / float(replicas)
-
-
-def _valid_names(teacher: keras.Model, student: keras.Model) -> str:
-    return (
-        f"Teacher layers: {', '.join(layer.name for layer in teacher.layers)}. "
-        f"Student layers: {', '.join(layer.name for layer in student.layers)}."
-    )
-
-
-def make_hint_path(
-    teacher: keras.Model,
-    student: keras.Model,
-    hint_layer: str,
-    guided_layer: str,
-    regressor="auto",
-    initializer=None,
-) -> tuple[keras.Model, keras.Model, keras.layers.Layer]:
-    """The stage-1 path: teacher up to the hint, student up to the guided layer, regressor.
-
-    The two sub-models share the weights of ``teacher`` and ``student`` and compute nothing
-    past the tapped layers. Nothing is modified, so this also serves to check a pair before
-    any training: it raises ``ConfigError`` (:class:`~fitnets_tf.errors.HintShapeError` for
-    shapes) naming both layers, their shapes and the valid layer names.
-
-    Args:
-        teacher, student: Functional models.
-        hint_layer, guided_layer: layer names.
-        regressor: ``"auto"``, ``"linear"`` or a Keras layer (see :class:`Distiller`).
-        initializer: kernel initializer of an automatic regressor.
-    """
-    _check_functional(teacher, "teacher")
-    _check_functional(student, "student")
-    hint = _layer(teacher, hint_layer, "hint_layer")
-    guided = _layer(student, guided_layer, "guided_layer")
-    guided_shape = tuple(guided.output.shape[1:])
-    hint_shape = tuple(hint.output.shape[1:])
-    if isinstance(regressor, keras.layers.Layer):
-        if not regressor.built:
-            regressor.build((None, *guided_shape))
-        out = tuple(regressor.compute_output_shape((None, *guided_shape))[1:])
-        if out != hint_shape:
-            raise HintShapeError(
-                f"The given regressor maps the guided layer '{guided_layer}' {guided_shape} to "
-                f"{out}, but the hint layer '{hint_layer}' is {hint_shape}."
-            )
-    else:
-        regressor_lib.check_shapes(
-            guided_shape,
-            hint_shape,
-            guided_layer=guided_layer,
-            hint_layer=hint_layer,
-            valid=_valid_names(teacher, student),
-        )
-        regressor = regressor_lib.build_regressor(
-            guided_shape,
-            hint_shape,
-            regressor_lib.hint_nonlinearity(hint),
-            kind=regressor,
-            initializer=initializer,
-        )
-    teacher_hint = keras.Model(_inputs(teacher), hint.output, name="teacher_hint")
-    student_guided = keras.Model(_inputs(student), guided.output, name="student_guided")
-    return teacher_hint, student_guided, regressor
 
 
 class Distiller(keras.Model):
@@ -182,18 +90,25 @@ class Distiller(keras.Model):
         hint_layer: name of the teacher layer whose output guides the student (stage 1).
         guided_layer: name of the student layer that learns to predict the hint through the
             regressor. Both are needed for ``phase="hints"`` only.
+        hints: several pairs instead: ``[(hint_layer, guided_layer), ...]``, one regressor
+            each; stage 1 then trains the student up to its deepest guided layer on
+            ``Σ wᵢ · L_HT,ᵢ`` and logs each term as ``hint_loss/<hint>:<guided>``. ``"auto"``:
+            the paper's rule picks one pair (:func:`fitnets_tf.hint_choice.auto_pair`; the
+            choice and its reason are printed and kept in :attr:`auto_pair`).
+        hint_weights: the ``wᵢ`` of ``hints`` (default: 1 each).
         temperature: τ of the soft targets (paper: 3).
         kd_lambda: λ weighting the soft term (paper: 4, annealed to 1).
         tau_squared: multiply the soft term by τ² (off in the paper).
         regressor: ``"auto"`` (the paper: convolutional, valid kernel ``N_g − N_h + 1``, the
             hint's non-linearity), ``"linear"``, or a Keras layer of your own mapping the
-            guided output to the hint shape.
-        regressor_initializer: kernel initializer of an automatic regressor (paper code:
-            U(−0.05, 0.05)).
+            guided output to the hint shape (a list of them, one per pair, with ``hints``).
+        regressor_initializer: kernel initializer of the automatic regressors (paper code:
+            U(−0.05, 0.05)); a seeded one gets seed + i for the i-th pair.
 
     Inputs are images, or ``{"images": x, "teacher_logits": t, "teacher_hint": h}`` with
     the teacher's outputs precomputed (:mod:`fitnets_tf.teacher_cache`; either key may be
-    missing): a phase then skips the teacher's forward pass when its output is given.
+    missing; ``h`` is a tuple of hints in pair order for several pairs): a phase then skips
+    the teacher's forward pass when its output is given.
 
     The regressor is built here, so shape problems surface at construction, before any data
     is read. λ and τ are non-trainable variables: a callback's ``assign`` reaches the compiled
@@ -211,18 +126,21 @@ class Distiller(keras.Model):
         tau_squared: bool = False,
         regressor="auto",
         regressor_initializer=None,
+        hints=None,
+        hint_weights=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if (hint_layer is None) != (guided_layer is None):
-            raise ValueError(
-                "Give both `hint_layer` and `guided_layer` (for hint training) or neither "
-                f"(KD only). Received: hint_layer={hint_layer!r}, guided_layer={guided_layer!r}"
-            )
         self.teacher = teacher
         self.student = student
-        self.hint_layer = hint_layer
-        self.guided_layer = guided_layer
+        self.hints, self.auto_pair = resolve_pairs(
+            teacher, student, hints, hint_layer, guided_layer
+        )
+        if self.auto_pair is not None:
+            print(f"hints=auto: {pair_name(*self.hints[0])} ({self.auto_pair.reason}).")
+        self.hint_weights = check_weights(hint_weights, len(self.hints))
+        # The one-pair names, as before several pairs (the first pair).
+        self.hint_layer, self.guided_layer = self.hints[0] if self.hints else (None, None)
         self.tau_squared = bool(tau_squared)
         self.temperature = keras.Variable(
             _positive("temperature", temperature), dtype="float32", trainable=False,
@@ -232,22 +150,31 @@ class Distiller(keras.Model):
             _positive("kd_lambda", kd_lambda, allow_zero=True), dtype="float32", trainable=False,
             name="kd_lambda",
         )  # fmt: skip
-        self._taps = _Taps()
-        self.regressor = None
-        if hint_layer is not None:
-            self._taps.teacher_hint, self._taps.student_guided, self.regressor = make_hint_path(
-                teacher, student, hint_layer, guided_layer, regressor, regressor_initializer
+        self._taps = HintTaps()
+        # The first pair's regressor keeps its attribute (and checkpoint key) of one-pair runs.
+        self.regressor, self.more_regressors = None, []
+        if self.hints:
+            regressors = make_regressors(
+                teacher, student, self.hints, regressor, regressor_initializer
             )
+            self.regressor, self.more_regressors = regressors[0], regressors[1:]
+            self._taps.teacher_hint = tap(teacher, [h for h, _ in self.hints], "teacher_hint")
+            self._taps.student_guided = tap(student, [g for _, g in self.hints], "student_guided")
         self.phase = None
-        self._trackers = {
-            name: keras.metrics.Mean(name=name)
-            for name in ("loss", "hint_loss", "ce_loss", "kd_loss", "kd_lambda", "temperature")
-        }
+        names = ["loss", "hint_loss", "ce_loss", "kd_loss", "kd_lambda", "temperature"]
+        if len(self.hints) > 1:
+            names += [f"hint_loss/{pair_name(*pair)}" for pair in self.hints]
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
         _build_like(student, teacher)
         teacher.trainable = False  # last: a Distiller that fails to build leaves it untouched
         # Built models make a built Distiller: save_weights, checkpoints and keras-tuner then
         # work before the first fit (a subclassed Model is otherwise "unbuilt" until called).
         self.built = teacher.built and student.built
+
+    @property
+    def regressors(self) -> list:
+        """The regressors of :attr:`hints`, in pair order."""
+        return [self.regressor, *self.more_regressors] if self.regressor is not None else []
 
     def call(self, inputs, training=None):
         if isinstance(inputs, dict) and IMAGES in inputs:
@@ -275,14 +202,14 @@ class Distiller(keras.Model):
         if phase == "hints" and self.regressor is None:
             raise ValueError(
                 "phase='hints' needs `hint_layer` and `guided_layer` given to the Distiller. "
-                + _valid_names(self.teacher, self.student)
+                + valid_names(self.teacher, self.student)
             )
         if isinstance(optimizer, keras.optimizers.Optimizer) and optimizer.built:
             optimizer = optimizer.__class__.from_config(optimizer.get_config())
         self.phase = phase
-        if self.regressor is not None:
-            # Stage 2 drops the regressor: it takes no gradient and no optimizer slots.
-            self.regressor.trainable = phase == "hints"
+        for regressor in self.regressors:
+            # Stage 2 drops the regressors: they take no gradient and no optimizer slots.
+            regressor.trainable = phase == "hints"
         super().compile(optimizer=optimizer, metrics=metrics if phase == "kd" else None, **kwargs)
         variables = self._phase_variables()
         if variables:
@@ -293,9 +220,10 @@ class Distiller(keras.Model):
 
     def _phase_variables(self):
         if self.phase == "hints":
-            return (
-                self._taps.student_guided.trainable_variables + self.regressor.trainable_variables
-            )
+            variables = list(self._taps.student_guided.trainable_variables)
+            for regressor in self.regressors:
+                variables += regressor.trainable_variables
+            return variables
         return self.student.trainable_variables
 
     def _build_student_on(self, x) -> list:
@@ -327,7 +255,10 @@ class Distiller(keras.Model):
 
     @property
     def metrics(self):
-        names = ["loss", "hint_loss"] if self.phase == "hints" else ["loss", "ce_loss", "kd_loss"]
+        if self.phase == "hints":
+            names = [n for n in self._trackers if n == "loss" or n.startswith("hint_loss")]
+        else:
+            names = ["loss", "ce_loss", "kd_loss"]
         tracked = [self._trackers[n] for n in names]
         if self.phase == "kd":
             tracked += [self._trackers["kd_lambda"], self._trackers["temperature"]]
@@ -344,13 +275,10 @@ class Distiller(keras.Model):
             x = cached[IMAGES]
         if self.phase == "hints":
             if CACHED_HINT in cached:  # no teacher pass at all
-                hint = cached[CACHED_HINT]
+                hints = cached[CACHED_HINT]
             else:
-                hint = self._taps.teacher_hint(x, training=False)
-            guided = self._taps.student_guided(x, training=training)
-            per_example = losses.hint_loss(hint, self.regressor(guided, training=training))
-            mean, scaled = _per_replica_mean(per_example, sample_weight)
-            return scaled, {"loss": mean, "hint_loss": mean}, None
+                hints = self._taps.teacher_hint(x, training=False)
+            return (*self._hint_losses(_as_list(hints), x, sample_weight, training), None)
         if y is None:
             raise ValueError("phase='kd' needs labels: the dataset must yield (images, labels).")
         if CACHED_LOGITS in cached:
@@ -366,6 +294,24 @@ class Distiller(keras.Model):
         lam = ops.convert_to_tensor(self.kd_lambda)
         terms = {"loss": ce + lam * kd, "ce_loss": ce, "kd_loss": kd}
         return ce_scaled + lam * kd_scaled, terms, student_logits
+
+    def _hint_losses(self, hints, x, sample_weight, training: bool):
+        """``Σ wᵢ · L_HT,ᵢ`` (scaled for gradients) and the logged terms."""
+        guided = _as_list(self._taps.student_guided(x, training=training))
+        total = scaled_total = 0.0
+        terms = {}
+        for pair, weight, hint, g, regressor in zip(
+            self.hints, self.hint_weights, hints, guided, self.regressors, strict=True
+        ):
+            per_example = losses.hint_loss(hint, regressor(g, training=training))
+            mean, scaled = _per_replica_mean(per_example, sample_weight)
+            terms[f"hint_loss/{pair_name(*pair)}"] = mean
+            # One pair of weight 1 computes exactly what it did before several pairs.
+            total = total + (mean if weight == 1.0 else weight * mean)
+            scaled_total = scaled_total + (scaled if weight == 1.0 else weight * scaled)
+        if len(self.hints) == 1:
+            terms = {}
+        return scaled_total, {"loss": total, "hint_loss": total, **terms}
 
     def _update_trackers(self, terms, batch_size, training: bool):
         for name, value in terms.items():

@@ -167,6 +167,21 @@ def test_export_of_in_memory_student(tmp_path):
         export.export_student(student, None, "keras")
 
 
+def test_format_all_writes_every_format_as_the_cli_does(tmp_path):
+    pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
+    student, _ = make_run(tmp_path / "run")
+    paths = export.export_student(tmp_path / "run", None, "all", include_preprocessing=True)
+    assert set(paths) == set(export.FORMATS)
+    for fmt, path in paths.items():
+        assert path == export.default_output(tmp_path / "run", fmt, True) and path.exists()
+    into = export.export_student(student, tmp_path / "served", "all")
+    assert sorted(p.name for p in into.values()) == sorted(os.listdir(tmp_path / "served"))
+    with pytest.raises(export.ExportConfigError, match="not one file"):
+        export.export_student(student, tmp_path / "s.onnx", "all")
+    with pytest.raises(export.OutputExistsError):  # refused before anything is written
+        export.export_student(student, tmp_path / "served", "all")
+
+
 @pytest.mark.parametrize("make_dir", [False, True])
 def test_run_without_student_is_refused(tmp_path, make_dir):
     workdir = tmp_path / "run"
@@ -204,7 +219,7 @@ def _crashing_writer(exc: BaseException):
 
 @pytest.mark.parametrize("exc", [OSError("disk full"), KeyboardInterrupt()])
 def test_crash_mid_export_leaves_nothing(tmp_path, monkeypatch, exc):
-    monkeypatch.setitem(export._WRITERS, "saved_model", _crashing_writer(exc))
+    monkeypatch.setitem(export.WRITERS, "saved_model", _crashing_writer(exc))
     output = tmp_path / "export" / "student_saved_model"
     with pytest.raises(type(exc)):
         export.export_student(make_student(), output, "saved_model")
@@ -217,7 +232,7 @@ def test_overwrite_keeps_old_artifact_until_new_one_is_complete(tmp_path, monkey
     output = tmp_path / "student.keras"
     output.write_text("old")
     with monkeypatch.context() as patch:
-        patch.setitem(export._WRITERS, "keras", _crashing_writer(OSError("disk full")))
+        patch.setitem(export.WRITERS, "keras", _crashing_writer(OSError("disk full")))
         with pytest.raises(OSError, match="disk full"):
             export.export_student(student, output, "keras", overwrite=True)
     assert output.read_text() == "old"
@@ -340,7 +355,7 @@ def test_artifact_that_does_not_match_is_not_published(tmp_path, monkeypatch):
         keras.utils.set_random_seed(7)
         export.build_serving_model(make_student(name="other")).save(path)
 
-    monkeypatch.setitem(export._WRITERS, "keras", write_another_student)
+    monkeypatch.setitem(export.WRITERS, "keras", write_another_student)
     output = tmp_path / "student.keras"
     with pytest.raises(export.ExportVerificationError, match="differ"):
         export.export_student(make_student(), output, "keras")

@@ -20,7 +20,7 @@ def _built(name):
     return models.build(name, _input_shape(name), 10, seed=0)
 
 
-STUDENTS = [n for n in models.names() if models.get_spec(n).teacher is not None]
+STUDENTS = [n for n in models.ARCHITECTURES if models.get_spec(n).teacher is not None]
 
 
 # --- Table 5: weights-only multiplications -------------------------------------------------
@@ -92,7 +92,7 @@ def test_parameter_counts():
 # --- Builder ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", sorted(models.ARCHITECTURES))  # the zoo: test_zoo.py
 def test_every_architecture_builds_and_runs(name):
     model = _built(name)
     assert model.name == name

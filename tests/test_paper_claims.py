@@ -43,8 +43,10 @@ def test_report_tables_plots_and_results_page(tmp_path):
     assert "| mnist_fitnet | FitNets (hints + KD) | 82.00 ± 2.83 (80.00–84.00) | 2 |" in text
     assert "| mnist_fitnet | KD | 11.00 ± 1.41 (10.00–12.00) | 2 |" in text
     assert "| mnist_teacher | teacher | 88.00 | 1 | 361,066 | 28.67 |" in text
-    assert ("FitNets (hints + KD) − KD: +71.00 points (mean over 2 seeds; per seed +70.00, +72.00: "
-            "ahead in 2 of 2)") in text
+    assert (
+        "FitNets (hints + KD) − KD: +71.00 points (mean over 2 seeds; per seed +70.00, +72.00: "
+        "ahead in 2 of 2)"
+    ) in text
     assert "| mnist_depth7 | 7 | 36,226 | 5.63 | — | — | 70.00 |" in text
     assert (docs / "paper_claims_methods.png").stat().st_size > 10_000
     assert (docs / "paper_claims_depth.png").stat().st_size > 10_000
@@ -65,10 +67,13 @@ def test_configs_share_one_teacher_and_cache_its_outputs(tmp_path):
         "init/seed1",
     ]
     students = [c for name, c in runs.items() if name != "teacher"]
-    assert {c.teacher_path for c in students} == {str(tmp_path / "teacher")}
-    assert all(c.cache_teacher and c.stages == ("hints", "kd") for c in students)
-    assert runs["main/seed1"].modes == paper_claims.MAIN_MODES and runs["main/seed1"].seed == 1
-    assert runs["init/seed0"].init == "he_uniform"
+    assert {c.models.teacher_path for c in students} == {str(tmp_path / "teacher")}
+    assert all(c.runtime.cache_teacher == "yes" for c in runs.values())
+    assert all(c.runtime.stages == ("stage1", "stage2") for c in students)
+    assert runs["teacher"].runtime.stages == ("teacher",)
+    main = runs["main/seed1"].schedule
+    assert main.modes == paper_claims.MAIN_MODES and main.seed == 1
+    assert runs["init/seed0"].models.init == "he_uniform"
     for config in runs.values():
         config.validate()
 

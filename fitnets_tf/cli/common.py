@@ -14,6 +14,9 @@ _USER_OS_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quo
                    errno.EACCES: "permission denied", errno.EROFS: "the filesystem is read-only"}  # fmt: skip
 
 
+_HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
 def run(main, flag_modules: tuple[str, ...]) -> None:
     """``absl.app.run(main)``, with the flags of ``flag_modules`` listed by ``--help``.
 
@@ -26,7 +29,13 @@ def run(main, flag_modules: tuple[str, ...]) -> None:
     for module in flag_modules:
         for flag in flags.FLAGS.get_flags_for_module(module):
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(main)
+    try:
+        app.run(main)
+    except SystemExit as e:
+        # absl exits with status 1 after printing --help; asking for help is not a failure.
+        if e.code == 1 and any(a in _HELP for a in sys.argv[1:]):
+            sys.exit(0)
+        raise
 
 
 def quiet_tensorflow() -> None:

@@ -1,0 +1,134 @@
+"""Exports a finished run's student: ``python -m fitnets_tf.export --workdir=RUN --format=F``.
+
+Prints each artifact's path and size, then (``--latency``) the CPU latency of the student and,
+if the run has one, the teacher. See :mod:`fitnets_tf.export` for the formats and the serving
+convention. The run directory is locked meanwhile: a run still training there refuses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+
+from absl import app, flags, logging
+
+from fitnets_tf import export
+from fitnets_tf.cli import common
+from fitnets_tf.errors import ConfigError
+
+common.quiet_tensorflow()
+
+flags.DEFINE_string("workdir", None, "Run directory holding student.keras.", required=True)
+flags.DEFINE_enum(
+    "format", "saved_model", (*export.FORMATS, "all"), "Export format; 'all' writes each."
+)
+flags.DEFINE_string("output", None, "Output path; defaults to WORKDIR/export/student.<ext>.")
+flags.DEFINE_bool("include_preprocessing", False, "Bake WORKDIR/preprocessor.keras into the graph: "
+                  "the model then takes raw pixels in [0, 255].")  # fmt: skip
+flags.DEFINE_bool(
+    "overwrite", False, "Replace a non-empty --output (only once the new one is complete)."
+)
+flags.DEFINE_bool(
+    "latency", True, "Also time the student, and the teacher if there is one, on this CPU."
+)
+flags.DEFINE_string("teacher", None, "Teacher .keras for the latency table; defaults to "
+                    "WORKDIR/teacher/teacher.keras.")  # fmt: skip
+flags.DEFINE_integer("latency_repeats", 15, "Timed calls per batch size.", lower_bound=1)
+flags.DEFINE_integer("threads", None, "TensorFlow intra-op threads for the timing (default: all "
+                     "cores).", lower_bound=1)  # fmt: skip
+FLAGS = flags.FLAGS
+
+
+def _set_threads(threads: int) -> None:
+    from fitnets_tf.latency import set_threads
+
+    try:
+        set_threads(threads)  # before the export runs TensorFlow and fixes its pool
+    except RuntimeError as e:  # TensorFlow already started: the user's flag, not a bug
+        raise ConfigError(str(e)) from e
+
+
+@contextlib.contextmanager
+def _locked(workdir: pathlib.Path):
+    """Holds the run directory's lock, unless the directory is read-only.
+
+    Nothing can train in a read-only run directory either, and refusing it would stop an
+    export of a shared, read-only run to an ``--output`` elsewhere.
+    """
+    from fitnets_tf.run import lock
+
+    if not os.access(workdir, os.W_OK):
+        yield
+        return
+    with lock.hold(workdir):
+        yield
+
+
+def _timed_models(workdir: pathlib.Path, teacher: str | None) -> dict:
+    from fitnets_tf.run.layout import RunLayout
+
+    # An explicit --teacher must exist; the run's is optional, as a run that reused a trained
+    # teacher may not hold one. A teacher.keras put beside the student by hand is timed too.
+    in_run = [RunLayout(workdir).teacher, workdir / "teacher.keras"]
+    candidates = [pathlib.Path(teacher)] if teacher else in_run
+    path = next((p for p in candidates if p.is_file()), candidates[0] if teacher else None)
+    models = {} if path is None else {"teacher": export.serving.load_keras(path, "teacher")}
+    models["student"] = export.load_run(workdir)[0]
+    return models
+
+
+def _latency_rows(models: dict, repeats: int) -> list[tuple]:
+    from fitnets_tf.latency import measure_latency
+
+    rows = []
+    for name, model in models.items():
+        for batch, r in measure_latency(model, batch_sizes=(1, 128), repeats=repeats).items():
+            rows.append((name, batch, f"{r['ms_per_image']:.4g}", f"{r['images_per_second']:.0f}"))
+    return rows
+
+
+@common.reports_user_errors("fitnets_tf.export")
+def main(argv: list[str]) -> None:
+    """Exports a finished run's student and prints sizes (and latencies)."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.output and FLAGS.format == "all":
+        raise app.UsageError(
+            "--output names one artifact; it cannot be combined with --format=all."
+        )
+    logging.set_verbosity(logging.WARNING)
+    if FLAGS.threads:
+        _set_threads(FLAGS.threads)
+    from fitnets_tf.latency import artifact_size, format_size
+    from fitnets_tf.reporting.tables import format_table
+
+    workdir = pathlib.Path(FLAGS.workdir)
+    if not workdir.is_dir():  # the library's message; the lock would create the directory
+        export.load_run(workdir)
+    with _locked(workdir):
+        written = export.export_student(
+            workdir,
+            FLAGS.output,
+            FLAGS.format,
+            include_preprocessing=FLAGS.include_preprocessing,
+            overwrite=FLAGS.overwrite,
+        )
+        if not isinstance(written, dict):
+            written = {FLAGS.format: written}
+        rows = [(fmt, str(path), format_size(artifact_size(path))) for fmt, path in written.items()]
+        latency = (
+            _latency_rows(_timed_models(workdir, FLAGS.teacher), FLAGS.latency_repeats)
+            if FLAGS.latency
+            else []
+        )
+    print(format_table(("format", "path", "size"), rows, align="<<<"))
+    if latency:
+        print()
+        print("CPU latency (Keras, tf.function, median):")
+        print(format_table(("model", "batch", "ms/image", "images/s"), latency))
+
+
+def entry_point():
+    """``python -m fitnets_tf.export`` and the ``fitnets-export`` console script."""
+    common.run(main, ("fitnets_tf.cli.export",))

@@ -1,0 +1,211 @@
+"""Export the trained student, and only the student, for serving.
+
+Serving convention, the same in every format:
+
+* one input named ``"images"``: a float32 batch ``(N, H, W, C)``, N free. By default it is the
+  *normalised* tensor the student was trained on (the output of the run's preprocessing).
+  With ``include_preprocessing=True`` the run's fitted preprocessing (``preprocessor.keras``,
+  GCN/ZCA included when the run used them) is baked into the graph and ``"images"`` is raw
+  pixels in [0, 255], still float32.
+* one output named ``"probabilities"``: the softmax of the student's logits, float32 ``(N, K)``.
+  A server wants probabilities; argmax is unchanged, and clients that need logits have the
+  ``.keras`` training artifact. The Softmax is a built-in layer, so no Lambda (no pickled
+  code) ends up in any artifact.
+
+Formats and what runs them (the same convention, so a client can switch runtimes):
+
+=============  =================================  ============================================
+format         default file under ``RUN/export``  runtime
+=============  =================================  ============================================
+saved_model    ``student_saved_model/``           ``tf.saved_model.load(p).signatures
+                                                  ["serving_default"](images=x)``
+keras          ``student.keras``                  ``keras.saving.load_model(p, safe_mode=True)``
+                                                  after ``import fitnets_tf.layers`` (and
+                                                  ``fitnets_tf.preprocessing`` for ``_raw``)
+onnx           ``student.onnx``                   onnxruntime; written by tf2onnx from the
+                                                  frozen graph (see ``writers.write_onnx``)
+litert         ``student.tflite``                 LiteRT (``ai_edge_litert``) or ``tf.lite``
+=============  =================================  ============================================
+
+SavedModel, ONNX and LiteRT artifacts are self-contained: running them needs no fitnets_tf.
+A student trained in mixed precision is exported computing in float32.
+
+Exports with the preprocessing baked in get ``_raw`` after ``student`` (``student_raw.onnx``,
+``student_raw_saved_model/``): they take raw pixels.
+
+Every export is written into a hidden staging directory beside the final path, verified by
+reloading it and comparing its outputs, and only then renamed into place, so a crash never
+leaves a half-written model at the final path and an existing artifact is never removed before
+its replacement is complete.
+
+Usage::
+
+    python -m fitnets_tf.export --workdir=RUN_DIR --format=onnx [--output=PATH]
+        [--include_preprocessing] [--overwrite]
+
+The modules: :mod:`~fitnets_tf.export.serving` (the serving model),
+:mod:`~fitnets_tf.export.writers` (one writer per format), :mod:`~fitnets_tf.export.verify`
+(reload and compare), :mod:`~fitnets_tf.export.publish` (staged, then renamed into place). The
+command line is :mod:`fitnets_tf.cli.export`.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import keras
+
+# Imported for their side effect: registering the custom layers that .keras files refer to.
+from fitnets_tf import layers as _layers  # noqa: F401
+from fitnets_tf import preprocessing as _preprocessing  # noqa: F401
+from fitnets_tf.errors import (
+    ExportConfigError,
+    ExportError,
+    ExportVerificationError,
+    MissingStudentError,
+    OutputExistsError,
+    RuntimeUnavailableError,
+)
+from fitnets_tf.export.publish import publish, refuse_existing
+from fitnets_tf.export.serving import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    RAW_SUFFIX,
+    build_serving_model,
+    load_run,
+    resolve_preprocessor,
+)
+from fitnets_tf.export.writers import (
+    DEFAULT_NAMES,
+    FORMATS,
+    SUFFIXES,
+    WRITERS,
+    check_format,
+    check_suffix,
+)
+from fitnets_tf.run.layout import RunLayout
+
+# The files of a run directory the export reads (see fitnets_tf.run.layout).
+STUDENT_FILE = RunLayout(".").student.name
+PREPROCESSOR_FILE = RunLayout(".").preprocessor.name
+
+__all__ = [
+    "FORMATS",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "PREPROCESSOR_FILE",
+    "RAW_SUFFIX",
+    "STUDENT_FILE",
+    "WRITERS",
+    "ExportConfigError",
+    "ExportError",
+    "ExportVerificationError",
+    "MissingStudentError",
+    "OutputExistsError",
+    "RuntimeUnavailableError",
+    "build_serving_model",
+    "default_output",
+    "export_student",
+    "load_run",
+]
+
+
+def default_output(
+    workdir: str | os.PathLike, format: str, include_preprocessing: bool = False
+) -> pathlib.Path:
+    """Where ``format`` goes for the run in ``workdir`` by default (see the module docstring)."""
+    check_format(format)
+    name = DEFAULT_NAMES[format].format(raw=RAW_SUFFIX if include_preprocessing else "")
+    return RunLayout(workdir).export / name
+
+
+def export_student(
+    source: keras.Model | str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    format: str = "saved_model",
+    *,
+    preprocessor: keras.Layer | str | os.PathLike | None = "auto",
+    include_preprocessing: bool = False,
+    overwrite: bool = False,
+) -> pathlib.Path | dict[str, pathlib.Path]:
+    """Exports the student for serving, atomically, and verifies the artifact reloads.
+
+    The artifact takes ``"images"`` and returns ``{"probabilities": softmax(logits)}`` in every
+    format (see the module docstring for the runtimes).
+
+    Args:
+        source: the student (a Functional ``keras.Model`` returning logits), or a run directory
+            holding ``student.keras``. Pass ``distiller.student``, never the Distiller.
+        output: final path (a directory for ``saved_model``, a ``.keras`` / ``.onnx`` /
+            ``.tflite`` file otherwise). Defaults to ``default_output(source, ...)`` when
+            ``source`` is a run directory; required otherwise. With ``format="all"``: a
+            directory, where each format gets its default name (default: the run's
+            ``export/``).
+        format: one of ``"saved_model"``, ``"keras"``, ``"onnx"``, ``"litert"``, or ``"all"``
+            for each of them (as ``--format=all``).
+        preprocessor: what ``include_preprocessing`` bakes in: a Keras layer or model taking
+            raw pixels in [0, 255], a path to a ``.keras`` file holding one, or ``"auto"``
+            (the run directory's ``preprocessor.keras``). Ignored without
+            ``include_preprocessing``.
+        include_preprocessing: bake the preprocessing into the graph, so that ``"images"`` is
+            raw pixels in [0, 255] instead of the normalised tensor.
+        overwrite: replace an existing non-empty ``output``. The old artifact stays in place
+            until the new one has been written and verified.
+
+    Returns:
+        The path of the exported artifact; with ``format="all"``, ``{format: path}``.
+
+    Raises:
+        MissingStudentError: the run directory or its ``student.keras`` does not exist.
+        OutputExistsError: ``output`` exists, is non-empty and ``overwrite`` is False.
+        ExportConfigError: bad format, suffix, student, or no preprocessor to bake in.
+        RuntimeUnavailableError: the format's converter is not installed.
+        ExportVerificationError: the artifact did not reload or does not match the student.
+    """
+    if format != "all":
+        check_format(format)
+    student, run_preprocessor, workdir = _student_of(source)
+    outputs = _outputs(workdir, output, format, include_preprocessing)
+    for fmt, path in outputs.items():  # every check before the first artifact is written
+        check_suffix(path, fmt)
+        refuse_existing(path, overwrite)
+    baked = None
+    if include_preprocessing:
+        baked = resolve_preprocessor(preprocessor, run_preprocessor, workdir)
+    serving = build_serving_model(student, baked)
+    for fmt, path in outputs.items():
+        publish(serving, path, fmt, overwrite, raw=baked is not None)
+    return outputs if format == "all" else outputs[format]
+
+
+def _student_of(source):
+    """``(student, the run's preprocessor or None, the run directory or None)``."""
+    if isinstance(source, keras.Model):
+        return source, None, None
+    if isinstance(source, (str, os.PathLike)):
+        workdir = pathlib.Path(source)
+        return (*load_run(workdir), workdir)
+    raise ExportConfigError(
+        "`source` must be the student (a keras.Model) or a run directory. "
+        f"Received: source={type(source).__name__}"
+    )
+
+
+def _outputs(workdir, output, format: str, include_preprocessing: bool) -> dict:
+    """The final path of each format to write."""
+    if output is None and workdir is None:
+        raise ExportConfigError(
+            "`output` is required when `source` is a model rather than a run directory."
+        )
+    if format != "all":
+        path = output or default_output(workdir, format, include_preprocessing)
+        return {format: pathlib.Path(path)}
+    raw = RAW_SUFFIX if include_preprocessing else ""
+    directory = pathlib.Path(output) if output is not None else RunLayout(workdir).export
+    if directory.suffix in SUFFIXES.values() or directory.is_file():
+        raise ExportConfigError(
+            f"With format='all', `output` is the directory every format is written to, not one "
+            f"file. Received: output={output}"
+        )
+    return {fmt: directory / DEFAULT_NAMES[fmt].format(raw=raw) for fmt in FORMATS}

@@ -1,0 +1,82 @@
+"""Putting an artifact at its final path: staged beside it, verified, then renamed into place.
+
+A crash never leaves a half-written model at the final path, and an existing artifact is never
+removed before its replacement is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from fitnets_tf.errors import OutputExistsError
+from fitnets_tf.export import writers
+from fitnets_tf.export.verify import verify
+
+
+def refuse_existing(output: pathlib.Path, overwrite: bool) -> None:
+    """Raises :class:`OutputExistsError` if ``output`` holds something and may not be replaced."""
+    if overwrite or not (output.exists() or output.is_symlink()):
+        return
+    empty = (output.is_dir() and not any(output.iterdir())) or (
+        output.is_file() and output.stat().st_size == 0
+    )
+    if not empty:
+        raise OutputExistsError(
+            f"{output} already exists and is not empty; nothing was written. Choose another "
+            "--output, or pass --overwrite to replace it (the old artifact is kept until the new "
+            "one is complete)."
+        )
+
+
+def publish(
+    serving: keras.Model, output: pathlib.Path, format: str, overwrite: bool, raw: bool
+) -> None:
+    """Writes into a staging directory beside ``output``, verifies, then renames into place.
+
+    The staging directory is a sibling so the final ``os.replace`` stays on one filesystem and
+    is a rename, never a copy. Whatever happens, the staging directory is removed.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        staged = staging / "new" / output.name
+        staged.parent.mkdir()
+        with _quiet_tf_logger():  # The converters narrate every step at INFO level.
+            writers.WRITERS[format](serving, staged)
+            verify(staged, format, serving, raw)
+        refuse_existing(output, overwrite)  # Something may have appeared while we wrote.
+        _replace(staged, output, staging / "previous")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace(staged: pathlib.Path, output: pathlib.Path, previous: pathlib.Path) -> None:
+    if not (output.exists() or output.is_symlink()):
+        os.replace(staged, output)
+        return
+    # os.replace cannot put a directory over a non-empty one, so the old artifact moves aside
+    # first; it is deleted with the staging directory only once the new one is in.
+    os.replace(output, previous)
+    try:
+        os.replace(staged, output)
+    except BaseException:
+        os.replace(previous, output)
+        raise
+
+
+@contextlib.contextmanager
+def _quiet_tf_logger():
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

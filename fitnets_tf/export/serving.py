@@ -1,0 +1,159 @@
+"""The serving model: ``images -> [preprocessing] -> student -> softmax``, float32, no Lambda."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+
+import keras
+
+from fitnets_tf.errors import ExportConfigError, ExportError, MissingStudentError
+from fitnets_tf.run import io
+from fitnets_tf.run.layout import RunLayout
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+RAW_SUFFIX = "_raw"
+
+
+def load_run(workdir: str | os.PathLike) -> tuple[keras.Model, keras.Model | None]:
+    """Loads a finished run's student and, if the run fitted one, its preprocessor.
+
+    Both are loaded with ``safe_mode=True``, as a server would.
+
+    Raises:
+        MissingStudentError: if ``workdir`` or ``workdir/student.keras`` does not exist.
+        ExportError: if a file exists but cannot be loaded.
+    """
+    workdir = pathlib.Path(workdir)
+    if not workdir.is_dir():
+        raise MissingStudentError(
+            f"Run directory {workdir} does not exist. Check --workdir: it must be the directory a "
+            "training run wrote."
+        )
+    files = RunLayout(workdir)
+    if not files.student.is_file():
+        raise MissingStudentError(
+            f"{workdir} holds no trained student ({files.student} is missing). The student is "
+            "written when training finishes: train first, or check that --workdir names a "
+            "finished run."
+        )
+    student = load_keras(files.student, "student")
+    has_preprocessor = files.preprocessor.is_file()
+    preprocessor = load_keras(files.preprocessor, "preprocessor") if has_preprocessor else None
+    return student, preprocessor
+
+
+def load_keras(path: pathlib.Path, what: str) -> keras.Model:
+    """A ``.keras`` file through the project's safe loader, as an export error."""
+    if not pathlib.Path(path).is_file():
+        raise MissingStudentError(f"No {what} at {path}.")
+    return io.load_model(path, what, ExportError)
+
+
+def build_serving_model(
+    student: keras.Model, preprocessor: keras.Layer | None = None
+) -> keras.Model:
+    """Wraps the student as ``images -> [preprocessor] -> student -> softmax``.
+
+    The result is a Functional model with one input named ``"images"`` and a dict output
+    ``{"probabilities": (N, K) float32}``; every export format is written from it. The student's
+    weights are shared, not copied, and nothing else (teacher, regressor, Distiller) is reachable
+    from it.
+
+    Args:
+        student: Functional model with one image input and one logits output.
+        preprocessor: optional layer or model mapping raw pixels to the student's input. Its
+            input shape, when it declares one, is the serving model's input shape.
+
+    Raises:
+        ExportConfigError: if the student is not a single-input, single-output Functional model
+            ending in logits, or the two models cannot be chained.
+    """
+    check_student(student)
+    student = in_float32(student)
+    shape = tuple(student.inputs[0].shape[1:])
+    if preprocessor is not None:
+        # A bare layer declares no input shape: the student's is kept.
+        with contextlib.suppress(AttributeError, IndexError, ValueError):
+            shape = tuple(preprocessor.inputs[0].shape[1:])
+    images = keras.Input(shape=shape, name=INPUT_NAME, dtype="float32")
+    try:
+        x = images if preprocessor is None else preprocessor(images)
+        logits = student(x)
+        probabilities = keras.layers.Softmax(name=OUTPUT_NAME, dtype="float32")(logits)
+        name = "student_serving" + (RAW_SUFFIX if preprocessor is not None else "")
+        return keras.Model(images, {OUTPUT_NAME: probabilities}, name=name)
+    except ValueError as err:
+        raise ExportConfigError(
+            f"Cannot chain the preprocessor and the student for serving: {err}"
+        ) from err
+
+
+def in_float32(student: keras.Model) -> keras.Model:
+    """Returns the student itself, or a float32 copy if it was built under mixed precision.
+
+    CPU runtimes gain nothing from float16, and the mixed graph does not convert: ONNX Runtime
+    rejects its mixed-type ops and LiteRT needs TensorFlow's Flex delegate. Mixed precision keeps
+    the variables in float32, so the copy computes exactly what the student learned.
+    """
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in student.layers):
+        return student
+
+    def float32_layer(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(student, clone_function=float32_layer)
+    copy.set_weights(student.get_weights())
+    return copy
+
+
+def check_student(student) -> None:
+    if not isinstance(student, keras.Model):
+        raise ExportConfigError(
+            f"The student must be a keras.Model. Received: {type(student).__name__}"
+        )
+    try:
+        inputs, outputs = student.inputs, student.outputs
+    except AttributeError:
+        inputs = outputs = None
+    if not inputs or len(inputs) != 1 or not outputs or len(outputs) != 1:
+        raise ExportConfigError(
+            "The student must be a Functional model with one image input and one logits output "
+            f"(if you hold a Distiller, export `distiller.student`). Received: {student.name!r} "
+            f"({type(student).__name__})"
+        )
+    last = student.layers[-1]
+    if (
+        isinstance(last, keras.layers.Softmax)
+        or getattr(last, "activation", None) is keras.activations.softmax
+    ):
+        raise ExportConfigError(
+            f"The student must output logits; its last layer {last.name!r} applies a softmax, and "
+            "the export adds its own."
+        )
+
+
+def resolve_preprocessor(preprocessor, run_preprocessor, workdir) -> keras.Layer:
+    if isinstance(preprocessor, str) and preprocessor == "auto":
+        if run_preprocessor is None:
+            where = (
+                f"{RunLayout(workdir).preprocessor} does not exist"
+                if workdir
+                else "no run directory was given"
+            )
+            raise ExportConfigError(
+                f"include_preprocessing needs the run's fitted preprocessing, but {where}. The "
+                "student already takes what that run fed it: export without "
+                "include_preprocessing, or pass `preprocessor`."
+            )
+        return run_preprocessor
+    if isinstance(preprocessor, (str, os.PathLike)):
+        return load_keras(pathlib.Path(preprocessor), "preprocessor")
+    if isinstance(preprocessor, keras.Layer):
+        return preprocessor
+    raise ExportConfigError(
+        "include_preprocessing needs `preprocessor`: a Keras layer, a .keras path or 'auto'. "
+        f"Received: preprocessor={preprocessor!r}"
+    )

@@ -1,0 +1,93 @@
+"""One writer per serving format, and where each format's file goes."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from fitnets_tf.errors import ExportConfigError, RuntimeUnavailableError
+from fitnets_tf.export.serving import INPUT_NAME, OUTPUT_NAME
+
+FORMATS = ("saved_model", "keras", "onnx", "litert")
+# The default name of each format's artifact; ``{raw}`` is ``_raw`` when preprocessing is baked in.
+DEFAULT_NAMES = {
+    "saved_model": "student{raw}_saved_model",
+    "keras": "student{raw}.keras",
+    "onnx": "student{raw}.onnx",
+    "litert": "student{raw}.tflite",
+}
+# The Keras and LiteRT writers insist on these suffixes; ONNX's is required for symmetry.
+SUFFIXES = {"keras": ".keras", "onnx": ".onnx", "litert": ".tflite"}
+
+
+def check_format(format: str) -> None:
+    if format not in FORMATS:
+        raise ExportConfigError(
+            f"`format` must be one of {', '.join(FORMATS)} (or 'all' for each). "
+            f"Received: format={format!r}"
+        )
+
+
+def check_suffix(output: pathlib.Path, format: str) -> None:
+    suffix = SUFFIXES.get(format)
+    if suffix is not None and output.suffix != suffix:
+        raise ExportConfigError(
+            f"A {format} export must be written to a '{suffix}' file. Received: output={output}"
+        )
+
+
+def write_saved_model(model: keras.Model, path: pathlib.Path) -> None:
+    model.export(str(path), format="tf_saved_model", verbose=False)
+
+
+def write_keras(model: keras.Model, path: pathlib.Path) -> None:
+    model.save(path)
+
+
+def write_onnx(model: keras.Model, path: pathlib.Path) -> None:
+    # Not `model.export(format="onnx")`: on the TensorFlow backend Keras 3.15 hands the traced
+    # function to `tf2onnx.convert.from_function`, which declares every captured non-variable
+    # tensor as a graph input. A layer holding constants (keras' Normalization(mean=...), a
+    # fitted ZCA matrix) then yields a model that cannot run on "images" alone. Freezing the
+    # function first turns those captures into constants, and tf2onnx converts the frozen graph.
+    try:
+        import tf2onnx
+    except ImportError as err:
+        raise RuntimeUnavailableError(
+            f"ONNX export on the TensorFlow backend needs tf2onnx and onnx ({err}): "
+            "pip install 'tf2onnx>=1.17' 'onnx>=1.16' (and onnxruntime to run the model)."
+        ) from err
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    spec = tf.TensorSpec(model.inputs[0].shape, "float32", name=INPUT_NAME)
+    concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
+    frozen = convert_variables_to_constants_v2(concrete)
+    (input_name,) = [t.name for t in frozen.inputs]
+    (output_name,) = [t.name for t in frozen.outputs]
+    tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(),
+        name=model.name,
+        input_names=[input_name],
+        output_names=[output_name],
+        tensors_to_rename={input_name: INPUT_NAME, output_name: OUTPUT_NAME},
+        output_path=str(path),
+    )
+
+
+def write_litert(model: keras.Model, path: pathlib.Path) -> None:
+    model.export(str(path), format="litert", verbose=False)
+
+
+# A table rather than an `if` chain: one writer per format, looked up at each export, so a
+# test (or a user) can swap one out.
+WRITERS: dict[str, Callable[[keras.Model, pathlib.Path], None]] = {
+    "saved_model": write_saved_model,
+    "keras": write_keras,
+    "onnx": write_onnx,
+    "litert": write_litert,
+}

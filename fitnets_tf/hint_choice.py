@@ -1,0 +1,121 @@
+"""Choosing hint/guided pairs: the paper's rule, and the layers a user can choose from.
+
+The paper (section 3.1) takes "the middle layer of the teacher" as the hint and "the middle
+layer of the student" as the guided layer. :func:`auto_pair` applies that rule to any pair of
+Functional models; :func:`describe_layers` prints what a user needs to choose a pair by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+
+from fitnets_tf import regressor as regressor_lib
+from fitnets_tf.errors import HintShapeError
+from fitnets_tf.hint_path import check_functional, valid_names
+from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoPair:
+    """The hint/guided pair :func:`auto_pair` chose, and why (printed, and kept with the run)."""
+
+    hint_layer: str
+    guided_layer: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Layers that start a new block of the paper's kind: a "layer" of the paper is one of these
+# with whatever follows it (pooling, normalisation, activation) up to the next one.
+_WEIGHT_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+                  keras.layers.Dense, MaxoutConv2D, MaxoutDense)  # fmt: skip
+
+
+def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The outputs of the model's blocks that are feature maps ``(N, H, W, C)``, input to output.
+
+    A block ends where every path from the input passes (a residual block's sum, not a layer
+    inside it) just before the next conv or dense layer; dropout is skipped (a hint is taken
+    before it). For the paper's maxout nets these are its layers: ``pool{i}`` or ``conv{i}``.
+    """
+    check_functional(model, "model")
+    order = {id(layer): i for i, layer in enumerate(model.layers)}
+    crossing = _crossing_edges(model, order)
+    out, last = [], None
+    for i, layer in enumerate(model.layers):
+        starts_block = isinstance(layer, _WEIGHT_LAYERS)
+        if starts_block and last is not None:
+            out.append(last)
+            last = None
+        cut = not any(u < i < v for u, v in crossing)
+        if cut and _is_feature_map(layer) and not isinstance(layer, keras.layers.Dropout):
+            last = layer if not isinstance(layer, keras.layers.InputLayer) else None
+    if last is not None:
+        out.append(last)
+    return out
+
+
+def _crossing_edges(model: keras.Model, order: dict) -> list[tuple[int, int]]:
+    """Every edge (producer index, consumer index) of the layer graph."""
+    edges = []
+    for layer in model.layers:
+        for node in getattr(layer, "_inbound_nodes", []):
+            for parent in node.parent_nodes:
+                if id(parent.operation) in order:
+                    edges.append((order[id(parent.operation)], order[id(layer)]))
+    return edges
+
+
+def _is_feature_map(layer) -> bool:
+    try:
+        shape = layer.output.shape
+    except (AttributeError, ValueError):  # shared layers have several outputs
+        return False
+    return len(shape) == 4 and all(d is not None for d in shape[1:])
+
+
+def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
+    """The paper's rule: the middle of the teacher guides the middle of the student.
+
+    The hint is the teacher's middle feature layer (by depth); the guided layer is the
+    student's feature layer nearest its own middle (the deeper one on a tie) among those the
+    convolutional regressor can map onto the hint (a guided map at least as large as the
+    hint's). Feature layers are block outputs (:func:`feature_layers`). On the paper's MNIST
+    pair this gives its own pair (pool2 → pool4); on CIFAR FitNet 1, layer 5 where the paper
+    guides layer 6 (of 11 layers, FC and softmax included).
+
+    Raises:
+        HintShapeError: no student layer can be mapped onto the hint; names the hint, its shape
+            and the student's layers with theirs.
+    """
+    hints, guided = feature_layers(teacher), feature_layers(student)
+    if not hints or not guided:
+        raise HintShapeError(
+            "hints='auto' needs feature-map layers (N, H, W, C) in both models; "
+            f"{'the teacher' if not hints else 'the student'} has none. "
+            + valid_names(teacher, student)
+        )
+    hint = hints[(len(hints) - 1) // 2]
+    hint_shape = tuple(hint.output.shape[1:])
+    middle = (len(guided) - 1) / 2
+    for index in sorted(range(len(guided)), key=lambda i: (abs(i - middle), -i)):
+        shape = tuple(guided[index].output.shape[1:])
+        if all(k >= 1 for k in regressor_lib.kernel_size(shape, hint_shape)):
+            reason = (
+                f"the paper's rule (the middle of the teacher guides the middle of the student): "
+                f"'{hint.name}' {hint_shape} is feature layer {hints.index(hint) + 1} of "
+                f"{len(hints)} of '{teacher.name}'; '{guided[index].name}' {shape} is feature "
+                f"layer {index + 1} of {len(guided)} of '{student.name}', the nearest to its "
+                "middle that the convolutional regressor maps onto the hint"
+            )
+            return AutoPair(hint.name, guided[index].name, reason)
+    shapes = ", ".join(f"{layer.name} {tuple(layer.output.shape[1:])}" for layer in guided)
+    raise HintShapeError(
+        f"hints='auto': no student layer can be mapped onto the teacher's middle layer "
+        f"'{hint.name}' {hint_shape} (a guided map must be at least as large). Student feature "
+        f"layers: {shapes}. Name a pair with --hint_layer and --guided_layer."
+    )

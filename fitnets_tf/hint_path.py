@@ -1,0 +1,232 @@
+"""The stage-1 path of FitNets: the teacher up to its hint layer, the student up to its guided
+layer, and the regressor that maps one onto the other.
+
+Both sub-models share the weights of the teacher and the student (taps), so building a path
+copies nothing and checks a pair before any training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+
+from fitnets_tf import regressor as regressor_lib
+from fitnets_tf.errors import ConfigError, HintShapeError
+
+
+@dataclasses.dataclass
+class HintTaps:
+    """Sub-models that share the teacher's and student's weights.
+
+    Held in a plain object so Keras does not track them as layers of the Distiller: their
+    weights already belong to ``teacher`` and ``student``.
+    """
+
+    teacher_hint: keras.Model | None = None
+    student_guided: keras.Model | None = None
+
+
+def check_functional(model, role: str):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`{role}` must be a keras.Model. Received: {type(model).__name__}")
+    try:
+        model.inputs  # noqa: B018  (Functional and built Sequential models have them)
+    except (AttributeError, ValueError) as e:
+        raise TypeError(
+            f"`{role}` must be a Functional (or built Sequential) keras.Model so that its layers "
+            f"can be tapped by name; got a subclassed {type(model).__name__}. Wrap it with "
+            "keras.Model(inputs, outputs) or pass no hint_layer/guided_layer."
+        ) from e
+
+
+def model_inputs(model: keras.Model):
+    # A lone input unwrapped, so a tap called with a tensor matches its input structure.
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
+def find_layer(model: keras.Model, name: str, role: str):
+    names = [layer.name for layer in model.layers]
+    if name not in names:
+        raise ConfigError(
+            f"Unknown {role} '{name}' in model '{model.name}'. Valid layer names: "
+            f"{', '.join(names)}."
+        )
+    return model.get_layer(name)
+
+
+def valid_names(teacher: keras.Model, student: keras.Model) -> str:
+    return (
+        f"Teacher layers: {', '.join(layer.name for layer in teacher.layers)}. "
+        f"Student layers: {', '.join(layer.name for layer in student.layers)}."
+    )
+
+
+def pair_name(hint_layer: str, guided_layer: str) -> str:
+    """How a pair is named in logs (``hint_loss/<pair>``) and in the run directory."""
+    return f"{hint_layer}:{guided_layer}"
+
+
+def make_regressor(
+    teacher: keras.Model,
+    student: keras.Model,
+    hint_layer: str,
+    guided_layer: str,
+    regressor="auto",
+    initializer=None,
+) -> keras.layers.Layer:
+    """The built regressor of one pair, after checking that it maps the guided onto the hint.
+
+    Raises ``ConfigError`` (:class:`~fitnets_tf.errors.HintShapeError` for shapes) naming both
+    layers, their shapes and the valid layer names; nothing is modified.
+
+    Args:
+        teacher, student: Functional models.
+        hint_layer, guided_layer: layer names.
+        regressor: ``"auto"``, ``"linear"`` or a Keras layer (see :class:`Distiller`).
+        initializer: kernel initializer of an automatic regressor.
+    """
+    check_functional(teacher, "teacher")
+    check_functional(student, "student")
+    hint = find_layer(teacher, hint_layer, "hint_layer")
+    guided = find_layer(student, guided_layer, "guided_layer")
+    guided_shape = tuple(guided.output.shape[1:])
+    hint_shape = tuple(hint.output.shape[1:])
+    if isinstance(regressor, keras.layers.Layer):
+        if not regressor.built:
+            regressor.build((None, *guided_shape))
+        out = tuple(regressor.compute_output_shape((None, *guided_shape))[1:])
+        if out != hint_shape:
+            raise HintShapeError(
+                f"The given regressor maps the guided layer '{guided_layer}' {guided_shape} to "
+                f"{out}, but the hint layer '{hint_layer}' is {hint_shape}."
+            )
+        return regressor
+    regressor_lib.check_shapes(
+        guided_shape,
+        hint_shape,
+        guided_layer=guided_layer,
+        hint_layer=hint_layer,
+        valid=valid_names(teacher, student),
+    )
+    return regressor_lib.build_regressor(
+        guided_shape,
+        hint_shape,
+        regressor_lib.hint_nonlinearity(hint),
+        kind=regressor,
+        initializer=initializer,
+    )
+
+
+def tap(model: keras.Model, layer_names: list[str], name: str) -> keras.Model:
+    """``model`` up to ``layer_names``: one output per name (a lone one unwrapped)."""
+    outputs = [model.get_layer(n).output for n in layer_names]
+    return keras.Model(model_inputs(model), outputs[0] if len(outputs) == 1 else outputs,
+                       name=name)  # fmt: skip
+
+
+def make_hint_path(
+    teacher: keras.Model,
+    student: keras.Model,
+    hint_layer: str,
+    guided_layer: str,
+    regressor="auto",
+    initializer=None,
+) -> tuple[keras.Model, keras.Model, keras.layers.Layer]:
+    """The stage-1 path of one pair: teacher up to the hint, student up to the guided layer,
+    and the regressor (:func:`make_regressor`).
+
+    The two sub-models share the weights of ``teacher`` and ``student`` and compute nothing
+    past the tapped layers; nothing is modified, so this also serves to check a pair before
+    any training.
+    """
+    built = make_regressor(teacher, student, hint_layer, guided_layer, regressor, initializer)
+    return (tap(teacher, [hint_layer], "teacher_hint"),
+            tap(student, [guided_layer], "student_guided"), built)  # fmt: skip
+
+
+def resolve_pairs(teacher, student, hints=None, hint_layer=None, guided_layer=None):
+    """The hint/guided pairs of either form of the arguments, and the :class:`AutoPair` of
+    ``hints="auto"`` (else None). ``[]``: no pair (KD only).
+
+    Raises:
+        ConfigError: both forms given, one name of a pair missing, or a malformed ``hints``.
+    """
+    if hints is not None and (hint_layer is not None or guided_layer is not None):
+        raise ConfigError(
+            "Give `hints` (several pairs, or 'auto') or `hint_layer` and `guided_layer` "
+            f"(one pair), not both. Received: hints={hints!r}, hint_layer={hint_layer!r}, "
+            f"guided_layer={guided_layer!r}"
+        )
+    if (hint_layer is None) != (guided_layer is None):
+        raise ConfigError(
+            "Give both `hint_layer` and `guided_layer` (for hint training) or neither "
+            f"(KD only). Received: hint_layer={hint_layer!r}, guided_layer={guided_layer!r}"
+        )
+    if hint_layer is not None:
+        return [(hint_layer, guided_layer)], None
+    if hints is None:
+        return [], None
+    if isinstance(hints, str) and hints == "auto":
+        from fitnets_tf.hint_choice import auto_pair
+
+        chosen = auto_pair(teacher, student)
+        return [(chosen.hint_layer, chosen.guided_layer)], chosen
+    pairs = [tuple(p) for p in hints] if not isinstance(hints, str) else []
+    if not pairs or any(len(p) != 2 or not all(isinstance(n, str) for n in p) for p in pairs):
+        raise ConfigError(
+            "`hints` must be 'auto' or a non-empty list of (hint_layer, guided_layer) name "
+            f"pairs. Received: hints={hints!r}"
+        )
+    if len(set(pairs)) != len(pairs):
+        raise ConfigError(f"`hints` names a pair twice. Received: hints={hints!r}")
+    return pairs, None
+
+
+def check_weights(hint_weights, count: int) -> tuple[float, ...]:
+    """The ``wᵢ`` of ``count`` pairs (default: 1 each)."""
+    if hint_weights is None:
+        return (1.0,) * count
+    weights = tuple(hint_weights)
+    if len(weights) != count or not all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights
+    ):
+        raise ConfigError(
+            f"`hint_weights` must be {count} number(s) > 0, one per hint pair. Received: "
+            f"hint_weights={hint_weights!r}"
+        )
+    return tuple(float(w) for w in weights)
+
+
+def make_regressors(teacher, student, pairs, regressor="auto", initializer=None) -> list:
+    """One checked regressor per pair (:func:`make_regressor`); a failing pair is named.
+
+    ``regressor`` is one kind for all pairs, or a list of layers, one per pair. A seeded Keras
+    ``initializer`` gets seed + i for the i-th pair, so that equal shapes get distinct draws.
+    """
+    given = list(regressor) if isinstance(regressor, (list, tuple)) else None
+    if given is not None and len(given) != len(pairs):
+        raise ConfigError(
+            f"Give one regressor per pair: {len(pairs)} pairs, {len(given)} regressors."
+        )
+    built = []
+    for i, (hint, guided) in enumerate(pairs):
+        layer = given[i] if given is not None else regressor
+        try:
+            built.append(make_regressor(teacher, student, hint, guided, layer,
+                                        nth_initializer(initializer, i)))  # fmt: skip
+        except ConfigError as e:
+            if len(pairs) == 1:
+                raise
+            raise type(e)(f"Pair {i + 1} ({pair_name(hint, guided)}): {e}") from e
+    return built
+
+
+def nth_initializer(initializer, i: int):
+    """The i-th pair's initializer: a seeded Keras initializer gets seed + i."""
+    if i == 0 or not isinstance(initializer, keras.initializers.Initializer):
+        return initializer
+    config = initializer.get_config()
+    if not isinstance(config.get("seed"), int):
+        return initializer
+    return initializer.__class__.from_config({**config, "seed": config["seed"] + i})

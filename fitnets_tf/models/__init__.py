@@ -1,0 +1,50 @@
+"""Architectures by name: the paper's teachers and FitNets, and the distillation benchmark's zoo.
+
+Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015 (arXiv:1412.6550).
+
+The modules: :mod:`~fitnets_tf.models.specs` (a maxout net as data), :mod:`~fitnets_tf.models.paper`
+(the paper's nets), :mod:`~fitnets_tf.models.maxout_net` (builds one),
+:mod:`~fitnets_tf.models.cifar_resnet` and :mod:`~fitnets_tf.models.cifar_vgg` (the CRD /
+RepDistiller CIFAR-100 benchmark's ResNets, WRNs and VGGs), :mod:`~fitnets_tf.models.registry`
+(:func:`build` by name) and :mod:`~fitnets_tf.models.counting` (parameters, and Table 5's
+multiplications).
+
+Every model is Functional and outputs logits, with stable layer names for hints: the paper's
+``conv{i}`` / ``pool{i}`` / ``fc`` / ``logits`` (see :mod:`~fitnets_tf.models.maxout_net`), the
+zoo's ``stage{k}`` stage outputs.
+"""
+
+from fitnets_tf.models.counting import count_multiplications, count_params
+from fitnets_tf.models.paper import ARCHITECTURES, DEPTH_NETS
+from fitnets_tf.models.registry import (
+    ZOO,
+    PaperPair,
+    build,
+    get_spec,
+    guided_layer_name,
+    hint_layer_name,
+    names,
+    paper_layer_name,
+    paper_pair,
+)
+from fitnets_tf.models.specs import PAPER_INIT_RANGE, ArchSpec, ConvSpec, Pool
+
+__all__ = [
+    "ARCHITECTURES",
+    "DEPTH_NETS",
+    "PAPER_INIT_RANGE",
+    "ZOO",
+    "ArchSpec",
+    "ConvSpec",
+    "PaperPair",
+    "Pool",
+    "build",
+    "count_multiplications",
+    "count_params",
+    "get_spec",
+    "guided_layer_name",
+    "hint_layer_name",
+    "names",
+    "paper_layer_name",
+    "paper_pair",
+]
