@@ -47,6 +47,15 @@ def maxout(z, units: int, pieces: int):
     return ops.max(grouped, axis=-1)
 
 
+def _weight_options_config(layer) -> dict:
+    """The serialised initializers and regularizer that both maxout layers take, as Dense does."""
+    return dict(
+        kernel_initializer=keras.initializers.serialize(layer.kernel_initializer),
+        bias_initializer=keras.initializers.serialize(layer.bias_initializer),
+        kernel_regularizer=keras.regularizers.serialize(layer.kernel_regularizer),
+    )
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class MaxoutConv2D(keras.layers.Layer):
     """2-D convolution followed by maxout over ``pieces`` channels per output filter.
@@ -155,9 +164,7 @@ class MaxoutConv2D(keras.layers.Layer):
             strides=self.strides,
             padding=self.padding,
             max_norm=self.max_norm,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            **_weight_options_config(self),
         )
         return config
 
@@ -223,9 +230,7 @@ class MaxoutDense(keras.layers.Layer):
             units=self.units,
             pieces=self.pieces,
             max_norm=self.max_norm,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            **_weight_options_config(self),
         )
         return config
 

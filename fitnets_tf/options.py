@@ -30,6 +30,9 @@ class Option:
             (registries that are filled at import time, like the architectures).
         minimum, maximum: inclusive bounds of a number. exclusive_minimum: a strict one.
         noun: how a message names one item of a tuple option ("unknown stage 'x'").
+        check: for values that no list can hold (a file path, ``folder:PATH``): a function of
+            the value returning what is wrong with it, one sentence, or None when it is valid.
+            Only cheap checks belong here (no data read, no model built).
     """
 
     help: str
@@ -39,6 +42,7 @@ class Option:
     maximum: float | None = None
     exclusive_minimum: float | None = None
     noun: str | None = None
+    check: Callable[[Any], str | None] | None = None
 
     def valid_choices(self) -> tuple | None:
         return self.choices() if callable(self.choices) else self.choices
@@ -97,6 +101,10 @@ def problems(section) -> list[str]:
 
 def _value_problems(spec: Spec, value) -> list[str]:
     opt = spec.option
+    if opt.check is not None:
+        problem = opt.check(value)
+        if problem:
+            return [problem]
     choices = opt.valid_choices()
     if spec.type is tuple:
         noun = opt.noun or spec.flag.removesuffix("s")

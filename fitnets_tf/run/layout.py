@@ -79,8 +79,8 @@ class StageLayout:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunLayout:
-    """The files of one training run under ``root``."""
+class _Directory:
+    """A directory a program owns: its root (``~`` expanded) and the flagfile that made it."""
 
     root: pathlib.Path
 
@@ -89,7 +89,13 @@ class RunLayout:
 
     @property
     def flags(self) -> pathlib.Path:
+        """The resolved flagfile: re-running it reproduces what is in this directory."""
         return self.root / "flags.txt"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLayout(_Directory):
+    """The files of one training run under ``root``."""
 
     @property
     def versions(self) -> pathlib.Path:
@@ -154,17 +160,8 @@ class RunLayout:
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchLayout:
+class SearchLayout(_Directory):
     """The files of one hyperparameter search under ``root``."""
-
-    root: pathlib.Path
-
-    def __post_init__(self):
-        object.__setattr__(self, "root", pathlib.Path(self.root).expanduser())
-
-    @property
-    def flags(self) -> pathlib.Path:
-        return self.root / "flags.txt"
 
     @property
     def search(self) -> pathlib.Path:
