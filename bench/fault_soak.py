@@ -9,12 +9,19 @@ numbers of kills are reached. After each episode it compares, with the reference
 * the summary's test accuracy of every model (teacher and each mode's student);
 * every weight of every saved model (the teacher and each mode's final student), exactly;
 
-and checks that every ``.keras`` file and ``run_state.json`` left in the run directory loads.
-It prints the counts (kills by signal, resumes, identical finishes, differing models, corrupt
-files) and writes them to ``bench/results/fault_soak.json``. Not a test: it takes minutes.
+and checks that every ``.keras`` file and ``run_state.json`` left in the run directory loads
+(temporary files a kill left behind are counted apart, as litter). With ``--truncations=N``,
+the first N kills that leave an unfinished stage with a counted checkpoint are followed by
+cutting that checkpoint's ``ckpt-E.index`` to half its size, as a crash of the machine might:
+the re-run must name it on stderr, fall back to the checkpoint before, and finish identical.
+
+It prints the counts (kills by signal, resumes, truncations and the damage warnings the
+re-runs printed, identical finishes, differing models, corrupt files) and writes them to
+``bench/results/fault_soak.json``. Runs are ``--deterministic``: the comparison is exact. Not
+a test: it takes minutes.
 
     .venv/bin/python bench/fault_soak.py                       # 30 SIGKILL + 10 SIGTERM
-    .venv/bin/python bench/fault_soak.py --kills=5 --terms=2   # a quick look
+    .venv/bin/python bench/fault_soak.py --kills=5 --terms=2 --truncations=2   # a quick look
 """
 
 from __future__ import annotations
@@ -32,12 +39,13 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before compare() imports TensorFlow
 RESULTS = ROOT / "bench" / "results" / "fault_soak.json"
 
 
 def _command(flagfile: str, workdir: pathlib.Path, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "fitnets_tf.train", f"--flagfile={flagfile}",
-            f"--workdir={workdir}", "--nomeasure_latency", *extra]  # fmt: skip
+            f"--workdir={workdir}", "--nomeasure_latency", "--deterministic", *extra]  # fmt: skip
 
 
 def _env() -> dict:
@@ -82,6 +90,7 @@ def _weights(path: pathlib.Path):
     import keras
 
     import fitnets_tf  # noqa: F401  (registers the custom layers)
+    import fitnets_tf.preprocessing  # noqa: F401  (preprocessor.keras: not registered by the above)
 
     return keras.saving.load_model(path, compile=False, safe_mode=True).get_weights()
 
@@ -103,10 +112,32 @@ def compare(reference: pathlib.Path, run: pathlib.Path) -> list[str]:
     return differing
 
 
+def litter(workdir: pathlib.Path) -> list[str]:
+    """Temporary files of atomic writes that a kill interrupted (never read by a run)."""
+    return sorted(str(p.relative_to(workdir)) for p in workdir.rglob(".tmp-*"))
+
+
+def truncate_latest_checkpoint(workdir: pathlib.Path) -> str | None:
+    """Cuts the unfinished stage's latest counted checkpoint index in half; its name, or None."""
+    try:
+        stages = json.loads((workdir / "run_state.json").read_text())["stages"]
+    except (OSError, ValueError, KeyError):
+        return None
+    for key, record in stages.items():
+        if not record.get("done") and record.get("epochs_done"):
+            index = workdir / key / "checkpoints" / f"ckpt-{record['epochs_done']}.index"
+            if index.is_file():
+                os.truncate(index, index.stat().st_size // 2)
+                return str(index.relative_to(workdir))
+    return None
+
+
 def corrupt_files(workdir: pathlib.Path) -> list[str]:
     """Files a resumed or finished run would read that do not load."""
     bad = []
     for path in workdir.rglob("*.keras"):
+        if path.name.startswith(".tmp-"):
+            continue
         try:
             _weights(path)
         except Exception as e:  # noqa: BLE001  (any failure is a corrupt file)
@@ -119,9 +150,20 @@ def corrupt_files(workdir: pathlib.Path) -> list[str]:
     return bad
 
 
-def episode(command, workdir, kills_left, terms_left, duration, rng, log) -> dict:
+def _damage_warnings(log, start: int) -> int:
+    """The damage warnings (one per damaged file) in what the runs logged after ``start``."""
+    log.flush()
+    with open(log.name) as f:
+        f.seek(start)
+        return f.read().count("is damaged")
+
+
+def episode(command, workdir, kills_left, terms_left, duration, rng, log,
+            truncations_left=0) -> dict:  # fmt: skip
     """Kills one run again and again until it finishes; returns what happened."""
-    counts = {"sigkill": 0, "sigterm": 0, "resumes": 0}
+    counts = {"sigkill": 0, "sigterm": 0, "resumes": 0, "truncated": 0, "damage_warnings": 0}
+    log.flush()
+    start = os.path.getsize(log.name)
     while True:
         if kills_left + terms_left == 0:
             status, sig = subprocess.run(command, cwd=ROOT, env=_env(), stdout=log,
@@ -138,8 +180,11 @@ def episode(command, workdir, kills_left, terms_left, duration, rng, log) -> dic
             kills_left -= key == "sigkill"
             terms_left -= key == "sigterm"
             counts["resumes"] += 1
+            if counts["truncated"] < truncations_left and truncate_latest_checkpoint(workdir):
+                counts["truncated"] += 1
             continue
         counts["status"] = status
+        counts["damage_warnings"] = _damage_warnings(log, start)
         return counts
 
 
@@ -148,7 +193,11 @@ def main(argv=None) -> None:
     parser.add_argument("--flagfile", default="configs/smoke.flags")
     parser.add_argument("--kills", type=int, default=30, help="SIGKILLs in all")
     parser.add_argument("--terms", type=int, default=10, help="SIGTERMs in all")
-    parser.add_argument("--max_episodes", type=int, default=12)
+    parser.add_argument("--truncations", type=int, default=0,
+                        help="kills followed by a checkpoint cut in half")
+    # A kill moment after the end of a (resumed, shorter) run lets it finish: episodes without
+    # a kill are common, so the bound is loose.
+    parser.add_argument("--max_episodes", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0, help="of the kill moments")
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
     parser.add_argument("extra", nargs="*", help="more train flags (after --)")
@@ -161,8 +210,9 @@ def main(argv=None) -> None:
         shutil.rmtree(reference, ignore_errors=True)
         duration = run_to_end(_command(args.flagfile, reference, args.extra), log)
         print(f"reference run: {duration:.0f} s", flush=True)
-        totals = {"episodes": 0, "sigkill": 0, "sigterm": 0, "resumes": 0, "identical": 0,
-                  "differing": [], "corrupt": [], "failed_runs": 0}  # fmt: skip
+        totals = {"episodes": 0, "sigkill": 0, "sigterm": 0, "resumes": 0, "truncated": 0,
+                  "damage_warnings": 0, "identical": 0, "differing": [], "corrupt": [],
+                  "litter": 0, "failed_runs": 0}  # fmt: skip
         while totals["episodes"] < args.max_episodes and (
             totals["sigkill"] < args.kills or totals["sigterm"] < args.terms
         ):
@@ -170,11 +220,13 @@ def main(argv=None) -> None:
             shutil.rmtree(run, ignore_errors=True)
             command = _command(args.flagfile, run, args.extra)
             counts = episode(command, run, args.kills - totals["sigkill"],
-                             args.terms - totals["sigterm"], duration, rng, log)  # fmt: skip
+                             args.terms - totals["sigterm"], duration, rng, log,
+                             args.truncations - totals["truncated"])  # fmt: skip
             totals["episodes"] += 1
-            for key in ("sigkill", "sigterm", "resumes"):
+            for key in ("sigkill", "sigterm", "resumes", "truncated", "damage_warnings"):
                 totals[key] += counts[key]
             totals["corrupt"] += [f"{run.name}/{c}" for c in corrupt_files(run)]
+            totals["litter"] += len(litter(run))
             if counts["status"] != 0:
                 totals["failed_runs"] += 1
                 differing = [f"exit status {counts['status']}"]

@@ -86,16 +86,30 @@ class LambdaAnnealing(keras.callbacks.Callback):
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Adds the optimizer's current ``learning_rate`` to the epoch logs (CSV, TensorBoard).
+    """Adds ``learning_rate`` to the epoch logs (CSV, history): the rate of the epoch's first step.
+
+    Under a schedule the optimizer's ``learning_rate`` is the schedule's value at its current
+    step (``iterations``), the rate of the *next* update. Read when the epoch begins (after a
+    resumed stage's checkpoint is restored), it is the rate the epoch trained with: under
+    ``step:150`` epoch 150's row shows the decayed rate, epoch 149's the initial one. (Keras'
+    TensorBoard callback logs its own ``epoch_learning_rate``, read at the epoch's end.)
 
     Place it before the loggers: callbacks share one ``logs`` dict, in list order.
     """
 
+    def __init__(self):
+        super().__init__()
+        self._rate = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        self._rate = None if optimizer is None else float(
+            keras.ops.convert_to_numpy(optimizer.learning_rate)
+        )  # fmt: skip
+
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.model.optimizer is not None:
-            logs["learning_rate"] = float(
-                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-            )
+        if logs is not None and self._rate is not None:
+            logs["learning_rate"] = self._rate
 
 
 # Loss terms whose non-finite value stops training (every phase logs some of them); the

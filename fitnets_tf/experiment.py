@@ -20,20 +20,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 import keras
 
 from fitnets_tf import data as data_lib
-from fitnets_tf import distribute, evaluation, export, models, stages, teacher_cache
+from fitnets_tf import distribute, evaluation, export, hint_choice, stages, teacher_cache
+from fitnets_tf.builders import (  # noqa: F401  (load_teacher, models_of: re-exported)
+    dataset_shape,
+    load_data,
+    load_teacher,
+    models_of,
+    new_student,
+    new_teacher,
+    trained_teacher,
+)
 from fitnets_tf.callbacks import LearningRateLogger, NonFiniteGuard
 from fitnets_tf.config import ExperimentConfig
-from fitnets_tf.distiller import make_hint_path
-from fitnets_tf.errors import ConfigError, TeacherLoadError
+from fitnets_tf.errors import ConfigError
+from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.summary import summary_table
 from fitnets_tf.run import io, layout, lock, runtime
-from fitnets_tf.run.resume import RunState, StageCheckpoint
+from fitnets_tf.run.resume import RunState, StageCheckpoint, restore_seed_states
 
 HINT_MODES = ("fitnet", "stagewise_labels")  # the modes that use a hint/guided pair
 
@@ -52,28 +62,6 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     with lock.hold(files.root), runtime.session(seed=s.seed, deterministic=config.runtime.deterministic,
                          mixed_precision=s.mixed_precision):  # fmt: skip
         return Experiment(config, files, log).run()
-
-
-def load_teacher(path: str | os.PathLike) -> keras.Model:
-    """Loads a trained teacher from a ``.keras`` file or a previous run directory."""
-    path = os.path.expanduser(path)
-    if os.path.isdir(path):
-        path = layout.RunLayout(path).teacher
-    return io.load_model(
-        path, "teacher", TeacherLoadError,
-        advice="Pass --teacher_path=FILE.keras or a run directory whose teacher stage "
-        "finished, or add 'teacher' to --stages to train one.",
-    )  # fmt: skip
-
-
-def load_data(config: ExperimentConfig) -> data_lib.Datasets:
-    """The train / validation / test pipelines of ``config``'s data section."""
-    d = config.data
-    return data_lib.load(
-        d.dataset, data_dir=config.runtime.data_dir, batch_size=d.batch_size,
-        seed=config.schedule.seed, augment=d.augment, limit=d.limit,
-        validation_size=d.validation_size, retrain_on_all=d.retrain_on_all,
-    )  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -97,7 +85,7 @@ def plan(config: ExperimentConfig) -> Plan:
         mode: [s for s in stages.STAGES_OF_MODE[mode] if stages.PAPER_STAGE[s] in selected]
         for mode in config.schedule.modes
     }
-    train_teacher = "teacher" in selected and config.models.teacher_path is None
+    train_teacher = "teacher" in selected and config.models.trained_teacher() is None
     return Plan(train_teacher, mode_stages)
 
 
@@ -107,7 +95,8 @@ class Experiment:
     def __init__(self, config: ExperimentConfig, files: layout.RunLayout, log=print):
         self.config, self.files, self.log = config, files, log
         self.plan = plan(config)
-        self.hint_layer, self.guided_layer = config.pair()
+        self.hints = config.hint_pairs()  # "auto" until build_models chooses
+        self.auto_pair = None
         self._check_pair()
         self.state = RunState(files.root, config.fingerprint())  # refuses another configuration
         self.verbose = runtime.verbosity()
@@ -115,13 +104,12 @@ class Experiment:
         self.histories: dict[str, dict] = {}
 
     def _check_pair(self) -> None:
-        if any(m in HINT_MODES for m in self.config.schedule.modes) and (
-            self.hint_layer is None or self.guided_layer is None
-        ):
+        if any(m in HINT_MODES for m in self.config.schedule.modes) and not self.hints:
             raise ConfigError(
-                f"Modes {self.config.schedule.modes} need --hint_layer and --guided_layer: "
+                f"Modes {self.config.schedule.modes} need hint/guided pairs: "
                 f"{self.config.models.teacher!r} / {self.config.models.student!r} have no "
-                "paper pair."
+                "paper pair. Give --hints=auto, --hints=teacher_layer:student_layer,... or "
+                "--hint_layer and --guided_layer (--list_layers shows the layers)."
             )
 
     def run(self) -> dict:
@@ -141,6 +129,7 @@ class Experiment:
         self.save_preprocessor()
         self.train_teacher(teacher)
         teacher.trainable = False
+        self.check_teacher(teacher)
         self.train_students(teacher, students)
         return self.report(teacher, students)
 
@@ -149,29 +138,40 @@ class Experiment:
     def load_data(self) -> data_lib.Datasets:
         return load_data(self.config)
 
-    def _build_kwargs(self) -> dict:
-        m = self.config.models
-        return dict(input_shape=self.data.input_shape, num_classes=self.data.num_classes,
-                    kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm)  # fmt: skip
-
     def build_models(self) -> tuple[keras.Model, dict[str, keras.Model]]:
-        """The teacher and one student per mode; fails now, naming both layers, on a bad pair."""
-        m, seed = self.config.models, self.config.schedule.seed
+        """The teacher and one student per mode; fails now, naming the layers, on a bad pair."""
+        shape = self.data.input_shape, self.data.num_classes
         if self.plan.train_teacher and not self.state.done("teacher"):
-            teacher = models.build(m.teacher, seed=seed, dropout=m.teacher_dropout,
-                                   input_dropout=m.teacher_input_dropout, **self._build_kwargs())  # fmt: skip
+            teacher = new_teacher(self.config, *shape)
         else:
-            teacher = load_teacher(
-                self.files.teacher if self.plan.train_teacher else m.teacher_path or self.files.root
+            path = self.files.teacher if self.plan.train_teacher else None
+            teacher = trained_teacher(
+                path or self.config.models.trained_teacher() or self.files.root, *shape
             )
         students = {}
         for mode in self.config.schedule.modes:
-            keras.utils.set_random_seed(seed + 1)  # every mode starts from the same init
-            students[mode] = models.build(m.student, seed=seed + 1, **self._build_kwargs())
+            students[mode] = new_student(self.config, *shape)
             if mode in HINT_MODES:
-                make_hint_path(teacher, students[mode], self.hint_layer, self.guided_layer,
-                               m.regressor)  # fmt: skip
+                self._check_hints(teacher, students[mode])
         return teacher, students
+
+    def _check_hints(self, teacher: keras.Model, student: keras.Model) -> None:
+        """Resolves ``hints=auto`` on the built models, checks every pair, writes hints.json."""
+        if self.hints == "auto":
+            self.auto_pair = hint_choice.auto_pair(teacher, student)
+            self.hints = [(self.auto_pair.hint_layer, self.auto_pair.guided_layer)]
+            self.log(f"hints=auto: {pair_name(*self.hints[0])} ({self.auto_pair.reason}).")
+        make_regressors(teacher, student, self.hints, self.config.models.regressor)
+        io.write_json(self.files.hints, self.hints_record())
+
+    def hints_record(self) -> dict | None:
+        """The pairs of stage 1, their weights and the automatic choice (None: no pairs yet)."""
+        if not isinstance(self.hints, list) or not self.hints:
+            return None
+        weights = check_weights(self.config.models.hint_weights, len(self.hints))
+        pairs = [{"hint_layer": h, "guided_layer": g, "weight": w}
+                 for (h, g), w in zip(self.hints, weights, strict=True)]  # fmt: skip
+        return {"pairs": pairs, "auto": self.auto_pair.as_dict() if self.auto_pair else None}
 
     def save_preprocessor(self) -> None:
         # Saved with the run so exports can bake it in and clients can send raw pixels.
@@ -180,6 +180,12 @@ class Experiment:
         io.save_model(preprocessor, self.files.preprocessor)
 
     # -- training ----------------------------------------------------------------------------
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches per training epoch (the last may be short): learning-rate schedules count
+        the epochs of a stage in these optimizer steps."""
+        return math.ceil(self.data.num_train_examples / self.data.batch_size)
 
     def stage_callbacks(self, key: str, final_model=None, final_path=None) -> list:
         """Per stage: data order, NaN guard, early stopping, checkpoint + logs, TensorBoard."""
@@ -219,9 +225,27 @@ class Experiment:
         stages.fit_labels(
             teacher, self.data.train, self.data.validation, epochs=c.schedule.teacher_epochs,
             hparams=c.hyperparameters(teacher=True), callbacks=callbacks, verbose=self.verbose,
-            initial_epoch=self.state.stage("teacher")["epochs_done"],
-            jit_compile=c.runtime.jit_compile,
+            initial_epoch=self.state.initial_epoch("teacher"),
+            jit_compile=c.runtime.jit_compile, steps_per_epoch=self.steps_per_epoch,
         )  # fmt: skip
+
+    def check_teacher(self, teacher: keras.Model) -> None:
+        """Prints the teacher's validation accuracy before it teaches, and warns near chance.
+
+        A teacher trained on another class order or preprocessing than the run's data scores
+        at chance, and distilling it silently teaches nothing.
+        """
+        if self.data.validation is None or not self._to_run() & {"hints", "kd"}:
+            return
+        accuracy = evaluation.test_accuracy(teacher, self.data.validation)
+        chance = 1 / self.data.num_classes
+        self.log(f"teacher: validation accuracy {accuracy:.4f} (chance {chance:.4f})")
+        if accuracy < 2 * chance:
+            names = self.data.spec.class_names
+            order = f" (label k is the k-th of: {', '.join(names)})" if names else ""
+            self.log(f"warning: the teacher is near chance on the validation images, so it has "
+                     f"little to teach. Was it trained with this data's class order{order} "
+                     "and on images scaled the same way?")  # fmt: skip
 
     def _to_run(self) -> set[str]:
         return {s for mode, names in self.plan.mode_stages.items() for s in names
@@ -234,8 +258,8 @@ class Experiment:
             return None
         if not to_run & {"hints", "kd"}:
             return None
-        # The hint only when a hint stage is still to run (it is the cache's big part).
-        hint = self.hint_layer if "hints" in to_run else None
+        # The hints only when a hint stage is still to run (they are the cache's big part).
+        hint = [h for h, _ in self.hints] if "hints" in to_run else None
         return teacher_cache.cache_for_run(teacher, self.data, hint, self.log)
 
     def train_students(self, teacher: keras.Model, students: dict[str, keras.Model]) -> None:
@@ -257,13 +281,13 @@ class Experiment:
             c = self.config
             stages.train_student(
                 mode, teacher, student, self.data.train, self.data.validation,
-                hparams=c.hyperparameters(), hint_layer=self.hint_layer,
-                guided_layer=self.guided_layer, hints_epochs=c.schedule.hints_epochs,
+                hparams=c.hyperparameters(), hints=self.hints or None,
+                hint_weights=c.models.hint_weights, hints_epochs=c.schedule.hints_epochs,
                 kd_epochs=c.schedule.kd_epochs, stages=todo, verbose=self.verbose,
                 callbacks_for=lambda stage: self.stage_callbacks(f"{mode}/{stage}", student),
-                initial_epochs={s: self.state.stage(f"{mode}/{s}")["epochs_done"] for s in todo},
+                initial_epochs={s: self.state.initial_epoch(f"{mode}/{s}") for s in todo},
                 distiller_data=distiller_data, seed=c.schedule.seed + 2,
-                jit_compile=c.runtime.jit_compile,
+                jit_compile=c.runtime.jit_compile, steps_per_epoch=self.steps_per_epoch,
             )  # fmt: skip
         io.save_model(student, self.files.mode_student(mode))
 
@@ -275,6 +299,8 @@ class Experiment:
                 "exist: run that stage first in this --workdir, or include it in --stages."
             )
         student.set_weights(io.load_model(path, "student").get_weights())
+        # A .keras file leaves out seed-generator states: dropout goes on where the stage left it.
+        restore_seed_states(student, self.state.stage(f"{mode}/{stage}").get("seed_states"))
 
     # -- results -----------------------------------------------------------------------------
 
@@ -318,13 +344,15 @@ class Experiment:
                               overwrite=True)  # fmt: skip
 
     def _summary(self, final_mode: str | None) -> dict:
-        c = self.config
+        c, hints = self.config, self.hints_record()
+        first = hints["pairs"][0] if hints else {}  # one pair's fields, as before several pairs
         return {
             "dataset": c.data.dataset,
             "teacher": c.models.teacher,
             "student": c.models.student,
-            "hint_layer": self.hint_layer,
-            "guided_layer": self.guided_layer,
+            "hint_layer": first.get("hint_layer"),
+            "guided_layer": first.get("guided_layer"),
+            "hints": hints,
             "final_student_mode": final_mode,
             "models": self.rows,
             "histories": self.histories,

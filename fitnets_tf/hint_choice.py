@@ -15,6 +15,7 @@ from fitnets_tf import regressor as regressor_lib
 from fitnets_tf.errors import HintShapeError
 from fitnets_tf.hint_path import check_functional, valid_names
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
+from fitnets_tf.reporting.tables import format_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,3 +120,37 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
         f"'{hint.name}' {hint_shape} (a guided map must be at least as large). Student feature "
         f"layers: {shapes}. Name a pair with --hint_layer and --guided_layer."
     )
+
+
+def describe_layers(model: keras.Model) -> str:
+    """A table of ``model``'s layers: name, type, output shape; ``*`` marks the candidates.
+
+    The candidates are the :func:`feature_layers`, the block outputs :func:`auto_pair` chooses
+    from and the usual choices by hand (any layer with a feature map can be named).
+    """
+    candidates = {layer.name for layer in feature_layers(model)}
+    rows = [("*" if layer.name in candidates else "", layer.name, type(layer).__name__,
+             _output_shape(layer)) for layer in model.layers]  # fmt: skip
+    return format_table(("", "layer", "type", "output shape"), rows, align="<<<<")
+
+
+def _output_shape(layer) -> tuple | None:
+    try:
+        return tuple(layer.output.shape[1:])
+    except (AttributeError, ValueError):  # shared layers have several outputs
+        return None
+
+
+def describe_models(teacher: keras.Model, student: keras.Model) -> str:
+    """What choosing pairs by hand needs: both models' layers and what :func:`auto_pair` picks."""
+    parts = []
+    for role, model in (("teacher", teacher), ("student", student)):
+        parts += [f"{role} {model.name!r}:", describe_layers(model), ""]
+    try:
+        chosen = auto_pair(teacher, student)
+        parts.append(f"hints=auto chooses {chosen.hint_layer}:{chosen.guided_layer} "
+                     f"({chosen.reason}).")  # fmt: skip
+    except HintShapeError as e:
+        parts.append(f"hints=auto cannot choose a pair: {e}")
+    parts.append("* marks a block's feature map: a hint (teacher) or guided (student) candidate.")
+    return "\n".join(parts)

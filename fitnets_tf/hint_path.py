@@ -67,6 +67,49 @@ def pair_name(hint_layer: str, guided_layer: str) -> str:
     return f"{hint_layer}:{guided_layer}"
 
 
+def parse_hints(items) -> list[tuple[str, str]] | str:
+    """The ``hints`` of the command line (``--hints=auto`` or ``--hints=a:b,c:d``, split at
+    the commas) as the :class:`~fitnets_tf.Distiller` takes them: ``"auto"`` or pairs.
+
+    Raises:
+        ConfigError: not ``auto`` alone, or not one or more distinct ``hint:guided`` pairs.
+    """
+    items = tuple(items)
+    if items == ("auto",):
+        return "auto"
+    usage = ("hints takes 'auto' or one or more 'teacher_layer:student_layer' pairs separated "
+             f"by commas (e.g. pool2:pool4,pool3:pool6); received {','.join(items)!r}")  # fmt: skip
+    pairs = [tuple(item.split(":")) for item in items]
+    if not pairs or any(len(p) != 2 or not all(p) for p in pairs):
+        raise ConfigError(usage)
+    if len(set(pairs)) != len(pairs):
+        raise ConfigError(f"{usage}, which names a pair twice")
+    return pairs
+
+
+def hints_problem(items) -> str | None:
+    """What :func:`parse_hints` refuses in ``items``, one sentence, or None."""
+    try:
+        parse_hints(items)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def weights_problem(weights) -> str | None:
+    """What is wrong with the ``hint_weights`` of the command line, or None."""
+    if not weights or any(not w > 0 for w in weights):
+        return f"hint_weights must be numbers > 0, got {','.join(map(str, weights)) or 'none'}"
+    return None
+
+
+def deepest_guided_layer(student: keras.Model, pairs) -> str:
+    """The guided layer of ``pairs`` nearest the student's output: stage 1 trains up to it."""
+    guided = [find_layer(student, name, "guided_layer").name for _, name in pairs]
+    order = {layer.name: i for i, layer in enumerate(student.layers)}
+    return max(guided, key=order.get)
+
+
 def make_regressor(
     teacher: keras.Model,
     student: keras.Model,

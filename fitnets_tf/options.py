@@ -16,6 +16,8 @@ import typing
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from fitnets_tf.errors import ConfigError
+
 _METADATA_KEY = "fitnets_tf.option"
 
 
@@ -61,7 +63,7 @@ class Spec:
     flag: str
     type: type  # int, float, bool, str, or tuple
     optional: bool  # None is a valid value
-    item_type: type | None  # of a tuple's items: str or float
+    item_type: type | None  # of a tuple's items: str, int or float
     default: Any
     option: Option
 
@@ -138,7 +140,13 @@ def coerce(spec: Spec, value):
     if value is None:
         return None
     if spec.type is tuple:
-        return tuple(spec.item_type(v) for v in value)
+        try:
+            return tuple(spec.item_type(v) for v in value)
+        except ValueError:  # "--image_size=28,x": a user's typo, not a bug
+            raise ConfigError(
+                f"--{spec.flag} takes {spec.item_type.__name__} values separated by commas, "
+                f"got {','.join(map(str, value))!r}."
+            ) from None
     if spec.type is float:
         return float(value)
     return value

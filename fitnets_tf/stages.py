@@ -20,9 +20,12 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import keras
+import tensorflow as tf
 
+from fitnets_tf import recipes
 from fitnets_tf.callbacks import LambdaAnnealing
 from fitnets_tf.distiller import Distiller
+from fitnets_tf.hint_path import deepest_guided_layer, resolve_pairs
 
 MODES = ("fitnet", "kd", "scratch", "stagewise_labels")
 STAGES_OF_MODE = {
@@ -40,8 +43,12 @@ PAPER_STAGE = {"hints": "stage1", "guided_labels": "stage1", "kd": "stage2", "sc
 class Hyperparameters:
     """What the paper fixes for both stages (defaults: the paper's CIFAR-10 values).
 
+    The training recipe (optimizer, learning rate, schedule: :mod:`fitnets_tf.recipes`) is
+    stage 2's; stage 1 (:meth:`stage_one`) may have its own learning rate and schedule.
+
     Attributes:
-        learning_rate: RMSProp learning rate (paper: 0.005; MNIST 0.0005).
+        learning_rate: the learning rate of stage 2 (paper: RMSProp, 0.005; MNIST 0.0005),
+            and of stage 1 unless ``hints_learning_rate``.
         rho: RMSProp decay (paper's code: 0.9).
         temperature: τ (paper: 3).
         lambda_start: λ at the start of stage 2 (paper: 4).
@@ -51,6 +58,14 @@ class Hyperparameters:
             its last epoch runs at ``lambda_end``.
         tau_squared: multiply the soft term by τ² (not in the paper).
         regressor: ``"auto"`` (paper) or ``"linear"``.
+        optimizer_name: ``rmsprop`` (paper), ``sgd``, ``adam`` or ``adamw``.
+        momentum: of ``sgd`` and ``rmsprop``, in [0, 1). nesterov: ``sgd``'s Nesterov momentum.
+        weight_decay: Keras' decoupled weight decay (``w -= lr·weight_decay·w`` every step;
+            not biases or BatchNorm γ/β); 0: none.
+        lr_schedule: ``constant``, ``cosine`` or ``step:E1,E2,...`` (epochs of the stage).
+        lr_decay: factor of each step of a ``step:`` schedule.
+        warmup_epochs: linear warm-up from 0 over each stage's first epochs.
+        hints_learning_rate, hints_lr_schedule: stage 1's, when not stage 2's (None).
     """
 
     learning_rate: float = 5e-3
@@ -62,10 +77,48 @@ class Hyperparameters:
     lambda_epochs: int | None = None
     tau_squared: bool = False
     regressor: str = "auto"
+    optimizer_name: str = "rmsprop"
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    lr_decay: float = 0.1
+    warmup_epochs: int = 0
+    hints_learning_rate: float | None = None
+    hints_lr_schedule: str | None = None
 
-    def optimizer(self) -> keras.optimizers.Optimizer:
-        """A fresh RMSProp: every stage starts with new optimizer state, as in the paper."""
-        return keras.optimizers.RMSprop(self.learning_rate, rho=self.rho)
+    def optimizer(
+        self, epochs: int | None = None, steps_per_epoch: int | None = None
+    ) -> keras.optimizers.Optimizer:
+        """A fresh optimizer for a stage of ``epochs`` epochs of ``steps_per_epoch`` steps.
+
+        Every stage starts with new optimizer state, as in the paper. A schedule is a function
+        of the optimizer's step (``iterations``, saved with its state, so a resumed stage
+        continues it): it needs both numbers. A constant rate without warm-up (the paper's
+        RMSProp, ``optimizer()``) needs neither.
+        """
+        rate = recipes.learning_rate(
+            self.learning_rate, self.lr_schedule, epochs=epochs,
+            steps_per_epoch=steps_per_epoch, warmup_epochs=self.warmup_epochs,
+            decay=self.lr_decay,
+        )  # fmt: skip
+        return recipes.build_optimizer(
+            self.optimizer_name, rate, rho=self.rho, momentum=self.momentum,
+            nesterov=self.nesterov, weight_decay=self.weight_decay,
+        )  # fmt: skip
+
+    def with_rate(
+        self, learning_rate: float | None = None, lr_schedule: str | None = None
+    ) -> Hyperparameters:
+        """A copy with a stage's own learning rate and schedule, each where not None."""
+        return dataclasses.replace(
+            self, learning_rate=self.learning_rate if learning_rate is None else learning_rate,
+            lr_schedule=lr_schedule or self.lr_schedule,
+        )  # fmt: skip
+
+    def stage_one(self) -> Hyperparameters:
+        """These hyperparameters with stage 1's learning rate and schedule, where given."""
+        return self.with_rate(self.hints_learning_rate, self.hints_lr_schedule)
 
     def annealing(self, kd_epochs: int) -> LambdaAnnealing:
         decay = self.lambda_epochs or max(kd_epochs - 1 - self.lambda_hold, 1)
@@ -81,13 +134,21 @@ def make_distiller(
     hint_layer: str | None = None,
     guided_layer: str | None = None,
     seed: int | None = None,
+    hints=None,
+    hint_weights=None,
 ) -> Distiller:
-    """The Distiller of ``hparams``; ``seed`` seeds its regressor's initial weights."""
+    """The Distiller of ``hparams``; ``seed`` seeds its regressors' initial weights.
+
+    ``hints`` and ``hint_weights`` (several pairs, or ``"auto"``) replace ``hint_layer`` and
+    ``guided_layer`` (one pair), as in :class:`~fitnets_tf.Distiller`.
+    """
     return Distiller(
         teacher,
         student,
         hint_layer=hint_layer,
         guided_layer=guided_layer,
+        hints=hints,
+        hint_weights=hint_weights,
         temperature=hparams.temperature,
         kd_lambda=hparams.lambda_start,
         tau_squared=hparams.tau_squared,
@@ -108,6 +169,14 @@ def _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose):
     )
 
 
+def _stage_optimizer(hparams: Hyperparameters, train, epochs: int, steps_per_epoch: int | None):
+    """A stage's fresh optimizer; its schedule spans the stage's ``epochs`` (not the ones left)."""
+    if steps_per_epoch is None and isinstance(train, tf.data.Dataset):
+        batches = int(train.cardinality())
+        steps_per_epoch = batches if batches > 0 else None  # < 0: unknown or infinite
+    return hparams.optimizer(epochs=epochs, steps_per_epoch=steps_per_epoch)
+
+
 def fit_labels(
     model: keras.Model,
     train,
@@ -118,11 +187,19 @@ def fit_labels(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     initial_epoch: int = 0,
     verbose="auto",
+    steps_per_epoch: int | None = None,
     **compile_kwargs,
 ) -> keras.callbacks.History:
-    """Trains ``model`` (logits) on the labels alone: the teacher and the ``scratch`` baseline."""
+    """Trains ``model`` (logits) on the labels alone: the teacher and the ``scratch`` baseline.
+
+    Every ``fit_*`` builds a fresh optimizer from ``hparams`` whose learning-rate schedule
+    spans ``epochs``: ``steps_per_epoch`` (default: the number of batches of ``train``, when
+    tf.data knows it) turns its epochs into optimizer steps. A stage resumed at
+    ``initial_epoch`` continues the schedule once its optimizer state (``iterations``) is
+    restored, as :class:`~fitnets_tf.run.resume.StageCheckpoint` does.
+    """
     model.compile(
-        optimizer=hparams.optimizer(),
+        optimizer=_stage_optimizer(hparams, train, epochs, steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         **compile_kwargs,
@@ -140,10 +217,15 @@ def fit_hints(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     initial_epoch: int = 0,
     verbose="auto",
+    steps_per_epoch: int | None = None,
     **compile_kwargs,
 ) -> keras.callbacks.History:
-    """Stage 1: the guided part of the student and the regressor learn the hint."""
-    distiller.compile(optimizer=hparams.optimizer(), phase="hints", **compile_kwargs)
+    """Stage 1: the guided part of the student and the regressor learn the hint.
+
+    Stage 1's learning rate and schedule (``hparams.stage_one()``) are used.
+    """
+    optimizer = _stage_optimizer(hparams.stage_one(), train, epochs, steps_per_epoch)
+    distiller.compile(optimizer=optimizer, phase="hints", **compile_kwargs)
     return _fit(distiller, train, validation, epochs, initial_epoch, callbacks, verbose)
 
 
@@ -157,12 +239,12 @@ def fit_kd(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     initial_epoch: int = 0,
     verbose="auto",
+    steps_per_epoch: int | None = None,
     **compile_kwargs,
 ) -> keras.callbacks.History:
     """Stage 2: the whole student on ``H(y, P_S) + λ·H(P_T^τ, P_S^τ)`` with λ annealed."""
-    distiller.compile(
-        optimizer=hparams.optimizer(), phase="kd", metrics=["accuracy"], **compile_kwargs
-    )
+    optimizer = _stage_optimizer(hparams, train, epochs, steps_per_epoch)
+    distiller.compile(optimizer=optimizer, phase="kd", metrics=["accuracy"], **compile_kwargs)
     return _fit(
         distiller,
         train,
@@ -191,6 +273,12 @@ def guided_classifier(
     return keras.Model(student.inputs, logits, name=f"{student.name}_guided_labels")
 
 
+def stage_one_layer(teacher, student, hints=None, hint_layer=None, guided_layer=None) -> str:
+    """The layer stage 1 trains the student up to: the guided layer (of several, the deepest)."""
+    pairs, _ = resolve_pairs(teacher, student, hints, hint_layer, guided_layer)
+    return deepest_guided_layer(student, pairs)
+
+
 def train_student(
     mode: str,
     teacher: keras.Model | None,
@@ -201,6 +289,8 @@ def train_student(
     hparams: Hyperparameters = Hyperparameters(),
     hint_layer: str | None = None,
     guided_layer: str | None = None,
+    hints=None,
+    hint_weights=None,
     hints_epochs: int = 0,
     kd_epochs: int = 0,
     callbacks_for: Callable[[str], Sequence[keras.callbacks.Callback]] = lambda stage: (),
@@ -209,6 +299,7 @@ def train_student(
     distiller_data: tuple | None = None,
     seed: int | None = None,
     verbose="auto",
+    steps_per_epoch: int | None = None,
     **compile_kwargs,
 ) -> dict[str, keras.callbacks.History]:
     """Runs every stage of ``mode`` in order and returns each stage's History.
@@ -224,26 +315,27 @@ def train_student(
     (``hints``, ``kd``); the stages on labels alone keep ``train`` and ``validation``.
     ``seed`` seeds what this function creates (the regressor, the guided head): a resumed run
     must create them as the interrupted one did, whatever the process drew before.
+    Stage 1 (``hints``, ``guided_labels``) trains with ``hparams.stage_one()``'s learning rate
+    and schedule; ``steps_per_epoch`` is passed to every ``fit_*``. ``hints`` and
+    ``hint_weights`` (several pairs, or ``"auto"``; see :class:`~fitnets_tf.Distiller`) replace
+    ``hint_layer`` and ``guided_layer``; ``stagewise_labels`` trains up to the deepest guided
+    layer.
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
     needs_hint_layers = mode in ("fitnet", "stagewise_labels")
-    if needs_hint_layers and (hint_layer is None or guided_layer is None):
-        raise ValueError(f"mode={mode!r} needs `hint_layer` and `guided_layer`.")
+    if needs_hint_layers and not hints and (hint_layer is None or guided_layer is None):
+        raise ValueError(f"mode={mode!r} needs `hints`, or `hint_layer` and `guided_layer`.")
     if mode != "scratch" and teacher is None:
         raise ValueError(f"mode={mode!r} needs a trained `teacher`.")
-    common = dict(hparams=hparams, verbose=verbose, **compile_kwargs)
+    common = dict(hparams=hparams, verbose=verbose, steps_per_epoch=steps_per_epoch,
+                  **compile_kwargs)  # fmt: skip
     histories = {}
     distiller = None
     if mode != "scratch":
-        distiller = make_distiller(
-            teacher,
-            student,
-            hparams,
-            hint_layer=hint_layer if mode == "fitnet" else None,
-            guided_layer=guided_layer if mode == "fitnet" else None,
-            seed=seed,
-        )
+        pairs = {"hint_layer": hint_layer, "guided_layer": guided_layer, "hints": hints,
+                 "hint_weights": hint_weights} if mode == "fitnet" else {}  # fmt: skip
+        distiller = make_distiller(teacher, student, hparams, seed=seed, **pairs)
     distill_train, distill_validation = distiller_data or (train, validation)
     for stage in STAGES_OF_MODE[mode]:
         if stages is not None and stage not in stages:
@@ -256,10 +348,12 @@ def train_student(
                 **common,
             )  # fmt: skip
         elif stage == "guided_labels":
-            head = guided_classifier(student, guided_layer, int(student.output.shape[-1]), seed)
+            guided = stage_one_layer(teacher, student, hints, hint_layer, guided_layer)
+            head = guided_classifier(student, guided, int(student.output.shape[-1]), seed)
             histories[stage] = fit_labels(
-                head, train, validation, epochs=hints_epochs, callbacks=cbs, **common
-            )
+                head, train, validation, epochs=hints_epochs, callbacks=cbs,
+                **(common | dict(hparams=hparams.stage_one())),
+            )  # fmt: skip
         elif stage == "kd":
             histories[stage] = fit_kd(
                 distiller, distill_train, distill_validation, epochs=kd_epochs, callbacks=cbs,

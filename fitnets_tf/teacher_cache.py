@@ -20,7 +20,7 @@ Two choices matter for correctness:
 For the experiment runner, :func:`cache_datasets` keeps the cache beside the in-memory training
 split of :func:`fitnets_tf.data.load` and batches it in that pipeline's ``(seed, epoch)`` order,
 so a run with cached outputs sees the same batches as one without, and resumes exactly. It can
-also cache the hint (stage 1's target).
+also cache the hint (stage 1's target), or the hints of several pairs, as a tuple in pair order.
 
 Memory: ``path=None`` holds the cache in memory (images + logits: MNIST 50K ≈ 159 MB,
 CIFAR-10 40K ≈ 493 MB). With ``path`` it is written once with ``tf.data.Dataset.save`` and
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -136,29 +137,43 @@ def training_batches(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def outputs_function(teacher: keras.Model, hint_layer: str | None = None):
+def outputs_function(teacher: keras.Model, hint_layer: str | Sequence[str] | None = None):
     """A ``tf.function`` mapping images to the teacher's ``{"teacher_logits"[, "teacher_hint"]}``.
 
     One forward pass (``training=False``) gives both: the hint is an intermediate output (a
-    Functional teacher is needed for it; logits alone work with any teacher).
+    Functional teacher is needed for it; logits alone work with any teacher). ``hint_layer``
+    names one layer (the hint is its output) or several (a tuple of their outputs, in order:
+    the Distiller's cached hints of several pairs).
     """
     if hint_layer is None:
         return tf.function(
             lambda images: {CACHED_LOGITS: teacher(images, training=False)}, autograph=False
         )
-    outputs = {CACHED_LOGITS: teacher.output, CACHED_HINT: teacher.get_layer(hint_layer).output}
+    names = [hint_layer] if isinstance(hint_layer, str) else list(hint_layer)
+    outputs = [teacher.output, *(teacher.get_layer(n).output for n in names)]
     tapped = keras.Model(teacher.inputs, outputs, name="teacher_outputs")
-    return tf.function(lambda images: tapped(images, training=False), autograph=False)
+
+    def outputs_of(images):
+        logits, *hints = tapped(images, training=False)
+        # A tuple, not a list: tf.data would stack a list into one tensor.
+        return {CACHED_LOGITS: logits,
+                CACHED_HINT: hints[0] if isinstance(hint_layer, str) else tuple(hints)}  # fmt: skip
+
+    return tf.function(outputs_of, autograph=False)
 
 
-def hint_bytes(teacher: keras.Model, hint_layer: str, num_examples: int) -> int:
-    """Memory a cached hint takes for ``num_examples`` examples (float32)."""
-    shape = teacher.get_layer(hint_layer).output.shape[1:]
-    return int(np.prod(shape)) * 4 * num_examples
+def hint_bytes(teacher: keras.Model, hint_layer: str | Sequence[str], num_examples: int) -> int:
+    """Memory the cached hint(s) of ``hint_layer`` (one name or several) take (float32)."""
+    names = [hint_layer] if isinstance(hint_layer, str) else hint_layer
+    per_example = sum(int(np.prod(teacher.get_layer(n).output.shape[1:])) for n in names)
+    return per_example * 4 * num_examples
 
 
 def cache_datasets(
-    teacher: keras.Model, datasets: data_lib.Datasets, *, hint_layer: str | None = None
+    teacher: keras.Model,
+    datasets: data_lib.Datasets,
+    *,
+    hint_layer: str | Sequence[str] | None = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
     """The training and validation batches of ``datasets`` with the teacher's outputs attached.
 
@@ -166,8 +181,9 @@ def cache_datasets(
         teacher: the frozen teacher.
         datasets: what :func:`fitnets_tf.data.load` returned, with its training split in memory
             (``cache=True``, the default) and no augmentation.
-        hint_layer: also cache this layer's output, the hint of stage 1 (check its size with
-            :func:`hint_bytes` first: it is held in memory).
+        hint_layer: also cache this layer's output, the hint of stage 1, or the outputs of
+            several layers as a tuple (check the size with :func:`hint_bytes` first: it is
+            held in memory).
 
     Returns:
         ``(train, validation)`` yielding ``({"images", "teacher_logits"[, "teacher_hint"]},
@@ -211,9 +227,10 @@ def wanted(setting: str, datasets: data_lib.Datasets) -> bool:
     return setting == "yes"
 
 
-def cache_for_run(teacher: keras.Model, datasets: data_lib.Datasets, hint_layer: str | None,
+def cache_for_run(teacher: keras.Model, datasets: data_lib.Datasets,
+                  hint_layer: str | Sequence[str] | None,
                   log=print) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:  # fmt: skip
-    """:func:`cache_datasets` for a run: the hint only if it fits ``MAX_CACHED_HINT_BYTES``."""
+    """:func:`cache_datasets` for a run: the hint(s) only if they fit ``MAX_CACHED_HINT_BYTES``."""
     start = time.perf_counter()
     n = datasets.num_train_examples
     if hint_layer is not None and hint_bytes(teacher, hint_layer, n) > MAX_CACHED_HINT_BYTES:
@@ -230,8 +247,5 @@ def cache_for_run(teacher: keras.Model, datasets: data_lib.Datasets, hint_layer:
 
 def _outputs(outputs_of, image_batches: tf.data.Dataset) -> dict:
     """The teacher's outputs for every image, in order, as whole-split tensors."""
-    parts: dict[str, list] = {}
-    for x in image_batches:
-        for key, value in outputs_of(x).items():
-            parts.setdefault(key, []).append(np.asarray(value))
-    return {key: tf.constant(np.concatenate(values)) for key, values in parts.items()}
+    batches = [tf.nest.map_structure(np.asarray, outputs_of(x)) for x in image_batches]
+    return tf.nest.map_structure(lambda *parts: tf.constant(np.concatenate(parts)), *batches)

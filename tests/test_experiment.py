@@ -110,3 +110,17 @@ def test_teacher_cache_with_augmentation_is_refused_before_work(tmp_path):
     with pytest.raises(errors.ConfigError, match="Refusing to cache teacher outputs.*--augment"):
         experiment.run(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_teacher_at_chance_is_reported_before_it_teaches(tmp_path):
+    """A trained teacher that does not know this data's labels (another class order, say)
+    is named in the log before any student trains on its outputs."""
+    teacher = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(10, kernel_initializer="zeros")])  # fmt: skip
+    teacher.save(tmp_path / "teacher.keras")  # every prediction is class 0: accuracy ~ 1/10
+    lines = []
+    experiment.run(SMOKE.with_values(teacher_path=str(tmp_path / "teacher.keras")),
+                   tmp_path / "run", log=lambda line: lines.append(str(line)))  # fmt: skip
+    accuracy = [line for line in lines if line.startswith("teacher: validation accuracy")]
+    assert len(accuracy) == 1 and "(chance 0.1000)" in accuracy[0]
+    assert any(line.startswith("warning: the teacher is near chance") for line in lines)

@@ -4,11 +4,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_dataset, tiny_model
+from conftest import tiny_data, tiny_dataset, tiny_model
 
 import fitnets_tf
-from fitnets_tf import hint_choice, models
+from fitnets_tf import config as config_lib
+from fitnets_tf import hint_choice, models, stages, teacher_cache
 from fitnets_tf.errors import ConfigError, HintShapeError
+from fitnets_tf.hint_path import parse_hints
 
 
 def _scaling_net(name: str, first: float, second: float) -> keras.Model:
@@ -146,3 +148,72 @@ def test_auto_pair_refuses_a_student_too_small_for_the_hint():
     student = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(small)))
     with pytest.raises(HintShapeError, match="no student layer can be mapped"):
         hint_choice.auto_pair(teacher, student)
+
+
+# -- hints from the command line: parsing, checking, caching, listing ------------------------
+
+
+def test_parse_hints_reads_auto_and_pairs():
+    assert parse_hints(["auto"]) == "auto"
+    assert parse_hints(["pool2:pool4", "pool3:pool6"]) == [("pool2", "pool4"), ("pool3", "pool6")]
+
+
+@pytest.mark.parametrize(
+    ("items", "match"),
+    [
+        (["pool2"], "'teacher_layer:student_layer'"),
+        (["auto", "pool2:pool4"], "received 'auto,pool2:pool4'"),
+        (["pool2:pool4:x"], "received 'pool2:pool4:x'"),
+        ([":pool4"], "received ':pool4'"),
+        (["a:b", "a:b"], "names a pair twice"),
+        ([], "received ''"),
+    ],
+)
+def test_parse_hints_refuses_malformed_input(items, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_hints(items)
+
+
+def test_config_gives_the_pairs_and_refuses_contradictions():
+    base = config_lib.ExperimentConfig()
+    assert base.hint_pairs() == [("pool2", "pool4")]  # the paper's, for the MNIST pair
+    assert base.with_values(hints=("auto",)).hint_pairs() == "auto"
+    two = base.with_values(hints=("pool1:conv1", "pool2:pool4"), hint_weights=(1.0, 0.5))
+    two.validate()
+    assert two.hint_pairs() == [("pool1", "conv1"), ("pool2", "pool4")]
+    for values, match in [
+        (dict(hints=("auto",), guided_layer="pool4"), "not both"),
+        (dict(hints=("pool1:conv1", "pool2:pool4"), hint_weights=(1.0,)), "2 pair.*1 weight"),
+        (dict(hint_weights=(0.0,)), "hint_weights must be numbers > 0"),
+        (dict(hints=("pool1",)), "'teacher_layer:student_layer'"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            base.with_values(**values).validate()
+
+
+def test_stagewise_labels_trains_up_to_the_deepest_guided_layer():
+    teacher, student = tiny_model("t", 6, 0, pieces=3), tiny_model("s", 4, 1)
+    pairs = [("conv2", "conv2"), ("pool1", "pool1")]
+    assert stages.stage_one_layer(teacher, student, hints=pairs) == "conv2"
+    assert stages.stage_one_layer(teacher, student, None, "pool1", "pool1") == "pool1"
+    with pytest.raises(ConfigError, match="Unknown guided_layer 'nope'"):
+        stages.stage_one_layer(teacher, student, hints=[("pool1", "nope")])
+
+
+def test_the_teacher_cache_holds_every_hint_in_pair_order():
+    teacher = tiny_model("t", 6, 0, pieces=3)
+    x = tiny_data(4)[0]
+    outputs = teacher_cache.outputs_function(teacher, ["conv2", "pool1"])(x)
+    conv2, pool1 = outputs["teacher_hint"]
+    np.testing.assert_allclose(conv2, teacher_cache.outputs_function(teacher, "conv2")(x)["teacher_hint"])
+    assert tuple(pool1.shape) == (4, 4, 4, 6)
+    # Per example, float32: conv2 and pool1 are both 4×4×6.
+    assert teacher_cache.hint_bytes(teacher, ["conv2", "pool1"], 10) == 2 * 4 * 4 * 6 * 4 * 10
+
+
+def test_describe_layers_marks_the_candidates():
+    table = hint_choice.describe_layers(tiny_model("s", 4, 1))
+    lines = {line[3:].split()[0]: line for line in table.splitlines()[2:]}  # mark, 2 spaces
+    assert lines["pool1"].startswith("*") and "(4, 4, 4)" in lines["pool1"]
+    assert lines["bn"].startswith("*") and not lines["conv1"].startswith("*")
+    assert "Dense" in lines["logits"] and "(3,)" in lines["logits"]

@@ -1,4 +1,4 @@
-"""Exact resume, non-finite losses and refusing a different configuration."""
+"""Exact resume, damaged files, non-finite losses and refusing a different configuration."""
 
 import json
 import os
@@ -15,7 +15,8 @@ import tensorflow as tf
 from conftest import tiny_model
 
 import fitnets_tf
-from fitnets_tf import data, errors, stages
+from fitnets_tf import config as config_lib
+from fitnets_tf import data, errors, experiment, stages
 from fitnets_tf.callbacks import NonFiniteGuard
 from fitnets_tf.run import resume
 from fitnets_tf.run.layout import RunLayout
@@ -87,6 +88,222 @@ def test_a_different_configuration_is_refused(tmp_path):
     resume.RunState(tmp_path, {"seed": 0, "kd_epochs": 5}).save()
     with pytest.raises(errors.ConfigMismatchError, match="seed: 0 there, 1 now"):
         resume.RunState(tmp_path, {"seed": 1, "kd_epochs": 5})
+
+
+# ------------------------------------------- interrupted in-process, at chosen moments, resumed
+
+# Both modes whose stage 2 resumed from the wrong checkpoint, each with two stages' worth of
+# boundaries; a teacher with dropout (seed-generator state) trained here.
+RUN = config_lib.ExperimentConfig().with_values(
+    dataset="synthetic", teacher="mnist_teacher", student="mnist_fitnet", init="he_uniform",
+    modes=("stagewise_labels", "kd"), teacher_epochs=2, hints_epochs=2, kd_epochs=2,
+    batch_size=64, limit=128, learning_rate=1e-3, measure_latency=False, deterministic=True,
+)  # fmt: skip
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing runs after it (no on_train_end, no except Exception)."""
+
+
+def _die(*args):
+    raise Killed
+
+
+class KilledAfterEpoch(keras.callbacks.Callback):
+    """Kills a ``fit`` once epoch ``n`` (1-based) has ended, after the callbacks before it."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.n:
+            raise Killed
+
+
+def _run_killed_at(monkeypatch, workdir, key, epochs, *, committed):
+    """Runs RUN and 'kills' it when stage ``key`` has trained ``epochs`` epochs.
+
+    ``committed=False``: after that epoch's checkpoint is written, before the run state that
+    counts it (the window a kill fell into); ``True``: right after the run state, before the
+    stage finishes (its student.keras, its ``done``).
+    """
+    save = resume.RunState.save
+
+    def save_then_die(state):
+        record = state.data["stages"].get(key, {})
+        due = record.get("epochs_done") == epochs and not record.get("done")
+        if due and not committed:
+            raise Killed
+        save(state)
+        if due:
+            raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(resume.RunState, "save", save_then_die)
+        with pytest.raises(Killed):
+            experiment.run(RUN, workdir, log=lambda m: None)
+
+
+def _outcome(workdir):
+    """Test accuracies and every saved model's weights of a finished run."""
+    summary = json.loads((workdir / "summary.json").read_text())
+    files = RunLayout(workdir)
+    weights = {name: keras.saving.load_model(files.model_file(name)).get_weights()
+               for name in ("teacher", *RUN.schedule.modes)}  # fmt: skip
+    return {r["name"]: r["test_accuracy"] for r in summary["models"]}, weights
+
+
+def _assert_same_outcome(workdir, reference):
+    accuracies, weights = _outcome(workdir)
+    assert accuracies == reference[0]
+    for name, arrays in reference[1].items():
+        for a, b in zip(arrays, weights[name], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("reference")
+    experiment.run(RUN, workdir, log=lambda m: None)
+    return _outcome(workdir)
+
+
+@pytest.mark.parametrize(
+    ("key", "epochs", "committed"),
+    [
+        # The report: ckpt-2 written, the run state still at 1 epoch; the resumed stage
+        # restored ckpt-2 and trained epoch 2 again on top of it.
+        ("stagewise_labels/kd", 2, False),
+        ("kd/kd", 2, True),  # between the mode's last checkpoint and its student.keras
+        pytest.param("stagewise_labels/guided_labels", 2, True, marks=pytest.mark.slow),
+        pytest.param("stagewise_labels/guided_labels", 2, False, marks=pytest.mark.slow),
+        pytest.param("kd/kd", 2, False, marks=pytest.mark.slow),
+        pytest.param("teacher", 2, False, marks=pytest.mark.slow),
+    ],
+)
+def test_interrupted_then_resumed_equals_uninterrupted(
+    tmp_path, monkeypatch, reference_run, key, epochs, committed
+):
+    _run_killed_at(monkeypatch, tmp_path, key, epochs, committed=committed)
+    logs = []
+    experiment.run(RUN, tmp_path, log=logs.append)
+    resumed_at = epochs if committed else epochs - 1
+    if resumed_at:
+        assert f"ckpt-{resumed_at} (stage {key}, {resumed_at} epochs done)" in "\n".join(logs)
+    _assert_same_outcome(tmp_path, reference_run)
+
+
+@pytest.mark.slow
+def test_killed_while_reporting_then_resumed_equals_uninterrupted(
+    tmp_path, monkeypatch, reference_run
+):
+    # Every stage done and the final student written; no summary yet.
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment.Experiment, "_summary", _die)
+        with pytest.raises(Killed):
+            experiment.run(RUN, tmp_path, log=lambda m: None)
+    assert not (tmp_path / "summary.json").exists()
+    experiment.run(RUN, tmp_path, log=lambda m: None)
+    _assert_same_outcome(tmp_path, reference_run)
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(
+    tmp_path, monkeypatch, capsys, reference_run
+):
+    _run_killed_at(monkeypatch, tmp_path, "stagewise_labels/kd", 2, committed=True)
+    damaged = RunLayout(tmp_path).stage("stagewise_labels/kd").checkpoints / "ckpt-2.index"
+    os.truncate(damaged, damaged.stat().st_size // 2)
+    capsys.readouterr()
+    logs = []
+    experiment.run(RUN, tmp_path, log=logs.append)
+    warnings = capsys.readouterr().err
+    assert f"The checkpoint file {damaged} is damaged" in warnings
+    assert "Stage stagewise_labels/kd resumes from checkpoint ckpt-1 (1 epochs done)" in warnings
+    assert "ckpt-1 (stage stagewise_labels/kd, 1 epochs done)" in "\n".join(logs)
+    _assert_same_outcome(tmp_path, reference_run)
+
+
+def test_a_damaged_run_state_falls_back_to_the_previous_one(
+    tmp_path, monkeypatch, capsys, reference_run
+):
+    _run_killed_at(monkeypatch, tmp_path, "kd/kd", 1, committed=True)
+    files = RunLayout(tmp_path)
+    text = files.run_state.read_text()
+    files.run_state.write_text(text.replace('"epochs_done": 1', '"epochs_done": 7'))  # parses
+    capsys.readouterr()
+    logs = []
+    experiment.run(RUN, tmp_path, log=logs.append)
+    warnings = capsys.readouterr().err
+    assert f"The run state {files.run_state} is damaged" in warnings
+    assert "content does not match its sha256" in warnings
+    assert f"Resuming from the previous run state {files.run_state_previous}" in warnings
+    # The previous state is the one before kd/kd's first epoch: that epoch is trained again.
+    assert not any("stage kd/kd" in m for m in logs if m.startswith("resuming from"))
+    _assert_same_outcome(tmp_path, reference_run)
+
+
+def test_no_readable_run_state_starts_over(tmp_path):
+    state = resume.RunState(tmp_path, {"seed": 0}, warn=lambda m: None)
+    state.stage("teacher")["epochs_done"] = 1
+    state.save()
+    state.stage("teacher")["epochs_done"] = 2
+    state.save()
+    files = RunLayout(tmp_path)
+    assert json.loads(files.run_state_previous.read_text())["stages"]["teacher"]["epochs_done"] == 1
+    files.run_state.write_text(files.run_state.read_text()[:40])  # truncated
+    warnings = []
+    state = resume.RunState(tmp_path, {"seed": 0}, warn=warnings.append)
+    assert state.stage("teacher")["epochs_done"] == 1 and len(warnings) == 2
+    files.run_state_previous.write_bytes(b"\x00" * 16)
+    warnings.clear()
+    fresh = resume.RunState(tmp_path, {"seed": 0}, warn=warnings.append)
+    assert not fresh.resuming and len(warnings) == 3 and "every stage starts over" in warnings[-1]
+
+
+def test_early_stopping_that_ended_a_stage_still_ends_it_after_a_kill(tmp_path):
+    # Stops after epoch 2 (no improvement by 10) and keeps epoch 1's weights. Killed after
+    # epoch 2's run state, the stage must not train on: it only restores the best weights.
+    datasets = data.load("synthetic", batch_size=64, limit=128)
+
+    def stage(workdir, kill=False):
+        model = _dropout_model()
+        state = resume.RunState(workdir, {})
+        es = keras.callbacks.EarlyStopping(monitor="loss", min_delta=10, patience=1,
+                                           restore_best_weights=True)  # fmt: skip
+        checkpoint = resume.StageCheckpoint(state, "teacher", workdir, student=model,
+                                            early_stopping=es, log=lambda m: None)  # fmt: skip
+        callbacks = [datasets.epoch_callback(), es, checkpoint]
+        stages.fit_labels(model, datasets.train, epochs=5, verbose=0,
+                          initial_epoch=state.initial_epoch("teacher"),
+                          hparams=stages.Hyperparameters(learning_rate=1e-3),
+                          callbacks=callbacks + ([KilledAfterEpoch(2)] if kill else []))  # fmt: skip
+        return model, state
+
+    straight, _ = stage(tmp_path / "a")
+    with pytest.raises(Killed):
+        stage(tmp_path / "b", kill=True)
+    assert resume.RunState(tmp_path / "b", {}).initial_epoch("teacher") == 5
+    resumed, state = stage(tmp_path / "b")
+    assert state.stage("teacher")["epochs_done"] == 2 and state.done("teacher")
+    assert int(resumed.optimizer.iterations) == int(straight.optimizer.iterations) == 4
+    for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_later_stage_continues_the_dropout_seeds_of_the_stage_before(tmp_path):
+    model = _dropout_model()
+    state = resume.RunState(tmp_path, {})
+    datasets = data.load("synthetic", batch_size=64, limit=128)
+    checkpoint = resume.StageCheckpoint(state, "m/one", tmp_path, student=model, log=lambda m: None)
+    stages.fit_labels(model, datasets.train, epochs=1, verbose=0, callbacks=[checkpoint],
+                      hparams=stages.Hyperparameters(learning_rate=1e-3))  # fmt: skip
+    states = resume.seed_states(model)
+    assert len(states) == 2 and states != resume.seed_states(_dropout_model())  # dropout drew
+    fresh = _dropout_model()
+    recorded = resume.RunState(tmp_path, {}).stage("m/one")["seed_states"]
+    resume.restore_seed_states(fresh, recorded)
+    assert resume.seed_states(fresh) == states
 
 
 # ---------------------------------------------------------------- kill -9, then resume (CLI)

@@ -455,3 +455,27 @@ def test_chief_and_two_workers_run_each_trial_once(smoke, tmp_path):
     assert "worker done" in logs["tuner0"] and "worker done" in logs["tuner1"]
     lines = (workdir / "results.csv").read_text().splitlines()  # written by the chief
     assert len(lines) == 1 + 3 and all(",COMPLETED," in line for line in lines[1:])
+
+
+def test_a_search_takes_the_users_data_models_hints_and_recipe(tmp_path):
+    """The tuner's CLI shares every experiment option: npz images, a .keras student, --hints,
+    an SGD + cosine recipe."""
+    rng = np.random.default_rng(0)
+    arrays = {f"{x}_{split}": rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) if x == "x"
+              else rng.integers(0, 10, n) for split, n in (("train", 320), ("test", 64))
+              for x in "xy"}  # fmt: skip
+    np.savez(tmp_path / "mine.npz", **arrays)
+    student = models.build("mnist_fitnet", (28, 28, 1), 10)
+    student.save(tmp_path / "student.keras")
+    workdir = tmp_path / "search"
+    proc = _tune(
+        f"--workdir={workdir}", f"--dataset=npz:{tmp_path / 'mine.npz'}", "--validation_size=64",
+        f"--student={tmp_path / 'student.keras'}", "--hints=pool2:pool4", "--optimizer=sgd",
+        "--momentum=0.9", "--lr_schedule=cosine", "--learning_rate=0.01", "--max_trials=2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert len(summary["trials"]) == 2
+    best = (workdir / "best.flags").read_text()
+    for line in ("--optimizer=sgd", "--lr_schedule=cosine", "--hints=pool2:pool4", "npz:"):
+        assert line in best

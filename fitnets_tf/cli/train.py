@@ -8,17 +8,24 @@ no flagfile it runs the default experiment (real Fashion-MNIST, offline; see
 Example::
 
     python -m fitnets_tf.train --flagfile=configs/smoke.flags --workdir=/tmp/smoke
+
+``--list_layers`` prints the teacher's and the student's layers as the run would build them
+(the hint/guided candidates marked) and the pair ``--hints=auto`` would choose, then exits
+without training or writing anything.
 """
 
 from __future__ import annotations
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from fitnets_tf.cli import common
 from fitnets_tf.cli import flags as flag_lib
 
 common.quiet_tensorflow()
 flag_lib.define_experiment_flags()
+# Not an option of the experiment: it asks what a run would use, and runs nothing.
+flags.DEFINE_bool("list_layers", False, "Print the teacher's and student's layers (hint "
+                  "candidates marked) and the hints=auto choice, then exit without training.")  # fmt: skip
 FLAGS = flag_lib.FLAGS
 
 
@@ -32,6 +39,11 @@ def main(argv):
 
     config = flag_lib.config_from_flags()
     config.validate()
+    if FLAGS.list_layers:
+        from fitnets_tf import hint_choice
+
+        print(hint_choice.describe_models(*experiment.models_of(config)))
+        return
     workdir = layout.prepare(FLAGS.workdir)
     with lock.hold(workdir):  # before flags.txt: a refused second process changes nothing
         flagfile = flag_lib.resolved_flagfile(config, FLAGS.workdir)

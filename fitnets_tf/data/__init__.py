@@ -1,10 +1,16 @@
-"""tf.data pipelines for the paper's datasets, through TensorFlow Datasets (TFDS), offline.
+"""tf.data pipelines for the paper's datasets (through TensorFlow Datasets, offline) and the user's.
 
 :func:`load` returns train / validation / test ``tf.data.Dataset`` objects of
 ``(image, label)`` batches: ``image`` is the network's input, float32 NHWC already passed
 through a :class:`~fitnets_tf.preprocessing.Preprocessor`; ``label`` is int32. The same
 ``Preprocessor`` object (raw pixels in ``[0, 255]`` in, float32 out) is returned so an exported
 model can bake it in.
+
+Besides the built-in names of :data:`DATASETS`, ``load`` takes the user's data (see
+:mod:`~fitnets_tf.data.sources`): ``folder:PATH`` (one sub-folder of images per class),
+``npz:PATH`` (NumPy arrays) or the name of any TFDS image classification dataset prepared in
+``data_dir``. It is checked as it is read (:class:`~fitnets_tf.errors.DataError` names the bad
+file, folder or key) and goes through the same preprocessing and pipelines.
 
 Offline by design: nothing is downloaded unless ``download=True``. A dataset that is neither
 prepared under ``data_dir`` nor present as source files in TFDS's manual dir
@@ -21,7 +27,11 @@ The modules, one concept each: :mod:`~fitnets_tf.data.specs` (the supported data
 their splits), :mod:`~fitnets_tf.data.locations` (where they live on disk),
 :mod:`~fitnets_tf.data.fashion_mnist` (Debian's archives restored),
 :mod:`~fitnets_tf.data.tfds_source` (TFDS, offline), :mod:`~fitnets_tf.data.synthetic`
-(generated data), :mod:`~fitnets_tf.data.zca_cache` (fitted ZCA constants),
+(generated data), :mod:`~fitnets_tf.data.sources` (what a dataset name means; the user's
+data through :mod:`~fitnets_tf.data.image_folder`, :mod:`~fitnets_tf.data.npz_file`,
+:mod:`~fitnets_tf.data.prepared_tfds`, held out by :mod:`~fitnets_tf.data.holdout`),
+:mod:`~fitnets_tf.data.shapes` (image sizes), :mod:`~fitnets_tf.data.zca_cache` (fitted ZCA
+constants),
 :mod:`~fitnets_tf.data.augment` (crops and flips), :mod:`~fitnets_tf.data.pipelines`
 (epoch-ordered batches); this module puts them together.
 """
@@ -36,6 +46,7 @@ import tensorflow as tf
 
 from fitnets_tf.data.augment import augment_image
 from fitnets_tf.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR, stage_fashion_mnist
+from fitnets_tf.data.holdout import TEST_FRACTION, VALIDATION_FRACTION
 from fitnets_tf.data.locations import resolve_data_dir
 from fitnets_tf.data.pipelines import (
     EpochSync,
@@ -44,12 +55,14 @@ from fitnets_tf.data.pipelines import (
     eval_pipeline,
     train_pipeline,
 )
+from fitnets_tf.data.shapes import as_height_width, check_input_shape, image_size_problem
+from fitnets_tf.data.sources import dataset_problem, read_user_data
 from fitnets_tf.data.specs import DATASETS, DatasetSpec, get_spec, held_out_size, split_names
 from fitnets_tf.data.synthetic import make_synthetic, synthetic_splits
 from fitnets_tf.data.tfds_source import ensure_prepared, read_splits
 from fitnets_tf.data.zca_cache import default_cache_dir, fit_zca_cached
 from fitnets_tf.errors import ConfigError, DatasetNotFoundError
-from fitnets_tf.preprocessing import Preprocessor
+from fitnets_tf.preprocessing import MODES, Preprocessor
 
 __all__ = [
     "DATASETS",
@@ -58,10 +71,15 @@ __all__ = [
     "DatasetSpec",
     "Datasets",
     "EpochSync",
+    "TEST_FRACTION",
+    "VALIDATION_FRACTION",
     "augment_image",
+    "check_input_shape",
+    "dataset_problem",
     "ensure_prepared",
     "epoch_batches",
     "get_spec",
+    "image_size_problem",
     "load",
     "make_synthetic",
     "resolve_data_dir",
@@ -78,7 +96,7 @@ class Datasets:
         train: shuffled (and augmented if asked) batches of ``(float32 NHWC image, int32 label)``.
         validation: same without shuffling/augmentation; None when training on all the data.
         test: same as validation, on the test split.
-        spec: the dataset's :class:`DatasetSpec`.
+        spec: the dataset's :class:`DatasetSpec` (the user's data: made as it was read).
         preprocessor: the fitted layer that produced the images from raw ``[0, 255]`` pixels.
         num_train_examples, num_validation_examples, num_test_examples: split sizes.
         epoch: the training pipeline's epoch counter; keep it in step with Keras' epochs by
@@ -128,6 +146,7 @@ def load(
     validation_size: int | None = None,
     retrain_on_all: bool = False,
     limit: int | None = None,
+    image_size: int | tuple[int, ...] | None = None,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     download: bool = False,
@@ -136,7 +155,8 @@ def load(
     """Builds the train / validation / test pipelines of one dataset.
 
     Args:
-        name: a key of :data:`DATASETS`.
+        name: a key of :data:`DATASETS`; or the user's data: ``folder:PATH``, ``npz:PATH``,
+            or a TFDS image classification dataset prepared in ``data_dir``.
         data_dir: TFDS data directory (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
         batch_size: examples per batch (the paper: 128).
         seed: seeds the training order (reshuffled each epoch) and the augmentation; the same
@@ -145,10 +165,13 @@ def load(
             horizontal flips; training split only.
         crop_padding: zero padding before the random crop (the paper's code: 8); 0 disables it.
         preprocessing: a :class:`Preprocessor` mode, or ``"auto"`` for the dataset's default
-            (CIFAR: GCN + ZCA, the others: scale to ``[0, 1]``).
-        validation_size: held-out examples (None: the paper's 10K; SVHN 6K).
+            (CIFAR: GCN + ZCA, the others and the user's data: scale to ``[0, 1]``).
+        validation_size: held-out examples (None: the paper's 10K; SVHN 6K; the user's data:
+            :data:`VALIDATION_FRACTION` of the training examples).
         retrain_on_all: train on all training data, no validation split (the paper's last step).
         limit: keep only the first ``limit`` examples of each split (smoke runs).
+        image_size: the user's data only: ``(height, width)`` or one side, the images are
+            resized to it (default: a folder's first image's size, the arrays', TFDS's).
         cache: keep the preprocessed examples in memory after the first epoch (CIFAR train:
             40K x 32 x 32 x 3 float32 = 0.5 GB); turn off for SVHN with ``extra``.
         cache_dir: where fitted ZCA constants are stored (default ``<data_dir>/fitnets_tf_cache``).
@@ -162,39 +185,69 @@ def load(
     Raises:
         ConfigError: an argument is out of range.
         DatasetNotFoundError: the dataset is not available offline (see :func:`ensure_prepared`).
+        DataError: the user's data cannot be used; the message names the file, folder or key.
     """
-    spec = get_spec(name)
-    _check_sizes(batch_size, limit)
-    preprocessor = _unfitted_preprocessor(spec, preprocessing)
-    splits = dict(zip(("train", "validation", "test"),
-                      split_names(name, validation_size, retrain_on_all), strict=True))  # fmt: skip
-    if spec.tfds_name is None:
-        size = held_out_size(spec, validation_size, retrain_on_all)
-        raw, version = synthetic_splits(spec, size), "generated"
+    _check_arguments(batch_size, limit, preprocessing)
+    held_out = dict(validation_size=validation_size, retrain_on_all=retrain_on_all)
+    if name in DATASETS:
+        spec = get_spec(name)
+        _check_built_in_size(spec, image_size)
+        offline = dict(download=download, fashion_mnist_dir=fashion_mnist_dir)
+        raw, zca_key = _built_in_splits(spec, data_dir, **held_out, **offline)
+        if cache_dir is None and spec.tfds_name is not None:
+            cache_dir = default_cache_dir(data_dir)
     else:
-        builder = ensure_prepared(
-            name, data_dir, download=download, fashion_mnist_dir=fashion_mnist_dir
-        )
-        raw, version = read_splits(builder, splits), str(builder.version)
+        raw, spec = read_user_data(name, data_dir=data_dir, image_size=image_size, **held_out)
+        # The user's files carry no version to key a cache on: ZCA is fitted afresh.
+        zca_key, cache_dir = dict(dataset=name), None
+    preprocessor = _unfitted_preprocessor(spec, preprocessing)
     if limit is not None:
         raw = {key: ds.take(limit) for key, ds in raw.items()}
     if preprocessor.mode == "gcn_zca":
-        if cache_dir is None and spec.tfds_name is not None:
-            cache_dir = default_cache_dir(data_dir)
-        # Everything the fitted constants depend on; a change means a new cache file.
-        key = dict(dataset=name, version=version, split=splits["train"], limit=limit)
-        fit_zca_cached(preprocessor, raw["train"], key, cache_dir)
+        fit_zca_cached(preprocessor, raw["train"], dict(zca_key, limit=limit), cache_dir)
     training = dict(seed=seed, augment=augment, crop_padding=crop_padding)
     return _datasets(raw, spec, preprocessor, batch_size=batch_size, cache=cache, **training)
 
 
-def _check_sizes(batch_size, limit) -> None:
+def _check_arguments(batch_size, limit, preprocessing) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(
             f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
         )
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"`limit` must be None or a positive int. Received: limit={limit!r}")
+    if preprocessing != "auto" and preprocessing not in MODES:
+        raise ConfigError(
+            f"`preprocessing` must be 'auto' or one of {MODES}. Received: {preprocessing!r}"
+        )
+
+
+def _check_built_in_size(spec: DatasetSpec, image_size) -> None:
+    size = as_height_width(image_size)
+    if size is not None and size != spec.input_shape[:2]:
+        height, width, _ = spec.input_shape
+        raise ConfigError(
+            f"`image_size` resizes the user's data only; {spec.name!r} is {height}x{width}. "
+            f"Received: image_size={image_size!r}"
+        )
+
+
+def _built_in_splits(
+    spec: DatasetSpec, data_dir, *, validation_size, retrain_on_all, download, fashion_mnist_dir
+) -> tuple[dict[str, tf.data.Dataset], dict]:
+    """The raw splits of a built-in dataset, and what fitted ZCA constants on it depend on."""
+    split_strings = split_names(spec.name, validation_size, retrain_on_all)
+    names = dict(zip(("train", "validation", "test"), split_strings, strict=True))
+    if spec.tfds_name is None:
+        size = held_out_size(spec, validation_size, retrain_on_all)
+        raw, version = synthetic_splits(spec, size), "generated"
+    else:
+        builder = ensure_prepared(
+            spec.name, data_dir, download=download, fashion_mnist_dir=fashion_mnist_dir
+        )
+        raw, version = read_splits(builder, names), str(builder.version)
+    # Everything the fitted constants depend on; a change means a new cache file.
+    return raw, dict(dataset=spec.name, version=version, split=names["train"])
 
 
 def _unfitted_preprocessor(spec: DatasetSpec, preprocessing: str) -> Preprocessor:

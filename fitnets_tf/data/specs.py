@@ -9,19 +9,23 @@ from fitnets_tf.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """What the pipelines need to know about one supported dataset.
+    """What the pipelines need to know about one dataset.
+
+    The built-in datasets' are in :data:`DATASETS`; a user's data gets one when it is read
+    (:func:`fitnets_tf.data.sources.read_user_data`).
 
     Attributes:
-        name: key in :data:`DATASETS`.
-        tfds_name: TFDS builder name; None for the generated ``synthetic`` data.
+        name: key in :data:`DATASETS`, or the user's ``--dataset`` value.
+        tfds_name: TFDS builder name; None for generated data and the user's files.
         input_shape: image shape ``(H, W, C)``.
         num_classes: number of labels.
         validation_size: examples held out from the end of the first training split, as the
-            paper (CIFAR 40K/10K) and its code (MNIST 50K/10K) did.
+            paper (CIFAR 40K/10K) and its code (MNIST 50K/10K) did (user data: as held out).
         train_splits: TFDS splits that form the training data (SVHN adds ``extra``).
         flips: whether horizontal flips preserve the label.
         preprocessing: the :class:`~fitnets_tf.preprocessing.Preprocessor` mode used for
             ``preprocessing="auto"``.
+        class_names: the labels' names in label order, where known (user folders, TFDS).
     """
 
     name: str
@@ -32,6 +36,7 @@ class DatasetSpec:
     train_splits: tuple[str, ...] = ("train",)
     flips: bool = False
     preprocessing: str = "scale"
+    class_names: tuple[str, ...] | None = None
 
 
 DATASETS: dict[str, DatasetSpec] = {

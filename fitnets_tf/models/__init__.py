@@ -6,8 +6,9 @@ The modules: :mod:`~fitnets_tf.models.specs` (a maxout net as data), :mod:`~fitn
 (the paper's nets), :mod:`~fitnets_tf.models.maxout_net` (builds one),
 :mod:`~fitnets_tf.models.cifar_resnet` and :mod:`~fitnets_tf.models.cifar_vgg` (the CRD /
 RepDistiller CIFAR-100 benchmark's ResNets, WRNs and VGGs), :mod:`~fitnets_tf.models.registry`
-(:func:`build` by name) and :mod:`~fitnets_tf.models.counting` (parameters, and Table 5's
-multiplications).
+(:func:`build` by name), :mod:`~fitnets_tf.models.counting` (parameters, and Table 5's
+multiplications) and :mod:`~fitnets_tf.models.sources` (a name, a user's ``.keras`` file or a
+``keras.applications`` constructor: what ``--teacher`` and ``--student`` take).
 
 Every model is Functional and outputs logits, with stable layer names for hints: the paper's
 ``conv{i}`` / ``pool{i}`` / ``fc`` / ``logits`` (see :mod:`~fitnets_tf.models.maxout_net`), the

@@ -21,7 +21,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence], align: str | N
     widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
 
     def line(values):
-        padded = (v.ljust(w) if a == "<" else v.rjust(w) for v, w, a in zip(values, widths, align))
+        padded = (v.ljust(w) if a == "<" else v.rjust(w) for v, w, a in zip(values, widths, align, strict=True))
         return "  ".join(padded).rstrip()
 
     rule = "  ".join("-" * w for w in widths)

@@ -5,11 +5,13 @@ Training run (``python -m fitnets_tf.train``, :class:`RunLayout`)::
     flags.txt             the resolved flagfile, re-runnable as is
     versions.json         library versions, seed, host
     summary.json          per model: test accuracy, parameters, multiplications, latency, times
-    run_state.json        stages and epochs done, histories (see fitnets_tf.run.resume)
+    hints.json            the hint/guided pairs of stage 1, their weights, and why (hints=auto)
+    run_state.json        stages, epochs done, histories, checkpoint sha256 (fitnets_tf.run.resume)
+    run_state.json.prev   the run state before the last write, read if the latest is damaged
     student.keras         the final student (first mode), and its SavedModel:
     student_saved_model/
     preprocessor.keras    the fitted input preprocessing (raw pixels in, network input out)
-    teacher/              teacher.keras, log.csv, tensorboard/, checkpoints/
+    teacher/              teacher.keras, log.csv, tensorboard/, checkpoints/ (ckpt-N.*: epoch N)
     <mode>/<stage>/       log.csv, tensorboard/, checkpoints/, student.keras after the stage
     <mode>/student.keras  that mode's final student
     plots/                curves_<mode>.png, curves_teacher.png, comparison.png
@@ -67,10 +69,13 @@ class StageLayout:
     def tensorboard(self) -> pathlib.Path:
         return self.root / "tensorboard"
 
-    @property
-    def best_weights(self) -> pathlib.Path:
-        """Early stopping's best weights so far (restored on resume)."""
-        return self.root / "best_weights.npz"
+    def checkpoint(self, epochs: int) -> pathlib.Path:
+        """The prefix of the checkpoint taken after ``epochs`` epochs (``ckpt-N.index``...)."""
+        return self.checkpoints / f"ckpt-{epochs}"
+
+    def best_weights(self, epochs: int) -> pathlib.Path:
+        """Early stopping's best weights as of that checkpoint (restored on resume)."""
+        return self.checkpoints / f"ckpt-{epochs}.best_weights.npz"
 
     @property
     def student(self) -> pathlib.Path:
@@ -106,8 +111,18 @@ class RunLayout(_Directory):
         return self.root / "summary.json"
 
     @property
+    def hints(self) -> pathlib.Path:
+        """The hint/guided pairs stage 1 used (the automatic choice and its reason included)."""
+        return self.root / "hints.json"
+
+    @property
     def run_state(self) -> pathlib.Path:
         return self.root / "run_state.json"
+
+    @property
+    def run_state_previous(self) -> pathlib.Path:
+        """The run state before its last write: read when ``run_state.json`` is damaged."""
+        return self.root / "run_state.json.prev"
 
     @property
     def student(self) -> pathlib.Path:

@@ -2,14 +2,26 @@
 
 Keras' ``BackupAndRestore`` restarts an epoch from batch 0 but keeps no optimizer, RNG,
 data-order or early-stopping state, so a resumed run drifts from an uninterrupted one. Here
-every stage of a run saves, at each epoch end:
+every stage of a run saves, at the end of its epoch ``N``:
 
-* a ``tf.train.Checkpoint`` of what the stage trains (the student and regressor, or the
-  teacher) with its optimizer and the seed-generator states of its dropout layers, through a
-  ``CheckpointManager`` (a crash or a full disk during a save leaves the previous checkpoint
-  the latest one);
-* the epoch count, the history so far and the early-stopping state, in ``run_state.json``
-  (written to a temporary file and renamed).
+1. a ``tf.train.Checkpoint`` ``ckpt-N`` of what the stage trains (the student and regressor,
+   or the teacher) with its optimizer and the seed-generator states of its dropout layers,
+   and early stopping's best weights beside it (``ckpt-N.best_weights.npz``), through a
+   ``CheckpointManager`` that keeps the last :data:`CHECKPOINTS_KEPT`;
+2. then ``run_state.json``: the epoch count, the history so far, the early-stopping state and
+   the sha256 of every file of ``ckpt-N``, written to a temporary file and renamed.
+
+The second write is the commit. A kill between the two leaves a ``ckpt-N`` that the run state
+does not mention: the resumed stage restores ``ckpt-{epochs done}``, never merely the newest
+files, so it repeats epoch ``N`` from the state that epoch started from.
+
+Damaged files are detected rather than trusted. A process that resumes checks the files of
+each unfinished stage's latest checkpoint against their recorded sha256; a truncated, altered
+or missing one is named on stderr and the stage falls back to its previous checkpoint, with
+that checkpoint's epoch count, history and early-stopping state (no intact one: the stage
+starts over). ``run_state.json`` carries its own sha256 and its previous version is kept in
+``run_state.json.prev``, read when the latest is damaged. Either way some epochs are trained
+again; the final numbers are the uninterrupted run's.
 
 The training order and augmentation are a function of (seed, epoch) (see
 :func:`fitnets_tf.data.load`) and λ a function of the epoch, so resuming at epoch ``e`` gives
@@ -19,8 +31,11 @@ CPU with ``tf.config.experimental.enable_op_determinism()``.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pathlib
+import sys
 import time
 
 import keras
@@ -33,27 +48,124 @@ from fitnets_tf.errors import ConfigMismatchError
 from fitnets_tf.run import io
 from fitnets_tf.run.layout import RunLayout, StageLayout
 
+# The latest checkpoint of a stage, and the one a damaged latest falls back to.
+CHECKPOINTS_KEPT = 2
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _file_sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+        # On disk before the run state that vouches for it (TensorFlow does not sync).
+        os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def _content_sha256(data: dict) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _parse_run_state(text: str) -> dict:
+    """The run state in ``text``; ``ValueError`` if it is damaged."""
+    data = json.loads(text)
+    if (
+        not isinstance(data, dict)
+        or "config" not in data
+        or not isinstance(data.get("stages"), dict)
+    ):
+        raise ValueError("it is not a run state")
+    recorded = data.pop("sha256", None)  # None: written before run states carried one
+    if recorded is not None and recorded != _content_sha256(data):
+        raise ValueError("its content does not match its sha256")
+    data.setdefault("finished", [])
+    return data
+
+
+def _damaged_file(directory: pathlib.Path, digests: dict) -> str | None:
+    """The first file of ``digests`` that is missing or differs from its sha256, or None."""
+    for name, digest in sorted(digests.items()):
+        path = directory / name
+        if not path.is_file() or _file_sha256(path) != digest:
+            return name
+    return None
+
 
 class RunState:
     """The progress of a run, in its ``run_state.json``.
 
     Stages are keyed ``"teacher"`` or ``"<mode>/<stage>"``; each records ``epochs_done``, the
-    ``history`` so far, whether it is ``done``, and the early-stopping state.
+    ``history`` so far, whether it is ``done``, and per kept checkpoint its files' sha256 and
+    the early-stopping state. Reading it checks the latest checkpoint of every unfinished stage
+    and falls back as the module docstring says, naming each damaged file through ``warn``.
 
     Args:
         workdir: the run directory.
         fingerprint: the configuration's (:meth:`ExperimentConfig.fingerprint`); a run
             directory holding another one is refused.
+        warn: where damaged files are reported (default: stderr).
     """
 
-    def __init__(self, workdir: pathlib.Path, fingerprint: dict):
-        self.path = RunLayout(workdir).run_state
+    def __init__(self, workdir: pathlib.Path, fingerprint: dict, warn=_warn):
+        self.files = RunLayout(workdir)
+        self.path = self.files.run_state
+        self.warn = warn
         self.data = {"config": fingerprint, "stages": {}, "finished": []}
-        if self.path.exists():
-            stored = json.loads(self.path.read_text())
+        self._written = None  # the file's current text: the next save keeps it as the previous
+        stored = self._read()
+        if stored is not None:
             _check_same_config(stored["config"], fingerprint, self.path.parent)
             self.data = stored
             self.data["config"] = fingerprint
+            for key, record in self.data["stages"].items():
+                self._fall_back_if_damaged(key, record)
+
+    def _read(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        for path in (self.path, self.files.run_state_previous):
+            if not path.exists():
+                continue  # no previous yet: one save so far
+            try:
+                text = path.read_text()
+                data = _parse_run_state(text)
+            except (OSError, ValueError) as e:  # a JSONDecodeError or UnicodeDecodeError too
+                self.warn(f"The run state {path} is damaged or unreadable ({e}).")
+                continue
+            if path != self.path:
+                self.warn(f"Resuming from the previous run state {path}: the epochs after "
+                          "it are trained again.")  # fmt: skip
+            self._written = text
+            return data
+        self.warn(f"No readable run state in {self.path.parent}: every stage starts over.")
+        return None
+
+    def _fall_back_if_damaged(self, key: str, record: dict) -> None:
+        """Rolls ``key`` back to its newest checkpoint whose files match their sha256."""
+        kept = record.get("checkpoints")
+        if record.get("done") or not record.get("epochs_done") or kept is None:
+            return  # nothing to restore, or written before checkpoints had checksums
+        directory = self.path.parent / record["checkpoint_dir"]
+        good = 0
+        for number in sorted(map(int, kept), reverse=True):
+            damaged = _damaged_file(directory, kept[str(number)]["files"])
+            if damaged is None:
+                good = number
+                break
+            self.warn(f"The checkpoint file {directory / damaged} is damaged or missing (it "
+                      "does not match the sha256 recorded when it was written).")  # fmt: skip
+        if good != record["epochs_done"]:
+            start = f"checkpoint ckpt-{good} ({good} epochs done)" if good else "its first epoch"
+            self.warn(f"Stage {key} resumes from {start}, not from epoch "
+                      f"{record['epochs_done']}.")  # fmt: skip
+            record["epochs_done"] = good
+            record["history"] = {name: values[:good] for name, values in record["history"].items()}
+            record["checkpoints"] = {n: c for n, c in kept.items() if int(n) <= good}
 
     @property
     def resuming(self) -> bool:
@@ -64,6 +176,17 @@ class RunState:
 
     def done(self, key: str) -> bool:
         return self.data["stages"].get(key, {}).get("done", False)
+
+    def initial_epoch(self, key: str) -> int:
+        """The epoch at which ``key``'s ``fit`` (re)starts.
+
+        Its epochs done; or, once early stopping has stopped it, its last epoch: ``fit`` then
+        runs no epoch and only finishes the stage (restores the best weights, saves them).
+        """
+        record = self.stage(key)
+        if (_saved_early_stopping(record) or {}).get("stopped_epoch"):
+            return record["epochs"]
+        return record["epochs_done"]
 
     def finished(self, keys) -> bool:
         return sorted(keys) in self.data["finished"]
@@ -80,7 +203,19 @@ class RunState:
         return times or None
 
     def save(self) -> None:
-        io.write_json(self.path, self.data)
+        """Writes the run state (with its sha256), keeping the one it replaces as the previous."""
+        text = json.dumps({**self.data, "sha256": _content_sha256(self.data)}, indent=2,
+                          sort_keys=True, default=str) + "\n"  # fmt: skip
+        if self._written is not None and self._written != text:
+            io.write_text(self.files.run_state_previous, self._written)
+        io.write_text(self.path, text)
+        self._written = text
+
+
+def _saved_early_stopping(record: dict) -> dict | None:
+    """The early-stopping state of a stage record's latest checkpoint (None: none)."""
+    latest = record.get("checkpoints", {}).get(str(record["epochs_done"]))
+    return latest["early_stopping"] if latest else record.get("early_stopping")
 
 
 def _check_same_config(stored: dict, fingerprint: dict, workdir) -> None:
@@ -109,24 +244,42 @@ def _trackables(model: keras.Model) -> dict:
     """
     if isinstance(model, Distiller):
         variables = list(model.student.variables) + [model.kd_lambda]
-        if model.regressor is not None:
-            variables += list(model.regressor.variables)
+        for regressor in model.regressors:
+            variables += list(regressor.variables)
     else:
         variables = list(model.variables)
     return {"model": variables, "optimizer": list(model.optimizer.variables)}
+
+
+def seed_states(model: keras.Model) -> list:
+    """The states of ``model``'s seed generators (dropout), which ``.keras`` files leave out."""
+    weights = {id(w) for w in model.weights}
+    return [keras.ops.convert_to_numpy(v).tolist() for v in model.variables if id(v) not in weights]
+
+
+def restore_seed_states(model: keras.Model, states: list | None) -> None:
+    """Sets what :func:`seed_states` returned (None: a record without them; nothing to do)."""
+    if not states:
+        return
+    weights = {id(w) for w in model.weights}
+    generators = [v for v in model.variables if id(v) not in weights]
+    for variable, state in zip(generators, states, strict=True):
+        variable.assign(np.asarray(state, dtype=variable.dtype))
 
 
 class StageCheckpoint(keras.callbacks.Callback):
     """Checkpoints one stage at every epoch end and restores it when the stage restarts.
 
     Place it after the callbacks whose state it saves (``EarlyStopping``) and before loggers.
+    Start the stage's ``fit`` at :meth:`RunState.initial_epoch`.
 
     Args:
         state: the run's :class:`RunState`.
         key: the stage's key in ``state``.
         stage_dir: where ``checkpoints/`` and ``log.csv`` go.
         student: the model to save when the stage ends (None: none), to ``final_path``
-            (default ``stage_dir/student.keras``).
+            (default ``stage_dir/student.keras``); its seed-generator states, which the file
+            leaves out, go to the run state (:func:`restore_seed_states`).
         early_stopping: the stage's ``EarlyStopping`` callback, if any.
         log: where "resuming from ..." goes.
     """
@@ -149,18 +302,21 @@ class StageCheckpoint(keras.callbacks.Callback):
                 optimizer.build(self.model.trainable_variables)
             checkpoint = tf.train.Checkpoint(**_trackables(self.model))
             self._manager = tf.train.CheckpointManager(
-                checkpoint, str(self.files.checkpoints), max_to_keep=2
+                checkpoint, str(self.files.checkpoints), max_to_keep=CHECKPOINTS_KEPT
             )
         return self._manager
 
     def on_train_begin(self, logs=None):
         record = self.state.stage(self.key)
         manager = self._checkpoint_manager()
-        if record["epochs_done"] and manager.latest_checkpoint:
-            manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            self._restore_early_stopping(record.get("early_stopping"))
-            self.log(f"resuming from {manager.latest_checkpoint} (stage {self.key}, "
-                     f"{record['epochs_done']} epochs done)")  # fmt: skip
+        number = record["epochs_done"]
+        if number:
+            # The checkpoint of the epochs the run state counts, not the newest files: a kill
+            # after a checkpoint and before its run state leaves a newer, uncounted one.
+            prefix = str(self.files.checkpoint(number))
+            manager.checkpoint.restore(prefix).assert_existing_objects_matched()
+            self._restore_early_stopping(_saved_early_stopping(record), number)
+            self.log(f"resuming from {prefix} (stage {self.key}, {number} epochs done)")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
@@ -170,17 +326,36 @@ class StageCheckpoint(keras.callbacks.Callback):
         record["seconds"] = record.get("seconds", 0.0) + time.perf_counter() - self._epoch_start
         for name, value in (logs or {}).items():
             record["history"].setdefault(name, []).append(float(value))
-        self._checkpoint_manager().save(checkpoint_number=epoch + 1)
-        record["epochs_done"] = epoch + 1
-        record["early_stopping"] = self._early_stopping_state()
-        self.state.save()
+        number = epoch + 1
+        stopping = self._save_early_stopping(number)
+        manager = self._checkpoint_manager()
+        manager.save(checkpoint_number=number)
+        names = {pathlib.Path(p).name for p in manager.checkpoints}
+        kept = {n: c for n, c in record.get("checkpoints", {}).items() if f"ckpt-{n}" in names}
+        kept[str(number)] = {"files": self._file_digests(number), "early_stopping": stopping}
+        # Relative to the run state: a run directory can be moved.
+        directory = os.path.relpath(self.files.checkpoints, self.state.path.parent)
+        record.update(epochs_done=number, epochs=self.params.get("epochs"), checkpoints=kept,
+                      checkpoint_dir=directory)  # fmt: skip
+        record.pop("early_stopping", None)  # where run states before checksums kept it
+        self.state.save()  # the commit: from here on a resume starts after this epoch
+        for path in self.files.checkpoints.glob("ckpt-*.best_weights.npz"):
+            if path.name.split(".")[0] not in names:
+                path.unlink(missing_ok=True)
         self._write_csv(record["history"])
 
     def on_train_end(self, logs=None):
+        record = self.state.stage(self.key)
         if self.student is not None:
             io.save_model(self.student, self.final_path)
-        self.state.stage(self.key)["done"] = True
+            record["seed_states"] = seed_states(self.student)
+        record["done"] = True
         self.state.save()
+
+    def _file_digests(self, number: int) -> dict:
+        """sha256 of every file of checkpoint ``number``: index, data shards, best weights."""
+        prefix = self.files.checkpoint(number)
+        return {p.name: _file_sha256(p) for p in sorted(prefix.parent.glob(f"{prefix.name}.*"))}
 
     def _write_csv(self, history: dict) -> None:
         columns = sorted(history)
@@ -188,23 +363,26 @@ class StageCheckpoint(keras.callbacks.Callback):
                 for i in range(max((len(v) for v in history.values()), default=0)))  # fmt: skip
         io.write_csv(self.files.log_csv, ["epoch", *columns], rows)
 
-    def _early_stopping_state(self):
+    def _save_early_stopping(self, number: int):
+        """Early stopping's state after epoch ``number``; its best weights beside the checkpoint."""
         es = self.early_stopping
         if es is None:
             return None
         if es.best_weights is not None:
-            path = self.files.best_weights
-            with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
+            with io.atomic_path(self.files.best_weights(number)) as tmp, open(tmp, "wb") as f:
                 np.savez(f, *es.best_weights)
         best = None if es.best is None else float(es.best)
-        return {"wait": es.wait, "best": best, "best_epoch": es.best_epoch}
+        return {"wait": es.wait, "best": best, "best_epoch": es.best_epoch,
+                "stopped_epoch": es.stopped_epoch}  # fmt: skip
 
-    def _restore_early_stopping(self, saved):
+    def _restore_early_stopping(self, saved, number: int) -> None:
         es = self.early_stopping
         if es is None or not saved:
             return
         es.wait, es.best, es.best_epoch = saved["wait"], saved["best"], saved["best_epoch"]
-        path = self.files.best_weights
+        # Set in the epoch early stopping ended: on_train_end then restores the best weights.
+        es.stopped_epoch = saved.get("stopped_epoch", 0)
+        path = self.files.best_weights(number)
         if path.exists():
             with np.load(path) as weights:
                 es.best_weights = [weights[f"arr_{i}"] for i in range(len(weights.files))]

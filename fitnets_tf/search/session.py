@@ -21,10 +21,11 @@ import os
 import pathlib
 import time
 
-from fitnets_tf import experiment, models
+from fitnets_tf import experiment
 from fitnets_tf import options as options_lib
 from fitnets_tf.config import ExperimentConfig, upgrade_fingerprint
 from fitnets_tf.errors import SearchError
+from fitnets_tf.models import sources
 from fitnets_tf.options import option
 from fitnets_tf.run import io, layout, lock, runtime
 from fitnets_tf.search.hypermodel import FitNetsHyperModel
@@ -167,7 +168,7 @@ def stage_one(config: ExperimentConfig, options: TuneOptions, workdir: pathlib.P
     if files.stage1_done.is_file():
         return json.loads(files.stage1_done.read_text())
     _check_teacher(config)
-    mode, teacher_path = config.schedule.modes[0], config.models.teacher_path
+    mode, teacher_path = config.schedule.modes[0], config.models.trained_teacher()
     hints = mode == "fitnet" and not options.retrain_hints_per_trial
     stages = (() if teacher_path else ("teacher",)) + (("stage1",) if hints else ())
     if stages:
@@ -187,7 +188,7 @@ def stage_one(config: ExperimentConfig, options: TuneOptions, workdir: pathlib.P
 
 
 def _check_teacher(config: ExperimentConfig) -> None:
-    if config.models.teacher_path is None and "teacher" not in config.runtime.run_stages():
+    if config.models.trained_teacher() is None and "teacher" not in config.runtime.run_stages():
         raise SearchError(
             "No teacher: give --teacher_path, or include 'teacher' in --stages to train one."
         )
@@ -202,6 +203,10 @@ def _check_searchable(config: ExperimentConfig, options: TuneOptions) -> None:
     if config.data.retrain_on_all or config.data.validation_size == 0:
         raise SearchError("Tuning needs a validation split (never the test split): drop "
                           "--retrain_on_all and --validation_size=0.")  # fmt: skip
+    if options.retrain_hints_per_trial and config.models.hints:
+        # The trials' HyperModel retrains one pair (config.pair()); --hints would be ignored.
+        raise SearchError("--retrain_hints_per_trial takes one pair: give --hint_layer and "
+                          "--guided_layer instead of --hints.")  # fmt: skip
     _check_teacher(config)
 
 
@@ -267,15 +272,15 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
 
 def hypermodel(config: ExperimentConfig, options: TuneOptions, record: dict) -> FitNetsHyperModel:
     """The trials' HyperModel: ``record``'s teacher and stage-1 student, ``config``'s rest."""
-    from fitnets_tf import data as data_lib
-
-    spec, m, s = data_lib.get_spec(config.data.dataset), config.models, config.schedule
-    build = dict(input_shape=spec.input_shape, num_classes=spec.num_classes,
+    m, s = config.models, config.schedule
+    input_shape, num_classes = experiment.dataset_shape(config)
+    build = dict(input_shape=input_shape, num_classes=num_classes,
                  kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm)  # fmt: skip
     hint_layer, guided_layer = config.pair()
     retrain = s.modes[0] == "fitnet" and options.retrain_hints_per_trial
     return FitNetsHyperModel(
-        record["teacher_path"], lambda: models.build(m.student, seed=s.seed + 1, **build),
+        record["teacher_path"],
+        lambda: sources.resolve(m.student, seed=s.seed + 1, role="student", **build),
         record["student_path"], hparams=config.hyperparameters(), space=options.space,
         hint_layer=hint_layer, guided_layer=guided_layer,
         hints_epochs=s.hints_epochs if retrain else 0, seed=s.seed,

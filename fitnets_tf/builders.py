@@ -1,0 +1,84 @@
+"""The teacher, the students and the data a run starts from, built as its config says.
+
+:mod:`fitnets_tf.experiment` runs them; the tuner (:mod:`fitnets_tf.search`) and
+``--list_layers`` build them too, without a run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from fitnets_tf import data as data_lib
+from fitnets_tf.config import ExperimentConfig
+from fitnets_tf.errors import TeacherLoadError
+from fitnets_tf.models import sources
+from fitnets_tf.run import io, layout
+
+
+def load_teacher(path: str | os.PathLike) -> keras.Model:
+    """Loads a trained teacher from a ``.keras`` file or a previous run directory."""
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        path = layout.RunLayout(path).teacher
+    return io.load_model(
+        path, "teacher", TeacherLoadError,
+        advice="Pass --teacher_path=FILE.keras or a run directory whose teacher stage "
+        "finished, or add 'teacher' to --stages to train one.",
+    )  # fmt: skip
+
+
+def trained_teacher(path: str | os.PathLike, input_shape, num_classes: int) -> keras.Model:
+    """:func:`load_teacher`, checked against the dataset and outputting logits."""
+    return sources.for_dataset(load_teacher(path), input_shape, num_classes, "teacher", str(path))
+
+
+def new_teacher(config: ExperimentConfig, input_shape, num_classes: int) -> keras.Model:
+    """The teacher to train, built as ``--teacher`` says (a registered name or an application)."""
+    m = config.models
+    return sources.resolve(
+        m.teacher, input_shape, num_classes, seed=config.schedule.seed, role="teacher",
+        kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm,
+        dropout=m.teacher_dropout, input_dropout=m.teacher_input_dropout,
+    )  # fmt: skip
+
+
+def new_student(config: ExperimentConfig, input_shape, num_classes: int) -> keras.Model:
+    """A student with the run's initial weights: every call (one per mode) gives the same."""
+    m, seed = config.models, config.schedule.seed + 1
+    keras.utils.set_random_seed(seed)
+    return sources.resolve(m.student, input_shape, num_classes, seed=seed, role="student",
+                           kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm)  # fmt: skip
+
+
+def dataset_shape(config: ExperimentConfig) -> tuple[tuple[int, int, int], int]:
+    """The images' ``(H, W, C)`` and the class count: a registered dataset's from its spec (no
+    data read), the user's from loading it."""
+    if config.data.dataset in data_lib.DATASETS:
+        spec = data_lib.get_spec(config.data.dataset)
+        return spec.input_shape, spec.num_classes
+    loaded = load_data(config)
+    return loaded.input_shape, loaded.num_classes
+
+
+def models_of(config: ExperimentConfig) -> tuple[keras.Model, keras.Model]:
+    """The teacher and a student as a run of ``config`` starts with them (``--list_layers``).
+
+    The teacher is the trained one when ``config`` names one, else a new one.
+    """
+    shape = dataset_shape(config)
+    path = config.models.trained_teacher()
+    teacher = trained_teacher(path, *shape) if path else new_teacher(config, *shape)
+    return teacher, new_student(config, *shape)
+
+
+def load_data(config: ExperimentConfig) -> data_lib.Datasets:
+    """The train / validation / test pipelines of ``config``'s data section."""
+    d = config.data
+    return data_lib.load(
+        d.dataset, data_dir=config.runtime.data_dir, batch_size=d.batch_size,
+        seed=config.schedule.seed, augment=d.augment, crop_padding=d.crop_padding,
+        limit=d.limit, validation_size=d.validation_size, retrain_on_all=d.retrain_on_all,
+        image_size=d.image_size,
+    )  # fmt: skip

@@ -1,0 +1,173 @@
+"""The configuration of an experiment: four sections (:mod:`~fitnets_tf.config.sections`),
+each option declared once.
+
+* :class:`DataConfig`, :class:`ModelsConfig`, :class:`ScheduleConfig`: what the results depend
+  on. Their values are the run's *fingerprint*: a run directory resumes only the same one.
+* :class:`RuntimeConfig`: how and where this call runs (which stages now, devices, caching,
+  determinism). It may change between calls on the same run directory.
+
+Every field is an :func:`~fitnets_tf.options.option`: its default, help text and limits are
+here and nowhere else; ``fitnets_tf.cli.flags`` derives the command-line flags from them (the
+flag of a field has the field's name unless ``flag=`` says otherwise). Adding an option is
+one line in a section, plus the code that uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from fitnets_tf import hint_path, options
+from fitnets_tf.config.sections import (
+    CACHE_TEACHER,
+    INITS,
+    REGRESSORS,
+    RUN_STAGES,
+    STAGE_ALIASES,
+    DataConfig,
+    ModelsConfig,
+    RuntimeConfig,
+    ScheduleConfig,
+)
+from fitnets_tf.errors import ConfigError
+
+__all__ = [
+    "CACHE_TEACHER", "DEFAULT", "FINGERPRINTED", "INITS", "REGRESSORS", "RUN_STAGES", "SECTIONS",
+    "STAGE_ALIASES", "DataConfig", "ExperimentConfig", "ModelsConfig", "RuntimeConfig",
+    "ScheduleConfig", "upgrade_fingerprint",
+]  # fmt: skip
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "models": ModelsConfig,
+    "schedule": ScheduleConfig,
+    "runtime": RuntimeConfig,
+}
+FINGERPRINTED = ("data", "models", "schedule")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything an experiment depends on, as plain values, in four sections."""
+
+    data: DataConfig = DataConfig()
+    models: ModelsConfig = ModelsConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    @classmethod
+    def from_values(cls, values: dict) -> ExperimentConfig:
+        """From ``{field name: value}`` over all sections (unknown names are refused)."""
+        return cls().with_values(**values)
+
+    def with_values(self, **values) -> ExperimentConfig:
+        """A copy with some options changed, each named by its field (``seed=1``, ``modes=...``)."""
+        owner = {s.name: section for section, t in SECTIONS.items() for s in options.specs(t)}
+        unknown = sorted(set(values) - set(owner))
+        if unknown:
+            raise ConfigError(f"Unknown option(s) {', '.join(unknown)} (valid: {', '.join(owner)}).")
+        changed = {}
+        for section in SECTIONS:
+            mine = {k: v for k, v in values.items() if owner[k] == section}
+            if mine:
+                changed[section] = dataclasses.replace(getattr(self, section), **mine)
+        return dataclasses.replace(self, **changed)
+
+    def values(self, sections=tuple(SECTIONS)) -> dict:
+        """``{field name: value}`` of ``sections``: field names are unique across sections."""
+        return {s.name: getattr(getattr(self, section), s.name)
+                for section in sections for s in options.specs(SECTIONS[section])}  # fmt: skip
+
+    def fingerprint(self) -> dict:
+        """What the results depend on (every section but ``runtime``), as JSON values."""
+        return json.loads(json.dumps(self.values(FINGERPRINTED)))  # tuples as lists
+
+    def validate(self) -> None:
+        """Cheap checks, before any data is read or model built."""
+        found = [p for section in SECTIONS for p in options.problems(getattr(self, section))]
+        found += self._cross_field_problems()
+        if found:
+            raise ConfigError("Invalid configuration: " + "; ".join(found) + ".")
+
+    def _cross_field_problems(self) -> list[str]:
+        schedule = self.schedule
+        found = self.models.problems()
+        found += schedule.problems(trains_teacher=self.models.trained_teacher() is None)
+        if not schedule.modes:
+            found.append("no mode given")
+        if self.runtime.cache_teacher == "yes" and self.data.augment:
+            from fitnets_tf import teacher_cache
+
+            found.append(teacher_cache.AUGMENTATION_MESSAGE)
+        return found
+
+    def pair(self) -> tuple[str | None, str | None]:
+        """The hint and guided layer names: given, else the paper's for these architectures."""
+        from fitnets_tf import models
+
+        hint = self.models.hint_layer or _paper_layer(models.hint_layer_name, self.models.teacher)
+        guided = self.models.guided_layer or _paper_layer(
+            models.guided_layer_name, self.models.student
+        )
+        return hint, guided
+
+    def hint_pairs(self) -> list[tuple[str, str]] | str:
+        """The hint/guided pairs: ``--hints`` (or ``"auto"``), else :meth:`pair` ([]: none)."""
+        if self.models.hints:
+            return hint_path.parse_hints(self.models.hints)
+        hint, guided = self.pair()
+        return [(hint, guided)] if hint is not None and guided is not None else []
+
+    def hyperparameters(self, teacher: bool = False):
+        """The :class:`~fitnets_tf.stages.Hyperparameters` of the students' stages, or with
+        ``teacher`` the teacher's (its learning rate and schedule in place of stage 2's)."""
+        from fitnets_tf import stages
+
+        s = self.schedule
+        hparams = stages.Hyperparameters(
+            learning_rate=s.learning_rate, rho=s.rho, temperature=s.temperature,
+            lambda_start=s.kd_lambda, lambda_end=s.lambda_end, lambda_hold=s.lambda_hold,
+            lambda_epochs=s.lambda_epochs, tau_squared=s.tau_squared,
+            regressor=self.models.regressor, optimizer_name=s.optimizer, momentum=s.momentum,
+            nesterov=s.nesterov, weight_decay=s.weight_decay, lr_schedule=s.lr_schedule,
+            lr_decay=s.lr_decay, warmup_epochs=s.warmup_epochs,
+            hints_learning_rate=s.hints_learning_rate, hints_lr_schedule=s.hints_lr_schedule,
+        )  # fmt: skip
+        return hparams.with_rate(s.teacher_learning_rate, s.teacher_lr_schedule) if teacher else hparams
+
+
+def _paper_layer(lookup, name):
+    try:
+        return lookup(name)
+    except ValueError:
+        return None
+
+
+def upgrade_fingerprint(stored: dict) -> dict:
+    """A fingerprint as written by any version, in today's form, for comparison.
+
+    Before the sections, a fingerprint was the flat config with a nested ``hparams`` and
+    held runtime options. An option added since is absent from an older fingerprint: its
+    default is what that run used.
+    """
+    stored = dict(stored)
+    hparams = stored.pop("hparams", None) or {}
+    stored.update({"kd_lambda" if k == "lambda_start" else k: v for k, v in hparams.items()})
+    current = ExperimentConfig().fingerprint()
+    return {key: stored.get(key, default) for key, default in current.items()}
+
+
+# The default experiment (configs/fashion_mnist.flags): what `python -m fitnets_tf.train` runs
+# without a flagfile. Sized for a 2-core CPU: see that file for the reasons.
+DEFAULT = ExperimentConfig(
+    data=DataConfig(dataset="fashion_mnist"),
+    models=ModelsConfig(
+        teacher="mnist_teacher", student="mnist_fitnet", init="paper",
+        teacher_dropout=0.2, teacher_input_dropout=0.0,
+    ),  # fmt: skip
+    schedule=ScheduleConfig(
+        modes=("fitnet", "kd", "scratch"), teacher_epochs=3, hints_epochs=2, kd_epochs=5,
+        teacher_learning_rate=1e-3, learning_rate=1e-3,
+    ),  # fmt: skip
+)

@@ -1,0 +1,249 @@
+"""The four sections of an experiment's configuration, each option declared once.
+
+:class:`DataConfig`, :class:`ModelsConfig` and :class:`ScheduleConfig` hold what the results
+depend on (the fingerprint); :class:`RuntimeConfig` how this call runs. A section's
+``problems()`` names options that contradict one another though each is valid alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from fitnets_tf import hint_path, recipes
+from fitnets_tf.models import sources
+from fitnets_tf.options import option
+
+INITS = ("paper", "he_uniform", "glorot_uniform")
+REGRESSORS = ("auto", "linear")
+CACHE_TEACHER = ("auto", "yes", "no")
+# The paper's two stages (and the teacher's training before them). A mode's own stages map
+# onto these (fitnets_tf.stages.PAPER_STAGE): "stage2" is the KD stage of `fitnet` and `kd`,
+# and the labels-only training of `scratch` at the same budget.
+RUN_STAGES = ("teacher", "stage1", "stage2")
+# The names --stages took before the stages had their paper names; still accepted.
+STAGE_ALIASES = {"hints": "stage1", "kd": "stage2"}
+
+
+def _dataset_problem(name: str) -> str | None:
+    from fitnets_tf import data
+
+    return data.dataset_problem(name)
+
+
+def _image_size_problem(image_size) -> str | None:
+    from fitnets_tf import data
+
+    return data.image_size_problem(image_size)
+
+
+def _modes() -> tuple[str, ...]:
+    from fitnets_tf import stages
+
+    return stages.MODES
+
+
+def _strategies() -> tuple[str, ...]:
+    from fitnets_tf import distribute
+
+    return distribute.STRATEGIES
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which images, how many, in which batches."""
+
+    dataset: str = option(
+        "fashion_mnist", "Dataset: a built-in name (fashion_mnist, mnist, cifar10, cifar100, "
+        "svhn_cropped, synthetic), folder:PATH (one sub-folder of images per class), npz:PATH "
+        "(x_train, y_train, x_test, y_test arrays) or a TFDS dataset prepared in --data_dir.",
+        check=_dataset_problem,
+    )  # fmt: skip
+    image_size: tuple[int, ...] | None = option(
+        None, "HEIGHT,WIDTH (or one side) the user's images are resized to (default: a "
+        "folder's first image's size, the arrays', the TFDS dataset's).",
+        check=_image_size_problem,
+    )  # fmt: skip
+    batch_size: int = option(128, "Global batch size.", minimum=1)
+    augment: bool = option(False, "Random crops of the padded image (+ flips where valid; "
+                           "user data: none).")  # fmt: skip
+    crop_padding: int = option(8, "Zero padding before --augment's crop (paper: 8).", minimum=0)
+    limit: int | None = option(
+        None, "Use only the first N examples of each split (smoke runs).", minimum=1
+    )
+    validation_size: int | None = option(
+        None, "Examples held out of train (default: paper's; user data: 10%).", minimum=0
+    )
+    retrain_on_all: bool = option(False, "Train on train+validation (the paper's last run).")
+
+    def __post_init__(self):
+        # One spelling in the fingerprint and flags.txt: "--image_size=28" is 28,28.
+        size = (self.image_size,) if isinstance(self.image_size, int) else self.image_size
+        if isinstance(size, (tuple, list)) and len(size) == 1:
+            object.__setattr__(self, "image_size", tuple(size) * 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelsConfig:
+    """The teacher, the student, the hint/guided pair and the regressor between them."""
+
+    teacher: str = option(
+        "mnist_teacher", "Teacher: a registered architecture, a trained teacher's .keras file "
+        "(as --teacher_path), or keras.applications.NAME (e.g. MobileNetV3Small).",
+        check=functools.partial(sources.check, role="teacher"),
+    )  # fmt: skip
+    student: str = option(
+        "mnist_fitnet", "Student: a registered architecture, a .keras file (its architecture: "
+        "weights re-initialised from --seed), or keras.applications.NAME.",
+        check=functools.partial(sources.check, role="student"),
+    )  # fmt: skip
+    hint_layer: str | None = option(None, "Teacher layer giving the hint (default: paper's).")
+    guided_layer: str | None = option(None, "Student layer being guided (default: paper's).")
+    hints: tuple[str, ...] | None = option(
+        None, "Instead of --hint_layer/--guided_layer: 'teacher_layer:student_layer' pairs, or "
+        "'auto' (the paper's middle layers; --list_layers shows the choice).",
+        check=hint_path.hints_problem,
+    )  # fmt: skip
+    hint_weights: tuple[float, ...] | None = option(
+        None, "Weight of each hint pair's loss in stage 1 (default: 1 each).",
+        check=hint_path.weights_problem,
+    )  # fmt: skip
+    teacher_path: str | None = option(
+        None, "Trained teacher: a .keras file or a run directory."
+    )
+    init: str = option(
+        "paper", "Kernel init: the paper's U(-0.005, 0.005), or He / Glorot uniform.",
+        choices=INITS,
+    )  # fmt: skip
+    max_norm: bool = option(True, "Max-norm constraints of the paper's code.")
+    teacher_dropout: float | None = option(
+        None, "Teacher's dropout after each layer (paper: 0.5).", minimum=0, maximum=0.99
+    )
+    teacher_input_dropout: float | None = option(
+        None, "Teacher's input dropout (paper: 0.2).", minimum=0, maximum=0.99
+    )
+    regressor: str = option(
+        "auto", "auto: the paper's (hint's non-linearity); linear: none.", choices=REGRESSORS
+    )
+
+    def kernel_initializer(self) -> str | None:
+        """The ``kernel_initializer`` argument of ``models.build`` (None: the paper's)."""
+        return None if self.init == "paper" else self.init
+
+    def trained_teacher(self) -> str | None:
+        """The trained teacher to use: ``teacher_path``, or a ``.keras`` ``teacher`` (the same
+        thing); None when the teacher is an architecture to train."""
+        return self.teacher_path or (self.teacher if sources.is_keras_file(self.teacher) else None)
+
+    def problems(self) -> list[str]:
+        """Options that contradict one another (each valid alone)."""
+        found = []
+        if self.hints and (self.hint_layer or self.guided_layer):
+            found.append("give --hints or --hint_layer/--guided_layer (one pair), not both")
+        pairs = 1 if not self.hints or self.hints == ("auto",) else len(self.hints)
+        if self.hint_weights is not None and len(self.hint_weights) != pairs:
+            found.append(f"--hint_weights needs one weight per hint pair: {pairs} pair(s), "
+                         f"{len(self.hint_weights)} weight(s)")  # fmt: skip
+        if self.teacher_path and sources.is_keras_file(self.teacher):
+            found.append(f"--teacher={self.teacher} is a trained teacher already: drop "
+                         "--teacher_path (or name an architecture with --teacher)")  # fmt: skip
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """Modes, epochs, optimizer and the KD curriculum (defaults: the paper's CIFAR-10 values)."""
+
+    modes: tuple[str, ...] = option(
+        ("fitnet",), "Student training modes, in order; the first gives the final student.",
+        flag="mode", choices=_modes,
+    )  # fmt: skip
+    teacher_epochs: int = option(10, "Teacher epochs.", minimum=0)
+    hints_epochs: int = option(5, "Stage-1 epochs.", minimum=0)
+    kd_epochs: int = option(10, "Stage-2 (and scratch) epochs.", minimum=0)
+    early_stopping_patience: int = option(
+        0, "Stop a stage after N epochs without validation improvement and keep the best "
+        "weights (paper: 100). 0: off.", minimum=0,
+    )  # fmt: skip
+    # The training recipe (fitnets_tf.recipes): one optimizer for every stage; the learning
+    # rate and schedule are stage 2's, and stage 1's and the teacher's unless given.
+    optimizer: str = option("rmsprop", "Optimizer (paper: rmsprop).", choices=recipes.OPTIMIZERS)
+    learning_rate: float = option(5e-3, "Stage-2 learning rate.", exclusive_minimum=0)
+    rho: float = option(0.9, "RMSProp decay (paper's code: 0.9).", minimum=0, maximum=1)
+    teacher_learning_rate: float | None = option(
+        None, "Teacher's learning rate (None: --learning_rate).", exclusive_minimum=0
+    )
+    hints_learning_rate: float | None = option(
+        None, "Stage-1 learning rate (None: --learning_rate).", exclusive_minimum=0
+    )
+    momentum: float = option(0.0, "Momentum of sgd and rmsprop.", check=recipes.momentum_problem)
+    nesterov: bool = option(False, "Nesterov momentum (sgd).")
+    weight_decay: float = option(
+        0.0, "Keras' decoupled weight decay, w -= lr * weight_decay * w each step (not biases, "
+        "BatchNorm): PyTorch SGD's L2 λ with momentum m is about λ / (1 - m) here.", minimum=0,
+    )  # fmt: skip
+    lr_schedule: str = option(
+        "constant", "Stage-2 learning-rate schedule: constant, cosine (to 0), or step:E1,E2,... "
+        "(x --lr_decay from those epochs of the stage on).", check=recipes.schedule_problem,
+    )  # fmt: skip
+    teacher_lr_schedule: str | None = option(
+        None, "Teacher's schedule (None: --lr_schedule).", check=recipes.schedule_problem
+    )
+    hints_lr_schedule: str | None = option(
+        None, "Stage-1 schedule (None: --lr_schedule).", check=recipes.schedule_problem
+    )
+    lr_decay: float = option(0.1, "Factor of each step of step:E1,...", exclusive_minimum=0, maximum=1)
+    warmup_epochs: int = option(0, "Linear warm-up from 0, in each stage's epochs.", minimum=0)
+    temperature: float = option(3.0, "τ of the soft targets (> 0).", exclusive_minimum=0)
+    kd_lambda: float = option(4.0, "λ at the start of stage 2 (>= 0).", minimum=0)
+    lambda_end: float = option(1.0, "λ at the end of its decay.", minimum=0)
+    lambda_hold: int = option(0, "Epochs at --kd_lambda before decaying.", minimum=0)
+    lambda_epochs: int | None = option(
+        None, "Decay length in epochs (default: rest of stage 2).", minimum=1
+    )
+    tau_squared: bool = option(False, "Multiply the soft term by τ² (not the paper).")
+    seed: int = option(0, "Seed of weights, shuffling and augmentation.")
+    mixed_precision: bool = option(False, "mixed_float16 compute (GPUs with tensor cores).")
+
+    def problems(self, trains_teacher: bool = True) -> list[str]:
+        """Recipe options that contradict one another (each valid alone)."""
+        from fitnets_tf import stages
+
+        stage1 = any(stages.PAPER_STAGE[s] == "stage1" for m in self.modes
+                     for s in stages.STAGES_OF_MODE.get(m, ()))  # fmt: skip
+        used = {"teacher_epochs": trains_teacher, "hints_epochs": stage1, "kd_epochs": True}
+        epochs = {flag: getattr(self, flag) for flag, trained in used.items() if trained}
+        return recipes.combination_problems(
+            self.optimizer, momentum=self.momentum, nesterov=self.nesterov,
+            weight_decay=self.weight_decay,
+        ) + recipes.warmup_problems(self.warmup_epochs, epochs)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """How this call runs: none of it changes the numbers a finished run reports."""
+
+    data_dir: str | None = option(None, "Prepared TFDS data directory (default: TFDS's).")
+    stages: tuple[str, ...] = option(
+        RUN_STAGES, "Stages to run now: teacher, stage1 (hints; guided_labels), stage2 (kd; "
+        "scratch). 'hints' and 'kd' are accepted for stage1 and stage2. Without 'teacher', "
+        "--teacher_path or the workdir's teacher is used.",
+        choices=RUN_STAGES + tuple(STAGE_ALIASES), noun="stage",
+    )  # fmt: skip
+    strategy: str = option("default", "tf.distribute strategy.", choices=_strategies)
+    jit_compile: bool = option(False, "XLA-compile the train step (slower on CPU).")
+    deterministic: bool = option(False, "TF op determinism (bit-identical reruns on CPU).")
+    measure_latency: bool = option(True, "Time CPU inference of every model for the summary.")
+    cache_teacher: str = option(
+        "auto", "Run the frozen teacher once over train/validation and reuse its logits (and "
+        "hint) every epoch. auto: when not --augment; yes with --augment is refused.",
+        choices=CACHE_TEACHER,
+    )  # fmt: skip
+
+    def __post_init__(self):
+        # One vocabulary from here on: the old names become the paper's.
+        object.__setattr__(self, "stages", tuple(STAGE_ALIASES.get(s, s) for s in self.stages))
+
+    def run_stages(self) -> tuple[str, ...]:
+        """The stages to run now, in the paper's names."""
+        return self.stages

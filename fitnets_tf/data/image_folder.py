@@ -1,0 +1,149 @@
+"""A user's images in a folder, one sub-folder per class (``--dataset=folder:PATH``).
+
+Read by ``keras.utils.image_dataset_from_directory``. Layouts:
+
+* ``PATH/<class>/<images>``: the test and validation images are held out of them
+  (:mod:`~fitnets_tf.data.holdout`);
+* ``PATH/train/<class>/...`` and ``PATH/test/<class>/...``: those splits, the same class
+  folders in both; the validation images are held out of ``train/``. Other sub-folders of
+  ``PATH`` are then ignored.
+
+The classes are the sub-folder names, sorted; a label is its class's index. As for Keras, the
+images are the files ending in one of :data:`IMAGE_SUFFIXES` (any case, any depth below the
+class folder); other files are ignored.
+
+Every image is decoded once as the folder is read, so a corrupt file is named now rather than
+failing an epoch. That pass also decides the format: one channel when every image is grayscale
+(with or without alpha), else RGB (alpha dropped); and, without ``image_size``, the size of the
+first image (Keras resizes the others, bilinear). The images are held in memory as uint8.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fitnets_tf.data.holdout import Arrays, user_splits
+from fitnets_tf.errors import DataError
+
+#: The files ``keras.utils.image_dataset_from_directory`` reads as images.
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+
+def read_folder(
+    root: str | os.PathLike,
+    *,
+    image_size: tuple[int, int] | None = None,
+    validation_size: int | None = None,
+    retrain_on_all: bool = False,
+) -> tuple[dict[str, Arrays], tuple[str, ...]]:
+    """The ``train`` / ``validation`` / ``test`` arrays of an image folder, and its class names.
+
+    Returns:
+        ``({split: (uint8 images NHWC, int32 labels)}, class names)``; no ``validation`` with
+        ``retrain_on_all`` or ``validation_size=0``.
+
+    Raises:
+        DataError: the folder is missing, has no class folders, a class folder has no image,
+            ``train/`` and ``test/`` have different classes, or an image cannot be decoded.
+    """
+    root = pathlib.Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"The image folder {str(root)!r} does not exist or is not a folder: give "
+            "--dataset=folder:PATH with PATH a folder holding one sub-folder of images per class."
+        )
+    parts = {"train": root / "train", "test": root / "test"}
+    if not all(folder.is_dir() for folder in parts.values()):
+        parts = {"train": root}
+    files = {part: class_files(folder) for part, folder in parts.items()}
+    class_names = tuple(files["train"])
+    if "test" in files and tuple(files["test"]) != class_names:
+        raise DataError(
+            f"{parts['train']} and {parts['test']} must hold the same class folders; train/ "
+            f"has {list(class_names)}, test/ has {list(files['test'])}. Add or rename folders "
+            "so that both list the same classes."
+        )
+    paths = [path for per_class in files.values() for found in per_class.values() for path in found]
+    first_shape, grayscale = image_format(paths)
+    size = image_size or first_shape[:2]
+    color_mode = "grayscale" if grayscale else "rgb"
+    arrays = {part: _read(folder, class_names, size, color_mode) for part, folder in parts.items()}
+    splits = user_splits(
+        arrays["train"], arrays.get("test"), validation_size=validation_size,
+        retrain_on_all=retrain_on_all,
+    )  # fmt: skip
+    return splits, class_names
+
+
+def class_files(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:
+    """``{class name: its image files}``, classes and files sorted as Keras lists them.
+
+    Raises:
+        DataError: ``folder`` has no class sub-folder, or one of them holds no image.
+    """
+    # Keras skips hidden folders (.ipynb_checkpoints, .DS_Store's siblings) too.
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(
+            f"{folder} has no sub-folder: put the images of each class in a sub-folder named "
+            f"after the class ({folder}/<class>/<image>.png)."
+        )
+    files = {}
+    for name in classes:
+        # Keras' walk: folders in path order, each one's files sorted.
+        walk = sorted(os.walk(folder / name), key=lambda entry: entry[0])
+        files[name] = [
+            pathlib.Path(root, file)
+            for root, _, names in walk
+            for file in sorted(names)
+            if file.lower().endswith(IMAGE_SUFFIXES)
+        ]
+        if not files[name]:
+            raise DataError(
+                f"The class folder {folder / name} holds no image (files ending in "
+                f"{', '.join(IMAGE_SUFFIXES)}): add its images or remove the folder."
+            )
+    return files
+
+
+def image_format(paths: list[pathlib.Path]) -> tuple[tuple[int, int, int], bool]:
+    """``(shape of the first image, whether all are grayscale)``, decoding every file once.
+
+    Raises:
+        DataError: naming the first file that cannot be read or decoded.
+    """
+    first_shape, grayscale = None, True
+    for path in paths:
+        try:
+            image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
+        except tf.errors.OpError as e:  # not an image, truncated, unreadable
+            # The op's own words, without TF's "{{function_node ...}}" and "[Op:...]" frame.
+            reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message or type(e).__name__).strip()
+            raise DataError(
+                f"Cannot decode the image file {path} ({reason}). Every file ending in "
+                f"{', '.join(IMAGE_SUFFIXES)} under the class folders is read as an image: "
+                "replace or delete this one, then re-run."
+            ) from None
+        first_shape = first_shape or tuple(image.shape)
+        grayscale = grayscale and image.shape[-1] <= 2  # gray, or gray + alpha
+    return first_shape, grayscale
+
+
+def _read(folder: pathlib.Path, class_names, size, color_mode) -> Arrays:
+    """All images of ``folder`` through Keras, in its order, as uint8 arrays."""
+    ds = keras.utils.image_dataset_from_directory(
+        str(folder), labels="inferred", label_mode="int", class_names=list(class_names),
+        color_mode=color_mode, batch_size=256, image_size=size, shuffle=False, verbose=False,
+    )  # fmt: skip
+    images, labels = [], []
+    for x, y in ds.as_numpy_iterator():
+        # Keras yields float32; the pixels are whole numbers unless resized, then rounded.
+        images.append(np.clip(np.rint(x), 0, 255).astype(np.uint8))
+        labels.append(y.astype(np.int32))
+    return np.concatenate(images), np.concatenate(labels)

@@ -1,0 +1,103 @@
+"""Image sizes: the ``image_size`` option, a source resized to it, and images that fit a model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from fitnets_tf.data.specs import DatasetSpec
+from fitnets_tf.errors import ConfigError, DataError
+
+
+def image_size_problem(image_size) -> str | None:
+    """What is wrong with an ``image_size`` value, one sentence, or None when it is valid.
+
+    Valid: a positive int (a square) or a tuple of one or two positive ints (height, width).
+    """
+    sizes = (image_size,) if isinstance(image_size, int) else image_size
+    if (
+        isinstance(sizes, (tuple, list))
+        and len(sizes) in (1, 2)
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
+    ):
+        return None
+    return f"image_size takes one or two positive sizes (height,width), got {image_size!r}"
+
+
+def as_height_width(image_size) -> tuple[int, int] | None:
+    """``image_size`` as ``(height, width)``: one size means a square; None stays None.
+
+    Raises:
+        ConfigError: see :func:`image_size_problem`.
+    """
+    if image_size is None:
+        return None
+    problem = image_size_problem(image_size)
+    if problem:
+        raise ConfigError(f"`{problem}`. Received: image_size={image_size!r}")
+    sizes = (image_size,) if isinstance(image_size, int) else tuple(image_size)
+    return (sizes[0], sizes[-1])
+
+
+def at_size(
+    raw: dict[str, tf.data.Dataset], spec: DatasetSpec, size: tuple[int, int] | None
+) -> tuple[dict[str, tf.data.Dataset], DatasetSpec]:
+    """``raw`` and ``spec`` with every image resized (bilinear) to ``size``, when it differs.
+
+    Resized pixels are float32, still in ``[0, 255]``: the Preprocessor takes either.
+
+    Raises:
+        DataError: the images vary in size (a TFDS dataset of photos) and no ``size`` is given.
+    """
+    height, width, channels = spec.input_shape
+    if size is None:
+        if height is None or width is None:
+            raise DataError(
+                f"The images of dataset {spec.name!r} vary in size (its shape is "
+                f"{spec.input_shape}), and a network needs one: pass --image_size=HEIGHT,WIDTH "
+                "(image_size= in Python) to resize them all."
+            )
+        return raw, spec
+    if (height, width) == size:
+        return raw, spec
+    resized = {
+        key: ds.map(lambda x, y: (tf.image.resize(x, size), y), num_parallel_calls=tf.data.AUTOTUNE)
+        for key, ds in raw.items()
+    }
+    return resized, dataclasses.replace(spec, input_shape=(*size, channels))
+
+
+def check_input_shape(model_input_shape, data_input_shape, role: str) -> None:
+    """Refuses images that a model cannot take, before any training.
+
+    Args:
+        model_input_shape: the model's input shape, with or without the batch axis (Keras'
+            ``model.input_shape`` has it); None entries take any size.
+        data_input_shape: the images' ``(H, W, C)`` (``Datasets.input_shape``).
+        role: how the message names the model (``"teacher"``).
+
+    Raises:
+        DataError: naming both shapes and what to change.
+    """
+    data_shape = tuple(data_input_shape)
+    model_shape = tuple(model_input_shape)[-len(data_shape) :]
+    if len(model_shape) == len(data_shape) and all(
+        m is None or m == d for m, d in zip(model_shape, data_shape, strict=True)
+    ):
+        return
+    height, width, channels = model_shape if len(model_shape) == 3 else (None, None, None)
+    fixes = []
+    if height is not None and width is not None and (height, width) != data_shape[:2]:
+        fixes.append(f"resize the images (--image_size={height},{width})")
+    if channels is not None and channels != data_shape[-1]:
+        fixes.append(f"give images with {channels} channel(s)")
+    fixes.append(f"use a {role} made for {_shape(data_shape)} images")
+    raise DataError(
+        f"The {role} takes images of shape {_shape(model_shape)} but the data's are "
+        f"{_shape(data_shape)}: {', or '.join(fixes)}."
+    )
+
+
+def _shape(shape) -> str:
+    return "x".join("?" if s is None else str(s) for s in shape)

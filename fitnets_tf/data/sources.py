@@ -1,0 +1,101 @@
+"""What a ``--dataset`` value names, and reading the user's own data.
+
+* a built-in name (:data:`~fitnets_tf.data.specs.DATASETS`): the paper's datasets, through
+  :mod:`~fitnets_tf.data.tfds_source`;
+* ``folder:PATH``: images in one sub-folder per class (:mod:`~fitnets_tf.data.image_folder`);
+* ``npz:PATH``: NumPy arrays (:mod:`~fitnets_tf.data.npz_file`);
+* any other dataset TFDS knows, prepared in ``data_dir`` (:mod:`~fitnets_tf.data.prepared_tfds`).
+
+The user's data has no :class:`~fitnets_tf.data.specs.DatasetSpec` in advance: reading it
+makes one (shape, classes, class names). Its defaults: preprocessing ``scale`` (to ``[0, 1]``)
+and no flips (``augment`` crops only: a flip changes the label of a digit or a letter).
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+
+from fitnets_tf.data.image_folder import read_folder
+from fitnets_tf.data.npz_file import read_npz
+from fitnets_tf.data.prepared_tfds import is_tfds_name, read_prepared
+from fitnets_tf.data.shapes import as_height_width, at_size
+from fitnets_tf.data.specs import DATASETS, DatasetSpec
+
+FOLDER = "folder:"
+NPZ = "npz:"
+
+
+def dataset_problem(name: str) -> str | None:
+    """What is wrong with a ``--dataset`` value, one sentence, or None (a cheap check).
+
+    Built-in names pass; ``folder:PATH`` and ``npz:PATH`` when PATH exists; other names when
+    TFDS knows them (whether they are prepared in ``data_dir`` is checked as they are read).
+    """
+    if name in DATASETS:
+        return None
+    for prefix, kind, exists in ((FOLDER, "folder", os.path.isdir), (NPZ, "file", os.path.isfile)):
+        if name.startswith(prefix):
+            path = os.path.expanduser(name.removeprefix(prefix))
+            if not exists(path):
+                return f"dataset {kind} {path!r} does not exist (--dataset={name})"
+            return None
+    if is_tfds_name(name):
+        return None
+    return (
+        f"unknown dataset {name!r} (valid: a built-in name ({', '.join(DATASETS)}), "
+        "folder:PATH (one sub-folder of images per class), npz:PATH (x_train, y_train, x_test, "
+        "y_test arrays), or a TFDS dataset prepared in --data_dir)"
+    )
+
+
+def read_user_data(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    image_size=None,
+    validation_size: int | None = None,
+    retrain_on_all: bool = False,
+) -> tuple[dict[str, tf.data.Dataset], DatasetSpec]:
+    """The raw splits of a dataset that is not built in, and the spec made from them.
+
+    Args:
+        name: ``folder:PATH``, ``npz:PATH`` or a TFDS dataset prepared in ``data_dir``.
+        data_dir: the TFDS data dir (TFDS datasets only).
+        image_size: ``(height, width)`` or one side: the images are resized to it; None: the
+            folder's first image's size, the arrays' or the TFDS dataset's.
+        validation_size: examples held out of the training ones (None: 10%; 0: none). An
+            ``.npz`` file's ``x_val`` / ``y_val`` are used instead when present.
+        retrain_on_all: no validation split; its examples are trained on.
+
+    Returns:
+        ``({"train", "validation" (unless none), "test": raw (image, label) examples},
+        spec)``: images in ``[0, 255]`` (uint8, or float32), labels ints.
+
+    Raises:
+        DataError: the data cannot be used (the message names the file, folder or key).
+        DatasetNotFoundError: a TFDS dataset that is not prepared.
+    """
+    size = as_height_width(image_size)
+    held_out = dict(validation_size=validation_size, retrain_on_all=retrain_on_all)
+    if name.startswith(FOLDER):
+        arrays, class_names = read_folder(name.removeprefix(FOLDER), image_size=size, **held_out)
+        raw, spec = _from_arrays(name, arrays, len(class_names), class_names)
+    elif name.startswith(NPZ):
+        arrays, num_classes = read_npz(name.removeprefix(NPZ), **held_out)
+        raw, spec = _from_arrays(name, arrays, num_classes, None)
+    else:
+        raw, spec = read_prepared(name, data_dir, **held_out)
+    return at_size(raw, spec, size)
+
+
+def _from_arrays(name, arrays, num_classes, class_names) -> tuple[dict, DatasetSpec]:
+    images = arrays["train"][0]
+    validation = arrays.get("validation")
+    spec = DatasetSpec(
+        name, None, tuple(images.shape[1:]), num_classes,
+        0 if validation is None else len(validation[1]), class_names=class_names,
+    )  # fmt: skip
+    raw = {key: tf.data.Dataset.from_tensor_slices(pair) for key, pair in arrays.items()}
+    return raw, spec

@@ -1,0 +1,237 @@
+"""Where a teacher or a student comes from: a registered name, a ``.keras`` file, or Keras.
+
+``--teacher`` and ``--student`` (and :func:`resolve`) take any of:
+
+* a **registered architecture** (:func:`fitnets_tf.models.names`), built by
+  :func:`fitnets_tf.models.build` with the run's init, max-norm and dropout options (those
+  options concern these nets only);
+* a path ending in **``.keras``**: a Keras 3 model file, loaded with ``safe_mode``
+  (:func:`fitnets_tf.run.io.load_model`). A teacher's file is a trained teacher, used as saved
+  (the same as ``--teacher_path``). A student's file gives the *architecture* only: its
+  layers are re-created by ``keras.models.clone_model`` with fresh weights drawn after seeding
+  with the run's seed, so every mode starts from the same initial weights and ``--seed``
+  decides them (seeds stored in the file's initializers are dropped for that reason);
+* **``keras.applications.NAME``** (e.g. ``keras.applications.MobileNetV3Small``): built for the
+  dataset's input shape and classes with ``weights=None``, so nothing is ever downloaded
+  (ImageNet weights would need 3-channel ImageNet-sized inputs and a 1000-class top anyway: to
+  distil from a pretrained network, save your fine-tuned model as ``.keras`` and pass the
+  file), ``classifier_activation=None`` (logits) and ``include_preprocessing=False`` where the
+  constructor has it (the data pipeline already normalises the images).
+
+Every model a source gives has one input and one output, outputs logits (a final softmax is
+removed, its weights kept) and is checked against the dataset's image shape and classes. An
+application's auto-generated layer names (``re_lu_7``: Keras counts per process) are
+renumbered within the model (``re_lu``, ``re_lu_1``...) as in a fresh process, so the names
+``--list_layers`` prints are the ones ``--hints`` takes in any run, whatever Keras built
+before (a file's names are its own, and stay).
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import os
+import re
+
+import keras
+
+from fitnets_tf.errors import ConfigError, ModelFileError
+from fitnets_tf.models.registry import build, names
+from fitnets_tf.run import io
+
+APPLICATIONS = "keras.applications."
+KERAS_SUFFIX = ".keras"
+
+
+def is_keras_file(spec) -> bool:
+    """Whether ``spec`` names a ``.keras`` file (whether or not it exists)."""
+    return isinstance(spec, str) and spec.endswith(KERAS_SUFFIX)
+
+
+def check(spec, role: str = "model") -> str | None:
+    """What is wrong with ``spec``, one sentence, or None; cheap (no model is built or read)."""
+    if spec in names():
+        return None
+    if is_keras_file(spec):
+        if os.path.isfile(os.path.expanduser(spec)):
+            return None
+        return f"the {role} file {spec!r} does not exist"
+    if isinstance(spec, str) and spec.startswith(APPLICATIONS):
+        return _application_problem(spec.removeprefix(APPLICATIONS))
+    return (
+        f"unknown {role} {spec!r}: give a registered architecture ({', '.join(names())}), a "
+        f"path to a .keras file, or {APPLICATIONS}NAME (a Keras model constructor)"
+    )
+
+
+def _application_problem(name: str) -> str | None:
+    constructor = getattr(keras.applications, name, None)
+    if constructor is not None and _is_constructor(constructor):
+        return None
+    known = [n for n in dir(keras.applications) if _is_constructor(getattr(keras.applications, n))]
+    return f"{APPLICATIONS}{name} is not a Keras model constructor (valid: {', '.join(known)})"
+
+
+def _is_constructor(obj) -> bool:
+    if inspect.ismodule(obj) or not callable(obj):
+        return False
+    try:
+        return {"classes", "weights", "input_shape"} <= set(inspect.signature(obj).parameters)
+    except (TypeError, ValueError):
+        return False
+
+
+def resolve(
+    spec: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    seed: int | None = None,
+    *,
+    keep_weights: bool = False,
+    role: str = "model",
+    **build_kwargs,
+) -> keras.Model:
+    """The model ``spec`` names, for images of ``input_shape`` and ``num_classes`` logits.
+
+    Args:
+        spec: a registered name, a ``.keras`` path or ``keras.applications.NAME`` (see the
+            module docstring).
+        input_shape, num_classes: the dataset's.
+        seed: decides the initial weights (a registered net's initializers; Keras' global
+            seed, ``keras.utils.set_random_seed``, before the layers of a file or an
+            application are created).
+        keep_weights: a ``.keras`` file's weights are used as saved (a trained teacher)
+            instead of re-initialised (a student's architecture).
+        role: how messages name the model ("teacher", "student").
+        **build_kwargs: :func:`fitnets_tf.models.build`'s options (``kernel_initializer``,
+            ``max_norm``, ``dropout``, ``input_dropout``), for registered architectures only.
+
+    Raises:
+        ConfigError: ``spec`` is invalid (see :func:`check`), or the model does not take the
+            dataset's images or give its classes.
+        ModelFileError: the ``.keras`` file cannot be loaded safely.
+    """
+    problem = check(spec, role)
+    if problem:
+        raise ConfigError(f"Invalid {role}: {problem}.")
+    if spec in names():
+        return build(spec, input_shape, num_classes, seed=seed, **build_kwargs)
+    if is_keras_file(spec):
+        model = io.load_model(spec, role, ModelFileError)
+        model = model if keep_weights else reinitialised(model, seed)
+    else:
+        model = reinitialised(_application(spec, input_shape, num_classes), seed, renumber=True)
+    return for_dataset(model, input_shape, num_classes, role, spec)
+
+
+def _application(spec: str, input_shape, num_classes: int) -> keras.Model:
+    constructor = getattr(keras.applications, spec.removeprefix(APPLICATIONS))
+    kwargs = dict(input_shape=tuple(input_shape), classes=num_classes, weights=None)
+    accepted = inspect.signature(constructor).parameters
+    kwargs.update({k: v for k, v in (("classifier_activation", None),
+                                     ("include_preprocessing", False)) if k in accepted})  # fmt: skip
+    try:
+        return constructor(**kwargs)
+    except (ValueError, TypeError) as e:  # e.g. "Input size must be at least 32x32"
+        raise ConfigError(
+            f"{spec} cannot be built for images of shape {tuple(input_shape)} and "
+            f"{num_classes} classes: {e}"
+        ) from e
+
+
+def reinitialised(model: keras.Model, seed: int | None = None, *, renumber: bool = False
+                  ) -> keras.Model:  # fmt: skip
+    """``model``'s architecture with fresh initial weights (``keras.models.clone_model``).
+
+    Keras' global seed is set to ``seed`` first, and the seeds of the layers' initializers are
+    dropped, so that ``seed`` alone decides the weights. The layers keep their names; with
+    ``renumber``, auto-generated ones are renumbered within the model (see the module
+    docstring) and the input is named ``input``, as the registered nets' is.
+    """
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    names = _stable_names(model) if renumber else {}
+
+    def clone(layer):
+        config = _unseeded(layer.get_config())
+        config["name"] = names.get(layer.name, layer.name)
+        return layer.__class__.from_config(config)
+
+    given = [layer.name for layer in model.layers if isinstance(layer, keras.layers.InputLayer)]
+    name = "input" if renumber or not given else given[0]
+    inputs = keras.Input(tuple(model.inputs[0].shape[1:]), dtype=model.inputs[0].dtype, name=name)
+    return keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
+
+
+def _stable_names(model: keras.Model) -> dict[str, str]:
+    """``{auto-generated name: the name a fresh process would give}`` for ``model``'s layers."""
+    counts: collections.Counter = collections.Counter()
+    renamed = {}
+    for layer in model.layers:
+        base = _snake_case(type(layer).__name__)
+        if re.fullmatch(rf"{base}(_\d+)?", layer.name):
+            renamed[layer.name] = base if counts[base] == 0 else f"{base}_{counts[base]}"
+            counts[base] += 1
+    return renamed
+
+
+def _snake_case(name: str) -> str:
+    # Keras' rule for default layer names (ReLU -> re_lu, Conv2D -> conv2d).
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _unseeded(config: dict) -> dict:
+    """A layer's config with the seeds of its initializers removed."""
+    out = dict(config)
+    for key, value in config.items():
+        inner = value.get("config") if isinstance(value, dict) else None
+        if key.endswith("_initializer") and isinstance(inner, dict) and "seed" in inner:
+            out[key] = {**value, "config": {**inner, "seed": None}}
+    return out
+
+
+def for_dataset(
+    model: keras.Model, input_shape, num_classes: int, role: str = "model", spec: str = ""
+) -> keras.Model:
+    """``model`` outputting logits (a final softmax removed), checked against the dataset.
+
+    Raises:
+        ConfigError: not one Functional input and output, or not ``num_classes`` logits out;
+            the message names ``role`` and ``spec``.
+        DataError: the model does not take ``input_shape`` images (the message says how to
+            resize them).
+    """
+    what = f"The {role} {spec or model.name!r}"
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or len(inputs) != 1 or len(outputs) != 1:
+        raise ConfigError(f"{what} must be a Functional keras.Model with one input and one "
+                          "output (images in, logits out).")  # fmt: skip
+    from fitnets_tf.data import check_input_shape  # data imports models: import when used
+
+    check_input_shape(inputs[0].shape, input_shape, role)
+    if outputs[0].shape[-1] != num_classes:
+        raise ConfigError(
+            f"{what} gives {outputs[0].shape[-1]} outputs, but the dataset has {num_classes} "
+            f"classes. Give a {role} built for this dataset."
+        )
+    return _without_softmax(model)
+
+
+def _without_softmax(model: keras.Model) -> keras.Model:
+    """The model's logits: the Distiller applies the softmax (and the temperature) itself."""
+    last = model.layers[-1]
+    softmax = isinstance(last, keras.layers.Softmax) or (
+        getattr(last, "activation", None) is keras.activations.softmax
+    )
+    if not softmax:
+        return model
+    if isinstance(last, (keras.layers.Softmax, keras.layers.Activation)):
+        return keras.Model(model.inputs[0], last.input, name=model.name)
+    linear = last.__class__.from_config({**last.get_config(), "activation": "linear"})
+    outputs = linear(last.input)
+    linear.set_weights(last.get_weights())
+    return keras.Model(model.inputs[0], outputs, name=model.name)

@@ -1,0 +1,221 @@
+"""Training recipes: an optimizer by name, and a learning-rate schedule written in epochs.
+
+The paper trains every stage with RMSProp at a constant learning rate. Later distillation
+benchmarks use other recipes: the CIFAR-100 one of CRD (Tian et al., ICLR 2020) trains 240
+epochs of SGD with momentum 0.9 and weight decay 5e-4, the learning rate ×0.1 at epochs 150,
+180 and 210; transformer-era recipes use AdamW with a warm-up and a cosine decay.
+
+A schedule is written in epochs (``constant``, ``cosine``, ``step:150,180,210``) and becomes a
+Keras schedule of the optimizer's step once a stage's length and steps per epoch are known
+(:func:`learning_rate`). Keras evaluates it at ``optimizer.iterations``, a variable saved with
+the optimizer's state: a stage resumed from its checkpoint continues with the learning rates
+of an uninterrupted one.
+
+Weight decay is Keras' own, *decoupled*: before each update, ``w ← w − lr · weight_decay · w``
+(Loshchilov & Hutter's AdamW form, for every optimizer). PyTorch's ``SGD(weight_decay=λ)``,
+which the CIFAR benchmark uses, instead adds ``λ·w`` to the gradient, and momentum ``m`` then
+accumulates it: at a constant learning rate its steady-state shrinkage per step is
+``lr · λ / (1 − m)``, so decoupled ``λ / (1 − m)`` (5e-3 for λ = 5e-4, m = 0.9) matches it.
+"""
+
+from __future__ import annotations
+
+import keras
+
+OPTIMIZERS = ("rmsprop", "sgd", "adam", "adamw")
+_CLASSES = {
+    "rmsprop": keras.optimizers.RMSprop,
+    "sgd": keras.optimizers.SGD,
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+}
+# Variables left out of the weight decay (Keras matches these in the variable's name): biases
+# and BatchNorm's γ and β. They hold few parameters and little of the capacity the decay is
+# meant to limit; decaying them mostly shrinks activations (He et al. 2019, "Bag of Tricks":
+# no bias decay). The CIFAR benchmark's PyTorch code decays every parameter.
+NOT_DECAYED = ("bias", "gamma", "beta")
+SCHEDULE_HELP = "constant, cosine, step:E1,E2,..."
+
+
+def schedule_problem(text: str) -> str | None:
+    """What is wrong with the schedule ``text``, one sentence, or None when it is valid."""
+    kind, colon, epochs = str(text).partition(":")
+    if kind in ("constant", "cosine") and not colon:
+        return None
+    if kind != "step":
+        return f"unknown learning-rate schedule {text!r} (valid: {SCHEDULE_HELP})"
+    try:
+        milestones = [int(e) for e in epochs.split(",")]
+    except ValueError:
+        milestones = []
+    increasing = all(a < b for a, b in zip(milestones, milestones[1:], strict=False))
+    if not milestones or milestones[0] < 1 or not increasing:
+        return (f"learning-rate schedule {text!r}: step: takes epochs >= 1 in increasing order, "
+                "e.g. step:150,180,210")  # fmt: skip
+    return None
+
+
+def parse_schedule(text: str) -> tuple[str, tuple[int, ...]]:
+    """``"step:150,180"`` as ``("step", (150, 180))``; ``"cosine"`` as ``("cosine", ())``."""
+    problem = schedule_problem(text)
+    if problem:
+        raise ValueError(f"{problem}. Received: schedule={text!r}")
+    kind, _, epochs = text.partition(":")
+    return kind, tuple(int(e) for e in epochs.split(",")) if epochs else ()
+
+
+def momentum_problem(momentum: float) -> str | None:
+    """Momentum 1 keeps every past gradient forever; a negative one is no momentum at all."""
+    return None if 0 <= momentum < 1 else f"momentum must be in [0, 1), got {momentum}"
+
+
+def combination_problems(optimizer: str, *, momentum: float = 0.0, nesterov: bool = False,
+                         weight_decay: float = 0.0) -> list[str]:  # fmt: skip
+    """What is wrong with these options together, one sentence each (empty: nothing).
+
+    The optimizer's name itself is checked against :data:`OPTIMIZERS` on its own.
+    """
+    found = []
+    if momentum and optimizer not in ("sgd", "rmsprop"):
+        found.append(f"{optimizer} takes no momentum (its beta_1 is Keras' 0.9): drop it")
+    if nesterov and not (optimizer == "sgd" and momentum):
+        found.append("nesterov needs optimizer sgd with momentum > 0")
+    if optimizer == "adamw" and not weight_decay:
+        found.append("adamw needs weight_decay > 0 (without it, it is adam)")
+    if optimizer == "adam" and weight_decay:
+        # Keras' Adam(weight_decay=...) is AdamW; PyTorch's would be L2 in the gradient.
+        found.append("Keras' adam decays weights as adamw does (decoupled): use adamw")
+    return found
+
+
+def warmup_problems(warmup_epochs: int, stage_epochs: dict[str, int]) -> list[str]:
+    """A warm-up at least as long as a stage (``{name: epochs}``): it would end warming up."""
+    return [f"warmup_epochs={warmup_epochs} is not shorter than {name}={epochs}: that stage "
+            "would end before its warm-up does" for name, epochs in stage_epochs.items()
+            if 0 < epochs <= warmup_epochs]  # fmt: skip
+
+
+def learning_rate(
+    base: float,
+    schedule: str = "constant",
+    *,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    warmup_epochs: int = 0,
+    decay: float = 0.1,
+):
+    """The ``learning_rate`` of a Keras optimizer for one stage: a float or a schedule.
+
+    Epochs count from the stage's start (0-based): ``step:150`` trains epochs 0–149 at ``base``
+    and the rest at ``base · decay``, as the CIFAR benchmark's code does. ``cosine`` decays
+    from ``base`` to 0 over the stage's epochs after the warm-up. The warm-up rises linearly
+    from 0 over the first ``warmup_epochs`` epochs (0 at the first step, as Keras'
+    ``CosineDecay``); under a step schedule it scales the first epochs of that schedule.
+
+    Args:
+        base: the learning rate (the peak, after any warm-up).
+        schedule: ``constant``, ``cosine`` or ``step:E1,E2,...``.
+        epochs: the stage's length; with ``steps_per_epoch``, needed by any schedule but a
+            constant rate without warm-up (which returns the float ``base``).
+        steps_per_epoch: optimizer steps (batches) per epoch.
+        warmup_epochs: epochs of linear warm-up.
+        decay: factor of each step of a step schedule.
+    """
+    kind, milestones = parse_schedule(schedule)
+    if kind == "constant" and not warmup_epochs:
+        return float(base)
+    if epochs is None or steps_per_epoch is None:
+        raise ValueError(
+            f"The schedule {schedule!r} (warm-up {warmup_epochs} epochs) is a function of the "
+            "step: it needs the stage's `epochs` and `steps_per_epoch`. Received: "
+            f"epochs={epochs}, steps_per_epoch={steps_per_epoch}"
+        )
+    warmup = warmup_epochs * steps_per_epoch
+    schedules = keras.optimizers.schedules
+    if kind == "cosine":
+        decay_steps = max(epochs - warmup_epochs, 1) * steps_per_epoch
+        if not warmup:
+            return schedules.CosineDecay(float(base), decay_steps)
+        return schedules.CosineDecay(0.0, decay_steps, warmup_target=float(base),
+                                     warmup_steps=warmup)  # fmt: skip
+    rate = float(base)
+    if kind == "step":
+        # PiecewiseConstantDecay changes value *after* a boundary step: the last step of
+        # epoch E - 1 is the boundary, so epoch E's first step has the decayed rate.
+        rate = schedules.PiecewiseConstantDecay(
+            [e * steps_per_epoch - 1 for e in milestones],
+            [float(base) * decay**i for i in range(len(milestones) + 1)],
+        )
+    return LinearWarmup(rate, warmup) if warmup else rate
+
+
+def build_optimizer(
+    name: str,
+    learning_rate,
+    *,
+    rho: float = 0.9,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> keras.optimizers.Optimizer:
+    """A fresh Keras optimizer ``name`` (one of :data:`OPTIMIZERS`).
+
+    ``rho`` is RMSProp's; ``momentum`` SGD's and RMSProp's; ``nesterov`` SGD's. Adam and AdamW
+    keep Keras' β1 = 0.9, β2 = 0.999, ε = 1e-7. ``weight_decay`` is decoupled (see the module
+    docstring) and skips the :data:`NOT_DECAYED` variables.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"`name` must be one of {OPTIMIZERS}. Received: name={name!r}")
+    found = combination_problems(name, momentum=momentum, nesterov=nesterov,
+                                 weight_decay=weight_decay)  # fmt: skip
+    problem = momentum_problem(momentum)
+    if found or problem:
+        raise ValueError(
+            "; ".join([*found, *filter(None, [problem])]) + f". Received: optimizer={name!r}, "
+            f"momentum={momentum}, nesterov={nesterov}, weight_decay={weight_decay}"
+        )
+    own = {"rmsprop": dict(rho=rho, momentum=float(momentum)),
+           "sgd": dict(momentum=float(momentum), nesterov=nesterov)}.get(name, {})  # fmt: skip
+    # None, not 0.0: Keras then adds no decay ops to the step at all.
+    decay = float(weight_decay) if weight_decay else None
+    optimizer = _CLASSES[name](learning_rate, weight_decay=decay, **own)
+    if decay:
+        optimizer.exclude_from_weight_decay(var_names=list(NOT_DECAYED))
+    return optimizer
+
+
+@keras.saving.register_keras_serializable(package="fitnets_tf")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule (or a constant rate) scaled by ``min(1, step / warmup_steps)``.
+
+    Keras' ``CosineDecay`` warms up by itself (``warmup_target``); this warms up the rates
+    that cannot: a constant one and ``PiecewiseConstantDecay``. The ramp is CosineDecay's:
+    0 at step 0, linear up to the wrapped schedule's value at ``warmup_steps``.
+
+    Args:
+        after: a ``LearningRateSchedule`` or a float learning rate.
+        warmup_steps: length of the ramp in optimizer steps (>= 1).
+    """
+
+    def __init__(self, after, warmup_steps: int):
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1:
+            raise ValueError(f"`warmup_steps` must be an int >= 1. Received: {warmup_steps!r}")
+        self.after, self.warmup_steps = after, warmup_steps
+
+    def __call__(self, step):
+        rate = self.after(step) if callable(self.after) else self.after
+        ramp = keras.ops.minimum(keras.ops.cast(step, "float32") / self.warmup_steps, 1.0)
+        return keras.ops.cast(rate, "float32") * ramp
+
+    def get_config(self):
+        after = self.after
+        if isinstance(after, keras.optimizers.schedules.LearningRateSchedule):
+            after = keras.optimizers.schedules.serialize(after)
+        return {"after": after, "warmup_steps": self.warmup_steps}
+
+    @classmethod
+    def from_config(cls, config):
+        after = config["after"]
+        if isinstance(after, dict):
+            after = keras.optimizers.schedules.deserialize(after)
+        return cls(after, config["warmup_steps"])

@@ -1,0 +1,446 @@
+"""The user's own data as --dataset: image folders, .npz files, prepared TFDS datasets.
+
+The image folders hold real Fashion-MNIST images written as PNG files here, so the test can
+follow every pixel and label from the files through fitnets_tf.data.load. Bad data must be
+refused with a DataError naming the file, folder or key, before any training.
+"""
+
+import gzip
+import json
+import pathlib
+import re
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from test_train import _train
+
+from fitnets_tf import config as config_lib
+from fitnets_tf import data
+from fitnets_tf.errors import ConfigError, DataError, DatasetNotFoundError
+
+DEBIAN_DIR = pathlib.Path(data.DEBIAN_FASHION_MNIST_DIR)
+pytestmark = pytest.mark.skipif(
+    not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists(),
+    reason=f"Debian package dataset-fashion-mnist not installed ({DEBIAN_DIR} absent).",
+)
+# Fashion-MNIST's classes, in label order; sorted, "bag" (label 8) becomes class 0.
+NAMES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+         "boot"]  # fmt: skip
+
+
+def _idx(name: str, offset: int, count: int, size: int) -> np.ndarray:
+    with gzip.open(DEBIAN_DIR / name) as f:
+        return np.frombuffer(f.read(offset + count * size), np.uint8, offset=offset)
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    """The first 300 Fashion-MNIST training images (uint8 28x28) and labels."""
+    images = _idx("train-images-idx3-ubyte.gz", 16, 300, 784).reshape(300, 28, 28)
+    return images, _idx("train-labels-idx1-ubyte.gz", 8, 300, 1).astype(np.int32)
+
+
+def write_pngs(root: pathlib.Path, images, labels, start: int = 0) -> None:
+    """``root/<class name>/<index>.png``, one PNG per image."""
+    for i, (image, label) in enumerate(zip(images, labels, strict=True), start):
+        folder = root / NAMES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = image[..., np.newaxis] if image.ndim == 2 else image
+        (folder / f"{i:04d}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, fashion):
+    """300 PNGs in one sub-folder per class."""
+    root = tmp_path_factory.mktemp("folder")
+    write_pngs(root, *fashion)
+    return root
+
+
+def _examples(ds) -> tuple[np.ndarray, np.ndarray]:
+    """A split's images back in raw pixels (the Preprocessor scaled them by 1/255), labels."""
+    x, y = zip(*[(x.numpy(), y.numpy()) for x, y in ds], strict=True)
+    return np.rint(np.concatenate(x) * 255).astype(np.uint8), np.concatenate(y)
+
+
+def _sizes(d: data.Datasets) -> tuple:
+    return d.num_train_examples, d.num_validation_examples, d.num_test_examples
+
+
+# ---------------------------------------------------------------------------- image folders
+
+
+def test_folder_loads_end_to_end_with_labels_from_sub_folders(folder, fashion):
+    datasets = data.load(f"folder:{folder}", batch_size=32)
+    assert datasets.input_shape == (28, 28, 1) and datasets.num_classes == 10
+    assert datasets.spec.class_names == tuple(sorted(NAMES))
+    assert datasets.preprocessor.mode == "scale" and not datasets.spec.flips
+    # 10% of 300 for test, then 10% of the 270 left for validation.
+    assert _sizes(datasets) == (243, 27, 30)
+    # Every example is a file's pixels, under the label of its sub-folder.
+    originals = {image.tobytes(): NAMES[label] for image, label in zip(*fashion, strict=True)}
+    seen = []
+    for split in (datasets.train, datasets.validation, datasets.test):
+        images, labels = _examples(split)
+        for image, label in zip(images, labels, strict=True):
+            assert originals[image[..., 0].tobytes()] == datasets.spec.class_names[label]
+            seen.append(image.tobytes())
+    assert len(set(seen)) == len(set(originals)) == 300  # each image once, in one split
+
+
+def test_folder_split_is_seeded_and_the_same_for_every_run_seed(folder):
+    def splits(seed):
+        datasets = data.load(f"folder:{folder}", batch_size=64, seed=seed)
+        return [_examples(s) for s in (datasets.validation, datasets.test)], datasets
+
+    (first, datasets), (again, _), (other_seed, other) = splits(0), splits(0), splits(1)
+    for a, b, c in zip(first, again, other_seed, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[0], c[0])  # --seed orders the training, not the split
+        np.testing.assert_array_equal(a[1], c[1])
+    # The held-out examples mix the classes (the files are in class order).
+    assert len(set(first[1][1].tolist())) >= 8
+    np.testing.assert_array_equal(datasets.train_examples[1], other.train_examples[1])
+
+
+def test_folder_with_train_and_test_sub_folders_uses_them(tmp_path, fashion):
+    images, labels = fashion
+    write_pngs(tmp_path / "train", images[:200], labels[:200])
+    write_pngs(tmp_path / "test", images[200:], labels[200:], start=200)
+    datasets = data.load(f"folder:{tmp_path}", batch_size=50, validation_size=20)
+    assert (datasets.num_train_examples, datasets.num_validation_examples) == (180, 20)
+    # test/ is read as it is, in Keras' order: by class name, then file name.
+    order = sorted(range(200, 300), key=lambda i: (NAMES[labels[i]], i))
+    test_images, test_labels = _examples(datasets.test)
+    np.testing.assert_array_equal(test_images[..., 0], images[order])
+    assert [datasets.spec.class_names[y] for y in test_labels] == [NAMES[labels[i]] for i in order]
+    all_data = data.load(f"folder:{tmp_path}", retrain_on_all=True)
+    assert all_data.validation is None and all_data.num_train_examples == 200
+
+
+def test_folder_of_rgb_images_and_image_size(tmp_path, fashion):
+    images, labels = fashion
+    rgb = np.stack([images[:40], 255 - images[:40], images[:40] // 2], axis=-1)
+    write_pngs(tmp_path, rgb, labels[:40])
+    datasets = data.load(f"folder:{tmp_path}", batch_size=8)
+    assert datasets.input_shape == (28, 28, 3)
+    resized = data.load(f"folder:{tmp_path}", batch_size=8, image_size=14)
+    assert resized.input_shape == (14, 14, 3)
+    x, _ = next(iter(resized.test))
+    assert x.shape[1:] == (14, 14, 3) and 0.0 <= float(tf.reduce_min(x)) <= 1.0
+
+
+def test_folder_default_size_is_the_first_images(tmp_path, fashion):
+    images, labels = fashion
+    write_pngs(tmp_path, images[:30], labels[:30])
+    # The first image Keras lists (first class, first file) is larger: all are resized to it.
+    first = sorted(tmp_path.iterdir())[0]
+    big = tf.image.resize(images[0][..., None], (32, 32)).numpy().astype(np.uint8)
+    (first / "0000_big.png").write_bytes(tf.io.encode_png(big).numpy())
+    assert data.load(f"folder:{tmp_path}", batch_size=8).input_shape == (32, 32, 1)
+
+
+# ------------------------------------------------------------------------------ .npz files
+
+
+def test_npz_loads_with_a_channel_axis_and_held_out_validation(tmp_path, fashion):
+    images, labels = fashion
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=images[:200], y_train=labels[:200], x_test=images[200:250],
+             y_test=labels[200:250])  # fmt: skip
+    datasets = data.load(f"npz:{path}", batch_size=25)
+    assert datasets.input_shape == (28, 28, 1) and datasets.num_classes == 10
+    assert _sizes(datasets) == (180, 20, 50)
+    test_images, test_labels = _examples(datasets.test)
+    np.testing.assert_array_equal(test_images[..., 0], images[200:250])
+    np.testing.assert_array_equal(test_labels, labels[200:250])
+    assert data.load(f"npz:{path}", image_size=(14, 20)).input_shape == (14, 20, 1)
+
+
+def test_npz_with_its_own_validation_arrays_and_float_pixels(tmp_path, fashion):
+    images, labels = fashion
+    path = tmp_path / "data.npz"
+    x = images.astype(np.float64)[..., np.newaxis]
+    np.savez(path, x_train=x[:100], y_train=labels[:100].astype(float), x_val=x[100:130],
+             y_val=labels[100:130], x_test=x[130:150], y_test=labels[130:150])  # fmt: skip
+    datasets = data.load(f"npz:{path}", batch_size=10)
+    assert (datasets.num_train_examples, datasets.num_validation_examples) == (100, 30)
+    val_images, val_labels = _examples(datasets.validation)
+    np.testing.assert_array_equal(val_images[..., 0], images[100:130])
+    np.testing.assert_array_equal(val_labels, labels[100:130])
+    merged = data.load(f"npz:{path}", batch_size=10, retrain_on_all=True)
+    assert merged.validation is None and merged.num_train_examples == 130
+
+
+# ------------------------------------------------------------------- prepared TFDS datasets
+
+
+class FitnetsTestImages(tfds.core.GeneratorBasedBuilder):
+    """A tiny image classification dataset, prepared offline by the test (registers its name)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(28, 28, 1)),
+                    "label": tfds.features.ClassLabel(names=NAMES),
+                }
+            ),
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(0, 100), "test": self._generate_examples(100, 140)}
+
+    def _generate_examples(self, start, stop):
+        images = _idx("train-images-idx3-ubyte.gz", 16, stop, 784).reshape(stop, 28, 28, 1)
+        labels = _idx("train-labels-idx1-ubyte.gz", 8, stop, 1)
+        for i in range(start, stop):
+            yield i, {"image": images[i], "label": int(labels[i])}
+
+
+def test_prepared_tfds_dataset_holds_out_the_end_of_train(tmp_path):
+    builder = FitnetsTestImages(data_dir=tmp_path)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
+    assert data.dataset_problem("fitnets_test_images") is None
+    datasets = data.load("fitnets_test_images", data_dir=tmp_path, batch_size=16)
+    assert datasets.input_shape == (28, 28, 1) and datasets.num_classes == 10
+    assert datasets.spec.class_names == tuple(NAMES)
+    assert (datasets.num_train_examples, datasets.num_validation_examples) == (90, 10)
+    # Validation: the last 10 of train in TFDS's file order (as the paper's datasets).
+    in_order = builder.as_dataset(split="train", shuffle_files=False, batch_size=-1)
+    images, labels = _examples(datasets.validation)
+    np.testing.assert_array_equal(images, in_order["image"][-10:].numpy())
+    np.testing.assert_array_equal(labels, in_order["label"][-10:].numpy())
+    assert datasets.num_test_examples == 40
+
+
+class FitnetsTrainOnlyImages(FitnetsTestImages):
+    """The same images, without a test split."""
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(0, 100)}
+
+
+def test_prepared_tfds_dataset_without_test_split_is_refused(tmp_path):
+    FitnetsTrainOnlyImages(data_dir=tmp_path).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
+    with pytest.raises(DataError, match="has the splits train, and a run needs 'train' and 'test'"):
+        data.load("fitnets_train_only_images", data_dir=tmp_path)
+
+
+def test_unprepared_tfds_dataset_fails_fast_saying_where_it_looked(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(DatasetNotFoundError) as error:
+        data.load("beans", data_dir=tmp_path)
+    assert time.monotonic() - start < 10
+    message = str(error.value)
+    assert str(tmp_path / "beans") in message and "tfds build beans --data_dir=" in message
+    assert "fashion_mnist" in message and "folder:PATH" in message and "\n" not in message
+    assert not list(tmp_path.iterdir())  # nothing downloaded or half-prepared
+
+
+def test_config_accepts_the_sources_and_refuses_the_rest(folder, tmp_path):
+    valid = config_lib.ExperimentConfig().with_values
+    for name in ("mnist", f"folder:{folder}", "beans", "cifar10_corrupted/fog_1"):
+        valid(dataset=name).validate()
+    for name, message in [
+        ("imagenet", "unknown dataset 'imagenet' .*fashion_mnist.*folder:PATH"),
+        (f"folder:{tmp_path / 'nope'}", "dataset folder .*nope' does not exist"),
+        (f"npz:{folder}", "dataset file .* does not exist"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            valid(dataset=name).validate()
+    assert valid(image_size=(28,)).data.image_size == (28, 28)
+    with pytest.raises(ConfigError, match="image_size takes one or two positive sizes"):
+        valid(image_size=(28, 0)).validate()
+    with pytest.raises(ConfigError, match="image_size.*the user's data only"):
+        data.load("mnist", image_size=(32, 32))
+
+
+# --------------------------------------------------------------------------------- bad data
+
+
+def _png_folder(root: pathlib.Path, fashion, count: int = 20) -> pathlib.Path:
+    write_pngs(root, fashion[0][:count], fashion[1][:count])
+    return root
+
+
+def _corrupt_image(root, fashion):
+    # The last file of the last class: every file is checked, not just the first.
+    bad = sorted(sorted(_png_folder(root, fashion).iterdir())[-1].iterdir())[-1]
+    bad.write_text("not an image")
+    return bad
+
+
+def _truncated_image(root, fashion):
+    bad = _png_folder(root, fashion) / "tshirt" / "9999.png"
+    bad.write_bytes(tf.io.encode_png(fashion[0][0][..., None]).numpy()[:60])
+    return bad
+
+
+def _empty_class_folder(root, fashion):
+    (_png_folder(root, fashion) / "zebra").mkdir()
+    (root / "zebra" / "notes.txt").write_text("no images here")
+    return root / "zebra"
+
+
+def _no_class_folders(root, fashion):
+    root.mkdir()
+    (root / "a.png").write_bytes(tf.io.encode_png(fashion[0][0][..., None]).numpy())
+    return root
+
+
+def _classes_differ(root, fashion):
+    write_pngs(root / "train", fashion[0][:20], fashion[1][:20])
+    write_pngs(root / "test", fashion[0][20:22], [0, 0])
+    return "tshirt"
+
+
+FOLDER_CASES = {
+    "corrupt image": (_corrupt_image, "Cannot decode the image file"),
+    "truncated image": (_truncated_image, "Cannot decode the image file"),
+    "class folder without images": (_empty_class_folder, "holds no image"),
+    "no class folders": (_no_class_folders, "has no sub-folder"),
+    "train and test classes differ": (_classes_differ, "must hold the same class folders"),
+}
+
+
+@pytest.mark.parametrize("case", FOLDER_CASES)
+def test_bad_folder_is_refused_naming_the_file(tmp_path, fashion, case):
+    make, message = FOLDER_CASES[case]
+    named = make(tmp_path / "images", fashion)
+    with pytest.raises(DataError, match=message) as error:
+        data.load(f"folder:{tmp_path / 'images'}")
+    assert str(named) in str(error.value)
+
+
+def test_missing_folder_or_file_is_refused(tmp_path):
+    with pytest.raises(DataError, match=f"{tmp_path / 'nope'}.*does not exist"):
+        data.load(f"folder:{tmp_path / 'nope'}")
+    with pytest.raises(DataError, match=f"{tmp_path / 'nope.npz'}.*does not exist"):
+        data.load(f"npz:{tmp_path / 'nope.npz'}")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="Cannot read .*junk.npz as an .npz archive"):
+        data.load(f"npz:{tmp_path / 'junk.npz'}")
+
+
+def _good_arrays():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    y = np.arange(40, dtype=np.int64) % 4
+    return dict(x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
+
+
+NPZ_CASES = {  # case: (arrays replacing the good ones, None: removed), expected message
+    "missing keys": (dict(x_test=None, y_test=None), "has no x_test, y_test"),
+    "half a validation pair": (dict(x_val=np.zeros((2, 8, 8), np.uint8)), "has no y_val"),
+    "negative label": (dict(y_test=-np.ones(10, int)), "y_test holds the negative label -1"),
+    "non-integer label": (dict(y_train=np.full(30, 1.5)), "y_train holds 1.5, not a class"),
+    "label out of range": (dict(y_test=np.full(10, 4)), "y_test holds the label 4, out of"),
+    "one-hot labels": (dict(y_train=np.eye(4)[np.arange(30) % 4]), r"y_train has shape \(30, 4\)"),
+    "lengths differ": (dict(y_train=np.zeros(29, int)), "x_train has 30 images but y_train has 29"),
+    "wrong rank": (dict(x_train=np.zeros((30, 64), np.uint8)), r"x_train has shape \(30, 64\)"),
+    "image shapes differ": (dict(x_test=np.zeros((10, 9, 9), np.uint8)), "x_test holds images of"),
+    "pixels out of range": (dict(x_test=np.full((10, 8, 8), 300.0)), "x_test holds values outside"),
+    "already scaled": (dict(x_train=np.full((30, 8, 8), 0.5)), r"x_train holds values in \[0, 1\]"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", NPZ_CASES)
+def test_bad_npz_is_refused_naming_the_key(tmp_path, case):
+    change, message = NPZ_CASES[case]
+    arrays = {k: v for k, v in {**_good_arrays(), **change}.items() if v is not None}
+    np.savez(tmp_path / "data.npz", **arrays)
+    with pytest.raises(DataError, match=message):
+        data.load(f"npz:{tmp_path / 'data.npz'}")
+
+
+def test_images_a_model_cannot_take_are_refused():
+    data.check_input_shape((None, 28, 28, 1), (28, 28, 1), "teacher")
+    data.check_input_shape((None, None, None, 3), (64, 48, 3), "teacher")
+    with pytest.raises(DataError, match=r"teacher takes images of shape 28x28x1 but the data's "
+                       r"are 14x14x1: resize the images \(--image_size=28,28\)"):  # fmt: skip
+        data.check_input_shape((None, 28, 28, 1), (14, 14, 1), "teacher")
+    with pytest.raises(DataError, match="give images with 1 channel"):
+        data.check_input_shape((28, 28, 1), (28, 28, 3), "student")
+
+
+def test_images_of_varying_size_need_image_size():
+    spec = data.DatasetSpec("photos", "photos", (None, None, 3), 2, 0)
+    raw = {"train": tf.data.Dataset.from_tensors((tf.zeros((5, 7, 3)), 0))}
+    with pytest.raises(DataError, match="vary in size.*--image_size"):
+        data.shapes.at_size(raw, spec, None)
+    resized, spec = data.shapes.at_size(raw, spec, (4, 4))
+    assert spec.input_shape == (4, 4, 3)
+    assert next(iter(resized["train"]))[0].shape == (4, 4, 3)
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def _cli_corrupt_folder(tmp_path, fashion):
+    bad = _corrupt_image(tmp_path / "images", fashion)
+    return [f"--dataset=folder:{tmp_path / 'images'}"], f"Cannot decode the image file {bad}"
+
+
+def _cli_empty_class(tmp_path, fashion):
+    _empty_class_folder(tmp_path / "images", fashion)
+    return [f"--dataset=folder:{tmp_path / 'images'}"], "zebra holds no image"
+
+
+def _cli_missing_folder(tmp_path, fashion):
+    return [f"--dataset=folder:{tmp_path / 'nope'}"], "dataset folder .*nope' does not exist"
+
+
+def _cli_npz_missing_key(tmp_path, fashion):
+    arrays = _good_arrays()
+    del arrays["y_test"]
+    np.savez(tmp_path / "data.npz", **arrays)
+    return [f"--dataset=npz:{tmp_path / 'data.npz'}"], "has no y_test"
+
+
+def _cli_bad_image_size(tmp_path, fashion):
+    return ["--image_size=28,x"], "--image_size takes int values"
+
+
+CLI_CASES = [_cli_corrupt_folder, _cli_empty_class, _cli_missing_folder, _cli_npz_missing_key,
+             _cli_bad_image_size]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=lambda f: f.__name__.removeprefix("_cli_"))
+def test_cli_refuses_bad_data_before_training(tmp_path, fashion, case):
+    args, message = case(tmp_path, fashion)
+    workdir = tmp_path / "run"
+    proc = _train("--flagfile=configs/smoke.flags", f"--workdir={workdir}", *args, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    error = proc.stderr[proc.stderr.index("fitnets_tf.train: error:") :].strip()
+    assert "\n\n" not in error  # one paragraph
+    assert re.search(message, error), error
+    assert not list(workdir.rglob("checkpoints"))  # nothing trained
+
+
+def test_cli_trains_on_a_png_folder(tmp_path, folder):
+    workdir = tmp_path / "run"
+    proc = _train("--flagfile=configs/smoke.flags", f"--workdir={workdir}",
+                  f"--dataset=folder:{folder}", "--image_size=28", "--mode=fitnet",
+                  "--teacher_epochs=1", "--hints_epochs=1", "--kd_epochs=1",
+                  "--nomeasure_latency", timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["dataset"] == f"folder:{folder}"
+    assert [row["name"] for row in summary["models"]] == ["teacher", "fitnet"]
+    flags = (workdir / "flags.txt").read_text()
+    assert f"--dataset=folder:{folder}" in flags and "--image_size=28,28" in flags
+    preprocessor = keras.saving.load_model(workdir / "preprocessor.keras")
+    assert preprocessor.input_shape == (None, 28, 28, 1)

@@ -1,0 +1,229 @@
+"""The user's own teacher and student (.keras files, keras.applications), and hints from the CLI."""
+
+import csv
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from fitnets_tf import hint_choice
+from fitnets_tf.errors import ConfigError, DataError
+from fitnets_tf.models import sources
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = "--flagfile=configs/smoke.flags"
+
+
+def _train(*args, timeout=240):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "fitnets_tf.train", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def _tiny_teacher(softmax: bool = False) -> keras.Model:
+    """28×28×1 → t_pool1 (13, 13, 8) → t_pool2 (5, 5, 8) → t_conv3 (3, 3, 8) → 10."""
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="t_conv1")(inputs)
+    h = keras.layers.MaxPooling2D(2, name="t_pool1")(h)
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="t_conv2")(h)
+    h = keras.layers.MaxPooling2D(2, name="t_pool2")(h)
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="t_conv3")(h)
+    h = keras.layers.Flatten(name="t_flatten")(h)
+    outputs = keras.layers.Dense(10, activation="softmax" if softmax else None, name="logits")(h)
+    return keras.Model(inputs, outputs, name="my_teacher")
+
+
+def _tiny_student() -> keras.Model:
+    """28×28×1 → s_conv1 (26, 26, 4) → s_pool2 (12, 12, 4) → s_pool3 (5, 5, 4) → 10.
+
+    Its kernels have a seeded initializer: a run must draw them from its own seed anyway.
+    """
+    init = keras.initializers.GlorotUniform(seed=5)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=init, name="s_conv1")(inputs)
+    h = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=init, name="s_conv2")(h)
+    h = keras.layers.MaxPooling2D(2, name="s_pool2")(h)
+    h = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=init, name="s_conv3")(h)
+    h = keras.layers.MaxPooling2D(2, name="s_pool3")(h)
+    outputs = keras.layers.Dense(10, name="logits")(keras.layers.Flatten(name="s_flatten")(h))
+    return keras.Model(inputs, outputs, name="my_student")
+
+
+def _same_weights(a: keras.Model, b: keras.Model) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("models")
+    teacher, student = directory / "teacher.keras", directory / "student.keras"
+    keras.utils.set_random_seed(0)
+    _tiny_teacher().save(teacher)
+    _tiny_student().save(student)
+    return str(teacher), str(student)
+
+
+# -- the Python API ---------------------------------------------------------------------------
+
+
+def test_check_accepts_names_existing_files_and_constructors(model_files):
+    teacher, _ = model_files
+    assert sources.check("mnist_fitnet") is None and sources.check(teacher) is None
+    assert sources.check("keras.applications.MobileNetV3Small") is None
+    assert "does not exist" in sources.check("/nonexistent/s.keras", "student")
+    assert "not a Keras model constructor" in sources.check("keras.applications.mobilenet_v3")
+    assert "unknown student 'resnet'" in sources.check("resnet", "student")
+
+
+def test_application_student_gives_logits_at_a_small_input_without_any_download(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    spec = "keras.applications.MobileNetV3Small"
+    student = sources.resolve(spec, (32, 32, 1), 7, seed=3, role="student")
+    x = np.random.RandomState(0).rand(4, 32, 32, 1).astype("float32")
+    logits = np.asarray(student(x))
+    assert logits.shape == (4, 7) and student.layers[-1].activation is keras.activations.linear
+    assert not np.allclose(logits.sum(axis=1), 1.0)  # not probabilities
+    assert not any(isinstance(layer, keras.layers.Rescaling) for layer in student.layers)
+    # Same seed, same weights and layer names, whatever Keras built in between.
+    keras.layers.ReLU(name=None)  # takes the next auto-generated name: re_lu_N
+    again = sources.resolve(spec, (32, 32, 1), 7, seed=3)
+    assert [layer.name for layer in again.layers] == [layer.name for layer in student.layers]
+    assert student.layers[0].name == "input" and "re_lu" in [layer.name for layer in student.layers]
+    assert _same_weights(again, student)
+    assert not _same_weights(sources.resolve(spec, (32, 32, 1), 7, seed=4), student)
+
+
+def test_application_refuses_an_input_it_cannot_take():
+    with pytest.raises(ConfigError, match=r"MobileNetV3Small cannot be built.*at least 32x32"):
+        sources.resolve("keras.applications.MobileNetV3Small", (28, 28, 1), 10)
+
+
+def test_student_file_gives_its_architecture_with_weights_drawn_from_the_seed(model_files):
+    _, path = model_files
+    saved = keras.saving.load_model(path)
+    first = sources.resolve(path, (28, 28, 1), 10, seed=1, role="student")
+    assert [layer.name for layer in first.layers] == [layer.name for layer in saved.layers]
+    assert _same_weights(first, sources.resolve(path, (28, 28, 1), 10, seed=1))
+    # The file's seeded initializer would give its own weights whatever the run's seed.
+    assert not _same_weights(first, sources.resolve(path, (28, 28, 1), 10, seed=2))
+    assert not _same_weights(first, saved)
+
+
+def test_teacher_file_keeps_its_weights_and_loses_its_softmax(tmp_path):
+    teacher = _tiny_teacher(softmax=True)
+    teacher.save(tmp_path / "softmax.keras")
+    loaded = sources.resolve(str(tmp_path / "softmax.keras"), (28, 28, 1), 10, keep_weights=True)
+    x = np.random.RandomState(1).rand(3, 28, 28, 1).astype("float32")
+    np.testing.assert_allclose(keras.ops.softmax(loaded(x)), teacher(x), atol=1e-6)
+    assert loaded.layers[-1].activation is keras.activations.linear
+
+
+def test_a_model_for_other_images_is_refused(model_files):
+    with pytest.raises(DataError, match=r"teacher takes images of shape 28x28x1 but the data's "
+                       r"are 32x32x3"):  # fmt: skip
+        sources.resolve(model_files[0], (32, 32, 3), 10, keep_weights=True, role="teacher")
+
+
+def test_the_files_auto_pair_is_the_middle_of_each(model_files):
+    teacher, student = (keras.saving.load_model(p) for p in model_files)
+    chosen = hint_choice.auto_pair(teacher, student)
+    assert (chosen.hint_layer, chosen.guided_layer) == ("t_pool2", "s_pool2")
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def _columns(path) -> set[str]:
+    with open(path) as f:
+        return set(next(csv.reader(f)))
+
+
+@pytest.fixture(scope="module")
+def file_run(model_files, tmp_path_factory):
+    teacher, student = model_files
+    workdir = tmp_path_factory.mktemp("file_run")
+    proc = _train(SMOKE, f"--workdir={workdir}", f"--teacher={teacher}", f"--student={student}",
+                  "--hints=auto", "--mode=fitnet,stagewise_labels", "--kd_epochs=1",
+                  "--nomeasure_latency")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return workdir, proc
+
+
+def test_keras_files_train_end_to_end_with_the_auto_pair_recorded(file_run, model_files):
+    workdir, proc = file_run
+    assert not (workdir / "teacher").exists()  # a .keras teacher is a trained teacher
+    assert "hints=auto: t_pool2:s_pool2 (the paper's rule" in proc.stdout
+    hints = json.loads((workdir / "hints.json").read_text())
+    assert hints["pairs"] == [{"hint_layer": "t_pool2", "guided_layer": "s_pool2", "weight": 1.0}]
+    assert "middle" in hints["auto"]["reason"]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert (summary["hint_layer"], summary["guided_layer"]) == ("t_pool2", "s_pool2")
+    assert summary["hints"] == hints and summary["teacher"] == model_files[0]
+    rows = {r["name"]: r for r in summary["models"]}
+    # 3·3·1·8+8 + 2·(3·3·8·8+8) + 72·10+10, and 3·3·1·4+4 + 2·(3·3·4·4+4) + 100·10+10
+    assert rows["teacher"]["params"] == 1_978 and rows["fitnet"]["params"] == 1_346
+    assert "hint_loss" in _columns(workdir / "fitnet" / "hints" / "log.csv")
+    assert (workdir / "stagewise_labels" / "guided_labels" / "log.csv").exists()
+    assert (workdir / "student.keras").exists()
+
+
+def test_two_hint_pairs_from_the_command_line(model_files, tmp_path):
+    teacher, student = model_files
+    proc = _train(SMOKE, f"--workdir={tmp_path}", f"--teacher={teacher}", f"--student={student}",
+                  "--hints=t_pool1:s_conv1,t_pool2:s_pool2", "--hint_weights=1,0.5",
+                  "--mode=fitnet", "--stages=stage1", "--nomeasure_latency")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    columns = _columns(tmp_path / "fitnet" / "hints" / "log.csv")
+    assert {"hint_loss", "hint_loss/t_pool1:s_conv1", "hint_loss/t_pool2:s_pool2",
+            "val_hint_loss/t_pool2:s_pool2"} <= columns  # fmt: skip
+    pairs = json.loads((tmp_path / "hints.json").read_text())["pairs"]
+    assert [(p["hint_layer"], p["guided_layer"], p["weight"]) for p in pairs] == [
+        ("t_pool1", "s_conv1", 1.0), ("t_pool2", "s_pool2", 0.5)
+    ]  # fmt: skip
+    assert "--hints=t_pool1:s_conv1,t_pool2:s_pool2" in (tmp_path / "flags.txt").read_text()
+
+
+def test_list_layers_prints_both_models_and_the_auto_choice_and_writes_nothing(model_files, tmp_path):
+    teacher, student = model_files
+    workdir = tmp_path / "never"
+    proc = _train(SMOKE, f"--workdir={workdir}", f"--teacher={teacher}", f"--student={student}",
+                  "--list_layers", timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert re.search(r"\*\s+t_pool2\s+MaxPooling2D\s+\(5, 5, 8\)", out)
+    assert re.search(r"\*\s+s_pool2\s+MaxPooling2D\s+\(12, 12, 4\)", out)
+    assert re.search(r"^\s+t_conv2\s+Conv2D\s+\(11, 11, 8\)", out, re.MULTILINE)  # not marked
+    assert "hints=auto chooses t_pool2:s_pool2" in out
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--student=/nonexistent/student.keras"], "student file '/nonexistent/student.keras' "
+         "does not exist"),
+        (["--teacher=keras.applications.NoSuchNet"], "keras.applications.NoSuchNet is not a "
+         "Keras model constructor"),
+        (["--hints=pool2"], "hints takes 'auto' or one or more 'teacher_layer:student_layer'"),
+        (["--hints=auto", "--hint_layer=pool2"], "not both"),
+        (["--hint_weights=1,2"], "one weight per hint pair: 1 pair"),
+        (["--hints=pool2:pool4,conv1:pool2"], r"Pair 2 \(conv1:pool2\)"),
+    ],
+)
+def test_bad_models_and_hints_fail_fast_in_one_paragraph(args, message, tmp_path):
+    proc = _train(SMOKE, f"--workdir={tmp_path}", *args, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "fitnets_tf.train: error:" in line]
+    assert len(errors) == 1 and re.search(message, errors[0]), proc.stderr[-2000:]
+    assert not (tmp_path / "teacher").exists() and not (tmp_path / "fitnet").exists()
