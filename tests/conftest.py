@@ -1,6 +1,8 @@
-"""Shared tiny models and data: every test runs in seconds on 2 CPU cores."""
+"""Shared tiny models and data: every test runs in seconds on 2 CPU cores; the CLI runner."""
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -10,6 +12,17 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from fitnets_tf import layers  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def train_cli(*args, timeout=240) -> subprocess.CompletedProcess:
+    """``python -m fitnets_tf.train ARGS`` from the checkout, its output captured."""
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "fitnets_tf.train", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
 
 
 def tiny_model(

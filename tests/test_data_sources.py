@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from test_train import _train
+from conftest import train_cli
 
 from fitnets_tf import config as config_lib
 from fitnets_tf import data
@@ -421,7 +421,7 @@ CLI_CASES = [_cli_corrupt_folder, _cli_empty_class, _cli_missing_folder, _cli_np
 def test_cli_refuses_bad_data_before_training(tmp_path, fashion, case):
     args, message = case(tmp_path, fashion)
     workdir = tmp_path / "run"
-    proc = _train("--flagfile=configs/smoke.flags", f"--workdir={workdir}", *args, timeout=120)
+    proc = train_cli("--flagfile=configs/smoke.flags", f"--workdir={workdir}", *args, timeout=120)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     error = proc.stderr[proc.stderr.index("fitnets_tf.train: error:") :].strip()
@@ -432,7 +432,7 @@ def test_cli_refuses_bad_data_before_training(tmp_path, fashion, case):
 
 def test_cli_trains_on_a_png_folder(tmp_path, folder):
     workdir = tmp_path / "run"
-    proc = _train("--flagfile=configs/smoke.flags", f"--workdir={workdir}",
+    proc = train_cli("--flagfile=configs/smoke.flags", f"--workdir={workdir}",
                   f"--dataset=folder:{folder}", "--image_size=28", "--mode=fitnet",
                   "--teacher_epochs=1", "--hints_epochs=1", "--kd_epochs=1",
                   "--nomeasure_latency", timeout=300)  # fmt: skip

@@ -5,12 +5,11 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
+from conftest import train_cli
 
 from fitnets_tf import hint_choice
 from fitnets_tf.errors import ConfigError, DataError
@@ -20,12 +19,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "--flagfile=configs/smoke.flags"
 
 
-def _train(*args, timeout=240):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, "-m", "fitnets_tf.train", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
 
 
 def _tiny_teacher(softmax: bool = False) -> keras.Model:
@@ -153,7 +146,7 @@ def _columns(path) -> set[str]:
 def file_run(model_files, tmp_path_factory):
     teacher, student = model_files
     workdir = tmp_path_factory.mktemp("file_run")
-    proc = _train(SMOKE, f"--workdir={workdir}", f"--teacher={teacher}", f"--student={student}",
+    proc = train_cli(SMOKE, f"--workdir={workdir}", f"--teacher={teacher}", f"--student={student}",
                   "--hints=auto", "--mode=fitnet,stagewise_labels", "--kd_epochs=1",
                   "--nomeasure_latency")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -180,7 +173,7 @@ def test_keras_files_train_end_to_end_with_the_auto_pair_recorded(file_run, mode
 
 def test_two_hint_pairs_from_the_command_line(model_files, tmp_path):
     teacher, student = model_files
-    proc = _train(SMOKE, f"--workdir={tmp_path}", f"--teacher={teacher}", f"--student={student}",
+    proc = train_cli(SMOKE, f"--workdir={tmp_path}", f"--teacher={teacher}", f"--student={student}",
                   "--hints=t_pool1:s_conv1,t_pool2:s_pool2", "--hint_weights=1,0.5",
                   "--mode=fitnet", "--stages=stage1", "--nomeasure_latency")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -197,7 +190,7 @@ def test_two_hint_pairs_from_the_command_line(model_files, tmp_path):
 def test_list_layers_prints_both_models_and_the_auto_choice_and_writes_nothing(model_files, tmp_path):
     teacher, student = model_files
     workdir = tmp_path / "never"
-    proc = _train(SMOKE, f"--workdir={workdir}", f"--teacher={teacher}", f"--student={student}",
+    proc = train_cli(SMOKE, f"--workdir={workdir}", f"--teacher={teacher}", f"--student={student}",
                   "--list_layers", timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -222,7 +215,7 @@ def test_list_layers_prints_both_models_and_the_auto_choice_and_writes_nothing(m
     ],
 )
 def test_bad_models_and_hints_fail_fast_in_one_paragraph(args, message, tmp_path):
-    proc = _train(SMOKE, f"--workdir={tmp_path}", *args, timeout=120)
+    proc = train_cli(SMOKE, f"--workdir={tmp_path}", *args, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "fitnets_tf.train: error:" in line]
     assert len(errors) == 1 and re.search(message, errors[0]), proc.stderr[-2000:]

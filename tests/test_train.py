@@ -3,26 +3,19 @@
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from conftest import train_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _train(*args, timeout=240):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, "-m", "fitnets_tf.train", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("smoke")
-    proc = _train("--flagfile=configs/smoke.flags", f"--workdir={workdir}")
+    proc = train_cli("--flagfile=configs/smoke.flags", f"--workdir={workdir}")
     assert proc.returncode == 0, proc.stderr[-4000:]
     return workdir, proc
 
@@ -67,7 +60,7 @@ def test_resolved_flagfile_reruns_as_is(smoke_run, tmp_path):
     assert "--mode=fitnet,kd,scratch,stagewise_labels" in flags
     # Re-run only the kd stage of a cheap mode from the saved teacher: proves the file parses
     # and that a previous run directory provides the teacher.
-    proc = _train(f"--flagfile={workdir / 'flags.txt'}", f"--workdir={tmp_path}", "--mode=kd",
+    proc = train_cli(f"--flagfile={workdir / 'flags.txt'}", f"--workdir={tmp_path}", "--mode=kd",
                   "--stages=kd", f"--teacher_path={workdir}", "--kd_epochs=1",
                   "--nomeasure_latency")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -79,10 +72,10 @@ def test_stage_two_alone_needs_stage_one_of_the_same_workdir(smoke_run, tmp_path
     workdir, _ = smoke_run
     args = ["--flagfile=configs/smoke.flags", "--mode=fitnet", f"--teacher_path={workdir}",
             "--kd_epochs=1", "--nomeasure_latency", f"--workdir={tmp_path}"]  # fmt: skip
-    proc = _train(*args, "--stages=kd", timeout=120)
+    proc = train_cli(*args, "--stages=kd", timeout=120)
     assert proc.returncode != 0 and "run that stage first" in proc.stderr
-    assert _train(*args, "--stages=hints", timeout=180).returncode == 0
-    proc = _train(*args, "--stages=kd", timeout=180)  # stage 1 is there now: runs
+    assert train_cli(*args, "--stages=hints", timeout=180).returncode == 0
+    proc = train_cli(*args, "--stages=kd", timeout=180)  # stage 1 is there now: runs
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "stages kd" in proc.stdout and (tmp_path / "fitnet" / "kd" / "student.keras").exists()
 
@@ -104,7 +97,7 @@ def test_stage_two_alone_needs_stage_one_of_the_same_workdir(smoke_run, tmp_path
 )
 def test_bad_input_fails_fast_without_traceback(args, message, tmp_path):
     base = ["--flagfile=configs/smoke.flags", f"--workdir={tmp_path}"]
-    proc = _train(*base, *args, timeout=60)
+    proc = train_cli(*base, *args, timeout=60)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     import re
@@ -116,7 +109,7 @@ def test_bad_input_fails_fast_without_traceback(args, message, tmp_path):
 def test_corrupt_teacher_file_is_refused(tmp_path):
     bad = tmp_path / "teacher.keras"
     bad.write_bytes(b"not a zip file")
-    proc = _train("--flagfile=configs/smoke.flags", f"--workdir={tmp_path / 'run'}",
+    proc = train_cli("--flagfile=configs/smoke.flags", f"--workdir={tmp_path / 'run'}",
                   f"--teacher_path={bad}", timeout=60)  # fmt: skip
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "Cannot load the teacher" in proc.stderr
@@ -125,7 +118,7 @@ def test_corrupt_teacher_file_is_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [["--mixed_precision"], ["--jit_compile"]])
 def test_mixed_precision_and_xla_runs_on_cpu(tmp_path, extra):
-    proc = _train("--flagfile=configs/smoke.flags", f"--workdir={tmp_path}", "--mode=fitnet",
+    proc = train_cli("--flagfile=configs/smoke.flags", f"--workdir={tmp_path}", "--mode=fitnet",
                   "--nomeasure_latency", *extra, timeout=400)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
