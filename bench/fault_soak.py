@@ -15,10 +15,16 @@ the first N kills that leave an unfinished stage with a counted checkpoint are f
 cutting that checkpoint's ``ckpt-E.index`` to half its size, as a crash of the machine might:
 the re-run must name it on stderr, fall back to the checkpoint before, and finish identical.
 
-It prints the counts (kills by signal, resumes, truncations and the damage warnings the
-re-runs printed, identical finishes, differing models, corrupt files) and writes them to
-``bench/results/fault_soak.json``. Runs are ``--deterministic``: the comparison is exact. Not
-a test: it takes minutes.
+The killed runs checkpoint mid-epoch (``--checkpoint_every``, default every 2 steps; 0: at
+epoch ends only), the reference does not: the comparison also shows that the option changes
+no number. A SIGTERM must end the run with status 75 (a checkpoint, then exit) unless it
+came before training began (status -15: nothing to save yet) or after the run's end (0);
+other statuses are counted as ``term_failures``.
+
+It prints the counts (kills by signal, resumes, the SIGTERM exit statuses, truncations and the
+damage warnings the re-runs printed, identical finishes, differing models, corrupt files) and
+writes them to ``bench/results/fault_soak.json``. Runs are ``--deterministic``: the comparison
+is exact. Not a test: it takes minutes.
 
     .venv/bin/python bench/fault_soak.py                       # 30 SIGKILL + 10 SIGTERM
     .venv/bin/python bench/fault_soak.py --kills=5 --terms=2 --truncations=2   # a quick look
@@ -60,16 +66,15 @@ def run_to_end(command: list[str], log) -> float:
     return time.perf_counter() - start
 
 
-def run_killed(command: list[str], delay: float, sig: int, log) -> int | None:
-    """Runs ``command``; sends ``sig`` after ``delay`` s. None: it was killed; else its status."""
+def run_killed(command: list[str], delay: float, sig: int, log) -> tuple[int, bool]:
+    """Runs ``command``; sends ``sig`` after ``delay`` s. Its exit status; whether it was sent."""
     proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     try:
-        return proc.wait(timeout=delay)
+        return proc.wait(timeout=delay), False
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, sig)
-        proc.wait()
-        return None
+        return proc.wait(), True
 
 
 def _model_files(workdir: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -160,7 +165,8 @@ def _damage_warnings(log, start: int) -> int:
 def episode(command, workdir, kills_left, terms_left, duration, rng, log,
             truncations_left=0) -> dict:  # fmt: skip
     """Kills one run again and again until it finishes; returns what happened."""
-    counts = {"sigkill": 0, "sigterm": 0, "resumes": 0, "truncated": 0, "damage_warnings": 0}
+    counts = {"sigkill": 0, "sigterm": 0, "resumes": 0, "truncated": 0, "damage_warnings": 0,
+              "term_statuses": {}}  # fmt: skip
     log.flush()
     start = os.path.getsize(log.name)
     while True:
@@ -173,7 +179,12 @@ def episode(command, workdir, kills_left, terms_left, duration, rng, log,
             sig = signal.SIGTERM if use_term else signal.SIGKILL
             # Anywhere in a whole run: a resumed run skips what is done, so late moments
             # often fall after its end and the run finishes on its own.
-            status = run_killed(command, rng.uniform(1.0, duration), sig, log)
+            status, sent = run_killed(command, rng.uniform(1.0, duration), sig, log)
+            if sent and sig == signal.SIGTERM:
+                statuses = counts["term_statuses"]
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+            # A preempted run (75) and a killed one (< 0) resume; one that ended did not wait.
+            status = None if sent and status != 0 else status
         if status is None:
             key = "sigterm" if sig == signal.SIGTERM else "sigkill"
             counts[key] += 1
@@ -195,6 +206,8 @@ def main(argv=None) -> None:
     parser.add_argument("--flagfile", default="configs/smoke.flags")
     parser.add_argument("--kills", type=int, default=30, help="SIGKILLs in all")
     parser.add_argument("--terms", type=int, default=10, help="SIGTERMs in all")
+    parser.add_argument("--checkpoint_every", type=int, default=2,
+                        help="the killed runs' --checkpoint_every (steps; 0: epoch ends only)")
     parser.add_argument("--truncations", type=int, default=0,
                         help="kills followed by a checkpoint cut in half")
     # A kill moment after the end of a (resumed, shorter) run lets it finish: episodes without
@@ -202,6 +215,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max_episodes", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0, help="of the kill moments")
     parser.add_argument("--workdir", default=None, help="default: a temporary directory")
+    parser.add_argument("--results", default=str(RESULTS), help="where the counts are written")
     parser.add_argument("extra", nargs="*", help="more train flags (after --)")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
@@ -215,13 +229,15 @@ def main(argv=None) -> None:
         print(f"reference run: {duration:.0f} s", flush=True)
         totals = {"episodes": 0, "sigkill": 0, "sigterm": 0, "resumes": 0, "truncated": 0,
                   "damage_warnings": 0, "identical": 0, "differing": [], "corrupt": [],
-                  "litter": 0, "failed_runs": 0}  # fmt: skip
+                  "litter": 0, "failed_runs": 0, "term_statuses": {},
+                  "term_failures": 0}  # fmt: skip
         while totals["episodes"] < args.max_episodes and (
             totals["sigkill"] < args.kills or totals["sigterm"] < args.terms
         ):
             run = base / f"episode{totals['episodes']}"
             shutil.rmtree(run, ignore_errors=True)
-            command = _command(args.flagfile, run, args.extra)
+            command = _command(args.flagfile, run,
+                               [f"--checkpoint_every={args.checkpoint_every}", *args.extra])
             counts = episode(command, run, args.kills - totals["sigkill"],
                              args.terms - totals["sigterm"], duration, rng, log,
                              args.truncations - totals["truncated"])  # fmt: skip
@@ -230,6 +246,10 @@ def main(argv=None) -> None:
             duration = counts.pop("run_seconds", duration)
             for key in ("sigkill", "sigterm", "resumes", "truncated", "damage_warnings"):
                 totals[key] += counts[key]
+            for status, n in counts["term_statuses"].items():
+                totals["term_statuses"][status] = totals["term_statuses"].get(status, 0) + n
+                # 75: preempted as designed; -15: before the handlers (imports); 0: finished.
+                totals["term_failures"] += n * (status not in ("75", "-15", "0"))
             totals["corrupt"] += [f"{run.name}/{c}" for c in corrupt_files(run)]
             totals["litter"] += len(litter(run))
             if counts["status"] != 0:
@@ -243,12 +263,14 @@ def main(argv=None) -> None:
                   flush=True)  # fmt: skip
     totals.update(
         flagfile=args.flagfile,
+        checkpoint_every=args.checkpoint_every,
         reference_seconds=round(reference_seconds, 1),
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         workdir=str(base),
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(totals, indent=2) + "\n")
+    results = pathlib.Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(totals, indent=2) + "\n")
     print(json.dumps({k: v for k, v in totals.items() if k != "workdir"}, indent=2))
 
 

@@ -15,6 +15,11 @@ Parts (see docs/results.md for what each one asks):
   all ~5.5M multiplications, the budget of ``mnist_fitnet``) by labels, KD and FitNets.
 - ``init``: labels, KD and FitNets again with He initialisation, where back-propagation alone
   does train this student.
+- ``pair``: the default experiment (``configs/fashion_mnist.flags``: the shipped ``wide_cnn``
+  teacher, the ``thin_cnn`` student by FitNets, KD and labels alone, its modern recipe) once
+  per seed, with its latencies in TensorFlow, LiteRT and ONNX Runtime. Seed 0 is the README's
+  run: pass ``--pair_seed0=runs/fashion_mnist`` to count a finished default run instead of
+  training it again.
 
 Each (part, arm, seed) is one :func:`fitnets_tf.experiment.run` directory under ``--workdir``:
 a killed run resumes where it stopped, a finished one is skipped. The 10K validation split
@@ -38,11 +43,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PARTS = ("teacher", "main", "depth", "init")
+PARTS = ("teacher", "main", "depth", "init", "pair")
+PAIR_MODES = ("fitnet", "kd", "scratch")  # the default experiment's, in its order
 MAIN_MODES = ("scratch", "kd", "fitnet", "stagewise_labels")
 DEPTH_MODES = ("scratch", "kd", "fitnet")
 DEPTHS = (5, 7, 9, 11)
 BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
+PAIR_BEGIN, PAIR_END = "<!-- pair:begin -->", "<!-- pair:end -->"
 LABELS = {
     "teacher": "teacher",
     "scratch": "labels only (back-propagation)",
@@ -56,7 +63,7 @@ def configs(args) -> dict[str, object]:
     """Every run of the study: run directory (relative) -> ExperimentConfig."""
     from fitnets_tf import config as config_lib
 
-    base = config_lib.DEFAULT.with_values(
+    base = config_lib.FLAG_DEFAULTS.with_values(
         teacher_epochs=args.teacher_epochs,
         hints_epochs=args.hints_epochs,
         kd_epochs=args.kd_epochs,
@@ -81,6 +88,9 @@ def configs(args) -> dict[str, object]:
                 student=f"mnist_depth{depth}", modes=DEPTH_MODES, seed=args.seeds[0]
             )
     for seed in args.seeds:
+        if "pair" in args.parts:
+            runs[f"pair/seed{seed}"] = config_lib.DEFAULT.with_values(seed=seed)
+    for seed in args.seeds:
         if "init" in args.parts:
             runs[f"init/seed{seed}"] = students.with_values(
                 modes=DEPTH_MODES, init="he_uniform", seed=seed
@@ -92,6 +102,8 @@ def run_all(args) -> None:
     from fitnets_tf import experiment
 
     for name, config in configs(args).items():
+        if name == "pair/seed0" and args.pair_seed0:
+            _link(args.workdir / name, pathlib.Path(args.pair_seed0).resolve())
         start = time.perf_counter()
         what = (
             "teacher"
@@ -101,6 +113,14 @@ def run_all(args) -> None:
         print(f"[claims] {name}: {what}", flush=True)
         experiment.run(config, args.workdir / name, log=lambda m: print(m, flush=True))
         print(f"[claims] {name} done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def _link(run_dir: pathlib.Path, finished: pathlib.Path) -> None:
+    """Counts a finished run of the same config as ``run_dir`` (its fingerprint is checked by
+    the run itself: a different config is refused, not mixed)."""
+    if not run_dir.exists():
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.symlink_to(finished, target_is_directory=True)
 
 
 # ------------------------------------------------------------------------------- report
@@ -163,6 +183,25 @@ def method_table(rows_by_mode: dict[str, list[dict]]) -> list[str]:
             f"{len(rows)} | {rows[0]['params']:,} | {rows[0]['mults'] / 1e6:.2f} | "
             f"{b1} | {b128} | " + (f"{statistics.fmean(train) / 60:.1f}" if train else "—") + " |"
         )
+    return lines
+
+
+RUNTIMES = (("TensorFlow", ""), ("LiteRT", "_litert"), ("ONNX Runtime", "_onnxruntime"))
+
+
+def serving_table(rows_by_mode: dict[str, list[dict]]) -> list[str]:
+    """Median ms / image per runtime and batch size, and the speed-up over the teacher."""
+    lines = ["| model | " + " | ".join(f"{r} b{b}" for r, _ in RUNTIMES for b in (1, 128)) + " |",
+             "|---|" + "---|" * 2 * len(RUNTIMES)]  # fmt: skip
+    keys = [f"latency_ms_per_image_batch{b}{suffix}" for _, suffix in RUNTIMES for b in (1, 128)]
+    teacher = {k: _median(rows_by_mode.get("teacher", []), k) for k in keys}
+    for mode, rows in rows_by_mode.items():
+        cells = []
+        for key in keys:
+            ms = _median(rows, key)
+            ratio = f" ({teacher[key] / ms:.1f}×)" if ms and teacher[key] and mode != "teacher" else ""
+            cells.append(_ms(ms, 4) + ratio)
+        lines.append(f"| {LABELS.get(mode, mode)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -274,8 +313,32 @@ def _cpu() -> str:
         return next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "CPU")
 
 
+def pair_section(pair: dict[str, dict]) -> list[str]:
+    """The default experiment over seeds: accuracy, paired differences, served latency."""
+    by_mode = _rows_by_mode(pair)
+    rows = {m: by_mode[m] for m in ("teacher", *PAIR_MODES) if m in by_mode}
+    lines = ["### The default experiment over seeds: wide_cnn → thin_cnn (shipped teacher)", "",
+             "The teacher is the same shipped file in every run (it is not retrained per seed); "
+             "each seed changes the students' initial weights, data order and augmentation.",
+             "", *method_table(rows), ""]  # fmt: skip
+    lines += [f"- {c}" for c in (_comparison(rows, "fitnet", "kd"),
+                                 _comparison(rows, "fitnet", "scratch"),
+                                 _comparison(rows, "kd", "scratch"),
+                                 _comparison(rows, "fitnet", "teacher")) if c]  # fmt: skip
+    lines += ["", "Served latency, ms / image (median over seeds; speed-up over the teacher):", "",
+              *serving_table(rows), ""]  # fmt: skip
+    return lines
+
+
 def report(args) -> str:
     workdir = args.workdir
+    pair = _summaries(workdir / "pair", "seed")
+    if pair:
+        text = f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `{args.command}`; {_cpu()}, "
+        text += f"{os.cpu_count()} cores, no GPU.\n\n" + "\n".join(pair_section(pair))
+        _write_block(args.docs / "results.md", PAIR_BEGIN, PAIR_END, text)
+    if not (workdir / "teacher" / "summary.json").exists():
+        return text if pair else ""
     teacher = json.loads((workdir / "teacher" / "summary.json").read_text())["models"][0]
     main, init = _summaries(workdir / "main", "seed"), _summaries(workdir / "init", "seed")
     depth = _summaries(workdir / "depth", "mnist_depth")
@@ -343,12 +406,18 @@ def report(args) -> str:
         f"{(teacher.get('train_seconds') or 0) / 60:.0f} min."
     )
     text = "\n".join(lines)
-    results = args.docs / "results.md"
-    page = results.read_text() if results.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
-    head, _, rest = page.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    results.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    _write_block(args.docs / "results.md", BEGIN, END, text)
     return text
+
+
+def _write_block(results: pathlib.Path, begin: str, end: str, text: str) -> None:
+    """Replaces the text between ``begin`` and ``end`` in results.md (appends the block)."""
+    page = results.read_text() if results.exists() else "# Results\n"
+    if begin not in page:
+        page = page.rstrip("\n") + f"\n\n{begin}\n{end}\n"
+    head, _, rest = page.partition(begin)
+    _, _, tail = rest.partition(end)
+    results.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 def parse(argv=None):
@@ -370,12 +439,15 @@ def parse(argv=None):
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where results.md goes")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report_only", action="store_true")
+    parser.add_argument("--pair_seed0", default=None,
+                        help="a finished run of configs/fashion_mnist.flags to count as pair seed 0")
     args = parser.parse_args(argv)
     args.parts = tuple(p for p in args.parts.split(",") if p)
     unknown = set(args.parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts {sorted(unknown)} (valid: {', '.join(PARTS)})")
-    if "teacher" not in args.parts and not args.report_only:
+    needs_teacher = {"main", "depth", "init"} & set(args.parts)
+    if needs_teacher and "teacher" not in args.parts and not args.report_only:
         # Students need the teacher: train it first unless it is there already.
         args.parts = ("teacher", *args.parts)
     args.seeds = tuple(int(s) for s in args.seeds.split(","))

@@ -19,21 +19,30 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# PyTorch's OpenMP threads otherwise spin after each call, on the cores the next candidate (a
+# TensorFlow step, timed in the same rounds) needs: the PyTorch student step's noise was
+# 25-93 % of its median with spinning, 2-7 % without. Read when torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench.cpu_features import cpu_features  # noqa: E402
 from fitnets_tf import latency  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # retracing notices: each timed function is traced once
 
-BENCHMARKS = ("step_overhead", "keras_distiller", "caching", "inference", "xla_mixed", "pipeline")
+BENCHMARKS = ("step_overhead", "keras_distiller", "caching", "inference", "xla_mixed", "pipeline",
+              "student_profile", "torch_peer", "serving", "precision")  # fmt: skip
 # Repeats (rounds), steps per timed call, examples per epoch: quick is a smoke run.
 SIZES = {
-    "quick": dict(repeats=3, steps=2, examples=1280, inference_repeats=3, pairs=("mnist",)),
-    "full": dict(repeats=9, steps=3, examples=3840, inference_repeats=5, pairs=("mnist",)),
+    "quick": dict(repeats=3, steps=2, examples=1280, inference_repeats=3, pairs=("mnist",),
+                  torch_variants=("eager_nchw", "eager_channels_last"), serving_rounds=2),
+    "full": dict(repeats=9, steps=3, examples=3840, inference_repeats=5, pairs=("mnist",),
+                 torch_variants=("eager_nchw", "eager_channels_last", "compile_channels_last"),
+                 serving_rounds=3),
 }
 README = ROOT / "bench" / "README.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -47,6 +56,7 @@ def machine() -> dict:
     return {
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
+        "cpu_features": cpu_features(),
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
@@ -88,6 +98,25 @@ def _one(benchmarks, name: str, s: dict, steps: dict):
         return benchmarks.inference(repeats=s["inference_repeats"])
     if name == "xla_mixed":
         return {"mnist": benchmarks.xla_and_mixed_precision("mnist", **steps)}
+    if name == "student_profile":
+        from bench.student_profile import student_profile
+
+        return student_profile(**steps)
+    if name == "torch_peer":
+        from bench.torch_peer import peer
+
+        threads = tf.config.threading.get_intra_op_parallelism_threads()
+        return peer(**steps, threads=threads, variants=s["torch_variants"])
+    if name == "serving":
+        from bench.serving import serving_benchmark
+
+        threads = tf.config.threading.get_intra_op_parallelism_threads()
+        return serving_benchmark(rounds=s["serving_rounds"], repeats=s["inference_repeats"],
+                                 threads=threads)  # fmt: skip
+    if name == "precision":
+        from bench.precision import precision
+
+        return precision(**steps, threads=tf.config.threading.get_intra_op_parallelism_threads())
     return benchmarks.input_pipeline(examples=s["examples"], **steps)
 
 
@@ -110,7 +139,8 @@ def to_markdown(report: dict) -> str:
         f"Run {report['date']} ({report['size']}), {m['cpu']}, {m['cpu_count']} cores, "
         f"{m['intra_op_threads']} intra-op threads, GPUs: {', '.join(m['gpus']) or 'none'}, "
         f"load average {m['load_average_start'][0]:.1f} at start and "
-        f"{report['load_average_end'][0]:.1f} at end; TF {m['tensorflow']}, Keras {m['keras']}.",
+        f"{report['load_average_end'][0]:.1f} at end; TF {m['tensorflow']}, Keras {m['keras']}; "
+        "CPU flags: " + (", ".join(k for k, v in m.get("cpu_features", {}).items() if v) or "?") + ".",
         "Ratios: median over interleaved rounds [interquartile range] (ratio of the fastest "
         "calls, the least disturbed by other jobs).",
         "",
@@ -254,9 +284,43 @@ def to_markdown(report: dict) -> str:
             f"{_r(p['ratios']['pipeline_batches_per_kd_step'])} |",
             "",
         ]
+    lines += _goals_1_2_markdown(r)
+    if "serving" in r:
+        from bench.serving import markdown
+
+        lines += markdown(r["serving"], _r)
+    if "precision" in r:
+        from bench.precision import markdown
+
+        lines += markdown(r["precision"], _r)
     for name, error in r.get("errors", {}).items():
         lines += [f"**{name} failed**: `{error}`", ""]
     return "\n".join(lines)
+
+
+def _goals_1_2_markdown(r: dict) -> list[str]:
+    """Issue 15's goals 1 (PyTorch peer) and 2 (the thin student's GFLOP/s)."""
+    lines = []
+    if "student_profile" in r:
+        p = r["student_profile"]
+        lines += ["### Thin student vs teacher, train step (achieved GFLOP/s = 3 × mults / time)", "",
+                  "| step | ms | GFLOP/s |", "|---|---|---|"]
+        lines += [f"| {k} | {v['ms']:.1f} | {p['achieved_gflops'][k]:.1f} |" for k, v in p["ms_per_step"].items()]
+        lines += ["", "| ratio | value (goal: student / teacher GFLOP/s ≥ 0.7) |", "|---|---|"]
+        lines += [f"| {k} | {_r(q)} |" for k, q in p["ratios"].items()] + [""]
+    if "torch_peer" in r:
+        t = r["torch_peer"]
+        if "skipped" in t:
+            return [*lines, f"PyTorch peer skipped: {t['skipped']}", ""]
+        lines += [f"### Against PyTorch {t['torch']} at its best ({t['threads']} threads, batch {t['batch_size']})", "",
+                  "| step | ours ms | PyTorch best ms (variant) | ours / PyTorch time (goal ≤ 1) |", "|---|---|---|---|"]
+        for step, q in t["ours_over_torch_time"].items():
+            v = t["best_torch_variant"][step]
+            lines.append(f"| {step} | {t['ms_per_step'][f'keras/{step}']['ms']:.1f} | "
+                         f"{t['ms_per_step'][f'torch_{v}/{step}']['ms']:.1f} ({v}) | {_r(q)} |")
+        lines += ["", "Setup (build + torch.compile) seconds: "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in t["setup_s"].items()), ""]
+    return lines  # fmt: skip
 
 
 def update_readme(markdown: str) -> None:
@@ -315,6 +379,12 @@ def main(argv=None) -> None:
     report = _merge_earlier(report, out / "latest.json", names)
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(report, indent=1, default=float))
+    for name in ("serving", "precision"):  # issue 15's goals 3-4, also on their own
+        if name in names and name in report["results"]:
+            own = {k: report[k] for k in ("date", "size", "machine", "load_average_end")}
+            (out / f"{name}.json").write_text(
+                json.dumps({**own, name: report["results"][name]}, indent=1, default=float)
+            )
     markdown = to_markdown(report)
     (out / "latest.md").write_text(markdown + "\n")
     if out.resolve() == (ROOT / "bench" / "results").resolve():

@@ -11,6 +11,7 @@ import os
 import keras
 
 from fitnets_tf import data as data_lib
+from fitnets_tf import pretrained
 from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.errors import TeacherLoadError
 from fitnets_tf.models import sources
@@ -18,8 +19,9 @@ from fitnets_tf.run import io, layout
 
 
 def load_teacher(path: str | os.PathLike) -> keras.Model:
-    """Loads a trained teacher from a ``.keras`` file or a previous run directory."""
-    path = os.path.expanduser(path)
+    """Loads a trained teacher from a ``.keras`` file, a previous run directory or a shipped
+    teacher (``pretrained:NAME``, checked against its recorded sha256)."""
+    path = os.path.expanduser(pretrained.resolve(str(path)))
     if os.path.isdir(path):
         path = layout.RunLayout(path).teacher
     return io.load_model(

@@ -44,6 +44,11 @@ class ConfigMismatchError(WorkdirError):
     """The run directory holds a run of a different configuration."""
 
 
+class DiskFullError(UserError, OSError):
+    """A write failed for lack of space (or quota, or a file-size limit); what was there before
+    is intact."""
+
+
 class ModelFileError(UserError, ValueError):
     """A ``.keras`` file is missing or cannot be loaded safely."""
 

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from fitnets_tf import latency, models
+from fitnets_tf.export.serving import in_float32
 
 
 def test_accuracy(model: keras.Model, test: tf.data.Dataset) -> float:
@@ -20,8 +21,14 @@ def test_accuracy(model: keras.Model, test: tf.data.Dataset) -> float:
 
 
 def summary_row(name: str, model: keras.Model, test, stage_seconds: dict | None,
-                measure_latency: bool) -> dict:  # fmt: skip
-    """One row of a run's ``summary.json["models"]``."""
+                measure_latency: bool, runtimes: tuple[str, ...] = ()) -> dict:  # fmt: skip
+    """One row of a run's ``summary.json["models"]``: the model as it is served, in float32.
+
+    A model trained in mixed precision is evaluated and timed as its float32 copy, the model
+    ``fitnets-export`` writes. ``runtimes`` (of :data:`fitnets_tf.latency.SERVING_RUNTIMES`) are
+    timed too, as ``latency_ms_per_image_batch{1,128}_<runtime>``.
+    """
+    model = in_float32(model)
     row = {
         "name": name,
         "architecture": model.name,
@@ -35,4 +42,8 @@ def summary_row(name: str, model: keras.Model, test, stage_seconds: dict | None,
         timings = latency.measure_latency(model, batch_sizes=(1, 128), repeats=10)
         row["latency_ms_per_image_batch1"] = timings[1]["ms_per_image"]
         row["latency_ms_per_image_batch128"] = timings[128]["ms_per_image"]
+    for runtime in runtimes:
+        timings = latency.measure_served_latency(model, runtime, batch_sizes=(1, 128), repeats=30)
+        for batch in (1, 128):
+            row[f"latency_ms_per_image_batch{batch}_{runtime}"] = timings[batch]["ms_per_image"]
     return row

@@ -42,7 +42,7 @@ from fitnets_tf.errors import ConfigError
 from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.summary import summary_table
-from fitnets_tf.run import io, layout, lock, runtime
+from fitnets_tf.run import io, layout, lock, preemption, runtime
 from fitnets_tf.run.resume import RunState, StageCheckpoint, restore_seed_states
 
 HINT_MODES = ("fitnet", "stagewise_labels")  # the modes that use a hint/guided pair
@@ -54,13 +54,19 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     Keras' dtype policy is restored on return: the run's mixed precision does not leak into
     the caller's session. The run directory is locked meanwhile: a second process is
     refused with a
-    :class:`~fitnets_tf.run.lock.WorkdirBusyError` naming the holder.
+    :class:`~fitnets_tf.run.lock.WorkdirBusyError` naming the holder. A SIGTERM or SIGINT
+    meanwhile ends training after the step under way, with a checkpoint, and raises
+    :class:`~fitnets_tf.run.preemption.Preempted`: calling ``run`` again resumes.
     """
     config.validate()
     files = layout.RunLayout(layout.prepare(workdir))
     s = config.schedule
-    with lock.hold(files.root), runtime.session(seed=s.seed, deterministic=config.runtime.deterministic,
-                         mixed_precision=s.mixed_precision):  # fmt: skip
+    with (
+        lock.hold(files.root),
+        preemption.watch(),
+        runtime.session(seed=s.seed, deterministic=config.runtime.deterministic,
+                        mixed_precision=s.mixed_precision),
+    ):  # fmt: skip
         return Experiment(config, files, log).run()
 
 
@@ -198,7 +204,9 @@ class Experiment:
             # After early stopping (it saves its state and the best weights it restores),
             # before the loggers (an epoch is logged once its checkpoint exists).
             StageCheckpoint(self.state, key, stage_files.root, student=final_model,
-                            early_stopping=early_stopping, log=self.log, final_path=final_path),
+                            early_stopping=early_stopping, log=self.log, final_path=final_path,
+                            checkpoint_every=self.config.runtime.checkpoint_every,
+                            checkpoint_minutes=self.config.runtime.checkpoint_minutes),
             keras.callbacks.TensorBoard(str(stage_files.tensorboard), write_graph=False),
         ]  # fmt: skip
 
@@ -226,6 +234,7 @@ class Experiment:
             teacher, self.data.train, self.data.validation, epochs=c.schedule.teacher_epochs,
             hparams=c.hyperparameters(teacher=True), callbacks=callbacks, verbose=self.verbose,
             initial_epoch=self.state.initial_epoch("teacher"),
+            initial_step=self.state.initial_step("teacher"),
             jit_compile=c.runtime.jit_compile, steps_per_epoch=self.steps_per_epoch,
         )  # fmt: skip
 
@@ -254,7 +263,8 @@ class Experiment:
     def teacher_outputs(self, teacher: keras.Model):
         """The Distiller's data with the teacher's outputs cached, or None to run it live."""
         to_run = self._to_run()
-        if not teacher_cache.wanted(self.config.runtime.cache_teacher, self.data):
+        uncropped = self.config.schedule.kd_targets == "uncropped"
+        if not teacher_cache.wanted(self.config.runtime.cache_teacher, self.data, uncropped):
             return None
         if not to_run & {"hints", "kd"}:
             return None
@@ -286,6 +296,7 @@ class Experiment:
                 kd_epochs=c.schedule.kd_epochs, stages=todo, verbose=self.verbose,
                 callbacks_for=lambda stage: self.stage_callbacks(f"{mode}/{stage}", student),
                 initial_epochs={s: self.state.initial_epoch(f"{mode}/{s}") for s in todo},
+                initial_steps={s: self.state.initial_step(f"{mode}/{s}") for s in todo},
                 distiller_data=distiller_data, seed=c.schedule.seed + 2,
                 jit_compile=c.runtime.jit_compile, steps_per_epoch=self.steps_per_epoch,
             )  # fmt: skip
@@ -305,8 +316,9 @@ class Experiment:
     # -- results -----------------------------------------------------------------------------
 
     def _row(self, name: str, model: keras.Model, keys) -> dict:
+        runtime = self.config.runtime
         row = evaluation.summary_row(name, model, self.data.test, self.state.seconds(keys),
-                                     self.config.runtime.measure_latency)  # fmt: skip
+                                     runtime.measure_latency, runtime.serving_runtimes)  # fmt: skip
         path = self.files.model_file(name)
         row["keras_file_bytes"] = path.stat().st_size if path.exists() else None
         return row

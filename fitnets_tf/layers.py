@@ -3,6 +3,17 @@
 Maxout grouping, used by both layers: the linear part produces ``units * pieces`` channels
 and output unit ``j`` is the maximum of the contiguous group ``[j * pieces, (j + 1) * pieces)``.
 This is the grouping of pylearn2's maxout layers, which the FitNets code used.
+
+How it is computed (not what): both layers reorder their kernel's and bias's columns to
+*piece-major* order at each call (a transpose of a few kilobytes), so that piece ``k`` of every
+unit is the ``k``-th contiguous slice of the channels, and take an elementwise maximum of the
+slices. The reshape to ``(..., units, pieces)`` + ``reduce_max`` that the grouping suggests is
+3-4x slower on CPU once its gradient is counted (broadcasting compare/divide over a 5-D
+tensor), and it was the largest single cost of a thin student's training step
+(``bench/student_profile.py``). The gradient is hand-written to be ``reduce_max``'s exactly,
+ties included (a tie shares the gradient equally): a layer's outputs and its weights'
+gradients are bitwise those of the reshape formulation; the gradient it passes to the layer
+below sums over the same channels in another order, so it may differ in the last bit.
 """
 
 from __future__ import annotations
@@ -45,6 +56,46 @@ def maxout(z, units: int, pieces: int):
     shape = ops.shape(z)
     grouped = ops.reshape(z, (*shape[:-1], units, pieces))
     return ops.max(grouped, axis=-1)
+
+
+def piece_major(weights, units: int, pieces: int):
+    """``weights``' last axis (``units * pieces`` columns, unit-major) in piece-major order.
+
+    Column ``unit * pieces + k`` moves to ``k * units + unit``. A transpose rather than a
+    gather, so that the gradient stays a dense tensor (a gather's is ``IndexedSlices``,
+    which the optimizers would apply as a sparse update).
+    """
+    shape = ops.shape(weights)[:-1]
+    grouped = ops.reshape(weights, (*shape, units, pieces))
+    axes = list(range(len(shape))) + [len(shape) + 1, len(shape)]
+    return ops.reshape(ops.transpose(grouped, axes), (*shape, units * pieces))
+
+
+@ops.custom_gradient
+def _max_of_slices(*slices):
+    out = slices[0]
+    for piece in slices[1:]:
+        out = ops.maximum(out, piece)
+
+    def grad(*upstream, **_):
+        # reduce_max's gradient: each maximal piece gets upstream / (number of maximal pieces).
+        hits = [ops.cast(ops.equal(piece, out), upstream[0].dtype) for piece in slices]
+        count = hits[0]
+        for hit in hits[1:]:
+            count = count + hit
+        return tuple(hit / count * upstream[0] for hit in hits)
+
+    return out, grad
+
+
+def max_of_pieces(z, pieces: int):
+    """Maxout of a piece-major ``z``: the max over its ``pieces`` equal channel blocks.
+
+    Equals ``maxout`` of the same channels in unit-major order, gradient included.
+    """
+    if pieces == 1:
+        return z
+    return _max_of_slices(*ops.split(z, pieces, axis=-1))
 
 
 def _weight_options_config(layer) -> dict:
@@ -138,9 +189,10 @@ class MaxoutConv2D(keras.layers.Layer):
         if pad:
             inputs = ops.pad(inputs, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
         mode = "same" if self.padding == "same" else "valid"
-        z = ops.conv(inputs, self.kernel, strides=self.strides, padding=mode)
-        z = ops.add(z, self.bias)
-        return maxout(z, self.filters, self.pieces)
+        kernel = piece_major(self.kernel, self.filters, self.pieces)
+        z = ops.conv(inputs, kernel, strides=self.strides, padding=mode)
+        z = ops.add(z, piece_major(self.bias, self.filters, self.pieces))
+        return max_of_pieces(z, self.pieces)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
@@ -218,8 +270,10 @@ class MaxoutDense(keras.layers.Layer):
         )
 
     def call(self, inputs):
-        z = ops.add(ops.matmul(inputs, self.kernel), self.bias)
-        return maxout(z, self.units, self.pieces)
+        kernel = piece_major(self.kernel, self.units, self.pieces)
+        bias = piece_major(self.bias, self.units, self.pieces)
+        z = ops.add(ops.matmul(inputs, kernel), bias)
+        return max_of_pieces(z, self.pieces)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)

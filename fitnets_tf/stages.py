@@ -26,6 +26,7 @@ from fitnets_tf import recipes
 from fitnets_tf.callbacks import LambdaAnnealing
 from fitnets_tf.distiller import Distiller
 from fitnets_tf.hint_path import deepest_guided_layer, resolve_pairs
+from fitnets_tf.run import mid_epoch
 
 MODES = ("fitnet", "kd", "scratch", "stagewise_labels")
 STAGES_OF_MODE = {
@@ -66,6 +67,11 @@ class Hyperparameters:
         lr_decay: factor of each step of a ``step:`` schedule.
         warmup_epochs: linear warm-up from 0 over each stage's first epochs.
         hints_learning_rate, hints_lr_schedule: stage 1's, when not stage 2's (None).
+        hints_optimizer: stage 1's optimizer when not stage 2's (None). Fitting the regressor
+            is a regression whose loss starts in the thousands (the paper's ½·sum of squares):
+            Adam's step size does not grow with it, an SGD recipe tuned for cross-entropy's
+            does. Another optimizer than stage 2's runs with Keras' defaults, no momentum,
+            weight decay or warm-up: stage 1 only positions the guided layer for stage 2.
     """
 
     learning_rate: float = 5e-3
@@ -86,6 +92,7 @@ class Hyperparameters:
     warmup_epochs: int = 0
     hints_learning_rate: float | None = None
     hints_lr_schedule: str | None = None
+    hints_optimizer: str | None = None
 
     def optimizer(
         self, epochs: int | None = None, steps_per_epoch: int | None = None
@@ -117,8 +124,12 @@ class Hyperparameters:
         )  # fmt: skip
 
     def stage_one(self) -> Hyperparameters:
-        """These hyperparameters with stage 1's learning rate and schedule, where given."""
-        return self.with_rate(self.hints_learning_rate, self.hints_lr_schedule)
+        """These hyperparameters with stage 1's optimizer, learning rate and schedule, where given."""
+        own = self.with_rate(self.hints_learning_rate, self.hints_lr_schedule)
+        if self.hints_optimizer in (None, self.optimizer_name):
+            return own
+        return dataclasses.replace(own, optimizer_name=self.hints_optimizer, momentum=0.0,
+                                   nesterov=False, weight_decay=0.0, warmup_epochs=0)  # fmt: skip
 
     def annealing(self, kd_epochs: int) -> LambdaAnnealing:
         decay = self.lambda_epochs or max(kd_epochs - 1 - self.lambda_hold, 1)
@@ -157,9 +168,8 @@ def make_distiller(
     )
 
 
-def _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose):
-    return model.fit(
-        train,
+def _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose, initial_step=0):
+    kwargs = dict(
         validation_data=validation,
         epochs=epochs,
         initial_epoch=initial_epoch,
@@ -167,6 +177,9 @@ def _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose):
         verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot
     )
+    if initial_step:  # resumed from a mid-epoch checkpoint
+        return mid_epoch.fit_from_step(model, train, initial_step=initial_step, **kwargs)
+    return model.fit(train, **kwargs)
 
 
 def _stage_optimizer(hparams: Hyperparameters, train, epochs: int, steps_per_epoch: int | None):
@@ -188,6 +201,7 @@ def fit_labels(
     initial_epoch: int = 0,
     verbose="auto",
     steps_per_epoch: int | None = None,
+    initial_step: int = 0,
     **compile_kwargs,
 ) -> keras.callbacks.History:
     """Trains ``model`` (logits) on the labels alone: the teacher and the ``scratch`` baseline.
@@ -196,7 +210,8 @@ def fit_labels(
     spans ``epochs``: ``steps_per_epoch`` (default: the number of batches of ``train``, when
     tf.data knows it) turns its epochs into optimizer steps. A stage resumed at
     ``initial_epoch`` continues the schedule once its optimizer state (``iterations``) is
-    restored, as :class:`~fitnets_tf.run.resume.StageCheckpoint` does.
+    restored, as :class:`~fitnets_tf.run.resume.StageCheckpoint` does; ``initial_step``
+    resumes it after that many steps of its epoch ``initial_epoch`` (a mid-epoch checkpoint).
     """
     model.compile(
         optimizer=_stage_optimizer(hparams, train, epochs, steps_per_epoch),
@@ -204,7 +219,7 @@ def fit_labels(
         metrics=["accuracy"],
         **compile_kwargs,
     )
-    return _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose)
+    return _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose, initial_step)
 
 
 def fit_hints(
@@ -218,6 +233,7 @@ def fit_hints(
     initial_epoch: int = 0,
     verbose="auto",
     steps_per_epoch: int | None = None,
+    initial_step: int = 0,
     **compile_kwargs,
 ) -> keras.callbacks.History:
     """Stage 1: the guided part of the student and the regressor learn the hint.
@@ -226,7 +242,8 @@ def fit_hints(
     """
     optimizer = _stage_optimizer(hparams.stage_one(), train, epochs, steps_per_epoch)
     distiller.compile(optimizer=optimizer, phase="hints", **compile_kwargs)
-    return _fit(distiller, train, validation, epochs, initial_epoch, callbacks, verbose)
+    return _fit(distiller, train, validation, epochs, initial_epoch, callbacks, verbose,
+                initial_step)
 
 
 def fit_kd(
@@ -240,6 +257,7 @@ def fit_kd(
     initial_epoch: int = 0,
     verbose="auto",
     steps_per_epoch: int | None = None,
+    initial_step: int = 0,
     **compile_kwargs,
 ) -> keras.callbacks.History:
     """Stage 2: the whole student on ``H(y, P_S) + λ·H(P_T^τ, P_S^τ)`` with λ annealed."""
@@ -253,6 +271,7 @@ def fit_kd(
         initial_epoch,
         [hparams.annealing(epochs), *callbacks],
         verbose,
+        initial_step,
     )
 
 
@@ -296,6 +315,7 @@ def train_student(
     callbacks_for: Callable[[str], Sequence[keras.callbacks.Callback]] = lambda stage: (),
     stages: Sequence[str] | None = None,
     initial_epochs: dict[str, int] | None = None,
+    initial_steps: dict[str, int] | None = None,
     distiller_data: tuple | None = None,
     seed: int | None = None,
     verbose="auto",
@@ -309,7 +329,8 @@ def train_student(
     ``stagewise_labels``. ``callbacks_for(stage)`` supplies per-stage callbacks (loggers,
     checkpoints). ``stages`` runs a subset of the mode's stages (default: all); a skipped
     first stage must have left its weights in ``student`` already. ``initial_epochs[stage]``
-    resumes a stage at that epoch (its checkpoint callback restores the state).
+    resumes a stage at that epoch (its checkpoint callback restores the state), after
+    ``initial_steps[stage]`` steps of it when it was checkpointed mid-epoch.
     ``distiller_data`` is ``(train, validation)`` carrying precomputed teacher outputs
     (:func:`fitnets_tf.teacher_cache.cache_datasets`) for the stages the Distiller trains
     (``hints``, ``kd``); the stages on labels alone keep ``train`` and ``validation``.
@@ -342,6 +363,7 @@ def train_student(
             continue
         cbs = callbacks_for(stage)
         common["initial_epoch"] = (initial_epochs or {}).get(stage, 0)
+        common["initial_step"] = (initial_steps or {}).get(stage, 0)
         if stage == "hints":
             histories[stage] = fit_hints(
                 distiller, distill_train, distill_validation, epochs=hints_epochs, callbacks=cbs,

@@ -8,9 +8,15 @@ phase ``"kd"`` as ``{"images": x, "teacher_logits": t}``.
 
 Two choices matter for correctness:
 
-* **No augmentation.** A random crop or flip changes the image each epoch, and with it the
-  teacher's output; cached logits would be the targets of last epoch's image. Caching is
-  therefore refused when ``augmenting`` is true.
+* **Augmentation.** A random crop or flip changes the image each epoch, and with it the
+  teacher's output, so an exact cache needs un-augmented data (``--cache_teacher=auto``
+  caches only then). With ``--kd_targets=uncropped``, a run with augmentation caches the logits of
+  each training image *and of its mirror image*: every augmented view gets those of the way
+  it was flipped, computed on the uncropped image. A flip changes what a teacher sees; a shift
+  of a few pixels barely does (a teacher trained on shifts answers alike), and the KD step
+  then costs a plain student step instead of a student step plus a teacher forward (10× the
+  student's multiplications in the default experiment). Hints are maps of the image, so they
+  are never cached under augmentation: stage 1 computes them live.
 * **Images and logits travel together.** The cache stores ``(image, logits, label)`` per
   example, zipped *before* any shuffling. Zipping a reshuffled image pipeline with a separately
   stored logits file would pair each image with another example's targets. The cache is built
@@ -22,13 +28,22 @@ split of :func:`fitnets_tf.data.load` and batches it in that pipeline's ``(seed,
 so a run with cached outputs sees the same batches as one without, and resumes exactly. It can
 also cache the hint (stage 1's target), or the hints of several pairs, as a tuple in pair order.
 
-Memory: ``path=None`` holds the cache in memory (images + logits: MNIST 50K ≈ 159 MB,
-CIFAR-10 40K ≈ 493 MB). With ``path`` it is written once with ``tf.data.Dataset.save`` and
-streamed back from disk, and the epoch shuffle uses a bounded buffer.
+Memory: the images are in memory already (``data.load(cache=True)``); the outputs add to them
+(logits of 50K examples x 10 classes: 2 MB; of ImageNet's 1.28M x 1000: 5 GB, twice that with
+the mirror images'). :func:`cache_datasets` keeps them in memory up to ``memory_budget`` bytes
+(``--cache_memory_gb``; :func:`default_memory_gb`); above it, it writes them to ``directory``
+in checksummed shards (:mod:`fitnets_tf.teacher_shards`) and gathers each batch's rows from
+there, in the same ``(seed, epoch)`` order and with the same numbers: the teacher is run on the
+same batches of images either way. A resumed run reuses the shards. The validation split's
+outputs stay in memory (a held-out split is small). :func:`cache_teacher_logits` (a cache
+stored with its images, for a library user's own pipeline) takes ``path`` instead: written
+once with ``tf.data.Dataset.save``, streamed back through a bounded shuffle buffer.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -38,15 +53,22 @@ import numpy as np
 import tensorflow as tf
 
 from fitnets_tf import data as data_lib
+from fitnets_tf import teacher_shards
 from fitnets_tf.distiller import CACHED_HINT, CACHED_LOGITS, IMAGES
 
 # A cached hint is held in memory beside the training split; above this it is computed live.
 MAX_CACHED_HINT_BYTES = 2 * 2**30
+# Images per teacher call while caching: memory and disk caches use the same batches, so the
+# same numbers (a kernel's result may depend on the batch it ran in).
+_TEACHER_BATCH = 1024
+# The feature that carries each example's row of a disk cache until its outputs replace it.
+_ROW = "teacher_cache_row"
 
 AUGMENTATION_MESSAGE = (
     "Refusing to cache teacher outputs while augmentation is on: teacher outputs depend on "
     "the random crop/flip of each epoch, so caching would train against stale targets. Turn "
-    "off --augment or teacher caching."
+    "off --augment or teacher caching, or ask for the logits of the uncropped images and their "
+    "mirror images with --kd_targets=uncropped."
 )
 
 
@@ -174,6 +196,9 @@ def cache_datasets(
     datasets: data_lib.Datasets,
     *,
     hint_layer: str | Sequence[str] | None = None,
+    memory_budget: int | None = None,
+    directory: str | os.PathLike | None = None,
+    log=print,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
     """The training and validation batches of ``datasets`` with the teacher's outputs attached.
 
@@ -182,8 +207,13 @@ def cache_datasets(
         datasets: what :func:`fitnets_tf.data.load` returned, with its training split in memory
             (``cache=True``, the default) and no augmentation.
         hint_layer: also cache this layer's output, the hint of stage 1, or the outputs of
-            several layers as a tuple (check the size with :func:`hint_bytes` first: it is
-            held in memory).
+            several layers as a tuple (check the size with :func:`hint_bytes` first).
+        memory_budget: bytes the training split's outputs may take in memory (None: no
+            limit). Above it they are written to ``directory`` in shards and read back from
+            there: the same batches, the same numbers.
+        directory: where the shards go (needed above ``memory_budget``); shards already
+            there for this teacher and these images are reused, damaged ones rebuilt.
+        log: where a disk cache reports what it reuses and rebuilds.
 
     Returns:
         ``(train, validation)`` yielding ``({"images", "teacher_logits"[, "teacher_hint"]},
@@ -191,10 +221,14 @@ def cache_datasets(
         order, same ``epoch`` variable: keep ``datasets.epoch_callback()`` in ``fit``).
 
     Raises:
-        ValueError: augmentation is on, or the training split is not in memory.
+        ValueError: the training split is not in memory, a hint is asked under augmentation,
+            or the outputs exceed ``memory_budget`` and no ``directory`` is given.
+        DiskFullError: the shards do not fit in ``directory``; the message says how much is
+            needed.
     """
-    if datasets.augmenting:
-        raise ValueError(AUGMENTATION_MESSAGE)
+    if datasets.augmenting and hint_layer is not None:
+        raise ValueError("Hints cannot be cached under augmentation: they are maps of each "
+                         "crop. Cache the logits only (hint_layer=None).")  # fmt: skip
     if datasets.train_examples is None:
         raise ValueError(
             "Caching teacher outputs in the training order needs the training split in memory: "
@@ -202,26 +236,155 @@ def cache_datasets(
             "training_batches(...) to stream a cache from disk."
         )
     outputs_of = outputs_function(teacher, hint_layer)
+    plan, structure = _shard_plan(outputs_of, datasets, memory_budget)
+    if memory_budget is not None and plan.num_rows * plan.row_bytes > memory_budget:
+        if directory is None:
+            raise ValueError(
+                f"The teacher's outputs take {plan.num_rows * plan.row_bytes} bytes, over "
+                f"memory_budget={memory_budget}: pass `directory` to cache them on disk."
+            )
+        log(f"teacher cache: the outputs take {plan.num_rows * plan.row_bytes / 2**30:.2f} "
+            f"GiB, over the {memory_budget / 2**30:.2f} GiB memory budget: cached in "
+            f"{plan.num_shards} shard(s) in {directory}.")  # fmt: skip
+        key = _cache_key(teacher, datasets.train_examples[0], hint_layer)
+        store = teacher_shards.build(directory, plan, key, _blocks(plan, datasets),
+                                     _computer(outputs_of, datasets), advice=_FULL_DISK_ADVICE,
+                                     log=log)  # fmt: skip
+        return _streamed_batches(store, structure, datasets), _validation_batches(outputs_of, datasets)
     images, labels = datasets.train_examples
     # The split's own image tensor, not a copy: only the outputs add memory.
-    outputs = _outputs(outputs_of, tf.data.Dataset.from_tensor_slices(images).batch(1024))
-    features = {IMAGES: images, **outputs}
-    train = data_lib.epoch_batches(features, labels, epoch=datasets.epoch, seed=datasets.seed,
-                                   batch_size=datasets.batch_size)  # fmt: skip
-    validation = None
-    if datasets.validation is not None:
-        xs, ys = (
-            np.concatenate(a) for a in zip(*datasets.validation.as_numpy_iterator(), strict=True)
-        )
-        outputs = _outputs(outputs_of, tf.data.Dataset.from_tensor_slices(xs).batch(1024))
-        features = {IMAGES: xs, **outputs}
-        validation = tf.data.Dataset.from_tensor_slices((features, ys))
-        validation = validation.batch(datasets.batch_size).prefetch(tf.data.AUTOTUNE)
-    return train, validation
+    outputs = _outputs(outputs_of, tf.data.Dataset.from_tensor_slices(images).batch(_TEACHER_BATCH))
+    if datasets.augmenting:
+        train = _augmented_batches(outputs_of, datasets, outputs[CACHED_LOGITS])
+    else:
+        features = {IMAGES: images, **outputs}
+        train = data_lib.epoch_batches(features, labels, epoch=datasets.epoch, seed=datasets.seed,
+                                       batch_size=datasets.batch_size)  # fmt: skip
+    return train, _validation_batches(outputs_of, datasets)
 
 
-def wanted(setting: str, datasets: data_lib.Datasets) -> bool:
-    """Whether a run caches: ``setting`` is ``--cache_teacher`` (auto: whenever it can)."""
+def _validation_batches(outputs_of, datasets: data_lib.Datasets) -> tf.data.Dataset | None:
+    if datasets.validation is None:
+        return None
+    xs, ys = (
+        np.concatenate(a) for a in zip(*datasets.validation.as_numpy_iterator(), strict=True)
+    )
+    outputs = _outputs(outputs_of, tf.data.Dataset.from_tensor_slices(xs).batch(_TEACHER_BATCH))
+    validation = tf.data.Dataset.from_tensor_slices(({IMAGES: xs, **outputs}, ys))
+    return validation.batch(datasets.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _augmented_batches(outputs_of, datasets: data_lib.Datasets, logits) -> tf.data.Dataset:
+    """``datasets.train``'s augmented batches, each image with the logits of its flip."""
+    images, labels = datasets.train_examples
+    mirrored = logits
+    if datasets.augmentation["flip"]:
+        batches = tf.data.Dataset.from_tensor_slices(images).batch(_TEACHER_BATCH)
+        mirrored = _outputs(outputs_of, batches.map(lambda x: tf.reverse(x, [2])))[CACHED_LOGITS]
+    return data_lib.augmented_epoch_batches(
+        images, labels, epoch=datasets.epoch, seed=datasets.seed, batch_size=datasets.batch_size,
+        augmentation=datasets.augmentation, by_flip={CACHED_LOGITS: (logits, mirrored)},
+        image_key=IMAGES,
+    )  # fmt: skip
+
+
+_FULL_DISK_ADVICE = (
+    "Or keep the outputs in memory with a larger --cache_memory_gb, or run the teacher live "
+    "every epoch with --cache_teacher=no."
+)
+
+
+def _shard_plan(outputs_of, datasets: data_lib.Datasets, memory_budget: int | None):
+    """The outputs' layout on disk, and their structure (a dict; the hints may be a tuple).
+
+    One row per training image, then one per mirror image when flips are drawn; a shard is at
+    most a quarter of the budget, since one is assembled in memory before it is written.
+    """
+    images, labels = datasets.train_examples
+    spec = tf.TensorSpec([None, *images.shape[1:]], images.dtype)
+    structure = outputs_of.get_concrete_function(spec).structured_outputs
+    leaves = tf.nest.flatten(structure)
+    mirrored = datasets.augmenting and datasets.augmentation["flip"]
+    shard_bytes = min(teacher_shards.MAX_SHARD_BYTES, (memory_budget or 2**62) // 4)
+    plan = teacher_shards.ShardPlan.within(
+        shard_bytes, int(labels.shape[0]) * (2 if mirrored else 1),
+        [t.shape[1:] for t in leaves], [t.dtype.name for t in leaves],
+    )  # fmt: skip
+    return plan, structure
+
+
+def _cache_key(teacher: keras.Model, images, hint_layer) -> str:
+    """A digest of what the outputs are computed from: a cache on disk is reused only for it."""
+    digest = hashlib.sha256()
+    for weight in teacher.weights:  # the non-trainable ones too: batch-norm statistics
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    digest.update(np.ascontiguousarray(images).tobytes())
+    digest.update(json.dumps([hint_layer, teacher.dtype_policy.name, _TEACHER_BATCH]).encode())
+    return digest.hexdigest()
+
+
+def _blocks(plan, datasets: data_lib.Datasets) -> list[tuple[int, int]]:
+    """The rows of each teacher call: the in-memory cache's batches, images then mirrors."""
+    n = datasets.num_train_examples
+    return [(part * n + s, part * n + min(s + _TEACHER_BATCH, n))
+            for part in range(plan.num_rows // n) for s in range(0, n, _TEACHER_BATCH)]  # fmt: skip
+
+
+def _computer(outputs_of, datasets: data_lib.Datasets):
+    """``compute(start, stop)`` for :func:`teacher_shards.build`: the outputs of those rows."""
+    images, n = datasets.train_examples[0], datasets.num_train_examples
+
+    def compute(start, stop):
+        part, first = divmod(start, n)
+        x = images[first : first + stop - start]
+        x = tf.reverse(x, [2]) if part else x  # rows n... are the mirror images'
+        return [np.asarray(t) for t in tf.nest.flatten(outputs_of(x))]
+
+    return compute
+
+
+def _streamed_batches(store, structure, datasets: data_lib.Datasets) -> tf.data.Dataset:
+    """``datasets.train``'s batches, each example's outputs gathered from ``store`` by row.
+
+    The pipeline batches each example's row number beside its image (``by_flip`` picks the
+    mirror image's row for a flipped view), so the order and the augmentation are the
+    pipeline's own; the rows' outputs then replace the row numbers.
+    """
+    images, labels = datasets.train_examples
+    n = datasets.num_train_examples
+    rows = tf.range(n, dtype=tf.int64)
+    order = dict(epoch=datasets.epoch, seed=datasets.seed, batch_size=datasets.batch_size)
+    if datasets.augmenting:
+        mirrored = rows + n if store.plan.num_rows > n else rows
+        batches = data_lib.augmented_epoch_batches(
+            images, labels, augmentation=datasets.augmentation, by_flip={_ROW: (rows, mirrored)},
+            image_key=IMAGES, **order,
+        )  # fmt: skip
+    else:
+        batches = data_lib.epoch_batches({IMAGES: images, _ROW: rows}, labels, **order)
+
+    def attach(features, labels):
+        outputs = tf.nest.pack_sequence_as(structure, store.gather_tensors(features[_ROW]))
+        return {IMAGES: features[IMAGES], **outputs}, labels
+
+    batches = batches.map(attach, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def default_memory_gb() -> float:
+    """``--cache_memory_gb``'s default: a quarter of this machine's physical memory (the rest
+    holds the images, the models and TensorFlow); 4 GiB where the size is unknown."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4 / 2**30
+    except (AttributeError, OSError, ValueError):
+        return 4.0
+
+
+def wanted(setting: str, datasets: data_lib.Datasets, uncropped: bool = False) -> bool:
+    """Whether a run caches: ``setting`` is ``--cache_teacher`` (auto: whenever it is exact),
+    ``uncropped`` is ``--kd_targets=uncropped`` (always a cache)."""
+    if uncropped:
+        return True
     if setting == "auto":
         return not datasets.augmenting and datasets.train_examples is not None
     return setting == "yes"
@@ -233,7 +396,11 @@ def cache_for_run(teacher: keras.Model, datasets: data_lib.Datasets,
     """:func:`cache_datasets` for a run: the hint(s) only if they fit ``MAX_CACHED_HINT_BYTES``."""
     start = time.perf_counter()
     n = datasets.num_train_examples
-    if hint_layer is not None and hint_bytes(teacher, hint_layer, n) > MAX_CACHED_HINT_BYTES:
+    if hint_layer is not None and datasets.augmenting:
+        log("teacher cache: logits of each image and its mirror image; the hint depends on "
+            "each crop, stage 1 computes it live.")  # fmt: skip
+        hint_layer = None
+    elif hint_layer is not None and hint_bytes(teacher, hint_layer, n) > MAX_CACHED_HINT_BYTES:
         size = hint_bytes(teacher, hint_layer, n) / 2**30
         log(f"teacher cache: the hint of {n} examples would take {size:.1f} GiB; stage 1 "
             "computes it live.")  # fmt: skip

@@ -38,7 +38,7 @@ def test_every_paper_experiment_has_a_config():
 def test_config_validates_and_its_pair_fits(parsed, path):
     config = parsed(path)
     config.validate()
-    hint, guided = config.pair()
+    (hint, guided), *_ = config.hint_pairs()
     spec = data.DATASETS[config.data.dataset]
     teacher = models.build(config.models.teacher, spec.input_shape, spec.num_classes)
     student = models.build(config.models.student, spec.input_shape, spec.num_classes)
@@ -54,9 +54,19 @@ def test_paper_hyperparameters_in_cifar_configs(parsed):
     assert config.schedule.early_stopping_patience == 100
 
 
-def test_no_flagfile_runs_the_default_experiment(parsed):
+def test_the_default_experiment_is_its_flagfile_and_the_base_of_a_bare_command(parsed):
+    from fitnets_tf import config as config_lib
+
+    path = pathlib.Path(__file__).parent.parent / "configs" / "fashion_mnist.flags"
+    assert parsed(path) == config_lib.DEFAULT
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["train"])
-    bare = flag_lib.config_from_flags()
-    default = parsed(next(p for p in CONFIGS if p.stem == "fashion_mnist"))
-    assert bare == default
+    assert flag_lib.config_from_flags(base=config_lib.DEFAULT) == config_lib.DEFAULT
+    # Without a flagfile, flags change the default experiment, not the flags' defaults.
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train", "--kd_epochs=3"])
+    assert flag_lib.without_flagfile(["train", "--kd_epochs=3"])
+    assert not flag_lib.without_flagfile(["train", f"--flagfile={path}"])
+    bare = flag_lib.config_from_flags(base=config_lib.DEFAULT)
+    assert bare.schedule.kd_epochs == 3 and bare.models.student == "thin_cnn"
+    assert flag_lib.config_from_flags().models.student == "mnist_fitnet"  # the flags' default

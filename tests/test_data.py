@@ -283,3 +283,12 @@ def test_cifar_gcn_zca_is_fitted_once_and_cached(tmp_path, monkeypatch):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert [p.name for p in cache_dir.iterdir()] == [cached.name]  # no temporary files left
     assert os.path.getsize(cached) > 3072 * 3072 * 4
+
+
+def test_augment_image_and_flip_is_tf_images_flip_and_reports_it():
+    image = tf.reshape(tf.range(2 * 5 * 1, dtype=tf.float32), (2, 5, 1))
+    for seed in range(12):
+        out, flipped = data.augment.augment_image_and_flip(image, seed, crop_padding=0)
+        tf_flip = tf.image.stateless_random_flip_left_right(image, tf.constant([seed, 1], tf.int64))
+        np.testing.assert_array_equal(out, tf_flip)
+        assert bool(flipped) == (not np.array_equal(out, image))

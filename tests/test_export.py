@@ -342,6 +342,7 @@ def test_cli_exports_and_prints_sizes_and_latency(tmp_path):
         "--threads=1",
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"note: {tmp_path / 'student.keras'} has no sha256" in result.stdout  # an older run
     output = tmp_path / "export" / "student_raw.tflite"
     assert output.is_file()
     lines = result.stdout.splitlines()
@@ -360,3 +361,120 @@ def test_artifact_that_does_not_match_is_not_published(tmp_path, monkeypatch):
     with pytest.raises(export.ExportVerificationError, match="differ"):
         export.export_student(make_student(), output, "keras")
     assert os.listdir(tmp_path) == []
+
+
+# -- damaged run files ---------------------------------------------------------------------------
+
+
+def make_checksummed_run(workdir: pathlib.Path) -> keras.Model:
+    """A run's student and preprocessor, saved the way a run saves them (with their sha256)."""
+    from fitnets_tf.run import io
+
+    keras.utils.set_random_seed(0)
+    student = make_student()
+    io.save_model(student, workdir / export.STUDENT_FILE)
+    io.save_model(make_preprocessor(), workdir / export.PREPROCESSOR_FILE)
+    return student
+
+
+def damage(path: pathlib.Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncate":
+        del data[len(data) // 2 :]
+    else:  # one bit flipped in the middle: often still a valid zip, with other weights
+        data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_run_saves_each_model_with_its_sha256(tmp_path):
+    from fitnets_tf.run import io
+
+    make_checksummed_run(tmp_path)
+    for name in (export.STUDENT_FILE, export.PREPROCESSOR_FILE):
+        digest, filename = (tmp_path / f"{name}.sha256").read_text().split()
+        assert filename == name and digest == io.file_sha256(tmp_path / name)
+    assert export.serving.unverified(tmp_path) == []
+    io.save_model(make_student(filters=5), tmp_path / export.STUDENT_FILE)  # saved again
+    assert io.checksum_problem(tmp_path / export.STUDENT_FILE) is None
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [export.STUDENT_FILE, export.PREPROCESSOR_FILE, f"{export.STUDENT_FILE}.sha256",
+         f"{export.PREPROCESSOR_FILE}.sha256"]  # fmt: skip
+    )
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip"])
+def test_a_damaged_student_is_refused_by_name_and_nothing_is_written(tmp_path, how):
+    make_checksummed_run(tmp_path)
+    student = tmp_path / export.STUDENT_FILE
+    damage(student, how)
+    with pytest.raises(export.ExportError, match="Cannot load the student") as info:
+        export.export_student(tmp_path, None, "keras")
+    message = str(info.value)
+    assert f"{student}', which is damaged: its content" in message
+    assert "does not match the sha256 recorded in student.keras.sha256" in message
+    assert "summary.json and re-run the training command" in message
+    assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip"])
+def test_a_damaged_student_without_checksum_is_caught_by_its_zip_crcs(tmp_path, how):
+    make_run(tmp_path)  # saved before runs wrote checksums
+    assert export.serving.unverified(tmp_path) == [tmp_path / export.STUDENT_FILE,
+                                                   tmp_path / export.PREPROCESSOR_FILE]  # fmt: skip
+    damage(tmp_path / export.STUDENT_FILE, how)
+    with pytest.raises(export.ExportError, match=r"student .*, which is damaged: it") as info:
+        export.export_student(tmp_path, None, "keras")
+    assert "not a complete zip" in str(info.value) or "fails its CRC" in str(info.value)
+    assert not (tmp_path / "export").exists()
+
+
+def test_cli_refuses_a_damaged_student_without_traceback_and_leaves_the_output(tmp_path):
+    make_checksummed_run(tmp_path / "run")
+    damage(tmp_path / "run" / export.STUDENT_FILE, "flip")
+    output = tmp_path / "served" / "student.keras"
+    output.parent.mkdir()
+    output.write_text("old")
+    result = run_python("-m", "fitnets_tf.export", f"--workdir={tmp_path / 'run'}",
+                        "--format=keras", f"--output={output}", "--overwrite")  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{tmp_path / 'run' / export.STUDENT_FILE}', which is damaged" in result.stderr
+    assert output.read_text() == "old" and os.listdir(output.parent) == ["student.keras"]
+    assert not (tmp_path / "run" / "export").exists()
+
+
+def test_a_full_disk_fails_every_format_clearly_and_keeps_the_previous_artifacts(tmp_path):
+    pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
+    result = run_python(str(REPO / "tests" / "full_disk_export_check.py"), str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    for fmt, (name, message) in outcome["errors"].items():
+        assert name == "DiskFullError", (fmt, message)
+        assert message.startswith(f"Cannot write the {fmt} export ")
+        assert "the file size limit is exceeded" in message and "is unchanged" in message
+    assert sorted(outcome["errors"]) == sorted(export.FORMATS)
+    assert all(outcome["intact"].values()), outcome["intact"]
+    assert outcome["names"] == outcome["expected_names"]  # no staging directory left behind
+
+
+@pytest.mark.slow  # two training runs of the smoke config (one mode)
+def test_a_finished_runs_damaged_student_is_refused_then_repaired_as_the_message_says(tmp_path):
+    from conftest import train_cli
+
+    run = tmp_path / "run"
+    train = ("--flagfile=configs/smoke.flags", f"--workdir={run}", "--mode=scratch",
+             "--nomeasure_latency")  # fmt: skip
+    assert train_cli(*train).returncode == 0
+    assert {p.name for p in run.rglob("*.sha256")} >= {
+        "student.keras.sha256", "preprocessor.keras.sha256", "teacher.keras.sha256"}  # fmt: skip
+    damage(run / export.STUDENT_FILE, "flip")
+    refused = run_python("-m", "fitnets_tf.export", f"--workdir={run}", "--format=keras",
+                         "--nolatency")  # fmt: skip
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "which is damaged" in refused.stderr and not (run / "export").exists()
+    (run / "summary.json").unlink()  # what the message says to do
+    again = train_cli(*train)
+    assert again.returncode == 0 and "Epoch 1/" not in again.stdout  # nothing retrained
+    exported = run_python("-m", "fitnets_tf.export", f"--workdir={run}", "--format=keras",
+                          "--nolatency")  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (run / "export" / "student.keras").is_file()

@@ -56,7 +56,8 @@ def test_report_tables_plots_and_results_page(tmp_path):
 
 
 def test_configs_share_one_teacher_and_cache_its_outputs(tmp_path):
-    args = paper_claims.parse(["--workdir", str(tmp_path), "--seeds=0,1", "--docs", str(tmp_path)])
+    args = paper_claims.parse(["--workdir", str(tmp_path), "--seeds=0,1", "--docs", str(tmp_path),
+                               "--parts=teacher,main,depth,init"])  # fmt: skip
     runs = paper_claims.configs(args)
     assert list(runs) == [
         "teacher",
@@ -93,3 +94,23 @@ def test_whole_study_on_a_slice_of_fashion_mnist(tmp_path):
     assert (tmp_path / "docs" / "results.md").read_text().split("\n", 4)[4] == page.split("\n", 4)[
         4
     ]
+
+
+def test_pair_part_runs_the_default_experiment_per_seed_and_reports_served_speed(tmp_path):
+    args = paper_claims.parse(["--workdir", str(tmp_path), "--seeds=0,1", "--docs", str(tmp_path),
+                               "--parts=pair"])  # fmt: skip
+    runs = paper_claims.configs(args)
+    assert list(runs) == ["pair/seed0", "pair/seed1"]  # no paper teacher to train
+    assert runs["pair/seed1"] == config_lib.DEFAULT.with_values(seed=1)
+    fast = {"latency_ms_per_image_batch1_onnxruntime": 0.04, "latency_ms_per_image_batch128_litert": 0.02}
+    teacher = {**_row("teacher", 0.94, "wide_cnn"), "latency_ms_per_image_batch1_onnxruntime": 0.44}
+    for seed, (fitnet, scratch) in enumerate([(0.927, 0.923), (0.925, 0.926)]):
+        rows = [teacher, {**_row("fitnet", fitnet, "thin_cnn"), **fast},
+                {**_row("scratch", scratch, "thin_cnn"), **fast}]  # fmt: skip
+        _run(tmp_path / "pair" / f"seed{seed}", rows, {})
+    text = paper_claims.report(args)
+    assert "| thin_cnn | FitNets (hints + KD) | 92.60 ± 0.14 (92.50–92.70) | 2 |" in text
+    assert "per seed +0.40, -0.10: ahead in 1 of 2" in text
+    assert "| FitNets (hints + KD) | 1.5000 (1.0×) | 0.2500 (1.0×) | — | 0.0200 | 0.0400 (11.0×) |" in text
+    page = (tmp_path / "results.md").read_text()
+    assert paper_claims.PAIR_BEGIN in page and paper_claims.BEGIN not in page

@@ -138,6 +138,22 @@ def test_warmup_is_checked_only_against_stages_that_run():
 STEP = "step:150,180,210"  # the CIFAR-100 benchmark's
 
 
+def test_stage_one_may_have_its_own_optimizer_with_keras_defaults():
+    config = ExperimentConfig().with_values(
+        optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=1e-2, warmup_epochs=1,
+        hints_optimizer="adam", hints_learning_rate=1e-3, hints_epochs=1, kd_epochs=3,
+    )  # fmt: skip
+    config.validate()  # a 1-epoch stage 1 on another optimizer does not warm up: no conflict
+    stage_one = config.hyperparameters().stage_one()
+    assert (stage_one.optimizer_name, stage_one.learning_rate) == ("adam", 1e-3)
+    assert (stage_one.momentum, stage_one.nesterov, stage_one.weight_decay) == (0.0, False, 0.0)
+    assert stage_one.warmup_epochs == 0
+    optimizer = stage_one.optimizer(epochs=1, steps_per_epoch=10)
+    assert isinstance(optimizer, keras.optimizers.Adam) and not optimizer.weight_decay
+    same = config.with_values(hints_optimizer="sgd").hyperparameters().stage_one()
+    assert (same.optimizer_name, same.momentum, same.weight_decay) == ("sgd", 0.9, 1e-2)
+
+
 def test_each_stage_gets_its_own_rate_and_schedule():
     config = ExperimentConfig().with_values(
         optimizer="sgd", momentum=0.9, learning_rate=0.05, lr_schedule=STEP,

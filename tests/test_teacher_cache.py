@@ -114,10 +114,11 @@ def test_cached_hint_gives_the_live_hint_loss(teacher, student):
     assert live["hint_loss"] > 0
 
 
-def test_cache_datasets_refuses_augmentation_and_streamed_data():
+def test_cache_datasets_refuses_hints_under_augmentation_and_streamed_data():
     teacher = _mnist_teacher()
-    with pytest.raises(ValueError, match="augmentation is on"):
-        teacher_cache.cache_datasets(teacher, _synthetic(augment=True))
+    hint = models.hint_layer_name("mnist_teacher")
+    with pytest.raises(ValueError, match="Hints cannot be cached under augmentation"):
+        teacher_cache.cache_datasets(teacher, _synthetic(augment=True), hint_layer=hint)
     with pytest.raises(ValueError, match="needs the training split in memory.*cache=True"):
         teacher_cache.cache_datasets(teacher, _synthetic(cache=False))
 
@@ -126,3 +127,41 @@ def test_hint_bytes():
     teacher = _mnist_teacher()
     # The MNIST teacher's hint is 4x4x48 float32 per example.
     assert teacher_cache.hint_bytes(teacher, "pool2", 10) == 4 * 4 * 48 * 4 * 10
+
+
+def test_augmented_cache_gives_each_crop_the_logits_of_its_uncropped_image():
+    datasets = _synthetic(augment=True, crop_padding=2)  # synthetic: crops, no flips
+    teacher = _mnist_teacher()
+    train, _ = teacher_cache.cache_datasets(teacher, datasets)
+    images, _ = datasets.train_examples
+    uncropped = teacher(images, training=False).numpy()
+    datasets.epoch.assign(2)
+    plain = list(datasets.train)
+    datasets.epoch.assign(2)
+    for (x, y), (inputs, labels) in zip(plain, train, strict=True):
+        np.testing.assert_array_equal(inputs["images"], x)  # the same crops
+        np.testing.assert_array_equal(labels, y)
+        # Each row is the logits of one uncropped training image (not of the crop).
+        distance = np.abs(inputs["teacher_logits"].numpy()[:, None] - uncropped[None]).max(-1)
+        assert (distance.min(axis=1) < 1e-4).all()
+        assert not np.allclose(inputs["teacher_logits"], teacher(x, training=False), atol=1e-3)
+
+
+def test_values_follow_each_images_flip():
+    # Image i: its left half is i + 1, its right half 0, so a flipped one is told by its right.
+    n = 64
+    images = np.zeros((n, 4, 4, 1), np.float32)
+    images[:, :, :2] = (np.arange(n, dtype=np.float32) + 1)[:, None, None, None]
+    values = np.arange(n, dtype=np.float32)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    batches = data.augmented_epoch_batches(
+        tf.constant(images), tf.range(n), epoch=epoch, seed=1, batch_size=16,
+        augmentation=dict(crop_padding=0, flip=True), by_flip={"v": (values, -values - 1)},
+    )  # fmt: skip
+    flips = 0
+    for inputs, labels in batches:
+        flipped = inputs["images"].numpy()[:, 0, 3, 0] > 0
+        expected = np.where(flipped, -labels.numpy() - 1, labels.numpy())
+        np.testing.assert_array_equal(inputs["v"], expected)
+        flips += flipped.sum()
+    assert 16 < flips < 48  # both ways occur

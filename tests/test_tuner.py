@@ -95,6 +95,77 @@ def test_every_oracle_runs_the_defaults_first(kind, tmp_path):
     assert second.hyperparameters.values["kd_lambda"] != 4.0
 
 
+def _watched_oracle(tmp_path, alive: dict, timeout_s: float = 0.0):
+    oracle = search.RandomOracle(objective=keras_tuner.Objective("val_accuracy", "max"), seed=1,
+                                 max_trials=2, max_retries_per_trial=1, worker_alive=alive.get,
+                                 trial_timeout_s=timeout_s)  # fmt: skip
+    oracle._set_project_dir(str(tmp_path), "p")
+    hp = keras_tuner.HyperParameters()
+    search.SearchSpace().hyperparameters(hp, PAPER)
+    oracle.update_space(hp)
+    return oracle
+
+
+def _complete(oracle, trial):
+    """What a worker reports: its own copy of the trial (it came over gRPC)."""
+    oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+    report = keras_tuner.engine.trial.Trial.from_state(trial.get_state())
+    report.status = "COMPLETED"
+    oracle.end_trial(report)
+
+
+def _status_on_disk(tmp_path, trial) -> str:
+    return json.loads((tmp_path / "p" / f"trial_{trial.trial_id}" / "trial.json").read_text())[
+        "status"
+    ]
+
+
+def test_the_trial_of_a_dead_worker_runs_again_and_the_search_ends(tmp_path):
+    alive = {"a": True, "b": True}
+    oracle = _watched_oracle(tmp_path, alive)
+    first, second = oracle.create_trial("a"), oracle.create_trial("b")
+    _complete(oracle, first)
+    assert oracle.create_trial("a").status == "IDLE"  # no trial left, but b's may come back
+    assert oracle.release_abandoned() == []
+    alive["b"] = False  # killed mid-trial: its lock is free
+    assert oracle.release_abandoned() == [
+        f"Trial {second.trial_id}: its worker 'b' is gone; queued to run again."
+    ]
+    assert oracle.ongoing_trials == {} and oracle.tuner_ids == {"a"}
+    again = oracle.create_trial("a")
+    assert (again.trial_id, again.status) == (second.trial_id, "RUNNING")
+    _complete(oracle, again)
+    assert oracle.create_trial("a").status == "STOPPED"
+    assert oracle.ongoing_trials == {} and oracle.tuner_ids == set()  # the chief may stop
+    assert [_status_on_disk(tmp_path, t) for t in (first, second)] == ["COMPLETED", "COMPLETED"]
+
+
+def test_a_trial_whose_worker_dies_twice_fails(tmp_path):
+    alive = {"a": True, "b": True, "c": True}
+    oracle = _watched_oracle(tmp_path, alive)
+    _complete(oracle, oracle.create_trial("a"))
+    second = oracle.create_trial("b")
+    alive["b"] = False
+    oracle.release_abandoned()
+    assert oracle.create_trial("c").trial_id == second.trial_id
+    alive["c"] = False
+    assert oracle.release_abandoned() == [f"Trial {second.trial_id}: its worker 'c' is gone; failed."]
+    assert oracle.create_trial("a").status == "STOPPED" and oracle.tuner_ids == set()
+    assert _status_on_disk(tmp_path, second) == "FAILED"
+
+
+def test_an_overdue_trial_fails_and_its_late_report_is_ignored(tmp_path):
+    oracle = _watched_oracle(tmp_path, {}, timeout_s=0.05)  # no locks: the timeout alone
+    first = oracle.create_trial("a")
+    time.sleep(0.1)
+    (line,) = oracle.release_abandoned()
+    assert line.startswith(f"Trial {first.trial_id}: it ran ") and line.endswith("; failed.")
+    _complete(oracle, first)  # the worker was alive after all, and reports
+    assert oracle.trials[first.trial_id].status == "FAILED"
+    assert not oracle.trials[first.trial_id].metrics.exists("val_accuracy")
+    assert _status_on_disk(tmp_path, first) == "FAILED"
+
+
 def test_a_changed_search_is_refused_naming_the_differences(tmp_path):
     config = config_lib.ExperimentConfig().with_values(dataset="synthetic")
     options = search.TuneOptions()
@@ -250,6 +321,22 @@ class _Recording(search.FitNetsHyperModel):
         layer = model.student.get_layer("conv1")
         self.seen.append((layer.compute_dtype, layer.variable_dtype))
         return super().fit(hp, model, *args, **kwargs)
+
+
+def test_a_full_disk_stops_the_search_clearly_and_it_resumes(tmp_path):
+    script = os.path.join(ROOT, "tests", "full_disk_search_check.py")
+    proc = subprocess.run([sys.executable, script, str(tmp_path)], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # A trial's checkpoint: the search stops (not "trial failed", then the next), the trial is
+    # still RUNNING, and no half checkpoint is left. tune() words it as a DiskFullError.
+    assert result["trial_error"] == ["FatalError", "the file size limit is exceeded"]
+    assert result["trial_status"] == "RUNNING" and not result["checkpoint"]
+    # The oracle's file: the write fails, the previous oracle.json stays whole.
+    assert result["oracle_error"] == ["OSError", "the file size limit is exceeded"]
+    assert result["oracle_intact"] and result["litter"] == []
+    assert result["resumed"] == {"0": "COMPLETED", "1": "COMPLETED"}
 
 
 def test_seed_and_dtype_policy_hold_in_every_trial(teacher_path, tmp_path):
@@ -421,6 +508,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start_tuner(tuner_id: str, workdir, port: str, logs):
+    """One process of a distributed search; its output goes to ``logs/<tuner_id>.log``."""
+    env = _env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
+               KERASTUNER_ORACLE_PORT=port)  # fmt: skip
+    log = open(logs / f"{tuner_id}.log", "w")  # noqa: SIM115  (closed by the caller)
+    return (subprocess.Popen(
+        [sys.executable, "-m", "fitnets_tf.tune", f"--flagfile={SMOKE}", f"--workdir={workdir}"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log)  # fmt: skip
+
+
+def _stop_all(procs: dict) -> None:
+    for proc, log in procs.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
 def test_chief_and_two_workers_run_each_trial_once(smoke, tmp_path):
     # Stage 1 is the smoke run's (the chief would run it first and the workers wait for it).
     workdir = _copy(smoke, tmp_path, with_trials=False)
@@ -428,22 +533,12 @@ def test_chief_and_two_workers_run_each_trial_once(smoke, tmp_path):
     procs = {}
     try:
         for tuner_id in ("chief", "tuner0", "tuner1"):
-            env = _env(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP="127.0.0.1",
-                       KERASTUNER_ORACLE_PORT=port)  # fmt: skip
-            log = open(tmp_path / f"{tuner_id}.log", "w")  # noqa: SIM115  (closed below)
-            procs[tuner_id] = (subprocess.Popen(
-                [sys.executable, "-m", "fitnets_tf.tune", f"--flagfile={SMOKE}",
-                 f"--workdir={workdir}"], cwd=ROOT, env=env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True), log)  # fmt: skip
+            procs[tuner_id] = _start_tuner(tuner_id, workdir, port, tmp_path)
         deadline = time.monotonic() + 240
         for proc, _ in procs.values():
             proc.wait(timeout=max(deadline - time.monotonic(), 1))
     finally:
-        for proc, log in procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            log.close()
+        _stop_all(procs)
     logs = {k: (tmp_path / f"{k}.log").read_text() for k in procs}
     for tuner_id, (proc, _) in procs.items():
         assert proc.returncode == 0, f"{tuner_id}:\n{logs[tuner_id][-3000:]}"
@@ -454,6 +549,42 @@ def test_chief_and_two_workers_run_each_trial_once(smoke, tmp_path):
     assert not (workdir / "trials" / "trial_3").exists()
     assert "worker done" in logs["tuner0"] and "worker done" in logs["tuner1"]
     lines = (workdir / "results.csv").read_text().splitlines()  # written by the chief
+    assert len(lines) == 1 + 3 and all(",COMPLETED," in line for line in lines[1:])
+
+
+def _first_trial_of(workdir, tuner_id: str, timeout: float = 240) -> str | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in sorted((workdir / "trials").glob("trial_*/runs.jsonl")):
+            if any(json.loads(line)["tuner_id"] == tuner_id for line in path.read_text().splitlines()):
+                return path.parent.name.removeprefix("trial_")
+        time.sleep(0.2)
+    return None
+
+
+@pytest.mark.slow  # three processes and a trial run twice: about a minute on 2 loaded cores
+def test_a_worker_killed_mid_trial_does_not_stall_the_search(smoke, tmp_path):
+    workdir = _copy(smoke, tmp_path, with_trials=False)
+    port = str(_free_port())
+    procs = {}
+    try:
+        for tuner_id in ("chief", "tuner0", "tuner1"):
+            procs[tuner_id] = _start_tuner(tuner_id, workdir, port, tmp_path)
+        killed = _first_trial_of(workdir, "tuner1")
+        assert killed is not None, (tmp_path / "tuner1.log").read_text()[-3000:]
+        os.killpg(procs["tuner1"][0].pid, signal.SIGKILL)  # mid-trial: no chance to report
+        for tuner_id in ("chief", "tuner0"):  # keras-tuner's chief alone would wait forever
+            procs[tuner_id][0].wait(timeout=240)
+    finally:
+        _stop_all(procs)
+    logs = {k: (tmp_path / f"{k}.log").read_text() for k in procs}
+    for tuner_id in ("chief", "tuner0"):
+        assert procs[tuner_id][0].returncode == 0, f"{tuner_id}:\n{logs[tuner_id][-3000:]}"
+    assert f"Trial {killed}: its worker 'tuner1' is gone; queued to run again." in logs["chief"]
+    events = _runs(workdir, killed)
+    assert [(e["event"], e["tuner_id"]) for e in events] == [
+        ("start", "tuner1"), ("start", "tuner0"), ("end", "tuner0")]  # fmt: skip
+    lines = (workdir / "results.csv").read_text().splitlines()
     assert len(lines) == 1 + 3 and all(",COMPLETED," in line for line in lines[1:])
 
 

@@ -52,3 +52,15 @@ def test_zoo_options_that_do_not_apply_are_refused():
         models.get_spec("resnet20")
     model = models.build("resnet20", (32, 32, 3), 10, dropout=0.3)
     assert model.get_layer("dropout_fc").rate == 0.3
+
+
+def test_the_default_experiments_plain_cnns_pinned():
+    teacher = models.build("wide_cnn", (28, 28, 1), 10, seed=0, dropout=0.2)
+    student = models.build("thin_cnn", (28, 28, 1), 10, seed=0)
+    assert (models.count_params(teacher), models.count_multiplications(teacher)) == (2_562_362, 43_394_816)
+    assert (models.count_params(student), models.count_multiplications(student)) == (61_378, 4_242_240)
+    # The hint pair of configs/fashion_mnist.flags: same resolution, a 1x1 regressor apart.
+    assert teacher.get_layer("conv3_relu").output.shape[1:] == (14, 14, 96)
+    assert student.get_layer("conv2_relu").output.shape[1:] == (14, 14, 48)
+    assert [layer.rate for layer in teacher.layers if "dropout" in layer.name] == [0.2, 0.2]
+    assert not any("dropout" in layer.name for layer in student.layers)

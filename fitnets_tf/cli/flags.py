@@ -1,7 +1,7 @@
 """The experiment's absl flags, derived from :mod:`fitnets_tf.config`: one flag per option.
 
 Nothing here names an option: a field added to a config section is a flag at once, with the
-field's default (from the default experiment), help text and limits.
+field's default (from `config.FLAG_DEFAULTS`), help text and limits.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def all_specs():
             yield section, spec
 
 
-def define_experiment_flags(defaults: config_lib.ExperimentConfig = config_lib.DEFAULT,
+def define_experiment_flags(defaults: config_lib.ExperimentConfig = config_lib.FLAG_DEFAULTS,
                             workdir: str = "runs/fashion_mnist", flag_values=FLAGS) -> None:  # fmt: skip
     """Defines one flag per option (defaults from ``defaults``) and ``--workdir``.
 
@@ -66,10 +66,24 @@ def define(spec: options.Spec, default, flag_values=FLAGS) -> None:
         flags.DEFINE_string(spec.flag, default, help_text, **kwargs)
 
 
-def config_from_flags(f=FLAGS) -> config_lib.ExperimentConfig:
-    """The flags as an :class:`~fitnets_tf.config.ExperimentConfig`: the only place they are read."""
-    values = {spec.name: options.coerce(spec, f[spec.flag].value) for _, spec in all_specs()}
+def config_from_flags(f=FLAGS, base: config_lib.ExperimentConfig | None = None
+                      ) -> config_lib.ExperimentConfig:  # fmt: skip
+    """The flags as an :class:`~fitnets_tf.config.ExperimentConfig`: the only place they are read.
+
+    With ``base``, a flag not given on the command line (or in a flagfile) takes ``base``'s
+    value instead of its default.
+    """
+    values = {
+        spec.name: options.coerce(spec, f[spec.flag].value)
+        if base is None or f[spec.flag].present else getattr(getattr(base, section), spec.name)
+        for section, spec in all_specs()
+    }
     return config_lib.ExperimentConfig.from_values(values)
+
+
+def without_flagfile(argv: list[str]) -> bool:
+    """Whether a command line gives no ``--flagfile`` (absl expands them before parsing)."""
+    return not any(a == "--flagfile" or a.startswith("--flagfile=") for a in argv)
 
 
 def flagfile_lines(config: config_lib.ExperimentConfig, workdir) -> list[str]:

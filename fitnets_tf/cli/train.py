@@ -12,12 +12,18 @@ Example::
 ``--list_layers`` prints the teacher's and the student's layers as the run would build them
 (the hint/guided candidates marked) and the pair ``--hints=auto`` would choose, then exits
 without training or writing anything.
+
+SIGTERM or SIGINT (Ctrl-C) stops training after the step under way with a checkpoint and exits
+with status 75 (EX_TEMPFAIL): the same command resumes, exactly. A second one exits at once.
 """
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags, logging
 
+from fitnets_tf import config as config_lib
 from fitnets_tf.cli import common
 from fitnets_tf.cli import flags as flag_lib
 
@@ -35,9 +41,11 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the epoch lines
     from fitnets_tf import experiment
-    from fitnets_tf.run import io, layout, lock
+    from fitnets_tf.run import io, layout, lock, preemption
 
-    config = flag_lib.config_from_flags()
+    # Without a flagfile, the default experiment is the base the given flags change.
+    base = config_lib.DEFAULT if flag_lib.without_flagfile(sys.argv) else None
+    config = flag_lib.config_from_flags(base=base)
     config.validate()
     if FLAGS.list_layers:
         from fitnets_tf import hint_choice
@@ -45,10 +53,14 @@ def main(argv):
         print(hint_choice.describe_models(*experiment.models_of(config)))
         return
     workdir = layout.prepare(FLAGS.workdir)
-    with lock.hold(workdir):  # before flags.txt: a refused second process changes nothing
-        flagfile = flag_lib.resolved_flagfile(config, FLAGS.workdir)
-        io.write_text(layout.RunLayout(workdir).flags, flagfile)
-        experiment.run(config, workdir, log=print)
+    try:
+        with lock.hold(workdir):  # before flags.txt: a refused second process changes nothing
+            flagfile = flag_lib.resolved_flagfile(config, FLAGS.workdir)
+            io.write_text(layout.RunLayout(workdir).flags, flagfile)
+            experiment.run(config, workdir, log=print)
+    except preemption.Preempted as stopped:  # the lock is released by now
+        print(f"fitnets_tf.train: {stopped}", file=sys.stderr, flush=True)
+        sys.exit(preemption.EXIT_STATUS)
 
 
 def entry_point():

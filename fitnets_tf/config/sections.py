@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from fitnets_tf import hint_path, recipes
+from fitnets_tf import hint_path, latency, pretrained, recipes
 from fitnets_tf.models import sources
 from fitnets_tf.options import option
 
@@ -109,8 +109,9 @@ class ModelsConfig:
         check=hint_path.weights_problem,
     )  # fmt: skip
     teacher_path: str | None = option(
-        None, "Trained teacher: a .keras file or a run directory."
-    )
+        None, "Trained teacher: a .keras file, a run directory, or pretrained:NAME (shipped: "
+        "pretrained:fashion_mnist_wide_cnn).", check=pretrained.name_problem,
+    )  # fmt: skip
     init: str = option(
         "paper", "Kernel init: the paper's U(-0.005, 0.005), or He / Glorot uniform.",
         choices=INITS,
@@ -176,6 +177,10 @@ class ScheduleConfig:
     hints_learning_rate: float | None = option(
         None, "Stage-1 learning rate (None: --learning_rate).", exclusive_minimum=0
     )
+    hints_optimizer: str | None = option(
+        None, "Stage-1 optimizer (None: --optimizer). Another one runs with Keras' defaults: "
+        "no momentum, weight decay or warm-up.", choices=recipes.OPTIMIZERS,
+    )  # fmt: skip
     momentum: float = option(0.0, "Momentum of sgd and rmsprop.", check=recipes.momentum_problem)
     nesterov: bool = option(False, "Nesterov momentum (sgd).")
     weight_decay: float = option(
@@ -202,8 +207,16 @@ class ScheduleConfig:
         None, "Decay length in epochs (default: rest of stage 2).", minimum=1
     )
     tau_squared: bool = option(False, "Multiply the soft term by τ² (not the paper).")
+    kd_targets: str = option(
+        "exact", "Teacher outputs stage 2 learns from. exact: of the very image the student "
+        "sees. uncropped: under --augment, the logits of each uncropped training image and "
+        "of its mirror image, computed once (each view gets those of its flip): a KD step "
+        "then costs a student step.", choices=("exact", "uncropped"),
+    )  # fmt: skip
     seed: int = option(0, "Seed of weights, shuffling and augmentation.")
-    mixed_precision: bool = option(False, "mixed_float16 compute (GPUs with tensor cores).")
+    mixed_precision: bool = option(
+        False, "Mixed precision: float16 on a GPU, bfloat16 on a CPU (fast with AVX-512 BF16/AMX)."
+    )
 
     def problems(self, trains_teacher: bool = True) -> list[str]:
         """Recipe options that contradict one another (each valid alone)."""
@@ -211,7 +224,9 @@ class ScheduleConfig:
 
         stage1 = any(stages.PAPER_STAGE[s] == "stage1" for m in self.modes
                      for s in stages.STAGES_OF_MODE.get(m, ()))  # fmt: skip
-        used = {"teacher_epochs": trains_teacher, "hints_epochs": stage1, "kd_epochs": True}
+        own_optimizer = self.hints_optimizer not in (None, self.optimizer)  # warms up not
+        used = {"teacher_epochs": trains_teacher, "hints_epochs": stage1 and not own_optimizer,
+                "kd_epochs": True}  # fmt: skip
         epochs = {flag: getattr(self, flag) for flag, trained in used.items() if trained}
         return recipes.combination_problems(
             self.optimizer, momentum=self.momentum, nesterov=self.nesterov,
@@ -234,10 +249,25 @@ class RuntimeConfig:
     jit_compile: bool = option(False, "XLA-compile the train step (slower on CPU).")
     deterministic: bool = option(False, "TF op determinism (bit-identical reruns on CPU).")
     measure_latency: bool = option(True, "Time CPU inference of every model for the summary.")
+    serving_runtimes: tuple[str, ...] = option(
+        (), "Also time every model exported to these runtimes (litert, onnxruntime) for the "
+        "summary: what a student is deployed with.", choices=latency.SERVING_RUNTIMES,
+        noun="runtime",
+    )  # fmt: skip
     cache_teacher: str = option(
         "auto", "Run the frozen teacher once over train/validation and reuse its logits (and "
-        "hint) every epoch. auto: when not --augment; yes with --augment is refused.",
+        "hint) every epoch. auto: when exact (not --augment, or --kd_targets=uncropped); yes "
+        "with --augment needs --kd_targets=uncropped.",
         choices=CACHE_TEACHER,
+    )  # fmt: skip
+    checkpoint_every: int = option(
+        0, "Also checkpoint every N steps within an epoch (0: at epoch ends only); a run "
+        "killed mid-epoch resumes at its last such step. SIGTERM/SIGINT always checkpoint "
+        "the step under way and exit with status 75: the same command resumes.", minimum=0,
+    )  # fmt: skip
+    checkpoint_minutes: float = option(
+        0.0, "Also checkpoint within an epoch once this many minutes have passed since the "
+        "last checkpoint (0: never).", minimum=0,
     )  # fmt: skip
 
     def __post_init__(self):

@@ -50,6 +50,7 @@ from fitnets_tf.data.holdout import TEST_FRACTION, VALIDATION_FRACTION
 from fitnets_tf.data.locations import resolve_data_dir
 from fitnets_tf.data.pipelines import (
     EpochSync,
+    augmented_epoch_batches,
     count_examples,
     epoch_batches,
     eval_pipeline,
@@ -77,6 +78,7 @@ __all__ = [
     "check_input_shape",
     "dataset_problem",
     "ensure_prepared",
+    "augmented_epoch_batches",
     "epoch_batches",
     "get_spec",
     "image_size_problem",
@@ -105,6 +107,7 @@ class Datasets:
             ``(images, labels)`` (None when ``load(cache=False)``): with :func:`epoch_batches`
             it feeds other per-example values (cached teacher outputs) in the same order.
         seed, batch_size, augmenting: how ``train`` was made.
+        augmentation: ``augment_image``'s keyword arguments when augmenting, else None.
     """
 
     train: tf.data.Dataset
@@ -120,6 +123,7 @@ class Datasets:
     seed: int = 0
     batch_size: int = 128
     augmenting: bool = False
+    augmentation: dict | None = None
 
     def epoch_callback(self) -> keras.callbacks.Callback:
         """The callback that keeps the training order a function of (seed, epoch)."""
@@ -285,4 +289,5 @@ def _datasets(
         seed=seed,
         batch_size=batch_size,
         augmenting=bool(augment and (crop_padding or spec.flips)),
+        augmentation=dict(crop_padding=crop_padding, flip=spec.flips) if augment else None,
     )

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from fitnets_tf.data.augment import augment_image
+from fitnets_tf.data.augment import augment_image, augment_image_and_flip
 
 
 def count_examples(ds: tf.data.Dataset) -> int:
@@ -123,7 +123,8 @@ def train_pipeline(
     if augmentation is None:
         batches = epoch_batches(images, labels, epoch=epoch, seed=seed, batch_size=batch_size)
     else:
-        batches = _augmented_epoch_batches(images, labels, epoch, seed, batch_size, augmentation)
+        batches = augmented_epoch_batches(images, labels, epoch=epoch, seed=seed,
+                                          batch_size=batch_size, augmentation=augmentation)  # fmt: skip
     return batches, epoch, (images, labels)
 
 
@@ -139,8 +140,17 @@ def _streamed(ds, num_examples, seed, batch_size, augmentation) -> tf.data.Datas
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _augmented_epoch_batches(images, labels, epoch, seed, batch_size, augmentation):
-    """Like :func:`epoch_batches`, each example augmented with a seed of (seed, epoch, example)."""
+def augmented_epoch_batches(images, labels, *, epoch: tf.Variable, seed: int, batch_size: int,
+                            augmentation: dict, by_flip: dict | None = None,
+                            image_key: str = "images"):  # fmt: skip
+    """The augmented training batches of :func:`~fitnets_tf.data.load`, optionally with values
+    that follow each example's flip.
+
+    ``by_flip`` maps a name to ``(values, mirrored_values)``, per-example tensors in split order
+    (teacher logits of each image and of its mirror image); each batch then is
+    ``({image_key: images, name: the values of the way each image was flipped}, labels)``.
+    Without it, ``(images, labels)``. Same images, order and crops either way.
+    """
     num_examples = int(labels.shape[0])
 
     def one_epoch(_):
@@ -152,7 +162,12 @@ def _augmented_epoch_batches(images, labels, epoch, seed, batch_size, augmentati
             # One seed per (seed, epoch, example): the same crop and flip after a resume.
             s = tf.random.stateless_uniform([], tf.stack([example_seed[0], example_seed[1] * num_examples + i]),
                                             minval=0, maxval=2**62, dtype=tf.int64)  # fmt: skip
-            return augment_image(tf.gather(images, i), s, **augmentation), tf.gather(labels, i)
+            image, flipped = augment_image_and_flip(tf.gather(images, i), s, **augmentation)
+            if not by_flip:
+                return image, tf.gather(labels, i)
+            chosen = {name: tf.where(flipped, tf.gather(mirrored, i), tf.gather(values, i))
+                      for name, (values, mirrored) in by_flip.items()}  # fmt: skip
+            return {image_key: image, **chosen}, tf.gather(labels, i)
 
         return indices.map(augmented, tf.data.AUTOTUNE).batch(batch_size)
 

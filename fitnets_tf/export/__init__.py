@@ -36,7 +36,9 @@ Exports with the preprocessing baked in get ``_raw`` after ``student`` (``studen
 Every export is written into a hidden staging directory beside the final path, verified by
 reloading it and comparing its outputs, and only then renamed into place, so a crash never
 leaves a half-written model at the final path and an existing artifact is never removed before
-its replacement is complete.
+its replacement is complete; a full disk is reported as :class:`DiskFullError`. The run's
+``student.keras`` and ``preprocessor.keras`` are checked against the sha256 the run wrote
+beside them before they are loaded: a damaged file is refused by name.
 
 Usage::
 
@@ -60,6 +62,7 @@ import keras
 from fitnets_tf import layers as _layers  # noqa: F401
 from fitnets_tf import preprocessing as _preprocessing  # noqa: F401
 from fitnets_tf.errors import (
+    DiskFullError,
     ExportConfigError,
     ExportError,
     ExportVerificationError,
@@ -98,6 +101,7 @@ __all__ = [
     "RAW_SUFFIX",
     "STUDENT_FILE",
     "WRITERS",
+    "DiskFullError",
     "ExportConfigError",
     "ExportError",
     "ExportVerificationError",
@@ -162,6 +166,8 @@ def export_student(
         ExportConfigError: bad format, suffix, student, or no preprocessor to bake in.
         RuntimeUnavailableError: the format's converter is not installed.
         ExportVerificationError: the artifact did not reload or does not match the student.
+        ExportError: a file of the run is damaged (it differs from its sha256) or unloadable.
+        DiskFullError: no room for the artifact; nothing was written at ``output``.
     """
     if format != "all":
         check_format(format)

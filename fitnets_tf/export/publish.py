@@ -18,6 +18,7 @@ import tensorflow as tf
 from fitnets_tf.errors import OutputExistsError
 from fitnets_tf.export import writers
 from fitnets_tf.export.verify import verify
+from fitnets_tf.run import io
 
 
 def refuse_existing(output: pathlib.Path, overwrite: bool) -> None:
@@ -42,19 +43,33 @@ def publish(
 
     The staging directory is a sibling so the final ``os.replace`` stays on one filesystem and
     is a rename, never a copy. Whatever happens, the staging directory is removed.
+
+    Raises:
+        DiskFullError: no room to write the artifact (the previous one, if any, is kept).
     """
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
         staged = staging / "new" / output.name
         staged.parent.mkdir()
-        with _quiet_tf_logger():  # The converters narrate every step at INFO level.
+        with _quiet_tf_logger(), _no_room(output, format):
             writers.WRITERS[format](serving, staged)
             verify(staged, format, serving, raw)
         refuse_existing(output, overwrite)  # Something may have appeared while we wrote.
         _replace(staged, output, staging / "previous")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _no_room(output: pathlib.Path, format: str):
+    """A full disk while writing ``output`` as :class:`DiskFullError`, saying what is kept."""
+    kept = ", and the artifact already there is unchanged" if output.exists() else ""
+    # The LiteRT converter goes through a SavedModel in the system's temporary directory.
+    where = f"{output.parent}" + (f" and {tempfile.gettempdir()}" if format == "litert" else "")
+    return io.disk_full_as_user_error(
+        f"Cannot write the {format} export {output}: {{reason}}. The partial files were "
+        f"removed{kept}. Free space on {where} (or choose another --output), then export again."
+    )
 
 
 def _replace(staged: pathlib.Path, output: pathlib.Path, previous: pathlib.Path) -> None:

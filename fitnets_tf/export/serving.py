@@ -20,11 +20,12 @@ RAW_SUFFIX = "_raw"
 def load_run(workdir: str | os.PathLike) -> tuple[keras.Model, keras.Model | None]:
     """Loads a finished run's student and, if the run fitted one, its preprocessor.
 
-    Both are loaded with ``safe_mode=True``, as a server would.
+    Both are loaded with ``safe_mode=True``, as a server would, after checking them against
+    the sha256 the run wrote beside them (a run from before checksums: see :func:`unverified`).
 
     Raises:
         MissingStudentError: if ``workdir`` or ``workdir/student.keras`` does not exist.
-        ExportError: if a file exists but cannot be loaded.
+        ExportError: if a file is damaged (it differs from its sha256) or cannot be loaded.
     """
     workdir = pathlib.Path(workdir)
     if not workdir.is_dir():
@@ -39,17 +40,30 @@ def load_run(workdir: str | os.PathLike) -> tuple[keras.Model, keras.Model | Non
             "written when training finishes: train first, or check that --workdir names a "
             "finished run."
         )
-    student = load_keras(files.student, "student")
+    # Both files are written again, from the stages' own files, when a finished run is re-run
+    # without its summary.json; no stage is trained again.
+    repair = (f"Restore it from a backup, or write it again: delete {files.summary} and re-run "
+              "the training command with the same flags and --workdir (finished stages are not "
+              "trained again).")  # fmt: skip
+    student = load_keras(files.student, "student", repair)
     has_preprocessor = files.preprocessor.is_file()
-    preprocessor = load_keras(files.preprocessor, "preprocessor") if has_preprocessor else None
+    preprocessor = (load_keras(files.preprocessor, "preprocessor", repair)
+                    if has_preprocessor else None)  # fmt: skip
     return student, preprocessor
 
 
-def load_keras(path: pathlib.Path, what: str) -> keras.Model:
+def unverified(workdir: str | os.PathLike) -> list[pathlib.Path]:
+    """The model files :func:`load_run` reads that have no sha256 beside them (older runs)."""
+    files = RunLayout(workdir)
+    return [path for path in (files.student, files.preprocessor)
+            if path.is_file() and not io.checksum_path(path).is_file()]  # fmt: skip
+
+
+def load_keras(path: pathlib.Path, what: str, repair: str | None = None) -> keras.Model:
     """A ``.keras`` file through the project's safe loader, as an export error."""
     if not pathlib.Path(path).is_file():
         raise MissingStudentError(f"No {what} at {path}.")
-    return io.load_model(path, what, ExportError)
+    return io.load_model(path, what, ExportError, repair=repair)
 
 
 def build_serving_model(

@@ -64,11 +64,11 @@ def _run_onnx(path: pathlib.Path, x: np.ndarray) -> np.ndarray | None:
     return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 
-def litert_interpreter(path: pathlib.Path):
+def litert_interpreter(path: pathlib.Path, num_threads: int | None = None):
     # ai_edge_litert is the LiteRT runtime a device ships; tf.lite.Interpreter is its deprecated
     # predecessor inside TensorFlow, used when the standalone package is absent.
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         Interpreter = tf.lite.Interpreter  # noqa: N806
-    return Interpreter(model_path=str(path))
+    return Interpreter(model_path=str(path), num_threads=num_threads)

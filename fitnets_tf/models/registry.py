@@ -17,11 +17,13 @@ from fitnets_tf.models.cifar_resnet import cifar_resnet, wide_resnet
 from fitnets_tf.models.cifar_vgg import VGG_STAGES, cifar_vgg
 from fitnets_tf.models.maxout_net import build_maxout_net
 from fitnets_tf.models.paper import ARCHITECTURES
+from fitnets_tf.models.plain_cnn import PLAIN_CNNS, plain_cnn
 from fitnets_tf.models.specs import ArchSpec
 from fitnets_tf.models.zoo_layers import Initializers
 
-# The CRD / RepDistiller CIFAR-100 benchmark: name -> builder(name, input_shape, num_classes,
-# init, dropout=...). Their hint points are their stage outputs, ``stage1``...
+# Modern BN nets, name -> builder(name, input_shape, num_classes, init, dropout=...): the CRD /
+# RepDistiller CIFAR-100 benchmark (hint points: their stage outputs, ``stage1``...) and the
+# default experiment's plain CNNs.
 ZOO = {
     **{f"resnet{d}": functools.partial(cifar_resnet, depth=d, widths=(16, 16, 32, 64))
        for d in (20, 32, 44, 56, 110)},
@@ -30,6 +32,8 @@ ZOO = {
     **{f"wrn_{d}_{w}": functools.partial(wide_resnet, depth=d, widen=w)
        for d, w in ((16, 1), (16, 2), (40, 1), (40, 2))},
     **{name: cifar_vgg for name in VGG_STAGES},
+    # The default experiment's pair (Fashion-MNIST): hint points are its ``conv{i}_relu``.
+    **{name: plain_cnn for name in PLAIN_CNNS},
 }  # fmt: skip
 
 

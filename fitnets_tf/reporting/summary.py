@@ -11,15 +11,47 @@ _COLUMNS = (
     ("mults", "mults", "{:,}"),
     ("ms/img b1", "latency_ms_per_image_batch1", "{:.3f}"),
     ("ms/img b128", "latency_ms_per_image_batch128", "{:.4f}"),
+    ("litert b1", "latency_ms_per_image_batch1_litert", "{:.3f}"),
+    ("litert b128", "latency_ms_per_image_batch128_litert", "{:.4f}"),
+    ("onnx b1", "latency_ms_per_image_batch1_onnxruntime", "{:.3f}"),
+    ("onnx b128", "latency_ms_per_image_batch128_onnxruntime", "{:.4f}"),
     ("train s", "train_seconds", "{:.0f}"),
 )
+# Runtimes of the speed-up line: (name, suffix of the latency keys).
+_RUNTIMES = (("TensorFlow", ""), ("LiteRT", "_litert"), ("ONNX Runtime", "_onnxruntime"))
 
 
 def summary_table(rows: list[dict]) -> str:
-    """The rows of ``summary.json["models"]`` as fixed-width text (the CLI prints it last)."""
-    header = ("model", *(title for title, _, _ in _COLUMNS))
+    """The rows of ``summary.json["models"]`` as fixed-width text (the CLI prints it last).
+
+    Columns no row has (latencies not measured) are left out. When the first student row (the
+    final student) and the teacher were timed, a last line gives the student's speed-up.
+    """
+    columns = [c for c in _COLUMNS if any(r.get(c[1]) is not None for r in rows)]
+    header = ("model", *(title for title, _, _ in columns))
     cells = [
-        (r["name"], *(None if r.get(key) is None else fmt.format(r[key]) for _, key, fmt in _COLUMNS))
+        (r["name"], *(None if r.get(key) is None else fmt.format(r[key]) for _, key, fmt in columns))
         for r in rows
     ]
-    return format_table(header, cells)
+    table = format_table(header, cells)
+    line = speedup_line(rows)
+    return f"{table}\n{line}" if line else table
+
+
+def speedup_line(rows: list[dict]) -> str | None:
+    """``"<student> vs teacher speed-up: TensorFlow 2.1x b1, 3.0x b128; ..."``, or None."""
+    if len(rows) < 2 or rows[0]["name"] != "teacher":
+        return None
+    teacher, student = rows[0], rows[1]
+    parts = []
+    for runtime, suffix in _RUNTIMES:
+        ratios = [
+            f"{teacher[key] / student[key]:.1f}x b{batch}"
+            for batch in (1, 128)
+            if teacher.get(key := f"latency_ms_per_image_batch{batch}{suffix}") and student.get(key)
+        ]
+        if ratios:
+            parts.append(f"{runtime} {', '.join(ratios)}")
+    if not parts:
+        return None
+    return f"{student['name']} vs teacher speed-up: " + "; ".join(parts)

@@ -3,22 +3,55 @@
 Every file is written to a temporary sibling and renamed into place (``os.replace`` is atomic
 on POSIX filesystems), so a kill, a crash or a full disk leaves either the previous complete
 file or the new complete file under the final name, never a truncated one, and no temporary
-litter.
+litter. A model file gets its sha256 beside it (``student.keras.sha256``, in ``sha256sum``'s
+format), so a file damaged later (a bad disk, a truncating copy) is refused by name when it is
+loaded instead of giving wrong numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import hashlib
 import io
 import json
 import os
 import pathlib
 import shutil
 import uuid
+import zipfile
 from collections.abc import Iterable, Sequence
 
-from fitnets_tf.errors import ModelFileError
+from fitnets_tf.errors import DiskFullError, ModelFileError
+
+# errno values that mean "no room", by the words of their strerror: TensorFlow's file writers
+# raise their own error classes, whose messages carry these words.
+_NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EFBIG: "the file size limit is exceeded"}  # fmt: skip
+
+
+def disk_full_reason(error: BaseException) -> str | None:
+    """Why ``error`` is a write that found no room ("the disk is full"...), or None."""
+    if isinstance(error, OSError) and error.errno in _NO_ROOM:
+        return _NO_ROOM[error.errno]
+    text = str(error)
+    return next((why for code, why in _NO_ROOM.items() if os.strerror(code) in text), None)
+
+
+@contextlib.contextmanager
+def disk_full_as_user_error(message: str):
+    """Re-raises a write that found no room as :class:`DiskFullError`: ``message``, its
+    ``{reason}`` filled in ("the disk is full"...). Other errors pass unchanged."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as e:
+        reason = disk_full_reason(e)
+        if reason is None:
+            raise
+        raise DiskFullError(message.format(reason=reason)) from e
 
 
 def _temporary_sibling(path: pathlib.Path) -> pathlib.Path:
@@ -82,23 +115,86 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Seq
     write_text(path, out.getvalue())
 
 
+CHECKSUM_SUFFIX = ".sha256"
+# What to do about a damaged or unreadable model file, unless the caller knows better.
+_REPAIR = "Restore it from a backup, or write it again by re-running the command that made it."
+
+
+def checksum_path(path: str | os.PathLike) -> pathlib.Path:
+    """Where :func:`save_model` keeps the sha256 of ``path``: beside it, ``<name>.sha256``."""
+    path = pathlib.Path(path)
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_model(model, path: str | os.PathLike) -> None:
-    """``model.save`` to a ``.keras`` file, atomically."""
+    """``model.save`` to a ``.keras`` file, atomically, and its sha256 beside it.
+
+    The old checksum is removed before the new model replaces the old one, and the new checksum
+    written last: a kill in between leaves a model without a checksum (loaded unverified),
+    never a model beside another file's checksum (refused as damaged although it is not).
+    """
+    path = pathlib.Path(path)
+    checksum = checksum_path(path)
     with atomic_path(path) as tmp:
         model.save(tmp)
+        digest = file_sha256(tmp)
+        if checksum.exists():
+            checksum.unlink()
+    write_text(checksum, f"{digest}  {path.name}\n")
 
 
-def load_model(path: str | os.PathLike, what: str = "model", error=ModelFileError, advice: str = ""):
+def checksum_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with ``path`` by its recorded sha256, or None (it matches, or none was kept)."""
+    path = pathlib.Path(path)
+    checksum = checksum_path(path)
+    if not checksum.is_file():
+        return None
+    recorded = checksum.read_text().split()
+    if recorded and file_sha256(path) == recorded[0]:
+        return None
+    return (f"its content ({path.stat().st_size} bytes) does not match the sha256 recorded "
+            f"in {checksum.name} when it was written, so it was truncated or altered since (if "
+            f"you replaced it on purpose, delete {checksum.name})")  # fmt: skip
+
+
+def _archive_problem(path: pathlib.Path) -> str | None:
+    # A .keras file is a zip archive whose members carry CRC-32s: a file without a recorded
+    # sha256 (older runs, files from elsewhere) is still checked before Keras, whose own
+    # message for a truncated file is "File not found".
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        return f"it is not a complete zip archive, which a .keras file is ({e})"
+    return f"its member {bad} fails its CRC check" if bad else None
+
+
+def load_model(path: str | os.PathLike, what: str = "model", error=ModelFileError, advice: str = "",
+               repair: str | None = None):  # fmt: skip
     """Loads a ``.keras`` file with ``safe_mode=True``: the file cannot run code.
+
+    A file saved by :func:`save_model` is first checked against its sha256; any ``.keras``
+    file against the CRCs of its zip archive.
 
     Args:
         path: the ``.keras`` file.
         what: how the message names it ("teacher", "student"...).
         error: the :class:`~fitnets_tf.errors.UserError` subclass to raise.
         advice: a sentence added to a "missing" message: how to provide the file.
+        repair: a sentence added to a "damaged" or "cannot load" message: how to get a good
+            one (default: restore it, or re-run the command that made it).
 
     Raises:
-        ``error``: the file does not exist or Keras cannot load it; the message names the file.
+        ``error``: the file does not exist, does not match its sha256, or Keras cannot load it;
+            the message names the file.
     """
     import keras
 
@@ -107,10 +203,16 @@ def load_model(path: str | os.PathLike, what: str = "model", error=ModelFileErro
     path = pathlib.Path(path).expanduser()
     if not path.is_file():
         raise error(f"No {what} at {str(path)!r}. {advice}".rstrip())
+    repair = repair or _REPAIR
+    problem = checksum_problem(path)
+    if problem is None and path.suffix == ".keras":
+        problem = _archive_problem(path)
+    if problem is not None:
+        raise error(f"Cannot load the {what} {str(path)!r}, which is damaged: {problem}. {repair}")
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as e:  # noqa: BLE001  (Keras raises many types for a bad file)
         raise error(
-            f"Cannot load the {what} {str(path)!r}: {type(e).__name__}: {e}. Is it a .keras "
-            "file saved by Keras 3 (model.save), complete and undamaged?"
+            f"Cannot load the {what} {str(path)!r} ({type(e).__name__}: {e}): it is damaged, or "
+            f"not a .keras file saved by Keras 3 (model.save). {repair}"
         ) from e

@@ -78,6 +78,15 @@ class StageLayout:
         return self.checkpoints / f"ckpt-{epochs}.best_weights.npz"
 
     @property
+    def step_checkpoints(self) -> pathlib.Path:
+        """Mid-epoch checkpoints (``--checkpoint_every``, preemption), apart from the epochs'."""
+        return self.checkpoints / "steps"
+
+    def step_checkpoint(self, step: int) -> pathlib.Path:
+        """The prefix of the mid-epoch checkpoint taken after the stage's ``step``-th step."""
+        return self.step_checkpoints / f"ckpt-{step}"
+
+    @property
     def student(self) -> pathlib.Path:
         """The student as the stage left it."""
         return self.root / "student.keras"

@@ -89,3 +89,23 @@ def hold(directory: str | os.PathLike, what: str = "run directory", name: str = 
             os.ftruncate(fd, 0)  # released: nobody to name
     finally:
         os.close(fd)  # releases the flock
+
+
+def held(directory: str | os.PathLike, name: str = LOCK_FILE) -> bool | None:
+    """Whether a live process holds ``directory``'s lock ``name``; None if it was never taken.
+
+    Probes with a shared lock, released at once: a process taking the lock at that very
+    instant is refused as busy, and a retry succeeds.
+    """
+    path = pathlib.Path(directory).expanduser() / name
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock, if it got one
+    return False

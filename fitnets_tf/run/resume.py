@@ -31,7 +31,6 @@ CPU with ``tf.config.experimental.enable_op_determinism()``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -43,9 +42,14 @@ import numpy as np
 import tensorflow as tf
 
 from fitnets_tf.config import upgrade_fingerprint
-from fitnets_tf.distiller import Distiller
 from fitnets_tf.errors import ConfigMismatchError
-from fitnets_tf.run import io
+from fitnets_tf.run import io, mid_epoch, preemption
+from fitnets_tf.run.checksums import content_sha256, damaged_file, prefix_digests
+from fitnets_tf.run.contents import (  # noqa: F401  (the seed states: re-exported, as before)
+    restore_seed_states,
+    seed_states,
+    trackables,
+)
 from fitnets_tf.run.layout import RunLayout, StageLayout
 
 # The latest checkpoint of a stage, and the one a damaged latest falls back to.
@@ -54,21 +58,6 @@ CHECKPOINTS_KEPT = 2
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def _file_sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-        # On disk before the run state that vouches for it (TensorFlow does not sync).
-        os.fsync(f.fileno())
-    return digest.hexdigest()
-
-
-def _content_sha256(data: dict) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _parse_run_state(text: str) -> dict:
@@ -81,19 +70,10 @@ def _parse_run_state(text: str) -> dict:
     ):
         raise ValueError("it is not a run state")
     recorded = data.pop("sha256", None)  # None: written before run states carried one
-    if recorded is not None and recorded != _content_sha256(data):
+    if recorded is not None and recorded != content_sha256(data):
         raise ValueError("its content does not match its sha256")
     data.setdefault("finished", [])
     return data
-
-
-def _damaged_file(directory: pathlib.Path, digests: dict) -> str | None:
-    """The first file of ``digests`` that is missing or differs from its sha256, or None."""
-    for name, digest in sorted(digests.items()):
-        path = directory / name
-        if not path.is_file() or _file_sha256(path) != digest:
-            return name
-    return None
 
 
 class RunState:
@@ -147,13 +127,21 @@ class RunState:
 
     def _fall_back_if_damaged(self, key: str, record: dict) -> None:
         """Rolls ``key`` back to its newest checkpoint whose files match their sha256."""
+        epochs_done = record.get("epochs_done")
+        self._fall_back_to_intact_epoch(key, record)
+        if record.get("epochs_done") != epochs_done:
+            record["mid_epoch"] = None  # a step of an epoch after the one now resumed
+        if not record.get("done"):
+            mid_epoch.fall_back_if_damaged(key, record, self.path.parent, self.warn)
+
+    def _fall_back_to_intact_epoch(self, key: str, record: dict) -> None:
         kept = record.get("checkpoints")
         if record.get("done") or not record.get("epochs_done") or kept is None:
             return  # nothing to restore, or written before checkpoints had checksums
         directory = self.path.parent / record["checkpoint_dir"]
         good = 0
         for number in sorted(map(int, kept), reverse=True):
-            damaged = _damaged_file(directory, kept[str(number)]["files"])
+            damaged = damaged_file(directory, kept[str(number)]["files"])
             if damaged is None:
                 good = number
                 break
@@ -188,6 +176,10 @@ class RunState:
             return record["epochs"]
         return record["epochs_done"]
 
+    def initial_step(self, key: str) -> int:
+        """The steps of epoch :meth:`initial_epoch` that ``key`` has done (mid-epoch checkpoint)."""
+        return (self.stage(key).get("mid_epoch") or {}).get("step", 0)
+
     def finished(self, keys) -> bool:
         return sorted(keys) in self.data["finished"]
 
@@ -204,7 +196,7 @@ class RunState:
 
     def save(self) -> None:
         """Writes the run state (with its sha256), keeping the one it replaces as the previous."""
-        text = json.dumps({**self.data, "sha256": _content_sha256(self.data)}, indent=2,
+        text = json.dumps({**self.data, "sha256": content_sha256(self.data)}, indent=2,
                           sort_keys=True, default=str) + "\n"  # fmt: skip
         if self._written is not None and self._written != text:
             io.write_text(self.files.run_state_previous, self._written)
@@ -234,39 +226,6 @@ def _check_same_config(stored: dict, fingerprint: dict, workdir) -> None:
         )
 
 
-def _trackables(model: keras.Model) -> dict:
-    """What a stage trains, as variable lists for ``tf.train.Checkpoint``.
-
-    Keras 3 models are not traversed by ``tf.train.Checkpoint``, so the variables are listed
-    explicitly, in their (stable) build order: weights, BatchNorm statistics and the
-    seed-generator states of dropout layers, then the optimizer's. A Distiller's frozen teacher
-    is left out: it never changes.
-    """
-    if isinstance(model, Distiller):
-        variables = list(model.student.variables) + [model.kd_lambda]
-        for regressor in model.regressors:
-            variables += list(regressor.variables)
-    else:
-        variables = list(model.variables)
-    return {"model": variables, "optimizer": list(model.optimizer.variables)}
-
-
-def seed_states(model: keras.Model) -> list:
-    """The states of ``model``'s seed generators (dropout), which ``.keras`` files leave out."""
-    weights = {id(w) for w in model.weights}
-    return [keras.ops.convert_to_numpy(v).tolist() for v in model.variables if id(v) not in weights]
-
-
-def restore_seed_states(model: keras.Model, states: list | None) -> None:
-    """Sets what :func:`seed_states` returned (None: a record without them; nothing to do)."""
-    if not states:
-        return
-    weights = {id(w) for w in model.weights}
-    generators = [v for v in model.variables if id(v) not in weights]
-    for variable, state in zip(generators, states, strict=True):
-        variable.assign(np.asarray(state, dtype=variable.dtype))
-
-
 class StageCheckpoint(keras.callbacks.Callback):
     """Checkpoints one stage at every epoch end and restores it when the stage restarts.
 
@@ -282,16 +241,28 @@ class StageCheckpoint(keras.callbacks.Callback):
             leaves out, go to the run state (:func:`restore_seed_states`).
         early_stopping: the stage's ``EarlyStopping`` callback, if any.
         log: where "resuming from ..." goes.
+        checkpoint_every, checkpoint_minutes: mid-epoch checkpoints every that many steps and
+            minutes (0: none; see :mod:`fitnets_tf.run.mid_epoch`). A stage resumed from one
+            is ``fit`` with :func:`~fitnets_tf.run.mid_epoch.fit_from_step` at
+            :meth:`RunState.initial_step`.
+
+    A SIGTERM or SIGINT while :func:`~fitnets_tf.run.preemption.watch` is active ends the
+    stage after the step under way with a checkpoint and
+    :class:`~fitnets_tf.run.preemption.Preempted`.
     """
 
     def __init__(self, state: RunState, key: str, stage_dir: pathlib.Path, student=None,
-                 early_stopping=None, log=print, final_path=None):  # fmt: skip
+                 early_stopping=None, log=print, final_path=None, checkpoint_every: int = 0,
+                 checkpoint_minutes: float = 0.0):  # fmt: skip
         super().__init__()
         self.state, self.key, self.files = state, key, StageLayout(stage_dir)
         self.student, self.early_stopping, self.log = student, early_stopping, log
         self.final_path = final_path or self.files.student
-        self._manager = None
+        self.checkpoint_every, self.checkpoint_minutes = checkpoint_every, checkpoint_minutes
+        self._manager = self._steps = None
         self._epoch_start = 0.0
+        self._epoch = self._step = self._resume_step = 0
+        self._resume_metrics = None  # the resumed epoch's metric totals before its first step
 
     def _checkpoint_manager(self):
         if self._manager is None:
@@ -300,7 +271,7 @@ class StageCheckpoint(keras.callbacks.Callback):
                 # Keras may build the slots only at the first step: build them now so the
                 # checkpoint lists every optimizer variable from the start.
                 optimizer.build(self.model.trainable_variables)
-            checkpoint = tf.train.Checkpoint(**_trackables(self.model))
+            checkpoint = tf.train.Checkpoint(**trackables(self.model))
             self._manager = tf.train.CheckpointManager(
                 checkpoint, str(self.files.checkpoints), max_to_keep=CHECKPOINTS_KEPT
             )
@@ -309,8 +280,21 @@ class StageCheckpoint(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         record = self.state.stage(self.key)
         manager = self._checkpoint_manager()
+        self._steps = mid_epoch.StepCheckpoints(
+            self.files, self.model, trackables(self.model), self.checkpoint_every,
+            self.checkpoint_minutes,
+        )  # fmt: skip
         number = record["epochs_done"]
-        if number:
+        mid = record.get("mid_epoch")
+        if mid:
+            prefix = self._steps.restore(mid["checkpoint"])
+            if number:
+                self._restore_early_stopping(_saved_early_stopping(record), number)
+            saved = record["step_checkpoints"][str(mid["checkpoint"])]
+            self._resume_step, self._resume_metrics = mid["step"], saved["metrics"]
+            self.log(f"resuming from {prefix} (stage {self.key}, {number} epochs and "
+                     f"{mid['step']} steps done)")  # fmt: skip
+        elif number:
             # The checkpoint of the epochs the run state counts, not the newest files: a kill
             # after a checkpoint and before its run state leaves a newer, uncounted one.
             prefix = str(self.files.checkpoint(number))
@@ -320,6 +304,35 @@ class StageCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
+        self._epoch, self._step, self._resume_step = epoch, self._resume_step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._resume_metrics:  # the resumed epoch's first step has built the metrics
+            self._steps.add_metric_totals(self._resume_metrics)
+            self._resume_metrics = None
+        steps = self.params.get("steps")
+        if not steps or self._step >= steps:  # unknown length: checkpoints at epoch ends only
+            return  # the epoch's last step: the epoch's checkpoint follows
+        number = self._epoch * steps + self._step
+        stop = preemption.agreed(self.model.distribute_strategy, number)
+        if stop or self._steps.due(number):
+            self._save_mid_epoch(number)
+        if stop:
+            raise preemption.Preempted(f"step {self._step} of epoch {self._epoch + 1} of stage "
+                                       f"{self.key}")  # fmt: skip
+
+    def _save_mid_epoch(self, number: int) -> None:
+        record = self.state.stage(self.key)
+        entry = self._steps.save(number)
+        kept = {n: c for n, c in record.get("step_checkpoints", {}).items()
+                if n in self._steps.kept()}  # fmt: skip
+        kept[str(number)] = {**entry, "epoch": self._epoch, "step": self._step,
+                             "metrics": self._steps.metric_totals()}  # fmt: skip
+        mid = {"epoch": self._epoch, "step": self._step, "checkpoint": number}
+        directory = mid_epoch.record_directory(self.files, self.state.path.parent)
+        record.update(step_checkpoints=kept, mid_epoch=mid, step_checkpoint_dir=directory)
+        self.state.save()  # the commit: from here on a resume starts after this step
 
     def on_epoch_end(self, epoch, logs=None):
         record = self.state.stage(self.key)
@@ -332,17 +345,21 @@ class StageCheckpoint(keras.callbacks.Callback):
         manager.save(checkpoint_number=number)
         names = {pathlib.Path(p).name for p in manager.checkpoints}
         kept = {n: c for n, c in record.get("checkpoints", {}).items() if f"ckpt-{n}" in names}
-        kept[str(number)] = {"files": self._file_digests(number), "early_stopping": stopping}
+        files = prefix_digests(self.files.checkpoint(number))
+        kept[str(number)] = {"files": files, "early_stopping": stopping}
         # Relative to the run state: a run directory can be moved.
         directory = os.path.relpath(self.files.checkpoints, self.state.path.parent)
         record.update(epochs_done=number, epochs=self.params.get("epochs"), checkpoints=kept,
                       checkpoint_dir=directory)  # fmt: skip
         record.pop("early_stopping", None)  # where run states before checksums kept it
+        record["mid_epoch"] = None  # this epoch's mid-epoch checkpoints no longer count
         self.state.save()  # the commit: from here on a resume starts after this epoch
         for path in self.files.checkpoints.glob("ckpt-*.best_weights.npz"):
             if path.name.split(".")[0] not in names:
                 path.unlink(missing_ok=True)
         self._write_csv(record["history"])
+        if preemption.agreed(self.model.distribute_strategy):
+            raise preemption.Preempted(f"epoch {number} of stage {self.key}")
 
     def on_train_end(self, logs=None):
         record = self.state.stage(self.key)
@@ -351,11 +368,6 @@ class StageCheckpoint(keras.callbacks.Callback):
             record["seed_states"] = seed_states(self.student)
         record["done"] = True
         self.state.save()
-
-    def _file_digests(self, number: int) -> dict:
-        """sha256 of every file of checkpoint ``number``: index, data shards, best weights."""
-        prefix = self.files.checkpoint(number)
-        return {p.name: _file_sha256(p) for p in sorted(prefix.parent.glob(f"{prefix.name}.*"))}
 
     def _write_csv(self, history: dict) -> None:
         columns = sorted(history)

@@ -16,6 +16,8 @@ The modules, smallest first:
   only, and fail on a NaN.
 * :mod:`~fitnets_tf.search.tuners`: :func:`make_tuner`, a keras-tuner ``Tuner`` with a random,
   Bayesian or Hyperband oracle that tries the defaults first.
+* :mod:`~fitnets_tf.search.workers`: a distributed search's chief gives up the trials of
+  workers that died, or that ran past ``--trial_timeout_minutes``, so the search ends.
 * :mod:`~fitnets_tf.search.results`: the trials as rows, CSV, plot and summary.
 * :mod:`~fitnets_tf.search.session`: :func:`tune`, stage 1 once, the search (resumable,
   chief/worker capable), the results. ``python -m fitnets_tf.tune`` is its command line.

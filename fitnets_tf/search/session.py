@@ -15,6 +15,7 @@ Run directory (:class:`~fitnets_tf.run.layout.SearchLayout`)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -32,6 +33,7 @@ from fitnets_tf.search.hypermodel import FitNetsHyperModel
 from fitnets_tf.search.results import write_results
 from fitnets_tf.search.space import SearchSpace
 from fitnets_tf.search.tuners import ORACLES, make_tuner, requeue_interrupted
+from fitnets_tf.search.workers import watch
 
 # A worker waits this long for the chief's stage 1 (keras-tuner waits an hour for its oracle).
 STAGE_ONE_WAIT_S = 3600
@@ -54,6 +56,11 @@ class TuneOptions:
     retrain_hints_per_trial: bool = option(
         False, "Run stage 1 in every trial (with its learning rate) instead of once."
     )
+    trial_timeout_minutes: float = option(
+        0.0, "Distributed search: the chief fails a trial still running after this long (0: "
+        "never). A trial whose worker process is gone is re-queued (once) without waiting.",
+        minimum=0,
+    )  # fmt: skip
     space: SearchSpace = SearchSpace()  # the ranges: flags of their own (fitnets_tf.cli.tune)
 
     def validate(self) -> None:
@@ -125,8 +132,17 @@ def hold(workdir: str | os.PathLike):
     """
     if distributed_role() == "worker":
         tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "worker")
-        return lock.hold(workdir, f"search worker {tuner_id!r} of", name=f".lock-{tuner_id}")
+        return lock.hold(workdir, f"search worker {tuner_id!r} of", name=_worker_lock(tuner_id))
     return lock.hold(workdir, "search directory")
+
+
+def _worker_lock(tuner_id: str) -> str:
+    return f".lock-{tuner_id}"
+
+
+def worker_alive(workdir: str | os.PathLike):
+    """tuner id -> whether that worker's process runs (its lock is held); None: never seen."""
+    return lambda tuner_id: lock.held(workdir, _worker_lock(tuner_id))
 
 
 def distributed_role() -> str:
@@ -242,7 +258,8 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
         hypermodel(config, options, record), oracle=options.oracle,
         max_trials=options.max_trials, trial_epochs=options.trial_epochs, directory=workdir,
         project_name=layout.SearchLayout.project_name, seed=config.schedule.seed,
-        distribution_strategy=strategy,
+        distribution_strategy=strategy, worker_alive=worker_alive(workdir),
+        trial_timeout_s=options.trial_timeout_minutes * 60,
     )  # fmt: skip
     if role != "worker":
         requeue_interrupted(tuner.oracle)
@@ -252,16 +269,25 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
     if role != "chief":  # the chief only serves the oracle
         data = experiment.load_data(config)
         inputs = dict(x=data.train, validation_data=data.validation, data_epoch=data.epoch)
+    no_room = io.disk_full_as_user_error(
+        f"The search cannot write in {workdir}: {{reason}}. Every file it wrote is whole (the "
+        "interrupted trial runs again): free space and re-run the same command to resume."
+    )
+    # The chief alone knows every trial handed out: it gives up those no worker will end.
+    watching = watch(tuner.oracle, log) if role == "chief" else contextlib.nullcontext()
     error = None
     try:
-        tuner.search(epochs=options.trial_epochs, verbose=runtime.verbosity(), **inputs)
+        with no_room, watching:
+            tuner.search(epochs=options.trial_epochs, verbose=runtime.verbosity(), **inputs)
     except RuntimeError as e:  # the oracle stops after too many consecutive failed trials
         if "consecutive failures" not in str(e):
             raise
         error = e
     if role == "worker":
         return None
-    summary = write_results(tuner.oracle, options, workdir, record["teacher_path"])
+    with io.disk_full_as_user_error(f"The search's results cannot be written in {workdir}: "
+                                    "{reason}. Free space and re-run the same command."):  # fmt: skip
+        summary = write_results(tuner.oracle, options, workdir, record["teacher_path"])
     if error is not None:
         raise SearchError(
             f"The search stopped: {str(error).splitlines()[0]} (results so far are in "

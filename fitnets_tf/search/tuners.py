@@ -1,8 +1,10 @@
 """keras-tuner oracles that try the configuration being tuned first, and a Tuner that logs.
 
-The oracles are keras-tuner's own (random, Bayesian, Hyperband) with one change: their first
-trial is the defaults. The Tuner adds, per trial, a ``log.csv`` of its epochs and a
-``runs.jsonl`` of its starts and ends (a trial re-run after an interruption shows two starts).
+The oracles are keras-tuner's own (random, Bayesian, Hyperband) with three changes: their first
+trial is the defaults; they write ``oracle.json`` and each ``trial.json`` atomically; and they
+give up the trials of dead workers (:mod:`~fitnets_tf.search.workers`). The Tuner adds, per
+trial, a ``log.csv`` of its epochs and a ``runs.jsonl`` of its starts and ends (a trial re-run
+after an interruption shows two starts), and stops the search on a full disk.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import keras_tuner
 
 from fitnets_tf.errors import SearchError
 from fitnets_tf.run import io
+from fitnets_tf.search.workers import IDLE_POLL_S, WorkerWatch
 
 ORACLES = ("random", "bayesian", "hyperband")
 OBJECTIVE = "val_accuracy"
@@ -39,15 +42,35 @@ class DefaultsFirst:
         return super()._random_values()
 
 
-class RandomOracle(DefaultsFirst, keras_tuner.oracles.RandomSearchOracle):
+class AtomicStateFiles:
+    """Writes ``oracle.json`` and each ``trial.json`` through :mod:`fitnets_tf.run.io`.
+
+    keras-tuner opens them for writing in place: a full disk or a kill mid-write leaves an
+    empty or half file, and the search can no longer be resumed. ``save`` is public; the trial
+    files are written by ``_save_trial`` (keras-tuner 1.4), so its file names are asked of
+    keras-tuner rather than spelled here.
+    """
+
+    def save(self):
+        io.write_text(self._get_oracle_fname(), json.dumps(self.get_state()))
+
+    def _save_trial(self, trial):
+        path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
+        io.write_text(path, json.dumps(trial.get_state()))
+
+
+class RandomOracle(DefaultsFirst, WorkerWatch, AtomicStateFiles,
+                   keras_tuner.oracles.RandomSearchOracle):  # fmt: skip
     pass
 
 
-class BayesianOracle(DefaultsFirst, keras_tuner.oracles.BayesianOptimizationOracle):
+class BayesianOracle(DefaultsFirst, WorkerWatch, AtomicStateFiles,
+                     keras_tuner.oracles.BayesianOptimizationOracle):  # fmt: skip
     pass
 
 
-class HyperbandOracle(DefaultsFirst, keras_tuner.oracles.HyperbandOracle):
+class HyperbandOracle(DefaultsFirst, WorkerWatch, AtomicStateFiles,
+                      keras_tuner.oracles.HyperbandOracle):  # fmt: skip
     pass
 
 
@@ -55,15 +78,36 @@ class RecordingTuner(keras_tuner.Tuner):
     """A Tuner that logs each trial's epochs (``log.csv``) and its runs (``runs.jsonl``)."""
 
     def __init__(self, oracle, hypermodel, **kwargs):
+        self._asked = False  # asked the oracle for a trial, none began yet
         # keras_tuner.Tuner.__init__ by name: the stock Hyperband class builds its own oracle.
         keras_tuner.Tuner.__init__(self, oracle, hypermodel, **kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
         log = keras.callbacks.CSVLogger(os.path.join(self.get_trial_dir(trial.trial_id), "log.csv"))
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), log]
-        return super().run_trial(trial, *args, **kwargs)
+        try:
+            return super().run_trial(trial, *args, **kwargs)
+        except Exception as e:
+            # keras-tuner would record the trial as failed and go on to fail the next ones; a
+            # FatalError stops the search with the trial still RUNNING, re-run on resume.
+            if io.disk_full_reason(e) is None:
+                raise
+            raise keras_tuner.errors.FatalError(f"trial {trial.trial_id}: {e}") from e
+
+    def save(self):
+        # keras_tuner.Tuner.save (1.4), with the tuner's own file written atomically too.
+        if not self._is_worker():
+            self.oracle.save()
+        io.write_text(self._get_tuner_fname(), json.dumps(self.get_state()))
+
+    def pre_create_trial(self):
+        # Asked again and no trial began: the oracle said to wait (IDLE). Do not spin.
+        if self._asked:
+            time.sleep(IDLE_POLL_S)
+        self._asked = True
 
     def on_trial_begin(self, trial):
+        self._asked = False
         self._record(trial, "start")
         super().on_trial_begin(trial)
 
@@ -93,6 +137,8 @@ def make_tuner(
     project_name: str = PROJECT,
     seed: int = 0,
     distribution_strategy=None,
+    worker_alive=None,
+    trial_timeout_s: float = 0.0,
 ) -> keras_tuner.Tuner:
     """A resumable tuner (``overwrite=False``) maximising ``val_accuracy``.
 
@@ -101,12 +147,17 @@ def make_tuner(
             ``"hyperband"`` (``trial_epochs`` is its ``max_epochs``, factor 3).
         max_trials: number of trials (Hyperband: a cap on its brackets' trials).
         seed: the oracle's seed.
+        worker_alive, trial_timeout_s: how a distributed search's chief tells a trial no
+            worker will end (see :class:`~fitnets_tf.search.workers.WorkerWatch`).
     """
     if oracle not in ORACLES:
         raise SearchError(f"`oracle` must be one of {ORACLES}. Received: oracle={oracle!r}")
     objective = keras_tuner.Objective(OBJECTIVE, direction="max")
     # keras-tuner replaces a seed of 0 by a random one.
-    common = dict(objective=objective, seed=seed + 1)
+    # A trial whose worker died is ended INVALID by the chief: run again once (as is, now, a
+    # trial that raised an error other than keras-tuner's FailedTrialError).
+    common = dict(objective=objective, seed=seed + 1, max_retries_per_trial=1,
+                  worker_alive=worker_alive, trial_timeout_s=trial_timeout_s)  # fmt: skip
     if oracle == "random":
         the_oracle = RandomOracle(max_trials=max_trials, **common)
     elif oracle == "bayesian":

@@ -1,0 +1,268 @@
+"""Quantized serving artifacts of the student: the paper's cheap student made cheaper.
+
+=======================  =========  ============================================================
+quantization             format     what it does
+=======================  =========  ============================================================
+``dynamic``              litert     LiteRT dynamic-range: int8 weights, activations quantized on
+                                    the fly per call; needs no calibration data.
+``int8``                 litert     LiteRT full integer: int8 weights and activations, ranges
+                                    calibrated on training images; float32 in and out.
+``int8``                 onnx       ONNX Runtime static int8 (QDQ, per-channel weights),
+                                    calibrated the same way.
+=======================  =========  ============================================================
+
+The artifact keeps the export's serving convention (``"images"`` in, ``"probabilities"``
+out), and is verified by reloading it with its runtime and checking that its predictions
+agree with the float32 student's; a quantized model cannot match to 1e-5, so the check is on
+the probabilities to :data:`ATOL`. The accuracy change each costs on real data is measured
+by ``bench/serving.py`` and tabled in ``bench/README.md``.
+
+``fitnets-export --quantize=int8`` calibrates on the first :data:`CALIBRATION_IMAGES` images of
+the run's own training split (:func:`calibration_source` reads which from its ``flags.txt``),
+passed through the run's fitted preprocessing (:func:`calibration_images`).
+
+Full int8 does not hold for a net whose ceil-mode pooling overhangs the map
+(:class:`~fitnets_tf.layers.CeilMaxPooling2D` pads with the lowest float, which swamps the
+calibrated range; the paper's MNIST teacher does, ``mnist_fitnet`` does not): the check
+below then refuses the artifact.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fitnets_tf.errors import ExportConfigError, ExportVerificationError, RuntimeUnavailableError
+from fitnets_tf.export import writers
+from fitnets_tf.export.publish import refuse_existing
+from fitnets_tf.export.serving import INPUT_NAME, OUTPUT_NAME
+from fitnets_tf.export.verify import litert_interpreter, run_artifact
+from fitnets_tf.run.layout import RunLayout
+
+# What export offers: each kind kept the default experiment's student within 0.5 points of
+# its float32 test accuracy (bench/README.md, "Quantized student"); a kind that loses more is
+# dropped from here, and WRITERS below still writes it for the benchmark.
+QUANTIZATIONS = {"dynamic": ("litert",), "int8": ("litert", "onnx")}
+# Quantized probabilities move by a few hundredths at most on a trained student; a wrong
+# conversion (swapped channels, a missing softmax) moves them by tenths.
+ATOL = 0.1
+CALIBRATION_IMAGES = 500
+
+
+def check(quantization: str, format: str, *, raw: bool = False) -> None:
+    """Refuses an unsupported ``(quantization, format)`` before any work is done.
+
+    Raises:
+        ExportConfigError: an unknown quantization, a format it is not offered for, or int8
+            of a model taking raw pixels.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ExportConfigError(
+            f"`quantize` must be one of {', '.join(QUANTIZATIONS)}. "
+            f"Received: quantize={quantization!r}"
+        )
+    if format not in QUANTIZATIONS[quantization]:
+        raise ExportConfigError(
+            f"quantize={quantization!r} applies to the {' and '.join(QUANTIZATIONS[quantization])} "
+            f"format(s), not {format!r}: choose --format={QUANTIZATIONS[quantization][0]}, or "
+            "drop --quantize."
+        )
+    if quantization == "int8" and raw:
+        raise ExportConfigError(
+            "quantize='int8' calibrates on the normalised images the student was trained on, "
+            "so it cannot be combined with include_preprocessing: export without it."
+        )
+
+
+def calibration_source(workdir: str | os.PathLike) -> dict:
+    """The :func:`fitnets_tf.data.load` arguments naming a run's training split.
+
+    Read from the run's ``flags.txt``: its dataset, data directory, image size and held-out
+    split, so the calibration images are training images the student saw.
+
+    Raises:
+        ExportConfigError: the run directory has no ``flags.txt`` naming its dataset.
+    """
+    files = RunLayout(workdir)
+    lines = files.flags.read_text().splitlines() if files.flags.is_file() else []
+    given = {}
+    for line in (line.strip()[2:] for line in lines if line.startswith("--")):
+        name, _, value = line.partition("=")
+        given[name] = value
+    if not given.get("dataset"):
+        raise ExportConfigError(
+            f"quantize='int8' calibrates on the run's training images, but {files.flags} does "
+            "not exist or names no --dataset (a run directory written by hand?). Use "
+            "quantize='dynamic', which needs no calibration, or export from the training run's "
+            "own directory."
+        )
+    source = {"name": given["dataset"], "retrain_on_all": "retrain_on_all" in given}
+    if given.get("data_dir"):
+        source["data_dir"] = given["data_dir"]
+    if given.get("image_size"):
+        source["image_size"] = tuple(int(side) for side in given["image_size"].split(","))
+    if given.get("validation_size"):
+        source["validation_size"] = int(given["validation_size"])
+    return source
+
+
+def calibration_images(
+    source: dict, preprocessor: keras.Layer | None, count: int = CALIBRATION_IMAGES
+) -> np.ndarray:
+    """The first ``count`` images of the training split ``source`` names, as the student saw them.
+
+    The raw pixels go through the run's own fitted ``preprocessor`` (its ZCA included), not a
+    preprocessing refitted on ``count`` images; a run without one used the dataset's default.
+
+    Raises:
+        fitnets_tf.errors.DataError: the dataset cannot be read (as in training).
+    """
+    from fitnets_tf import data
+
+    mode = "auto" if preprocessor is None else "none"
+    loaded = data.load(**source, preprocessing=mode, limit=count, batch_size=count)
+    images = loaded.train_examples[0]
+    if preprocessor is not None:
+        images = preprocessor(images)
+    return np.asarray(keras.ops.convert_to_numpy(images), "float32")
+
+
+def export_quantized(
+    serving: keras.Model,
+    output: str | pathlib.Path,
+    quantization: str,
+    format: str = "litert",
+    *,
+    calibration: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Writes ``serving`` (from :func:`~fitnets_tf.export.build_serving_model`) quantized.
+
+    Staged beside ``output``, verified, then renamed into place, as every export.
+
+    Args:
+        serving: the serving model (``images -> {"probabilities"}``).
+        output: final ``.tflite`` / ``.onnx`` path.
+        quantization: a key of :data:`QUANTIZATIONS`.
+        format: ``"litert"`` or ``"onnx"``.
+        calibration: ``(N, H, W, C)`` float32 training images for ``"int8"``; the first
+            :data:`CALIBRATION_IMAGES` are used.
+        overwrite: replace an existing ``output``.
+
+    Raises:
+        ExportConfigError, OutputExistsError, RuntimeUnavailableError, ExportVerificationError.
+    """
+    check(quantization, format)
+    if quantization == "int8" and calibration is None:
+        raise ExportConfigError(
+            "quantize='int8' needs calibration images (a few hundred training images, "
+            "normalised as the student saw them; see calibration_images): pass "
+            "`calibration`, or use quantize='dynamic', which needs none."
+        )
+    output = pathlib.Path(output)
+    writers.check_suffix(output, format)
+    refuse_existing(output, overwrite)
+    images = None if calibration is None else np.asarray(calibration, "float32")[:CALIBRATION_IMAGES]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        staged = staging / output.name
+        WRITERS[(quantization, format)](serving, staged, images)
+        _verify(staged, format, serving, images)
+        refuse_existing(output, overwrite)
+        if output.exists():
+            output.unlink()
+        staged.replace(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output
+
+
+def _litert_converter(serving: keras.Model):
+    return tf.lite.TFLiteConverter.from_keras_model(serving)
+
+
+def write_litert_dynamic(serving, path: pathlib.Path, _images=None) -> None:
+    converter = _litert_converter(serving)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    path.write_bytes(converter.convert())
+
+
+def write_litert_int8(serving, path: pathlib.Path, images: np.ndarray) -> None:
+    converter = _litert_converter(serving)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image[None]] for image in images)
+    # Every op in int8 (no float fallback); the model still takes and returns float32.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    path.write_bytes(converter.convert())
+
+
+def write_onnx_int8(serving, path: pathlib.Path, images: np.ndarray) -> None:
+    try:
+        from onnxruntime import quantization as ort_quantization
+    except ImportError as err:
+        raise RuntimeUnavailableError(
+            f"ONNX int8 quantization needs onnxruntime ({err}): pip install 'onnxruntime>=1.20'."
+        ) from err
+
+    class Reader(ort_quantization.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(np.array_split(images, max(1, len(images) // 32)))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    float_path = path.with_name(path.stem + ".float.onnx")
+    writers.write_onnx(serving, float_path)
+    prepared = path.with_name(path.stem + ".prepared.onnx")
+    # Shape inference and graph clean-up first, as onnxruntime's quantization guide asks.
+    ort_quantization.quant_pre_process(str(float_path), str(prepared))
+    ort_quantization.quantize_static(
+        str(prepared), str(path), Reader(), quant_format=ort_quantization.QuantFormat.QDQ,
+        per_channel=True, activation_type=ort_quantization.QuantType.QInt8,
+        weight_type=ort_quantization.QuantType.QInt8,
+    )  # fmt: skip
+    float_path.unlink()
+    prepared.unlink()
+
+
+WRITERS = {
+    ("dynamic", "litert"): write_litert_dynamic,
+    ("int8", "litert"): write_litert_int8,
+    ("int8", "onnx"): write_onnx_int8,
+}
+
+
+def _verify(path: pathlib.Path, format: str, serving: keras.Model, images) -> None:
+    shape = tuple(serving.inputs[0].shape[1:])
+    probe = images[:4] if images is not None else np.random.default_rng(0).normal(size=(4, *shape))
+    probe = np.asarray(probe, "float32")
+    expected = keras.ops.convert_to_numpy(serving(probe)[OUTPUT_NAME])
+    try:
+        got = run_quantized(path, format, probe)
+    except Exception as err:
+        raise ExportVerificationError(f"The quantized {format} model does not load: {err}") from err
+    if got is None:
+        return
+    if got.shape != expected.shape or not np.allclose(got, expected, atol=ATOL):
+        raise ExportVerificationError(
+            f"The quantized {format} model's probabilities differ from the student's by up to "
+            f"{np.max(np.abs(got - expected)):.3f} (> {ATOL}); nothing was written to the final "
+            "path. Quantization does not hold for this student: export it in float32."
+        )
+
+
+def run_quantized(path: pathlib.Path, format: str, x: np.ndarray) -> np.ndarray | None:
+    """Probabilities of a quantized artifact for ``x``, one image at a time for LiteRT."""
+    if format == "onnx":
+        return run_artifact(path, format, x)
+    interpreter = litert_interpreter(path)
+    runner = interpreter.get_signature_runner("serving_default")
+    return np.concatenate([runner(**{INPUT_NAME: image[None]})[OUTPUT_NAME] for image in x])

@@ -1,0 +1,138 @@
+"""Tests of fitnets_tf.export.quantize and `fitnets-export --quantize` on a tiny student."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from fitnets_tf import data, export
+from fitnets_tf.errors import ExportConfigError, OutputExistsError
+from fitnets_tf.export import quantize
+from fitnets_tf.layers import CeilMaxPooling2D, MaxoutConv2D
+from fitnets_tf.preprocessing import Preprocessor
+
+SHAPE = (8, 8, 1)
+
+
+def tiny_student(shape=SHAPE) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape)
+    x = MaxoutConv2D(4, 3, pieces=2, kernel_initializer="he_uniform")(inputs)
+    x = CeilMaxPooling2D(2, 2)(x)  # tiles the 6x6 map: no -3e38 overhang to calibrate
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(x), name="student")
+
+
+def images(n: int = 64) -> np.ndarray:
+    return np.random.default_rng(1).normal(size=(n, *SHAPE)).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "quantization, fmt, suffix",
+    [("dynamic", "litert", ".tflite"), ("int8", "litert", ".tflite"), ("int8", "onnx", ".onnx")],
+)
+def test_quantized_model_is_written_loads_and_predicts_as_float32(
+    tmp_path, quantization, fmt, suffix
+):
+    serving = export.build_serving_model(tiny_student())
+    path = quantize.export_quantized(
+        serving, tmp_path / f"student{suffix}", quantization, fmt, calibration=images()
+    )
+    assert path.is_file() and [p.name for p in tmp_path.iterdir()] == [path.name]  # no staging
+    probe = images()[:6]
+    got = quantize.run_quantized(path, fmt, probe)
+    expected = keras.ops.convert_to_numpy(serving(probe)["probabilities"])
+    assert got.shape == (6, 3)
+    np.testing.assert_allclose(got, expected, atol=0.05)
+    assert np.array_equal(got.argmax(1), expected.argmax(1))
+
+
+@pytest.mark.parametrize(
+    "quantization, fmt, kwargs, message",
+    [
+        ("float16", "litert", {}, "must be one of dynamic, int8"),
+        ("dynamic", "onnx", {}, "applies to the litert format(s), not 'onnx'"),
+        ("int8", "keras", {}, "not 'keras'"),
+        ("int8", "litert", {"raw": True}, "include_preprocessing"),
+    ],
+)
+def test_unsupported_combinations_are_refused(quantization, fmt, kwargs, message):
+    with pytest.raises(ExportConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        quantize.check(quantization, fmt, **kwargs)
+
+
+def test_int8_without_calibration_images_is_refused_before_converting(tmp_path):
+    serving = export.build_serving_model(tiny_student())
+    with pytest.raises(ExportConfigError, match="needs calibration images"):
+        quantize.export_quantized(serving, tmp_path / "student.tflite", "int8")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_refused_before_converting(tmp_path):
+    (tmp_path / "student.tflite").write_bytes(b"old")
+    with pytest.raises(OutputExistsError):
+        quantize.export_quantized(tiny_student(), tmp_path / "student.tflite", "dynamic")
+    assert (tmp_path / "student.tflite").read_bytes() == b"old"
+
+
+def test_cli_quantize(tmp_path):
+    tiny_student().save(tmp_path / "student.keras")
+    base = [sys.executable, "-m", "fitnets_tf.export", f"--workdir={tmp_path}", "--nolatency"]
+    refused = subprocess.run([*base, "--format=onnx", "--quantize=dynamic"], capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "not 'onnx'" in refused.stderr
+    assert not (tmp_path / "export").exists()  # refused before any work
+    done = subprocess.run([*base, "--format=litert", "--quantize=dynamic"], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "export" / "student_dynamic.tflite").is_file()
+
+
+def synthetic_run(tmp_path, flags="--dataset=synthetic\n--validation_size=16\n--noretrain_on_all\n"):
+    """A finished run's files as export reads them: flags.txt, student, fitted preprocessing."""
+    tiny_student((28, 28, 1)).save(tmp_path / "student.keras")
+    raw = keras.Input((28, 28, 1))
+    keras.Model(raw, Preprocessor(mode="scale")(raw)).save(tmp_path / "preprocessor.keras")
+    (tmp_path / "flags.txt").write_text(flags)
+    return tmp_path
+
+
+def test_calibration_source_is_read_from_the_runs_flags(tmp_path):
+    run = synthetic_run(tmp_path, "--dataset=folder:/x\n--image_size=20,24\n--retrain_on_all\n"
+                                  "--data_dir=/d\n--validation_size=7\n--batch_size=64\n")  # fmt: skip
+    assert quantize.calibration_source(run) == {
+        "name": "folder:/x", "image_size": (20, 24), "retrain_on_all": True, "data_dir": "/d",
+        "validation_size": 7,
+    }  # fmt: skip
+    (run / "flags.txt").unlink()
+    with pytest.raises(ExportConfigError, match="names no --dataset"):
+        quantize.calibration_source(run)
+
+
+def test_calibration_images_are_the_training_split_through_the_runs_preprocessor(tmp_path):
+    source = quantize.calibration_source(synthetic_run(tmp_path))
+    got = quantize.calibration_images(source, Preprocessor(mode="scale"), count=5)
+    raw = data.load("synthetic", validation_size=16, preprocessing="none", limit=5)
+    assert got.shape == (5, 28, 28, 1) and got.dtype == np.float32
+    np.testing.assert_allclose(got, raw.train_examples[0].numpy() / 255.0, rtol=1e-6)
+    assert got.max() > 0.5  # scaled once, not twice
+
+
+def test_cli_int8_calibrates_on_the_runs_training_images(tmp_path):
+    run = synthetic_run(tmp_path)
+    base = [sys.executable, "-m", "fitnets_tf.export", f"--workdir={run}", "--nolatency"]
+    done = subprocess.run([*base, "--format=onnx", "--quantize=int8"], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (run / "export" / "student_int8.onnx").is_file()
+    (run / "flags.txt").unlink()  # no dataset to calibrate on: refused before any work
+    refused = subprocess.run([*base, "--format=litert", "--quantize=int8"], capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "names no --dataset" in refused.stderr
+    assert not (run / "export" / "student_int8.tflite").exists()
