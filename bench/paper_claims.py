@@ -15,6 +15,9 @@ Parts (see docs/results.md for what each one asks):
   all ~5.5M multiplications, the budget of ``mnist_fitnet``) by labels, KD and FitNets.
 - ``init``: labels, KD and FitNets again with He initialisation, where back-propagation alone
   does train this student.
+- ``depth_he``: the depth question with a modern initialisation (He uniform): 5 to 15 layers
+  (``mnist_depth13``/``15`` go beyond Table 6) at the same budget, by labels, KD and FitNets,
+  once per seed (``--depth_he_depths`` narrows it to the depths that decide the question).
 - ``pair``: the default experiment (``configs/fashion_mnist.flags``: the shipped ``wide_cnn``
   teacher, the ``thin_cnn`` student by FitNets, KD and labels alone, its modern recipe) once
   per seed, with its latencies in TensorFlow, LiteRT and ONNX Runtime. Seed 0 is the README's
@@ -43,7 +46,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PARTS = ("teacher", "main", "depth", "init", "pair")
+PARTS = ("teacher", "main", "depth", "init", "pair", "depth_he")
+DEPTHS_HE = (5, 7, 9, 11, 13, 15)
 PAIR_MODES = ("fitnet", "kd", "scratch")  # the default experiment's, in its order
 MAIN_MODES = ("scratch", "kd", "fitnet", "stagewise_labels")
 DEPTH_MODES = ("scratch", "kd", "fitnet")
@@ -87,6 +91,12 @@ def configs(args) -> dict[str, object]:
             runs[f"depth/mnist_depth{depth}"] = students.with_values(
                 student=f"mnist_depth{depth}", modes=DEPTH_MODES, seed=args.seeds[0]
             )
+    if "depth_he" in args.parts:
+        for depth in args.depth_he_depths:
+            for seed in args.seeds:
+                runs[f"depth_he/mnist_depth{depth}_seed{seed}"] = students.with_values(
+                    student=f"mnist_depth{depth}", modes=DEPTH_MODES, init="he_uniform", seed=seed
+                )
     for seed in args.seeds:
         if "pair" in args.parts:
             runs[f"pair/seed{seed}"] = config_lib.DEFAULT.with_values(seed=seed)
@@ -249,6 +259,27 @@ def depth_table(summaries: dict[str, dict]) -> tuple[list[str], dict]:
     return lines, curves
 
 
+def depth_seeds_table(summaries: dict[str, dict]) -> list[str]:
+    """Per depth, each method's test accuracy over seeds (run names ``mnist_depth{d}_seed{s}``)."""
+    by_depth: dict[int, dict[str, list[dict]]] = {}
+    for name, summary in summaries.items():
+        depth = int(name.split("depth")[1].split("_")[0])
+        for row in summary["models"]:
+            if row["name"] in DEPTH_MODES:
+                by_depth.setdefault(depth, {}).setdefault(row["name"], []).append(row)
+    lines = ["| student | layers | parameters | M multiplications | seeds | "
+             + " | ".join(f"{LABELS[m]} %" for m in DEPTH_MODES) + " |",
+             "|---|---|---|---|---|" + "---|" * len(DEPTH_MODES)]  # fmt: skip
+    for depth, rows in sorted(by_depth.items()):
+        any_row = next(iter(rows.values()))[0]
+        cells = [_acc(_stats([r["test_accuracy"] for r in rows[m]])) if m in rows else "—"
+                 for m in DEPTH_MODES]  # fmt: skip
+        seeds = max(len(r) for r in rows.values())
+        lines.append(f"| mnist_depth{depth} | {depth} | {any_row['params']:,} | "
+                     f"{any_row['mults'] / 1e6:.2f} | {seeds} | " + " | ".join(cells) + " |")  # fmt: skip
+    return lines
+
+
 def _color(mode: str) -> str:
     return f"C{list(LABELS).index(mode)}"  # one colour per method in every plot
 
@@ -399,7 +430,11 @@ def report(args) -> str:
             "![test accuracy by depth](paper_claims_depth.png)",
             "",
         ]
-    seconds = [r.get("train_seconds") or 0 for s in (main, init, depth) for summ in s.values()
+    depth_he = _summaries(workdir / "depth_he", "mnist_depth")
+    if depth_he:
+        lines += ["### Depth at a fixed budget with He initialisation (5 to 15 layers)", "",
+                  *depth_seeds_table(depth_he), ""]  # fmt: skip
+    seconds = [r.get("train_seconds") or 0 for s in (main, init, depth, depth_he) for summ in s.values()
                for r in summ["models"] if r["name"] != "teacher"]  # fmt: skip
     lines.append(
         f"Training time of all students: {sum(seconds) / 60:.0f} min; the teacher "
@@ -439,6 +474,7 @@ def parse(argv=None):
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where results.md goes")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report_only", action="store_true")
+    parser.add_argument("--depth_he_depths", default=",".join(map(str, DEPTHS_HE)))
     parser.add_argument("--pair_seed0", default=None,
                         help="a finished run of configs/fashion_mnist.flags to count as pair seed 0")
     args = parser.parse_args(argv)
@@ -446,11 +482,12 @@ def parse(argv=None):
     unknown = set(args.parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts {sorted(unknown)} (valid: {', '.join(PARTS)})")
-    needs_teacher = {"main", "depth", "init"} & set(args.parts)
+    needs_teacher = {"main", "depth", "init", "depth_he"} & set(args.parts)
     if needs_teacher and "teacher" not in args.parts and not args.report_only:
         # Students need the teacher: train it first unless it is there already.
         args.parts = ("teacher", *args.parts)
     args.seeds = tuple(int(s) for s in args.seeds.split(","))
+    args.depth_he_depths = tuple(int(d) for d in args.depth_he_depths.split(","))
     args.workdir = pathlib.Path(args.workdir).resolve()
     args.docs = pathlib.Path(args.docs).resolve()
     args.docs.mkdir(parents=True, exist_ok=True)

@@ -94,18 +94,29 @@ class LearningRateLogger(keras.callbacks.Callback):
     ``step:150`` epoch 150's row shows the decayed rate, epoch 149's the initial one. (Keras'
     TensorBoard callback logs its own ``epoch_learning_rate``, read at the epoch's end.)
 
+    An epoch resumed from a mid-epoch checkpoint begins ``steps_into_epoch`` steps in (set by
+    :func:`fitnets_tf.run.mid_epoch.fit_from_step`): its row still shows the rate of its first
+    step, the schedule's value ``steps_into_epoch`` steps back.
+
     Place it before the loggers: callbacks share one ``logs`` dict, in list order.
     """
 
     def __init__(self):
         super().__init__()
         self._rate = None
+        self.steps_into_epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         optimizer = self.model.optimizer
         self._rate = None if optimizer is None else float(
             keras.ops.convert_to_numpy(optimizer.learning_rate)
         )  # fmt: skip
+        rate = None if optimizer is None else optimizer.get_config()["learning_rate"]
+        if self.steps_into_epoch and isinstance(rate, dict):  # a schedule, serialised
+            schedule = keras.optimizers.schedules.deserialize(rate)
+            first = int(keras.ops.convert_to_numpy(optimizer.iterations)) - self.steps_into_epoch
+            self._rate = float(keras.ops.convert_to_numpy(schedule(first)))
+        self.steps_into_epoch = 0
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._rate is not None:

@@ -244,13 +244,21 @@ class Distiller(keras.Model):
         # Keras' TF trainer pulls one batch to build unbuilt state. Under
         # MultiWorkerMirroredStrategy (Keras 3.15) that batch is a PerReplica value it fails to
         # reduce. The Distiller's models, regressor and optimizer are built by __init__ and
-        # compile(), so the batch is only needed for compiled metrics.
+        # compile(), so the batch is only needed for compiled metrics (stage 2's accuracy),
+        # and for them only its shapes: this worker's part of it has them.
         if (
             self.built
             and self.optimizer.built
             and (self._compile_metrics is None or self._compile_metrics.built)
         ):
             return
+        if iterator is not None and isinstance(
+            self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy
+        ):
+            _, _, batches = next(iter(iterator))
+            local = self.distribute_strategy.experimental_local_results
+            data_batch = keras.tree.map_structure(lambda v: local(v)[0], next(batches))
+            iterator = None
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     @property

@@ -128,9 +128,12 @@ class Experiment:
             done = [k for k in keys if self.state.done(k)]
             self.log(f"resuming the run in {self.files.root}; stages done: "
                      f"{', '.join(done) or 'none'}")  # fmt: skip
+        # First: a multi-worker strategy configures TensorFlow's collective ops, which
+        # TensorFlow refuses once any op has run (loading the data runs some).
+        strategy = distribute.make_strategy(self.config.runtime.strategy)
         io.write_json(self.files.versions, runtime.versions(self.config.schedule.seed))
         self.data = self.load_data()
-        with distribute.make_strategy(self.config.runtime.strategy).scope():
+        with strategy.scope():
             teacher, students = self.build_models()
         self.save_preprocessor()
         self.train_teacher(teacher)
@@ -270,7 +273,10 @@ class Experiment:
             return None
         # The hints only when a hint stage is still to run (they are the cache's big part).
         hint = [h for h, _ in self.hints] if "hints" in to_run else None
-        return teacher_cache.cache_for_run(teacher, self.data, hint, self.log)
+        return teacher_cache.cache_for_run(
+            teacher, self.data, hint, self.log, memory_gb=self.config.runtime.cache_memory_gb,
+            directory=self.files.teacher_cache,
+        )  # fmt: skip
 
     def train_students(self, teacher: keras.Model, students: dict[str, keras.Model]) -> None:
         distiller_data = self.teacher_outputs(teacher)

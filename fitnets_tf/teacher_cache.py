@@ -42,8 +42,6 @@ once with ``tf.data.Dataset.save``, streamed back through a bounded shuffle buff
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -56,13 +54,11 @@ from fitnets_tf import data as data_lib
 from fitnets_tf import teacher_shards
 from fitnets_tf.distiller import CACHED_HINT, CACHED_LOGITS, IMAGES
 
-# A cached hint is held in memory beside the training split; above this it is computed live.
+# The hint(s) are cached up to this size (in memory, or on disk above the memory budget);
+# above it stage 1 computes them live.
 MAX_CACHED_HINT_BYTES = 2 * 2**30
-# Images per teacher call while caching: memory and disk caches use the same batches, so the
-# same numbers (a kernel's result may depend on the batch it ran in).
-_TEACHER_BATCH = 1024
-# The feature that carries each example's row of a disk cache until its outputs replace it.
-_ROW = "teacher_cache_row"
+# Images per teacher call: the disk cache's, so that both caches hold the same numbers.
+_TEACHER_BATCH = teacher_shards.TEACHER_BATCH
 
 AUGMENTATION_MESSAGE = (
     "Refusing to cache teacher outputs while augmentation is on: teacher outputs depend on "
@@ -236,21 +232,19 @@ def cache_datasets(
             "training_batches(...) to stream a cache from disk."
         )
     outputs_of = outputs_function(teacher, hint_layer)
-    plan, structure = _shard_plan(outputs_of, datasets, memory_budget)
-    if memory_budget is not None and plan.num_rows * plan.row_bytes > memory_budget:
+    plan, structure = teacher_shards.plan_outputs(outputs_of, datasets, memory_budget)
+    if memory_budget is not None and plan.total_bytes > memory_budget:
         if directory is None:
             raise ValueError(
-                f"The teacher's outputs take {plan.num_rows * plan.row_bytes} bytes, over "
+                f"The teacher's outputs take {plan.total_bytes} bytes, over "
                 f"memory_budget={memory_budget}: pass `directory` to cache them on disk."
             )
-        log(f"teacher cache: the outputs take {plan.num_rows * plan.row_bytes / 2**30:.2f} "
-            f"GiB, over the {memory_budget / 2**30:.2f} GiB memory budget: cached in "
-            f"{plan.num_shards} shard(s) in {directory}.")  # fmt: skip
-        key = _cache_key(teacher, datasets.train_examples[0], hint_layer)
-        store = teacher_shards.build(directory, plan, key, _blocks(plan, datasets),
-                                     _computer(outputs_of, datasets), advice=_FULL_DISK_ADVICE,
-                                     log=log)  # fmt: skip
-        return _streamed_batches(store, structure, datasets), _validation_batches(outputs_of, datasets)
+        size, budget = map(teacher_shards.readable_size, (plan.total_bytes, memory_budget))
+        log(f"teacher cache: the outputs take {size}, over the {budget} memory budget: cached "
+            f"in {plan.num_shards} shard(s) in {directory}.")  # fmt: skip
+        train = teacher_shards.streamed_batches(teacher, outputs_of, datasets, plan, structure,
+                                                directory, hint_layer=hint_layer, log=log)  # fmt: skip
+        return train, _validation_batches(outputs_of, datasets)
     images, labels = datasets.train_examples
     # The split's own image tensor, not a copy: only the outputs add memory.
     outputs = _outputs(outputs_of, tf.data.Dataset.from_tensor_slices(images).batch(_TEACHER_BATCH))
@@ -266,9 +260,7 @@ def cache_datasets(
 def _validation_batches(outputs_of, datasets: data_lib.Datasets) -> tf.data.Dataset | None:
     if datasets.validation is None:
         return None
-    xs, ys = (
-        np.concatenate(a) for a in zip(*datasets.validation.as_numpy_iterator(), strict=True)
-    )
+    xs, ys = (np.concatenate(a) for a in zip(*datasets.validation.as_numpy_iterator(), strict=True))
     outputs = _outputs(outputs_of, tf.data.Dataset.from_tensor_slices(xs).batch(_TEACHER_BATCH))
     validation = tf.data.Dataset.from_tensor_slices(({IMAGES: xs, **outputs}, ys))
     return validation.batch(datasets.batch_size).prefetch(tf.data.AUTOTUNE)
@@ -286,89 +278,6 @@ def _augmented_batches(outputs_of, datasets: data_lib.Datasets, logits) -> tf.da
         augmentation=datasets.augmentation, by_flip={CACHED_LOGITS: (logits, mirrored)},
         image_key=IMAGES,
     )  # fmt: skip
-
-
-_FULL_DISK_ADVICE = (
-    "Or keep the outputs in memory with a larger --cache_memory_gb, or run the teacher live "
-    "every epoch with --cache_teacher=no."
-)
-
-
-def _shard_plan(outputs_of, datasets: data_lib.Datasets, memory_budget: int | None):
-    """The outputs' layout on disk, and their structure (a dict; the hints may be a tuple).
-
-    One row per training image, then one per mirror image when flips are drawn; a shard is at
-    most a quarter of the budget, since one is assembled in memory before it is written.
-    """
-    images, labels = datasets.train_examples
-    spec = tf.TensorSpec([None, *images.shape[1:]], images.dtype)
-    structure = outputs_of.get_concrete_function(spec).structured_outputs
-    leaves = tf.nest.flatten(structure)
-    mirrored = datasets.augmenting and datasets.augmentation["flip"]
-    shard_bytes = min(teacher_shards.MAX_SHARD_BYTES, (memory_budget or 2**62) // 4)
-    plan = teacher_shards.ShardPlan.within(
-        shard_bytes, int(labels.shape[0]) * (2 if mirrored else 1),
-        [t.shape[1:] for t in leaves], [t.dtype.name for t in leaves],
-    )  # fmt: skip
-    return plan, structure
-
-
-def _cache_key(teacher: keras.Model, images, hint_layer) -> str:
-    """A digest of what the outputs are computed from: a cache on disk is reused only for it."""
-    digest = hashlib.sha256()
-    for weight in teacher.weights:  # the non-trainable ones too: batch-norm statistics
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
-    digest.update(np.ascontiguousarray(images).tobytes())
-    digest.update(json.dumps([hint_layer, teacher.dtype_policy.name, _TEACHER_BATCH]).encode())
-    return digest.hexdigest()
-
-
-def _blocks(plan, datasets: data_lib.Datasets) -> list[tuple[int, int]]:
-    """The rows of each teacher call: the in-memory cache's batches, images then mirrors."""
-    n = datasets.num_train_examples
-    return [(part * n + s, part * n + min(s + _TEACHER_BATCH, n))
-            for part in range(plan.num_rows // n) for s in range(0, n, _TEACHER_BATCH)]  # fmt: skip
-
-
-def _computer(outputs_of, datasets: data_lib.Datasets):
-    """``compute(start, stop)`` for :func:`teacher_shards.build`: the outputs of those rows."""
-    images, n = datasets.train_examples[0], datasets.num_train_examples
-
-    def compute(start, stop):
-        part, first = divmod(start, n)
-        x = images[first : first + stop - start]
-        x = tf.reverse(x, [2]) if part else x  # rows n... are the mirror images'
-        return [np.asarray(t) for t in tf.nest.flatten(outputs_of(x))]
-
-    return compute
-
-
-def _streamed_batches(store, structure, datasets: data_lib.Datasets) -> tf.data.Dataset:
-    """``datasets.train``'s batches, each example's outputs gathered from ``store`` by row.
-
-    The pipeline batches each example's row number beside its image (``by_flip`` picks the
-    mirror image's row for a flipped view), so the order and the augmentation are the
-    pipeline's own; the rows' outputs then replace the row numbers.
-    """
-    images, labels = datasets.train_examples
-    n = datasets.num_train_examples
-    rows = tf.range(n, dtype=tf.int64)
-    order = dict(epoch=datasets.epoch, seed=datasets.seed, batch_size=datasets.batch_size)
-    if datasets.augmenting:
-        mirrored = rows + n if store.plan.num_rows > n else rows
-        batches = data_lib.augmented_epoch_batches(
-            images, labels, augmentation=datasets.augmentation, by_flip={_ROW: (rows, mirrored)},
-            image_key=IMAGES, **order,
-        )  # fmt: skip
-    else:
-        batches = data_lib.epoch_batches({IMAGES: images, _ROW: rows}, labels, **order)
-
-    def attach(features, labels):
-        outputs = tf.nest.pack_sequence_as(structure, store.gather_tensors(features[_ROW]))
-        return {IMAGES: features[IMAGES], **outputs}, labels
-
-    batches = batches.map(attach, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 def default_memory_gb() -> float:
@@ -391,9 +300,12 @@ def wanted(setting: str, datasets: data_lib.Datasets, uncropped: bool = False) -
 
 
 def cache_for_run(teacher: keras.Model, datasets: data_lib.Datasets,
-                  hint_layer: str | Sequence[str] | None,
-                  log=print) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:  # fmt: skip
-    """:func:`cache_datasets` for a run: the hint(s) only if they fit ``MAX_CACHED_HINT_BYTES``."""
+                  hint_layer: str | Sequence[str] | None, log=print, *,
+                  memory_gb: float | None = None, directory: str | os.PathLike | None = None,
+                  ) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:  # fmt: skip
+    """:func:`cache_datasets` for a run: the hint(s) only if they fit ``MAX_CACHED_HINT_BYTES``;
+    in memory up to ``memory_gb`` GiB (``--cache_memory_gb``; None: :func:`default_memory_gb`),
+    above it in shards in ``directory`` (the run's ``teacher_cache/``)."""
     start = time.perf_counter()
     n = datasets.num_train_examples
     if hint_layer is not None and datasets.augmenting:
@@ -405,7 +317,9 @@ def cache_for_run(teacher: keras.Model, datasets: data_lib.Datasets,
         log(f"teacher cache: the hint of {n} examples would take {size:.1f} GiB; stage 1 "
             "computes it live.")  # fmt: skip
         hint_layer = None
-    cached = cache_datasets(teacher, datasets, hint_layer=hint_layer)
+    budget = int((memory_gb or default_memory_gb()) * 2**30)
+    cached = cache_datasets(teacher, datasets, hint_layer=hint_layer, memory_budget=budget,
+                            directory=directory, log=log)  # fmt: skip
     what = "logits and hints" if hint_layer else "logits"
     log(f"teacher cache: {what} of {n} training examples in "
         f"{time.perf_counter() - start:.1f} s")  # fmt: skip

@@ -1,10 +1,10 @@
 """The teacher's cached outputs on disk: checksummed ``.npy`` shards, read back by row.
 
 :mod:`fitnets_tf.teacher_cache` keeps the teacher's per-example outputs in memory while they
-fit its budget; above it they come here. The rows (one per training image, then one per
-mirror image) are cut into shards of a fixed number of rows, one ``.npy`` file per output and
-shard, each written atomically (:func:`fitnets_tf.run.io.atomic_path`) with its sha256 beside
-it. Training reads them back memory-mapped (``np.load(mmap_mode="r")``): the pages belong to
+fit its budget; above it they come here (:func:`streamed_batches`). The rows (one per training
+image, then one per mirror image) are cut into shards of a fixed number of rows, one ``.npy``
+file per output and shard, each written atomically (:func:`fitnets_tf.run.io.atomic_path`)
+with its sha256 beside it. Training reads them back memory-mapped (``np.load(mmap_mode="r")``): the pages belong to
 the operating system's file cache, which it evicts under pressure, so the process holds no
 more than the batch being gathered. The epoch's order is a random permutation of the whole
 split, so each batch gathers scattered rows: about 0.3 ms per batch of 128 x 1000 logits from
@@ -20,21 +20,30 @@ or other images.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
 import shutil
 from collections.abc import Callable, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+from fitnets_tf import data as data_lib
+from fitnets_tf.distiller import IMAGES
 from fitnets_tf.errors import DiskFullError
 from fitnets_tf.run import io
 
 MANIFEST = "manifest.json"
 # A shard is assembled in memory before it is written: this bounds that, and the file count.
 MAX_SHARD_BYTES = 256 * 2**20
+# Images per teacher call while caching (memory or disk): the same batches give the same
+# numbers (a kernel's result may depend on the batch it ran in).
+TEACHER_BATCH = 1024
+# The feature that carries each example's row until its outputs replace it.
+_ROW = "teacher_cache_row"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +71,10 @@ class ShardPlan:
                    for s, d in zip(self.row_shapes, self.dtypes, strict=True))  # fmt: skip
 
     @property
+    def total_bytes(self) -> int:
+        return self.num_rows * self.row_bytes
+
+    @property
     def num_shards(self) -> int:
         return -(-self.num_rows // self.rows_per_shard)
 
@@ -87,8 +100,10 @@ class ShardedRows:
     def __init__(self, directory: str | os.PathLike, plan: ShardPlan):
         self.plan = plan
         directory = pathlib.Path(directory)
-        self.shards = [[np.load(directory / plan.file_name(j, k), mmap_mode="r")
-                        for k in range(plan.num_shards)] for j in range(len(plan.row_shapes))]  # fmt: skip
+        # .view: bfloat16 rows are stored as their bits (see _write_npy).
+        self.shards = [[np.load(directory / plan.file_name(j, k), mmap_mode="r").view(dtype)
+                        for k in range(plan.num_shards)]
+                       for j, dtype in enumerate(plan.dtypes)]  # fmt: skip
 
     def gather(self, rows: np.ndarray) -> list[np.ndarray]:
         """Each output's ``rows`` (in that order), one array per output."""
@@ -129,7 +144,7 @@ def build(directory: str | os.PathLike, plan: ShardPlan, key: str,
             the same numbers as an in-memory cache computed in those batches).
         compute: ``compute(start, stop)`` returns the rows ``[start, stop)`` of every output.
         advice: what else the user can do when the disk is full (a sentence).
-        log: where progress and damaged shards are reported.
+        log: where damaged shards and shards made from other rows are reported.
 
     Raises:
         DiskFullError: the shards do not fit (checked before computing, and while writing):
@@ -145,7 +160,7 @@ def build(directory: str | os.PathLike, plan: ShardPlan, key: str,
         message = _full_disk_message(directory, plan, todo, advice)
         free = shutil.disk_usage(directory).free
         if free < plan.nbytes(todo):
-            raise DiskFullError(message.format(reason=f"only {free / 1e9:.2f} GB are free"))
+            raise DiskFullError(message.format(reason=f"only {readable_size(free)} are free"))
         with io.disk_full_as_user_error(message):
             io.write_json(directory / MANIFEST, {"key": key, **plan.as_json()})
             _write(directory, plan, todo, blocks, compute)
@@ -164,7 +179,8 @@ def _shards_to_write(directory: pathlib.Path, plan: ShardPlan, key: str, log) ->
         old = sorted(directory.glob("output*-shard*"))
         if old:
             log(f"teacher cache: {directory} holds the outputs of another teacher, other "
-                "images or another layout; rebuilding it.")  # fmt: skip
+                "images or another layout (or its manifest.json is unreadable); rebuilding "
+                "every shard.")  # fmt: skip
         for path in old:
             path.unlink()
         manifest.unlink(missing_ok=True)
@@ -218,7 +234,7 @@ def _write_shard(directory: pathlib.Path, plan: ShardPlan, shard: int, arrays) -
             io.checksum_path(path).unlink(missing_ok=True)
             with io.atomic_path(path) as tmp:
                 with open(tmp, "wb") as f:
-                    np.save(f, array)
+                    _write_npy(f, array)
                 digest = io.file_sha256(tmp)
             io.write_text(io.checksum_path(path), f"{digest}  {path.name}\n")
     except BaseException:
@@ -228,11 +244,139 @@ def _write_shard(directory: pathlib.Path, plan: ShardPlan, shard: int, arrays) -
         raise
 
 
+def _write_npy(f, array: np.ndarray) -> None:
+    """``np.save`` by Python's own ``write``: the ``ndarray.tofile`` of ``np.save`` drops the
+    errno of a full disk ("N requested and M written"), which then reads as any other error."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.kind == "V":  # bfloat16 (mixed precision): .npy has no name for it; its bits
+        array = array.view(f"u{array.dtype.itemsize}")
+    np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+    f.write(memoryview(array).cast("B"))
+
+
 def _full_disk_message(directory, plan: ShardPlan, todo: list[int], advice: str) -> str:
     # disk_full_as_user_error fills in {reason}: every other brace is escaped.
     where = str(directory).replace("{", "{{").replace("}", "}}")
     advice = advice.replace("{", "{{").replace("}", "}}")
     return (f"Cannot write the teacher's cached outputs to {where}: {{reason}}. The "
-            f"{len(todo)} shard(s) still to write need {plan.nbytes(todo) / 1e9:.2f} GB there "
-            f"(shards already written are kept and reused). Free that much space, or point "
-            f"the run at a larger disk. {advice}").rstrip()  # fmt: skip
+            f"{len(todo)} shard(s) still to write need {readable_size(plan.nbytes(todo))} there (shards "
+            "already written are kept and reused). Free that much space, or run on a larger "
+            f"disk{'; ' + advice if advice else ''}.")  # fmt: skip
+
+
+def readable_size(nbytes: int) -> str:
+    """``nbytes`` for a message: "597.5 kB", "5.1 GB"."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+# -- the teacher's outputs: what fitnets_tf.teacher_cache stores here --------------------------
+
+
+_FULL_DISK_ADVICE = (
+    "or keep the outputs in memory with a larger --cache_memory_gb, or run the teacher live "
+    "every epoch with --cache_teacher=no"
+)
+
+
+def plan_outputs(outputs_of, datasets: data_lib.Datasets, memory_budget: int | None):
+    """The outputs' layout on disk, and their structure (a dict; the hints may be a tuple).
+
+    One row per training image, then one per mirror image when flips are drawn; a shard is at
+    most a quarter of the budget, since one is assembled in memory before it is written.
+    """
+    images, labels = datasets.train_examples
+    spec = tf.TensorSpec([None, *images.shape[1:]], images.dtype)
+    structure = outputs_of.get_concrete_function(spec).structured_outputs
+    leaves = tf.nest.flatten(structure)
+    mirrored = datasets.augmenting and datasets.augmentation["flip"]
+    shard_bytes = min(MAX_SHARD_BYTES, (memory_budget or 2**62) // 4)
+    plan = ShardPlan.within(
+        shard_bytes, int(labels.shape[0]) * (2 if mirrored else 1),
+        [t.shape[1:] for t in leaves], [t.dtype.name for t in leaves],
+    )  # fmt: skip
+    return plan, structure
+
+
+def _cache_key(teacher: keras.Model, images, hint_layer) -> str:
+    """A digest of what the outputs are computed from: a cache on disk is reused only for it."""
+    digest = hashlib.sha256()
+    for weight in teacher.weights:  # the non-trainable ones too: batch-norm statistics
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    digest.update(np.ascontiguousarray(images).tobytes())
+    digest.update(json.dumps([hint_layer, teacher.dtype_policy.name, TEACHER_BATCH]).encode())
+    return digest.hexdigest()
+
+
+def _blocks(plan, datasets: data_lib.Datasets) -> list[tuple[int, int]]:
+    """The rows of each teacher call: the in-memory cache's batches, images then mirrors."""
+    n = datasets.num_train_examples
+    return [(part * n + s, part * n + min(s + TEACHER_BATCH, n))
+            for part in range(plan.num_rows // n) for s in range(0, n, TEACHER_BATCH)]  # fmt: skip
+
+
+def _computer(outputs_of, datasets: data_lib.Datasets):
+    """``compute(start, stop)`` for :func:`build`: the outputs of those rows."""
+    images, n = datasets.train_examples[0], datasets.num_train_examples
+
+    def compute(start, stop):
+        part, first = divmod(start, n)
+        x = images[first : first + stop - start]
+        x = tf.reverse(x, [2]) if part else x  # rows n... are the mirror images'
+        return [np.asarray(t) for t in tf.nest.flatten(outputs_of(x))]
+
+    return compute
+
+
+def streamed_batches(teacher: keras.Model, outputs_of, datasets: data_lib.Datasets,
+                     plan: ShardPlan, structure, directory: str | os.PathLike, *,
+                     hint_layer=None, log=print) -> tf.data.Dataset:  # fmt: skip
+    """``datasets.train``'s batches with the teacher's outputs, cached in shards in ``directory``.
+
+    Args:
+        teacher: the frozen teacher (its weights are part of the cache's key).
+        outputs_of: :func:`fitnets_tf.teacher_cache.outputs_function` of ``teacher``.
+        datasets: as for :func:`fitnets_tf.teacher_cache.cache_datasets`.
+        plan, structure: what :func:`plan_outputs` returned.
+        directory: where the shards are (reused if they were made from the same teacher and
+            images and pass their checksums) or are written to.
+        hint_layer: the hint layer(s) ``outputs_of`` taps (part of the key).
+        log: where damaged or stale shards are reported.
+
+    Raises:
+        DiskFullError: the shards do not fit in ``directory``.
+    """
+    key = _cache_key(teacher, datasets.train_examples[0], hint_layer)
+    store = build(directory, plan, key, _blocks(plan, datasets), _computer(outputs_of, datasets),
+                  advice=_FULL_DISK_ADVICE, log=log)  # fmt: skip
+    return _batches(store, structure, datasets)
+
+
+def _batches(store: ShardedRows, structure, datasets: data_lib.Datasets) -> tf.data.Dataset:
+    """``datasets.train``'s batches, each example's outputs gathered from ``store`` by row.
+
+    The pipeline batches each example's row number beside its image (``by_flip`` picks the
+    mirror image's row for a flipped view), so the order and the augmentation are the
+    pipeline's own; the rows' outputs then replace the row numbers.
+    """
+    images, labels = datasets.train_examples
+    n = datasets.num_train_examples
+    rows = tf.range(n, dtype=tf.int64)
+    order = dict(epoch=datasets.epoch, seed=datasets.seed, batch_size=datasets.batch_size)
+    if datasets.augmenting:
+        mirrored = rows + n if store.plan.num_rows > n else rows
+        batches = data_lib.augmented_epoch_batches(
+            images, labels, augmentation=datasets.augmentation, by_flip={_ROW: (rows, mirrored)},
+            image_key=IMAGES, **order,
+        )  # fmt: skip
+    else:
+        batches = data_lib.epoch_batches({IMAGES: images, _ROW: rows}, labels, **order)
+
+    def attach(features, labels):
+        outputs = tf.nest.pack_sequence_as(structure, store.gather_tensors(features[_ROW]))
+        return {IMAGES: features[IMAGES], **outputs}, labels
+
+    batches = batches.map(attach, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return batches.prefetch(tf.data.AUTOTUNE)

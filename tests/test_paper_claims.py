@@ -114,3 +114,19 @@ def test_pair_part_runs_the_default_experiment_per_seed_and_reports_served_speed
     assert "| FitNets (hints + KD) | 1.5000 (1.0×) | 0.2500 (1.0×) | — | 0.0200 | 0.0400 (11.0×) |" in text
     page = (tmp_path / "results.md").read_text()
     assert paper_claims.PAIR_BEGIN in page and paper_claims.BEGIN not in page
+
+
+def test_depth_with_he_init_goes_to_15_layers_and_reports_over_seeds(tmp_path):
+    args = paper_claims.parse(["--workdir", str(tmp_path), "--seeds=0,1", "--docs", str(tmp_path),
+                               "--parts=depth_he", "--depth_he_depths=13,15"])  # fmt: skip
+    runs = paper_claims.configs(args)
+    assert list(runs)[1:] == ["depth_he/mnist_depth13_seed0", "depth_he/mnist_depth13_seed1",
+                              "depth_he/mnist_depth15_seed0", "depth_he/mnist_depth15_seed1"]  # fmt: skip
+    assert list(runs)[0] == "teacher"  # the paper's teacher guides them
+    assert {c.models.init for n, c in runs.items() if n != "teacher"} == {"he_uniform"}
+    summaries = {f"mnist_depth15_seed{s}": {"models": [_row("kd", acc, "mnist_depth15"),
+                                                        _row("fitnet", 0.8, "mnist_depth15")]}
+                 for s, acc in ((0, 0.1), (1, 0.3))}  # fmt: skip
+    table = paper_claims.depth_seeds_table(summaries)
+    assert table[2] == ("| mnist_depth15 | 15 | 36,226 | 5.63 | 2 | — | 20.00 ± 14.14 (10.00–30.00) "
+                        "| 80.00 ± 0.00 (80.00–80.00) |")

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from fitnets_tf import config as config_lib
 from fitnets_tf import data, experiment, stages
+from fitnets_tf.callbacks import LearningRateLogger
 from fitnets_tf.run import mid_epoch, preemption, resume
 from fitnets_tf.run.layout import RunLayout, StageLayout
 
@@ -54,8 +55,8 @@ def _stage(workdir, epochs=3, kill_at=None, every=3, seed=0):
     state = resume.RunState(workdir, {})
     checkpoint = resume.StageCheckpoint(state, "teacher", workdir, student=model,
                                         log=lambda m: None, checkpoint_every=every)  # fmt: skip
-    callbacks = [datasets.epoch_callback(), checkpoint]
-    hparams = stages.Hyperparameters(learning_rate=1e-2, lr_schedule="cosine")
+    callbacks = [datasets.epoch_callback(), LearningRateLogger(), checkpoint]
+    hparams = stages.Hyperparameters(learning_rate=1e-2, lr_schedule="cosine", warmup_epochs=1)
     stages.fit_labels(model, datasets.train, epochs=epochs, hparams=hparams, verbose=0,
                       callbacks=callbacks + ([KilledAtStep(kill_at)] if kill_at else []),
                       initial_epoch=state.initial_epoch("teacher"),
@@ -77,8 +78,10 @@ def test_killed_mid_epoch_then_resumed_equals_uninterrupted(tmp_path):
     for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert resume.seed_states(resumed) == resume.seed_states(straight)
-    # The resumed epoch's logged means are over all its batches, as uninterrupted.
+    # The resumed epoch's logged means are over all its batches, as uninterrupted, and its
+    # learning rate is that of its first step (warm-up, then cosine: a different one each epoch).
     straight_history = straight_state.stage("teacher")["history"]
+    assert len(set(straight_history["learning_rate"])) == 3
     assert resumed_state.stage("teacher")["history"] == straight_history
 
 

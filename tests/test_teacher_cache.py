@@ -1,11 +1,20 @@
+import collections
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tiny_data, tiny_dataset
 
-from fitnets_tf import data, models, teacher_cache
+from fitnets_tf import data, models, teacher_cache, teacher_shards
 from fitnets_tf.distiller import Distiller
+from fitnets_tf.errors import DiskFullError
 
 
 def _kd_distiller(teacher, student):
@@ -165,3 +174,151 @@ def test_values_follow_each_images_flip():
         np.testing.assert_array_equal(inputs["v"], expected)
         flips += flipped.sum()
     assert 16 < flips < 48  # both ways occur
+
+
+# -- over the memory budget: shards on disk, the same batches ----------------------------------
+
+
+def _batches(train, datasets, epoch):
+    datasets.epoch.assign(epoch)  # what EpochSync sets at each epoch start, as on a resume
+    return list(train)
+
+
+def _assert_same_batches(on_disk, in_memory):
+    assert len(on_disk) == len(in_memory) == 3
+    for (features, labels), (expected, expected_labels) in zip(on_disk, in_memory, strict=True):
+        assert sorted(features) == sorted(expected)
+        for key in expected:
+            np.testing.assert_array_equal(features[key], expected[key])
+        np.testing.assert_array_equal(labels, expected_labels)
+
+
+@pytest.mark.parametrize("augmented", [False, True])
+def test_disk_cache_gives_the_memory_caches_batches(tmp_path, augmented):
+    datasets, hint = _synthetic(), models.hint_layer_name("mnist_teacher")
+    # 192 rows of logits (40 bytes) and hint (3,072 bytes): 597 kB, shards of 8 rows.
+    budget = 100_000
+    if augmented:  # crops and flips: each view gets the logits of its flip, rows 192... mirrors'
+        datasets = dataclasses.replace(_synthetic(augment=True, crop_padding=2),
+                                       augmentation=dict(crop_padding=2, flip=True))  # fmt: skip
+        hint, budget = None, 4_000  # 384 rows of logits: 15 kB, shards of 25 rows
+    teacher, log = _mnist_teacher(), []
+    in_memory, _ = teacher_cache.cache_datasets(teacher, datasets, hint_layer=hint)
+    on_disk, validation = teacher_cache.cache_datasets(
+        teacher, datasets, hint_layer=hint, memory_budget=budget, directory=tmp_path,
+        log=log.append,
+    )  # fmt: skip
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["num_rows"] == (384 if augmented else 192)
+    assert manifest["rows_per_shard"] == (25 if augmented else 8)
+    assert len(list(tmp_path.glob("*.npy"))) == (16 if augmented else 2 * 24)
+    assert "memory budget: cached in" in log[0]
+    for epoch in (0, 3):
+        _assert_same_batches(_batches(on_disk, datasets, epoch), _batches(in_memory, datasets, epoch))
+    assert validation is not None  # held-out outputs stay in memory
+
+
+def test_disk_cache_is_reused_and_a_damaged_shard_rebuilt(tmp_path):
+    datasets, teacher = _synthetic(), _mnist_teacher()
+
+    def cache(teacher, log):
+        return teacher_cache.cache_datasets(teacher, datasets, memory_budget=4_000,
+                                            directory=tmp_path, log=log.append)[0]  # fmt: skip
+
+    expected = _batches(cache(teacher, []), datasets, 3)
+    shards = sorted(tmp_path.glob("*.npy"))
+    assert len(shards) == 8  # 192 rows of 40 bytes, 25 rows per shard
+    written = {p: p.stat().st_mtime_ns for p in shards}
+    log = []
+    cache(teacher, log)
+    assert len(log) == 1 and {p: p.stat().st_mtime_ns for p in shards} == written  # reused
+    damaged = shards[2]
+    content = bytearray(damaged.read_bytes())
+    content[-1] ^= 1  # one bit of the last logit
+    damaged.write_bytes(bytes(content))
+    shards[5].with_name(shards[5].name + ".sha256").unlink()  # a write killed before its sha256
+    log = []
+    train = cache(teacher, log)
+    assert "rebuilding shard 2: output0-shard00002.npy (its content" in log[1]
+    assert "rebuilding shard 5: output0-shard00005.npy (no sha256" in log[2]
+    rewritten = [p for p in shards if p.stat().st_mtime_ns != written[p]]
+    assert rewritten == [shards[2], shards[5]]
+    _assert_same_batches(_batches(train, datasets, 3), expected)
+    log = []
+    cache(_mnist_teacher_of_seed(1), log)  # another teacher: every shard is rebuilt
+    assert "holds the outputs of another teacher" in log[1]
+    assert all(p.stat().st_mtime_ns != written[p] for p in shards)
+
+
+def _mnist_teacher_of_seed(seed):
+    return models.build("mnist_teacher", (28, 28, 1), 10, seed=seed, kernel_initializer="he_uniform")
+
+
+def test_shards_are_written_in_blocks_and_gathered_in_any_order(tmp_path):
+    # Rows r of two outputs: r (one value) and (r, -r) in bfloat16 (what mixed precision gives,
+    # which .npy cannot name). Blocks of 7 rows, shards of 5.
+    plan = teacher_shards.ShardPlan.within(5 * 8, 23, [(), (2,)], ["int32", "bfloat16"])
+    assert (plan.rows_per_shard, plan.num_shards, plan.bounds(4)) == (5, 5, (20, 23))
+    calls = []
+
+    def compute(start, stop):
+        calls.append((start, stop))
+        rows = np.arange(start, stop)
+        pairs = np.stack([rows, -rows], 1).astype(tf.bfloat16.as_numpy_dtype)
+        return [rows.astype("int32"), pairs]
+
+    blocks = [(s, min(s + 7, 23)) for s in range(0, 23, 7)]
+    store = teacher_shards.build(tmp_path, plan, "key", blocks, compute)
+    assert calls == blocks
+    rows = np.array([22, 0, 9, 10, 4, 17, 4])
+    values, pairs = store.gather(rows)
+    np.testing.assert_array_equal(values, rows)
+    assert pairs.dtype == tf.bfloat16.as_numpy_dtype
+    np.testing.assert_array_equal(pairs.astype("float32"), np.stack([rows, -rows], 1))
+    tensors = store.gather_tensors(tf.constant(rows))  # as a tf.data map calls it
+    assert tensors[1].dtype == tf.bfloat16
+    np.testing.assert_array_equal(tensors[0], rows)
+    (tmp_path / plan.file_name(1, 3)).unlink()  # rows 15-19: only the block of rows 14-20 runs
+    calls.clear()
+    teacher_shards.build(tmp_path, plan, "key", blocks, compute)
+    assert calls == [(14, 21)]
+
+
+def test_a_disk_without_room_is_refused_before_the_teacher_runs(tmp_path, monkeypatch):
+    plan = teacher_shards.ShardPlan.within(400, 1000, [(10,)], ["float32"])
+    free = collections.namedtuple("usage", "total used free")(10**9, 10**9 - 1000, 1000)
+    monkeypatch.setattr(teacher_shards.shutil, "disk_usage", lambda _: free)
+    with pytest.raises(DiskFullError) as error:
+        teacher_shards.build(tmp_path, plan, "key", [(0, 1000)], lambda *_: pytest.fail("ran"),
+                             advice="or else")  # fmt: skip
+    message = str(error.value)
+    assert f"to {tmp_path}: only 1.0 kB are free" in message
+    assert "The 100 shard(s) still to write need 40.0 kB there" in message
+    assert message.endswith("; or else.")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_fails_clearly_leaves_no_partial_shard_and_the_retry_matches(tmp_path):
+    script = pathlib.Path(__file__).parent / "full_disk_teacher_cache_check.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=180)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    kind, message = result["error"]
+    assert kind == "DiskFullError"
+    assert f"to {tmp_path / 'teacher_cache'}: the file size limit is exceeded" in message
+    assert "need 597.5 kB there" in message and "--cache_memory_gb" in message
+    assert result["left"] == ["manifest.json"]  # no shard, no temporary file
+    assert result["same"]
+
+
+def test_cache_for_run_keeps_the_cache_in_memory_under_the_budget(tmp_path):
+    datasets, log = _synthetic(), []
+    train, _ = teacher_cache.cache_for_run(_mnist_teacher(), datasets, None, log.append,
+                                           memory_gb=1.0, directory=tmp_path / "cache")  # fmt: skip
+    assert not (tmp_path / "cache").exists() and len(log) == 1
+    teacher_cache.cache_for_run(_mnist_teacher(), datasets, None, log.append, memory_gb=1e-6,
+                                directory=tmp_path / "cache")  # fmt: skip
+    assert (tmp_path / "cache" / "manifest.json").exists()
+    pages = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert teacher_cache.default_memory_gb() == pytest.approx(pages / 4 / 2**30)

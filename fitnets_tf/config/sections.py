@@ -260,6 +260,11 @@ class RuntimeConfig:
         "with --augment needs --kd_targets=uncropped.",
         choices=CACHE_TEACHER,
     )  # fmt: skip
+    cache_memory_gb: float | None = option(
+        None, "GiB of memory the cached teacher outputs may take; above, they go to the run's "
+        "teacher_cache/ in checksummed shards, read back in the same order with the same "
+        "numbers (default: a quarter of physical memory).", exclusive_minimum=0,
+    )  # fmt: skip
     checkpoint_every: int = option(
         0, "Also checkpoint every N steps within an epoch (0: at epoch ends only); a run "
         "killed mid-epoch resumes at its last such step. SIGTERM/SIGINT always checkpoint "

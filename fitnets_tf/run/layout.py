@@ -15,6 +15,7 @@ Training run (``python -m fitnets_tf.train``, :class:`RunLayout`)::
     <mode>/<stage>/       log.csv, tensorboard/, checkpoints/, student.keras after the stage
     <mode>/student.keras  that mode's final student
     plots/                curves_<mode>.png, curves_teacher.png, comparison.png
+    teacher_cache/        the teacher's outputs in checksummed shards, when over --cache_memory_gb
     export/               what ``python -m fitnets_tf.export`` writes by default
 
 Search (``python -m fitnets_tf.tune``, :class:`SearchLayout`)::
@@ -150,6 +151,11 @@ class RunLayout(_Directory):
     def teacher(self) -> pathlib.Path:
         """The trained teacher of this run."""
         return self.stage("teacher").root / "teacher.keras"
+
+    @property
+    def teacher_cache(self) -> pathlib.Path:
+        """The teacher's cached outputs on disk (fitnets_tf.teacher_shards), reused on resume."""
+        return self.root / "teacher_cache"
 
     @property
     def plots(self) -> pathlib.Path:

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fitnets_tf.callbacks import LearningRateLogger
 from fitnets_tf.run.checksums import damaged_file, prefix_digests
 from fitnets_tf.run.layout import StageLayout
 
@@ -158,6 +159,9 @@ def fit_from_step(model: keras.Model, train: tf.data.Dataset, *, epochs: int,
     it, unless a callback stopped the training (early stopping) at the end of the first.
     """
     steps = int(train.cardinality())
+    for callback in callbacks:
+        if isinstance(callback, LearningRateLogger):  # logs the rate of the epoch's first step
+            callback.steps_into_epoch = initial_step
     one = _OneTraining(callbacks, model, verbose, epochs=epochs, steps=steps)
     model.fit(train.skip(initial_step), epochs=initial_epoch + 1, initial_epoch=initial_epoch,
               callbacks=one, verbose=verbose, **fit_kwargs)  # fmt: skip

@@ -12,7 +12,7 @@ disk are those of the last commit, which a resume handles as after ``kill -9``.
 Outside training (loading data, caching the teacher, evaluating) the flag waits for the next
 step or epoch end; a run that finishes first exits normally. Under a multi-worker strategy
 every worker must stop after the same step, or the others would wait forever in the next
-all-reduce: :func:`agreed` takes the maximum of the workers' flags (one small collective).
+all-reduce: :func:`agreed` stops them all when any worker's flag is set (one small collective).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def agreed(strategy: tf.distribute.Strategy | None = None, step: int | None = No
     One process drives all replicas of a single-host strategy (``MirroredStrategy``), so its
     own flag is the answer, at every step. Workers of ``MultiWorkerMirroredStrategy`` all call
     this after the same steps; at every :data:`MULTI_WORKER_CHECK_STEPS`-th step and at epoch
-    ends they all-reduce the maximum of their flags, elsewhere the answer is no.
+    ends they all-reduce the sum of their flags (stop if positive), elsewhere the answer is no.
     """
     local = requested()
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -69,7 +69,8 @@ def agreed(strategy: tf.distribute.Strategy | None = None, step: int | None = No
         return False
     flag = tf.constant(int(local), tf.int32)
     per_replica = strategy.run(lambda: tf.identity(flag))
-    return bool(strategy.reduce(tf.distribute.ReduceOp.MAX, per_replica, axis=None))
+    # ReduceOp has no MAX: the sum of the 0/1 flags is positive when any worker's flag is.
+    return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None) > 0)
 
 
 @contextlib.contextmanager
