@@ -67,9 +67,11 @@ class StepCheckpoints:
         return {"files": prefix_digests(self.files.step_checkpoint(number))}
 
     def metric_totals(self) -> dict:
-        """The epoch's metric variables so far (totals and counts), by path, as JSON lists."""
+        """The epoch's metric variables so far (totals and counts), by path: per replica of
+        this worker (see :meth:`_replica_parts`), as JSON lists."""
         return {
-            v.path: keras.ops.convert_to_numpy(v).tolist() for v in self.model.metrics_variables
+            v.path: [keras.ops.convert_to_numpy(part).tolist() for part in self._replica_parts(v)]
+            for v in self.model.metrics_variables
         }
 
     def add_metric_totals(self, totals: dict) -> None:
@@ -80,8 +82,18 @@ class StepCheckpoints:
         ratio of sums (``Mean``, accuracy) and ``a + b == b + a`` in floating point.
         """
         variables = {v.path: v for v in self.model.metrics_variables}
-        for path, value in totals.items():
-            variables[path].assign_add(np.asarray(value, dtype=variables[path].dtype))
+        for path, values in totals.items():
+            for part, value in zip(self._replica_parts(variables[path]), values, strict=True):
+                part.assign_add(np.asarray(value, dtype=part.dtype))
+
+    def _replica_parts(self, variable) -> tuple:
+        """The per-replica parts of a metric variable on this worker (itself, undistributed).
+
+        Under a strategy, Keras makes metric variables sync-on-read sums: reading one whole
+        sums every replica of every worker, assigning one spreads the value over them; each
+        replica's (and worker's) logged result is of its own part, which a resume must restore.
+        """
+        return self.model.distribute_strategy.experimental_local_results(variable.value)
 
     def kept(self) -> set[str]:
         """The numbers of the checkpoints on disk, as the run state's keys."""
