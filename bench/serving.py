@@ -13,8 +13,8 @@ taken per round, as in :mod:`bench.timing`. The quantized students
 (:mod:`fitnets_tf.export.quantize`: LiteRT dynamic-range, LiteRT full int8, ONNX Runtime int8,
 calibrated on the first :data:`~fitnets_tf.export.quantize.CALIBRATION_IMAGES` training images)
 are written once and timed in the same rounds, each with its runtime's own interpreter or
-session, and their accuracy is measured on the 10K Fashion-MNIST test images beside the
-float32 student's.
+session, against the float32 student written and timed the same way; their accuracy is
+measured on the 10K Fashion-MNIST test images beside the float32 student's.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ RUNTIMES = ("tensorflow", "litert", "onnxruntime")
 BATCHES = (1, 128)
 QUANTIZED = {"litert_dynamic": ("dynamic", "litert"), "litert_int8": ("int8", "litert"),
              "onnxruntime_int8": ("int8", "onnx")}  # fmt: skip
+# The float32 student written once and timed by the same harness as the quantized kinds, each
+# of which is compared with the one of its runtime: only the quantization differs.
+FLOAT32 = {"litert": "litert_float32", "onnx": "onnxruntime_float32"}
 GOAL_SHARE = 0.7  # speed-up / multiplication ratio, in at least one runtime
 SLOW_RUNTIME = 2.0  # slowest runtime / best, per model and batch
 
@@ -120,10 +123,14 @@ def accuracy(predict, images: np.ndarray, labels: np.ndarray, batch: int = 500) 
     return float(np.mean(np.concatenate(hits)))
 
 
-def quantized_students(student, calibration, directory: pathlib.Path, threads: int) -> dict:
-    """``{variant: predict}`` of the quantized students; a variant that fails is reported."""
+def student_artifacts(student, calibration, directory: pathlib.Path, threads: int) -> dict:
+    """``{variant: predict}`` of the float32 and quantized students; a failure is reported."""
     wrapped = serving.build_serving_model(student)
     found, errors = {}, {}
+    for fmt, variant in FLOAT32.items():
+        path = directory / f"{variant}{writers.SUFFIXES[fmt]}"
+        (writers.write_litert if fmt == "litert" else writers.write_onnx)(wrapped, path)
+        found[variant] = artifact_predictor(path, fmt, threads)
     for variant, (quantization, fmt) in QUANTIZED.items():
         path = directory / f"{variant}{writers.SUFFIXES[fmt]}"
         try:
@@ -174,18 +181,18 @@ def serving_benchmark(*, rounds: int, repeats: int, threads: int, run=RUN) -> di
     images, labels, calibration, mode = test_and_calibration(pathlib.Path(run))
     student = found["fashion_mnist"]["student"]
     with tempfile.TemporaryDirectory() as tmp:
-        quantized, errors = quantized_students(student, calibration, pathlib.Path(tmp), threads)
+        artifacts, errors = student_artifacts(student, calibration, pathlib.Path(tmp), threads)
         candidates = {
             f"{pair}/{role}/{runtime}": (lambda m=model, rt=runtime: measure(m, rt, repeats, threads))
             for pair, roles in found.items() for role, model in roles.items() for runtime in RUNTIMES
         }  # fmt: skip
         shape = tuple(student.inputs[0].shape[1:])
-        for variant, predict in quantized.items():
+        for variant, predict in artifacts.items():
             candidates[f"fashion_mnist/student/{variant}"] = (
                 lambda p=predict: artifact_latency(p, shape, repeats))  # fmt: skip
         times = interleaved_rounds(candidates, rounds)
         accuracies = {"float32": accuracy(lambda x: student(x, training=False), images, labels)}
-        accuracies.update({v: accuracy(p, images, labels) for v, p in quantized.items()})
+        accuracies.update({v: accuracy(p, images, labels) for v, p in artifacts.items()})
     mults = {pair: {role: models.count_multiplications(m) for role, m in roles.items()}
              for pair, roles in found.items()}  # fmt: skip
     return {
@@ -236,17 +243,17 @@ def _runtime_spread(times, found) -> dict:
 
 
 def _quantized(times, accuracies, errors) -> dict:
-    """Accuracy change (points) and time against the float32 student in the same runtime."""
-    result = {"float32_accuracy": accuracies["float32"], "errors": errors, "variants": {}}
+    """Accuracy change (points) and time against the float32 student's artifact, same runtime."""
+    result = {"float32_accuracy": accuracies["float32"], "errors": errors, "variants": {},
+              "float32_artifacts_accuracy": {v: accuracies.get(v) for v in FLOAT32.values()}}  # fmt: skip
     for variant, (_, fmt) in QUANTIZED.items():
         if variant not in accuracies:
             continue
-        runtime = "onnxruntime" if fmt == "onnx" else "litert"
         entry = {"accuracy": accuracies[variant],
                  "change_points": 100 * (accuracies[variant] - accuracies["float32"])}  # fmt: skip
         for batch in BATCHES:
             entry[f"time_over_float32@{batch}"] = timing.ratio(
-                times, f"fashion_mnist/student/{variant}@{batch}", f"fashion_mnist/student/{runtime}@{batch}")
+                times, f"fashion_mnist/student/{variant}@{batch}", f"fashion_mnist/student/{FLOAT32[fmt]}@{batch}")
         result["variants"][variant] = entry
     return result
 
@@ -270,7 +277,8 @@ def markdown(s: dict, ratio) -> list[str]:
             lines.append(f"| {pair} {role} ({m[role] / 1e6:.1f}M mults) | " + " | ".join(cells) + " |")
     lines += ["", f"Speed-up teacher / student time (per round) and its share of the multiplication "
               f"ratio (goal ≥ {GOAL_SHARE} in at least one runtime):", "",
-              "| pair (mults ratio) | runtime | batch 1 | batch 128 | goal |", "|---|---|---|---|---|"]
+              "| pair (mults ratio) | runtime | batch 1 | batch 128 | goal (any runtime) |",
+              "|---|---|---|---|---|"]
     for pair, sp in s["speedup"].items():
         for rt in RUNTIMES:
             cells = [f"{ratio(sp[f'{rt}@{b}'])} = {sp[f'{rt}@{b}']['share_of_mults']:.2f}×" for b in BATCHES]
@@ -285,11 +293,18 @@ def markdown(s: dict, ratio) -> list[str]:
     lines += ["", f"### Quantized student (goal 4): accuracy on the {s['test_images']} Fashion-MNIST "
               f"test images ({s['preprocessing']} preprocessing), calibrated on {s['calibration_images']} "
               "training images", "",
-              "| student | test accuracy | change (points) | time / float32 same runtime, b1 | b128 |",
-              "|---|---|---|---|---|",
-              f"| float32 | {100 * q['float32_accuracy']:.2f} % | | | |"]
+              "| student | test accuracy | change (points) | ms b1 | ms b128 | time / float32 same "
+              "runtime, b1 | b128 |", "|---|---|---|---|---|---|---|",
+              f"| float32 (TensorFlow) | {100 * q['float32_accuracy']:.2f} % | | | | | |"]
+    for variant, acc in q["float32_artifacts_accuracy"].items():
+        lines.append(f"| {variant} | {100 * acc:.2f} % | | {_ms(ms, variant, 1)} | {_ms(ms, variant, 128)} | | |")
     for variant, v in q["variants"].items():
         lines.append(f"| {variant} | {100 * v['accuracy']:.2f} % | {v['change_points']:+.2f} | "
+                     f"{_ms(ms, variant, 1)} | {_ms(ms, variant, 128)} | "
                      f"{ratio(v['time_over_float32@1'])} | {ratio(v['time_over_float32@128'])} |")
-    lines += [f"| {variant} | failed: `{error}` | | | |" for variant, error in q["errors"].items()]
+    lines += [f"| {variant} | failed: `{error}` | | | | | |" for variant, error in q["errors"].items()]
     return [*lines, ""]  # fmt: skip
+
+
+def _ms(ms: dict, variant: str, batch: int) -> str:
+    return f"{ms[f'fashion_mnist/student/{variant}@{batch}']['ms']:.3g}"

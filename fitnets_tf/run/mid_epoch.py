@@ -23,7 +23,6 @@ import pathlib
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from fitnets_tf.callbacks import LearningRateLogger
@@ -84,7 +83,7 @@ class StepCheckpoints:
         variables = {v.path: v for v in self.model.metrics_variables}
         for path, values in totals.items():
             for part, value in zip(self._replica_parts(variables[path]), values, strict=True):
-                part.assign_add(np.asarray(value, dtype=part.dtype))
+                part.assign_add(tf.convert_to_tensor(value, part.dtype))
 
     def _replica_parts(self, variable) -> tuple:
         """The per-replica parts of a metric variable on this worker (itself, undistributed).
