@@ -120,7 +120,8 @@ def test_sigterm_checkpoints_the_step_under_way_and_raises_preempted(tmp_path):
     model = _dropout_model()
     state = resume.RunState(tmp_path / "b", {})
     checkpoint = resume.StageCheckpoint(state, "teacher", tmp_path / "b", log=lambda m: None)
-    hparams = stages.Hyperparameters(learning_rate=1e-2, lr_schedule="cosine")
+    # As _stage trains (the straight run it is compared with): warm-up, then cosine.
+    hparams = stages.Hyperparameters(learning_rate=1e-2, lr_schedule="cosine", warmup_epochs=1)
     with preemption.watch(), pytest.raises(preemption.Preempted, match="step 2 of epoch 2"):
         stages.fit_labels(model, datasets.train, epochs=3, hparams=hparams, verbose=0,
                           callbacks=[SignalAtStep(), datasets.epoch_callback(),
