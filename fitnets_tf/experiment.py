@@ -133,13 +133,15 @@ class Experiment:
         strategy = distribute.make_strategy(self.config.runtime.strategy)
         io.write_json(self.files.versions, runtime.versions(self.config.schedule.seed))
         self.data = self.load_data()
+        # Everything that makes variables (models, regressors, each stage's optimizer) under
+        # the strategy: an optimizer made outside it cannot update a mirrored model.
         with strategy.scope():
             teacher, students = self.build_models()
-        self.save_preprocessor()
-        self.train_teacher(teacher)
-        teacher.trainable = False
-        self.check_teacher(teacher)
-        self.train_students(teacher, students)
+            self.save_preprocessor()
+            self.train_teacher(teacher)
+            teacher.trainable = False
+            self.check_teacher(teacher)
+            self.train_students(teacher, students)
         return self.report(teacher, students)
 
     # -- data and models ---------------------------------------------------------------------

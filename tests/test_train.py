@@ -123,3 +123,13 @@ def test_mixed_precision_and_xla_runs_on_cpu(tmp_path, extra):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in summary["models"])
+
+
+def test_mirrored_strategy_runs_from_the_command_line(tmp_path):
+    # Every stage's optimizer must be made under the strategy that holds the models: an
+    # optimizer made outside it stopped the first fit ("Mixing different tf.distribute.Strategy").
+    proc = train_cli("--flagfile=configs/smoke.flags", f"--workdir={tmp_path}", "--mode=fitnet",
+                     "--strategy=mirrored", "--nomeasure_latency", timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = [r["name"] for r in json.loads((tmp_path / "summary.json").read_text())["models"]]
+    assert names == ["teacher", "fitnet"]
