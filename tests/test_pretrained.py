@@ -40,3 +40,24 @@ def test_an_unknown_shipped_teacher_is_a_config_problem():
     assert pretrained.name_problem("runs/x") is None
     with pytest.raises(TeacherLoadError, match="no shipped teacher"):
         pretrained.resolve("pretrained:nope")
+
+
+def test_publish_ships_a_runs_teacher_in_float32_with_its_manifest_entry(tmp_path, monkeypatch):
+    import keras
+
+    from fitnets_tf.run import io, layout
+
+    run = layout.RunLayout(tmp_path / "run")
+    run.teacher.parent.mkdir(parents=True)
+    run.flags.write_text("--dataset=fashion_mnist\n--seed=3\n")
+    keras.config.set_dtype_policy("mixed_bfloat16")  # conftest restores float32 afterwards
+    io.save_model(models.build("thin_cnn", (28, 28, 1), 10, seed=0), run.teacher)
+    keras.config.set_dtype_policy("float32")
+    monkeypatch.setattr(pretrained, "HERE", tmp_path)
+    monkeypatch.setattr(pretrained, "MANIFEST", tmp_path / "manifest.json")
+    entry = pretrained.publish(run.root, "mine", "configs/x.flags")
+    assert (entry["seed"], entry["command"]) == (3, "python -m fitnets_tf.train --flagfile=configs/x.flags")
+    assert pretrained.manifest() == {"mine": entry}
+    shipped = builders.load_teacher("pretrained:mine")
+    assert {layer.dtype_policy.compute_dtype for layer in shipped.layers} == {"float32"}
+    assert 0 <= entry["slice_accuracy"] <= 1 and entry["params"] == 61_378
