@@ -23,7 +23,6 @@ import os
 import pathlib
 import statistics
 import tempfile
-import time
 
 import keras
 import numpy as np
@@ -103,18 +102,8 @@ def artifact_predictor(path: pathlib.Path, fmt: str, threads: int):
 
 def artifact_latency(predict, shape, repeats: int) -> dict[int, float]:
     """Median ms per batch of ``predict``, as :func:`measure` times the float32 models."""
-    result = {}
-    rng = np.random.default_rng(0)
-    for batch in BATCHES:
-        x = rng.uniform(0.0, 1.0, (batch, *shape)).astype("float32")
-        predict(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            predict(x)
-            times.append(time.perf_counter() - start)
-        result[batch] = 1000.0 * statistics.median(times)
-    return result
+    timings = latency.time_calls(predict, None, shape, BATCHES, warmup=1, repeats=repeats)
+    return {batch: t["ms_per_batch"] for batch, t in timings.items()}
 
 
 def accuracy(predict, images: np.ndarray, labels: np.ndarray, batch: int = 500) -> float:

@@ -76,7 +76,7 @@ def measure_latency(
         return model(x, training=False)
 
     # Copying the outputs to numpy is what a server does and guarantees the work ran.
-    return _timed(lambda x: _materialise(infer(x)), tf.constant, input_shape, batch_sizes,
+    return time_calls(lambda x: _materialise(infer(x)), tf.constant, input_shape, batch_sizes,
                   warmup=warmup, repeats=repeats, seed=seed)  # fmt: skip
 
 
@@ -118,7 +118,7 @@ def measure_served_latency(
         else:
             writers.write_onnx(model, path)
             call = _onnx_call(path, threads)
-        return _timed(call, None, input_shape, batch_sizes, warmup=warmup, repeats=repeats,
+        return time_calls(call, None, input_shape, batch_sizes, warmup=warmup, repeats=repeats,
                       seed=seed)  # fmt: skip
 
 
@@ -163,8 +163,13 @@ def _onnx_call(path: pathlib.Path, threads: int):
     return lambda x: session.run(None, {name: x})
 
 
-def _timed(call, prepare, input_shape, batch_sizes, *, warmup: int, repeats: int, seed: int):
-    """The median time of ``call(prepare(x))`` per batch size, ``x`` fixed uniform [0, 1) images."""
+def time_calls(call, prepare, input_shape, batch_sizes, *, warmup: int, repeats: int,
+               seed: int = 0) -> dict[int, dict[str, float]]:  # fmt: skip
+    """The median time of ``call(x)`` per batch size, as :func:`measure_latency` reports it.
+
+    ``x`` is a fixed batch of uniform [0, 1) images of ``input_shape``, passed through
+    ``prepare`` (e.g. ``tf.constant``) before timing when given; any runtime's call fits.
+    """
     rng = np.random.default_rng(seed)
     results = {}
     for batch in batch_sizes:

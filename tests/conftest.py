@@ -41,6 +41,16 @@ def tiny_model(
     return keras.Model(inputs, outputs, name=name)
 
 
+def dropout_model(seed=0) -> keras.Model:
+    """28×28×1 → dropout → conv → dropout → logits: a model whose training draws random numbers."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Dropout(0.3)(inputs)
+    h = keras.layers.Conv2D(4, 3, strides=2)(h)
+    h = keras.layers.Dropout(0.5)(keras.layers.Flatten()(h))
+    return keras.Model(inputs, keras.layers.Dense(10)(h))
+
+
 def tiny_data(n: int = 32, seed: int = 0):
     rng = np.random.RandomState(seed)
     x = rng.rand(n, 8, 8, 1).astype("float32")

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import dropout_model
 
 from fitnets_tf import config as config_lib
 from fitnets_tf import data, experiment, stages
@@ -22,15 +23,6 @@ from fitnets_tf.run.layout import RunLayout, StageLayout
 
 # 256 examples in batches of 64: 4 steps per epoch.
 STEPS = 4
-
-
-def _dropout_model(seed=0):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((28, 28, 1))
-    h = keras.layers.Dropout(0.3)(inputs)
-    h = keras.layers.Conv2D(4, 3, strides=2)(h)
-    h = keras.layers.Dropout(0.5)(keras.layers.Flatten()(h))
-    return keras.Model(inputs, keras.layers.Dense(10)(h))
 
 
 class Killed(BaseException):
@@ -52,7 +44,7 @@ class KilledAtStep(keras.callbacks.Callback):
 def _stage(workdir, epochs=3, kill_at=None, every=3, seed=0):
     """A teacher stage with dropout, augmentation and a cosine schedule, checkpointed."""
     datasets = data.load("synthetic", batch_size=64, augment=True, limit=256)
-    model = _dropout_model(seed)
+    model = dropout_model(seed)
     state = resume.RunState(workdir, {})
     checkpoint = resume.StageCheckpoint(state, "teacher", workdir, student=model,
                                         log=lambda m: None, checkpoint_every=every)  # fmt: skip
@@ -117,7 +109,7 @@ def test_sigterm_checkpoints_the_step_under_way_and_raises_preempted(tmp_path):
 
     straight, _ = _stage(tmp_path / "a", every=0)
     datasets = data.load("synthetic", batch_size=64, augment=True, limit=256)
-    model = _dropout_model()
+    model = dropout_model()
     state = resume.RunState(tmp_path / "b", {})
     checkpoint = resume.StageCheckpoint(state, "teacher", tmp_path / "b", log=lambda m: None)
     # As _stage trains (the straight run it is compared with): warm-up, then cosine.

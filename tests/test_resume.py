@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_model
+from conftest import dropout_model, tiny_model
 
 import fitnets_tf
 from fitnets_tf import config as config_lib
@@ -20,15 +20,6 @@ from fitnets_tf import data, errors, experiment, stages
 from fitnets_tf.callbacks import NonFiniteGuard
 from fitnets_tf.run import resume
 from fitnets_tf.run.layout import RunLayout
-
-
-def _dropout_model(seed=0):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((28, 28, 1))
-    h = keras.layers.Dropout(0.3)(inputs)
-    h = keras.layers.Conv2D(4, 3, strides=2)(h)
-    h = keras.layers.Dropout(0.5)(keras.layers.Flatten()(h))
-    return keras.Model(inputs, keras.layers.Dense(10)(h))
 
 
 def _fit(model, datasets, state, stage_dir, epochs, initial_epoch=0):
@@ -41,15 +32,15 @@ def _fit(model, datasets, state, stage_dir, epochs, initial_epoch=0):
 def test_resumed_stage_equals_uninterrupted(tmp_path):
     tf.config.experimental.enable_op_determinism()
     datasets = data.load("synthetic", batch_size=64, augment=True, limit=256)
-    straight = _dropout_model()
+    straight = dropout_model()
     _fit(straight, datasets, resume.RunState(tmp_path / "a", {}), tmp_path / "a", epochs=3)
 
     # An interrupted run: 2 epochs, then a new process (fresh model, fresh pipeline) resumes.
-    first = _dropout_model()
+    first = dropout_model()
     _fit(first, datasets, resume.RunState(tmp_path / "b", {}), tmp_path / "b", epochs=2)
     state = resume.RunState(tmp_path / "b", {})
     assert state.stage("teacher")["epochs_done"] == 2
-    resumed = _dropout_model(seed=123)  # different init: everything must come from the checkpoint
+    resumed = dropout_model(seed=123)  # different init: everything must come from the checkpoint
     fresh_data = data.load("synthetic", batch_size=64, augment=True, limit=256)
     _fit(resumed, fresh_data, state, tmp_path / "b", epochs=3, initial_epoch=2)
     for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
@@ -267,7 +258,7 @@ def test_early_stopping_that_ended_a_stage_still_ends_it_after_a_kill(tmp_path):
     datasets = data.load("synthetic", batch_size=64, limit=128)
 
     def stage(workdir, kill=False):
-        model = _dropout_model()
+        model = dropout_model()
         state = resume.RunState(workdir, {})
         es = keras.callbacks.EarlyStopping(monitor="loss", min_delta=10, patience=1,
                                            restore_best_weights=True)  # fmt: skip
@@ -292,15 +283,15 @@ def test_early_stopping_that_ended_a_stage_still_ends_it_after_a_kill(tmp_path):
 
 
 def test_a_later_stage_continues_the_dropout_seeds_of_the_stage_before(tmp_path):
-    model = _dropout_model()
+    model = dropout_model()
     state = resume.RunState(tmp_path, {})
     datasets = data.load("synthetic", batch_size=64, limit=128)
     checkpoint = resume.StageCheckpoint(state, "m/one", tmp_path, student=model, log=lambda m: None)
     stages.fit_labels(model, datasets.train, epochs=1, verbose=0, callbacks=[checkpoint],
                       hparams=stages.Hyperparameters(learning_rate=1e-3))  # fmt: skip
     states = resume.seed_states(model)
-    assert len(states) == 2 and states != resume.seed_states(_dropout_model())  # dropout drew
-    fresh = _dropout_model()
+    assert len(states) == 2 and states != resume.seed_states(dropout_model())  # dropout drew
+    fresh = dropout_model()
     recorded = resume.RunState(tmp_path, {}).stage("m/one")["seed_states"]
     resume.restore_seed_states(fresh, recorded)
     assert resume.seed_states(fresh) == states
