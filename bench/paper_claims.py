@@ -54,6 +54,7 @@ DEPTH_MODES = ("scratch", "kd", "fitnet")
 DEPTHS = (5, 7, 9, 11)
 BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
 PAIR_BEGIN, PAIR_END = "<!-- pair:begin -->", "<!-- pair:end -->"
+DEPTH_HE_BEGIN, DEPTH_HE_END = "<!-- depth_he:begin -->", "<!-- depth_he:end -->"
 LABELS = {
     "teacher": "teacher",
     "scratch": "labels only (back-propagation)",
@@ -344,6 +345,21 @@ def _cpu() -> str:
         return next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "CPU")
 
 
+def depth_he_section(args, teacher: dict, summaries: dict[str, dict]) -> str:
+    """The depth question with He initialisation: the table over seeds, under its settings."""
+    s = _config_of(next(args.workdir.glob("depth_he/*")))
+    return "\n".join([
+        f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `{args.command}`; {_cpu()}, "
+        f"{os.cpu_count()} cores, no GPU. The paper's teacher (`mnist_teacher`, "
+        f"{100 * teacher['test_accuracy']:.2f}% test) guides every net; He-uniform initialisation; "
+        f"{s['hints_epochs']} epochs of stage 1 and {s['kd_epochs']} of stage 2 (labels only: "
+        f"{s['kd_epochs']}), RMSProp lr {s['learning_rate']:g}, τ = {s['temperature']:g}, λ "
+        f"{s['kd_lambda']:g} → {s['lambda_end']:g}; the best validation epoch kept.",
+        "", "### Depth at a fixed budget with He initialisation (5 to 15 layers)", "",
+        *depth_seeds_table(summaries), "",
+    ])  # fmt: skip
+
+
 def pair_section(pair: dict[str, dict]) -> list[str]:
     """The default experiment over seeds: accuracy, paired differences, served latency."""
     by_mode = _rows_by_mode(pair)
@@ -373,6 +389,12 @@ def report(args) -> str:
     teacher = json.loads((workdir / "teacher" / "summary.json").read_text())["models"][0]
     main, init = _summaries(workdir / "main", "seed"), _summaries(workdir / "init", "seed")
     depth = _summaries(workdir / "depth", "mnist_depth")
+    depth_he = _summaries(workdir / "depth_he", "mnist_depth")
+    if depth_he:
+        _write_block(args.docs / "results.md", DEPTH_HE_BEGIN, DEPTH_HE_END,
+                     depth_he_section(args, teacher, depth_he))  # fmt: skip
+    if not (main or init or depth):  # the study's own block is left as its runs wrote it
+        return ""
     # The settings the runs were made with, as their run directories recorded them.
     t = _config_of(workdir / "teacher")
     student_runs = [p for part in ("main", "init", "depth")
@@ -430,11 +452,7 @@ def report(args) -> str:
             "![test accuracy by depth](paper_claims_depth.png)",
             "",
         ]
-    depth_he = _summaries(workdir / "depth_he", "mnist_depth")
-    if depth_he:
-        lines += ["### Depth at a fixed budget with He initialisation (5 to 15 layers)", "",
-                  *depth_seeds_table(depth_he), ""]  # fmt: skip
-    seconds = [r.get("train_seconds") or 0 for s in (main, init, depth, depth_he) for summ in s.values()
+    seconds = [r.get("train_seconds") or 0 for s in (main, init, depth) for summ in s.values()
                for r in summ["models"] if r["name"] != "teacher"]  # fmt: skip
     lines.append(
         f"Training time of all students: {sum(seconds) / 60:.0f} min; the teacher "
