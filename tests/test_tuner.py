@@ -526,14 +526,20 @@ def _stop_all(procs: dict) -> None:
         log.close()
 
 
+def _start_chief_and_two_workers(procs: dict, workdir, tmp_path) -> None:
+    """Starts the chief and workers tuner0, tuner1 on a free port, into ``procs`` (stopped by
+    the caller's ``_stop_all`` even if a start fails)."""
+    port = str(_free_port())
+    for tuner_id in ("chief", "tuner0", "tuner1"):
+        procs[tuner_id] = _start_tuner(tuner_id, workdir, port, tmp_path)
+
+
 def test_chief_and_two_workers_run_each_trial_once(smoke, tmp_path):
     # Stage 1 is the smoke run's (the chief would run it first and the workers wait for it).
     workdir = _copy(smoke, tmp_path, with_trials=False)
-    port = str(_free_port())
     procs = {}
     try:
-        for tuner_id in ("chief", "tuner0", "tuner1"):
-            procs[tuner_id] = _start_tuner(tuner_id, workdir, port, tmp_path)
+        _start_chief_and_two_workers(procs, workdir, tmp_path)
         deadline = time.monotonic() + 240
         for proc, _ in procs.values():
             proc.wait(timeout=max(deadline - time.monotonic(), 1))
@@ -565,11 +571,9 @@ def _first_trial_of(workdir, tuner_id: str, timeout: float = 240) -> str | None:
 @pytest.mark.slow  # three processes and a trial run twice: about a minute on 2 loaded cores
 def test_a_worker_killed_mid_trial_does_not_stall_the_search(smoke, tmp_path):
     workdir = _copy(smoke, tmp_path, with_trials=False)
-    port = str(_free_port())
     procs = {}
     try:
-        for tuner_id in ("chief", "tuner0", "tuner1"):
-            procs[tuner_id] = _start_tuner(tuner_id, workdir, port, tmp_path)
+        _start_chief_and_two_workers(procs, workdir, tmp_path)
         killed = _first_trial_of(workdir, "tuner1")
         assert killed is not None, (tmp_path / "tuner1.log").read_text()[-3000:]
         os.killpg(procs["tuner1"][0].pid, signal.SIGKILL)  # mid-trial: no chance to report
