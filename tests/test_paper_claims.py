@@ -28,7 +28,9 @@ def test_report_tables_plots_and_results_page(tmp_path):
     for seed, (fitnet, kd) in enumerate([(0.80, 0.10), (0.84, 0.12)]):
         rows = [teacher, _row("kd", kd), _row("fitnet", fitnet)]
         _run(tmp_path / "runs" / "main" / f"seed{seed}", rows, config)
-    _run(tmp_path / "runs" / "depth" / "mnist_depth7", [teacher, _row("fitnet", 0.7)], config)
+    for seed, acc in enumerate([0.7, 0.74]):
+        rows = [teacher, _row("kd", 0.1), _row("fitnet", acc)]
+        _run(tmp_path / "runs" / "depth" / f"mnist_depth7_seed{seed}", rows, config)
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "results.md").write_text(
@@ -47,7 +49,11 @@ def test_report_tables_plots_and_results_page(tmp_path):
         "FitNets (hints + KD) − KD: +71.00 points (mean over 2 seeds; per seed +70.00, +72.00: "
         "ahead in 2 of 2)"
     ) in text
-    assert "| mnist_depth7 | 7 | 36,226 | 5.63 | — | — | 70.00 |" in text
+    assert (
+        "| mnist_depth7 | 7 | 36,226 | 5.63 | 2 | — | 10.00 ± 0.00 (10.00–10.00) "
+        "| 72.00 ± 2.83 (70.00–74.00) |"
+    ) in text
+    assert "- 7 layers: FitNets (hints + KD) − KD: +62.00 points (mean over 2 seeds; per seed +60.00, +64.00: ahead in 2 of 2)" in text
     assert (docs / "paper_claims_methods.png").stat().st_size > 10_000
     assert (docs / "paper_claims_depth.png").stat().st_size > 10_000
     page = (docs / "results.md").read_text()
@@ -63,7 +69,7 @@ def test_configs_share_one_teacher_and_cache_its_outputs(tmp_path):
         "teacher",
         "main/seed0",
         "main/seed1",
-        *(f"depth/mnist_depth{d}" for d in paper_claims.DEPTHS),
+        *(f"depth/mnist_depth{d}_seed{s}" for d in paper_claims.DEPTHS for s in (0, 1)),
         "init/seed0",
         "init/seed1",
     ]
@@ -100,18 +106,31 @@ def test_pair_part_runs_the_default_experiment_per_seed_and_reports_served_speed
     args = paper_claims.parse(["--workdir", str(tmp_path), "--seeds=0,1", "--docs", str(tmp_path),
                                "--parts=pair"])  # fmt: skip
     runs = paper_claims.configs(args)
-    assert list(runs) == ["pair/seed0", "pair/seed1"]  # no paper teacher to train
+    # No paper teacher to train; stage-wise in its own runs (modes are in the fingerprint).
+    assert list(runs) == ["pair/seed0", "pair/seed1", "pair_stagewise/seed0", "pair_stagewise/seed1"]
     assert runs["pair/seed1"] == config_lib.DEFAULT.with_values(seed=1)
-    fast = {"latency_ms_per_image_batch1_onnxruntime": 0.04, "latency_ms_per_image_batch128_litert": 0.02}
-    teacher = {**_row("teacher", 0.94, "wide_cnn"), "latency_ms_per_image_batch1_onnxruntime": 0.44}
+    stagewise = runs["pair_stagewise/seed1"]
+    assert stagewise == config_lib.DEFAULT.with_values(seed=1, modes=("stagewise_labels",))
+    fast = {"latency_ms_per_image_batch1_onnxruntime": 0.04, "latency_ms_per_image_batch128_litert": 0.02,
+            "latency_ms_per_image_batch1_litert": 0.03}
+    teacher = {**_row("teacher", 0.94, "wide_cnn"), "latency_ms_per_image_batch1_onnxruntime": 0.44,
+               "latency_ms_per_image_batch1_litert": 0.25}
     for seed, (fitnet, scratch) in enumerate([(0.927, 0.923), (0.925, 0.926)]):
         rows = [teacher, {**_row("fitnet", fitnet, "thin_cnn"), **fast},
                 {**_row("scratch", scratch, "thin_cnn"), **fast}]  # fmt: skip
         _run(tmp_path / "pair" / f"seed{seed}", rows, {})
+        rows = [teacher, {**_row("stagewise_labels", 0.921 + seed / 200, "thin_cnn"), **fast}]
+        _run(tmp_path / "pair_stagewise" / f"seed{seed}", rows, {})
     text = paper_claims.report(args)
     assert "| thin_cnn | FitNets (hints + KD) | 92.60 ± 0.14 (92.50–92.70) | 2 |" in text
     assert "per seed +0.40, -0.10: ahead in 1 of 2" in text
-    assert "| FitNets (hints + KD) | 1.5000 (1.0×) | 0.2500 (1.0×) | — | 0.0200 | 0.0400 (11.0×) |" in text
+    assert "| FitNets (hints + KD) | 1.5000 (1.0×) | 0.2500 (1.0×) | 0.0300 (8.3×) | 0.0200 | 0.0400 (11.0×) |" in text
+    # The stage-wise runs' teacher row is not counted twice; their students are compared per seed.
+    assert "| wide_cnn | teacher | 94.00 ± 0.00 (94.00–94.00) | 2 |" in text
+    assert "| thin_cnn | stage-wise on labels + KD | 92.35 ± 0.35 (92.10–92.60) | 2 |" in text
+    assert "− stage-wise on labels + KD: +0.25 points (mean over 2 seeds; per seed +0.60, -0.10" in text
+    for plot in ("pair_methods.png", "pair_speed.png"):
+        assert (tmp_path / plot).stat().st_size > 10_000 and f"]({plot})" in text
     page = (tmp_path / "results.md").read_text()
     assert paper_claims.PAIR_BEGIN in page and paper_claims.BEGIN not in page
 
