@@ -7,15 +7,25 @@ a CPU, ``mixed_float16`` on a GPU): the student's plain step on the labels and t
 with the live teacher. If ``torch`` is installed (``pip install -e '.[bench]'``), the same
 student step in PyTorch eager, float32 and ``torch.autocast("cpu", torch.bfloat16)``, NCHW and
 channels-last, is timed in the same rounds; ratios against PyTorch take its fastest layout.
+
+Timing: our steps in one worker process, PyTorch's in another (all four eager variants: one
+thread pool), called one at a time in alternated rounds with a quiet gap between processes
+(:mod:`bench.peer_process`): timed in one process, each runtime's spinning threads slow the
+other's steps (PyTorch 7–40×, ~2× with ``OMP_WAIT_POLICY=PASSIVE``). Both workers get the same
+threads; the result records each worker's settings.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import tempfile
 
 import keras
+import numpy as np
+import tensorflow as tf
 
-from bench import benchmarks, timing
+from bench import benchmarks, peer_process, timing
 from bench.cpu_features import cpu_features, native_bf16
 from fitnets_tf import models
 from fitnets_tf.run import runtime
@@ -52,11 +62,24 @@ def keras_steps(x, y, steps: int) -> dict:
     return found
 
 
-def torch_student_steps(x_np, y_np, steps: int, threads: int) -> dict:
+def keras_worker(data: str, steps: int, threads: int):
+    """:mod:`bench.peer_process` factory: :func:`keras_steps`, in the TensorFlow worker."""
+    info = peer_process.pin_tensorflow(threads)
+    batch = np.load(data)
+    return keras_steps(tf.constant(batch["x"]), tf.constant(batch["y"]), steps), info
+
+
+def torch_worker(data: str, steps: int, threads: int):
+    """:mod:`bench.peer_process` factory: :func:`torch_student_steps`, in the PyTorch worker."""
+    info = peer_process.pin_torch(threads)
+    batch = np.load(data)
+    return torch_student_steps(batch["x"], batch["y"], steps), info
+
+
+def torch_student_steps(x_np, y_np, steps: int) -> dict:
     """``{"torch_<variant>/student": run}``: thin_cnn's step in PyTorch, as ours (RMSProp)."""
     import torch  # noqa: PLC0415 (optional dependency)
 
-    torch.set_num_threads(threads)
     nn = torch.nn
     found = {}
     for variant, (bf16, channels_last) in TORCH_VARIANTS.items():
@@ -97,18 +120,32 @@ def _repeat(body, steps: int):
     return run
 
 
+def _timed(x, y, *, repeats: int, steps: int, threads: int, with_torch: bool) -> dict:
+    """:func:`bench.peer_process.interleaved` over our worker and, ``with_torch``, PyTorch's."""
+    env = peer_process.thread_env(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "batch.npz")  # the same batch for both workers
+        np.savez(data, x=x, y=y)
+        kwargs = dict(data=data, steps=steps, threads=threads)
+        workers = [peer_process.Worker("keras", f"{__name__}:keras_worker", kwargs, env)]
+        if with_torch:
+            workers.append(peer_process.Worker("torch", f"{__name__}:torch_worker", kwargs, env))
+        result = peer_process.interleaved(workers, repeats=repeats)
+    # The candidates' own names ("student/float32", "torch_bfloat16_nchw/student") say the side.
+    times = {name.split("/", 1)[1]: t for name, t in result["times"].items()}
+    return {"times": times, "workers": result["workers"]}
+
+
 def precision(*, repeats: int, steps: int, threads: int) -> dict:
     """Time ratios (< 1: the first is faster) and every candidate's ms per step."""
     load_start = os.getloadavg()
     x, y = benchmarks.fixed_batch("mnist")  # 128 uniform 28x28x1 images
-    candidates = keras_steps(x, y, steps)
     mixed = runtime.dtype_policy(True)
-    try:
-        candidates.update(torch_student_steps(x.numpy(), y.numpy(), steps, threads))
-        torch_note = None
-    except ImportError as err:
-        torch_note = f"torch is not installed ({err}): pip install -e '.[bench]'"
-    times = timing.interleaved(candidates, repeats=repeats)
+    with_torch = importlib.util.find_spec("torch") is not None
+    torch_note = None if with_torch else "torch is not installed: pip install -e '.[bench]'"
+    timed = _timed(x.numpy(), y.numpy(), repeats=repeats, steps=steps, threads=threads,
+                   with_torch=with_torch)  # fmt: skip
+    times = timed["times"]
     ms = timing.summary(times, per_call=steps)
     ratios = {
         f"student_{mixed}_over_float32": timing.ratio(times, f"student/{mixed}", "student/float32"),
@@ -132,8 +169,10 @@ def precision(*, repeats: int, steps: int, threads: int) -> dict:
         "ms_per_step": ms,
         "ratios": ratios,
         "torch_best": best,
-        "torch": torch_note or __import__("torch").__version__,
+        "torch": torch_note or timed["workers"]["torch"]["torch"],
         "load_average": {"start": load_start, "end": os.getloadavg()},
+        "timing": peer_process.describe(),
+        "workers": timed["workers"],
     }  # fmt: skip
 
 
@@ -143,7 +182,8 @@ def markdown(p: dict, ratio) -> list[str]:
     lines = [f"### Training precision: float32 vs {mixed} (goal 4)", "",
              f"thin_cnn student step and KD step (live wide_cnn teacher), batch {p['batch_size']}, "
              f"{p['threads']} threads, RMSProp; native bf16 instructions: {p['native_bf16']}; load "
-             f"average {load['start'][0]:.1f} at start, {load['end'][0]:.1f} at end. PyTorch: {p['torch']}.", "",
+             f"average {load['start'][0]:.1f} at start, {load['end'][0]:.1f} at end. PyTorch: {p['torch']}."
+             + (f" Timed in {p['timing']}." if "timing" in p else ""), "",
              "| step | ms per step (±noise) |", "|---|---|"]
     lines += [f"| {k} | {v['ms']:.1f} (±{100 * v['noise']:.0f}%) |" for k, v in p["ms_per_step"].items()]
     lines += ["", "| time ratio (< 1: the first is faster) | value |", "|---|---|"]

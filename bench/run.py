@@ -19,9 +19,10 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# PyTorch's OpenMP threads otherwise spin after each call, on the cores the next candidate (a
-# TensorFlow step, timed in the same rounds) needs: the PyTorch student step's noise was
-# 25-93 % of its median with spinning, 2-7 % without. Read when torch is imported.
+# Idle OpenMP threads sleep instead of spinning: on a shared machine a spinning pool takes the
+# cores other jobs (and, in one process, the other runtime) need. PyTorch's eager student step
+# ran 10-16x slower with spinning than with PASSIVE at load 6-7, even alone in its process
+# (bench/peer_process.py sets it for its workers too). Read when torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,7 +42,8 @@ SIZES = {
     "quick": dict(repeats=3, steps=2, examples=1280, inference_repeats=3, pairs=("mnist",),
                   torch_variants=("eager_nchw", "eager_channels_last"), serving_rounds=2),
     "full": dict(repeats=9, steps=3, examples=3840, inference_repeats=5, pairs=("mnist",),
-                 torch_variants=("eager_nchw", "eager_channels_last", "compile_channels_last"),
+                 torch_variants=("eager_nchw", "eager_channels_last", "compile_nchw",
+                                 "compile_channels_last"),
                  serving_rounds=3),
 }
 README = ROOT / "bench" / "README.md"
@@ -319,7 +321,8 @@ def _goals_1_2_markdown(r: dict) -> list[str]:
             lines.append(f"| {step} | {t['ms_per_step'][f'keras/{step}']['ms']:.1f} | "
                          f"{t['ms_per_step'][f'torch_{v}/{step}']['ms']:.1f} ({v}) | {_r(q)} |")
         lines += ["", "Setup (build + torch.compile) seconds: "
-                  + ", ".join(f"{k} {v:.0f}" for k, v in t["setup_s"].items()), ""]
+                  + ", ".join(f"{k} {v:.0f}" for k, v in t["setup_s"].items())
+                  + (f". Timed in {t['timing']}." if "timing" in t else ""), ""]
     return lines  # fmt: skip
 
 

@@ -24,7 +24,7 @@ def interleaved(
             candidates[name]()
     times = {name: [] for name in names}
     for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+        for name in round_order(names, r):
             start = time.perf_counter()
             candidates[name]()
             times[name].append(time.perf_counter() - start)
@@ -60,3 +60,9 @@ def _spread(values: list[float]) -> dict[str, float]:
     q = quartiles(values)
     # Relative half-IQR: a unit-free noise figure for one candidate.
     return {"noise": (q["q3"] - q["q1"]) / (2 * q["median"]) if q["median"] else 0.0}
+
+
+def round_order(names: list[str], r: int) -> list[str]:
+    """The call order of round ``r``: ``names`` rotated by ``r``, as :func:`interleaved` runs them."""
+    k = r % len(names)
+    return names[k:] + names[:k]

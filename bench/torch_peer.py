@@ -14,13 +14,26 @@ channels-last, and the ratio is taken against the fastest of them (by median), p
 Steps: ``student`` (labels, with an accuracy metric as ours), ``kd`` (live teacher),
 ``kd_cached`` (teacher logits fed in), ``hints`` (teacher to its hint layer + the student to
 its guided layer + the regressor), ``teacher_forward`` (inference).
+
+Timing: ours in one worker process, each PyTorch variant in a process of its own, all building
+their steps once and run one call at a time in alternated rounds, with a quiet gap between
+calls in different processes (:mod:`bench.peer_process`). In one process the two runtimes'
+spinning thread pools slowed PyTorch 7–40× (~2× with ``OMP_WAIT_POLICY=PASSIVE``). A variant
+per process also keeps torch.compile's generated kernels and eager PyTorch off each other's
+threads. Every worker gets the same threads (:func:`bench.peer_process.thread_env`, TensorFlow's
+intra/inter-op, PyTorch's intra/interop); the result records each worker's settings.
 """
 
 from __future__ import annotations
 
-import time
+import importlib.util
+import os
+import tempfile
 
-from bench import benchmarks, timing
+import numpy as np
+import tensorflow as tf
+
+from bench import benchmarks, peer_process, timing
 from fitnets_tf.models.paper import ARCHITECTURES
 from fitnets_tf.models.specs import PAPER_INIT_RANGE
 
@@ -195,19 +208,18 @@ def _repeat(body, steps: int):
     return run
 
 
-def keras_steps(steps: int):
-    """Our five steps, built as in :func:`bench.benchmarks.step_overhead`."""
+def keras_steps(x, y, steps: int) -> dict:
+    """Our five steps on ``(x, y)``, built as in :func:`bench.benchmarks.step_overhead`."""
     from fitnets_tf.distiller import Distiller
 
     teacher, student = benchmarks.build_pair("mnist")
-    x, y = benchmarks.fixed_batch("mnist")
     labelled = benchmarks.repeated(x, y)
     hint_layer, guided_layer = benchmarks.hint_layers("mnist")
     hints = Distiller(teacher, student, hint_layer=hint_layer, guided_layer=guided_layer)
     hints.compile(benchmarks.HPARAMS.optimizer(), phase="hints")
     cached = benchmarks.repeated({"images": x, "teacher_logits": teacher(x, training=False)}, y)
     run = benchmarks.train_runner
-    return x.numpy(), y.numpy(), {
+    return {
         "student": run(benchmarks.plain_student(student), labelled, steps),
         "kd": run(benchmarks.kd_distiller(teacher, student), labelled, steps),
         "kd_cached": run(benchmarks.kd_distiller(teacher, student), cached, steps),
@@ -216,34 +228,58 @@ def keras_steps(steps: int):
     }
 
 
+def keras_worker(data: str, steps: int, threads: int):
+    """:mod:`bench.peer_process` factory: our steps, in the TensorFlow worker."""
+    info = peer_process.pin_tensorflow(threads)
+    batch = np.load(data)
+    return keras_steps(tf.constant(batch["x"]), tf.constant(batch["y"]), steps), info
+
+
+def torch_worker(data: str, variant: str, steps: int, threads: int):
+    """:mod:`bench.peer_process` factory: one PyTorch variant's steps, in its own worker."""
+    info = peer_process.pin_torch(threads)
+    batch = np.load(data)
+    return build_steps(variant, batch["x"], batch["y"], steps), {**info, "variant": variant}
+
+
 def peer(*, repeats: int, steps: int, threads: int, variants=tuple(VARIANTS)) -> dict:
     """Ours / PyTorch's best per step (time ratios: < 1 means we are faster), both sides' ms."""
-    try:
-        torch = _torch()
-    except ImportError as err:
-        return {"skipped": f"torch is not installed ({err}): pip install -e '.[bench]'"}
-    torch.set_num_threads(threads)
-    x, y, ours = keras_steps(steps)
-    candidates = {f"keras/{name}": fn for name, fn in ours.items()}
-    compile_s = {}
-    for variant in variants:
-        start = time.perf_counter()
-        for name, fn in build_steps(variant, x, y, steps).items():
-            fn()  # torch.compile traces and compiles on the first call
-            candidates[f"torch_{variant}/{name}"] = fn
-        compile_s[variant] = time.perf_counter() - start
-    times = timing.interleaved(candidates, repeats=repeats)
+    if importlib.util.find_spec("torch") is None:
+        return {"skipped": "torch is not installed: pip install -e '.[bench]'"}
+    x, y = (t.numpy() for t in benchmarks.fixed_batch("mnist"))
+    env = peer_process.thread_env(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "batch.npz")  # the same batch for every worker
+        np.savez(data, x=x, y=y)
+        kwargs = dict(data=data, steps=steps, threads=threads)
+        workers = [peer_process.Worker("keras", f"{__name__}:keras_worker", kwargs, env)]
+        workers += [
+            peer_process.Worker(
+                f"torch_{v}", f"{__name__}:torch_worker", {**kwargs, "variant": v}, env
+            )
+            for v in variants
+        ]
+        result = peer_process.interleaved(workers, repeats=repeats)
+    times, record = result["times"], result["workers"]
     ms = timing.summary(times, per_call=steps)
     best, ratios = {}, {}
     for name in STEPS:
         best[name] = min(variants, key=lambda v, n=name: ms[f"torch_{v}/{n}"]["ms"])
         ratios[name] = timing.ratio(times, f"keras/{name}", f"torch_{best[name]}/{name}")
+    # Build, then the warm-up calls, where torch.compile traces and compiles.
+    setup_s = {
+        v: record[f"torch_{v}"]["setup_s"]
+        + sum(sum(result["warmup_s"][f"torch_{v}/{n}"]) for n in STEPS)
+        for v in variants
+    }
     return {
-        "torch": torch.__version__,
+        "torch": record[f"torch_{variants[0]}"]["torch"],
         "threads": threads,
         "batch_size": len(x),
         "ms_per_step": ms,
         "best_torch_variant": best,
         "ours_over_torch_time": ratios,
-        "setup_s": compile_s,
+        "setup_s": setup_s,
+        "timing": peer_process.describe(),
+        "workers": record,
     }
