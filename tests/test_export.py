@@ -295,6 +295,32 @@ def test_mixed_precision_student_is_served_in_float32(tmp_path):
     np.testing.assert_allclose(got, softmax(keras.ops.cast(student(x), "float32")), atol=1e-2)
 
 
+def test_onnx_conv_stack_is_what_onnx_runtime_fuses(tmp_path):
+    # ONNX Runtime's speed on the plain CNNs rests on this shape of graph (issue 15's profile:
+    # Conv is 80-90% of the time, layout reorders and the flatten's Transpose the rest): each
+    # BatchNormalization folded into its Conv, whose output feeds the Relu directly (fused
+    # into one blocked-layout kernel), and no Transpose among the convs: at most one, after
+    # them, puts the last map in Keras' NHWC flatten order. The input stays NHWC "images".
+    pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
+    import onnx  # tf2onnx depends on it
+
+    from fitnets_tf import models
+
+    # 16x16 -> 8x8 -> 4x4 -> 2x2 x 96: a last map of 1x1 flattens alike in NHWC and NCHW.
+    shape = (16, 16, 1)
+    student = models.build("thin_cnn", shape, 5, seed=0)
+    graph = onnx.load(export.export_student(student, tmp_path / "s.onnx", "onnx")).graph
+    ops = [node.op_type for node in graph.node]
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    assert len(convs) == 3 and "BatchNormalization" not in ops
+    for conv in convs:
+        assert [n.op_type for n in graph.node if conv.output[0] in n.input] == ["Relu"]
+    last_conv = max(i for i, op in enumerate(ops) if op == "Conv")
+    assert "Transpose" not in ops[:last_conv] and ops.count("Transpose") <= 1
+    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:]]
+    assert (graph.input[0].name, dims) == ("images", list(shape))
+
+
 def test_raw_export_of_run_without_preprocessor_is_refused(tmp_path):
     workdir = tmp_path / "run"
     make_run(workdir, preprocessing=False)
