@@ -40,6 +40,7 @@ from fitnets_tf.callbacks import LearningRateLogger, NonFiniteGuard
 from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
+from fitnets_tf.pretrained import is_pretrained, recipe_config
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.summary import summary_table
 from fitnets_tf.run import io, layout, lock, preemption, runtime
@@ -91,7 +92,9 @@ def plan(config: ExperimentConfig) -> Plan:
         mode: [s for s in stages.STAGES_OF_MODE[mode] if stages.PAPER_STAGE[s] in selected]
         for mode in config.schedule.modes
     }
-    train_teacher = "teacher" in selected and config.models.trained_teacher() is None
+    # A shipped teacher (pretrained:NAME) is loaded unless the teacher stage is asked for.
+    retrain = is_pretrained(config.models.teacher_path)  # then its recorded recipe trains it
+    train_teacher = "teacher" in selected and (config.models.trained_teacher() is None or retrain)
     return Plan(train_teacher, mode_stages)
 
 
@@ -105,6 +108,7 @@ class Experiment:
         self.auto_pair = None
         self._check_pair()
         self.state = RunState(files.root, config.fingerprint())  # refuses another configuration
+        self.teacher_config = self._teacher_config()
         self.verbose = runtime.verbosity()
         self.rows: list[dict] = []
         self.histories: dict[str, dict] = {}
@@ -117,6 +121,19 @@ class Experiment:
                 "paper pair. Give --hints=auto, --hints=teacher_layer:student_layer,... or "
                 "--hint_layer and --guided_layer (--list_layers shows the layers)."
             )
+
+    def _teacher_config(self) -> ExperimentConfig:
+        """The options the teacher is trained with: the run's, or a shipped teacher's recipe."""
+        if not (self.plan.train_teacher and is_pretrained(path := self.config.models.teacher_path)):
+            return self.config
+        started = [k for k in self.state.data["stages"] if k != "teacher"]
+        if started and not self.state.done("teacher"):
+            raise ConfigError(
+                f"The students of {self.files.root} ({', '.join(started)}) learned from the "
+                f"shipped teacher {path}: retraining it here would mix two teachers in one run. "
+                "Retrain it in a new --workdir, or drop 'teacher' from --stages."
+            )
+        return recipe_config(self.config)
 
     def run(self) -> dict:
         keys = self.plan.keys
@@ -153,9 +170,11 @@ class Experiment:
         """The teacher and one student per mode; fails now, naming the layers, on a bad pair."""
         shape = self.data.input_shape, self.data.num_classes
         if self.plan.train_teacher and not self.state.done("teacher"):
-            teacher = new_teacher(self.config, *shape)
+            teacher = new_teacher(self.teacher_config, *shape)
         else:
-            path = self.files.teacher if self.plan.train_teacher else None
+            # A teacher trained in this run directory is the one its students learn from.
+            here = self.plan.train_teacher or self.state.done("teacher")
+            path = self.files.teacher if here else None
             teacher = trained_teacher(
                 path or self.config.models.trained_teacher() or self.files.root, *shape
             )
@@ -216,7 +235,7 @@ class Experiment:
         ]  # fmt: skip
 
     def _early_stopping(self, key: str):
-        patience = self.config.schedule.early_stopping_patience
+        patience = (self.teacher_config if key == "teacher" else self.config).schedule.early_stopping_patience
         if not patience:
             return None
         # The paper stops after `patience` epochs without validation improvement and keeps
@@ -231,8 +250,10 @@ class Experiment:
     def train_teacher(self, teacher: keras.Model) -> None:
         if not self.plan.train_teacher or self.state.done("teacher"):
             return
-        c = self.config
-        self.log(f"== teacher: {c.models.teacher} on {c.data.dataset}")
+        c = self.teacher_config
+        shipped = self.config.models.teacher_path if c is not self.config else None
+        self.log(f"== teacher: {c.models.teacher} on {c.data.dataset}"
+                 + (f", retraining {shipped} by its recorded recipe" if shipped else ""))  # fmt: skip
         callbacks = self.stage_callbacks("teacher", final_model=teacher,
                                          final_path=self.files.teacher)  # fmt: skip
         stages.fit_labels(

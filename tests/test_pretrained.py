@@ -4,8 +4,10 @@ import shutil
 
 import pytest
 
-from fitnets_tf import builders, config, models, pretrained
-from fitnets_tf.errors import TeacherLoadError
+from fitnets_tf import builders, config, experiment, models, pretrained
+from fitnets_tf.errors import ConfigError, TeacherLoadError
+from fitnets_tf.run import io, layout
+from fitnets_tf.run.resume import RunState
 
 NAME = "fashion_mnist_wide_cnn"
 
@@ -50,6 +52,7 @@ def test_publish_ships_a_runs_teacher_in_float32_with_its_manifest_entry(tmp_pat
     run = layout.RunLayout(tmp_path / "run")
     run.teacher.parent.mkdir(parents=True)
     run.flags.write_text("--dataset=fashion_mnist\n--seed=3\n")
+    RunState(run.root, config.FLAG_DEFAULTS.with_values(seed=3).fingerprint()).save()
     keras.config.set_dtype_policy("mixed_bfloat16")  # conftest restores float32 afterwards
     io.save_model(models.build("thin_cnn", (28, 28, 1), 10, seed=0), run.teacher)
     keras.config.set_dtype_policy("float32")
@@ -61,3 +64,60 @@ def test_publish_ships_a_runs_teacher_in_float32_with_its_manifest_entry(tmp_pat
     shipped = builders.load_teacher("pretrained:mine")
     assert {layer.dtype_policy.compute_dtype for layer in shipped.layers} == {"float32"}
     assert 0 <= entry["slice_accuracy"] <= 1 and entry["params"] == 61_378
+    assert entry["recipe"] == config.FLAG_DEFAULTS.with_values(seed=3).fingerprint()
+
+
+def test_the_shipped_teacher_records_the_recipe_of_its_config():
+    recipe = pretrained.manifest()[NAME]["recipe"]
+    assert (recipe["teacher"], recipe["teacher_epochs"], recipe["teacher_learning_rate"]) == ("wide_cnn", 15, 0.1)
+    # The default experiment loads it; --stages=teacher,... retrains it by that recipe.
+    assert not experiment.plan(config.DEFAULT).train_teacher
+    retrain = config.DEFAULT.with_values(stages=("teacher", "stage1", "stage2"))
+    assert experiment.plan(retrain).train_teacher
+    teacher_config = pretrained.recipe_config(retrain)
+    assert teacher_config.fingerprint() == {**recipe, "seed": 0}
+    assert teacher_config.runtime == retrain.runtime
+    assert pretrained.recipe_config(retrain.with_values(seed=4)).schedule.seed == 4
+    with pytest.raises(ConfigError, match=r"--crop_padding=4 \(its recipe: 2\).*fashion_mnist_teacher"):
+        pretrained.recipe_config(retrain.with_values(crop_padding=4))
+
+
+def _tiny_shipped_teacher(tmp_path, monkeypatch):
+    """A manifest entry ``tiny`` with a recipe and no file: only a retrain can give a teacher."""
+    recipe = config.FLAG_DEFAULTS.with_values(dataset="synthetic", limit=128, batch_size=64,
+                                              init="he_uniform", teacher_epochs=1)  # fmt: skip
+    entry = {"file": "tiny.keras", "sha256": "0" * 64, "recipe": recipe.fingerprint(),
+             "command": "python -m fitnets_tf.train --flagfile=configs/tiny.flags"}  # fmt: skip
+    io.write_json(tmp_path / "manifest.json", {"tiny": entry})
+    monkeypatch.setattr(pretrained, "HERE", tmp_path)
+    monkeypatch.setattr(pretrained, "MANIFEST", tmp_path / "manifest.json")
+    # The run's own teacher options differ from the recipe's: the recipe wins.
+    return recipe.with_values(teacher_path="pretrained:tiny", teacher_epochs=7, modes=("kd",),
+                              kd_epochs=1, measure_latency=False)  # fmt: skip
+
+
+def test_stages_teacher_retrains_a_shipped_teacher_and_its_students_learn_from_it(
+    tmp_path, monkeypatch
+):
+    run = _tiny_shipped_teacher(tmp_path, monkeypatch)
+    lines = []
+    experiment.run(run.with_values(stages=("teacher",)), tmp_path / "run", log=lines.append)
+    assert "== teacher: mnist_teacher on synthetic, retraining pretrained:tiny by its recorded recipe" in lines
+    state = RunState(tmp_path / "run", run.fingerprint())
+    assert state.done("teacher") and state.stage("teacher")["epochs_done"] == 1  # not 7
+    # The shipped file does not exist: the students can only have learned from the retrained one.
+    summary = experiment.run(run.with_values(stages=("stage1", "stage2")), tmp_path / "run",
+                             log=lines.append)  # fmt: skip
+    assert [r["name"] for r in summary["models"]] == ["teacher", "kd"]
+
+
+def test_a_shipped_teacher_is_not_retrained_under_students_that_learned_from_it(
+    tmp_path, monkeypatch
+):
+    run = _tiny_shipped_teacher(tmp_path, monkeypatch)
+    root = layout.prepare(tmp_path / "run")
+    state = RunState(root, run.fingerprint())
+    state.stage("kd/kd")
+    state.save()
+    with pytest.raises(ConfigError, match="learned from the shipped teacher pretrained:tiny.*new --workdir"):
+        experiment.Experiment(run.with_values(stages=("teacher",)), layout.RunLayout(root))

@@ -195,5 +195,8 @@ DEFAULT = ExperimentConfig(
         kd_lambda=1.0, lambda_end=1.0, tau_squared=True, kd_targets="uncropped",
         mixed_precision=True,
     ),  # fmt: skip
-    runtime=dataclasses.replace(_base.runtime, serving_runtimes=("litert", "onnxruntime")),
+    # The teacher is shipped trained: the run loads it. --stages=teacher,stage1,stage2 retrains
+    # it first, by the recipe recorded with it (fitnets_tf.pretrained.recipe_config).
+    runtime=dataclasses.replace(_base.runtime, stages=("stage1", "stage2"),
+                                serving_runtimes=("litert", "onnxruntime")),  # fmt: skip
 )

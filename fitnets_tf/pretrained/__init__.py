@@ -17,6 +17,10 @@ from fitnets_tf.errors import TeacherLoadError
 
 PREFIX = "pretrained:"
 SLICE = 2000
+# Options a run must share with the recipe of a shipped teacher to retrain it in place: the
+# teacher then learns from the run's data pipeline, in the run's dtype policy.
+SHARED_WITH_RECIPE = ("dataset", "image_size", "batch_size", "augment", "crop_padding", "limit",
+                      "validation_size", "retrain_on_all", "mixed_precision")  # fmt: skip
 HERE = pathlib.Path(__file__).parent
 MANIFEST = HERE / "manifest.json"
 
@@ -37,6 +41,38 @@ def name_problem(teacher_path: str | None) -> str | None:
     if name in manifest():
         return None
     return f"no shipped teacher {name!r}: the shipped ones are {', '.join(names()) or 'none'}"
+
+
+def is_pretrained(teacher_path: str | None) -> bool:
+    return bool(teacher_path) and str(teacher_path).startswith(PREFIX)
+
+
+def recipe_config(config):
+    """What ``--stages=teacher`` retrains the shipped teacher ``config`` names with: the
+    configuration of the run that trained it (recorded in the manifest), ``config``'s runtime.
+
+    Raises:
+        ConfigError: no recipe recorded, or ``config``'s data or precision options differ from
+            the recipe's (each named): the retrained teacher would not be the shipped one.
+    """
+    from fitnets_tf.config import ExperimentConfig, upgrade_fingerprint
+    from fitnets_tf.errors import ConfigError
+
+    name = config.models.teacher_path[len(PREFIX):]
+    entry = manifest()[name]
+    if "recipe" not in entry:
+        raise ConfigError(f"The shipped teacher {name!r} has no recorded recipe to retrain it "
+                          f"with: run `{entry['command']}` and pass --teacher_path=<its workdir>.")  # fmt: skip
+    recipe, ours = upgrade_fingerprint(entry["recipe"]), config.fingerprint()
+    differ = [f"--{k}={ours[k]} (its recipe: {recipe[k]})" for k in SHARED_WITH_RECIPE
+              if ours[k] != recipe[k]]  # fmt: skip
+    if differ:
+        raise ConfigError(f"--stages=teacher retrains the shipped teacher {name!r} on this run's "
+                          f"data, which must be prepared as its recipe's: {', '.join(differ)}. "
+                          f"Change these options, or train it apart: `{entry['command']}`.")  # fmt: skip
+    # With the run's seed: the shipped teacher itself at its recipe's seed, a new draw at another.
+    runtime = config.values(("runtime",))
+    return ExperimentConfig.from_values(recipe).with_values(seed=config.schedule.seed, **runtime)
 
 
 def resolve(teacher_path: str) -> str:
@@ -110,6 +146,40 @@ def publish(run_dir: str | pathlib.Path, name: str, flagfile: str) -> dict:
                  command=f"python -m fitnets_tf.train --flagfile={flagfile}", seed=seed,
                  test_accuracy=round(float(hits.mean()), 4),
                  slice_size=SLICE, slice_accuracy=float(hits[:SLICE].mean()),
-                 params=copy.count_params())  # fmt: skip
+                 params=copy.count_params(), recipe=_recipe(files))  # fmt: skip
+    io.write_json(MANIFEST, {**manifest(), name: entry})
+    return entry
+
+
+def _recipe(files) -> dict:
+    from fitnets_tf.config import upgrade_fingerprint
+
+    return upgrade_fingerprint(json.loads(files.run_state.read_text())["config"])
+
+
+def record_recipe(run_dir: str | pathlib.Path, name: str) -> dict:
+    """Adds to ``name``'s entry the configuration of the run in ``run_dir`` that trained it.
+
+    For a teacher published before entries had recipes. The run's teacher, in float32, must
+    have the shipped file's weights: a recipe is never attached to a teacher it did not train.
+    """
+    import keras
+    import numpy as np
+
+    from fitnets_tf import builders
+    from fitnets_tf.export.serving import in_float32
+    from fitnets_tf.run import io, layout
+
+    files = layout.RunLayout(run_dir)
+    shipped = keras.saving.load_model(resolve(PREFIX + name), compile=False)
+    trained = in_float32(builders.load_teacher(files.root))
+    same = len(shipped.weights) == len(trained.weights) and all(
+        np.array_equal(a, b)
+        for a, b in zip(shipped.get_weights(), trained.get_weights(), strict=True)
+    )
+    if not same:
+        raise TeacherLoadError(f"The teacher of {files.root} is not the shipped {name!r}: "
+                               "its recipe is not recorded.")  # fmt: skip
+    entry = {**manifest()[name], "recipe": _recipe(files)}
     io.write_json(MANIFEST, {**manifest(), name: entry})
     return entry
