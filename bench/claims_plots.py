@@ -92,6 +92,7 @@ def plot_speed(rows_by_mode: dict[str, list[dict]], key: str, runtime: str,
     """Test accuracy against served ms / image (log scale), one point per model and seed: where
     a student lands between its teacher's accuracy and its own speed."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig = Figure(figsize=(4.8, 3.4))
     ax = fig.add_subplot()
@@ -101,6 +102,10 @@ def plot_speed(rows_by_mode: dict[str, list[dict]], key: str, runtime: str,
             ax.plot(*zip(*points, strict=True), "o", color=color(mode), label=SHORT.get(mode, mode),
                     alpha=0.8, markerfacecolor="none" if mode == "scratch" else color(mode))  # fmt: skip
     ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    ax.set_xticks([t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10) if low <= t <= high])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short axis
     ax.set_xlabel(f"{runtime} ms / image (log scale)")
     ax.set_ylabel("test accuracy %")
     ax.grid(alpha=0.3, which="both")

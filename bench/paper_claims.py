@@ -416,9 +416,10 @@ def claims_section(args, teacher: dict, main: dict, init: dict, depth: dict) -> 
 
 
 def report(args) -> str:
-    """Rewrites each block of docs/results.md whose runs exist; returns the text written."""
-    workdir, written = args.workdir, []
-    pair = _summaries(workdir / "pair", "seed")
+    """Rewrites the blocks of docs/results.md of ``args.parts`` whose runs exist (a block whose
+    study is still running keeps its last full version); returns the text written."""
+    workdir, written, parts = args.workdir, [], set(args.parts)
+    pair = _summaries(workdir / "pair", "seed") if "pair" in parts else {}
     if pair:
         stagewise = _summaries(workdir / "pair_stagewise", "seed")
         text = f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `{args.command}`; {_cpu()}, "
@@ -430,13 +431,13 @@ def report(args) -> str:
     if not (workdir / "teacher" / "summary.json").exists():
         return "\n".join(written)
     teacher = json.loads((workdir / "teacher" / "summary.json").read_text())["models"][0]
-    depth_he = _summaries(workdir / "depth_he", "mnist_depth")
+    depth_he = _summaries(workdir / "depth_he", "mnist_depth") if "depth_he" in parts else {}
     if depth_he:
         text = depth_he_section(args, teacher, depth_he)
         _write_block(args.docs / "results.md", DEPTH_HE_BEGIN, DEPTH_HE_END, text)
         written.append(text)
-    main, init = _summaries(workdir / "main", "seed"), _summaries(workdir / "init", "seed")
-    depth = _summaries(workdir / "depth", "mnist_depth")
+    main, init, depth = (_summaries(workdir / part, prefix) if part in parts else {}
+                         for part, prefix in (("main", "seed"), ("init", "seed"), ("depth", "mnist_depth")))  # fmt: skip
     if main or init or depth:  # else the study's own block is left as its runs wrote it
         text = claims_section(args, teacher, main, init, depth)
         _write_block(args.docs / "results.md", BEGIN, END, text)
@@ -472,7 +473,8 @@ def parse(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="examples per split (smoke runs)")
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where results.md goes")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--report_only", action="store_true")
+    parser.add_argument("--report_only", action="store_true",
+                        help="rebuild the results.md blocks of --parts from the runs so far")  # fmt: skip
     parser.add_argument("--depth_he_depths", default=",".join(map(str, DEPTHS_HE)))
     parser.add_argument(
         "--pair_seed0",

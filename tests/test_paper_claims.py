@@ -37,7 +37,7 @@ def test_report_tables_plots_and_results_page(tmp_path):
         f"# Mine\n\n{paper_claims.BEGIN}\nold\n{paper_claims.END}\nkept\n"
     )
     args = types.SimpleNamespace(workdir=tmp_path / "runs", docs=docs, seeds=(0, 1),
-                                 command="python bench/paper_claims.py")  # fmt: skip
+                                 parts=paper_claims.PARTS, command="python bench/paper_claims.py")  # fmt: skip
 
     text = paper_claims.report(args)
 
@@ -149,3 +149,18 @@ def test_depth_with_he_init_goes_to_15_layers_and_reports_over_seeds(tmp_path):
     table = paper_claims.depth_seeds_table(summaries)
     assert table[2] == ("| mnist_depth15 | 15 | 36,226 | 5.63 | 2 | — | 20.00 ± 14.14 (10.00–30.00) "
                         "| 80.00 ± 0.00 (80.00–80.00) |")
+
+
+def test_a_report_rewrites_only_the_blocks_of_its_parts(tmp_path):
+    config = config_lib.ExperimentConfig().fingerprint()
+    teacher = _row("teacher", 0.88, "mnist_teacher", 361_066, 28_673_136)
+    _run(tmp_path / "runs" / "teacher", [teacher], config)
+    _run(tmp_path / "runs" / "main" / "seed0", [teacher, _row("fitnet", 0.8)], config)
+    _run(tmp_path / "runs" / "depth_he" / "mnist_depth5_seed0", [teacher, _row("fitnet", 0.8)], config)
+    page = f"{paper_claims.BEGIN}\nkept\n{paper_claims.END}\n"
+    (tmp_path / "results.md").write_text(page)
+    args = paper_claims.parse(["--workdir", str(tmp_path / "runs"), "--docs", str(tmp_path),
+                               "--parts=depth_he", "--report_only"])  # fmt: skip
+    paper_claims.report(args)
+    text = (tmp_path / "results.md").read_text()
+    assert text.startswith(page) and paper_claims.DEPTH_HE_BEGIN in text
