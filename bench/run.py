@@ -40,11 +40,12 @@ BENCHMARKS = ("step_overhead", "keras_distiller", "caching", "inference", "xla_m
 # Repeats (rounds), steps per timed call, examples per epoch: quick is a smoke run.
 SIZES = {
     "quick": dict(repeats=3, steps=2, examples=1280, inference_repeats=3, pairs=("mnist",),
-                  torch_variants=("eager_nchw", "eager_channels_last"), serving_rounds=2),
+                  torch_variants=("eager_nchw", "eager_channels_last"), serving_rounds=2,
+                  accuracy_twins=False),
     "full": dict(repeats=9, steps=3, examples=3840, inference_repeats=5, pairs=("mnist",),
                  torch_variants=("eager_nchw", "eager_channels_last", "compile_nchw",
                                  "compile_channels_last"),
-                 serving_rounds=3),
+                 serving_rounds=3, accuracy_twins=True),
 }
 README = ROOT / "bench" / "README.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -117,8 +118,11 @@ def _one(benchmarks, name: str, s: dict, steps: dict):
                                  threads=threads)  # fmt: skip
     if name == "precision":
         from bench.precision import precision
+        from bench.precision_accuracy import accuracy_twins
 
-        return precision(**steps, threads=tf.config.threading.get_intra_op_parallelism_threads())
+        timed = precision(**steps, threads=tf.config.threading.get_intra_op_parallelism_threads())
+        # Trains the smoke config twice: the full run only.
+        return {**timed, "accuracy": accuracy_twins()} if s["accuracy_twins"] else timed
     return benchmarks.input_pipeline(examples=s["examples"], **steps)
 
 
@@ -292,9 +296,12 @@ def to_markdown(report: dict) -> str:
 
         lines += markdown(r["serving"], _r)
     if "precision" in r:
+        from bench import precision_accuracy
         from bench.precision import markdown
 
         lines += markdown(r["precision"], _r)
+        if "accuracy" in r["precision"]:
+            lines += precision_accuracy.markdown(r["precision"]["accuracy"], r["precision"]["mixed_policy"])
     for name, error in r.get("errors", {}).items():
         lines += [f"**{name} failed**: `{error}`", ""]
     return "\n".join(lines)
