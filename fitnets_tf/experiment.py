@@ -172,8 +172,7 @@ class Experiment:
         if self.plan.train_teacher and not self.state.done("teacher"):
             teacher = new_teacher(self.teacher_config, *shape)
         else:
-            # A teacher trained in this run directory is the one its students learn from.
-            here = self.plan.train_teacher or self.state.done("teacher")
+            here = self.plan.train_teacher or self.state.done("teacher")  # its students' teacher
             path = self.files.teacher if here else None
             teacher = trained_teacher(
                 path or self.config.models.trained_teacher() or self.files.root, *shape
@@ -235,7 +234,8 @@ class Experiment:
         ]  # fmt: skip
 
     def _early_stopping(self, key: str):
-        patience = (self.teacher_config if key == "teacher" else self.config).schedule.early_stopping_patience
+        schedule = (self.teacher_config if key == "teacher" else self.config).schedule
+        patience = schedule.early_stopping_patience
         if not patience:
             return None
         # The paper stops after `patience` epochs without validation improvement and keeps
@@ -251,9 +251,9 @@ class Experiment:
         if not self.plan.train_teacher or self.state.done("teacher"):
             return
         c = self.teacher_config
-        shipped = self.config.models.teacher_path if c is not self.config else None
+        how = f", retraining {self.config.models.teacher_path} by its recorded recipe"
         self.log(f"== teacher: {c.models.teacher} on {c.data.dataset}"
-                 + (f", retraining {shipped} by its recorded recipe" if shipped else ""))  # fmt: skip
+                 f"{how if c is not self.config else ''}")
         callbacks = self.stage_callbacks("teacher", final_model=teacher,
                                          final_path=self.files.teacher)  # fmt: skip
         stages.fit_labels(

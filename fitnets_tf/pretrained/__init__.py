@@ -62,14 +62,16 @@ def recipe_config(config):
     entry = manifest()[name]
     if "recipe" not in entry:
         raise ConfigError(f"The shipped teacher {name!r} has no recorded recipe to retrain it "
-                          f"with: run `{entry['command']}` and pass --teacher_path=<its workdir>.")  # fmt: skip
+                          f"with: run `{entry['command']}`, then pass --teacher_path=<its "
+                          "workdir>.")  # fmt: skip
     recipe, ours = upgrade_fingerprint(entry["recipe"]), config.fingerprint()
     differ = [f"--{k}={ours[k]} (its recipe: {recipe[k]})" for k in SHARED_WITH_RECIPE
               if ours[k] != recipe[k]]  # fmt: skip
     if differ:
         raise ConfigError(f"--stages=teacher retrains the shipped teacher {name!r} on this run's "
                           f"data, which must be prepared as its recipe's: {', '.join(differ)}. "
-                          f"Change these options, or train it apart: `{entry['command']}`.")  # fmt: skip
+                          f"Change these options, or train it apart: "
+                          f"`{entry['command']}`.")  # fmt: skip
     # With the run's seed: the shipped teacher itself at its recipe's seed, a new draw at another.
     runtime = config.values(("runtime",))
     return ExperimentConfig.from_values(recipe).with_values(seed=config.schedule.seed, **runtime)
