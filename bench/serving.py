@@ -81,11 +81,8 @@ def artifact_predictor(path: pathlib.Path, fmt: str, threads: int):
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        # Idle workers block instead of spin-waiting. On this shared 2-core machine (load 5-8)
-        # the benchmark gets about one core; a spinning worker burns half of it (at batch 128,
-        # ~1.7x the CPU time per call, 1.4-1.9x the wall time) and keeps spinning after run()
-        # returns, slowing whatever is timed next. One thread, or no spinning, matches LiteRT.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # ONNX Runtime's defaults (spinning workers), as fitnets_tf.latency times it: faster on
+        # idle cores, slower under load (see the serving notes of bench/README.md).
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return lambda x: session.run([serving.OUTPUT_NAME], {serving.INPUT_NAME: x})[0]
     interpreters = {}

@@ -158,10 +158,9 @@ def _onnx_call(path: pathlib.Path, threads: int):
         ) from err
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    # Idle worker threads sleep instead of spinning. Spinning wins only on otherwise idle
-    # cores: on a shared 2-core machine it doubled the student's batch-128 time (13.8 ms of CPU
-    # per call against 8.1) and slowed whatever ran next (bench/README.md, serving notes).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # ONNX Runtime's default: idle workers spin, as on a dedicated server. On idle cores that
+    # is 1.35-1.9x faster for the default student than sleeping workers; on a loaded shared
+    # machine it is slower (bench/README.md, serving notes): time on a quiet machine.
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})
