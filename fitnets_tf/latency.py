@@ -7,6 +7,7 @@ the wide teacher. These two measurements put numbers on that for a given machine
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import statistics
@@ -166,12 +167,19 @@ def _onnx_call(path: pathlib.Path, threads: int):
     return lambda x: session.run(None, {name: x})
 
 
+# Timed calls last at least this long in all per batch size (up to MAX_REPEATS calls): 30
+# calls of a 0.04 ms student are 1 ms of timing, and one run's median then moved by 30%.
+MIN_TIMED_SECONDS = 0.2
+MAX_REPEATS = 2000
+
+
 def time_calls(call, prepare, input_shape, batch_sizes, *, warmup: int, repeats: int,
                seed: int = 0) -> dict[int, dict[str, float]]:  # fmt: skip
     """The median time of ``call(x)`` per batch size, as :func:`measure_latency` reports it.
 
     ``x`` is a fixed batch of uniform [0, 1) images of ``input_shape``, passed through
     ``prepare`` (e.g. ``tf.constant``) before timing when given; any runtime's call fits.
+    At least ``repeats`` calls are timed, more for a fast call (:data:`MIN_TIMED_SECONDS`).
     """
     rng = np.random.default_rng(seed)
     results = {}
@@ -179,10 +187,14 @@ def time_calls(call, prepare, input_shape, batch_sizes, *, warmup: int, repeats:
         batch = int(batch)
         x = rng.uniform(0.0, 1.0, (batch, *input_shape)).astype("float32")
         x = prepare(x) if prepare else x
+        per_call = MIN_TIMED_SECONDS  # without a warm-up call to go by: `repeats` calls
         for _ in range(warmup):
+            start = time.perf_counter()
             call(x)
+            per_call = time.perf_counter() - start  # the last, warmest one
+        count = min(MAX_REPEATS, max(repeats, math.ceil(MIN_TIMED_SECONDS / max(per_call, 1e-6))))
         times = []
-        for _ in range(repeats):
+        for _ in range(count):
             start = time.perf_counter()
             call(x)
             times.append(time.perf_counter() - start)

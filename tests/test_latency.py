@@ -46,3 +46,15 @@ def test_closing_table_prints_the_final_students_speed_up_per_runtime():
     assert "onnx b1" in table and "litert b1" not in table  # columns only for what was timed
     assert table.endswith("7.5x b128")
     assert speedup_line([student]) is None
+
+
+def test_fast_calls_are_timed_for_long_enough_and_slow_ones_as_often_as_asked():
+    import time
+
+    calls = []
+    latency.time_calls(calls.append, None, (2,), (1,), warmup=1, repeats=5)
+    assert len(calls) == 1 + latency.MAX_REPEATS  # a no-op: capped, not 5 calls (a few µs)
+    slow = []
+    latency.time_calls(lambda x: (slow.append(x), time.sleep(0.15)), None, (2,), (1,),
+                       warmup=1, repeats=2)  # fmt: skip
+    assert len(slow) == 1 + 2  # 2 calls of 0.15 s already last MIN_TIMED_SECONDS
