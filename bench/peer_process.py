@@ -133,6 +133,17 @@ def pin_torch(threads: int) -> dict:
     }
 
 
+@contextlib.contextmanager
+def shared_batch(x, y):
+    """The path of a temporary ``.npz`` holding ``x`` and ``y``: one batch for every worker."""
+    import numpy as np  # noqa: PLC0415 (the driver's only use of it)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "batch.npz")
+        np.savez(path, x=x, y=y)
+        yield path
+
+
 def describe(gap: float = QUIET_GAP_S) -> str:
     """How :func:`interleaved` times, for a result's ``"timing"`` field."""
     return f"separate processes, alternated rounds, quiet gap {gap:g} s"

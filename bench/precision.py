@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 
 import keras
 import numpy as np
@@ -123,9 +122,7 @@ def _repeat(body, steps: int):
 def _timed(x, y, *, repeats: int, steps: int, threads: int, with_torch: bool) -> dict:
     """:func:`bench.peer_process.interleaved` over our worker and, ``with_torch``, PyTorch's."""
     env = peer_process.thread_env(threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = os.path.join(tmp, "batch.npz")  # the same batch for both workers
-        np.savez(data, x=x, y=y)
+    with peer_process.shared_batch(x, y) as data:
         kwargs = dict(data=data, steps=steps, threads=threads)
         workers = [peer_process.Worker("keras", f"{__name__}:keras_worker", kwargs, env)]
         if with_torch:

@@ -27,8 +27,6 @@ intra/inter-op, PyTorch's intra/interop); the result records each worker's setti
 from __future__ import annotations
 
 import importlib.util
-import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -248,9 +246,7 @@ def peer(*, repeats: int, steps: int, threads: int, variants=tuple(VARIANTS)) ->
         return {"skipped": "torch is not installed: pip install -e '.[bench]'"}
     x, y = (t.numpy() for t in benchmarks.fixed_batch("mnist"))
     env = peer_process.thread_env(threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = os.path.join(tmp, "batch.npz")  # the same batch for every worker
-        np.savez(data, x=x, y=y)
+    with peer_process.shared_batch(x, y) as data:
         kwargs = dict(data=data, steps=steps, threads=threads)
         workers = [peer_process.Worker("keras", f"{__name__}:keras_worker", kwargs, env)]
         workers += [
