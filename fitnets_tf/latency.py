@@ -160,8 +160,8 @@ def _onnx_call(path: pathlib.Path, threads: int):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     # ONNX Runtime's default: idle workers spin, as on a dedicated server. On idle cores that
-    # is 1.35-1.9x faster for the default student than sleeping workers; on a loaded shared
-    # machine it is slower (bench/README.md, serving notes): time on a quiet machine.
+    # answers faster than sleeping workers; on a loaded shared machine it is slower
+    # (bench/ort_spinning.py measures both): time on a quiet machine.
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})
