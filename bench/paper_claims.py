@@ -508,7 +508,13 @@ def main(argv=None) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     if not args.report_only:
-        run_all(args)
+        from fitnets_tf.run import preemption
+
+        try:
+            run_all(args)
+        except preemption.Preempted as stopped:  # SIGTERM/SIGINT: checkpointed, as the CLI does
+            print(f"[claims] {stopped}", flush=True)
+            sys.exit(preemption.EXIT_STATUS)
     print(report(args))
 
 
