@@ -130,6 +130,8 @@ def fresh_clone_run(command: str, keep: pathlib.Path | None) -> tuple[pathlib.Pa
                            text=True, check=True).stdout  # fmt: skip
     if dirty.strip():
         print("[default_run] uncommitted changes are not in the clone: HEAD is timed", flush=True)
+    if keep is not None and keep.exists() and any(keep.iterdir()):
+        raise SystemExit(f"--clone_dir={keep} is not empty: a fresh clone needs an empty folder")
     clone = keep or pathlib.Path(tempfile.mkdtemp(prefix="fitnets_fresh_"))
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     log = clone / "time.log"
