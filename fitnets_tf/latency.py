@@ -42,7 +42,8 @@ def measure_latency(
             input shape.
         batch_sizes: batch sizes to time.
         warmup: untimed calls per batch size (tracing, allocator and cache warm-up).
-        repeats: timed calls per batch size.
+        repeats: timed calls per batch size, at least (a fast call is timed for
+            :data:`MIN_TIMED_SECONDS`).
         threads: if set, TensorFlow's intra-op thread count. TensorFlow fixes it when its
             runtime starts, so it can only be set in a process that has not run any op yet;
             otherwise a ``RuntimeError`` says so (unless it already has this value).
