@@ -32,14 +32,14 @@ def candidates(tmp: pathlib.Path, threads: int = 2) -> dict:
 
     from fitnets_tf import builders, models
     from fitnets_tf.export import writers
-    from fitnets_tf.export.serving import in_float32
+    from fitnets_tf.export.serving import as_served
     from fitnets_tf.export.verify import litert_interpreter
 
     trained = ROOT / "runs" / "fashion_mnist" / "student.keras"
     student = (keras.saving.load_model(trained, compile=False) if trained.exists()
                else models.build("thin_cnn", (28, 28, 1), 10, seed=0))  # fmt: skip
-    nets = {"student": in_float32(student),
-            "teacher": in_float32(builders.load_teacher("pretrained:fashion_mnist_wide_cnn"))}  # fmt: skip
+    nets = {"student": as_served(student),
+            "teacher": as_served(builders.load_teacher("pretrained:fashion_mnist_wide_cnn"))}  # fmt: skip
     found = {}
     for name, net in nets.items():
         writers.write_onnx(net, tmp / f"{name}.onnx")

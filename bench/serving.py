@@ -3,7 +3,8 @@
 Pairs: the default experiment's (the shipped trained ``wide_cnn`` teacher and the ``thin_cnn``
 student of ``runs/fashion_mnist`` when that run has one, else a fresh one: speed does not depend
 on the weights) and the paper's MNIST pair (``mnist_teacher`` / ``mnist_fitnet``, fresh). Every
-model is served in float32 (:func:`fitnets_tf.export.serving.in_float32`) at batch 1 and 128.
+model is timed as every export serves it (:func:`fitnets_tf.export.serving.as_served`: float32,
+batch normalization folded) at batch 1 and 128.
 
 Latency: each round measures every (model, runtime) once, in a rotating order, with
 :func:`fitnets_tf.latency.measure_latency` (TensorFlow) and
@@ -46,6 +47,7 @@ QUANTIZED = {"litert_dynamic": ("dynamic", "litert"), "litert_int8": ("int8", "l
 FLOAT32 = {"litert": "litert_float32", "onnx": "onnxruntime_float32"}
 GOAL_SHARE = 0.7  # speed-up / multiplication ratio, in at least one runtime
 SLOW_RUNTIME = 2.0  # slowest runtime / best, per model and batch
+UNFOLDED = "tensorflow_bn_unfolded"  # the Keras model as trained, timed in TensorFlow
 
 
 def pairs(run: pathlib.Path) -> tuple[dict, str]:
@@ -173,10 +175,15 @@ def serving_benchmark(*, rounds: int, repeats: int, threads: int, run=RUN) -> di
     student = found["fashion_mnist"]["student"]
     with tempfile.TemporaryDirectory() as tmp:
         artifacts, errors = student_artifacts(student, calibration, pathlib.Path(tmp), threads)
+        served = {p: {r: serving.as_served(m) for r, m in roles.items()} for p, roles in found.items()}
         candidates = {
             f"{pair}/{role}/{runtime}": (lambda m=model, rt=runtime: measure(m, rt, repeats, threads))
-            for pair, roles in found.items() for role, model in roles.items() for runtime in RUNTIMES
+            for pair, roles in served.items() for role, model in roles.items() for runtime in RUNTIMES
         }  # fmt: skip
+        # What folding batch norm buys TensorFlow: the default pair as trained, not folded.
+        for role, model in found["fashion_mnist"].items():
+            candidates[f"fashion_mnist/{role}/{UNFOLDED}"] = (
+                lambda m=model: measure(m, "tensorflow", repeats, threads))  # fmt: skip
         shape = tuple(student.inputs[0].shape[1:])
         for variant, predict in artifacts.items():
             candidates[f"fashion_mnist/student/{variant}"] = (
@@ -199,6 +206,11 @@ def serving_benchmark(*, rounds: int, repeats: int, threads: int, run=RUN) -> di
         "multiplications": mults,
         "speedup": _speedups(times, mults),
         "runtime_spread": _runtime_spread(times, found),
+        "folded_over_unfolded": {
+            f"{role}@{batch}": timing.ratio(times, f"fashion_mnist/{role}/tensorflow@{batch}",
+                                            f"fashion_mnist/{role}/{UNFOLDED}@{batch}")
+            for role in found["fashion_mnist"] for batch in BATCHES
+        },  # fmt: skip
         "quantized": _quantized(times, accuracies, errors),
         "load_average": {"start": load_start, "end": os.getloadavg()},
     }
@@ -280,6 +292,13 @@ def markdown(s: dict, ratio) -> list[str]:
     for key, v in s["runtime_spread"].items():
         flag = " **> 2×**" if v["flagged"] else ""
         lines.append(f"| {key} | {v['best']} | {v['slowest']} | {ratio(v)}{flag} |")
+    lines += ["", "TensorFlow, the served model (batch norm folded, `fitnets_tf.export.fold`) over the "
+              "Keras model as trained (BatchNormalization layers kept), same rounds:", "",
+              "| model @ batch | ms as trained | folded / as trained |", "|---|---|---|"]
+    for key, v in s.get("folded_over_unfolded", {}).items():
+        role, batch = key.split("@")
+        lines.append(f"| fashion_mnist/{key} | {ms[f'fashion_mnist/{role}/{UNFOLDED}@{batch}']['ms']:.3g}"
+                     f" | {ratio(v)} |")
     q = s["quantized"]
     lines += ["", f"### Quantized student (goal 4): accuracy on the {s['test_images']} Fashion-MNIST "
               f"test images ({s['preprocessing']} preprocessing), calibrated on {s['calibration_images']} "

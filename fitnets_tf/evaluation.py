@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from fitnets_tf import latency, models
-from fitnets_tf.export.serving import in_float32
+from fitnets_tf.export.serving import as_served, in_float32
 
 
 def test_accuracy(model: keras.Model, test: tf.data.Dataset) -> float:
@@ -24,9 +24,11 @@ def summary_row(name: str, model: keras.Model, test, stage_seconds: dict | None,
                 measure_latency: bool, runtimes: tuple[str, ...] = ()) -> dict:  # fmt: skip
     """One row of a run's ``summary.json["models"]``: the model as it is served, in float32.
 
-    A model trained in mixed precision is evaluated and timed as its float32 copy, the model
-    ``fitnets-export`` writes. ``runtimes`` (of :data:`fitnets_tf.latency.SERVING_RUNTIMES`) are
-    timed too, as ``latency_ms_per_image_batch{1,128}_<runtime>``.
+    A model trained in mixed precision is evaluated as its float32 copy. It is timed as
+    ``fitnets-export`` writes it (:func:`~fitnets_tf.export.serving.as_served`: float32, batch
+    norm folded), in TensorFlow and in ``runtimes`` (of
+    :data:`fitnets_tf.latency.SERVING_RUNTIMES`), as
+    ``latency_ms_per_image_batch{1,128}[_<runtime>]``.
     """
     model = in_float32(model)
     row = {
@@ -39,7 +41,7 @@ def summary_row(name: str, model: keras.Model, test, stage_seconds: dict | None,
         "stage_seconds": stage_seconds,
     }
     if measure_latency:
-        timings = latency.measure_latency(model, batch_sizes=(1, 128), repeats=10)
+        timings = latency.measure_latency(as_served(model), batch_sizes=(1, 128), repeats=10)
         row["latency_ms_per_image_batch1"] = timings[1]["ms_per_image"]
         row["latency_ms_per_image_batch128"] = timings[128]["ms_per_image"]
     for runtime in runtimes:

@@ -98,8 +98,8 @@ def measure_served_latency(
     Runtime's CPU provider). These are what a student is deployed with, and they pay far less
     per call than TensorFlow: at batch 1, where a small model's arithmetic takes microseconds,
     TensorFlow's per-call overhead hides most of a student's advantage. Both use ``threads``
-    (default: every core, as TensorFlow does). The model is exported in float32 (a mixed
-    precision one as its float32 copy), like ``fitnets-export``.
+    (default: every core, as TensorFlow does). The model is exported as ``fitnets-export``
+    writes it (:func:`fitnets_tf.export.serving.as_served`: float32, batch norm folded).
 
     Raises:
         ValueError: an unknown runtime.
@@ -109,7 +109,7 @@ def measure_served_latency(
         raise ValueError(f"`runtime` must be one of {SERVING_RUNTIMES}. Received: {runtime!r}")
     from fitnets_tf.export import serving, writers
 
-    model = serving.in_float32(model)
+    model = serving.as_served(model)
     input_shape = tuple(model.inputs[0].shape[1:])
     threads = threads or os.cpu_count()
     with tempfile.TemporaryDirectory() as tmp:

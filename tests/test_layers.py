@@ -36,6 +36,55 @@ def test_maxout_conv_explicit_padding_shape():
     assert layer(np.zeros((1, 32, 32, 3), "float32")).shape == (1, 33, 33, 96)
 
 
+def _grouped_reference(layer, x):
+    """The layer's maths as the grouping reads: linear part, reshape, reduce_max (TF's gradient)."""
+    z = x if isinstance(layer, layers.MaxoutDense) else None
+    if z is None:
+        pad = layer._explicit_padding()
+        z = keras.ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]]) if pad else x
+        z = keras.ops.conv(z, layer.kernel, padding="valid") + layer.bias
+        units = layer.filters
+    else:
+        z = keras.ops.matmul(x, layer.kernel) + layer.bias
+        units = layer.units
+    return layers.maxout(z, units, layer.pieces)
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (layers.MaxoutConv2D(3, 3, pieces=2, padding=1), (2, 5, 5, 2)),
+        (layers.MaxoutConv2D(2, 2, pieces=4), (2, 4, 4, 3)),
+        (layers.MaxoutDense(3, pieces=3), (4, 5)),
+    ],
+)
+def test_maxout_outputs_and_gradients_are_reduce_maxs_ties_included(layer, shape):
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape).astype("float32")
+    x[0] = 0.0  # zero inputs and zero biases: every piece ties, as on MNIST's background at init
+    layer.build(shape)
+    upstream = rng.normal(size=layer.compute_output_shape(shape)).astype("float32")
+
+    def outputs_and_gradients(fn):
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            out = fn(xt)
+        grads = tape.gradient(out, [layer.kernel, layer.bias, xt], output_gradients=upstream)
+        return [out.numpy()] + [g.numpy() for g in grads]
+
+    ours = outputs_and_gradients(layer)
+    reference = outputs_and_gradients(lambda xt: _grouped_reference(layer, xt))
+    assert (ours[0][0] == 0).all()  # the tied example's outputs
+    np.testing.assert_array_equal(ours[0], reference[0])
+    np.testing.assert_array_equal(ours[1], reference[1])
+    # The bias's and the input's gradients sum the same terms in another order (the channels
+    # sit elsewhere): the last bit may differ.
+    for a, b in zip(ours[2:], reference[2:], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_maxout_dense_hand_computed():
     layer = layers.MaxoutDense(2, pieces=2)
     layer.build((None, 2))

@@ -88,11 +88,13 @@ def _timed_models(workdir: pathlib.Path, teacher: str | None) -> dict:
 
 
 def _latency_rows(models: dict, repeats: int) -> list[tuple]:
+    from fitnets_tf.export.serving import as_served
     from fitnets_tf.latency import measure_latency
 
     rows = []
     for name, model in models.items():
-        for batch, r in measure_latency(model, batch_sizes=(1, 128), repeats=repeats).items():
+        timings = measure_latency(as_served(model), batch_sizes=(1, 128), repeats=repeats)
+        for batch, r in timings.items():
             rows.append((name, batch, f"{r['ms_per_image']:.4g}", f"{r['images_per_second']:.0f}"))
     return rows
 

@@ -9,6 +9,7 @@ import pathlib
 import keras
 
 from fitnets_tf.errors import ExportConfigError, ExportError, MissingStudentError
+from fitnets_tf.export.fold import fold_batch_norm
 from fitnets_tf.run import io
 from fitnets_tf.run.layout import RunLayout
 
@@ -72,9 +73,9 @@ def build_serving_model(
     """Wraps the student as ``images -> [preprocessor] -> student -> softmax``.
 
     The result is a Functional model with one input named ``"images"`` and a dict output
-    ``{"probabilities": (N, K) float32}``; every export format is written from it. The student's
-    weights are shared, not copied, and nothing else (teacher, regressor, Distiller) is reachable
-    from it.
+    ``{"probabilities": (N, K) float32}``; every export format is written from it. The student
+    is :func:`as_served`; its weights are shared when that has nothing to change, and nothing
+    else (teacher, regressor, Distiller) is reachable from it.
 
     Args:
         student: Functional model with one image input and one logits output.
@@ -86,7 +87,7 @@ def build_serving_model(
             ending in logits, or the two models cannot be chained.
     """
     check_student(student)
-    student = in_float32(student)
+    student = as_served(student)
     shape = tuple(student.inputs[0].shape[1:])
     if preprocessor is not None:
         # A bare layer declares no input shape: the student's is kept.
@@ -121,6 +122,12 @@ def in_float32(student: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(student, clone_function=float32_layer)
     copy.set_weights(student.get_weights())
     return copy
+
+
+def as_served(model: keras.Model) -> keras.Model:
+    """``model`` as every export serves it: in float32, batch normalization folded into the
+    layer before it (:mod:`fitnets_tf.export.fold`). The same function up to float rounding."""
+    return fold_batch_norm(in_float32(model))
 
 
 def check_student(student) -> None:
