@@ -45,7 +45,7 @@ SIZES = {
     "full": dict(repeats=9, steps=3, examples=3840, inference_repeats=5, pairs=("mnist",),
                  torch_variants=("eager_nchw", "eager_channels_last", "compile_nchw",
                                  "compile_channels_last"),
-                 serving_rounds=3, accuracy_twins=True),
+                 serving_rounds=7, accuracy_twins=True),
 }
 README = ROOT / "bench" / "README.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -114,8 +114,7 @@ def _one(benchmarks, name: str, s: dict, steps: dict):
         from bench.serving import serving_benchmark
 
         threads = tf.config.threading.get_intra_op_parallelism_threads()
-        return serving_benchmark(rounds=s["serving_rounds"], repeats=s["inference_repeats"],
-                                 threads=threads)  # fmt: skip
+        return serving_benchmark(rounds=s["serving_rounds"], threads=threads)
     if name == "precision":
         from bench.precision import precision
         from bench.precision_accuracy import accuracy_twins

@@ -6,30 +6,38 @@ on the weights) and the paper's MNIST pair (``mnist_teacher`` / ``mnist_fitnet``
 model is timed as every export serves it (:func:`fitnets_tf.export.serving.as_served`: float32,
 batch normalization folded) at batch 1 and 128.
 
-Latency: each round measures every (model, runtime) once, in a rotating order, with
-:func:`fitnets_tf.latency.measure_latency` (TensorFlow) and
-:func:`~fitnets_tf.latency.measure_served_latency` (LiteRT, ONNX Runtime; each call exports the
-model afresh, untimed); a round's figure is the median of ``repeats`` calls, and ratios are
-taken per round, as in :mod:`bench.timing`. The quantized students
+Latency: every model is written once as its runtime serves it (a ``.keras`` file for
+TensorFlow, ``.tflite``, ``.onnx``), and each runtime times its files in a worker process of its
+own (:mod:`bench.peer_process`: alternated rounds, one process at a time, a quiet gap between
+processes). Timed in one process, ONNX Runtime's and LiteRT's idle worker threads slowed
+TensorFlow's next calls by up to 1.5x and made TensorFlow's figures depend on their place in
+the round. A timed call runs a block of model calls lasting about :data:`BLOCK_S` (at least
+one), the count fixed when the worker starts; a round's figure is the block's time per model
+call, and ratios are taken per round, as in :mod:`bench.timing`. TensorFlow calls the model in
+a ``tf.function`` (``training=False``), LiteRT its interpreter, ONNX Runtime its session with
+its default spinning workers, each with ``threads`` threads. The quantized students
 (:mod:`fitnets_tf.export.quantize`: LiteRT dynamic-range, LiteRT full int8, ONNX Runtime int8,
 calibrated on the first :data:`~fitnets_tf.export.quantize.CALIBRATION_IMAGES` training images)
-are written once and timed in the same rounds, each with its runtime's own interpreter or
-session, against the float32 student written and timed the same way; their accuracy is
-measured on the 10K Fashion-MNIST test images beside the float32 student's.
+are timed in the same rounds against the float32 student written the same way (with the
+export's softmax); their accuracy is measured on the 10K Fashion-MNIST test images beside the
+float32 student's.
 """
 
 from __future__ import annotations
 
+import gc
+import math
 import os
 import pathlib
 import statistics
 import tempfile
+import time
 
 import keras
 import numpy as np
 
-from bench import timing
-from fitnets_tf import builders, data, latency, models
+from bench import peer_process, timing
+from fitnets_tf import builders, data, models
 from fitnets_tf.export import quantize, serving, writers
 from fitnets_tf.export.verify import litert_interpreter
 from fitnets_tf.run import io
@@ -48,6 +56,8 @@ FLOAT32 = {"litert": "litert_float32", "onnx": "onnxruntime_float32"}
 GOAL_SHARE = 0.7  # speed-up / multiplication ratio, in at least one runtime
 SLOW_RUNTIME = 2.0  # slowest runtime / best, per model and batch
 UNFOLDED = "tensorflow_bn_unfolded"  # the Keras model as trained, timed in TensorFlow
+BLOCK_S = 0.05  # seconds of model calls per timed call: a batch-1 call alone is ~40 us
+MAX_CALLS = 2000
 
 
 def pairs(run: pathlib.Path) -> tuple[dict, str]:
@@ -66,14 +76,72 @@ def pairs(run: pathlib.Path) -> tuple[dict, str]:
     return found, str(trained.relative_to(ROOT)) if trained else "untrained thin_cnn"
 
 
-def measure(model: keras.Model, runtime: str, repeats: int, threads: int) -> dict[int, float]:
-    """Median ms per batch of one float32 model in one runtime, per batch size."""
-    kwargs = dict(batch_sizes=BATCHES, warmup=1, repeats=repeats, threads=threads)
-    if runtime == "tensorflow":
-        result = latency.measure_latency(model, **kwargs)
-    else:
-        result = latency.measure_served_latency(model, runtime, **kwargs)
-    return {batch: r["ms_per_batch"] for batch, r in result.items()}
+def write_models(found: dict, directory: pathlib.Path) -> dict[str, dict[str, str]]:
+    """``{runtime: {name: file}}``: each model as its runtime serves it (batch norm folded).
+
+    Names are the result's: ``"<pair>/<role>/<runtime>"``, and ``"fashion_mnist/<role>/"``
+    :data:`UNFOLDED` for the default pair as trained, in TensorFlow.
+    """
+    files = {runtime: {} for runtime in RUNTIMES}
+    for pair, roles in found.items():
+        for role, model in roles.items():
+            served, stem = serving.as_served(model), directory / f"{pair}_{role}"
+            files["tensorflow"][f"{pair}/{role}/tensorflow"] = _saved(served, stem, "_served.keras")
+            writers.write_litert(served, stem.with_suffix(".tflite"))
+            files["litert"][f"{pair}/{role}/litert"] = str(stem.with_suffix(".tflite"))
+            writers.write_onnx(served, stem.with_suffix(".onnx"))
+            files["onnxruntime"][f"{pair}/{role}/onnxruntime"] = str(stem.with_suffix(".onnx"))
+    for role, model in found["fashion_mnist"].items():
+        stem = directory / f"fashion_mnist_{role}"
+        files["tensorflow"][f"fashion_mnist/{role}/{UNFOLDED}"] = _saved(model, stem, "_trained.keras")
+    return files
+
+
+def _saved(model: keras.Model, stem: pathlib.Path, suffix: str) -> str:
+    path = stem.with_name(stem.name + suffix)
+    model.save(path)
+    return str(path)
+
+
+def runtime_worker(runtime: str, files: dict[str, str], threads: int, shape: list[int]):
+    """In a worker process: ``{"<name>@<batch>": block}`` for every file of one runtime.
+
+    ``info["calls"]`` holds each block's number of model calls, fixed here from one timed call.
+    """
+    info = peer_process.pin_tensorflow(threads) if runtime == "tensorflow" else {}
+    candidates, calls = {}, {}
+    for name, path in files.items():
+        predict = _worker_predictor(runtime, path, threads)
+        for batch in BATCHES:
+            x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
+            for _ in range(3):  # tracing, allocation, caches
+                predict(x)
+            start = time.perf_counter()
+            predict(x)
+            n = min(MAX_CALLS, max(1, math.ceil(BLOCK_S / (time.perf_counter() - start))))
+            candidates[f"{name}@{batch}"] = _block(predict, x, n)
+            calls[f"{name}@{batch}"] = n
+    return candidates, {**info, "calls": calls}
+
+
+def _block(predict, x, n: int):
+    def run():
+        for _ in range(n):
+            predict(x)
+
+    return run
+
+
+def _worker_predictor(runtime: str, path: str, threads: int):
+    if runtime != "tensorflow":
+        return artifact_predictor(pathlib.Path(path), "litert" if runtime == "litert" else "onnx", threads)
+    import tensorflow as tf  # noqa: PLC0415 (in the TensorFlow worker only)
+
+    import fitnets_tf.layers  # noqa: F401, PLC0415 (registers the maxout layers for loading)
+
+    model = keras.saving.load_model(path, safe_mode=True)
+    infer = tf.function(lambda x: model(x, training=False))
+    return lambda x: infer(x).numpy()  # a server copies the result out
 
 
 def artifact_predictor(path: pathlib.Path, fmt: str, threads: int):
@@ -104,33 +172,27 @@ def artifact_predictor(path: pathlib.Path, fmt: str, threads: int):
     return predict
 
 
-def artifact_latency(predict, shape, repeats: int) -> dict[int, float]:
-    """Median ms per batch of ``predict``, as :func:`measure` times the float32 models."""
-    timings = latency.time_calls(predict, None, shape, BATCHES, warmup=1, repeats=repeats)
-    return {batch: t["ms_per_batch"] for batch, t in timings.items()}
-
-
 def accuracy(predict, images: np.ndarray, labels: np.ndarray, batch: int = 500) -> float:
     hits = [np.argmax(predict(images[i : i + batch]), -1) == labels[i : i + batch]
             for i in range(0, len(images), batch)]  # fmt: skip
     return float(np.mean(np.concatenate(hits)))
 
 
-def student_artifacts(student, calibration, directory: pathlib.Path, threads: int) -> dict:
-    """``{variant: predict}`` of the float32 and quantized students; a failure is reported."""
+def student_artifacts(student, calibration, directory: pathlib.Path) -> tuple[dict, dict]:
+    """``{variant: (format, path)}`` of the float32 and quantized students, and the failures."""
     wrapped = serving.build_serving_model(student)
     found, errors = {}, {}
     for fmt, variant in FLOAT32.items():
         path = directory / f"{variant}{writers.SUFFIXES[fmt]}"
         (writers.write_litert if fmt == "litert" else writers.write_onnx)(wrapped, path)
-        found[variant] = artifact_predictor(path, fmt, threads)
+        found[variant] = (fmt, path)
     for variant, (quantization, fmt) in QUANTIZED.items():
         path = directory / f"{variant}{writers.SUFFIXES[fmt]}"
         try:
             # The writers, not export_quantized: every kind is measured, offered or not, and
             # its accuracy is the judge here rather than export's probability check.
             quantize.WRITERS[(quantization, fmt)](wrapped, path, calibration)
-            found[variant] = artifact_predictor(path, fmt, threads)
+            found[variant] = (fmt, path)
         except Exception as err:  # the other variants are still measured
             errors[variant] = f"{type(err).__name__}: {err}"[:300]
     return found, errors
@@ -156,41 +218,30 @@ def test_and_calibration(run: pathlib.Path) -> tuple[np.ndarray, np.ndarray, np.
     return np.asarray(images, "float32"), labels, calibration, mode
 
 
-def interleaved_rounds(candidates: dict, rounds: int) -> dict[str, list[float]]:
-    """Seconds per batch, ``{"name@batch": [one per round]}``, rotating the order each round."""
-    names = list(candidates)
-    times = {f"{name}@{batch}": [] for name in names for batch in BATCHES}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            for batch, ms in candidates[name]().items():
-                times[f"{name}@{batch}"].append(ms / 1000.0)
-    return times
-
-
-def serving_benchmark(*, rounds: int, repeats: int, threads: int, run=RUN) -> dict:
+def serving_benchmark(*, rounds: int, threads: int, run=RUN) -> dict:
     """Goals 3 and 4 (serving); JSON-able, with the load average at start and end."""
     load_start = os.getloadavg()
     found, student_source = pairs(pathlib.Path(run))
     images, labels, calibration, mode = test_and_calibration(pathlib.Path(run))
     student = found["fashion_mnist"]["student"]
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts, errors = student_artifacts(student, calibration, pathlib.Path(tmp), threads)
-        served = {p: {r: serving.as_served(m) for r, m in roles.items()} for p, roles in found.items()}
-        candidates = {
-            f"{pair}/{role}/{runtime}": (lambda m=model, rt=runtime: measure(m, rt, repeats, threads))
-            for pair, roles in served.items() for role, model in roles.items() for runtime in RUNTIMES
-        }  # fmt: skip
-        # What folding batch norm buys TensorFlow: the default pair as trained, not folded.
-        for role, model in found["fashion_mnist"].items():
-            candidates[f"fashion_mnist/{role}/{UNFOLDED}"] = (
-                lambda m=model: measure(m, "tensorflow", repeats, threads))  # fmt: skip
-        shape = tuple(student.inputs[0].shape[1:])
-        for variant, predict in artifacts.items():
-            candidates[f"fashion_mnist/student/{variant}"] = (
-                lambda p=predict: artifact_latency(p, shape, repeats))  # fmt: skip
-        times = interleaved_rounds(candidates, rounds)
+        files = write_models(found, pathlib.Path(tmp))
+        artifacts, errors = student_artifacts(student, calibration, pathlib.Path(tmp))
         accuracies = {"float32": accuracy(lambda x: student(x, training=False), images, labels)}
-        accuracies.update({v: accuracy(p, images, labels) for v, p in artifacts.items()})
+        for variant, (fmt, path) in artifacts.items():
+            accuracies[variant] = accuracy(artifact_predictor(path, fmt, threads), images, labels)
+            runtime = "litert" if fmt == "litert" else "onnxruntime"
+            files[runtime][f"fashion_mnist/student/{variant}"] = str(path)
+        gc.collect()  # the sessions above: no threads of theirs beside the timed workers
+        timed = peer_process.interleaved(
+            [peer_process.Worker(runtime, "bench.serving:runtime_worker",
+                                 {"runtime": runtime, "files": files[runtime], "threads": threads,
+                                  "shape": list(student.inputs[0].shape[1:])},
+                                 env=peer_process.thread_env(threads))
+             for runtime in RUNTIMES],
+            repeats=rounds,
+        )  # fmt: skip
+    times = _per_model_call(timed)
     mults = {pair: {role: models.count_multiplications(m) for role, m in roles.items()}
              for pair, roles in found.items()}  # fmt: skip
     return {
@@ -200,8 +251,9 @@ def serving_benchmark(*, rounds: int, repeats: int, threads: int, run=RUN) -> di
         "calibration_images": len(calibration),
         "test_images": len(images),
         "rounds": rounds,
-        "repeats": repeats,
         "threads": threads,
+        "timing": peer_process.describe(),
+        "calls_per_block": {k: w["calls"] for k, w in timed["workers"].items()},
         "ms_per_batch": timing.summary(times),
         "multiplications": mults,
         "speedup": _speedups(times, mults),
@@ -214,6 +266,16 @@ def serving_benchmark(*, rounds: int, repeats: int, threads: int, run=RUN) -> di
         "quantized": _quantized(times, accuracies, errors),
         "load_average": {"start": load_start, "end": os.getloadavg()},
     }
+
+
+def _per_model_call(timed: dict) -> dict[str, list[float]]:
+    """``{"<name>@<batch>": [seconds per model call, one per round]}`` from the workers' blocks."""
+    times = {}
+    for key, seconds in timed["times"].items():
+        runtime, name = key.split("/", 1)
+        calls = timed["workers"][runtime]["calls"][name]
+        times[name] = [s / calls for s in seconds]
+    return times
 
 
 def _speedups(times, mults) -> dict:
@@ -268,9 +330,11 @@ def markdown(s: dict, ratio) -> list[str]:
     """The README's serving tables; ``ratio`` formats a :func:`bench.timing.ratio` result."""
     load = s["load_average"]
     lines = ["### Serving: student vs teacher in TensorFlow, LiteRT and ONNX Runtime (goal 3)", "",
-             f"Float32, {s['threads']} threads, median ms per batch over {s['rounds']} rounds of "
-             f"{s['repeats']} calls; load average {load['start'][0]:.1f} at start, "
-             f"{load['end'][0]:.1f} at end. Student: {s['student']}; teacher: {s['teacher']}.", "",
+             f"Float32 as exported (batch norm folded), {s['threads']} threads, median ms per batch "
+             f"over {s['rounds']} rounds; each runtime in its own process ({s.get('timing', '')}), "
+             f"a timed call a block of model calls of about {BLOCK_S:g} s; load average "
+             f"{load['start'][0]:.1f} at start, {load['end'][0]:.1f} at end. Student: "
+             f"{s['student']}; teacher: {s['teacher']}.", "",
              "| model | " + " | ".join(f"{rt} b{b}" for b in BATCHES for rt in RUNTIMES) + " |",
              "|---|" + "---|" * len(BATCHES) * len(RUNTIMES)]
     ms = s["ms_per_batch"]
