@@ -8,10 +8,11 @@ batch normalization folded) at batch 1 and 128.
 
 Latency: every model is written once as its runtime serves it (a ``.keras`` file for
 TensorFlow, ``.tflite``, ``.onnx``), and each runtime times its files in a worker process of its
-own (:mod:`bench.peer_process`: alternated rounds, one process at a time, a quiet gap between
-processes). Timed in one process, ONNX Runtime's and LiteRT's idle worker threads slowed
-TensorFlow's next calls by up to 1.5x and made TensorFlow's figures depend on their place in
-the round. A timed call runs a block of model calls lasting about :data:`BLOCK_S` (at least
+own (:mod:`bench.peer_process`), one runtime after the other, in alternated rounds. Timed in one
+process, ONNX Runtime's and LiteRT's idle threads slowed TensorFlow's next calls by up to 1.5x
+and made its figures depend on their place in the round; an idle ONNX Runtime process beside
+the LiteRT one slowed LiteRT's small calls 1.5-2x, and so did two ONNX Runtime sessions in
+one process (:func:`runtime_rounds`). A timed call runs a block of model calls lasting about :data:`BLOCK_S` (at least
 one), the count fixed when the worker starts; a round's figure is the block's time per model
 call, and ratios are taken per round, as in :mod:`bench.timing`. TensorFlow calls the model in
 a ``tf.function`` (``training=False``), LiteRT its interpreter, ONNX Runtime its session with
@@ -233,15 +234,12 @@ def serving_benchmark(*, rounds: int, threads: int, run=RUN) -> dict:
             runtime = "litert" if fmt == "litert" else "onnxruntime"
             files[runtime][f"fashion_mnist/student/{variant}"] = str(path)
         gc.collect()  # the sessions above: no threads of theirs beside the timed workers
-        timed = peer_process.interleaved(
-            [peer_process.Worker(runtime, "bench.serving:runtime_worker",
-                                 {"runtime": runtime, "files": files[runtime], "threads": threads,
-                                  "shape": list(student.inputs[0].shape[1:])},
-                                 env=peer_process.thread_env(threads))
-             for runtime in RUNTIMES],
-            repeats=rounds,
-        )  # fmt: skip
-    times = _per_model_call(timed)
+        shape = list(student.inputs[0].shape[1:])
+        # ONNX Runtime one session per process: an idle session's threads spin beside the next.
+        groups = [(runtime, files[runtime]) for runtime in RUNTIMES if runtime != "onnxruntime"]
+        groups += [("onnxruntime", {name: path}) for name, path in files["onnxruntime"].items()]
+        timed = [runtime_rounds(runtime, group, threads, shape, rounds) for runtime, group in groups]
+    times = {name: t for result in timed for name, t in _per_model_call(result).items()}
     mults = {pair: {role: models.count_multiplications(m) for role, m in roles.items()}
              for pair, roles in found.items()}  # fmt: skip
     return {
@@ -252,8 +250,9 @@ def serving_benchmark(*, rounds: int, threads: int, run=RUN) -> dict:
         "test_images": len(images),
         "rounds": rounds,
         "threads": threads,
-        "timing": peer_process.describe(),
-        "calls_per_block": {k: w["calls"] for k, w in timed["workers"].items()},
+        "timing": "each runtime alone in a worker process, alternated rounds",
+        "calls_per_block": {k: n for r in timed for w in r["workers"].values()
+                            for k, n in w["calls"].items()},  # fmt: skip
         "ms_per_batch": timing.summary(times),
         "multiplications": mults,
         "speedup": _speedups(times, mults),
@@ -266,6 +265,22 @@ def serving_benchmark(*, rounds: int, threads: int, run=RUN) -> dict:
         "quantized": _quantized(times, accuracies, errors),
         "load_average": {"start": load_start, "end": os.getloadavg()},
     }
+
+
+def runtime_rounds(runtime: str, files: dict, threads: int, shape: list[int], rounds: int):
+    """One runtime's files timed in alternated rounds, in a worker process alone on the machine.
+
+    One runtime at a time: an idle ONNX Runtime worker beside the others (its threads spin
+    for work) made LiteRT's batch-1 calls of the students 1.5-2x slower, and quiet gaps
+    between processes did not help; two ONNX Runtime sessions in one process slowed each
+    other's small calls the same way, so each of its files gets a process of its own.
+    Ratios between files of one process are per round; the others pair rounds taken a
+    minute or two apart.
+    """
+    worker = peer_process.Worker(runtime, "bench.serving:runtime_worker",
+                                 {"runtime": runtime, "files": files, "threads": threads,
+                                  "shape": shape}, env=peer_process.thread_env(threads))  # fmt: skip
+    return peer_process.interleaved([worker], repeats=rounds)
 
 
 def _per_model_call(timed: dict) -> dict[str, list[float]]:
@@ -331,7 +346,8 @@ def markdown(s: dict, ratio) -> list[str]:
     load = s["load_average"]
     lines = ["### Serving: student vs teacher in TensorFlow, LiteRT and ONNX Runtime (goal 3)", "",
              f"Float32 as exported (batch norm folded), {s['threads']} threads, median ms per batch "
-             f"over {s['rounds']} rounds; each runtime in its own process ({s.get('timing', '')}), "
+             f"over {s['rounds']} rounds; each runtime alone in a process of its own (ONNX Runtime: "
+             "each model), "
              f"a timed call a block of model calls of about {BLOCK_S:g} s; load average "
              f"{load['start'][0]:.1f} at start, {load['end'][0]:.1f} at end. Student: "
              f"{s['student']}; teacher: {s['teacher']}.", "",
