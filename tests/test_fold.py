@@ -93,3 +93,12 @@ def test_serving_model_is_folded_and_matches_the_student():
     x = _images()
     expected = keras.ops.softmax(student(x, training=False)).numpy()
     np.testing.assert_allclose(served(x)["probabilities"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_shared_batch_norm_is_left_alone():
+    inputs = keras.Input((6, 6, 2))
+    bn = keras.layers.BatchNormalization(name="shared_bn")
+    a = bn(keras.layers.Conv2D(2, 1, name="a")(inputs))
+    b = bn(keras.layers.Conv2D(2, 1, name="b")(inputs))
+    model = keras.Model(inputs, keras.layers.Add()([a, b]))
+    assert fold_batch_norm(model) is model

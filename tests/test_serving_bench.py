@@ -45,7 +45,9 @@ def test_write_models_names_every_runtimes_file_and_the_unfolded_pair(tmp_path):
         )
     assert f"fashion_mnist/student/{serving.UNFOLDED}" in files["tensorflow"]
     served = keras.saving.load_model(files["tensorflow"]["fashion_mnist/student/tensorflow"])
-    trained = keras.saving.load_model(files["tensorflow"][f"fashion_mnist/student/{serving.UNFOLDED}"])
+    trained = keras.saving.load_model(
+        files["tensorflow"][f"fashion_mnist/student/{serving.UNFOLDED}"]
+    )
     kinds = lambda m: {type(layer).__name__ for layer in m.layers}  # noqa: E731
     assert "BatchNormalization" not in kinds(served)  # served as exported: folded
     assert "BatchNormalization" in kinds(trained)

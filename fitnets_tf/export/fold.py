@@ -27,9 +27,9 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     """A copy of ``model`` with each foldable BatchNormalization folded into its producer.
 
     A BatchNormalization folds when it normalises the last axis and its input is the only use
-    of a ``Conv2D`` or ``Dense`` layer with no activation. Anything else (a BatchNormalization
-    after an addition, a shared layer, a model that is not Functional) is left as it is; a
-    model with nothing to fold is returned unchanged.
+    of a ``Conv2D`` (channels last) or ``Dense`` layer with no activation. Anything else (a
+    BatchNormalization after an addition, a shared layer, a model that is not Functional) is
+    left as it is; a model with nothing to fold is returned unchanged.
     """
     pairs = _foldable_pairs(model)
     if not pairs:
@@ -67,14 +67,21 @@ def _foldable_pairs(model: keras.Model) -> dict:
     """``{producer name: its BatchNormalization}`` for every pair that folds."""
     if not isinstance(model, keras.Model) or not isinstance(getattr(model, "inputs", None), list):
         return {}
-    outputs_of = {id(_single(layer, "output")): layer for layer in model.layers}
+    outputs = {layer: _single(layer, "output") for layer in model.layers}
+    outputs_of = {id(out): layer for layer, out in outputs.items() if out is not None}
     pairs = {}
     for bn in model.layers:
-        if not isinstance(bn, keras.layers.BatchNormalization) or not _normalises_last_axis(bn):
+        bn_input = _single(bn, "input")
+        if (
+            not isinstance(bn, keras.layers.BatchNormalization)
+            or bn_input is None
+            or not _normalises_last_axis(bn)
+        ):
             continue
-        producer = outputs_of.get(id(_single(bn, "input")))
+        producer = outputs_of.get(id(bn_input))
         if (
             isinstance(producer, _FOLDABLE)
+            and getattr(producer, "data_format", "channels_last") == "channels_last"
             and producer.activation is keras.activations.linear
             and _readers(model, producer.output) == 1
         ):
@@ -84,6 +91,10 @@ def _foldable_pairs(model: keras.Model) -> dict:
 
 def _single(layer, attribute: str):
     """``layer.input`` or ``layer.output``, or None for a layer called more than once."""
+    # Keras 3 answers `input` with the first call's for a shared layer: count the calls (its
+    # inbound nodes; no public API says how many there are).
+    if len(getattr(layer, "_inbound_nodes", ())) != 1:
+        return None
     try:
         return getattr(layer, attribute)
     except (AttributeError, ValueError):
