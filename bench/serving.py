@@ -11,17 +11,17 @@ TensorFlow, ``.tflite``, ``.onnx``), and each runtime times its files in a worke
 own (:mod:`bench.peer_process`), one runtime after the other, in alternated rounds. Timed in one
 process, ONNX Runtime's and LiteRT's idle threads slowed TensorFlow's next calls by up to 1.5x
 and made its figures depend on their place in the round; an idle ONNX Runtime process beside
-the LiteRT one slowed LiteRT's small calls 1.5-2x, and so did two ONNX Runtime sessions in
-one process (:func:`runtime_rounds`). A timed call runs a block of model calls lasting about :data:`BLOCK_S` (at least
-one), the count fixed when the worker starts; a round's figure is the block's time per model
-call, and ratios are taken per round, as in :mod:`bench.timing`. TensorFlow calls the model in
-a ``tf.function`` (``training=False``), LiteRT its interpreter, ONNX Runtime its session with
-its default spinning workers, each with ``threads`` threads. The quantized students
-(:mod:`fitnets_tf.export.quantize`: LiteRT dynamic-range, LiteRT full int8, ONNX Runtime int8,
-calibrated on the first :data:`~fitnets_tf.export.quantize.CALIBRATION_IMAGES` training images)
-are timed in the same rounds against the float32 student written the same way (with the
-export's softmax); their accuracy is measured on the 10K Fashion-MNIST test images beside the
-float32 student's.
+the LiteRT one slowed LiteRT's small calls 1.5-2x, and so did two ONNX Runtime sessions in one
+process (:func:`runtime_rounds`). A timed call runs a block of model calls lasting about
+:data:`BLOCK_S` (at least one), the count fixed when the worker starts; a round's figure is the
+block's time per model call, and ratios are taken per round, as in :mod:`bench.timing`.
+TensorFlow calls the model in a ``tf.function`` (``training=False``), LiteRT its interpreter,
+ONNX Runtime its session with its default spinning workers, each with ``threads`` threads. The
+quantized students (:mod:`fitnets_tf.export.quantize`: LiteRT dynamic-range, LiteRT full int8,
+ONNX Runtime int8, calibrated on the first :data:`~fitnets_tf.export.quantize.CALIBRATION_IMAGES`
+training images) are timed the same way against the float32 student written the same way (with
+the export's softmax); their accuracy is measured on the 10K Fashion-MNIST test images beside
+the float32 student's.
 """
 
 from __future__ import annotations
