@@ -102,3 +102,13 @@ def test_a_shared_batch_norm_is_left_alone():
     b = bn(keras.layers.Conv2D(2, 1, name="b")(inputs))
     model = keras.Model(inputs, keras.layers.Add()([a, b]))
     assert fold_batch_norm(model) is model
+
+
+def test_a_model_with_a_shared_layer_is_left_alone():
+    # `shared` reads the conv's output in one of its two calls: folding would change what it reads.
+    inputs = keras.Input((6, 6, 2))
+    conv = keras.layers.Conv2D(2, 1, name="conv")(inputs)
+    shared = keras.layers.Conv2D(2, 1, name="shared")
+    outputs = [keras.layers.BatchNormalization()(conv), shared(conv), shared(inputs)]
+    model = keras.Model(inputs, keras.layers.Add()(outputs))
+    assert fold_batch_norm(model) is model

@@ -28,8 +28,9 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
 
     A BatchNormalization folds when it normalises the last axis and its input is the only use
     of a ``Conv2D`` (channels last) or ``Dense`` layer with no activation. Anything else (a
-    BatchNormalization after an addition, a shared layer, a model that is not Functional) is
-    left as it is; a model with nothing to fold is returned unchanged.
+    BatchNormalization after an addition, after an activation) is left as it is; a model with
+    a shared layer (called more than once), one that is not Functional or Sequential, and one
+    with nothing to fold are returned unchanged.
     """
     pairs = _foldable_pairs(model)
     if not pairs:
@@ -67,18 +68,14 @@ def _foldable_pairs(model: keras.Model) -> dict:
     """``{producer name: its BatchNormalization}`` for every pair that folds."""
     if not isinstance(model, keras.Model) or not isinstance(getattr(model, "inputs", None), list):
         return {}
-    outputs = {layer: _single(layer, "output") for layer in model.layers}
-    outputs_of = {id(out): layer for layer, out in outputs.items() if out is not None}
+    if any(_single(layer, "output") is None for layer in model.layers):
+        return {}  # a shared layer: who reads what is no longer one tensor per layer
+    outputs_of = {id(layer.output): layer for layer in model.layers}
     pairs = {}
     for bn in model.layers:
-        bn_input = _single(bn, "input")
-        if (
-            not isinstance(bn, keras.layers.BatchNormalization)
-            or bn_input is None
-            or not _normalises_last_axis(bn)
-        ):
+        if not isinstance(bn, keras.layers.BatchNormalization) or not _normalises_last_axis(bn):
             continue
-        producer = outputs_of.get(id(bn_input))
+        producer = outputs_of.get(id(bn.input))
         if (
             isinstance(producer, _FOLDABLE)
             and getattr(producer, "data_format", "channels_last") == "channels_last"
@@ -111,8 +108,7 @@ def _readers(model: keras.Model, tensor) -> int:
     """How many layers of ``model`` and outputs of it read ``tensor``."""
     readers = 0
     for layer in model.layers:
-        inputs = _single(layer, "input")
-        inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
         readers += sum(x is tensor for x in inputs)
     return readers + sum(out is tensor for out in model.outputs)
 
