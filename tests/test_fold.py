@@ -112,3 +112,13 @@ def test_a_model_with_a_shared_layer_is_left_alone():
     outputs = [keras.layers.BatchNormalization()(conv), shared(conv), shared(inputs)]
     model = keras.Model(inputs, keras.layers.Add()(outputs))
     assert fold_batch_norm(model) is model
+
+
+def test_a_folding_mistake_is_caught_before_anything_is_written(monkeypatch):
+    from fitnets_tf.errors import ExportVerificationError
+    from fitnets_tf.export import fold
+
+    wrong = fold._folded
+    monkeypatch.setattr(fold, "_folded", lambda p, bn: [w * 2 for w in wrong(p, bn)])
+    with pytest.raises(ExportVerificationError, match="Folding batch normalization changed"):
+        fold_batch_norm(_bn_net())

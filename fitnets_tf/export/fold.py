@@ -19,6 +19,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from fitnets_tf.errors import ExportVerificationError
+
 # Layers whose output is a linear function of their kernel's last axis, per channel.
 _FOLDABLE = (keras.layers.Conv2D, keras.layers.Dense)
 
@@ -61,7 +63,30 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
             target.set_weights(_folded(layer, pairs[layer.name]))
         else:
             target.set_weights(layer.get_weights())
+    _check_same_function(model, copy)
     return copy
+
+
+def _check_same_function(model: keras.Model, folded: keras.Model) -> None:
+    """Raises if ``folded`` does not compute ``model``'s function on a random batch.
+
+    Cheap insurance: every export is written from the folded model and verified against it,
+    so a folding mistake would otherwise reach the artifact unnoticed.
+    """
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(model.inputs) != 1 or any(d is None for d in shape):
+        return
+    x = np.random.default_rng(0).normal(size=(2, *shape)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    got = keras.ops.convert_to_numpy(folded(x, training=False))
+    scale = float(np.max(np.abs(expected))) or 1.0
+    if not np.allclose(got, expected, rtol=1e-3, atol=1e-4 * scale):
+        raise ExportVerificationError(
+            f"Folding batch normalization changed {model.name!r}'s outputs (largest difference "
+            f"{float(np.max(np.abs(got - expected))):.3g}, outputs up to {scale:.3g}); nothing "
+            "was exported. This is a fitnets_tf bug: please report it with the model's "
+            "architecture (model.summary())."
+        )
 
 
 def _foldable_pairs(model: keras.Model) -> dict:
