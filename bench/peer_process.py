@@ -97,8 +97,9 @@ def thread_env(threads: int) -> dict:
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         # PyTorch's OpenMP threads sleep at once when idle instead of spinning. Even alone in
-        # its process, spinning cost PyTorch 10-16x (by hand) on the loaded 2 cores (eager student step
-        # 1.5-2.5 s with ACTIVE or the default, 156 ms with PASSIVE; alternated rounds, load 6-7):
+        # its process, spinning cost PyTorch 10-16x (by hand) on the loaded 2 cores (eager
+        # student step 1.5-2.5 s with ACTIVE or the default, 156 ms with PASSIVE; alternated
+        # rounds, load 6-7):
         # a spinning thread holds a core its descheduled partner needs to reach the barrier.
         "OMP_WAIT_POLICY": "PASSIVE",
         # torch.compile compiles in the worker itself: no pool of compile processes left

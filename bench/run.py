@@ -21,8 +21,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Idle OpenMP threads sleep instead of spinning: on a shared machine a spinning pool takes the
 # cores other jobs (and, in one process, the other runtime) need. PyTorch's eager student step
-# ran 10-16x slower (measured by hand) with spinning than with PASSIVE at load 6-7, even alone in its process
-# (bench/peer_process.py sets it for its workers too). Read when torch is imported.
+# ran 10-16x slower (measured by hand) with spinning than with PASSIVE at load 6-7, even alone
+# in its process (bench/peer_process.py sets it for its workers too). Read when torch is
+# imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 
 from bench import peer_process, timing
-from fitnets_tf import builders, data, models
+from fitnets_tf import builders, data, latency, models
 from fitnets_tf.export import quantize, serving, writers
 from fitnets_tf.export.verify import litert_interpreter
 from fitnets_tf.run import io
@@ -58,7 +58,6 @@ GOAL_SHARE = 0.7  # speed-up / multiplication ratio, in at least one runtime
 SLOW_RUNTIME = 2.0  # slowest runtime / best, per model and batch
 UNFOLDED = "tensorflow_bn_unfolded"  # the Keras model as trained, timed in TensorFlow
 BLOCK_S = 0.05  # seconds of model calls per timed call: a batch-1 call alone is ~40 us
-MAX_CALLS = 2000
 
 
 def pairs(run: pathlib.Path) -> tuple[dict, str]:
@@ -119,7 +118,8 @@ def runtime_worker(runtime: str, files: dict[str, str], threads: int, shape: lis
                 predict(x)
             start = time.perf_counter()
             predict(x)
-            n = min(MAX_CALLS, max(1, math.ceil(BLOCK_S / (time.perf_counter() - start))))
+            n = math.ceil(BLOCK_S / (time.perf_counter() - start))
+            n = min(latency.MAX_REPEATS, max(1, n))  # the library's cap on timed calls
             candidates[f"{name}@{batch}"] = _block(predict, x, n)
             calls[f"{name}@{batch}"] = n
     return candidates, {**info, "calls": calls}

@@ -77,8 +77,8 @@ def _pieces_gradient(blocks, out, upstream):
     """``reduce_max``'s gradient over the blocks: upstream / (the number of maximal pieces)
     to each maximal piece, 0 to the others (ties share: 1/2 each of a two-way tie)."""
     if len(blocks) == 2:
-        # The same numbers in 7 elementwise passes instead of 10 (no bool->float casts, one
-        # compare): the weights 0, 1/2, 1 are exact, so each product is bitwise the general
+        # The same numbers in 7 elementwise passes instead of 9 (no compares, no bool->float
+        # casts): the weights 0, 1/2, 1 are exact, so each product is bitwise the general
         # case's. The thin students' layers are mostly two-piece.
         half_sign = ops.sign(blocks[0] - blocks[1]) * 0.5
         weights = (0.5 + half_sign, 0.5 - half_sign)
