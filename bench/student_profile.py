@@ -19,7 +19,11 @@ from fitnets_tf import layers, models
 
 @contextlib.contextmanager
 def reshape_maxout():
-    """Models *traced* inside compute the maxout as ``reduce_max`` over a reshape."""
+    """Models *traced* inside compute the maxout as ``reduce_max`` over a reshape.
+
+    It reads the piece-major kernel as if it were unit-major (another grouping of the same
+    columns): the cost of the former formulation, not the layer's function.
+    """
     conv_call = layers.MaxoutConv2D.call
 
     def call(self, inputs):

@@ -4,18 +4,7 @@ Maxout grouping, used by both layers: the linear part produces ``units * pieces`
 and output unit ``j`` is the maximum of the contiguous group ``[j * pieces, (j + 1) * pieces)``.
 This is the grouping of pylearn2's maxout layers, which the FitNets code used.
 
-How it is computed (not what): both layers reorder their kernel's and bias's columns to
-*piece-major* order at each call (a transpose of a few kilobytes), so that piece ``k`` of every
-unit is the ``k``-th contiguous block of the channels. The forward pass is then a max over the
-pieces axis of a free reshape to ``(..., pieces, units)``. The reshape to ``(..., units,
-pieces)`` + ``reduce_max`` that the grouping suggests is 3-4x slower on CPU once its gradient
-is counted (broadcasting compare/divide over a 5-D tensor), and it was the largest single cost
-of a thin student's training step (``bench/student_profile.py``). The gradient is
-hand-written to be ``reduce_max``'s, ties included (a tie shares the gradient equally), and is
-computed on the channel blocks. A layer's outputs and its kernel's gradient are bitwise those
-of the reshape formulation (pinned in ``tests/test_layers.py``); the bias's gradient and the
-gradient passed to the layer below sum the same terms in another order, so they may differ in
-the last bit.
+The maxout maths and the order the layers hold their columns in: :mod:`fitnets_tf.maxout`.
 """
 
 from __future__ import annotations
@@ -24,6 +13,8 @@ import math
 
 import keras
 from keras import ops
+
+from fitnets_tf.maxout import max_of_pieces, maxout, piece_major, unit_major  # noqa: F401
 
 _PACKAGE = "fitnets_tf"
 
@@ -53,68 +44,6 @@ def _pair(name: str, value) -> tuple[int, int]:
     return value
 
 
-def maxout(z, units: int, pieces: int):
-    """Max over contiguous groups of ``pieces`` channels in the last axis."""
-    shape = ops.shape(z)
-    grouped = ops.reshape(z, (*shape[:-1], units, pieces))
-    return ops.max(grouped, axis=-1)
-
-
-def piece_major(weights, units: int, pieces: int):
-    """``weights``' last axis (``units * pieces`` columns, unit-major) in piece-major order.
-
-    Column ``unit * pieces + k`` moves to ``k * units + unit``. A transpose rather than a
-    gather, so that the gradient stays a dense tensor (a gather's is ``IndexedSlices``,
-    which the optimizers would apply as a sparse update).
-    """
-    shape = ops.shape(weights)[:-1]
-    grouped = ops.reshape(weights, (*shape, units, pieces))
-    axes = list(range(len(shape))) + [len(shape) + 1, len(shape)]
-    return ops.reshape(ops.transpose(grouped, axes), (*shape, units * pieces))
-
-
-def _pieces_gradient(blocks, out, upstream):
-    """``reduce_max``'s gradient over the blocks: upstream / (the number of maximal pieces)
-    to each maximal piece, 0 to the others (ties share: 1/2 each of a two-way tie)."""
-    if len(blocks) == 2:
-        # The same numbers in 7 elementwise passes instead of 9 (no compares, no bool->float
-        # casts): the weights 0, 1/2, 1 are exact, so each product is bitwise the general
-        # case's. The thin students' layers are mostly two-piece.
-        half_sign = ops.sign(blocks[0] - blocks[1]) * 0.5
-        weights = (0.5 + half_sign, 0.5 - half_sign)
-    else:
-        hits = [ops.cast(ops.equal(block, out), upstream.dtype) for block in blocks]
-        count = hits[0]
-        for hit in hits[1:]:
-            count = count + hit
-        weights = [hit / count for hit in hits]
-    return ops.concatenate([weight * upstream for weight in weights], axis=-1)
-
-
-def max_of_pieces(z, pieces: int):
-    """Maxout of a piece-major ``z``: the max over its ``pieces`` equal channel blocks.
-
-    Equals ``maxout`` of the same channels in unit-major order, gradient included.
-    """
-    if pieces == 1:
-        return z
-    shape = ops.shape(z)
-    units = z.shape[-1] // pieces
-
-    @ops.custom_gradient
-    def max_over_blocks(z):
-        # A free reshape to (..., pieces, units) and a max over the pieces axis: one pass over
-        # z, where slicing the channels into blocks first copies all of it (2x slower here).
-        out = ops.max(ops.reshape(z, (*shape[:-1], pieces, units)), axis=-2)
-
-        def grad(*upstream, **_):
-            return _pieces_gradient(ops.split(z, pieces, axis=-1), out, upstream[0])
-
-        return out, grad
-
-    return max_over_blocks(z)
-
-
 def _weight_options_config(layer) -> dict:
     """The serialised initializers and regularizer that both maxout layers take, as Dense does."""
     return dict(
@@ -124,11 +53,56 @@ def _weight_options_config(layer) -> dict:
     )
 
 
+class _PieceMajorInitializer:
+    """Draws the weights as ``initializer`` would in the grouping's (unit-major) order, then
+    reorders them: a seeded layer computes the same function whatever the order it holds."""
+
+    def __init__(self, initializer, units: int, pieces: int):
+        self.initializer, self.units, self.pieces = initializer, units, pieces
+
+    def __call__(self, shape, dtype=None):
+        return piece_major(self.initializer(shape, dtype=dtype), self.units, self.pieces)
+
+
+class _Maxout(keras.layers.Layer):
+    """What both maxout layers share: piece-major weights in memory, unit-major in files."""
+
+    def _maxout_units(self) -> int:
+        raise NotImplementedError
+
+    def _add_maxout_weights(self, kernel_shape, constraint):
+        units, pieces = self._maxout_units(), self.pieces
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(*kernel_shape, units * pieces),
+            initializer=_PieceMajorInitializer(self.kernel_initializer, units, pieces),
+            regularizer=self.kernel_regularizer,
+            constraint=constraint,
+        )
+        self.bias = self.add_weight(
+            name="bias",
+            shape=(units * pieces,),
+            initializer=_PieceMajorInitializer(self.bias_initializer, units, pieces),
+        )
+
+    def save_own_variables(self, store):
+        for i, variable in enumerate((self.kernel, self.bias)):
+            store[str(i)] = ops.convert_to_numpy(
+                unit_major(variable, self._maxout_units(), self.pieces)
+            )
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)  # checks the count and shapes, assigns unit-major
+        for variable in (self.kernel, self.bias):
+            variable.assign(piece_major(variable, self._maxout_units(), self.pieces))
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class MaxoutConv2D(keras.layers.Layer):
+class MaxoutConv2D(_Maxout):
     """2-D convolution followed by maxout over ``pieces`` channels per output filter.
 
-    ``output[..., j] = max_k conv(x, W)[..., j * pieces + k]`` for ``k < pieces``.
+    ``output[..., j] = max_k conv(x, W)[..., j * pieces + k]`` for ``k < pieces``: ``W`` as
+    files hold it; the ``kernel`` and ``bias`` variables hold its columns piece-major.
 
     Args:
         filters: number of output channels (after the max).
@@ -187,16 +161,10 @@ class MaxoutConv2D(keras.layers.Layer):
         constraint = None
         if self.max_norm is not None:
             constraint = keras.constraints.MaxNorm(self.max_norm, axis=[0, 1, 2])
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(*self.kernel_size, in_channels, self.filters * self.pieces),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=constraint,
-        )
-        self.bias = self.add_weight(
-            name="bias", shape=(self.filters * self.pieces,), initializer=self.bias_initializer
-        )
+        self._add_maxout_weights((*self.kernel_size, in_channels), constraint)
+
+    def _maxout_units(self) -> int:
+        return self.filters
 
     def _explicit_padding(self) -> int:
         return self.padding if isinstance(self.padding, int) else 0
@@ -206,10 +174,8 @@ class MaxoutConv2D(keras.layers.Layer):
         if pad:
             inputs = ops.pad(inputs, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
         mode = "same" if self.padding == "same" else "valid"
-        kernel = piece_major(self.kernel, self.filters, self.pieces)
-        z = ops.conv(inputs, kernel, strides=self.strides, padding=mode)
-        z = ops.add(z, piece_major(self.bias, self.filters, self.pieces))
-        return max_of_pieces(z, self.pieces)
+        z = ops.conv(inputs, self.kernel, strides=self.strides, padding=mode)
+        return max_of_pieces(ops.add(z, self.bias), self.pieces)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
@@ -239,10 +205,12 @@ class MaxoutConv2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class MaxoutDense(keras.layers.Layer):
+class MaxoutDense(_Maxout):
     """Fully connected layer followed by maxout over ``pieces`` linear units per output.
 
-    ``output[:, j] = max_k (x @ W + b)[:, j * pieces + k]`` for ``k < pieces``.
+    ``output[:, j] = max_k (x @ W + b)[:, j * pieces + k]`` for ``k < pieces``: ``W`` and
+    ``b`` as files hold them; the ``kernel`` and ``bias`` variables hold their columns
+    piece-major.
 
     Args:
         units: number of outputs (after the max).
@@ -275,22 +243,13 @@ class MaxoutDense(keras.layers.Layer):
         constraint = None
         if self.max_norm is not None:
             constraint = keras.constraints.MaxNorm(self.max_norm, axis=0)
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(input_shape[-1], self.units * self.pieces),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=constraint,
-        )
-        self.bias = self.add_weight(
-            name="bias", shape=(self.units * self.pieces,), initializer=self.bias_initializer
-        )
+        self._add_maxout_weights((input_shape[-1],), constraint)
 
     def call(self, inputs):
-        kernel = piece_major(self.kernel, self.units, self.pieces)
-        bias = piece_major(self.bias, self.units, self.pieces)
-        z = ops.add(ops.matmul(inputs, kernel), bias)
-        return max_of_pieces(z, self.pieces)
+        return max_of_pieces(ops.add(ops.matmul(inputs, self.kernel), self.bias), self.pieces)
+
+    def _maxout_units(self) -> int:
+        return self.units
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)

@@ -5,9 +5,15 @@ import pytest
 from fitnets_tf import layers
 
 
+def _units(layer) -> int:
+    return layer.filters if isinstance(layer, layers.MaxoutConv2D) else layer.units
+
+
 def _set(layer, kernel, bias):
-    layer.kernel.assign(np.asarray(kernel, "float32").reshape(layer.kernel.shape))
-    layer.bias.assign(np.asarray(bias, "float32"))
+    """Sets weights given in the grouping's (unit-major) order, as files hold them."""
+    kernel = np.asarray(kernel, "float32").reshape(layer.kernel.shape)
+    layer.kernel.assign(layers.piece_major(kernel, _units(layer), layer.pieces))
+    layer.bias.assign(layers.piece_major(np.asarray(bias, "float32"), _units(layer), layer.pieces))
 
 
 def test_maxout_conv_hand_computed_one_pixel_kernel():
@@ -38,15 +44,15 @@ def test_maxout_conv_explicit_padding_shape():
 
 def _grouped_reference(layer, x):
     """The layer's maths as the grouping reads: linear part, reshape, reduce_max (TF's gradient)."""
-    z = x if isinstance(layer, layers.MaxoutDense) else None
-    if z is None:
+    units = _units(layer)
+    kernel = layers.unit_major(layer.kernel, units, layer.pieces)
+    bias = layers.unit_major(layer.bias, units, layer.pieces)
+    if isinstance(layer, layers.MaxoutDense):
+        z = keras.ops.matmul(x, kernel) + bias
+    else:
         pad = layer._explicit_padding()
         z = keras.ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]]) if pad else x
-        z = keras.ops.conv(z, layer.kernel, padding="valid") + layer.bias
-        units = layer.filters
-    else:
-        z = keras.ops.matmul(x, layer.kernel) + layer.bias
-        units = layer.units
+        z = keras.ops.conv(z, kernel, padding="valid") + bias
     return layers.maxout(z, units, layer.pieces)
 
 
@@ -137,6 +143,44 @@ def test_saved_model_with_custom_layers_reloads_in_safe_mode(tmp_path):
     loaded = keras.saving.load_model(path, safe_mode=True)
     x = np.random.RandomState(0).rand(2, 9, 9, 2).astype("float32")
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (layers.MaxoutConv2D(2, 2, pieces=3), (None, 4, 4, 2)),
+        (layers.MaxoutDense(3, pieces=2), (None, 5)),
+    ],
+)
+def test_weights_are_piece_major_in_memory_and_unit_major_in_files(layer, shape):
+    layer.build(shape)
+    units, pieces = _units(layer), layer.pieces
+    # Unit-major column j * pieces + k (unit j, piece k) holds 10 j + k.
+    unit, piece = np.divmod(np.arange(units * pieces), pieces)
+    columns = (10 * unit + piece).astype("float32")
+    _set(layer, np.broadcast_to(columns, layer.kernel.shape), columns)
+    piece_major = 10 * np.tile(np.arange(units), pieces) + np.repeat(np.arange(pieces), units)
+    np.testing.assert_array_equal(layer.bias.numpy(), piece_major)
+    store = {}
+    layer.save_own_variables(store)
+    np.testing.assert_array_equal(store["1"], columns)
+    np.testing.assert_array_equal(store["0"], np.broadcast_to(columns, layer.kernel.shape))
+    # A file read back (or one written by a version that held the columns unit-major).
+    clone = layer.__class__.from_config(layer.get_config())
+    clone.build(shape)
+    clone.load_own_variables(store)
+    np.testing.assert_array_equal(clone.kernel.numpy(), layer.kernel.numpy())
+    np.testing.assert_array_equal(clone.bias.numpy(), layer.bias.numpy())
+
+
+def test_a_seeded_layer_draws_its_weights_in_the_groupings_order():
+    # The initializer's draw, in unit-major order, is what the layer computes with: seeded
+    # models compute the functions they computed when the columns were held unit-major.
+    init = keras.initializers.RandomUniform(-1.0, 1.0, seed=3)
+    layer = layers.MaxoutConv2D(3, 2, pieces=2, kernel_initializer=init, bias_initializer=init)
+    layer.build((None, 4, 4, 2))
+    drawn = keras.initializers.RandomUniform(-1.0, 1.0, seed=3)((2, 2, 2, 6))
+    np.testing.assert_array_equal(layers.unit_major(layer.kernel, 3, 2), drawn)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import dropout_model, tiny_model
+from conftest import dropout_model, tiny_data, tiny_model
 
 import fitnets_tf
 from fitnets_tf import config as config_lib
@@ -79,6 +79,35 @@ def test_a_different_configuration_is_refused(tmp_path):
     resume.RunState(tmp_path, {"seed": 0, "kd_epochs": 5}).save()
     with pytest.raises(errors.ConfigMismatchError, match="seed: 0 there, 1 now"):
         resume.RunState(tmp_path, {"seed": 1, "kd_epochs": 5})
+
+
+def _checkpointed_then_marked_old(model, x, y, workdir):
+    """One epoch checkpointed, then the run state edited as a version before the mark wrote it."""
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    state = resume.RunState(workdir, {})
+    checkpoint = resume.StageCheckpoint(state, "teacher", workdir, log=lambda m: None)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[checkpoint])
+    state = resume.RunState(workdir, {})
+    assert state.stage("teacher").pop("maxout_order") == "piece_major"
+    state.save()
+    state = resume.RunState(workdir, {})
+    return resume.StageCheckpoint(state, "teacher", workdir, log=lambda m: None)
+
+
+def test_a_checkpoint_from_before_piece_major_maxout_is_refused(tmp_path):
+    x, y = tiny_data()
+    checkpoint = _checkpointed_then_marked_old(tiny_model("t", 4, 0), x, y, tmp_path / "m")
+    again = tiny_model("t", 4, 0)
+    again.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    with pytest.raises(errors.WorkdirError, match="stage teacher.*new --workdir"):
+        again.fit(x, y, batch_size=16, epochs=2, initial_epoch=1, verbose=0, callbacks=[checkpoint])
+    # Without maxout layers, the order of nothing changed: an old checkpoint resumes.
+    x28 = np.random.RandomState(0).rand(32, 28, 28, 1).astype("float32")
+    checkpoint = _checkpointed_then_marked_old(dropout_model(), x28, y, tmp_path / "plain")
+    again = dropout_model(seed=1)
+    again.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    again.fit(x28, y, batch_size=16, epochs=2, initial_epoch=1, verbose=0, callbacks=[checkpoint])
+    assert resume.RunState(tmp_path / "plain", {}).stage("teacher")["epochs_done"] == 2
 
 
 # ------------------------------------------- interrupted in-process, at chosen moments, resumed

@@ -10,6 +10,14 @@ import keras
 import numpy as np
 
 from fitnets_tf.distiller import Distiller
+from fitnets_tf.errors import WorkdirError
+from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
+
+# The order a stage checkpoint holds maxout columns in, recorded with it. ``tf.train.Checkpoint``
+# saves variables as they are held, and the maxout layers used to hold their columns unit-major
+# and now hold them piece-major (see fitnets_tf.layers): a checkpoint without this mark, restored
+# into them, would silently regroup every unit's pieces.
+MAXOUT_ORDER = "piece_major"
 
 
 def trackables(model: keras.Model) -> dict:
@@ -27,6 +35,30 @@ def trackables(model: keras.Model) -> dict:
     else:
         variables = list(model.variables)
     return {"model": variables, "optimizer": list(model.optimizer.variables)}
+
+
+def _has_maxout(layer) -> bool:
+    if isinstance(layer, (MaxoutConv2D, MaxoutDense)):
+        return True
+    return any(_has_maxout(sub) for sub in getattr(layer, "layers", ()) if sub is not layer)
+
+
+def check_maxout_order(record: dict, model: keras.Model, stage: str) -> None:
+    """Refuses to restore a stage checkpoint whose maxout columns are in another order.
+
+    Stage records are marked when they are made (``RunState.stage``): one without the mark was
+    made, and all its checkpoints written, by a version that held the columns unit-major.
+    """
+    if not (record.get("epochs_done") or record.get("mid_epoch")):
+        return  # nothing to restore
+    if record.get("maxout_order", "unit_major") == MAXOUT_ORDER or not _has_maxout(model):
+        return
+    raise WorkdirError(
+        f"The checkpoint of stage {stage} was written by an earlier fitnets_tf, which held "
+        "maxout weights in another order; this version cannot restore it. Finish the run with "
+        "the version that started it, or start it over in a new --workdir (the stages it has "
+        "finished are saved as .keras files, which load unchanged)."
+    )
 
 
 def seed_states(model: keras.Model) -> list:

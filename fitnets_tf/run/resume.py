@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from fitnets_tf.config import upgrade_fingerprint
 from fitnets_tf.errors import ConfigMismatchError
-from fitnets_tf.run import io, mid_epoch, preemption
+from fitnets_tf.run import contents, io, mid_epoch, preemption
 from fitnets_tf.run.checksums import content_sha256, damaged_file, prefix_digests
 from fitnets_tf.run.contents import (  # noqa: F401  (the seed states: re-exported, as before)
     restore_seed_states,
@@ -63,11 +63,7 @@ def _warn(message: str) -> None:
 def _parse_run_state(text: str) -> dict:
     """The run state in ``text``; ``ValueError`` if it is damaged."""
     data = json.loads(text)
-    if (
-        not isinstance(data, dict)
-        or "config" not in data
-        or not isinstance(data.get("stages"), dict)
-    ):
+    if not (isinstance(data, dict) and isinstance(data.get("stages"), dict) and "config" in data):
         raise ValueError("it is not a run state")
     recorded = data.pop("sha256", None)  # None: written before run states carried one
     if recorded is not None and recorded != content_sha256(data):
@@ -80,8 +76,9 @@ class RunState:
     """The progress of a run, in its ``run_state.json``.
 
     Stages are keyed ``"teacher"`` or ``"<mode>/<stage>"``; each records ``epochs_done``, the
-    ``history`` so far, whether it is ``done``, and per kept checkpoint its files' sha256 and
-    the early-stopping state. Reading it checks the latest checkpoint of every unfinished stage
+    ``history`` so far, whether it is ``done``, the order its checkpoints hold maxout columns in
+    (``contents.MAXOUT_ORDER``), and per kept checkpoint its files' sha256 and the
+    early-stopping state. Reading it checks the latest checkpoint of every unfinished stage
     and falls back as the module docstring says, naming each damaged file through ``warn``.
 
     Args:
@@ -160,7 +157,8 @@ class RunState:
         return bool(self.data["stages"])
 
     def stage(self, key: str) -> dict:
-        return self.data["stages"].setdefault(key, {"epochs_done": 0, "history": {}, "done": False})
+        new = {"epochs_done": 0, "history": {}, "done": False}
+        return self.data["stages"].setdefault(key, {**new, "maxout_order": contents.MAXOUT_ORDER})
 
     def done(self, key: str) -> bool:
         return self.data["stages"].get(key, {}).get("done", False)
@@ -284,6 +282,7 @@ class StageCheckpoint(keras.callbacks.Callback):
             self.files, self.model, trackables(self.model), self.checkpoint_every,
             self.checkpoint_minutes,
         )  # fmt: skip
+        contents.check_maxout_order(record, self.model, self.key)  # before restoring anything
         number = record["epochs_done"]
         mid = record.get("mid_epoch")
         if mid:

@@ -1,0 +1,103 @@
+"""The maxout function over piece-major channels, and the two orders of a maxout's columns.
+
+How it is computed (not what): the maxout layers (:mod:`fitnets_tf.layers`) hold their kernel's
+and bias's columns in *piece-major* order (column ``k * units + j`` is piece ``k`` of unit
+``j``), so that piece ``k`` of every unit is the ``k``-th contiguous block of the channels and
+the forward pass is a max over the pieces axis of a free reshape to ``(..., pieces, units)``.
+The reshape to ``(..., units, pieces)`` + ``reduce_max`` that the grouping suggests is 3-4x
+slower on CPU once its gradient is counted (broadcasting compare/divide over a 5-D tensor), and
+it was the largest single cost of a thin student's training step
+(``bench/student_profile.py``). Holding the columns so, rather than reordering them at each
+call, saves four transposes per layer and train step (kernel and bias, and their gradients
+back). Files keep the grouping's own order: ``.keras`` and ``.weights.h5`` files hold the
+columns unit-major (as pylearn2 did, and as every earlier version of this library wrote them);
+the layers convert on saving and loading. ``get_weights``/``set_weights``, the variables
+themselves and a run's ``tf.train.Checkpoint`` files are piece-major
+(:mod:`fitnets_tf.run.contents` refuses to resume from a checkpoint written before); convert
+with :func:`unit_major` and :func:`piece_major`.
+
+The gradient is hand-written to be ``reduce_max``'s, ties included (a tie shares the gradient
+equally), and is computed on the channel blocks. A layer's outputs and its kernel's gradient
+are bitwise those of the reshape formulation (pinned in ``tests/test_layers.py``); the bias's
+gradient and the gradient passed to the layer below sum the same terms in another order, so
+they may differ in the last bit.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+
+def maxout(z, units: int, pieces: int):
+    """Max over contiguous groups of ``pieces`` channels in the last axis."""
+    shape = ops.shape(z)
+    grouped = ops.reshape(z, (*shape[:-1], units, pieces))
+    return ops.max(grouped, axis=-1)
+
+
+def _regroup(weights, outer: int, inner: int):
+    """``weights``' last axis read as ``(outer, inner)`` and written as ``(inner, outer)``.
+
+    A transpose rather than a gather, so that a gradient through it stays a dense tensor (a
+    gather's is ``IndexedSlices``, which the optimizers would apply as a sparse update).
+    """
+    shape = ops.shape(weights)[:-1]
+    grouped = ops.reshape(weights, (*shape, outer, inner))
+    axes = list(range(len(shape))) + [len(shape) + 1, len(shape)]
+    return ops.reshape(ops.transpose(grouped, axes), (*shape, outer * inner))
+
+
+def piece_major(weights, units: int, pieces: int):
+    """``weights``' last axis (``units * pieces`` columns, unit-major) in piece-major order.
+
+    Column ``unit * pieces + k`` moves to ``k * units + unit``.
+    """
+    return _regroup(weights, units, pieces)
+
+
+def unit_major(weights, units: int, pieces: int):
+    """The inverse of :func:`piece_major`: column ``k * units + unit`` moves to
+    ``unit * pieces + k``, the grouping's own order."""
+    return _regroup(weights, pieces, units)
+
+
+def _pieces_gradient(blocks, out, upstream):
+    """``reduce_max``'s gradient over the blocks: upstream / (the number of maximal pieces)
+    to each maximal piece, 0 to the others (ties share: 1/2 each of a two-way tie)."""
+    if len(blocks) == 2:
+        # The same numbers in 7 elementwise passes instead of 9 (no compares, no bool->float
+        # casts): the weights 0, 1/2, 1 are exact, so each product is bitwise the general
+        # case's. The thin students' layers are mostly two-piece.
+        half_sign = ops.sign(blocks[0] - blocks[1]) * 0.5
+        weights = (0.5 + half_sign, 0.5 - half_sign)
+    else:
+        hits = [ops.cast(ops.equal(block, out), upstream.dtype) for block in blocks]
+        count = hits[0]
+        for hit in hits[1:]:
+            count = count + hit
+        weights = [hit / count for hit in hits]
+    return ops.concatenate([weight * upstream for weight in weights], axis=-1)
+
+
+def max_of_pieces(z, pieces: int):
+    """Maxout of a piece-major ``z``: the max over its ``pieces`` equal channel blocks.
+
+    Equals ``maxout`` of the same channels in unit-major order, gradient included.
+    """
+    if pieces == 1:
+        return z
+    shape = ops.shape(z)
+    units = z.shape[-1] // pieces
+
+    @ops.custom_gradient
+    def max_over_blocks(z):
+        # A free reshape to (..., pieces, units) and a max over the pieces axis: one pass over
+        # z, where slicing the channels into blocks first copies all of it (2x slower here).
+        out = ops.max(ops.reshape(z, (*shape[:-1], pieces, units)), axis=-2)
+
+        def grad(*upstream, **_):
+            return _pieces_gradient(ops.split(z, pieces, axis=-1), out, upstream[0])
+
+        return out, grad
+
+    return max_over_blocks(z)
