@@ -25,7 +25,28 @@ they may differ in the last bit.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 from keras import ops
+
+_BLOCKWISE = contextvars.ContextVar("fitnets_tf_maxout_blockwise", default=False)
+
+
+@contextlib.contextmanager
+def blockwise():
+    """Within it, maxouts are *traced* as an elementwise maximum of their channel blocks.
+
+    For graphs converted to ONNX, and for inference only (a maximum's gradient gives a tie to
+    one piece). tf2onnx runs convolutions in NCHW and keeps NHWC only around ops it cannot
+    convert: the reshape + max of the default formulation costs two full-activation transposes
+    per layer there, the blocks' maximum none. The same values, bit for bit.
+    """
+    token = _BLOCKWISE.set(True)
+    try:
+        yield
+    finally:
+        _BLOCKWISE.reset(token)
 
 
 def maxout(z, units: int, pieces: int):
@@ -86,8 +107,14 @@ def max_of_pieces(z, pieces: int):
     """
     if pieces == 1:
         return z
-    shape = ops.shape(z)
     units = z.shape[-1] // pieces
+    if _BLOCKWISE.get():
+        # Slices, not a split: tf2onnx moves its layout transposes through a Slice only.
+        out = z[..., :units]
+        for k in range(1, pieces):
+            out = ops.maximum(out, z[..., k * units : (k + 1) * units])
+        return out
+    shape = ops.shape(z)
 
     @ops.custom_gradient
     def max_over_blocks(z):

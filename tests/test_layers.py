@@ -91,6 +91,22 @@ def test_maxout_outputs_and_gradients_are_reduce_maxs_ties_included(layer, shape
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+def test_blockwise_maxout_is_the_same_function():
+    tf = pytest.importorskip("tensorflow")
+    from fitnets_tf import maxout
+
+    layer = layers.MaxoutConv2D(3, 2, pieces=3)
+    x = np.random.default_rng(0).normal(size=(2, 5, 5, 2)).astype("float32")
+    x[0] = 0.0  # ties
+    default = layer(x).numpy()
+    with maxout.blockwise():
+        traced = tf.function(lambda t: layer(t)).get_concrete_function(tf.TensorSpec(x.shape))
+    op_types = {op.type for op in traced.graph.get_operations()}
+    assert "Maximum" in op_types and "Max" not in op_types
+    np.testing.assert_array_equal(traced(tf.constant(x)).numpy(), default)
+    assert not maxout._BLOCKWISE.get()  # only within the block
+
+
 def test_maxout_dense_hand_computed():
     layer = layers.MaxoutDense(2, pieces=2)
     layer.build((None, 2))

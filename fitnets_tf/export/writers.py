@@ -8,6 +8,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from fitnets_tf import maxout
 from fitnets_tf.errors import ExportConfigError, RuntimeUnavailableError
 from fitnets_tf.export.serving import INPUT_NAME, OUTPUT_NAME
 
@@ -65,7 +66,9 @@ def write_onnx(model: keras.Model, path: pathlib.Path) -> None:
     )
 
     spec = tf.TensorSpec(model.inputs[0].shape, "float32", name=INPUT_NAME)
-    concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
+    with maxout.blockwise():  # maxouts ONNX Runtime runs in NCHW, with no layout transposes
+        forward = tf.function(lambda images: model(images, training=False))
+        concrete = forward.get_concrete_function(spec)
     frozen = convert_variables_to_constants_v2(concrete)
     (input_name,) = [t.name for t in frozen.inputs]
     (output_name,) = [t.name for t in frozen.outputs]
