@@ -38,9 +38,10 @@ def blockwise():
     """Within it, maxouts are *traced* as an elementwise maximum of their channel blocks.
 
     For graphs converted to ONNX, and for inference only (a maximum's gradient gives a tie to
-    one piece). tf2onnx runs convolutions in NCHW and keeps NHWC only around ops it cannot
-    convert: the reshape + max of the default formulation costs two full-activation transposes
-    per layer there, the blocks' maximum none. The same values, bit for bit.
+    one piece). tf2onnx runs each NHWC convolution in NCHW between two Transposes, which its
+    optimizer then moves through slices and elementwise ops but not through a reshape: the
+    default formulation keeps two transposes of the whole activation per maxout, the blocks'
+    maximum none. The same values, bit for bit.
     """
     token = _BLOCKWISE.set(True)
     try:

@@ -15,7 +15,7 @@ from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
 
 # The order a stage checkpoint holds maxout columns in, recorded with it. ``tf.train.Checkpoint``
 # saves variables as they are held, and the maxout layers used to hold their columns unit-major
-# and now hold them piece-major (see fitnets_tf.layers): a checkpoint without this mark, restored
+# and now hold them piece-major (see fitnets_tf.maxout): a checkpoint without this mark, restored
 # into them, would silently regroup every unit's pieces.
 MAXOUT_ORDER = "piece_major"
 
