@@ -14,7 +14,9 @@ columns unit-major (as pylearn2 did, and as every earlier version of this librar
 the layers convert on saving and loading. ``get_weights``/``set_weights``, the variables
 themselves and a run's ``tf.train.Checkpoint`` files are piece-major
 (:mod:`fitnets_tf.run.contents` refuses to resume from a checkpoint written before); convert
-with :func:`unit_major` and :func:`piece_major`.
+with :func:`unit_major` and :func:`piece_major`. Keras' legacy ``.h5`` model files bypass the
+layers' saving hooks and hold the variables as held: one written by an earlier version loads in
+the wrong order (load it there and save it as ``.keras``).
 
 The gradient is hand-written to be ``reduce_max``'s, ties included (a tie shares the gradient
 equally), and is computed on the channel blocks. A layer's outputs and its kernel's gradient
