@@ -114,6 +114,18 @@ def test_a_model_with_a_shared_layer_is_left_alone():
     assert fold_batch_norm(model) is model
 
 
+def test_a_float32_model_folds_in_float32_under_a_mixed_precision_policy():
+    # The default experiment trains in mixed_bfloat16 and serves float32 copies: the folded
+    # copy must not take the global policy (it did: its Identity layers rounded to bfloat16).
+    model = _bn_net()
+    keras.config.set_dtype_policy("mixed_bfloat16")  # conftest restores float32 afterwards
+    folded = fold_batch_norm(model)
+    computing = [layer for layer in folded.layers if not isinstance(layer, keras.layers.InputLayer)]
+    assert {layer.dtype_policy.compute_dtype for layer in computing} == {"float32"}
+    x = _images()
+    np.testing.assert_allclose(folded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
 def test_a_folding_mistake_is_caught_before_anything_is_written(monkeypatch):
     from fitnets_tf.errors import ExportVerificationError
     from fitnets_tf.export import fold

@@ -44,7 +44,9 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
         if layer.name in pairs:
             return layer.__class__.from_config({**config, "use_bias": True})
         if layer.name in folded_bns:
-            return keras.layers.Identity(name=layer.name)
+            # The BatchNormalization's policy, not the global one: under mixed precision an
+            # Identity of the global policy would round a float32 model's activations.
+            return keras.layers.Identity(name=layer.name, dtype=layer.dtype_policy)
         return layer.__class__.from_config(config)
 
     def call(layer, *args, **kwargs):
