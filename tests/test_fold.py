@@ -124,6 +124,8 @@ def test_a_float32_model_folds_in_float32_under_a_mixed_precision_policy():
     assert {layer.dtype_policy.compute_dtype for layer in computing} == {"float32"}
     x = _images()
     np.testing.assert_allclose(folded(x), model(x), rtol=1e-5, atol=1e-5)
+    # Served twice (the run's latency step folds a served copy again): it still clones.
+    np.testing.assert_allclose(serving.as_served(folded)(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_a_folding_mistake_is_caught_before_anything_is_written(monkeypatch):

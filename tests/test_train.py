@@ -125,6 +125,21 @@ def test_mixed_precision_and_xla_runs_on_cpu(tmp_path, extra):
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in summary["models"])
 
 
+def test_the_default_experiment_cut_short_reaches_its_report(tmp_path):
+    # The README's first command, on 256 images: its shipped BatchNorm teacher, mixed_bfloat16
+    # training and the served float32 copies timed in every runtime. Its report step once
+    # failed after 10 minutes of training (a folded copy took the global mixed policy).
+    proc = train_cli("--flagfile=configs/fashion_mnist.flags", f"--workdir={tmp_path}",
+                     "--mode=fitnet", "--limit=256", "--hints_epochs=1", "--kd_epochs=2",
+                     timeout=400)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "summary.json").read_text())["models"]
+    assert [r["name"] for r in rows] == ["teacher", "fitnet"]
+    assert rows[0]["test_accuracy"] > 0.9  # the shipped teacher, on the 10,000 test images
+    for runtime in ("", "_litert", "_onnxruntime"):
+        assert all(r[f"latency_ms_per_image_batch1{runtime}"] > 0 for r in rows)
+
+
 def test_mirrored_strategy_runs_from_the_command_line(tmp_path):
     # Every stage's optimizer must be made under the strategy that holds the models: an
     # optimizer made outside it stopped the first fit ("Mixing different tf.distribute.Strategy").

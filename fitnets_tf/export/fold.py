@@ -46,7 +46,7 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
         if layer.name in folded_bns:
             # The BatchNormalization's policy, not the global one: under mixed precision an
             # Identity of the global policy would round a float32 model's activations.
-            return keras.layers.Identity(name=layer.name, dtype=layer.dtype_policy)
+            return keras.layers.Identity(name=layer.name, dtype=layer.dtype_policy.name)
         return layer.__class__.from_config(config)
 
     def call(layer, *args, **kwargs):
