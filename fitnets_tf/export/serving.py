@@ -113,7 +113,12 @@ def in_float32(student: keras.Model) -> keras.Model:
     rejects its mixed-type ops and LiteRT needs TensorFlow's Flex delegate. Mixed precision keeps
     the variables in float32, so the copy computes exactly what the student learned.
     """
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in student.layers):
+    # An InputLayer computes nothing; it takes the global policy, so a float32 copy made under a
+    # mixed one would otherwise be copied again at every call.
+    computing = [
+        layer for layer in student.layers if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in computing):
         return student
 
     def float32_layer(layer):
