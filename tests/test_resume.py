@@ -18,7 +18,7 @@ import fitnets_tf
 from fitnets_tf import config as config_lib
 from fitnets_tf import data, errors, experiment, stages
 from fitnets_tf.callbacks import NonFiniteGuard
-from fitnets_tf.run import resume
+from fitnets_tf.run import contents, resume
 from fitnets_tf.run.layout import RunLayout
 
 
@@ -108,6 +108,22 @@ def test_a_checkpoint_from_before_piece_major_maxout_is_refused(tmp_path):
     again.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
     again.fit(x28, y, batch_size=16, epochs=2, initial_epoch=1, verbose=0, callbacks=[checkpoint])
     assert resume.RunState(tmp_path / "plain", {}).stage("teacher")["epochs_done"] == 2
+
+
+def test_an_old_checkpoint_is_judged_by_what_it_holds_not_by_the_frozen_teacher():
+    # A stage record made before piece-major maxouts (no mark) with an epoch to restore.
+    old = {"epochs_done": 1}
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    plain = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(h)))
+    maxout_teacher = tiny_model("teacher", 4, 0)
+    # The teacher is left out of the checkpoint (trackables): its order never mattered.
+    contents.check_maxout_order(old, fitnets_tf.Distiller(maxout_teacher, plain), "kd")
+    with pytest.raises(errors.WorkdirError, match="stage kd"):
+        contents.check_maxout_order(old, fitnets_tf.Distiller(plain, tiny_model("s", 4, 1)), "kd")
+    marked = {"epochs_done": 1, "maxout_order": contents.MAXOUT_ORDER}
+    contents.check_maxout_order(marked, fitnets_tf.Distiller(plain, tiny_model("s", 4, 1)), "kd")
 
 
 # ------------------------------------------- interrupted in-process, at chosen moments, resumed

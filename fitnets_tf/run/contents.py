@@ -51,7 +51,11 @@ def check_maxout_order(record: dict, model: keras.Model, stage: str) -> None:
     """
     if not (record.get("epochs_done") or record.get("mid_epoch")):
         return  # nothing to restore
-    if record.get("maxout_order", "unit_major") == MAXOUT_ORDER or not _has_maxout(model):
+    if record.get("maxout_order", "unit_major") == MAXOUT_ORDER:
+        return
+    # What the checkpoint holds (see trackables): a Distiller's frozen teacher is not in it.
+    saved = [model.student, *model.regressors] if isinstance(model, Distiller) else [model]
+    if not any(_has_maxout(part) for part in saved):
         return
     raise WorkdirError(
         f"The checkpoint of stage {stage} was written by an earlier fitnets_tf, which held "
