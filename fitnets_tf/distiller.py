@@ -31,6 +31,7 @@ from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     tap,
     valid_names,
 )
+from fitnets_tf.models.sources import without_softmax
 
 PHASES = ("hints", "kd")
 # Keys of precomputed teacher outputs fed with the images (fitnets_tf.teacher_cache).
@@ -61,6 +62,28 @@ def _positive(name: str, value: float, allow_zero: bool = False) -> float:
     return float(value)
 
 
+def _logits_of(model: keras.Model, role: str) -> keras.Model:
+    logits = without_softmax(model)
+    if logits is not model:
+        print(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
+    return logits
+
+
+def _check_classes(teacher: keras.Model, student: keras.Model) -> None:
+    """Both give the same number of classes (known for Functional models; a subclassed one's
+    is known once it is called, and a mismatch then fails in the first step)."""
+    try:
+        classes = teacher.outputs[0].shape[-1], student.outputs[0].shape[-1]
+    except (AttributeError, ValueError, IndexError):
+        return
+    if None not in classes and classes[0] != classes[1]:
+        raise ConfigError(
+            f"The teacher {teacher.name!r} gives {classes[0]} classes and the student "
+            f"{student.name!r} {classes[1]}: distillation matches their class probabilities. "
+            f"Build the student with {classes[0]} outputs."
+        )
+
+
 def _as_list(outputs) -> list:
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
@@ -86,7 +109,10 @@ class Distiller(keras.Model):
     Args:
         teacher: trained Functional ``keras.Model`` returning logits; frozen here and always
             called with ``training=False``.
-        student: Functional ``keras.Model`` returning logits.
+        student: Functional ``keras.Model`` returning logits, as many as the teacher's. A
+            final softmax of either is left out (and said so): the soft targets are computed
+            from logits, at temperature τ (:attr:`teacher`/:attr:`student` are then models
+            sharing the given ones' layers up to it).
         hint_layer: name of the teacher layer whose output guides the student (stage 1).
         guided_layer: name of the student layer that learns to predict the hint through the
             regressor. Both are needed for ``phase="hints"`` only.
@@ -131,6 +157,8 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        teacher, student = _logits_of(teacher, "teacher"), _logits_of(student, "student")
+        _check_classes(teacher, student)
         self.teacher = teacher
         self.student = student
         self.hints, self.auto_pair = resolve_pairs(

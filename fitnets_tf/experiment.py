@@ -389,7 +389,7 @@ class Experiment:
         first = hints["pairs"][0] if hints else {}  # one pair's fields, as before several pairs
         return {
             "dataset": c.data.dataset,
-            "teacher": c.models.teacher,
+            "teacher": c.models.teacher_path or c.models.teacher,  # the one used
             "student": c.models.student,
             "hint_layer": first.get("hint_layer"),
             "guided_layer": first.get("guided_layer"),

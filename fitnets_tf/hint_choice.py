@@ -13,7 +13,7 @@ import keras
 
 from fitnets_tf import regressor as regressor_lib
 from fitnets_tf.errors import HintShapeError
-from fitnets_tf.hint_path import check_functional, valid_names
+from fitnets_tf.hint_path import check_functional, make_regressors, pair_name, valid_names
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
 from fitnets_tf.reporting.tables import format_table
 
@@ -34,14 +34,18 @@ class AutoPair:
 # with whatever follows it (pooling, normalisation, activation) up to the next one.
 _WEIGHT_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
                   keras.layers.Dense, MaxoutConv2D, MaxoutDense)  # fmt: skip
+# Layers a block's output passes through unchanged or only framed (MobileNet pads before each
+# strided depthwise convolution): the hint is the map before them.
+_PASS_THROUGH = (keras.layers.Dropout, keras.layers.ZeroPadding2D)
 
 
 def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The outputs of the model's blocks that are feature maps ``(N, H, W, C)``, input to output.
 
     A block ends where every path from the input passes (a residual block's sum, not a layer
-    inside it) just before the next conv or dense layer; dropout is skipped (a hint is taken
-    before it). For the paper's maxout nets these are its layers: ``pool{i}`` or ``conv{i}``.
+    inside it) just before the next conv or dense layer; dropout and zero padding are skipped
+    (a hint is taken before them). For the paper's maxout nets these are its layers:
+    ``pool{i}`` or ``conv{i}``.
     """
     check_functional(model, "model")
     order = {id(layer): i for i, layer in enumerate(model.layers)}
@@ -53,7 +57,7 @@ def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
             out.append(last)
             last = None
         cut = not any(u < i < v for u, v in crossing)
-        if cut and _is_feature_map(layer) and not isinstance(layer, keras.layers.Dropout):
+        if cut and _is_feature_map(layer) and not isinstance(layer, _PASS_THROUGH):
             last = layer if not isinstance(layer, keras.layers.InputLayer) else None
     if last is not None:
         out.append(last)
@@ -141,15 +145,24 @@ def _output_shape(layer) -> tuple | None:
         return None
 
 
-def describe_models(teacher: keras.Model, student: keras.Model) -> str:
-    """What choosing pairs by hand needs: both models' layers and what :func:`auto_pair` picks."""
+def describe_models(teacher: keras.Model, student: keras.Model, pairs=(), regressor="auto") -> str:
+    """What choosing pairs by hand needs: both models' layers and what :func:`auto_pair` picks.
+
+    ``pairs`` given (hint, guided) are checked as a run checks them (an unknown layer or a
+    pair no ``regressor`` maps raises the run's error) and listed first.
+    """
     parts = []
     for role, model in (("teacher", teacher), ("student", student)):
         parts += [f"{role} {model.name!r}:", describe_layers(model), ""]
+    given = isinstance(pairs, (list, tuple)) and len(pairs) > 0
+    if given:
+        make_regressors(teacher, student, pairs, regressor)
+        parts.append(f"hints: {', '.join(pair_name(*pair) for pair in pairs)} (checked: each "
+                     "regressor maps its guided layer onto its hint).")  # fmt: skip
     try:
         chosen = auto_pair(teacher, student)
-        parts.append(f"hints=auto chooses {chosen.hint_layer}:{chosen.guided_layer} "
-                     f"({chosen.reason}).")  # fmt: skip
+        parts.append(f"hints=auto {'would choose' if given else 'chooses'} "
+                     f"{chosen.hint_layer}:{chosen.guided_layer} ({chosen.reason}).")  # fmt: skip
     except HintShapeError as e:
         parts.append(f"hints=auto cannot choose a pair: {e}")
     parts.append("* marks a block's feature map: a hint (teacher) or guided (student) candidate.")

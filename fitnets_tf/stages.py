@@ -213,10 +213,10 @@ def fit_labels(
     restored, as :class:`~fitnets_tf.run.resume.StageCheckpoint` does; ``initial_step``
     resumes it after that many steps of its epoch ``initial_epoch`` (a mid-epoch checkpoint).
     """
+    compile_kwargs.setdefault("metrics", ["accuracy"])
     model.compile(
         optimizer=_stage_optimizer(hparams, train, epochs, steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
         **compile_kwargs,
     )
     return _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose, initial_step)
@@ -241,6 +241,7 @@ def fit_hints(
     Stage 1's learning rate and schedule (``hparams.stage_one()``) are used.
     """
     optimizer = _stage_optimizer(hparams.stage_one(), train, epochs, steps_per_epoch)
+    compile_kwargs.pop("metrics", None)  # of the class outputs, which stage 1 does not train
     distiller.compile(optimizer=optimizer, phase="hints", **compile_kwargs)
     return _fit(distiller, train, validation, epochs, initial_epoch, callbacks, verbose,
                 initial_step)
@@ -262,7 +263,8 @@ def fit_kd(
 ) -> keras.callbacks.History:
     """Stage 2: the whole student on ``H(y, P_S) + λ·H(P_T^τ, P_S^τ)`` with λ annealed."""
     optimizer = _stage_optimizer(hparams, train, epochs, steps_per_epoch)
-    distiller.compile(optimizer=optimizer, phase="kd", metrics=["accuracy"], **compile_kwargs)
+    compile_kwargs.setdefault("metrics", ["accuracy"])
+    distiller.compile(optimizer=optimizer, phase="kd", **compile_kwargs)
     return _fit(
         distiller,
         train,
@@ -340,7 +342,8 @@ def train_student(
     and schedule; ``steps_per_epoch`` is passed to every ``fit_*``. ``hints`` and
     ``hint_weights`` (several pairs, or ``"auto"``; see :class:`~fitnets_tf.Distiller`) replace
     ``hint_layer`` and ``guided_layer``; ``stagewise_labels`` trains up to the deepest guided
-    layer.
+    layer. ``compile_kwargs`` go to every stage's ``compile``; ``metrics`` (default: accuracy)
+    to the stages that train the class outputs.
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")

@@ -309,8 +309,9 @@ def cache_for_run(teacher: keras.Model, datasets: data_lib.Datasets,
     start = time.perf_counter()
     n = datasets.num_train_examples
     if hint_layer is not None and datasets.augmenting:
-        log("teacher cache: logits of each image and its mirror image; the hint depends on "
-            "each crop, stage 1 computes it live.")  # fmt: skip
+        mirror = " and its mirror image" if datasets.augmentation["flip"] else ""
+        log(f"teacher cache: logits of each image{mirror}; the hint depends on each crop, "
+            "stage 1 computes it live.")  # fmt: skip
         hint_layer = None
     elif hint_layer is not None and hint_bytes(teacher, hint_layer, n) > MAX_CACHED_HINT_BYTES:
         size = hint_bytes(teacher, hint_layer, n) / 2**30

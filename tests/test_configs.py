@@ -70,3 +70,33 @@ def test_the_default_experiment_is_its_flagfile_and_the_base_of_a_bare_command(p
     bare = flag_lib.config_from_flags(base=config_lib.DEFAULT)
     assert bare.schedule.kd_epochs == 3 and bare.models.student == "thin_cnn"
     assert flag_lib.config_from_flags().models.student == "mnist_fitnet"  # the flags' default
+
+
+def test_naming_other_models_without_a_flagfile_drops_what_belongs_to_the_defaults():
+    from fitnets_tf import config as config_lib
+
+    def bare(*args):
+        flags.FLAGS.unparse_flags()
+        argv = ["train", *args]
+        flags.FLAGS(argv)
+        return flag_lib.config_from_command_line(argv)
+
+    default = config_lib.DEFAULT.models
+    assert default.teacher_path and default.hints
+    assert "teacher" not in config_lib.DEFAULT.runtime.stages
+    mine = bare("--teacher=mine.keras", "--student=student.keras", "--kd_epochs=3")
+    # Its shipped teacher, the stages that skip training one and its layer names go; the
+    # recipe stays.
+    assert mine.models.teacher_path is None and mine.models.hints is None
+    assert mine.runtime.stages == config_lib.FLAG_DEFAULTS.runtime.stages
+    assert mine.schedule.optimizer == "sgd" and mine.schedule.kd_epochs == 3
+    # The one-pair form is no longer "both forms" because of the default's pair.
+    one = bare("--teacher=mine.keras", "--hint_layer=t_pool2", "--guided_layer=s_pool2")
+    assert one.models.hints is None and one.models.hint_layer == "t_pool2"
+    # Given options stay as given; a trained teacher by path keeps the stages (none trains it).
+    kept = bare("--teacher_path=mine.keras", "--hints=auto")
+    assert kept.models.hints == ("auto",)
+    assert kept.runtime.stages == config_lib.DEFAULT.runtime.stages
+    assert bare("--student=s.keras").models.teacher_path == default.teacher_path
+    assert bare("--kd_epochs=3").models == default
+    flags.FLAGS.unparse_flags()

@@ -347,6 +347,8 @@ NPZ_CASES = {  # case: (arrays replacing the good ones, None: removed), expected
     "negative label": (dict(y_test=-np.ones(10, int)), "y_test holds the negative label -1"),
     "non-integer label": (dict(y_train=np.full(30, 1.5)), "y_train holds 1.5, not a class"),
     "label out of range": (dict(y_test=np.full(10, 4)), "y_test holds the label 4, out of"),
+    "a stray label": (dict(y_train=np.r_[7, np.arange(1, 30) % 4]),
+                      r"up to 7 \(so 8 classes\), but 4, 5, 6 never occur.*at index 0"),
     "one-hot labels": (dict(y_train=np.eye(4)[np.arange(30) % 4]), r"y_train has shape \(30, 4\)"),
     "lengths differ": (dict(y_train=np.zeros(29, int)), "x_train has 30 images but y_train has 29"),
     "wrong rank": (dict(x_train=np.zeros((30, 64), np.uint8)), r"x_train has shape \(30, 64\)"),

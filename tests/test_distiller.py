@@ -5,6 +5,7 @@ from conftest import tiny_data, tiny_dataset, tiny_model
 
 import fitnets_tf
 from fitnets_tf import layers, losses
+from fitnets_tf.errors import ConfigError
 from fitnets_tf.regressor import HintShapeError
 
 
@@ -107,6 +108,29 @@ def test_kd_loss_is_the_real_total(teacher, student):
     np.testing.assert_allclose(logs["loss"], ce + 3.0 * kd, rtol=1e-5)
     assert set(logs) == {"loss", "ce_loss", "kd_loss", "accuracy"}  # λ, τ: training logs only
 
+
+
+def _with_softmax(model):
+    return keras.Model(model.inputs, keras.layers.Softmax(name="probs")(model.output), name="p")
+
+
+def test_a_final_softmax_is_left_out_so_kd_reads_logits(teacher, student, capsys):
+    d = fitnets_tf.Distiller(_with_softmax(teacher), _with_softmax(student), temperature=2.0)
+    out = capsys.readouterr().out
+    assert "teacher 'p' ends in a softmax" in out and "student 'p' ends in a softmax" in out
+    d.compile(optimizer="sgd", phase="kd")
+    x, y = tiny_data(16)
+    logs = d.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    # The same losses as the models without their softmax (the layers are shared).
+    kd = np.mean(losses.kd_loss(teacher(x), student(x), 2.0))
+    np.testing.assert_allclose(logs["kd_loss"], kd, rtol=1e-5)
+    np.testing.assert_allclose(d.student(x), student(x))
+
+
+def test_teacher_and_student_of_other_class_counts_are_refused(teacher):
+    five = tiny_model("student", width=4, seed=1, classes=5)
+    with pytest.raises(ConfigError, match="gives 3 classes and the student 'student' 5"):
+        fitnets_tf.Distiller(teacher, five)
 
 def test_tau_squared_scales_the_soft_term(teacher, student):
     x, y = tiny_data(16)

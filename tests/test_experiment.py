@@ -119,8 +119,9 @@ def test_a_teacher_at_chance_is_reported_before_it_teaches(tmp_path):
                                 keras.layers.Dense(10, kernel_initializer="zeros")])  # fmt: skip
     teacher.save(tmp_path / "teacher.keras")  # every prediction is class 0: accuracy ~ 1/10
     lines = []
-    experiment.run(SMOKE.with_values(teacher_path=str(tmp_path / "teacher.keras")),
-                   tmp_path / "run", log=lambda line: lines.append(str(line)))  # fmt: skip
+    run = SMOKE.with_values(teacher_path=str(tmp_path / "teacher.keras"))
+    summary = experiment.run(run, tmp_path / "run", log=lambda line: lines.append(str(line)))
+    assert summary["teacher"] == str(tmp_path / "teacher.keras")  # the one used, not --teacher
     accuracy = [line for line in lines if line.startswith("teacher: validation accuracy")]
     assert len(accuracy) == 1 and "(chance 0.1000)" in accuracy[0]
     assert any(line.startswith("warning: the teacher is near chance") for line in lines)

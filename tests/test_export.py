@@ -399,6 +399,26 @@ def test_cli_exports_and_prints_sizes_and_latency(tmp_path):
         assert {line.split()[1] for line in lines if line.startswith(model + " ")} == {"1", "128"}
 
 
+
+def test_the_teacher_to_time_is_the_runs_or_the_one_it_loaded(tmp_path):
+    run = tmp_path / "run"
+    make_run(run)
+    elsewhere = tmp_path / "mine.keras"
+    make_student(filters=6, name="outside").save(elsewhere)
+    (run / "flags.txt").write_text("--teacher=mnist_teacher\n")  # an architecture, trained
+    assert export.serving.load_runs_teacher(run) is None  # ... and its file is gone
+    (run / "flags.txt").write_text(f"--teacher_path={elsewhere}\n--teacher=mnist_teacher\n")
+    assert export.serving.load_runs_teacher(run).name == "outside"
+    (run / "flags.txt").write_text(f"--teacher={elsewhere}\n")  # the same thing, said so
+    assert export.serving.load_runs_teacher(run).name == "outside"
+    (run / "flags.txt").write_text(f"--teacher_path={tmp_path / 'moved.keras'}\n")
+    notes = []
+    assert export.serving.load_runs_teacher(run, log=notes.append) is None
+    assert len(notes) == 1 and "teacher is left out" in notes[0] and "moved.keras" in notes[0]
+    (run / "teacher").mkdir()
+    make_student(filters=8, name="own").save(run / "teacher" / "teacher.keras")
+    assert export.serving.load_runs_teacher(run).name == "own"  # the one it trained first
+
 def test_artifact_that_does_not_match_is_not_published(tmp_path, monkeypatch):
     def write_another_student(model, path):
         keras.utils.set_random_seed(7)

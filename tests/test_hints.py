@@ -132,6 +132,19 @@ def test_auto_pair_is_the_middle_of_each_network(teacher, student, pair):
     assert "middle" in chosen.reason and pair[0] in chosen.reason
 
 
+
+def test_a_block_ends_before_the_padding_of_the_next_one():
+    # MobileNet's layout: each strided depthwise convolution is preceded by a ZeroPadding2D.
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inputs)
+    h = keras.layers.ReLU(name="r1")(h)
+    h = keras.layers.ZeroPadding2D(1, name="pad")(h)
+    h = keras.layers.DepthwiseConv2D(3, strides=2, name="dw")(h)
+    h = keras.layers.ReLU(name="r2")(h)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    assert [layer.name for layer in hint_choice.feature_layers(model)] == ["r1", "r2"]
+
 def test_distiller_with_auto_hints_records_and_prints_its_choice(capsys):
     teacher = models.build("mnist_teacher", input_shape=(28, 28, 1), num_classes=10)
     student = models.build("mnist_fitnet", input_shape=(28, 28, 1), num_classes=10)

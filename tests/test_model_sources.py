@@ -122,6 +122,28 @@ def test_teacher_file_keeps_its_weights_and_loses_its_softmax(tmp_path):
     assert loaded.layers[-1].activation is keras.activations.linear
 
 
+def test_files_whose_input_and_output_are_one_element_lists_work(tmp_path):
+    # `keras.Model([x], [y])` and `keras.Model(other.inputs, ...)` are common ways to build one;
+    # a Sequential model is one too.
+    sequential = keras.Sequential(_tiny_student().layers[1:], name="my_student")
+    sequential.build((None, 28, 28, 1))
+    for role, model in (("teacher", _tiny_teacher()), ("student", _tiny_student()),
+                        ("sequential", sequential)):  # fmt: skip
+        nested = model if role == "sequential" else keras.Model(
+            [model.inputs[0]], [model.outputs[0]], name=model.name)  # fmt: skip
+        nested.save(tmp_path / f"{role}.keras")
+        got = sources.resolve(str(tmp_path / f"{role}.keras"), (28, 28, 1), 10, seed=0,
+                              keep_weights=role == "teacher", role=role)  # fmt: skip
+        if role != "sequential":  # (whose `input` is only defined once it is called)
+            assert isinstance(got.input, keras.KerasTensor)
+            assert isinstance(got.output, keras.KerasTensor)
+        assert [layer.name for layer in got.layers] == [layer.name for layer in model.layers]
+        x = np.zeros((2, 28, 28, 1), "float32")
+        assert got(x).shape == (2, 10)
+        if role == "teacher":
+            np.testing.assert_array_equal(got(x), model(x))
+
+
 def test_a_model_for_other_images_is_refused(model_files):
     with pytest.raises(DataError, match=r"teacher takes images of shape 28x28x1 but the data's "
                        r"are 32x32x3"):  # fmt: skip
@@ -198,6 +220,17 @@ def test_list_layers_prints_both_models_and_the_auto_choice_and_writes_nothing(m
     assert re.search(r"\*\s+s_pool2\s+MaxPooling2D\s+\(12, 12, 4\)", out)
     assert re.search(r"^\s+t_conv2\s+Conv2D\s+\(11, 11, 8\)", out, re.MULTILINE)  # not marked
     assert "hints=auto chooses t_pool2:s_pool2" in out
+    assert not workdir.exists()
+    # Pairs given are checked as the run checks them, and listed.
+    given = train_cli(SMOKE, f"--workdir={workdir}", f"--teacher={teacher}",
+                      f"--student={student}", "--hints=t_pool1:s_conv1,t_pool2:s_pool2",
+                      "--list_layers", timeout=120)  # fmt: skip
+    assert given.returncode == 0, given.stderr[-3000:]
+    assert "hints: t_pool1:s_conv1, t_pool2:s_pool2 (checked" in given.stdout
+    assert "hints=auto would choose t_pool2:s_pool2" in given.stdout
+    wrong = train_cli(SMOKE, f"--teacher={teacher}", f"--student={student}",
+                      "--hints=t_poolX:s_pool2", "--list_layers", timeout=120)  # fmt: skip
+    assert wrong.returncode == 1 and "Unknown hint_layer 't_poolX'" in wrong.stderr
     assert not workdir.exists()
 
 

@@ -91,6 +91,11 @@ def test_cli_quantize(tmp_path):
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "export" / "student_dynamic.tflite").is_file()
+    named = tmp_path / "elsewhere" / "q.tflite"
+    done = subprocess.run([*base, "--format=litert", "--quantize=dynamic", f"--output={named}"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert named.is_file()
 
 
 def synthetic_run(tmp_path, flags="--dataset=synthetic\n--validation_size=16\n--noretrain_on_all\n"):

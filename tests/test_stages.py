@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 from conftest import tiny_dataset, tiny_model
@@ -27,6 +28,18 @@ def test_every_mode_runs_its_stages(mode, mode_stages):
     if mode_stages[-1] == "kd":
         np.testing.assert_allclose(last["kd_lambda"], [4.0, 4.0, 1.0])  # hold 1, then decay
 
+
+
+@pytest.mark.parametrize("mode", ["fitnet", "scratch"])
+def test_metrics_of_ones_own_replace_accuracy_where_class_outputs_train(mode):
+    top2 = keras.metrics.SparseTopKCategoricalAccuracy(2, name="top2")
+    histories = stages.train_student(
+        mode, tiny_model("teacher", 6, 0), tiny_model("student", 4, 1), tiny_dataset(),
+        hparams=HP, hint_layer="pool1", guided_layer="pool1", hints_epochs=1, kd_epochs=1,
+        verbose=0, metrics=[top2],
+    )  # fmt: skip
+    last = list(histories.values())[-1].history
+    assert "top2" in last and "accuracy" not in last
 
 def test_stagewise_labels_stage_one_trains_only_up_to_the_guided_layer():
     student = tiny_model("student", 4, 1)

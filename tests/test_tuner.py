@@ -422,6 +422,27 @@ def test_smoke_search_writes_trials_results_plot_and_best_flags(smoke):
     assert config.models.teacher_path.endswith("stage1/teacher/teacher.keras")
 
 
+
+def test_best_flags_of_a_teacher_given_as_a_file_name_it_once(tmp_path):
+    teacher = tmp_path / "mine.keras"
+    tiny_model("teacher", width=4, seed=0).save(teacher)
+    best = {"kd_lambda": 2.5, "temperature": 3.5, "trial_id": "00", "val_accuracy": 0.5,
+            "best_epoch": 1, "epochs": 1}  # fmt: skip
+    for config, teacher_path in (
+        (config_lib.ExperimentConfig().with_values(teacher=str(teacher)), str(teacher)),
+        (config_lib.ExperimentConfig(), str(teacher)),  # an architecture trained by stage 1
+    ):
+        text = tune.best_flagfile(config, best, teacher_path, tmp_path, tmp_path / "best")
+        flags.FLAGS.unparse_flags()
+        try:
+            flags.FLAGS(["train", *[line for line in text.splitlines() if line.startswith("--")]])
+            parsed = flag_lib.config_from_flags()
+        finally:
+            flags.FLAGS.unparse_flags()
+        parsed.validate()  # --teacher=FILE beside --teacher_path=FILE would be refused
+        assert str(teacher) in (parsed.models.teacher, parsed.models.teacher_path)
+        assert parsed.schedule.kd_lambda == 2.5
+
 @pytest.mark.slow  # a whole train run; the default suite parses and validates best.flags above
 def test_best_flags_trains_with_fitnets_tf_train(smoke, tmp_path):
     workdir, _ = smoke

@@ -41,8 +41,9 @@ flags.DEFINE_enum(
 flags.DEFINE_bool(
     "latency", True, "Also time the student, and the teacher if there is one, on this CPU."
 )
-flags.DEFINE_string("teacher", None, "Teacher .keras for the latency table; defaults to "
-                    "WORKDIR/teacher/teacher.keras.")  # fmt: skip
+flags.DEFINE_string("teacher", None, "Teacher .keras for the latency table; defaults to the "
+                    "run's (WORKDIR/teacher/teacher.keras, or the one its flags.txt "
+                    "loaded).")  # fmt: skip
 flags.DEFINE_integer("latency_repeats", 15, "Timed calls per batch size.", lower_bound=1)
 flags.DEFINE_integer("threads", None, "TensorFlow intra-op threads for the timing (default: all "
                      "cores).", lower_bound=1)  # fmt: skip
@@ -75,14 +76,11 @@ def _locked(workdir: pathlib.Path):
 
 
 def _timed_models(workdir: pathlib.Path, teacher: str | None) -> dict:
-    from fitnets_tf.run.layout import RunLayout
-
-    # An explicit --teacher must exist; the run's is optional, as a run that reused a trained
-    # teacher may not hold one. A teacher.keras put beside the student by hand is timed too.
-    in_run = [RunLayout(workdir).teacher, workdir / "teacher.keras"]
-    candidates = [pathlib.Path(teacher)] if teacher else in_run
-    path = next((p for p in candidates if p.is_file()), candidates[0] if teacher else None)
-    models = {} if path is None else {"teacher": export.serving.load_keras(path, "teacher")}
+    models = {}
+    if teacher:  # an explicit --teacher must exist
+        models["teacher"] = export.serving.load_keras(pathlib.Path(teacher), "teacher")
+    elif (found := export.serving.load_runs_teacher(workdir, log=print)) is not None:
+        models["teacher"] = found
     models["student"] = export.load_run(workdir)[0]
     return models
 
@@ -104,7 +102,9 @@ def _export_quantized(workdir: pathlib.Path) -> pathlib.Path:
     if FLAGS.include_preprocessing and preprocessor is None:  # the library's own message
         export.serving.resolve_preprocessor("auto", None, workdir)
     default = export.default_output(workdir, FLAGS.format, FLAGS.include_preprocessing)
-    output = FLAGS.output or default.with_name(f"{default.stem}_{FLAGS.quantize}{default.suffix}")
+    output = pathlib.Path(FLAGS.output) if FLAGS.output else default.with_name(
+        f"{default.stem}_{FLAGS.quantize}{default.suffix}"
+    )
     export.refuse_existing(output, FLAGS.overwrite)  # before the calibration images are read
     calibration = None
     if FLAGS.quantize == "int8":

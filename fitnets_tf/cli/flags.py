@@ -86,6 +86,19 @@ def without_flagfile(argv: list[str]) -> bool:
     return not any(a == "--flagfile" or a.startswith("--flagfile=") for a in argv)
 
 
+def given_options(f=FLAGS) -> set[str]:
+    """The options whose flags the command line (or its flagfile) gives."""
+    return {spec.name for _, spec in all_specs() if f[spec.flag].present}
+
+
+def config_from_command_line(argv: list[str], f=FLAGS) -> config_lib.ExperimentConfig:
+    """The experiment a command line describes: its flagfile's; without one, the default
+    experiment's (less what belongs to models it names, see ``config.default_for``) with the
+    given flags applied."""
+    base = config_lib.default_for(given_options(f)) if without_flagfile(argv) else None
+    return config_from_flags(f, base)
+
+
 def flagfile_lines(config: config_lib.ExperimentConfig, workdir) -> list[str]:
     """``config`` and ``workdir`` as flag lines: a flagfile that reproduces the run."""
     lines = [options.serialize(spec, getattr(getattr(config, section), spec.name))

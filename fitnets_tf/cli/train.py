@@ -3,7 +3,8 @@ r"""Runs a FitNets experiment: ``python -m fitnets_tf.train --flagfile=configs/X
 The flags are the options of :mod:`fitnets_tf.config` (see ``--helpfull``); they become an
 :class:`~fitnets_tf.config.ExperimentConfig` handed to :func:`fitnets_tf.experiment.run`. With
 no flagfile it runs the default experiment (real Fashion-MNIST, offline; see
-``configs/fashion_mnist.flags``).
+``configs/fashion_mnist.flags``) changed by the flags given; naming other models drops what
+belongs to the default's (its shipped teacher, its hint pair: ``config.default_for``).
 
 Example::
 
@@ -23,7 +24,6 @@ import sys
 
 from absl import app, flags, logging
 
-from fitnets_tf import config as config_lib
 from fitnets_tf.cli import common
 from fitnets_tf.cli import flags as flag_lib
 
@@ -43,14 +43,14 @@ def main(argv):
     from fitnets_tf import experiment
     from fitnets_tf.run import io, layout, lock, preemption
 
-    # Without a flagfile, the default experiment is the base the given flags change.
-    base = config_lib.DEFAULT if flag_lib.without_flagfile(sys.argv) else None
-    config = flag_lib.config_from_flags(base=base)
+    config = flag_lib.config_from_command_line(sys.argv)
     config.validate()
     if FLAGS.list_layers:
         from fitnets_tf import hint_choice
 
-        print(hint_choice.describe_models(*experiment.models_of(config)))
+        teacher, student = experiment.models_of(config)
+        print(hint_choice.describe_models(teacher, student, config.hint_pairs(),
+                                          config.models.regressor))  # fmt: skip
         return
     workdir = layout.prepare(FLAGS.workdir)
     try:

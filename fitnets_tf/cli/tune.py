@@ -1,10 +1,11 @@
 r"""Searches λ0 and τ for a teacher/student pair: ``python -m fitnets_tf.tune --flagfile=X``.
 
 Takes every flag of ``fitnets_tf.train`` (the experiment: data, teacher, student, epochs,
-the values to start from) plus the tuner's own, defined here. Runs stage 1 once, then one
-stage-2 trial per hyperparameter set, and writes ``results.csv``, ``results.png``,
-``summary.json`` and ``best.flags``: the resolved flags with the best values, a flagfile that
-``python -m fitnets_tf.train`` runs as is. Re-running the same command resumes the search.
+the values to start from; without a flagfile, over the same default experiment) plus the
+tuner's own, defined here. Runs stage 1 once, then one stage-2 trial per hyperparameter set,
+and writes ``results.csv``, ``results.png``, ``summary.json`` and ``best.flags``: the
+resolved flags with the best values, a flagfile that ``python -m fitnets_tf.train`` runs as
+is. Re-running the same command resumes the search.
 
 Example::
 
@@ -18,12 +19,15 @@ chief's address and the same ``--workdir`` (a shared filesystem).
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags, logging
 
 from fitnets_tf import options as options_lib
 from fitnets_tf.cli import common
 from fitnets_tf.cli import flags as flag_lib
 from fitnets_tf.errors import SearchError
+from fitnets_tf.models import sources
 from fitnets_tf.search.session import TuneOptions
 from fitnets_tf.search.space import OPTIONAL, OPTIONAL_RANGES, SearchSpace
 
@@ -79,11 +83,14 @@ def best_flagfile(config, best: dict, teacher_path: str, search_dir, workdir) ->
     """``config`` with the best trial's values: a flagfile ``fitnets_tf.train`` runs as is.
 
     The searched hyperparameters are options of the same names. ``--teacher_path`` is the
-    teacher they were tuned for (so it is not trained again) and ``--workdir`` is ``workdir``.
+    teacher they were tuned for (so it is not trained again; a ``--teacher`` file is that
+    teacher already) and ``--workdir`` is ``workdir``.
     """
     values = {name: best[name] for name in ("kd_lambda", "temperature", *OPTIONAL)
               if best.get(name) is not None}  # fmt: skip
-    tuned = config.with_values(**values, teacher_path=teacher_path)
+    if not sources.is_keras_file(config.models.teacher):
+        values["teacher_path"] = teacher_path
+    tuned = config.with_values(**values)
     header = (
         f"# Best of the search in {search_dir}: trial {best['trial_id']}, validation "
         f"accuracy {best['val_accuracy']:.4f} after {best['best_epoch']} of {best['epochs']} "
@@ -100,7 +107,7 @@ def main(argv):
     from fitnets_tf import search
     from fitnets_tf.run import io, layout
 
-    config = flag_lib.config_from_flags()
+    config = flag_lib.config_from_command_line(sys.argv)
     config.validate()
     options = options_from_flags()
     workdir = layout.prepare(FLAGS.workdir)

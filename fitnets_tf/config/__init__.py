@@ -34,7 +34,7 @@ from fitnets_tf.errors import ConfigError
 __all__ = [
     "CACHE_TEACHER", "DEFAULT", "FINGERPRINTED", "INITS", "REGRESSORS", "RUN_STAGES", "SECTIONS",
     "STAGE_ALIASES", "DataConfig", "ExperimentConfig", "ModelsConfig", "RuntimeConfig",
-    "ScheduleConfig", "upgrade_fingerprint",
+    "ScheduleConfig", "default_for", "upgrade_fingerprint",
 ]  # fmt: skip
 
 
@@ -200,3 +200,26 @@ DEFAULT = ExperimentConfig(
     runtime=dataclasses.replace(_base.runtime, stages=("stage1", "stage2"),
                                 serving_runtimes=("litert", "onnxruntime")),  # fmt: skip
 )
+
+# Options of the default experiment that belong to its models: its shipped teacher (and so the
+# stages that skip training one) goes with its teacher, its hint pair with both models' layer
+# names. A command line that names other models drops them (FLAG_DEFAULTS' values instead), so
+# that `--teacher=mine.keras --student=mine.keras` is a run of those, not a half-default one.
+_BELONGS_TO_MODELS = {
+    "teacher_path": ("teacher",),
+    "stages": ("teacher",),
+    "hints": ("teacher", "teacher_path", "student", "hint_layer", "guided_layer"),
+}
+
+
+def default_for(given: set[str] | frozenset[str]) -> ExperimentConfig:
+    """What options ``given`` on a command line without a flagfile apply over.
+
+    :data:`DEFAULT`, less what belongs to the models ``given`` replaces.
+    """
+    dropped = {
+        name: FLAG_DEFAULTS.values()[name]
+        for name, owners in _BELONGS_TO_MODELS.items()
+        if name not in given and given.intersection(owners)
+    }
+    return DEFAULT.with_values(**dropped)

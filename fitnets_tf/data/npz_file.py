@@ -49,6 +49,7 @@ def read_npz(
     if not len(train_labels):
         raise DataError("x_train and y_train are empty: give at least one training example.")
     num_classes = int(train_labels.max()) + 1
+    _check_every_class_trains(train_labels, num_classes)
     for split, (x, y) in keys.items():
         if splits[split][0].shape[1:] != train_images.shape[1:]:
             raise DataError(
@@ -133,6 +134,19 @@ def images(arrays: dict[str, np.ndarray], key: str) -> np.ndarray:
             f"[0, 255] (multiply by 255); the run scales them itself."
         )
     return x.astype(np.uint8 if np.issubdtype(x.dtype, np.integer) else np.float32)
+
+
+def _check_every_class_trains(train_labels: np.ndarray, num_classes: int) -> None:
+    """The classes are 0..max(y_train): one without an example is most often a stray label."""
+    missing = np.setdiff1d(np.arange(num_classes), train_labels)
+    if len(missing):
+        shown = ", ".join(str(k) for k in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        raise DataError(
+            f"y_train's labels go up to {num_classes - 1} (so {num_classes} classes), but "
+            f"{shown} never occur: every class needs training examples. A stray label? The "
+            f"largest, {num_classes - 1}, is at index {int(train_labels.argmax())}. Labels must "
+            "be 0..K-1 (renumber them, e.g. with np.unique(y, return_inverse=True))."
+        )
 
 
 def labels(arrays: dict[str, np.ndarray], key: str) -> np.ndarray:

@@ -21,8 +21,9 @@ from fitnets_tf.export.verify import verify
 from fitnets_tf.run import io
 
 
-def refuse_existing(output: pathlib.Path, overwrite: bool) -> None:
+def refuse_existing(output: str | pathlib.Path, overwrite: bool) -> None:
     """Raises :class:`OutputExistsError` if ``output`` holds something and may not be replaced."""
+    output = pathlib.Path(output)
     if overwrite or not (output.exists() or output.is_symlink()):
         return
     empty = (output.is_dir() and not any(output.iterdir())) or (

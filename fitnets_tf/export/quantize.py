@@ -90,11 +90,7 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
         ExportConfigError: the run directory has no ``flags.txt`` naming its dataset.
     """
     files = RunLayout(workdir)
-    lines = files.flags.read_text().splitlines() if files.flags.is_file() else []
-    given = {}
-    for line in (line.strip()[2:] for line in lines if line.startswith("--")):
-        name, _, value = line.partition("=")
-        given[name] = value
+    given = files.recorded_flags()
     if not given.get("dataset"):
         raise ExportConfigError(
             f"quantize='int8' calibrates on the run's training images, but {files.flags} does "

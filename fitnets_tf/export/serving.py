@@ -60,6 +60,31 @@ def unverified(workdir: str | os.PathLike) -> list[pathlib.Path]:
             if path.is_file() and not io.checksum_path(path).is_file()]  # fmt: skip
 
 
+def load_runs_teacher(workdir: str | os.PathLike, log=print) -> keras.Model | None:
+    """The teacher a run trained, or else the one it loaded (its flags.txt says from where).
+
+    None when there is neither: a teacher moved or deleted since the run is left out, and
+    ``log`` says so. A ``teacher.keras`` put beside the student by hand counts as the run's.
+    """
+    from fitnets_tf import builders  # builders import the data pipelines: import when used
+    from fitnets_tf.errors import TeacherLoadError
+    from fitnets_tf.models.sources import is_keras_file
+
+    files = RunLayout(workdir)
+    trained = [files.teacher, files.root / "teacher.keras"]
+    if (path := next((p for p in trained if p.is_file()), None)) is not None:
+        return load_keras(path, "teacher")
+    recorded = files.recorded_flags()
+    loaded = recorded.get("teacher_path") or recorded.get("teacher", "")
+    if not (recorded.get("teacher_path") or is_keras_file(loaded)):
+        return None  # an architecture the run trained, whose file is gone
+    try:
+        return builders.load_teacher(loaded)
+    except TeacherLoadError as e:
+        log(f"note: the run's teacher is left out: {e}")
+        return None
+
+
 def load_keras(path: pathlib.Path, what: str, repair: str | None = None) -> keras.Model:
     """A ``.keras`` file through the project's safe loader, as an export error."""
     if not pathlib.Path(path).is_file():

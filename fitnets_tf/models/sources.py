@@ -29,6 +29,7 @@ before (a file's names are its own, and stay).
 from __future__ import annotations
 
 import collections
+import contextlib
 import inspect
 import os
 import re
@@ -159,7 +160,12 @@ def reinitialised(model: keras.Model, seed: int | None = None, *, renumber: bool
 
     given = [layer.name for layer in model.layers if isinstance(layer, keras.layers.InputLayer)]
     name = "input" if renumber or not given else given[0]
-    inputs = keras.Input(tuple(model.inputs[0].shape[1:]), dtype=model.inputs[0].dtype, name=name)
+    tensor = keras.Input(tuple(model.inputs[0].shape[1:]), dtype=model.inputs[0].dtype, name=name)
+    inputs = tensor
+    # clone_model wants it in the model's own structure (`keras.Model([x], y)`: a list); a
+    # Sequential model not called since loading has no `input`, and takes the tensor.
+    with contextlib.suppress(AttributeError, ValueError):
+        inputs = keras.tree.map_structure(lambda _: tensor, model.input)
     return keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
 
 
@@ -218,11 +224,32 @@ def for_dataset(
             f"{what} gives {outputs[0].shape[-1]} outputs, but the dataset has {num_classes} "
             f"classes. Give a {role} built for this dataset."
         )
-    return _without_softmax(model)
+    if _nested(model):  # one tensor in and out, however it was built (`keras.Model([x], [y])`)
+        model = keras.Model(inputs[0], outputs[0], name=model.name)
+    return without_softmax(model)
 
 
-def _without_softmax(model: keras.Model) -> keras.Model:
-    """The model's logits: the Distiller applies the softmax (and the temperature) itself."""
+def _nested(model: keras.Model) -> bool:
+    try:
+        ends = model.input, model.output
+    except (AttributeError, ValueError):  # a Sequential model not called since loading
+        return False
+    return any(isinstance(end, (list, tuple, dict)) for end in ends)
+
+
+def without_softmax(model: keras.Model) -> keras.Model:
+    """The model's logits: the Distiller applies the softmax (and the temperature) itself.
+
+    ``model`` itself unless it is a Functional model ending in a softmax; otherwise a model
+    sharing its layers up to the softmax (a Dense's own softmax: a linear copy of the Dense
+    with the same weights).
+    """
+    try:
+        model.inputs  # noqa: B018  (a subclassed model has none: its end is not a layer)
+    except (AttributeError, ValueError):
+        return model
+    if not model.layers:
+        return model
     last = model.layers[-1]
     softmax = isinstance(last, keras.layers.Softmax) or (
         getattr(last, "activation", None) is keras.activations.softmax

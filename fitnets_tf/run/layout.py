@@ -107,6 +107,13 @@ class _Directory:
         """The resolved flagfile: re-running it reproduces what is in this directory."""
         return self.root / "flags.txt"
 
+    def recorded_flags(self) -> dict[str, str]:
+        """:attr:`flags` as ``{name: value}`` (a true boolean: ``""``; a false one is
+        ``no<name>``); ``{}`` without the file."""
+        lines = self.flags.read_text().splitlines() if self.flags.is_file() else []
+        pairs = (line.strip()[2:].partition("=") for line in lines if line.startswith("--"))
+        return {name: value for name, _, value in pairs}
+
 
 @dataclasses.dataclass(frozen=True)
 class RunLayout(_Directory):
