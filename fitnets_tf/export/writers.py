@@ -64,12 +64,14 @@ def write_onnx(model: keras.Model, path: pathlib.Path) -> None:
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
+    from tensorflow.python.util import deprecation
 
     spec = tf.TensorSpec(model.inputs[0].shape, "float32", name=INPUT_NAME)
     with maxout.blockwise():  # maxouts ONNX Runtime runs in NCHW, with no layout transposes
         forward = tf.function(lambda images: model(images, training=False))
         concrete = forward.get_concrete_function(spec)
-    frozen = convert_variables_to_constants_v2(concrete)
+    with deprecation.silence():  # it calls a TF1 helper whose warning would be the user's to read
+        frozen = convert_variables_to_constants_v2(concrete)
     (input_name,) = [t.name for t in frozen.inputs]
     (output_name,) = [t.name for t in frozen.outputs]
     tf2onnx.convert.from_graph_def(
