@@ -53,3 +53,34 @@ def summary_row(name: str, model: keras.Model, test, stage_seconds: dict | None,
         for batch in (1, 128):
             row[f"latency_ms_per_image_batch{batch}_{runtime}"] = timings[batch]["ms_per_image"]
     return row
+
+
+def lagging_batch_norm(name: str, model: keras.Model, history: dict | None, test_acc: float
+                       ) -> str | None:  # fmt: skip
+    """A warning when ``model`` has BatchNormalization layers and scores far worse in inference
+    mode than on its last training batches: after a short run their moving statistics (what
+    inference uses) lag the weights. None otherwise.
+
+    ``history``: the model's stages' Keras histories, in order (the last with an ``accuracy``
+    is its final training accuracy); None: nothing to compare.
+    """
+    momenta = [layer.momentum for layer in _all_layers(model)
+               if isinstance(layer, keras.layers.BatchNormalization)]  # fmt: skip
+    trained = [h["accuracy"][-1] for h in (history or {}).values() if h.get("accuracy")]
+    if not momenta or not trained or test_acc > trained[-1] - 0.25:
+        return None  # (a gap below 0.25 is overfitting's usual size)
+    momentum = max(momenta)
+    return (
+        f"warning: {name} scores {test_acc:.3f} on the test images in inference mode but "
+        f"{trained[-1]:.3f} on its last training batches. Its BatchNormalization layers infer "
+        f"with statistics averaged over about {1 / (1 - momentum):.0f} steps (momentum "
+        f"{momentum:g}), which lag the weights after a short run: train longer, or build it "
+        "with a lower momentum (README: BatchNorm in short runs). After a long run, the gap is "
+        "overfitting."
+    )
+
+
+def _all_layers(model):
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        yield from _all_layers(layer)  # a nested model's own

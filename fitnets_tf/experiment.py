@@ -12,8 +12,7 @@ follows the paper's procedure, one method of :class:`Experiment` per step:
    layer) and stage 2 (KD with λ annealed, or labels alone), each resumable;
 5. :meth:`~Experiment.report`: test accuracy, size, latency, plots, the final student.
 
-Everything cheap to check (names, layers, shapes, the run directory) is checked before the
-first epoch.
+Everything cheap to check (names, layers, shapes, the run directory) is checked first.
 """
 
 from __future__ import annotations
@@ -53,10 +52,9 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     """Runs the experiment and returns the summary written to ``workdir/summary.json``.
 
     Keras' dtype policy is restored on return: the run's mixed precision does not leak into
-    the caller's session. The run directory is locked meanwhile: a second process is
-    refused with a
-    :class:`~fitnets_tf.run.lock.WorkdirBusyError` naming the holder. A SIGTERM or SIGINT
-    meanwhile ends training after the step under way, with a checkpoint, and raises
+    the caller's session. The run directory is locked meanwhile: a second process is refused
+    with a :class:`~fitnets_tf.run.lock.WorkdirBusyError` naming the holder. A SIGTERM or
+    SIGINT meanwhile ends training after the step under way, with a checkpoint, and raises
     :class:`~fitnets_tf.run.preemption.Preempted`: calling ``run`` again resumes.
     """
     config.validate()
@@ -344,12 +342,14 @@ class Experiment:
 
     # -- results -----------------------------------------------------------------------------
 
-    def _row(self, name: str, model: keras.Model, keys) -> dict:
+    def _row(self, name: str, model: keras.Model, keys, history: dict | None = None) -> dict:
         runtime = self.config.runtime
         row = evaluation.summary_row(name, model, self.data.test, self.state.seconds(keys),
                                      runtime.measure_latency, runtime.serving_runtimes)  # fmt: skip
         path = self.files.model_file(name)
         row["keras_file_bytes"] = path.stat().st_size if path.exists() else None
+        if lagging := evaluation.lagging_batch_norm(name, model, history, row["test_accuracy"]):
+            self.log(lagging)
         return row
 
     def report(self, teacher: keras.Model, students: dict[str, keras.Model]) -> dict:
@@ -362,8 +362,8 @@ class Experiment:
                 continue
             self.histories[mode] = {s: self.state.stage(f"{mode}/{s}")["history"]
                                     for s in self.plan.mode_stages[mode]}  # fmt: skip
-            self.rows.append(self._row(mode, student,
-                                       [f"{mode}/{s}" for s in stages.STAGES_OF_MODE[mode]]))  # fmt: skip
+            keys = [f"{mode}/{s}" for s in stages.STAGES_OF_MODE[mode]]
+            self.rows.append(self._row(mode, student, keys, self.histories[mode]))
             plots.plot_curves(self.histories[mode], f"{self.config.models.student}: {mode}",
                               self.files.curves(mode))  # fmt: skip
         trained = [m for m in self.config.schedule.modes if m in self.histories]

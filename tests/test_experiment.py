@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fitnets_tf import config as config_lib
-from fitnets_tf import data, errors, experiment
+from fitnets_tf import data, errors, evaluation, experiment
 from fitnets_tf.run import layout
 
 SMOKE = config_lib.ExperimentConfig().with_values(
@@ -125,3 +125,20 @@ def test_a_teacher_at_chance_is_reported_before_it_teaches(tmp_path):
     accuracy = [line for line in lines if line.startswith("teacher: validation accuracy")]
     assert len(accuracy) == 1 and "(chance 0.1000)" in accuracy[0]
     assert any(line.startswith("warning: the teacher is near chance") for line in lines)
+
+
+def test_a_student_whose_batch_norm_lags_is_named_with_the_fix():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3)(inputs)
+    h = keras.layers.BatchNormalization(momentum=0.99)(h)
+    inner = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(h))
+    outer = keras.Sequential([keras.Input((8, 8, 1)), inner, keras.layers.Dense(3)])  # nested
+    history = {"hints": {"hint_loss": [3.0]}, "kd": {"accuracy": [0.5, 0.97]}}
+    warning = evaluation.lagging_batch_norm("kd", outer, history, 0.33)
+    assert "kd scores 0.330" in warning and "0.970 on its last training batches" in warning
+    assert "about 100 steps (momentum 0.99)" in warning and "lower momentum" in warning
+    assert evaluation.lagging_batch_norm("kd", outer, history, 0.80) is None  # a usual gap
+    assert evaluation.lagging_batch_norm("kd", outer, None, 0.33) is None  # nothing to compare
+    plain = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    assert evaluation.lagging_batch_norm("kd", plain, history, 0.33) is None  # no BatchNorm
