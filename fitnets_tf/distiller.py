@@ -64,8 +64,17 @@ def _positive(name: str, value: float, allow_zero: bool = False) -> float:
 
 def _logits_of(model: keras.Model, role: str) -> keras.Model:
     logits = without_softmax(model)
-    if logits is not model:
-        print(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
+    if logits is model:
+        return model
+    if role == "student" and not any(layer is logits.layers[-1] for layer in model.layers):
+        # A Dense's own softmax: its logits come from a copy, which training would update
+        # instead of the student's layer.
+        raise ConfigError(
+            f"The student {model.name!r} ends in a layer with a softmax activation: the "
+            "Distiller trains its logits. Build it with activation=None on that layer (a "
+            "separate Softmax layer at the end is fine: it is left out)."
+        )
+    print(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
     return logits
 
 
@@ -112,7 +121,8 @@ class Distiller(keras.Model):
         student: Functional ``keras.Model`` returning logits, as many as the teacher's. A
             final softmax of either is left out (and said so): the soft targets are computed
             from logits, at temperature τ (:attr:`teacher`/:attr:`student` are then models
-            sharing the given ones' layers up to it).
+            sharing the given ones' layers up to it; a student's softmax must be a layer of
+            its own, not a Dense's activation).
         hint_layer: name of the teacher layer whose output guides the student (stage 1).
         guided_layer: name of the student layer that learns to predict the hint through the
             regressor. Both are needed for ``phase="hints"`` only.

@@ -127,6 +127,17 @@ def test_a_final_softmax_is_left_out_so_kd_reads_logits(teacher, student, capsys
     np.testing.assert_allclose(d.student(x), student(x))
 
 
+def test_a_student_whose_dense_layer_has_the_softmax_is_refused(teacher, student):
+    fused = keras.Model(student.inputs, keras.layers.Dense(3, activation="softmax")(
+        student.get_layer("gap").output), name="fused")  # fmt: skip
+    with pytest.raises(ConfigError, match="student 'fused' ends in a layer with a softmax"):
+        fitnets_tf.Distiller(teacher, fused)
+    # A teacher's is fine: a frozen copy of its last layer computes the same logits.
+    d = fitnets_tf.Distiller(keras.Model(teacher.inputs, keras.layers.Dense(3, activation="softmax")(
+        teacher.get_layer("gap").output)), student)  # fmt: skip
+    assert d.teacher.layers[-1].activation is keras.activations.linear
+
+
 def test_teacher_and_student_of_other_class_counts_are_refused(teacher):
     five = tiny_model("student", width=4, seed=1, classes=5)
     with pytest.raises(ConfigError, match="gives 3 classes and the student 'student' 5"):
