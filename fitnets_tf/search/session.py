@@ -265,10 +265,11 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
         requeue_interrupted(tuner.oracle)
     log(f"== search: {options.oracle}, {options.max_trials} trials of {options.trial_epochs} "
         f"epoch(s) over {', '.join(options.space.names())} ({role})")  # fmt: skip
-    inputs = {}
+    inputs, num_classes = {}, None
     if role != "chief":  # the chief only serves the oracle
         data = experiment.load_data(config)
         inputs = dict(x=data.train, validation_data=data.validation, data_epoch=data.epoch)
+        num_classes = data.num_classes
     no_room = io.disk_full_as_user_error(
         f"The search cannot write in {workdir}: {{reason}}. Every file it wrote is whole (the "
         "interrupted trial runs again): free space and re-run the same command to resume."
@@ -288,12 +289,24 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
     with io.disk_full_as_user_error(f"The search's results cannot be written in {workdir}: "
                                     "{reason}. Free space and re-run the same command."):  # fmt: skip
         summary = write_results(tuner.oracle, options, workdir, record["teacher_path"])
+    _warn_near_chance(summary, num_classes or experiment.dataset_shape(config)[1], workdir, log)
     if error is not None:
         raise SearchError(
             f"The search stopped: {str(error).splitlines()[0]} (results so far are in "
             f"{workdir}). Narrow the ranges (a high λ0 or learning rate diverges) and re-run."
         )
     return summary
+
+
+def _warn_near_chance(summary: dict, num_classes: int, workdir: pathlib.Path, log) -> None:
+    """A search whose best trial is near chance has nothing to choose between: say where to look."""
+    best = summary["best"]
+    if best is None or best["val_accuracy"] is None or best["val_accuracy"] >= 2 / num_classes:
+        return
+    log(f"warning: the best trial is near chance (validation accuracy {best['val_accuracy']:.4f}, "
+        f"chance {1 / num_classes:.4f}): the search has nothing to choose between. Look at stage "
+        f"1's hint loss in {workdir} (a diverging one: lower --hints_learning_rate or use "
+        "--hints_optimizer=adam), the teacher's accuracy and the trials' epochs first.")  # fmt: skip
 
 
 def hypermodel(config: ExperimentConfig, options: TuneOptions, record: dict) -> FitNetsHyperModel:
