@@ -31,7 +31,7 @@ from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     tap,
     valid_names,
 )
-from fitnets_tf.models.sources import without_softmax
+from fitnets_tf.models.sources import check_same_classes, logits_for_distilling
 
 PHASES = ("hints", "kd")
 # Keys of precomputed teacher outputs fed with the images (fitnets_tf.teacher_cache).
@@ -62,35 +62,18 @@ def _positive(name: str, value: float, allow_zero: bool = False) -> float:
     return float(value)
 
 
-def _logits_of(model: keras.Model, role: str) -> keras.Model:
-    logits = without_softmax(model)
-    if logits is model:
-        return model
-    if role == "student" and not any(layer is logits.layers[-1] for layer in model.layers):
-        # A Dense's own softmax: its logits come from a copy, which training would update
-        # instead of the student's layer.
-        raise ConfigError(
-            f"The student {model.name!r} ends in a layer with a softmax activation: the "
-            "Distiller trains its logits. Build it with activation=None on that layer (a "
-            "separate Softmax layer at the end is fine: it is left out)."
+def _images(x):
+    """The images of a batch's inputs: ``x`` itself, or its ``"images"``."""
+    if not isinstance(x, dict):
+        return x
+    if IMAGES not in x:
+        raise ValueError(
+            f"The Distiller's inputs are images, or a dict with {IMAGES!r} (and optionally "
+            f"{CACHED_LOGITS!r}, {CACHED_HINT!r}); received a dict with keys {sorted(x)}. For "
+            "a dataset of dicts (TFDS's), map it first: "
+            "ds.map(lambda e: (e['image'], e['label']))."
         )
-    print(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
-    return logits
-
-
-def _check_classes(teacher: keras.Model, student: keras.Model) -> None:
-    """Both give the same number of classes (known for Functional models; a subclassed one's
-    is known once it is called, and a mismatch then fails in the first step)."""
-    try:
-        classes = teacher.outputs[0].shape[-1], student.outputs[0].shape[-1]
-    except (AttributeError, ValueError, IndexError):
-        return
-    if None not in classes and classes[0] != classes[1]:
-        raise ConfigError(
-            f"The teacher {teacher.name!r} gives {classes[0]} classes and the student "
-            f"{student.name!r} {classes[1]}: distillation matches their class probabilities. "
-            f"Build the student with {classes[0]} outputs."
-        )
+    return x[IMAGES]
 
 
 def _as_list(outputs) -> list:
@@ -167,8 +150,9 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        teacher, student = _logits_of(teacher, "teacher"), _logits_of(student, "student")
-        _check_classes(teacher, student)
+        teacher = logits_for_distilling(teacher, "teacher")
+        student = logits_for_distilling(student, "student")
+        check_same_classes(teacher, student)
         self.teacher = teacher
         self.student = student
         self.hints, self.auto_pair = resolve_pairs(
@@ -215,9 +199,17 @@ class Distiller(keras.Model):
         return [self.regressor, *self.more_regressors] if self.regressor is not None else []
 
     def call(self, inputs, training=None):
-        if isinstance(inputs, dict) and IMAGES in inputs:
-            inputs = inputs[IMAGES]
+        inputs = _images(inputs)
         return self.student(inputs, training=training)
+
+    def save(self, filepath, *args, **kwargs):
+        """Refused, before any file is written: a ``.keras`` file cannot rebuild a Distiller
+        (its teacher and student are models given to it, not configuration)."""
+        raise NotImplementedError(
+            "A Distiller is not saved as a model: save the student, distiller.student.save("
+            "'student.keras'), or the whole training state (student, regressors, λ), "
+            "distiller.save_weights('distiller.weights.h5')."
+        )
 
     # -- compile -----------------------------------------------------------------------------
 
@@ -270,7 +262,7 @@ class Distiller(keras.Model):
         Called while the train step is traced. Symbolically, so that the traced step holds no
         extra forward pass; Keras defers this build to the same moment for its own models.
         """
-        images = x[IMAGES] if isinstance(x, dict) else x
+        images = _images(x)
         self.student.compute_output_spec(keras.KerasTensor(images.shape, images.dtype))
         variables = self._phase_variables()
         if not self.optimizer.built:
@@ -317,8 +309,7 @@ class Distiller(keras.Model):
     def _phase_losses(self, x, y, sample_weight, training: bool):
         """Returns ``(loss_for_gradients, logged terms, student logits or None)``."""
         cached = x if isinstance(x, dict) else {}
-        if cached:
-            x = cached[IMAGES]
+        x = _images(x)
         if self.phase == "hints":
             if CACHED_HINT in cached:  # no teacher pass at all
                 hints = cached[CACHED_HINT]

@@ -12,6 +12,7 @@ numbers.
 
 from __future__ import annotations
 
+import tensorflow as tf
 from keras import ops
 
 
@@ -53,9 +54,27 @@ def cross_entropy(labels, logits):
     log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
     if len(labels.shape) == len(logits.shape) and labels.shape[-1] == logits.shape[-1] != 1:
         return -ops.sum(ops.cast(labels, "float32") * log_probs, axis=-1)
-    labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+    labels = _class_ids(ops.reshape(ops.cast(labels, "int32"), (-1,)), ops.shape(log_probs)[-1])
     one_hot = ops.one_hot(labels, ops.shape(log_probs)[-1], dtype="float32")
     return -ops.sum(one_hot * log_probs, axis=-1)
+
+
+def _class_ids(labels, num_classes):
+    """``labels``, checked to be in ``[0, num_classes)`` when the step runs.
+
+    ``one_hot`` gives an out-of-range id a row of zeros, i.e. no loss at all: a dataset whose
+    labels are off by one would train silently on the others (Keras' sparse cross-entropy
+    fails on it instead). XLA drops the check.
+    """
+    hint = (" The student gives one logit per class, and labels are class ids from 0: are they "
+            "numbered from 1, or do they include an 'ignore' value?")  # fmt: skip
+    checks = [
+        tf.debugging.assert_non_negative(labels, message="A label is negative." + hint),
+        tf.debugging.assert_less(labels, tf.cast(num_classes, labels.dtype),
+                                 message="A label is not below the number of classes." + hint),
+    ]  # fmt: skip
+    with tf.control_dependencies(checks):
+        return tf.identity(labels)
 
 
 def kd_loss(teacher_logits, student_logits, temperature, tau_squared: bool = False):

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import tiny_data, tiny_dataset, tiny_model
 
 import fitnets_tf
@@ -137,6 +138,33 @@ def test_a_student_whose_dense_layer_has_the_softmax_is_refused(teacher, student
         teacher.get_layer("gap").output)), student)  # fmt: skip
     assert d.teacher.layers[-1].activation is keras.activations.linear
 
+
+
+def test_labels_outside_the_classes_fail_the_step_instead_of_training_silently(teacher, student):
+    # one_hot makes an out-of-range id a row of zeros: no loss, and no error, before the check.
+    d = fitnets_tf.Distiller(teacher, student)
+    d.compile(optimizer="sgd", phase="kd")
+    x, y = tiny_data(16)
+    for bad, match in ((y + 1, "not below the number of classes"), (y - 1, "is negative")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+            d.fit(x, bad, batch_size=16, epochs=1, verbose=0)
+    d.fit(x, y, batch_size=16, epochs=1, verbose=0)  # in range: trains
+
+
+def test_a_dataset_of_other_dicts_is_refused_naming_its_keys(teacher, student):
+    d = fitnets_tf.Distiller(teacher, student)
+    d.compile(optimizer="sgd", phase="kd")
+    x, y = tiny_data(16)
+    tfds_style = tf.data.Dataset.from_tensor_slices(({"image": x}, y)).batch(8)
+    with pytest.raises(ValueError, match=r"received a dict with keys \['image'\].*ds.map"):
+        d.fit(tfds_style, epochs=1, verbose=0)
+
+
+def test_saving_a_distiller_whole_is_refused_before_writing(teacher, student, tmp_path):
+    d = fitnets_tf.Distiller(teacher, student)
+    with pytest.raises(NotImplementedError, match=r"distiller.student.save"):
+        d.save(tmp_path / "d.keras")
+    assert list(tmp_path.iterdir()) == []
 
 def test_teacher_and_student_of_other_class_counts_are_refused(teacher):
     five = tiny_model("student", width=4, seed=1, classes=5)

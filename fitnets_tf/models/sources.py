@@ -262,3 +262,35 @@ def without_softmax(model: keras.Model) -> keras.Model:
     outputs = linear(last.input)
     linear.set_weights(last.get_weights())
     return keras.Model(model.inputs[0], outputs, name=model.name)
+
+
+def logits_for_distilling(model: keras.Model, role: str) -> keras.Model:
+    """``model`` for the Distiller: its logits, a final softmax left out (and said so)."""
+    logits = without_softmax(model)
+    if logits is model:
+        return model
+    if role == "student" and not any(layer is logits.layers[-1] for layer in model.layers):
+        # A Dense's own softmax: its logits come from a copy, which training would update
+        # instead of the student's layer.
+        raise ConfigError(
+            f"The student {model.name!r} ends in a layer with a softmax activation: the "
+            "Distiller trains its logits. Build it with activation=None on that layer (a "
+            "separate Softmax layer at the end is fine: it is left out)."
+        )
+    print(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
+    return logits
+
+
+def check_same_classes(teacher: keras.Model, student: keras.Model) -> None:
+    """Both give the same number of classes (known for Functional models; a subclassed one's
+    is known once it is called, and a mismatch then fails in the first step)."""
+    try:
+        classes = teacher.outputs[0].shape[-1], student.outputs[0].shape[-1]
+    except (AttributeError, ValueError, IndexError):
+        return
+    if None not in classes and classes[0] != classes[1]:
+        raise ConfigError(
+            f"The teacher {teacher.name!r} gives {classes[0]} classes and the student "
+            f"{student.name!r} {classes[1]}: distillation matches their class probabilities. "
+            f"Build the student with {classes[0]} outputs."
+        )
