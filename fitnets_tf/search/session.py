@@ -304,9 +304,10 @@ def _warn_near_chance(summary: dict, num_classes: int, workdir: pathlib.Path, lo
     if best is None or best["val_accuracy"] is None or best["val_accuracy"] >= 2 / num_classes:
         return
     log(f"warning: the best trial is near chance (validation accuracy {best['val_accuracy']:.4f}, "
-        f"chance {1 / num_classes:.4f}): the search has nothing to choose between. Look at stage "
-        f"1's hint loss in {workdir} (a diverging one: lower --hints_learning_rate or use "
-        "--hints_optimizer=adam), the teacher's accuracy and the trials' epochs first.")  # fmt: skip
+        f"chance {1 / num_classes:.4f}): the search has nothing to choose between. Look first "
+        f"at the hint loss of its hint training (logged under {workdir / 'stage1'}; diverging: "
+        "lower --hints_learning_rate or use --hints_optimizer=adam), the teacher's accuracy "
+        "and the trials' epochs.")  # fmt: skip
 
 
 def hypermodel(config: ExperimentConfig, options: TuneOptions, record: dict) -> FitNetsHyperModel:
