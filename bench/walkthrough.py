@@ -37,9 +37,10 @@ CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", 
 TAIL_LINES = 12
 
 
-def readme_commands(readme: str = README.read_text()) -> list[str]:
-    """The walk-through block's commands, continuation lines joined, comments dropped."""
-    section = readme.split("## Distill your own model: a walk-through", 1)[1]
+def readme_commands(readme: str | None = None) -> list[str]:
+    """The walk-through block's commands (of ``readme``, default the README's), continuation
+    lines joined, comments dropped."""
+    section = (readme or README.read_text()).split("## Distill your own model: a walk-through", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     joined = block.replace("\\\n", " ")
     return [" ".join(line.split()) for line in joined.splitlines()

@@ -74,9 +74,11 @@ def load_runs_teacher(workdir: str | os.PathLike, log=print) -> keras.Model | No
     trained = [files.teacher, files.root / "teacher.keras"]
     if (path := next((p for p in trained if p.is_file()), None)) is not None:
         return load_keras(path, "teacher")
+    # What ModelsConfig.trained_teacher() said in the run: --teacher_path, or a .keras --teacher.
     recorded = files.recorded_flags()
-    loaded = recorded.get("teacher_path") or recorded.get("teacher", "")
-    if not (recorded.get("teacher_path") or is_keras_file(loaded)):
+    named = recorded.get("teacher", "")
+    loaded = recorded.get("teacher_path") or (named if is_keras_file(named) else None)
+    if not loaded:
         return None  # an architecture the run trained, whose file is gone
     try:
         return builders.load_teacher(loaded)
