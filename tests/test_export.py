@@ -419,6 +419,20 @@ def test_the_teacher_to_time_is_the_runs_or_the_one_it_loaded(tmp_path):
     make_student(filters=8, name="own").save(run / "teacher" / "teacher.keras")
     assert export.serving.load_runs_teacher(run).name == "own"  # the one it trained first
 
+
+def test_a_runs_relative_teacher_path_is_read_from_where_the_run_started(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    make_run(run)
+    started = tmp_path / "project"
+    (started / "models").mkdir(parents=True)
+    make_student(filters=6, name="relative").save(started / "models" / "mine.keras")
+    (run / "flags.txt").write_text("--teacher_path=models/mine.keras\n")
+    (run / "versions.json").write_text(json.dumps({"working_directory": str(started)}))
+    monkeypatch.chdir(tmp_path)  # the export runs elsewhere
+    assert export.serving.load_runs_teacher(run).name == "relative"
+    (run / "versions.json").write_text("{damaged")
+    assert export.serving.load_runs_teacher(run, log=lambda _: None) is None  # as written
+
 def test_artifact_that_does_not_match_is_not_published(tmp_path, monkeypatch):
     def write_another_student(model, path):
         keras.utils.set_random_seed(7)

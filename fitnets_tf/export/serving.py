@@ -66,7 +66,7 @@ def load_runs_teacher(workdir: str | os.PathLike, log=print) -> keras.Model | No
     None when there is neither: a teacher moved or deleted since the run is left out, and
     ``log`` says so. A ``teacher.keras`` put beside the student by hand counts as the run's.
     """
-    from fitnets_tf import builders  # builders import the data pipelines: import when used
+    from fitnets_tf import builders, pretrained  # builders import the data pipelines
     from fitnets_tf.errors import TeacherLoadError
     from fitnets_tf.models.sources import is_keras_file
 
@@ -81,7 +81,7 @@ def load_runs_teacher(workdir: str | os.PathLike, log=print) -> keras.Model | No
     if not loaded:
         return None  # an architecture the run trained, whose file is gone
     try:
-        return builders.load_teacher(loaded)
+        return builders.load_teacher(files.as_started(pretrained.resolve(loaded)))
     except TeacherLoadError as e:
         log(f"note: the run's teacher is left out: {e}")
         return None

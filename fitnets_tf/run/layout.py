@@ -3,7 +3,7 @@
 Training run (``python -m fitnets_tf.train``, :class:`RunLayout`)::
 
     flags.txt             the resolved flagfile, re-runnable as is
-    versions.json         library versions, seed, host
+    versions.json         library versions, seed, host, the directory the run started in
     summary.json          per model: test accuracy, parameters, multiplications, latency, times
     hints.json            the hint/guided pairs of stage 1, their weights, and why (hints=auto)
     run_state.json        stages, epochs done, histories, checkpoint sha256 (fitnets_tf.run.resume)
@@ -27,6 +27,7 @@ Search (``python -m fitnets_tf.tune``, :class:`SearchLayout`)::
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 import tempfile
@@ -126,6 +127,18 @@ class RunLayout(_Directory):
     @property
     def summary(self) -> pathlib.Path:
         return self.root / "summary.json"
+
+    def as_started(self, path: str) -> str:
+        """A path of :attr:`flags` as the run read it: a relative one joined to the directory
+        the run was started in (:attr:`versions` records it), so that it still names the same
+        file when read from elsewhere. Unchanged without that record."""
+        if os.path.isabs(os.path.expanduser(path)) or not self.versions.is_file():
+            return path
+        try:
+            started = json.loads(self.versions.read_text()).get("working_directory")
+        except ValueError:  # damaged: the path as written is the best guess left
+            return path
+        return os.path.join(started, path) if started else path
 
     @property
     def hints(self) -> pathlib.Path:
