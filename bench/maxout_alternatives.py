@@ -1,0 +1,223 @@
+"""Issue 15, goals 1-2: formulations of the maxout the library did not adopt, measured.
+
+``python -m bench.maxout_alternatives`` (about 3 minutes) writes
+``results/maxout_alternatives.json``; ``bench/README.md`` quotes it. Three probes, each timed
+against what the library does in the same rounds (:func:`bench.timing.interleaved`):
+
+1. ``fused_forward``: the MNIST teacher's inference forward as the library computes it, against
+   one where each maxout and the ceil-mode pool after it are one max pool over a free reshape
+   ``(N, H, W * pieces, units)`` of the piece-major channels, with explicit padding instead of
+   a pad copy (the same values, checked). The library cannot do this without merging its
+   ``conv{i}`` and ``pool{i}`` layers (hint layers name them), and LiteRT's converter has no
+   explicit-padding pool.
+2. ``pool_maxout``: train steps of ``mnist_fitnet`` and ``mnist_teacher`` with the maxout as a
+   ``1 x pieces`` max pool of that reshape: one oneDNN pass forward and back, but its gradient
+   gives a tie to one piece where the library's shares it, as ``reduce_max``'s does (which
+   ``tests/test_layers.py`` pins).
+3. ``convolutions``: the teacher's three convolutions alone (explicit pad + convolution +
+   bias), TensorFlow against PyTorch eager in a process of its own (skipped without torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from bench import benchmarks, peer_process, timing
+from bench.run import machine
+from fitnets_tf import layers, models
+
+RESULTS = pathlib.Path(__file__).parent / "results" / "maxout_alternatives.json"
+# The MNIST teacher's convolutions: (input NHWC, kernel HWIO, explicit padding).
+TEACHER_CONVS = (((128, 28, 28, 1), (8, 8, 1, 96), 0), ((128, 10, 10, 48), (8, 8, 48, 96), 3),
+                 ((128, 4, 4, 48), (5, 5, 48, 48), 3))  # fmt: skip
+
+
+def _pooled_maxout(z, conv, pool, explicit: bool = True):
+    """Maxout of ``conv``'s pre-activation ``z`` and ``pool``'s ceil-mode pooling, as one max
+    pool of the free reshape ``(N, H, W * pieces, units)``."""
+    _, height, width, channels = z.shape
+    pieces = conv.pieces
+    grouped = tf.reshape(z, (-1, height, width * pieces, channels // pieces))
+    (kh, kw), (sh, sw) = pool.pool_size, pool.strides
+    pad_h, pad_w = pool._overhang(height, kh, sh), pool._overhang(width, kw, sw)
+    padding = [[0, 0], [0, pad_h], [0, pad_w * pieces], [0, 0]] if pad_h or pad_w else "VALID"
+    return tf.nn.max_pool2d(grouped, (kh, kw * pieces), (sh, sw * pieces), padding)
+
+
+def _fused_teacher_forward(teacher):
+    convs = [teacher.get_layer(f"conv{i}") for i in (1, 2, 3)]
+    pools = [teacher.get_layer(f"pool{i}") for i in (1, 2, 3)]
+
+    @tf.function
+    def forward(images):
+        h = images
+        for conv, pool in zip(convs, pools, strict=True):
+            if conv.padding:
+                p = conv.padding
+                h = tf.pad(h, [[0, 0], [p, p], [p, p], [0, 0]])
+            z = tf.nn.bias_add(tf.nn.conv2d(h, conv.kernel, 1, "VALID"), conv.bias)
+            h = _pooled_maxout(z, conv, pool)
+        return teacher.get_layer("logits")(teacher.get_layer("flatten")(h))
+
+    return forward
+
+
+def fused_forward(repeats: int, steps: int = 10) -> dict:
+    teacher = models.build("mnist_teacher", (28, 28, 1), benchmarks.NUM_CLASSES, seed=0)
+    x, _ = benchmarks.fixed_batch("mnist")
+    fused = _fused_teacher_forward(teacher)
+    difference = float(np.max(np.abs(fused(x).numpy() - teacher(x, training=False).numpy())))
+    candidates = {"library": benchmarks.forward_runner(teacher, x, steps)}
+
+    def run_fused():
+        for _ in range(steps):
+            out = fused(x)
+        out.numpy()
+
+    candidates["fused_maxout_pool"] = run_fused
+    times = timing.interleaved(candidates, repeats=repeats)
+    return {"ms": timing.summary(times, steps), "max_abs_difference": difference,
+            "fused_over_library": timing.ratio(times, "fused_maxout_pool", "library")}  # fmt: skip
+
+
+def _pool_max_of_pieces(z, pieces: int):
+    if pieces == 1:
+        return z
+    units = z.shape[-1] // pieces
+    spatial = tuple(z.shape[1:-1]) or (1,)
+    grouped = tf.reshape(z, (-1, *spatial[:-1], spatial[-1] * pieces, units))
+    if len(spatial) == 1:
+        grouped = grouped[:, None]
+    out = tf.nn.max_pool2d(grouped, (1, pieces), (1, pieces), "VALID")
+    return tf.reshape(out, (-1, *spatial, units)) if len(z.shape) == 4 else tf.reshape(out, (-1, units))
+
+
+@contextlib.contextmanager
+def pool_maxout():
+    """Models *traced* inside take the maxout as a ``1 x pieces`` max pool."""
+    library = layers.max_of_pieces
+    layers.max_of_pieces = _pool_max_of_pieces
+    try:
+        yield
+    finally:
+        layers.max_of_pieces = library
+
+
+def pool_maxout_steps(repeats: int, steps: int = 5) -> dict:
+    x, y = benchmarks.fixed_batch("mnist")
+    data = benchmarks.repeated(x, y)
+    candidates = {}
+    for variant, context in (("library", contextlib.nullcontext), ("pool_maxout", pool_maxout)):
+        for net in ("mnist_fitnet", "mnist_teacher"):
+            with context():
+                model = models.build(net, (28, 28, 1), benchmarks.NUM_CLASSES, seed=0)
+                runner = benchmarks.train_runner(benchmarks.plain_student(model), data, steps)
+            candidates[f"{net}/{variant}"] = runner
+    times = timing.interleaved(candidates, repeats=repeats)
+    mults = {net: models.count_multiplications(models.build(net, (28, 28, 1), 10))
+             for net in ("mnist_fitnet", "mnist_teacher")}  # fmt: skip
+    mult_ratio = mults["mnist_teacher"] / mults["mnist_fitnet"]
+
+    def goal_two(variant):  # student / teacher achieved GFLOP/s, per round
+        student, teacher = times[f"mnist_fitnet/{variant}"], times[f"mnist_teacher/{variant}"]
+        per_round = [t / s / mult_ratio for s, t in zip(student, teacher, strict=True)]
+        return timing.quartiles(per_round)
+
+    return {
+        "ms": timing.summary(times, steps),
+        "student_over_teacher_gflops": {v: goal_two(v) for v in ("library", "pool_maxout")},
+        "student_pool_over_library": timing.ratio(times, "mnist_fitnet/pool_maxout",
+                                                  "mnist_fitnet/library"),
+        "teacher_pool_over_library": timing.ratio(times, "mnist_teacher/pool_maxout",
+                                                  "mnist_teacher/library"),
+    }  # fmt: skip
+
+
+def tensorflow_convolutions(repeats: int, calls: int = 20) -> dict:
+    candidates = {}
+    for i, (shape, kernel, pad) in enumerate(TEACHER_CONVS, start=1):
+        x = tf.random.normal(shape)
+        w = tf.Variable(tf.random.normal(kernel) * 0.05)
+        b = tf.Variable(tf.zeros(kernel[-1]))
+        conv = tf.function(lambda x, w=w, b=b, p=pad: tf.nn.bias_add(tf.nn.conv2d(
+            tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]]), w, 1, "VALID"), b))  # fmt: skip
+        candidates[f"conv{i}"] = _repeat(lambda c=conv, x=x: c(x).numpy(), calls)
+    return timing.summary(timing.interleaved(candidates, repeats=repeats), calls)
+
+
+def torch_convolutions(repeats: int, threads: int, calls: int = 20) -> dict:
+    import torch  # noqa: PLC0415 (optional dependency, its own process)
+
+    peer_process.pin_torch(threads)
+    out = {}
+    for layout in ("nchw", "channels_last"):
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        candidates = {}
+        for i, (shape, kernel, pad) in enumerate(TEACHER_CONVS, start=1):
+            n, h, w, c = shape
+            x = torch.randn(n, c, h, w).contiguous(memory_format=fmt)
+            conv = torch.nn.Conv2d(c, kernel[-1], kernel[0], padding=pad).to(memory_format=fmt)
+
+            def call(conv=conv, x=x):
+                with torch.inference_mode():
+                    float(conv(x).flatten()[0])
+
+            candidates[f"conv{i}"] = _repeat(call, calls)
+        out[layout] = timing.summary(timing.interleaved(candidates, repeats=repeats), calls)
+    return out
+
+
+def _repeat(call, calls: int):
+    def run():
+        for _ in range(calls):
+            call()
+
+    return run
+
+
+def _torch_in_own_process(repeats: int, threads: int) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "bench.maxout_alternatives", "--torch_only",
+                           f"--repeats={repeats}", f"--threads={threads}"],
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **peer_process.thread_env(threads)},
+                          cwd=pathlib.Path(__file__).parent.parent)  # fmt: skip
+    if proc.returncode:
+        return {"skipped": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--threads", type=int, default=2, help="intra- and inter-op threads")
+    parser.add_argument("--torch_only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.torch_only:
+        print(json.dumps(torch_convolutions(args.repeats, args.threads)))
+        return
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    result = {
+        "machine": machine(),
+        "fused_forward": fused_forward(args.repeats),
+        "pool_maxout": pool_maxout_steps(args.repeats),
+        "convolutions": {"tensorflow": tensorflow_convolutions(args.repeats),
+                         "torch": _torch_in_own_process(args.repeats, args.threads)},  # fmt: skip
+    }
+    result["machine"]["load_average_end"] = os.getloadavg()
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
