@@ -175,3 +175,46 @@ class NonFiniteGuard(keras.callbacks.Callback):
                     f"Non-finite loss term {prefix}{term} ({float(value)}) in stage "
                     f"'{self.stage}', {where}. {self.advice}"
                 )
+
+
+def _learning_rate_flag(stage: str) -> str:
+    if stage == "teacher":
+        return "--teacher_learning_rate"
+    return "--hints_learning_rate" if stage.endswith("/hints") else "--learning_rate"
+
+
+class DivergenceWarning(keras.callbacks.Callback):
+    """Says once when a stage's loss has grown ``factor``-fold since the first epoch it ran.
+
+    A diverging stage can run its whole budget without a NaN, which :class:`NonFiniteGuard`
+    would stop: a stage 1 whose learning rate was too large for its pair reached a hint loss of
+    1.8e9 and left a student that every later stage trained from (all of a search's trials sat
+    at chance). A stage's training loss (its hint loss in stage 1) does not grow tenfold by
+    noise: λ's annealing only lowers a KD loss.
+
+    Args:
+        stage: the stage's key (``"teacher"``, ``"<mode>/hints"``, ...), named in the message.
+        log: where the message goes.
+        factor: how many times the first epoch's loss counts as diverging.
+    """
+
+    def __init__(self, stage: str, log=print, factor: float = 10.0):
+        super().__init__()
+        self.stage, self.log, self.factor = stage, log, factor
+        self._first: float | None = None
+        self._said = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        term = "hint_loss" if "hint_loss" in logs else "loss"
+        value = logs.get(term)
+        if value is None or not _finite(value) or self._said:
+            return
+        if self._first is None:
+            self._first = float(value)
+        elif float(value) > self.factor * self._first > 0:
+            self._said = True
+            self.log(f"warning: stage '{self.stage}' is diverging: its {term} grew from "
+                     f"{self._first:.4g} in its first epoch to {float(value):.4g} after epoch "
+                     f"{epoch + 1}. Lower {_learning_rate_flag(self.stage)}, or check the "
+                     "inputs and the teacher.")  # fmt: skip

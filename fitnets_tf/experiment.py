@@ -35,7 +35,7 @@ from fitnets_tf.builders import (  # noqa: F401  (load_teacher, models_of: re-ex
     new_teacher,
     trained_teacher,
 )
-from fitnets_tf.callbacks import LearningRateLogger, NonFiniteGuard
+from fitnets_tf.callbacks import DivergenceWarning, LearningRateLogger, NonFiniteGuard
 from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
@@ -220,8 +220,8 @@ class Experiment:
         stage_files.root.mkdir(parents=True, exist_ok=True)
         early_stopping = self._early_stopping(key)
         return [
-            self.data.epoch_callback(), NonFiniteGuard(key), LearningRateLogger(),
-            *([early_stopping] if early_stopping else []),
+            self.data.epoch_callback(), NonFiniteGuard(key), DivergenceWarning(key, self.log),
+            LearningRateLogger(), *([early_stopping] if early_stopping else []),
             # After early stopping (it saves its state and the best weights it restores),
             # before the loggers (an epoch is logged once its checkpoint exists).
             StageCheckpoint(self.state, key, stage_files.root, student=final_model,

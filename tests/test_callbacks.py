@@ -3,7 +3,7 @@ import pytest
 from conftest import tiny_dataset
 
 import fitnets_tf
-from fitnets_tf.callbacks import LambdaAnnealing
+from fitnets_tf.callbacks import DivergenceWarning, LambdaAnnealing
 
 
 def test_paper_code_schedule_values():
@@ -49,3 +49,18 @@ def test_resumed_fit_gets_the_resumed_epoch_value(teacher, student):
 def test_bad_schedules(kwargs):
     with pytest.raises(ValueError):
         LambdaAnnealing(**kwargs)
+
+
+def test_divergence_is_said_once_naming_the_stages_learning_rate():
+    said = []
+    warning = DivergenceWarning("fitnet/hints", log=said.append)
+    for epoch, hint_loss in enumerate([2.0, 19.9, float("nan"), 20.5, 400.0]):
+        warning.on_epoch_end(epoch, {"loss": 1.0, "hint_loss": hint_loss})
+    assert len(said) == 1
+    assert "'fitnet/hints' is diverging: its hint_loss grew from 2 " in said[0]
+    assert "to 20.5 after epoch 4. Lower --hints_learning_rate" in said[0]
+    teacher, kd = DivergenceWarning("teacher", said.append), DivergenceWarning("kd/kd", said.append)
+    for epoch, loss in enumerate([1.0, 0.5, 11.0]):
+        teacher.on_epoch_end(epoch, {"loss": loss})
+        kd.on_epoch_end(epoch, {"loss": loss / 10})
+    assert "--teacher_learning_rate" in said[1] and "Lower --learning_rate" in said[2]
