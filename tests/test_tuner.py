@@ -647,3 +647,10 @@ def test_a_search_whose_best_trial_is_near_chance_says_where_to_look(tmp_path):
     session._warn_near_chance({"best": {"val_accuracy": 0.7}}, 3, tmp_path, lines.append)
     session._warn_near_chance({"best": None}, 3, tmp_path, lines.append)  # every trial failed
     assert len(lines) == 1
+
+
+def test_a_chief_counts_the_classes_from_the_teacher_not_the_data(teacher_path):
+    from fitnets_tf.search import session
+
+    # The chief of a distributed search read no data; the teacher's logits give the count.
+    assert session._class_count({"teacher_path": str(teacher_path)}) == 3

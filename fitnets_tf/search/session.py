@@ -22,7 +22,7 @@ import os
 import pathlib
 import time
 
-from fitnets_tf import experiment
+from fitnets_tf import builders, experiment
 from fitnets_tf import options as options_lib
 from fitnets_tf.config import ExperimentConfig, upgrade_fingerprint
 from fitnets_tf.errors import SearchError
@@ -289,13 +289,19 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
     with io.disk_full_as_user_error(f"The search's results cannot be written in {workdir}: "
                                     "{reason}. Free space and re-run the same command."):  # fmt: skip
         summary = write_results(tuner.oracle, options, workdir, record["teacher_path"])
-    _warn_near_chance(summary, num_classes or experiment.dataset_shape(config)[1], workdir, log)
+    _warn_near_chance(summary, num_classes or _class_count(record), workdir, log)
     if error is not None:
         raise SearchError(
             f"The search stopped: {str(error).splitlines()[0]} (results so far are in "
             f"{workdir}). Narrow the ranges (a high λ0 or learning rate diverges) and re-run."
         )
     return summary
+
+
+def _class_count(record: dict) -> int:
+    """The number of classes, from the teacher's outputs: a chief reads no data (a user's
+    folder could take minutes to read again just for it)."""
+    return int(builders.load_teacher(record["teacher_path"]).outputs[0].shape[-1])
 
 
 def _warn_near_chance(summary: dict, num_classes: int, workdir: pathlib.Path, log) -> None:
