@@ -33,10 +33,13 @@ def check_functional(model, role: str):
     try:
         model.inputs  # noqa: B018  (Functional and built Sequential models have them)
     except (AttributeError, ValueError) as e:
+        # A Sequential without keras.Input has no input yet: it is not subclassed.
+        what = ("a Sequential model without an input: start it with keras.Input(shape)"
+                if isinstance(model, keras.Sequential) else
+                f"a subclassed {type(model).__name__}: wrap it with keras.Model(inputs, outputs)")  # fmt: skip
         raise TypeError(
             f"`{role}` must be a Functional (or built Sequential) keras.Model so that its layers "
-            f"can be tapped by name; got a subclassed {type(model).__name__}. Wrap it with "
-            "keras.Model(inputs, outputs) or pass no hint_layer/guided_layer."
+            f"can be tapped by name; got {what}, or pass no hint_layer/guided_layer."
         ) from e
 
 

@@ -281,6 +281,47 @@ def logits_for_distilling(model: keras.Model, role: str) -> keras.Model:
     return logits
 
 
+def _ends(model: keras.Model):
+    """``(inputs, outputs)`` of a Functional or built Sequential model; None for a subclassed
+    one (its ends are known only once it is called)."""
+    try:
+        return list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError, TypeError):
+        return None
+
+
+def check_pair(teacher: keras.Model, student: keras.Model) -> None:
+    """What the Distiller needs of two models, checked before any data is read: one input and
+    one output each, inputs of the same shape (both are called on the same batches) and the
+    same number of classes. Without it, each surfaces in the first step as a shape error deep
+    inside Keras or TensorFlow."""
+    ends = {"teacher": _ends(teacher), "student": _ends(student)}
+    for role, model in (("teacher", teacher), ("student", student)):
+        if ends[role] is None:
+            continue
+        inputs, outputs = ends[role]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ConfigError(
+                f"The {role} {model.name!r} has {len(inputs)} input(s) and {len(outputs)} "
+                "output(s); the Distiller needs one of each (images in, class logits out). "
+                f"Give it keras.Model({role}.inputs[i], {role}.outputs[j]) with the ones that "
+                "take the images and give the classes."
+            )
+    if None not in ends.values():
+        shapes = [tuple(ends[role][0][0].shape[1:]) for role in ("teacher", "student")]
+        same = len(shapes[0]) == len(shapes[1]) and all(
+            a is None or b is None or a == b for a, b in zip(*shapes, strict=True)
+        )
+        if not same:
+            raise ConfigError(
+                f"The teacher {teacher.name!r} takes inputs of shape {shapes[0]} and the student "
+                f"{student.name!r} {shapes[1]}: both are called on the same batches. Build the "
+                "student for the teacher's input shape (channels last), or resize inside a "
+                "model (keras.layers.Resizing)."
+            )
+    check_same_classes(teacher, student)
+
+
 def check_same_classes(teacher: keras.Model, student: keras.Model) -> None:
     """Both give the same number of classes (known for Functional models; a subclassed one's
     is known once it is called, and a mismatch then fails in the first step)."""
