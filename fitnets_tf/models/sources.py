@@ -237,6 +237,20 @@ def _nested(model: keras.Model) -> bool:
     return any(isinstance(end, (list, tuple, dict)) for end in ends)
 
 
+def ends_in_softmax(model: keras.Model) -> bool:
+    """Whether a Functional (or built Sequential) model's last layer applies a softmax."""
+    try:
+        model.inputs  # noqa: B018  (a subclassed model has none: its end is not a layer)
+    except (AttributeError, ValueError):
+        return False
+    if not model.layers:
+        return False
+    last = model.layers[-1]
+    return isinstance(last, keras.layers.Softmax) or (
+        getattr(last, "activation", None) is keras.activations.softmax
+    )
+
+
 def without_softmax(model: keras.Model) -> keras.Model:
     """The model's logits: the Distiller applies the softmax (and the temperature) itself.
 
@@ -244,18 +258,9 @@ def without_softmax(model: keras.Model) -> keras.Model:
     sharing its layers up to the softmax (a Dense's own softmax: a linear copy of the Dense
     with the same weights).
     """
-    try:
-        model.inputs  # noqa: B018  (a subclassed model has none: its end is not a layer)
-    except (AttributeError, ValueError):
-        return model
-    if not model.layers:
+    if not ends_in_softmax(model):
         return model
     last = model.layers[-1]
-    softmax = isinstance(last, keras.layers.Softmax) or (
-        getattr(last, "activation", None) is keras.activations.softmax
-    )
-    if not softmax:
-        return model
     if isinstance(last, (keras.layers.Softmax, keras.layers.Activation)):
         return keras.Model(model.inputs[0], last.input, name=model.name)
     linear = last.__class__.from_config({**last.get_config(), "activation": "linear"})
