@@ -33,7 +33,7 @@ from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     tap,
     valid_names,
 )
-from fitnets_tf.models.sources import check_pair, logits_for_distilling
+from fitnets_tf.models.sources import check_batched, check_pair, logits_for_distilling
 
 PHASES = ("hints", "kd")
 # Keys of precomputed teacher outputs fed with the images (fitnets_tf.teacher_cache).
@@ -313,6 +313,7 @@ class Distiller(keras.Model):
         """Returns ``(loss_for_gradients, logged terms, student logits or None)``."""
         cached = x if isinstance(x, dict) else {}
         x = _images(x)
+        check_batched(x, self.teacher)  # at trace time: shapes only
         if self.phase == "hints":
             if CACHED_HINT in cached:  # no teacher pass at all
                 hints = cached[CACHED_HINT]

@@ -370,3 +370,14 @@ def test_an_unbuilt_sequential_student_is_not_called_subclassed(teacher):
     seq = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(3, name="out")])
     with pytest.raises(TypeError, match="Sequential model without an input.*keras.Input"):
         fitnets_tf.Distiller(teacher, seq, hint_layer="pool1", guided_layer="out")
+
+
+def test_a_dataset_that_is_not_batched_is_named(teacher, student):
+    # Keras took the image's first axis for the batch and failed inside a pooling layer
+    # ("Negative dimension size caused by subtracting 2 from 1").
+    x, y = tiny_data(8)
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    for phase in ("hints", "kd"):
+        d.compile(optimizer="sgd", phase=phase)
+        with pytest.raises(ValueError, match=r"one image of shape \(8, 8, 1\).*ds.batch"):
+            d.fit(tf.data.Dataset.from_tensor_slices((x, y)), epochs=1, verbose=0)

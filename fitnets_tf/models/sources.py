@@ -327,6 +327,24 @@ def check_pair(teacher: keras.Model, student: keras.Model) -> None:
     check_same_classes(teacher, student)
 
 
+def check_batched(images, model: keras.Model) -> None:
+    """Refuses images that are one example of ``model``'s input: a dataset not batched.
+
+    Keras would take the first image axis for the batch, and fail deep inside a layer
+    ("Negative dimension size caused by subtracting 2 from 1") or train on nonsense.
+    """
+    ends = _ends(model)
+    if ends is None or len(images.shape) != len(ends[0][0].shape) - 1:
+        return
+    expected = tuple(ends[0][0].shape[1:])
+    if all(e is None or e == d for e, d in zip(expected, images.shape, strict=True)):
+        raise ValueError(
+            f"The batches hold one image of shape {tuple(images.shape)}, with no batch axis: "
+            f"{model.name!r} takes batches of shape (batch, *{expected}). Batch the dataset: "
+            "ds.batch(64)."
+        )
+
+
 def check_same_classes(teacher: keras.Model, student: keras.Model) -> None:
     """Both give the same number of classes (known for Functional models; a subclassed one's
     is known once it is called, and a mismatch then fails in the first step)."""
