@@ -251,6 +251,12 @@ def make_regressors(teacher, student, pairs, regressor="auto", initializer=None)
     ``initializer`` gets seed + i for the i-th pair, so that equal shapes get distinct draws.
     """
     given = list(regressor) if isinstance(regressor, (list, tuple)) else None
+    if isinstance(regressor, keras.layers.Layer) and len(pairs) > 1:
+        # One layer object would be one regressor, its weights shared by every pair.
+        raise ConfigError(
+            f"Give one regressor per pair: {len(pairs)} pairs and one layer. Pass a list of "
+            f"{len(pairs)} layers (regressor=[...]), or 'auto'/'linear' for a regressor each."
+        )
     if given is not None and len(given) != len(pairs):
         raise ConfigError(
             f"Give one regressor per pair: {len(pairs)} pairs, {len(given)} regressors."
