@@ -15,6 +15,8 @@ Calling the Distiller runs the student, so ``predict``/``evaluate`` report on th
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -31,7 +33,7 @@ from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     tap,
     valid_names,
 )
-from fitnets_tf.models.sources import check_same_classes, logits_for_distilling
+from fitnets_tf.models.sources import check_batched, check_pair, logits_for_distilling
 
 PHASES = ("hints", "kd")
 # Keys of precomputed teacher outputs fed with the images (fitnets_tf.teacher_cache).
@@ -55,8 +57,9 @@ def _build_like(student: keras.Model, teacher: keras.Model) -> None:
 
 
 def _positive(name: str, value: float, allow_zero: bool = False) -> float:
-    ok = value >= 0 if allow_zero else value > 0
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok:
+    # numbers.Real: NumPy scalars too (np.float32 from np.linspace or a results table).
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not real or not (value >= 0 if allow_zero else value > 0):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"`{name}` must be a number {bound}. Received: {name}={value!r}")
     return float(value)
@@ -150,9 +153,9 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        check_pair(teacher, student)  # before a softmax is looked for at the one output
         teacher = logits_for_distilling(teacher, "teacher")
         student = logits_for_distilling(student, "student")
-        check_same_classes(teacher, student)
         self.teacher = teacher
         self.student = student
         self.hints, self.auto_pair = resolve_pairs(
@@ -310,6 +313,7 @@ class Distiller(keras.Model):
         """Returns ``(loss_for_gradients, logged terms, student logits or None)``."""
         cached = x if isinstance(x, dict) else {}
         x = _images(x)
+        check_batched(x, self.teacher)  # at trace time: shapes only
         if self.phase == "hints":
             if CACHED_HINT in cached:  # no teacher pass at all
                 hints = cached[CACHED_HINT]

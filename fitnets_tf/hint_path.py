@@ -33,10 +33,13 @@ def check_functional(model, role: str):
     try:
         model.inputs  # noqa: B018  (Functional and built Sequential models have them)
     except (AttributeError, ValueError) as e:
+        # A Sequential without keras.Input has no input yet: it is not subclassed.
+        what = ("a Sequential model without an input: start it with keras.Input(shape)"
+                if isinstance(model, keras.Sequential) else
+                f"a subclassed {type(model).__name__}: wrap it with keras.Model(inputs, outputs)")  # fmt: skip
         raise TypeError(
             f"`{role}` must be a Functional (or built Sequential) keras.Model so that its layers "
-            f"can be tapped by name; got a subclassed {type(model).__name__}. Wrap it with "
-            "keras.Model(inputs, outputs) or pass no hint_layer/guided_layer."
+            f"can be tapped by name; got {what}, or pass no hint_layer/guided_layer."
         ) from e
 
 
@@ -248,6 +251,12 @@ def make_regressors(teacher, student, pairs, regressor="auto", initializer=None)
     ``initializer`` gets seed + i for the i-th pair, so that equal shapes get distinct draws.
     """
     given = list(regressor) if isinstance(regressor, (list, tuple)) else None
+    if isinstance(regressor, keras.layers.Layer) and len(pairs) > 1:
+        # One layer object would be one regressor, its weights shared by every pair.
+        raise ConfigError(
+            f"Give one regressor per pair: {len(pairs)} pairs and one layer. Pass a list of "
+            f"{len(pairs)} layers (regressor=[...]), or 'auto'/'linear' for a regressor each."
+        )
     if given is not None and len(given) != len(pairs):
         raise ConfigError(
             f"Give one regressor per pair: {len(pairs)} pairs, {len(given)} regressors."

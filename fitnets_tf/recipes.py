@@ -84,7 +84,8 @@ def combination_problems(optimizer: str, *, momentum: float = 0.0, nesterov: boo
         found.append("adamw needs weight_decay > 0 (without it, it is adam)")
     if optimizer == "adam" and weight_decay:
         # Keras' Adam(weight_decay=...) is AdamW; PyTorch's would be L2 in the gradient.
-        found.append("Keras' adam decays weights as adamw does (decoupled): use adamw")
+        found.append(f"Keras' adam with weight_decay={weight_decay} decays weights as adamw "
+                     "does (decoupled): use adamw, or weight_decay=0")  # fmt: skip
     return found
 
 

@@ -26,6 +26,7 @@ from fitnets_tf import distribute, recipes
 from fitnets_tf.callbacks import LambdaAnnealing
 from fitnets_tf.distiller import Distiller
 from fitnets_tf.hint_path import deepest_guided_layer, resolve_pairs
+from fitnets_tf.models.sources import ends_in_softmax
 from fitnets_tf.run import mid_epoch
 
 MODES = ("fitnet", "kd", "scratch", "stagewise_labels")
@@ -206,7 +207,11 @@ def fit_labels(
     initial_step: int = 0,
     **compile_kwargs,
 ) -> keras.callbacks.History:
-    """Trains ``model`` (logits) on the labels alone: the teacher and the ``scratch`` baseline.
+    """Trains ``model`` on the labels alone: the teacher and the ``scratch`` baseline.
+
+    ``model`` outputs logits, or ends in a softmax (a teacher of your own may): the loss is
+    told which, so Keras takes the logits from under the softmax without warning that
+    ``from_logits=True`` met probabilities.
 
     Every ``fit_*`` builds a fresh optimizer from ``hparams`` whose learning-rate schedule
     spans ``epochs``: ``steps_per_epoch`` (default: the number of batches of ``train``, when
@@ -218,7 +223,7 @@ def fit_labels(
     compile_kwargs.setdefault("metrics", ["accuracy"])
     model.compile(
         optimizer=_stage_optimizer(hparams, train, epochs, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not ends_in_softmax(model)),
         **compile_kwargs,
     )
     return _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose, initial_step)

@@ -8,6 +8,7 @@ from absl import flags
 from fitnets_tf import data, distiller, models
 from fitnets_tf.cli import flags as flag_lib
 from fitnets_tf.cli import train  # noqa: F401  (defines the flags)
+from fitnets_tf.errors import ConfigError
 
 # Training flagfiles; tune_*.flags also hold tuner flags and are tested in test_tuner.py.
 CONFIGS = sorted(
@@ -100,3 +101,28 @@ def test_naming_other_models_without_a_flagfile_drops_what_belongs_to_the_defaul
     assert bare("--student=s.keras").models.teacher_path == default.teacher_path
     assert bare("--kd_epochs=3").models == default
     flags.FLAGS.unparse_flags()
+
+
+def test_a_refused_bare_command_names_the_values_it_took_from_the_default_experiment():
+    # `--optimizer=adam` alone meets the default's SGD momentum, Nesterov and weight decay:
+    # the message told the user to "drop" a momentum they never gave.
+    def refused(*args):
+        flags.FLAGS.unparse_flags()
+        argv = ["train", *args]
+        try:
+            flags.FLAGS(argv)
+            with pytest.raises(ConfigError) as info:
+                flag_lib.validated_command_line(argv)
+        finally:
+            flags.FLAGS.unparse_flags()
+        return str(info.value)
+
+    message = refused("--optimizer=adam", "--momentum=0.5")
+    assert "adam takes no momentum" in message
+    note = message[message.index("(--") :]
+    assert "--nesterov" in note and "--weight_decay=0.01" in note and "default experiment's" in note
+    assert "--momentum" not in note  # given: the user's own value, not the default's
+    # With a flagfile, nothing is inherited from the default experiment: no note.
+    assert "default experiment" not in refused(
+        "--flagfile=configs/smoke.flags", "--optimizer=adam", "--momentum=0.5"
+    )

@@ -322,3 +322,62 @@ def test_cached_teacher_logits_replace_the_teacher_pass(teacher, student):
     for key in ("loss", "ce_loss", "kd_loss"):
         np.testing.assert_allclose(logs[key], live[key], rtol=1e-5)
     np.testing.assert_allclose(d(cached), student(x))
+
+
+def _flat_net(input_shape, outputs=(3,), inputs=1):
+    """Images (and extra inputs) → flatten → one Dense per entry of ``outputs``."""
+    ins = [keras.Input(input_shape)] + [keras.Input((2,)) for _ in range(inputs - 1)]
+    h = keras.layers.Flatten()(ins[0])
+    outs = [keras.layers.Dense(n)(h) for n in outputs]
+    return keras.Model(ins if inputs > 1 else ins[0], outs if len(outs) > 1 else outs[0])
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: _flat_net((10, 10, 1)), r"inputs of shape \(8, 8, 1\) and the student .*\(10, 10, 1\)"),
+        (lambda: _flat_net((1, 8, 8)), r"\(8, 8, 1\) and the student .*\(1, 8, 8\).*channels last"),
+        (lambda: _flat_net((8, 8, 1), outputs=(3, 2)), "student .* 1 input.* and 2 output.*one of each"),
+        (lambda: _flat_net((8, 8, 1), inputs=2), "student .* 2 input.* and 1 output.*one of each"),
+    ],
+)  # fmt: skip
+def test_models_that_cannot_share_a_batch_are_refused_when_built(teacher, make, match):
+    # Before, each passed construction and failed in the first step with a shape error from
+    # inside Keras ("Dimension 1 in both shapes must be equal" for two outputs).
+    with pytest.raises(ConfigError, match=match):
+        fitnets_tf.Distiller(teacher, make())
+
+
+def test_a_teacher_with_two_outputs_is_refused_and_any_size_fits(teacher, student):
+    with pytest.raises(ConfigError, match="teacher .* 1 input.* and 2 output"):
+        fitnets_tf.Distiller(_flat_net((8, 8, 1), outputs=(3, 3)), student)
+    # None is any size: a fully convolutional student takes the teacher's images.
+    inputs = keras.Input((None, None, 1))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    fitnets_tf.Distiller(teacher, keras.Model(inputs, keras.layers.Dense(3)(h)))
+
+
+def test_numpy_scalars_are_numbers_and_strings_are_named(teacher, student):
+    # A value from np.linspace or a results table is a NumPy scalar (np.float32 is not a float).
+    d = fitnets_tf.Distiller(teacher, student, temperature=np.float32(2.0),
+                             kd_lambda=np.int64(3))  # fmt: skip
+    assert float(d.temperature) == 2.0 and float(d.kd_lambda) == 3.0
+    with pytest.raises(ConfigError, match=r"`kd_lambda` must be a number >= 0.*'4'"):
+        fitnets_tf.Distiller(teacher, student, kd_lambda="4")  # was a TypeError from '>='
+
+
+def test_an_unbuilt_sequential_student_is_not_called_subclassed(teacher):
+    seq = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(3, name="out")])
+    with pytest.raises(TypeError, match="Sequential model without an input.*keras.Input"):
+        fitnets_tf.Distiller(teacher, seq, hint_layer="pool1", guided_layer="out")
+
+
+def test_a_dataset_that_is_not_batched_is_named(teacher, student):
+    # Keras took the image's first axis for the batch and failed inside a pooling layer
+    # ("Negative dimension size caused by subtracting 2 from 1").
+    x, y = tiny_data(8)
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    for phase in ("hints", "kd"):
+        d.compile(optimizer="sgd", phase=phase)
+        with pytest.raises(ValueError, match=r"one image of shape \(8, 8, 1\).*ds.batch"):
+            d.fit(tf.data.Dataset.from_tensor_slices((x, y)), epochs=1, verbose=0)

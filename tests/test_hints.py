@@ -230,3 +230,12 @@ def test_describe_layers_marks_the_candidates():
     assert lines["pool1"].startswith("*") and "(4, 4, 4)" in lines["pool1"]
     assert lines["bn"].startswith("*") and not lines["conv1"].startswith("*")
     assert "Dense" in lines["logits"] and "(3,)" in lines["logits"]
+
+
+def test_one_regressor_layer_for_several_pairs_is_refused():
+    # It was used for every pair: the same weights regressing two hints (or, with other
+    # shapes, an error about pair 2's shape that did not say why).
+    teacher, student = tiny_model("t", 6, 0), tiny_model("s", 6, 1)
+    with pytest.raises(ConfigError, match="one regressor per pair: 2 pairs and one layer"):
+        fitnets_tf.Distiller(teacher, student, hints=[("pool1", "pool1"), ("conv2", "conv2")],
+                             regressor=keras.layers.Conv2D(6, 1))  # fmt: skip

@@ -1,7 +1,10 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_dataset, tiny_model
+import tensorflow as tf
+from conftest import tiny_data, tiny_dataset, tiny_model
 
 from fitnets_tf import stages
 
@@ -60,3 +63,20 @@ def test_modes_validate_their_inputs():
         stages.train_student("fitnet", student, student, tiny_dataset())
     with pytest.raises(ValueError, match="teacher"):
         stages.train_student("kd", None, student, tiny_dataset())
+
+
+def test_fit_labels_trains_a_model_that_ends_in_a_softmax_without_a_logits_warning():
+    # A teacher of one's own often ends in Dense(..., activation="softmax"). The loss was
+    # from_logits=True, and Keras warned that it "does not represent logits. Was this intended?"
+    # (it takes the softmax's input, so the numbers were right; the warning was not).
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
+    x, y = tiny_data(16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = stages.fit_labels(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(16),
+                                    epochs=1, hparams=stages.Hyperparameters(), verbose=0)  # fmt: skip
+    assert not [w for w in caught if "from_logits" in str(w.message)]
+    assert np.isfinite(history.history["loss"][0])

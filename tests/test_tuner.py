@@ -95,6 +95,29 @@ def test_every_oracle_runs_the_defaults_first(kind, tmp_path):
     assert second.hyperparameters.values["kd_lambda"] != 4.0
 
 
+def test_a_tie_keeps_the_defaults_as_the_best_trial(tmp_path):
+    # A search whose trials all score alike (e.g. at chance) must not put another trial's
+    # values in best.flags: only a trial that beats the defaults replaces them. A reloaded
+    # oracle's trials come in no fixed order; before, the first one found won the tie.
+    oracle = search.RandomOracle(objective=keras_tuner.Objective("val_accuracy", "max"), seed=1,
+                                 max_trials=3)  # fmt: skip
+    oracle._set_project_dir(str(tmp_path), "p")
+    hp = keras_tuner.HyperParameters()
+    search.SearchSpace().hyperparameters(hp, PAPER)
+    oracle.update_space(hp)
+    for _ in range(3):
+        trial = oracle.create_trial("tuner0")
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.14})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    defaults = next(iter(oracle.trials))
+    oracle.trials = dict(reversed(list(oracle.trials.items())))  # as a reload may order them
+    assert search.best_trial(oracle).trial_id == defaults
+    later = sorted(oracle.trials)[1:]
+    oracle.trials = {k: oracle.trials[k] for k in reversed(later)}  # no defaults: the earliest
+    assert search.best_trial(oracle).trial_id == later[0]
+
+
 def _watched_oracle(tmp_path, alive: dict, timeout_s: float = 0.0):
     oracle = search.RandomOracle(objective=keras_tuner.Objective("val_accuracy", "max"), seed=1,
                                  max_trials=2, max_retries_per_trial=1, worker_alive=alive.get,

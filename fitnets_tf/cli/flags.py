@@ -6,10 +6,13 @@ field's default (from `config.FLAG_DEFAULTS`), help text and limits.
 
 from __future__ import annotations
 
+import re
+
 from absl import flags
 
 from fitnets_tf import config as config_lib
 from fitnets_tf import options
+from fitnets_tf.errors import ConfigError
 
 FLAGS = flags.FLAGS
 
@@ -97,6 +100,38 @@ def config_from_command_line(argv: list[str], f=FLAGS) -> config_lib.ExperimentC
     given flags applied."""
     base = config_lib.default_for(given_options(f)) if without_flagfile(argv) else None
     return config_from_flags(f, base)
+
+
+def validated_command_line(argv: list[str], f=FLAGS) -> config_lib.ExperimentConfig:
+    """:func:`config_from_command_line`, validated; a refusal without a flagfile names the
+    values it took from the default experiment."""
+    config = config_from_command_line(argv, f)
+    try:
+        config.validate()
+    except ConfigError as e:
+        if not without_flagfile(argv):
+            raise
+        base = config_lib.default_for(given_options(f))
+        raise ConfigError(f"{e}{_from_the_default(str(e), base, given_options(f))}") from e
+    return config
+
+
+def _from_the_default(message: str, base, given: set[str]) -> str:
+    """Which values a refused command line took from the default experiment, not from the user:
+    ``--optimizer=adam`` alone meets the default's momentum and weight decay, which the user
+    never typed and the message tells them to drop."""
+    flag_defaults = config_lib.FLAG_DEFAULTS
+    inherited = [options.serialize(spec, getattr(getattr(base, section), spec.name))
+                 for section, spec in all_specs()
+                 if spec.name not in given and re.search(rf"\b{spec.name}\b", message)
+                 and getattr(getattr(base, section), spec.name)
+                 != getattr(getattr(flag_defaults, section), spec.name)]  # fmt: skip
+    if not inherited:
+        return ""
+    listed = ", ".join(inherited)
+    return (f" ({listed}: the default experiment's. Without a --flagfile, the flags you do not "
+            "give are the default experiment's: give these yourself, or start from a flagfile "
+            "such as configs/smoke.flags.)")  # fmt: skip
 
 
 def flagfile_lines(config: config_lib.ExperimentConfig, workdir) -> list[str]:

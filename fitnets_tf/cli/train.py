@@ -43,8 +43,7 @@ def main(argv):
     from fitnets_tf import experiment
     from fitnets_tf.run import io, layout, lock, preemption
 
-    config = flag_lib.config_from_command_line(sys.argv)
-    config.validate()
+    config = flag_lib.validated_command_line(sys.argv)
     if FLAGS.list_layers:
         from fitnets_tf import hint_choice
 

@@ -107,8 +107,7 @@ def main(argv):
     from fitnets_tf import search
     from fitnets_tf.run import io, layout
 
-    config = flag_lib.config_from_command_line(sys.argv)
-    config.validate()
+    config = flag_lib.validated_command_line(sys.argv)
     options = options_from_flags()
     workdir = layout.prepare(FLAGS.workdir)
     files = layout.SearchLayout(workdir)

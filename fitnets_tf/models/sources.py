@@ -237,6 +237,20 @@ def _nested(model: keras.Model) -> bool:
     return any(isinstance(end, (list, tuple, dict)) for end in ends)
 
 
+def ends_in_softmax(model: keras.Model) -> bool:
+    """Whether a Functional (or built Sequential) model's last layer applies a softmax."""
+    try:
+        model.inputs  # noqa: B018  (a subclassed model has none: its end is not a layer)
+    except (AttributeError, ValueError):
+        return False
+    if not model.layers:
+        return False
+    last = model.layers[-1]
+    return isinstance(last, keras.layers.Softmax) or (
+        getattr(last, "activation", None) is keras.activations.softmax
+    )
+
+
 def without_softmax(model: keras.Model) -> keras.Model:
     """The model's logits: the Distiller applies the softmax (and the temperature) itself.
 
@@ -244,18 +258,9 @@ def without_softmax(model: keras.Model) -> keras.Model:
     sharing its layers up to the softmax (a Dense's own softmax: a linear copy of the Dense
     with the same weights).
     """
-    try:
-        model.inputs  # noqa: B018  (a subclassed model has none: its end is not a layer)
-    except (AttributeError, ValueError):
-        return model
-    if not model.layers:
+    if not ends_in_softmax(model):
         return model
     last = model.layers[-1]
-    softmax = isinstance(last, keras.layers.Softmax) or (
-        getattr(last, "activation", None) is keras.activations.softmax
-    )
-    if not softmax:
-        return model
     if isinstance(last, (keras.layers.Softmax, keras.layers.Activation)):
         return keras.Model(model.inputs[0], last.input, name=model.name)
     linear = last.__class__.from_config({**last.get_config(), "activation": "linear"})
@@ -279,6 +284,65 @@ def logits_for_distilling(model: keras.Model, role: str) -> keras.Model:
         )
     print(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
     return logits
+
+
+def _ends(model: keras.Model):
+    """``(inputs, outputs)`` of a Functional or built Sequential model; None for a subclassed
+    one (its ends are known only once it is called)."""
+    try:
+        return list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError, TypeError):
+        return None
+
+
+def check_pair(teacher: keras.Model, student: keras.Model) -> None:
+    """What the Distiller needs of two models, checked before any data is read: one input and
+    one output each, inputs of the same shape (both are called on the same batches) and the
+    same number of classes. Without it, each surfaces in the first step as a shape error deep
+    inside Keras or TensorFlow."""
+    ends = {"teacher": _ends(teacher), "student": _ends(student)}
+    for role, model in (("teacher", teacher), ("student", student)):
+        if ends[role] is None:
+            continue
+        inputs, outputs = ends[role]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ConfigError(
+                f"The {role} {model.name!r} has {len(inputs)} input(s) and {len(outputs)} "
+                "output(s); the Distiller needs one of each (images in, class logits out). "
+                f"Give it keras.Model({role}.inputs[i], {role}.outputs[j]) with the ones that "
+                "take the images and give the classes."
+            )
+    if None not in ends.values():
+        shapes = [tuple(ends[role][0][0].shape[1:]) for role in ("teacher", "student")]
+        same = len(shapes[0]) == len(shapes[1]) and all(
+            a is None or b is None or a == b for a, b in zip(*shapes, strict=True)
+        )
+        if not same:
+            raise ConfigError(
+                f"The teacher {teacher.name!r} takes inputs of shape {shapes[0]} and the student "
+                f"{student.name!r} {shapes[1]}: both are called on the same batches. Build the "
+                "student for the teacher's input shape (channels last), or resize inside a "
+                "model (keras.layers.Resizing)."
+            )
+    check_same_classes(teacher, student)
+
+
+def check_batched(images, model: keras.Model) -> None:
+    """Refuses images that are one example of ``model``'s input: a dataset not batched.
+
+    Keras would take the first image axis for the batch, and fail deep inside a layer
+    ("Negative dimension size caused by subtracting 2 from 1") or train on nonsense.
+    """
+    ends = _ends(model)
+    if ends is None or len(images.shape) != len(ends[0][0].shape) - 1:
+        return
+    expected = tuple(ends[0][0].shape[1:])
+    if all(e is None or e == d for e, d in zip(expected, images.shape, strict=True)):
+        raise ValueError(
+            f"The batches hold one image of shape {tuple(images.shape)}, with no batch axis: "
+            f"{model.name!r} takes batches of shape (batch, *{expected}). Batch the dataset: "
+            "ds.batch(64)."
+        )
 
 
 def check_same_classes(teacher: keras.Model, student: keras.Model) -> None:

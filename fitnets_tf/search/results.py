@@ -23,10 +23,18 @@ def best_trial(oracle):
     """The completed trial with the highest validation accuracy, or None.
 
     Unlike ``oracle.get_best_trials``, never a failed trial (keras-tuner pads its list with
-    them when too few trials completed).
+    them when too few trials completed). A tie goes to the defaults' trial, then to the
+    earliest: a trial must beat the configuration being tuned to replace it in ``best.flags``
+    (``oracle.trials`` is in no fixed order once a search is reloaded).
     """
-    done = [t for t in oracle.trials.values() if completed(t)]
-    return max(done, key=lambda t: t.score) if done else None
+    defaults = {hp.name: hp.default for hp in oracle.hyperparameters.space}
+    done = sorted((t for t in oracle.trials.values() if completed(t)),
+                  key=lambda t: (not _is_defaults(t, defaults), t.trial_id))  # fmt: skip
+    return max(done, key=lambda t: t.score) if done else None  # max: the first of equals
+
+
+def _is_defaults(trial, defaults: dict) -> bool:
+    return all(trial.hyperparameters.values.get(k) == v for k, v in defaults.items())
 
 
 def trial_rows(oracle, space: SearchSpace, trial_epochs: int) -> list[dict]:
@@ -40,7 +48,7 @@ def _row(trial, space: SearchSpace, defaults: dict, trial_epochs: int) -> dict:
     values = trial.hyperparameters.values
     row = {"trial_id": trial.trial_id, "status": trial.status}
     row.update({name: values.get(name) for name in space.names()})
-    row["defaults"] = all(values.get(k) == v for k, v in defaults.items())
+    row["defaults"] = _is_defaults(trial, defaults)
     done = completed(trial)
     row[OBJECTIVE] = trial.score if done else None
     for metric in ("val_loss", "accuracy"):  # at the best epoch
