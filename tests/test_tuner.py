@@ -672,8 +672,8 @@ def test_a_search_whose_best_trial_is_near_chance_says_where_to_look(tmp_path):
     assert len(lines) == 1
 
 
-def test_a_chief_counts_the_classes_from_the_teacher_not_the_data(teacher_path):
+def test_a_chief_knows_the_data_from_the_teacher_without_reading_it(teacher_path):
     from fitnets_tf.search import session
 
-    # The chief of a distributed search read no data; the teacher's logits give the count.
-    assert session._class_count({"teacher_path": str(teacher_path)}) == 3
+    # The chief of a distributed search reads no data; the teacher's ends say what it needs.
+    assert session._teacher_shape({"teacher_path": str(teacher_path)}) == ((8, 8, 1), 3)

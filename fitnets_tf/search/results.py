@@ -28,8 +28,11 @@ def best_trial(oracle):
     (``oracle.trials`` is in no fixed order once a search is reloaded).
     """
     defaults = {hp.name: hp.default for hp in oracle.hyperparameters.space}
-    done = sorted((t for t in oracle.trials.values() if completed(t)),
-                  key=lambda t: (not _is_defaults(t, defaults), t.trial_id))  # fmt: skip
+
+    def order(trial):  # ids are numbers as text: "100" comes after "99"
+        return not _is_defaults(trial, defaults), len(trial.trial_id), trial.trial_id
+
+    done = sorted((t for t in oracle.trials.values() if completed(t)), key=order)
     return max(done, key=lambda t: t.score) if done else None  # max: the first of equals
 
 

@@ -254,8 +254,15 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
         from fitnets_tf import distribute
 
         strategy = distribute.make_strategy(config.runtime.strategy)
+    inputs = {}
+    if role == "chief":  # the chief only serves the oracle: it reads no data
+        shape = _teacher_shape(record)
+    else:
+        data = experiment.load_data(config)
+        inputs = dict(x=data.train, validation_data=data.validation, data_epoch=data.epoch)
+        shape = data.input_shape, data.num_classes
     tuner = make_tuner(
-        hypermodel(config, options, record), oracle=options.oracle,
+        hypermodel(config, options, record, shape), oracle=options.oracle,
         max_trials=options.max_trials, trial_epochs=options.trial_epochs, directory=workdir,
         project_name=layout.SearchLayout.project_name, seed=config.schedule.seed,
         distribution_strategy=strategy, worker_alive=worker_alive(workdir),
@@ -265,11 +272,6 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
         requeue_interrupted(tuner.oracle)
     log(f"== search: {options.oracle}, {options.max_trials} trials of {options.trial_epochs} "
         f"epoch(s) over {', '.join(options.space.names())} ({role})")  # fmt: skip
-    inputs, num_classes = {}, None
-    if role != "chief":  # the chief only serves the oracle
-        data = experiment.load_data(config)
-        inputs = dict(x=data.train, validation_data=data.validation, data_epoch=data.epoch)
-        num_classes = data.num_classes
     no_room = io.disk_full_as_user_error(
         f"The search cannot write in {workdir}: {{reason}}. Every file it wrote is whole (the "
         "interrupted trial runs again): free space and re-run the same command to resume."
@@ -289,7 +291,7 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
     with io.disk_full_as_user_error(f"The search's results cannot be written in {workdir}: "
                                     "{reason}. Free space and re-run the same command."):  # fmt: skip
         summary = write_results(tuner.oracle, options, workdir, record["teacher_path"])
-    _warn_near_chance(summary, num_classes or _class_count(record), workdir, log)
+    _warn_near_chance(summary, shape[1], workdir, log)
     if error is not None:
         raise SearchError(
             f"The search stopped: {str(error).splitlines()[0]} (results so far are in "
@@ -298,10 +300,11 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
     return summary
 
 
-def _class_count(record: dict) -> int:
-    """The number of classes, from the teacher's outputs: a chief reads no data (a user's
-    folder could take minutes to read again just for it)."""
-    return int(builders.load_teacher(record["teacher_path"]).outputs[0].shape[-1])
+def _teacher_shape(record: dict) -> tuple[tuple, int]:
+    """The images' shape and the number of classes, from the teacher's ends: what a chief,
+    which reads no data, needs to know of it (a user's folder could take minutes to read)."""
+    teacher = builders.load_teacher(record["teacher_path"])
+    return tuple(teacher.inputs[0].shape[1:]), int(teacher.outputs[0].shape[-1])
 
 
 def _warn_near_chance(summary: dict, num_classes: int, workdir: pathlib.Path, log) -> None:
@@ -316,10 +319,12 @@ def _warn_near_chance(summary: dict, num_classes: int, workdir: pathlib.Path, lo
         "and the trials' epochs.")  # fmt: skip
 
 
-def hypermodel(config: ExperimentConfig, options: TuneOptions, record: dict) -> FitNetsHyperModel:
-    """The trials' HyperModel: ``record``'s teacher and stage-1 student, ``config``'s rest."""
+def hypermodel(config: ExperimentConfig, options: TuneOptions, record: dict,
+               shape: tuple[tuple, int] | None = None) -> FitNetsHyperModel:  # fmt: skip
+    """The trials' HyperModel: ``record``'s teacher and stage-1 student, ``config``'s rest;
+    ``shape``: the images' shape and the class count, when the data was read already."""
     m, s = config.models, config.schedule
-    input_shape, num_classes = experiment.dataset_shape(config)
+    input_shape, num_classes = shape or experiment.dataset_shape(config)
     build = dict(input_shape=input_shape, num_classes=num_classes,
                  kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm)  # fmt: skip
     hint_layer, guided_layer = config.pair()
