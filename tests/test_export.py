@@ -546,3 +546,59 @@ def test_a_finished_runs_damaged_student_is_refused_then_repaired_as_the_message
                           "--nolatency")  # fmt: skip
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (run / "export" / "student.keras").is_file()
+
+
+def test_staging_left_by_a_killed_export_is_removed_by_the_next(tmp_path):
+    from fitnets_tf.run import lock
+
+    output = tmp_path / "student.keras"
+    killed = tmp_path / ".student.keras.partial-killed"  # its writer died: lock not held
+    with lock.hold(killed):
+        (killed / "new").mkdir()
+    unknown = tmp_path / ".student.keras.partial-nolock"  # no lock file: not provably stale
+    unknown.mkdir()
+    other = tmp_path / ".other.keras.partial-killed"  # another output's: not ours to judge
+    with lock.hold(other):
+        pass
+    live = tmp_path / ".student.keras.partial-live"
+    with lock.hold(live):  # a live export to the same path (this process stands in for it)
+        export.export_student(make_student(), output, "keras")
+        assert live.is_dir()
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [output.name, unknown.name, other.name, live.name]
+    )
+
+
+def test_sigterm_mid_export_leaves_no_staging_directory(tmp_path):
+    """Python's default SIGTERM skips `finally`; the CLI turns it into an exit that runs it."""
+    import signal
+    import time
+
+    make_run(tmp_path / "run")
+    script = (
+        "import sys, time\n"
+        "from fitnets_tf.cli import export as cli\n"
+        "from fitnets_tf import export\n"
+        "def slow(model, path):\n"
+        "    path.write_text('half'); print('writing', flush=True); time.sleep(60)\n"
+        "export.WRITERS['keras'] = slow\n"
+        f"sys.argv = ['fitnets-export', '--workdir={tmp_path / 'run'}', '--format=keras',"
+        " '--nolatency']\n"
+        "cli.entry_point()\n"
+    )
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        lines = iter(proc.stdout.readline, "")  # the CLI may print notes first
+        assert "writing" in (line.strip() for line in lines), proc.stderr.read()[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert os.listdir(tmp_path / "run" / "export") == []

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import signal
+import sys
 
 from absl import app, flags, logging
 
@@ -116,9 +118,17 @@ def _export_quantized(workdir: pathlib.Path) -> pathlib.Path:
                                      calibration=calibration, overwrite=FLAGS.overwrite)  # fmt: skip
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (``kill``, a job's time limit) as an exit that unwinds: Python's default ends
+    the process at once, skipping the ``finally`` that removes an export's staging directory.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 @common.reports_user_errors("fitnets_tf.export")
 def main(argv: list[str]) -> None:
     """Exports a finished run's student and prints sizes (and latencies)."""
+    _exit_on_sigterm()
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.output and FLAGS.format == "all":

@@ -18,7 +18,9 @@ import tensorflow as tf
 from fitnets_tf.errors import OutputExistsError
 from fitnets_tf.export import writers
 from fitnets_tf.export.verify import verify
-from fitnets_tf.run import io
+from fitnets_tf.run import io, lock
+
+STAGING_MARK = ".partial-"
 
 
 def refuse_existing(output: str | pathlib.Path, overwrite: bool) -> None:
@@ -48,9 +50,7 @@ def publish(
     Raises:
         DiskFullError: no room to write the artifact (the previous one, if any, is kept).
     """
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-    try:
+    with staging_directory(output) as staging:
         staged = staging / "new" / output.name
         staged.parent.mkdir()
         with _quiet_tf_logger(), _no_room(output, format):
@@ -58,6 +58,26 @@ def publish(
             verify(staged, format, serving, raw)
         refuse_existing(output, overwrite)  # Something may have appeared while we wrote.
         _replace(staged, output, staging / "previous")
+
+
+@contextlib.contextmanager
+def staging_directory(output: pathlib.Path):
+    """A new hidden directory beside ``output``, locked while in use and removed after.
+
+    A process killed with SIGKILL cannot remove its own, so first every staging directory of
+    the same ``output`` whose lock no live process holds is removed: the kernel releases a
+    dead writer's lock. One without a lock file (a writer that has not taken it yet, or an
+    older version's) is left alone.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{output.name}{STAGING_MARK}"
+    for stale in output.parent.iterdir():
+        if stale.name.startswith(prefix) and stale.is_dir() and lock.held(stale) is False:
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir=output.parent))
+    try:
+        with lock.hold(staging, what="export staging directory"):
+            yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
