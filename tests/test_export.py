@@ -602,3 +602,16 @@ def test_sigterm_mid_export_leaves_no_staging_directory(tmp_path):
         proc.communicate()
     assert proc.returncode == 128 + signal.SIGTERM
     assert os.listdir(tmp_path / "run" / "export") == []
+
+
+def test_a_student_file_given_as_the_run_directory_names_the_directory(tmp_path):
+    make_run(tmp_path / "run")
+    student_file = tmp_path / "run" / export.STUDENT_FILE
+    with pytest.raises(export.MissingStudentError, match="is a file, not a run directory") as info:
+        export.export_student(student_file, None, "keras")
+    assert f"--workdir={tmp_path / 'run'}," in str(info.value)
+    mine = tmp_path / "mine.keras"  # a student outside any run: how to export it
+    make_student().save(mine)
+    with pytest.raises(export.MissingStudentError, match=r"keras.saving.load_model\(PATH\)"):
+        export.export_student(mine, None, "keras")
+    assert not (tmp_path / "run" / "export").exists()

@@ -29,6 +29,8 @@ def load_run(workdir: str | os.PathLike) -> tuple[keras.Model, keras.Model | Non
         ExportError: if a file is damaged (it differs from its sha256) or cannot be loaded.
     """
     workdir = pathlib.Path(workdir)
+    if workdir.is_file():  # "does not exist" would send the user looking for a missing file
+        raise MissingStudentError(_a_file_not_a_run(workdir))
     if not workdir.is_dir():
         raise MissingStudentError(
             f"Run directory {workdir} does not exist. Check --workdir: it must be the directory a "
@@ -51,6 +53,18 @@ def load_run(workdir: str | os.PathLike) -> tuple[keras.Model, keras.Model | Non
     preprocessor = (load_keras(files.preprocessor, "preprocessor", repair)
                     if has_preprocessor else None)  # fmt: skip
     return student, preprocessor
+
+
+def _a_file_not_a_run(path: pathlib.Path) -> str:
+    message = (f"{path} is a file, not a run directory: --workdir names the directory a "
+               "training run wrote.")  # fmt: skip
+    if RunLayout(path.parent).student.is_file():
+        message += f" Pass --workdir={path.parent}, the run directory holding it."
+    elif path.suffix == ".keras":
+        message += (" To export a .keras student from elsewhere, from Python: "
+                    "fitnets_tf.export.export_student(keras.saving.load_model(PATH), OUTPUT, "
+                    "FORMAT).")  # fmt: skip
+    return message
 
 
 def unverified(workdir: str | os.PathLike) -> list[pathlib.Path]:
