@@ -247,6 +247,8 @@ def test_bad_arguments_are_refused(tmp_path):
         export.export_student(student, tmp_path / "s.pt", "pt")
     with pytest.raises(export.ExportConfigError, match="'.tflite'"):
         export.export_student(student, tmp_path / "s.lite", "litert")
+    with pytest.raises(export.ExportConfigError, match="format='onnx'"):  # the default format
+        export.export_student(student, tmp_path / "s.onnx", "saved_model")
     with pytest.raises(export.ExportConfigError, match="include_preprocessing needs"):
         export.export_student(student, tmp_path / "s.keras", "keras", include_preprocessing=True)
     softmax_student = keras.Sequential(
