@@ -417,6 +417,13 @@ def test_the_teacher_to_time_is_the_runs_or_the_one_it_loaded(tmp_path):
     notes = []
     assert export.serving.load_runs_teacher(run, log=notes.append) is None
     assert len(notes) == 1 and "teacher is left out" in notes[0] and "moved.keras" in notes[0]
+    assert "--teacher=PATH.keras" in notes[0] and "--teacher_path" not in notes[0]
+    from fitnets_tf.run import runtime
+
+    assert runtime.versions()["working_directory"] == os.getcwd()  # what a run records
+    (run / "flags.txt").write_text("--teacher=mine.keras\n")  # relative to where it ran
+    (run / "versions.json").write_text(json.dumps({"working_directory": str(tmp_path)}))
+    assert export.serving.load_runs_teacher(run).name == "outside"  # whatever the cwd is
     (run / "teacher").mkdir()
     make_student(filters=8, name="own").save(run / "teacher" / "teacher.keras")
     assert export.serving.load_runs_teacher(run).name == "own"  # the one it trained first

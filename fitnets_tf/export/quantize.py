@@ -96,9 +96,15 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
             "quantize='dynamic', which needs no calibration, or export from the training run's "
             "own directory."
         )
-    source = {"name": given["dataset"], "retrain_on_all": "retrain_on_all" in given}
+    from fitnets_tf.data.sources import FOLDER, NPZ
+
+    name = given["dataset"]
+    for prefix in (FOLDER, NPZ):  # the run's own files, wherever the export is run from
+        if name.startswith(prefix):
+            name = prefix + files.recorded_path(name.removeprefix(prefix))
+    source = {"name": name, "retrain_on_all": "retrain_on_all" in given}
     if given.get("data_dir"):
-        source["data_dir"] = given["data_dir"]
+        source["data_dir"] = files.recorded_path(given["data_dir"])
     if given.get("image_size"):
         source["image_size"] = tuple(int(side) for side in given["image_size"].split(","))
     if given.get("validation_size"):

@@ -80,7 +80,7 @@ def load_runs_teacher(workdir: str | os.PathLike, log=print) -> keras.Model | No
     None when there is neither: a teacher moved or deleted since the run is left out, and
     ``log`` says so. A ``teacher.keras`` put beside the student by hand counts as the run's.
     """
-    from fitnets_tf import builders  # builders import the data pipelines: import when used
+    from fitnets_tf import builders, pretrained  # builders import the data pipelines: when used
     from fitnets_tf.errors import TeacherLoadError
     from fitnets_tf.models.sources import is_keras_file
 
@@ -94,8 +94,11 @@ def load_runs_teacher(workdir: str | os.PathLike, log=print) -> keras.Model | No
     loaded = recorded.get("teacher_path") or (named if is_keras_file(named) else None)
     if not loaded:
         return None  # an architecture the run trained, whose file is gone
+    if not loaded.startswith(pretrained.PREFIX):
+        loaded = files.recorded_path(loaded)  # relative to where the run was, not to here
     try:
-        return builders.load_teacher(loaded)
+        # The training's advice (--teacher_path, --stages) is no flag of the export's.
+        return builders.load_teacher(loaded, advice="Pass --teacher=PATH.keras to time one.")
     except TeacherLoadError as e:
         log(f"note: the run's teacher is left out: {e}")
         return None

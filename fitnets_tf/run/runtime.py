@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import os
 import platform
 import sys
 
@@ -52,7 +53,8 @@ def verbosity() -> int:
 
 
 def versions(seed: int | None = None) -> dict:
-    """What produced a run: library versions, Python, platform and seed."""
+    """What produced a run: library versions, Python, platform, seed, and the directory it was
+    started from (the relative paths of its flags.txt are relative to it)."""
     import keras_tuner
     import numpy
     import tensorflow_datasets as tfds
@@ -71,4 +73,5 @@ def versions(seed: int | None = None) -> dict:
         "platform": platform.platform(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "seed": seed,
+        "working_directory": os.getcwd(),
     }
