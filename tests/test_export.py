@@ -402,6 +402,18 @@ def test_cli_exports_and_prints_sizes_and_latency(tmp_path):
 
 
 
+def test_cli_format_all_writes_into_the_output_directory_as_the_library_does(tmp_path):
+    pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
+    make_run(tmp_path / "run")
+    served = tmp_path / "served"
+    result = run_python("-m", "fitnets_tf.export", f"--workdir={tmp_path / 'run'}",
+                        "--format=all", f"--output={served}", "--nolatency")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = [export.default_output(".", fmt).name for fmt in export.FORMATS]
+    assert sorted(os.listdir(served)) == sorted(expected)
+    assert not (tmp_path / "run" / "export").exists()
+
+
 def test_the_teacher_to_time_is_the_runs_or_the_one_it_loaded(tmp_path):
     run = tmp_path / "run"
     make_run(run)

@@ -26,7 +26,8 @@ flags.DEFINE_string("workdir", None, "Run directory holding student.keras.", req
 flags.DEFINE_enum(
     "format", "saved_model", (*export.FORMATS, "all"), "Export format; 'all' writes each."
 )
-flags.DEFINE_string("output", None, "Output path; defaults to WORKDIR/export/student.<ext>.")
+flags.DEFINE_string("output", None, "Output path; defaults to WORKDIR/export/student.<ext>. "
+                    "With --format=all, the directory each format is written to.")  # fmt: skip
 flags.DEFINE_bool("include_preprocessing", False, "Bake WORKDIR/preprocessor.keras into the graph: "
                   "the model then takes raw pixels in [0, 255].")  # fmt: skip
 flags.DEFINE_bool(
@@ -131,10 +132,6 @@ def main(argv: list[str]) -> None:
     _exit_on_sigterm()
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.output and FLAGS.format == "all":
-        raise app.UsageError(
-            "--output names one artifact; it cannot be combined with --format=all."
-        )
     logging.set_verbosity(logging.WARNING)
     if FLAGS.threads:
         _set_threads(FLAGS.threads)
