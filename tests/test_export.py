@@ -636,3 +636,17 @@ def test_a_student_file_given_as_the_run_directory_names_the_directory(tmp_path)
     with pytest.raises(export.MissingStudentError, match=r"keras.saving.load_model\(PATH\)"):
         export.export_student(mine, None, "keras")
     assert not (tmp_path / "run" / "export").exists()
+
+
+def test_an_output_that_would_replace_the_run_is_refused_even_with_overwrite(tmp_path):
+    run = tmp_path / "runs" / "mine"
+    make_run(run)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for output, fmt in [(run, "saved_model"), (tmp_path / "runs", "saved_model"),
+                        (run / export.STUDENT_FILE, "keras"), (run, "all")]:  # fmt: skip
+        with pytest.raises(export.ExportConfigError, match="would replace what training wrote"):
+            export.export_student(run, output, fmt, overwrite=True)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    # Its export/ directory and new paths inside the run are the user's to write.
+    export.export_student(run, run / "export" / "mine.keras", "keras")
+    export.export_student(run, run / "deploy" / "student.keras", "keras")

@@ -19,6 +19,7 @@ from fitnets_tf import export
 from fitnets_tf.cli import common
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.export import quantize
+from fitnets_tf.export.publish import refuse_run_files
 
 common.quiet_tensorflow()
 
@@ -108,6 +109,7 @@ def _export_quantized(workdir: pathlib.Path) -> pathlib.Path:
     output = pathlib.Path(FLAGS.output) if FLAGS.output else default.with_name(
         f"{default.stem}_{FLAGS.quantize}{default.suffix}"
     )
+    refuse_run_files(output, workdir)
     export.refuse_existing(output, FLAGS.overwrite)  # before the calibration images are read
     calibration = None
     if FLAGS.quantize == "int8":

@@ -15,10 +15,11 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from fitnets_tf.errors import OutputExistsError
+from fitnets_tf.errors import ExportConfigError, OutputExistsError
 from fitnets_tf.export import writers
 from fitnets_tf.export.verify import verify
 from fitnets_tf.run import io, lock
+from fitnets_tf.run.layout import RunLayout
 
 STAGING_MARK = ".partial-"
 
@@ -37,6 +38,27 @@ def refuse_existing(output: str | pathlib.Path, overwrite: bool) -> None:
             "--output, or pass --overwrite to replace it (the old artifact is kept until the new "
             "one is complete)."
         )
+
+
+def refuse_run_files(output: str | pathlib.Path, workdir: str | pathlib.Path | None) -> None:
+    """Raises :class:`ExportConfigError` if writing ``output`` could replace what the run in
+    ``workdir`` made: the run directory, a directory holding it, or one of its files (outside
+    its ``export/``, which is the exports' own). ``--overwrite`` would otherwise delete them.
+    """
+    if workdir is None:
+        return
+    run, target = pathlib.Path(workdir).resolve(), pathlib.Path(output).resolve()
+    exports = RunLayout(run).export
+    if target == run or target in run.parents:
+        what = "the run directory itself" if target == run else f"a directory holding the run {run}"
+    elif target.is_relative_to(run) and not target.is_relative_to(exports) and target.exists():
+        what = f"a file of the run in {run}"
+    else:
+        return
+    raise ExportConfigError(
+        f"--output={output} is {what}: an export there would replace what training wrote. "
+        f"Choose a path outside the run, or leave --output out to write under {exports}."
+    )
 
 
 def publish(
