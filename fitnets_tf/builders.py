@@ -17,18 +17,18 @@ from fitnets_tf.errors import TeacherLoadError
 from fitnets_tf.models import sources
 from fitnets_tf.run import io, layout
 
+TRAINING_ADVICE = ("Pass --teacher_path=FILE.keras or a run directory whose teacher stage "
+                   "finished, or add 'teacher' to --stages to train one.")  # fmt: skip
 
-def load_teacher(path: str | os.PathLike) -> keras.Model:
+
+def load_teacher(path: str | os.PathLike, advice: str = TRAINING_ADVICE) -> keras.Model:
     """Loads a trained teacher from a ``.keras`` file, a previous run directory or a shipped
-    teacher (``pretrained:NAME``, checked against its recorded sha256)."""
+    teacher (``pretrained:NAME``, checked against its recorded sha256). ``advice`` ends the
+    error's message: what to do, in the words of the program that failed."""
     path = os.path.expanduser(pretrained.resolve(str(path)))
     if os.path.isdir(path):
         path = layout.RunLayout(path).teacher
-    return io.load_model(
-        path, "teacher", TeacherLoadError,
-        advice="Pass --teacher_path=FILE.keras or a run directory whose teacher stage "
-        "finished, or add 'teacher' to --stages to train one.",
-    )  # fmt: skip
+    return io.load_model(path, "teacher", TeacherLoadError, advice=advice)
 
 
 def trained_teacher(path: str | os.PathLike, input_shape, num_classes: int) -> keras.Model:

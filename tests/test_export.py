@@ -247,6 +247,8 @@ def test_bad_arguments_are_refused(tmp_path):
         export.export_student(student, tmp_path / "s.pt", "pt")
     with pytest.raises(export.ExportConfigError, match="'.tflite'"):
         export.export_student(student, tmp_path / "s.lite", "litert")
+    with pytest.raises(export.ExportConfigError, match="format='onnx'"):  # the default format
+        export.export_student(student, tmp_path / "s.onnx", "saved_model")
     with pytest.raises(export.ExportConfigError, match="include_preprocessing needs"):
         export.export_student(student, tmp_path / "s.keras", "keras", include_preprocessing=True)
     softmax_student = keras.Sequential(
@@ -400,6 +402,18 @@ def test_cli_exports_and_prints_sizes_and_latency(tmp_path):
 
 
 
+def test_cli_format_all_writes_into_the_output_directory_as_the_library_does(tmp_path):
+    pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
+    make_run(tmp_path / "run")
+    served = tmp_path / "served"
+    result = run_python("-m", "fitnets_tf.export", f"--workdir={tmp_path / 'run'}",
+                        "--format=all", f"--output={served}", "--nolatency")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = [export.default_output(".", fmt).name for fmt in export.FORMATS]
+    assert sorted(os.listdir(served)) == sorted(expected)
+    assert not (tmp_path / "run" / "export").exists()
+
+
 def test_the_teacher_to_time_is_the_runs_or_the_one_it_loaded(tmp_path):
     run = tmp_path / "run"
     make_run(run)
@@ -415,6 +429,13 @@ def test_the_teacher_to_time_is_the_runs_or_the_one_it_loaded(tmp_path):
     notes = []
     assert export.serving.load_runs_teacher(run, log=notes.append) is None
     assert len(notes) == 1 and "teacher is left out" in notes[0] and "moved.keras" in notes[0]
+    assert "--teacher=PATH.keras" in notes[0] and "--teacher_path" not in notes[0]
+    from fitnets_tf.run import runtime
+
+    assert runtime.versions()["working_directory"] == os.getcwd()  # what a run records
+    (run / "flags.txt").write_text("--teacher=mine.keras\n")  # relative to where it ran
+    (run / "versions.json").write_text(json.dumps({"working_directory": str(tmp_path)}))
+    assert export.serving.load_runs_teacher(run).name == "outside"  # whatever the cwd is
     (run / "teacher").mkdir()
     make_student(filters=8, name="own").save(run / "teacher" / "teacher.keras")
     assert export.serving.load_runs_teacher(run).name == "own"  # the one it trained first
@@ -560,3 +581,86 @@ def test_a_finished_runs_damaged_student_is_refused_then_repaired_as_the_message
                           "--nolatency")  # fmt: skip
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (run / "export" / "student.keras").is_file()
+
+
+def test_staging_left_by_a_killed_export_is_removed_by_the_next(tmp_path):
+    from fitnets_tf.run import lock
+
+    output = tmp_path / "student.keras"
+    killed = tmp_path / ".student.keras.partial-killed"  # its writer died: lock not held
+    with lock.hold(killed):
+        (killed / "new").mkdir()
+    unknown = tmp_path / ".student.keras.partial-nolock"  # no lock file: not provably stale
+    unknown.mkdir()
+    other = tmp_path / ".other.keras.partial-killed"  # another output's: not ours to judge
+    with lock.hold(other):
+        pass
+    live = tmp_path / ".student.keras.partial-live"
+    with lock.hold(live):  # a live export to the same path (this process stands in for it)
+        export.export_student(make_student(), output, "keras")
+        assert live.is_dir()
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [output.name, unknown.name, other.name, live.name]
+    )
+
+
+def test_sigterm_mid_export_leaves_no_staging_directory(tmp_path):
+    """Python's default SIGTERM skips `finally`; the CLI turns it into an exit that runs it."""
+    import signal
+    import time
+
+    make_run(tmp_path / "run")
+    script = (
+        "import sys, time\n"
+        "from fitnets_tf.cli import export as cli\n"
+        "from fitnets_tf import export\n"
+        "def slow(model, path):\n"
+        "    path.write_text('half'); print('writing', flush=True); time.sleep(60)\n"
+        "export.WRITERS['keras'] = slow\n"
+        f"sys.argv = ['fitnets-export', '--workdir={tmp_path / 'run'}', '--format=keras',"
+        " '--nolatency']\n"
+        "cli.entry_point()\n"
+    )
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        lines = iter(proc.stdout.readline, "")  # the CLI may print notes first
+        assert "writing" in (line.strip() for line in lines), proc.stderr.read()[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert os.listdir(tmp_path / "run" / "export") == []
+
+
+def test_a_student_file_given_as_the_run_directory_names_the_directory(tmp_path):
+    make_run(tmp_path / "run")
+    student_file = tmp_path / "run" / export.STUDENT_FILE
+    with pytest.raises(export.MissingStudentError, match="is a file, not a run directory") as info:
+        export.export_student(student_file, None, "keras")
+    assert f"--workdir={tmp_path / 'run'}," in str(info.value)
+    mine = tmp_path / "mine.keras"  # a student outside any run: how to export it
+    make_student().save(mine)
+    with pytest.raises(export.MissingStudentError, match=r"keras.saving.load_model\(PATH\)"):
+        export.export_student(mine, None, "keras")
+    assert not (tmp_path / "run" / "export").exists()
+
+
+def test_an_output_that_would_replace_the_run_is_refused_even_with_overwrite(tmp_path):
+    run = tmp_path / "runs" / "mine"
+    make_run(run)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for output, fmt in [(run, "saved_model"), (tmp_path / "runs", "saved_model"),
+                        (run / export.STUDENT_FILE, "keras"), (run, "all")]:  # fmt: skip
+        with pytest.raises(export.ExportConfigError, match="would replace what training wrote"):
+            export.export_student(run, output, fmt, overwrite=True)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    # Its export/ directory and new paths inside the run are the user's to write.
+    export.export_student(run, run / "export" / "mine.keras", "keras")
+    export.export_student(run, run / "deploy" / "student.keras", "keras")

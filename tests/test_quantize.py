@@ -141,3 +141,18 @@ def test_cli_int8_calibrates_on_the_runs_training_images(tmp_path):
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "names no --dataset" in refused.stderr
     assert not (run / "export" / "student_int8.tflite").exists()
+
+
+def test_calibration_paths_are_relative_to_where_the_run_was_started(tmp_path, monkeypatch):
+    started = tmp_path / "project"  # `fitnets-train --dataset=folder:images` ran here
+    (started / "run").mkdir(parents=True)
+    run = synthetic_run(started / "run", "--dataset=folder:images\n--data_dir=tfds\n")
+    (run / "versions.json").write_text(f'{{"working_directory": "{started}"}}')
+    elsewhere = tmp_path / "elsewhere"  # the export runs from another directory
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    source = quantize.calibration_source(run)
+    assert source["name"] == f"folder:{started / 'images'}"
+    assert source["data_dir"] == str(started / "tfds")
+    (run / "versions.json").write_text("{}")  # a run from before this was recorded: as given
+    assert quantize.calibration_source(run)["name"] == "folder:images"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import signal
+import sys
 
 from absl import app, flags, logging
 
@@ -17,6 +19,7 @@ from fitnets_tf import export
 from fitnets_tf.cli import common
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.export import quantize
+from fitnets_tf.export.publish import refuse_run_files
 
 common.quiet_tensorflow()
 
@@ -24,7 +27,8 @@ flags.DEFINE_string("workdir", None, "Run directory holding student.keras.", req
 flags.DEFINE_enum(
     "format", "saved_model", (*export.FORMATS, "all"), "Export format; 'all' writes each."
 )
-flags.DEFINE_string("output", None, "Output path; defaults to WORKDIR/export/student.<ext>.")
+flags.DEFINE_string("output", None, "Output path; defaults to WORKDIR/export/student.<ext>. "
+                    "With --format=all, the directory each format is written to.")  # fmt: skip
 flags.DEFINE_bool("include_preprocessing", False, "Bake WORKDIR/preprocessor.keras into the graph: "
                   "the model then takes raw pixels in [0, 255].")  # fmt: skip
 flags.DEFINE_bool(
@@ -105,6 +109,7 @@ def _export_quantized(workdir: pathlib.Path) -> pathlib.Path:
     output = pathlib.Path(FLAGS.output) if FLAGS.output else default.with_name(
         f"{default.stem}_{FLAGS.quantize}{default.suffix}"
     )
+    refuse_run_files(output, workdir)
     export.refuse_existing(output, FLAGS.overwrite)  # before the calibration images are read
     calibration = None
     if FLAGS.quantize == "int8":
@@ -116,15 +121,19 @@ def _export_quantized(workdir: pathlib.Path) -> pathlib.Path:
                                      calibration=calibration, overwrite=FLAGS.overwrite)  # fmt: skip
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (``kill``, a job's time limit) as an exit that unwinds: Python's default ends
+    the process at once, skipping the ``finally`` that removes an export's staging directory.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 @common.reports_user_errors("fitnets_tf.export")
 def main(argv: list[str]) -> None:
     """Exports a finished run's student and prints sizes (and latencies)."""
+    _exit_on_sigterm()
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.output and FLAGS.format == "all":
-        raise app.UsageError(
-            "--output names one artifact; it cannot be combined with --format=all."
-        )
     logging.set_verbosity(logging.WARNING)
     if FLAGS.threads:
         _set_threads(FLAGS.threads)

@@ -70,7 +70,7 @@ from fitnets_tf.errors import (
     OutputExistsError,
     RuntimeUnavailableError,
 )
-from fitnets_tf.export.publish import publish, refuse_existing
+from fitnets_tf.export.publish import publish, refuse_existing, refuse_run_files
 from fitnets_tf.export.serving import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -163,7 +163,8 @@ def export_student(
     Raises:
         MissingStudentError: the run directory or its ``student.keras`` does not exist.
         OutputExistsError: ``output`` exists, is non-empty and ``overwrite`` is False.
-        ExportConfigError: bad format, suffix, student, or no preprocessor to bake in.
+        ExportConfigError: bad format, suffix, student, or no preprocessor to bake in; an
+            ``output`` that is the run directory, holds it, or is one of its files.
         RuntimeUnavailableError: the format's converter is not installed.
         ExportVerificationError: the artifact did not reload or does not match the student.
         ExportError: a file of the run is damaged (it differs from its sha256) or unloadable.
@@ -175,6 +176,7 @@ def export_student(
     outputs = _outputs(workdir, output, format, include_preprocessing)
     for fmt, path in outputs.items():  # every check before the first artifact is written
         check_suffix(path, fmt)
+        refuse_run_files(path, workdir)
         refuse_existing(path, overwrite)
     baked = None
     if include_preprocessing:

@@ -15,10 +15,13 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from fitnets_tf.errors import OutputExistsError
+from fitnets_tf.errors import ExportConfigError, OutputExistsError
 from fitnets_tf.export import writers
 from fitnets_tf.export.verify import verify
-from fitnets_tf.run import io
+from fitnets_tf.run import io, lock
+from fitnets_tf.run.layout import RunLayout
+
+STAGING_MARK = ".partial-"
 
 
 def refuse_existing(output: str | pathlib.Path, overwrite: bool) -> None:
@@ -37,6 +40,27 @@ def refuse_existing(output: str | pathlib.Path, overwrite: bool) -> None:
         )
 
 
+def refuse_run_files(output: str | pathlib.Path, workdir: str | pathlib.Path | None) -> None:
+    """Raises :class:`ExportConfigError` if writing ``output`` could replace what the run in
+    ``workdir`` made: the run directory, a directory holding it, or one of its files (outside
+    its ``export/``, which is the exports' own). ``--overwrite`` would otherwise delete them.
+    """
+    if workdir is None:
+        return
+    run, target = pathlib.Path(workdir).resolve(), pathlib.Path(output).resolve()
+    exports = RunLayout(run).export
+    if target == run or target in run.parents:
+        what = "the run directory itself" if target == run else f"a directory holding the run {run}"
+    elif target.is_relative_to(run) and not target.is_relative_to(exports) and target.exists():
+        what = f"a file of the run in {run}"
+    else:
+        return
+    raise ExportConfigError(
+        f"--output={output} is {what}: an export there would replace what training wrote. "
+        f"Choose a path outside the run, or leave --output out to write under {exports}."
+    )
+
+
 def publish(
     serving: keras.Model, output: pathlib.Path, format: str, overwrite: bool, raw: bool
 ) -> None:
@@ -48,9 +72,7 @@ def publish(
     Raises:
         DiskFullError: no room to write the artifact (the previous one, if any, is kept).
     """
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-    try:
+    with staging_directory(output) as staging:
         staged = staging / "new" / output.name
         staged.parent.mkdir()
         with _quiet_tf_logger(), _no_room(output, format):
@@ -58,6 +80,26 @@ def publish(
             verify(staged, format, serving, raw)
         refuse_existing(output, overwrite)  # Something may have appeared while we wrote.
         _replace(staged, output, staging / "previous")
+
+
+@contextlib.contextmanager
+def staging_directory(output: pathlib.Path):
+    """A new hidden directory beside ``output``, locked while in use and removed after.
+
+    A process killed with SIGKILL cannot remove its own, so first every staging directory of
+    the same ``output`` whose lock no live process holds is removed: the kernel releases a
+    dead writer's lock. One without a lock file (a writer that has not taken it yet, or an
+    older version's) is left alone.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{output.name}{STAGING_MARK}"
+    for stale in output.parent.iterdir():
+        if stale.name.startswith(prefix) and stale.is_dir() and lock.held(stale) is False:
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir=output.parent))
+    try:
+        with lock.hold(staging, what="export staging directory"):
+            yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

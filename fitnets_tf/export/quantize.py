@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
-import tempfile
 
 import keras
 import numpy as np
@@ -40,7 +38,7 @@ import tensorflow as tf
 
 from fitnets_tf.errors import ExportConfigError, ExportVerificationError, RuntimeUnavailableError
 from fitnets_tf.export import writers
-from fitnets_tf.export.publish import refuse_existing
+from fitnets_tf.export.publish import refuse_existing, staging_directory
 from fitnets_tf.export.serving import INPUT_NAME, OUTPUT_NAME
 from fitnets_tf.export.verify import litert_interpreter, run_artifact
 from fitnets_tf.run.layout import RunLayout
@@ -98,9 +96,15 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
             "quantize='dynamic', which needs no calibration, or export from the training run's "
             "own directory."
         )
-    source = {"name": given["dataset"], "retrain_on_all": "retrain_on_all" in given}
+    from fitnets_tf.data.sources import FOLDER, NPZ
+
+    name = given["dataset"]
+    for prefix in (FOLDER, NPZ):  # the run's own files, wherever the export is run from
+        if name.startswith(prefix):
+            name = prefix + files.recorded_path(name.removeprefix(prefix))
+    source = {"name": name, "retrain_on_all": "retrain_on_all" in given}
     if given.get("data_dir"):
-        source["data_dir"] = given["data_dir"]
+        source["data_dir"] = files.recorded_path(given["data_dir"])
     if given.get("image_size"):
         source["image_size"] = tuple(int(side) for side in given["image_size"].split(","))
     if given.get("validation_size"):
@@ -165,9 +169,7 @@ def export_quantized(
     writers.check_suffix(output, format)
     refuse_existing(output, overwrite)
     images = None if calibration is None else np.asarray(calibration, "float32")[:CALIBRATION_IMAGES]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-    try:
+    with staging_directory(output) as staging:
         staged = staging / output.name
         WRITERS[(quantization, format)](serving, staged, images)
         _verify(staged, format, serving, images)
@@ -175,8 +177,6 @@ def export_quantized(
         if output.exists():
             output.unlink()
         staged.replace(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return output
 
 

@@ -29,6 +29,8 @@ def load_run(workdir: str | os.PathLike) -> tuple[keras.Model, keras.Model | Non
         ExportError: if a file is damaged (it differs from its sha256) or cannot be loaded.
     """
     workdir = pathlib.Path(workdir)
+    if workdir.is_file():  # "does not exist" would send the user looking for a missing file
+        raise MissingStudentError(_a_file_not_a_run(workdir))
     if not workdir.is_dir():
         raise MissingStudentError(
             f"Run directory {workdir} does not exist. Check --workdir: it must be the directory a "
@@ -53,6 +55,18 @@ def load_run(workdir: str | os.PathLike) -> tuple[keras.Model, keras.Model | Non
     return student, preprocessor
 
 
+def _a_file_not_a_run(path: pathlib.Path) -> str:
+    message = (f"{path} is a file, not a run directory: --workdir names the directory a "
+               "training run wrote.")  # fmt: skip
+    if RunLayout(path.parent).student.is_file():
+        message += f" Pass --workdir={path.parent}, the run directory holding it."
+    elif path.suffix == ".keras":
+        message += (" To export a .keras student from elsewhere, from Python: "
+                    "fitnets_tf.export.export_student(keras.saving.load_model(PATH), OUTPUT, "
+                    "FORMAT).")  # fmt: skip
+    return message
+
+
 def unverified(workdir: str | os.PathLike) -> list[pathlib.Path]:
     """The model files :func:`load_run` reads that have no sha256 beside them (older runs)."""
     files = RunLayout(workdir)
@@ -66,7 +80,7 @@ def load_runs_teacher(workdir: str | os.PathLike, log=print) -> keras.Model | No
     None when there is neither: a teacher moved or deleted since the run is left out, and
     ``log`` says so. A ``teacher.keras`` put beside the student by hand counts as the run's.
     """
-    from fitnets_tf import builders, pretrained  # builders import the data pipelines
+    from fitnets_tf import builders, pretrained  # builders import the data pipelines: when used
     from fitnets_tf.errors import TeacherLoadError
     from fitnets_tf.models.sources import is_keras_file
 
@@ -80,8 +94,11 @@ def load_runs_teacher(workdir: str | os.PathLike, log=print) -> keras.Model | No
     loaded = recorded.get("teacher_path") or (named if is_keras_file(named) else None)
     if not loaded:
         return None  # an architecture the run trained, whose file is gone
+    if not loaded.startswith(pretrained.PREFIX):
+        loaded = files.recorded_path(loaded)  # relative to where the run was, not to here
     try:
-        return builders.load_teacher(files.as_started(pretrained.resolve(loaded)))
+        # The training's advice (--teacher_path, --stages) is no flag of the export's.
+        return builders.load_teacher(loaded, advice="Pass --teacher=PATH.keras to time one.")
     except TeacherLoadError as e:
         log(f"note: the run's teacher is left out: {e}")
         return None

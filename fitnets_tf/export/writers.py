@@ -33,6 +33,15 @@ def check_format(format: str) -> None:
 
 
 def check_suffix(output: pathlib.Path, format: str) -> None:
+    # `--output=model.onnx` without `--format=onnx` would be a SavedModel directory named
+    # model.onnx, which no ONNX runtime opens: the user meant the other format.
+    meant = next((f for f, suffix in SUFFIXES.items() if output.suffix == suffix), None)
+    if format == "saved_model" and meant is not None:
+        raise ExportConfigError(
+            f"A SavedModel is a directory, but output={output} ends in '{output.suffix}', the suffix "
+            f"of {meant} files: pass --format={meant} (format={meant!r}) to write that, or "
+            "name the SavedModel's directory without it."
+        )
     suffix = SUFFIXES.get(format)
     if suffix is not None and output.suffix != suffix:
         raise ExportConfigError(

@@ -3,7 +3,7 @@
 Training run (``python -m fitnets_tf.train``, :class:`RunLayout`)::
 
     flags.txt             the resolved flagfile, re-runnable as is
-    versions.json         library versions, seed, host, the directory the run started in
+    versions.json         library versions, seed, host, the directory it was started from
     summary.json          per model: test accuracy, parameters, multiplications, latency, times
     hints.json            the hint/guided pairs of stage 1, their weights, and why (hints=auto)
     run_state.json        stages, epochs done, histories, checkpoint sha256 (fitnets_tf.run.resume)
@@ -124,21 +124,20 @@ class RunLayout(_Directory):
     def versions(self) -> pathlib.Path:
         return self.root / "versions.json"
 
+    def recorded_path(self, value: str) -> str:
+        """``value``, a path in :attr:`flags`, as the run read it: a relative one is relative to
+        the directory the run was started from (``versions.json``), not to the reader's. A run
+        from before that was recorded: ``value`` as it is."""
+        try:
+            started = json.loads(self.versions.read_text()).get("working_directory")
+        except (OSError, ValueError, AttributeError):
+            started = None
+        path = pathlib.Path(value).expanduser()
+        return value if started is None or path.is_absolute() else str(pathlib.Path(started) / path)
+
     @property
     def summary(self) -> pathlib.Path:
         return self.root / "summary.json"
-
-    def as_started(self, path: str) -> str:
-        """A path of :attr:`flags` as the run read it: a relative one joined to the directory
-        the run was started in (:attr:`versions` records it), so that it still names the same
-        file when read from elsewhere. Unchanged without that record."""
-        if os.path.isabs(os.path.expanduser(path)) or not self.versions.is_file():
-            return path
-        try:
-            started = json.loads(self.versions.read_text()).get("working_directory")
-        except ValueError:  # damaged: the path as written is the best guess left
-            return path
-        return os.path.join(started, path) if started else path
 
     @property
     def hints(self) -> pathlib.Path:

@@ -53,8 +53,8 @@ def verbosity() -> int:
 
 
 def versions(seed: int | None = None) -> dict:
-    """What produced a run: library versions, Python, platform and seed, and the directory it
-    was started in (the relative paths of its flags.txt are relative to it)."""
+    """What produced a run: library versions, Python, platform, seed, and the directory it was
+    started from (the relative paths of its flags.txt are relative to it)."""
     import keras_tuner
     import numpy
     import tensorflow_datasets as tfds
