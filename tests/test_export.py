@@ -604,6 +604,19 @@ def test_staging_left_by_a_killed_export_is_removed_by_the_next(tmp_path):
     )
 
 
+def test_an_export_killed_between_its_renames_gets_the_old_artifact_back(tmp_path):
+    from fitnets_tf.run import lock
+
+    output = tmp_path / "student.keras"
+    killed = tmp_path / ".student.keras.partial-killed"
+    with lock.hold(killed):  # the old artifact was moved aside, the new one not yet in
+        make_student(name="old").save(tmp_path / "old.keras")
+        os.replace(tmp_path / "old.keras", killed / "previous")
+    with pytest.raises(export.OutputExistsError):  # it is back before the new one is published
+        export.export_student(make_student(), output, "keras")
+    assert keras.saving.load_model(output).name == "old" and not killed.exists()
+
+
 def test_sigterm_mid_export_leaves_no_staging_directory(tmp_path):
     """Python's default SIGTERM skips `finally`; the CLI turns it into an exit that runs it."""
     import signal

@@ -88,13 +88,17 @@ def staging_directory(output: pathlib.Path):
 
     A process killed with SIGKILL cannot remove its own, so first every staging directory of
     the same ``output`` whose lock no live process holds is removed: the kernel releases a
-    dead writer's lock. One without a lock file (a writer that has not taken it yet, or an
+    dead writer's lock. One killed between moving the old artifact aside and the new one in
+    gives the old one back first. One without a lock file (a writer that has not taken it yet, or an
     older version's) is left alone.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{output.name}{STAGING_MARK}"
     for stale in output.parent.iterdir():
         if stale.name.startswith(prefix) and stale.is_dir() and lock.held(stale) is False:
+            previous = stale / "previous"
+            if previous.exists() and not (output.exists() or output.is_symlink()):
+                os.replace(previous, output)  # killed between _replace's two renames
             shutil.rmtree(stale, ignore_errors=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir=output.parent))
     try:
