@@ -156,3 +156,15 @@ def test_calibration_paths_are_relative_to_where_the_run_was_started(tmp_path, m
     assert source["data_dir"] == str(started / "tfds")
     (run / "versions.json").write_text("{}")  # a run from before this was recorded: as given
     assert quantize.calibration_source(run)["name"] == "folder:images"
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_without_calibration_a_raw_model_is_checked_on_pixel_values(tmp_path, monkeypatch, raw):
+    probes = []
+    monkeypatch.setattr(quantize, "_verify", lambda path, fmt, serving, probe: probes.append(probe))
+    preprocessor = Preprocessor(mode="scale") if raw else None
+    serving = export.build_serving_model(tiny_student(), preprocessor)
+    quantize.export_quantized(serving, tmp_path / "student.tflite", "dynamic", raw=raw)
+    (probe,) = probes
+    assert probe.shape == (4, *SHAPE)
+    assert (probe.min() >= 0 and probe.max() > 100) if raw else abs(probe).max() < 10

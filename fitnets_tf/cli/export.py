@@ -118,7 +118,8 @@ def _export_quantized(workdir: pathlib.Path) -> pathlib.Path:
     baked = preprocessor if FLAGS.include_preprocessing else None
     serving = export.build_serving_model(student, baked)
     return quantize.export_quantized(serving, output, FLAGS.quantize, FLAGS.format,
-                                     calibration=calibration, overwrite=FLAGS.overwrite)  # fmt: skip
+                                     calibration=calibration, overwrite=FLAGS.overwrite,
+                                     raw=FLAGS.include_preprocessing)  # fmt: skip
 
 
 def _exit_on_sigterm() -> None:

@@ -40,7 +40,7 @@ from fitnets_tf.errors import ExportConfigError, ExportVerificationError, Runtim
 from fitnets_tf.export import writers
 from fitnets_tf.export.publish import refuse_existing, staging_directory
 from fitnets_tf.export.serving import INPUT_NAME, OUTPUT_NAME
-from fitnets_tf.export.verify import litert_interpreter, run_artifact
+from fitnets_tf.export.verify import litert_interpreter, probe_images, run_artifact
 from fitnets_tf.run.layout import RunLayout
 
 # What export offers: each kind kept the default experiment's student within 0.5 points of
@@ -141,6 +141,7 @@ def export_quantized(
     *,
     calibration: np.ndarray | None = None,
     overwrite: bool = False,
+    raw: bool = False,
 ) -> pathlib.Path:
     """Writes ``serving`` (from :func:`~fitnets_tf.export.build_serving_model`) quantized.
 
@@ -154,6 +155,8 @@ def export_quantized(
         calibration: ``(N, H, W, C)`` float32 training images for ``"int8"``; the first
             :data:`CALIBRATION_IMAGES` are used.
         overwrite: replace an existing ``output``.
+        raw: ``serving`` takes raw pixels (its preprocessing baked in): without calibration
+            images, it is checked on pixel values.
 
     Raises:
         ExportConfigError, OutputExistsError, RuntimeUnavailableError, ExportVerificationError.
@@ -172,7 +175,8 @@ def export_quantized(
     with staging_directory(output) as staging:
         staged = staging / output.name
         WRITERS[(quantization, format)](serving, staged, images)
-        _verify(staged, format, serving, images)
+        probe = probe_images(serving, raw, 4) if images is None else images
+        _verify(staged, format, serving, probe)
         refuse_existing(output, overwrite)
         if output.exists():
             output.unlink()
@@ -237,9 +241,7 @@ WRITERS = {
 
 
 def _verify(path: pathlib.Path, format: str, serving: keras.Model, images) -> None:
-    shape = tuple(serving.inputs[0].shape[1:])
-    probe = images[:4] if images is not None else np.random.default_rng(0).normal(size=(4, *shape))
-    probe = np.asarray(probe, "float32")
+    probe = np.asarray(images[:4], "float32")
     expected = keras.ops.convert_to_numpy(serving(probe)[OUTPUT_NAME])
     try:
         got = run_quantized(path, format, probe)

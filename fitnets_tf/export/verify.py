@@ -15,12 +15,18 @@ from fitnets_tf.export.serving import INPUT_NAME, OUTPUT_NAME
 ATOL = 1e-5
 
 
-def verify(path: pathlib.Path, format: str, serving: keras.Model, raw: bool) -> None:
-    """Reloads the artifact with its runtime and compares it with ``serving`` on a probe batch."""
+def probe_images(serving: keras.Model, raw: bool, count: int = 2) -> np.ndarray:
+    """Inputs to compare an artifact with ``serving`` on: pixel values for a model that takes
+    raw pixels, values around 0 for one that takes the student's normalised input."""
     shape = tuple(serving.inputs[0].shape[1:])
     rng = np.random.default_rng(0)
-    probe = rng.uniform(0.0, 255.0, (2, *shape)) if raw else rng.normal(size=(2, *shape))
-    probe = probe.astype("float32")
+    probe = rng.uniform(0.0, 255.0, (count, *shape)) if raw else rng.normal(size=(count, *shape))
+    return probe.astype("float32")
+
+
+def verify(path: pathlib.Path, format: str, serving: keras.Model, raw: bool) -> None:
+    """Reloads the artifact with its runtime and compares it with ``serving`` on a probe batch."""
+    probe = probe_images(serving, raw)
     expected = keras.ops.convert_to_numpy(serving(probe)[OUTPUT_NAME])
     try:
         got = run_artifact(path, format, probe)
