@@ -677,3 +677,15 @@ def test_an_output_that_would_replace_the_run_is_refused_even_with_overwrite(tmp
     # Its export/ directory and new paths inside the run are the user's to write.
     export.export_student(run, run / "export" / "mine.keras", "keras")
     export.export_student(run, run / "deploy" / "student.keras", "keras")
+
+
+def test_a_modes_student_is_exported_with_the_runs_preprocessing(tmp_path):
+    run = tmp_path / "run"
+    student, _ = make_run(run)
+    (run / "flags.txt").write_text("--mode=fitnet,kd\n")
+    (run / "kd").mkdir()
+    make_student(filters=6, name="kd_student").save(run / "kd" / export.STUDENT_FILE)
+    path = export.export_student(run / "kd", tmp_path / "kd.keras", "keras",
+                                 include_preprocessing=True)  # fmt: skip
+    served = keras.saving.load_model(path)
+    assert served.get_layer("kd_student") is not None and served.get_layer("preprocessor")

@@ -49,10 +49,20 @@ def load_run(workdir: str | os.PathLike) -> tuple[keras.Model, keras.Model | Non
               "the training command with the same flags and --workdir (finished stages are not "
               "trained again).")  # fmt: skip
     student = load_keras(files.student, "student", repair)
-    has_preprocessor = files.preprocessor.is_file()
-    preprocessor = (load_keras(files.preprocessor, "preprocessor", repair)
-                    if has_preprocessor else None)  # fmt: skip
+    fitted = _run_of(workdir).preprocessor
+    preprocessor = load_keras(fitted, "preprocessor", repair) if fitted.is_file() else None
     return student, preprocessor
+
+
+def _run_of(workdir: pathlib.Path) -> RunLayout:
+    """The run a student directory belongs to: ``workdir``, or the run holding it when it is a
+    mode's or a stage's directory (``RUN/<mode>``, ``RUN/<mode>/<stage>``), which hold their
+    own ``student.keras`` but share the run's fitted preprocessing."""
+    for directory in (workdir, workdir.parent, workdir.parent.parent):
+        files = RunLayout(directory)
+        if files.flags.is_file() or files.preprocessor.is_file():
+            return files
+    return RunLayout(workdir)
 
 
 def _a_file_not_a_run(path: pathlib.Path) -> str:
