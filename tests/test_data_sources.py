@@ -122,6 +122,20 @@ def test_folder_with_train_and_test_sub_folders_uses_them(tmp_path, fashion):
     assert all_data.validation is None and all_data.num_train_examples == 200
 
 
+@pytest.mark.parametrize("name", ["validation", "val"])
+def test_folder_with_a_validation_sub_folder_uses_it(tmp_path, fashion, name):
+    images, labels = fashion
+    write_pngs(tmp_path / "train", images[:100], labels[:100])
+    write_pngs(tmp_path / name, images[100:160], labels[100:160], start=100)
+    write_pngs(tmp_path / "test", images[160:260], labels[160:260], start=160)
+    datasets = data.load(f"folder:{tmp_path}", batch_size=10)
+    assert _sizes(datasets) == (100, 60, 100)
+    order = sorted(range(100, 160), key=lambda i: (NAMES[labels[i]], i))
+    np.testing.assert_array_equal(_examples(datasets.validation)[0][..., 0], images[order])
+    merged = data.load(f"folder:{tmp_path}", batch_size=10, retrain_on_all=True)
+    assert merged.validation is None and merged.num_train_examples == 160
+
+
 def test_folder_of_rgb_images_and_image_size(tmp_path, fashion):
     images, labels = fashion
     rgb = np.stack([images[:40], 255 - images[:40], images[:40] // 2], axis=-1)
@@ -173,7 +187,7 @@ def test_npz_with_its_own_validation_arrays_and_float_pixels(tmp_path, fashion):
     np.testing.assert_array_equal(val_images[..., 0], images[100:130])
     np.testing.assert_array_equal(val_labels, labels[100:130])
     merged = data.load(f"npz:{path}", batch_size=10, retrain_on_all=True)
-    assert merged.validation is None and merged.num_train_examples == 130
+    assert merged.validation is None and merged.num_train_examples == 160
 
 
 # ------------------------------------------------------------------- prepared TFDS datasets
@@ -306,8 +320,43 @@ def _classes_differ(root, fashion):
     return "tshirt"
 
 
+def _single_class(root, fashion):
+    write_pngs(root, fashion[0][:20], [0] * 20)
+    return root
+
+
+def _train_without_test(root, fashion):
+    write_pngs(root / "train", fashion[0][:20], fashion[1][:20])
+    return root
+
+
+def _class_drawn_whole(root, fashion):
+    # 19 bags and 1 tshirt (sorted last): the seeded 10% test draw of these 20 takes the last.
+    write_pngs(root, fashion[0][:20], [8] * 19 + [0])
+    return root / "tshirt"
+
+
+def _macos_metadata(root, fashion):
+    bad = _png_folder(root, fashion) / "tshirt" / "._0000.png"
+    bad.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    return bad
+
+
 FOLDER_CASES = {
     "corrupt image": (_corrupt_image, "Cannot decode the image file"),
+    "macOS metadata file": (
+        _macos_metadata,
+        r"macOS metadata.*find .*images -name '\._\*' -delete",
+    ),
+    "a single class": (_single_class, "single class folder, 'tshirt'.*two or more"),
+    "train/ without test/": (
+        _train_without_test,
+        "'train' looks like a split.*both train/ and test/",
+    ),
+    "a class drawn whole into test": (
+        _class_drawn_whole,
+        r"no training example left.*\(0 in validation, 1 in test\)",
+    ),
     "truncated image": (_truncated_image, "Cannot decode the image file"),
     "class folder without images": (_empty_class_folder, "holds no image"),
     "no class folders": (_no_class_folders, "has no sub-folder"),
