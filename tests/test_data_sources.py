@@ -404,6 +404,16 @@ NPZ_CASES = {  # case: (arrays replacing the good ones, None: removed), expected
     "image shapes differ": (dict(x_test=np.zeros((10, 9, 9), np.uint8)), "x_test holds images of"),
     "pixels out of range": (dict(x_test=np.full((10, 8, 8), 300.0)), "x_test holds values outside"),
     "already scaled": (dict(x_train=np.full((30, 8, 8), 0.5)), r"x_train holds values in \[0, 1\]"),
+    "channels first": (dict(x_train=np.zeros((30, 3, 8, 8), np.uint8)),
+                       r"x_train has shape \(30, 3, 8, 8\): channels first.*np.transpose"),
+    "NaN pixels": (dict(x_test=np.where(np.arange(640).reshape(10, 8, 8) == 300, np.nan, 9.0)),
+                   "x_test holds NaN or infinite values \\(the first in image 4\\)"),
+    "class names as labels": (dict(y_train=np.array(["cat", "dog"] * 15)),
+                              "y_train holds 'cat', not a class index.*np.unique"),
+    "a single class": (dict(y_train=np.zeros(30, int), y_test=np.zeros(10, int)),
+                       "only the label 0, and a classifier needs two classes"),
+    "empty test split": (dict(x_test=np.zeros((0, 8, 8), np.uint8), y_test=np.zeros(0, int)),
+                         "x_test and y_test are empty"),
 }  # fmt: skip
 
 
