@@ -237,6 +237,27 @@ def test_prepared_tfds_dataset_holds_out_the_end_of_train(tmp_path):
     assert datasets.num_test_examples == 40
 
 
+@pytest.mark.parametrize("damage", ["missing test file", "truncated train file"])
+def test_prepared_tfds_dataset_with_missing_or_cut_files_is_refused_at_once(tmp_path, damage):
+    # A half-copied dataset: TFDS counts it as prepared (dataset_info.json is there), and the
+    # missing test file used to fail only at the evaluation after all the training.
+    builder = FitnetsTestImages(data_dir=tmp_path)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
+    split = "test" if damage.startswith("missing") else "train"
+    (shard,) = pathlib.Path(builder.data_path).glob(f"*-{split}.tfrecord-*")
+    if split == "test":
+        shard.unlink()
+        expected = f"test: missing {shard.name}"
+    else:
+        shard.write_bytes(shard.read_bytes()[:500])
+        expected = "train: 500 bytes, less than the"
+    with pytest.raises(DatasetNotFoundError, match="is incomplete") as error:
+        data.load("fitnets_test_images", data_dir=tmp_path)
+    assert expected in str(error.value) and "copy the whole folder" in str(error.value)
+
+
 class FitnetsTrainOnlyImages(FitnetsTestImages):
     """The same images, without a test split."""
 
