@@ -41,7 +41,7 @@ from fitnets_tf.errors import ConfigError
 from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
 from fitnets_tf.pretrained import is_pretrained, recipe_config
 from fitnets_tf.reporting import plots
-from fitnets_tf.reporting.summary import summary_table
+from fitnets_tf.reporting.summary import data_record, summary_table
 from fitnets_tf.run import io, layout, lock, preemption, runtime
 from fitnets_tf.run.resume import RunState, StageCheckpoint, restore_seed_states
 
@@ -388,7 +388,7 @@ class Experiment:
         c, hints = self.config, self.hints_record()
         first = hints["pairs"][0] if hints else {}  # one pair's fields, as before several pairs
         return {
-            "dataset": c.data.dataset,
+            **data_record(c.data.dataset, self.data.spec.class_names),
             "teacher": c.models.teacher_path or c.models.teacher,  # the one used
             "student": c.models.student,
             "hint_layer": first.get("hint_layer"),

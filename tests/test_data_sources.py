@@ -187,7 +187,12 @@ def test_npz_with_its_own_validation_arrays_and_float_pixels(tmp_path, fashion):
     np.testing.assert_array_equal(val_images[..., 0], images[100:130])
     np.testing.assert_array_equal(val_labels, labels[100:130])
     merged = data.load(f"npz:{path}", batch_size=10, retrain_on_all=True)
-    assert merged.validation is None and merged.num_train_examples == 160
+    assert merged.validation is None and merged.num_train_examples == 130
+
+
+def test_npz_class_names_are_read_in_label_order(tmp_path):
+    np.savez(tmp_path / "data.npz", **_good_arrays(), class_names=np.array(["a", "b", "c", "d"]))
+    assert data.load(f"npz:{tmp_path / 'data.npz'}").spec.class_names == ("a", "b", "c", "d")
 
 
 # ------------------------------------------------------------------- prepared TFDS datasets
@@ -433,6 +438,8 @@ NPZ_CASES = {  # case: (arrays replacing the good ones, None: removed), expected
                               "y_train holds 'cat', not a class index.*np.unique"),
     "a single class": (dict(y_train=np.zeros(30, int), y_test=np.zeros(10, int)),
                        "only the label 0, and a classifier needs two classes"),
+    "class names of another count": (dict(class_names=np.array(["a", "b"])),
+                                     r"class_names is a <U1 array of shape \(2,\): give the 4"),
     "empty test split": (dict(x_test=np.zeros((0, 8, 8), np.uint8), y_test=np.zeros(0, int)),
                          "x_test and y_test are empty"),
 }  # fmt: skip
@@ -521,6 +528,8 @@ def test_cli_trains_on_a_png_folder(tmp_path, folder):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["dataset"] == f"folder:{folder}"
+    # Which class each output index is, for whoever serves the model.
+    assert summary["class_names"] == sorted(NAMES)
     assert [row["name"] for row in summary["models"]] == ["teacher", "fitnet"]
     flags = (workdir / "flags.txt").read_text()
     assert f"--dataset=folder:{folder}" in flags and "--image_size=28,28" in flags

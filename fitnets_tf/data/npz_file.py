@@ -2,7 +2,7 @@
 
 The file holds ``x_train``, ``y_train``, ``x_test``, ``y_test`` and optionally ``x_val``,
 ``y_val`` (without them the validation examples are held out of the training ones, see
-:mod:`~fitnets_tf.data.holdout`). Images: ``(N, H, W)`` (one channel) or ``(N, H, W, C)``,
+:mod:`~fitnets_tf.data.holdout`), and ``class_names`` (strings, in label order). Images: ``(N, H, W)`` (one channel) or ``(N, H, W, C)``,
 uint8 or numbers in ``[0, 255]``, channels last. Labels: ``(N,)`` class indices ``0..K-1``, K
 the largest training label + 1 (two or more). The whole file is read into memory (so are a
 folder's images): NumPy cannot map a compressed archive, and the training split is held in
@@ -24,6 +24,8 @@ from fitnets_tf.errors import DataError
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 VALIDATION_KEYS = ("x_val", "y_val")
+#: Optional: the name of each class, in label order (recorded in the run's summary.json).
+NAMES_KEY = "class_names"
 
 
 def read_npz(
@@ -31,12 +33,12 @@ def read_npz(
     *,
     validation_size: int | None = None,
     retrain_on_all: bool = False,
-) -> tuple[dict[str, Arrays], int]:
-    """The ``train`` / ``validation`` / ``test`` arrays of an ``.npz`` file, and the class count.
+) -> tuple[dict[str, Arrays], int, tuple[str, ...] | None]:
+    """The ``train`` / ``validation`` / ``test`` arrays of an ``.npz`` file, and its classes.
 
     Returns:
-        ``({split: (images NHWC, int32 labels)}, number of classes)``; images as uint8, or
-        float32 when they were floats.
+        ``({split: (images NHWC, int32 labels)}, number of classes, class names or None)``;
+        images as uint8, or float32 when they were floats.
 
     Raises:
         DataError: the file is missing or unreadable, a key is missing, or an array is bad
@@ -73,7 +75,19 @@ def read_npz(
     return user_splits(
         splits["train"], splits["test"], splits.get("validation"),
         validation_size=validation_size, retrain_on_all=retrain_on_all,
-    ), num_classes  # fmt: skip
+    ), num_classes, _class_names(arrays, num_classes)  # fmt: skip
+
+
+def _class_names(arrays: dict[str, np.ndarray], num_classes: int) -> tuple[str, ...] | None:
+    if NAMES_KEY not in arrays:
+        return None
+    names = arrays[NAMES_KEY]
+    if names.dtype.kind not in "US" or names.shape != (num_classes,):
+        raise DataError(
+            f"{NAMES_KEY} is a {names.dtype} array of shape {names.shape}: give the {num_classes} "
+            f"class names as strings in label order (np.array(['cat', 'dog', ...]))."
+        )
+    return tuple(str(n.decode() if isinstance(n, bytes) else n) for n in names)
 
 
 def _pair(arrays: dict[str, np.ndarray], x_key: str, y_key: str) -> Arrays:
