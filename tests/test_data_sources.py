@@ -21,6 +21,7 @@ from conftest import train_cli
 from fitnets_tf import config as config_lib
 from fitnets_tf import data
 from fitnets_tf.errors import ConfigError, DataError, DatasetNotFoundError
+from fitnets_tf.run import data_record
 
 DEBIAN_DIR = pathlib.Path(data.DEBIAN_FASHION_MNIST_DIR)
 pytestmark = pytest.mark.skipif(
@@ -472,6 +473,23 @@ def test_images_of_varying_size_need_image_size():
     resized, spec = data.shapes.at_size(raw, spec, (4, 4))
     assert spec.input_shape == (4, 4, 3)
     assert next(iter(resized["train"]))[0].shape == (4, 4, 3)
+
+
+def test_a_run_refuses_data_that_changed_since_it_started(tmp_path, fashion):
+    # --dataset=folder:PATH names a folder, not its contents: a resumed run re-reads it.
+    images = _png_folder(tmp_path / "images", fashion, count=40)
+    run = tmp_path / "run"
+    run.mkdir()
+    data_record.check_same(run, data.load(f"folder:{images}"))
+    data_record.check_same(run, data.load(f"folder:{images}"))  # the same: resumes
+    sorted((images / "tshirt").iterdir())[0].unlink()
+    with pytest.raises(DataError, match=r"not what the run in .*run started with \(examples "):
+        data_record.check_same(run, data.load(f"folder:{images}"))
+    write_pngs(images, fashion[0][:2], [0, 0], start=900)
+    (images / "zebra").mkdir()
+    (images / "zebra" / "z.png").write_bytes(tf.io.encode_png(fashion[0][0][..., None]).numpy())
+    with pytest.raises(DataError, match=r"class_names \[.*\] then, \[.*'zebra'\] now"):
+        data_record.check_same(run, data.load(f"folder:{images}"))
 
 
 # ------------------------------------------------------------------------------------ CLI

@@ -21,7 +21,7 @@ _COLUMNS = (
 _RUNTIMES = (("TensorFlow", ""), ("LiteRT", "_litert"), ("ONNX Runtime", "_onnxruntime"))
 
 
-def data_record(dataset: str, class_names) -> dict:
+def dataset_fields(dataset: str, class_names) -> dict:
     """The summary's data fields: the dataset, and the class of each output index (or None)."""
     # A served model answers with probabilities by index: this is the run's record of which
     # class each index is (a folder's sorted sub-folder names), for the code that serves it.
