@@ -41,8 +41,8 @@ from fitnets_tf.errors import ConfigError
 from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
 from fitnets_tf.pretrained import is_pretrained, recipe_config
 from fitnets_tf.reporting import plots
-from fitnets_tf.reporting.summary import summary_table
-from fitnets_tf.run import io, layout, lock, preemption, runtime
+from fitnets_tf.reporting.summary import dataset_fields, summary_table
+from fitnets_tf.run import data_record, io, layout, lock, preemption, runtime
 from fitnets_tf.run.resume import RunState, StageCheckpoint, restore_seed_states
 
 HINT_MODES = ("fitnet", "stagewise_labels")  # the modes that use a hint/guided pair
@@ -162,7 +162,7 @@ class Experiment:
     # -- data and models ---------------------------------------------------------------------
 
     def load_data(self) -> data_lib.Datasets:
-        return load_data(self.config)
+        return data_record.check_same(self.files.data, load_data(self.config))
 
     def build_models(self) -> tuple[keras.Model, dict[str, keras.Model]]:
         """The teacher and one student per mode; fails now, naming the layers, on a bad pair."""
@@ -388,7 +388,7 @@ class Experiment:
         c, hints = self.config, self.hints_record()
         first = hints["pairs"][0] if hints else {}  # one pair's fields, as before several pairs
         return {
-            "dataset": c.data.dataset,
+            **dataset_fields(c.data.dataset, self.data.spec.class_names),
             "teacher": c.models.teacher_path or c.models.teacher,  # the one used
             "student": c.models.student,
             "hint_layer": first.get("hint_layer"),

@@ -21,6 +21,7 @@ from conftest import train_cli
 from fitnets_tf import config as config_lib
 from fitnets_tf import data
 from fitnets_tf.errors import ConfigError, DataError, DatasetNotFoundError
+from fitnets_tf.run import data_record, layout
 
 DEBIAN_DIR = pathlib.Path(data.DEBIAN_FASHION_MNIST_DIR)
 pytestmark = pytest.mark.skipif(
@@ -122,6 +123,20 @@ def test_folder_with_train_and_test_sub_folders_uses_them(tmp_path, fashion):
     assert all_data.validation is None and all_data.num_train_examples == 200
 
 
+@pytest.mark.parametrize("name", ["validation", "val"])
+def test_folder_with_a_validation_sub_folder_uses_it(tmp_path, fashion, name):
+    images, labels = fashion
+    write_pngs(tmp_path / "train", images[:100], labels[:100])
+    write_pngs(tmp_path / name, images[100:160], labels[100:160], start=100)
+    write_pngs(tmp_path / "test", images[160:260], labels[160:260], start=160)
+    datasets = data.load(f"folder:{tmp_path}", batch_size=10)
+    assert _sizes(datasets) == (100, 60, 100)
+    order = sorted(range(100, 160), key=lambda i: (NAMES[labels[i]], i))
+    np.testing.assert_array_equal(_examples(datasets.validation)[0][..., 0], images[order])
+    merged = data.load(f"folder:{tmp_path}", batch_size=10, retrain_on_all=True)
+    assert merged.validation is None and merged.num_train_examples == 160
+
+
 def test_folder_of_rgb_images_and_image_size(tmp_path, fashion):
     images, labels = fashion
     rgb = np.stack([images[:40], 255 - images[:40], images[:40] // 2], axis=-1)
@@ -176,6 +191,11 @@ def test_npz_with_its_own_validation_arrays_and_float_pixels(tmp_path, fashion):
     assert merged.validation is None and merged.num_train_examples == 130
 
 
+def test_npz_class_names_are_read_in_label_order(tmp_path):
+    np.savez(tmp_path / "data.npz", **_good_arrays(), class_names=np.array(["a", "b", "c", "d"]))
+    assert data.load(f"npz:{tmp_path / 'data.npz'}").spec.class_names == ("a", "b", "c", "d")
+
+
 # ------------------------------------------------------------------- prepared TFDS datasets
 
 
@@ -221,6 +241,27 @@ def test_prepared_tfds_dataset_holds_out_the_end_of_train(tmp_path):
     np.testing.assert_array_equal(images, in_order["image"][-10:].numpy())
     np.testing.assert_array_equal(labels, in_order["label"][-10:].numpy())
     assert datasets.num_test_examples == 40
+
+
+@pytest.mark.parametrize("damage", ["missing test file", "truncated train file"])
+def test_prepared_tfds_dataset_with_missing_or_cut_files_is_refused_at_once(tmp_path, damage):
+    # A half-copied dataset: TFDS counts it as prepared (dataset_info.json is there), and the
+    # missing test file used to fail only at the evaluation after all the training.
+    builder = FitnetsTestImages(data_dir=tmp_path)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
+    split = "test" if damage.startswith("missing") else "train"
+    (shard,) = pathlib.Path(builder.data_path).glob(f"*-{split}.tfrecord-*")
+    if split == "test":
+        shard.unlink()
+        expected = f"test: missing {shard.name}"
+    else:
+        shard.write_bytes(shard.read_bytes()[:500])
+        expected = "train: 500 bytes, less than the"
+    with pytest.raises(DatasetNotFoundError, match="is incomplete") as error:
+        data.load("fitnets_test_images", data_dir=tmp_path)
+    assert expected in str(error.value) and "copy the whole folder" in str(error.value)
 
 
 class FitnetsTrainOnlyImages(FitnetsTestImages):
@@ -306,8 +347,43 @@ def _classes_differ(root, fashion):
     return "tshirt"
 
 
+def _single_class(root, fashion):
+    write_pngs(root, fashion[0][:20], [0] * 20)
+    return root
+
+
+def _train_without_test(root, fashion):
+    write_pngs(root / "train", fashion[0][:20], fashion[1][:20])
+    return root
+
+
+def _class_drawn_whole(root, fashion):
+    # 19 bags and 1 tshirt (sorted last): the seeded 10% test draw of these 20 takes the last.
+    write_pngs(root, fashion[0][:20], [8] * 19 + [0])
+    return root / "tshirt"
+
+
+def _macos_metadata(root, fashion):
+    bad = _png_folder(root, fashion) / "tshirt" / "._0000.png"
+    bad.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    return bad
+
+
 FOLDER_CASES = {
     "corrupt image": (_corrupt_image, "Cannot decode the image file"),
+    "macOS metadata file": (
+        _macos_metadata,
+        r"macOS metadata.*find .*images -name '\._\*' -delete",
+    ),
+    "a single class": (_single_class, "single class folder, 'tshirt'.*two or more"),
+    "train/ without test/": (
+        _train_without_test,
+        "'train' looks like a split.*both train/ and test/",
+    ),
+    "a class drawn whole into test": (
+        _class_drawn_whole,
+        r"no training example left.*\(0 in validation, 1 in test\)",
+    ),
     "truncated image": (_truncated_image, "Cannot decode the image file"),
     "class folder without images": (_empty_class_folder, "holds no image"),
     "no class folders": (_no_class_folders, "has no sub-folder"),
@@ -355,6 +431,18 @@ NPZ_CASES = {  # case: (arrays replacing the good ones, None: removed), expected
     "image shapes differ": (dict(x_test=np.zeros((10, 9, 9), np.uint8)), "x_test holds images of"),
     "pixels out of range": (dict(x_test=np.full((10, 8, 8), 300.0)), "x_test holds values outside"),
     "already scaled": (dict(x_train=np.full((30, 8, 8), 0.5)), r"x_train holds values in \[0, 1\]"),
+    "channels first": (dict(x_train=np.zeros((30, 3, 8, 8), np.uint8)),
+                       r"x_train has shape \(30, 3, 8, 8\): channels first.*np.transpose"),
+    "NaN pixels": (dict(x_test=np.where(np.arange(640).reshape(10, 8, 8) == 300, np.nan, 9.0)),
+                   "x_test holds NaN or infinite values \\(the first in image 4\\)"),
+    "class names as labels": (dict(y_train=np.array(["cat", "dog"] * 15)),
+                              "y_train holds 'cat', not a class index.*np.unique"),
+    "a single class": (dict(y_train=np.zeros(30, int), y_test=np.zeros(10, int)),
+                       "only the label 0, and a classifier needs two classes"),
+    "class names of another count": (dict(class_names=np.array(["a", "b"])),
+                                     r"class_names is a <U1 array of shape \(2,\): give the 4"),
+    "empty test split": (dict(x_test=np.zeros((0, 8, 8), np.uint8), y_test=np.zeros(0, int)),
+                         "x_test and y_test are empty"),
 }  # fmt: skip
 
 
@@ -385,6 +473,24 @@ def test_images_of_varying_size_need_image_size():
     resized, spec = data.shapes.at_size(raw, spec, (4, 4))
     assert spec.input_shape == (4, 4, 3)
     assert next(iter(resized["train"]))[0].shape == (4, 4, 3)
+
+
+def test_a_run_refuses_data_that_changed_since_it_started(tmp_path, fashion):
+    # --dataset=folder:PATH names a folder, not its contents: a resumed run re-reads it.
+    images = _png_folder(tmp_path / "images", fashion, count=40)
+    run = tmp_path / "run"
+    run.mkdir()
+    record = layout.RunLayout(run).data
+    data_record.check_same(record, data.load(f"folder:{images}"))
+    data_record.check_same(record, data.load(f"folder:{images}"))  # the same: resumes
+    sorted((images / "tshirt").iterdir())[0].unlink()
+    with pytest.raises(DataError, match=r"not what the run in .*run started with \(examples "):
+        data_record.check_same(record, data.load(f"folder:{images}"))
+    write_pngs(images, fashion[0][:2], [0, 0], start=900)
+    (images / "zebra").mkdir()
+    (images / "zebra" / "z.png").write_bytes(tf.io.encode_png(fashion[0][0][..., None]).numpy())
+    with pytest.raises(DataError, match=r"class_names \[.*\] then, \[.*'zebra'\] now"):
+        data_record.check_same(record, data.load(f"folder:{images}"))
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -441,6 +547,8 @@ def test_cli_trains_on_a_png_folder(tmp_path, folder):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["dataset"] == f"folder:{folder}"
+    # Which class each output index is, for whoever serves the model.
+    assert summary["class_names"] == sorted(NAMES)
     assert [row["name"] for row in summary["models"]] == ["teacher", "fitnet"]
     flags = (workdir / "flags.txt").read_text()
     assert f"--dataset=folder:{folder}" in flags and "--image_size=28,28" in flags

@@ -59,13 +59,42 @@ def user_splits(
     *,
     validation_size: int | None = None,
     retrain_on_all: bool = False,
+    class_names: list[str] | None = None,
 ) -> dict[str, Arrays]:
     """The ``train`` / ``validation`` / ``test`` arrays of a user's data.
 
     A missing ``test`` is drawn first (:data:`TEST_FRACTION`), then a missing ``validation``
     from what is left (``validation_size`` examples, default :data:`VALIDATION_FRACTION`; 0:
     none). ``retrain_on_all`` trains on train + validation, as the paper's last run.
+
+    Raises:
+        DataError: a class has no training example left (the draw is not stratified: a class
+            of one or two examples can be drawn whole); ``class_names`` name the classes in
+            the message (default: by label).
     """
+    splits = _drawn_splits(train, test, validation, validation_size, retrain_on_all)
+    _check_every_class_trains(splits, class_names)
+    return splits
+
+
+def _check_every_class_trains(splits: dict[str, Arrays], class_names: list[str] | None) -> None:
+    labels = {split: np.asarray(pair[1]) for split, pair in splits.items()}
+    num_classes = 1 + max(int(y.max()) for y in labels.values() if y.size)
+    counts = np.bincount(labels["train"], minlength=num_classes)
+    if counts.all():
+        return
+    k = int(np.flatnonzero(counts == 0)[0])
+    name = repr(class_names[k]) if class_names else f"label {k}"
+    where = ", ".join(f"{int((y == k).sum())} in {s}" for s, y in labels.items() if s != "train")
+    raise DataError(
+        f"Class {name} has no training example left: the held-out examples are a random draw, "
+        f"and its examples all went there ({where}). Add examples of it, pass a smaller "
+        "--validation_size, or give your own test split (a folder's test/ sub-folder, an "
+        "npz file's x_test)."
+    )
+
+
+def _drawn_splits(train, test, validation, validation_size, retrain_on_all) -> dict[str, Arrays]:
     if test is None:
         train, test = hold_out(train, held_out_count(len(train[1]), None, TEST_FRACTION, "test"))
     if retrain_on_all:

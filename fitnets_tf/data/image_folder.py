@@ -5,8 +5,11 @@ Read by ``keras.utils.image_dataset_from_directory``. Layouts:
 * ``PATH/<class>/<images>``: the test and validation images are held out of them
   (:mod:`~fitnets_tf.data.holdout`);
 * ``PATH/train/<class>/...`` and ``PATH/test/<class>/...``: those splits, the same class
-  folders in both; the validation images are held out of ``train/``. Other sub-folders of
-  ``PATH`` are then ignored.
+  folders in both; the validation images are ``PATH/validation/`` (or ``PATH/val/``) when there
+  is one, else held out of ``train/``. Other sub-folders of ``PATH`` are then ignored.
+
+A classifier needs two classes or more, and each class some training images after the
+held-out draw: both are checked as the folder is read.
 
 The classes are the sub-folder names, sorted; a label is its class's index. As for Keras, the
 images are the files ending in one of :data:`IMAGE_SUFFIXES` (any case, any depth below the
@@ -33,6 +36,8 @@ from fitnets_tf.errors import DataError
 
 #: The files ``keras.utils.image_dataset_from_directory`` reads as images.
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+#: The names a validation folder beside ``train/`` and ``test/`` may have, in preference order.
+VALIDATION_FOLDERS = ("validation", "val")
 
 
 def read_folder(
@@ -49,8 +54,9 @@ def read_folder(
         ``retrain_on_all`` or ``validation_size=0``.
 
     Raises:
-        DataError: the folder is missing, has no class folders, a class folder has no image,
-            ``train/`` and ``test/`` have different classes, or an image cannot be decoded.
+        DataError: the folder is missing, has no class folders or only one, a class folder has
+            no image, ``train/`` and ``test/`` (and ``validation/``) have different classes, an
+            image cannot be decoded, or a class has no training image left.
     """
     root = pathlib.Path(root).expanduser()
     if not root.is_dir():
@@ -59,26 +65,49 @@ def read_folder(
             "--dataset=folder:PATH with PATH a folder holding one sub-folder of images per class."
         )
     parts = {"train": root / "train", "test": root / "test"}
-    if not all(folder.is_dir() for folder in parts.values()):
+    if all(folder.is_dir() for folder in parts.values()):
+        found = [root / name for name in VALIDATION_FOLDERS if (root / name).is_dir()]
+        parts.update({"validation": found[0]} if found else {})
+    else:
         parts = {"train": root}
     files = {part: class_files(folder) for part, folder in parts.items()}
     class_names = tuple(files["train"])
-    if "test" in files and tuple(files["test"]) != class_names:
-        raise DataError(
-            f"{parts['train']} and {parts['test']} must hold the same class folders; train/ "
-            f"has {list(class_names)}, test/ has {list(files['test'])}. Add or rename folders "
-            "so that both list the same classes."
-        )
+    _check_classes(parts, files, class_names)
     paths = [path for per_class in files.values() for found in per_class.values() for path in found]
-    first_shape, grayscale = image_format(paths)
+    first_shape, grayscale = image_format(paths, root)
     size = image_size or first_shape[:2]
     color_mode = "grayscale" if grayscale else "rgb"
     arrays = {part: _read(folder, class_names, size, color_mode) for part, folder in parts.items()}
     splits = user_splits(
-        arrays["train"], arrays.get("test"), validation_size=validation_size,
-        retrain_on_all=retrain_on_all,
+        arrays["train"], arrays.get("test"), arrays.get("validation"),
+        validation_size=validation_size, retrain_on_all=retrain_on_all,
+        class_names=[str(parts["train"] / name) for name in class_names],
     )  # fmt: skip
     return splits, class_names
+
+
+def _check_classes(parts: dict[str, pathlib.Path], files: dict, class_names: tuple) -> None:
+    """Every split folder lists the training classes, and there are two or more."""
+    for part, folder in parts.items():
+        if tuple(files[part]) != class_names:
+            raise DataError(
+                f"{parts['train']} and {folder} must hold the same class folders; train/ has "
+                f"{list(class_names)}, {folder.name}/ has {list(files[part])}. Add or rename "
+                "folders so that both list the same classes."
+            )
+    if len(class_names) < 2:
+        # A lone "train" (or "test") class is most often a train/ folder without its test/.
+        split_like = class_names[0].lower() in ("train", "test", *VALIDATION_FOLDERS)
+        hint = (
+            f" {class_names[0]!r} looks like a split, not a class: to give your own splits, put "
+            f"both train/ and test/ in {parts['train']}, each with one sub-folder per class."
+            if split_like
+            else ""
+        )
+        raise DataError(
+            f"{parts['train']} has a single class folder, {class_names[0]!r}, and a classifier "
+            f"needs two or more: put the images of each class in its own sub-folder.{hint}"
+        )
 
 
 def class_files(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:
@@ -112,7 +141,9 @@ def class_files(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:
     return files
 
 
-def image_format(paths: list[pathlib.Path]) -> tuple[tuple[int, int, int], bool]:
+def image_format(
+    paths: list[pathlib.Path], root: pathlib.Path | None = None
+) -> tuple[tuple[int, int, int], bool]:
     """``(shape of the first image, whether all are grayscale)``, decoding every file once.
 
     Raises:
@@ -125,10 +156,17 @@ def image_format(paths: list[pathlib.Path]) -> tuple[tuple[int, int, int], bool]
         except tf.errors.OpError as e:  # not an image, truncated, unreadable
             # The op's own words, without TF's "{{function_node ...}}" and "[Op:...]" frame.
             reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message or type(e).__name__).strip()
+            # Keras reads hidden files too: macOS leaves a "._NAME" beside each copied image.
+            apple = (
+                f" It is macOS metadata: delete them all with `find {root or path.parent} -name "
+                "'._*' -delete`."
+                if path.name.startswith("._")
+                else ""
+            )
             raise DataError(
                 f"Cannot decode the image file {path} ({reason}). Every file ending in "
                 f"{', '.join(IMAGE_SUFFIXES)} under the class folders is read as an image: "
-                "replace or delete this one, then re-run."
+                f"replace or delete this one, then re-run.{apple}"
             ) from None
         first_shape = first_shape or tuple(image.shape)
         grayscale = grayscale and image.shape[-1] <= 2  # gray, or gray + alpha

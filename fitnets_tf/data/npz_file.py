@@ -2,9 +2,12 @@
 
 The file holds ``x_train``, ``y_train``, ``x_test``, ``y_test`` and optionally ``x_val``,
 ``y_val`` (without them the validation examples are held out of the training ones, see
-:mod:`~fitnets_tf.data.holdout`). Images: ``(N, H, W)`` (one channel) or ``(N, H, W, C)``,
-uint8 or numbers in ``[0, 255]``. Labels: ``(N,)`` class indices ``0..K-1``, K the largest
-training label + 1.
+:mod:`~fitnets_tf.data.holdout`), and ``class_names`` (strings, in label order). Images:
+``(N, H, W)`` (one channel) or ``(N, H, W, C)``, uint8 or numbers in ``[0, 255]``, channels
+last. Labels: ``(N,)`` class indices ``0..K-1``, K
+the largest training label + 1 (two or more). The whole file is read into memory (so are a
+folder's images): NumPy cannot map a compressed archive, and the training split is held in
+memory anyway (``load(cache=True)``).
 
 Everything is checked as the file is read, so a bad array is reported now, by its key.
 """
@@ -22,6 +25,8 @@ from fitnets_tf.errors import DataError
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 VALIDATION_KEYS = ("x_val", "y_val")
+#: Optional: the name of each class, in label order (recorded in the run's summary.json).
+NAMES_KEY = "class_names"
 
 
 def read_npz(
@@ -29,12 +34,12 @@ def read_npz(
     *,
     validation_size: int | None = None,
     retrain_on_all: bool = False,
-) -> tuple[dict[str, Arrays], int]:
-    """The ``train`` / ``validation`` / ``test`` arrays of an ``.npz`` file, and the class count.
+) -> tuple[dict[str, Arrays], int, tuple[str, ...] | None]:
+    """The ``train`` / ``validation`` / ``test`` arrays of an ``.npz`` file, and its classes.
 
     Returns:
-        ``({split: (images NHWC, int32 labels)}, number of classes)``; images as uint8, or
-        float32 when they were floats.
+        ``({split: (images NHWC, int32 labels)}, number of classes, class names or None)``;
+        images as uint8, or float32 when they were floats.
 
     Raises:
         DataError: the file is missing or unreadable, a key is missing, or an array is bad
@@ -46,9 +51,15 @@ def read_npz(
         keys["validation"] = VALIDATION_KEYS
     splits = {split: _pair(arrays, x, y) for split, (x, y) in keys.items()}
     train_images, train_labels = splits["train"]
-    if not len(train_labels):
-        raise DataError("x_train and y_train are empty: give at least one training example.")
+    for split, (x, y) in keys.items():
+        if not len(splits[split][1]):  # an empty test set scores nothing, after all the training
+            raise DataError(f"{x} and {y} are empty: give at least one example in each.")
     num_classes = int(train_labels.max()) + 1
+    if num_classes < 2:
+        raise DataError(
+            f"y_train holds only the label {num_classes - 1}, and a classifier needs two classes "
+            "or more: give labels 0..K-1 with K >= 2."
+        )
     _check_every_class_trains(train_labels, num_classes)
     for split, (x, y) in keys.items():
         if splits[split][0].shape[1:] != train_images.shape[1:]:
@@ -65,7 +76,19 @@ def read_npz(
     return user_splits(
         splits["train"], splits["test"], splits.get("validation"),
         validation_size=validation_size, retrain_on_all=retrain_on_all,
-    ), num_classes  # fmt: skip
+    ), num_classes, _class_names(arrays, num_classes)  # fmt: skip
+
+
+def _class_names(arrays: dict[str, np.ndarray], num_classes: int) -> tuple[str, ...] | None:
+    if NAMES_KEY not in arrays:
+        return None
+    names = arrays[NAMES_KEY]
+    if names.dtype.kind not in "US" or names.shape != (num_classes,):
+        raise DataError(
+            f"{NAMES_KEY} is a {names.dtype} array of shape {names.shape}: give the {num_classes} "
+            f"class names as strings in label order (np.array(['cat', 'dog', ...]))."
+        )
+    return tuple(str(n.decode() if isinstance(n, bytes) else n) for n in names)
 
 
 def _pair(arrays: dict[str, np.ndarray], x_key: str, y_key: str) -> Arrays:
@@ -119,11 +142,23 @@ def images(arrays: dict[str, np.ndarray], key: str) -> np.ndarray:
         raise DataError(
             f"{key} has shape {x.shape}: images must be (N, H, W) or (N, H, W, C) arrays."
         )
+    if x.shape[1] in (1, 3, 4) and x.shape[-1] not in (1, 2, 3, 4):
+        # PyTorch's layout: read as is, it would be images of C rows with W channels.
+        raise DataError(
+            f"{key} has shape {x.shape}: channels first, (N, C, H, W). Images must be channels "
+            f"last, (N, H, W, C): save np.transpose({key}, (0, 2, 3, 1))."
+        )
     if x.dtype == np.uint8:
         return x
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise DataError(f"{key} holds {x.dtype} values: images must be uint8 or numbers.")
-    if x.size and not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 255):
+    if x.size and not np.isfinite(x).all():
+        first = int(np.argwhere(~np.isfinite(x))[0][0])
+        raise DataError(
+            f"{key} holds NaN or infinite values (the first in image {first}): give raw pixels, "
+            "uint8 or finite numbers in [0, 255]."
+        )
+    if x.size and not (x.min() >= 0 and x.max() <= 255):
         raise DataError(
             f"{key} holds values outside [0, 255] (from {x.min()} to {x.max()}): give raw "
             "pixels, uint8 or numbers in [0, 255]; the run scales them itself."
@@ -167,8 +202,11 @@ def labels(arrays: dict[str, np.ndarray], key: str) -> np.ndarray:
     numeric = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
     if not numeric or (y.size and not np.array_equal(y, np.round(y))):
         bad = y.flat[0] if not numeric else y[y != np.round(y)][0]
+        # Class names as labels are common; the fix is one NumPy call (sorted names -> 0..K-1).
         raise DataError(
-            f"{key} holds {bad.item()!r}, not a class index: labels must be whole numbers 0..K-1."
+            f"{key} holds {bad.item()!r}, not a class index: labels must be whole numbers 0..K-1. "
+            "Names or booleans: number them with `names, y = np.unique(y_all, "
+            "return_inverse=True)` over the labels of every split together (class k is names[k])."
         )
     if y.size and y.min() < 0:
         raise DataError(f"{key} holds the negative label {y.min()}: labels must be 0..K-1.")

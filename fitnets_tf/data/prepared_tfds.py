@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 from fitnets_tf.data.holdout import VALIDATION_FRACTION, held_out_count
 from fitnets_tf.data.locations import resolve_data_dir
 from fitnets_tf.data.specs import DATASETS, DatasetSpec
+from fitnets_tf.data.tfds_source import check_complete
 from fitnets_tf.errors import DataError, DatasetNotFoundError
 
 
@@ -95,7 +96,8 @@ def prepared_builder(
     """The TFDS builder of ``name`` when it is prepared in ``data_dir``; never downloads.
 
     Raises:
-        DatasetNotFoundError: saying where it looked and how to prepare it.
+        DatasetNotFoundError: saying where it looked and how to prepare it; or that its files
+            are incomplete (:func:`~fitnets_tf.data.tfds_source.check_complete`).
     """
     data_dir = resolve_data_dir(data_dir)
     base = name.split(":")[0].split("/")[0]
@@ -108,6 +110,7 @@ def prepared_builder(
         else:
             missing = f"no {builder.data_path / 'dataset_info.json'}"
     if builder is not None and builder.is_prepared():
+        check_complete(builder, name)
         return builder
     raise DatasetNotFoundError(
         f"Dataset {name!r} is neither built in ({', '.join(DATASETS)}) nor prepared in "

@@ -83,8 +83,8 @@ def read_user_data(
         arrays, class_names = read_folder(name.removeprefix(FOLDER), image_size=size, **held_out)
         raw, spec = _from_arrays(name, arrays, len(class_names), class_names)
     elif name.startswith(NPZ):
-        arrays, num_classes = read_npz(name.removeprefix(NPZ), **held_out)
-        raw, spec = _from_arrays(name, arrays, num_classes, None)
+        arrays, num_classes, class_names = read_npz(name.removeprefix(NPZ), **held_out)
+        raw, spec = _from_arrays(name, arrays, num_classes, class_names)
     else:
         raw, spec = read_prepared(name, data_dir, **held_out)
     return at_size(raw, spec, size)

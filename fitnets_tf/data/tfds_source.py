@@ -43,6 +43,7 @@ def ensure_prepared(
     data_dir = resolve_data_dir(data_dir)
     builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
     if builder.is_prepared():
+        check_complete(builder, name)
         return builder
     sources = manual_dir(data_dir)
     filenames = [info.filename for info in builder.url_infos.values()]
@@ -56,6 +57,35 @@ def ensure_prepared(
     config = tfds.download.DownloadConfig(manual_dir=os.fspath(sources))
     builder.download_and_prepare(download_config=config)
     return builder
+
+
+def check_complete(builder: tfds.core.DatasetBuilder, name: str) -> None:
+    """Refuses a prepared dataset whose split files are missing or cut short.
+
+    TFDS counts a dataset as prepared once its ``dataset_info.json`` is there; a half-copied
+    folder would then fail only when a split is read, the test split after all the training.
+
+    Raises:
+        DatasetNotFoundError: naming the files and how to restore them.
+    """
+    problems = []
+    for split in builder.info.splits.values():
+        paths = [pathlib.Path(os.fspath(path)) for path in split.filepaths]
+        missing = [path.name for path in paths if not path.is_file()]
+        if missing:
+            problems.append(f"{split.name}: missing {', '.join(missing)}")
+            continue
+        # TFRecord files hold each record plus 16 bytes of framing: never less than recorded.
+        size = sum(path.stat().st_size for path in paths)
+        recorded = int(split.num_bytes)
+        if builder.info.file_format == tfds.core.FileFormat.TFRECORD and size < recorded:
+            problems.append(f"{split.name}: {size} bytes, less than the {recorded} recorded")
+    if problems:
+        raise DatasetNotFoundError(
+            f"Dataset {name!r} in {builder.data_path} is incomplete ({'; '.join(problems)}): "
+            f"copy the whole folder {builder.data_path} again, or rebuild it with `tfds build "
+            f"{builder.name} --data_dir=DIR` on a machine with internet."
+        )
 
 
 def read_splits(

@@ -21,6 +21,13 @@ _COLUMNS = (
 _RUNTIMES = (("TensorFlow", ""), ("LiteRT", "_litert"), ("ONNX Runtime", "_onnxruntime"))
 
 
+def dataset_fields(dataset: str, class_names) -> dict:
+    """The summary's data fields: the dataset, and the class of each output index (or None)."""
+    # A served model answers with probabilities by index: this is the run's record of which
+    # class each index is (a folder's sorted sub-folder names), for the code that serves it.
+    return {"dataset": dataset, "class_names": list(class_names) if class_names else None}
+
+
 def summary_table(rows: list[dict]) -> str:
     """The rows of ``summary.json["models"]`` as fixed-width text (the CLI prints it last).
 

@@ -4,6 +4,7 @@ Training run (``python -m fitnets_tf.train``, :class:`RunLayout`)::
 
     flags.txt             the resolved flagfile, re-runnable as is
     versions.json         library versions, seed, host, the directory it was started from
+    data.json             the data it started on: classes, image shape, split sizes, labels' hash
     summary.json          per model: test accuracy, parameters, multiplications, latency, times
     hints.json            the hint/guided pairs of stage 1, their weights, and why (hints=auto)
     run_state.json        stages, epochs done, histories, checkpoint sha256 (fitnets_tf.run.resume)
@@ -138,6 +139,11 @@ class RunLayout(_Directory):
     @property
     def summary(self) -> pathlib.Path:
         return self.root / "summary.json"
+
+    @property
+    def data(self) -> pathlib.Path:
+        """The data the run started on, checked on every resume (:mod:`~fitnets_tf.run.data_record`)."""
+        return self.root / "data.json"
 
     @property
     def hints(self) -> pathlib.Path:

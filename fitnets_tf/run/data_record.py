@@ -1,0 +1,69 @@
+"""What data a run started on, recorded in ``data.json`` and checked whenever it resumes.
+
+The configuration check (:mod:`fitnets_tf.run.resume`) compares flags, and ``--dataset=folder:
+PATH`` names a folder, not its contents: images added or removed between two calls change the
+held-out draw (so the test set) and the class list under stages already trained, and a changed
+class count surfaced only as a teacher "built for another dataset". The record is the classes,
+the image shape, the split sizes and the training labels' sha256 (pixels are not hashed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+
+import numpy as np
+
+from fitnets_tf.errors import DataError
+from fitnets_tf.run import io
+
+
+def record(datasets) -> dict:
+    """The fields of ``data.json`` for a :class:`~fitnets_tf.data.Datasets`."""
+    spec = datasets.spec
+    fields = {
+        "dataset": spec.name,
+        "input_shape": list(spec.input_shape),
+        "class_names": list(spec.class_names) if spec.class_names else None,
+        "examples": {
+            "train": datasets.num_train_examples,
+            "validation": datasets.num_validation_examples,
+            "test": datasets.num_test_examples,
+        },
+    }
+    if datasets.train_examples is not None:  # held in memory (load(cache=True))
+        labels = np.asarray(datasets.train_examples[1], np.int32)
+        fields["train_labels_sha256"] = hashlib.sha256(labels.tobytes()).hexdigest()
+    return fields
+
+
+def check_same(path: str | os.PathLike, datasets):
+    """Returns ``datasets`` after recording it in ``path`` (a run's ``data.json``), or checking
+    it against the record there.
+
+    Raises:
+        DataError: the data differs from the record, naming the fields that differ.
+    """
+    path = pathlib.Path(path)
+    now = record(datasets)
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError):  # a new run, or one written before the record: start it now
+        io.write_json(path, now)
+        return datasets
+    differ = [key for key in now if key in before and before[key] != now[key]]
+    if differ:
+        shown = "; ".join(
+            f"{key} differ"
+            if key.endswith("sha256")
+            else f"{key} {before[key]} then, {now[key]} now"
+            for key in differ
+        )
+        raise DataError(
+            f"The data of {now['dataset']} is not what the run in {path.parent} started with "
+            f"({shown}): its stages must all see the same data. Restore the data as it was, or "
+            "start a new --workdir."
+        )
+    return datasets
