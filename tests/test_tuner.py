@@ -670,6 +670,8 @@ def test_a_search_whose_best_trial_is_near_chance_says_where_to_look(tmp_path):
     session._warn_near_chance({"best": {"val_accuracy": 0.7}}, 3, tmp_path, lines.append)
     session._warn_near_chance({"best": None}, 3, tmp_path, lines.append)  # every trial failed
     assert len(lines) == 1
+    session._warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append, "adam")
+    assert "--hints_learning_rate)" in lines[1] and "--hints_optimizer" not in lines[1]
 
 
 def test_a_chief_knows_the_data_from_the_teacher_without_reading_it(teacher_path):

@@ -291,7 +291,9 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
     with io.disk_full_as_user_error(f"The search's results cannot be written in {workdir}: "
                                     "{reason}. Free space and re-run the same command."):  # fmt: skip
         summary = write_results(tuner.oracle, options, workdir, record["teacher_path"])
-    _warn_near_chance(summary, shape[1], workdir, log)
+    schedule = config.schedule
+    _warn_near_chance(summary, shape[1], workdir, log,
+                      schedule.hints_optimizer or schedule.optimizer)  # fmt: skip
     if error is not None:
         raise SearchError(
             f"The search stopped: {str(error).splitlines()[0]} (results so far are in "
@@ -307,16 +309,17 @@ def _teacher_shape(record: dict) -> tuple[tuple, int]:
     return tuple(teacher.inputs[0].shape[1:]), int(teacher.outputs[0].shape[-1])
 
 
-def _warn_near_chance(summary: dict, num_classes: int, workdir: pathlib.Path, log) -> None:
+def _warn_near_chance(summary: dict, num_classes: int, workdir: pathlib.Path, log,
+                      hints_optimizer: str = "rmsprop") -> None:  # fmt: skip
     """A search whose best trial is near chance has nothing to choose between: say where to look."""
     best = summary["best"]
     if best is None or best["val_accuracy"] is None or best["val_accuracy"] >= 2 / num_classes:
         return
+    adam = " or use --hints_optimizer=adam" if hints_optimizer != "adam" else ""
     log(f"warning: the best trial is near chance (validation accuracy {best['val_accuracy']:.4f}, "
         f"chance {1 / num_classes:.4f}): the search has nothing to choose between. Look first "
         f"at the hint loss of its hint training (logged under {workdir / 'stage1'}; diverging: "
-        "lower --hints_learning_rate or use --hints_optimizer=adam), the teacher's accuracy "
-        "and the trials' epochs.")  # fmt: skip
+        f"lower --hints_learning_rate{adam}), the teacher's accuracy and the trials' epochs.")  # fmt: skip
 
 
 def hypermodel(config: ExperimentConfig, options: TuneOptions, record: dict,
