@@ -174,8 +174,9 @@ class ScheduleConfig:
         0.9, "RMSProp decay, in [0, 1) (paper's code: 0.9).", check=recipes.rho_problem
     )
     teacher_learning_rate: float | None = option(
-        None, "Teacher's learning rate (None: --learning_rate).", exclusive_minimum=0
-    )
+        None, "Teacher's learning rate. The flag has a default of its own (below), not "
+        "--learning_rate's; in Python, None is learning_rate.", exclusive_minimum=0,
+    )  # fmt: skip
     hints_learning_rate: float | None = option(
         None, "Stage-1 learning rate (None: --learning_rate).", exclusive_minimum=0
     )
