@@ -8,6 +8,7 @@ copies nothing and checks a pair before any training.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import keras
 
@@ -101,8 +102,9 @@ def hints_problem(items) -> str | None:
 
 def weights_problem(weights) -> str | None:
     """What is wrong with the ``hint_weights`` of the command line, or None."""
-    if not weights or any(not w > 0 for w in weights):
-        return f"hint_weights must be numbers > 0, got {','.join(map(str, weights)) or 'none'}"
+    if not weights or any(not 0 < w < math.inf for w in weights):
+        given = ",".join(map(str, weights)) or "none"
+        return f"hint_weights must be numbers > 0 and finite, got {given}"
     return None
 
 

@@ -12,6 +12,7 @@ re-runnable flagfile a run writes (:func:`serialize`). No other file lists the o
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -115,6 +116,10 @@ def _value_problems(spec: Spec, value) -> list[str]:
     if choices is not None and value not in choices:
         return [f"unknown {spec.flag} {value!r} (valid: {', '.join(map(str, choices))})"]
     if spec.type in (int, float):
+        # NaN passes every bound (each comparison is False), and no rate, weight, λ or τ is
+        # infinite: either would reach training and poison it (a NaN weight decay, an inf τ).
+        if not math.isfinite(value):
+            return [f"{spec.flag} must be a finite number, got {value}"]
         if opt.exclusive_minimum is not None and not value > opt.exclusive_minimum:
             return [f"{spec.flag} must be > {opt.exclusive_minimum:g}, got {value}"]
         if opt.minimum is not None and value < opt.minimum:

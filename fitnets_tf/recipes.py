@@ -20,6 +20,9 @@ accumulates it: at a constant learning rate its steady-state shrinkage per step 
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import keras
 
 OPTIMIZERS = ("rmsprop", "sgd", "adam", "adamw")
@@ -67,6 +70,31 @@ def parse_schedule(text: str) -> tuple[str, tuple[int, ...]]:
 def momentum_problem(momentum: float) -> str | None:
     """Momentum 1 keeps every past gradient forever; a negative one is no momentum at all."""
     return None if 0 <= momentum < 1 else f"momentum must be in [0, 1), got {momentum}"
+
+
+def rho_problem(rho: float) -> str | None:
+    """RMSProp's ρ = 1 never moves its mean of squared gradients off 0: each step would be the
+    gradient over √ε, thousands of times the learning rate."""
+    return None if 0 <= rho < 1 else f"rho must be in [0, 1), got {rho}"
+
+
+def own_optimizer_problem(hints_optimizer: str | None, optimizer: str) -> str | None:
+    """Stage 1's own optimizer (another than stage 2's) runs without weight decay, where adamw
+    is adam: Keras' AdamW would refuse to be built, after the teacher had trained."""
+    if hints_optimizer == "adamw" and optimizer != "adamw":
+        return (f"hints_optimizer adamw differs from optimizer {optimizer}, and a stage-1 "
+                "optimizer of its own runs without weight decay, where adamw is adam: use "
+                "hints_optimizer adam (or optimizer adamw for both stages)")  # fmt: skip
+    return None
+
+
+def _number_problems(**values) -> list[str]:
+    """Rates and decays a caller of the library passed directly (the config checks its own)."""
+    return [
+        f"{name} must be a finite number {bound}, got {value!r}"
+        for name, (value, bound, ok) in values.items()
+        if not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value)
+    ]
 
 
 def combination_problems(optimizer: str, *, momentum: float = 0.0, nesterov: bool = False,
@@ -123,6 +151,12 @@ def learning_rate(
         decay: factor of each step of a step schedule.
     """
     kind, milestones = parse_schedule(schedule)
+    found = _number_problems(learning_rate=(base, "> 0", lambda v: v > 0),
+                             lr_decay=(decay, "in (0, 1]", lambda v: 0 < v <= 1))  # fmt: skip
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+        found.append(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
+    if found:
+        raise ValueError("; ".join(found) + ".")
     if kind == "constant" and not warmup_epochs:
         return float(base)
     if epochs is None or steps_per_epoch is None:
@@ -169,11 +203,15 @@ def build_optimizer(
         raise ValueError(f"`name` must be one of {OPTIMIZERS}. Received: name={name!r}")
     found = combination_problems(name, momentum=momentum, nesterov=nesterov,
                                  weight_decay=weight_decay)  # fmt: skip
-    problem = momentum_problem(momentum)
-    if found or problem:
+    own_problems = [momentum_problem(momentum), rho_problem(rho) if name == "rmsprop" else None]
+    found += filter(None, own_problems)
+    found += _number_problems(weight_decay=(weight_decay, ">= 0", lambda v: v >= 0))
+    if not callable(learning_rate):  # a schedule's values are its own
+        found += _number_problems(learning_rate=(learning_rate, "> 0", lambda v: v > 0))
+    if found:
         raise ValueError(
-            "; ".join([*found, *filter(None, [problem])]) + f". Received: optimizer={name!r}, "
-            f"momentum={momentum}, nesterov={nesterov}, weight_decay={weight_decay}"
+            "; ".join(found) + f". Received: optimizer={name!r}, momentum={momentum}, "
+            f"nesterov={nesterov}, weight_decay={weight_decay}"
         )
     own = {"rmsprop": dict(rho=rho, momentum=float(momentum)),
            "sgd": dict(momentum=float(momentum), nesterov=nesterov)}.get(name, {})  # fmt: skip

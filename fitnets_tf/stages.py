@@ -129,6 +129,10 @@ class Hyperparameters:
         own = self.with_rate(self.hints_learning_rate, self.hints_lr_schedule)
         if self.hints_optimizer in (None, self.optimizer_name):
             return own
+        problem = recipes.own_optimizer_problem(self.hints_optimizer, self.optimizer_name)
+        if problem:
+            raise ValueError(f"{problem}. Received: hints_optimizer={self.hints_optimizer!r}, "
+                             f"optimizer_name={self.optimizer_name!r}")  # fmt: skip
         return dataclasses.replace(own, optimizer_name=self.hints_optimizer, momentum=0.0,
                                    nesterov=False, weight_decay=0.0, warmup_epochs=0)  # fmt: skip
 
@@ -272,16 +276,8 @@ def fit_kd(
     optimizer = _stage_optimizer(hparams, train, epochs, steps_per_epoch)
     compile_kwargs.setdefault("metrics", ["accuracy"])
     distiller.compile(optimizer=optimizer, phase="kd", **compile_kwargs)
-    return _fit(
-        distiller,
-        train,
-        validation,
-        epochs,
-        initial_epoch,
-        [hparams.annealing(epochs), *callbacks],
-        verbose,
-        initial_step,
-    )
+    return _fit(distiller, train, validation, epochs, initial_epoch,
+                [hparams.annealing(epochs), *callbacks], verbose, initial_step)  # fmt: skip
 
 
 def guided_classifier(

@@ -46,6 +46,16 @@ def test_config_validates_and_its_pair_fits(parsed, path):
     distiller.make_hint_path(teacher, student, hint, guided)  # raises if it cannot fit
 
 
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_a_config_that_trains_its_teacher_states_its_learning_rate(parsed, path):
+    # The teacher's flag has a default of its own (0.001), not --learning_rate: mnist.flags,
+    # written when it had none, trained its teacher at 0.001 instead of its paper's 0.0005.
+    config = parsed(path)
+    trains = "teacher" in config.runtime.stages and config.models.trained_teacher() is None
+    if trains:
+        assert "--teacher_learning_rate=" in path.read_text()
+
+
 def test_paper_hyperparameters_in_cifar_configs(parsed):
     config = parsed(next(p for p in CONFIGS if p.stem == "cifar10_fitnet4"))
     hp = config.hyperparameters()

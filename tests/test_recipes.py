@@ -128,6 +128,68 @@ def test_config_validation_refuses_bad_recipes(values, message):
         config.validate()
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [(dict(weight_decay=math.nan), "weight_decay must be a finite number, got nan"),
+     (dict(kd_lambda=math.nan), "kd_lambda must be a finite number"),
+     (dict(learning_rate=math.inf), "learning_rate must be a finite number, got inf"),
+     (dict(temperature=math.inf), "temperature must be a finite number"),
+     (dict(hints=("pool2:pool4",), hint_weights=(math.inf,)), "hint_weights must be numbers > 0"),
+     (dict(rho=1.0), r"rho must be in \[0, 1\), got 1.0"),
+     # Accepted, then stage 1 failed after the teacher trained: its own optimizer has no decay.
+     (dict(optimizer="sgd", hints_optimizer="adamw"), "use hints_optimizer adam"),
+     (dict(optimizer="sgd", momentum=0.9, mode_stagewise=True, hints_optimizer="adamw"),
+      "hints_optimizer adamw differs from optimizer sgd"),
+     # Accepted, then Keras' EarlyStopping only warned, every epoch, and never stopped.
+     (dict(early_stopping_patience=3, retrain_on_all=True), "early_stopping_patience watches"),
+     (dict(early_stopping_patience=3, validation_size=0), "drop one or the other")],
+)  # fmt: skip
+def test_config_validation_refuses_what_would_fail_or_do_nothing_later(values, message):
+    if values.pop("mode_stagewise", False):
+        values["modes"] = ("stagewise_labels",)
+    config = ExperimentConfig().with_values(**values)
+    with pytest.raises(ConfigError, match=message):
+        config.validate()
+
+
+def test_what_is_still_accepted_around_those_refusals():
+    ok = ExperimentConfig().with_values
+    ok(rho=0.0).validate()
+    ok(optimizer="adamw", weight_decay=0.05, hints_optimizer="adamw").validate()
+    ok(optimizer="sgd", hints_optimizer="adamw", modes=("kd",)).validate()  # no stage 1
+    ok(early_stopping_patience=3).validate()
+    ok(early_stopping_patience=3, validation_size=5).validate()
+    # A folder's validation/ or an npz file's x_val is kept with --validation_size=0.
+    own = ok(early_stopping_patience=3, validation_size=0, dataset="npz:missing.npz")
+    with pytest.raises(ConfigError) as refused:  # for the missing file only
+        own.validate()
+    assert "missing.npz" in str(refused.value) and "early_stopping" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("hparams", "build", "message"),
+    [(dict(learning_rate=-0.1), {}, "learning_rate must be a finite number > 0, got -0.1"),
+     (dict(learning_rate=math.nan), {}, "learning_rate must be a finite number > 0"),
+     (dict(optimizer_name="sgd", weight_decay=-1e-3), {}, "weight_decay must be a finite"),
+     (dict(rho=1.0), {}, r"rho must be in \[0, 1\)"),
+     (dict(lr_schedule="step:1", lr_decay=0.0), dict(epochs=2, steps_per_epoch=2),
+      r"lr_decay must be a finite number in \(0, 1\]"),
+     (dict(warmup_epochs=-1), dict(epochs=2, steps_per_epoch=2), "warmup_epochs must be an int"),
+     (dict(warmup_epochs=1.5), dict(epochs=2, steps_per_epoch=2), "got 1.5")],
+)  # fmt: skip
+def test_hyperparameters_used_directly_refuse_bad_values_by_name(hparams, build, message):
+    # These built an optimizer that trains uphill or blows up (ρ = 1), or failed inside Keras
+    # with another number ("warmup_steps must be an int >= 1. Received: -2").
+    with pytest.raises(ValueError, match=message):
+        stages.Hyperparameters(**hparams).optimizer(**build)
+
+
+def test_a_stage_one_adamw_of_its_own_is_refused_by_name_from_python():
+    hparams = stages.Hyperparameters(optimizer_name="sgd", hints_optimizer="adamw")
+    with pytest.raises(ValueError, match="hints_optimizer='adamw', optimizer_name='sgd'"):
+        hparams.stage_one()
+
+
 def test_warmup_is_checked_only_against_stages_that_run():
     ExperimentConfig().with_values(warmup_epochs=4, kd_epochs=5).validate()
     # kd mode has no stage 1; a given teacher is not trained.

@@ -532,6 +532,9 @@ def test_a_different_search_space_on_an_old_workdir_is_refused(smoke, tmp_path):
         (["--kd_lambda=20"], "kd_lambda=20.0, outside the searched range"),
         (["--mode=scratch"], "needs --mode=fitnet or kd"),
         (["--retrain_on_all"], "needs a validation split"),
+        # Was run: every trial all warm-up, its rate never reaching --learning_rate.
+        (["--warmup_epochs=1", "--hints_epochs=2", "--trial_epochs=1"],
+         "warmup_epochs=1 is not shorter than trial_epochs=1"),
         (["--stages=hints,kd"], "No teacher: give --teacher_path"),
     ],
 )

@@ -96,6 +96,11 @@ class ExperimentConfig:
         found += schedule.problems(trains_teacher=self.models.trained_teacher() is None)
         if not schedule.modes:
             found.append("no mode given")
+        if schedule.early_stopping_patience and not self._has_validation_split():
+            # Keras' EarlyStopping would only warn that val_accuracy is missing, every epoch.
+            found.append("--early_stopping_patience watches the validation split, which "
+                         "--retrain_on_all or --validation_size=0 leaves out: drop one or the "
+                         "other")  # fmt: skip
         uncropped = schedule.kd_targets == "uncropped"
         if self.runtime.cache_teacher == "yes" and self.data.augment and not uncropped:
             from fitnets_tf import teacher_cache
@@ -105,6 +110,13 @@ class ExperimentConfig:
             found.append("--kd_targets=uncropped is a cache of the teacher's logits: it "
                          "needs --cache_teacher=auto or yes")  # fmt: skip
         return found
+
+    def _has_validation_split(self) -> bool:
+        """False when none is held out: the user's own validation split (a folder's
+        validation/, an npz file's x_val) survives --validation_size=0."""
+        data = self.data
+        own = data.dataset.startswith(("folder:", "npz:"))
+        return not data.retrain_on_all and (data.validation_size != 0 or own)
 
     def pair(self) -> tuple[str | None, str | None]:
         """The hint and guided layer names: given, else the paper's for these architectures."""

@@ -170,10 +170,13 @@ class ScheduleConfig:
     # rate and schedule are stage 2's, and stage 1's and the teacher's unless given.
     optimizer: str = option("rmsprop", "Optimizer (paper: rmsprop).", choices=recipes.OPTIMIZERS)
     learning_rate: float = option(5e-3, "Stage-2 learning rate.", exclusive_minimum=0)
-    rho: float = option(0.9, "RMSProp decay (paper's code: 0.9).", minimum=0, maximum=1)
-    teacher_learning_rate: float | None = option(
-        None, "Teacher's learning rate (None: --learning_rate).", exclusive_minimum=0
+    rho: float = option(
+        0.9, "RMSProp decay, in [0, 1) (paper's code: 0.9).", check=recipes.rho_problem
     )
+    teacher_learning_rate: float | None = option(
+        None, "Teacher's learning rate. The flag has a default of its own (below), not "
+        "--learning_rate's; in Python, None is learning_rate.", exclusive_minimum=0,
+    )  # fmt: skip
     hints_learning_rate: float | None = option(
         None, "Stage-1 learning rate (None: --learning_rate).", exclusive_minimum=0
     )
@@ -228,10 +231,11 @@ class ScheduleConfig:
         used = {"teacher_epochs": trains_teacher, "hints_epochs": stage1 and not own_optimizer,
                 "kd_epochs": True}  # fmt: skip
         epochs = {flag: getattr(self, flag) for flag, trained in used.items() if trained}
+        own = recipes.own_optimizer_problem(self.hints_optimizer, self.optimizer) if stage1 else None
         return recipes.combination_problems(
             self.optimizer, momentum=self.momentum, nesterov=self.nesterov,
             weight_decay=self.weight_decay,
-        ) + recipes.warmup_problems(self.warmup_epochs, epochs)
+        ) + recipes.warmup_problems(self.warmup_epochs, epochs) + ([own] if own else [])
 
 
 @dataclasses.dataclass(frozen=True)

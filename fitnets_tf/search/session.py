@@ -22,7 +22,7 @@ import os
 import pathlib
 import time
 
-from fitnets_tf import builders, experiment
+from fitnets_tf import builders, experiment, recipes
 from fitnets_tf import options as options_lib
 from fitnets_tf.config import ExperimentConfig, upgrade_fingerprint
 from fitnets_tf.errors import SearchError
@@ -219,6 +219,11 @@ def _check_searchable(config: ExperimentConfig, options: TuneOptions) -> None:
     if config.data.retrain_on_all or config.data.validation_size == 0:
         raise SearchError("Tuning needs a validation split (never the test split): drop "
                           "--retrain_on_all and --validation_size=0.")  # fmt: skip
+    # A trial's stage 2 has its own length: a warm-up as long would be the whole trial.
+    warmup = recipes.warmup_problems(config.schedule.warmup_epochs,
+                                     {"trial_epochs": options.trial_epochs})  # fmt: skip
+    if warmup:
+        raise SearchError(f"{warmup[0]}: lower --warmup_epochs or raise --trial_epochs.")
     if options.retrain_hints_per_trial and config.models.hints:
         # The trials' HyperModel retrains one pair (config.pair()); --hints would be ignored.
         raise SearchError("--retrain_hints_per_trial takes one pair: give --hint_layer and "
