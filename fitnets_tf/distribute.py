@@ -6,9 +6,6 @@ any of these works with it; build the models and compile inside ``strategy.scope
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-
 import tensorflow as tf
 
 from fitnets_tf.errors import ConfigError
@@ -39,34 +36,35 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
     raise ConfigError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")
 
 
-def every_replica_fed(batches):
-    """``batches`` (a ``tf.data.Dataset``) without a batch smaller than the current strategy's
-    number of replicas; anything else unchanged.
 
-    A strategy splits each batch over its replicas, and a replica left without an example fails
-    inside its kernels (on CPU: "Number of ways to split should evenly divide the split
-    dimension"), with batch normalisation it would average nothing. Only an epoch's last batch
-    can be that small: at most ``replicas - 1`` examples an epoch are left out, and so its
-    number of batches is no longer known ahead (Keras counts them in the first epoch).
+def check_last_batches(datasets, strategy: tf.distribute.Strategy | None):
+    """Returns ``datasets`` (a :class:`~fitnets_tf.data.Datasets`) if no batch ``fit`` reads
+    leaves one of ``strategy``'s replicas (None: the default strategy's) without an example;
+    else raises, before any training.
+
+    A strategy splits each batch over its replicas, and a replica left with none fails inside
+    its kernels (on CPU: "Number of ways to split should evenly divide the split dimension"),
+    at the end of the first epoch. Only a split's last batch can be that small. Dropping it
+    instead would leave the number of batches unknown, and with it the mid-epoch checkpoints
+    and step-exact preemption, which need it.
+
+    Raises:
+        ConfigError: naming the split, and batch sizes that avoid it.
     """
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    if replicas == 1 or not isinstance(batches, tf.data.Dataset):
-        return batches
-
-    def large_enough(*batch):
-        return tf.shape(tf.nest.flatten(batch)[0])[0] >= replicas
-
-    return batches.filter(large_enough)
-
-
-@contextlib.contextmanager
-def counting_fed_batches():
-    """Within it, Keras does not warn when an :func:`every_replica_fed` dataset runs out.
-
-    A filtered dataset's number of batches is unknown, so Keras counts them by running out of
-    them in the first epoch, and says "Your input ran out of data" as if it were too short.
-    """
-    with warnings.catch_warnings():
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
-        yield
+    replicas = (strategy or tf.distribute.get_strategy()).num_replicas_in_sync
+    size = datasets.batch_size
+    splits = {"training": datasets.num_train_examples,
+              "validation": datasets.num_validation_examples or 0}  # fmt: skip
+    short = {name: n % size for name, n in splits.items() if 0 < n % size < replicas}
+    if not short:
+        return datasets
+    name, left = next(iter(short.items()))
+    fits = [b for b in range(max(replicas, size - 64), size + 65)
+            if not any(0 < n % b < replicas for n in splits.values())]  # fmt: skip
+    closest = sorted(fits, key=lambda b: abs(b - size))[:2]
+    raise ConfigError(
+        f"The last {name} batch holds {left} example(s) ({splits[name]} examples in batches of "
+        f"{size}), fewer than the strategy's {replicas} replicas: a replica would get none and "
+        f"fail. Use --batch_size={' or '.join(map(str, sorted(closest)))}, or change "
+        "--validation_size or --limit."
+    )

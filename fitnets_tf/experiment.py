@@ -147,7 +147,7 @@ class Experiment:
         # TensorFlow refuses once any op has run (loading the data runs some).
         strategy = distribute.make_strategy(self.config.runtime.strategy)
         io.write_json(self.files.versions, runtime.versions(self.config.schedule.seed))
-        self.data = self.load_data()
+        self.data = distribute.check_last_batches(self.load_data(), strategy)
         # Everything that makes variables (models, regressors, each stage's optimizer) under
         # the strategy: an optimizer made outside it cannot update a mirrored model.
         with strategy.scope():

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from fitnets_tf import distribute, recipes
+from fitnets_tf import recipes
 from fitnets_tf.callbacks import LambdaAnnealing
 from fitnets_tf.distiller import Distiller
 from fitnets_tf.hint_path import deepest_guided_layer, resolve_pairs
@@ -174,7 +174,6 @@ def make_distiller(
 
 
 def _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose, initial_step=0):
-    train, validation = (distribute.every_replica_fed(d) for d in (train, validation))
     kwargs = dict(
         validation_data=validation,
         epochs=epochs,
@@ -183,10 +182,9 @@ def _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose, in
         verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot
     )
-    with distribute.counting_fed_batches():
-        if initial_step:  # resumed from a mid-epoch checkpoint
-            return mid_epoch.fit_from_step(model, train, initial_step=initial_step, **kwargs)
-        return model.fit(train, **kwargs)
+    if initial_step:  # resumed from a mid-epoch checkpoint
+        return mid_epoch.fit_from_step(model, train, initial_step=initial_step, **kwargs)
+    return model.fit(train, **kwargs)
 
 
 def _stage_optimizer(hparams: Hyperparameters, train, epochs: int, steps_per_epoch: int | None):

@@ -22,7 +22,7 @@ import os
 import pathlib
 import time
 
-from fitnets_tf import builders, experiment, recipes
+from fitnets_tf import builders, distribute, experiment, recipes
 from fitnets_tf import options as options_lib
 from fitnets_tf.config import ExperimentConfig, upgrade_fingerprint
 from fitnets_tf.errors import SearchError
@@ -256,14 +256,12 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
     role = distributed_role()
     strategy = None
     if config.runtime.strategy != "default":
-        from fitnets_tf import distribute
-
         strategy = distribute.make_strategy(config.runtime.strategy)
     inputs = {}
     if role == "chief":  # the chief only serves the oracle: it reads no data
         shape = _teacher_shape(record)
     else:
-        data = experiment.load_data(config)
+        data = distribute.check_last_batches(experiment.load_data(config), strategy)
         inputs = dict(x=data.train, validation_data=data.validation, data_epoch=data.epoch)
         shape = data.input_shape, data.num_classes
     tuner = make_tuner(
