@@ -41,8 +41,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fitnets_tf.config import upgrade_fingerprint
-from fitnets_tf.errors import ConfigMismatchError
 from fitnets_tf.run import contents, io, mid_epoch, preemption
 from fitnets_tf.run.checksums import content_sha256, damaged_file, prefix_digests
 from fitnets_tf.run.contents import (  # noqa: F401  (the seed states: re-exported, as before)
@@ -51,6 +49,8 @@ from fitnets_tf.run.contents import (  # noqa: F401  (the seed states: re-export
     trackables,
 )
 from fitnets_tf.run.layout import RunLayout, StageLayout
+from fitnets_tf.run.state_file import check_same_config as _check_same_config
+from fitnets_tf.run.state_file import parse as _parse_run_state
 
 # The latest checkpoint of a stage, and the one a damaged latest falls back to.
 CHECKPOINTS_KEPT = 2
@@ -58,18 +58,6 @@ CHECKPOINTS_KEPT = 2
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def _parse_run_state(text: str) -> dict:
-    """The run state in ``text``; ``ValueError`` if it is damaged."""
-    data = json.loads(text)
-    if not (isinstance(data, dict) and isinstance(data.get("stages"), dict) and "config" in data):
-        raise ValueError("it is not a run state")
-    recorded = data.pop("sha256", None)  # None: written before run states carried one
-    if recorded is not None and recorded != content_sha256(data):
-        raise ValueError("its content does not match its sha256")
-    data.setdefault("finished", [])
-    return data
 
 
 class RunState:
@@ -206,22 +194,6 @@ def _saved_early_stopping(record: dict) -> dict | None:
     """The early-stopping state of a stage record's latest checkpoint (None: none)."""
     latest = record.get("checkpoints", {}).get(str(record["epochs_done"]))
     return latest["early_stopping"] if latest else record.get("early_stopping")
-
-
-def _check_same_config(stored: dict, fingerprint: dict, workdir) -> None:
-    # Both in today's form: a run written before an option existed used its default.
-    stored, fingerprint = upgrade_fingerprint(stored), upgrade_fingerprint(fingerprint)
-    differences = [
-        f"{key}: {stored.get(key)!r} there, {fingerprint.get(key)!r} now"
-        for key in sorted(set(stored) | set(fingerprint))
-        if stored.get(key) != fingerprint.get(key)
-    ]
-    if differences:
-        raise ConfigMismatchError(
-            f"The run directory {str(workdir)!r} holds a run with a different configuration "
-            f"({'; '.join(differences)}). Results of two configurations are never mixed: use a "
-            "new --workdir, or delete this one to start over."
-        )
 
 
 class StageCheckpoint(keras.callbacks.Callback):
