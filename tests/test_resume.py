@@ -244,6 +244,32 @@ def test_killed_while_reporting_then_resumed_equals_uninterrupted(
     _assert_same_outcome(tmp_path, reference_run)
 
 
+def test_a_lost_stage_file_is_written_again_from_its_checkpoint(
+    tmp_path, monkeypatch, capsys, reference_run
+):
+    # Every stage done, killed while reporting; then a finished stage's student.keras is cut
+    # short and the trained teacher deleted. The run used to stop at the lost file on every
+    # re-run ("run that stage first", "No teacher"), which no command could write again.
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment.Experiment, "_summary", _die)
+        with pytest.raises(Killed):
+            experiment.run(RUN, tmp_path, log=lambda m: None)
+    files = RunLayout(tmp_path)
+    guided = files.stage_student("stagewise_labels", "guided_labels")
+    os.truncate(guided, guided.stat().st_size // 2)
+    files.teacher.unlink()
+    capsys.readouterr()
+    logs = []
+    experiment.run(RUN, tmp_path, log=logs.append)
+    warnings = capsys.readouterr().err
+    assert f"{guided} is missing or damaged: stages stagewise_labels/guided_labels, " \
+           "stagewise_labels/kd are finished again" in warnings  # fmt: skip
+    assert f"{files.teacher} is missing or damaged: stage teacher is finished" in warnings
+    assert "ckpt-2 (stage stagewise_labels/guided_labels, 2 epochs done)" in "\n".join(logs)
+    assert not [m for m in logs if m.startswith("Epoch")]  # nothing trained again
+    _assert_same_outcome(tmp_path, reference_run)
+
+
 def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(
     tmp_path, monkeypatch, capsys, reference_run
 ):

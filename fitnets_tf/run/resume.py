@@ -51,6 +51,7 @@ from fitnets_tf.run.contents import (  # noqa: F401  (the seed states: re-export
 from fitnets_tf.run.layout import RunLayout, StageLayout
 from fitnets_tf.run.state_file import check_same_config as _check_same_config
 from fitnets_tf.run.state_file import parse as _parse_run_state
+from fitnets_tf.stages import STAGES_OF_MODE
 
 # The latest checkpoint of a stage, and the one a damaged latest falls back to.
 CHECKPOINTS_KEPT = 2
@@ -87,8 +88,32 @@ class RunState:
             _check_same_config(stored["config"], fingerprint, self.path.parent)
             self.data = stored
             self.data["config"] = fingerprint
+            self._finish_again_if_file_lost()  # before the checks, which skip finished stages
             for key, record in self.data["stages"].items():
                 self._fall_back_if_damaged(key, record)
+
+    def _finish_again_if_file_lost(self) -> None:
+        """Marks unfinished a finished stage whose ``.keras`` file is missing or damaged, and
+        the stages of its mode after it (they started from that file's weights).
+
+        Its epochs are all checkpointed, so running it again restores its last checkpoint and
+        writes the file without training; left finished, the next stage (or the report) stops
+        at the lost file and no command would write it again.
+        """
+        stages = self.data["stages"]
+        for key in [k for k, r in stages.items() if r.get("done") and r.get("checkpoints")]:
+            path = self.files.teacher if key == "teacher" else self.files.stage(key).student
+            if not stages[key].get("done") or (path.is_file() and not io.checksum_problem(path)):
+                continue
+            mode = key.partition("/")[0]
+            order = [f"{mode}/{s}" for s in STAGES_OF_MODE.get(mode, ())]
+            later = order[order.index(key) + 1 :] if key in order else []
+            again = [key, *(k for k in later if stages.get(k, {}).get("done"))]
+            which = f"stages {', '.join(again)} are" if again[1:] else f"stage {key} is"
+            self.warn(f"{path} is missing or damaged: {which} finished again from its last "
+                      "checkpoint, without training.")  # fmt: skip
+            for k in again:
+                stages[k]["done"] = False
 
     def _read(self) -> dict | None:
         if not self.path.exists():
