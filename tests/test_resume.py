@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import resource
 import signal
 import subprocess
 import sys
@@ -457,3 +458,19 @@ def test_a_full_disk_leaves_the_previous_files_loadable(tmp_path):
     assert result["model_intact"] and result["checkpoint_intact"]
     assert result["latest"] == "ckpt-1" and result["state_epochs"] == 1
     assert result["litter"] == []
+
+
+def test_a_full_disk_while_training_is_named_with_what_to_do(tmp_path):
+    # A checkpoint that found no room raised TensorFlow's ResourceExhaustedError through the
+    # CLI: a traceback, saying neither what was kept nor that the same command resumes.
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
+
+    cmd, env = _cli(tmp_path)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=small_files)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert (f"The run directory {str(tmp_path)!r} has no room left (the file size limit is "
+            "exceeded)") in proc.stderr and "run the same command again" in proc.stderr  # fmt: skip

@@ -54,6 +54,17 @@ def disk_full_as_user_error(message: str):
         raise DiskFullError(message.format(reason=reason)) from e
 
 
+def no_room_in_run(root: str | os.PathLike):
+    """:func:`disk_full_as_user_error` for a training run in ``root``: a checkpoint that found no
+    room is TensorFlow's error, whose traceback says nothing of what was kept or what to do."""
+    where = repr(str(root)).replace("{", "{{").replace("}", "}}")
+    return disk_full_as_user_error(
+        f"The run directory {where} has no room left ({{reason}}): the run stopped, and its last "
+        "checkpoint and the files written before it are intact. Free space there, then run the "
+        "same command again: it resumes from that checkpoint."
+    )
+
+
 def _temporary_sibling(path: pathlib.Path) -> pathlib.Path:
     # Same directory, hence same filesystem: the final rename is atomic. The suffix is kept
     # because Keras picks the format from it (.keras, .weights.h5).
