@@ -109,9 +109,9 @@ class RunState:
             order = [f"{mode}/{s}" for s in STAGES_OF_MODE.get(mode, ())]
             later = order[order.index(key) + 1 :] if key in order else []
             again = [key, *(k for k in later if stages.get(k, {}).get("done"))]
-            which = f"stages {', '.join(again)} are" if again[1:] else f"stage {key} is"
-            self.warn(f"{path} is missing or damaged: {which} finished again from its last "
-                      "checkpoint, without training.")  # fmt: skip
+            which = (f"stages {', '.join(again)} are finished again from their last checkpoints"
+                     if again[1:] else f"stage {key} is finished again from its last checkpoint")  # fmt: skip
+            self.warn(f"{path} is missing or damaged: {which}, without training.")
             for k in again:
                 stages[k]["done"] = False
 
