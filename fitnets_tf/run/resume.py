@@ -109,9 +109,10 @@ class RunState:
             order = [f"{mode}/{s}" for s in STAGES_OF_MODE.get(mode, ())]
             later = order[order.index(key) + 1 :] if key in order else []
             again = [key, *(k for k in later if stages.get(k, {}).get("done"))]
-            which = (f"stages {', '.join(again)} are finished again from their last checkpoints"
-                     if again[1:] else f"stage {key} is finished again from its last checkpoint")  # fmt: skip
-            self.warn(f"{path} is missing or damaged: {which}, without training.")
+            which = (f"stages {', '.join(again)} are", "their last checkpoints") if again[1:] \
+                else (f"stage {key} is", "its last checkpoint")  # fmt: skip
+            self.warn(f"{path} is missing or damaged: {which[0]} finished again from {which[1]}, "
+                      "without training.")  # fmt: skip
             for k in again:
                 stages[k]["done"] = False
 
