@@ -62,7 +62,7 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     files = layout.RunLayout(layout.prepare(workdir))
     s = config.schedule
     with (
-        lock.hold(files.root), preemption.watch(), io.no_room_in_run(files.root),
+        lock.hold(files.root), preemption.watch(), io.run_writes(files.root),
         runtime.session(seed=s.seed, deterministic=config.runtime.deterministic,
                         mixed_precision=s.mixed_precision),
     ):  # fmt: skip

@@ -271,6 +271,26 @@ def test_a_lost_stage_file_is_written_again_from_its_checkpoint(
     _assert_same_outcome(tmp_path, reference_run)
 
 
+def test_a_resume_removes_what_writers_killed_mid_write_left(tmp_path, monkeypatch, reference_run):
+    # A SIGKILL inside a save leaves its temporary (io.atomic_path's, or TensorFlow's shards of
+    # a checkpoint): a resumed run wrote new ones and kept these for good, each model-sized.
+    _run_killed_at(monkeypatch, tmp_path, "kd/kd", 1, committed=True)
+    files = RunLayout(tmp_path)
+    checkpoints = files.stage("kd/kd").checkpoints
+    litter = [files.root / "kd" / ".tmp-0123abcd-student.keras",
+              files.root / ".tmp-89abcdef-student_saved_model" / "saved_model.pb",
+              checkpoints / "ckpt-2_temp" / "part-00000-of-00001.data-00000-of-00001.tempstate7",
+              checkpoints / f"checkpoint.tmp{'0' * 32}"]  # fmt: skip
+    for path in litter:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a file")
+    experiment.run(RUN, tmp_path, log=lambda m: None)
+    assert not [p for p in litter if p.exists()]
+    assert not (checkpoints / "ckpt-2_temp").exists()
+    assert not (files.root / ".tmp-89abcdef-student_saved_model").exists()
+    _assert_same_outcome(tmp_path, reference_run)
+
+
 def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(
     tmp_path, monkeypatch, capsys, reference_run
 ):
