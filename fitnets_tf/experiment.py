@@ -55,14 +55,14 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     the caller's session. The run directory is locked meanwhile: a second process is refused
     with a :class:`~fitnets_tf.run.lock.WorkdirBusyError` naming the holder. A SIGTERM or
     SIGINT meanwhile ends training after the step under way, with a checkpoint, and raises
-    :class:`~fitnets_tf.run.preemption.Preempted`: calling ``run`` again resumes.
+    :class:`~fitnets_tf.run.preemption.Preempted`; a full disk raises ``DiskFullError``, naming
+    the run directory. Either way, calling ``run`` again resumes.
     """
     config.validate()
     files = layout.RunLayout(layout.prepare(workdir))
     s = config.schedule
     with (
-        lock.hold(files.root),
-        preemption.watch(),
+        lock.hold(files.root), preemption.watch(), io.run_writes(files.root),
         runtime.session(seed=s.seed, deterministic=config.runtime.deterministic,
                         mixed_precision=s.mixed_precision),
     ):  # fmt: skip

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import resource
 import signal
 import subprocess
 import sys
@@ -244,6 +245,52 @@ def test_killed_while_reporting_then_resumed_equals_uninterrupted(
     _assert_same_outcome(tmp_path, reference_run)
 
 
+def test_a_lost_stage_file_is_written_again_from_its_checkpoint(
+    tmp_path, monkeypatch, capsys, reference_run
+):
+    # Every stage done, killed while reporting; then a finished stage's student.keras is cut
+    # short and the trained teacher deleted. The run used to stop at the lost file on every
+    # re-run ("run that stage first", "No teacher"), which no command could write again.
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment.Experiment, "_summary", _die)
+        with pytest.raises(Killed):
+            experiment.run(RUN, tmp_path, log=lambda m: None)
+    files = RunLayout(tmp_path)
+    guided = files.stage_student("stagewise_labels", "guided_labels")
+    os.truncate(guided, guided.stat().st_size // 2)
+    files.teacher.unlink()
+    capsys.readouterr()
+    logs = []
+    experiment.run(RUN, tmp_path, log=logs.append)
+    warnings = capsys.readouterr().err
+    assert f"{guided} is missing or damaged: stages stagewise_labels/guided_labels, " \
+           "stagewise_labels/kd are finished again from their last" in warnings  # fmt: skip
+    assert f"{files.teacher} is missing or damaged: stage teacher is finished" in warnings
+    assert "ckpt-2 (stage stagewise_labels/guided_labels, 2 epochs done)" in "\n".join(logs)
+    assert not [m for m in logs if m.startswith("Epoch")]  # nothing trained again
+    _assert_same_outcome(tmp_path, reference_run)
+
+
+def test_a_resume_removes_what_writers_killed_mid_write_left(tmp_path, monkeypatch, reference_run):
+    # A SIGKILL inside a save leaves its temporary (io.atomic_path's, or TensorFlow's shards of
+    # a checkpoint): a resumed run wrote new ones and kept these for good, each model-sized.
+    _run_killed_at(monkeypatch, tmp_path, "kd/kd", 1, committed=True)
+    files = RunLayout(tmp_path)
+    checkpoints = files.stage("kd/kd").checkpoints
+    litter = [files.root / "kd" / ".tmp-0123abcd-student.keras",
+              files.root / ".tmp-89abcdef-student_saved_model" / "saved_model.pb",
+              checkpoints / "ckpt-2_temp" / "part-00000-of-00001.data-00000-of-00001.tempstate7",
+              checkpoints / f"checkpoint.tmp{'0' * 32}"]  # fmt: skip
+    for path in litter:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a file")
+    experiment.run(RUN, tmp_path, log=lambda m: None)
+    assert not [p for p in litter if p.exists()]
+    assert not (checkpoints / "ckpt-2_temp").exists()
+    assert not (files.root / ".tmp-89abcdef-student_saved_model").exists()
+    _assert_same_outcome(tmp_path, reference_run)
+
+
 def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(
     tmp_path, monkeypatch, capsys, reference_run
 ):
@@ -431,3 +478,19 @@ def test_a_full_disk_leaves_the_previous_files_loadable(tmp_path):
     assert result["model_intact"] and result["checkpoint_intact"]
     assert result["latest"] == "ckpt-1" and result["state_epochs"] == 1
     assert result["litter"] == []
+
+
+def test_a_full_disk_while_training_is_named_with_what_to_do(tmp_path):
+    # A checkpoint that found no room raised TensorFlow's ResourceExhaustedError through the
+    # CLI: a traceback, saying neither what was kept nor that the same command resumes.
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
+
+    cmd, env = _cli(tmp_path)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=small_files)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert (f"The run directory {str(tmp_path)!r} has no room left (the file size limit is "
+            "exceeded)") in proc.stderr and "run the same command again" in proc.stderr  # fmt: skip

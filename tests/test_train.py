@@ -106,6 +106,18 @@ def test_bad_input_fails_fast_without_traceback(args, message, tmp_path):
     assert not (tmp_path / "teacher" / "teacher.keras").exists()  # nothing expensive ran
 
 
+def test_a_refused_configuration_leaves_the_runs_flags_txt_as_it_was(tmp_path):
+    # flags.txt is what re-runs (and exports) the run in the directory: a command refused for
+    # its other configuration must not replace it with its own.
+    from fitnets_tf.run import resume
+
+    resume.RunState(tmp_path, {"seed": 12345}).save()  # a run of another configuration
+    (tmp_path / "flags.txt").write_text("--seed=12345\n")
+    proc = train_cli("--flagfile=configs/smoke.flags", f"--workdir={tmp_path}", timeout=60)
+    assert proc.returncode == 1 and "different configuration" in proc.stderr, proc.stderr[-2000:]
+    assert (tmp_path / "flags.txt").read_text() == "--seed=12345\n"
+
+
 def test_corrupt_teacher_file_is_refused(tmp_path):
     bad = tmp_path / "teacher.keras"
     bad.write_bytes(b"not a zip file")

@@ -41,7 +41,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the epoch lines
     from fitnets_tf import experiment
-    from fitnets_tf.run import io, layout, lock, preemption
+    from fitnets_tf.run import io, layout, lock, preemption, state_file
 
     config = flag_lib.validated_command_line(sys.argv)
     if FLAGS.list_layers:
@@ -54,6 +54,8 @@ def main(argv):
     workdir = layout.prepare(FLAGS.workdir)
     try:
         with lock.hold(workdir):  # before flags.txt: a refused second process changes nothing
+            # So is a refused configuration: flags.txt keeps describing the run in workdir.
+            state_file.refuse_other_config(workdir, config.fingerprint())
             flagfile = flag_lib.resolved_flagfile(config, FLAGS.workdir)
             io.write_text(layout.RunLayout(workdir).flags, flagfile)
             experiment.run(config, workdir, log=print)

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import shutil
 import uuid
 import zipfile
@@ -52,6 +53,45 @@ def disk_full_as_user_error(message: str):
         if reason is None:
             raise
         raise DiskFullError(message.format(reason=reason)) from e
+
+
+# What a writer killed mid-write leaves behind: this module's temporaries, and TensorFlow's
+# while it saves a checkpoint (a ``ckpt-N_temp/`` directory of shards, a ``checkpoint.tmp<hex>``
+# state file). A resumed run writes new ones, so these would stay, each as large as a model.
+_LITTER = re.compile(r"\.tmp-[0-9a-f]{8}-.+|ckpt-\d+_temp|checkpoint\.tmp[0-9a-f]{32}")
+
+
+def remove_litter(root: str | os.PathLike) -> list[pathlib.Path]:
+    """Removes under ``root`` what writers killed mid-write left; returns what it removed.
+
+    Only while holding ``root``'s lock (:mod:`fitnets_tf.run.lock`): a live writer's temporary
+    files look the same.
+    """
+    found = []
+    for directory, dirs, files in os.walk(root):
+        found += [pathlib.Path(directory, n) for n in (*dirs, *files) if _LITTER.fullmatch(n)]
+        dirs[:] = [d for d in dirs if not _LITTER.fullmatch(d)]
+    for path in found:
+        _remove(path)
+    return found
+
+
+@contextlib.contextmanager
+def run_writes(root: str | os.PathLike):
+    """The writes of a training run in ``root``, whose lock the caller holds.
+
+    First removes what a killed run left half-written (:func:`remove_litter`). Then a write
+    that finds no room is a :class:`DiskFullError` naming the run directory: a checkpoint's is
+    TensorFlow's error, whose traceback says nothing of what was kept or what to do.
+    """
+    remove_litter(root)
+    where = repr(str(root)).replace("{", "{{").replace("}", "}}")
+    with disk_full_as_user_error(
+        f"The run directory {where} has no room left ({{reason}}): the run stopped, and its last "
+        "checkpoint and the files written before it are intact. Free space there, then run the "
+        "same command again: it resumes from that checkpoint."
+    ):
+        yield
 
 
 def _temporary_sibling(path: pathlib.Path) -> pathlib.Path:

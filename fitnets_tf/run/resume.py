@@ -41,8 +41,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fitnets_tf.config import upgrade_fingerprint
-from fitnets_tf.errors import ConfigMismatchError
 from fitnets_tf.run import contents, io, mid_epoch, preemption
 from fitnets_tf.run.checksums import content_sha256, damaged_file, prefix_digests
 from fitnets_tf.run.contents import (  # noqa: F401  (the seed states: re-exported, as before)
@@ -51,6 +49,9 @@ from fitnets_tf.run.contents import (  # noqa: F401  (the seed states: re-export
     trackables,
 )
 from fitnets_tf.run.layout import RunLayout, StageLayout
+from fitnets_tf.run.state_file import check_same_config as _check_same_config
+from fitnets_tf.run.state_file import parse as _parse_run_state
+from fitnets_tf.stages import STAGES_OF_MODE
 
 # The latest checkpoint of a stage, and the one a damaged latest falls back to.
 CHECKPOINTS_KEPT = 2
@@ -58,18 +59,6 @@ CHECKPOINTS_KEPT = 2
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def _parse_run_state(text: str) -> dict:
-    """The run state in ``text``; ``ValueError`` if it is damaged."""
-    data = json.loads(text)
-    if not (isinstance(data, dict) and isinstance(data.get("stages"), dict) and "config" in data):
-        raise ValueError("it is not a run state")
-    recorded = data.pop("sha256", None)  # None: written before run states carried one
-    if recorded is not None and recorded != content_sha256(data):
-        raise ValueError("its content does not match its sha256")
-    data.setdefault("finished", [])
-    return data
 
 
 class RunState:
@@ -99,8 +88,33 @@ class RunState:
             _check_same_config(stored["config"], fingerprint, self.path.parent)
             self.data = stored
             self.data["config"] = fingerprint
+            self._finish_again_if_file_lost()  # before the checks, which skip finished stages
             for key, record in self.data["stages"].items():
                 self._fall_back_if_damaged(key, record)
+
+    def _finish_again_if_file_lost(self) -> None:
+        """Marks unfinished a finished stage whose ``.keras`` file is missing or damaged, and
+        the stages of its mode after it (they started from that file's weights).
+
+        Its epochs are all checkpointed, so running it again restores its last checkpoint and
+        writes the file without training; left finished, the next stage (or the report) stops
+        at the lost file and no command would write it again.
+        """
+        stages = self.data["stages"]
+        for key in [k for k, r in stages.items() if r.get("done") and r.get("checkpoints")]:
+            path = self.files.teacher if key == "teacher" else self.files.stage(key).student
+            if not stages[key].get("done") or (path.is_file() and not io.checksum_problem(path)):
+                continue
+            mode = key.partition("/")[0]
+            order = [f"{mode}/{s}" for s in STAGES_OF_MODE.get(mode, ())]
+            later = order[order.index(key) + 1 :] if key in order else []
+            again = [key, *(k for k in later if stages.get(k, {}).get("done"))]
+            which = (f"stages {', '.join(again)} are", "their last checkpoints") if again[1:] \
+                else (f"stage {key} is", "its last checkpoint")  # fmt: skip
+            self.warn(f"{path} is missing or damaged: {which[0]} finished again from {which[1]}, "
+                      "without training.")  # fmt: skip
+            for k in again:
+                stages[k]["done"] = False
 
     def _read(self) -> dict | None:
         if not self.path.exists():
@@ -206,22 +220,6 @@ def _saved_early_stopping(record: dict) -> dict | None:
     """The early-stopping state of a stage record's latest checkpoint (None: none)."""
     latest = record.get("checkpoints", {}).get(str(record["epochs_done"]))
     return latest["early_stopping"] if latest else record.get("early_stopping")
-
-
-def _check_same_config(stored: dict, fingerprint: dict, workdir) -> None:
-    # Both in today's form: a run written before an option existed used its default.
-    stored, fingerprint = upgrade_fingerprint(stored), upgrade_fingerprint(fingerprint)
-    differences = [
-        f"{key}: {stored.get(key)!r} there, {fingerprint.get(key)!r} now"
-        for key in sorted(set(stored) | set(fingerprint))
-        if stored.get(key) != fingerprint.get(key)
-    ]
-    if differences:
-        raise ConfigMismatchError(
-            f"The run directory {str(workdir)!r} holds a run with a different configuration "
-            f"({'; '.join(differences)}). Results of two configurations are never mixed: use a "
-            "new --workdir, or delete this one to start over."
-        )
 
 
 class StageCheckpoint(keras.callbacks.Callback):
