@@ -237,13 +237,19 @@ def _nested(model: keras.Model) -> bool:
     return any(isinstance(end, (list, tuple, dict)) for end in ends)
 
 
-def ends_in_softmax(model: keras.Model) -> bool:
-    """Whether a Functional (or built Sequential) model's last layer applies a softmax."""
+def _ends(model: keras.Model):
+    """``(inputs, outputs)`` of a Functional or built Sequential model; None for a subclassed
+    one (its ends are known only once it is called)."""
     try:
-        model.inputs  # noqa: B018  (a subclassed model has none: its end is not a layer)
-    except (AttributeError, ValueError):
-        return False
-    if not model.layers:
+        return list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError, TypeError):
+        return None
+
+
+def ends_in_softmax(model: keras.Model) -> bool:
+    """Whether a Functional (or built Sequential) model's last layer applies a softmax (a
+    subclassed model's end is not a layer: False)."""
+    if _ends(model) is None or not model.layers:
         return False
     last = model.layers[-1]
     return isinstance(last, keras.layers.Softmax) or (
@@ -284,15 +290,6 @@ def logits_for_distilling(model: keras.Model, role: str) -> keras.Model:
         )
     print(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
     return logits
-
-
-def _ends(model: keras.Model):
-    """``(inputs, outputs)`` of a Functional or built Sequential model; None for a subclassed
-    one (its ends are known only once it is called)."""
-    try:
-        return list(model.inputs), list(model.outputs)
-    except (AttributeError, ValueError, TypeError):
-        return None
 
 
 def check_pair(teacher: keras.Model, student: keras.Model) -> None:
