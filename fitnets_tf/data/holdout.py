@@ -73,11 +73,11 @@ def user_splits(
             the message (default: by label).
     """
     splits = _drawn_splits(train, test, validation, validation_size, retrain_on_all)
-    _check_every_class_trains(splits, class_names)
+    _check_none_drawn_whole(splits, class_names)
     return splits
 
 
-def _check_every_class_trains(splits: dict[str, Arrays], class_names: list[str] | None) -> None:
+def _check_none_drawn_whole(splits: dict[str, Arrays], class_names: list[str] | None) -> None:
     labels = {split: np.asarray(pair[1]) for split, pair in splits.items()}
     num_classes = 1 + max(int(y.max()) for y in labels.values() if y.size)
     counts = np.bincount(labels["train"], minlength=num_classes)
