@@ -1,12 +1,17 @@
-"""What Keras 3's BatchNormalization costs a training step on TensorFlow, against the fused op.
+"""What batch norm costs a training step on TensorFlow: Keras 3's layer against the fused kernel.
 
-``python -m bench.batch_norm_cost`` (under a minute) writes ``results/batch_norm_cost.json``;
+``python -m bench.batch_norm_cost`` (about a minute) writes ``results/batch_norm_cost.json``;
 ``bench/README.md`` quotes it. On the TensorFlow backend, Keras 3 computes a training batch
-norm as ``tf.nn.moments`` and ``tf.nn.batch_normalization`` (separate passes over the
-activation, and as many again in the gradient), where ``tf.compat.v1.nn.fused_batch_norm``
-(FusedBatchNormV3, a oneDNN kernel on CPU) does each direction in one op. Timed: forward and
-gradient of ``sum(bn(x)^2)`` for the activations of the default student's three convolutions
-(``thin_cnn``: 24 channels at 28x28, 48 at 14x14, 96 at 7x7), batch 128, alternated rounds.
+norm as ``moments`` and ``tf.nn.batch_normalization`` (separate passes over the activation, and
+as many again in the gradient); ``fitnets_tf.batch_norm.FusedBatchNormalization`` runs the same
+layer through ``FusedBatchNormV3`` (a oneDNN kernel on CPU), one op each way. Timed, in
+alternated rounds, batch 128:
+
+- the layer alone: forward and gradient of ``sum(bn(x)^2)`` at the activations of the default
+  student's three convolutions (``thin_cnn``: 24 channels at 28x28, 48 at 14x14, 96 at 7x7);
+- the default student's train step on the labels (RMSProp, accuracy metric) and the default
+  pair's KD step (``wide_cnn`` teacher, the Distiller), each with every batch norm Keras' and
+  every one fused (the library's nets since this change).
 """
 
 from __future__ import annotations
@@ -19,15 +24,17 @@ import pathlib
 import keras
 import tensorflow as tf
 
-from bench import timing
+from bench import benchmarks, timing
 from bench.run import machine
+from fitnets_tf import models
+from fitnets_tf.batch_norm import FusedBatchNormalization
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "batch_norm_cost.json"
 SHAPES = ((128, 28, 28, 24), (128, 14, 14, 48), (128, 7, 7, 96))  # thin_cnn's three convs
+STEPS = 10
 
 
-def _keras_step(x):
-    layer = keras.layers.BatchNormalization()
+def _layer_step(layer, x):
     layer.build(x.shape)
 
     @tf.function
@@ -38,42 +45,63 @@ def _keras_step(x):
             loss = tf.reduce_sum(y * y)
         return tape.gradient(loss, [x, *layer.trainable_variables])
 
-    return step
-
-
-def _fused_step(x):
-    gamma, beta = tf.Variable(tf.ones(x.shape[-1])), tf.Variable(tf.zeros(x.shape[-1]))
-
-    @tf.function
-    def step(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=1e-3,
-                                                        is_training=True)  # fmt: skip
-            loss = tf.reduce_sum(y * y)
-        return tape.gradient(loss, [x, gamma, beta])
-
-    return step
-
-
-def _runner(step, x, calls: int = 10):
     def run():
-        for _ in range(calls):
+        for _ in range(STEPS):
             grads = step(x)
         grads[0][0, 0, 0, 0].numpy()
 
     return run
 
 
-def batch_norm_cost(repeats: int) -> dict:
+def layer_cost(repeats: int) -> dict:
     out = {}
     for shape in SHAPES:
         x = tf.random.normal(shape)
-        candidates = {"keras": _runner(_keras_step(x), x), "fused": _runner(_fused_step(x), x)}
+        candidates = {
+            "keras": _layer_step(keras.layers.BatchNormalization(), x),
+            "fused": _layer_step(FusedBatchNormalization(), x),
+        }
         times = timing.interleaved(candidates, repeats=repeats)
-        out["x".join(map(str, shape))] = {"ms": timing.summary(times, 10),
+        out["x".join(map(str, shape))] = {"ms": timing.summary(times, STEPS),
                                           "keras_over_fused": timing.ratio(times, "keras", "fused")}  # fmt: skip
     return out
+
+
+def _with_keras_batch_norm(model: keras.Model) -> keras.Model:
+    """``model`` as it was built before the fused layer: every batch norm Keras' own."""
+
+    def clone(layer):
+        cls = type(layer)
+        if cls is FusedBatchNormalization:
+            cls = keras.layers.BatchNormalization
+        return cls.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def step_cost(repeats: int) -> dict:
+    x, y = benchmarks.fixed_batch("mnist")  # 128 images of 28x28x1, like Fashion-MNIST's
+    data = benchmarks.repeated(x, y)
+    fused = {
+        "teacher": models.build("wide_cnn", (28, 28, 1), benchmarks.NUM_CLASSES, seed=0),
+        "student": models.build("thin_cnn", (28, 28, 1), benchmarks.NUM_CLASSES, seed=1),
+    }
+    unfused = {role: _with_keras_batch_norm(model) for role, model in fused.items()}
+    run = benchmarks.train_runner
+    candidates = {}
+    for kind, nets in (("keras", unfused), ("fused", fused)):
+        student = keras.models.clone_model(nets["student"])
+        candidates[f"student_{kind}"] = run(benchmarks.plain_student(student), data, STEPS)
+        kd = benchmarks.kd_distiller(nets["teacher"], nets["student"])
+        candidates[f"kd_{kind}"] = run(kd, data, STEPS)
+    times = timing.interleaved(candidates, repeats=repeats)
+    return {
+        "ms": timing.summary(times, STEPS),
+        "student_fused_over_keras": timing.ratio(times, "student_fused", "student_keras"),
+        "kd_fused_over_keras": timing.ratio(times, "kd_fused", "kd_keras"),
+    }
 
 
 def main(argv=None) -> None:
@@ -84,11 +112,11 @@ def main(argv=None) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     result = {"machine": machine(), "keras": keras.__version__,
-              "shapes": batch_norm_cost(args.repeats)}  # fmt: skip
+              "layer": layer_cost(args.repeats), "steps": step_cost(args.repeats)}  # fmt: skip
     result["machine"]["load_average_end"] = os.getloadavg()
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result["shapes"], indent=1))
+    print(json.dumps({k: result[k] for k in ("layer", "steps")}, indent=1))
 
 
 if __name__ == "__main__":

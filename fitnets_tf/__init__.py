@@ -1,13 +1,13 @@
 """fitnets_tf: FitNets (Romero et al., ICLR 2015) for Keras 3 on TensorFlow."""
 
-# Imported for the classes a run's .keras files refer to (maxout layers, the fitted
-# preprocessing, learning-rate schedules): `import fitnets_tf` alone lets them load.
-from fitnets_tf import callbacks, layers, losses, preprocessing, recipes, regressor
+# Imported for the classes a run's .keras files refer to (maxout and fused batch norm layers,
+# the fitted preprocessing, learning-rate schedules): `import fitnets_tf` alone lets them load.
+from fitnets_tf import batch_norm, callbacks, layers, losses, preprocessing, recipes, regressor
 from fitnets_tf.distiller import Distiller, make_hint_path
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Distiller", "make_hint_path", "callbacks", "layers", "losses", "preprocessing", "recipes",
-    "regressor",
+    "Distiller", "make_hint_path", "batch_norm", "callbacks", "layers", "losses", "preprocessing",
+    "recipes", "regressor",
 ]  # fmt: skip

@@ -10,7 +10,9 @@
   (the same as ``--teacher_path``). A student's file gives the *architecture* only: its
   layers are re-created by ``keras.models.clone_model`` with fresh weights drawn after seeding
   with the run's seed, so every mode starts from the same initial weights and ``--seed``
-  decides them (seeds stored in the file's initializers are dropped for that reason);
+  decides them (seeds stored in the file's initializers are dropped for that reason), and
+  Keras' BatchNormalization layers as :class:`~fitnets_tf.batch_norm.FusedBatchNormalization`
+  (applications' too: the same layer, trained through TensorFlow's fused kernel);
 * **``keras.applications.NAME``** (e.g. ``keras.applications.MobileNetV3Small``): built for the
   dataset's input shape and classes with ``weights=None``, so nothing is ever downloaded
   (ImageNet weights would need 3-channel ImageNet-sized inputs and a 1000-class top anyway: to
@@ -36,6 +38,7 @@ import re
 
 import keras
 
+from fitnets_tf import batch_norm
 from fitnets_tf.errors import ConfigError, ModelFileError
 from fitnets_tf.models.registry import build, names
 from fitnets_tf.run import io
@@ -145,7 +148,9 @@ def reinitialised(model: keras.Model, seed: int | None = None, *, renumber: bool
     """``model``'s architecture with fresh initial weights (``keras.models.clone_model``).
 
     Keras' global seed is set to ``seed`` first, and the seeds of the layers' initializers are
-    dropped, so that ``seed`` alone decides the weights. The layers keep their names; with
+    dropped, so that ``seed`` alone decides the weights. Keras' BatchNormalization layers are
+    re-created as :class:`~fitnets_tf.batch_norm.FusedBatchNormalization` (the same layer,
+    trained by TensorFlow's fused kernel). The layers keep their names; with
     ``renumber``, auto-generated ones are renumbered within the model (see the module
     docstring) and the input is named ``input``, as the registered nets' is.
     """
@@ -156,7 +161,7 @@ def reinitialised(model: keras.Model, seed: int | None = None, *, renumber: bool
     def clone(layer):
         config = _unseeded(layer.get_config())
         config["name"] = names.get(layer.name, layer.name)
-        return layer.__class__.from_config(config)
+        return batch_norm.fused_class(layer).from_config(config)
 
     given = [layer.name for layer in model.layers if isinstance(layer, keras.layers.InputLayer)]
     name = "input" if renumber or not given else given[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from fitnets_tf.batch_norm import FusedBatchNormalization
+
 
 class Initializers:
     """A fresh kernel initializer per layer: ``kernel_initializer`` (a Keras name or object), or
@@ -32,8 +34,9 @@ def conv(x, filters: int, kernel: int, stride: int, init: Initializers, name: st
 
 
 def batch_norm(x, name: str):
-    # PyTorch's defaults, which the benchmark's recipes were tuned with.
-    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)(x)
+    # PyTorch's defaults, which the benchmark's recipes were tuned with. Fused: Keras'
+    # BatchNormalization trains unfused on TensorFlow, a fifth of thin_cnn's step.
+    return FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name=name)(x)
 
 
 def logits_head(x, num_classes: int, init: Initializers, dropout: float = 0.0):
