@@ -1,7 +1,8 @@
 """Runs one Distiller epoch on 1 device and on MirroredStrategy over 2 logical CPU devices.
 
 A separate process: logical devices must be configured before TensorFlow initialises.
-Prints one JSON line: the per-phase logged losses and final student weights' checksums.
+Prints one JSON line: the per-phase logged losses and final student weights' checksums, and
+the weights of a batch-norm model trained on the two devices with Keras' layer and the fused one.
 """
 
 import json
@@ -41,9 +42,23 @@ def run(strategy):
     return out
 
 
+def batch_norm_run(strategy, fused: bool):
+    """Every weight (moving statistics included) of a BN model after 2 epochs of SGD."""
+    with strategy.scope():
+        model = tiny_model("bn_net", 4, 2)  # its BatchNormalization is Keras'
+        if fused:
+            model = fitnets_tf.batch_norm.with_fused_batch_norm(model)
+        model.compile(keras.optimizers.SGD(0.05),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    model.fit(tiny_dataset(batch_size=8, n=32), epochs=2, verbose=0)
+    return [w.tolist() for w in model.get_weights()]
+
+
 logical = [d.name for d in tf.config.list_logical_devices("CPU")]
+mirrored = tf.distribute.MirroredStrategy(logical)
 result = {
     "one": run(tf.distribute.OneDeviceStrategy(logical[0])),
-    "mirrored": run(tf.distribute.MirroredStrategy(logical)),
+    "mirrored": run(mirrored),
+    "batch_norm": {kind: batch_norm_run(mirrored, kind == "fused") for kind in ("keras", "fused")},
 }
 print(json.dumps(result))

@@ -43,6 +43,13 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(check):
     np.testing.assert_allclose(mirrored["weights"], one["weights"], rtol=2e-3)
 
 
+def test_fused_batch_norm_trains_as_keras_layer_on_two_replicas(check):
+    # Each replica normalises with its own half-batch's statistics and updates the moving
+    # ones from it, in both layers; the fused kernel only sums in another order.
+    for fused, keras_bn in zip(*check["batch_norm"].values(), strict=True):
+        np.testing.assert_allclose(fused, keras_bn, rtol=1e-4, atol=1e-5)
+
+
 def test_a_last_batch_smaller_than_the_replicas_is_refused_before_training():
     # On 2 logical CPUs a last batch of 1 failed at the end of the first epoch, inside a kernel
     # ("Number of ways to split should evenly divide the split dimension").

@@ -12,10 +12,11 @@ multiplications (10× fewer). A flattened head rather than global average poolin
 Fashion-MNIST the position of a feature (collar, heel) carries the class, and a GAP head of
 the same size tops out about a point lower.
 
-Every conv is bias-free, followed by BatchNormalization and ReLU, named ``conv{i}``,
-``conv{i}_bn``, ``conv{i}_relu``. Hint points: any ``conv{i}_relu``; the default experiment
-guides the student's ``conv2_relu`` (14×14×48) by the teacher's ``conv3_relu`` (14×14×96), the
-first layers of the two nets at the same resolution past the stem.
+Every conv is bias-free, followed by batch norm (Keras' layer computed by the fused kernel:
+:mod:`fitnets_tf.batch_norm`) and ReLU, named ``conv{i}``, ``conv{i}_bn``, ``conv{i}_relu``.
+Hint points: any ``conv{i}_relu``; the default experiment guides the student's ``conv2_relu``
+(14×14×48) by the teacher's ``conv3_relu`` (14×14×96), the first layers of the two nets at the
+same resolution past the stem.
 """
 
 from __future__ import annotations
