@@ -38,6 +38,10 @@ _CLASSES = {
 # no bias decay). The CIFAR benchmark's PyTorch code decays every parameter.
 NOT_DECAYED = ("bias", "gamma", "beta")
 SCHEDULE_HELP = "constant, cosine, step:E1,E2,..."
+# RMSProp's decay (the paper's code's) and a step schedule's factor. Another value of either
+# where nothing uses it (another optimizer, no step schedule) is refused, not ignored.
+RHO = 0.9
+LR_DECAY = 0.1
 
 
 def schedule_problem(text: str) -> str | None:
@@ -98,7 +102,7 @@ def _number_problems(**values) -> list[str]:
 
 
 def combination_problems(optimizer: str, *, momentum: float = 0.0, nesterov: bool = False,
-                         weight_decay: float = 0.0) -> list[str]:  # fmt: skip
+                         weight_decay: float = 0.0, rho: float = RHO) -> list[str]:  # fmt: skip
     """What is wrong with these options together, one sentence each (empty: nothing).
 
     The optimizer's name itself is checked against :data:`OPTIMIZERS` on its own.
@@ -106,6 +110,9 @@ def combination_problems(optimizer: str, *, momentum: float = 0.0, nesterov: boo
     found = []
     if momentum and optimizer not in ("sgd", "rmsprop"):
         found.append(f"{optimizer} takes no momentum (its beta_1 is Keras' 0.9): drop it")
+    if rho != RHO and optimizer != "rmsprop":
+        found.append(f"rho={rho} is RMSProp's decay, which {optimizer} does not have: drop it "
+                     "or use rmsprop")  # fmt: skip
     if nesterov and not (optimizer == "sgd" and momentum):
         found.append("nesterov needs optimizer sgd with momentum > 0")
     if optimizer == "adamw" and not weight_decay:
@@ -131,7 +138,7 @@ def learning_rate(
     epochs: int | None = None,
     steps_per_epoch: int | None = None,
     warmup_epochs: int = 0,
-    decay: float = 0.1,
+    decay: float = LR_DECAY,
 ):
     """The ``learning_rate`` of a Keras optimizer for one stage: a float or a schedule.
 
@@ -188,7 +195,7 @@ def build_optimizer(
     name: str,
     learning_rate,
     *,
-    rho: float = 0.9,
+    rho: float = RHO,
     momentum: float = 0.0,
     nesterov: bool = False,
     weight_decay: float = 0.0,
@@ -202,7 +209,7 @@ def build_optimizer(
     if name not in OPTIMIZERS:
         raise ValueError(f"`name` must be one of {OPTIMIZERS}. Received: name={name!r}")
     found = combination_problems(name, momentum=momentum, nesterov=nesterov,
-                                 weight_decay=weight_decay)  # fmt: skip
+                                 weight_decay=weight_decay, rho=rho)  # fmt: skip
     own_problems = [momentum_problem(momentum), rho_problem(rho) if name == "rmsprop" else None]
     found += filter(None, own_problems)
     found += _number_problems(weight_decay=(weight_decay, ">= 0", lambda v: v >= 0))
@@ -210,7 +217,7 @@ def build_optimizer(
         found += _number_problems(learning_rate=(learning_rate, "> 0", lambda v: v > 0))
     if found:
         raise ValueError(
-            "; ".join(found) + f". Received: optimizer={name!r}, momentum={momentum}, "
+            "; ".join(found) + f". Received: optimizer={name!r}, rho={rho}, momentum={momentum}, "
             f"nesterov={nesterov}, weight_decay={weight_decay}"
         )
     own = {"rmsprop": dict(rho=rho, momentum=float(momentum)),

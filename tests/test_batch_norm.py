@@ -184,3 +184,18 @@ def test_a_student_file_is_rebuilt_with_the_fused_layer_and_a_teacher_file_kept(
     assert student.get_layer("bn").momentum == 0.8
     teacher = sources.resolve(str(path), (6, 6, 1), 3, keep_weights=True)
     assert type(teacher.get_layer("bn")) is keras.layers.BatchNormalization  # used as saved
+
+
+def test_trains_the_same_under_xla():
+    def fit(jit_compile):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3),
+                                  FusedBatchNormalization(momentum=0.5), keras.layers.Flatten(),
+                                  keras.layers.Dense(2)])  # fmt: skip
+        model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
+        x = np.random.default_rng(0).normal(size=(16, 6, 6, 1)).astype("float32")
+        model.fit(x, np.ones((16, 2), "float32"), batch_size=8, epochs=2, shuffle=False, verbose=0)
+        return model.get_weights()
+
+    for plain, compiled in zip(fit(False), fit(True), strict=True):
+        np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-6)

@@ -142,7 +142,10 @@ def test_config_validation_refuses_bad_recipes(values, message):
       "hints_optimizer adamw differs from optimizer sgd"),
      # Accepted, then Keras' EarlyStopping only warned, every epoch, and never stopped.
      (dict(early_stopping_patience=3, retrain_on_all=True), "early_stopping_patience watches"),
-     (dict(early_stopping_patience=3, validation_size=0), "drop one or the other")],
+     (dict(early_stopping_patience=3, validation_size=0), "drop one or the other"),
+     # Accepted, and silently unused by every stage.
+     (dict(optimizer="sgd", rho=0.95), "rho=0.95 is RMSProp's decay, which sgd does not have"),
+     (dict(lr_decay=0.5), r"lr_decay=0.5 scales step schedules only.*give a step schedule")],
 )  # fmt: skip
 def test_config_validation_refuses_what_would_fail_or_do_nothing_later(values, message):
     if values.pop("mode_stagewise", False):
@@ -159,6 +162,9 @@ def test_what_is_still_accepted_around_those_refusals():
     ok(optimizer="sgd", hints_optimizer="adamw", modes=("kd",)).validate()  # no stage 1
     ok(early_stopping_patience=3).validate()
     ok(early_stopping_patience=3, validation_size=5).validate()
+    ok(optimizer="sgd", rho=0.9).validate()  # the default value: nothing was asked for
+    ok(lr_decay=0.5, lr_schedule="step:3").validate()
+    ok(lr_decay=0.5, hints_lr_schedule="step:1").validate()  # stage 1 runs in the default modes
     # A folder's validation/ or an npz file's x_val is kept with --validation_size=0.
     own = ok(early_stopping_patience=3, validation_size=0, dataset="npz:missing.npz")
     with pytest.raises(ConfigError) as refused:  # for the missing file only
@@ -172,6 +178,7 @@ def test_what_is_still_accepted_around_those_refusals():
      (dict(learning_rate=math.nan), {}, "learning_rate must be a finite number > 0"),
      (dict(optimizer_name="sgd", weight_decay=-1e-3), {}, "weight_decay must be a finite"),
      (dict(rho=1.0), {}, r"rho must be in \[0, 1\)"),
+     (dict(optimizer_name="adam", rho=0.5), {}, "rho=0.5 is RMSProp's decay, which adam does"),
      (dict(lr_schedule="step:1", lr_decay=0.0), dict(epochs=2, steps_per_epoch=2),
       r"lr_decay must be a finite number in \(0, 1\]"),
      (dict(warmup_epochs=-1), dict(epochs=2, steps_per_epoch=2), "warmup_epochs must be an int"),

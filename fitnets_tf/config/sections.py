@@ -171,7 +171,7 @@ class ScheduleConfig:
     optimizer: str = option("rmsprop", "Optimizer (paper: rmsprop).", choices=recipes.OPTIMIZERS)
     learning_rate: float = option(5e-3, "Stage-2 learning rate.", exclusive_minimum=0)
     rho: float = option(
-        0.9, "RMSProp decay, in [0, 1) (paper's code: 0.9).", check=recipes.rho_problem
+        recipes.RHO, "RMSProp decay, in [0, 1) (paper's code: 0.9).", check=recipes.rho_problem
     )
     teacher_learning_rate: float | None = option(
         None, "Teacher's learning rate. The flag has a default of its own (below), not "
@@ -200,7 +200,9 @@ class ScheduleConfig:
     hints_lr_schedule: str | None = option(
         None, "Stage-1 schedule (None: --lr_schedule).", check=recipes.schedule_problem
     )
-    lr_decay: float = option(0.1, "Factor of each step of step:E1,...", exclusive_minimum=0, maximum=1)
+    lr_decay: float = option(
+        recipes.LR_DECAY, "Factor of each step of step:E1,...", exclusive_minimum=0, maximum=1
+    )
     warmup_epochs: int = option(0, "Linear warm-up from 0, in each stage's epochs.", minimum=0)
     temperature: float = option(3.0, "τ of the soft targets (> 0).", exclusive_minimum=0)
     kd_lambda: float = option(4.0, "λ at the start of stage 2 (>= 0).", minimum=0)
@@ -234,8 +236,20 @@ class ScheduleConfig:
         own = recipes.own_optimizer_problem(self.hints_optimizer, self.optimizer) if stage1 else None
         return recipes.combination_problems(
             self.optimizer, momentum=self.momentum, nesterov=self.nesterov,
-            weight_decay=self.weight_decay,
-        ) + recipes.warmup_problems(self.warmup_epochs, epochs) + ([own] if own else [])
+            weight_decay=self.weight_decay, rho=self.rho,
+        ) + recipes.warmup_problems(self.warmup_epochs, epochs) + ([own] if own else []) + (
+            self._unused_lr_decay(trains_teacher, stage1)
+        )
+
+    def _unused_lr_decay(self, trains_teacher: bool, stage1: bool) -> list[str]:
+        """lr_decay set where no stage that runs has a step schedule."""
+        schedules = [self.lr_schedule]
+        schedules += [self.teacher_lr_schedule or self.lr_schedule] if trains_teacher else []
+        schedules += [self.hints_lr_schedule or self.lr_schedule] if stage1 else []
+        if self.lr_decay == recipes.LR_DECAY or any(s.startswith("step:") for s in schedules):
+            return []
+        return [f"lr_decay={self.lr_decay} scales step schedules only, and no stage that runs "
+                "has one (lr_schedule=step:E1,...): drop it or give a step schedule"]  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
