@@ -5,14 +5,14 @@ normalises with ``tf.nn.batch_normalization`` on the TensorFlow backend: several
 the activation, and as many again in the gradient. TensorFlow's ``FusedBatchNormV3`` (oneDNN on
 a CPU, cuDNN on a GPU) does each direction in one op: 1.9-2.5x faster at the default student's
 activations, and its whole train step takes 0.79x the time (``bench/batch_norm_cost.py``).
-:class:`FusedBatchNormalization` is Keras' layer (same weights, options and saved config) run
-through that kernel wherever it applies; elsewhere (a mask, batch renormalization,
-synchronized statistics, channels first, float64, inputs of rank other than 2 and 4) it is
-Keras' own code. The library's nets are built with it; :func:`with_fused_batch_norm` gives a
-model of yours the same.
+:class:`FusedBatchNormalization` is Keras' layer (same weights, options and saved config)
+trained through that kernel wherever it applies; elsewhere (a mask, batch renormalization,
+synchronized statistics, channels first, float64, inputs of rank other than 2 and 4) and in
+inference it is Keras' own code. The library's nets are built with it;
+:func:`with_fused_batch_norm` gives a model of yours the same.
 
-The same function up to float rounding, not bit for bit: the kernel sums in its own order, and
-its epsilon is at least ``MIN_EPSILON``. Its batch variance comes Bessel-corrected
+In training, the same function up to float rounding, not bit for bit: the kernel sums in its
+own order, and its epsilon is at least ``MIN_EPSILON``; in inference, Keras' bits. Its batch variance comes Bessel-corrected
 (``n / (n - 1)``), where Keras' moving variance averages the biased one: the layer converts it
 back, so the moving statistics follow Keras' definition.
 """
@@ -39,28 +39,27 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        if not self._fuses(inputs, mask):
+        if not self._fuses(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
         # As Keras does: statistics in float32 whatever the policy, the output in its dtype.
         x = ops.cast(inputs, "float32")
         flat = len(x.shape) == 2
         if flat:  # the kernel takes 4-D inputs: (N, C) as (N, 1, 1, C), a free reshape
             x = x[:, None, None, :]
-        if training and self.trainable:
-            y = self._normalise_batch(x)
-        else:
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x, *self._affine(), mean=self.moving_mean, variance=self.moving_variance,
-                epsilon=max(self.epsilon, MIN_EPSILON), is_training=False,
-            )  # fmt: skip
+        y = self._normalise_batch(x)
         if flat:
             y = y[:, 0, 0, :]
         return ops.cast(y, self.compute_dtype)
 
-    def _fuses(self, inputs, mask) -> bool:
+    def _fuses(self, inputs, training, mask) -> bool:
+        # Training mode only. Inference is one multiply-add either way, and there Keras' code
+        # keeps a frozen layer deterministic on a GPU: the kernel's gradient in inference
+        # mode has no deterministic GPU implementation (under op determinism it raises).
         rank = len(inputs.shape)
         return (
-            keras.backend.backend() == "tensorflow"
+            bool(training)
+            and self.trainable
+            and keras.backend.backend() == "tensorflow"
             and mask is None
             and not self.renorm
             and not self.synchronized
