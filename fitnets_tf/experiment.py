@@ -382,7 +382,7 @@ class Experiment:
     def _save_final_student(self, student: keras.Model) -> None:
         io.save_model(student, self.files.student)
         export.export_student(student, self.files.student_saved_model, "saved_model",
-                              overwrite=True)  # fmt: skip
+                              overwrite=True, class_names=self.data.spec.class_names or None)
 
     def _summary(self, final_mode: str | None) -> dict:
         c, hints = self.config, self.hints_record()

@@ -4,7 +4,8 @@ Usage: ``python tests/export_check.py MANIFEST.json``. The manifest lists cases
 ``{"id", "format", "path", "inputs", "expected"}``; ``inputs`` and ``expected`` are keys of the
 ``.npz`` file named by the manifest's ``"arrays"``. Prints one JSON line: ``{id: result}`` with
 ``status`` one of ``"ok"``, ``"mismatch"``, ``"error"`` or ``"unavailable"`` (runtime not
-installed; ``detail`` says why).
+installed; ``detail`` says why), and ``class_names``: those the artifact holds, read as the
+documentation of fitnets_tf.export.labels says a client reads them (None: none, or a ``.keras``).
 
 The loaders here are written against the runtimes directly, not with fitnets_tf's code, so the
 test does not trust the code it tests. SavedModel, ONNX and LiteRT run before anything imports
@@ -92,6 +93,38 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
+def saved_model_class_names(path):
+    # As documented: a JSON file in the SavedModel directory, no TensorFlow needed.
+    try:
+        return json.load(open(f"{path}/assets.extra/class_names.json"))
+    except FileNotFoundError:
+        return None
+
+
+def onnx_class_names(path):
+    import onnxruntime
+
+    metadata = onnxruntime.InferenceSession(path).get_modelmeta().custom_metadata_map
+    return json.loads(metadata["class_names"]) if "class_names" in metadata else None
+
+
+def litert_class_names(path):
+    try:
+        from ai_edge_litert.tools import flatbuffer_utils
+    except ImportError:
+        from tensorflow.lite.tools import flatbuffer_utils
+    model = flatbuffer_utils.read_model(path)
+    found = [bytes(model.buffers[m.buffer].data)
+             for m in model.metadata if m.name == b"class_names"]  # fmt: skip
+    return json.loads(found[0]) if found else None
+
+
+CLASS_NAMES = {
+    "saved_model": saved_model_class_names,
+    "onnx": onnx_class_names,
+    "litert": litert_class_names,
+    "keras": lambda path: None,  # a .keras file has no place for them
+}
 RUNNERS = {
     "saved_model": run_saved_model,
     "onnx": run_onnx,
@@ -118,6 +151,7 @@ def check(case, arrays):
                     **info,
                 }
             diffs.append(float(np.max(np.abs(got - want))))
+        info["class_names"] = CLASS_NAMES[case["format"]](case["path"])
     except ImportError as err:
         package = INSTALL_HINTS.get(case["format"], case["format"])
         detail = f"{case['format']} runtime not importable ({err}); pip install {package}"

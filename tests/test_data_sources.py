@@ -21,6 +21,7 @@ from conftest import train_cli
 from fitnets_tf import config as config_lib
 from fitnets_tf import data
 from fitnets_tf.errors import ConfigError, DataError, DatasetNotFoundError
+from fitnets_tf.export import labels
 from fitnets_tf.run import data_record, layout
 
 DEBIAN_DIR = pathlib.Path(data.DEBIAN_FASHION_MNIST_DIR)
@@ -547,8 +548,10 @@ def test_cli_trains_on_a_png_folder(tmp_path, folder):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["dataset"] == f"folder:{folder}"
-    # Which class each output index is, for whoever serves the model.
+    # Which class each output index is, for whoever serves the model, also inside its SavedModel.
     assert summary["class_names"] == sorted(NAMES)
+    saved_model = layout.RunLayout(workdir).student_saved_model
+    assert labels.read(saved_model, "saved_model") == sorted(NAMES)
     assert [row["name"] for row in summary["models"]] == ["teacher", "fitnet"]
     flags = (workdir / "flags.txt").read_text()
     assert f"--dataset=folder:{folder}" in flags and "--image_size=28,28" in flags

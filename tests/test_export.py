@@ -19,13 +19,19 @@ import pytest
 import tensorflow as tf
 
 from fitnets_tf import export
+from fitnets_tf.export import labels
 from fitnets_tf.latency import artifact_size, measure_latency
 from fitnets_tf.layers import CeilMaxPooling2D, MaxoutConv2D, MaxoutDense
 from fitnets_tf.preprocessing import Preprocessor
+from fitnets_tf.reporting.summary import dataset_fields
+from fitnets_tf.run.layout import RunLayout
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHAPE = (8, 8, 1)
 CASES = [(fmt, raw) for raw in (False, True) for fmt in export.FORMATS]
+# A folder dataset's sorted sub-folder names, one per output of make_student: a comma and a
+# non-ASCII letter, which a comma-separated or ASCII-only encoding would break.
+CLASS_NAMES = ["ankle boot", "bag, small", "cat", "dog", "écharpe"]
 
 
 def make_student(filters: int = 4, name: str = "student") -> keras.Model:
@@ -52,13 +58,19 @@ def make_preprocessor() -> keras.Model:
     return keras.Model(raw, layer(raw), name="preprocessor")
 
 
-def make_run(workdir: pathlib.Path, preprocessing: bool = True) -> tuple[keras.Model, keras.Model]:
+def make_run(
+    workdir: pathlib.Path, preprocessing: bool = True, class_names: list[str] | None = None
+) -> tuple[keras.Model, keras.Model]:
+    """A finished run's files; with ``class_names``, its summary.json naming them."""
     keras.utils.set_random_seed(0)
     student, preprocessor = make_student(), make_preprocessor()
     workdir.mkdir(parents=True, exist_ok=True)
     student.save(workdir / export.STUDENT_FILE)
     if preprocessing:
         preprocessor.save(workdir / export.PREPROCESSOR_FILE)
+    if class_names is not None:
+        summary = dataset_fields("folder:images", class_names)  # as a run writes them
+        RunLayout(workdir).summary.write_text(json.dumps({**summary, "models": []}))
     return student, preprocessor
 
 
@@ -76,9 +88,10 @@ def run_python(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A finished run, exported to every format with and without preprocessing."""
+    """A finished run, exported to every format with and without preprocessing (its class
+    names taken from its summary.json, as by default)."""
     workdir = tmp_path_factory.mktemp("run")
-    student, preprocessor = make_run(workdir)
+    student, preprocessor = make_run(workdir, class_names=CLASS_NAMES)
     paths, unavailable = {}, {}
     for fmt, raw in CASES:
         try:
@@ -135,6 +148,8 @@ def test_runtime_in_fresh_process_matches_student(run, fresh_process_results, fm
         assert result["outputs"] == ["probabilities"]
     if fmt == "onnx":
         assert (result["inputs"], result["outputs"]) == (["images"], ["probabilities"])
+    # Read back as labels' docstring says a client does; a .keras file has no place for them.
+    assert result["class_names"] == (None if fmt == "keras" else CLASS_NAMES)
 
 
 @pytest.mark.parametrize("raw", [False, True])
@@ -378,7 +393,7 @@ def test_cli_bad_input_exits_without_traceback(tmp_path):
 
 
 def test_cli_exports_and_prints_sizes_and_latency(tmp_path):
-    make_run(tmp_path)
+    make_run(tmp_path, class_names=CLASS_NAMES)
     keras.utils.set_random_seed(1)
     (tmp_path / "teacher").mkdir()
     make_student(filters=16, name="teacher").save(tmp_path / "teacher" / "teacher.keras")
@@ -395,6 +410,7 @@ def test_cli_exports_and_prints_sizes_and_latency(tmp_path):
     assert f"note: {tmp_path / 'student.keras'} has no sha256" in result.stdout  # an older run
     output = tmp_path / "export" / "student_raw.tflite"
     assert output.is_file()
+    assert labels.read(output, "litert") == CLASS_NAMES  # the run's, by default
     lines = result.stdout.splitlines()
     assert any(line.startswith("litert") and str(output) in line for line in lines)
     for model in ("student", "teacher"):
@@ -407,10 +423,15 @@ def test_cli_format_all_writes_into_the_output_directory_as_the_library_does(tmp
     make_run(tmp_path / "run")
     served = tmp_path / "served"
     result = run_python("-m", "fitnets_tf.export", f"--workdir={tmp_path / 'run'}",
-                        "--format=all", f"--output={served}", "--nolatency")  # fmt: skip
+                        "--format=all", f"--output={served}", "--nolatency",
+                        "--class_names=a b,c,d,e,f")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     expected = [export.default_output(".", fmt).name for fmt in export.FORMATS]
     assert sorted(os.listdir(served)) == sorted(expected)
+    given = ["a b", "c", "d", "e", "f"]
+    for fmt in export.FORMATS:
+        path = served / export.default_output(".", fmt).name
+        assert labels.read(path, fmt) == (None if fmt == "keras" else given), fmt
     assert not (tmp_path / "run" / "export").exists()
 
 
@@ -689,3 +710,98 @@ def test_a_modes_student_is_exported_with_the_runs_preprocessing(tmp_path):
                                  include_preprocessing=True)  # fmt: skip
     served = keras.saving.load_model(path)
     assert served.get_layer("kd_student") is not None and served.get_layer("preprocessor")
+
+
+# -- class names ---------------------------------------------------------------------------------
+
+
+def test_class_names_given_travel_in_every_format_but_keras(tmp_path):
+    pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
+    names = ("T-shirt", "trouser", "pullover", "dress", "coat")  # a tuple, as a DatasetSpec's
+    paths = export.export_student(make_student(), tmp_path / "served", "all", class_names=names)
+    assert {fmt: labels.read(path, fmt) for fmt, path in paths.items()} == {
+        "saved_model": list(names), "onnx": list(names), "litert": list(names), "keras": None,
+    }  # fmt: skip
+    saved_names = paths["saved_model"] / "assets.extra" / "class_names.json"
+    assert saved_names.read_text(encoding="utf-8") == (
+        '["T-shirt", "trouser", "pullover", "dress", "coat"]'
+    )
+    assert sorted(os.listdir(tmp_path / "served")) == sorted(p.name for p in paths.values())
+
+
+def test_none_and_a_model_without_a_run_write_no_class_names(tmp_path):
+    pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
+    make_run(tmp_path / "run", class_names=CLASS_NAMES)
+    paths = export.export_student(tmp_path / "run", tmp_path / "none", "all", class_names=None)
+    assert {fmt: labels.read(path, fmt) for fmt, path in paths.items()} == dict.fromkeys(
+        export.FORMATS
+    )
+    assert not (paths["saved_model"] / "assets.extra").exists()
+    # "auto", the default, with a model rather than a run directory: no run, no names.
+    path = export.export_student(make_student(), tmp_path / "model_saved_model", "saved_model")
+    assert labels.read(path, "saved_model") is None
+
+
+def _bad_run(tmp_path, summary_text: str):
+    make_run(tmp_path / "run")
+    RunLayout(tmp_path / "run").summary.write_text(summary_text)
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize(
+    "source, fmt, class_names, error, message",
+    [
+        ("model", "onnx", ["a", "b"], export.ExportConfigError,
+         r"`class_names` has 2 names but the student has 5 outputs .*give exactly 5"),
+        ("model", "saved_model", ["a", "b", "c", "d", 5], export.ExportConfigError,
+         r"`class_names` must be strings; entries 4 \(int\) are not"),
+        ("model", "litert", "a,b,c,d,e", export.ExportConfigError,
+         r"must be 'auto', None or a list of 5 strings"),
+        ("model", "keras", CLASS_NAMES, export.ExportConfigError,
+         r"The keras format has no place for class names.*class_names=None"),
+        ('{"class_names": ["a", "b", "c"]}', "onnx", "auto", export.ExportConfigError,
+         r"summary.json's class_names has 3 names but the student has 5 outputs"),
+        ("{damaged", "onnx", "auto", export.ExportError,
+         r"Cannot read the class names in .*summary.json"),
+    ],
+    ids=["count", "not-strings", "a-string", "keras", "run-count", "run-damaged"],
+)  # fmt: skip
+def test_bad_class_names_are_refused_before_anything_is_written(
+    tmp_path, source, fmt, class_names, error, message
+):
+    if source == "model":
+        source, output = make_student(), tmp_path / "out" / export.default_output(".", fmt).name
+    else:
+        source, output = _bad_run(tmp_path, source), None
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(error, match=message):
+        export.export_student(source, output, fmt, class_names=class_names)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("failure", ["wrong names", "crash"])
+def test_class_names_that_do_not_read_back_leave_nothing(tmp_path, monkeypatch, failure):
+    def write_wrong(path, names):
+        labels.write_saved_model(path, names[::-1])
+
+    def crash(path, names):
+        labels.write_saved_model(path, names)  # the names file is written, then ...
+        raise OSError("interrupted")
+
+    broken = write_wrong if failure == "wrong names" else crash
+    monkeypatch.setitem(labels.WRITERS, "saved_model", broken)
+    output = tmp_path / "export" / "student_saved_model"
+    error = export.ExportVerificationError if failure == "wrong names" else OSError
+    with pytest.raises(error, match="read back as" if failure == "wrong names" else "interrupted"):
+        export.export_student(make_student(), output, "saved_model", class_names=CLASS_NAMES)
+    assert os.listdir(output.parent) == [], "artifact, names file or staging directory left"
+
+
+def test_a_modes_student_carries_the_runs_class_names(tmp_path):
+    run = tmp_path / "run"
+    make_run(run, class_names=CLASS_NAMES)
+    (run / "flags.txt").write_text("--mode=fitnet,kd\n")
+    (run / "kd").mkdir()
+    make_student(filters=6, name="kd_student").save(run / "kd" / export.STUDENT_FILE)
+    path = export.export_student(run / "kd", tmp_path / "kd_saved_model", "saved_model")
+    assert labels.read(path, "saved_model") == CLASS_NAMES

@@ -11,7 +11,7 @@ import pytest
 
 from fitnets_tf import data, export
 from fitnets_tf.errors import ExportConfigError, OutputExistsError
-from fitnets_tf.export import quantize
+from fitnets_tf.export import labels, quantize
 from fitnets_tf.layers import CeilMaxPooling2D, MaxoutConv2D
 from fitnets_tf.preprocessing import Preprocessor
 
@@ -40,9 +40,11 @@ def test_quantized_model_is_written_loads_and_predicts_as_float32(
 ):
     serving = export.build_serving_model(tiny_student())
     path = quantize.export_quantized(
-        serving, tmp_path / f"student{suffix}", quantization, fmt, calibration=images()
-    )
+        serving, tmp_path / f"student{suffix}", quantization, fmt, calibration=images(),
+        class_names=["zero", "one", "two"],
+    )  # fmt: skip
     assert path.is_file() and [p.name for p in tmp_path.iterdir()] == [path.name]  # no staging
+    assert labels.read(path, fmt) == ["zero", "one", "two"]  # as the float exports carry them
     probe = images()[:6]
     got = quantize.run_quantized(path, fmt, probe)
     expected = keras.ops.convert_to_numpy(serving(probe)["probabilities"])
@@ -81,6 +83,7 @@ def test_existing_output_is_refused_before_converting(tmp_path):
 
 def test_cli_quantize(tmp_path):
     tiny_student().save(tmp_path / "student.keras")
+    (tmp_path / "summary.json").write_text('{"class_names": ["zero", "one", "two"]}')
     base = [sys.executable, "-m", "fitnets_tf.export", f"--workdir={tmp_path}", "--nolatency"]
     refused = subprocess.run([*base, "--format=onnx", "--quantize=dynamic"], capture_output=True,
                              text=True, timeout=300)  # fmt: skip
@@ -90,12 +93,14 @@ def test_cli_quantize(tmp_path):
     done = subprocess.run([*base, "--format=litert", "--quantize=dynamic"], capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (tmp_path / "export" / "student_dynamic.tflite").is_file()
+    quantized = tmp_path / "export" / "student_dynamic.tflite"
+    assert labels.read(quantized, "litert") == ["zero", "one", "two"]  # the run's
     named = tmp_path / "elsewhere" / "q.tflite"
-    done = subprocess.run([*base, "--format=litert", "--quantize=dynamic", f"--output={named}"],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run([*base, "--format=litert", "--quantize=dynamic", f"--output={named}",
+                           "--class_names=none"], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert named.is_file()
+    assert named.is_file() and labels.read(named, "litert") is None
 
 
 def synthetic_run(tmp_path, flags="--dataset=synthetic\n--validation_size=16\n--noretrain_on_all\n"):

@@ -18,7 +18,7 @@ from absl import app, flags, logging
 from fitnets_tf import export
 from fitnets_tf.cli import common
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.export import quantize
+from fitnets_tf.export import labels, quantize
 from fitnets_tf.export.publish import refuse_run_files
 
 common.quiet_tensorflow()
@@ -42,6 +42,12 @@ flags.DEFINE_enum(
     ) + "). Only the kinds that kept the student's test accuracy within 0.5 points are offered "
     "(bench/README.md, 'Quantized student')."
 )
+flags.DEFINE_list(
+    "class_names", [labels.AUTO], "The class of each output index, in label order, written into "
+    "the SavedModel, ONNX and LiteRT artifacts (a .keras file has no place for them): 'auto' = "
+    "the run's summary.json class_names (none if it has none), 'none' = none, or NAME,NAME,... "
+    "one per class."
+)  # fmt: skip
 flags.DEFINE_bool(
     "latency", True, "Also time the student, and the teacher if there is one, on this CPU."
 )
@@ -101,10 +107,21 @@ def _latency_rows(models: dict, repeats: int) -> list[tuple]:
     return rows
 
 
+def _class_names():
+    """``--class_names`` as :func:`fitnets_tf.export.export_student` takes it."""
+    if FLAGS.class_names == ["none"]:
+        return None
+    return labels.AUTO if FLAGS.class_names == [labels.AUTO] else FLAGS.class_names
+
+
 def _export_quantized(workdir: pathlib.Path) -> pathlib.Path:
     student, preprocessor = export.load_run(workdir)
     if FLAGS.include_preprocessing and preprocessor is None:  # the library's own message
         export.serving.resolve_preprocessor("auto", None, workdir)
+    baked = preprocessor if FLAGS.include_preprocessing else None
+    serving = export.build_serving_model(student, baked)
+    # Names refused before the calibration images are read and anything is written.
+    names = labels.resolve(_class_names(), workdir, serving.outputs[0].shape[-1], (FLAGS.format,))
     default = export.default_output(workdir, FLAGS.format, FLAGS.include_preprocessing)
     output = pathlib.Path(FLAGS.output) if FLAGS.output else default.with_name(
         f"{default.stem}_{FLAGS.quantize}{default.suffix}"
@@ -115,11 +132,10 @@ def _export_quantized(workdir: pathlib.Path) -> pathlib.Path:
     if FLAGS.quantize == "int8":
         source = quantize.calibration_source(workdir)
         calibration = quantize.calibration_images(source, preprocessor)
-    baked = preprocessor if FLAGS.include_preprocessing else None
-    serving = export.build_serving_model(student, baked)
     return quantize.export_quantized(serving, output, FLAGS.quantize, FLAGS.format,
                                      calibration=calibration, overwrite=FLAGS.overwrite,
-                                     raw=FLAGS.include_preprocessing)  # fmt: skip
+                                     raw=FLAGS.include_preprocessing,
+                                     class_names=names)  # fmt: skip
 
 
 def _exit_on_sigterm() -> None:
@@ -158,6 +174,7 @@ def main(argv: list[str]) -> None:
             FLAGS.format,
             include_preprocessing=FLAGS.include_preprocessing,
             overwrite=FLAGS.overwrite,
+            class_names=_class_names(),
         )
         if not isinstance(written, dict):
             written = {FLAGS.format: written}

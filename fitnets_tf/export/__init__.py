@@ -33,28 +33,46 @@ A student trained in mixed precision is exported computing in float32.
 Exports with the preprocessing baked in get ``_raw`` after ``student`` (``student_raw.onnx``,
 ``student_raw_saved_model/``): they take raw pixels.
 
+Class names travel inside the artifact (``probabilities[:, k]`` is class ``names[k]``): by
+default the run's ``summary.json`` ``class_names`` (for a folder dataset, its sorted
+sub-folder names), as one JSON list of strings, read back without fitnets_tf::
+
+    json.load(open(f"{path}/assets.extra/class_names.json"))                   # SavedModel
+    json.loads(onnxruntime.InferenceSession(path).get_modelmeta()
+               .custom_metadata_map["class_names"])                            # ONNX
+    from ai_edge_litert.tools import flatbuffer_utils  # or from tensorflow.lite.tools
+    model = flatbuffer_utils.read_model(path)
+    json.loads(next(bytes(model.buffers[m.buffer].data)
+                    for m in model.metadata if m.name == b"class_names"))      # LiteRT
+
+A ``.keras`` file, the training artifact, carries none (Keras keeps no user metadata; see
+:mod:`~fitnets_tf.export.labels`, which also says why each place was chosen).
+
 Every export is written into a hidden staging directory beside the final path, verified by
-reloading it and comparing its outputs, and only then renamed into place, so a crash never
-leaves a half-written model at the final path and an existing artifact is never removed before
-its replacement is complete; a full disk is reported as :class:`DiskFullError`. The run's
-``student.keras`` and ``preprocessor.keras`` are checked against the sha256 the run wrote
-beside them before they are loaded: a damaged file is refused by name.
+reloading it and comparing its outputs and class names, and only then renamed into place, so a
+crash never leaves a half-written model (or a names file) at the final path and an existing
+artifact is never removed before its replacement is complete; a full disk is reported as
+:class:`DiskFullError`. The run's ``student.keras`` and ``preprocessor.keras`` are checked
+against the sha256 the run wrote beside them before they are loaded: a damaged file is refused
+by name.
 
 Usage::
 
     python -m fitnets_tf.export --workdir=RUN_DIR --format=onnx [--output=PATH]
-        [--include_preprocessing] [--overwrite]
+        [--include_preprocessing] [--overwrite] [--class_names=auto|none|NAME,NAME,...]
 
 The modules: :mod:`~fitnets_tf.export.serving` (the serving model),
 :mod:`~fitnets_tf.export.writers` (one writer per format), :mod:`~fitnets_tf.export.verify`
-(reload and compare), :mod:`~fitnets_tf.export.publish` (staged, then renamed into place). The
-command line is :mod:`fitnets_tf.cli.export`.
+(reload and compare), :mod:`~fitnets_tf.export.labels` (class names in each format),
+:mod:`~fitnets_tf.export.publish` (staged, then renamed into place). The command line is
+:mod:`fitnets_tf.cli.export`.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Sequence
 
 import keras
 
@@ -70,6 +88,7 @@ from fitnets_tf.errors import (
     OutputExistsError,
     RuntimeUnavailableError,
 )
+from fitnets_tf.export import labels
 from fitnets_tf.export.publish import publish, refuse_existing, refuse_run_files
 from fitnets_tf.export.serving import (
     INPUT_NAME,
@@ -111,6 +130,7 @@ __all__ = [
     "build_serving_model",
     "default_output",
     "export_student",
+    "labels",
     "load_run",
 ]
 
@@ -132,6 +152,7 @@ def export_student(
     preprocessor: keras.Layer | str | os.PathLike | None = "auto",
     include_preprocessing: bool = False,
     overwrite: bool = False,
+    class_names: Sequence[str] | str | None = "auto",
 ) -> pathlib.Path | dict[str, pathlib.Path]:
     """Exports the student for serving, atomically, and verifies the artifact reloads.
 
@@ -156,6 +177,11 @@ def export_student(
             raw pixels in [0, 255] instead of the normalised tensor.
         overwrite: replace an existing non-empty ``output``. The old artifact stays in place
             until the new one has been written and verified.
+        class_names: the class of each output index, in label order, written into the
+            SavedModel, ONNX and LiteRT artifacts (see :mod:`~fitnets_tf.export.labels`; a
+            ``.keras`` file gets none): ``"auto"`` for the run's ``summary.json``
+            ``class_names`` (none when ``source`` is a model or the run has none), a list of
+            K strings (K: the student's outputs), or None for none.
 
     Returns:
         The path of the exported artifact; with ``format="all"``, ``{format: path}``.
@@ -164,10 +190,12 @@ def export_student(
         MissingStudentError: the run directory or its ``student.keras`` does not exist.
         OutputExistsError: ``output`` exists, is non-empty and ``overwrite`` is False.
         ExportConfigError: bad format, suffix, student, or no preprocessor to bake in; an
-            ``output`` that is the run directory, holds it, or is one of its files.
+            ``output`` that is the run directory, holds it, or is one of its files; class
+            names that are not K strings, or given for ``format="keras"`` alone.
         RuntimeUnavailableError: the format's converter is not installed.
         ExportVerificationError: the artifact did not reload or does not match the student.
-        ExportError: a file of the run is damaged (it differs from its sha256) or unloadable.
+        ExportError: a file of the run is damaged (it differs from its sha256) or unloadable,
+            or its ``summary.json`` cannot be read for ``class_names="auto"``.
         DiskFullError: no room for the artifact; nothing was written at ``output``.
     """
     if format != "all":
@@ -182,8 +210,10 @@ def export_student(
     if include_preprocessing:
         baked = resolve_preprocessor(preprocessor, run_preprocessor, workdir)
     serving = build_serving_model(student, baked)
+    num_classes = serving.outputs[0].shape[-1]
+    names = labels.resolve(class_names, workdir, num_classes, tuple(outputs))
     for fmt, path in outputs.items():
-        publish(serving, path, fmt, overwrite, raw=baked is not None)
+        publish(serving, path, fmt, overwrite, raw=baked is not None, class_names=names)
     return outputs if format == "all" else outputs[format]
 
 

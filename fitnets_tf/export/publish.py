@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from fitnets_tf.errors import ExportConfigError, OutputExistsError
-from fitnets_tf.export import writers
+from fitnets_tf.export import labels, writers
 from fitnets_tf.export.verify import verify
 from fitnets_tf.run import io, lock
 from fitnets_tf.run.layout import RunLayout
@@ -62,12 +62,19 @@ def refuse_run_files(output: str | pathlib.Path, workdir: str | pathlib.Path | N
 
 
 def publish(
-    serving: keras.Model, output: pathlib.Path, format: str, overwrite: bool, raw: bool
+    serving: keras.Model,
+    output: pathlib.Path,
+    format: str,
+    overwrite: bool,
+    raw: bool,
+    class_names: list[str] | None = None,
 ) -> None:
     """Writes into a staging directory beside ``output``, verifies, then renames into place.
 
     The staging directory is a sibling so the final ``os.replace`` stays on one filesystem and
-    is a rename, never a copy. Whatever happens, the staging directory is removed.
+    is a rename, never a copy. Whatever happens, the staging directory is removed. The class
+    names (checked by :func:`.labels.resolve`) are added to the staged artifact, so they reach
+    the final path with it or not at all.
 
     Raises:
         DiskFullError: no room to write the artifact (the previous one, if any, is kept).
@@ -77,7 +84,8 @@ def publish(
         staged.parent.mkdir()
         with _quiet_tf_logger(), _no_room(output, format):
             writers.WRITERS[format](serving, staged)
-            verify(staged, format, serving, raw)
+            labels.write(staged, format, class_names)
+            verify(staged, format, serving, raw, class_names)
         refuse_existing(output, overwrite)  # Something may have appeared while we wrote.
         _replace(staged, output, staging / "previous")
 

@@ -31,16 +31,22 @@ from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from fitnets_tf.errors import ExportConfigError, ExportVerificationError, RuntimeUnavailableError
-from fitnets_tf.export import writers
+from fitnets_tf.export import labels, writers
 from fitnets_tf.export.publish import refuse_existing, staging_directory
 from fitnets_tf.export.serving import INPUT_NAME, OUTPUT_NAME
-from fitnets_tf.export.verify import litert_interpreter, probe_images, run_artifact
+from fitnets_tf.export.verify import (
+    litert_interpreter,
+    probe_images,
+    run_artifact,
+    verify_class_names,
+)
 from fitnets_tf.run.layout import RunLayout
 
 # What export offers: each kind kept the default experiment's student within 0.5 points of
@@ -142,6 +148,7 @@ def export_quantized(
     calibration: np.ndarray | None = None,
     overwrite: bool = False,
     raw: bool = False,
+    class_names: Sequence[str] | None = None,
 ) -> pathlib.Path:
     """Writes ``serving`` (from :func:`~fitnets_tf.export.build_serving_model`) quantized.
 
@@ -157,6 +164,8 @@ def export_quantized(
         overwrite: replace an existing ``output``.
         raw: ``serving`` takes raw pixels (its preprocessing baked in): without calibration
             images, it is checked on pixel values.
+        class_names: the class of each output index, written into the artifact as
+            :func:`~fitnets_tf.export.export_student` writes them (None: none).
 
     Raises:
         ExportConfigError, OutputExistsError, RuntimeUnavailableError, ExportVerificationError.
@@ -170,11 +179,14 @@ def export_quantized(
         )
     output = pathlib.Path(output)
     writers.check_suffix(output, format)
+    names = labels.resolve(class_names, None, serving.outputs[0].shape[-1], (format,))
     refuse_existing(output, overwrite)
     images = None if calibration is None else np.asarray(calibration, "float32")[:CALIBRATION_IMAGES]
     with staging_directory(output) as staging:
         staged = staging / output.name
         WRITERS[(quantization, format)](serving, staged, images)
+        labels.write(staged, format, names)
+        verify_class_names(staged, format, names)
         probe = probe_images(serving, raw, 4) if images is None else images
         _verify(staged, format, serving, probe)
         refuse_existing(output, overwrite)

@@ -49,12 +49,12 @@ def load_run(workdir: str | os.PathLike) -> tuple[keras.Model, keras.Model | Non
               "the training command with the same flags and --workdir (finished stages are not "
               "trained again).")  # fmt: skip
     student = load_keras(files.student, "student", repair)
-    fitted = _run_of(workdir).preprocessor
+    fitted = run_of(workdir).preprocessor
     preprocessor = load_keras(fitted, "preprocessor", repair) if fitted.is_file() else None
     return student, preprocessor
 
 
-def _run_of(workdir: pathlib.Path) -> RunLayout:
+def run_of(workdir: pathlib.Path) -> RunLayout:
     """The run a student directory belongs to: ``workdir``, or the run holding it when it is a
     mode's or a stage's directory (``RUN/<mode>``, ``RUN/<mode>/<stage>``), which hold their
     own ``student.keras`` but share the run's fitted preprocessing."""

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitnets_tf.errors import ExportVerificationError
+from fitnets_tf.export import labels
 from fitnets_tf.export.serving import INPUT_NAME, OUTPUT_NAME
 
 # float32 kernels differ across runtimes (oneDNN, MLAS, XNNPACK) by summation order only.
@@ -24,8 +25,16 @@ def probe_images(serving: keras.Model, raw: bool, count: int = 2) -> np.ndarray:
     return probe.astype("float32")
 
 
-def verify(path: pathlib.Path, format: str, serving: keras.Model, raw: bool) -> None:
-    """Reloads the artifact with its runtime and compares it with ``serving`` on a probe batch."""
+def verify(
+    path: pathlib.Path,
+    format: str,
+    serving: keras.Model,
+    raw: bool,
+    class_names: list[str] | None = None,
+) -> None:
+    """Reloads the artifact with its runtime and compares it with ``serving`` on a probe batch,
+    and its class names with ``class_names`` (those the format carries: see :mod:`.labels`)."""
+    verify_class_names(path, format, class_names)
     probe = probe_images(serving, raw)
     expected = keras.ops.convert_to_numpy(serving(probe)[OUTPUT_NAME])
     try:
@@ -40,6 +49,22 @@ def verify(path: pathlib.Path, format: str, serving: keras.Model, raw: bool) -> 
         raise ExportVerificationError(
             f"The {format} artifact's outputs differ from the student's (max abs difference "
             f"{np.max(np.abs(got - expected)) if got.shape == expected.shape else got.shape}); "
+            "nothing was written to the final path."
+        )
+
+
+def verify_class_names(path: pathlib.Path, format: str, class_names: list[str] | None) -> None:
+    """The names read back from the artifact must be those written (none when None)."""
+    expected = labels.carried(class_names, format)
+    try:
+        got = labels.read(path, format)
+    except Exception as err:
+        raise ExportVerificationError(
+            f"The class names of the {format} artifact written at {path} do not read back: {err}"
+        ) from err
+    if got != expected:
+        raise ExportVerificationError(
+            f"The {format} artifact's class names read back as {got!r}, not {expected!r}; "
             "nothing was written to the final path."
         )
 
