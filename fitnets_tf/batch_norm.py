@@ -3,8 +3,8 @@
 Keras 3's BatchNormalization computes a training batch's statistics with ``moments`` and
 normalises with ``tf.nn.batch_normalization`` on the TensorFlow backend: several passes over
 the activation, and as many again in the gradient. TensorFlow's ``FusedBatchNormV3`` (oneDNN on
-a CPU, cuDNN on a GPU) does each direction in one op: 1.9-2.5x faster at the default student's
-activations, and its whole train step takes 0.79x the time (``bench/batch_norm_cost.py``).
+a CPU, cuDNN on a GPU) does each direction in one op: 2-2.5x faster at the default student's
+activations, and its whole train step takes 0.79-0.83x the time (``bench/batch_norm_cost.py``).
 :class:`FusedBatchNormalization` is Keras' layer (same weights, options and saved config)
 trained through that kernel wherever it applies; elsewhere (a mask, batch renormalization,
 synchronized statistics, channels first, float64, inputs of rank other than 2 and 4) and in
