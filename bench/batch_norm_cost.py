@@ -11,7 +11,7 @@ alternated rounds, batch 128:
   student's three convolutions (``thin_cnn``: 24 channels at 28x28, 48 at 14x14, 96 at 7x7);
 - the default student's train step on the labels (RMSProp, accuracy metric) and the default
   pair's KD step (``wide_cnn`` teacher, the Distiller), each with every batch norm Keras' and
-  every one fused (the library's nets since this change).
+  every one fused (as the library builds its nets).
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ inference it is Keras' own code. The library's nets are built with it;
 :func:`with_fused_batch_norm` gives a model of yours the same.
 
 In training, the same function up to float rounding, not bit for bit: the kernel sums in its
-own order, and its epsilon is at least ``MIN_EPSILON``; in inference, Keras' bits. Its batch variance comes Bessel-corrected
-(``n / (n - 1)``), where Keras' moving variance averages the biased one: the layer converts it
-back, so the moving statistics follow Keras' definition.
+own order, and its epsilon is at least ``MIN_EPSILON``; in inference, Keras' bits. The kernel's
+batch variance comes Bessel-corrected (``n / (n - 1)``), where Keras' moving variance averages
+the biased one: the layer converts it back, so the moving statistics follow Keras' definition.
 """
 
 from __future__ import annotations
