@@ -1,6 +1,6 @@
 """Issue 15, goals 1-2: formulations of the maxout the library did not adopt, measured.
 
-``python -m bench.maxout_alternatives`` (about 3 minutes) writes
+``python -m bench.maxout_alternatives`` (about 5 minutes) writes
 ``results/maxout_alternatives.json``; ``bench/README.md`` quotes it. Three probes, each timed
 against what the library does in the same rounds (:func:`bench.timing.interleaved`):
 
@@ -9,11 +9,15 @@ against what the library does in the same rounds (:func:`bench.timing.interleave
    ``(N, H, W * pieces, units)`` of the piece-major channels, with explicit padding instead of
    a pad copy (the same values, checked). The library cannot do this without merging its
    ``conv{i}`` and ``pool{i}`` layers (hint layers name them), and LiteRT's converter has no
-   explicit-padding pool.
+   explicit-padding pool. Also ``explicit_pool``: the library's layers with only the ceil-mode
+   pool's pad copy replaced by the explicit-padding pool (the same values, checked).
 2. ``pool_maxout``: train steps of ``mnist_fitnet`` and ``mnist_teacher`` with the maxout as a
    ``1 x pieces`` max pool of that reshape: one oneDNN pass forward and back, but its gradient
    gives a tie to one piece where the library's shares it, as ``reduce_max``'s does (which
-   ``tests/test_layers.py`` pins).
+   ``tests/test_layers.py`` pins). In the same rounds, two gradients that do share ties:
+   ``xla_gradient``, the library's two-piece gradient compiled by XLA into one loop
+   (``jit_compile``), and ``broadcast_gradient``, ``reduce_max``'s own formula on the
+   ``(..., pieces, units)`` reshape (compare, count, divide; no split, no concat).
 3. ``convolutions``: the teacher's three convolutions alone (explicit pad + convolution +
    bias), TensorFlow against PyTorch eager in a process of its own (skipped without torch).
 """
@@ -33,7 +37,7 @@ import tensorflow as tf
 
 from bench import benchmarks, peer_process, timing
 from bench.run import machine
-from fitnets_tf import layers, models
+from fitnets_tf import layers, maxout, models
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "maxout_alternatives.json"
 # The MNIST teacher's convolutions: (input NHWC, kernel HWIO, explicit padding).
@@ -84,9 +88,35 @@ def fused_forward(repeats: int, steps: int = 10) -> dict:
         out.numpy()
 
     candidates["fused_maxout_pool"] = run_fused
+    with explicit_pool():
+        explicit = models.build("mnist_teacher", (28, 28, 1), benchmarks.NUM_CLASSES, seed=0)
+        explicit.set_weights(teacher.get_weights())
+        candidates["explicit_pool"] = benchmarks.forward_runner(explicit, x, steps)
+        same = bool(np.array_equal(explicit(x, training=False), teacher(x, training=False)))
     times = timing.interleaved(candidates, repeats=repeats)
     return {"ms": timing.summary(times, steps), "max_abs_difference": difference,
-            "fused_over_library": timing.ratio(times, "fused_maxout_pool", "library")}  # fmt: skip
+            "explicit_pool_same_values": same,
+            "fused_over_library": timing.ratio(times, "fused_maxout_pool", "library"),
+            "explicit_pool_over_library": timing.ratio(times, "explicit_pool", "library")}  # fmt: skip
+
+
+def _explicit_pool_call(self, inputs):
+    height, width = inputs.shape[1], inputs.shape[2]
+    pad_h = self._overhang(height, self.pool_size[0], self.strides[0])
+    pad_w = self._overhang(width, self.pool_size[1], self.strides[1])
+    return tf.nn.max_pool2d(inputs, self.pool_size, self.strides,
+                            [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])  # fmt: skip
+
+
+@contextlib.contextmanager
+def explicit_pool():
+    """Models *called* inside pool ceil-mode through TensorFlow's explicit padding."""
+    library = layers.CeilMaxPooling2D.call
+    layers.CeilMaxPooling2D.call = _explicit_pool_call
+    try:
+        yield
+    finally:
+        layers.CeilMaxPooling2D.call = library
 
 
 def _pool_max_of_pieces(z, pieces: int):
@@ -101,22 +131,68 @@ def _pool_max_of_pieces(z, pieces: int):
     return tf.reshape(out, (-1, *spatial, units)) if len(z.shape) == 4 else tf.reshape(out, (-1, units))
 
 
+@tf.function(jit_compile=True)
+def _xla_two_piece_gradient(z, upstream):
+    first, second = tf.split(z, 2, axis=-1)
+    half_sign = tf.sign(first - second) * 0.5
+    return tf.concat([(0.5 + half_sign) * upstream, (0.5 - half_sign) * upstream], axis=-1)
+
+
+def _with_gradient(z, pieces: int, gradient):
+    """The library's forward (max over the reshape) with ``gradient(z, z5, out, upstream)``."""
+    if pieces == 1:
+        return z
+    shape = tf.shape(z)
+    grouped_shape = tf.concat([shape[:-1], [pieces, z.shape[-1] // pieces]], 0)
+
+    @tf.custom_gradient
+    def max_over_blocks(z):
+        grouped = tf.reshape(z, grouped_shape)
+        out = tf.reduce_max(grouped, axis=-2)
+        return out, lambda upstream: gradient(z, grouped, out, upstream)
+
+    return max_over_blocks(z)
+
+
+def _xla_max_of_pieces(z, pieces: int):
+    if pieces != 2:  # the 4-piece layers keep the library's gradient
+        return maxout.max_of_pieces(z, pieces)
+    return _with_gradient(z, pieces, lambda z, _, __, upstream: _xla_two_piece_gradient(z, upstream))
+
+
+def _broadcast_max_of_pieces(z, pieces: int):
+    def gradient(z, grouped, out, upstream):
+        hits = tf.cast(tf.equal(grouped, out[..., None, :]), upstream.dtype)
+        share = upstream[..., None, :] * (hits / tf.reduce_sum(hits, axis=-2, keepdims=True))
+        return tf.reshape(share, tf.shape(z))
+
+    return _with_gradient(z, pieces, gradient)
+
+
 @contextlib.contextmanager
-def pool_maxout():
-    """Models *traced* inside take the maxout as a ``1 x pieces`` max pool."""
+def maxout_as(function):
+    """Models *traced* inside compute their maxouts with ``function(z, pieces)``."""
     library = layers.max_of_pieces
-    layers.max_of_pieces = _pool_max_of_pieces
+    layers.max_of_pieces = function
     try:
         yield
     finally:
         layers.max_of_pieces = library
 
 
+VARIANTS = {
+    "library": contextlib.nullcontext,
+    "pool_maxout": lambda: maxout_as(_pool_max_of_pieces),
+    "xla_gradient": lambda: maxout_as(_xla_max_of_pieces),
+    "broadcast_gradient": lambda: maxout_as(_broadcast_max_of_pieces),
+}
+
+
 def pool_maxout_steps(repeats: int, steps: int = 5) -> dict:
     x, y = benchmarks.fixed_batch("mnist")
     data = benchmarks.repeated(x, y)
     candidates = {}
-    for variant, context in (("library", contextlib.nullcontext), ("pool_maxout", pool_maxout)):
+    for variant, context in VARIANTS.items():
         for net in ("mnist_fitnet", "mnist_teacher"):
             with context():
                 model = models.build(net, (28, 28, 1), benchmarks.NUM_CLASSES, seed=0)
@@ -132,14 +208,15 @@ def pool_maxout_steps(repeats: int, steps: int = 5) -> dict:
         per_round = [t / s / mult_ratio for s, t in zip(student, teacher, strict=True)]
         return timing.quartiles(per_round)
 
+    over_library = {f"{net.removeprefix('mnist_')}_{variant}_over_library": timing.ratio(
+        times, f"{net}/{variant}", f"{net}/library")
+        for variant in VARIANTS if variant != "library"
+        for net in ("mnist_fitnet", "mnist_teacher")}  # fmt: skip
     return {
         "ms": timing.summary(times, steps),
-        "student_over_teacher_gflops": {v: goal_two(v) for v in ("library", "pool_maxout")},
-        "student_pool_over_library": timing.ratio(times, "mnist_fitnet/pool_maxout",
-                                                  "mnist_fitnet/library"),
-        "teacher_pool_over_library": timing.ratio(times, "mnist_teacher/pool_maxout",
-                                                  "mnist_teacher/library"),
-    }  # fmt: skip
+        "student_over_teacher_gflops": {v: goal_two(v) for v in VARIANTS},
+        **over_library,
+    }
 
 
 def tensorflow_convolutions(repeats: int, calls: int = 20) -> dict:

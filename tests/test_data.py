@@ -61,6 +61,9 @@ def test_fashion_mnist_load_splits_and_batches(fashion_data_dir):
     assert (datasets.num_train_examples, datasets.num_validation_examples) == (50_000, 10_000)
     assert datasets.num_test_examples == 10_000
     assert datasets.input_shape == (28, 28, 1) and datasets.num_classes == 10
+    # TFDS's names, in label order: the run's summary.json and its exports carry them.
+    assert datasets.spec.class_names[:3] == ("T-shirt/top", "Trouser", "Pullover")
+    assert datasets.spec.class_names[-1] == "Ankle boot" and len(datasets.spec.class_names) == 10
     labels = np.concatenate([y for _, y in _first_epoch(datasets.test)])
     assert len(labels) == 10_000 and labels.dtype == np.int32
     assert np.bincount(labels).tolist() == [1000] * 10
@@ -191,6 +194,7 @@ def test_synthetic_is_deterministic_and_learnable():
     assert (datasets.num_train_examples, datasets.num_validation_examples) == (1024, 256)
     assert datasets.num_test_examples == 256
     assert int(datasets.train.cardinality()) == 32  # Keras knows the steps per epoch
+    assert datasets.spec.class_names is None  # generated: its classes have no names
     assert data.load("synthetic", retrain_on_all=True).num_train_examples == 1280
     assert data.load("synthetic", limit=100).num_validation_examples == 100
 

@@ -5,6 +5,7 @@ follow every pixel and label from the files through fitnets_tf.data.load. Bad da
 refused with a DataError naming the file, folder or key, before any training.
 """
 
+import dataclasses
 import gzip
 import json
 import pathlib
@@ -158,6 +159,45 @@ def test_folder_default_size_is_the_first_images(tmp_path, fashion):
     big = tf.image.resize(images[0][..., None], (32, 32)).numpy().astype(np.uint8)
     (first / "0000_big.png").write_bytes(tf.io.encode_png(big).numpy())
     assert data.load(f"folder:{tmp_path}", batch_size=8).input_shape == (32, 32, 1)
+
+
+def _wide_image() -> np.ndarray:
+    """8 high x 16 wide, gray: columns 0-3 at 10, 4-11 at 200, 12-15 at 90."""
+    row = np.array([10] * 4 + [200] * 8 + [90] * 4, np.uint8)
+    return np.tile(row, (8, 1))[..., np.newaxis]
+
+
+# A wide image brought to 4x4 (bilinear): stretched, all three bands; cropped, the centred
+# 8x8 box only; padded, letterboxed to 16x16 first, so the top and bottom rows are black.
+RESIZED_WIDE = {
+    "stretch": [[10, 200, 200, 90]] * 4,
+    "crop": [[200] * 4] * 4,
+    "pad": [[0] * 4, [10, 200, 200, 90], [10, 200, 200, 90], [0] * 4],
+}
+
+
+@pytest.mark.parametrize("mode", data.RESIZE_MODES)
+def test_resize_mode_stretches_crops_or_pads_a_folder_and_arrays(tmp_path, mode):
+    wide = _wide_image()
+    for label in (0, 1):
+        folder = tmp_path / "folder" / NAMES[label]
+        folder.mkdir(parents=True)
+        for i in range(10):
+            (folder / f"{i}.png").write_bytes(tf.io.encode_png(wide).numpy())
+    arrays = {key: np.stack([wide[..., 0]] * 20) for key in ("x_train", "x_test")}
+    np.savez(tmp_path / "data.npz", **arrays, y_train=[0, 1] * 10, y_test=[0, 1] * 10)
+    for name in (f"folder:{tmp_path / 'folder'}", f"npz:{tmp_path / 'data.npz'}"):
+        datasets = data.load(name, batch_size=4, image_size=4, resize_mode=mode)
+        images, _ = _examples(datasets.test)
+        assert datasets.input_shape == (4, 4, 1)
+        np.testing.assert_array_equal(images[0, ..., 0], RESIZED_WIDE[mode], err_msg=name)
+
+
+def test_resize_mode_is_checked_before_any_data_is_read(tmp_path):
+    with pytest.raises(ConfigError, match=r"resize_mode takes one of stretch, crop, pad, got 'fit'"):
+        data.load(f"folder:{tmp_path / 'absent'}", resize_mode="fit")
+    with pytest.raises(ConfigError, match=r"`resize_mode` applies to the user's data only"):
+        data.load("synthetic", resize_mode="crop")
 
 
 # ------------------------------------------------------------------------------ .npz files
@@ -494,6 +534,20 @@ def test_a_run_refuses_data_that_changed_since_it_started(tmp_path, fashion):
         data_record.check_same(record, data.load(f"folder:{images}"))
 
 
+def test_a_run_recorded_without_class_names_resumes_with_them(tmp_path):
+    # Built-in datasets were recorded with no names before their TFDS names were read: a run
+    # started then resumes, and its record takes the names.
+    record = tmp_path / "data.json"
+    synthetic = data.load("synthetic")
+    named = dataclasses.replace(synthetic, spec=dataclasses.replace(
+        synthetic.spec, class_names=tuple("abcdefghij")))  # fmt: skip
+    data_record.check_same(record, synthetic)
+    data_record.check_same(record, named)
+    assert json.loads(record.read_text())["class_names"] == list("abcdefghij")
+    with pytest.raises(DataError, match=r"class_names \['a', .*\] then, None now"):
+        data_record.check_same(record, synthetic)  # names lost are still a change
+
+
 # ------------------------------------------------------------------------------------ CLI
 
 
@@ -542,7 +596,8 @@ def test_cli_refuses_bad_data_before_training(tmp_path, fashion, case):
 def test_cli_trains_on_a_png_folder(tmp_path, folder):
     workdir = tmp_path / "run"
     proc = train_cli("--flagfile=configs/smoke.flags", f"--workdir={workdir}",
-                  f"--dataset=folder:{folder}", "--image_size=28", "--mode=fitnet",
+                  f"--dataset=folder:{folder}", "--image_size=28", "--resize_mode=crop",
+                  "--mode=fitnet",
                   "--teacher_epochs=1", "--hints_epochs=1", "--kd_epochs=1",
                   "--nomeasure_latency", timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -555,5 +610,6 @@ def test_cli_trains_on_a_png_folder(tmp_path, folder):
     assert [row["name"] for row in summary["models"]] == ["teacher", "fitnet"]
     flags = (workdir / "flags.txt").read_text()
     assert f"--dataset=folder:{folder}" in flags and "--image_size=28,28" in flags
+    assert "--resize_mode=crop" in flags
     preprocessor = keras.saving.load_model(workdir / "preprocessor.keras")
     assert preprocessor.input_shape == (None, 28, 28, 1)

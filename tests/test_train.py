@@ -145,9 +145,14 @@ def test_the_default_experiment_cut_short_reaches_its_report(tmp_path):
                      "--mode=fitnet", "--limit=256", "--hints_epochs=1", "--kd_epochs=2",
                      timeout=400)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads((tmp_path / "summary.json").read_text())["models"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rows = summary["models"]
     assert [r["name"] for r in rows] == ["teacher", "fitnet"]
     assert rows[0]["test_accuracy"] > 0.9  # the shipped teacher, on the 10,000 test images
+    # Fashion-MNIST's names (TFDS's), in the summary and inside the served student.
+    assert summary["class_names"][0] == "T-shirt/top" and len(summary["class_names"]) == 10
+    served = tmp_path / "student_saved_model" / "assets.extra" / "class_names.json"
+    assert json.loads(served.read_text()) == summary["class_names"]
     for runtime in ("", "_litert", "_onnxruntime"):
         assert all(r[f"latency_ms_per_image_batch1{runtime}"] > 0 for r in rows)
 

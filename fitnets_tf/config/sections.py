@@ -37,6 +37,12 @@ def _image_size_problem(image_size) -> str | None:
     return data.image_size_problem(image_size)
 
 
+def _resize_modes() -> tuple[str, ...]:
+    from fitnets_tf import data
+
+    return data.RESIZE_MODES
+
+
 def _modes() -> tuple[str, ...]:
     from fitnets_tf import stages
 
@@ -63,6 +69,11 @@ class DataConfig:
         None, "HEIGHT,WIDTH (or one side) the user's images are resized to (default: a "
         "folder's first image's size, the arrays', the TFDS dataset's).",
         check=_image_size_problem,
+    )  # fmt: skip
+    resize_mode: str = option(
+        "stretch", "How the user's images of another aspect ratio are resized: stretch (whole, "
+        "distorted), crop (the centred box of the target's aspect ratio) or pad (whole, "
+        "letterboxed in black).", choices=_resize_modes,
     )  # fmt: skip
     batch_size: int = option(128, "Global batch size.", minimum=1)
     augment: bool = option(False, "Random crops of the padded image (+ flips where valid; "

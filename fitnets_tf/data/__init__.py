@@ -56,7 +56,14 @@ from fitnets_tf.data.pipelines import (
     eval_pipeline,
     train_pipeline,
 )
-from fitnets_tf.data.shapes import as_height_width, check_input_shape, image_size_problem
+from fitnets_tf.data.shapes import (
+    RESIZE_MODES,
+    as_height_width,
+    aspect_options,
+    check_input_shape,
+    image_size_problem,
+    resize_mode_problem,
+)
 from fitnets_tf.data.sources import dataset_problem, read_user_data
 from fitnets_tf.data.specs import DATASETS, DatasetSpec, get_spec, held_out_size, split_names
 from fitnets_tf.data.synthetic import make_synthetic, synthetic_splits
@@ -82,6 +89,8 @@ __all__ = [
     "epoch_batches",
     "get_spec",
     "image_size_problem",
+    "RESIZE_MODES",
+    "resize_mode_problem",
     "load",
     "make_synthetic",
     "resolve_data_dir",
@@ -151,6 +160,7 @@ def load(
     retrain_on_all: bool = False,
     limit: int | None = None,
     image_size: int | tuple[int, ...] | None = None,
+    resize_mode: str = "stretch",
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     download: bool = False,
@@ -176,6 +186,9 @@ def load(
         limit: keep only the first ``limit`` examples of each split (smoke runs).
         image_size: the user's data only: ``(height, width)`` or one side, the images are
             resized to it (default: a folder's first image's size, the arrays', TFDS's).
+        resize_mode: the user's data only: how an image of another aspect ratio is resized,
+            ``stretch`` (whole, distorted), ``crop`` (the centred box of the target's aspect
+            ratio) or ``pad`` (whole, letterboxed in black); see :data:`RESIZE_MODES`.
         cache: keep the preprocessed examples in memory after the first epoch (CIFAR train:
             40K x 32 x 32 x 3 float32 = 0.5 GB); turn off for SVHN with ``extra``.
         cache_dir: where fitted ZCA constants are stored (default ``<data_dir>/fitnets_tf_cache``).
@@ -192,16 +205,20 @@ def load(
         DataError: the user's data cannot be used; the message names the file, folder or key.
     """
     _check_arguments(batch_size, limit, preprocessing)
+    aspect_options(resize_mode)  # a bad value is refused before any data is read
     held_out = dict(validation_size=validation_size, retrain_on_all=retrain_on_all)
     if name in DATASETS:
         spec = get_spec(name)
-        _check_built_in_size(spec, image_size)
+        _check_built_in_size(spec, image_size, resize_mode)
         offline = dict(download=download, fashion_mnist_dir=fashion_mnist_dir)
-        raw, zca_key = _built_in_splits(spec, data_dir, **held_out, **offline)
+        raw, zca_key, class_names = _built_in_splits(spec, data_dir, **held_out, **offline)
+        spec = dataclasses.replace(spec, class_names=class_names)
         if cache_dir is None and spec.tfds_name is not None:
             cache_dir = default_cache_dir(data_dir)
     else:
-        raw, spec = read_user_data(name, data_dir=data_dir, image_size=image_size, **held_out)
+        raw, spec = read_user_data(
+            name, data_dir=data_dir, image_size=image_size, resize_mode=resize_mode, **held_out
+        )
         # The user's files carry no version to key a cache on: ZCA is fitted afresh.
         zca_key, cache_dir = dict(dataset=name), None
     preprocessor = _unfitted_preprocessor(spec, preprocessing)
@@ -226,32 +243,39 @@ def _check_arguments(batch_size, limit, preprocessing) -> None:
         )
 
 
-def _check_built_in_size(spec: DatasetSpec, image_size) -> None:
+def _check_built_in_size(spec: DatasetSpec, image_size, resize_mode: str) -> None:
     size = as_height_width(image_size)
+    height, width, _ = spec.input_shape
     if size is not None and size != spec.input_shape[:2]:
-        height, width, _ = spec.input_shape
         raise ConfigError(
             f"`image_size` resizes the user's data only; {spec.name!r} is {height}x{width}. "
             f"Received: image_size={image_size!r}"
+        )
+    if resize_mode != "stretch":
+        raise ConfigError(
+            f"`resize_mode` applies to the user's data only; {spec.name!r}'s images are all "
+            f"{height}x{width} and are not resized. Received: resize_mode={resize_mode!r}"
         )
 
 
 def _built_in_splits(
     spec: DatasetSpec, data_dir, *, validation_size, retrain_on_all, download, fashion_mnist_dir
-) -> tuple[dict[str, tf.data.Dataset], dict]:
-    """The raw splits of a built-in dataset, and what fitted ZCA constants on it depend on."""
+) -> tuple[dict[str, tf.data.Dataset], dict, tuple[str, ...] | None]:
+    """The raw splits of a built-in dataset, what fitted ZCA constants on it depend on, and its
+    class names (TFDS's, as prepared: CIFAR's come from its files; None for generated data)."""
     split_strings = split_names(spec.name, validation_size, retrain_on_all)
     names = dict(zip(("train", "validation", "test"), split_strings, strict=True))
     if spec.tfds_name is None:
         size = held_out_size(spec, validation_size, retrain_on_all)
-        raw, version = synthetic_splits(spec, size), "generated"
+        raw, version, class_names = synthetic_splits(spec, size), "generated", None
     else:
         builder = ensure_prepared(
             spec.name, data_dir, download=download, fashion_mnist_dir=fashion_mnist_dir
         )
         raw, version = read_splits(builder, names), str(builder.version)
+        class_names = tuple(builder.info.features["label"].names)
     # Everything the fitted constants depend on; a change means a new cache file.
-    return raw, dict(dataset=spec.name, version=version, split=names["train"])
+    return raw, dict(dataset=spec.name, version=version, split=names["train"]), class_names
 
 
 def _unfitted_preprocessor(spec: DatasetSpec, preprocessing: str) -> Preprocessor:

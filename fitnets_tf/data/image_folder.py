@@ -18,7 +18,8 @@ class folder); other files are ignored.
 Every image is decoded once as the folder is read, so a corrupt file is named now rather than
 failing an epoch. That pass also decides the format: one channel when every image is grayscale
 (with or without alpha), else RGB (alpha dropped); and, without ``image_size``, the size of the
-first image (Keras resizes the others, bilinear). The images are held in memory as uint8.
+first image (Keras resizes the others, bilinear, by ``resize_mode``: see
+:data:`~fitnets_tf.data.shapes.RESIZE_MODES`). The images are held in memory as uint8.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitnets_tf.data.holdout import Arrays, user_splits
+from fitnets_tf.data.shapes import aspect_options
 from fitnets_tf.errors import DataError
 
 #: The files ``keras.utils.image_dataset_from_directory`` reads as images.
@@ -44,6 +46,7 @@ def read_folder(
     root: str | os.PathLike,
     *,
     image_size: tuple[int, int] | None = None,
+    resize_mode: str = "stretch",
     validation_size: int | None = None,
     retrain_on_all: bool = False,
 ) -> tuple[dict[str, Arrays], tuple[str, ...]]:
@@ -77,7 +80,10 @@ def read_folder(
     first_shape, grayscale = image_format(paths, root)
     size = image_size or first_shape[:2]
     color_mode = "grayscale" if grayscale else "rgb"
-    arrays = {part: _read(folder, class_names, size, color_mode) for part, folder in parts.items()}
+    options = aspect_options(resize_mode)
+    arrays = {
+        part: _read(folder, class_names, size, color_mode, options) for part, folder in parts.items()
+    }
     splits = user_splits(
         arrays["train"], arrays.get("test"), arrays.get("validation"),
         validation_size=validation_size, retrain_on_all=retrain_on_all,
@@ -173,11 +179,12 @@ def image_format(
     return first_shape, grayscale
 
 
-def _read(folder: pathlib.Path, class_names, size, color_mode) -> Arrays:
+def _read(folder: pathlib.Path, class_names, size, color_mode, aspect: dict) -> Arrays:
     """All images of ``folder`` through Keras, in its order, as uint8 arrays."""
     ds = keras.utils.image_dataset_from_directory(
         str(folder), labels="inferred", label_mode="int", class_names=list(class_names),
         color_mode=color_mode, batch_size=256, image_size=size, shuffle=False, verbose=False,
+        **aspect,
     )  # fmt: skip
     images, labels = [], []
     for x, y in ds.as_numpy_iterator():

@@ -4,10 +4,40 @@ from __future__ import annotations
 
 import dataclasses
 
+import keras
 import tensorflow as tf
 
 from fitnets_tf.data.specs import DatasetSpec
 from fitnets_tf.errors import ConfigError, DataError
+
+#: How an image of another aspect ratio is brought to ``image_size``: ``stretch`` resizes it
+#: whole (distorting shapes), ``crop`` resizes its largest centred box of the target's aspect
+#: ratio (cutting the margins), ``pad`` resizes it whole into the target and fills the rest
+#: with black (letterboxing). Keras' ``image_dataset_from_directory`` has the same three.
+RESIZE_MODES = ("stretch", "crop", "pad")
+
+
+def resize_mode_problem(resize_mode) -> str | None:
+    """What is wrong with a ``resize_mode`` value, one sentence, or None when it is valid."""
+    if resize_mode in RESIZE_MODES:
+        return None
+    return f"resize_mode takes one of {', '.join(RESIZE_MODES)}, got {resize_mode!r}"
+
+
+def aspect_options(resize_mode: str) -> dict[str, bool]:
+    """``resize_mode`` as Keras' resizing arguments (``image_dataset_from_directory``,
+    ``keras.ops.image.resize``).
+
+    Raises:
+        ConfigError: see :func:`resize_mode_problem`.
+    """
+    problem = resize_mode_problem(resize_mode)
+    if problem:
+        raise ConfigError(f"`{problem}`. Received: resize_mode={resize_mode!r}")
+    return {
+        "crop_to_aspect_ratio": resize_mode == "crop",
+        "pad_to_aspect_ratio": resize_mode == "pad",
+    }
 
 
 def image_size_problem(image_size) -> str | None:
@@ -41,9 +71,13 @@ def as_height_width(image_size) -> tuple[int, int] | None:
 
 
 def at_size(
-    raw: dict[str, tf.data.Dataset], spec: DatasetSpec, size: tuple[int, int] | None
+    raw: dict[str, tf.data.Dataset],
+    spec: DatasetSpec,
+    size: tuple[int, int] | None,
+    resize_mode: str = "stretch",
 ) -> tuple[dict[str, tf.data.Dataset], DatasetSpec]:
-    """``raw`` and ``spec`` with every image resized (bilinear) to ``size``, when it differs.
+    """``raw`` and ``spec`` with every image resized (bilinear) to ``size``, when it differs,
+    by ``resize_mode`` (:data:`RESIZE_MODES`).
 
     Resized pixels are float32, still in ``[0, 255]``: the Preprocessor takes either.
 
@@ -61,10 +95,13 @@ def at_size(
         return raw, spec
     if (height, width) == size:
         return raw, spec
-    resized = {
-        key: ds.map(lambda x, y: (tf.image.resize(x, size), y), num_parallel_calls=tf.data.AUTOTUNE)
-        for key, ds in raw.items()
-    }
+    options = aspect_options(resize_mode)
+
+    def resize(x, y):
+        # Keras pads only float images in a graph (its uint8 fill fails to trace).
+        return keras.ops.image.resize(tf.cast(x, tf.float32), size, **options), y
+
+    resized = {key: ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE) for key, ds in raw.items()}
     return resized, dataclasses.replace(spec, input_shape=(*size, channels))
 
 

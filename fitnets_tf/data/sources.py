@@ -55,6 +55,7 @@ def read_user_data(
     *,
     data_dir: str | os.PathLike | None = None,
     image_size=None,
+    resize_mode: str = "stretch",
     validation_size: int | None = None,
     retrain_on_all: bool = False,
 ) -> tuple[dict[str, tf.data.Dataset], DatasetSpec]:
@@ -65,6 +66,8 @@ def read_user_data(
         data_dir: the TFDS data dir (TFDS datasets only).
         image_size: ``(height, width)`` or one side: the images are resized to it; None: the
             folder's first image's size, the arrays' or the TFDS dataset's.
+        resize_mode: how an image of another aspect ratio is resized: ``stretch``, ``crop``
+            or ``pad`` (:data:`~fitnets_tf.data.shapes.RESIZE_MODES`).
         validation_size: examples held out of the training ones (None: 10%; 0: none). An
             ``.npz`` file's ``x_val`` / ``y_val`` are used instead when present.
         retrain_on_all: no validation split; its examples are trained on.
@@ -80,14 +83,16 @@ def read_user_data(
     size = as_height_width(image_size)
     held_out = dict(validation_size=validation_size, retrain_on_all=retrain_on_all)
     if name.startswith(FOLDER):
-        arrays, class_names = read_folder(name.removeprefix(FOLDER), image_size=size, **held_out)
+        arrays, class_names = read_folder(
+            name.removeprefix(FOLDER), image_size=size, resize_mode=resize_mode, **held_out
+        )
         raw, spec = _from_arrays(name, arrays, len(class_names), class_names)
     elif name.startswith(NPZ):
         arrays, num_classes, class_names = read_npz(name.removeprefix(NPZ), **held_out)
         raw, spec = _from_arrays(name, arrays, num_classes, class_names)
     else:
         raw, spec = read_prepared(name, data_dir, **held_out)
-    return at_size(raw, spec, size)
+    return at_size(raw, spec, size, resize_mode)
 
 
 def _from_arrays(name, arrays, num_classes, class_names) -> tuple[dict, DatasetSpec]:
