@@ -55,7 +55,9 @@ def op_times(run, calls: int) -> dict[str, float]:
                 continue
             for event in line.events:
                 name = names.get(event.metadata_id, "")
-                if ":" in name:  # "scope/op_name:OpType"
+                # An op is "scope/op_name:OpType"; the executor's own spans ("Class::method")
+                # enclose the ops and would count them twice.
+                if ":" in name and "::" not in name:
                     totals[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9
     return {op: ms / calls for op, ms in totals.most_common()}
 

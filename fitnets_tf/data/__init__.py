@@ -62,7 +62,6 @@ from fitnets_tf.data.shapes import (
     aspect_options,
     check_input_shape,
     image_size_problem,
-    resize_mode_problem,
 )
 from fitnets_tf.data.sources import dataset_problem, read_user_data
 from fitnets_tf.data.specs import DATASETS, DatasetSpec, get_spec, held_out_size, split_names
@@ -90,7 +89,6 @@ __all__ = [
     "get_spec",
     "image_size_problem",
     "RESIZE_MODES",
-    "resize_mode_problem",
     "load",
     "make_synthetic",
     "resolve_data_dir",
