@@ -1,6 +1,6 @@
 """Issue 15, goals 1-2: formulations of the maxout the library did not adopt, measured.
 
-``python -m bench.maxout_alternatives`` (about 5 minutes) writes
+``python -m bench.maxout_alternatives`` (about 2 minutes) writes
 ``results/maxout_alternatives.json``; ``bench/README.md`` quotes it. Three probes, each timed
 against what the library does in the same rounds (:func:`bench.timing.interleaved`):
 
