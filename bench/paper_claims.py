@@ -101,14 +101,16 @@ def configs(args) -> dict[str, object]:
                 runs[f"depth_he/mnist_depth{depth}_seed{seed}"] = students.with_values(
                     student=f"mnist_depth{depth}", modes=DEPTH_MODES, init="he_uniform", seed=seed
                 )
+    # The default experiment's own recipe; --limit (a smoke run) slices its data too.
+    pair = config_lib.DEFAULT.with_values(limit=args.limit)
     for seed in args.seeds:
         if "pair" in args.parts:
-            runs[f"pair/seed{seed}"] = config_lib.DEFAULT.with_values(seed=seed)
+            runs[f"pair/seed{seed}"] = pair.with_values(seed=seed)
     for seed in args.seeds:
         if "pair" in args.parts:
             # Its own run: the mode list is part of a run's fingerprint, and seed 0 of the
             # pair may be the README's finished run. Same seed = same initial weights.
-            runs[f"pair_stagewise/seed{seed}"] = config_lib.DEFAULT.with_values(
+            runs[f"pair_stagewise/seed{seed}"] = pair.with_values(
                 seed=seed, modes=("stagewise_labels",)
             )
     for seed in args.seeds:
