@@ -37,7 +37,7 @@ def _image_size_problem(image_size) -> str | None:
     return data.image_size_problem(image_size)
 
 
-def _resize_modes() -> tuple[str, ...]:
+def _resize_modes() -> tuple[str, ...]:  # the first is the default (data.DEFAULT_RESIZE_MODE)
     from fitnets_tf import data
 
     return data.RESIZE_MODES

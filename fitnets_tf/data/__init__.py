@@ -57,6 +57,7 @@ from fitnets_tf.data.pipelines import (
     train_pipeline,
 )
 from fitnets_tf.data.shapes import (
+    DEFAULT_RESIZE_MODE,
     RESIZE_MODES,
     as_height_width,
     aspect_options,
@@ -158,7 +159,7 @@ def load(
     retrain_on_all: bool = False,
     limit: int | None = None,
     image_size: int | tuple[int, ...] | None = None,
-    resize_mode: str = "stretch",
+    resize_mode: str = DEFAULT_RESIZE_MODE,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     download: bool = False,
@@ -249,7 +250,7 @@ def _check_built_in_size(spec: DatasetSpec, image_size, resize_mode: str) -> Non
             f"`image_size` resizes the user's data only; {spec.name!r} is {height}x{width}. "
             f"Received: image_size={image_size!r}"
         )
-    if resize_mode != "stretch":
+    if resize_mode != DEFAULT_RESIZE_MODE:
         raise ConfigError(
             f"`resize_mode` applies to the user's data only; {spec.name!r}'s images are all "
             f"{height}x{width} and are not resized. Received: resize_mode={resize_mode!r}"

@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitnets_tf.data.holdout import Arrays, user_splits
-from fitnets_tf.data.shapes import aspect_options
+from fitnets_tf.data.shapes import DEFAULT_RESIZE_MODE, aspect_options
 from fitnets_tf.errors import DataError
 
 #: The files ``keras.utils.image_dataset_from_directory`` reads as images.
@@ -46,7 +46,7 @@ def read_folder(
     root: str | os.PathLike,
     *,
     image_size: tuple[int, int] | None = None,
-    resize_mode: str = "stretch",
+    resize_mode: str = DEFAULT_RESIZE_MODE,
     validation_size: int | None = None,
     retrain_on_all: bool = False,
 ) -> tuple[dict[str, Arrays], tuple[str, ...]]:

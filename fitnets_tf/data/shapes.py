@@ -15,6 +15,8 @@ from fitnets_tf.errors import ConfigError, DataError
 #: ratio (cutting the margins), ``pad`` resizes it whole into the target and fills the rest
 #: with black (letterboxing). Keras' ``image_dataset_from_directory`` has the same three.
 RESIZE_MODES = ("stretch", "crop", "pad")
+#: What every data reader, and ``--resize_mode``, does unless told otherwise.
+DEFAULT_RESIZE_MODE = RESIZE_MODES[0]
 
 
 def resize_mode_problem(resize_mode) -> str | None:
@@ -74,7 +76,7 @@ def at_size(
     raw: dict[str, tf.data.Dataset],
     spec: DatasetSpec,
     size: tuple[int, int] | None,
-    resize_mode: str = "stretch",
+    resize_mode: str = DEFAULT_RESIZE_MODE,
 ) -> tuple[dict[str, tf.data.Dataset], DatasetSpec]:
     """``raw`` and ``spec`` with every image resized (bilinear) to ``size``, when it differs,
     by ``resize_mode`` (:data:`RESIZE_MODES`).

@@ -20,7 +20,7 @@ import tensorflow as tf
 from fitnets_tf.data.image_folder import read_folder
 from fitnets_tf.data.npz_file import read_npz
 from fitnets_tf.data.prepared_tfds import is_tfds_name, read_prepared
-from fitnets_tf.data.shapes import as_height_width, at_size
+from fitnets_tf.data.shapes import DEFAULT_RESIZE_MODE, as_height_width, at_size
 from fitnets_tf.data.specs import DATASETS, DatasetSpec
 
 FOLDER = "folder:"
@@ -55,7 +55,7 @@ def read_user_data(
     *,
     data_dir: str | os.PathLike | None = None,
     image_size=None,
-    resize_mode: str = "stretch",
+    resize_mode: str = DEFAULT_RESIZE_MODE,
     validation_size: int | None = None,
     retrain_on_all: bool = False,
 ) -> tuple[dict[str, tf.data.Dataset], DatasetSpec]:
