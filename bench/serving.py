@@ -111,7 +111,7 @@ def runtime_worker(runtime: str, files: dict[str, str], threads: int, shape: lis
     info = peer_process.pin_tensorflow(threads) if runtime == "tensorflow" else {}
     candidates, calls = {}, {}
     for name, path in files.items():
-        predict = _worker_predictor(runtime, path, threads)
+        predict = worker_predictor(runtime, path, threads)
         for batch in BATCHES:
             x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
             for _ in range(3):  # tracing, allocation, caches
@@ -133,7 +133,8 @@ def _block(predict, x, n: int):
     return run
 
 
-def _worker_predictor(runtime: str, path: str, threads: int):
+def worker_predictor(runtime: str, path: str, threads: int):
+    """``predict(x) -> numpy array`` of one file, as ``runtime`` serves it (in its worker)."""
     if runtime != "tensorflow":
         return artifact_predictor(pathlib.Path(path), "litert" if runtime == "litert" else "onnx", threads)
     import tensorflow as tf  # noqa: PLC0415 (in the TensorFlow worker only)
