@@ -11,10 +11,12 @@ against what the library does in the same rounds (:func:`bench.timing.interleave
    ``conv{i}`` and ``pool{i}`` layers (hint layers name them), and LiteRT's converter has no
    explicit-padding pool. Also ``explicit_pool``: the library's layers with only the ceil-mode
    pool's pad copy replaced by the explicit-padding pool (the same values, checked).
-2. ``pool_maxout``: train steps of ``mnist_fitnet`` and ``mnist_teacher`` with the maxout as a
-   ``1 x pieces`` max pool of that reshape: one oneDNN pass forward and back, but its gradient
-   gives a tie to one piece where the library's shares it, as ``reduce_max``'s does (which
-   ``tests/test_layers.py`` pins). In the same rounds, two gradients that do share ties:
+2. ``pool_maxout``: train steps of ``mnist_fitnet`` and ``mnist_teacher`` as the library
+   computes them by default (``library``: a tie's gradient shared, as ``reduce_max``'s, which
+   ``tests/test_layers.py`` pins) and with ``maxout_ties="one"`` (``ties_one``: the maxout as a
+   ``1 x pieces`` max pool of that reshape, one oneDNN pass forward and back, a tie's gradient
+   to one piece). In the same rounds, formulations the library did not adopt, whose gradients
+   share ties:
    ``xla_gradient``, the library's two-piece gradient compiled by XLA into one loop
    (``jit_compile``), and ``broadcast_gradient``, ``reduce_max``'s own formula on the
    ``(..., pieces, units)`` reshape (compare, count, divide; no split, no concat).
@@ -119,18 +121,6 @@ def explicit_pool():
         layers.CeilMaxPooling2D.call = library
 
 
-def _pool_max_of_pieces(z, pieces: int):
-    if pieces == 1:
-        return z
-    units = z.shape[-1] // pieces
-    spatial = tuple(z.shape[1:-1]) or (1,)
-    grouped = tf.reshape(z, (-1, *spatial[:-1], spatial[-1] * pieces, units))
-    if len(spatial) == 1:
-        grouped = grouped[:, None]
-    out = tf.nn.max_pool2d(grouped, (1, pieces), (1, pieces), "VALID")
-    return tf.reshape(out, (-1, *spatial, units)) if len(z.shape) == 4 else tf.reshape(out, (-1, units))
-
-
 @tf.function(jit_compile=True)
 def _xla_two_piece_gradient(z, upstream):
     first, second = tf.split(z, 2, axis=-1)
@@ -154,13 +144,13 @@ def _with_gradient(z, pieces: int, gradient):
     return max_over_blocks(z)
 
 
-def _xla_max_of_pieces(z, pieces: int):
+def _xla_max_of_pieces(z, pieces: int, ties: str = "share"):
     if pieces != 2:  # the 4-piece layers keep the library's gradient
-        return maxout.max_of_pieces(z, pieces)
+        return maxout.max_of_pieces(z, pieces, ties)
     return _with_gradient(z, pieces, lambda z, _, __, upstream: _xla_two_piece_gradient(z, upstream))
 
 
-def _broadcast_max_of_pieces(z, pieces: int):
+def _broadcast_max_of_pieces(z, pieces: int, ties: str = "share"):
     def gradient(z, grouped, out, upstream):
         hits = tf.cast(tf.equal(grouped, out[..., None, :]), upstream.dtype)
         share = upstream[..., None, :] * (hits / tf.reduce_sum(hits, axis=-2, keepdims=True))
@@ -169,9 +159,48 @@ def _broadcast_max_of_pieces(z, pieces: int):
     return _with_gradient(z, pieces, gradient)
 
 
+@tf.custom_gradient
+def _max_of_blocks(*blocks):
+    out = blocks[0]
+    for block in blocks[1:]:
+        out = tf.maximum(out, block)
+
+    def gradient(upstream):
+        if len(blocks) == 2:  # the library's two-piece weights, per block
+            half_sign = tf.sign(blocks[0] - blocks[1]) * 0.5
+            return (0.5 + half_sign) * upstream, (0.5 - half_sign) * upstream
+        hits = [tf.cast(tf.equal(block, out), upstream.dtype) for block in blocks]
+        count = tf.add_n(hits)
+        return [hit / count * upstream for hit in hits]
+
+    return out, gradient
+
+
+def _per_piece_call(self, inputs):
+    pad = self._explicit_padding()
+    if pad:
+        inputs = tf.pad(inputs, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    mode = "SAME" if self.padding == "same" else "VALID"
+    kernels, biases = tf.split(self.kernel, self.pieces, -1), tf.split(self.bias, self.pieces)
+    blocks = [tf.nn.bias_add(tf.nn.conv2d(inputs, k, self.strides, mode), b)
+              for k, b in zip(kernels, biases, strict=True)]  # fmt: skip
+    return blocks[0] if self.pieces == 1 else _max_of_blocks(*blocks)
+
+
+@contextlib.contextmanager
+def per_piece_convolutions():
+    """Maxout convolutions *traced* inside run one convolution per piece."""
+    library = layers.MaxoutConv2D.call
+    layers.MaxoutConv2D.call = _per_piece_call
+    try:
+        yield
+    finally:
+        layers.MaxoutConv2D.call = library
+
+
 @contextlib.contextmanager
 def maxout_as(function):
-    """Models *traced* inside compute their maxouts with ``function(z, pieces)``."""
+    """Models *traced* inside compute their maxouts with ``function(z, pieces, ties)``."""
     library = layers.max_of_pieces
     layers.max_of_pieces = function
     try:
@@ -180,11 +209,13 @@ def maxout_as(function):
         layers.max_of_pieces = library
 
 
+# variant: (context the nets are traced in, models.build's options)
 VARIANTS = {
-    "library": contextlib.nullcontext,
-    "pool_maxout": lambda: maxout_as(_pool_max_of_pieces),
-    "xla_gradient": lambda: maxout_as(_xla_max_of_pieces),
-    "broadcast_gradient": lambda: maxout_as(_broadcast_max_of_pieces),
+    "library": (contextlib.nullcontext, {}),
+    "ties_one": (contextlib.nullcontext, {"maxout_ties": "one"}),
+    "xla_gradient": (lambda: maxout_as(_xla_max_of_pieces), {}),
+    "broadcast_gradient": (lambda: maxout_as(_broadcast_max_of_pieces), {}),
+    "per_piece": (per_piece_convolutions, {}),
 }
 
 
@@ -192,10 +223,10 @@ def pool_maxout_steps(repeats: int, steps: int = 5) -> dict:
     x, y = benchmarks.fixed_batch("mnist")
     data = benchmarks.repeated(x, y)
     candidates = {}
-    for variant, context in VARIANTS.items():
+    for variant, (context, options) in VARIANTS.items():
         for net in ("mnist_fitnet", "mnist_teacher"):
             with context():
-                model = models.build(net, (28, 28, 1), benchmarks.NUM_CLASSES, seed=0)
+                model = models.build(net, (28, 28, 1), benchmarks.NUM_CLASSES, seed=0, **options)
                 runner = benchmarks.train_runner(benchmarks.plain_student(model), data, steps)
             candidates[f"{net}/{variant}"] = runner
     times = timing.interleaved(candidates, repeats=repeats)

@@ -4,7 +4,8 @@ A train step costs about 3 × the forward multiplications (forward, gradient wit
 activations, gradient with respect to weights); achieved GFLOP/s = that / the step's time. The
 variants price what a step does beyond its convolutions, in the same rounds: the maxout as
 the reshape + ``reduce_max`` it was before (``*_reshape_maxout``), no accuracy metric, no
-max-norm constraints, ``steps_per_execution=3``.
+max-norm constraints, ``steps_per_execution=3``; and both nets built with ``maxout_ties="one"``
+(the maxout as a max pool, a tie's gradient to one piece: :mod:`fitnets_tf.maxout`).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def reshape_maxout():
         layers.MaxoutConv2D.call = conv_call
 
 
-def _net(name: str, *, max_norm: bool = True):
-    return models.build(name, (28, 28, 1), benchmarks.NUM_CLASSES, seed=0, max_norm=max_norm)
+def _net(name: str, *, max_norm: bool = True, maxout_ties: str = "share"):
+    return models.build(name, (28, 28, 1), benchmarks.NUM_CLASSES, seed=0, max_norm=max_norm,
+                        maxout_ties=maxout_ties)  # fmt: skip
 
 
 def _compiled(model, metrics=("accuracy",), **kwargs):
@@ -65,6 +67,7 @@ def student_profile(*, repeats: int, steps: int) -> dict:
             candidates[f"{name}_reshape_maxout"] = run(_compiled(_net(name)), data, steps)
     for name in ("mnist_fitnet", "mnist_teacher"):
         candidates[name] = run(_compiled(_net(name)), data, steps)
+        candidates[f"{name}_ties_one"] = run(_compiled(_net(name, maxout_ties="one")), data, steps)
     candidates["mnist_fitnet_no_metrics"] = run(_compiled(_net("mnist_fitnet"), ()), data, steps)
     candidates["mnist_fitnet_no_max_norm"] = run(
         _compiled(_net("mnist_fitnet", max_norm=False)), data, steps
@@ -85,6 +88,10 @@ def student_profile(*, repeats: int, steps: int) -> dict:
             # Student's achieved GFLOP/s over the teacher's = (teacher time / student time) /
             # (teacher flop / student flop). Goal >= 0.7.
             "student_over_teacher_gflops": _scaled(timing.ratio(times, "mnist_teacher", "mnist_fitnet"), flop),
+            "student_over_teacher_gflops_ties_one": _scaled(
+                timing.ratio(times, "mnist_teacher_ties_one", "mnist_fitnet_ties_one"), flop),
+            "student_ties_one_over_share": timing.ratio(times, "mnist_fitnet_ties_one", "mnist_fitnet"),
+            "teacher_ties_one_over_share": timing.ratio(times, "mnist_teacher_ties_one", "mnist_teacher"),
             "student_over_teacher_gflops_reshape_maxout": _scaled(
                 timing.ratio(times, "mnist_teacher_reshape_maxout", "mnist_fitnet_reshape_maxout"), flop),
             "student_after_over_before": timing.ratio(times, "mnist_fitnet", "mnist_fitnet_reshape_maxout"),

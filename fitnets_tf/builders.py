@@ -41,7 +41,7 @@ def new_teacher(config: ExperimentConfig, input_shape, num_classes: int) -> kera
     m = config.models
     return sources.resolve(
         m.teacher, input_shape, num_classes, seed=config.schedule.seed, role="teacher",
-        kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm,
+        kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm, maxout_ties=m.maxout_ties,
         dropout=m.teacher_dropout, input_dropout=m.teacher_input_dropout,
     )  # fmt: skip
 
@@ -51,7 +51,8 @@ def new_student(config: ExperimentConfig, input_shape, num_classes: int) -> kera
     m, seed = config.models, config.schedule.seed + 1
     keras.utils.set_random_seed(seed)
     return sources.resolve(m.student, input_shape, num_classes, seed=seed, role="student",
-                           kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm)  # fmt: skip
+                           kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm,
+                           maxout_ties=m.maxout_ties)  # fmt: skip
 
 
 def dataset_shape(config: ExperimentConfig) -> tuple[tuple[int, int, int], int]:

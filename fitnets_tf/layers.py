@@ -14,7 +14,14 @@ import math
 import keras
 from keras import ops
 
-from fitnets_tf.maxout import max_of_pieces, maxout, piece_major, unit_major  # noqa: F401
+from fitnets_tf.maxout import (  # noqa: F401
+    TIES,
+    check_ties,
+    max_of_pieces,
+    maxout,
+    piece_major,
+    unit_major,
+)
 
 _PACKAGE = "fitnets_tf"
 
@@ -113,6 +120,8 @@ class MaxoutConv2D(_Maxout):
             side, as pylearn2's ``pad`` (the paper's teacher pads 4, 3, 3 with 8, 8, 5 kernels).
         max_norm: if set, each of the ``filters * pieces`` kernels is constrained to this L2
             norm after every update (the paper's code uses 0.9 for the students' convs).
+        ties: the gradient at tied pieces, ``"share"`` or ``"one"``
+            (:data:`fitnets_tf.maxout.TIES`; ``"one"`` trains faster on CPU).
         kernel_initializer, bias_initializer, kernel_regularizer: as in ``keras.layers.Conv2D``.
     """
 
@@ -127,9 +136,11 @@ class MaxoutConv2D(_Maxout):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         kernel_regularizer=None,
+        ties: str = TIES[0],
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.ties = check_ties(ties)
         self.filters = _check_positive_int("filters", filters)
         self.pieces = _check_positive_int("pieces", pieces)
         self.kernel_size = _pair("kernel_size", kernel_size)
@@ -175,7 +186,7 @@ class MaxoutConv2D(_Maxout):
             inputs = ops.pad(inputs, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
         mode = "same" if self.padding == "same" else "valid"
         z = ops.conv(inputs, self.kernel, strides=self.strides, padding=mode)
-        return max_of_pieces(ops.add(z, self.bias), self.pieces)
+        return max_of_pieces(ops.add(z, self.bias), self.pieces, self.ties)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
@@ -199,6 +210,7 @@ class MaxoutConv2D(_Maxout):
             strides=self.strides,
             padding=self.padding,
             max_norm=self.max_norm,
+            ties=self.ties,
             **_weight_options_config(self),
         )
         return config
@@ -217,6 +229,7 @@ class MaxoutDense(_Maxout):
         pieces: linear pieces per output (the paper's FC layers use 5).
         max_norm: if set, each of the ``units * pieces`` weight columns is constrained to this
             L2 norm (the paper's code uses 1.9 for FC columns).
+        ties: as :class:`MaxoutConv2D`'s.
         kernel_initializer, bias_initializer, kernel_regularizer: as in ``keras.layers.Dense``.
     """
 
@@ -228,9 +241,11 @@ class MaxoutDense(_Maxout):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         kernel_regularizer=None,
+        ties: str = TIES[0],
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.ties = check_ties(ties)
         self.units = _check_positive_int("units", units)
         self.pieces = _check_positive_int("pieces", pieces)
         self.max_norm = _check_max_norm(max_norm)
@@ -246,7 +261,8 @@ class MaxoutDense(_Maxout):
         self._add_maxout_weights((input_shape[-1],), constraint)
 
     def call(self, inputs):
-        return max_of_pieces(ops.add(ops.matmul(inputs, self.kernel), self.bias), self.pieces)
+        z = ops.add(ops.matmul(inputs, self.kernel), self.bias)
+        return max_of_pieces(z, self.pieces, self.ties)
 
     def _maxout_units(self) -> int:
         return self.units
@@ -260,6 +276,7 @@ class MaxoutDense(_Maxout):
             units=self.units,
             pieces=self.pieces,
             max_norm=self.max_norm,
+            ties=self.ties,
             **_weight_options_config(self),
         )
         return config

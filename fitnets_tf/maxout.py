@@ -18,11 +18,17 @@ with :func:`unit_major` and :func:`piece_major`. Keras' legacy ``.h5`` model fil
 layers' saving hooks and hold the variables as held: one written by an earlier version loads in
 the wrong order (load it there and save it as ``.keras``).
 
-The gradient is hand-written to be ``reduce_max``'s, ties included (a tie shares the gradient
-equally), and is computed on the channel blocks. A layer's outputs and its kernel's gradient
-are bitwise those of the reshape formulation (pinned in ``tests/test_layers.py``); the bias's
-gradient and the gradient passed to the layer below sum the same terms in another order, so
-they may differ in the last bit.
+The gradient at tied pieces is a choice (:data:`TIES`): ``"share"``, the default, is
+``reduce_max``'s (a tie shares the gradient equally), hand-written and computed on the channel
+blocks; ``"one"`` gives it all to one of the tied pieces, the rule of a max pool (and of
+PyTorch's ``max`` over a dimension), and computes the maxout as a ``1 x pieces`` max pool of a
+free reshape: one oneDNN pass forward and one back, where the blocks' gradient takes a split,
+seven elementwise passes and a concat. Ties are rare once the biases differ, but at
+initialisation every piece ties on an all-zero input patch (MNIST's background). Both rules
+give a layer's outputs bitwise those of the reshape formulation; with ``"share"`` so is its
+kernel's gradient (pinned in ``tests/test_layers.py``), and the bias's gradient and the
+gradient passed to the layer below sum the same terms in another order, so they may differ in
+the last bit.
 """
 
 from __future__ import annotations
@@ -33,6 +39,14 @@ import contextvars
 from keras import ops
 
 _BLOCKWISE = contextvars.ContextVar("fitnets_tf_maxout_blockwise", default=False)
+#: The gradient rules at tied pieces; the first is the default.
+TIES = ("share", "one")
+
+
+def check_ties(ties) -> str:
+    if ties not in TIES:
+        raise ValueError(f"`ties` must be one of {TIES}. Received: ties={ties!r}")
+    return ties
 
 
 @contextlib.contextmanager
@@ -103,10 +117,11 @@ def _pieces_gradient(blocks, out, upstream):
     return ops.concatenate([weight * upstream for weight in weights], axis=-1)
 
 
-def max_of_pieces(z, pieces: int):
+def max_of_pieces(z, pieces: int, ties: str = TIES[0]):
     """Maxout of a piece-major ``z``: the max over its ``pieces`` equal channel blocks.
 
-    Equals ``maxout`` of the same channels in unit-major order, gradient included.
+    Equals ``maxout`` of the same channels in unit-major order; so does its gradient with
+    ``ties="share"``, and with ``"one"`` wherever no two pieces tie.
     """
     if pieces == 1:
         return z
@@ -117,6 +132,8 @@ def max_of_pieces(z, pieces: int):
         for k in range(1, pieces):
             out = ops.maximum(out, z[..., k * units : (k + 1) * units])
         return out
+    if ties == "one":
+        return _pooled_pieces(z, pieces, units)
     shape = ops.shape(z)
 
     @ops.custom_gradient
@@ -131,3 +148,14 @@ def max_of_pieces(z, pieces: int):
         return out, grad
 
     return max_over_blocks(z)
+
+
+def _pooled_pieces(z, pieces: int, units: int):
+    """The max over the pieces as a ``1 x pieces`` max pool of a free reshape ``(N, H, W *
+    pieces, units)``: row ``w * pieces + k`` is piece ``k`` at column ``w``."""
+    shape = ops.shape(z)
+    rows = (-1, 1) if len(z.shape) == 2 else (-1, shape[1])  # a dense layer's: one image row
+    width = 1 if len(z.shape) == 2 else shape[2]
+    grouped = ops.reshape(z, (*rows, width * pieces, units))
+    out = ops.max_pool(grouped, (1, pieces), (1, pieces), padding="valid")
+    return ops.reshape(out, (*shape[:-1], units))

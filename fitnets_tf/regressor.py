@@ -43,7 +43,7 @@ def _inbound_layer(layer):
 def hint_nonlinearity(hint_layer: keras.layers.Layer) -> dict:
     """Describes the non-linearity that produced ``hint_layer``'s output.
 
-    Returns one of ``{"kind": "maxout", "pieces": p}``, ``{"kind": "activation",
+    Returns one of ``{"kind": "maxout", "pieces": p, "ties": t}``, ``{"kind": "activation",
     "activation": name}`` or ``{"kind": "linear"}``.
     """
     layer = hint_layer
@@ -53,7 +53,7 @@ def hint_nonlinearity(hint_layer: keras.layers.Layer) -> dict:
             break
         layer = parent
     if isinstance(layer, (maxout_layers.MaxoutConv2D, maxout_layers.MaxoutDense)):
-        return {"kind": "maxout", "pieces": layer.pieces}
+        return {"kind": "maxout", "pieces": layer.pieces, "ties": layer.ties}
     if isinstance(layer, keras.layers.ReLU):
         return {"kind": "activation", "activation": "relu"}
     activation = getattr(layer, "activation", None)
@@ -136,7 +136,8 @@ def build_regressor(
     conv = len(hint_shape) == 3
     if nonlinearity["kind"] == "maxout":
         cls = maxout_layers.MaxoutConv2D if conv else maxout_layers.MaxoutDense
-        args = dict(pieces=nonlinearity["pieces"])
+        # The hint's gradient rule at ties too: a run that chose "one" for speed keeps it here.
+        args = dict(pieces=nonlinearity["pieces"], ties=nonlinearity.get("ties", "share"))
     else:
         cls = keras.layers.Conv2D if conv else keras.layers.Dense
         args = dict(activation=nonlinearity.get("activation"))

@@ -32,6 +32,14 @@ def test_auto_regressor_follows_the_paper_rule(teacher, student):
     assert isinstance(d.regressor, layers.MaxoutConv2D)
     assert d.regressor.kernel_size == (5, 5) and d.regressor.pieces == 3
     assert d.regressor.kernel.shape == (5, 5, 4, 6 * 3)
+    assert d.regressor.ties == "share"
+
+
+def test_a_maxout_regressor_takes_the_hints_tie_rule():
+    teacher = fitnets_tf.models.build("mnist_teacher", (28, 28, 1), 10, maxout_ties="one")
+    thin = fitnets_tf.models.build("mnist_fitnet", (28, 28, 1), 10)
+    d = fitnets_tf.Distiller(teacher, thin, hint_layer="pool2", guided_layer="pool4")
+    assert isinstance(d.regressor, layers.MaxoutConv2D) and d.regressor.ties == "one"
 
 
 def test_linear_and_activation_regressors():

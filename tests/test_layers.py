@@ -91,6 +91,56 @@ def test_maxout_outputs_and_gradients_are_reduce_maxs_ties_included(layer, shape
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+MAXOUTS = [
+    (lambda **k: layers.MaxoutConv2D(3, 3, pieces=2, padding=1, **k), (2, 5, 5, 2)),
+    (lambda **k: layers.MaxoutConv2D(2, 2, pieces=4, **k), (2, 4, 4, 3)),
+    (lambda **k: layers.MaxoutDense(3, pieces=3, **k), (4, 5)),
+]
+
+
+def _outputs_and_gradients(layer, x, upstream):
+    tf = pytest.importorskip("tensorflow")
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        out = layer(xt)
+    grads = tape.gradient(out, [layer.kernel, layer.bias, xt], output_gradients=upstream)
+    return [out.numpy()] + [g.numpy() for g in grads]
+
+
+def _pair_of(make, shape, ties_input):
+    """The same weights with each tie rule; ``ties_input``: every example all zeros."""
+    rng = np.random.default_rng(0)
+    x = np.zeros(shape, "float32") if ties_input else rng.normal(size=shape).astype("float32")
+    share, one = make(), make(ties="one")
+    share.build(shape), one.build(shape)
+    one.set_weights(share.get_weights())
+    upstream = rng.normal(size=share.compute_output_shape(shape)).astype("float32")
+    return [_outputs_and_gradients(layer, x, upstream) for layer in (share, one)], upstream
+
+
+@pytest.mark.parametrize(("make", "shape"), MAXOUTS)
+def test_ties_one_is_the_same_function_and_gradient_where_no_piece_ties(make, shape):
+    (share, one), _ = _pair_of(make, shape, ties_input=False)
+    np.testing.assert_array_equal(one[0], share[0])
+    for a, b in zip(one[1:], share[1:], strict=True):  # the same terms, summed in another order
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("make", "shape"), MAXOUTS)
+def test_ties_one_gives_a_tie_whole_to_one_piece(make, shape):
+    # Zero inputs and zero biases: every piece of every unit ties, as on MNIST's background.
+    (share, one), upstream = _pair_of(make, shape, ties_input=True)
+    np.testing.assert_array_equal(one[0], share[0])
+    units = upstream.shape[-1]
+    share_bias, one_bias = (g[2].reshape(-1, units) for g in (share, one))  # (pieces, units)
+    total = upstream.reshape(-1, units).sum(axis=0)
+    np.testing.assert_allclose(share_bias, np.broadcast_to(total / len(share_bias), share_bias.shape),
+                               rtol=1e-6)  # fmt: skip
+    assert ((one_bias != 0).sum(axis=0) == 1).all()  # one piece per unit takes it ...
+    np.testing.assert_allclose(one_bias.sum(axis=0), total, rtol=1e-6)  # ... whole
+
+
 def test_blockwise_maxout_is_the_same_function():
     tf = pytest.importorskip("tensorflow")
     from fitnets_tf import maxout
@@ -139,12 +189,19 @@ def test_max_norm_is_applied_per_kernel():
     [
         layers.MaxoutConv2D(3, (3, 2), pieces=3, strides=2, padding=1, max_norm=0.9, name="c"),
         layers.MaxoutDense(4, pieces=5, max_norm=1.9, name="d"),
+        layers.MaxoutDense(4, pieces=2, ties="one", name="t"),
         layers.CeilMaxPooling2D(4, 2, name="p"),
     ],
 )
 def test_get_config_round_trip(layer):
     clone = layer.__class__.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
+
+
+def test_a_config_written_before_ties_shares_them():
+    config = layers.MaxoutConv2D(3, 2, ties="one").get_config()
+    del config["ties"]  # as files of earlier versions hold it
+    assert layers.MaxoutConv2D.from_config(config).ties == "share"
 
 
 def test_saved_model_with_custom_layers_reloads_in_safe_mode(tmp_path):
@@ -206,6 +263,7 @@ def test_a_seeded_layer_draws_its_weights_in_the_groupings_order():
         (lambda: layers.MaxoutConv2D(4, 3, pieces=0), "pieces"),
         (lambda: layers.MaxoutConv2D(4, 3, padding="full"), "padding"),
         (lambda: layers.MaxoutDense(4, max_norm=-1.0), "max_norm"),
+        (lambda: layers.MaxoutConv2D(4, 3, ties="first"), "ties"),
         (lambda: layers.CeilMaxPooling2D((2, 2, 2)), "pool_size"),
     ],
 )

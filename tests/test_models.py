@@ -215,3 +215,26 @@ def test_mnist_depth_nets_share_one_budget():
         net = _built(f"mnist_depth{depth}")
         assert models.get_spec(f"mnist_depth{depth}").depth == depth
         assert 0.85 < models.count_multiplications(net) / budget < 1.1
+
+
+def test_maxout_ties_reach_every_maxout_layer_of_a_paper_net():
+    net = models.build("mnist_fitnet", (28, 28, 1), 10, seed=0, maxout_ties="one")
+    maxouts = [layer for layer in net.layers if isinstance(layer, MaxoutConv2D)]
+    assert len(maxouts) == 6 and {layer.ties for layer in maxouts} == {"one"}
+    default = models.build("mnist_fitnet", (28, 28, 1), 10, seed=0)
+    x = np.random.default_rng(0).normal(size=(2, 28, 28, 1)).astype("float32")
+    np.testing.assert_array_equal(net(x), default(x))  # the same function, the same weights
+
+
+def test_maxout_ties_is_an_option_of_the_paper_nets_only():
+    from fitnets_tf import config as config_lib
+    from fitnets_tf.errors import ConfigError
+
+    base = config_lib.ExperimentConfig()  # the paper's MNIST pair
+    base.with_values(maxout_ties="one").validate()
+    assert base.fingerprint()["maxout_ties"] == "share"
+    zoo = base.with_values(teacher="wide_cnn", student="thin_cnn", maxout_ties="one")
+    with pytest.raises(ConfigError, match="--maxout_ties=one concerns the paper's maxout nets"):
+        zoo.validate()
+    with pytest.raises(ConfigError, match="maxout_ties"):
+        base.with_values(maxout_ties="first").validate()

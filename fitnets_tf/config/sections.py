@@ -43,6 +43,12 @@ def _resize_modes() -> tuple[str, ...]:  # the first is the default (data.DEFAUL
     return data.RESIZE_MODES
 
 
+def _maxout_ties() -> tuple[str, ...]:  # the first is the default (the layers')
+    from fitnets_tf import maxout
+
+    return maxout.TIES
+
+
 def _modes() -> tuple[str, ...]:
     from fitnets_tf import stages
 
@@ -128,6 +134,11 @@ class ModelsConfig:
         choices=INITS,
     )  # fmt: skip
     max_norm: bool = option(True, "Max-norm constraints of the paper's code.")
+    maxout_ties: str = option(
+        "share", "The gradient of the paper's maxout nets at tied pieces: share (equally, as "
+        "reduce_max) or one (all to one piece, as a max pool: a faster train step on CPU).",
+        choices=_maxout_ties,
+    )  # fmt: skip
     teacher_dropout: float | None = option(
         None, "Teacher's dropout after each layer (paper: 0.5).", minimum=0, maximum=0.99
     )
@@ -147,6 +158,12 @@ class ModelsConfig:
         thing); None when the teacher is an architecture to train."""
         return self.teacher_path or (self.teacher if sources.is_keras_file(self.teacher) else None)
 
+    def _builds_a_maxout_net(self) -> bool:
+        from fitnets_tf import models
+
+        built = [self.student] + ([] if self.trained_teacher() else [self.teacher])
+        return any(name in models.ARCHITECTURES for name in built)
+
     def problems(self) -> list[str]:
         """Options that contradict one another (each valid alone)."""
         found = []
@@ -156,6 +173,10 @@ class ModelsConfig:
         if self.hint_weights is not None and len(self.hint_weights) != pairs:
             found.append(f"--hint_weights needs one weight per hint pair: {pairs} pair(s), "
                          f"{len(self.hint_weights)} weight(s)")  # fmt: skip
+        if self.maxout_ties != _maxout_ties()[0] and not self._builds_a_maxout_net():
+            found.append(f"--maxout_ties={self.maxout_ties} concerns the paper's maxout nets, and "
+                         f"neither --teacher={self.teacher} nor --student={self.student} "
+                         "is one built here: drop --maxout_ties")  # fmt: skip
         if self.teacher_path and sources.is_keras_file(self.teacher):
             found.append(f"--teacher={self.teacher} is a trained teacher already: drop "
                          "--teacher_path (or name an architecture with --teacher)")  # fmt: skip

@@ -42,13 +42,14 @@ def _pool_and_drop(x, i: int, conv, rate: float):
 
 def build_maxout_net(spec: ArchSpec, name: str, input_shape, num_classes: int, *,
                      kernel_initializer=None, seed: int | None = None, max_norm: bool = True,
-                     rate: float = 0.0, input_rate: float = 0.0) -> keras.Model:  # fmt: skip
+                     rate: float = 0.0, input_rate: float = 0.0,
+                     ties: str = "share") -> keras.Model:  # fmt: skip
     """``spec`` as a model named ``name`` (arguments as :func:`fitnets_tf.models.build`'s)."""
     inputs = keras.Input(tuple(input_shape), name="input")
     x = keras.layers.Dropout(input_rate, name="dropout_input")(inputs) if input_rate else inputs
     for i, conv in enumerate(spec.convs, start=1):
         x = MaxoutConv2D(conv.filters, conv.kernel_size, pieces=conv.pieces, padding=conv.padding,
-                         max_norm=conv.max_norm if max_norm else None, name=f"conv{i}",
+                         max_norm=conv.max_norm if max_norm else None, ties=ties, name=f"conv{i}",
                          kernel_initializer=_initializer(kernel_initializer, seed, i))(x)  # fmt: skip
         if any(d < 1 for d in x.shape[1:3]):
             raise ConfigError(f"`input_shape` is too small for {name!r}: conv{i} output is "
@@ -58,7 +59,7 @@ def build_maxout_net(spec: ArchSpec, name: str, input_shape, num_classes: int, *
         x = keras.layers.Flatten(name="flatten")(x)
     if spec.fc_units is not None:
         x = MaxoutDense(spec.fc_units, pieces=spec.fc_pieces,
-                        max_norm=spec.fc_max_norm if max_norm else None,
+                        max_norm=spec.fc_max_norm if max_norm else None, ties=ties,
                         kernel_initializer=_initializer(kernel_initializer, seed, len(spec.convs) + 1),
                         name="fc")(x)  # fmt: skip
         if rate:

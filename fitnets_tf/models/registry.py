@@ -137,6 +137,7 @@ def build(
     max_norm: bool = True,
     dropout: float | None = None,
     input_dropout: float | None = None,
+    maxout_ties: str = "share",
 ) -> keras.Model:
     """Builds the registered architecture `name` as a Functional model that outputs logits.
 
@@ -156,6 +157,8 @@ def build(
         dropout: drop rate after each conv block and the FC layer; ``None`` uses the spec's
             (0.5 for teachers, 0 for students). The zoo's nets drop before their logits only.
         input_dropout: drop rate on the input; ``None`` uses the spec's (0.2 for teachers).
+        maxout_ties: the paper's nets' maxout gradient at tied pieces, ``"share"`` or ``"one"``
+            (:data:`fitnets_tf.maxout.TIES`); the zoo's nets have no maxout.
 
     Returns:
         A `keras.Model` named `name` mapping ``(batch, *input_shape)`` to ``(batch, num_classes)``.
@@ -175,4 +178,4 @@ def build(
     )
     return build_maxout_net(spec, name, input_shape, num_classes,
                             kernel_initializer=kernel_initializer, seed=seed, max_norm=max_norm,
-                            rate=rate, input_rate=in_rate)  # fmt: skip
+                            rate=rate, input_rate=in_rate, ties=maxout_ties)  # fmt: skip

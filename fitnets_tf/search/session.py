@@ -332,7 +332,8 @@ def hypermodel(config: ExperimentConfig, options: TuneOptions, record: dict,
     m, s = config.models, config.schedule
     input_shape, num_classes = shape or experiment.dataset_shape(config)
     build = dict(input_shape=input_shape, num_classes=num_classes,
-                 kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm)  # fmt: skip
+                 kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm,
+                 maxout_ties=m.maxout_ties)  # fmt: skip
     hint_layer, guided_layer = config.pair()
     retrain = s.modes[0] == "fitnet" and options.retrain_hints_per_trial
     return FitNetsHyperModel(
