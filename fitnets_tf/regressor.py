@@ -137,7 +137,7 @@ def build_regressor(
     if nonlinearity["kind"] == "maxout":
         cls = maxout_layers.MaxoutConv2D if conv else maxout_layers.MaxoutDense
         # The hint's gradient rule at ties too: a run that chose "one" for speed keeps it here.
-        args = dict(pieces=nonlinearity["pieces"], ties=nonlinearity.get("ties", "share"))
+        args = dict(pieces=nonlinearity["pieces"], ties=nonlinearity.get("ties", maxout_layers.TIES[0]))
     else:
         cls = keras.layers.Conv2D if conv else keras.layers.Dense
         args = dict(activation=nonlinearity.get("activation"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.layers import CeilMaxPooling2D, MaxoutConv2D, MaxoutDense
+from fitnets_tf.layers import TIES, CeilMaxPooling2D, MaxoutConv2D, MaxoutDense
 from fitnets_tf.models.specs import PAPER_INIT_RANGE, ArchSpec
 
 
@@ -43,7 +43,7 @@ def _pool_and_drop(x, i: int, conv, rate: float):
 def build_maxout_net(spec: ArchSpec, name: str, input_shape, num_classes: int, *,
                      kernel_initializer=None, seed: int | None = None, max_norm: bool = True,
                      rate: float = 0.0, input_rate: float = 0.0,
-                     ties: str = "share") -> keras.Model:  # fmt: skip
+                     ties: str = TIES[0]) -> keras.Model:  # fmt: skip
     """``spec`` as a model named ``name`` (arguments as :func:`fitnets_tf.models.build`'s)."""
     inputs = keras.Input(tuple(input_shape), name="input")
     x = keras.layers.Dropout(input_rate, name="dropout_input")(inputs) if input_rate else inputs

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import keras
 
 from fitnets_tf.errors import ConfigError
+from fitnets_tf.maxout import TIES
 from fitnets_tf.models.cifar_resnet import cifar_resnet, wide_resnet
 from fitnets_tf.models.cifar_vgg import VGG_STAGES, cifar_vgg
 from fitnets_tf.models.maxout_net import build_maxout_net
@@ -137,7 +138,7 @@ def build(
     max_norm: bool = True,
     dropout: float | None = None,
     input_dropout: float | None = None,
-    maxout_ties: str = "share",
+    maxout_ties: str = TIES[0],
 ) -> keras.Model:
     """Builds the registered architecture `name` as a Functional model that outputs logits.
 
