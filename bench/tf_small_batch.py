@@ -1,6 +1,6 @@
 """Issue 15, goal 3: why TensorFlow serves the default pair at batch 1 several times slower than LiteRT.
 
-``python -m bench.tf_small_batch`` (about 2 minutes) writes ``results/tf_small_batch.json``;
+``python -m bench.tf_small_batch`` (about 1 minute) writes ``results/tf_small_batch.json``;
 ``bench/README.md`` quotes it. The default pair is written as every export serves it
 (:func:`fitnets_tf.export.serving.as_served`) and timed as :mod:`bench.serving` times it (a
 block of calls per timed call, each runtime alone in a worker process, alternated rounds), in
