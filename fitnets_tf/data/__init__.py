@@ -187,7 +187,9 @@ def load(
             resized to it (default: a folder's first image's size, the arrays', TFDS's).
         resize_mode: the user's data only: how an image of another aspect ratio is resized,
             ``stretch`` (whole, distorted), ``crop`` (the centred box of the target's aspect
-            ratio) or ``pad`` (whole, letterboxed in black); see :data:`RESIZE_MODES`.
+            ratio) or ``pad`` (whole, letterboxed in black); see :data:`RESIZE_MODES`. Without
+            ``image_size``, a folder's only: an ``.npz`` file's or a TFDS dataset's images are
+            not resized, and a mode other than the default is refused.
         cache: keep the preprocessed examples in memory after the first epoch (CIFAR train:
             40K x 32 x 32 x 3 float32 = 0.5 GB); turn off for SVHN with ``extra``.
         cache_dir: where fitted ZCA constants are stored (default ``<data_dir>/fitnets_tf_cache``).
@@ -199,7 +201,7 @@ def load(
         A :class:`Datasets`.
 
     Raises:
-        ConfigError: an argument is out of range.
+        ConfigError: an argument is out of range, or ``resize_mode`` would do nothing.
         DatasetNotFoundError: the dataset is not available offline (see :func:`ensure_prepared`).
         DataError: the user's data cannot be used; the message names the file, folder or key.
     """

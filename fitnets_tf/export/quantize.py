@@ -87,8 +87,8 @@ def check(quantization: str, format: str, *, raw: bool = False) -> None:
 def calibration_source(workdir: str | os.PathLike) -> dict:
     """The :func:`fitnets_tf.data.load` arguments naming a run's training split.
 
-    Read from the run's ``flags.txt``: its dataset, data directory, image size and held-out
-    split, so the calibration images are training images the student saw.
+    Read from the run's ``flags.txt``: its dataset, data directory, image size (and resize
+    mode) and held-out split, so the calibration images are training images the student saw.
 
     Raises:
         ExportConfigError: the run directory has no ``flags.txt`` naming its dataset.
@@ -113,6 +113,8 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
         source["data_dir"] = files.recorded_path(given["data_dir"])
     if given.get("image_size"):
         source["image_size"] = tuple(int(side) for side in given["image_size"].split(","))
+        if given.get("resize_mode"):  # with a size only: alone it did nothing (now refused)
+            source["resize_mode"] = given["resize_mode"]
     if given.get("validation_size"):
         source["validation_size"] = int(given["validation_size"])
     return source
