@@ -421,9 +421,10 @@ def _train_without_test(root, fashion):
 
 
 def _class_drawn_whole(root, fashion):
-    # 19 bags and 1 tshirt (sorted last): the seeded 10% test draw of these 20 takes the last.
-    write_pngs(root, fashion[0][:20], [8] * 19 + [0])
-    return root / "tshirt"
+    # Ten classes of one image: the test image leaves nine for ten classes. The draw per class
+    # keeps one of each as long as it can, and the first in its order ("bag") goes.
+    write_pngs(root, fashion[0][:10], range(10))
+    return root / "bag"
 
 
 def _macos_metadata(root, fashion):
@@ -445,7 +446,7 @@ FOLDER_CASES = {
     ),
     "a class drawn whole into test": (
         _class_drawn_whole,
-        r"no training example left.*\(0 in validation, 1 in test\)",
+        r"no training example left: .* drawn per class.*\(0 in validation, 1 in test\)",
     ),
     "truncated image": (_truncated_image, "Cannot decode the image file"),
     "class folder without images": (_empty_class_folder, "holds no image"),

@@ -17,6 +17,7 @@ import os
 
 import tensorflow as tf
 
+from fitnets_tf.data.holdout import DEFAULT_HOLDOUT
 from fitnets_tf.data.image_folder import read_folder
 from fitnets_tf.data.npz_file import read_npz
 from fitnets_tf.data.prepared_tfds import is_tfds_name, read_prepared
@@ -59,6 +60,7 @@ def read_user_data(
     resize_mode: str = DEFAULT_RESIZE_MODE,
     validation_size: int | None = None,
     retrain_on_all: bool = False,
+    holdout: str = DEFAULT_HOLDOUT,
 ) -> tuple[dict[str, tf.data.Dataset], DatasetSpec]:
     """The raw splits of a dataset that is not built in, and the spec made from them.
 
@@ -72,6 +74,9 @@ def read_user_data(
         validation_size: examples held out of the training ones (None: 10%; 0: none). An
             ``.npz`` file's ``x_val`` / ``y_val`` are used instead when present.
         retrain_on_all: no validation split; its examples are trained on.
+        holdout: how a folder's or ``.npz`` file's held-out examples are drawn
+            (:data:`~fitnets_tf.data.holdout.HOLDOUT_METHODS`); a TFDS dataset holds out the
+            last ones of ``train`` whatever it says.
 
     Returns:
         ``({"train", "validation" (unless none), "test": raw (image, label) examples},
@@ -87,12 +92,13 @@ def read_user_data(
     held_out = dict(validation_size=validation_size, retrain_on_all=retrain_on_all)
     if name.startswith(FOLDER):
         arrays, class_names = read_folder(
-            name.removeprefix(FOLDER), image_size=size, resize_mode=resize_mode, **held_out
-        )
-        raw, spec = _from_arrays(name, arrays, len(class_names), class_names)
+            name.removeprefix(FOLDER), image_size=size, resize_mode=resize_mode, **held_out,
+            holdout=holdout,
+        )  # fmt: skip
+        raw, spec = _from_arrays(name, arrays, len(class_names), class_names, holdout)
     elif name.startswith(NPZ):
-        arrays, num_classes, class_names = read_npz(name.removeprefix(NPZ), **held_out)
-        raw, spec = _from_arrays(name, arrays, num_classes, class_names)
+        drawn = read_npz(name.removeprefix(NPZ), **held_out, holdout=holdout)
+        raw, spec = _from_arrays(name, *drawn, holdout)
     else:
         raw, spec = read_prepared(name, data_dir, **held_out)
     return at_size(raw, spec, size, resize_mode)
@@ -122,12 +128,13 @@ def check_resize_mode(name: str, image_size: tuple[int, int] | None, resize_mode
     )
 
 
-def _from_arrays(name, arrays, num_classes, class_names) -> tuple[dict, DatasetSpec]:
+def _from_arrays(name, arrays, num_classes, class_names, holdout) -> tuple[dict, DatasetSpec]:
     images = arrays["train"][0]
     validation = arrays.get("validation")
     spec = DatasetSpec(
         name, None, tuple(images.shape[1:]), num_classes,
         0 if validation is None else len(validation[1]), class_names=class_names,
+        holdout=holdout,
     )  # fmt: skip
     raw = {key: tf.data.Dataset.from_tensor_slices(pair) for key, pair in arrays.items()}
     return raw, spec
