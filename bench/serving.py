@@ -210,8 +210,10 @@ def test_and_calibration(run: pathlib.Path) -> tuple[np.ndarray, np.ndarray, np.
     preprocessor = io.load_model(files.preprocessor, "preprocessor") if files.preprocessor.is_file() else None
     source = quantize.calibration_source(run) if files.flags.is_file() else {"name": "fashion_mnist"}
     calibration = quantize.calibration_images(source, preprocessor)
+    # The run's own test images: a user's folder or file by the run's draw (and size).
+    same = {key: source[key] for key in ("holdout", "image_size", "resize_mode") if key in source}
     test = data.load(source["name"], preprocessing="none" if preprocessor else "auto", batch_size=1000,
-                     limit=10_000, data_dir=source.get("data_dir")).test  # fmt: skip
+                     limit=10_000, data_dir=source.get("data_dir"), **same).test  # fmt: skip
     images, labels = (np.concatenate(a) for a in zip(*test.as_numpy_iterator(), strict=True))
     if preprocessor is not None:
         images = keras.ops.convert_to_numpy(preprocessor(images))

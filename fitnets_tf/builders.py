@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 
 import keras
 
@@ -15,7 +17,7 @@ from fitnets_tf import pretrained
 from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.errors import TeacherLoadError
 from fitnets_tf.models import sources
-from fitnets_tf.run import io, layout
+from fitnets_tf.run import data_record, io, layout
 
 TRAINING_ADVICE = ("Pass --teacher_path=FILE.keras or a run directory whose teacher stage "
                    "finished, or add 'teacher' to --stages to train one.")  # fmt: skip
@@ -76,12 +78,56 @@ def models_of(config: ExperimentConfig) -> tuple[keras.Model, keras.Model]:
     return teacher, new_student(config, *shape)
 
 
-def load_data(config: ExperimentConfig) -> data_lib.Datasets:
-    """The train / validation / test pipelines of ``config``'s data section."""
+def load_data(
+    config: ExperimentConfig, holdout: str = data_lib.DEFAULT_HOLDOUT
+) -> data_lib.Datasets:
+    """The train / validation / test pipelines of ``config``'s data section.
+
+    ``holdout`` is not an option of the config but a property of a run (its ``data.json``):
+    a run passes its own (:func:`run_holdout`; :func:`load_run_data` does both); the default,
+    a new run's, is right wherever no run's examples are at stake (the images' shape, classes).
+    """
     d = config.data
     return data_lib.load(
         d.dataset, data_dir=config.runtime.data_dir, batch_size=d.batch_size,
         seed=config.schedule.seed, augment=d.augment, crop_padding=d.crop_padding,
         limit=d.limit, validation_size=d.validation_size, retrain_on_all=d.retrain_on_all,
-        image_size=d.image_size, resize_mode=d.resize_mode,
+        image_size=d.image_size, resize_mode=d.resize_mode, holdout=holdout,
     )  # fmt: skip
+
+
+def load_run_data(
+    config: ExperimentConfig, record: str | os.PathLike, *, started: bool = False
+) -> data_lib.Datasets:
+    """:func:`load_data` as the run whose ``data.json`` is ``record`` holds its data out
+    (:func:`run_holdout`, read before the data is), checked against that record
+    (:func:`~fitnets_tf.run.data_record.check_same`: written by a new run)."""
+    holdout = run_holdout(config, record, started=started)
+    return data_record.check_same(record, load_data(config, holdout))
+
+
+def run_holdout(
+    config: ExperimentConfig, record: str | os.PathLike, *, started: bool = False
+) -> str:
+    """How the run of ``config`` whose ``data.json`` is ``record`` draws the user's held-out
+    examples: its record's draw (:func:`~fitnets_tf.run.data_record.holdout_of`).
+
+    A new run whose teacher is another run's (``--teacher_path=RUN``, or ``RUN``'s
+    ``teacher/teacher.keras``) on the same ``--dataset`` takes that run's draw instead: a
+    teacher run started before the draw was stratified trained on images a new draw would test
+    its students on.
+    """
+    teacher = config.models.trained_teacher()
+    if started or os.path.exists(record) or not teacher:
+        return data_record.holdout_of(record, started=started)
+    path = pathlib.Path(teacher).expanduser()
+    teacher_run = layout.RunLayout(path if path.is_dir() else path.parent.parent)
+    if path not in (teacher_run.root, teacher_run.teacher) or not teacher_run.teacher.is_file():
+        return data_lib.DEFAULT_HOLDOUT  # not a run's teacher (or none trained there yet)
+    try:
+        dataset = json.loads(teacher_run.data.read_text())["dataset"]
+    except (OSError, ValueError, KeyError):  # a run from before runs recorded their data
+        dataset = teacher_run.recorded_flags().get("dataset")
+    if dataset != config.data.dataset:
+        return data_lib.DEFAULT_HOLDOUT
+    return data_record.holdout_of(teacher_run.data, started=True)

@@ -26,9 +26,10 @@ import keras
 
 from fitnets_tf import data as data_lib
 from fitnets_tf import distribute, evaluation, export, hint_choice, stages, teacher_cache
-from fitnets_tf.builders import (  # noqa: F401  (load_teacher, models_of: re-exported)
+from fitnets_tf.builders import (  # noqa: F401  (load_data, load_teacher, models_of: re-exported)
     dataset_shape,
     load_data,
+    load_run_data,
     load_teacher,
     models_of,
     new_student,
@@ -42,7 +43,7 @@ from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
 from fitnets_tf.pretrained import is_pretrained, recipe_config
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.summary import dataset_fields, summary_table
-from fitnets_tf.run import data_record, io, layout, lock, preemption, runtime
+from fitnets_tf.run import io, layout, lock, preemption, runtime
 from fitnets_tf.run.resume import RunState, StageCheckpoint, restore_seed_states
 
 HINT_MODES = ("fitnet", "stagewise_labels")  # the modes that use a hint/guided pair
@@ -162,7 +163,7 @@ class Experiment:
     # -- data and models ---------------------------------------------------------------------
 
     def load_data(self) -> data_lib.Datasets:
-        return data_record.check_same(self.files.data, load_data(self.config))
+        return load_run_data(self.config, self.files.data, started=self.state.resuming)
 
     def build_models(self) -> tuple[keras.Model, dict[str, keras.Model]]:
         """The teacher and one student per mode; fails now, naming the layers, on a bad pair."""
@@ -252,8 +253,7 @@ class Experiment:
         how = f", retraining {self.config.models.teacher_path} by its recorded recipe"
         self.log(f"== teacher: {c.models.teacher} on {c.data.dataset}"
                  f"{how if c is not self.config else ''}")
-        callbacks = self.stage_callbacks("teacher", final_model=teacher,
-                                         final_path=self.files.teacher)  # fmt: skip
+        callbacks = self.stage_callbacks("teacher", teacher, self.files.teacher)
         stages.fit_labels(
             teacher, self.data.train, self.data.validation, epochs=c.schedule.teacher_epochs,
             hparams=c.hyperparameters(teacher=True), callbacks=callbacks, verbose=self.verbose,

@@ -965,7 +965,8 @@ OWN_MODEL = [
 
         Any PNG, JPEG, BMP or GIF files work; the class names are the sub-folders' names,
         sorted. Without `train/` and `test/` sub-folders, a seeded 10% is held out for the test
-        and 10% of the rest for validation (`validation_size=` changes the second). Every file
+        and 10% of the rest for validation, each class giving its share (`validation_size=`
+        changes the second; a run records the draw in its `data.json`). Every file
         is decoded once when the folder is read, so a corrupt image is named before any
         training starts.
         """

@@ -200,6 +200,28 @@ def test_resize_mode_is_checked_before_any_data_is_read(tmp_path):
         data.load("synthetic", resize_mode="crop")
 
 
+def test_resize_mode_without_image_size_is_refused_where_it_would_do_nothing(tmp_path):
+    # Arrays and TFDS datasets are read at their own size: the mode alone would silently not
+    # apply. Refused before reading (these files do not even exist), naming both fixes.
+    for name in (f"npz:{tmp_path / 'absent.npz'}", "beans"):
+        with pytest.raises(ConfigError, match=r"would do nothing\. Pass --image_size=HEIGHT,"
+                           r"WIDTH .* or drop --resize_mode\. Received: resize_mode='pad', "
+                           r"image_size=None$"):  # fmt: skip
+            data.load(name, data_dir=tmp_path, resize_mode="pad")
+    np.savez(tmp_path / "data.npz", **_good_arrays())
+    resized = data.load(f"npz:{tmp_path / 'data.npz'}", image_size=4, resize_mode="pad")
+    assert resized.input_shape == (4, 4, 1)
+    # A folder's images of another size than its first are resized by it: it applies. The
+    # first is trouser's (sorted before tshirt), 8x16; tshirt's are 7x16.
+    for label in (0, 1):
+        (tmp_path / "images" / NAMES[label]).mkdir(parents=True)
+        for i in range(10):
+            png = tf.io.encode_png(_wide_image()[: 7 + label]).numpy()  # 7 or 8 x 16
+            (tmp_path / "images" / NAMES[label] / f"{i}.png").write_bytes(png)
+    folder = data.load(f"folder:{tmp_path / 'images'}", batch_size=4, resize_mode="pad")
+    assert folder.input_shape == (8, 16, 1)
+
+
 # ------------------------------------------------------------------------------ .npz files
 
 
@@ -399,9 +421,10 @@ def _train_without_test(root, fashion):
 
 
 def _class_drawn_whole(root, fashion):
-    # 19 bags and 1 tshirt (sorted last): the seeded 10% test draw of these 20 takes the last.
-    write_pngs(root, fashion[0][:20], [8] * 19 + [0])
-    return root / "tshirt"
+    # Ten classes of one image: the test image leaves nine for ten classes. The draw per class
+    # keeps one of each as long as it can, and the first in its order ("bag") goes.
+    write_pngs(root, fashion[0][:10], range(10))
+    return root / "bag"
 
 
 def _macos_metadata(root, fashion):
@@ -423,7 +446,7 @@ FOLDER_CASES = {
     ),
     "a class drawn whole into test": (
         _class_drawn_whole,
-        r"no training example left.*\(0 in validation, 1 in test\)",
+        r"no training example left: .* drawn per class.*\(0 in validation, 1 in test\)",
     ),
     "truncated image": (_truncated_image, "Cannot decode the image file"),
     "class folder without images": (_empty_class_folder, "holds no image"),
@@ -576,8 +599,14 @@ def _cli_bad_image_size(tmp_path, fashion):
     return ["--image_size=28,x"], "--image_size takes int values"
 
 
+def _cli_resize_mode_alone(tmp_path, fashion):
+    np.savez(tmp_path / "data.npz", **_good_arrays())
+    args = [f"--dataset=npz:{tmp_path / 'data.npz'}", "--resize_mode=crop"]
+    return args, "resize_mode='crop' would do nothing.*or drop --resize_mode"
+
+
 CLI_CASES = [_cli_corrupt_folder, _cli_empty_class, _cli_missing_folder, _cli_npz_missing_key,
-             _cli_bad_image_size]  # fmt: skip
+             _cli_bad_image_size, _cli_resize_mode_alone]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=lambda f: f.__name__.removeprefix("_cli_"))

@@ -114,10 +114,13 @@ def synthetic_run(tmp_path, flags="--dataset=synthetic\n--validation_size=16\n--
 
 def test_calibration_source_is_read_from_the_runs_flags(tmp_path):
     run = synthetic_run(tmp_path, "--dataset=folder:/x\n--image_size=20,24\n--retrain_on_all\n"
-                                  "--data_dir=/d\n--validation_size=7\n--batch_size=64\n")  # fmt: skip
+                                  "--data_dir=/d\n--validation_size=7\n--batch_size=64\n"
+                                  "--resize_mode=crop\n")  # fmt: skip
+    # A run without data.json was started before runs recorded their data: its draw was random
+    # (tests/test_holdout.py follows the draw to the calibration images).
     assert quantize.calibration_source(run) == {
-        "name": "folder:/x", "image_size": (20, 24), "retrain_on_all": True, "data_dir": "/d",
-        "validation_size": 7,
+        "name": "folder:/x", "image_size": (20, 24), "resize_mode": "crop", "retrain_on_all": True,
+        "data_dir": "/d", "validation_size": 7, "holdout": "random",
     }  # fmt: skip
     (run / "flags.txt").unlink()
     with pytest.raises(ExportConfigError, match="names no --dataset"):

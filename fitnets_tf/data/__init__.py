@@ -46,7 +46,14 @@ import tensorflow as tf
 
 from fitnets_tf.data.augment import augment_image
 from fitnets_tf.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR, stage_fashion_mnist
-from fitnets_tf.data.holdout import TEST_FRACTION, VALIDATION_FRACTION
+from fitnets_tf.data.holdout import (
+    DEFAULT_HOLDOUT,
+    HOLDOUT_METHODS,
+    LEGACY_HOLDOUT,
+    TEST_FRACTION,
+    VALIDATION_FRACTION,
+    check_holdout,
+)
 from fitnets_tf.data.locations import resolve_data_dir
 from fitnets_tf.data.pipelines import (
     EpochSync,
@@ -78,7 +85,10 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetSpec",
     "Datasets",
+    "DEFAULT_HOLDOUT",
     "EpochSync",
+    "HOLDOUT_METHODS",
+    "LEGACY_HOLDOUT",
     "TEST_FRACTION",
     "VALIDATION_FRACTION",
     "augment_image",
@@ -160,6 +170,7 @@ def load(
     limit: int | None = None,
     image_size: int | tuple[int, ...] | None = None,
     resize_mode: str = DEFAULT_RESIZE_MODE,
+    holdout: str = DEFAULT_HOLDOUT,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     download: bool = False,
@@ -187,7 +198,14 @@ def load(
             resized to it (default: a folder's first image's size, the arrays', TFDS's).
         resize_mode: the user's data only: how an image of another aspect ratio is resized,
             ``stretch`` (whole, distorted), ``crop`` (the centred box of the target's aspect
-            ratio) or ``pad`` (whole, letterboxed in black); see :data:`RESIZE_MODES`.
+            ratio) or ``pad`` (whole, letterboxed in black); see :data:`RESIZE_MODES`. Without
+            ``image_size``, a folder's only: an ``.npz`` file's or a TFDS dataset's images are
+            not resized, and a mode other than the default is refused.
+        holdout: the user's folder or ``.npz`` file only: how the examples it does not split
+            itself are held out, ``stratified`` (per class, new runs) or ``random`` (runs
+            recorded before; see :mod:`~fitnets_tf.data.holdout`). A run reads its own from
+            its ``data.json`` (:func:`fitnets_tf.builders.run_holdout`). Ignored by the
+            built-in and prepared TFDS datasets, which hold out their last examples.
         cache: keep the preprocessed examples in memory after the first epoch (CIFAR train:
             40K x 32 x 32 x 3 float32 = 0.5 GB); turn off for SVHN with ``extra``.
         cache_dir: where fitted ZCA constants are stored (default ``<data_dir>/fitnets_tf_cache``).
@@ -199,12 +217,13 @@ def load(
         A :class:`Datasets`.
 
     Raises:
-        ConfigError: an argument is out of range.
+        ConfigError: an argument is out of range, or ``resize_mode`` would do nothing.
         DatasetNotFoundError: the dataset is not available offline (see :func:`ensure_prepared`).
         DataError: the user's data cannot be used; the message names the file, folder or key.
     """
     _check_arguments(batch_size, limit, preprocessing)
-    aspect_options(resize_mode)  # a bad value is refused before any data is read
+    aspect_options(resize_mode)  # bad values are refused before any data is read
+    check_holdout(holdout)
     held_out = dict(validation_size=validation_size, retrain_on_all=retrain_on_all)
     if name in DATASETS:
         spec = get_spec(name)
@@ -216,8 +235,9 @@ def load(
             cache_dir = default_cache_dir(data_dir)
     else:
         raw, spec = read_user_data(
-            name, data_dir=data_dir, image_size=image_size, resize_mode=resize_mode, **held_out
-        )
+            name, data_dir=data_dir, image_size=image_size, resize_mode=resize_mode,
+            holdout=holdout, **held_out,
+        )  # fmt: skip
         # The user's files carry no version to key a cache on: ZCA is fitted afresh.
         zca_key, cache_dir = dict(dataset=name), None
     preprocessor = _unfitted_preprocessor(spec, preprocessing)

@@ -1,9 +1,32 @@
 """The validation and test examples held out of a user's data: drawn once, the same every run.
 
 A folder of images or a NumPy file may be in any order (often by class), so the held-out
-examples are a seeded random draw, not the last ones as for the paper's datasets. The draw is
-seeded by :data:`SPLIT_SEED`, not by the run's seed: runs with different seeds are validated and
-tested on the same images, so their results compare.
+examples are drawn, not the last ones as for the paper's datasets. There are two draws
+(:data:`HOLDOUT_METHODS`). Which one a run uses is a property of the run, not an option: it is
+recorded in the run's ``data.json`` (:mod:`~fitnets_tf.run.data_record`) and read back before
+its data is loaded (:func:`fitnets_tf.builders.run_holdout`), so a resumed run, its export and
+its search's trials all see the examples it started with.
+
+* ``"stratified"`` (:data:`DEFAULT_HOLDOUT`, every new run): each class gives its share of the
+  held-out examples, rounded by largest remainder (:func:`stratified_counts`) so that the total
+  is exact, and keeps one example to train on. The held-out class proportions are the data's,
+  to within one example per class.
+* ``"random"`` (:data:`LEGACY_HOLDOUT`): one random draw over all examples, what every run did
+  before the draw was stratified (its ``data.json`` names no ``holdout``). Kept bit for bit:
+  those runs resume, and their exports calibrate, on the examples they started with.
+
+Both are seeded by :data:`SPLIT_SEED`, not by the run's seed: runs with different seeds are
+validated and tested on the same images, so their results compare. Both return the two parts
+in the order of one seeded permutation, so the first examples (``limit``) mix the classes.
+
+Corner cases of the stratified draw. The test examples are drawn first, then the validation
+ones from what is left, each draw by class shares of its own pool. A class whose share is
+under one example may have none held out (the largest remainders go first): a class of one
+example is never held out, so it is trained on but neither validated nor tested, and a class
+of two gives at most one (to the test or the validation examples). A class is drawn whole only
+when the examples are too few for one of each class to stay: holding out ``count`` of ``n``
+examples of ``K`` classes with ``count > n - K`` (a folder of ten classes of one image each).
+The total is kept then, and :func:`user_splits` refuses the data, naming the class.
 """
 
 from __future__ import annotations
@@ -18,8 +41,27 @@ VALIDATION_FRACTION = 0.1
 TEST_FRACTION = 0.1
 #: Seeds every held-out draw of user data.
 SPLIT_SEED = 0
+#: How a user's held-out examples are drawn (see the module docstring).
+HOLDOUT_METHODS = ("stratified", "random")
+#: The draw of a new run.
+DEFAULT_HOLDOUT = "stratified"
+#: The draw of a run whose record names none: every run started before the draw was stratified.
+LEGACY_HOLDOUT = "random"
 
 Arrays = tuple[np.ndarray, np.ndarray]  # (images, labels), first axis the example
+
+
+def check_holdout(holdout) -> None:
+    """Refuses a ``holdout`` that is not one of :data:`HOLDOUT_METHODS`.
+
+    Raises:
+        ConfigError: naming the value and the valid ones.
+    """
+    if holdout not in HOLDOUT_METHODS:
+        raise ConfigError(
+            f"`holdout` must be one of {', '.join(HOLDOUT_METHODS)} (a run's own is recorded in "
+            f"its data.json). Received: holdout={holdout!r}"
+        )
 
 
 def held_out_count(pool: int, size: int | None, fraction: float, split: str) -> int:
@@ -42,14 +84,78 @@ def held_out_count(pool: int, size: int | None, fraction: float, split: str) -> 
     return count
 
 
-def hold_out(arrays: Arrays, count: int) -> tuple[Arrays, Arrays]:
-    """``(kept, held out)``: ``count`` examples drawn by :data:`SPLIT_SEED`, the rest.
+def hold_out(arrays: Arrays, count: int, holdout: str = DEFAULT_HOLDOUT) -> tuple[Arrays, Arrays]:
+    """``(kept, held out)``: ``count`` examples drawn as ``holdout`` says, and the rest.
 
-    Both parts are in the draw's order, so the first examples (``limit``) mix the classes.
+    Both parts are in the order of one permutation seeded by :data:`SPLIT_SEED`, so the first
+    examples (``limit``) mix the classes.
+
+    Raises:
+        ConfigError: ``holdout`` is not one of :data:`HOLDOUT_METHODS`.
     """
+    check_holdout(holdout)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(arrays[1]))
-    held, kept = order[:count], order[count:]
-    return tuple(a[kept] for a in arrays), tuple(a[held] for a in arrays)
+    held = _HELD[holdout](np.asarray(arrays[1])[order], count)
+    return tuple(a[order[~held]] for a in arrays), tuple(a[order[held]] for a in arrays)
+
+
+def _random_held(labels: np.ndarray, count: int) -> np.ndarray:
+    """The first ``count`` examples of the permutation, whatever their classes."""
+    return np.arange(len(labels)) < count
+
+
+def _stratified_held(labels: np.ndarray, count: int) -> np.ndarray:
+    """Per class, its first :func:`stratified_counts` examples along the permutation."""
+    labels = labels.astype(np.int64)
+    sizes = np.bincount(labels)
+    # Each example's rank among its class's examples along the permutation (0: the first).
+    by_class = np.argsort(labels, kind="stable")
+    rank = np.empty(len(labels), np.int64)
+    rank[by_class] = np.arange(len(labels)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return rank < stratified_counts(labels, count)[labels]
+
+
+# Which examples of the permuted labels are held out, per method: no elif chain to keep in step.
+_HELD = {"stratified": _stratified_held, "random": _random_held}
+
+
+def stratified_counts(labels, count: int) -> np.ndarray:
+    """How many examples of each class (index: the label) a stratified draw of ``count`` takes.
+
+    Each class's exact share, ``count * size / n``, rounded down; the examples still to take go
+    one each to the classes furthest below their share (largest remainder), ties to the larger
+    class, then to the lower label. The total is ``count``. No class gives its last example
+    while the others can give the rest (so a class of one gives none); when they cannot
+    (``count > n - K`` for ``K`` classes), the total wins and classes are drawn whole, in the
+    same order.
+
+    Raises:
+        ConfigError: ``count`` is not between 0 and the number of examples.
+    """
+    sizes = np.bincount(np.asarray(labels, np.int64))
+    n = int(sizes.sum())
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 0 <= count <= n:
+        raise ConfigError(
+            f"`count` must be an int from 0 to the {n} examples drawn from. Received: {count!r}"
+        )
+    held = count * sizes // n  # at most size - 1 while count < n
+    for cap in (np.maximum(sizes - 1, 0), sizes):  # one kept per class; then, if need be, none
+        held = _fill(held, int(count), sizes, cap)
+    return held
+
+
+def _fill(held: np.ndarray, count: int, sizes: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """``held`` raised towards a total of ``count``, one per class and round, none past ``cap``."""
+    n = int(sizes.sum())
+    while (left := count - int(held.sum())) > 0:
+        open_ = np.flatnonzero(held < cap)
+        if not open_.size:
+            break
+        # How far below its exact share each class is, times n: integers, so ties are exact.
+        shortfall = count * sizes[open_] - n * held[open_]
+        ranked = open_[np.lexsort((open_, -sizes[open_], -shortfall))]
+        held[ranked[:left]] += 1
+    return held
 
 
 def user_splits(
@@ -60,24 +166,40 @@ def user_splits(
     validation_size: int | None = None,
     retrain_on_all: bool = False,
     class_names: list[str] | None = None,
+    holdout: str = DEFAULT_HOLDOUT,
 ) -> dict[str, Arrays]:
     """The ``train`` / ``validation`` / ``test`` arrays of a user's data.
 
     A missing ``test`` is drawn first (:data:`TEST_FRACTION`), then a missing ``validation``
     from what is left (``validation_size`` examples, default :data:`VALIDATION_FRACTION`; 0:
-    none). ``retrain_on_all`` trains on train + validation, as the paper's last run.
+    none), both as ``holdout`` says (:data:`HOLDOUT_METHODS`). ``retrain_on_all`` trains on
+    train + validation, as the paper's last run.
 
     Raises:
-        DataError: a class has no training example left (the draw is not stratified: a class
-            of one or two examples can be drawn whole); ``class_names`` name the classes in
-            the message (default: by label).
+        ConfigError: ``holdout`` is not one of :data:`HOLDOUT_METHODS`.
+        DataError: a class has no training example left (``"stratified"``: too few examples
+            for one of each class to stay; ``"random"``: a small class drawn whole);
+            ``class_names`` name the classes in the message (default: by label).
     """
-    splits = _drawn_splits(train, test, validation, validation_size, retrain_on_all)
-    _check_none_drawn_whole(splits, class_names)
+    check_holdout(holdout)
+    splits = _drawn_splits(train, test, validation, validation_size, retrain_on_all, holdout)
+    _check_none_drawn_whole(splits, class_names, holdout)
     return splits
 
 
-def _check_none_drawn_whole(splits: dict[str, Arrays], class_names: list[str] | None) -> None:
+# Why a class can have lost all its examples to the held-out ones, per draw.
+_DRAWN_WHOLE = {
+    "stratified": "the held-out examples are drawn per class, keeping one of each class to train "
+    "on while the examples suffice, and here they do not: its examples all went there ({where})",
+    "random": "the held-out examples are a random draw (holdout='random', the draw of runs "
+    "started before it was stratified; a new --workdir draws per class), and its examples all "
+    "went there ({where})",
+}
+
+
+def _check_none_drawn_whole(
+    splits: dict[str, Arrays], class_names: list[str] | None, holdout: str
+) -> None:
     labels = {split: np.asarray(pair[1]) for split, pair in splits.items()}
     num_classes = 1 + max(int(y.max()) for y in labels.values() if y.size)
     counts = np.bincount(labels["train"], minlength=num_classes)
@@ -87,16 +209,18 @@ def _check_none_drawn_whole(splits: dict[str, Arrays], class_names: list[str] | 
     name = repr(class_names[k]) if class_names else f"label {k}"
     where = ", ".join(f"{int((y == k).sum())} in {s}" for s, y in labels.items() if s != "train")
     raise DataError(
-        f"Class {name} has no training example left: the held-out examples are a random draw, "
-        f"and its examples all went there ({where}). Add examples of it, pass a smaller "
-        "--validation_size, or give your own test split (a folder's test/ sub-folder, an "
-        "npz file's x_test)."
+        f"Class {name} has no training example left: {_DRAWN_WHOLE[holdout].format(where=where)}"
+        ". Add examples of it, pass a smaller --validation_size, or give your own test split (a "
+        "folder's test/ sub-folder, an npz file's x_test)."
     )
 
 
-def _drawn_splits(train, test, validation, validation_size, retrain_on_all) -> dict[str, Arrays]:
+def _drawn_splits(
+    train, test, validation, validation_size, retrain_on_all, holdout
+) -> dict[str, Arrays]:
     if test is None:
-        train, test = hold_out(train, held_out_count(len(train[1]), None, TEST_FRACTION, "test"))
+        count = held_out_count(len(train[1]), None, TEST_FRACTION, "test")
+        train, test = hold_out(train, count, holdout)
     if retrain_on_all:
         if validation is not None:
             train = tuple(np.concatenate(pair) for pair in zip(train, validation, strict=True))
@@ -105,5 +229,5 @@ def _drawn_splits(train, test, validation, validation_size, retrain_on_all) -> d
         count = held_out_count(len(train[1]), validation_size, VALIDATION_FRACTION, "validation")
         if count == 0:
             return {"train": train, "test": test}
-        train, validation = hold_out(train, count)
+        train, validation = hold_out(train, count, holdout)
     return {"train": train, "validation": validation, "test": test}

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fitnets_tf.data.holdout import Arrays, user_splits
+from fitnets_tf.data.holdout import DEFAULT_HOLDOUT, Arrays, user_splits
 from fitnets_tf.data.shapes import DEFAULT_RESIZE_MODE, aspect_options
 from fitnets_tf.errors import DataError
 
@@ -49,8 +49,12 @@ def read_folder(
     resize_mode: str = DEFAULT_RESIZE_MODE,
     validation_size: int | None = None,
     retrain_on_all: bool = False,
+    holdout: str = DEFAULT_HOLDOUT,
 ) -> tuple[dict[str, Arrays], tuple[str, ...]]:
     """The ``train`` / ``validation`` / ``test`` arrays of an image folder, and its class names.
+
+    The splits the folder does not give are held out as ``holdout`` says
+    (:data:`~fitnets_tf.data.holdout.HOLDOUT_METHODS`).
 
     Returns:
         ``({split: (uint8 images NHWC, int32 labels)}, class names)``; no ``validation`` with
@@ -86,7 +90,7 @@ def read_folder(
     }
     splits = user_splits(
         arrays["train"], arrays.get("test"), arrays.get("validation"),
-        validation_size=validation_size, retrain_on_all=retrain_on_all,
+        validation_size=validation_size, retrain_on_all=retrain_on_all, holdout=holdout,
         class_names=[str(parts["train"] / name) for name in class_names],
     )  # fmt: skip
     return splits, class_names

@@ -20,7 +20,7 @@ import zipfile
 
 import numpy as np
 
-from fitnets_tf.data.holdout import Arrays, user_splits
+from fitnets_tf.data.holdout import DEFAULT_HOLDOUT, Arrays, user_splits
 from fitnets_tf.errors import DataError
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -34,8 +34,12 @@ def read_npz(
     *,
     validation_size: int | None = None,
     retrain_on_all: bool = False,
+    holdout: str = DEFAULT_HOLDOUT,
 ) -> tuple[dict[str, Arrays], int, tuple[str, ...] | None]:
     """The ``train`` / ``validation`` / ``test`` arrays of an ``.npz`` file, and its classes.
+
+    Without ``x_val``, the validation examples are held out of the training ones as ``holdout``
+    says (:data:`~fitnets_tf.data.holdout.HOLDOUT_METHODS`).
 
     Returns:
         ``({split: (images NHWC, int32 labels)}, number of classes, class names or None)``;
@@ -75,7 +79,7 @@ def read_npz(
             )
     return user_splits(
         splits["train"], splits["test"], splits.get("validation"),
-        validation_size=validation_size, retrain_on_all=retrain_on_all,
+        validation_size=validation_size, retrain_on_all=retrain_on_all, holdout=holdout,
     ), num_classes, _class_names(arrays, num_classes)  # fmt: skip
 
 

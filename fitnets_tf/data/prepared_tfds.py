@@ -6,7 +6,14 @@ ever downloaded: a dataset not prepared fails at once, saying where it looked.
 
 The dataset needs an ``image`` and a ``label`` (class label) feature, a ``train`` and a ``test``
 split. As for the paper's datasets, the validation examples are the last ones of ``train``
-(``validation_size``, default :data:`~fitnets_tf.data.holdout.VALIDATION_FRACTION` of it).
+(``validation_size``, default :data:`~fitnets_tf.data.holdout.VALIDATION_FRACTION` of it), not
+a stratified draw as for a folder or an ``.npz`` file (:mod:`~fitnets_tf.data.holdout`): TFDS
+shuffles the examples when it prepares a dataset (by a hash of each example's key), so its last
+examples are already a random sample rather than a block of one class; they are a slice TFDS
+streams from its files (``train[-N:]``), where a draw per class would read every label first and
+filter the whole split by index; and every run on such a dataset keeps its validation examples
+without a method to record. (A builder that sets ``disable_shuffling`` keeps its own order: its
+last examples are whatever it wrote last.)
 """
 
 from __future__ import annotations

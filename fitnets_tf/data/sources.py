@@ -17,11 +17,13 @@ import os
 
 import tensorflow as tf
 
+from fitnets_tf.data.holdout import DEFAULT_HOLDOUT
 from fitnets_tf.data.image_folder import read_folder
 from fitnets_tf.data.npz_file import read_npz
 from fitnets_tf.data.prepared_tfds import is_tfds_name, read_prepared
 from fitnets_tf.data.shapes import DEFAULT_RESIZE_MODE, as_height_width, at_size
 from fitnets_tf.data.specs import DATASETS, DatasetSpec
+from fitnets_tf.errors import ConfigError
 
 FOLDER = "folder:"
 NPZ = "npz:"
@@ -58,6 +60,7 @@ def read_user_data(
     resize_mode: str = DEFAULT_RESIZE_MODE,
     validation_size: int | None = None,
     retrain_on_all: bool = False,
+    holdout: str = DEFAULT_HOLDOUT,
 ) -> tuple[dict[str, tf.data.Dataset], DatasetSpec]:
     """The raw splits of a dataset that is not built in, and the spec made from them.
 
@@ -71,36 +74,67 @@ def read_user_data(
         validation_size: examples held out of the training ones (None: 10%; 0: none). An
             ``.npz`` file's ``x_val`` / ``y_val`` are used instead when present.
         retrain_on_all: no validation split; its examples are trained on.
+        holdout: how a folder's or ``.npz`` file's held-out examples are drawn
+            (:data:`~fitnets_tf.data.holdout.HOLDOUT_METHODS`); a TFDS dataset holds out the
+            last ones of ``train`` whatever it says.
 
     Returns:
         ``({"train", "validation" (unless none), "test": raw (image, label) examples},
         spec)``: images in ``[0, 255]`` (uint8, or float32), labels ints.
 
     Raises:
+        ConfigError: a ``resize_mode`` that would do nothing (:func:`check_resize_mode`).
         DataError: the data cannot be used (the message names the file, folder or key).
         DatasetNotFoundError: a TFDS dataset that is not prepared.
     """
     size = as_height_width(image_size)
+    check_resize_mode(name, size, resize_mode)
     held_out = dict(validation_size=validation_size, retrain_on_all=retrain_on_all)
     if name.startswith(FOLDER):
         arrays, class_names = read_folder(
-            name.removeprefix(FOLDER), image_size=size, resize_mode=resize_mode, **held_out
-        )
-        raw, spec = _from_arrays(name, arrays, len(class_names), class_names)
+            name.removeprefix(FOLDER), image_size=size, resize_mode=resize_mode, **held_out,
+            holdout=holdout,
+        )  # fmt: skip
+        raw, spec = _from_arrays(name, arrays, len(class_names), class_names, holdout)
     elif name.startswith(NPZ):
-        arrays, num_classes, class_names = read_npz(name.removeprefix(NPZ), **held_out)
-        raw, spec = _from_arrays(name, arrays, num_classes, class_names)
+        drawn = read_npz(name.removeprefix(NPZ), **held_out, holdout=holdout)
+        raw, spec = _from_arrays(name, *drawn, holdout)
     else:
         raw, spec = read_prepared(name, data_dir, **held_out)
     return at_size(raw, spec, size, resize_mode)
 
 
-def _from_arrays(name, arrays, num_classes, class_names) -> tuple[dict, DatasetSpec]:
+def check_resize_mode(name: str, image_size: tuple[int, int] | None, resize_mode: str) -> None:
+    """Refuses a ``resize_mode`` other than the default that would do nothing.
+
+    Without ``image_size``, only a folder's images are resized (those of another size than its
+    first, to the first's size); an ``.npz`` file's arrays and a prepared TFDS dataset are read
+    at their size, so a ``resize_mode`` there would silently not apply. A TFDS dataset whose
+    images vary in size needs ``image_size`` anyway (:func:`~fitnets_tf.data.shapes.at_size`
+    refuses it without one): the same rule, the same fix. Checked before any data is read.
+
+    Raises:
+        ConfigError: naming the values received and the two fixes.
+    """
+    if resize_mode == DEFAULT_RESIZE_MODE or image_size is not None or name.startswith(FOLDER):
+        return
+    raise ConfigError(
+        f"`resize_mode` says how images are resized to `image_size`, and {name!r} is not an "
+        "image folder: without `image_size` its images are read at their own size (only a "
+        f"folder's images of another size than its first are resized), so resize_mode="
+        f"{resize_mode!r} would do nothing. Pass --image_size=HEIGHT,WIDTH (image_size= in "
+        "Python) to resize them, or drop --resize_mode. Received: "
+        f"resize_mode={resize_mode!r}, image_size=None"
+    )
+
+
+def _from_arrays(name, arrays, num_classes, class_names, holdout) -> tuple[dict, DatasetSpec]:
     images = arrays["train"][0]
     validation = arrays.get("validation")
     spec = DatasetSpec(
         name, None, tuple(images.shape[1:]), num_classes,
         0 if validation is None else len(validation[1]), class_names=class_names,
+        holdout=holdout,
     )  # fmt: skip
     raw = {key: tf.data.Dataset.from_tensor_slices(pair) for key, pair in arrays.items()}
     return raw, spec

@@ -26,6 +26,9 @@ class DatasetSpec:
         preprocessing: the :class:`~fitnets_tf.preprocessing.Preprocessor` mode used for
             ``preprocessing="auto"``.
         class_names: the labels' names in label order, where known (user folders, TFDS).
+        holdout: how a user's folder or ``.npz`` file's held-out examples were drawn (a
+            :data:`~fitnets_tf.data.holdout.HOLDOUT_METHODS` name); None where they are the
+            last examples (the built-in and prepared TFDS datasets).
     """
 
     name: str
@@ -37,6 +40,7 @@ class DatasetSpec:
     flips: bool = False
     preprocessing: str = "scale"
     class_names: tuple[str, ...] | None = None
+    holdout: str | None = None
 
 
 DATASETS: dict[str, DatasetSpec] = {

@@ -18,7 +18,8 @@ the probabilities to :data:`ATOL`. The accuracy change each costs on real data i
 by ``bench/serving.py`` and tabled in ``bench/README.md``.
 
 ``fitnets-export --quantize=int8`` calibrates on the first :data:`CALIBRATION_IMAGES` images of
-the run's own training split (:func:`calibration_source` reads which from its ``flags.txt``),
+the run's own training split (:func:`calibration_source` reads which from its ``flags.txt``, and
+for a folder or an ``.npz`` file how its held-out examples were drawn from its ``data.json``),
 passed through the run's fitted preprocessing (:func:`calibration_images`).
 
 Full int8 does not hold for a net whose ceil-mode pooling overhangs the map
@@ -87,8 +88,10 @@ def check(quantization: str, format: str, *, raw: bool = False) -> None:
 def calibration_source(workdir: str | os.PathLike) -> dict:
     """The :func:`fitnets_tf.data.load` arguments naming a run's training split.
 
-    Read from the run's ``flags.txt``: its dataset, data directory, image size and held-out
-    split, so the calibration images are training images the student saw.
+    Read from the run's ``flags.txt``: its dataset, data directory, image size (and resize
+    mode) and held-out split, and for the user's folder or ``.npz`` file the draw of its
+    held-out examples from its ``data.json`` (a run without one drew at random), so the
+    calibration images are training images the student saw, never its test images.
 
     Raises:
         ExportConfigError: the run directory has no ``flags.txt`` naming its dataset.
@@ -103,16 +106,20 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
             "own directory."
         )
     from fitnets_tf.data.sources import FOLDER, NPZ
+    from fitnets_tf.run.data_record import holdout_of
 
-    name = given["dataset"]
+    name, source = given["dataset"], {}
     for prefix in (FOLDER, NPZ):  # the run's own files, wherever the export is run from
         if name.startswith(prefix):
             name = prefix + files.recorded_path(name.removeprefix(prefix))
-    source = {"name": name, "retrain_on_all": "retrain_on_all" in given}
+            source["holdout"] = holdout_of(files.data, started=True)
+    source.update(name=name, retrain_on_all="retrain_on_all" in given)
     if given.get("data_dir"):
         source["data_dir"] = files.recorded_path(given["data_dir"])
     if given.get("image_size"):
         source["image_size"] = tuple(int(side) for side in given["image_size"].split(","))
+        if given.get("resize_mode"):  # with a size only: alone it did nothing (now refused)
+            source["resize_mode"] = given["resize_mode"]
     if given.get("validation_size"):
         source["validation_size"] = int(given["validation_size"])
     return source

@@ -4,7 +4,14 @@ The configuration check (:mod:`fitnets_tf.run.resume`) compares flags, and ``--d
 PATH`` names a folder, not its contents: images added or removed between two calls change the
 held-out draw (so the test set) and the class list under stages already trained, and a changed
 class count surfaced only as a teacher "built for another dataset". The record is the classes,
-the image shape, the split sizes and the training labels' sha256 (pixels are not hashed).
+the image shape, the split sizes and the training labels' sha256 (pixels are not hashed); for a
+folder or an ``.npz`` file, also how its held-out examples were drawn (``holdout``, see
+:mod:`~fitnets_tf.data.holdout`).
+
+The draw is a property of the run, not an option: :func:`holdout_of` reads it from the record
+before the data is loaded, so a run started before the draw was stratified (its record names
+no ``holdout``) resumes, and is exported, with its own random draw, and a new run records
+``stratified``.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import pathlib
 
 import numpy as np
 
+from fitnets_tf.data.holdout import DEFAULT_HOLDOUT, LEGACY_HOLDOUT
 from fitnets_tf.errors import DataError
 from fitnets_tf.run import io
 
@@ -36,7 +44,27 @@ def record(datasets) -> dict:
     if datasets.train_examples is not None:  # held in memory (load(cache=True))
         labels = np.asarray(datasets.train_examples[1], np.int32)
         fields["train_labels_sha256"] = hashlib.sha256(labels.tobytes()).hexdigest()
+    if spec.holdout is not None:  # the user's folder or .npz file
+        fields["holdout"] = spec.holdout
     return fields
+
+
+def recorded_holdout(fields: dict) -> str:
+    """The ``holdout`` of a record (``data.json``, a search's ``stage1.json``); one that names
+    none was written before the draw was stratified: ``"random"``."""
+    return fields.get("holdout", LEGACY_HOLDOUT)
+
+
+def holdout_of(path: str | os.PathLike, *, started: bool = False) -> str:
+    """How the run whose ``data.json`` is ``path`` holds out a user's examples, to load its
+    data with: the record's (:func:`recorded_holdout`); without a record, ``"stratified"`` for
+    a new run and ``"random"`` for a run ``started`` before runs recorded their data.
+    """
+    try:
+        before = json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError):
+        return LEGACY_HOLDOUT if started else DEFAULT_HOLDOUT
+    return recorded_holdout(before)
 
 
 def check_same(path: str | os.PathLike, datasets):
@@ -53,6 +81,8 @@ def check_same(path: str | os.PathLike, datasets):
     except (OSError, ValueError):  # a new run, or one written before the record: start it now
         io.write_json(path, now)
         return datasets
+    if "holdout" in now:
+        before = {**before, "holdout": recorded_holdout(before)}
     differ = [key for key in now if key in before and before[key] != now[key]]
     if differ == ["class_names"] and before["class_names"] is None:
         # Built-in datasets had no names recorded before they were read from TFDS: the same
@@ -66,9 +96,11 @@ def check_same(path: str | os.PathLike, datasets):
             else f"{key} {before[key]} then, {now[key]} now"
             for key in differ
         )
+        fix = "Restore the data as it was"
+        if "holdout" in differ:  # a caller that did not ask holdout_of (fitnets_tf's own do)
+            fix = f"Load it with the run's own draw, holdout={before['holdout']!r} (holdout_of)"
         raise DataError(
             f"The data of {now['dataset']} is not what the run in {path.parent} started with "
-            f"({shown}): its stages must all see the same data. Restore the data as it was, or "
-            "start a new --workdir."
+            f"({shown}): its stages must all see the same data. {fix}, or start a new --workdir."
         )
     return datasets

@@ -4,7 +4,8 @@ Training run (``python -m fitnets_tf.train``, :class:`RunLayout`)::
 
     flags.txt             the resolved flagfile, re-runnable as is
     versions.json         library versions, seed, host, the directory it was started from
-    data.json             the data it started on: classes, image shape, split sizes, labels' hash
+    data.json             the data it started on: classes, image shape, split sizes, labels' hash,
+                          the draw of a user's held-out examples
     summary.json          per model: test accuracy, parameters, multiplications, latency, times
     hints.json            the hint/guided pairs of stage 1, their weights, and why (hints=auto)
     run_state.json        stages, epochs done, histories, checkpoint sha256 (fitnets_tf.run.resume)

@@ -5,7 +5,8 @@ Run directory (:class:`~fitnets_tf.run.layout.SearchLayout`)::
     search.json       what the search is; a re-run must match it, or it stops
     stage1/           an ``experiment.run`` directory: teacher/teacher.keras and the
                       hint-trained student fitnet/hints/student.keras
-    stage1.json       written when stage 1 is done: the teacher and student the trials use
+    stage1.json       written when stage 1 is done: the teacher and student the trials use,
+                      and how a user's held-out examples are drawn (stage 1's data.json)
     trials/           keras-tuner's project: oracle.json and trial_<id>/ with trial.json,
                       checkpoint.weights.h5 (the student's best epoch), log.csv, runs.jsonl
     results.csv       one row per trial: status, hyperparameters, validation accuracy
@@ -28,7 +29,7 @@ from fitnets_tf.config import ExperimentConfig, upgrade_fingerprint
 from fitnets_tf.errors import SearchError
 from fitnets_tf.models import sources
 from fitnets_tf.options import option
-from fitnets_tf.run import io, layout, lock, runtime
+from fitnets_tf.run import data_record, io, layout, lock, runtime
 from fitnets_tf.search.hypermodel import FitNetsHyperModel
 from fitnets_tf.search.results import write_results
 from fitnets_tf.search.space import SearchSpace
@@ -174,9 +175,9 @@ def stage_one(config: ExperimentConfig, options: TuneOptions, workdir: pathlib.P
 
     Runs :func:`fitnets_tf.experiment.run` on ``workdir/stage1`` with the first mode and the
     stages needed, then records ``description`` (see :func:`check_search`) and the teacher
-    and student files (``workdir/stage1.json``); a re-run, or a worker, reuses them. The
-    description is recorded only now, so a search that failed before its first trial can be
-    started again with other flags.
+    and student files and the held-out draw (``workdir/stage1.json``); a re-run, or a worker,
+    reuses them. The description is recorded only now, so a search that failed before its
+    first trial can be started again with other flags.
     """
     files = layout.SearchLayout(workdir)
     if distributed_role() == "worker":
@@ -196,6 +197,8 @@ def stage_one(config: ExperimentConfig, options: TuneOptions, workdir: pathlib.P
     record = {
         "teacher_path": _teacher_file(teacher_path or files.stage1.root),
         "student_path": str(files.stage1.stage_student(mode, "hints")) if hints else None,
+        # The trials validate on stage 1's held-out examples: its run's draw, else a new one.
+        "holdout": builders.run_holdout(config, files.stage1.data),
     }
     if description is not None:
         check_search(workdir, description)
@@ -261,7 +264,9 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
     if role == "chief":  # the chief only serves the oracle: it reads no data
         shape = _teacher_shape(record)
     else:
-        data = distribute.check_last_batches(experiment.load_data(config), strategy)
+        # The draw stage 1 recorded; a search from before it was recorded drew at random.
+        holdout = data_record.recorded_holdout(record)
+        data = distribute.check_last_batches(experiment.load_data(config, holdout), strategy)
         inputs = dict(x=data.train, validation_data=data.validation, data_epoch=data.epoch)
         shape = data.input_shape, data.num_classes
     tuner = make_tuner(
