@@ -111,14 +111,19 @@ def _explicit_pool_call(self, inputs):
 
 
 @contextlib.contextmanager
-def explicit_pool():
-    """Models *called* inside pool ceil-mode through TensorFlow's explicit padding."""
-    library = layers.CeilMaxPooling2D.call
-    layers.CeilMaxPooling2D.call = _explicit_pool_call
+def _patched(owner, name: str, replacement):
+    """``owner.name`` is ``replacement`` within the block (a method, or the layers' maxout)."""
+    library = getattr(owner, name)
+    setattr(owner, name, replacement)
     try:
         yield
     finally:
-        layers.CeilMaxPooling2D.call = library
+        setattr(owner, name, library)
+
+
+def explicit_pool():
+    """Models *called* inside pool ceil-mode through TensorFlow's explicit padding."""
+    return _patched(layers.CeilMaxPooling2D, "call", _explicit_pool_call)
 
 
 @tf.function(jit_compile=True)
@@ -187,26 +192,14 @@ def _per_piece_call(self, inputs):
     return blocks[0] if self.pieces == 1 else _max_of_blocks(*blocks)
 
 
-@contextlib.contextmanager
 def per_piece_convolutions():
     """Maxout convolutions *traced* inside run one convolution per piece."""
-    library = layers.MaxoutConv2D.call
-    layers.MaxoutConv2D.call = _per_piece_call
-    try:
-        yield
-    finally:
-        layers.MaxoutConv2D.call = library
+    return _patched(layers.MaxoutConv2D, "call", _per_piece_call)
 
 
-@contextlib.contextmanager
 def maxout_as(function):
     """Models *traced* inside compute their maxouts with ``function(z, pieces, ties)``."""
-    library = layers.max_of_pieces
-    layers.max_of_pieces = function
-    try:
-        yield
-    finally:
-        layers.max_of_pieces = library
+    return _patched(layers, "max_of_pieces", function)
 
 
 # variant: (context the nets are traced in, models.build's options)

@@ -56,6 +56,18 @@ def _grouped_reference(layer, x):
     return layers.maxout(z, units, layer.pieces)
 
 
+def _outputs_and_gradients(layer, x, upstream, fn=None):
+    """``fn(x)`` (default: the layer's call) and its gradients for the layer's kernel and bias,
+    and for ``x``, given the ``upstream`` gradient."""
+    tf = pytest.importorskip("tensorflow")
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        out = (fn or layer)(xt)
+    grads = tape.gradient(out, [layer.kernel, layer.bias, xt], output_gradients=upstream)
+    return [out.numpy()] + [g.numpy() for g in grads]
+
+
 @pytest.mark.parametrize(
     "layer, shape",
     [
@@ -65,23 +77,14 @@ def _grouped_reference(layer, x):
     ],
 )
 def test_maxout_outputs_and_gradients_are_reduce_maxs_ties_included(layer, shape):
-    tf = pytest.importorskip("tensorflow")
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape).astype("float32")
     x[0] = 0.0  # zero inputs and zero biases: every piece ties, as on MNIST's background at init
     layer.build(shape)
     upstream = rng.normal(size=layer.compute_output_shape(shape)).astype("float32")
 
-    def outputs_and_gradients(fn):
-        xt = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            out = fn(xt)
-        grads = tape.gradient(out, [layer.kernel, layer.bias, xt], output_gradients=upstream)
-        return [out.numpy()] + [g.numpy() for g in grads]
-
-    ours = outputs_and_gradients(layer)
-    reference = outputs_and_gradients(lambda xt: _grouped_reference(layer, xt))
+    ours = _outputs_and_gradients(layer, x, upstream)
+    reference = _outputs_and_gradients(layer, x, upstream, lambda xt: _grouped_reference(layer, xt))
     assert (ours[0][0] == 0).all()  # the tied example's outputs
     np.testing.assert_array_equal(ours[0], reference[0])
     np.testing.assert_array_equal(ours[1], reference[1])
@@ -96,16 +99,6 @@ MAXOUTS = [
     (lambda **k: layers.MaxoutConv2D(2, 2, pieces=4, **k), (2, 4, 4, 3)),
     (lambda **k: layers.MaxoutDense(3, pieces=3, **k), (4, 5)),
 ]
-
-
-def _outputs_and_gradients(layer, x, upstream):
-    tf = pytest.importorskip("tensorflow")
-    xt = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        out = layer(xt)
-    grads = tape.gradient(out, [layer.kernel, layer.bias, xt], output_gradients=upstream)
-    return [out.numpy()] + [g.numpy() for g in grads]
 
 
 def _pair_of(make, shape, ties_input):
