@@ -19,7 +19,11 @@ against what the library does in the same rounds (:func:`bench.timing.interleave
    share ties:
    ``xla_gradient``, the library's two-piece gradient compiled by XLA into one loop
    (``jit_compile``), and ``broadcast_gradient``, ``reduce_max``'s own formula on the
-   ``(..., pieces, units)`` reshape (compare, count, divide; no split, no concat).
+   ``(..., pieces, units)`` reshape (compare, count, divide; no split, no concat); and
+   ``pool_gradients``, for two pieces, the maxout as ``ties_one`` computes it forward and the
+   shared gradient from oneDNN's pooling gradients: the max pool's where the pieces differ, the
+   ``1 x 2`` average pool's (half to each) where they tie, a tie found as max == min (the same
+   values as the library's gradient).
 3. ``convolutions``: the teacher's three convolutions alone (explicit pad + convolution +
    bias), TensorFlow against PyTorch eager in a process of its own (skipped without torch).
 """
@@ -164,6 +168,35 @@ def _broadcast_max_of_pieces(z, pieces: int, ties: str = "share"):
     return _with_gradient(z, pieces, gradient)
 
 
+def _pool_gradients_max_of_pieces(z, pieces: int, ties: str = "share"):
+    if pieces != 2:  # the 4-piece layers keep the library's gradient
+        return maxout.max_of_pieces(z, pieces, ties)
+    shape, units = tf.shape(z), z.shape[-1] // 2
+    rows = [shape[0], 1] if len(z.shape) == 2 else [shape[0], shape[1]]
+    width = 1 if len(z.shape) == 2 else shape[2]
+    window = {"ksize": [1, 1, 2, 1], "strides": [1, 1, 2, 1], "padding": "VALID"}
+
+    @tf.custom_gradient
+    def max_of_two(z):
+        grouped = tf.reshape(z, tf.stack([*rows, width * 2, units]))
+        pooled = tf.nn.max_pool2d(grouped, (1, 2), (1, 2), "VALID")  # its gradient pairs with it
+
+        def gradient(upstream):
+            least = tf.reduce_min(tf.reshape(z, tf.concat([shape[:-1], [2, units]], 0)), axis=-2)
+            upstream = tf.reshape(upstream, tf.shape(pooled))
+            shared = upstream * tf.cast(tf.equal(pooled, tf.reshape(least, tf.shape(pooled))),
+                                        upstream.dtype)  # fmt: skip
+            to_max = tf.raw_ops.MaxPoolGrad(orig_input=grouped, orig_output=pooled,
+                                            grad=upstream - shared, **window)  # fmt: skip
+            to_both = tf.raw_ops.AvgPoolGrad(orig_input_shape=tf.shape(grouped), grad=shared,
+                                             **window)  # fmt: skip
+            return tf.reshape(to_max + to_both, shape)
+
+        return tf.reshape(pooled, tf.concat([shape[:-1], [units]], 0)), gradient
+
+    return max_of_two(z)
+
+
 @tf.custom_gradient
 def _max_of_blocks(*blocks):
     out = blocks[0]
@@ -202,6 +235,22 @@ def maxout_as(function):
     return _patched(layers, "max_of_pieces", function)
 
 
+def same_gradients(function, shape=(4, 5, 6, 16), seed: int = 0) -> bool:
+    """Whether ``function``'s two-piece maxout and gradient equal the library's, on small
+    integers (so that many pieces tie)."""
+    rng = np.random.default_rng(seed)
+    z = tf.constant(rng.integers(-2, 3, size=shape), tf.float32)
+    upstream = tf.constant(rng.normal(size=(*shape[:-1], shape[-1] // 2)), tf.float32)
+    found = []
+    for maxout_of in (maxout.max_of_pieces, function):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            out = maxout_of(z, 2)
+        found.append((out, tape.gradient(out, z, output_gradients=upstream)))
+    (out, gradient), (other_out, other_gradient) = found
+    return bool(np.array_equal(out, other_out) and np.array_equal(gradient, other_gradient))
+
+
 # variant: (context the nets are traced in, models.build's options)
 VARIANTS = {
     "library": (contextlib.nullcontext, {}),
@@ -209,6 +258,7 @@ VARIANTS = {
     "xla_gradient": (lambda: maxout_as(_xla_max_of_pieces), {}),
     "broadcast_gradient": (lambda: maxout_as(_broadcast_max_of_pieces), {}),
     "per_piece": (per_piece_convolutions, {}),
+    "pool_gradients": (lambda: maxout_as(_pool_gradients_max_of_pieces), {}),
 }
 
 
@@ -238,6 +288,7 @@ def pool_maxout_steps(repeats: int, steps: int = 5) -> dict:
         for net in ("mnist_fitnet", "mnist_teacher")}  # fmt: skip
     return {
         "ms": timing.summary(times, steps),
+        "pool_gradients_same_values": same_gradients(_pool_gradients_max_of_pieces),
         "student_over_teacher_gflops": {v: goal_two(v) for v in VARIANTS},
         **over_library,
     }

@@ -2,9 +2,12 @@
 
 ``python -m bench.op_profile`` (about 1 minute) profiles the MNIST pair's train steps
 (``mnist_fitnet``, ``mnist_teacher``; plain ``compile``/``fit`` on the labels, RMSProp, as
-``bench/student_profile.py`` times them) and the teacher's inference forward with TensorFlow's
-profiler, and writes ``results/op_profile.json``: per model, the step's wall time and the time
-of each op type per step, convolutions summed apart.
+``bench/student_profile.py`` times them; by default and with ``maxout_ties="one"``) and the
+teacher's inference forward with TensorFlow's profiler, and writes ``results/op_profile.json``:
+per model, the step's wall time and the time of each op type per step, convolutions summed
+apart, and per train step the convolutions' own GFLOP/s (3 x multiplications x batch / their
+time). ``goal_two_ceiling`` is the student's over the teacher's: goal 2's ratio if every op but
+the convolutions took no time, the most any maxout or step overhead could leave it.
 
 Run with one inter-op thread (``--inter_op 1``, the default), so ops run one after another and
 their times add up to the step: an attribution, not the step's best time (with two inter-op
@@ -25,7 +28,7 @@ import tensorflow as tf
 
 from bench import benchmarks
 from bench.run import machine
-from fitnets_tf import models
+from fitnets_tf import maxout, models
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "op_profile.json"
 
@@ -74,6 +77,15 @@ def profile(run, calls: int) -> dict:
             "by_op": ops}  # fmt: skip
 
 
+def train_step(name: str, ties: str, data, calls: int) -> dict:
+    """The profile of ``name``'s plain train step, with its convolutions' GFLOP/s."""
+    model = models.build(name, (28, 28, 1), benchmarks.NUM_CLASSES, seed=0, maxout_ties=ties)
+    found = profile(benchmarks.train_runner(benchmarks.plain_student(model), data, calls), calls)
+    flop = 3 * models.count_multiplications(model) * benchmarks.PAIRS["mnist"][3]  # batch
+    found["convolution_gflops"] = flop / found["convolutions_ms"] / 1e6
+    return found
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=10)
@@ -85,18 +97,21 @@ def main(argv=None) -> None:
     x, y = benchmarks.fixed_batch("mnist")
     data = benchmarks.repeated(x, y)
 
-    def net(name):
-        return models.build(name, (28, 28, 1), benchmarks.NUM_CLASSES, seed=0)
-
     result = {"machine": machine(), "inter_op_threads": args.inter_op, "models": {}}
-    for name in ("mnist_fitnet", "mnist_teacher"):
-        step = benchmarks.train_runner(benchmarks.plain_student(net(name)), data, args.calls)
-        result["models"][f"{name}/train_step"] = profile(step, args.calls)
-    forward = benchmarks.forward_runner(net("mnist_teacher"), x, args.calls)
+    for ties, suffix in zip(maxout.TIES, ("", "_ties_one"), strict=True):
+        for name in ("mnist_fitnet", "mnist_teacher"):
+            result["models"][f"{name}{suffix}/train_step"] = train_step(name, ties, data, args.calls)
+        student, teacher = (result["models"][f"{n}{suffix}/train_step"]["convolution_gflops"]
+                            for n in ("mnist_fitnet", "mnist_teacher"))  # fmt: skip
+        result.setdefault("goal_two_ceiling", {})[ties] = student / teacher
+    teacher = models.build("mnist_teacher", (28, 28, 1), benchmarks.NUM_CLASSES, seed=0)
+    forward = benchmarks.forward_runner(teacher, x, args.calls)
     result["models"]["mnist_teacher/forward"] = profile(forward, args.calls)
     result["machine"]["load_average_end"] = os.getloadavg()
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    print("goal 2's ceiling (student / teacher GFLOP/s of the convolutions alone):",
+          {ties: round(ratio, 3) for ties, ratio in result["goal_two_ceiling"].items()})
     for name, found in result["models"].items():
         print(f"{name}: step {found['step_ms']:.1f} ms, ops {found['ops_ms']:.1f} ms, "
               f"convolutions {found['convolutions_ms']:.1f} ms")  # fmt: skip
