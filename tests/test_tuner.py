@@ -286,6 +286,50 @@ def test_retrain_hints_per_trial_runs_stage_one_inside_the_trial(teacher_path, t
     assert len(_arrays(tmp_path / "trial.weights.h5")) == len(model.student.weights)
 
 
+def test_retrain_hints_per_trial_trains_every_pair(teacher_path):
+    hm = _hypermodel(teacher_path, hints=[("conv1", "conv1"), ("conv2", "conv2")],
+                     hint_weights=[0.5, 1.0], hints_epochs=1)  # fmt: skip
+    hp = keras_tuner.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    model = hm.build(hp)
+    assert model.hints == [("conv1", "conv1"), ("conv2", "conv2")]
+    assert model.hint_weights == (0.5, 1.0) and len(model.more_regressors) == 1
+    before = [r.get_weights() for r in (model.regressor, *model.more_regressors)]
+    history = hm.fit(hp, model, tiny_dataset(), tiny_dataset(), epochs=1, verbose=0)
+    assert "val_accuracy" in history.history and model.phase == "kd"
+    for regressor, weights in zip((model.regressor, *model.more_regressors), before, strict=True):
+        assert any(not np.array_equal(a, b) for a, b in
+                   zip(weights, regressor.get_weights(), strict=True))  # fmt: skip
+
+
+def test_retrain_hints_per_trial_needs_a_pair(teacher_path):
+    with pytest.raises(ValueError, match="needs `hints` or `hint_layer` and `guided_layer`"):
+        _hypermodel(teacher_path, hints_epochs=1)
+
+
+def test_the_cli_retrains_every_pair_of_hints_per_trial(tmp_path):
+    from fitnets_tf.search import session
+
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["tune", f"--flagfile={os.path.join(ROOT, SMOKE)}", "--retrain_hints_per_trial",
+                     "--hints=pool1:pool2,pool2:pool4", "--hint_weights=0.5,1"])  # fmt: skip
+        config, options = flag_lib.config_from_flags(), tune.options_from_flags()
+    finally:
+        flags.FLAGS.unparse_flags()
+    session._check_searchable(config, options)  # once refused: the trials retrained one pair
+    spec = get_spec("synthetic")
+    teacher = models.build("mnist_teacher", spec.input_shape, spec.num_classes)
+    teacher.save(tmp_path / "teacher.keras")
+    record = {"teacher_path": str(tmp_path / "teacher.keras"), "student_path": None}
+    hm = session.hypermodel(config, options, record, (spec.input_shape, spec.num_classes))
+    hp = keras_tuner.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    model = hm.build(hp)
+    assert model.hints == [("pool1", "pool2"), ("pool2", "pool4")]
+    assert model.hint_weights == (0.5, 1.0) and hm.hints_epochs == 1
+
+
 def test_hyperband_continues_a_trial_from_its_student_checkpoint(teacher_path, tmp_path):
     t = search.make_tuner(_hypermodel(teacher_path), oracle="hyperband", max_trials=4,
                          trial_epochs=3, directory=tmp_path)  # fmt: skip

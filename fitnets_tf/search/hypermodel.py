@@ -61,8 +61,11 @@ class FitNetsHyperModel(keras_tuner.HyperModel):
             ``None`` starts from ``build_student``'s initialisation.
         hparams: everything not searched (and the defaults of what is).
         space: the :class:`~fitnets_tf.search.SearchSpace`.
-        hint_layer, guided_layer, hints_epochs: with ``hints_epochs > 0`` each trial first runs
-            stage 1 itself (with its own learning rate) instead of loading ``student_weights``.
+        hints_epochs: with ``hints_epochs > 0`` each trial first runs stage 1 itself (with
+            its own learning rate) instead of loading ``student_weights``, on the pairs of
+            ``hints`` (a list of ``(hint_layer, guided_layer)`` or ``"auto"``; ``hint_weights``
+            their weights) or of ``hint_layer`` and ``guided_layer`` (one pair), as
+            :class:`~fitnets_tf.distiller.Distiller` takes them.
         seed: seeds every trial identically.
         dtype_policy: e.g. ``"mixed_float16"``.
         compile_kwargs: for ``Distiller.compile`` (``jit_compile``...).
@@ -79,20 +82,25 @@ class FitNetsHyperModel(keras_tuner.HyperModel):
         hint_layer: str | None = None,
         guided_layer: str | None = None,
         hints_epochs: int = 0,
+        hints=None,
+        hint_weights=None,
         seed: int = 0,
         dtype_policy: str = "float32",
         compile_kwargs: dict | None = None,
         name: str = "fitnets",
     ):
         super().__init__(name=name)
-        if hints_epochs and (hint_layer is None or guided_layer is None):
-            raise ValueError("`hints_epochs` > 0 needs `hint_layer` and `guided_layer`.")
+        if hints_epochs and not hints and (hint_layer is None or guided_layer is None):
+            raise ValueError("`hints_epochs` > 0 needs `hints` or `hint_layer` and "
+                             "`guided_layer`.")  # fmt: skip
         self.hparams = hparams or stages.Hyperparameters()
         self.space = space or SearchSpace()
         self.space.describe(self.hparams)  # fails now if a default lies outside its range
         self.teacher_path, self.build_student = teacher_path, build_student
         self.student_weights = student_weights
-        self.hint_layer, self.guided_layer = hint_layer, guided_layer
+        # Stage 1's pairs, in the Distiller's arguments (one form or the other, as given).
+        self._hint_arguments = {"hint_layer": hint_layer, "guided_layer": guided_layer,
+                                "hints": hints or None, "hint_weights": hint_weights}  # fmt: skip
         self.hints_epochs = hints_epochs
         self.seed, self.dtype_policy = seed, dtype_policy
         self.compile_kwargs = dict(compile_kwargs or {})
@@ -111,12 +119,10 @@ class FitNetsHyperModel(keras_tuner.HyperModel):
         student = self.build_student()
         if self.student_weights is not None and not self.hints_epochs:
             student.set_weights(self._stage_one_weights(student))
-        hints = self.hints_epochs > 0
+        pairs = self._hint_arguments if self.hints_epochs > 0 else {}
         return TrialDistiller(
-            teacher, student, hint_layer=self.hint_layer if hints else None,
-            guided_layer=self.guided_layer if hints else None, temperature=hparams.temperature,
-            kd_lambda=hparams.lambda_start, tau_squared=hparams.tau_squared,
-            regressor=hparams.regressor,
+            teacher, student, temperature=hparams.temperature, kd_lambda=hparams.lambda_start,
+            tau_squared=hparams.tau_squared, regressor=hparams.regressor, **pairs,
         )  # fmt: skip
 
     def _stage_one_weights(self, student: keras.Model) -> list:

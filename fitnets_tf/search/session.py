@@ -227,10 +227,6 @@ def _check_searchable(config: ExperimentConfig, options: TuneOptions) -> None:
                                      {"trial_epochs": options.trial_epochs})  # fmt: skip
     if warmup:
         raise SearchError(f"{warmup[0]}: lower --warmup_epochs or raise --trial_epochs.")
-    if options.retrain_hints_per_trial and config.models.hints:
-        # The trials' HyperModel retrains one pair (config.pair()); --hints would be ignored.
-        raise SearchError("--retrain_hints_per_trial takes one pair: give --hint_layer and "
-                          "--guided_layer instead of --hints.")  # fmt: skip
     _check_teacher(config)
 
 
@@ -339,13 +335,12 @@ def hypermodel(config: ExperimentConfig, options: TuneOptions, record: dict,
     build = dict(input_shape=input_shape, num_classes=num_classes,
                  kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm,
                  maxout_ties=m.maxout_ties)  # fmt: skip
-    hint_layer, guided_layer = config.pair()
     retrain = s.modes[0] == "fitnet" and options.retrain_hints_per_trial
     return FitNetsHyperModel(
         record["teacher_path"],
         lambda: sources.resolve(m.student, seed=s.seed + 1, role="student", **build),
         record["student_path"], hparams=config.hyperparameters(), space=options.space,
-        hint_layer=hint_layer, guided_layer=guided_layer,
+        hints=config.hint_pairs(), hint_weights=m.hint_weights,
         hints_epochs=s.hints_epochs if retrain else 0, seed=s.seed,
         dtype_policy=runtime.dtype_policy(s.mixed_precision),
         compile_kwargs={"jit_compile": config.runtime.jit_compile},
