@@ -23,7 +23,10 @@ against what the library does in the same rounds (:func:`bench.timing.interleave
    ``pool_gradients``, for two pieces, the maxout as ``ties_one`` computes it forward and the
    shared gradient from oneDNN's pooling gradients: the max pool's where the pieces differ, the
    ``1 x 2`` average pool's (half to each) where they tie, a tie found as max == min (the same
-   values as the library's gradient).
+   values as the library's gradient); and ``depthwise_difference``, the library's two-piece
+   gradient with the pieces' difference taken by a ``1 x 2``, stride-2 depthwise convolution
+   with weights (1, -1) of that reshape instead of a split and a subtraction (the same values
+   on CPU; TF32 or bf16 convolutions on a GPU or TPU would round it).
 3. ``convolutions``: the teacher's three convolutions alone (explicit pad + convolution +
    bias), TensorFlow against PyTorch eager in a process of its own (skipped without torch).
 """
@@ -197,6 +200,23 @@ def _pool_gradients_max_of_pieces(z, pieces: int, ties: str = "share"):
     return max_of_two(z)
 
 
+def _depthwise_difference_max_of_pieces(z, pieces: int, ties: str = "share"):
+    if pieces != 2:  # the 4-piece layers keep the library's gradient
+        return maxout.max_of_pieces(z, pieces, ties)
+    shape, units = tf.shape(z), z.shape[-1] // 2
+    rows = [shape[0], 1] if len(z.shape) == 2 else [shape[0], shape[1]]
+    width = 1 if len(z.shape) == 2 else shape[2]
+    weights = tf.reshape(tf.repeat(tf.constant([1.0, -1.0], z.dtype), units), (1, 2, units, 1))
+
+    def gradient(z, _, __, upstream):
+        grouped = tf.reshape(z, tf.stack([*rows, width * 2, units]))
+        difference = tf.nn.depthwise_conv2d(grouped, weights, (1, 1, 2, 1), "VALID")
+        half_sign = tf.sign(tf.reshape(difference, tf.shape(upstream))) * 0.5
+        return tf.concat([(0.5 + half_sign) * upstream, (0.5 - half_sign) * upstream], axis=-1)
+
+    return _with_gradient(z, pieces, gradient)
+
+
 @tf.custom_gradient
 def _max_of_blocks(*blocks):
     out = blocks[0]
@@ -259,6 +279,7 @@ VARIANTS = {
     "broadcast_gradient": (lambda: maxout_as(_broadcast_max_of_pieces), {}),
     "per_piece": (per_piece_convolutions, {}),
     "pool_gradients": (lambda: maxout_as(_pool_gradients_max_of_pieces), {}),
+    "depthwise_difference": (lambda: maxout_as(_depthwise_difference_max_of_pieces), {}),
 }
 
 
@@ -289,6 +310,7 @@ def pool_maxout_steps(repeats: int, steps: int = 5) -> dict:
     return {
         "ms": timing.summary(times, steps),
         "pool_gradients_same_values": same_gradients(_pool_gradients_max_of_pieces),
+        "depthwise_difference_same_values": same_gradients(_depthwise_difference_max_of_pieces),
         "student_over_teacher_gflops": {v: goal_two(v) for v in VARIANTS},
         **over_library,
     }

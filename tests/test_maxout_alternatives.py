@@ -1,7 +1,7 @@
 """bench/maxout_alternatives.py: the formulations it times compute what the library computes.
 
-No timing is asserted. The pool-gradient variant claims the library's shared-tie gradient to
-the bit; a small-integer input makes most pieces tie, so a wrong tie rule shows.
+No timing is asserted. The pool-gradient and depthwise-difference variants claim the library's
+shared-tie gradient; a small-integer input makes most pieces tie, so a wrong tie rule shows.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from fitnets_tf import maxout
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 8), (5, 6)])
-def test_pool_gradients_equal_the_library_at_ties(shape):
-    function = maxout_alternatives._pool_gradients_max_of_pieces
+@pytest.mark.parametrize("variant", ["_pool_gradients_max_of_pieces",
+                                     "_depthwise_difference_max_of_pieces"])  # fmt: skip
+def test_variants_equal_the_library_at_ties(variant, shape):
+    function = getattr(maxout_alternatives, variant)
     assert maxout_alternatives.same_gradients(function, shape)
 
 
