@@ -527,6 +527,10 @@ def test_images_a_model_cannot_take_are_refused():
         data.check_input_shape((None, 28, 28, 1), (14, 14, 1), "teacher")
     with pytest.raises(DataError, match="give images with 1 channel"):
         data.check_input_shape((28, 28, 1), (28, 28, 3), "student")
+    # Both changes to the images are needed, not either: the alternative is another model.
+    with pytest.raises(DataError, match=r"resize the images \(--image_size=32,32\) and give "
+                       r"images with 3 channel\(s\), or use a student made for 28x28x1 images"):
+        data.check_input_shape((None, 32, 32, 3), (28, 28, 1), "student")
 
 
 def test_images_of_varying_size_need_image_size():

@@ -126,11 +126,12 @@ def check_input_shape(model_input_shape, data_input_shape, role: str) -> None:
     ):
         return
     height, width, channels = model_shape if len(model_shape) == 3 else (None, None, None)
-    fixes = []
+    changes = []  # to the images: all of them are needed
     if height is not None and width is not None and (height, width) != data_shape[:2]:
-        fixes.append(f"resize the images (--image_size={height},{width})")
+        changes.append(f"resize the images (--image_size={height},{width})")
     if channels is not None and channels != data_shape[-1]:
-        fixes.append(f"give images with {channels} channel(s)")
+        changes.append(f"give images with {channels} channel(s)")
+    fixes = [" and ".join(changes)] if changes else []
     fixes.append(f"use a {role} made for {_shape(data_shape)} images")
     raise DataError(
         f"The {role} takes images of shape {_shape(model_shape)} but the data's are "
