@@ -87,6 +87,10 @@ class DataConfig:
         "distorted), crop (the centred box of the target's aspect ratio) or pad (whole, "
         "letterboxed in black).", choices=_resize_modes,
     )  # fmt: skip
+    channels: int | None = option(
+        None, "Convert the images to 1 (grayscale) or 3 (RGB) channels, for models that take "
+        "the other (default: the data's).", choices=(1, 3),
+    )  # fmt: skip
     preprocessing: str = option(
         "auto", "Raw pixels [0, 255] to the network input: auto (the dataset's: pixels / 255, "
         "CIFAR's GCN + ZCA), none (raw pixels, for models that rescale their own inputs, e.g. "
