@@ -7,7 +7,13 @@ import numpy as np
 import tensorflow as tf
 
 from fitnets_tf import latency, models
+from fitnets_tf.errors import ConfigError
 from fitnets_tf.export.serving import as_served, in_float32
+
+# The two conventions a user's model is trained with, raw pixels in [0, 255] or pixels / 255:
+# ``--preprocessing`` mode -> (the other's mode, the factor from this input to the other's).
+_OTHER_SCALING = {"scale": ("none", 255.0), "none": ("scale", 1 / 255)}
+_SCALING_WORDS = {"scale": "pixels / 255", "none": "raw pixels in [0, 255]"}
 
 
 def test_accuracy(model: keras.Model, test: tf.data.Dataset) -> float:
@@ -20,6 +26,44 @@ def test_accuracy(model: keras.Model, test: tf.data.Dataset) -> float:
         correct += int(np.sum(pred == np.asarray(y)))
         total += len(pred)
     return correct / max(total, 1)
+
+
+def check_teacher(teacher: keras.Model, validation: tf.data.Dataset, preprocessing: str,
+                  num_classes: int, class_names=None) -> list[str]:  # fmt: skip
+    """The teacher's validation accuracy, and a warning near chance, as lines to print.
+
+    A teacher trained on another class order or preprocessing than the run's data scores at
+    chance, and distilling it silently teaches nothing. Near chance, a run that feeds it pixels
+    / 255 (``preprocessing`` ``"scale"``) also tries the raw pixels, and the other way round:
+    a Keras model that rescales its own inputs (a first ``Rescaling(1/255)`` layer) sees an
+    all-but-black image otherwise.
+
+    Raises:
+        ConfigError: the teacher is near chance on the run's input but not on the other
+            scaling's, naming the ``--preprocessing`` that fits it.
+    """
+    accuracy = test_accuracy(teacher, validation)
+    chance = 1 / num_classes
+    lines = [f"teacher: validation accuracy {accuracy:.4f} (chance {chance:.4f})"]
+    if accuracy >= 2 * chance:
+        return lines
+    if preprocessing in _OTHER_SCALING:
+        other, factor = _OTHER_SCALING[preprocessing]
+        rescaled = validation.map(lambda x, y: (x * factor, y))
+        if (other_accuracy := test_accuracy(teacher, rescaled)) >= 2 * chance:
+            raise ConfigError(
+                f"The teacher scores {accuracy:.4f} on this run's validation images, "
+                f"{_SCALING_WORDS[preprocessing]} (chance {chance:.4f}), but {other_accuracy:.4f} "
+                f"on the same images as {_SCALING_WORDS[other]}: it was trained on those. Run "
+                f"with --preprocessing={other}, which feeds them to the teacher and the student "
+                "alike (and makes them the exports' input); "
+                + ("give the student the same first Rescaling(1/255) layer, if it is yours."
+                   if other == "none" else "drop the student's own rescaling, if it has one.")
+            )  # fmt: skip
+    order = f" (label k is the k-th of: {', '.join(class_names)})" if class_names else ""
+    return lines + [f"warning: the teacher is near chance on the validation images, so it has "
+                    f"little to teach. Was it trained with this data's class order{order} "
+                    "and on images scaled the same way?"]  # fmt: skip
 
 
 def summary_row(name: str, model: keras.Model, test, stage_seconds: dict | None,

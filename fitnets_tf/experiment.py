@@ -263,22 +263,15 @@ class Experiment:
         )  # fmt: skip
 
     def check_teacher(self, teacher: keras.Model) -> None:
-        """Prints the teacher's validation accuracy before it teaches, and warns near chance.
-
-        A teacher trained on another class order or preprocessing than the run's data scores
-        at chance, and distilling it silently teaches nothing.
-        """
+        """Prints the teacher's validation accuracy before it teaches (see
+        :func:`fitnets_tf.evaluation.check_teacher`: refused when it was trained on pixels
+        scaled otherwise, warned near chance)."""
         if self.data.validation is None or not self._to_run() & {"hints", "kd"}:
             return
-        accuracy = evaluation.test_accuracy(teacher, self.data.validation)
-        chance = 1 / self.data.num_classes
-        self.log(f"teacher: validation accuracy {accuracy:.4f} (chance {chance:.4f})")
-        if accuracy < 2 * chance:
-            names = self.data.spec.class_names
-            order = f" (label k is the k-th of: {', '.join(names)})" if names else ""
-            self.log(f"warning: the teacher is near chance on the validation images, so it has "
-                     f"little to teach. Was it trained with this data's class order{order} "
-                     "and on images scaled the same way?")  # fmt: skip
+        for line in evaluation.check_teacher(teacher, self.data.validation,
+                                             self.data.preprocessor.mode, self.data.num_classes,
+                                             self.data.spec.class_names):  # fmt: skip
+            self.log(line)
 
     def _to_run(self) -> set[str]:
         return {s for mode, names in self.plan.mode_stages.items() for s in names

@@ -151,6 +151,31 @@ def test_folder_of_rgb_images_and_image_size(tmp_path, fashion):
     assert x.shape[1:] == (14, 14, 3) and 0.0 <= float(tf.reduce_min(x)) <= 1.0
 
 
+def test_channels_converts_a_folder_arrays_and_a_built_in_dataset(tmp_path, fashion):
+    """A grayscale teacher on RGB files (or an RGB one on grayscale data) needs the images
+    converted, not new files: --channels=1 by luma weights, --channels=3 gray repeated."""
+    images, labels = fashion
+    rgb = np.stack([images[:40], 255 - images[:40], images[:40] // 2], axis=-1)
+    write_pngs(tmp_path / "rgb", rgb, labels[:40])
+    gray = data.load(f"folder:{tmp_path / 'rgb'}", batch_size=8, channels=1, validation_size=0)
+    assert gray.input_shape == (28, 28, 1)
+    x, _ = _examples(gray.test)  # (in a shuffled order: compared as a set)
+    luma = np.rint(tf.image.rgb_to_grayscale(rgb.astype("float32")).numpy()).astype(np.uint8)
+    assert len(x) == 4 and {a.tobytes() for a in x} <= {a.tobytes() for a in luma}
+    np.savez(tmp_path / "gray.npz", x_train=images[:30], y_train=labels[:30],
+             x_test=images[30:40], y_test=labels[30:40])  # fmt: skip
+    coloured = data.load(f"npz:{tmp_path / 'gray.npz'}", batch_size=10, channels=3)
+    x, _ = _examples(coloured.test)
+    assert coloured.input_shape == (28, 28, 3)
+    np.testing.assert_array_equal(x, np.repeat(images[30:40, ..., None], 3, axis=-1))
+    assert data.load("synthetic", batch_size=8, limit=8, channels=3).input_shape[-1] == 3
+    np.savez(tmp_path / "rgba.npz", x_train=np.zeros((20, 4, 4, 4), "uint8"),
+             y_train=np.arange(20) % 2, x_test=np.zeros((4, 4, 4, 4), "uint8"),
+             y_test=np.arange(4) % 2)  # fmt: skip
+    with pytest.raises(DataError, match="have 4 channel.*cannot be converted to 1"):
+        data.load(f"npz:{tmp_path / 'rgba.npz'}", channels=1)
+
+
 def test_folder_default_size_is_the_first_images(tmp_path, fashion):
     images, labels = fashion
     write_pngs(tmp_path, images[:30], labels[:30])
@@ -527,6 +552,11 @@ def test_images_a_model_cannot_take_are_refused():
         data.check_input_shape((None, 28, 28, 1), (14, 14, 1), "teacher")
     with pytest.raises(DataError, match="give images with 1 channel"):
         data.check_input_shape((28, 28, 1), (28, 28, 3), "student")
+    # Both changes to the images are needed, not either: the alternative is another model.
+    with pytest.raises(DataError, match=r"resize the images \(--image_size=32,32\) and give "
+                       r"images with 3 channel\(s\) \(--channels=3\), or use a student made for "
+                       r"28x28x1 images"):
+        data.check_input_shape((None, 32, 32, 3), (28, 28, 1), "student")
 
 
 def test_images_of_varying_size_need_image_size():

@@ -5,6 +5,7 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from fitnets_tf import config as config_lib
 from fitnets_tf import data, errors, evaluation, experiment
@@ -125,6 +126,48 @@ def test_a_teacher_at_chance_is_reported_before_it_teaches(tmp_path):
     accuracy = [line for line in lines if line.startswith("teacher: validation accuracy")]
     assert len(accuracy) == 1 and "(chance 0.1000)" in accuracy[0]
     assert any(line.startswith("warning: the teacher is near chance") for line in lines)
+
+
+def _mean_brightness_teacher(rescales: bool) -> keras.Model:
+    """Class k of 4 when the mean of the image, as it was trained (pixels / 255), is in
+    [k/4, (k+1)/4); ``rescales``: it takes raw pixels, through a first Rescaling(1/255)."""
+    first = [keras.layers.Rescaling(1 / 255)] if rescales else []
+    head = keras.layers.Dense(4)
+    model = keras.Sequential([keras.Input((4, 4, 1)), *first,
+                              keras.layers.GlobalAveragePooling2D(), head])  # fmt: skip
+    head.set_weights([np.array([[0.0, 100, 200, 300]]), np.array([0.0, -25, -75, -150])])
+    return model
+
+
+def _brightness_batches(scale: float):
+    means = np.repeat([0.1, 0.4, 0.6, 0.9], 8).astype("float32")  # 8 of each class
+    images = np.ones((32, 4, 4, 1), "float32") * means[:, None, None, None] * scale
+    return tf.data.Dataset.from_tensor_slices((images, np.repeat(np.arange(4), 8))).batch(16)
+
+
+@pytest.mark.parametrize(("rescales", "preprocessing", "fix"),
+                         [(True, "scale", "none"), (False, "none", "scale")])  # fmt: skip
+def test_a_teacher_trained_on_other_pixel_scaling_is_refused_with_the_flag(
+    rescales, preprocessing, fix
+):
+    """A Keras teacher that rescales its own inputs, fed pixels / 255, sees black images and
+    scores at chance: the run names the --preprocessing that feeds it what it was trained on."""
+    teacher = _mean_brightness_teacher(rescales)
+    fed = _brightness_batches(255.0 if preprocessing == "none" else 1.0)
+    with pytest.raises(errors.ConfigError, match=f"scores 0.2500 .* but 1.0000 on the same "
+                                                 f"images .* --preprocessing={fix}"):  # fmt: skip
+        evaluation.check_teacher(teacher, fed, preprocessing, 4)
+    # Fed what it was trained on, it is reported, not refused.
+    lines = evaluation.check_teacher(teacher, _brightness_batches(255.0 if rescales else 1.0),
+                                     "none" if rescales else "scale", 4)  # fmt: skip
+    assert lines == ["teacher: validation accuracy 1.0000 (chance 0.2500)"]
+
+
+def test_preprocessing_none_feeds_the_raw_pixels():
+    loaded = experiment.load_data(SMOKE.with_values(preprocessing="none"))
+    images = np.concatenate([x for x, _ in loaded.validation])
+    assert loaded.preprocessor.mode == "none" and images.max() > 1
+    assert experiment.load_data(SMOKE).preprocessor.mode == "scale"
 
 
 def test_a_student_whose_batch_norm_lags_is_named_with_the_fix():

@@ -144,6 +144,33 @@ def test_files_whose_input_and_output_are_one_element_lists_work(tmp_path):
             np.testing.assert_array_equal(got(x), model(x))
 
 
+@pytest.mark.parametrize("sequential", [False, True])
+def test_a_model_of_any_image_size_is_built_for_the_datas(tmp_path, sequential):
+    """A fully convolutional model saved with ``Input((None, None, 1))`` gets the data's size,
+    so its feature maps' sizes (the hint regressor's kernel) are known; a teacher keeps its
+    weights."""
+    layers = [keras.layers.Conv2D(4, 3, name="conv"), keras.layers.MaxPooling2D(name="pool"),
+              keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dense(10, name="fc")]
+    if sequential:
+        model = keras.Sequential([keras.Input((None, None, 1)), *layers], name="open")
+    else:
+        h = inputs = keras.Input((None, None, 1), name="images")
+        for layer in layers:
+            h = layer(h)
+        model = keras.Model(inputs, h, name="open")
+    model.save(tmp_path / "open.keras")
+    for role in ("teacher", "student"):
+        got = sources.resolve(str(tmp_path / "open.keras"), (12, 10, 1), 10, seed=0,
+                              keep_weights=role == "teacher", role=role)  # fmt: skip
+        assert got.get_layer("pool").output.shape == (None, 5, 4, 4)
+        assert [layer.name for layer in got.layers if layer.name != "images"] == [
+            layer.name for layer in model.layers if layer.name != "images"]  # fmt: skip
+    x = np.random.RandomState(0).rand(2, 12, 10, 1).astype("float32")
+    teacher = sources.resolve(str(tmp_path / "open.keras"), (12, 10, 1), 10, keep_weights=True)
+    np.testing.assert_allclose(teacher(x), model(x), atol=1e-6)
+    hint_choice.auto_pair(teacher, got)  # both maps known: a pair is found, none refused
+
+
 def test_a_model_for_other_images_is_refused(model_files):
     with pytest.raises(DataError, match=r"teacher takes images of shape 28x28x1 but the data's "
                        r"are 32x32x3"):  # fmt: skip

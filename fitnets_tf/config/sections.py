@@ -43,6 +43,12 @@ def _resize_modes() -> tuple[str, ...]:  # the first is the default (data.DEFAUL
     return data.RESIZE_MODES
 
 
+def _preprocessings() -> tuple[str, ...]:  # the first is the default (data.load's)
+    from fitnets_tf import preprocessing
+
+    return ("auto", *preprocessing.MODES)
+
+
 def _maxout_ties() -> tuple[str, ...]:  # the first is the default (the layers')
     from fitnets_tf import maxout
 
@@ -80,6 +86,15 @@ class DataConfig:
         "stretch", "How the user's images of another aspect ratio are resized: stretch (whole, "
         "distorted), crop (the centred box of the target's aspect ratio) or pad (whole, "
         "letterboxed in black).", choices=_resize_modes,
+    )  # fmt: skip
+    channels: int | None = option(
+        None, "Convert the images to 1 (grayscale) or 3 (RGB) channels, for models that take "
+        "the other (default: the data's).", choices=(1, 3),
+    )  # fmt: skip
+    preprocessing: str = option(
+        "auto", "Raw pixels [0, 255] to the network input: auto (the dataset's: pixels / 255, "
+        "CIFAR's GCN + ZCA), none (raw pixels, for models that rescale their own inputs, e.g. "
+        "a first Rescaling(1/255) layer), scale, gcn or gcn_zca.", choices=_preprocessings,
     )  # fmt: skip
     batch_size: int = option(128, "Global batch size.", minimum=1)
     augment: bool = option(False, "Random crops of the padded image (+ flips where valid; "

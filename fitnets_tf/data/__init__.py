@@ -64,12 +64,14 @@ from fitnets_tf.data.pipelines import (
     train_pipeline,
 )
 from fitnets_tf.data.shapes import (
+    CHANNELS,
     DEFAULT_RESIZE_MODE,
     RESIZE_MODES,
     as_height_width,
     aspect_options,
     check_input_shape,
     image_size_problem,
+    with_channels,
 )
 from fitnets_tf.data.sources import dataset_problem, read_user_data
 from fitnets_tf.data.specs import DATASETS, DatasetSpec, get_spec, held_out_size, split_names
@@ -80,6 +82,7 @@ from fitnets_tf.errors import ConfigError, DatasetNotFoundError
 from fitnets_tf.preprocessing import MODES, Preprocessor
 
 __all__ = [
+    "CHANNELS",
     "DATASETS",
     "DEBIAN_FASHION_MNIST_DIR",
     "DatasetNotFoundError",
@@ -170,6 +173,7 @@ def load(
     limit: int | None = None,
     image_size: int | tuple[int, ...] | None = None,
     resize_mode: str = DEFAULT_RESIZE_MODE,
+    channels: int | None = None,
     holdout: str = DEFAULT_HOLDOUT,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
@@ -201,6 +205,8 @@ def load(
             ratio) or ``pad`` (whole, letterboxed in black); see :data:`RESIZE_MODES`. Without
             ``image_size``, a folder's only: an ``.npz`` file's or a TFDS dataset's images are
             not resized, and a mode other than the default is refused.
+        channels: 1 or 3 converts the images to grayscale or RGB where they are not (for a
+            model that takes the other); None keeps the data's.
         holdout: the user's folder or ``.npz`` file only: how the examples it does not split
             itself are held out, ``stratified`` (per class, new runs) or ``random`` (runs
             recorded before; see :mod:`~fitnets_tf.data.holdout`). A run reads its own from
@@ -240,6 +246,9 @@ def load(
         )  # fmt: skip
         # The user's files carry no version to key a cache on: ZCA is fitted afresh.
         zca_key, cache_dir = dict(dataset=name), None
+    converted, spec = with_channels(raw, spec, channels)
+    if converted is not raw:  # the whitening constants of other images
+        raw, zca_key = converted, dict(zca_key, channels=channels)
     preprocessor = _unfitted_preprocessor(spec, preprocessing)
     if limit is not None:
         raw = {key: ds.take(limit) for key, ds in raw.items()}

@@ -17,6 +17,8 @@ from fitnets_tf.errors import ConfigError, DataError
 RESIZE_MODES = ("stretch", "crop", "pad")
 #: What every data reader, and ``--resize_mode``, does unless told otherwise.
 DEFAULT_RESIZE_MODE = RESIZE_MODES[0]
+#: What ``channels`` converts the images to: grayscale, RGB.
+CHANNELS = (1, 3)
 
 
 def resize_mode_problem(resize_mode) -> str | None:
@@ -107,6 +109,36 @@ def at_size(
     return resized, dataclasses.replace(spec, input_shape=(*size, channels))
 
 
+def with_channels(
+    raw: dict[str, tf.data.Dataset], spec: DatasetSpec, channels: int | None
+) -> tuple[dict[str, tf.data.Dataset], DatasetSpec]:
+    """``raw`` and ``spec`` with every image converted to ``channels``, when the data's differ:
+    1, grayscale (``tf.image.rgb_to_grayscale``'s luma weights), or 3, RGB (the gray value
+    repeated). None: the data's own.
+
+    Converted pixels are float32, still in ``[0, 255]``: the Preprocessor takes either.
+
+    Raises:
+        DataError: a conversion other than between 1 and 3 channels.
+    """
+    have = spec.input_shape[-1]
+    if channels is None or channels == have:
+        return raw, spec
+    if {have, channels} != set(CHANNELS):
+        raise DataError(
+            f"The images of dataset {spec.name!r} have {have} channel(s), which cannot be "
+            f"converted to {channels}: only grayscale (1) and RGB (3) convert to each other."
+        )
+    convert = tf.image.grayscale_to_rgb if channels == 3 else tf.image.rgb_to_grayscale
+
+    def to_channels(x, y):
+        return convert(tf.cast(x, tf.float32)), y
+
+    converted = {key: ds.map(to_channels, num_parallel_calls=tf.data.AUTOTUNE)
+                 for key, ds in raw.items()}  # fmt: skip
+    return converted, dataclasses.replace(spec, input_shape=(*spec.input_shape[:2], channels))
+
+
 def check_input_shape(model_input_shape, data_input_shape, role: str) -> None:
     """Refuses images that a model cannot take, before any training.
 
@@ -126,11 +158,13 @@ def check_input_shape(model_input_shape, data_input_shape, role: str) -> None:
     ):
         return
     height, width, channels = model_shape if len(model_shape) == 3 else (None, None, None)
-    fixes = []
+    changes = []  # to the images: all of them are needed
     if height is not None and width is not None and (height, width) != data_shape[:2]:
-        fixes.append(f"resize the images (--image_size={height},{width})")
+        changes.append(f"resize the images (--image_size={height},{width})")
     if channels is not None and channels != data_shape[-1]:
-        fixes.append(f"give images with {channels} channel(s)")
+        how = f" (--channels={channels})" if channels in CHANNELS else ""
+        changes.append(f"give images with {channels} channel(s){how}")
+    fixes = [" and ".join(changes)] if changes else []
     fixes.append(f"use a {role} made for {_shape(data_shape)} images")
     raise DataError(
         f"The {role} takes images of shape {_shape(model_shape)} but the data's are "

@@ -89,8 +89,8 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
     """The :func:`fitnets_tf.data.load` arguments naming a run's training split.
 
     Read from the run's ``flags.txt``: its dataset, data directory, image size (and resize
-    mode) and held-out split, and for the user's folder or ``.npz`` file the draw of its
-    held-out examples from its ``data.json`` (a run without one drew at random), so the
+    mode), channels and held-out split, and for the user's folder or ``.npz`` file the draw of
+    its held-out examples from its ``data.json`` (a run without one drew at random), so the
     calibration images are training images the student saw, never its test images.
 
     Raises:
@@ -120,6 +120,8 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
         source["image_size"] = tuple(int(side) for side in given["image_size"].split(","))
         if given.get("resize_mode"):  # with a size only: alone it did nothing (now refused)
             source["resize_mode"] = given["resize_mode"]
+    if given.get("channels"):
+        source["channels"] = int(given["channels"])
     if given.get("validation_size"):
         source["validation_size"] = int(given["validation_size"])
     return source

@@ -163,15 +163,35 @@ def reinitialised(model: keras.Model, seed: int | None = None, *, renumber: bool
         config["name"] = names.get(layer.name, layer.name)
         return batch_norm.fused_class(layer).from_config(config)
 
+    inputs = _new_input(model, tuple(model.inputs[0].shape[1:]), "input" if renumber else None)
+    return keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
+
+
+def _new_input(model: keras.Model, shape: tuple, name: str | None = None):
+    """A new input of ``shape`` for ``keras.models.clone_model(model, input_tensors=...)``,
+    named ``name`` or as ``model``'s input layer."""
     given = [layer.name for layer in model.layers if isinstance(layer, keras.layers.InputLayer)]
-    name = "input" if renumber or not given else given[0]
-    tensor = keras.Input(tuple(model.inputs[0].shape[1:]), dtype=model.inputs[0].dtype, name=name)
-    inputs = tensor
+    name = name or (given[0] if given else None)
+    tensor = keras.Input(shape, dtype=model.inputs[0].dtype, name=name)
     # clone_model wants it in the model's own structure (`keras.Model([x], y)`: a list); a
     # Sequential model not called since loading has no `input`, and takes the tensor.
     with contextlib.suppress(AttributeError, ValueError):
-        inputs = keras.tree.map_structure(lambda _: tensor, model.input)
-    return keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
+        return keras.tree.map_structure(lambda _: tensor, model.input)
+    return tensor
+
+
+def at_input_shape(model: keras.Model, input_shape) -> keras.Model:
+    """``model`` built for the images ``input_shape`` where its input leaves a size open
+    (``keras.Input((None, None, 3))``): the same layers and weights (a copy), with every
+    feature map's size known, as the hint regressor's kernel (``N_g - N_h + 1``) needs.
+    ``model`` itself when its input's shape is fixed."""
+    shape = tuple(model.inputs[0].shape[1:])
+    if None not in shape or len(shape) != len(input_shape):
+        return model
+    fixed = tuple(d if s is None else s for s, d in zip(shape, input_shape, strict=True))
+    built = keras.models.clone_model(model, input_tensors=_new_input(model, fixed))
+    built.set_weights(model.get_weights())
+    return built
 
 
 def _stable_names(model: keras.Model) -> dict[str, str]:
@@ -205,7 +225,9 @@ def _unseeded(config: dict) -> dict:
 def for_dataset(
     model: keras.Model, input_shape, num_classes: int, role: str = "model", spec: str = ""
 ) -> keras.Model:
-    """``model`` outputting logits (a final softmax removed), checked against the dataset.
+    """``model`` outputting logits (a final softmax removed), checked against the dataset, and
+    built for its images where the model's input leaves their size open
+    (:func:`at_input_shape`).
 
     Raises:
         ConfigError: not one Functional input and output, or not ``num_classes`` logits out;
@@ -229,6 +251,8 @@ def for_dataset(
             f"{what} gives {outputs[0].shape[-1]} outputs, but the dataset has {num_classes} "
             f"classes. Give a {role} built for this dataset."
         )
+    model = at_input_shape(model, input_shape)
+    inputs, outputs = model.inputs, model.outputs
     if _nested(model):  # one tensor in and out, however it was built (`keras.Model([x], [y])`)
         model = keras.Model(inputs[0], outputs[0], name=model.name)
     return without_softmax(model)
