@@ -45,7 +45,7 @@ def check_suffix(output: pathlib.Path, format: str) -> None:
     suffix = SUFFIXES.get(format)
     if suffix is not None and output.suffix != suffix:
         raise ExportConfigError(
-            f"A {format} export must be written to a '{suffix}' file. Received: output={output}"
+            f"The {format} export must be written to a '{suffix}' file. Received: output={output}"
         )
 
 
