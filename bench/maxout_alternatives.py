@@ -171,17 +171,24 @@ def _broadcast_max_of_pieces(z, pieces: int, ties: str = "share"):
     return _with_gradient(z, pieces, gradient)
 
 
+def _piece_rows(z):
+    """A two-piece ``z`` as the free reshape ``(N, H, W * 2, units)`` (a dense layer's: one
+    image row): row ``w * 2 + k`` is piece ``k`` at column ``w``."""
+    shape = tf.shape(z)
+    rows = [shape[0], 1] if len(z.shape) == 2 else [shape[0], shape[1]]
+    width = 1 if len(z.shape) == 2 else shape[2]
+    return tf.reshape(z, tf.stack([*rows, width * 2, z.shape[-1] // 2]))
+
+
 def _pool_gradients_max_of_pieces(z, pieces: int, ties: str = "share"):
     if pieces != 2:  # the 4-piece layers keep the library's gradient
         return maxout.max_of_pieces(z, pieces, ties)
     shape, units = tf.shape(z), z.shape[-1] // 2
-    rows = [shape[0], 1] if len(z.shape) == 2 else [shape[0], shape[1]]
-    width = 1 if len(z.shape) == 2 else shape[2]
     window = {"ksize": [1, 1, 2, 1], "strides": [1, 1, 2, 1], "padding": "VALID"}
 
     @tf.custom_gradient
     def max_of_two(z):
-        grouped = tf.reshape(z, tf.stack([*rows, width * 2, units]))
+        grouped = _piece_rows(z)
         pooled = tf.nn.max_pool2d(grouped, (1, 2), (1, 2), "VALID")  # its gradient pairs with it
 
         def gradient(upstream):
@@ -203,14 +210,11 @@ def _pool_gradients_max_of_pieces(z, pieces: int, ties: str = "share"):
 def _depthwise_difference_max_of_pieces(z, pieces: int, ties: str = "share"):
     if pieces != 2:  # the 4-piece layers keep the library's gradient
         return maxout.max_of_pieces(z, pieces, ties)
-    shape, units = tf.shape(z), z.shape[-1] // 2
-    rows = [shape[0], 1] if len(z.shape) == 2 else [shape[0], shape[1]]
-    width = 1 if len(z.shape) == 2 else shape[2]
+    units = z.shape[-1] // 2
     weights = tf.reshape(tf.repeat(tf.constant([1.0, -1.0], z.dtype), units), (1, 2, units, 1))
 
     def gradient(z, _, __, upstream):
-        grouped = tf.reshape(z, tf.stack([*rows, width * 2, units]))
-        difference = tf.nn.depthwise_conv2d(grouped, weights, (1, 1, 2, 1), "VALID")
+        difference = tf.nn.depthwise_conv2d(_piece_rows(z), weights, (1, 1, 2, 1), "VALID")
         half_sign = tf.sign(tf.reshape(difference, tf.shape(upstream))) * 0.5
         return tf.concat([(0.5 + half_sign) * upstream, (0.5 - half_sign) * upstream], axis=-1)
 
