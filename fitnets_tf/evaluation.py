@@ -28,9 +28,12 @@ def test_accuracy(model: keras.Model, test: tf.data.Dataset) -> float:
     return correct / max(total, 1)
 
 
-def check_teacher(teacher: keras.Model, validation: tf.data.Dataset, preprocessing: str,
-                  num_classes: int, class_names=None) -> list[str]:  # fmt: skip
-    """The teacher's validation accuracy, and a warning near chance, as lines to print.
+def check_teacher(
+    teacher: keras.Model, images: tf.data.Dataset, preprocessing: str, num_classes: int,
+    class_names=None, split: str = "validation",
+) -> list[str]:  # fmt: skip
+    """The teacher's accuracy on ``images`` (the run's ``split``), and a warning near chance,
+    as lines to print.
 
     A teacher trained on another class order or preprocessing than the run's data scores at
     chance, and distilling it silently teaches nothing. Near chance, a run that feeds it pixels
@@ -42,17 +45,17 @@ def check_teacher(teacher: keras.Model, validation: tf.data.Dataset, preprocessi
         ConfigError: the teacher is near chance on the run's input but not on the other
             scaling's, naming the ``--preprocessing`` that fits it.
     """
-    accuracy = test_accuracy(teacher, validation)
+    accuracy = test_accuracy(teacher, images)
     chance = 1 / num_classes
-    lines = [f"teacher: validation accuracy {accuracy:.4f} (chance {chance:.4f})"]
+    lines = [f"teacher: {split} accuracy {accuracy:.4f} (chance {chance:.4f})"]
     if accuracy >= 2 * chance:
         return lines
     if preprocessing in _OTHER_SCALING:
         other, factor = _OTHER_SCALING[preprocessing]
-        rescaled = validation.map(lambda x, y: (x * factor, y))
+        rescaled = images.map(lambda x, y: (x * factor, y))
         if (other_accuracy := test_accuracy(teacher, rescaled)) >= 2 * chance:
             raise ConfigError(
-                f"The teacher scores {accuracy:.4f} on this run's validation images, "
+                f"The teacher scores {accuracy:.4f} on this run's {split} images, "
                 f"{_SCALING_WORDS[preprocessing]} (chance {chance:.4f}), but {other_accuracy:.4f} "
                 f"on the same images as {_SCALING_WORDS[other]}: it was trained on those. Run "
                 f"with --preprocessing={other}, which feeds them to the teacher and the student "
@@ -61,7 +64,7 @@ def check_teacher(teacher: keras.Model, validation: tf.data.Dataset, preprocessi
                    if other == "none" else "drop the student's own rescaling, if it has one.")
             )  # fmt: skip
     order = f" (label k is the k-th of: {', '.join(class_names)})" if class_names else ""
-    return lines + [f"warning: the teacher is near chance on the validation images, so it has "
+    return lines + [f"warning: the teacher is near chance on the {split} images, so it has "
                     f"little to teach. Was it trained with this data's class order{order} "
                     "and on images scaled the same way?"]  # fmt: skip
 

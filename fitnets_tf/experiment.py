@@ -266,11 +266,16 @@ class Experiment:
         """Prints the teacher's validation accuracy before it teaches (see
         :func:`fitnets_tf.evaluation.check_teacher`: refused when it was trained on pixels
         scaled otherwise, warned near chance)."""
-        if self.data.validation is None or not self._to_run() & {"hints", "kd"}:
+        # Without a validation split (--retrain_on_all, --validation_size=0), the test split:
+        # nothing is chosen on it, a teacher that cannot teach only stops the run sooner.
+        split, images = ("validation", self.data.validation)
+        if images is None:
+            split, images = ("test", self.data.test)
+        if images is None or not self._to_run() & {"hints", "kd"}:
             return
-        for line in evaluation.check_teacher(teacher, self.data.validation,
-                                             self.data.preprocessor.mode, self.data.num_classes,
-                                             self.data.spec.class_names):  # fmt: skip
+        for line in evaluation.check_teacher(teacher, images, self.data.preprocessor.mode,
+                                             self.data.num_classes, self.data.spec.class_names,
+                                             split):  # fmt: skip
             self.log(line)
 
     def _to_run(self) -> set[str]:

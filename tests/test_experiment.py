@@ -113,19 +113,24 @@ def test_teacher_cache_with_augmentation_is_refused_before_work(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_teacher_at_chance_is_reported_before_it_teaches(tmp_path):
+@pytest.mark.parametrize(("validation_size", "split"), [(None, "validation"), (0, "test")])
+def test_a_teacher_at_chance_is_reported_before_it_teaches(tmp_path, validation_size, split):
     """A trained teacher that does not know this data's labels (another class order, say)
-    is named in the log before any student trains on its outputs."""
+    is named in the log before any student trains on its outputs; without a validation split,
+    from the test split."""
     teacher = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                                 keras.layers.Dense(10, kernel_initializer="zeros")])  # fmt: skip
     teacher.save(tmp_path / "teacher.keras")  # every prediction is class 0: accuracy ~ 1/10
     lines = []
     run = SMOKE.with_values(teacher_path=str(tmp_path / "teacher.keras"))
+    if validation_size is not None:
+        run = run.with_values(validation_size=validation_size)
     summary = experiment.run(run, tmp_path / "run", log=lambda line: lines.append(str(line)))
     assert summary["teacher"] == str(tmp_path / "teacher.keras")  # the one used, not --teacher
-    accuracy = [line for line in lines if line.startswith("teacher: validation accuracy")]
+    accuracy = [line for line in lines if line.startswith(f"teacher: {split} accuracy")]
     assert len(accuracy) == 1 and "(chance 0.1000)" in accuracy[0]
-    assert any(line.startswith("warning: the teacher is near chance") for line in lines)
+    assert any(line.startswith(f"warning: the teacher is near chance on the {split} images")
+               for line in lines)  # fmt: skip
 
 
 def _mean_brightness_teacher(rescales: bool) -> keras.Model:
