@@ -94,7 +94,9 @@ def check_shapes(guided_shape, hint_shape, *, guided_layer: str, hint_layer: str
     if any(d is None for d in (*guided_shape, *hint_shape)):
         fail(
             "a dimension is unknown",
-            "Build the models with a fixed input_shape so the feature-map sizes are known.",
+            "Build the models for your images' size so the feature maps' sizes are known: "
+            "fitnets_tf.models.at_input_shape(model, (H, W, C)) gives one whose input leaves "
+            "it open (a copy, same layers and weights: train and save that one).",
         )
     if len(hint_shape) == 3 and any(k < 1 for k in kernel_size(guided_shape, hint_shape)):
         fail(

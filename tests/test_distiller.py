@@ -365,6 +365,23 @@ def test_a_teacher_with_two_outputs_is_refused_and_any_size_fits(teacher, studen
     fitnets_tf.Distiller(teacher, keras.Model(inputs, keras.layers.Dense(3)(h)))
 
 
+def test_an_open_size_student_is_hinted_once_built_for_the_images(teacher):
+    # A hint pair needs the guided map's size (the regressor's kernel is N_g - N_h + 1); the
+    # message named no way to give it one from Python.
+    inputs = keras.Input((None, None, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", name="guided")(inputs)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    open_student = keras.Model(inputs, keras.layers.Dense(3)(h))
+    with pytest.raises(HintShapeError, match=r"unknown.*at_input_shape\(model, \(H, W, C\)\)"):
+        fitnets_tf.Distiller(teacher, open_student, "pool1", "guided")
+    student = fitnets_tf.models.at_input_shape(open_student, (8, 8, 1))
+    assert student.get_layer("guided").output.shape == (None, 8, 8, 4)
+    np.testing.assert_array_equal(student.get_weights()[0], open_student.get_weights()[0])
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "guided")
+    # onto pool1's 4x4x6 with the paper's valid kernel of 8 - 4 + 1 = 5
+    assert tuple(d.regressor(tf.zeros((1, 8, 8, 4))).shape) == (1, 4, 4, 6)
+
+
 def test_numpy_scalars_are_numbers_and_strings_are_named(teacher, student):
     # A value from np.linspace or a results table is a NumPy scalar (np.float32 is not a float).
     d = fitnets_tf.Distiller(teacher, student, temperature=np.float32(2.0),

@@ -28,6 +28,7 @@ from fitnets_tf.models.registry import (
     paper_layer_name,
     paper_pair,
 )
+from fitnets_tf.models.sources import at_input_shape
 from fitnets_tf.models.specs import PAPER_INIT_RANGE, ArchSpec, ConvSpec, Pool
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "ConvSpec",
     "PaperPair",
     "Pool",
+    "at_input_shape",
     "build",
     "count_multiplications",
     "count_params",
