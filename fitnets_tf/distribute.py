@@ -6,6 +6,8 @@ any of these works with it; build the models and compile inside ``strategy.scope
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 from fitnets_tf.errors import ConfigError
@@ -14,7 +16,12 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
 def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
-    """Returns the strategy called ``name``.
+    """Returns the strategy called ``name``: made at the first call, the same one after.
+
+    A run that tunes makes its stage 1 and its search under the strategy the flags name; two
+    strategies of one process would share the keys of their collective ops (a second
+    MirroredStrategy's all-reduce failed with "Shape mismatch in the collective instance"),
+    and TensorFlow configures a multi-worker's collectives once per process.
 
     Args:
         name: ``"default"`` (one device: the GPU if there is one, else the CPU),
@@ -24,17 +31,21 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
     """
     if name == "default":
         return tf.distribute.get_strategy()
+    if name not in STRATEGIES:
+        raise ConfigError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")
+    return _made_once(name, tpu)
+
+
+@functools.cache
+def _made_once(name: str, tpu: str | None) -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    raise ConfigError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")
-
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
 
 
 def check_last_batches(datasets, strategy: tf.distribute.Strategy | None):

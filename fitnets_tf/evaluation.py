@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -16,13 +18,30 @@ _OTHER_SCALING = {"scale": ("none", 255.0), "none": ("scale", 1 / 255)}
 _SCALING_WORDS = {"scale": "pixels / 255", "none": "raw pixels in [0, 255]"}
 
 
+# Each model's inference function, kept while the model lives: one made per call would trace
+# anew each time, and TensorFlow warns of "excessive retracing".
+_INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def predict_classes(model: keras.Model, images) -> np.ndarray:
+    """``model``'s class for each of a batch of ``images``, computed in inference mode.
+
+    Not Keras' ``predict_on_batch``: under a ``MirroredStrategy`` of N replicas it gives each
+    replica the whole batch and returns N copies of the predictions.
+    """
+    if model not in _INFERENCE:
+        alive = weakref.ref(model)  # the function must not keep its model alive
+        _INFERENCE[model] = tf.function(
+            lambda x: alive()(x, training=False), reduce_retracing=True
+        )
+    return np.argmax(_INFERENCE[model](images), axis=-1)
+
+
 def test_accuracy(model: keras.Model, test: tf.data.Dataset) -> float:
     """Top-1 accuracy over every batch of ``test`` (logits or probabilities out)."""
     correct = total = 0
     for x, y in test:
-        # Keras' own predict function, kept on the model: a tf.function made here for each
-        # model traces anew for each one, and TensorFlow warns of "excessive retracing".
-        pred = np.argmax(model.predict_on_batch(x), axis=-1)
+        pred = predict_classes(model, x)
         correct += int(np.sum(pred == np.asarray(y)))
         total += len(pred)
     return correct / max(total, 1)

@@ -63,3 +63,47 @@ def test_a_last_batch_smaller_than_the_replicas_is_refused_before_training():
                                           r"2 replicas.*--batch_size=7 or 9"):
         distribute.check_last_batches(short, two)
     assert distribute.check_last_batches(dataclasses.replace(short, batch_size=9), two)
+
+
+def _mirrored_cli(program: str, workdir, *flags: str) -> dict:
+    """mirrored_cli_check.py's result: ``program`` run with --strategy=mirrored on 2 replicas."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(HERE, "mirrored_cli_check.py"), program, str(workdir),
+         "--limit=128", "--batch_size=32", "--teacher_epochs=1", *flags],
+        capture_output=True, text=True, timeout=300, cwd=os.path.dirname(HERE),
+    )  # fmt: skip
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "log": proc.stdout + proc.stderr}
+
+
+def test_the_train_cli_runs_on_two_replicas(tmp_path):
+    # The teacher check and the closing table's accuracies used Keras' predict_on_batch, which
+    # hands every replica the whole batch: 2N predictions for N labels, a ValueError.
+    run = _mirrored_cli("train", tmp_path / "run", "--flagfile=configs/smoke.flags",
+                        "--mode=fitnet", "--kd_epochs=1", "--nomeasure_latency")  # fmt: skip
+    assert run["status"] == 0, run["log"][-3000:]
+    assert run["replicas_of_each_strategy"] == [2]
+    assert "teacher: validation accuracy" in run["log"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [m["name"] for m in summary["models"]] == ["teacher", "fitnet"]
+    assert all(0 <= m["test_accuracy"] <= 1 for m in summary["models"])
+
+
+def test_the_tune_cli_runs_on_two_replicas_under_one_strategy(tmp_path):
+    # Each trial failed ("Mixing different tf.distribute.Strategy objects": keras-tuner calls
+    # fit outside the strategy's scope, where each stage made its optimizer), and the command
+    # still exited 0. Stage 1 and the search also made a strategy each.
+    run = _mirrored_cli("tune", tmp_path / "search", "--flagfile=configs/tune_smoke.flags",
+                        "--max_trials=2")  # fmt: skip
+    assert run["status"] == 0, run["log"][-3000:]
+    assert run["replicas_of_each_strategy"] == [2]  # one strategy, for stage 1 and the trials
+    summary = json.loads((tmp_path / "search" / "summary.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["COMPLETED", "COMPLETED"]
+    assert summary["best"] is not None
+
+
+def test_a_strategy_is_made_once_per_process():
+    mirrored = distribute.make_strategy("mirrored")
+    assert distribute.make_strategy("mirrored") is mirrored
+    with pytest.raises(ConfigError, match="must be one of"):
+        distribute.make_strategy("horovod")

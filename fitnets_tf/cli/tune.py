@@ -126,6 +126,7 @@ def main(argv):
         io.write_text(files.best_flags, text)
     print(search.table(summary["trials"]))
     print(_closing_line(summary))
+    return 0 if summary["best"] is not None else 1  # a search without a result failed
 
 
 def _closing_line(summary: dict) -> str:

@@ -117,11 +117,12 @@ def _test_hits(teacher, dataset: str, data_dir: str | None, size: int | None):
     import numpy as np
 
     from fitnets_tf import data as data_lib
+    from fitnets_tf.evaluation import predict_classes
 
     test = data_lib.load(dataset, data_dir=data_dir, batch_size=500).test
     if size is not None:
         test = test.take(-(-size // 500))
-    hits = [np.argmax(teacher.predict_on_batch(x), -1) == y for x, y in test.as_numpy_iterator()]
+    hits = [predict_classes(teacher, x) == y for x, y in test.as_numpy_iterator()]
     return np.concatenate(hits)[:size]
 
 

@@ -148,11 +148,16 @@ class FitNetsHyperModel(keras_tuner.HyperModel):
         common = [_trial_guard()]
         if data_epoch is not None:
             common.append(EpochSync(data_epoch))
-        if self.hints_epochs and initial_epoch == 0:
-            stages.fit_hints(model, x, validation_data, epochs=self.hints_epochs, hparams=hparams,
-                             callbacks=common, verbose=verbose, **self.compile_kwargs)  # fmt: skip
-        return stages.fit_kd(
-            model, x, validation_data, epochs=epochs, initial_epoch=initial_epoch,
-            hparams=hparams, callbacks=[*common, *callbacks], verbose=verbose,
-            **self.compile_kwargs, **kwargs,
-        )  # fmt: skip
+        # keras-tuner builds the model under its distribution strategy but calls fit outside
+        # it; each stage makes its optimizer here, and one made outside cannot update the
+        # model's mirrored variables.
+        with model.distribute_strategy.scope():
+            if self.hints_epochs and initial_epoch == 0:
+                stages.fit_hints(model, x, validation_data, epochs=self.hints_epochs,
+                                 hparams=hparams, callbacks=common, verbose=verbose,
+                                 **self.compile_kwargs)  # fmt: skip
+            return stages.fit_kd(
+                model, x, validation_data, epochs=epochs, initial_epoch=initial_epoch,
+                hparams=hparams, callbacks=[*common, *callbacks], verbose=verbose,
+                **self.compile_kwargs, **kwargs,
+            )  # fmt: skip
