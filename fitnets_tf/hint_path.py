@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import keras
 
@@ -236,11 +237,13 @@ def check_weights(hint_weights, count: int) -> tuple[float, ...]:
     if hint_weights is None:
         return (1.0,) * count
     weights = tuple(hint_weights)
+    # numbers.Real: NumPy scalars too (np.float32 from an array of weights).
     if len(weights) != count or not all(
-        isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights
+        isinstance(w, numbers.Real) and not isinstance(w, bool) and 0 < w < math.inf
+        for w in weights
     ):
         raise ConfigError(
-            f"`hint_weights` must be {count} number(s) > 0, one per hint pair. Received: "
+            f"`hint_weights` must be {count} finite number(s) > 0, one per hint pair. Received: "
             f"hint_weights={hint_weights!r}"
         )
     return tuple(float(w) for w in weights)

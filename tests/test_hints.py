@@ -93,14 +93,23 @@ def test_an_unmatchable_pair_is_named_at_construction():
         (dict(hints=[]), "non-empty list"),
         (dict(hints="pool1:pool1"), "non-empty list"),
         (dict(hints=[("pool1", "pool1")] * 2), "names a pair twice"),
-        (dict(hints=[("pool1", "pool1")], hint_weights=(1.0, 2.0)), "1 number"),
+        (dict(hints=[("pool1", "pool1")], hint_weights=(1.0, 2.0)), "1 finite number"),
         (dict(hints=[("pool1", "pool1")], hint_weights=(0.0,)), "> 0"),
+        (dict(hints=[("pool1", "pool1")], hint_weights=(float("inf"),)), "finite"),
     ],
 )
 def test_malformed_hints_are_refused(kwargs, match):
     teacher, student = tiny_model("t", 6, 0, pieces=3), tiny_model("s", 4, 1)
     with pytest.raises(ConfigError, match=match):
         fitnets_tf.Distiller(teacher, student, **kwargs)
+
+
+def test_numpy_hint_weights_are_numbers():
+    # np.float32 weights (an array of them) were refused as not numbers.
+    teacher, student = tiny_model("t", 6, 0, pieces=3), tiny_model("s", 4, 1)
+    d = fitnets_tf.Distiller(teacher, student, hints=[("pool1", "pool1"), ("conv1", "conv1")],
+                             hint_weights=np.array([1.0, 0.5], "float32"))  # fmt: skip
+    assert d.hint_weights == (1.0, 0.5) and all(type(w) is float for w in d.hint_weights)
 
 
 def test_seeded_regressors_of_equal_shapes_get_distinct_draws():

@@ -244,3 +244,14 @@ def test_calibration_images_follow_the_runs_draw(tmp_path):
     stratified = data.load(f"npz:{path}", validation_size=3, preprocessing="none", limit=5)
     np.testing.assert_allclose(new, stratified.train_examples[0].numpy() / 255.0, rtol=1e-6)
     assert not np.allclose(new, got)
+
+
+@pytest.mark.parametrize(
+    ("split", "size", "fix"),
+    [("test", None, r"your own test split \(a folder's test/ sub-folder, an npz file's x_test\)"),
+     ("validation", 2, "a smaller --validation_size")],
+)  # fmt: skip
+def test_a_split_that_leaves_nothing_to_train_on_names_its_own_fix(split, size, fix):
+    # The test split's message told to lower --validation_size, which plays no part in it.
+    with pytest.raises(DataError, match=rf"Holding out \d {split} example\(s\) .* {fix}"):
+        holdout.held_out_count(2 if size else 1, size, 0.1, split)

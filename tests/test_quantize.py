@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import pathlib
 import subprocess
 import sys
 
@@ -10,7 +13,7 @@ import numpy as np
 import pytest
 
 from fitnets_tf import data, export
-from fitnets_tf.errors import ExportConfigError, OutputExistsError
+from fitnets_tf.errors import DiskFullError, ExportConfigError, OutputExistsError
 from fitnets_tf.export import labels, quantize
 from fitnets_tf.layers import CeilMaxPooling2D, MaxoutConv2D
 from fitnets_tf.preprocessing import Preprocessor
@@ -79,6 +82,37 @@ def test_existing_output_is_refused_before_converting(tmp_path):
     with pytest.raises(OutputExistsError):
         quantize.export_quantized(tiny_student(), tmp_path / "student.tflite", "dynamic")
     assert (tmp_path / "student.tflite").read_bytes() == b"old"
+
+
+def _writer_finding_no_room(*_):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_an_overwrite_keeps_the_old_artifact_until_the_new_one_is_in(tmp_path, monkeypatch):
+    # The old file was deleted before the new one was renamed into place: a kill in between
+    # left no artifact at all.
+    output = tmp_path / "student.tflite"
+    output.write_bytes(b"old")
+    serving = export.build_serving_model(tiny_student())
+    real_replace = os.replace
+
+    def killed_at_the_final_rename(src, dst):
+        if pathlib.Path(dst) == output and pathlib.Path(src).name == output.name:
+            raise KeyboardInterrupt("killed")
+        real_replace(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", killed_at_the_final_rename)
+        with pytest.raises(KeyboardInterrupt):
+            quantize.export_quantized(serving, output, "dynamic", "litert", overwrite=True)
+    assert output.read_bytes() == b"old" and os.listdir(tmp_path) == [output.name]
+    with monkeypatch.context() as patch:  # a full disk is the user's to fix, and says so
+        patch.setitem(quantize.WRITERS, ("dynamic", "litert"), _writer_finding_no_room)
+        with pytest.raises(DiskFullError, match="artifact already there is unchanged"):
+            quantize.export_quantized(serving, output, "dynamic", "litert", overwrite=True)
+    assert output.read_bytes() == b"old" and os.listdir(tmp_path) == [output.name]
+    quantize.export_quantized(serving, output, "dynamic", "litert", overwrite=True)
+    assert output.read_bytes()[4:8] == b"TFL3"  # the new one, a LiteRT flatbuffer
 
 
 def test_cli_quantize(tmp_path):

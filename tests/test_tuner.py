@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import h5py
 import keras_tuner
@@ -93,6 +94,19 @@ def test_every_oracle_runs_the_defaults_first(kind, tmp_path):
     oracle.end_trial(first)
     second = oracle.create_trial("tuner0")
     assert second.hyperparameters.values["kd_lambda"] != 4.0
+
+
+def test_results_are_in_trial_order_when_a_search_is_resumed_with_more_trials():
+    # keras-tuner pads ids to the digits of --max_trials: 8 trials then 4 more are "0".."7",
+    # "08".."11"; the rows came in text order ("0", "08", "09", "1", "10", ...).
+    ids = [str(i) for i in range(8)] + [f"{i:02d}" for i in range(8, 12)]
+    hp = types.SimpleNamespace(values={"kd_lambda": 4.0, "temperature": 3.0})
+    oracle = types.SimpleNamespace(
+        trials={i: types.SimpleNamespace(trial_id=i, status="FAILED", hyperparameters=hp)
+                for i in reversed(ids)},
+        hyperparameters=types.SimpleNamespace(space=[]),
+    )  # fmt: skip
+    assert [r["trial_id"] for r in search.trial_rows(oracle, search.SearchSpace(), 1)] == ids
 
 
 def test_a_tie_keeps_the_defaults_as_the_best_trial(tmp_path):

@@ -77,9 +77,11 @@ def held_out_count(pool: int, size: int | None, fraction: float, split: str) -> 
         raise ConfigError(f"`validation_size` must be an int >= 0. Received: {size!r}")
     count = max(1, round(fraction * pool)) if size is None else size
     if count >= pool:
+        fix = ("or give your own test split (a folder's test/ sub-folder, an npz file's x_test)"
+               if split == "test" else "or pass a smaller --validation_size")  # fmt: skip
         raise DataError(
             f"Holding out {count} {split} example(s) leaves none of the {pool} to train on: "
-            "add examples or pass a smaller --validation_size."
+            f"add examples {fix}."
         )
     return count
 

@@ -82,12 +82,12 @@ def publish(
     with staging_directory(output) as staging:
         staged = staging / "new" / output.name
         staged.parent.mkdir()
-        with _quiet_tf_logger(), _no_room(output, format):
+        with _quiet_tf_logger(), no_room(output, format):
             writers.WRITERS[format](serving, staged)
             labels.write(staged, format, class_names)
             verify(staged, format, serving, raw, class_names)
         refuse_existing(output, overwrite)  # Something may have appeared while we wrote.
-        _replace(staged, output, staging / "previous")
+        move_into_place(staged, output, staging / "previous")
 
 
 @contextlib.contextmanager
@@ -116,7 +116,7 @@ def staging_directory(output: pathlib.Path):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _no_room(output: pathlib.Path, format: str):
+def no_room(output: pathlib.Path, format: str):
     """A full disk while writing ``output`` as :class:`DiskFullError`, saying what is kept."""
     kept = ", and the artifact already there is unchanged" if output.exists() else ""
     # The LiteRT converter goes through a SavedModel in the system's temporary directory.
@@ -127,7 +127,9 @@ def _no_room(output: pathlib.Path, format: str):
     )
 
 
-def _replace(staged: pathlib.Path, output: pathlib.Path, previous: pathlib.Path) -> None:
+def move_into_place(staged: pathlib.Path, output: pathlib.Path, previous: pathlib.Path) -> None:
+    """``staged`` renamed to ``output``; an artifact already there is only removed (from
+    ``previous``, in the staging directory) once the new one is in."""
     if not (output.exists() or output.is_symlink()):
         os.replace(staged, output)
         return

@@ -40,7 +40,12 @@ import tensorflow as tf
 
 from fitnets_tf.errors import ExportConfigError, ExportVerificationError, RuntimeUnavailableError
 from fitnets_tf.export import labels, writers
-from fitnets_tf.export.publish import refuse_existing, staging_directory
+from fitnets_tf.export.publish import (
+    move_into_place,
+    no_room,
+    refuse_existing,
+    staging_directory,
+)
 from fitnets_tf.export.serving import INPUT_NAME, OUTPUT_NAME
 from fitnets_tf.export.verify import (
     litert_interpreter,
@@ -177,7 +182,8 @@ def export_quantized(
             :func:`~fitnets_tf.export.export_student` writes them (None: none).
 
     Raises:
-        ExportConfigError, OutputExistsError, RuntimeUnavailableError, ExportVerificationError.
+        ExportConfigError, OutputExistsError, RuntimeUnavailableError, ExportVerificationError,
+        DiskFullError (the artifact already there, if any, is kept).
     """
     check(quantization, format)
     if quantization == "int8" and calibration is None:
@@ -193,15 +199,14 @@ def export_quantized(
     images = None if calibration is None else np.asarray(calibration, "float32")[:CALIBRATION_IMAGES]
     with staging_directory(output) as staging:
         staged = staging / output.name
-        WRITERS[(quantization, format)](serving, staged, images)
-        labels.write(staged, format, names)
+        with no_room(output, format):
+            WRITERS[(quantization, format)](serving, staged, images)
+            labels.write(staged, format, names)
         verify_class_names(staged, format, names)
         probe = probe_images(serving, raw, 4) if images is None else images
         _verify(staged, format, serving, probe)
         refuse_existing(output, overwrite)
-        if output.exists():
-            output.unlink()
-        staged.replace(output)
+        move_into_place(staged, output, staging / "previous")
     return output
 
 

@@ -29,11 +29,17 @@ def best_trial(oracle):
     """
     defaults = {hp.name: hp.default for hp in oracle.hyperparameters.space}
 
-    def order(trial):  # ids are numbers as text: "100" comes after "99"
-        return not _is_defaults(trial, defaults), len(trial.trial_id), trial.trial_id
+    def order(trial):
+        return not _is_defaults(trial, defaults), *_trial_order(trial)
 
     done = sorted((t for t in oracle.trials.values() if completed(t)), key=order)
     return max(done, key=lambda t: t.score) if done else None  # max: the first of equals
+
+
+def _trial_order(trial) -> tuple[int, str]:
+    # Ids are numbers as text, zero-padded to the digits of --max_trials when made: "100"
+    # comes after "99", and a search resumed with more trials goes on "7", "08", "09", "10".
+    return len(trial.trial_id), trial.trial_id
 
 
 def _is_defaults(trial, defaults: dict) -> bool:
@@ -44,7 +50,7 @@ def trial_rows(oracle, space: SearchSpace, trial_epochs: int) -> list[dict]:
     """One row per trial, in trial order."""
     defaults = {hp.name: hp.default for hp in oracle.hyperparameters.space}
     return [_row(trial, space, defaults, trial_epochs)
-            for trial in sorted(oracle.trials.values(), key=lambda t: t.trial_id)]  # fmt: skip
+            for trial in sorted(oracle.trials.values(), key=_trial_order)]  # fmt: skip
 
 
 def _row(trial, space: SearchSpace, defaults: dict, trial_epochs: int) -> dict:
