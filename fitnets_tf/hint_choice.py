@@ -104,24 +104,48 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
         )
     hint = hints[(len(hints) - 1) // 2]
     hint_shape = _output_shape(teacher, hint)
-    middle = (len(guided) - 1) / 2
-    for index in sorted(range(len(guided)), key=lambda i: (abs(i - middle), -i)):
+    index = _nearest_guided(hint_shape, guided, student)
+    if index is not None:
         shape = _output_shape(student, guided[index])
-        if all(k >= 1 for k in regressor_lib.kernel_size(shape, hint_shape)):
-            reason = (
-                f"the paper's rule (the middle of the teacher guides the middle of the student): "
-                f"'{hint.name}' {hint_shape} is feature layer {hints.index(hint) + 1} of "
-                f"{len(hints)} of '{teacher.name}'; '{guided[index].name}' {shape} is feature "
-                f"layer {index + 1} of {len(guided)} of '{student.name}', the nearest to its "
-                "middle that the convolutional regressor maps onto the hint"
-            )
-            return AutoPair(hint.name, guided[index].name, reason)
+        reason = (
+            f"the paper's rule (the middle of the teacher guides the middle of the student): "
+            f"'{hint.name}' {hint_shape} is feature layer {hints.index(hint) + 1} of "
+            f"{len(hints)} of '{teacher.name}'; '{guided[index].name}' {shape} is feature "
+            f"layer {index + 1} of {len(guided)} of '{student.name}', the nearest to its "
+            "middle that the convolutional regressor maps onto the hint"
+        )
+        return AutoPair(hint.name, guided[index].name, reason)
     shapes = ", ".join(f"{layer.name} {_output_shape(student, layer)}" for layer in guided)
     raise HintShapeError(
         f"hints='auto': no student layer can be mapped onto the teacher's middle layer "
         f"'{hint.name}' {hint_shape} (a guided map must be at least as large). Student feature "
-        f"layers: {shapes}. Name a pair with --hint_layer and --guided_layer."
+        f"layers: {shapes}. Name a pair with --hints=TEACHER_LAYER:STUDENT_LAYER (or "
+        f"--hint_layer and --guided_layer){_suggestion(teacher, student, hints, guided)}."
     )
+
+
+def _nearest_guided(hint_shape, guided: list, student: keras.Model) -> int | None:
+    """The index of the guided layer nearest the student's middle (the deeper on a tie) that
+    the convolutional regressor maps onto ``hint_shape``, or None."""
+    middle = (len(guided) - 1) / 2
+    for index in sorted(range(len(guided)), key=lambda i: (abs(i - middle), -i)):
+        shape = _output_shape(student, guided[index])
+        if all(k >= 1 for k in regressor_lib.kernel_size(shape, hint_shape)):
+            return index
+    return None
+
+
+def _suggestion(teacher, student, hints: list, guided: list) -> str:
+    # The teacher's middle is often its largest maps (a ResNet at full resolution), larger
+    # than any of a thin student's: the feature layer nearest it that fits is worth naming.
+    middle = (len(hints) - 1) // 2
+    for i in sorted(range(len(hints)), key=lambda i: (abs(i - middle), -i)):
+        hint = hints[i]
+        index = _nearest_guided(_output_shape(teacher, hint), guided, student)
+        if index is not None:
+            return (f", e.g. --hints={hint.name}:{guided[index].name}, the teacher's feature "
+                    "layer nearest its middle that a student layer can be mapped onto")  # fmt: skip
+    return ""
 
 
 def describe_layers(model: keras.Model) -> str:
