@@ -14,7 +14,12 @@ import keras
 
 from fitnets_tf import regressor as regressor_lib
 from fitnets_tf.errors import ConfigError, HintShapeError
-from fitnets_tf.models.nesting import layer_output, nested_models, repeated_names
+from fitnets_tf.models.nesting import (
+    layer_output,
+    nested_model_end,
+    nested_models,
+    repeated_names,
+)
 
 
 @dataclasses.dataclass
@@ -52,6 +57,12 @@ def model_inputs(model: keras.Model):
 
 def find_layer(model: keras.Model, name: str, role: str):
     names = [layer.name for layer in model.layers]
+    if (end := nested_model_end(model, name)) is not None:
+        raise ConfigError(
+            f"The {role} '{name}' is a model nested in '{model.name}', whose layers are named "
+            f"one by one so that a hint can be taken inside it: its output is the layer "
+            f"'{end}'. Name that layer, or one of its others (--list_layers shows them)."
+        )
     if name not in names:
         raise ConfigError(
             f"Unknown {role} '{name}' in model '{model.name}'.{_nested_note(model, name)} "

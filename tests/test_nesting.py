@@ -75,6 +75,12 @@ def test_hints_auto_and_the_teacher_cache_see_nested_layers():
     assert teacher_cache.hint_bytes(d.teacher, "t_pool", 10) == 4 * 4 * 4 * 4 * 10
 
 
+def test_naming_the_nested_model_itself_names_its_output_layer():
+    with pytest.raises(ConfigError, match="'backbone' is a model nested in 'teacher'.*its "
+                                          "output is the layer 't_pool'"):  # fmt: skip
+        fitnets_tf.Distiller(_teacher(), _student(), hint_layer="backbone", guided_layer="s_relu")
+
+
 def test_a_file_model_is_flattened_for_the_command_line(tmp_path):
     path = str(tmp_path / "teacher.keras")
     _teacher().save(path)

@@ -14,8 +14,13 @@ their order: the same layer objects (weights shared, nothing copied), one Functi
 from __future__ import annotations
 
 import collections
+import weakref
 
 import keras
+
+# {flattened model: {nested model's name: the layer giving its output}}: beside the model, not
+# an attribute of it, which Keras would track (and a checkpoint might then key).
+_ENDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def nested_models(model: keras.Model) -> list[keras.Model]:
@@ -72,9 +77,18 @@ def flattened(model: keras.Model) -> keras.Model:
         return model
     fresh = [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=_input_name(model, i))
              for i, x in enumerate(inputs)]  # fmt: skip
-    outputs = _call_graph(model, fresh)
-    return keras.Model(fresh[0] if len(fresh) == 1 else fresh,
+    ends = {}
+    outputs = _call_graph(model, fresh, ends)
+    flat = keras.Model(fresh[0] if len(fresh) == 1 else fresh,
                        outputs[0] if len(outputs) == 1 else outputs, name=model.name)  # fmt: skip
+    _ENDS[flat] = ends
+    return flat
+
+
+def nested_model_end(model: keras.Model, name: str) -> str | None:
+    """The layer that gives the output of the nested model ``name`` in the flattened ``model``
+    (what a user naming the backbone means), or None."""
+    return _ENDS.get(model, {}).get(name)
 
 
 def _input_name(model: keras.Model, i: int) -> str | None:
@@ -82,12 +96,13 @@ def _input_name(model: keras.Model, i: int) -> str | None:
     return names[i] if i < len(names) else None
 
 
-def _call_graph(model: keras.Model, inputs: list) -> list:
-    """``model``'s outputs computed from ``inputs`` layer by layer, nested graphs inlined."""
+def _call_graph(model: keras.Model, inputs: list, ends: dict) -> list:
+    """``model``'s outputs computed from ``inputs`` layer by layer, nested graphs inlined;
+    ``ends`` gets ``{nested model: the layer giving its output}``."""
     if isinstance(model, keras.Sequential):
         (x,) = inputs
         for layer in model.layers:
-            x = _call_graph(layer, [x])[0] if _is_graph(layer) else layer(x)
+            x = _call_nested(layer, [x], ends)[0] if _is_graph(layer) else layer(x)
         return [x]
     known = {id(t): x for t, x in zip(model.inputs, inputs, strict=True)}
     graph = _graph_tensors(model)
@@ -103,7 +118,7 @@ def _call_graph(model: keras.Model, inputs: list) -> list:
             raise ValueError(f"The graph of {model.name!r} could not be traversed.")
         for layer, node in ready:
             pending.remove((layer, node))
-            _call_node(layer, node, known)
+            _call_node(layer, node, known, ends)
     return [known[id(t)] for t in model.outputs]
 
 
@@ -127,14 +142,21 @@ def _node_inputs(node) -> list:
             if isinstance(t, keras.KerasTensor)]  # fmt: skip
 
 
-def _call_node(layer, node, known: dict) -> None:
+def _call_nested(model: keras.Model, inputs: list, ends: dict) -> list:
+    outputs = _call_graph(model, inputs, ends)
+    if len(outputs) == 1:
+        ends[model.name] = outputs[0]._keras_history.operation.name
+    return outputs
+
+
+def _call_node(layer, node, known: dict, ends: dict) -> None:
     def swap(value):
         return known[id(value)] if isinstance(value, keras.KerasTensor) else value
 
     args = keras.tree.map_structure(swap, node.arguments.args)
     kwargs = keras.tree.map_structure(swap, node.arguments.kwargs)
     if _is_graph(layer):
-        outputs = _call_graph(layer, keras.tree.flatten(args))
+        outputs = _call_nested(layer, keras.tree.flatten(args), ends)
     else:
         outputs = keras.tree.flatten(layer(*args, **kwargs))
     for tensor, value in zip(keras.tree.flatten(node.outputs), outputs, strict=True):
