@@ -197,7 +197,7 @@ def make_regressor(
     return regressor_lib.build_regressor(
         guided_shape,
         hint_shape,
-        regressor_lib.hint_nonlinearity(hint),
+        regressor_lib.hint_nonlinearity(hint, teacher),
         kind=regressor,
         initializer=initializer,
     )

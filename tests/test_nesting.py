@@ -102,3 +102,18 @@ def test_repeated_names_stay_nested_and_the_error_says_why():
         fitnets_tf.Distiller(teacher, _student(), hint_layer="x_relu", guided_layer="s_pool")
     with pytest.raises(ConfigError, match="'second' .* is a nested model"):
         fitnets_tf.Distiller(teacher, _student(), hint_layer="second", guided_layer="s_pool")
+
+
+def test_the_regressor_takes_the_non_linearity_of_a_hint_inside_a_backbone():
+    # The hint is a pooling of a ReLU(6.) (MobileNets' activation) inside a nested model: the
+    # pooling's parent was hidden by its two calls (nested graph and flattened), and a ReLU6
+    # read as a plain ReLU, so the regressor came out linear, then unbounded.
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", name="t_conv")(inputs)
+    h = keras.layers.ReLU(6.0, name="t_relu6")(h)
+    backbone = keras.Model(inputs, keras.layers.MaxPooling2D(name="t_pool")(h), name="backbone")
+    teacher = keras.Sequential([keras.Input((8, 8, 3)), backbone,
+                                keras.layers.GlobalAveragePooling2D(name="t_gap"),
+                                keras.layers.Dense(3, name="t_logits")], name="teacher")  # fmt: skip
+    d = fitnets_tf.Distiller(teacher, _student(), hint_layer="t_pool", guided_layer="s_relu")
+    assert keras.activations.serialize(d.regressor.activation) == "relu6"
