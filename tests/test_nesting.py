@@ -117,3 +117,15 @@ def test_the_regressor_takes_the_non_linearity_of_a_hint_inside_a_backbone():
                                 keras.layers.Dense(3, name="t_logits")], name="teacher")  # fmt: skip
     d = fitnets_tf.Distiller(teacher, _student(), hint_layer="t_pool", guided_layer="s_relu")
     assert keras.activations.serialize(d.regressor.activation) == "relu6"
+
+
+def test_a_flattened_student_folds_its_batch_norm_for_serving():
+    # Its layers were called in the nested model's graph too: the fold took them for shared
+    # layers and folded nothing, so a run timed its nested student unfolded.
+    from fitnets_tf.export.fold import fold_batch_norm
+
+    student = nesting.flattened(_student())
+    folded = fold_batch_norm(student)
+    assert "s_bn" in [layer.name for layer in student.layers]
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    np.testing.assert_allclose(folded(X), student(X), rtol=1e-5, atol=1e-6)
