@@ -109,8 +109,7 @@ class Distiller(keras.Model):
             final softmax of either is left out (and said so): the soft targets are computed
             from logits, at temperature τ (:attr:`teacher`/:attr:`student` are then models
             sharing the given ones' layers up to it; a student's softmax must be a layer of
-            its own, not a Dense's activation). With hints, the layers of models nested in
-            either (a backbone in a ``Sequential``, a block that is a model) are brought to the
+            its own, not a Dense's activation). The layers of models nested in either (a backbone in a ``Sequential``, a block that is a model) are brought to the
             top level (:func:`fitnets_tf.models.nesting.flattened`, weights shared), so a
             hint or guided layer inside them is named like any other.
         hint_layer: name of the teacher layer whose output guides the student (stage 1).
@@ -158,9 +157,9 @@ class Distiller(keras.Model):
     ):
         super().__init__(**kwargs)
         check_pair(teacher, student)  # before a softmax is looked for at the one output
-        if hints is not None or hint_layer is not None:
-            # A hint is often inside a backbone model: its layers become taps by name.
-            teacher, student = flattened(teacher), flattened(student)
+        # A hint is often inside a backbone model, and so is a softmax (an application with its
+        # classifier): their layers become taps by name, and a nested softmax is seen.
+        teacher, student = flattened(teacher), flattened(student)
         teacher = logits_for_distilling(teacher, "teacher")
         student = logits_for_distilling(student, "student")
         self.teacher = teacher

@@ -129,3 +129,19 @@ def test_a_flattened_student_folds_its_batch_norm_for_serving():
     assert "s_bn" in [layer.name for layer in student.layers]
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     np.testing.assert_allclose(folded(X), student(X), rtol=1e-5, atol=1e-6)
+
+
+def test_a_softmax_inside_a_nested_classifier_is_left_out():
+    # keras.Sequential([Rescaling, keras.applications.MobileNetV2(classes=10)]): the softmax is
+    # the application's last layer. Unseen, KD took its probabilities for logits; seen but
+    # read from the application's own graph, the teacher's logits were "not connected".
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.GlobalAveragePooling2D(name="t_gap")(_backbone("backbone", "t_")(inputs))
+    classifier = keras.Model(inputs, keras.layers.Dense(3, activation="softmax",
+                                                        name="predictions")(h), name="app")  # fmt: skip
+    teacher = keras.Sequential([keras.Input((8, 8, 3)), classifier], name="teacher")
+    d = fitnets_tf.Distiller(teacher, _student(), kd_lambda=1.0)  # KD only
+    probabilities = teacher(X).numpy()
+    np.testing.assert_allclose(keras.ops.softmax(d.teacher(X)), probabilities, rtol=1e-5)
+    assert not np.allclose(d.teacher(X), probabilities)

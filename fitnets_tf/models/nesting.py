@@ -187,3 +187,12 @@ def layer_output(model: keras.Model, name: str):
         return layer.output  # a layer shared within the model: Keras' choice, its first call
     outputs = nodes[0].outputs
     return outputs[0] if len(outputs) == 1 else outputs
+
+
+def layer_input(model: keras.Model, layer):
+    """The input of ``layer`` in ``model``'s own graph (see :func:`own_nodes`)."""
+    nodes = own_nodes(model, layer)
+    if len(nodes) != 1:
+        return layer.input
+    inputs = nodes[0].input_tensors
+    return inputs[0] if len(inputs) == 1 else inputs

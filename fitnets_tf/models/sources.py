@@ -42,7 +42,7 @@ import keras
 
 from fitnets_tf import batch_norm
 from fitnets_tf.errors import ConfigError, ModelFileError
-from fitnets_tf.models.nesting import flattened
+from fitnets_tf.models.nesting import flattened, layer_input
 from fitnets_tf.models.registry import build, names
 from fitnets_tf.run import io
 
@@ -300,10 +300,13 @@ def without_softmax(model: keras.Model) -> keras.Model:
     if not ends_in_softmax(model):
         return model
     last = model.layers[-1]
+    # Its input in this model's graph: the softmax of a flattened application (its
+    # `predictions`) was also called in the application's own graph.
+    logits_in = layer_input(model, last)
     if isinstance(last, (keras.layers.Softmax, keras.layers.Activation)):
-        return keras.Model(model.inputs[0], last.input, name=model.name)
+        return keras.Model(model.inputs[0], logits_in, name=model.name)
     linear = last.__class__.from_config({**last.get_config(), "activation": "linear"})
-    outputs = linear(last.input)
+    outputs = linear(logits_in)
     linear.set_weights(last.get_weights())
     return keras.Model(model.inputs[0], outputs, name=model.name)
 
