@@ -33,6 +33,7 @@ from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     tap,
     valid_names,
 )
+from fitnets_tf.models.nesting import flattened
 from fitnets_tf.models.sources import check_batched, check_pair, logits_for_distilling
 
 PHASES = ("hints", "kd")
@@ -108,7 +109,9 @@ class Distiller(keras.Model):
             final softmax of either is left out (and said so): the soft targets are computed
             from logits, at temperature τ (:attr:`teacher`/:attr:`student` are then models
             sharing the given ones' layers up to it; a student's softmax must be a layer of
-            its own, not a Dense's activation).
+            its own, not a Dense's activation). The layers of models nested in either (a backbone in a ``Sequential``, a block that is a model) are brought to the
+            top level (:func:`fitnets_tf.models.nesting.flattened`, weights shared), so a
+            hint or guided layer inside them is named like any other.
         hint_layer: name of the teacher layer whose output guides the student (stage 1).
         guided_layer: name of the student layer that learns to predict the hint through the
             regressor. Both are needed for ``phase="hints"`` only.
@@ -154,6 +157,9 @@ class Distiller(keras.Model):
     ):
         super().__init__(**kwargs)
         check_pair(teacher, student)  # before a softmax is looked for at the one output
+        # A hint is often inside a backbone model, and so is a softmax (an application with its
+        # classifier): their layers become taps by name, and a nested softmax is seen.
+        teacher, student = flattened(teacher), flattened(student)
         teacher = logits_for_distilling(teacher, "teacher")
         student = logits_for_distilling(student, "student")
         self.teacher = teacher

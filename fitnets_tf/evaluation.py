@@ -82,10 +82,50 @@ def check_teacher(
                 + ("give the student the same first Rescaling(1/255) layer, if it is yours."
                    if other == "none" else "drop the student's own rescaling, if it has one.")
             )  # fmt: skip
+    if (lagging := _lagging_statistics(teacher, images, accuracy, chance, split)) is not None:
+        return lines + [lagging]
     order = f" (label k is the k-th of: {', '.join(class_names)})" if class_names else ""
     return lines + [f"warning: the teacher is near chance on the {split} images, so it has "
                     f"little to teach. Was it trained with this data's class order{order} "
                     "and on images scaled the same way?"]  # fmt: skip
+
+
+def _lagging_statistics(teacher, images, accuracy: float, chance: float, split: str
+                        ) -> str | None:  # fmt: skip
+    """The warning for a teacher at chance in inference mode that scores with its batches' own
+    statistics: its BatchNormalization moving statistics lag its weights (a short training of
+    ``keras.applications.MobileNetV2``, whose momentum 0.999 averages over ~1000 steps). None
+    otherwise. The moving statistics are restored: the check must not change the teacher."""
+    norms = [layer for layer in _all_layers(teacher)
+             if isinstance(layer, keras.layers.BatchNormalization)]  # fmt: skip
+    if not norms:
+        return None
+    saved = [(layer.trainable, [v.numpy() for v in layer.non_trainable_variables])
+             for layer in norms]  # fmt: skip
+    try:
+        for layer in norms:
+            layer.trainable = True  # a frozen BatchNormalization ignores training=True
+        correct = total = 0
+        for x, y in images:
+            pred = np.argmax(teacher(x, training=True), axis=-1)
+            correct, total = correct + int(np.sum(pred == np.asarray(y))), total + len(pred)
+    finally:
+        for layer, (trainable, values) in zip(norms, saved, strict=True):
+            layer.trainable = trainable
+            for variable, value in zip(layer.non_trainable_variables, values, strict=True):
+                variable.assign(value)
+    batch_accuracy = correct / max(total, 1)
+    if batch_accuracy < 2 * chance:
+        return None
+    momentum = max(layer.momentum for layer in norms)
+    return (
+        f"warning: the teacher is near chance on the {split} images in inference mode "
+        f"({accuracy:.4f}) but scores {batch_accuracy:.4f} normalised with each batch's own "
+        f"statistics: its BatchNormalization moving statistics (momentum {momentum:g}, an "
+        f"average over about {1 / (1 - momentum):.0f} steps) lag its weights, so it has little "
+        "to teach. Train it longer, or with BatchNormalization(momentum=0.9), before distilling "
+        "(README: BatchNorm in short runs)."
+    )
 
 
 def summary_row(name: str, model: keras.Model, test, stage_seconds: dict | None,

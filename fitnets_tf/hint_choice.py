@@ -15,6 +15,7 @@ from fitnets_tf import regressor as regressor_lib
 from fitnets_tf.errors import HintShapeError
 from fitnets_tf.hint_path import check_functional, make_regressors, pair_name, valid_names
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
+from fitnets_tf.models.nesting import layer_output, own_nodes
 from fitnets_tf.reporting.tables import format_table
 
 
@@ -57,7 +58,7 @@ def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
             out.append(last)
             last = None
         cut = not any(u < i < v for u, v in crossing)
-        if cut and _is_feature_map(layer) and not isinstance(layer, _PASS_THROUGH):
+        if cut and _is_feature_map(model, layer) and not isinstance(layer, _PASS_THROUGH):
             last = layer if not isinstance(layer, keras.layers.InputLayer) else None
     if last is not None:
         out.append(last)
@@ -68,19 +69,16 @@ def _crossing_edges(model: keras.Model, order: dict) -> list[tuple[int, int]]:
     """Every edge (producer index, consumer index) of the layer graph."""
     edges = []
     for layer in model.layers:
-        for node in getattr(layer, "_inbound_nodes", []):
+        for node in own_nodes(model, layer):
             for parent in node.parent_nodes:
                 if id(parent.operation) in order:
                     edges.append((order[id(parent.operation)], order[id(layer)]))
     return edges
 
 
-def _is_feature_map(layer) -> bool:
-    try:
-        shape = layer.output.shape
-    except (AttributeError, ValueError):  # shared layers have several outputs
-        return False
-    return len(shape) == 4 and all(d is not None for d in shape[1:])
+def _is_feature_map(model: keras.Model, layer) -> bool:
+    shape = _output_shape(model, layer)
+    return shape is not None and len(shape) == 3 and all(d is not None for d in shape)
 
 
 def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
@@ -105,25 +103,49 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
             + valid_names(teacher, student)
         )
     hint = hints[(len(hints) - 1) // 2]
-    hint_shape = tuple(hint.output.shape[1:])
-    middle = (len(guided) - 1) / 2
-    for index in sorted(range(len(guided)), key=lambda i: (abs(i - middle), -i)):
-        shape = tuple(guided[index].output.shape[1:])
-        if all(k >= 1 for k in regressor_lib.kernel_size(shape, hint_shape)):
-            reason = (
-                f"the paper's rule (the middle of the teacher guides the middle of the student): "
-                f"'{hint.name}' {hint_shape} is feature layer {hints.index(hint) + 1} of "
-                f"{len(hints)} of '{teacher.name}'; '{guided[index].name}' {shape} is feature "
-                f"layer {index + 1} of {len(guided)} of '{student.name}', the nearest to its "
-                "middle that the convolutional regressor maps onto the hint"
-            )
-            return AutoPair(hint.name, guided[index].name, reason)
-    shapes = ", ".join(f"{layer.name} {tuple(layer.output.shape[1:])}" for layer in guided)
+    hint_shape = _output_shape(teacher, hint)
+    index = _nearest_guided(hint_shape, guided, student)
+    if index is not None:
+        shape = _output_shape(student, guided[index])
+        reason = (
+            f"the paper's rule (the middle of the teacher guides the middle of the student): "
+            f"'{hint.name}' {hint_shape} is feature layer {hints.index(hint) + 1} of "
+            f"{len(hints)} of '{teacher.name}'; '{guided[index].name}' {shape} is feature "
+            f"layer {index + 1} of {len(guided)} of '{student.name}', the nearest to its "
+            "middle that the convolutional regressor maps onto the hint"
+        )
+        return AutoPair(hint.name, guided[index].name, reason)
+    shapes = ", ".join(f"{layer.name} {_output_shape(student, layer)}" for layer in guided)
     raise HintShapeError(
         f"hints='auto': no student layer can be mapped onto the teacher's middle layer "
         f"'{hint.name}' {hint_shape} (a guided map must be at least as large). Student feature "
-        f"layers: {shapes}. Name a pair with --hint_layer and --guided_layer."
+        f"layers: {shapes}. Name a pair with --hints=TEACHER_LAYER:STUDENT_LAYER (or "
+        f"--hint_layer and --guided_layer){_suggestion(teacher, student, hints, guided)}."
     )
+
+
+def _nearest_guided(hint_shape, guided: list, student: keras.Model) -> int | None:
+    """The index of the guided layer nearest the student's middle (the deeper on a tie) that
+    the convolutional regressor maps onto ``hint_shape``, or None."""
+    middle = (len(guided) - 1) / 2
+    for index in sorted(range(len(guided)), key=lambda i: (abs(i - middle), -i)):
+        shape = _output_shape(student, guided[index])
+        if all(k >= 1 for k in regressor_lib.kernel_size(shape, hint_shape)):
+            return index
+    return None
+
+
+def _suggestion(teacher, student, hints: list, guided: list) -> str:
+    # The teacher's middle is often its largest maps (a ResNet at full resolution), larger
+    # than any of a thin student's: the feature layer nearest it that fits is worth naming.
+    middle = (len(hints) - 1) // 2
+    for i in sorted(range(len(hints)), key=lambda i: (abs(i - middle), -i)):
+        hint = hints[i]
+        index = _nearest_guided(_output_shape(teacher, hint), guided, student)
+        if index is not None:
+            return (f", e.g. --hints={hint.name}:{guided[index].name}, the teacher's feature "
+                    "layer nearest its middle that a student layer can be mapped onto")  # fmt: skip
+    return ""
 
 
 def describe_layers(model: keras.Model) -> str:
@@ -134,13 +156,14 @@ def describe_layers(model: keras.Model) -> str:
     """
     candidates = {layer.name for layer in feature_layers(model)}
     rows = [("*" if layer.name in candidates else "", layer.name, type(layer).__name__,
-             _output_shape(layer)) for layer in model.layers]  # fmt: skip
+             _output_shape(model, layer)) for layer in model.layers]  # fmt: skip
     return format_table(("", "layer", "type", "output shape"), rows, align="<<<<")
 
 
-def _output_shape(layer) -> tuple | None:
+def _output_shape(model: keras.Model, layer) -> tuple | None:
+    # In ``model``'s graph: a flattened model's layers were also called in their nested model's.
     try:
-        return tuple(layer.output.shape[1:])
+        return tuple(layer_output(model, layer.name).shape[1:])
     except (AttributeError, ValueError):  # shared layers have several outputs
         return None
 

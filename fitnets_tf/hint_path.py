@@ -15,6 +15,12 @@ import keras
 
 from fitnets_tf import regressor as regressor_lib
 from fitnets_tf.errors import ConfigError, HintShapeError
+from fitnets_tf.models.nesting import (
+    layer_output,
+    nested_model_end,
+    nested_models,
+    repeated_names,
+)
 
 
 @dataclasses.dataclass
@@ -52,12 +58,43 @@ def model_inputs(model: keras.Model):
 
 def find_layer(model: keras.Model, name: str, role: str):
     names = [layer.name for layer in model.layers]
+    if (end := nested_model_end(model, name)) is not None:
+        raise ConfigError(
+            f"The {role} '{name}' is a model nested in '{model.name}', whose layers are named "
+            f"one by one so that a hint can be taken inside it: its output is the layer "
+            f"'{end}'. Name that layer, or one of its others (--list_layers shows them)."
+        )
     if name not in names:
         raise ConfigError(
-            f"Unknown {role} '{name}' in model '{model.name}'. Valid layer names: "
-            f"{', '.join(names)}."
+            f"Unknown {role} '{name}' in model '{model.name}'.{_nested_note(model, name)} "
+            f"Valid layer names: {', '.join(names)}."
         )
-    return model.get_layer(name)
+    layer = model.get_layer(name)
+    if isinstance(layer, keras.Model):
+        # Its `output` belongs to its own graph: a tap of it is not connected to the input.
+        raise ConfigError(
+            f"The {role} '{name}' of model '{model.name}' is a nested model, which could not be "
+            f"flattened.{_nested_note(model, name)} Name a layer of the outer model."
+        )
+    return layer
+
+
+def _nested_note(model: keras.Model, name: str) -> str:
+    """Why a layer of a nested model cannot be named, when it is one ('' otherwise)."""
+    inner = [m for m in nested_models(model) if name in [layer.name for layer in m.layers]]
+    repeated = repeated_names(model)
+    if not (inner or isinstance(_top_layer(model, name), keras.Model)) or not repeated:
+        return ""
+    where = f" '{name}' is a layer of the nested model '{inner[0].name}', and" if inner else ""
+    return (
+        f"{where} the layers of nested models are named only when every layer name is unique "
+        f"once they are brought to the top level; these repeat: {', '.join(repeated)}. Give "
+        "those layers unique names (name=...) when building the model."
+    )
+
+
+def _top_layer(model: keras.Model, name: str):
+    return next((layer for layer in model.layers if layer.name == name), None)
 
 
 def valid_names(teacher: keras.Model, student: keras.Model) -> str:
@@ -139,8 +176,8 @@ def make_regressor(
     check_functional(student, "student")
     hint = find_layer(teacher, hint_layer, "hint_layer")
     guided = find_layer(student, guided_layer, "guided_layer")
-    guided_shape = tuple(guided.output.shape[1:])
-    hint_shape = tuple(hint.output.shape[1:])
+    guided_shape = tuple(layer_output(student, guided.name).shape[1:])
+    hint_shape = tuple(layer_output(teacher, hint.name).shape[1:])
     if isinstance(regressor, keras.layers.Layer):
         if not regressor.built:
             regressor.build((None, *guided_shape))
@@ -161,7 +198,7 @@ def make_regressor(
     return regressor_lib.build_regressor(
         guided_shape,
         hint_shape,
-        regressor_lib.hint_nonlinearity(hint),
+        regressor_lib.hint_nonlinearity(hint, teacher),
         kind=regressor,
         initializer=initializer,
     )
@@ -169,7 +206,7 @@ def make_regressor(
 
 def tap(model: keras.Model, layer_names: list[str], name: str) -> keras.Model:
     """``model`` up to ``layer_names``: one output per name (a lone one unwrapped)."""
-    outputs = [model.get_layer(n).output for n in layer_names]
+    outputs = [layer_output(model, n) for n in layer_names]
     return keras.Model(model_inputs(model), outputs[0] if len(outputs) == 1 else outputs,
                        name=name)  # fmt: skip
 

@@ -14,6 +14,7 @@ import keras
 
 from fitnets_tf import layers as maxout_layers
 from fitnets_tf.errors import ConfigError, HintShapeError
+from fitnets_tf.models.nesting import own_nodes
 
 # Layers that do not change which non-linearity produced their input's values: we look
 # through them to find the hint's non-linearity (the paper's layer includes its pooling).
@@ -31,31 +32,36 @@ _TRANSPARENT = (
 KINDS = ("auto", "linear")
 
 
-def _inbound_layer(layer):
-    """The single layer feeding ``layer`` in a Functional graph, or None."""
-    nodes = getattr(layer, "_inbound_nodes", [])
+def _inbound_layer(layer, model=None):
+    """The single layer feeding ``layer`` in ``model``'s graph (a Functional graph), or None."""
+    # In ``model``'s own graph: a flattened model's layers were also called in their nested
+    # model's, and two nodes hid the parent of a pooling hint inside a backbone.
+    nodes = own_nodes(model, layer) if model is not None else getattr(layer, "_inbound_nodes", [])
     if len(nodes) != 1:
         return None
     parents = [t._keras_history.operation for t in nodes[0].input_tensors]
     return parents[0] if len(parents) == 1 else None
 
 
-def hint_nonlinearity(hint_layer: keras.layers.Layer) -> dict:
-    """Describes the non-linearity that produced ``hint_layer``'s output.
+def hint_nonlinearity(hint_layer: keras.layers.Layer, model=None) -> dict:
+    """Describes the non-linearity that produced ``hint_layer``'s output (in ``model``'s graph,
+    when given: the teacher holding it).
 
     Returns one of ``{"kind": "maxout", "pieces": p, "ties": t}``, ``{"kind": "activation",
     "activation": name}`` or ``{"kind": "linear"}``.
     """
     layer = hint_layer
     while isinstance(layer, _TRANSPARENT):
-        parent = _inbound_layer(layer)
+        parent = _inbound_layer(layer, model)
         if parent is None:
             break
         layer = parent
     if isinstance(layer, (maxout_layers.MaxoutConv2D, maxout_layers.MaxoutDense)):
         return {"kind": "maxout", "pieces": layer.pieces, "ties": layer.ties}
     if isinstance(layer, keras.layers.ReLU):
-        return {"kind": "activation", "activation": "relu"}
+        # MobileNets' ReLU(6.): a plain ReLU regressor could not be bounded as the hint is.
+        six = layer.max_value == 6 and not layer.negative_slope and not layer.threshold
+        return {"kind": "activation", "activation": "relu6" if six else "relu"}
     activation = getattr(layer, "activation", None)
     if activation is not None:
         name = keras.activations.serialize(activation)

@@ -26,6 +26,7 @@ from fitnets_tf import recipes
 from fitnets_tf.callbacks import LambdaAnnealing
 from fitnets_tf.distiller import Distiller
 from fitnets_tf.hint_path import deepest_guided_layer, resolve_pairs
+from fitnets_tf.models.nesting import layer_output
 from fitnets_tf.models.sources import ends_in_softmax
 from fitnets_tf.run import mid_epoch
 
@@ -286,7 +287,7 @@ def guided_classifier(
     The ``stagewise_labels`` ablation trains this on the labels in place of hint training.
     ``seed`` seeds the head's initial weights.
     """
-    features = student.get_layer(guided_layer).output
+    features = layer_output(student, guided_layer)
     if len(features.shape) > 2:
         features = keras.layers.GlobalAveragePooling2D(name="guided_labels_pool")(features)
     init = keras.initializers.GlorotUniform(seed=seed)

@@ -53,6 +53,7 @@ import tensorflow as tf
 from fitnets_tf import data as data_lib
 from fitnets_tf import teacher_shards
 from fitnets_tf.distiller import CACHED_HINT, CACHED_LOGITS, IMAGES
+from fitnets_tf.models.nesting import layer_output
 
 # The hint(s) are cached up to this size (in memory, or on disk above the memory budget);
 # above it stage 1 computes them live.
@@ -168,7 +169,7 @@ def outputs_function(teacher: keras.Model, hint_layer: str | Sequence[str] | Non
             lambda images: {CACHED_LOGITS: teacher(images, training=False)}, autograph=False
         )
     names = [hint_layer] if isinstance(hint_layer, str) else list(hint_layer)
-    outputs = [teacher.output, *(teacher.get_layer(n).output for n in names)]
+    outputs = [teacher.output, *(layer_output(teacher, n) for n in names)]
     tapped = keras.Model(teacher.inputs, outputs, name="teacher_outputs")
 
     def outputs_of(images):
@@ -183,7 +184,7 @@ def outputs_function(teacher: keras.Model, hint_layer: str | Sequence[str] | Non
 def hint_bytes(teacher: keras.Model, hint_layer: str | Sequence[str], num_examples: int) -> int:
     """Memory the cached hint(s) of ``hint_layer`` (one name or several) take (float32)."""
     names = [hint_layer] if isinstance(hint_layer, str) else hint_layer
-    per_example = sum(int(np.prod(teacher.get_layer(n).output.shape[1:])) for n in names)
+    per_example = sum(int(np.prod(layer_output(teacher, n).shape[1:])) for n in names)
     return per_example * 4 * num_examples
 
 

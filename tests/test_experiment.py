@@ -168,6 +168,29 @@ def test_a_teacher_trained_on_other_pixel_scaling_is_refused_with_the_flag(
     assert lines == ["teacher: validation accuracy 1.0000 (chance 0.2500)"]
 
 
+def test_a_teacher_whose_batch_norm_statistics_lag_is_named_as_such():
+    """A briefly trained keras.applications MobileNetV2 (BatchNormalization momentum 0.999)
+    is at chance in inference mode and fine with batch statistics: the warning says so, where
+    it blamed the class order or the pixel scaling, and the teacher is left as it was."""
+    norm = keras.layers.BatchNormalization(momentum=0.999, center=False, scale=False)
+    head = keras.layers.Dense(4)
+    teacher = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.GlobalAveragePooling2D(),
+                                norm, head])  # fmt: skip
+    # Batch statistics make the brightnesses 0.1, 0.4, 0.6, 0.9 z = -1.37, -0.34, 0.34, 1.37,
+    # which the head splits at -0.86, 0, 0.86; the moving mean 5 puts every image in class 0.
+    head.set_weights([np.array([[0.0, 10, 20, 30]]), np.array([0.0, 8.6, 8.6, 0])])
+    norm.moving_mean.assign([5.0])
+    norm.trainable = False
+    means = np.repeat([0.1, 0.4, 0.6, 0.9], 8).astype("float32")
+    images = np.ones((32, 4, 4, 1), "float32") * means[:, None, None, None]
+    batches = tf.data.Dataset.from_tensor_slices((images, np.repeat(np.arange(4), 8))).batch(32)
+    lines = evaluation.check_teacher(teacher, batches, "scale", 4)
+    assert lines[0] == "teacher: validation accuracy 0.2500 (chance 0.2500)"
+    assert "(0.2500) but scores 1.0000 normalised with each batch's own" in lines[1]
+    assert "(momentum 0.999, an average over about 1000 steps)" in lines[1]
+    assert norm.moving_mean.numpy().tolist() == [5.0] and norm.trainable is False
+
+
 def test_preprocessing_none_feeds_the_raw_pixels():
     loaded = experiment.load_data(SMOKE.with_values(preprocessing="none"))
     images = np.concatenate([x for x, _ in loaded.validation])

@@ -312,6 +312,21 @@ def test_mixed_precision_student_is_served_in_float32(tmp_path):
     np.testing.assert_allclose(got, softmax(keras.ops.cast(student(x), "float32")), atol=1e-2)
 
 
+def test_a_mixed_precision_student_with_graph_ops_is_served_in_float32():
+    # keras.applications.MobileNetV3 computes `x + 3` as an op of the graph, not a layer: the
+    # float32 copy gave it a dtype it does not take, and a --mixed_precision run (the default)
+    # with such a student crashed in its report, after all the training.
+    keras.config.set_dtype_policy("mixed_bfloat16")  # conftest restores float32 afterwards.
+    inputs = keras.Input(SHAPE)
+    h = keras.layers.Conv2D(2, 3, name="conv")(inputs) + 3.0
+    student = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(h)))
+    keras.config.set_dtype_policy("float32")
+    served = export.serving.in_float32(student)
+    x = np.random.default_rng(0).normal(size=(2, *SHAPE)).astype("float32")
+    assert served(x).dtype == "float32"
+    np.testing.assert_allclose(served(x), keras.ops.cast(student(x), "float32"), atol=0.1)
+
+
 def test_onnx_conv_stack_is_what_onnx_runtime_fuses(tmp_path):
     # ONNX Runtime's speed on the plain CNNs rests on this shape of graph (issue 15's profile:
     # Conv is 80-90% of the time, layout reorders and the flatten's Transpose the rest): each

@@ -172,6 +172,22 @@ def test_auto_pair_refuses_a_student_too_small_for_the_hint():
         hint_choice.auto_pair(teacher, student)
 
 
+def test_auto_pair_refusal_names_a_pair_that_fits():
+    # A ResNet's middle is at full resolution, larger than every map of a thin student: the
+    # message names the teacher layer nearest the middle that a student layer maps onto.
+    inputs = keras.Input((4, 4, 1))
+    h = keras.layers.Conv2D(1, 1, name="t1")(inputs)
+    h = keras.layers.Conv2D(1, 1, name="t2")(h)  # the middle: 4×4
+    h = keras.layers.Conv2D(1, 3, name="t3")(h)  # 2×2
+    teacher = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+    inputs = keras.Input((4, 4, 1))
+    h = keras.layers.Conv2D(1, 2, name="s1")(inputs)  # 3×3
+    h = keras.layers.Conv2D(1, 2, name="s2")(h)  # 2×2
+    student = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+    with pytest.raises(HintShapeError, match=r"'t2' \(4, 4, 1\).*e\.g\. --hints=t3:s2, "):
+        hint_choice.auto_pair(teacher, student)
+
+
 # -- hints from the command line: parsing, checking, caching, listing ------------------------
 
 

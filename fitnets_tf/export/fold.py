@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from fitnets_tf.errors import ExportVerificationError
+from fitnets_tf.models.nesting import own_nodes
 
 # Layers whose output is a linear function of their kernel's last axis, per channel.
 _FOLDABLE = (keras.layers.Conv2D, keras.layers.Dense)
@@ -34,6 +35,7 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     a shared layer (called more than once), one that is not Functional or Sequential, and one
     with nothing to fold are returned unchanged.
     """
+    model = _called_here_only(model)
     pairs = _foldable_pairs(model)
     if not pairs:
         return model
@@ -89,6 +91,20 @@ def _check_same_function(model: keras.Model, folded: keras.Model) -> None:
             "was exported. This is a fitnets_tf bug: please report it with the model's "
             "architecture (model.summary())."
         )
+
+
+def _called_here_only(model: keras.Model) -> keras.Model:
+    """``model``, or a copy with the same weights when its layers were also called in another
+    graph (a flattened model's, in the model they were nested in): each layer then has two
+    calls, and would be taken for a shared one that cannot fold."""
+    if not isinstance(getattr(model, "inputs", None), list) or all(
+        len(own_nodes(model, layer)) == len(getattr(layer, "_inbound_nodes", ()))
+        for layer in model.layers
+    ):
+        return model
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _foldable_pairs(model: keras.Model) -> dict:

@@ -176,6 +176,9 @@ def in_float32(student: keras.Model) -> keras.Model:
         return student
 
     def float32_layer(layer):
+        if not isinstance(layer, keras.layers.Layer):
+            # An op of the graph (MobileNetV3's `x + 3`): no policy, its inputs' dtype.
+            return layer.__class__.from_config(layer.get_config())
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
     copy = keras.models.clone_model(student, clone_function=float32_layer)

@@ -7,6 +7,7 @@ import math
 import keras
 
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
+from fitnets_tf.models.nesting import own_nodes
 
 
 def count_params(model: keras.Model) -> int:
@@ -50,7 +51,9 @@ def count_multiplications(model: keras.Model) -> int:
         if not isinstance(layer, _COUNTED):
             continue
         # A shared layer has one node per call; `layer.output` refuses those, nodes do not.
-        nodes = getattr(layer, "_inbound_nodes", [])
+        # Only this model's calls count: a flattened model's layers were also called in the
+        # graph of the model they were nested in (fitnets_tf.models.nesting).
+        nodes = own_nodes(model, layer)
         if not nodes:
             raise ValueError(
                 f"Layer {layer.name!r} was never called on a symbolic input: build the model first."

@@ -25,7 +25,9 @@ removed, its weights kept) and is checked against the dataset's image shape and 
 application's auto-generated layer names (``re_lu_7``: Keras counts per process) are
 renumbered within the model (``re_lu``, ``re_lu_1``...) as in a fresh process, so the names
 ``--list_layers`` prints are the ones ``--hints`` takes in any run, whatever Keras built
-before (a file's names are its own, and stay).
+before (a file's names are its own, and stay). The layers of models nested in a file's model
+(a backbone in a ``Sequential``) are brought to the top level, weights shared
+(:func:`fitnets_tf.models.nesting.flattened`), so that ``--hints`` can name them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import keras
 
 from fitnets_tf import batch_norm
 from fitnets_tf.errors import ConfigError, ModelFileError
+from fitnets_tf.models.nesting import flattened, layer_input
 from fitnets_tf.models.registry import build, names
 from fitnets_tf.run import io
 
@@ -121,7 +124,8 @@ def resolve(
     if spec in names():
         return build(spec, input_shape, num_classes, seed=seed, **build_kwargs)
     if is_keras_file(spec):
-        model = io.load_model(spec, role, ModelFileError)
+        # Flattened first, so that a nested model's BatchNormalization is re-created fused too.
+        model = flattened(io.load_model(spec, role, ModelFileError))
         model = model if keep_weights else reinitialised(model, seed)
     else:
         model = reinitialised(_application(spec, input_shape, num_classes), seed, renumber=True)
@@ -225,9 +229,9 @@ def _unseeded(config: dict) -> dict:
 def for_dataset(
     model: keras.Model, input_shape, num_classes: int, role: str = "model", spec: str = ""
 ) -> keras.Model:
-    """``model`` outputting logits (a final softmax removed), checked against the dataset, and
+    """``model`` outputting logits (a final softmax removed), checked against the dataset,
     built for its images where the model's input leaves their size open
-    (:func:`at_input_shape`).
+    (:func:`at_input_shape`), and with its nested models' layers at the top level.
 
     Raises:
         ConfigError: not one Functional input and output, or not ``num_classes`` logits out;
@@ -251,7 +255,7 @@ def for_dataset(
             f"{what} gives {outputs[0].shape[-1]} outputs, but the dataset has {num_classes} "
             f"classes. Give a {role} built for this dataset."
         )
-    model = at_input_shape(model, input_shape)
+    model = flattened(at_input_shape(model, input_shape))
     inputs, outputs = model.inputs, model.outputs
     if _nested(model):  # one tensor in and out, however it was built (`keras.Model([x], [y])`)
         model = keras.Model(inputs[0], outputs[0], name=model.name)
@@ -296,10 +300,13 @@ def without_softmax(model: keras.Model) -> keras.Model:
     if not ends_in_softmax(model):
         return model
     last = model.layers[-1]
+    # Its input in this model's graph: the softmax of a flattened application (its
+    # `predictions`) was also called in the application's own graph.
+    logits_in = layer_input(model, last)
     if isinstance(last, (keras.layers.Softmax, keras.layers.Activation)):
-        return keras.Model(model.inputs[0], last.input, name=model.name)
+        return keras.Model(model.inputs[0], logits_in, name=model.name)
     linear = last.__class__.from_config({**last.get_config(), "activation": "linear"})
-    outputs = linear(last.input)
+    outputs = linear(logits_in)
     linear.set_weights(last.get_weights())
     return keras.Model(model.inputs[0], outputs, name=model.name)
 
