@@ -109,9 +109,10 @@ class Distiller(keras.Model):
             final softmax of either is left out (and said so): the soft targets are computed
             from logits, at temperature τ (:attr:`teacher`/:attr:`student` are then models
             sharing the given ones' layers up to it; a student's softmax must be a layer of
-            its own, not a Dense's activation). The layers of models nested in either (a backbone in a ``Sequential``, a block that is a model) are brought to the
-            top level (:func:`fitnets_tf.models.nesting.flattened`, weights shared), so a
-            hint or guided layer inside them is named like any other.
+            its own, not a Dense's activation). The layers of models nested in either (a
+            backbone in a ``Sequential``, a block that is a model) are brought to the top
+            level (:func:`fitnets_tf.models.nesting.flattened`, weights shared), so a hint or
+            guided layer inside them is named like any other.
         hint_layer: name of the teacher layer whose output guides the student (stage 1).
         guided_layer: name of the student layer that learns to predict the hint through the
             regressor. Both are needed for ``phase="hints"`` only.
