@@ -78,6 +78,10 @@ def test_the_default_experiment_is_its_flagfile_and_the_base_of_a_bare_command(p
     flags.FLAGS(["train", "--kd_epochs=3"])
     assert flag_lib.without_flagfile(["train", "--kd_epochs=3"])
     assert not flag_lib.without_flagfile(["train", f"--flagfile={path}"])
+    # absl's other spellings: with one dash the default experiment went under the file's.
+    for given in ([f"-flagfile={path}"], ["-flagfile", str(path)], ["--flagfile", str(path)]):
+        assert not flag_lib.without_flagfile(["train", *given])
+    assert flag_lib.without_flagfile(["train", "--", f"--flagfile={path}"])  # not a flag
     bare = flag_lib.config_from_flags(base=config_lib.DEFAULT)
     assert bare.schedule.kd_epochs == 3 and bare.models.student == "thin_cnn"
     assert flag_lib.config_from_flags().models.student == "mnist_fitnet"  # the flags' default

@@ -85,8 +85,17 @@ def config_from_flags(f=FLAGS, base: config_lib.ExperimentConfig | None = None
 
 
 def without_flagfile(argv: list[str]) -> bool:
-    """Whether a command line gives no ``--flagfile`` (absl expands them before parsing)."""
-    return not any(a == "--flagfile" or a.startswith("--flagfile=") for a in argv)
+    """Whether a command line gives no flagfile (absl expands them before parsing).
+
+    absl takes ``-flagfile`` as well as ``--flagfile``, each with ``=`` or the path as the next
+    argument; a ``-flagfile=`` seen as no flagfile put the default experiment under the file's.
+    """
+    for arg in argv[1:]:
+        if arg == "--":  # the flags end here
+            break
+        if arg.startswith("-") and arg.lstrip("-").split("=", 1)[0] == "flagfile":
+            return False
+    return True
 
 
 def given_options(f=FLAGS) -> set[str]:
