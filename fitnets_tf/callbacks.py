@@ -177,10 +177,15 @@ class NonFiniteGuard(keras.callbacks.Callback):
                 )
 
 
+# The stages trained at stage 1's learning rate (``Hyperparameters.stage_one``): the paper's
+# stage 1 of each mode (fitnets_tf.stages.PAPER_STAGE).
+_STAGE_ONE = ("/hints", "/guided_labels")
+
+
 def _learning_rate_flag(stage: str) -> str:
     if stage == "teacher":
         return "--teacher_learning_rate"
-    return "--hints_learning_rate" if stage.endswith("/hints") else "--learning_rate"
+    return "--hints_learning_rate" if stage.endswith(_STAGE_ONE) else "--learning_rate"
 
 
 class DivergenceWarning(keras.callbacks.Callback):

@@ -3,6 +3,7 @@ import pytest
 from conftest import tiny_dataset
 
 import fitnets_tf
+from fitnets_tf import stages
 from fitnets_tf.callbacks import DivergenceWarning, LambdaAnnealing
 
 
@@ -64,3 +65,14 @@ def test_divergence_is_said_once_naming_the_stages_learning_rate():
         teacher.on_epoch_end(epoch, {"loss": loss})
         kd.on_epoch_end(epoch, {"loss": loss / 10})
     assert "--teacher_learning_rate" in said[1] and "Lower --learning_rate" in said[2]
+
+
+@pytest.mark.parametrize("stage", sorted(stages.PAPER_STAGE))
+def test_divergence_names_the_learning_rate_each_stage_trains_at(stage):
+    # stagewise_labels' guided_labels trains at stage 1's rate and was told --learning_rate.
+    said = []
+    warning = DivergenceWarning(f"mode/{stage}", log=said.append)
+    for epoch, loss in enumerate([1.0, 11.0]):
+        warning.on_epoch_end(epoch, {"loss": loss})
+    stage_one = stages.PAPER_STAGE[stage] == "stage1"
+    assert f"Lower --{'hints_' if stage_one else ''}learning_rate," in said[0]
