@@ -727,6 +727,52 @@ def test_a_modes_student_is_exported_with_the_runs_preprocessing(tmp_path):
     assert served.get_layer("kd_student") is not None and served.get_layer("preprocessor")
 
 
+def test_a_modes_export_guards_and_times_within_its_run(tmp_path):
+    # RUN/kd was taken for the run: --output=RUN/student.keras --overwrite replaced the run's
+    # own student, and the run's teacher (RUN/teacher/) was left out of the timing unsaid.
+    run = tmp_path / "run"
+    make_run(run)
+    (run / "flags.txt").write_text("--mode=fitnet,kd\n")
+    (run / "kd").mkdir()
+    make_student(filters=6, name="kd_student").save(run / "kd" / export.STUDENT_FILE)
+    (run / "teacher").mkdir()
+    make_student(filters=8, name="own").save(run / "teacher" / "teacher.keras")
+    before = (run / export.STUDENT_FILE).read_bytes()
+    with pytest.raises(export.ExportConfigError, match="would replace what training wrote"):
+        export.export_student(run / "kd", run / export.STUDENT_FILE, "keras", overwrite=True)
+    assert (run / export.STUDENT_FILE).read_bytes() == before
+    export.export_student(run / "kd", None, "keras")  # its own export/ stays writable
+    export.export_student(run / "kd", None, "keras", overwrite=True)
+    assert (run / "kd" / "export" / "student.keras").is_file()
+    assert export.serving.load_runs_teacher(run / "kd").name == "own"
+
+
+def test_an_open_size_teacher_is_timed_at_the_students_size(tmp_path):
+    # A teacher saved with Input((None, None, C)), which runs may use, failed the export's
+    # latency table after the artifacts were written ("input_shape must be fully known").
+    from fitnets_tf.cli import export as export_cli
+
+    run = tmp_path / "run"
+    make_run(run)
+    inputs = keras.Input((None, None, 1))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(5)(h), name="open").save(tmp_path / "open.keras")
+    (run / "flags.txt").write_text(f"--teacher_path={tmp_path / 'open.keras'}\n")
+    models = export_cli._timed_models(run, None)
+    assert models["teacher"].inputs[0].shape == (None, *SHAPE)
+    assert models["teacher"].name == "open" and models["student"].name == "student"
+
+
+def test_a_home_relative_path_is_the_users_home(tmp_path, monkeypatch):
+    # `--output='~/x.keras'` (quoted, so the shell leaves ~) wrote into a folder named "~".
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    make_run(tmp_path / "home" / "run")
+    path = export.export_student("~/run", "~/exported/s.keras", "keras")
+    assert path == tmp_path / "home" / "exported" / "s.keras" and path.is_file()
+    assert not (tmp_path / "~").exists()
+
+
 # -- class names ---------------------------------------------------------------------------------
 
 

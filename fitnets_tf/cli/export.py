@@ -86,12 +86,18 @@ def _locked(workdir: pathlib.Path):
 
 
 def _timed_models(workdir: pathlib.Path, teacher: str | None) -> dict:
+    from fitnets_tf.models import at_input_shape
+
     models = {}
     if teacher:  # an explicit --teacher must exist
-        models["teacher"] = export.serving.load_keras(pathlib.Path(teacher), "teacher")
+        models["teacher"] = export.serving.load_keras(pathlib.Path(teacher).expanduser(),
+                                                      "teacher")  # fmt: skip
     elif (found := export.serving.load_runs_teacher(workdir, log=print)) is not None:
         models["teacher"] = found
-    models["student"] = export.load_run(workdir)[0]
+    student = export.load_run(workdir)[0]
+    if "teacher" in models:  # one saved with an open input size is timed at the student's
+        models["teacher"] = at_input_shape(models["teacher"], student.inputs[0].shape[1:])
+    models["student"] = student
     return models
 
 
@@ -123,7 +129,7 @@ def _export_quantized(workdir: pathlib.Path) -> pathlib.Path:
     # Names refused before the calibration images are read and anything is written.
     names = labels.resolve(_class_names(), workdir, serving.outputs[0].shape[-1], (FLAGS.format,))
     default = export.default_output(workdir, FLAGS.format, FLAGS.include_preprocessing)
-    output = pathlib.Path(FLAGS.output) if FLAGS.output else default.with_name(
+    output = pathlib.Path(FLAGS.output).expanduser() if FLAGS.output else default.with_name(
         f"{default.stem}_{FLAGS.quantize}{default.suffix}"
     )
     refuse_run_files(output, workdir)
@@ -157,7 +163,7 @@ def main(argv: list[str]) -> None:
     from fitnets_tf.latency import artifact_size, format_size
     from fitnets_tf.reporting.tables import format_table
 
-    workdir = pathlib.Path(FLAGS.workdir)
+    workdir = pathlib.Path(FLAGS.workdir).expanduser()  # as training's (a quoted ~ too)
     if FLAGS.quantize:  # before anything is loaded
         quantize.check(FLAGS.quantize, FLAGS.format, raw=FLAGS.include_preprocessing)
         if FLAGS.quantize == "int8" and workdir.is_dir():
@@ -167,7 +173,8 @@ def main(argv: list[str]) -> None:
     for path in export.serving.unverified(workdir):
         print(f"note: {path} has no sha256 beside it (a run from before fitnets_tf wrote "
               "them): it is loaded without an integrity check.")  # fmt: skip
-    with _locked(workdir):
+    # The run's lock, also for a mode's directory (RUN/kd): training in RUN excludes it.
+    with _locked(export.serving.run_of(workdir).root):
         written = _export_quantized(workdir) if FLAGS.quantize else export.export_student(
             workdir,
             FLAGS.output,

@@ -222,7 +222,7 @@ def _student_of(source):
     if isinstance(source, keras.Model):
         return source, None, None
     if isinstance(source, (str, os.PathLike)):
-        workdir = pathlib.Path(source)
+        workdir = pathlib.Path(source).expanduser()
         return (*load_run(workdir), workdir)
     raise ExportConfigError(
         "`source` must be the student (a keras.Model) or a run directory. "
@@ -238,9 +238,9 @@ def _outputs(workdir, output, format: str, include_preprocessing: bool) -> dict:
         )
     if format != "all":
         path = output or default_output(workdir, format, include_preprocessing)
-        return {format: pathlib.Path(path)}
+        return {format: pathlib.Path(path).expanduser()}
     raw = RAW_SUFFIX if include_preprocessing else ""
-    directory = pathlib.Path(output) if output is not None else RunLayout(workdir).export
+    directory = RunLayout(workdir).export if output is None else pathlib.Path(output).expanduser()
     if directory.suffix in SUFFIXES.values() or directory.is_file():
         raise ExportConfigError(
             f"With format='all', `output` is the directory every format is written to, not one "

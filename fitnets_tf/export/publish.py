@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from fitnets_tf.errors import ExportConfigError, OutputExistsError
 from fitnets_tf.export import labels, writers
+from fitnets_tf.export.serving import run_of
 from fitnets_tf.export.verify import verify
 from fitnets_tf.run import io, lock
 from fitnets_tf.run.layout import RunLayout
@@ -43,12 +44,15 @@ def refuse_existing(output: str | pathlib.Path, overwrite: bool) -> None:
 def refuse_run_files(output: str | pathlib.Path, workdir: str | pathlib.Path | None) -> None:
     """Raises :class:`ExportConfigError` if writing ``output`` could replace what the run in
     ``workdir`` made: the run directory, a directory holding it, or one of its files (outside
-    its ``export/``, which is the exports' own). ``--overwrite`` would otherwise delete them.
+    ``workdir``'s ``export/``, which is the exports' own). ``workdir`` may be a mode's directory
+    in a run: the run's files are refused too. ``--overwrite`` would otherwise delete them.
     """
     if workdir is None:
         return
-    run, target = pathlib.Path(workdir).resolve(), pathlib.Path(output).resolve()
-    exports = RunLayout(run).export
+    # A mode's directory (RUN/kd) is exported within its run: RUN's files are the run's too.
+    run = run_of(pathlib.Path(workdir)).root.resolve()
+    target = pathlib.Path(output).expanduser().resolve()
+    exports = RunLayout(pathlib.Path(workdir).resolve()).export
     if target == run or target in run.parents:
         what = "the run directory itself" if target == run else f"a directory holding the run {run}"
     elif target.is_relative_to(run) and not target.is_relative_to(exports) and target.exists():

@@ -192,7 +192,7 @@ def export_quantized(
             "normalised as the student saw them; see calibration_images): pass "
             "`calibration`, or use quantize='dynamic', which needs none."
         )
-    output = pathlib.Path(output)
+    output = pathlib.Path(output).expanduser()
     writers.check_suffix(output, format)
     names = labels.resolve(class_names, None, serving.outputs[0].shape[-1], (format,))
     refuse_existing(output, overwrite)

@@ -79,8 +79,8 @@ def _a_file_not_a_run(path: pathlib.Path) -> str:
 
 def unverified(workdir: str | os.PathLike) -> list[pathlib.Path]:
     """The model files :func:`load_run` reads that have no sha256 beside them (older runs)."""
-    files = RunLayout(workdir)
-    return [path for path in (files.student, files.preprocessor)
+    preprocessor = run_of(pathlib.Path(workdir)).preprocessor
+    return [path for path in (RunLayout(workdir).student, preprocessor)
             if path.is_file() and not io.checksum_path(path).is_file()]  # fmt: skip
 
 
@@ -94,8 +94,8 @@ def load_runs_teacher(workdir: str | os.PathLike, log=print) -> keras.Model | No
     from fitnets_tf.errors import TeacherLoadError
     from fitnets_tf.models.sources import is_keras_file
 
-    files = RunLayout(workdir)
-    trained = [files.teacher, files.root / "teacher.keras"]
+    files = run_of(pathlib.Path(workdir))  # a mode's directory is exported in its run
+    trained = [files.teacher, pathlib.Path(workdir) / "teacher.keras", files.root / "teacher.keras"]
     if (path := next((p for p in trained if p.is_file()), None)) is not None:
         return load_keras(path, "teacher")
     # What ModelsConfig.trained_teacher() said in the run: --teacher_path, or a .keras --teacher.
