@@ -296,3 +296,28 @@ def test_augment_image_and_flip_is_tf_images_flip_and_reports_it():
         tf_flip = tf.image.stateless_random_flip_left_right(image, tf.constant([seed, 1], tf.int64))
         np.testing.assert_array_equal(out, tf_flip)
         assert bool(flipped) == (not np.array_equal(out, image))
+
+
+def test_the_zca_cache_is_only_a_cache(tmp_path, monkeypatch):
+    # A read-only (shared) data directory failed the run after the fit; a damaged cache file
+    # failed every later run.
+    from fitnets_tf.data import zca_cache
+
+    rng = np.random.default_rng(0)
+    raw = tf.data.Dataset.from_tensor_slices((rng.uniform(0, 255, (64, 4, 4, 3)).astype("float32"),
+                                              np.zeros(64, "int64")))  # fmt: skip
+    fitted = Preprocessor(mode="gcn_zca")
+
+    def no_room(*_):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(zca_cache, "write_bytes", no_room)
+    zca_cache.fit_zca_cached(fitted, raw, {"dataset": "toy"}, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    zca_cache.fit_zca_cached(Preprocessor(mode="gcn_zca"), raw, {"dataset": "toy"}, tmp_path)
+    (cached,) = tmp_path.glob("toy_*.npz")
+    cached.write_bytes(b"damaged")
+    again = Preprocessor(mode="gcn_zca")
+    zca_cache.fit_zca_cached(again, raw, {"dataset": "toy"}, tmp_path)
+    np.testing.assert_allclose(again.zca_whitening.numpy(), fitted.zca_whitening.numpy())

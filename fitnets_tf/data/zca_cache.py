@@ -7,11 +7,13 @@ data and the preprocessing parameters, so they are cached in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import pathlib
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -49,15 +51,28 @@ def fit_zca_cached(
     if cache_dir is not None:
         digest = hashlib.sha256(key_json.encode()).hexdigest()[:16]
         path = pathlib.Path(cache_dir).expanduser() / f"{key['dataset']}_{digest}.npz"
-        if path.exists():
-            with np.load(path) as cached:
-                if str(cached["key"]) == key_json:  # guards against a changed format
-                    preprocessor.set_zca(cached["mean"], cached["whitening"])
-                    return
+        if _read_cached(path, key_json, preprocessor):
+            return
     images = np.concatenate([x for x, _ in tfds.as_numpy(raw_train.batch(4096))])
     preprocessor.adapt(images)
     if path is not None:
         mean, whitening = (w.numpy() for w in (preprocessor.zca_mean, preprocessor.zca_whitening))
         buffer = io.BytesIO()
         np.savez(buffer, key=key_json, mean=mean, whitening=whitening)
-        write_bytes(path, buffer.getvalue())
+        # Only a cache: a read-only (shared) data directory or a full disk costs the next run
+        # this fit again, not this run its training.
+        with contextlib.suppress(OSError):
+            write_bytes(path, buffer.getvalue())
+
+
+def _read_cached(path: pathlib.Path, key_json: str, preprocessor: Preprocessor) -> bool:
+    """Sets ``preprocessor``'s ZCA from ``path`` if it holds ``key_json``'s; a damaged or
+    unreadable file is fitted again, as a missing one."""
+    try:
+        with np.load(path) as cached:
+            if str(cached["key"]) != key_json:  # guards against a changed format
+                return False
+            preprocessor.set_zca(cached["mean"], cached["whitening"])
+            return True
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return False
