@@ -82,6 +82,15 @@ def measure_latency(
                   warmup=warmup, repeats=repeats, seed=seed)  # fmt: skip
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on: a ``taskset`` or container's CPU set, not the
+    machine's (``os.cpu_count``), which would oversubscribe them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
 def measure_served_latency(
     model: keras.Model,
     runtime: str,
@@ -98,7 +107,7 @@ def measure_served_latency(
     Runtime's CPU provider). These are what a student is deployed with, and they pay far less
     per call than TensorFlow: at batch 1, where a small model's arithmetic takes microseconds,
     TensorFlow's per-call overhead hides most of a student's advantage. Both use ``threads``
-    (default: every core, as TensorFlow does). The model is exported as ``fitnets-export``
+    (default: every core this process may use, as TensorFlow does). The model is exported as ``fitnets-export``
     writes it (:func:`fitnets_tf.export.serving.as_served`: float32, batch norm folded).
 
     Raises:
@@ -111,7 +120,7 @@ def measure_served_latency(
 
     model = serving.as_served(model)
     input_shape = tuple(model.inputs[0].shape[1:])
-    threads = threads or os.cpu_count()
+    threads = threads or usable_cpus()
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp) / {"litert": "model.tflite", "onnxruntime": "model.onnx"}[runtime]
         if runtime == "litert":

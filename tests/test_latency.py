@@ -1,5 +1,7 @@
 """Latency as served (LiteRT, ONNX Runtime) and the closing table's speed-up line."""
 
+import os
+
 import keras
 import pytest
 from conftest import tiny_dataset, tiny_model
@@ -58,3 +60,13 @@ def test_fast_calls_are_timed_for_long_enough_and_slow_ones_as_often_as_asked():
     latency.time_calls(lambda x: (slow.append(x), time.sleep(0.15)), None, (2,), (1,),
                        warmup=1, repeats=2)  # fmt: skip
     assert len(slow) == 1 + 2  # 2 calls of 0.15 s already last MIN_TIMED_SECONDS
+
+
+def test_serving_runtimes_use_the_cores_this_process_may_run_on(monkeypatch):
+    # os.cpu_count() is the machine's: under taskset or a container's CPU set, LiteRT and ONNX
+    # Runtime were given more threads than cores.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert latency.usable_cpus() == 2
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert latency.usable_cpus() == 64
