@@ -223,3 +223,51 @@ class DivergenceWarning(keras.callbacks.Callback):
                      f"{self._first:.4g} in its first epoch to {float(value):.4g} after epoch "
                      f"{epoch + 1}. Lower {_learning_rate_flag(self.stage)}, or check the "
                      "inputs and the teacher.")  # fmt: skip
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' ``EarlyStopping``, whose best weights leave out a frozen teacher.
+
+    Keras keeps ``model.get_weights()``: for a :class:`~fitnets_tf.distiller.Distiller` the
+    teacher's too, copied at every improvement and written into every checkpoint's
+    ``best_weights.npz``, to restore values it never changes. Here ``best_weights`` holds the
+    values of the model's weights that are not its ``teacher``'s (all of them for another
+    model); a list of all of them, as an older run's checkpoint holds, is restored as well.
+    """
+
+    def __init__(self, *args, restore_best_weights: bool = False, **kwargs):
+        super().__init__(*args, restore_best_weights=False, **kwargs)  # ours do it
+        self.keep_best = restore_best_weights
+
+    @classmethod
+    def for_stage(cls, stage: str, patience: int) -> EarlyStopping:
+        """The paper's: stop after ``patience`` epochs without validation improvement, keep
+        the best model. Stages with labels are judged by accuracy: their val_loss is not
+        comparable across epochs in stage 2, where λ (its weight on the KD term) is annealed;
+        hint training (``"<mode>/hints"``) by its loss."""
+        hints = stage.endswith("/hints")
+        return cls(monitor="val_loss" if hints else "val_accuracy",
+                   mode="min" if hints else "max", patience=patience,
+                   restore_best_weights=True)  # fmt: skip
+
+    def on_epoch_end(self, epoch, logs=None):
+        best = self.best
+        super().on_epoch_end(epoch, logs)
+        if self.keep_best and self.best is not best:  # an improvement: Keras kept the weights
+            self.best_weights = [v.numpy() for v in _kept_variables(self.model)]
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if not self.keep_best or self.best_weights is None:
+            return
+        kept = _kept_variables(self.model)
+        if len(self.best_weights) == len(self.model.weights) != len(kept):
+            kept = self.model.weights  # an older run's checkpoint: every weight
+        for variable, value in zip(kept, self.best_weights, strict=True):
+            variable.assign(value)
+
+
+def _kept_variables(model) -> list:
+    teacher = getattr(model, "teacher", None)
+    frozen = {id(v) for v in teacher.weights} if isinstance(teacher, keras.Model) else set()
+    return [v for v in model.weights if id(v) not in frozen]

@@ -36,7 +36,12 @@ from fitnets_tf.builders import (  # noqa: F401  (load_data, load_teacher, model
     new_teacher,
     trained_teacher,
 )
-from fitnets_tf.callbacks import DivergenceWarning, LearningRateLogger, NonFiniteGuard
+from fitnets_tf.callbacks import (
+    DivergenceWarning,
+    EarlyStopping,
+    LearningRateLogger,
+    NonFiniteGuard,
+)
 from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
@@ -235,16 +240,7 @@ class Experiment:
     def _early_stopping(self, key: str):
         schedule = (self.teacher_config if key == "teacher" else self.config).schedule
         patience = schedule.early_stopping_patience
-        if not patience:
-            return None
-        # The paper stops after `patience` epochs without validation improvement and keeps
-        # the best model. Stages with labels are judged by accuracy: their val_loss is not
-        # comparable across epochs in stage 2, where λ (its weight on the KD term) is annealed.
-        hints = key.endswith("/hints")
-        return keras.callbacks.EarlyStopping(
-            monitor="val_loss" if hints else "val_accuracy", mode="min" if hints else "max",
-            patience=patience, restore_best_weights=True,
-        )  # fmt: skip
+        return EarlyStopping.for_stage(key, patience) if patience else None
 
     def train_teacher(self, teacher: keras.Model) -> None:
         if not self.plan.train_teacher or self.state.done("teacher"):

@@ -1,10 +1,11 @@
+import keras
 import numpy as np
 import pytest
-from conftest import tiny_dataset
+from conftest import tiny_dataset, tiny_model
 
 import fitnets_tf
 from fitnets_tf import stages
-from fitnets_tf.callbacks import DivergenceWarning, LambdaAnnealing
+from fitnets_tf.callbacks import DivergenceWarning, EarlyStopping, LambdaAnnealing
 
 
 def test_paper_code_schedule_values():
@@ -76,3 +77,28 @@ def test_divergence_names_the_learning_rate_each_stage_trains_at(stage):
         warning.on_epoch_end(epoch, {"loss": loss})
     stage_one = stages.PAPER_STAGE[stage] == "stage1"
     assert f"Lower --{'hints_' if stage_one else ''}learning_rate," in said[0]
+
+
+def test_early_stopping_keeps_what_the_stage_trains_not_the_frozen_teacher():
+    # Keras' keeps model.get_weights(): a Distiller's teacher too, at every improvement and in
+    # every checkpoint's best_weights.npz. Judged by λ (annealed 4 -> 1), epoch 1 is the best.
+    def kd(early_stopping):
+        d = fitnets_tf.Distiller(tiny_model("teacher", width=6, seed=0, pieces=3),
+                                 tiny_model("student", width=4, seed=1))  # fmt: skip
+        d.compile(optimizer="sgd", phase="kd")
+        d.fit(tiny_dataset(), epochs=3, verbose=0,
+              callbacks=[LambdaAnnealing(4.0, 1.0, epochs=2), early_stopping])  # fmt: skip
+        return d
+
+    args = dict(monitor="kd_lambda", mode="max", patience=5, restore_best_weights=True)
+    ours, theirs = EarlyStopping(**args), keras.callbacks.EarlyStopping(**args)
+    d, reference = kd(ours), kd(theirs)
+    assert ours.best_epoch == theirs.best_epoch == 0 and float(d.kd_lambda) == 4.0
+    assert len(ours.best_weights) == len(d.weights) - len(d.teacher.weights)
+    assert len(theirs.best_weights) == len(d.weights)
+    for a, b in zip(d.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # A checkpoint of an older run holds every weight: restored as well.
+    ours.best_weights = [w + 1 for w in theirs.best_weights]
+    ours.on_train_end()
+    np.testing.assert_array_equal(d.teacher.get_weights()[0], reference.teacher.get_weights()[0] + 1)
