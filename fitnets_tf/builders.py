@@ -129,6 +129,17 @@ def run_holdout(
         dataset = json.loads(teacher_run.data.read_text())["dataset"]
     except (OSError, ValueError, KeyError):  # a run from before runs recorded their data
         dataset = teacher_run.recorded_flags().get("dataset")
-    if dataset != config.data.dataset:
+    if not _same_data(teacher_run, dataset, config.data.dataset):
         return data_lib.DEFAULT_HOLDOUT
     return data_record.holdout_of(teacher_run.data, started=True)
+
+
+def _same_data(run: layout.RunLayout, recorded: str | None, given: str) -> bool:
+    """Whether ``run``'s ``--dataset`` (``recorded``) and ``given`` name the same data: a
+    folder's or a file's path however either is written (relative to where each run started,
+    with ``~`` or a trailing ``/``)."""
+    for prefix in ("folder:", "npz:"):
+        if recorded and recorded.startswith(prefix) and given.startswith(prefix):
+            paths = (run.recorded_path(recorded.removeprefix(prefix)), given.removeprefix(prefix))
+            return len({os.path.realpath(os.path.expanduser(p)) for p in paths}) == 1
+    return recorded == given

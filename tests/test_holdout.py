@@ -213,6 +213,27 @@ def test_a_new_run_takes_the_draw_of_its_teacher_run(tmp_path):
     assert builders.run_holdout(config, new_run) == "stratified"  # a run keeps its own
 
 
+def test_the_teacher_runs_data_is_the_same_however_its_path_is_written(tmp_path, monkeypatch):
+    # The --dataset strings were compared as text: the same file written relative to where
+    # each run started, or with a trailing slash, drew anew (the teacher's training images).
+    path, _ = write_npz(tmp_path)
+    teacher_run = layout.RunLayout(tmp_path / "teacher_run")
+    teacher_run.teacher.parent.mkdir(parents=True)
+    teacher_run.teacher.write_bytes(b"a trained teacher")
+    teacher_run.data.write_text(json.dumps({**old_record(path), "dataset": f"npz:{path.name}"}))
+    teacher_run.versions.write_text(json.dumps({"working_directory": str(tmp_path)}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    new_run = tmp_path / "run" / "data.json"
+    for written in (f"npz:{path}", f"npz:../{path.name}"):
+        config = ExperimentConfig().with_values(dataset=written, teacher_path=str(teacher_run.root))
+        assert builders.run_holdout(config, new_run) == "random"
+    other = ExperimentConfig().with_values(dataset=f"npz:{tmp_path / 'other.npz'}",
+                                           teacher_path=str(teacher_run.root))  # fmt: skip
+    assert builders.run_holdout(other, new_run) == "stratified"
+
+
 def test_a_search_records_the_draw_its_trials_validate_on(tmp_path):
     path, _ = write_npz(tmp_path)
     teacher = str(tmp_path / "teacher.keras")  # given: stage 1 has nothing to run for kd
