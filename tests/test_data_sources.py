@@ -396,6 +396,31 @@ def test_config_accepts_the_sources_and_refuses_the_rest(folder, tmp_path):
         data.load("mnist", image_size=(32, 32))
 
 
+def _sub_folders(root: pathlib.Path, *names: str) -> str:
+    for name in names:
+        (root / name).mkdir(parents=True)
+    return f"folder:{root}"
+
+
+def test_early_stopping_is_refused_on_user_data_without_a_validation_split(tmp_path):
+    # It watches val_accuracy: with none, Keras' EarlyStopping only warned, every epoch.
+    np.savez(tmp_path / "plain.npz", **_good_arrays())
+    np.savez(tmp_path / "own.npz", **_good_arrays(), x_val=np.zeros((2, 4, 4)), y_val=[0, 1])
+    without = [_sub_folders(tmp_path / "flat", "cat", "dog"),
+               _sub_folders(tmp_path / "split", "train/cat", "test/cat"),
+               f"npz:{tmp_path / 'plain.npz'}"]  # fmt: skip
+    with_own = [_sub_folders(tmp_path / "own", "train/cat", "test/cat", "val/cat"),
+                f"npz:{tmp_path / 'own.npz'}"]  # fmt: skip
+    config = config_lib.ExperimentConfig().with_values(early_stopping_patience=3)
+    for name in without:
+        refused = config.with_values(dataset=name, validation_size=0)
+        with pytest.raises(ConfigError, match="early_stopping_patience watches the validation"):
+            refused.validate()
+        config.with_values(dataset=name).validate()  # 10% held out
+    for name in with_own:
+        config.with_values(dataset=name, validation_size=0).validate()
+
+
 # --------------------------------------------------------------------------------- bad data
 
 
