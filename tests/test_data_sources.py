@@ -218,6 +218,31 @@ def test_resize_mode_stretches_crops_or_pads_a_folder_and_arrays(tmp_path, mode)
         np.testing.assert_array_equal(images[0, ..., 0], RESIZED_WIDE[mode], err_msg=name)
 
 
+# The README's serving client, per --resize_mode: what a served image goes through.
+CLIENT_RESIZE = {"stretch": {}, "crop": dict(crop_to_aspect_ratio=True),
+                 "pad": dict(pad_to_aspect_ratio=True)}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", data.RESIZE_MODES)
+def test_resize_mode_gives_a_folder_the_arrays_and_a_client_the_same_pixels(tmp_path, mode):
+    # Folders were resized by image_dataset_from_directory, which pads after resizing
+    # (tf.image.resize_with_pad); keras.ops.image.resize pads first: 197 grey levels apart.
+    image = np.random.default_rng(0).integers(0, 256, (9, 13, 3), dtype=np.uint8)
+    for part in ("train/a", "train/b", "test/a", "test/b"):
+        (tmp_path / part).mkdir(parents=True)
+        (tmp_path / part / "0.png").write_bytes(tf.io.encode_png(image).numpy())
+    four = np.stack([image] * 4)
+    np.savez(tmp_path / "data.npz", x_train=four[:2], y_train=[0, 1], x_test=four[2:],
+             y_test=[0, 1])  # fmt: skip
+    client = keras.ops.image.resize(image.astype("float32")[None], (6, 6), **CLIENT_RESIZE[mode])
+    for name in (f"folder:{tmp_path}", f"npz:{tmp_path / 'data.npz'}"):
+        raw, _ = data.read_user_data(name, image_size=6, resize_mode=mode, validation_size=0)
+        trained = next(iter(raw["train"]))[0].numpy().astype(np.float32)
+        assert trained.shape == (6, 6, 3)
+        np.testing.assert_allclose(trained, keras.ops.convert_to_numpy(client)[0], atol=0.5,
+                                   err_msg=name)  # fmt: skip
+
+
 def test_resize_mode_is_checked_before_any_data_is_read(tmp_path):
     with pytest.raises(ConfigError, match=r"resize_mode takes one of stretch, crop, pad, got 'fit'"):
         data.load(f"folder:{tmp_path / 'absent'}", resize_mode="fit")
