@@ -21,6 +21,7 @@ from conftest import train_cli
 
 from fitnets_tf import config as config_lib
 from fitnets_tf import data
+from fitnets_tf.data import holdout
 from fitnets_tf.errors import ConfigError, DataError, DatasetNotFoundError
 from fitnets_tf.export import labels
 from fitnets_tf.run import data_record, layout
@@ -62,6 +63,11 @@ def folder(tmp_path_factory, fashion):
     root = tmp_path_factory.mktemp("folder")
     write_pngs(root, *fashion)
     return root
+
+
+def _mixed(n: int) -> np.ndarray:
+    """The order a split the data gives comes in: one permutation, seeded as the draws."""
+    return np.random.default_rng(holdout.SPLIT_SEED).permutation(n)
 
 
 def _examples(ds) -> tuple[np.ndarray, np.ndarray]:
@@ -116,8 +122,8 @@ def test_folder_with_train_and_test_sub_folders_uses_them(tmp_path, fashion):
     write_pngs(tmp_path / "test", images[200:], labels[200:], start=200)
     datasets = data.load(f"folder:{tmp_path}", batch_size=50, validation_size=20)
     assert (datasets.num_train_examples, datasets.num_validation_examples) == (180, 20)
-    # test/ is read as it is, in Keras' order: by class name, then file name.
-    order = sorted(range(200, 300), key=lambda i: (NAMES[labels[i]], i))
+    # test/ is listed in Keras' order, by class name then file name, then mixed.
+    order = np.array(sorted(range(200, 300), key=lambda i: (NAMES[labels[i]], i)))[_mixed(100)]
     test_images, test_labels = _examples(datasets.test)
     np.testing.assert_array_equal(test_images[..., 0], images[order])
     assert [datasets.spec.class_names[y] for y in test_labels] == [NAMES[labels[i]] for i in order]
@@ -133,7 +139,7 @@ def test_folder_with_a_validation_sub_folder_uses_it(tmp_path, fashion, name):
     write_pngs(tmp_path / "test", images[160:260], labels[160:260], start=160)
     datasets = data.load(f"folder:{tmp_path}", batch_size=10)
     assert _sizes(datasets) == (100, 60, 100)
-    order = sorted(range(100, 160), key=lambda i: (NAMES[labels[i]], i))
+    order = np.array(sorted(range(100, 160), key=lambda i: (NAMES[labels[i]], i)))[_mixed(60)]
     np.testing.assert_array_equal(_examples(datasets.validation)[0][..., 0], images[order])
     merged = data.load(f"folder:{tmp_path}", batch_size=10, retrain_on_all=True)
     assert merged.validation is None and merged.num_train_examples == 160
@@ -167,7 +173,7 @@ def test_channels_converts_a_folder_arrays_and_a_built_in_dataset(tmp_path, fash
     coloured = data.load(f"npz:{tmp_path / 'gray.npz'}", batch_size=10, channels=3)
     x, _ = _examples(coloured.test)
     assert coloured.input_shape == (28, 28, 3)
-    np.testing.assert_array_equal(x, np.repeat(images[30:40, ..., None], 3, axis=-1))
+    np.testing.assert_array_equal(x, np.repeat(images[30:40][_mixed(10), ..., None], 3, axis=-1))
     assert data.load("synthetic", batch_size=8, limit=8, channels=3).input_shape[-1] == 3
     np.savez(tmp_path / "rgba.npz", x_train=np.zeros((20, 4, 4, 4), "uint8"),
              y_train=np.arange(20) % 2, x_test=np.zeros((4, 4, 4, 4), "uint8"),
@@ -218,6 +224,31 @@ def test_resize_mode_stretches_crops_or_pads_a_folder_and_arrays(tmp_path, mode)
         np.testing.assert_array_equal(images[0, ..., 0], RESIZED_WIDE[mode], err_msg=name)
 
 
+# The README's serving client, per --resize_mode: what a served image goes through.
+CLIENT_RESIZE = {"stretch": {}, "crop": dict(crop_to_aspect_ratio=True),
+                 "pad": dict(pad_to_aspect_ratio=True)}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", data.RESIZE_MODES)
+def test_resize_mode_gives_a_folder_the_arrays_and_a_client_the_same_pixels(tmp_path, mode):
+    # Folders were resized by image_dataset_from_directory, which pads after resizing
+    # (tf.image.resize_with_pad); keras.ops.image.resize pads first: 197 grey levels apart.
+    image = np.random.default_rng(0).integers(0, 256, (9, 13, 3), dtype=np.uint8)
+    for part in ("train/a", "train/b", "test/a", "test/b"):
+        (tmp_path / part).mkdir(parents=True)
+        (tmp_path / part / "0.png").write_bytes(tf.io.encode_png(image).numpy())
+    four = np.stack([image] * 4)
+    np.savez(tmp_path / "data.npz", x_train=four[:2], y_train=[0, 1], x_test=four[2:],
+             y_test=[0, 1])  # fmt: skip
+    client = keras.ops.image.resize(image.astype("float32")[None], (6, 6), **CLIENT_RESIZE[mode])
+    for name in (f"folder:{tmp_path}", f"npz:{tmp_path / 'data.npz'}"):
+        raw, _ = data.read_user_data(name, image_size=6, resize_mode=mode, validation_size=0)
+        trained = next(iter(raw["train"]))[0].numpy().astype(np.float32)
+        assert trained.shape == (6, 6, 3)
+        np.testing.assert_allclose(trained, keras.ops.convert_to_numpy(client)[0], atol=0.5,
+                                   err_msg=name)  # fmt: skip
+
+
 def test_resize_mode_is_checked_before_any_data_is_read(tmp_path):
     with pytest.raises(ConfigError, match=r"resize_mode takes one of stretch, crop, pad, got 'fit'"):
         data.load(f"folder:{tmp_path / 'absent'}", resize_mode="fit")
@@ -259,8 +290,8 @@ def test_npz_loads_with_a_channel_axis_and_held_out_validation(tmp_path, fashion
     assert datasets.input_shape == (28, 28, 1) and datasets.num_classes == 10
     assert _sizes(datasets) == (180, 20, 50)
     test_images, test_labels = _examples(datasets.test)
-    np.testing.assert_array_equal(test_images[..., 0], images[200:250])
-    np.testing.assert_array_equal(test_labels, labels[200:250])
+    np.testing.assert_array_equal(test_images[..., 0], images[200:250][_mixed(50)])
+    np.testing.assert_array_equal(test_labels, labels[200:250][_mixed(50)])
     assert data.load(f"npz:{path}", image_size=(14, 20)).input_shape == (14, 20, 1)
 
 
@@ -273,8 +304,8 @@ def test_npz_with_its_own_validation_arrays_and_float_pixels(tmp_path, fashion):
     datasets = data.load(f"npz:{path}", batch_size=10)
     assert (datasets.num_train_examples, datasets.num_validation_examples) == (100, 30)
     val_images, val_labels = _examples(datasets.validation)
-    np.testing.assert_array_equal(val_images[..., 0], images[100:130])
-    np.testing.assert_array_equal(val_labels, labels[100:130])
+    np.testing.assert_array_equal(val_images[..., 0], images[100:130][_mixed(30)])
+    np.testing.assert_array_equal(val_labels, labels[100:130][_mixed(30)])
     merged = data.load(f"npz:{path}", batch_size=10, retrain_on_all=True)
     assert merged.validation is None and merged.num_train_examples == 130
 
@@ -394,6 +425,31 @@ def test_config_accepts_the_sources_and_refuses_the_rest(folder, tmp_path):
         valid(image_size=(28, 0)).validate()
     with pytest.raises(ConfigError, match="image_size.*the user's data only"):
         data.load("mnist", image_size=(32, 32))
+
+
+def _sub_folders(root: pathlib.Path, *names: str) -> str:
+    for name in names:
+        (root / name).mkdir(parents=True)
+    return f"folder:{root}"
+
+
+def test_early_stopping_is_refused_on_user_data_without_a_validation_split(tmp_path):
+    # It watches val_accuracy: with none, Keras' EarlyStopping only warned, every epoch.
+    np.savez(tmp_path / "plain.npz", **_good_arrays())
+    np.savez(tmp_path / "own.npz", **_good_arrays(), x_val=np.zeros((2, 4, 4)), y_val=[0, 1])
+    without = [_sub_folders(tmp_path / "flat", "cat", "dog"),
+               _sub_folders(tmp_path / "split", "train/cat", "test/cat"),
+               f"npz:{tmp_path / 'plain.npz'}"]  # fmt: skip
+    with_own = [_sub_folders(tmp_path / "own", "train/cat", "test/cat", "val/cat"),
+                f"npz:{tmp_path / 'own.npz'}"]  # fmt: skip
+    config = config_lib.ExperimentConfig().with_values(early_stopping_patience=3)
+    for name in without:
+        refused = config.with_values(dataset=name, validation_size=0)
+        with pytest.raises(ConfigError, match="early_stopping_patience watches the validation"):
+            refused.validate()
+        config.with_values(dataset=name).validate()  # 10% held out
+    for name in with_own:
+        config.with_values(dataset=name, validation_size=0).validate()
 
 
 # --------------------------------------------------------------------------------- bad data

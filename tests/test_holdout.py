@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from fitnets_tf import builders, data, experiment
 from fitnets_tf.config import ExperimentConfig
@@ -122,7 +123,7 @@ def test_a_class_drawn_whole_is_refused_saying_why(labels, method, reason):
 
 
 def test_an_unknown_draw_is_refused_before_any_data_is_read(tmp_path):
-    with pytest.raises(ConfigError, match=r"one of stratified, random .*holdout='per_class'"):
+    with pytest.raises(ConfigError, match=r"one of stratified_mixed, .*holdout='per_class'"):
         data.load(f"npz:{tmp_path / 'absent.npz'}", holdout="per_class")
     # The built-in datasets hold out their last examples: the draw does not apply to them.
     assert data.load("synthetic", holdout="random").spec.holdout is None
@@ -156,7 +157,7 @@ def test_a_new_run_records_the_stratified_draw(tmp_path):
     config = ExperimentConfig().with_values(dataset=f"npz:{path}")
     loaded = experiment.Experiment(config, run).load_data()
     record = json.loads(run.data.read_text())
-    assert record["holdout"] == "stratified" == loaded.spec.holdout
+    assert record["holdout"] == "stratified_mixed" == loaded.spec.holdout
     # Validation: 3 of 30, by shares 1.6 / 0.9 / 0.5 (the random draw took labels 0, 0, 2).
     validation = np.concatenate([y for _, y in loaded.validation.as_numpy_iterator()])
     assert np.bincount(validation, minlength=3).tolist() == [2, 1, 0]
@@ -174,14 +175,14 @@ def test_a_run_recorded_before_the_method_resumes_with_its_random_draw(tmp_path)
     assert loaded.spec.holdout == "random"
     assert json.loads(run.data.read_text()) == old_record(path)  # left as it was
     # The draw is a property of the run: loading it another way is refused, naming it.
-    with pytest.raises(DataError, match=r"holdout random then, stratified now.*"
+    with pytest.raises(DataError, match=r"holdout random then, stratified_mixed now.*"
                        r"Load it with the run's own draw, holdout='random'"):  # fmt: skip
         data_record.check_same(run.data, data.load(f"npz:{path}"))
 
 
 def test_the_draw_is_read_from_the_record_before_the_data(tmp_path):
     record = tmp_path / "data.json"
-    assert data_record.holdout_of(record) == "stratified"  # a new run
+    assert data_record.holdout_of(record) == "stratified_mixed"  # a new run
     assert data_record.holdout_of(record, started=True) == "random"  # a run before records
     record.write_text(json.dumps({"dataset": "npz:x"}))
     assert data_record.holdout_of(record) == "random"  # a record before the method
@@ -204,10 +205,10 @@ def test_a_new_run_takes_the_draw_of_its_teacher_run(tmp_path):
     as_file = config.with_values(teacher_path=str(teacher_run.teacher))
     assert builders.run_holdout(as_file, new_run) == "random"  # RUN/teacher/teacher.keras
     other = config.with_values(dataset=f"npz:{tmp_path / 'other.npz'}")
-    assert builders.run_holdout(other, new_run) == "stratified"  # another dataset's draw
+    assert builders.run_holdout(other, new_run) == "stratified_mixed"  # another dataset's draw
     (tmp_path / "mine.keras").write_bytes(b"a teacher of no run")
     alone = config.with_values(teacher_path=str(tmp_path / "mine.keras"))
-    assert builders.run_holdout(alone, new_run) == "stratified"
+    assert builders.run_holdout(alone, new_run) == "stratified_mixed"
     new_run.parent.mkdir()
     new_run.write_text(json.dumps({"holdout": "stratified"}))
     assert builders.run_holdout(config, new_run) == "stratified"  # a run keeps its own
@@ -242,7 +243,7 @@ def test_a_search_records_the_draw_its_trials_validate_on(tmp_path):
     )
     (tmp_path / "search").mkdir()
     record = session.stage_one(config, session.TuneOptions(), tmp_path / "search")
-    assert record["holdout"] == "stratified"
+    assert record["holdout"] == "stratified_mixed"
     del record["holdout"]  # a search started before: its trials drew at random
     assert data_record.recorded_holdout(record) == "random"
 
@@ -276,3 +277,75 @@ def test_a_split_that_leaves_nothing_to_train_on_names_its_own_fix(split, size, 
     # The test split's message told to lower --validation_size, which plays no part in it.
     with pytest.raises(DataError, match=rf"Holding out \d {split} example\(s\) .* {fix}"):
         holdout.held_out_count(2 if size else 1, size, 0.1, split)
+
+
+# ------------------------------------------------------- the splits the data gives, mixed
+
+
+def write_given_splits(tmp_path):
+    """An npz file with its own validation and test arrays, each in class order, and a folder
+    of train/ validation/ test/: the pixels of class k are 80 * k, so an image names its class."""
+    tmp_path.mkdir(exist_ok=True)
+    y = {"train": np.repeat([0, 1, 2], 10), "val": np.repeat([0, 1, 2], 3)}
+    y["test"] = y["val"]
+    x = {split: np.broadcast_to(80 * labels[:, None, None], (len(labels), 2, 2)).astype(np.uint8)
+         for split, labels in y.items()}  # fmt: skip
+    np.savez(tmp_path / "given.npz", **{f"{k}_{s}": a[s] for k, a in (("x", x), ("y", y))
+                                        for s in y})  # fmt: skip
+    for split, folder in (("train", "train"), ("val", "validation"), ("test", "test")):
+        for i, (image, label) in enumerate(zip(x[split], y[split], strict=True)):
+            class_folder = tmp_path / folder / ("cat", "dog", "eel")[label]
+            class_folder.mkdir(parents=True, exist_ok=True)
+            (class_folder / f"{i}.png").write_bytes(tf.io.encode_png(image[..., None]).numpy())
+    return {"npz": f"npz:{tmp_path / 'given.npz'}", "folder": f"folder:{tmp_path}"}
+
+
+@pytest.mark.parametrize("source", ["npz", "folder"])
+@pytest.mark.parametrize("held_out", [{}, {"validation_size": 0}, {"retrain_on_all": True}])
+def test_the_first_examples_of_a_given_split_mix_the_classes(tmp_path, source, held_out):
+    # The splits the data gives were kept in its order, by class: --limit=6 gave one class.
+    name = write_given_splits(tmp_path)[source]
+    limited = data.load(name, limit=6, batch_size=6, **held_out)
+    for split in ("train", "validation", "test"):
+        if getattr(limited, split) is None:
+            continue
+        labels = np.concatenate([y for _, y in getattr(limited, split).as_numpy_iterator()])
+        assert len(labels) == 6 and set(labels.tolist()) == {0, 1, 2}, split
+    # One permutation seeded by SPLIT_SEED, as the drawn splits: the same for every run seed.
+    everything = data.load(name, batch_size=9, seed=5, **held_out)
+    mixed = np.random.default_rng(holdout.SPLIT_SEED).permutation(9)
+    test = np.concatenate([y for _, y in everything.test.as_numpy_iterator()])
+    np.testing.assert_array_equal(test, np.repeat([0, 1, 2], 3)[mixed])
+
+
+def test_int8_calibration_of_a_folder_with_given_splits_sees_every_class(tmp_path):
+    # Calibration reads the first training images: they were all of the first class.
+    name = write_given_splits(tmp_path / "images")["folder"]
+    run = layout.RunLayout(tmp_path / "run")
+    run.root.mkdir()
+    run.flags.write_text(f"--dataset={name}\n")
+    experiment.Experiment(ExperimentConfig().with_values(dataset=name), run).load_data()
+    source = quantize.calibration_source(run.root)
+    images = quantize.calibration_images(source, Preprocessor(mode="scale"), count=6)
+    assert sorted(set(np.rint(images.ravel() * 255).tolist())) == [0, 80, 160]
+
+
+def test_a_run_started_with_its_given_splits_in_order_resumes_on_them(tmp_path):
+    # Its data.json (holdout "stratified") holds the sha256 of the training labels in the
+    # file's order (class 0's, 1's, 2's): that run reads them so, a new one mixes them.
+    name = write_given_splits(tmp_path)["npz"]
+    run = layout.RunLayout(tmp_path / "run")
+    run.root.mkdir()
+    run.data.write_text(json.dumps({
+        "dataset": name, "input_shape": [2, 2, 1], "class_names": None,
+        "examples": {"train": 30, "validation": 9, "test": 9}, "holdout": "stratified",
+        "train_labels_sha256": "8e5fc5618bbe5abb798b769fe68f3c691b2ba184e1da5c6155522cc7ea77de48",
+    }))  # fmt: skip
+    config = ExperimentConfig().with_values(dataset=name)
+    loaded = experiment.Experiment(config, run).load_data()  # its record check passes
+    assert loaded.spec.holdout == "stratified"
+    np.testing.assert_array_equal(np.asarray(loaded.train_examples[1]), np.repeat([0, 1, 2], 10))
+    (tmp_path / "new").mkdir()
+    fresh = experiment.Experiment(config, layout.RunLayout(tmp_path / "new")).load_data()
+    assert fresh.spec.holdout == holdout.DEFAULT_HOLDOUT != "stratified"
+    assert set(np.asarray(fresh.train_examples[1])[:6].tolist()) == {0, 1, 2}

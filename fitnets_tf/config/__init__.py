@@ -112,11 +112,18 @@ class ExperimentConfig:
         return found
 
     def _has_validation_split(self) -> bool:
-        """False when none is held out: the user's own validation split (a folder's
-        validation/, an npz file's x_val) survives --validation_size=0."""
+        """False when none is held out and the data gives none: the user's own validation
+        split (a folder's validation/, an npz file's x_val) survives --validation_size=0."""
         data = self.data
-        own = data.dataset.startswith(("folder:", "npz:"))
-        return not data.retrain_on_all and (data.validation_size != 0 or own)
+        if data.retrain_on_all:
+            return False
+        if data.validation_size != 0:
+            return True
+        from fitnets_tf.data.sources import FOLDER, NPZ, gives_validation
+
+        # Unknown (a missing file) counts as given: reading the data refuses it, by name.
+        own = data.dataset.startswith((FOLDER, NPZ))
+        return own and gives_validation(data.dataset) is not False
 
     def pair(self) -> tuple[str | None, str | None]:
         """The hint and guided layer names: given, else the paper's for these architectures."""

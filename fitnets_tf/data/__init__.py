@@ -208,8 +208,9 @@ def load(
         channels: 1 or 3 converts the images to grayscale or RGB where they are not (for a
             model that takes the other); None keeps the data's.
         holdout: the user's folder or ``.npz`` file only: how the examples it does not split
-            itself are held out, ``stratified`` (per class, new runs) or ``random`` (runs
-            recorded before; see :mod:`~fitnets_tf.data.holdout`). A run reads its own from
+            itself are held out, and the splits it gives ordered: ``stratified_mixed`` (per
+            class, given splits mixed: new runs), ``stratified`` or ``random`` (runs recorded
+            before; see :mod:`~fitnets_tf.data.holdout`). A run reads its own from
             its ``data.json`` (:func:`fitnets_tf.builders.run_holdout`). Ignored by the
             built-in and prepared TFDS datasets, which hold out their last examples.
         cache: keep the preprocessed examples in memory after the first epoch (CIFAR train:

@@ -1,22 +1,30 @@
 """The validation and test examples held out of a user's data: drawn once, the same every run.
 
 A folder of images or a NumPy file may be in any order (often by class), so the held-out
-examples are drawn, not the last ones as for the paper's datasets. There are two draws
-(:data:`HOLDOUT_METHODS`). Which one a run uses is a property of the run, not an option: it is
+examples are drawn, not the last ones as for the paper's datasets, and the splits it gives
+are put in a mixed order. There are three methods (:data:`HOLDOUT_METHODS`). Which one a run
+uses is a property of the run, not an option: it is
 recorded in the run's ``data.json`` (:mod:`~fitnets_tf.run.data_record`) and read back before
 its data is loaded (:func:`fitnets_tf.builders.run_holdout`), so a resumed run, its export and
 its search's trials all see the examples it started with.
 
-* ``"stratified"`` (:data:`DEFAULT_HOLDOUT`, every new run): each class gives its share of the
-  held-out examples, rounded by largest remainder (:func:`stratified_counts`) so that the total
-  is exact, and keeps one example to train on. The held-out class proportions are the data's,
-  to within one example per class.
-* ``"random"`` (:data:`LEGACY_HOLDOUT`): one random draw over all examples, what every run did
-  before the draw was stratified (its ``data.json`` names no ``holdout``). Kept bit for bit:
-  those runs resume, and their exports calibrate, on the examples they started with.
+* ``"stratified_mixed"`` (:data:`DEFAULT_HOLDOUT`, every new run): each class gives its share
+  of the held-out examples, rounded by largest remainder (:func:`stratified_counts`) so that
+  the total is exact, and keeps one example to train on. The held-out class proportions are
+  the data's, to within one example per class. The splits the data gives (a folder's
+  ``test/`` and ``validation/``, an npz file's ``x_test`` and ``x_val``, and the training
+  examples when none are drawn from them) are put in a seeded permutation's order too.
+* ``"stratified"``: the same draw, the given splits in the data's own order (often by class:
+  ``limit`` and int8 calibration, which read the first examples, saw one class). What runs
+  started before the given splits were mixed recorded: their ``data.json`` holds the sha256 of
+  the training labels in that order, and they resume on it.
+* ``"random"`` (:data:`LEGACY_HOLDOUT`): one random draw over all examples, the given splits in
+  the data's order, what every run did before the draw was stratified (its ``data.json`` names
+  no ``holdout``). Kept bit for bit: those runs resume, and their exports calibrate, on the
+  examples they started with.
 
-Both are seeded by :data:`SPLIT_SEED`, not by the run's seed: runs with different seeds are
-validated and tested on the same images, so their results compare. Both return the two parts
+All are seeded by :data:`SPLIT_SEED`, not by the run's seed: runs with different seeds are
+validated and tested on the same images, so their results compare. A draw returns the two parts
 in the order of one seeded permutation, so the first examples (``limit``) mix the classes.
 
 Corner cases of the stratified draw. The test examples are drawn first, then the validation
@@ -41,10 +49,10 @@ VALIDATION_FRACTION = 0.1
 TEST_FRACTION = 0.1
 #: Seeds every held-out draw of user data.
 SPLIT_SEED = 0
-#: How a user's held-out examples are drawn (see the module docstring).
-HOLDOUT_METHODS = ("stratified", "random")
-#: The draw of a new run.
-DEFAULT_HOLDOUT = "stratified"
+#: How a user's held-out examples are drawn, and its given splits ordered (module docstring).
+HOLDOUT_METHODS = ("stratified_mixed", "stratified", "random")
+#: The method of a new run.
+DEFAULT_HOLDOUT = "stratified_mixed"
 #: The draw of a run whose record names none: every run started before the draw was stratified.
 LEGACY_HOLDOUT = "random"
 
@@ -96,9 +104,14 @@ def hold_out(arrays: Arrays, count: int, holdout: str = DEFAULT_HOLDOUT) -> tupl
         ConfigError: ``holdout`` is not one of :data:`HOLDOUT_METHODS`.
     """
     check_holdout(holdout)
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(arrays[1]))
-    held = _HELD[holdout](np.asarray(arrays[1])[order], count)
+    order = _permutation(len(arrays[1]))
+    held = _HELD[_DRAW[holdout]](np.asarray(arrays[1])[order], count)
     return tuple(a[order[~held]] for a in arrays), tuple(a[order[held]] for a in arrays)
+
+
+def _permutation(n: int) -> np.ndarray:
+    """The order of every draw and of every split mixed: the same whatever the run's seed."""
+    return np.random.default_rng(SPLIT_SEED).permutation(n)
 
 
 def _random_held(labels: np.ndarray, count: int) -> np.ndarray:
@@ -117,8 +130,12 @@ def _stratified_held(labels: np.ndarray, count: int) -> np.ndarray:
     return rank < stratified_counts(labels, count)[labels]
 
 
-# Which examples of the permuted labels are held out, per method: no elif chain to keep in step.
+# Which examples of the permuted labels are held out, per draw: no elif chain to keep in step.
 _HELD = {"stratified": _stratified_held, "random": _random_held}
+# The draw of each method: "stratified_mixed" differs from "stratified" in the given splits only.
+_DRAW = {"stratified_mixed": "stratified", "stratified": "stratified", "random": "random"}
+# The methods that leave the splits the data gives in its order: runs started before the mixing.
+_GIVEN_IN_ORDER = ("stratified", "random")
 
 
 def stratified_counts(labels, count: int) -> np.ndarray:
@@ -210,8 +227,9 @@ def _check_none_drawn_whole(
     k = int(np.flatnonzero(counts == 0)[0])
     name = repr(class_names[k]) if class_names else f"label {k}"
     where = ", ".join(f"{int((y == k).sum())} in {s}" for s, y in labels.items() if s != "train")
+    why = _DRAWN_WHOLE[_DRAW[holdout]].format(where=where)
     raise DataError(
-        f"Class {name} has no training example left: {_DRAWN_WHOLE[holdout].format(where=where)}"
+        f"Class {name} has no training example left: {why}"
         ". Add examples of it, pass a smaller --validation_size, or give your own test split (a "
         "folder's test/ sub-folder, an npz file's x_test)."
     )
@@ -220,16 +238,32 @@ def _check_none_drawn_whole(
 def _drawn_splits(
     train, test, validation, validation_size, retrain_on_all, holdout
 ) -> dict[str, Arrays]:
+    drawn = set()  # the splits a draw already put in the permutation's order
     if test is None:
         count = held_out_count(len(train[1]), None, TEST_FRACTION, "test")
         train, test = hold_out(train, count, holdout)
+        drawn = {"train", "test"}
     if retrain_on_all:
         if validation is not None:
             train = tuple(np.concatenate(pair) for pair in zip(train, validation, strict=True))
-        return {"train": train, "test": test}
-    if validation is None:
+            drawn.discard("train")  # its validation part is in the data's order
+        validation = None
+    elif validation is None:
         count = held_out_count(len(train[1]), validation_size, VALIDATION_FRACTION, "validation")
-        if count == 0:
-            return {"train": train, "test": test}
-        train, validation = hold_out(train, count, holdout)
-    return {"train": train, "validation": validation, "test": test}
+        if count:
+            train, validation = hold_out(train, count, holdout)
+            drawn |= {"train", "validation"}
+    splits = {"train": train, "validation": validation, "test": test}
+    splits = {split: arrays for split, arrays in splits.items() if arrays is not None}
+    if holdout in _GIVEN_IN_ORDER:
+        return splits
+    # A drawn split keeps its draw's order: a folder without sub-folders splits as before.
+    return {split: arrays if split in drawn else _mixed(arrays)
+            for split, arrays in splits.items()}  # fmt: skip
+
+
+def _mixed(arrays: Arrays) -> Arrays:
+    """``arrays`` in the order of :func:`_permutation`, classes mixed (the data's are often
+    sorted by class: the first examples, ``limit``'s, were all of one)."""
+    order = _permutation(len(arrays[1]))
+    return tuple(a[order] for a in arrays)

@@ -1,6 +1,8 @@
 """A user's images in a folder, one sub-folder per class (``--dataset=folder:PATH``).
 
-Read by ``keras.utils.image_dataset_from_directory``. Layouts:
+Listed and decoded as ``keras.utils.image_dataset_from_directory`` lists and decodes them, and
+resized by :func:`~fitnets_tf.data.shapes.resize_images`, as every other source and the README's
+serving client (Keras' own ``pad`` differs from ``keras.ops.image.resize``'s). Layouts:
 
 * ``PATH/<class>/<images>``: the test and validation images are held out of them
   (:mod:`~fitnets_tf.data.holdout`);
@@ -18,7 +20,7 @@ class folder); other files are ignored.
 Every image is decoded once as the folder is read, so a corrupt file is named now rather than
 failing an epoch. That pass also decides the format: one channel when every image is grayscale
 (with or without alpha), else RGB (alpha dropped); and, without ``image_size``, the size of the
-first image (Keras resizes the others, bilinear, by ``resize_mode``: see
+first image (the others are resized to it, bilinear, by ``resize_mode``: see
 :data:`~fitnets_tf.data.shapes.RESIZE_MODES`). The images are held in memory as uint8.
 """
 
@@ -28,15 +30,14 @@ import os
 import pathlib
 import re
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from fitnets_tf.data.holdout import DEFAULT_HOLDOUT, Arrays, user_splits
-from fitnets_tf.data.shapes import DEFAULT_RESIZE_MODE, aspect_options
+from fitnets_tf.data.shapes import DEFAULT_RESIZE_MODE, aspect_options, resize_images
 from fitnets_tf.errors import DataError
 
-#: The files ``keras.utils.image_dataset_from_directory`` reads as images.
+#: The files ``keras.utils.image_dataset_from_directory`` reads as images, and so do we.
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 #: The names a validation folder beside ``train/`` and ``test/`` may have, in preference order.
 VALIDATION_FOLDERS = ("validation", "val")
@@ -77,17 +78,15 @@ def read_folder(
         parts.update({"validation": found[0]} if found else {})
     else:
         parts = {"train": root}
+    aspect_options(resize_mode)  # a bad mode is refused before any image is decoded
     files = {part: class_files(folder) for part, folder in parts.items()}
     class_names = tuple(files["train"])
     _check_classes(parts, files, class_names)
     paths = [path for per_class in files.values() for found in per_class.values() for path in found]
     first_shape, grayscale = image_format(paths, root)
     size = image_size or first_shape[:2]
-    color_mode = "grayscale" if grayscale else "rgb"
-    options = aspect_options(resize_mode)
-    arrays = {
-        part: _read(folder, class_names, size, color_mode, options) for part, folder in parts.items()
-    }
+    channels = 1 if grayscale else 3
+    arrays = {part: _read(files[part], size, channels, resize_mode) for part in parts}
     splits = user_splits(
         arrays["train"], arrays.get("test"), arrays.get("validation"),
         validation_size=validation_size, retrain_on_all=retrain_on_all, holdout=holdout,
@@ -183,16 +182,24 @@ def image_format(
     return first_shape, grayscale
 
 
-def _read(folder: pathlib.Path, class_names, size, color_mode, aspect: dict) -> Arrays:
-    """All images of ``folder`` through Keras, in its order, as uint8 arrays."""
-    ds = keras.utils.image_dataset_from_directory(
-        str(folder), labels="inferred", label_mode="int", class_names=list(class_names),
-        color_mode=color_mode, batch_size=256, image_size=size, shuffle=False, verbose=False,
-        **aspect,
-    )  # fmt: skip
-    images, labels = [], []
-    for x, y in ds.as_numpy_iterator():
-        # Keras yields float32; the pixels are whole numbers unless resized, then rounded.
-        images.append(np.clip(np.rint(x), 0, 255).astype(np.uint8))
-        labels.append(y.astype(np.int32))
-    return np.concatenate(images), np.concatenate(labels)
+def _read(files: dict[str, list[pathlib.Path]], size, channels: int, resize_mode: str) -> Arrays:
+    """One split's images (``{class: files}``, in that order) as uint8 arrays, and their labels.
+
+    Decoded as Keras decodes them (its ``channels``, an animation's first frame), then resized
+    by :func:`~fitnets_tf.data.shapes.resize_images` even when already at ``size``, where the
+    bilinear resize gives back the same pixels.
+    """
+    paths = [str(path) for found in files.values() for path in found]
+    counts = [len(found) for found in files.values()]
+    labels = np.repeat(np.arange(len(files), dtype=np.int32), counts)
+
+    def load(path):
+        encoded = tf.io.read_file(path)
+        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        return resize_images(image, size, resize_mode)
+
+    ds = tf.data.Dataset.from_tensor_slices(paths).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    # Resized pixels are floats, rounded back: the images are held as uint8 (map keeps order).
+    batches = ds.batch(256).as_numpy_iterator()
+    images = np.concatenate([np.clip(np.rint(x), 0, 255).astype(np.uint8) for x in batches])
+    return images, labels

@@ -13,7 +13,7 @@ from fitnets_tf.errors import ConfigError, DataError
 #: How an image of another aspect ratio is brought to ``image_size``: ``stretch`` resizes it
 #: whole (distorting shapes), ``crop`` resizes its largest centred box of the target's aspect
 #: ratio (cutting the margins), ``pad`` resizes it whole into the target and fills the rest
-#: with black (letterboxing). Keras' ``image_dataset_from_directory`` has the same three.
+#: with black (letterboxing): :func:`resize_images`, as ``keras.ops.image.resize`` does them.
 RESIZE_MODES = ("stretch", "crop", "pad")
 #: What every data reader, and ``--resize_mode``, does unless told otherwise.
 DEFAULT_RESIZE_MODE = RESIZE_MODES[0]
@@ -42,6 +42,23 @@ def aspect_options(resize_mode: str) -> dict[str, bool]:
         "crop_to_aspect_ratio": resize_mode == "crop",
         "pad_to_aspect_ratio": resize_mode == "pad",
     }
+
+
+def resize_images(images, size: tuple[int, int], resize_mode: str = DEFAULT_RESIZE_MODE):
+    """``images`` (one ``HWC`` or a batch ``NHWC``) resized (bilinear) to ``size`` by
+    ``resize_mode``, as float32 in their own range.
+
+    The one resize of every source, and the call the README gives serving clients
+    (``keras.ops.image.resize``): a folder's images are not resized by
+    ``image_dataset_from_directory``, whose ``pad`` resizes then pads
+    (``tf.image.resize_with_pad``) where this pads then resizes, up to 200 grey levels apart.
+
+    Raises:
+        ConfigError: see :func:`resize_mode_problem`.
+    """
+    options = aspect_options(resize_mode)
+    # Keras pads only float images in a graph (its uint8 fill fails to trace).
+    return keras.ops.image.resize(tf.cast(images, tf.float32), size, **options)
 
 
 def image_size_problem(image_size) -> str | None:
@@ -99,11 +116,10 @@ def at_size(
         return raw, spec
     if (height, width) == size:
         return raw, spec
-    options = aspect_options(resize_mode)
+    aspect_options(resize_mode)  # refused before any map is traced
 
     def resize(x, y):
-        # Keras pads only float images in a graph (its uint8 fill fails to trace).
-        return keras.ops.image.resize(tf.cast(x, tf.float32), size, **options), y
+        return resize_images(x, size, resize_mode), y
 
     resized = {key: ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE) for key, ds in raw.items()}
     return resized, dataclasses.replace(spec, input_shape=(*size, channels))

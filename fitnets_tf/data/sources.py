@@ -14,12 +14,15 @@ and no flips (``augment`` crops only: a flip changes the label of a digit or a l
 from __future__ import annotations
 
 import os
+import pathlib
+import zipfile
 
+import numpy as np
 import tensorflow as tf
 
 from fitnets_tf.data.holdout import DEFAULT_HOLDOUT
-from fitnets_tf.data.image_folder import read_folder
-from fitnets_tf.data.npz_file import read_npz
+from fitnets_tf.data.image_folder import VALIDATION_FOLDERS, read_folder
+from fitnets_tf.data.npz_file import VALIDATION_KEYS, read_npz
 from fitnets_tf.data.prepared_tfds import is_tfds_name, read_prepared
 from fitnets_tf.data.shapes import DEFAULT_RESIZE_MODE, as_height_width, at_size
 from fitnets_tf.data.specs import DATASETS, DatasetSpec
@@ -50,6 +53,26 @@ def dataset_problem(name: str) -> str | None:
         "folder:PATH (one sub-folder of images per class), npz:PATH (x_train, y_train, x_test, "
         "y_test arrays), or a TFDS dataset prepared in --data_dir)"
     )
+
+
+def gives_validation(name: str) -> bool | None:
+    """Whether the user's folder or ``.npz`` file holds its own validation split, read
+    cheaply (sub-folder names, archive keys) so that a config check needs no image: None when
+    it cannot tell (another dataset, a missing or unreadable path: reading it will say why).
+    """
+    path = pathlib.Path(os.path.expanduser(name.removeprefix(FOLDER).removeprefix(NPZ)))
+    if name.startswith(FOLDER) and path.is_dir():
+        # read_folder's layout: validation/ (or val/) counts only beside train/ and test/.
+        given = [path / part for part in ("train", "test")]
+        found = [path / part for part in VALIDATION_FOLDERS if (path / part).is_dir()]
+        return all(part.is_dir() for part in given) and bool(found)
+    if name.startswith(NPZ) and path.is_file():
+        try:
+            with np.load(path) as arrays:  # lists the archive; reads no array
+                return VALIDATION_KEYS[0] in arrays.files
+        except (OSError, ValueError, zipfile.BadZipFile):
+            return None
+    return None
 
 
 def read_user_data(

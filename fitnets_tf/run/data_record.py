@@ -5,13 +5,15 @@ PATH`` names a folder, not its contents: images added or removed between two cal
 held-out draw (so the test set) and the class list under stages already trained, and a changed
 class count surfaced only as a teacher "built for another dataset". The record is the classes,
 the image shape, the split sizes and the training labels' sha256 (pixels are not hashed); for a
-folder or an ``.npz`` file, also how its held-out examples were drawn (``holdout``, see
-:mod:`~fitnets_tf.data.holdout`).
+folder or an ``.npz`` file, also how its held-out examples were drawn and its given splits
+ordered (``holdout``, see :mod:`~fitnets_tf.data.holdout`).
 
 The draw is a property of the run, not an option: :func:`holdout_of` reads it from the record
 before the data is loaded, so a run started before the draw was stratified (its record names
-no ``holdout``) resumes, and is exported, with its own random draw, and a new run records
-``stratified``.
+no ``holdout``) resumes, and is exported, with its own random draw; one that records
+``stratified`` (before the splits a folder or file gives were mixed) with its given splits in
+the data's order, as its training labels' sha256 has them; and a new run records
+``stratified_mixed``.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def recorded_holdout(fields: dict) -> str:
 
 def holdout_of(path: str | os.PathLike, *, started: bool = False) -> str:
     """How the run whose ``data.json`` is ``path`` holds out a user's examples, to load its
-    data with: the record's (:func:`recorded_holdout`); without a record, ``"stratified"`` for
+    data with: the record's (:func:`recorded_holdout`); without a record, ``"stratified_mixed"`` for
     a new run and ``"random"`` for a run ``started`` before runs recorded their data.
     """
     try:
