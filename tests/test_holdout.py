@@ -232,7 +232,7 @@ def test_the_teacher_runs_data_is_the_same_however_its_path_is_written(tmp_path,
         assert builders.run_holdout(config, new_run) == "random"
     other = ExperimentConfig().with_values(dataset=f"npz:{tmp_path / 'other.npz'}",
                                            teacher_path=str(teacher_run.root))  # fmt: skip
-    assert builders.run_holdout(other, new_run) == "stratified"
+    assert builders.run_holdout(other, new_run) == holdout.DEFAULT_HOLDOUT
 
 
 def test_a_search_records_the_draw_its_trials_validate_on(tmp_path):
@@ -326,6 +326,13 @@ def test_int8_calibration_of_a_folder_with_given_splits_sees_every_class(tmp_pat
     run.flags.write_text(f"--dataset={name}\n")
     experiment.Experiment(ExperimentConfig().with_values(dataset=name), run).load_data()
     source = quantize.calibration_source(run.root)
+    images = quantize.calibration_images(source, Preprocessor(mode="scale"), count=6)
+    assert sorted(set(np.rint(images.ravel() * 255).tolist())) == [0, 80, 160]
+    # A run started before given splits were mixed: the same images, calibrated on mixed.
+    record = json.loads(run.data.read_text())
+    run.data.write_text(json.dumps({**record, "holdout": "stratified"}))
+    source = quantize.calibration_source(run.root)
+    assert source["holdout"] == "stratified_mixed"
     images = quantize.calibration_images(source, Preprocessor(mode="scale"), count=6)
     assert sorted(set(np.rint(images.ravel() * 255).tolist())) == [0, 80, 160]
 

@@ -138,6 +138,14 @@ _DRAW = {"stratified_mixed": "stratified", "stratified": "stratified", "random":
 _GIVEN_IN_ORDER = ("stratified", "random")
 
 
+def mixing_given_splits(holdout: str) -> str:
+    """The method that holds out the same examples as ``holdout`` and mixes the splits the
+    data gives, where one does (``random`` has none): what a reader of the first training
+    examples that needs every class but not the run's order (int8 calibration) loads with."""
+    check_holdout(holdout)
+    return DEFAULT_HOLDOUT if _DRAW[holdout] == _DRAW[DEFAULT_HOLDOUT] else holdout
+
+
 def stratified_counts(labels, count: int) -> np.ndarray:
     """How many examples of each class (index: the label) a stratified draw of ``count`` takes.
 

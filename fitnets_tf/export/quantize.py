@@ -110,6 +110,7 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
             "quantize='dynamic', which needs no calibration, or export from the training run's "
             "own directory."
         )
+    from fitnets_tf.data.holdout import mixing_given_splits
     from fitnets_tf.data.sources import FOLDER, NPZ
     from fitnets_tf.run.data_record import holdout_of
 
@@ -117,7 +118,8 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
     for prefix in (FOLDER, NPZ):  # the run's own files, wherever the export is run from
         if name.startswith(prefix):
             name = prefix + files.recorded_path(name.removeprefix(prefix))
-            source["holdout"] = holdout_of(files.data, started=True)
+            # The run's training images; for a run whose given splits came by class, mixed.
+            source["holdout"] = mixing_given_splits(holdout_of(files.data, started=True))
     source.update(name=name, retrain_on_all="retrain_on_all" in given)
     if given.get("data_dir"):
         source["data_dir"] = files.recorded_path(given["data_dir"])
