@@ -750,15 +750,13 @@ def test_a_modes_export_guards_and_times_within_its_run(tmp_path):
 def test_an_open_size_teacher_is_timed_at_the_students_size(tmp_path):
     # A teacher saved with Input((None, None, C)), which runs may use, failed the export's
     # latency table after the artifacts were written ("input_shape must be fully known").
-    from fitnets_tf.cli import export as export_cli
-
     run = tmp_path / "run"
     make_run(run)
     inputs = keras.Input((None, None, 1))
     h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
     keras.Model(inputs, keras.layers.Dense(5)(h), name="open").save(tmp_path / "open.keras")
     (run / "flags.txt").write_text(f"--teacher_path={tmp_path / 'open.keras'}\n")
-    models = export_cli._timed_models(run, None)
+    models = export.serving.timed_models(run)
     assert models["teacher"].inputs[0].shape == (None, *SHAPE)
     assert models["teacher"].name == "open" and models["student"].name == "student"
 

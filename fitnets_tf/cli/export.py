@@ -85,22 +85,6 @@ def _locked(workdir: pathlib.Path):
         yield
 
 
-def _timed_models(workdir: pathlib.Path, teacher: str | None) -> dict:
-    from fitnets_tf.models import at_input_shape
-
-    models = {}
-    if teacher:  # an explicit --teacher must exist
-        models["teacher"] = export.serving.load_keras(pathlib.Path(teacher).expanduser(),
-                                                      "teacher")  # fmt: skip
-    elif (found := export.serving.load_runs_teacher(workdir, log=print)) is not None:
-        models["teacher"] = found
-    student = export.load_run(workdir)[0]
-    if "teacher" in models:  # one saved with an open input size is timed at the student's
-        models["teacher"] = at_input_shape(models["teacher"], student.inputs[0].shape[1:])
-    models["student"] = student
-    return models
-
-
 def _latency_rows(models: dict, repeats: int) -> list[tuple]:
     from fitnets_tf.export.serving import as_served
     from fitnets_tf.latency import measure_latency
@@ -186,11 +170,10 @@ def main(argv: list[str]) -> None:
         if not isinstance(written, dict):
             written = {FLAGS.format: written}
         rows = [(fmt, str(path), format_size(artifact_size(path))) for fmt, path in written.items()]
-        latency = (
-            _latency_rows(_timed_models(workdir, FLAGS.teacher), FLAGS.latency_repeats)
-            if FLAGS.latency
-            else []
-        )
+        latency = []
+        if FLAGS.latency:
+            timed = export.serving.timed_models(workdir, FLAGS.teacher)
+            latency = _latency_rows(timed, FLAGS.latency_repeats)
     print(format_table(("format", "path", "size"), rows, align="<<<"))
     if latency:
         print()

@@ -114,6 +114,24 @@ def load_runs_teacher(workdir: str | os.PathLike, log=print) -> keras.Model | No
         return None
 
 
+def timed_models(workdir: str | os.PathLike, teacher: str | os.PathLike | None = None,
+                 log=print) -> dict[str, keras.Model]:  # fmt: skip
+    """``{"teacher": ..., "student": ...}`` to time for the run in ``workdir``: ``teacher`` (a
+    ``.keras`` file) or else the run's (:func:`load_runs_teacher`, left out if gone). A teacher
+    saved with an open input size is built for the student's, so that it can be timed."""
+    from fitnets_tf.models import at_input_shape
+
+    models = {}
+    if teacher:  # one named must exist
+        models["teacher"] = load_keras(pathlib.Path(teacher).expanduser(), "teacher")
+    elif (found := load_runs_teacher(workdir, log=log)) is not None:
+        models["teacher"] = found
+    student = load_run(workdir)[0]
+    if "teacher" in models:
+        models["teacher"] = at_input_shape(models["teacher"], student.inputs[0].shape[1:])
+    return {**models, "student": student}
+
+
 def load_keras(path: pathlib.Path, what: str, repair: str | None = None) -> keras.Model:
     """A ``.keras`` file through the project's safe loader, as an export error."""
     if not pathlib.Path(path).is_file():
