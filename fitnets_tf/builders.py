@@ -15,7 +15,8 @@ import keras
 from fitnets_tf import data as data_lib
 from fitnets_tf import pretrained
 from fitnets_tf.config import ExperimentConfig
-from fitnets_tf.errors import TeacherLoadError
+from fitnets_tf.errors import ConfigError, TeacherLoadError
+from fitnets_tf.maxout import TIES as MAXOUT_TIES
 from fitnets_tf.models import sources
 from fitnets_tf.run import data_record, io, layout
 
@@ -52,9 +53,25 @@ def new_student(config: ExperimentConfig, input_shape, num_classes: int) -> kera
     """A student with the run's initial weights: every call (one per mode) gives the same."""
     m, seed = config.models, config.schedule.seed + 1
     keras.utils.set_random_seed(seed)
-    return sources.resolve(m.student, input_shape, num_classes, seed=seed, role="student",
-                           kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm,
-                           maxout_ties=m.maxout_ties)  # fmt: skip
+    student = sources.resolve(m.student, input_shape, num_classes, seed=seed, role="student",
+                              kernel_initializer=m.kernel_initializer(), max_norm=m.max_norm,
+                              maxout_ties=m.maxout_ties)  # fmt: skip
+    _check_maxout_ties_apply(config, student)
+    return student
+
+
+def _check_maxout_ties_apply(config: ExperimentConfig, student: keras.Model) -> None:
+    """Refuses a ``--maxout_ties`` that no model of the run would use (the config's own check
+    lets a student file through: whether it holds maxout layers is known once loaded)."""
+    m = config.models
+    if m.maxout_ties == MAXOUT_TIES[0] or m.builds_a_maxout_net():
+        return
+    if not any(isinstance(layer, sources.MAXOUT_LAYERS) for layer in student.layers):
+        raise ConfigError(
+            f"--maxout_ties={m.maxout_ties} concerns maxout layers, and the student "
+            f"{m.student} has none (nor is --teacher={m.teacher} one of the paper's maxout nets "
+            "built here): drop --maxout_ties"
+        )
 
 
 def dataset_shape(config: ExperimentConfig) -> tuple[tuple[int, int, int], int]:

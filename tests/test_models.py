@@ -238,3 +238,28 @@ def test_maxout_ties_is_an_option_of_the_paper_nets_only():
         zoo.validate()
     with pytest.raises(ConfigError, match="maxout_ties"):
         base.with_values(maxout_ties="first").validate()
+
+
+def test_maxout_ties_reach_a_student_files_maxout_layers(tmp_path):
+    from fitnets_tf import builders
+    from fitnets_tf import config as config_lib
+    from fitnets_tf.errors import ConfigError
+    from fitnets_tf.models import sources
+
+    maxout_file, plain_file = str(tmp_path / "fitnet.keras"), str(tmp_path / "thin.keras")
+    models.build("mnist_fitnet", (28, 28, 1), 10, seed=0).save(maxout_file)
+    models.build("thin_cnn", (28, 28, 1), 10, seed=0).save(plain_file)
+    # A teacher without maxout layers: only the student's can take the rule.
+    base = config_lib.ExperimentConfig().with_values(teacher="wide_cnn", maxout_ties="one")
+    for student in (maxout_file, plain_file):
+        base.with_values(student=student).validate()  # whether it holds maxouts: once loaded
+    student = builders.new_student(base.with_values(student=maxout_file), (28, 28, 1), 10)
+    maxouts = [layer for layer in student.layers if isinstance(layer, sources.MAXOUT_LAYERS)]
+    assert len(maxouts) == 6 and {layer.ties for layer in maxouts} == {"one"}
+    shared = builders.new_student(base.with_values(student=maxout_file, maxout_ties="share"),
+                                  (28, 28, 1), 10)  # fmt: skip
+    assert {layer.ties for layer in shared.layers if hasattr(layer, "ties")} == {"share"}
+    x = np.random.default_rng(0).normal(size=(2, 28, 28, 1)).astype("float32")
+    np.testing.assert_array_equal(student(x), shared(x))  # same seed, same function
+    with pytest.raises(ConfigError, match=f"the student {plain_file} has none"):
+        builders.new_student(base.with_values(student=plain_file), (28, 28, 1), 10)

@@ -150,8 +150,9 @@ class ModelsConfig:
     )  # fmt: skip
     max_norm: bool = option(True, "Max-norm constraints of the paper's code.")
     maxout_ties: str = option(
-        "share", "The gradient of the paper's maxout nets at tied pieces: share (equally, as "
-        "reduce_max) or one (all to one piece, as a max pool: a faster train step on CPU).",
+        "share", "The gradient of the maxout layers the run builds (the paper's nets', a student "
+        "file's) at tied pieces: share (equally, as reduce_max) or one (all to one piece, as a "
+        "max pool: a faster train step on CPU).",
         choices=_maxout_ties,
     )  # fmt: skip
     teacher_dropout: float | None = option(
@@ -173,7 +174,8 @@ class ModelsConfig:
         thing); None when the teacher is an architecture to train."""
         return self.teacher_path or (self.teacher if sources.is_keras_file(self.teacher) else None)
 
-    def _builds_a_maxout_net(self) -> bool:
+    def builds_a_maxout_net(self) -> bool:
+        """Whether a model the run builds is one of the paper's maxout nets."""
         from fitnets_tf import models
 
         built = [self.student] + ([] if self.trained_teacher() else [self.teacher])
@@ -188,7 +190,9 @@ class ModelsConfig:
         if self.hint_weights is not None and len(self.hint_weights) != pairs:
             found.append(f"--hint_weights needs one weight per hint pair: {pairs} pair(s), "
                          f"{len(self.hint_weights)} weight(s)")  # fmt: skip
-        if self.maxout_ties != _maxout_ties()[0] and not self._builds_a_maxout_net():
+        # A student file may hold maxout layers: the run checks when it loads it.
+        maybe = self.builds_a_maxout_net() or sources.is_keras_file(self.student)
+        if self.maxout_ties != _maxout_ties()[0] and not maybe:
             found.append(f"--maxout_ties={self.maxout_ties} concerns the paper's maxout nets, and "
                          f"neither --teacher={self.teacher} nor --student={self.student} "
                          "is one built here: drop --maxout_ties")  # fmt: skip

@@ -10,9 +10,10 @@
   (the same as ``--teacher_path``). A student's file gives the *architecture* only: its
   layers are re-created by ``keras.models.clone_model`` with fresh weights drawn after seeding
   with the run's seed, so every mode starts from the same initial weights and ``--seed``
-  decides them (seeds stored in the file's initializers are dropped for that reason), and
+  decides them (seeds stored in the file's initializers are dropped for that reason),
   Keras' BatchNormalization layers as :class:`~fitnets_tf.batch_norm.FusedBatchNormalization`
-  (applications' too: the same layer, trained through TensorFlow's fused kernel);
+  (applications' too: the same layer, trained through TensorFlow's fused kernel), and its
+  maxout layers with the run's ``maxout_ties``;
 * **``keras.applications.NAME``** (e.g. ``keras.applications.MobileNetV3Small``): built for the
   dataset's input shape and classes with ``weights=None``, so nothing is ever downloaded
   (ImageNet weights would need 3-channel ImageNet-sized inputs and a 1000-class top anyway: to
@@ -42,12 +43,14 @@ import keras
 
 from fitnets_tf import batch_norm
 from fitnets_tf.errors import ConfigError, ModelFileError
+from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
 from fitnets_tf.models.nesting import flattened, layer_input
 from fitnets_tf.models.registry import build, names
 from fitnets_tf.run import io
 
 APPLICATIONS = "keras.applications."
 KERAS_SUFFIX = ".keras"
+MAXOUT_LAYERS = (MaxoutConv2D, MaxoutDense)
 
 
 def is_keras_file(spec) -> bool:
@@ -111,7 +114,8 @@ def resolve(
             instead of re-initialised (a student's architecture).
         role: how messages name the model ("teacher", "student").
         **build_kwargs: :func:`fitnets_tf.models.build`'s options (``kernel_initializer``,
-            ``max_norm``, ``dropout``, ``input_dropout``), for registered architectures only.
+            ``max_norm``, ``dropout``, ``input_dropout``), for registered architectures only;
+            but ``maxout_ties`` sets a re-initialised file's maxout layers too.
 
     Raises:
         ConfigError: ``spec`` is invalid (see :func:`check`), or the model does not take the
@@ -126,7 +130,8 @@ def resolve(
     if is_keras_file(spec):
         # Flattened first, so that a nested model's BatchNormalization is re-created fused too.
         model = flattened(io.load_model(spec, role, ModelFileError))
-        model = model if keep_weights else reinitialised(model, seed)
+        ties = build_kwargs.get("maxout_ties")
+        model = model if keep_weights else reinitialised(model, seed, maxout_ties=ties)
     else:
         model = reinitialised(_application(spec, input_shape, num_classes), seed, renumber=True)
     return for_dataset(model, input_shape, num_classes, role, spec)
@@ -147,8 +152,8 @@ def _application(spec: str, input_shape, num_classes: int) -> keras.Model:
         ) from e
 
 
-def reinitialised(model: keras.Model, seed: int | None = None, *, renumber: bool = False
-                  ) -> keras.Model:  # fmt: skip
+def reinitialised(model: keras.Model, seed: int | None = None, *, renumber: bool = False,
+                  maxout_ties: str | None = None) -> keras.Model:  # fmt: skip
     """``model``'s architecture with fresh initial weights (``keras.models.clone_model``).
 
     Keras' global seed is set to ``seed`` first, and the seeds of the layers' initializers are
@@ -156,7 +161,8 @@ def reinitialised(model: keras.Model, seed: int | None = None, *, renumber: bool
     re-created as :class:`~fitnets_tf.batch_norm.FusedBatchNormalization` (the same layer,
     trained by TensorFlow's fused kernel). The layers keep their names; with
     ``renumber``, auto-generated ones are renumbered within the model (see the module
-    docstring) and the input is named ``input``, as the registered nets' is.
+    docstring) and the input is named ``input``, as the registered nets' is. ``maxout_ties``
+    (:data:`fitnets_tf.maxout.TIES`) replaces the gradient rule of its maxout layers.
     """
     if seed is not None:
         keras.utils.set_random_seed(seed)
@@ -165,6 +171,8 @@ def reinitialised(model: keras.Model, seed: int | None = None, *, renumber: bool
     def clone(layer):
         config = _unseeded(layer.get_config())
         config["name"] = names.get(layer.name, layer.name)
+        if maxout_ties and isinstance(layer, MAXOUT_LAYERS):
+            config["ties"] = maxout_ties
         return batch_norm.fused_class(layer).from_config(config)
 
     inputs = _new_input(model, tuple(model.inputs[0].shape[1:]), "input" if renumber else None)
