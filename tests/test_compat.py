@@ -52,3 +52,18 @@ def test_todays_flagfile_round_trips(parse, tmp_path):
     path = tmp_path / "flags.txt"
     path.write_text(flag_lib.resolved_flagfile(config, "runs/x"))
     assert parse(f"--flagfile={path}") == config
+
+
+def test_a_run_whose_resize_mode_did_nothing_resumes_without_it(tmp_path):
+    # Before 2026-12-06 01:18 --resize_mode without --image_size was accepted on an .npz file
+    # (its images were read at their size); it is refused now, so such a run resumes without it.
+    from fitnets_tf.config import ExperimentConfig
+
+    npz = ExperimentConfig().with_values(dataset=f"npz:{tmp_path / 'd.npz'}")
+    old = {**npz.fingerprint(), "resize_mode": "pad"}
+    assert upgrade_fingerprint(old) == npz.fingerprint()
+    # A folder's images of another size were resized by it: kept.
+    folder = npz.with_values(dataset=f"folder:{tmp_path}", resize_mode="pad")
+    assert upgrade_fingerprint(folder.fingerprint())["resize_mode"] == "pad"
+    sized = npz.with_values(image_size=(8, 8), resize_mode="pad")
+    assert upgrade_fingerprint(sized.fingerprint()) == sized.fingerprint()
