@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from fitnets_tf import losses
+from fitnets_tf import losses, recipes
 from fitnets_tf.errors import ConfigError, HintShapeError  # noqa: F401  (HintShapeError: re-exported)
 from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     HintTaps,
@@ -35,10 +35,14 @@ from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
 )
 from fitnets_tf.models.nesting import flattened
 from fitnets_tf.models.sources import check_batched, check_pair, logits_for_distilling
+from fitnets_tf.step_inputs import (  # noqa: F401  (the keys: re-exported)
+    CACHED_HINT,
+    CACHED_LOGITS,
+    IMAGES,
+    images_of,
+)
 
 PHASES = ("hints", "kd")
-# Keys of precomputed teacher outputs fed with the images (fitnets_tf.teacher_cache).
-IMAGES, CACHED_LOGITS, CACHED_HINT = "images", "teacher_logits", "teacher_hint"
 
 
 def _build_like(student: keras.Model, teacher: keras.Model) -> None:
@@ -66,35 +70,17 @@ def _positive(name: str, value: float, allow_zero: bool = False) -> float:
     return float(value)
 
 
-def _images(x):
-    """The images of a batch's inputs: ``x`` itself, or its ``"images"``."""
-    if not isinstance(x, dict):
-        return x
-    if IMAGES not in x:
-        raise ValueError(
-            f"The Distiller's inputs are images, or a dict with {IMAGES!r} (and optionally "
-            f"{CACHED_LOGITS!r}, {CACHED_HINT!r}); received a dict with keys {sorted(x)}. For "
-            "a dataset of dicts (TFDS's), map it first: "
-            "ds.map(lambda e: (e['image'], e['label']))."
-        )
-    return x[IMAGES]
+def _regularized(scaled, terms: dict, models) -> tuple:
+    """``(scaled, terms)`` with the trained models' own losses (regularizers, ``add_loss``) in
+    the loss, as Keras adds them: ``loss`` then differs from the sum of the logged terms."""
+    extra = losses.regularization(models)
+    if extra is None:
+        return scaled, terms
+    return scaled + extra[1], {**terms, "loss": terms["loss"] + extra[0]}
 
 
 def _as_list(outputs) -> list:
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-
-
-def _per_replica_mean(per_example, sample_weight=None):
-    """Batch mean of a per-example loss, and the same divided by the replica count.
-
-    Gradients of replicas are summed by ``tf.distribute``, so the value we differentiate is the
-    local mean / replicas; the logged value stays the local mean (metrics aggregate replicas).
-    """
-    if sample_weight is not None:
-        per_example = per_example * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-    mean = ops.mean(per_example)
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return mean, mean / float(replicas)
 
 
 class Distiller(keras.Model):
@@ -158,6 +144,7 @@ class Distiller(keras.Model):
     ):
         super().__init__(**kwargs)
         check_pair(teacher, student)  # before a softmax is looked for at the one output
+        given_teacher = teacher
         # A hint is often inside a backbone model, and so is a softmax (an application with its
         # classifier): their layers become taps by name, and a nested softmax is seen.
         teacher, student = flattened(teacher), flattened(student)
@@ -198,10 +185,21 @@ class Distiller(keras.Model):
             names += [f"hint_loss/{pair_name(*pair)}" for pair in self.hints]
         self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
         _build_like(student, teacher)
-        teacher.trainable = False  # last: a Distiller that fails to build leaves it untouched
+        # Last: a Distiller that fails to build leaves it untouched. The given model too: the
+        # Distiller's may be a copy (softmax left out) that shares its layers but one.
+        teacher.trainable = given_teacher.trainable = False
         # Built models make a built Distiller: save_weights, checkpoints and keras-tuner then
         # work before the first fit (a subclassed Model is otherwise "unbuilt" until called).
         self.built = teacher.built and student.built
+
+    def __setattr__(self, name, value):
+        # λ and τ are variables that the compiled step reads: a number set later is assigned
+        # to them (checked), where putting it in their place would never reach the step.
+        current = self.__dict__.get(name)
+        if name in ("kd_lambda", "temperature") and isinstance(current, keras.Variable):
+            current.assign(_positive(name, value, allow_zero=name == "kd_lambda"))
+            return
+        super().__setattr__(name, value)
 
     @property
     def regressors(self) -> list:
@@ -209,7 +207,7 @@ class Distiller(keras.Model):
         return [self.regressor, *self.more_regressors] if self.regressor is not None else []
 
     def call(self, inputs, training=None):
-        inputs = _images(inputs)
+        inputs = images_of(inputs)
         return self.student(inputs, training=training)
 
     def save(self, filepath, *args, **kwargs):
@@ -228,8 +226,8 @@ class Distiller(keras.Model):
 
         Args:
             optimizer: as in ``keras.Model.compile``. An optimizer that has already been used
-                is replaced by a fresh copy of its configuration, so no slot or step count
-                leaks from one phase into the next.
+                is replaced by a fresh copy of its settings (:func:`fitnets_tf.recipes.
+                fresh_copy`), so no slot or step count leaks from one phase into the next.
             phase: ``"hints"`` (stage 1) or ``"kd"`` (stage 2).
             metrics: metrics of the student's logits against the labels (``"kd"`` phase).
             **kwargs: passed to ``keras.Model.compile`` (``jit_compile``,
@@ -245,7 +243,7 @@ class Distiller(keras.Model):
                 + valid_names(self.teacher, self.student)
             )
         if isinstance(optimizer, keras.optimizers.Optimizer) and optimizer.built:
-            optimizer = optimizer.__class__.from_config(optimizer.get_config())
+            optimizer = recipes.fresh_copy(optimizer)
         self.phase = phase
         for regressor in self.regressors:
             # Stage 2 drops the regressors: they take no gradient and no optimizer slots.
@@ -272,7 +270,7 @@ class Distiller(keras.Model):
         Called while the train step is traced. Symbolically, so that the traced step holds no
         extra forward pass; Keras defers this build to the same moment for its own models.
         """
-        images = _images(x)
+        images = images_of(x)
         self.student.compute_output_spec(keras.KerasTensor(images.shape, images.dtype))
         variables = self._phase_variables()
         if not self.optimizer.built:
@@ -319,7 +317,7 @@ class Distiller(keras.Model):
     def _phase_losses(self, x, y, sample_weight, training: bool):
         """Returns ``(loss_for_gradients, logged terms, student logits or None)``."""
         cached = x if isinstance(x, dict) else {}
-        x = _images(x)
+        x = images_of(x)
         check_batched(x, self.teacher)  # at trace time: shapes only
         if self.phase == "hints":
             if CACHED_HINT in cached:  # no teacher pass at all
@@ -334,14 +332,14 @@ class Distiller(keras.Model):
         else:
             teacher_logits = self.teacher(x, training=False)
         student_logits = self.student(x, training=training)
-        ce, ce_scaled = _per_replica_mean(losses.cross_entropy(y, student_logits), sample_weight)
-        kd, kd_scaled = _per_replica_mean(
+        ce, ce_scaled = losses.per_replica_mean(losses.cross_entropy(y, student_logits), sample_weight)
+        kd, kd_scaled = losses.per_replica_mean(
             losses.kd_loss(teacher_logits, student_logits, self.temperature, self.tau_squared),
             sample_weight,
         )
         lam = ops.convert_to_tensor(self.kd_lambda)
         terms = {"loss": ce + lam * kd, "ce_loss": ce, "kd_loss": kd}
-        return ce_scaled + lam * kd_scaled, terms, student_logits
+        return (*_regularized(ce_scaled + lam * kd_scaled, terms, [self.student]), student_logits)
 
     def _hint_losses(self, hints, x, sample_weight, training: bool):
         """``Σ wᵢ · L_HT,ᵢ`` (scaled for gradients) and the logged terms."""
@@ -352,14 +350,15 @@ class Distiller(keras.Model):
             self.hints, self.hint_weights, hints, guided, self.regressors, strict=True
         ):
             per_example = losses.hint_loss(hint, regressor(g, training=training))
-            mean, scaled = _per_replica_mean(per_example, sample_weight)
+            mean, scaled = losses.per_replica_mean(per_example, sample_weight)
             terms[f"hint_loss/{pair_name(*pair)}"] = mean
             # One pair of weight 1 computes exactly what it did before several pairs.
             total = total + (mean if weight == 1.0 else weight * mean)
             scaled_total = scaled_total + (scaled if weight == 1.0 else weight * scaled)
         if len(self.hints) == 1:
             terms = {}
-        return scaled_total, {"loss": total, "hint_loss": total, **terms}
+        terms = {"loss": total, "hint_loss": total, **terms}
+        return _regularized(scaled_total, terms, [self._taps.student_guided, *self.regressors])
 
     def _update_trackers(self, terms, batch_size, training: bool):
         for name, value in terms.items():

@@ -1,6 +1,6 @@
 """``tf.distribute`` strategies by name, for the CLI and the tuner, and the batches they need.
 
-The Distiller scales its losses per replica itself (see ``distiller._per_replica_mean``), so
+The Distiller scales its losses per replica itself (see ``losses.per_replica_mean``), so
 any of these works with it; build the models and compile inside ``strategy.scope()``.
 """
 

@@ -1,9 +1,10 @@
 """The FitNets losses, per example.
 
-Every function returns one value per example (shape ``(batch,)``) in float32, whatever the
-compute dtype of its inputs; the :class:`~fitnets_tf.Distiller` averages over the batch and
-scales for ``tf.distribute``. Keeping the reduction out of here lets one definition serve
-training, evaluation, sample weights and several replicas.
+Every loss returns one value per example (shape ``(batch,)``) in float32, whatever the
+compute dtype of its inputs; :func:`per_replica_mean` averages it over the batch and scales it
+for ``tf.distribute``, and :func:`regularization` adds the models' own losses, as the
+:class:`~fitnets_tf.Distiller`'s steps do. Keeping the reduction apart lets one definition
+serve training, evaluation, sample weights and several replicas.
 
 The references disagree on exactly the constants below (½, sum vs mean over features, τ²),
 so each docstring states the choice and ``tests/test_losses.py`` pins it with hand-computed
@@ -101,3 +102,33 @@ def kd_loss(teacher_logits, student_logits, temperature, tau_squared: bool = Fal
     if tau_squared:
         loss = loss * ops.square(tau)
     return loss
+
+
+def per_replica_mean(per_example, sample_weight=None):
+    """Batch mean of a per-example loss, and the same divided by the replica count.
+
+    Gradients of replicas are summed by ``tf.distribute``, so the value we differentiate is the
+    local mean / replicas; the logged value stays the local mean (metrics aggregate replicas).
+    """
+    if sample_weight is not None:
+        per_example = per_example * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
+    mean = ops.mean(per_example)
+    return mean, mean / float(_replicas())
+
+
+def regularization(models):
+    """The models' own losses (weight and activity regularizers, ``add_loss``) summed, and the
+    same divided by the replica count, as Keras' ``compute_loss`` adds them to a model's loss;
+    None when they have none, so that the step is then exactly what it is without them.
+
+    A frozen layer's weight regularizer is not among them (Keras counts trainable weights').
+    """
+    found = [loss for model in models for loss in model.losses]
+    if not found:
+        return None
+    total = ops.sum(ops.stack([ops.sum(ops.cast(loss, "float32")) for loss in found]))
+    return total, total / float(_replicas())
+
+
+def _replicas() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync

@@ -230,6 +230,31 @@ def build_optimizer(
     return optimizer
 
 
+def fresh_copy(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """A new optimizer with ``optimizer``'s settings and none of its state (slots, step count).
+
+    Its configuration is copied, but not through serialization where that would fail or lose
+    something: the learning rate's schedule or callable is shared as it is (a schedule of the
+    user's own need not be registered, a lambda need not be deserialized: both are
+    stateless), and so are the weight-decay exclusions, which the configuration omits.
+    """
+    rate = optimizer._learning_rate  # the schedule/callable itself; get_config serializes it
+    try:
+        config = optimizer.get_config()
+        if not isinstance(rate, keras.Variable) and callable(rate):
+            config["learning_rate"] = rate
+        fresh = optimizer.__class__.from_config(config)
+    except (NotImplementedError, TypeError, ValueError) as e:
+        raise ValueError(
+            f"This {optimizer.__class__.__name__} has been used already, and a fresh copy of "
+            f"it cannot be made from its configuration ({e}). Pass a new optimizer instead."
+        ) from e
+    for name in ("_exclude_from_weight_decay", "_exclude_from_weight_decay_pattern"):
+        if hasattr(optimizer, name):  # exclude_from_weight_decay() was called
+            setattr(fresh, name, getattr(optimizer, name))
+    return fresh
+
+
 @keras.saving.register_keras_serializable(package="fitnets_tf")
 class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
     """A schedule (or a constant rate) scaled by ``min(1, step / warmup_steps)``.

@@ -52,8 +52,8 @@ import tensorflow as tf
 
 from fitnets_tf import data as data_lib
 from fitnets_tf import teacher_shards
-from fitnets_tf.distiller import CACHED_HINT, CACHED_LOGITS, IMAGES
 from fitnets_tf.models.nesting import layer_output
+from fitnets_tf.step_inputs import CACHED_HINT, CACHED_LOGITS, IMAGES
 
 # The hint(s) are cached up to this size (in memory, or on disk above the memory budget);
 # above it stage 1 computes them live.
