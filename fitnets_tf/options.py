@@ -121,12 +121,16 @@ def _value_problems(spec: Spec, value) -> list[str]:
         if not math.isfinite(value):
             return [f"{spec.flag} must be a finite number, got {value}"]
         if opt.exclusive_minimum is not None and not value > opt.exclusive_minimum:
-            return [f"{spec.flag} must be > {opt.exclusive_minimum:g}, got {value}"]
+            return [f"{spec.flag} must be > {_bound(opt.exclusive_minimum)}, got {value}"]
         if opt.minimum is not None and value < opt.minimum:
-            return [f"{spec.flag} must be >= {opt.minimum:g}, got {value}"]
+            return [f"{spec.flag} must be >= {_bound(opt.minimum)}, got {value}"]
         if opt.maximum is not None and value > opt.maximum:
-            return [f"{spec.flag} must be <= {opt.maximum:g}, got {value}"]
+            return [f"{spec.flag} must be <= {_bound(opt.maximum)}, got {value}"]
     return []
+
+
+def _bound(value) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"  # 2147483647, not 2.14748e+09
 
 
 def serialize(spec: Spec, value) -> str | None:

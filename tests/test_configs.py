@@ -140,3 +140,14 @@ def test_a_refused_bare_command_names_the_values_it_took_from_the_default_experi
     assert "default experiment" not in refused(
         "--flagfile=configs/smoke.flags", "--optimizer=adam", "--momentum=0.5"
     )
+
+
+def test_the_seed_is_refused_where_numpy_and_tensorflow_would_fail_on_it():
+    from fitnets_tf.config import ExperimentConfig
+
+    base = ExperimentConfig()
+    base.with_values(seed=2**31 - 1).validate()
+    with pytest.raises(ConfigError, match="seed must be >= 0, got -1"):
+        base.with_values(seed=-1).validate()
+    with pytest.raises(ConfigError, match="seed must be <= 2147483647, got 4294967296"):
+        base.with_values(seed=2**32).validate()

@@ -101,7 +101,8 @@ def test_missing_dataset_fails_fast_and_says_where_it_looked(tmp_path, name):
     assert str(tmp_path / name) in message
     assert str(tmp_path / "downloads" / "manual") in message
     assert f"tfds build {name} --data_dir=" in message
-    assert "download=True" in message
+    assert f"fitnets_tf.data.load({name!r}, data_dir={str(tmp_path)!r}, download=True) (the " \
+        "command line never downloads)" in message
     if name == "fashion_mnist":
         assert str(tmp_path / "no-debian") in message
         assert "apt-get install dataset-fashion-mnist" in message

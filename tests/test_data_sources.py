@@ -728,3 +728,26 @@ def test_cli_trains_on_a_png_folder(tmp_path, folder):
     assert "--resize_mode=crop" in flags
     preprocessor = keras.saving.load_model(workdir / "preprocessor.keras")
     assert preprocessor.input_shape == (None, 28, 28, 1)
+
+
+def test_a_folder_read_in_one_channel_takes_bmp_files(tmp_path, fashion):
+    # TensorFlow's BMP decoder cannot give one channel: an 8-bit grayscale BMP among grayscale
+    # PNGs (and, with --channels=1, a colour one, by luma weights) must still be read.
+    from PIL import Image
+
+    images, labels = fashion
+    write_pngs(tmp_path, images[:20], labels[:20])
+    Image.fromarray(images[20]).save(tmp_path / NAMES[0] / "gray.bmp")
+
+    def pixels(**kwargs) -> set:
+        datasets = data.load(f"folder:{tmp_path}", batch_size=32, validation_size=0, **kwargs)
+        assert datasets.input_shape == (28, 28, 1)
+        x = np.concatenate([_examples(datasets.train)[0], _examples(datasets.test)[0]])
+        return {a.tobytes() for a in x}
+
+    assert images[20][..., None].tobytes() in pixels()  # the grayscale BMP's own pixels
+    rgb = np.stack([images[21], 255 - images[21], images[21] // 2], axis=-1)
+    Image.fromarray(rgb).save(tmp_path / NAMES[0] / "rgb.bmp")
+    seen = pixels(channels=1)
+    luma = np.rint(tf.image.rgb_to_grayscale(rgb.astype("float32")).numpy()).astype(np.uint8)
+    assert len(seen) == 22 and luma.tobytes() in seen

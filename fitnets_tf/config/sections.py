@@ -269,7 +269,10 @@ class ScheduleConfig:
         "of its mirror image, computed once (each view gets those of its flip): a KD step "
         "then costs a student step.", choices=("exact", "uncropped"),
     )  # fmt: skip
-    seed: int = option(0, "Seed of weights, shuffling and augmentation.")
+    # Bounded below 2**31: the run derives seeds from it (seed + 1, + 2, + a layer's index),
+    # and TensorFlow, NumPy and Keras all take a 32-bit one.
+    seed: int = option(0, "Seed of weights, shuffling and augmentation.", minimum=0,
+                       maximum=2**31 - 1)  # fmt: skip
     mixed_precision: bool = option(
         False, "Mixed precision: float16 on a GPU, bfloat16 on a CPU (fast with AVX-512 BF16/AMX)."
     )

@@ -194,12 +194,33 @@ def _read(files: dict[str, list[pathlib.Path]], size, channels: int, resize_mode
     labels = np.repeat(np.arange(len(files), dtype=np.int32), counts)
 
     def load(path):
-        encoded = tf.io.read_file(path)
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-        return resize_images(image, size, resize_mode)
+        return resize_images(_decoded(tf.io.read_file(path), channels), size, resize_mode)
 
     ds = tf.data.Dataset.from_tensor_slices(paths).map(load, num_parallel_calls=tf.data.AUTOTUNE)
     # Resized pixels are floats, rounded back: the images are held as uint8 (map keeps order).
     batches = ds.batch(256).as_numpy_iterator()
     images = np.concatenate([np.clip(np.rint(x), 0, 255).astype(np.uint8) for x in batches])
     return images, labels
+
+
+def _decoded(encoded, channels: int):
+    """``tf.io.decode_image`` with ``channels``, for a BMP file too: TensorFlow's BMP decoder
+    gives 0, 3 or 4 channels only, so a grayscale read of one is converted here (by luma
+    weights, as ``--channels=1`` converts colour arrays), where PNG's and JPEG's decoders
+    convert by themselves."""
+    if channels != 1:
+        return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+
+    def bmp():
+        image = tf.io.decode_bmp(encoded)  # as stored: 1, 3 or 4 channels
+        gray = tf.cond(
+            tf.shape(image)[-1] >= 3,
+            lambda: tf.image.rgb_to_grayscale(image[..., :3]),
+            lambda: image[..., :1],
+        )
+        return tf.ensure_shape(gray, (None, None, 1))
+
+    def other():
+        return tf.io.decode_image(encoded, channels=1, expand_animations=False)
+
+    return tf.cond(tf.strings.substr(encoded, 0, 2) == "BM", bmp, other)

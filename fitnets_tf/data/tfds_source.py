@@ -121,7 +121,8 @@ def _not_found_message(
         f"DIR/{builder.name} to {data_dir}/ (or pass --data_dir / data_dir= pointing at DIR);",
         f"  - download {', '.join(urls[f] for f in missing)} into {sources}/ "
         "(TFDS verifies their checksums);",
-        "  - call with download=True on a machine with internet.",
+        f"  - from Python, on a machine with internet: fitnets_tf.data.load({spec.name!r}, "
+        f"data_dir={str(data_dir)!r}, download=True) (the command line never downloads).",
     ]
     if spec.name == "fashion_mnist":
         lines.append(
