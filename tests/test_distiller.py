@@ -56,6 +56,34 @@ def test_linear_and_activation_regressors():
 
 
 @pytest.mark.parametrize(
+    ("hint", "activation"),
+    [
+        # Values below 0, which a ReLU regressor never reaches (an irreducible hint loss).
+        (lambda: keras.layers.ReLU(negative_slope=0.3, name="hint"), "linear"),
+        (lambda: keras.layers.ReLU(6.0, negative_slope=0.1, name="hint"), "linear"),
+        (lambda: keras.layers.LeakyReLU(0.3, name="hint"), "linear"),
+        (lambda: keras.layers.Activation(tf.nn.leaky_relu, name="hint"), "leaky_relu"),
+        # A function Keras has no activation of that name for: its range is unknown.
+        (lambda: keras.layers.Activation(lambda x: keras.activations.relu(x, negative_slope=0.3),
+                                         name="hint"), "linear"),  # fmt: skip
+        # Within [0, max_value]: a ReLU reaches it; ReLU6 is bounded as MobileNets' hint is.
+        (lambda: keras.layers.ReLU(6.0, name="hint"), "relu6"),
+        (lambda: keras.layers.ReLU(2.0, threshold=0.5, name="hint"), "relu"),
+        (lambda: keras.layers.Activation(tf.nn.relu6, name="hint"), "relu6"),
+    ],
+    ids=["relu_slope", "relu6_slope", "leaky_relu_layer", "tf_leaky_relu", "lambda", "relu6",
+         "relu_bounded_threshold", "tf_relu6"],
+)  # fmt: skip
+def test_the_regressor_reaches_every_value_of_the_hint(hint, activation):
+    inputs = keras.Input((8, 8, 1))
+    h = hint()(keras.layers.Conv2D(5, 3, name="conv")(inputs))
+    teacher = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(h)))
+    regressor = fitnets_tf.Distiller(teacher, tiny_model("s", 4, 1), "hint", "conv1").regressor
+    assert isinstance(regressor, keras.layers.Conv2D)
+    assert regressor.activation.__name__ == activation and regressor.kernel_size == (3, 3)
+
+
+@pytest.mark.parametrize(
     ("hint", "guided", "match"),
     [
         ("conv1", "pool1", "hint map is larger than the guided map"),  # 8×8 hint, 4×4 guided
