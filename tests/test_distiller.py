@@ -175,6 +175,57 @@ def test_a_student_whose_dense_layer_has_the_softmax_is_refused(teacher, student
     assert d.teacher.layers[-1].activation is keras.activations.linear
 
 
+def _out(h, activation=None):
+    return keras.layers.Dense(3, activation=activation, name="out")(h)
+
+
+# A softmax as the user may write it: not always keras.activations.softmax, which alone was found.
+_SOFTMAX_HEADS = {
+    "Dense(activation=tf.nn.softmax)": lambda h: _out(h, tf.nn.softmax),
+    "Dense(activation=keras.ops.softmax)": lambda h: _out(h, keras.ops.softmax),
+    "Activation(tf.nn.softmax)": lambda h: keras.layers.Activation(tf.nn.softmax)(_out(h)),
+    "keras.ops.softmax": lambda h: keras.ops.softmax(_out(h)),
+    "Lambda(tf.math.softmax)": lambda h: keras.layers.Lambda(tf.math.softmax)(_out(h)),
+}
+
+
+def _flat_model(head, name: str) -> keras.Model:
+    """2 features → ``head`` (its Dense "out": W = [[1, 2, 3], [-1, 0, 4]], b = [.5, 0, -.5])."""
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, head(inputs), name=name)
+    kernel, bias = np.array([[1, 2, 3], [-1, 0, 4]], "float32"), np.array([0.5, 0, -0.5], "float32")
+    model.get_layer("out").set_weights([kernel, bias])
+    return model
+
+
+@pytest.mark.parametrize("head", list(_SOFTMAX_HEADS))
+def test_a_final_softmax_is_left_out_whatever_function_applies_it(head):
+    # tf.nn.softmax's probabilities were taken for logits: soft targets near uniform at τ = 3.
+    teacher = _flat_model(_SOFTMAX_HEADS[head], "t")
+    d = fitnets_tf.Distiller(teacher, _flat_model(_out, "s"))
+    x = np.array([[1, 1], [0, 2]], "float32")
+    # x·W + b: [0 + .5, 2, 7 − .5] and [−2 + .5, 0, 8 − .5], the Dense's weights kept.
+    np.testing.assert_allclose(d.teacher(x), [[0.5, 2.0, 6.5], [-1.5, 0.0, 7.5]], rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.softmax(d.teacher(x)), teacher(x), rtol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["Dense(activation=tf.nn.softmax)",
+                                  "Dense(activation=keras.ops.softmax)"])  # fmt: skip
+def test_a_student_whose_dense_layer_has_any_softmax_is_refused(head):
+    # Its logits would come from a copy of the Dense, which training would update instead.
+    with pytest.raises(ConfigError, match="student 's' ends in a layer with a softmax"):
+        fitnets_tf.Distiller(_flat_model(_out, "t"), _flat_model(_SOFTMAX_HEADS[head], "s"))
+
+
+@pytest.mark.parametrize("head", ["Activation(tf.nn.softmax)", "keras.ops.softmax",
+                                  "Lambda(tf.math.softmax)"])  # fmt: skip
+def test_a_student_ending_in_a_softmax_of_its_own_trains_its_logits(head):
+    student = _flat_model(_SOFTMAX_HEADS[head], "s")
+    d = fitnets_tf.Distiller(_flat_model(_out, "t"), student)
+    assert d.student.layers[-1] is student.get_layer("out")  # the student's own layer
+    x = np.array([[1, 1]], "float32")
+    np.testing.assert_allclose(d.student(x), [[0.5, 2.0, 6.5]], rtol=1e-6)
+
 
 def test_labels_outside_the_classes_fail_the_step_instead_of_training_silently(teacher, student):
     # one_hot makes an out-of-range id a row of zeros: no loss, and no error, before the check.
