@@ -258,6 +258,23 @@ def test_teacher_and_student_of_other_class_counts_are_refused(teacher):
     with pytest.raises(ConfigError, match="gives 3 classes and the student 'student' 5"):
         fitnets_tf.Distiller(teacher, five)
 
+
+@pytest.mark.parametrize(("teacher_classes", "student_classes", "refused"),
+                         [(1, 1, "teacher"), (1, 3, "teacher"), (3, 1, "student")])  # fmt: skip
+def test_one_logit_models_are_refused_at_construction(teacher_classes, student_classes, refused):
+    # Keras' binary classifier, Dense(1, activation="sigmoid"): a softmax over one logit is 1,
+    # so every loss was 0 (or a label 1 failed the step as a class the model does not have).
+    t = tiny_model("teacher", width=6, seed=0, pieces=3, classes=teacher_classes)
+    if teacher_classes == 1:
+        head = keras.layers.Dense(1, activation="sigmoid", name="prob")
+        t = keras.Model(t.inputs, head(t.get_layer("gap").output), name="teacher")
+    s = tiny_model("student", width=4, seed=1, classes=student_classes)
+    match = f"The {refused} '{refused}' gives 1 output, but distillation needs at least 2 class"
+    with pytest.raises(ConfigError, match=match) as info:
+        fitnets_tf.Distiller(t, s, hint_layer="pool1", guided_layer="pool1")
+    assert "keras.layers.Dense(2) with no activation, trained on labels 0 and 1" in str(info.value)
+
+
 def test_tau_squared_scales_the_soft_term(teacher, student):
     x, y = tiny_data(16)
     results = {}

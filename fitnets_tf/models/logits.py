@@ -2,7 +2,8 @@
 a teacher and a student's ends before any data is read.
 
 Distillation softens both models' logits with the temperature, so a softmax the model applies
-itself has to go (its probabilities taken as logits give soft targets near uniform).
+itself has to go (its probabilities taken as logits give soft targets near uniform), and it
+needs two class logits or more (a softmax over one logit is 1 whatever the input).
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ def logits_for_distilling(model: keras.Model, role: str) -> keras.Model:
 def check_pair(teacher: keras.Model, student: keras.Model) -> None:
     """What the Distiller needs of two models, checked before any data is read: one input and
     one output each, inputs of the same shape (both are called on the same batches) and the
-    same number of classes. Without it, each surfaces in the first step as a shape error deep
-    inside Keras or TensorFlow."""
+    same number of classes, two or more. Without it, each surfaces in the first step as a
+    shape error deep inside Keras or TensorFlow, or as losses of 0."""
     found = {"teacher": ends(teacher), "student": ends(student)}
     for role, model in (("teacher", teacher), ("student", student)):
         if found[role] is None:
@@ -156,10 +157,33 @@ def _classes(model: keras.Model) -> int | None:
         return None
 
 
+def check_class_logits(classes: int | None, role: str, name: str) -> None:
+    """Refuses a model that gives fewer than two class logits (``classes``; None: unknown).
+
+    A Keras binary classifier ends in ``Dense(1, activation="sigmoid")``: the softmax over its
+    one logit is 1 whatever the input, so every loss would be 0 (or a label 1 would fail the
+    step as a class the model does not have).
+    """
+    if classes is None or classes >= 2:
+        return
+    raise ConfigError(
+        f"The {role} {name!r} gives {classes} output, but distillation needs at least 2 class "
+        "logits: it matches the teacher's and the student's softmax over the classes, and a "
+        "softmax over one logit is 1 whatever the input (every loss would be 0). Give a binary "
+        "classifier a head of 2 logits, keras.layers.Dense(2) with no activation, trained on "
+        "labels 0 and 1 (keras.losses.SparseCategoricalCrossentropy(from_logits=True)); a "
+        "trained Dense(1) sigmoid's logit z gives the same probabilities as the 2 logits "
+        "(0, z)."
+    )
+
+
 def check_same_classes(teacher: keras.Model, student: keras.Model) -> None:
-    """Both give the same number of classes (known for Functional models; a subclassed one's
-    is known once it is called, and a mismatch then fails in the first step)."""
+    """Both give the same number of classes, two or more (known for Functional models; a
+    subclassed one's is known once it is called, and a mismatch then fails in the first
+    step)."""
     classes = _classes(teacher), _classes(student)
+    check_class_logits(classes[0], "teacher", teacher.name)
+    check_class_logits(classes[1], "student", student.name)
     if None not in classes and classes[0] != classes[1]:
         raise ConfigError(
             f"The teacher {teacher.name!r} gives {classes[0]} classes and the student "

@@ -44,7 +44,7 @@ import keras
 from fitnets_tf import batch_norm
 from fitnets_tf.errors import ConfigError, ModelFileError
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
-from fitnets_tf.models.logits import without_softmax
+from fitnets_tf.models.logits import check_class_logits, without_softmax
 from fitnets_tf.models.nesting import flattened
 from fitnets_tf.models.registry import build, names
 from fitnets_tf.run import io
@@ -243,7 +243,8 @@ def for_dataset(
     (:func:`at_input_shape`), and with its nested models' layers at the top level.
 
     Raises:
-        ConfigError: not one Functional input and output, or not ``num_classes`` logits out;
+        ConfigError: not one Functional input and output, fewer than 2 logits out
+            (:func:`~fitnets_tf.models.logits.check_class_logits`), or not ``num_classes``;
             the message names ``role`` and ``spec``.
         DataError: the model does not take ``input_shape`` images (the message says how to
             resize them).
@@ -259,6 +260,8 @@ def for_dataset(
     from fitnets_tf.data import check_input_shape  # data imports models: import when used
 
     check_input_shape(inputs[0].shape, input_shape, role)
+    # Before the dataset's classes: a binary classifier's one output needs its own advice.
+    check_class_logits(outputs[0].shape[-1], role, spec or model.name)
     if outputs[0].shape[-1] != num_classes:
         raise ConfigError(
             f"{what} gives {outputs[0].shape[-1]} outputs, but the dataset has {num_classes} "
