@@ -33,8 +33,8 @@ from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     tap,
     valid_names,
 )
+from fitnets_tf.models.logits import check_batched, check_pair, logits_for_distilling
 from fitnets_tf.models.nesting import flattened
-from fitnets_tf.models.sources import check_batched, check_pair, logits_for_distilling
 from fitnets_tf.step_inputs import (  # noqa: F401  (the keys: re-exported)
     CACHED_HINT,
     CACHED_LOGITS,

@@ -119,8 +119,7 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
     raise HintShapeError(
         f"hints='auto': no student layer can be mapped onto the teacher's middle layer "
         f"'{hint.name}' {hint_shape} (a guided map must be at least as large). Student feature "
-        f"layers: {shapes}. Name a pair with --hints=TEACHER_LAYER:STUDENT_LAYER (or "
-        f"--hint_layer and --guided_layer){_suggestion(teacher, student, hints, guided)}."
+        f"layers: {shapes}. {_suggestion(teacher, student, hints, guided)}"
     )
 
 
@@ -136,6 +135,8 @@ def _nearest_guided(hint_shape, guided: list, student: keras.Model) -> int | Non
 
 
 def _suggestion(teacher, student, hints: list, guided: list) -> str:
+    """How to name a pair instead, in the Python API's words and the command line's (both
+    reach :func:`auto_pair`), with a pair that fits when there is one."""
     # The teacher's middle is often its largest maps (a ResNet at full resolution), larger
     # than any of a thin student's: the feature layer nearest it that fits is worth naming.
     middle = (len(hints) - 1) // 2
@@ -143,9 +144,14 @@ def _suggestion(teacher, student, hints: list, guided: list) -> str:
         hint = hints[i]
         index = _nearest_guided(_output_shape(teacher, hint), guided, student)
         if index is not None:
-            return (f", e.g. --hints={hint.name}:{guided[index].name}, the teacher's feature "
-                    "layer nearest its middle that a student layer can be mapped onto")  # fmt: skip
-    return ""
+            t, s = hint.name, guided[index].name
+            return (f"Name a pair instead: hints=[({t!r}, {s!r})] in Python, --hints={t}:{s} "
+                    "on the command line (the teacher's feature layer nearest its middle that a "
+                    "student layer can be mapped onto).")  # fmt: skip
+    return ("Name a pair instead: hints=[(teacher_layer, student_layer)] in Python, "
+            "--hints=teacher_layer:student_layer on the command line, the student's map at "
+            "least as large as the teacher's (no pair of feature layers is; any layer with a "
+            "feature map can be named).")  # fmt: skip
 
 
 def describe_layers(model: keras.Model) -> str:

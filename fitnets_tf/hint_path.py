@@ -274,6 +274,13 @@ def check_weights(hint_weights, count: int) -> tuple[float, ...]:
     if hint_weights is None:
         return (1.0,) * count
     weights = tuple(hint_weights)
+    if count == 0 and weights:
+        raise ConfigError(
+            "`hint_weights` weigh the hint pairs, and there are none (KD only): give the pairs "
+            "they weigh (hints=[(hint_layer, guided_layer), ...] or hints='auto', or "
+            "hint_layer and guided_layer), or drop hint_weights. Received: "
+            f"hint_weights={hint_weights!r}"
+        )
     # numbers.Real: NumPy scalars too (np.float32 from an array of weights).
     if len(weights) != count or not all(
         isinstance(w, numbers.Real) and not isinstance(w, bool) and 0 < w < math.inf

@@ -5,7 +5,8 @@ The paper's rule (section 3.2): the regressor is convolutional, with a *valid* k
 ``N_g`` pixels becomes a hint-sized map of ``N_h`` pixels with ``k² · O_g · O_h`` weights
 instead of the ``N_h² · O_h · N_g² · O_g`` of a fully connected one. Its non-linearity is the
 hint layer's, so that the regressor can reach the hint's range (a maxout hint is matched by a
-maxout regressor with the teacher's number of pieces).
+maxout regressor with the teacher's number of pieces); where no Keras activation reaches it (a
+``ReLU(negative_slope=...)`` or ``LeakyReLU`` hint below 0, a lambda), the regressor is linear.
 """
 
 from __future__ import annotations
@@ -59,16 +60,34 @@ def hint_nonlinearity(hint_layer: keras.layers.Layer, model=None) -> dict:
     if isinstance(layer, (maxout_layers.MaxoutConv2D, maxout_layers.MaxoutDense)):
         return {"kind": "maxout", "pieces": layer.pieces, "ties": layer.ties}
     if isinstance(layer, keras.layers.ReLU):
-        # MobileNets' ReLU(6.): a plain ReLU regressor could not be bounded as the hint is.
-        six = layer.max_value == 6 and not layer.negative_slope and not layer.threshold
-        return {"kind": "activation", "activation": "relu6" if six else "relu"}
-    activation = getattr(layer, "activation", None)
-    if activation is not None:
-        name = keras.activations.serialize(activation)
-        name = name if isinstance(name, str) else getattr(activation, "__name__", "linear")
-        if name != "linear":
-            return {"kind": "activation", "activation": name}
-    return {"kind": "linear"}
+        return _relu_nonlinearity(layer)
+    name = _activation_name(getattr(layer, "activation", None))
+    return {"kind": "linear"} if name == "linear" else {"kind": "activation", "activation": name}
+
+
+def _relu_nonlinearity(layer: keras.layers.ReLU) -> dict:
+    """The regressor's non-linearity for a ``keras.layers.ReLU`` hint: one that reaches every
+    value the hint takes (``f(x) = negative_slope · (x − threshold)`` below ``threshold``)."""
+    if layer.negative_slope:
+        # A leaky ReLU's values go below 0, which a ReLU regressor never reaches (an
+        # irreducible hint loss): linear, as for a LeakyReLU layer.
+        return {"kind": "linear"}
+    # MobileNets' ReLU(6.): a plain ReLU regressor could not be bounded as the hint is. Other
+    # bounds and thresholds keep the hint's values in [0, max_value], which a ReLU reaches.
+    return {"kind": "activation", "activation": "relu6" if layer.max_value == 6 else "relu"}
+
+
+def _activation_name(activation) -> str:
+    """The Keras name of ``activation`` (``"relu"`` for ``keras.activations.relu`` and
+    ``tf.nn.relu`` alike), or ``"linear"``: none, or a function Keras has no activation of
+    that name for (a lambda, a ``functools.partial``), whose range a linear regressor reaches
+    whatever it is."""
+    name = getattr(activation, "__name__", None)
+    try:
+        keras.activations.get(name)
+    except ValueError:
+        return "linear"
+    return name or "linear"
 
 
 def kernel_size(guided_shape, hint_shape) -> tuple[int, ...]:

@@ -26,8 +26,8 @@ from fitnets_tf import recipes
 from fitnets_tf.callbacks import LambdaAnnealing
 from fitnets_tf.distiller import Distiller
 from fitnets_tf.hint_path import deepest_guided_layer, resolve_pairs
+from fitnets_tf.models.logits import ends_in_softmax
 from fitnets_tf.models.nesting import layer_output
-from fitnets_tf.models.sources import ends_in_softmax
 from fitnets_tf.run import mid_epoch
 
 MODES = ("fitnet", "kd", "scratch", "stagewise_labels")

@@ -56,6 +56,34 @@ def test_linear_and_activation_regressors():
 
 
 @pytest.mark.parametrize(
+    ("hint", "activation"),
+    [
+        # Values below 0, which a ReLU regressor never reaches (an irreducible hint loss).
+        (lambda: keras.layers.ReLU(negative_slope=0.3, name="hint"), "linear"),
+        (lambda: keras.layers.ReLU(6.0, negative_slope=0.1, name="hint"), "linear"),
+        (lambda: keras.layers.LeakyReLU(0.3, name="hint"), "linear"),
+        (lambda: keras.layers.Activation(tf.nn.leaky_relu, name="hint"), "leaky_relu"),
+        # A function Keras has no activation of that name for: its range is unknown.
+        (lambda: keras.layers.Activation(lambda x: keras.activations.relu(x, negative_slope=0.3),
+                                         name="hint"), "linear"),  # fmt: skip
+        # Within [0, max_value]: a ReLU reaches it; ReLU6 is bounded as MobileNets' hint is.
+        (lambda: keras.layers.ReLU(6.0, name="hint"), "relu6"),
+        (lambda: keras.layers.ReLU(2.0, threshold=0.5, name="hint"), "relu"),
+        (lambda: keras.layers.Activation(tf.nn.relu6, name="hint"), "relu6"),
+    ],
+    ids=["relu_slope", "relu6_slope", "leaky_relu_layer", "tf_leaky_relu", "lambda", "relu6",
+         "relu_bounded_threshold", "tf_relu6"],
+)  # fmt: skip
+def test_the_regressor_reaches_every_value_of_the_hint(hint, activation):
+    inputs = keras.Input((8, 8, 1))
+    h = hint()(keras.layers.Conv2D(5, 3, name="conv")(inputs))
+    teacher = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(h)))
+    regressor = fitnets_tf.Distiller(teacher, tiny_model("s", 4, 1), "hint", "conv1").regressor
+    assert isinstance(regressor, keras.layers.Conv2D)
+    assert regressor.activation.__name__ == activation and regressor.kernel_size == (3, 3)
+
+
+@pytest.mark.parametrize(
     ("hint", "guided", "match"),
     [
         ("conv1", "pool1", "hint map is larger than the guided map"),  # 8×8 hint, 4×4 guided
@@ -147,6 +175,57 @@ def test_a_student_whose_dense_layer_has_the_softmax_is_refused(teacher, student
     assert d.teacher.layers[-1].activation is keras.activations.linear
 
 
+def _out(h, activation=None):
+    return keras.layers.Dense(3, activation=activation, name="out")(h)
+
+
+# A softmax as the user may write it: not always keras.activations.softmax, which alone was found.
+_SOFTMAX_HEADS = {
+    "Dense(activation=tf.nn.softmax)": lambda h: _out(h, tf.nn.softmax),
+    "Dense(activation=keras.ops.softmax)": lambda h: _out(h, keras.ops.softmax),
+    "Activation(tf.nn.softmax)": lambda h: keras.layers.Activation(tf.nn.softmax)(_out(h)),
+    "keras.ops.softmax": lambda h: keras.ops.softmax(_out(h)),
+    "Lambda(tf.math.softmax)": lambda h: keras.layers.Lambda(tf.math.softmax)(_out(h)),
+}
+
+
+def _flat_model(head, name: str) -> keras.Model:
+    """2 features → ``head`` (its Dense "out": W = [[1, 2, 3], [-1, 0, 4]], b = [.5, 0, -.5])."""
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, head(inputs), name=name)
+    kernel, bias = np.array([[1, 2, 3], [-1, 0, 4]], "float32"), np.array([0.5, 0, -0.5], "float32")
+    model.get_layer("out").set_weights([kernel, bias])
+    return model
+
+
+@pytest.mark.parametrize("head", list(_SOFTMAX_HEADS))
+def test_a_final_softmax_is_left_out_whatever_function_applies_it(head):
+    # tf.nn.softmax's probabilities were taken for logits: soft targets near uniform at τ = 3.
+    teacher = _flat_model(_SOFTMAX_HEADS[head], "t")
+    d = fitnets_tf.Distiller(teacher, _flat_model(_out, "s"))
+    x = np.array([[1, 1], [0, 2]], "float32")
+    # x·W + b: [0 + .5, 2, 7 − .5] and [−2 + .5, 0, 8 − .5], the Dense's weights kept.
+    np.testing.assert_allclose(d.teacher(x), [[0.5, 2.0, 6.5], [-1.5, 0.0, 7.5]], rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.softmax(d.teacher(x)), teacher(x), rtol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["Dense(activation=tf.nn.softmax)",
+                                  "Dense(activation=keras.ops.softmax)"])  # fmt: skip
+def test_a_student_whose_dense_layer_has_any_softmax_is_refused(head):
+    # Its logits would come from a copy of the Dense, which training would update instead.
+    with pytest.raises(ConfigError, match="student 's' ends in a layer with a softmax"):
+        fitnets_tf.Distiller(_flat_model(_out, "t"), _flat_model(_SOFTMAX_HEADS[head], "s"))
+
+
+@pytest.mark.parametrize("head", ["Activation(tf.nn.softmax)", "keras.ops.softmax",
+                                  "Lambda(tf.math.softmax)"])  # fmt: skip
+def test_a_student_ending_in_a_softmax_of_its_own_trains_its_logits(head):
+    student = _flat_model(_SOFTMAX_HEADS[head], "s")
+    d = fitnets_tf.Distiller(_flat_model(_out, "t"), student)
+    assert d.student.layers[-1] is student.get_layer("out")  # the student's own layer
+    x = np.array([[1, 1]], "float32")
+    np.testing.assert_allclose(d.student(x), [[0.5, 2.0, 6.5]], rtol=1e-6)
+
 
 def test_labels_outside_the_classes_fail_the_step_instead_of_training_silently(teacher, student):
     # one_hot makes an out-of-range id a row of zeros: no loss, and no error, before the check.
@@ -178,6 +257,23 @@ def test_teacher_and_student_of_other_class_counts_are_refused(teacher):
     five = tiny_model("student", width=4, seed=1, classes=5)
     with pytest.raises(ConfigError, match="gives 3 classes and the student 'student' 5"):
         fitnets_tf.Distiller(teacher, five)
+
+
+@pytest.mark.parametrize(("teacher_classes", "student_classes", "refused"),
+                         [(1, 1, "teacher"), (1, 3, "teacher"), (3, 1, "student")])  # fmt: skip
+def test_one_logit_models_are_refused_at_construction(teacher_classes, student_classes, refused):
+    # Keras' binary classifier, Dense(1, activation="sigmoid"): a softmax over one logit is 1,
+    # so every loss was 0 (or a label 1 failed the step as a class the model does not have).
+    t = tiny_model("teacher", width=6, seed=0, pieces=3, classes=teacher_classes)
+    if teacher_classes == 1:
+        head = keras.layers.Dense(1, activation="sigmoid", name="prob")
+        t = keras.Model(t.inputs, head(t.get_layer("gap").output), name="teacher")
+    s = tiny_model("student", width=4, seed=1, classes=student_classes)
+    match = f"The {refused} '{refused}' gives 1 output, but distillation needs at least 2 class"
+    with pytest.raises(ConfigError, match=match) as info:
+        fitnets_tf.Distiller(t, s, hint_layer="pool1", guided_layer="pool1")
+    assert "keras.layers.Dense(2) with no activation, trained on labels 0 and 1" in str(info.value)
+
 
 def test_tau_squared_scales_the_soft_term(teacher, student):
     x, y = tiny_data(16)

@@ -274,6 +274,18 @@ def test_bad_arguments_are_refused(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("softmax", [tf.nn.softmax, keras.ops.softmax], ids=["tf", "ops"])
+def test_a_student_ending_in_any_softmax_function_is_refused(tmp_path, softmax):
+    # Only keras.activations.softmax was found: tf.nn.softmax's probabilities were exported,
+    # and the export's own softmax applied to them (every row near uniform).
+    student = keras.Sequential(
+        [keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(3, activation=softmax)]
+    )
+    with pytest.raises(export.ExportConfigError, match="must output logits; its last layer"):
+        export.export_student(student, tmp_path / "s.keras", "keras")
+    assert os.listdir(tmp_path) == []
+
+
 def test_onnx_keeps_constants_of_preprocessing_layers(tmp_path):
     # keras' Normalization(mean=...) holds its statistics as captured constants, not variables;
     # Keras' own ONNX route made them required graph inputs. The export verifies the artifact

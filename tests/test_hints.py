@@ -96,6 +96,12 @@ def test_an_unmatchable_pair_is_named_at_construction():
         (dict(hints=[("pool1", "pool1")], hint_weights=(1.0, 2.0)), "1 finite number"),
         (dict(hints=[("pool1", "pool1")], hint_weights=(0.0,)), "> 0"),
         (dict(hints=[("pool1", "pool1")], hint_weights=(float("inf"),)), "finite"),
+        # Without pairs it read "must be 0 finite number(s) > 0".
+        (
+            dict(hint_weights=(1.0,)),
+            r"weigh the hint pairs, and there are none \(KD only\): "
+            r"give the pairs they weigh \(hints=\[\(hint_layer, guided_layer\), \.\.\.\]",
+        ),
     ],
 )
 def test_malformed_hints_are_refused(kwargs, match):
@@ -168,8 +174,13 @@ def test_auto_pair_refuses_a_student_too_small_for_the_hint():
     small = keras.layers.Conv2D(1, 2, name="c")(inputs)  # 1×1 maps: smaller than the 2×2 hint
     small = keras.layers.Conv2D(1, 1, name="d")(small)
     student = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(small)))
-    with pytest.raises(HintShapeError, match="no student layer can be mapped"):
+    with pytest.raises(HintShapeError, match="no student layer can be mapped") as info:
         hint_choice.auto_pair(teacher, student)
+    # Both ways of naming a pair: Distiller(hints="auto") and --hints=auto both get here.
+    assert (
+        "Name a pair instead: hints=[(teacher_layer, student_layer)] in Python, "
+        "--hints=teacher_layer:student_layer on the command line"
+    ) in str(info.value)
 
 
 def test_auto_pair_refusal_names_a_pair_that_fits():
@@ -184,7 +195,9 @@ def test_auto_pair_refusal_names_a_pair_that_fits():
     h = keras.layers.Conv2D(1, 2, name="s1")(inputs)  # 3×3
     h = keras.layers.Conv2D(1, 2, name="s2")(h)  # 2×2
     student = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
-    with pytest.raises(HintShapeError, match=r"'t2' \(4, 4, 1\).*e\.g\. --hints=t3:s2, "):
+    with pytest.raises(HintShapeError, match=r"'t2' \(4, 4, 1\).*Name a pair instead: "
+                       r"hints=\[\('t3', 's2'\)\] in Python, --hints=t3:s2 on the command line "
+                       r"\(the teacher's feature layer nearest its middle"):  # fmt: skip
         hint_choice.auto_pair(teacher, student)
 
 

@@ -177,6 +177,23 @@ def test_a_model_for_other_images_is_refused(model_files):
         sources.resolve(model_files[0], (32, 32, 3), 10, keep_weights=True, role="teacher")
 
 
+def _binary_classifier() -> keras.Model:
+    """28×28×1 → one sigmoid output: Keras' usual binary classifier."""
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.GlobalAveragePooling2D(name="b_gap")(keras.layers.Conv2D(2, 3)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(h), name="binary")
+
+
+def test_a_one_output_file_is_refused_as_a_binary_classifier(tmp_path):
+    # It was refused as a model for another dataset ("gives 1 outputs, but the dataset has 2
+    # classes"), which does not say that distillation cannot use one logit.
+    path = str(tmp_path / "binary.keras")
+    _binary_classifier().save(path)
+    with pytest.raises(ConfigError, match=rf"The teacher '{re.escape(path)}' gives 1 output, but "
+                       r"distillation needs at least 2 class logits.*Dense\(2\)"):  # fmt: skip
+        sources.resolve(path, (28, 28, 1), 2, keep_weights=True, role="teacher")
+
+
 def test_the_files_auto_pair_is_the_middle_of_each(model_files):
     teacher, student = (keras.saving.load_model(p) for p in model_files)
     chosen = hint_choice.auto_pair(teacher, student)
@@ -259,6 +276,18 @@ def test_list_layers_prints_both_models_and_the_auto_choice_and_writes_nothing(m
                       "--hints=t_poolX:s_pool2", "--list_layers", timeout=120)  # fmt: skip
     assert wrong.returncode == 1 and "Unknown hint_layer 't_poolX'" in wrong.stderr
     assert not workdir.exists()
+
+
+def test_a_one_output_student_file_is_refused_before_any_training(tmp_path):
+    _binary_classifier().save(tmp_path / "binary.keras")
+    workdir = tmp_path / "run"
+    proc = train_cli(SMOKE, f"--workdir={workdir}", f"--student={tmp_path / 'binary.keras'}",
+                     "--mode=kd", "--nomeasure_latency", timeout=120)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "fitnets_tf.train: error:" in line]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert "binary.keras' gives 1 output, but distillation needs at least 2 class" in errors[0]
+    assert not (workdir / "teacher").exists() and not (workdir / "kd").exists()
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import keras
 
 from fitnets_tf.errors import ExportConfigError, ExportError, MissingStudentError
 from fitnets_tf.export.fold import fold_batch_norm
+from fitnets_tf.models.logits import final_softmax
 from fitnets_tf.run import io
 from fitnets_tf.run.layout import RunLayout
 
@@ -225,11 +226,8 @@ def check_student(student) -> None:
             f"(if you hold a Distiller, export `distiller.student`). Received: {student.name!r} "
             f"({type(student).__name__})"
         )
-    last = student.layers[-1]
-    if (
-        isinstance(last, keras.layers.Softmax)
-        or getattr(last, "activation", None) is keras.activations.softmax
-    ):
+    last = final_softmax(student)  # any softmax function, not only keras.activations.softmax
+    if last is not None:
         raise ExportConfigError(
             f"The student must output logits; its last layer {last.name!r} applies a softmax, and "
             "the export adds its own."

@@ -7,8 +7,10 @@ The modules: :mod:`~fitnets_tf.models.specs` (a maxout net as data), :mod:`~fitn
 :mod:`~fitnets_tf.models.cifar_resnet` and :mod:`~fitnets_tf.models.cifar_vgg` (the CRD /
 RepDistiller CIFAR-100 benchmark's ResNets, WRNs and VGGs), :mod:`~fitnets_tf.models.registry`
 (:func:`build` by name), :mod:`~fitnets_tf.models.counting` (parameters, and Table 5's
-multiplications) and :mod:`~fitnets_tf.models.sources` (a name, a user's ``.keras`` file or a
-``keras.applications`` constructor: what ``--teacher`` and ``--student`` take).
+multiplications), :mod:`~fitnets_tf.models.sources` (a name, a user's ``.keras`` file or a
+``keras.applications`` constructor: what ``--teacher`` and ``--student`` take) and
+:mod:`~fitnets_tf.models.logits` (a final softmax left out, and the checks of a teacher and a
+student's ends).
 
 Every model is Functional and outputs logits, with stable layer names for hints: the paper's
 ``conv{i}`` / ``pool{i}`` / ``fc`` / ``logits`` (see :mod:`~fitnets_tf.models.maxout_net`), the

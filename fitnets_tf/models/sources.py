@@ -44,7 +44,8 @@ import keras
 from fitnets_tf import batch_norm
 from fitnets_tf.errors import ConfigError, ModelFileError
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
-from fitnets_tf.models.nesting import flattened, layer_input
+from fitnets_tf.models.logits import check_class_logits, without_softmax
+from fitnets_tf.models.nesting import flattened
 from fitnets_tf.models.registry import build, names
 from fitnets_tf.run import io
 
@@ -242,7 +243,8 @@ def for_dataset(
     (:func:`at_input_shape`), and with its nested models' layers at the top level.
 
     Raises:
-        ConfigError: not one Functional input and output, or not ``num_classes`` logits out;
+        ConfigError: not one Functional input and output, fewer than 2 logits out
+            (:func:`~fitnets_tf.models.logits.check_class_logits`), or not ``num_classes``;
             the message names ``role`` and ``spec``.
         DataError: the model does not take ``input_shape`` images (the message says how to
             resize them).
@@ -258,6 +260,8 @@ def for_dataset(
     from fitnets_tf.data import check_input_shape  # data imports models: import when used
 
     check_input_shape(inputs[0].shape, input_shape, role)
+    # Before the dataset's classes: a binary classifier's one output needs its own advice.
+    check_class_logits(outputs[0].shape[-1], role, spec or model.name)
     if outputs[0].shape[-1] != num_classes:
         raise ConfigError(
             f"{what} gives {outputs[0].shape[-1]} outputs, but the dataset has {num_classes} "
@@ -276,126 +280,3 @@ def _nested(model: keras.Model) -> bool:
     except (AttributeError, ValueError):  # a Sequential model not called since loading
         return False
     return any(isinstance(end, (list, tuple, dict)) for end in ends)
-
-
-def _ends(model: keras.Model):
-    """``(inputs, outputs)`` of a Functional or built Sequential model; None for a subclassed
-    one (its ends are known only once it is called)."""
-    try:
-        return list(model.inputs), list(model.outputs)
-    except (AttributeError, ValueError, TypeError):
-        return None
-
-
-def ends_in_softmax(model: keras.Model) -> bool:
-    """Whether a Functional (or built Sequential) model's last layer applies a softmax (a
-    subclassed model's end is not a layer: False)."""
-    if _ends(model) is None or not model.layers:
-        return False
-    last = model.layers[-1]
-    return isinstance(last, keras.layers.Softmax) or (
-        getattr(last, "activation", None) is keras.activations.softmax
-    )
-
-
-def without_softmax(model: keras.Model) -> keras.Model:
-    """The model's logits: the Distiller applies the softmax (and the temperature) itself.
-
-    ``model`` itself unless it is a Functional model ending in a softmax; otherwise a model
-    sharing its layers up to the softmax (a Dense's own softmax: a linear copy of the Dense
-    with the same weights).
-    """
-    if not ends_in_softmax(model):
-        return model
-    last = model.layers[-1]
-    # Its input in this model's graph: the softmax of a flattened application (its
-    # `predictions`) was also called in the application's own graph.
-    logits_in = layer_input(model, last)
-    if isinstance(last, (keras.layers.Softmax, keras.layers.Activation)):
-        return keras.Model(model.inputs[0], logits_in, name=model.name)
-    linear = last.__class__.from_config({**last.get_config(), "activation": "linear"})
-    outputs = linear(logits_in)
-    linear.set_weights(last.get_weights())
-    return keras.Model(model.inputs[0], outputs, name=model.name)
-
-
-def logits_for_distilling(model: keras.Model, role: str) -> keras.Model:
-    """``model`` for the Distiller: its logits, a final softmax left out (and said so)."""
-    logits = without_softmax(model)
-    if logits is model:
-        return model
-    if role == "student" and not any(layer is logits.layers[-1] for layer in model.layers):
-        # A Dense's own softmax: its logits come from a copy, which training would update
-        # instead of the student's layer.
-        raise ConfigError(
-            f"The student {model.name!r} ends in a layer with a softmax activation: the "
-            "Distiller trains its logits. Build it with activation=None on that layer (a "
-            "separate Softmax layer at the end is fine: it is left out)."
-        )
-    print(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
-    return logits
-
-
-def check_pair(teacher: keras.Model, student: keras.Model) -> None:
-    """What the Distiller needs of two models, checked before any data is read: one input and
-    one output each, inputs of the same shape (both are called on the same batches) and the
-    same number of classes. Without it, each surfaces in the first step as a shape error deep
-    inside Keras or TensorFlow."""
-    ends = {"teacher": _ends(teacher), "student": _ends(student)}
-    for role, model in (("teacher", teacher), ("student", student)):
-        if ends[role] is None:
-            continue
-        inputs, outputs = ends[role]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ConfigError(
-                f"The {role} {model.name!r} has {len(inputs)} input(s) and {len(outputs)} "
-                "output(s); the Distiller needs one of each (images in, class logits out). "
-                f"Give it keras.Model({role}.inputs[i], {role}.outputs[j]) with the ones that "
-                "take the images and give the classes."
-            )
-    if None not in ends.values():
-        shapes = [tuple(ends[role][0][0].shape[1:]) for role in ("teacher", "student")]
-        same = len(shapes[0]) == len(shapes[1]) and all(
-            a is None or b is None or a == b for a, b in zip(*shapes, strict=True)
-        )
-        if not same:
-            raise ConfigError(
-                f"The teacher {teacher.name!r} takes inputs of shape {shapes[0]} and the student "
-                f"{student.name!r} {shapes[1]}: both are called on the same batches. Build the "
-                "student for the teacher's input shape (channels last), or resize inside a "
-                "model (keras.layers.Resizing)."
-            )
-    check_same_classes(teacher, student)
-
-
-def check_batched(images, model: keras.Model) -> None:
-    """Refuses images that are one example of ``model``'s input: a dataset not batched.
-
-    Keras would take the first image axis for the batch, and fail deep inside a layer
-    ("Negative dimension size caused by subtracting 2 from 1") or train on nonsense.
-    """
-    ends = _ends(model)
-    if ends is None or len(images.shape) != len(ends[0][0].shape) - 1:
-        return
-    expected = tuple(ends[0][0].shape[1:])
-    if all(e is None or e == d for e, d in zip(expected, images.shape, strict=True)):
-        raise ValueError(
-            f"The batches hold one image of shape {tuple(images.shape)}, with no batch axis: "
-            f"{model.name!r} takes batches of shape (batch, *{expected}). Batch the dataset: "
-            "ds.batch(64)."
-        )
-
-
-def check_same_classes(teacher: keras.Model, student: keras.Model) -> None:
-    """Both give the same number of classes (known for Functional models; a subclassed one's
-    is known once it is called, and a mismatch then fails in the first step)."""
-    try:
-        classes = teacher.outputs[0].shape[-1], student.outputs[0].shape[-1]
-    except (AttributeError, ValueError, IndexError):
-        return
-    if None not in classes and classes[0] != classes[1]:
-        raise ConfigError(
-            f"The teacher {teacher.name!r} gives {classes[0]} classes and the student "
-            f"{student.name!r} {classes[1]}: distillation matches their class probabilities. "
-            f"Build the student with {classes[0]} outputs."
-        )
