@@ -33,7 +33,12 @@ from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     tap,
     valid_names,
 )
-from fitnets_tf.models.logits import check_batched, check_pair, logits_for_distilling
+from fitnets_tf.models.logits import (
+    check_batched,
+    check_class_logits,
+    check_pair,
+    logits_for_distilling,
+)
 from fitnets_tf.models.nesting import flattened
 from fitnets_tf.step_inputs import (  # noqa: F401  (the keys: re-exported)
     CACHED_HINT,
@@ -68,15 +73,6 @@ def _positive(name: str, value: float, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"`{name}` must be a number {bound}. Received: {name}={value!r}")
     return float(value)
-
-
-def _regularized(scaled, terms: dict, models) -> tuple:
-    """``(scaled, terms)`` with the trained models' own losses (regularizers, ``add_loss``) in
-    the loss, as Keras adds them: ``loss`` then differs from the sum of the logged terms."""
-    extra = losses.regularization(models)
-    if extra is None:
-        return scaled, terms
-    return scaled + extra[1], {**terms, "loss": terms["loss"] + extra[0]}
 
 
 def _as_list(outputs) -> list:
@@ -332,14 +328,19 @@ class Distiller(keras.Model):
         else:
             teacher_logits = self.teacher(x, training=False)
         student_logits = self.student(x, training=training)
-        ce, ce_scaled = losses.per_replica_mean(losses.cross_entropy(y, student_logits), sample_weight)
+        check_class_logits(student_logits.shape[-1], "student", self.student.name)  # subclassed
+        ce = losses.cross_entropy(y, student_logits)
+        ce, ce_scaled = losses.per_replica_mean(ce, sample_weight)
         kd, kd_scaled = losses.per_replica_mean(
             losses.kd_loss(teacher_logits, student_logits, self.temperature, self.tau_squared),
             sample_weight,
         )
         lam = ops.convert_to_tensor(self.kd_lambda)
         terms = {"loss": ce + lam * kd, "ce_loss": ce, "kd_loss": kd}
-        return (*_regularized(ce_scaled + lam * kd_scaled, terms, [self.student]), student_logits)
+        scaled, terms = losses.with_regularization(
+            ce_scaled + lam * kd_scaled, terms, [self.student]
+        )
+        return scaled, terms, student_logits
 
     def _hint_losses(self, hints, x, sample_weight, training: bool):
         """``Σ wᵢ · L_HT,ᵢ`` (scaled for gradients) and the logged terms."""
@@ -358,7 +359,8 @@ class Distiller(keras.Model):
         if len(self.hints) == 1:
             terms = {}
         terms = {"loss": total, "hint_loss": total, **terms}
-        return _regularized(scaled_total, terms, [self._taps.student_guided, *self.regressors])
+        trained = [self._taps.student_guided, *self.regressors]
+        return losses.with_regularization(scaled_total, terms, trained)
 
     def _update_trackers(self, terms, batch_size, training: bool):
         for name, value in terms.items():

@@ -2,7 +2,7 @@
 
 Every loss returns one value per example (shape ``(batch,)``) in float32, whatever the
 compute dtype of its inputs; :func:`per_replica_mean` averages it over the batch and scales it
-for ``tf.distribute``, and :func:`regularization` adds the models' own losses, as the
+for ``tf.distribute``, and :func:`with_regularization` adds the models' own losses, as the
 :class:`~fitnets_tf.Distiller`'s steps do. Keeping the reduction apart lets one definition
 serve training, evaluation, sample weights and several replicas.
 
@@ -116,18 +116,19 @@ def per_replica_mean(per_example, sample_weight=None):
     return mean, mean / float(_replicas())
 
 
-def regularization(models):
-    """The models' own losses (weight and activity regularizers, ``add_loss``) summed, and the
-    same divided by the replica count, as Keras' ``compute_loss`` adds them to a model's loss;
-    None when they have none, so that the step is then exactly what it is without them.
-
-    A frozen layer's weight regularizer is not among them (Keras counts trainable weights').
+def with_regularization(scaled, terms: dict, models) -> tuple:
+    """``(scaled, terms)``, a step's loss to differentiate (:func:`per_replica_mean`'s scaled
+    values) and its logged terms, with the models' own losses (weight and activity
+    regularizers, ``add_loss``) added to both (to ``terms["loss"]``, the total), summed and
+    scaled as Keras' ``compute_loss`` adds them to a model's loss. Unchanged when the models
+    have none, so that the step is then exactly what it is without them. A frozen layer's
+    weight regularizer is not among them (Keras counts trainable weights').
     """
     found = [loss for model in models for loss in model.losses]
     if not found:
-        return None
+        return scaled, terms
     total = ops.sum(ops.stack([ops.sum(ops.cast(loss, "float32")) for loss in found]))
-    return total, total / float(_replicas())
+    return scaled + total / float(_replicas()), {**terms, "loss": terms["loss"] + total}
 
 
 def _replicas() -> int:

@@ -144,3 +144,22 @@ def test_an_optimizer_that_cannot_be_copied_is_named_with_the_fix(teacher, stude
     d.fit(x, y, batch_size=8, verbose=0)
     with pytest.raises(ValueError, match="has been used already.*Pass a new optimizer instead"):
         d.compile(optimizer=optimizer, phase="kd")
+
+
+def test_a_subclassed_student_of_one_logit_is_refused_at_its_first_step(teacher):
+    # Its output size is known once called: the step's trace refuses it, where the softmax
+    # over one logit would make every loss 0 (under jit_compile, silently).
+    class Binary(keras.Model):
+        def __init__(self):
+            super().__init__(name="binary")
+            self.pool = keras.layers.GlobalAveragePooling2D()
+            self.out = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.out(self.pool(x))
+
+    x, y = tiny_data(8)
+    d = fitnets_tf.Distiller(teacher, Binary())
+    d.compile(optimizer="sgd", phase="kd", jit_compile=True)
+    with pytest.raises(ConfigError, match="The student 'binary' gives 1 output, but distillat"):
+        d.fit(x, y % 1, batch_size=8, verbose=0)
