@@ -6,7 +6,12 @@ Serving convention, the same in every format:
   *normalised* tensor the student was trained on (the output of the run's preprocessing).
   With ``include_preprocessing=True`` the run's fitted preprocessing (``preprocessor.keras``,
   GCN/ZCA included when the run used them) is baked into the graph and ``"images"`` is raw
-  pixels in [0, 255], still float32.
+  pixels in [0, 255], still float32. The SavedModel's signature refuses a batch of any other
+  shape (``tf.ensure_shape``: ``InvalidArgumentError``, see ``writers.write_saved_model``);
+  ONNX Runtime refuses one too, Keras one of another channel count. LiteRT cannot: its
+  converter drops the check and its signature runner resizes the input to whatever it is
+  given, so a LiteRT client calls ``resize_tensor_input(index, shape, strict=True)``, which
+  may change only the batch size.
 * one output named ``"probabilities"``: the softmax of the student's logits, float32 ``(N, K)``.
   A server wants probabilities; argmax is unchanged, and clients that need logits have the
   ``.keras`` training artifact. The Softmax is a built-in layer, so no Lambda (no pickled
