@@ -266,6 +266,40 @@ def test_non_empty_output_is_refused_and_untouched(tmp_path, fmt):
     assert sorted(os.listdir(tmp_path)) == [output.name]
 
 
+def test_overwrite_replaces_an_earlier_artifact_never_a_folder_of_other_files(tmp_path):
+    # `--format=saved_model --output=RUN/export --overwrite` replaced the folder holding every
+    # earlier export with one SavedModel.
+    student = make_student()
+    folder = tmp_path / "export"
+    export.export_student(student, folder / "student.keras", "keras")
+    (tmp_path / "notes.onnx").mkdir()
+    (tmp_path / "notes.onnx" / "mine.txt").write_text("mine")
+    (tmp_path / "notes").write_text("mine")
+    refused = {
+        folder: (f"{folder} is a directory without saved_model.pb, not a SavedModel; nothing was "
+                 "written. --overwrite replaces only an earlier SavedModel, never other files: "
+                 f"choose another --output, such as a new path inside {folder}."),
+        tmp_path / "notes": "notes is a file, not a SavedModel",
+        tmp_path / "notes.onnx": "notes.onnx is a directory, not a .onnx file",
+    }  # fmt: skip
+    for output, message in refused.items():
+        fmt = "onnx" if output.suffix else "saved_model"
+        for overwrite in (True, False):  # --overwrite would not help: the message says so
+            with pytest.raises(export.OutputExistsError) as info:
+                export.export_student(student, output, fmt, overwrite=overwrite)
+            assert message in str(info.value)
+    (folder / "student_saved_model").mkdir()  # format="all" checks each path before writing
+    (folder / "student_saved_model" / "mine.txt").write_text("mine")
+    with pytest.raises(export.OutputExistsError, match="without saved_model.pb"):
+        export.export_student(student, folder, "all", overwrite=True)
+    assert sorted(os.listdir(folder)) == ["student.keras", "student_saved_model"]
+    assert os.listdir(folder / "student_saved_model") == ["mine.txt"]
+    # An earlier artifact of the format is replaced, as before.
+    earlier = export.export_student(student, folder / "served", "saved_model")
+    assert export.export_student(student, earlier, "saved_model", overwrite=True) == earlier
+    assert export.export_student(student, folder / "student.keras", "keras", overwrite=True)
+
+
 def _crashing_writer(exc: BaseException):
     def write(model, path):
         # Leave partial files behind, as a writer killed half-way would.

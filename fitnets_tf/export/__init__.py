@@ -180,8 +180,9 @@ def export_student(
             ``include_preprocessing``.
         include_preprocessing: bake the preprocessing into the graph, so that ``"images"`` is
             raw pixels in [0, 255] instead of the normalised tensor.
-        overwrite: replace an existing non-empty ``output``. The old artifact stays in place
-            until the new one has been written and verified.
+        overwrite: replace an earlier artifact of the format at ``output`` (a SavedModel
+            directory, or a file), never a directory of other files. The old artifact stays in
+            place until the new one has been written and verified.
         class_names: the class of each output index, in label order, written into the
             SavedModel, ONNX and LiteRT artifacts (see :mod:`~fitnets_tf.export.labels`; a
             ``.keras`` file gets none): ``"auto"`` for the run's ``summary.json``
@@ -193,7 +194,8 @@ def export_student(
 
     Raises:
         MissingStudentError: the run directory or its ``student.keras`` does not exist.
-        OutputExistsError: ``output`` exists, is non-empty and ``overwrite`` is False.
+        OutputExistsError: ``output`` is a non-empty earlier artifact and ``overwrite`` is
+            False, or holds anything else that is not empty (even with ``overwrite``).
         ExportConfigError: bad format, suffix, student, or no preprocessor to bake in; an
             ``output`` that is the run directory, holds it, or is one of its files; class
             names that are not K strings, or given for ``format="keras"`` alone.
@@ -210,7 +212,7 @@ def export_student(
     for fmt, path in outputs.items():  # every check before the first artifact is written
         check_suffix(path, fmt)
         refuse_run_files(path, workdir)
-        refuse_existing(path, overwrite)
+        refuse_existing(path, overwrite, fmt)
     baked = None
     if include_preprocessing:
         baked = resolve_preprocessor(preprocessor, run_preprocessor, workdir)
