@@ -74,7 +74,8 @@ class MissingStudentError(ExportError, FileNotFoundError):
 
 
 class OutputExistsError(ExportError, FileExistsError):
-    """The output path exists, is not empty, and ``overwrite`` was not given."""
+    """The output path holds something that may not be replaced: an earlier artifact of the
+    format without ``overwrite``, or (even with it) anything else that is not empty."""
 
 
 class ExportConfigError(ExportError, ValueError):

@@ -42,6 +42,24 @@ def run_saved_model(path, x):
     }
 
 
+def saved_model_refusals(path, x):
+    """What the SavedModel's signature says to ``x`` without its channel axis and with three
+    channels: the error's type and the line naming the shapes, or None if it ran. (Before the
+    signature checked shapes, the first aborted this process in oneDNN's convolution.)"""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    said = {}
+    for name, bad in (("rank3", x[..., 0]), ("rgb", np.repeat(x, 3, axis=-1))):
+        try:
+            signature(images=tf.constant(bad))
+            said[name] = None
+        except Exception as err:  # noqa: BLE001  (what a client sees is what the test pins)
+            lines = [line for line in str(err).splitlines() if "expected shape" in line]
+            said[name] = f"{type(err).__name__}: {(lines or [str(err)])[0].strip()}"
+    return said
+
+
 def run_onnx(path, x):
     import onnxruntime
 
@@ -152,6 +170,8 @@ def check(case, arrays):
                 }
             diffs.append(float(np.max(np.abs(got - want))))
         info["class_names"] = CLASS_NAMES[case["format"]](case["path"])
+        if case["format"] == "saved_model":
+            info["refused"] = saved_model_refusals(case["path"], x)
     except ImportError as err:
         package = INSTALL_HINTS.get(case["format"], case["format"])
         detail = f"{case['format']} runtime not importable ({err}); pip install {package}"

@@ -162,6 +162,50 @@ def test_keras_export_loads_safely_and_holds_only_the_student(run, fresh_process
     assert "Lambda" not in result["layer_classes"]
 
 
+@pytest.mark.parametrize("raw", [False, True])
+def test_saved_model_refuses_a_batch_of_another_shape_naming_the_expected_one(
+    fresh_process_results, raw
+):
+    # A batch without its channel axis aborted the server's process (oneDNN's convolution); one
+    # with three channels could run as a grouped convolution, with wrong probabilities.
+    result = fresh_process_results[f"saved_model-{raw}"]
+    expected = "is not compatible with expected shape [?,8,8,1]."
+    assert result["refused"] == {
+        "rank3": f"InvalidArgumentError: Shape of tensor images [6,8,8] {expected}",
+        "rgb": f"InvalidArgumentError: Shape of tensor images [6,8,8,3] {expected}",
+    }
+
+
+def test_litert_runs_another_channel_count_unless_the_client_resizes_strictly(tmp_path):
+    # LiteRT cannot refuse it itself (README, "Export and serving"): the converter drops a shape
+    # check, which the declared shape proves true, and the signature runner resizes the input to
+    # whatever it is given. The README's advice, a strict resize, is what refuses.
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert runs LiteRT", exc_type=ImportError)
+    from ai_edge_litert.interpreter import Interpreter
+
+    inputs = keras.Input(SHAPE)
+    # Six filters: a three-channel batch runs as a grouped convolution of three groups.
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(6, 3)(inputs))
+    student = keras.Model(inputs, keras.layers.Dense(5)(x))
+    path = export.export_student(student, tmp_path / "s.tflite", "litert")
+    rgb = np.ones((2, 8, 8, 3), "float32")
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    assert runner(images=rgb)["probabilities"].shape == (2, 5)  # accepted, and meaningless
+    interpreter = Interpreter(model_path=str(path))
+    index = interpreter.get_input_details()[0]["index"]
+    with pytest.raises(RuntimeError, match="dimension 3 of tensor 0 with value 1 to 3"):
+        interpreter.resize_tensor_input(index, rgb.shape, strict=True)
+    with pytest.raises(RuntimeError, match=r"\(4 != 3\)"):
+        interpreter.resize_tensor_input(index, (2, 8, 8), strict=True)
+    gray = np.linspace(-1, 1, 2 * 64, dtype="float32").reshape(2, *SHAPE)
+    interpreter.resize_tensor_input(index, gray.shape, strict=True)  # the batch alone: allowed
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, gray)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, softmax(student(gray)), atol=1e-5)
+
+
 def test_default_paths(run):
     workdir, _, _, paths, _ = run
     names = {key: path.relative_to(workdir / "export").as_posix() for key, path in paths.items()}
@@ -220,6 +264,40 @@ def test_non_empty_output_is_refused_and_untouched(tmp_path, fmt):
         export.export_student(student, output, fmt)
     assert sentinel.read_text() == "old"
     assert sorted(os.listdir(tmp_path)) == [output.name]
+
+
+def test_overwrite_replaces_an_earlier_artifact_never_a_folder_of_other_files(tmp_path):
+    # `--format=saved_model --output=RUN/export --overwrite` replaced the folder holding every
+    # earlier export with one SavedModel.
+    student = make_student()
+    folder = tmp_path / "export"
+    export.export_student(student, folder / "student.keras", "keras")
+    (tmp_path / "notes.onnx").mkdir()
+    (tmp_path / "notes.onnx" / "mine.txt").write_text("mine")
+    (tmp_path / "notes").write_text("mine")
+    refused = {
+        folder: (f"{folder} is a directory without saved_model.pb, not a SavedModel; nothing was "
+                 "written. --overwrite replaces only an earlier SavedModel, never other files: "
+                 f"choose another --output, such as a new path inside {folder}."),
+        tmp_path / "notes": "notes is a file, not a SavedModel",
+        tmp_path / "notes.onnx": "notes.onnx is a directory, not a .onnx file",
+    }  # fmt: skip
+    for output, message in refused.items():
+        fmt = "onnx" if output.suffix else "saved_model"
+        for overwrite in (True, False):  # --overwrite would not help: the message says so
+            with pytest.raises(export.OutputExistsError) as info:
+                export.export_student(student, output, fmt, overwrite=overwrite)
+            assert message in str(info.value)
+    (folder / "student_saved_model").mkdir()  # format="all" checks each path before writing
+    (folder / "student_saved_model" / "mine.txt").write_text("mine")
+    with pytest.raises(export.OutputExistsError, match="without saved_model.pb"):
+        export.export_student(student, folder, "all", overwrite=True)
+    assert sorted(os.listdir(folder)) == ["student.keras", "student_saved_model"]
+    assert os.listdir(folder / "student_saved_model") == ["mine.txt"]
+    # An earlier artifact of the format is replaced, as before.
+    earlier = export.export_student(student, folder / "served", "saved_model")
+    assert export.export_student(student, earlier, "saved_model", overwrite=True) == earlier
+    assert export.export_student(student, folder / "student.keras", "keras", overwrite=True)
 
 
 def _crashing_writer(exc: BaseException):

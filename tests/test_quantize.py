@@ -82,6 +82,12 @@ def test_existing_output_is_refused_before_converting(tmp_path):
     with pytest.raises(OutputExistsError):
         quantize.export_quantized(tiny_student(), tmp_path / "student.tflite", "dynamic")
     assert (tmp_path / "student.tflite").read_bytes() == b"old"
+    (tmp_path / "notes.tflite").mkdir()  # not an earlier artifact: --overwrite does not apply
+    (tmp_path / "notes.tflite" / "mine.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="notes.tflite is a directory, not a .tflite file"):
+        quantize.export_quantized(tiny_student(), tmp_path / "notes.tflite", "dynamic",
+                                  overwrite=True)  # fmt: skip
+    assert os.listdir(tmp_path / "notes.tflite") == ["mine.txt"]
 
 
 def _writer_finding_no_room(*_):

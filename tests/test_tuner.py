@@ -2,6 +2,7 @@
 and the CLI on configs/tune_smoke.flags (outputs, resume, interruption, refusals, chief/workers).
 """
 
+import csv
 import json
 import os
 import shutil
@@ -107,6 +108,33 @@ def test_results_are_in_trial_order_when_a_search_is_resumed_with_more_trials():
         hyperparameters=types.SimpleNamespace(space=[]),
     )  # fmt: skip
     assert [r["trial_id"] for r in search.trial_rows(oracle, search.SearchSpace(), 1)] == ids
+
+
+def test_best_epoch_counts_the_epochs_a_hyperband_trial_continues(tmp_path):
+    # keras-tuner's best_step indexes the epochs of the trial's own run: a trial continuing
+    # another from epoch 1, best at the second epoch it ran, is best at epoch 3 (it said 2).
+    def trial(trial_id, **tuner):
+        hp = types.SimpleNamespace(values={"kd_lambda": 2.0, "temperature": 3.0, **tuner})
+        return types.SimpleNamespace(
+            trial_id=trial_id,
+            status="COMPLETED",
+            score=0.8125,
+            best_step=1,
+            hyperparameters=hp,
+            metrics=types.SimpleNamespace(exists=lambda name: False),
+        )
+
+    oracle = types.SimpleNamespace(
+        trials={"0": trial("0", **{"tuner/epochs": 3, "tuner/initial_epoch": 0}),
+                "1": trial("1", **{"tuner/epochs": 3, "tuner/initial_epoch": 1}),
+                "2": trial("2")},  # a random or Bayesian search's: no tuner/ values
+        hyperparameters=types.SimpleNamespace(space=[]),
+    )  # fmt: skip
+    rows = search.trial_rows(oracle, search.SearchSpace(), 4)
+    assert [(r["best_epoch"], r["epochs"]) for r in rows] == [(2, 3), (3, 3), (2, 4)]
+    text = tune.best_flagfile(config_lib.ExperimentConfig(), rows[1], "t.keras", tmp_path, "best")
+    header = text.splitlines()[0]
+    assert header.endswith("trial 1, validation accuracy 0.8125 after 3 of 3 epoch(s).")
 
 
 def test_a_tie_keeps_the_defaults_as_the_best_trial(tmp_path):
@@ -352,6 +380,14 @@ def test_hyperband_continues_a_trial_from_its_student_checkpoint(teacher_path, t
     assert all(tr.status == "COMPLETED" for tr in trials)
     continued = [tr for tr in trials if "tuner/trial_id" in tr.hyperparameters.values]
     assert continued  # a later round started from an earlier trial's (student-only) weights
+    rows = {r["trial_id"]: r for r in search.trial_rows(t.oracle, search.SearchSpace(), 3)}
+    for tr in continued:
+        # The epoch log.csv numbers (from 0), counted on from the trial it continues.
+        with open(os.path.join(t.get_trial_dir(tr.trial_id), "log.csv")) as f:
+            log = list(csv.DictReader(f))
+        best = max(log, key=lambda epoch: float(epoch["val_accuracy"]))  # the first of equals
+        assert int(log[0]["epoch"]) == tr.hyperparameters.values["tuner/initial_epoch"] > 0
+        assert rows[tr.trial_id]["best_epoch"] == int(best["epoch"]) + 1
 
 
 class _PoisonedUnlessDefault(search.FitNetsHyperModel):

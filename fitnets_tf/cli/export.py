@@ -32,7 +32,8 @@ flags.DEFINE_string("output", None, "Output path; defaults to WORKDIR/export/stu
 flags.DEFINE_bool("include_preprocessing", False, "Bake WORKDIR/preprocessor.keras into the graph: "
                   "the model then takes raw pixels in [0, 255].")  # fmt: skip
 flags.DEFINE_bool(
-    "overwrite", False, "Replace a non-empty --output (only once the new one is complete)."
+    "overwrite", False, "Replace an earlier artifact of the format at --output (only once the "
+    "new one is complete); never a directory of other files."
 )
 flags.DEFINE_enum(
     "quantize", None, tuple(quantize.QUANTIZATIONS), "Write a quantized model: 'dynamic' = "
@@ -117,7 +118,8 @@ def _export_quantized(workdir: pathlib.Path) -> pathlib.Path:
         f"{default.stem}_{FLAGS.quantize}{default.suffix}"
     )
     refuse_run_files(output, workdir)
-    export.refuse_existing(output, FLAGS.overwrite)  # before the calibration images are read
+    # Before the calibration images are read.
+    export.refuse_existing(output, FLAGS.overwrite, FLAGS.format)
     calibration = None
     if FLAGS.quantize == "int8":
         source = quantize.calibration_source(workdir)

@@ -6,7 +6,12 @@ Serving convention, the same in every format:
   *normalised* tensor the student was trained on (the output of the run's preprocessing).
   With ``include_preprocessing=True`` the run's fitted preprocessing (``preprocessor.keras``,
   GCN/ZCA included when the run used them) is baked into the graph and ``"images"`` is raw
-  pixels in [0, 255], still float32.
+  pixels in [0, 255], still float32. The SavedModel's signature refuses a batch of any other
+  shape (``tf.ensure_shape``: ``InvalidArgumentError``, see ``writers.write_saved_model``);
+  ONNX Runtime refuses one too, Keras one of another channel count. LiteRT cannot: its
+  converter drops the check and its signature runner resizes the input to whatever it is
+  given, so a LiteRT client calls ``resize_tensor_input(index, shape, strict=True)``, which
+  may change only the batch size.
 * one output named ``"probabilities"``: the softmax of the student's logits, float32 ``(N, K)``.
   A server wants probabilities; argmax is unchanged, and clients that need logits have the
   ``.keras`` training artifact. The Softmax is a built-in layer, so no Lambda (no pickled
@@ -175,8 +180,9 @@ def export_student(
             ``include_preprocessing``.
         include_preprocessing: bake the preprocessing into the graph, so that ``"images"`` is
             raw pixels in [0, 255] instead of the normalised tensor.
-        overwrite: replace an existing non-empty ``output``. The old artifact stays in place
-            until the new one has been written and verified.
+        overwrite: replace an earlier artifact of the format at ``output`` (a SavedModel
+            directory, or a file), never a directory of other files. The old artifact stays in
+            place until the new one has been written and verified.
         class_names: the class of each output index, in label order, written into the
             SavedModel, ONNX and LiteRT artifacts (see :mod:`~fitnets_tf.export.labels`; a
             ``.keras`` file gets none): ``"auto"`` for the run's ``summary.json``
@@ -188,7 +194,8 @@ def export_student(
 
     Raises:
         MissingStudentError: the run directory or its ``student.keras`` does not exist.
-        OutputExistsError: ``output`` exists, is non-empty and ``overwrite`` is False.
+        OutputExistsError: ``output`` is a non-empty earlier artifact and ``overwrite`` is
+            False, or holds anything else that is not empty (even with ``overwrite``).
         ExportConfigError: bad format, suffix, student, or no preprocessor to bake in; an
             ``output`` that is the run directory, holds it, or is one of its files; class
             names that are not K strings, or given for ``format="keras"`` alone.
@@ -205,7 +212,7 @@ def export_student(
     for fmt, path in outputs.items():  # every check before the first artifact is written
         check_suffix(path, fmt)
         refuse_run_files(path, workdir)
-        refuse_existing(path, overwrite)
+        refuse_existing(path, overwrite, fmt)
     baked = None
     if include_preprocessing:
         baked = resolve_preprocessor(preprocessor, run_preprocessor, workdir)

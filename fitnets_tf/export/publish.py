@@ -23,22 +23,55 @@ from fitnets_tf.run import io, lock
 from fitnets_tf.run.layout import RunLayout
 
 STAGING_MARK = ".partial-"
+# What makes a directory a SavedModel (tf.saved_model.contains_saved_model also accepts .pbtxt,
+# which no export here writes).
+SAVED_MODEL_FILE = "saved_model.pb"
 
 
-def refuse_existing(output: str | pathlib.Path, overwrite: bool) -> None:
-    """Raises :class:`OutputExistsError` if ``output`` holds something and may not be replaced."""
+def refuse_existing(output: str | pathlib.Path, overwrite: bool, format: str) -> None:
+    """Raises :class:`OutputExistsError` if ``output`` holds something and may not be replaced:
+    anything but an earlier ``format`` artifact, or that without ``overwrite``.
+
+    An earlier artifact is what the format writes: a directory holding ``saved_model.pb``, or a
+    file for the others. ``--overwrite`` once replaced a whole folder of other exports by one
+    SavedModel: it replaces an artifact, never a folder of other things.
+    """
     output = pathlib.Path(output)
-    if overwrite or not (output.exists() or output.is_symlink()):
+    if not (output.exists() or output.is_symlink()):
         return
     empty = (output.is_dir() and not any(output.iterdir())) or (
         output.is_file() and output.stat().st_size == 0
     )
-    if not empty:
+    if empty:
+        return
+    if output.exists() and not _is_artifact(output, format):
+        raise OutputExistsError(_not_an_artifact(output, format))
+    if not overwrite:
         raise OutputExistsError(
             f"{output} already exists and is not empty; nothing was written. Choose another "
             "--output, or pass --overwrite to replace it (the old artifact is kept until the new "
             "one is complete)."
         )
+
+
+def _is_artifact(output: pathlib.Path, format: str) -> bool:
+    if format == "saved_model":
+        return output.is_dir() and (output / SAVED_MODEL_FILE).is_file()
+    return output.is_file()
+
+
+def _not_an_artifact(output: pathlib.Path, format: str) -> str:
+    if format == "saved_model":
+        what = f"a directory without {SAVED_MODEL_FILE}" if output.is_dir() else "a file"
+        artifact = "SavedModel"
+    else:
+        what = "a directory" if output.is_dir() else "neither a file nor a directory"
+        artifact = f"{writers.SUFFIXES[format]} file"
+    inside = f", such as a new path inside {output}" if output.is_dir() else ""
+    return (
+        f"{output} is {what}, not a {artifact}; nothing was written. --overwrite replaces only "
+        f"an earlier {artifact}, never other files: choose another --output{inside}."
+    )
 
 
 def refuse_run_files(output: str | pathlib.Path, workdir: str | pathlib.Path | None) -> None:
@@ -90,7 +123,7 @@ def publish(
             writers.WRITERS[format](serving, staged)
             labels.write(staged, format, class_names)
             verify(staged, format, serving, raw, class_names)
-        refuse_existing(output, overwrite)  # Something may have appeared while we wrote.
+        refuse_existing(output, overwrite, format)  # Something may have appeared meanwhile.
         move_into_place(staged, output, staging / "previous")
 
 

@@ -177,7 +177,7 @@ def export_quantized(
         format: ``"litert"`` or ``"onnx"``.
         calibration: ``(N, H, W, C)`` float32 training images for ``"int8"``; the first
             :data:`CALIBRATION_IMAGES` are used.
-        overwrite: replace an existing ``output``.
+        overwrite: replace an earlier ``.tflite`` / ``.onnx`` file at ``output``.
         raw: ``serving`` takes raw pixels (its preprocessing baked in): without calibration
             images, it is checked on pixel values.
         class_names: the class of each output index, written into the artifact as
@@ -197,7 +197,7 @@ def export_quantized(
     output = pathlib.Path(output).expanduser()
     writers.check_suffix(output, format)
     names = labels.resolve(class_names, None, serving.outputs[0].shape[-1], (format,))
-    refuse_existing(output, overwrite)
+    refuse_existing(output, overwrite, format)
     images = None if calibration is None else np.asarray(calibration, "float32")[:CALIBRATION_IMAGES]
     with staging_directory(output) as staging:
         staged = staging / output.name
@@ -207,7 +207,7 @@ def export_quantized(
         verify_class_names(staged, format, names)
         probe = probe_images(serving, raw, 4) if images is None else images
         _verify(staged, format, serving, probe)
-        refuse_existing(output, overwrite)
+        refuse_existing(output, overwrite, format)
         move_into_place(staged, output, staging / "previous")
     return output
 

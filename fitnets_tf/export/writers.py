@@ -50,7 +50,22 @@ def check_suffix(output: pathlib.Path, format: str) -> None:
 
 
 def write_saved_model(model: keras.Model, path: pathlib.Path) -> None:
-    model.export(str(path), format="tf_saved_model", verbose=False)
+    # Not `model.export(format="tf_saved_model")`: its signature declares the input's shape but
+    # TensorFlow does not enforce it on a call. A rank-3 batch then reaches oneDNN's convolution,
+    # whose failed check aborts the whole process (a server dies on one bad request), and
+    # (N, H, W, 3) for a one-channel model can run as a grouped convolution and return wrong
+    # probabilities. tf.ensure_shape fails first, with an InvalidArgumentError naming the
+    # expected shape; every later op depends on its output, so none runs.
+    shape = model.inputs[0].shape
+    spec = tf.TensorSpec(shape, "float32", name=INPUT_NAME)
+
+    def serve(images):
+        return model(tf.ensure_shape(images, shape), training=False)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serve, input_signature=[spec])  # what model.export names it
+    archive.write_out(str(path), verbose=False)
 
 
 def write_keras(model: keras.Model, path: pathlib.Path) -> None:

@@ -63,7 +63,10 @@ def _row(trial, space: SearchSpace, defaults: dict, trial_epochs: int) -> dict:
     for metric in ("val_loss", "accuracy"):  # at the best epoch
         exists = done and trial.metrics.exists(metric)
         row[metric] = float(trial.metrics.get_history(metric)[-1].mean()) if exists else None
-    row["best_epoch"] = trial.best_step + 1 if done else None
+    # keras-tuner's best_step indexes this run's epochs; a Hyperband trial that continues an
+    # earlier one starts at epoch `tuner/initial_epoch`, as its log.csv and its "epochs" count.
+    first = values.get("tuner/initial_epoch", 0)
+    row["best_epoch"] = first + trial.best_step + 1 if done else None
     row["epochs"] = values.get("tuner/epochs", trial_epochs)
     return row
 
