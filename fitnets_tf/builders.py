@@ -119,9 +119,10 @@ def load_run_data(
 ) -> data_lib.Datasets:
     """:func:`load_data` as the run whose ``data.json`` is ``record`` holds its data out
     (:func:`run_holdout`, read before the data is), checked against that record
-    (:func:`~fitnets_tf.run.data_record.check_same`: written by a new run)."""
+    (:func:`~fitnets_tf.run.data_record.check_same`: written by a new run, and rewritten until
+    a stage has ``started``)."""
     holdout = run_holdout(config, record, started=started)
-    return data_record.check_same(record, load_data(config, holdout))
+    return data_record.check_same(record, load_data(config, holdout), bound=started)
 
 
 def run_holdout(

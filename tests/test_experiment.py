@@ -1,5 +1,6 @@
 """The Python API of a run refuses bad input before any expensive work, and is seeded."""
 
+import json
 import time
 
 import keras
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fitnets_tf import builders, data, errors, evaluation, experiment
 from fitnets_tf import config as config_lib
-from fitnets_tf import data, errors, evaluation, experiment
 from fitnets_tf.run import layout
 
 SMOKE = config_lib.ExperimentConfig().with_values(
@@ -213,3 +214,19 @@ def test_a_student_whose_batch_norm_lags_is_named_with_the_fix():
     assert evaluation.lagging_batch_norm("kd", outer, None, 0.33) is None  # nothing to compare
     plain = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
     assert evaluation.lagging_batch_norm("kd", plain, history, 0.33) is None  # no BatchNorm
+
+
+def test_a_start_refused_before_training_leaves_the_run_free_to_change_its_data(tmp_path):
+    # Refused once its data was recorded (here: models that do not fit), the fixed command,
+    # on other data, was refused in turn as "not what the run started with".
+    bad = SMOKE.with_values(modes=("fitnet",), hint_layer="conv1", guided_layer="pool2")
+    with pytest.raises(errors.HintShapeError, match="hint map is larger"):
+        experiment.run(bad, tmp_path)
+    record = tmp_path / "data.json"
+    assert json.loads(record.read_text())["examples"]["test"] == 128
+    experiment.run(SMOKE.with_values(limit=64), tmp_path, log=lambda m: None)
+    assert json.loads(record.read_text())["examples"]["test"] == 64
+    # From its first stage on, the run is bound to that data.
+    with pytest.raises(errors.DataError, match="not what the run in .* started with"):
+        builders.load_run_data(SMOKE, record, started=True)
+
