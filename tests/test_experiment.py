@@ -216,6 +216,19 @@ def test_a_student_whose_batch_norm_lags_is_named_with_the_fix():
     assert evaluation.lagging_batch_norm("kd", plain, history, 0.33) is None  # no BatchNorm
 
 
+def _conv_teacher(path, seed: int = 0) -> str:
+    """A small trained-teacher file for the synthetic data (28×28×1, 10 classes), functional
+    so that hints=auto finds its middle layer; another ``seed``, other weights."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="t_conv1")(inputs)
+    h = keras.layers.MaxPooling2D(2, name="t_pool1")(h)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="t_conv2")(h)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
+    keras.Model(inputs, outputs).save(path)
+    return str(path)
+
+
 def test_a_start_refused_before_training_leaves_the_run_free_to_change_its_data(tmp_path):
     # Refused once its data was recorded (here: models that do not fit), the fixed command,
     # on other data, was refused in turn as "not what the run started with".
@@ -229,4 +242,20 @@ def test_a_start_refused_before_training_leaves_the_run_free_to_change_its_data(
     # From its first stage on, the run is bound to that data.
     with pytest.raises(errors.DataError, match="not what the run in .* started with"):
         builders.load_run_data(SMOKE, record, started=True)
+
+
+def test_stage_two_without_stage_one_is_refused_before_any_mode_trains(tmp_path):
+    # --stages=stage2 in a new --workdir: mode kd trained in full before fitnet found no
+    # stage-1 student.
+    config = SMOKE.with_values(
+        modes=("kd", "fitnet", "stagewise_labels"), stages=("stage2",), hints=("auto",),
+        teacher_path=_conv_teacher(tmp_path / "teacher.keras"),
+    )  # fmt: skip
+    start = time.monotonic()
+    with pytest.raises(errors.ConfigError, match=r"Stage 'hints' of mode 'fitnet' is not run now"
+                       r".*; stage 'guided_labels' of mode 'stagewise_labels' is not run now.*"
+                       r"run those stages first in this --workdir"):  # fmt: skip
+        experiment.run(config, tmp_path / "run")
+    assert time.monotonic() - start < 5
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]  # nothing trained
 
