@@ -48,7 +48,7 @@ from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
 from fitnets_tf.pretrained import is_pretrained, recipe_config
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.summary import dataset_fields, summary_table
-from fitnets_tf.run import io, layout, lock, preemption, runtime
+from fitnets_tf.run import io, layout, lock, preemption, runtime, teacher_file
 from fitnets_tf.run.plan import Plan, check_earlier_stages, plan  # noqa: F401  (Plan: re-exported)
 from fitnets_tf.run.resume import RunState, StageCheckpoint, restore_seed_states
 
@@ -120,10 +120,11 @@ class Experiment:
                      f"({', '.join(keys)}): nothing to do. Its results are in summary.json.")  # fmt: skip
             return json.loads(self.files.summary.read_text())
         if self.state.resuming:
-            done = [k for k in keys if self.state.done(k)]
             self.log(f"resuming the run in {self.files.root}; stages done: "
-                     f"{', '.join(done) or 'none'}")  # fmt: skip
+                     f"{', '.join(self.plan.done(self.state)) or 'none'}")  # fmt: skip
         check_earlier_stages(self.plan, self.state, self.files)
+        teacher_file.check_same(self.state, teacher_file.given_file(self.config, self.plan,
+                                                                    self.state))  # fmt: skip
         # First: a multi-worker strategy configures TensorFlow's collective ops, which
         # TensorFlow refuses once any op has run (loading the data runs some).
         strategy = distribute.make_strategy(self.config.runtime.strategy)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from fitnets_tf import builders, data, errors, evaluation, experiment
 from fitnets_tf import config as config_lib
-from fitnets_tf.run import layout
+from fitnets_tf.run import io, layout, resume, teacher_file
 
 SMOKE = config_lib.ExperimentConfig().with_values(
     dataset="synthetic", teacher="mnist_teacher", student="mnist_fitnet", init="he_uniform",
@@ -259,3 +259,27 @@ def test_stage_two_without_stage_one_is_refused_before_any_mode_trains(tmp_path)
     assert time.monotonic() - start < 5
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]  # nothing trained
 
+
+def test_a_teacher_file_changed_between_stages_is_refused(tmp_path):
+    # Retrained and saved over in place after stage 1: stage 2 learned from the other teacher.
+    path = _conv_teacher(tmp_path / "teacher.keras")
+    config = SMOKE.with_values(modes=("fitnet",), teacher_path=path, hints=("auto",),
+                               hints_epochs=1)  # fmt: skip
+    run = tmp_path / "run"
+    experiment.run(config.with_values(stages=("stage1",)), run, log=lambda m: None)
+    then = io.file_sha256(path)
+    _conv_teacher(path, seed=1)
+    logs = []
+    with pytest.raises(errors.WorkdirError, match=rf"The teacher file '{path}' changed since the "
+                       rf"run in .* started \(sha256 {then} then, {io.file_sha256(path)} now\).*"
+                       r"Restore the file it started with, or start a new --workdir"):  # fmt: skip
+        experiment.run(config.with_values(stages=("stage2",)), run, log=logs.append)
+    # The stages done, not those asked for now (stage 2: "none").
+    assert logs == [f"resuming the run in {run}; stages done: fitnet/hints"]
+    # A run from before the sha256 was recorded resumes, and records the file as it is now.
+    state = resume.RunState(run, config.fingerprint())
+    del state.data[teacher_file.KEY]
+    state.save()
+    experiment.run(config.with_values(stages=("stage2",)), run, log=lambda m: None)
+    state = json.loads((run / "run_state.json").read_text())
+    assert state[teacher_file.KEY] == io.file_sha256(path) and state["stages"]["fitnet/kd"]["done"]

@@ -43,6 +43,13 @@ class Plan:
         first = every.index(todo[0]) if todo else len(every)
         return every[first - 1] if first > 0 else None
 
+    def done(self, state) -> list[str]:
+        """Every stage ``state`` records as done, by this call or an earlier one (whatever
+        ``--stages`` selects now), in training order."""
+        order = ["teacher"] + [f"{m}/{s}" for m in self.mode_stages for s in STAGES_OF_MODE[m]]
+        others = sorted(k for k in state.data["stages"] if k not in order)
+        return [k for k in order + others if state.done(k)]
+
 
 def plan(config) -> Plan:
     """The stages of each mode of ``config`` (an :class:`~fitnets_tf.config.ExperimentConfig`)
