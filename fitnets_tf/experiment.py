@@ -48,7 +48,7 @@ from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
 from fitnets_tf.pretrained import is_pretrained, recipe_config
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.summary import dataset_fields, summary_table
-from fitnets_tf.run import io, layout, lock, preemption, runtime, teacher_file
+from fitnets_tf.run import io, layout, lock, ownership, preemption, runtime, teacher_file
 from fitnets_tf.run.plan import Plan, check_earlier_stages, plan  # noqa: F401  (Plan: re-exported)
 from fitnets_tf.run.resume import RunState, StageCheckpoint, restore_seed_states
 
@@ -67,6 +67,9 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     """
     config.validate()
     files = layout.RunLayout(layout.prepare(workdir))
+    # Before the lock file and the removal of killed writers' litter: a user's folder refused
+    # is left as it was.
+    ownership.claim(files.root, config)
     s = config.schedule
     with (
         lock.hold(files.root), preemption.watch(), io.run_writes(files.root),
