@@ -15,6 +15,7 @@ import keras
 from fitnets_tf import data as data_lib
 from fitnets_tf import pretrained
 from fitnets_tf.config import ExperimentConfig
+from fitnets_tf.data.sources import FOLDER, NPZ
 from fitnets_tf.errors import ConfigError, TeacherLoadError
 from fitnets_tf.maxout import TIES as MAXOUT_TIES
 from fitnets_tf.models import sources
@@ -95,6 +96,25 @@ def models_of(config: ExperimentConfig) -> tuple[keras.Model, keras.Model]:
     return teacher, new_student(config, *shape)
 
 
+def input_paths(config: ExperimentConfig) -> dict[str, pathlib.Path]:
+    """The user's files and folders a run of ``config`` reads, by the flag that names them: a
+    ``.keras`` student, the teacher's file (a run directory's ``teacher/teacher.keras``), the
+    ``--dataset`` file or folder. A run must never write over them (:mod:`~fitnets_tf.run.ownership`)."""
+    m, found = config.models, {}
+    if sources.is_keras_file(m.student):
+        found["--student"] = pathlib.Path(m.student)
+    teacher = m.trained_teacher()
+    if teacher and not pretrained.is_pretrained(teacher):
+        path = pathlib.Path(teacher).expanduser()
+        found["--teacher_path" if m.teacher_path else "--teacher"] = (
+            layout.RunLayout(path).teacher if path.is_dir() else path
+        )
+    for prefix in (FOLDER, NPZ):
+        if config.data.dataset.startswith(prefix):
+            found["--dataset"] = pathlib.Path(config.data.dataset.removeprefix(prefix))
+    return {flag: path.expanduser() for flag, path in found.items()}
+
+
 def load_data(
     config: ExperimentConfig, holdout: str = data_lib.DEFAULT_HOLDOUT
 ) -> data_lib.Datasets:
@@ -119,9 +139,10 @@ def load_run_data(
 ) -> data_lib.Datasets:
     """:func:`load_data` as the run whose ``data.json`` is ``record`` holds its data out
     (:func:`run_holdout`, read before the data is), checked against that record
-    (:func:`~fitnets_tf.run.data_record.check_same`: written by a new run)."""
+    (:func:`~fitnets_tf.run.data_record.check_same`: written by a new run, and rewritten until
+    a stage has ``started``)."""
     holdout = run_holdout(config, record, started=started)
-    return data_record.check_same(record, load_data(config, holdout))
+    return data_record.check_same(record, load_data(config, holdout), bound=started)
 
 
 def run_holdout(

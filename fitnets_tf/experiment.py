@@ -4,7 +4,8 @@
 an :class:`~fitnets_tf.config.ExperimentConfig`; notebooks and scripts call it directly. It
 follows the paper's procedure, one method of :class:`Experiment` per step:
 
-1. :meth:`~Experiment.plan`: which stages of which modes run now, and what is already done;
+1. :func:`~fitnets_tf.run.plan.plan`: which stages of which modes run now, what is already
+   done, and whether every stage finds the student it continues from;
 2. :meth:`~Experiment.build_models`: the teacher (trained here or loaded) and one student per
    mode, all students from the same initial weights;
 3. :meth:`~Experiment.train_teacher`, then freeze it;
@@ -17,7 +18,6 @@ Everything cheap to check (names, layers, shapes, the run directory) is checked 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -48,7 +48,8 @@ from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
 from fitnets_tf.pretrained import is_pretrained, recipe_config
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.summary import dataset_fields, summary_table
-from fitnets_tf.run import io, layout, lock, preemption, runtime
+from fitnets_tf.run import io, layout, lock, ownership, preemption, runtime, teacher_file
+from fitnets_tf.run.plan import Plan, check_earlier_stages, plan  # noqa: F401  (Plan: re-exported)
 from fitnets_tf.run.resume import RunState, StageCheckpoint, restore_seed_states
 
 HINT_MODES = ("fitnet", "stagewise_labels")  # the modes that use a hint/guided pair
@@ -66,6 +67,9 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     """
     config.validate()
     files = layout.RunLayout(layout.prepare(workdir))
+    # Before the lock file and the removal of killed writers' litter: a user's folder refused
+    # is left as it was.
+    ownership.claim(files.root, config)
     s = config.schedule
     with (
         lock.hold(files.root), preemption.watch(), io.run_writes(files.root),
@@ -73,33 +77,6 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
                         mixed_precision=s.mixed_precision),
     ):  # fmt: skip
         return Experiment(config, files, log).run()
-
-
-@dataclasses.dataclass
-class Plan:
-    """What one call runs: the stage keys (``teacher``, ``<mode>/<stage>``) and their order."""
-
-    train_teacher: bool
-    mode_stages: dict[str, list[str]]  # per mode, the mode's stages selected by --stages
-
-    @property
-    def keys(self) -> list[str]:
-        return (["teacher"] if self.train_teacher else []) + [
-            f"{mode}/{stage}" for mode, names in self.mode_stages.items() for stage in names
-        ]
-
-
-def plan(config: ExperimentConfig) -> Plan:
-    """The stages of each mode that ``--stages`` selects (by the paper's stage 1 / stage 2)."""
-    selected = config.runtime.run_stages()
-    mode_stages = {
-        mode: [s for s in stages.STAGES_OF_MODE[mode] if stages.PAPER_STAGE[s] in selected]
-        for mode in config.schedule.modes
-    }
-    # A shipped teacher (pretrained:NAME) is loaded unless the teacher stage is asked for.
-    retrain = is_pretrained(config.models.teacher_path)  # then its recorded recipe trains it
-    train_teacher = "teacher" in selected and (config.models.trained_teacher() is None or retrain)
-    return Plan(train_teacher, mode_stages)
 
 
 class Experiment:
@@ -146,9 +123,11 @@ class Experiment:
                      f"({', '.join(keys)}): nothing to do. Its results are in summary.json.")  # fmt: skip
             return json.loads(self.files.summary.read_text())
         if self.state.resuming:
-            done = [k for k in keys if self.state.done(k)]
             self.log(f"resuming the run in {self.files.root}; stages done: "
-                     f"{', '.join(done) or 'none'}")  # fmt: skip
+                     f"{', '.join(self.plan.done(self.state)) or 'none'}")  # fmt: skip
+        check_earlier_stages(self.plan, self.state, self.files)
+        teacher_file.check_same(self.state, teacher_file.given_file(self.config, self.plan,
+                                                                    self.state))  # fmt: skip
         # First: a multi-worker strategy configures TensorFlow's collective ops, which
         # TensorFlow refuses once any op has run (loading the data runs some).
         strategy = distribute.make_strategy(self.config.runtime.strategy)
@@ -301,11 +280,9 @@ class Experiment:
 
     def train_mode(self, mode: str, teacher, student, distiller_data) -> None:
         """The stages of one mode still to run, from the weights of the stage before them."""
-        all_stages = stages.STAGES_OF_MODE[mode]
-        todo = [s for s in self.plan.mode_stages[mode] if not self.state.done(f"{mode}/{s}")]
-        first = all_stages.index(todo[0]) if todo else len(all_stages)
-        if first > 0:
-            self._load_stage_student(student, mode, all_stages[first - 1])
+        todo = self.plan.todo(mode, self.state)
+        if earlier := self.plan.starts_from(mode, self.state):  # found by check_earlier_stages
+            self._load_stage_student(student, mode, earlier)
         if todo:
             self.log(f"== student: {self.config.models.student}, mode {mode}, stages "
                      f"{', '.join(todo)}")  # fmt: skip
@@ -325,11 +302,6 @@ class Experiment:
 
     def _load_stage_student(self, student: keras.Model, mode: str, stage: str) -> None:
         path = self.files.stage_student(mode, stage)
-        if not path.is_file():
-            raise ConfigError(
-                f"Stage '{stage}' of mode '{mode}' is not run now, but {str(path)!r} does not "
-                "exist: run that stage first in this --workdir, or include it in --stages."
-            )
         student.set_weights(io.load_model(path, "student").get_weights())
         # A .keras file leaves out seed-generator states: dropout goes on where the stage left it.
         restore_seed_states(student, self.state.stage(f"{mode}/{stage}").get("seed_states"))

@@ -1,5 +1,6 @@
 """The Python API of a run refuses bad input before any expensive work, and is seeded."""
 
+import json
 import time
 
 import keras
@@ -7,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fitnets_tf import builders, data, errors, evaluation, experiment
 from fitnets_tf import config as config_lib
-from fitnets_tf import data, errors, evaluation, experiment
-from fitnets_tf.run import layout
+from fitnets_tf.run import io, layout, resume, teacher_file
 
 SMOKE = config_lib.ExperimentConfig().with_values(
     dataset="synthetic", teacher="mnist_teacher", student="mnist_fitnet", init="he_uniform",
@@ -213,3 +214,72 @@ def test_a_student_whose_batch_norm_lags_is_named_with_the_fix():
     assert evaluation.lagging_batch_norm("kd", outer, None, 0.33) is None  # nothing to compare
     plain = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
     assert evaluation.lagging_batch_norm("kd", plain, history, 0.33) is None  # no BatchNorm
+
+
+def _conv_teacher(path, seed: int = 0) -> str:
+    """A small trained-teacher file for the synthetic data (28×28×1, 10 classes), functional
+    so that hints=auto finds its middle layer; another ``seed``, other weights."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="t_conv1")(inputs)
+    h = keras.layers.MaxPooling2D(2, name="t_pool1")(h)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="t_conv2")(h)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
+    keras.Model(inputs, outputs).save(path)
+    return str(path)
+
+
+def test_a_start_refused_before_training_leaves_the_run_free_to_change_its_data(tmp_path):
+    # Refused once its data was recorded (here: models that do not fit), the fixed command,
+    # on other data, was refused in turn as "not what the run started with".
+    bad = SMOKE.with_values(modes=("fitnet",), hint_layer="conv1", guided_layer="pool2")
+    with pytest.raises(errors.HintShapeError, match="hint map is larger"):
+        experiment.run(bad, tmp_path)
+    record = tmp_path / "data.json"
+    assert json.loads(record.read_text())["examples"]["test"] == 128
+    experiment.run(SMOKE.with_values(limit=64), tmp_path, log=lambda m: None)
+    assert json.loads(record.read_text())["examples"]["test"] == 64
+    # From its first stage on, the run is bound to that data.
+    with pytest.raises(errors.DataError, match="not what the run in .* started with"):
+        builders.load_run_data(SMOKE, record, started=True)
+
+
+def test_stage_two_without_stage_one_is_refused_before_any_mode_trains(tmp_path):
+    # --stages=stage2 in a new --workdir: mode kd trained in full before fitnet found no
+    # stage-1 student.
+    config = SMOKE.with_values(
+        modes=("kd", "fitnet", "stagewise_labels"), stages=("stage2",), hints=("auto",),
+        teacher_path=_conv_teacher(tmp_path / "teacher.keras"),
+    )  # fmt: skip
+    start = time.monotonic()
+    with pytest.raises(errors.ConfigError, match=r"Stage 'hints' of mode 'fitnet' is not run now"
+                       r".*; stage 'guided_labels' of mode 'stagewise_labels' is not run now.*"
+                       r"run those stages first in this --workdir"):  # fmt: skip
+        experiment.run(config, tmp_path / "run")
+    assert time.monotonic() - start < 5
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]  # nothing trained
+
+
+def test_a_teacher_file_changed_between_stages_is_refused(tmp_path):
+    # Retrained and saved over in place after stage 1: stage 2 learned from the other teacher.
+    path = _conv_teacher(tmp_path / "teacher.keras")
+    config = SMOKE.with_values(modes=("fitnet",), teacher_path=path, hints=("auto",),
+                               hints_epochs=1)  # fmt: skip
+    run = tmp_path / "run"
+    experiment.run(config.with_values(stages=("stage1",)), run, log=lambda m: None)
+    then = io.file_sha256(path)
+    _conv_teacher(path, seed=1)
+    logs = []
+    with pytest.raises(errors.WorkdirError, match=rf"The teacher file '{path}' changed since the "
+                       rf"run in .* started \(sha256 {then} then, {io.file_sha256(path)} now\).*"
+                       r"Restore the file it started with, or start a new --workdir"):  # fmt: skip
+        experiment.run(config.with_values(stages=("stage2",)), run, log=logs.append)
+    # The stages done, not those asked for now (stage 2: "none").
+    assert logs == [f"resuming the run in {run}; stages done: fitnet/hints"]
+    # A run from before the sha256 was recorded resumes, and records the file as it is now.
+    state = resume.RunState(run, config.fingerprint())
+    del state.data[teacher_file.KEY]
+    state.save()
+    experiment.run(config.with_values(stages=("stage2",)), run, log=lambda m: None)
+    state = json.loads((run / "run_state.json").read_text())
+    assert state[teacher_file.KEY] == io.file_sha256(path) and state["stages"]["fitnet/kd"]["done"]

@@ -118,6 +118,39 @@ def test_a_refused_configuration_leaves_the_runs_flags_txt_as_it_was(tmp_path):
     assert (tmp_path / "flags.txt").read_text() == "--seed=12345\n"
 
 
+def test_the_fixed_command_runs_where_a_start_refused_before_training_left_files(tmp_path):
+    # The refusal came once the data was recorded; the same command with its fix (here other
+    # layers, and data of another size) was refused as "not what the run started with".
+    base = ["--flagfile=configs/smoke.flags", f"--workdir={tmp_path}", "--teacher_epochs=1",
+            "--kd_epochs=1", "--nomeasure_latency"]  # fmt: skip
+    proc = train_cli(*base, "--mode=fitnet", "--hint_layer=conv1", "--guided_layer=pool2",
+                     "--limit=128", timeout=120)  # fmt: skip
+    assert proc.returncode == 1 and "hint map is larger" in proc.stderr, proc.stderr[-2000:]
+    assert {"flags.txt", "versions.json", "data.json"} <= {p.name for p in tmp_path.iterdir()}
+    assert (tmp_path / "flags.txt").read_text().startswith("# The resolved flags of the ")
+    proc = train_cli(*base, "--mode=kd", "--limit=64", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "data.json").read_text())["examples"]["test"] == 64
+
+
+def test_a_users_folder_with_its_own_flagfile_is_refused_and_left_as_it_was(tmp_path):
+    # --flagfile=flags.txt --workdir=. in the user's project folder: flags.txt, student.keras
+    # (their --student) and summary.json were overwritten by the run's.
+    (tmp_path / "flags.txt").write_text(
+        "# my experiment\n--flagfile=configs/smoke.flags\n--mode=kd\n"
+        f"--student={tmp_path / 'student.keras'}\n--workdir={tmp_path}\n"
+    )
+    (tmp_path / "student.keras").write_bytes(b"the user's architecture file")
+    (tmp_path / "summary.json").write_text('{"my": "notes"}')
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    proc = train_cli(f"--flagfile={tmp_path / 'flags.txt'}", timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert ("is not a run directory, and it holds files a run writes: flags.txt, summary.json, "
+            "student.keras. A new run there would replace them. Give an empty or new --workdir."
+            in proc.stderr), proc.stderr[-2000:]  # fmt: skip
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_corrupt_teacher_file_is_refused(tmp_path):
     bad = tmp_path / "teacher.keras"
     bad.write_bytes(b"not a zip file")

@@ -41,7 +41,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the epoch lines
     from fitnets_tf import experiment
-    from fitnets_tf.run import io, layout, lock, preemption, state_file
+    from fitnets_tf.run import io, layout, lock, ownership, preemption, state_file
 
     config = flag_lib.validated_command_line(sys.argv)
     if FLAGS.list_layers:
@@ -52,12 +52,14 @@ def main(argv):
                                           config.models.regressor))  # fmt: skip
         return
     workdir = layout.prepare(FLAGS.workdir)
+    # Before the lock file and flags.txt: a user's folder refused is left as it was.
+    ownership.claim(workdir, config, flags=True)
     try:
         with lock.hold(workdir):  # before flags.txt: a refused second process changes nothing
             # So is a refused configuration: flags.txt keeps describing the run in workdir.
             state_file.refuse_other_config(workdir, config.fingerprint())
             flagfile = flag_lib.resolved_flagfile(config, FLAGS.workdir)
-            io.write_text(layout.RunLayout(workdir).flags, flagfile)
+            io.write_text(layout.RunLayout(workdir).flags, ownership.FLAGS_HEADER + flagfile)
             experiment.run(config, workdir, log=print)
     except preemption.Preempted as stopped:  # the lock is released by now
         print(f"fitnets_tf.train: {stopped}", file=sys.stderr, flush=True)

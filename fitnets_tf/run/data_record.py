@@ -6,7 +6,9 @@ held-out draw (so the test set) and the class list under stages already trained,
 class count surfaced only as a teacher "built for another dataset". The record is the classes,
 the image shape, the split sizes and the training labels' sha256 (pixels are not hashed); for a
 folder or an ``.npz`` file, also how its held-out examples were drawn and its given splits
-ordered (``holdout``, see :mod:`~fitnets_tf.data.holdout`).
+ordered (``holdout``, see :mod:`~fitnets_tf.data.holdout`). Until the run's first stage starts,
+other data replaces the record instead (:func:`check_same`): a start refused before it trained
+(a teacher made for one channel, three-channel images) must not keep the fixed command out.
 
 The draw is a property of the run, not an option: :func:`holdout_of` reads it from the record
 before the data is loaded, so a run started before the draw was stratified (its record names
@@ -69,12 +71,17 @@ def holdout_of(path: str | os.PathLike, *, started: bool = False) -> str:
     return recorded_holdout(before)
 
 
-def check_same(path: str | os.PathLike, datasets):
+def check_same(path: str | os.PathLike, datasets, *, bound: bool = True):
     """Returns ``datasets`` after recording it in ``path`` (a run's ``data.json``), or checking
     it against the record there.
 
+    A run is ``bound`` to its data once a stage has started. Before, a record that differs is
+    replaced: it is what a start refused before training left (``--channels=1`` added, as the
+    refusal said), and no model has learned from that data.
+
     Raises:
-        DataError: the data differs from the record, naming the fields that differ.
+        DataError: the data differs from the record of a ``bound`` run, naming the fields that
+            differ.
     """
     path = pathlib.Path(path)
     now = record(datasets)
@@ -86,9 +93,10 @@ def check_same(path: str | os.PathLike, datasets):
     if "holdout" in now:
         before = {**before, "holdout": recorded_holdout(before)}
     differ = [key for key in now if key in before and before[key] != now[key]]
-    if differ == ["class_names"] and before["class_names"] is None:
-        # Built-in datasets had no names recorded before they were read from TFDS: the same
-        # data, now named. The record takes the names (exports read them from the summary).
+    # Built-in datasets had no names recorded before they were read from TFDS: the same data,
+    # now named. The record takes the names (exports read them from the summary).
+    named = differ == ["class_names"] and before["class_names"] is None
+    if differ and (named or not bound):
         io.write_json(path, now)
         return datasets
     if differ:

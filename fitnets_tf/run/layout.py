@@ -2,7 +2,8 @@
 
 Training run (``python -m fitnets_tf.train``, :class:`RunLayout`)::
 
-    flags.txt             the resolved flagfile, re-runnable as is
+    flags.txt             the resolved flagfile, re-runnable as is (its first line marks a run's:
+                          fitnets_tf.run.ownership)
     versions.json         library versions, seed, host, the directory it was started from
     data.json             the data it started on: classes, image shape, split sizes, labels' hash,
                           the draw of a user's held-out examples
@@ -35,6 +36,7 @@ import pathlib
 import tempfile
 
 from fitnets_tf.errors import WorkdirError
+from fitnets_tf.run.io import checksum_path
 
 
 def prepare(workdir: str | os.PathLike) -> pathlib.Path:
@@ -209,6 +211,18 @@ class RunLayout(_Directory):
 
     def curves(self, name: str) -> pathlib.Path:
         return self.plots / f"curves_{name}.png"
+
+    def outputs(self, modes, *, teacher: bool, flags: bool = True) -> list[pathlib.Path]:
+        """The files and folders a training run of ``modes`` writes here: ``teacher/`` when it
+        trains its teacher, ``flags.txt`` when the CLI runs it (``flags``). Not ``export/``,
+        which only an export writes."""
+        models = [self.student, self.preprocessor]
+        files = [self.versions, self.data, self.summary, self.hints, self.run_state,
+                 self.run_state_previous, *models, *(checksum_path(m) for m in models)]  # fmt: skip
+        folders = [self.student_saved_model, self.plots, self.teacher_cache,
+                   *(self.root / mode for mode in modes)]  # fmt: skip
+        own = [self.flags] if flags else []
+        return own + files + folders + ([self.stage("teacher").root] if teacher else [])
 
     @property
     def comparison_plot(self) -> pathlib.Path:

@@ -1,0 +1,62 @@
+"""The user's teacher file a run learns from, bound to the run by its sha256.
+
+A teacher given as a ``.keras`` file (``--teacher_path=FILE``, ``--teacher=FILE``) is the
+user's: retrained and saved over in place between two calls, it would teach a run's later
+stages while its earlier ones learned from the file as it was, and the flags, which name a
+path, would not tell. The run state records the file's sha256 (``teacher_sha256``) when the run
+first uses it and keeps it from the run state's first commit on (a run is bound to its teacher,
+as to its data, once a stage has started); a resume refuses a file that no longer matches.
+
+The other teachers need no record: a shipped one (``pretrained:NAME``) is checked against its
+manifest's sha256, and a run's own (``RUN/teacher/teacher.keras``, trained in this run or given
+as ``RUN``) is that run's result, checked against the sha256 saved beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from fitnets_tf.errors import WorkdirError
+from fitnets_tf.pretrained import is_pretrained
+from fitnets_tf.run import io
+
+KEY = "teacher_sha256"
+
+
+def given_file(config, plan, state) -> pathlib.Path | None:
+    """The user's teacher file the run of ``config`` loads (None: it trains its teacher, or
+    loads a run directory's or a shipped one)."""
+    if plan.train_teacher or state.done("teacher"):
+        return None  # the run's own teacher/teacher.keras
+    given = config.models.trained_teacher()
+    if not given or is_pretrained(given):
+        return None
+    path = pathlib.Path(given).expanduser()
+    return path if path.is_file() else None  # a run directory; or missing: the loader says so
+
+
+def check_same(state, path: str | os.PathLike | None) -> None:
+    """Records the sha256 of the teacher file ``path`` in ``state`` (a
+    :class:`~fitnets_tf.run.resume.RunState`; saved with its next commit), or checks it against
+    the record of a run that has started a stage. A run recorded before runs kept the sha256
+    takes the file's as it is now.
+
+    Raises:
+        WorkdirError: the file changed since the run's stages learned from it, naming both
+            sha256 and what to do.
+    """
+    if path is None:
+        return
+    digest = io.file_sha256(path)
+    recorded = state.data.get(KEY)
+    if recorded is None or not state.resuming:
+        state.data[KEY] = digest
+        return
+    if recorded != digest:
+        raise WorkdirError(
+            f"The teacher file {str(path)!r} changed since the run in {str(state.files.root)!r} "
+            f"started (sha256 {recorded} then, {digest} now): its stages must all learn from "
+            "one teacher. Restore the file it started with, or start a new --workdir with this "
+            "one."
+        )

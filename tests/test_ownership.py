@@ -1,0 +1,81 @@
+"""A run takes only a directory of its own, and never writes over its inputs (run/ownership.py)."""
+
+import json
+
+import pytest
+
+from fitnets_tf import config as config_lib
+from fitnets_tf import errors, experiment
+from fitnets_tf.run import ownership, resume, runtime
+
+SMOKE = config_lib.ExperimentConfig().with_values(
+    dataset="synthetic", teacher="mnist_teacher", student="mnist_fitnet", modes=("kd",),
+    teacher_epochs=1, kd_epochs=1, batch_size=64, limit=128, measure_latency=False,
+)  # fmt: skip
+
+
+def _contents(folder) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_users_folder_is_refused_before_anything_is_written(tmp_path):
+    # --workdir=. in a project folder: the run's final student.keras and summary.json replaced
+    # the user's own (the first given as --student), and the run went on.
+    (tmp_path / "student.keras").write_bytes(b"the user's architecture file")
+    (tmp_path / "summary.json").write_text('{"my": "notes"}')
+    (tmp_path / "notes.txt").write_text("not a name a run writes")
+    before = _contents(tmp_path)
+    config = SMOKE.with_values(student=str(tmp_path / "student.keras"))
+    with pytest.raises(errors.WorkdirError, match=r"is not a run directory, and it holds files "
+                       r"a run writes: summary.json, student.keras\. .*Give an empty or new "
+                       r"--workdir"):  # fmt: skip
+        experiment.run(config, tmp_path)
+    assert _contents(tmp_path) == before  # not even a lock file
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "written"),
+    [
+        ("student", "student.keras", "student.keras"),
+        ("teacher_path", "kd/student.keras", "kd"),  # a mode's folder
+        ("dataset", "npz:plots/images.npz", "plots"),
+    ],
+)
+def test_a_run_never_writes_over_its_inputs(tmp_path, flag, value, written):
+    # Even in a run directory of its own: the input would be replaced by the run's file.
+    name = value.removeprefix("npz:")
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_bytes(b"an input")
+    config = SMOKE.with_values(**{flag: value.replace(name, str(tmp_path / name))})
+    resume.RunState(tmp_path, config.fingerprint()).save()  # a run started here
+    with pytest.raises(errors.WorkdirError, match=rf"--{flag} names .*{name}', which the run in "
+                       rf".* would replace with its own {written}: a run never writes over its "
+                       r"inputs\."):  # fmt: skip
+        experiment.run(config, tmp_path)
+    assert (tmp_path / name).read_bytes() == b"an input"
+
+
+def test_a_run_takes_a_new_an_empty_or_its_own_directory(tmp_path):
+    ownership.claim(tmp_path / "missing", SMOKE, flags=True)
+    ownership.claim(tmp_path, SMOKE, flags=True)  # empty
+    (tmp_path / "teacher.keras").write_bytes(b"")  # not a name a run of kd writes
+    ownership.claim(tmp_path, SMOKE, flags=True)
+    # What a start refused before its first stage left: the CLI's flags.txt...
+    flags = tmp_path / "flags.txt"
+    flags.write_text(ownership.FLAGS_HEADER + "--mode=kd\n")
+    ownership.claim(tmp_path, SMOKE, flags=True)
+    # ...and the versions and data a run records first.
+    flags.write_text("--mode=kd\n")  # a user's flagfile: no header
+    with pytest.raises(errors.WorkdirError, match=r"holds files a run writes: flags.txt\."):
+        ownership.claim(tmp_path, SMOKE, flags=True)
+    ownership.claim(tmp_path, SMOKE, flags=False)  # a run from Python does not write flags.txt
+    (tmp_path / "data.json").write_text("{}")
+    versions = tmp_path / "versions.json"
+    versions.write_text(json.dumps({"mine": 1}))
+    with pytest.raises(errors.WorkdirError, match=r"flags.txt, versions.json, data.json\."):
+        ownership.claim(tmp_path, SMOKE, flags=True)
+    versions.write_text(json.dumps(runtime.versions(0)))
+    ownership.claim(tmp_path, SMOKE, flags=True)
+    versions.unlink()
+    resume.RunState(tmp_path, SMOKE.fingerprint()).save()  # a run to resume
+    ownership.claim(tmp_path, SMOKE, flags=True)
