@@ -205,20 +205,14 @@ def _read(files: dict[str, list[pathlib.Path]], size, channels: int, resize_mode
 
 def _decoded(encoded, channels: int):
     """``tf.io.decode_image`` with ``channels``, for a BMP file too: TensorFlow's BMP decoder
-    gives 0, 3 or 4 channels only, so a grayscale read of one is converted here (by luma
-    weights, as ``--channels=1`` converts colour arrays), where PNG's and JPEG's decoders
-    convert by themselves."""
+    refuses a request for 1 channel, which a grayscale folder makes. A BMP there decoded to one
+    channel as stored (the folder is read in one channel only when every image is), so it is
+    read as stored; PNG's and JPEG's decoders take the request."""
     if channels != 1:
         return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
 
     def bmp():
-        image = tf.io.decode_bmp(encoded)  # as stored: 1, 3 or 4 channels
-        gray = tf.cond(
-            tf.shape(image)[-1] >= 3,
-            lambda: tf.image.rgb_to_grayscale(image[..., :3]),
-            lambda: image[..., :1],
-        )
-        return tf.ensure_shape(gray, (None, None, 1))
+        return tf.ensure_shape(tf.io.decode_bmp(encoded), (None, None, 1))
 
     def other():
         return tf.io.decode_image(encoded, channels=1, expand_animations=False)
