@@ -29,7 +29,7 @@ from fitnets_tf.config.sections import (
     RuntimeConfig,
     ScheduleConfig,
 )
-from fitnets_tf.data.sources import FOLDER
+from fitnets_tf.data.sources import resizes
 from fitnets_tf.errors import ConfigError
 
 __all__ = [
@@ -181,18 +181,11 @@ def upgrade_fingerprint(stored: dict) -> dict:
     stored.update({"kd_lambda" if k == "lambda_start" else k: v for k, v in hparams.items()})
     current = ExperimentConfig().fingerprint()
     upgraded = {key: stored.get(key, default) for key, default in current.items()}
-    if _resized_nothing(upgraded):
-        # Such a run (before 2026-12-06 01:18) read its images at their size: the mode, now
-        # refused there, changed nothing, and the run resumes without it.
+    if not resizes(str(upgraded["dataset"]), upgraded["image_size"]):
+        # Such a run (before 2026-12-06 01:18) read its images at their size: a resize mode,
+        # now refused there, changed nothing, and the run resumes without it.
         upgraded["resize_mode"] = current["resize_mode"]
     return upgraded
-
-
-def _resized_nothing(fingerprint: dict) -> bool:
-    """A resize mode without an image size on a source that is not a folder."""
-    return fingerprint["image_size"] is None and not str(fingerprint["dataset"]).startswith(
-        FOLDER
-    )
 
 
 # What a flagfile starts from: every flag's default. A flagfile states what it changes from

@@ -127,6 +127,12 @@ def read_user_data(
     return at_size(raw, spec, size, resize_mode)
 
 
+def resizes(name: str, image_size: tuple[int, int] | None) -> bool:
+    """Whether the dataset ``name`` has images resized, so that a ``resize_mode`` applies: to an
+    ``image_size``, or a folder's to its first image's size."""
+    return image_size is not None or name.startswith(FOLDER)
+
+
 def check_resize_mode(name: str, image_size: tuple[int, int] | None, resize_mode: str) -> None:
     """Refuses a ``resize_mode`` other than the default that would do nothing.
 
@@ -139,7 +145,7 @@ def check_resize_mode(name: str, image_size: tuple[int, int] | None, resize_mode
     Raises:
         ConfigError: naming the values received and the two fixes.
     """
-    if resize_mode == DEFAULT_RESIZE_MODE or image_size is not None or name.startswith(FOLDER):
+    if resize_mode == DEFAULT_RESIZE_MODE or resizes(name, image_size):
         return
     raise ConfigError(
         f"`resize_mode` says how images are resized to `image_size`, and {name!r} is not an "
