@@ -40,6 +40,7 @@ from fitnets_tf.models.logits import (
     logits_for_distilling,
 )
 from fitnets_tf.models.nesting import flattened
+from fitnets_tf.notes import note
 from fitnets_tf.step_inputs import (  # noqa: F401  (the keys: re-exported)
     CACHED_HINT,
     CACHED_LOGITS,
@@ -152,7 +153,7 @@ class Distiller(keras.Model):
             teacher, student, hints, hint_layer, guided_layer
         )
         if self.auto_pair is not None:
-            print(f"hints=auto: {pair_name(*self.hints[0])} ({self.auto_pair.reason}).")
+            note(f"hints=auto: {pair_name(*self.hints[0])} ({self.auto_pair.reason}).")
         self.hint_weights = check_weights(hint_weights, len(self.hints))
         # The one-pair names, as before several pairs (the first pair).
         self.hint_layer, self.guided_layer = self.hints[0] if self.hints else (None, None)

@@ -1,3 +1,5 @@
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -146,9 +148,22 @@ def test_kd_loss_is_the_real_total(teacher, student):
     assert set(logs) == {"loss", "ce_loss", "kd_loss", "accuracy"}  # λ, τ: training logs only
 
 
-
 def _with_softmax(model):
     return keras.Model(model.inputs, keras.layers.Softmax(name="probs")(model.output), name="p")
+
+
+def test_notes_follow_keras_logging_switch(teacher, student, capsys, caplog):
+    # After keras.config.disable_interactive_logging() Keras logs through absl: so do the notes.
+    keras.config.disable_interactive_logging()
+    try:
+        with caplog.at_level(logging.INFO, logger="absl"):
+            fitnets_tf.Distiller(_with_softmax(teacher), student, temperature=2.0)
+    finally:
+        keras.config.enable_interactive_logging()
+    assert capsys.readouterr().out == ""
+    assert [r.getMessage() for r in caplog.records] == [
+        "The teacher 'p' ends in a softmax: the Distiller uses its logits."
+    ]
 
 
 def test_a_final_softmax_is_left_out_so_kd_reads_logits(teacher, student, capsys):
@@ -252,6 +267,7 @@ def test_saving_a_distiller_whole_is_refused_before_writing(teacher, student, tm
     with pytest.raises(NotImplementedError, match=r"distiller.student.save"):
         d.save(tmp_path / "d.keras")
     assert list(tmp_path.iterdir()) == []
+
 
 def test_teacher_and_student_of_other_class_counts_are_refused(teacher):
     five = tiny_model("student", width=4, seed=1, classes=5)

@@ -12,6 +12,7 @@ import keras
 
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.models.nesting import layer_input
+from fitnets_tf.notes import note
 
 # The names of the softmax functions a model may end in: keras.activations.softmax,
 # keras.ops.softmax, tf.keras.activations.softmax and tf.compat.v1.nn.softmax are "softmax",
@@ -95,7 +96,7 @@ def logits_for_distilling(model: keras.Model, role: str) -> keras.Model:
             "Distiller trains its logits. Build it with activation=None on that layer (a "
             "separate Softmax layer at the end is fine: it is left out)."
         )
-    print(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
+    note(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
     return logits
 
 
