@@ -522,7 +522,6 @@ def test_cli_exports_and_prints_sizes_and_latency(tmp_path):
         assert {line.split()[1] for line in lines if line.startswith(model + " ")} == {"1", "128"}
 
 
-
 def test_cli_format_all_writes_into_the_output_directory_as_the_library_does(tmp_path):
     pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
     make_run(tmp_path / "run")
@@ -580,6 +579,7 @@ def test_a_runs_relative_teacher_path_is_read_from_where_the_run_started(tmp_pat
     (run / "versions.json").write_text("{damaged")
     assert export.serving.load_runs_teacher(run, log=lambda _: None) is None  # as written
 
+
 def test_artifact_that_does_not_match_is_not_published(tmp_path, monkeypatch):
     def write_another_student(model, path):
         keras.utils.set_random_seed(7)
@@ -625,10 +625,8 @@ def test_a_run_saves_each_model_with_its_sha256(tmp_path):
     assert export.serving.unverified(tmp_path) == []
     io.save_model(make_student(filters=5), tmp_path / export.STUDENT_FILE)  # saved again
     assert io.checksum_problem(tmp_path / export.STUDENT_FILE) is None
-    assert sorted(os.listdir(tmp_path)) == sorted(
-        [export.STUDENT_FILE, export.PREPROCESSOR_FILE, f"{export.STUDENT_FILE}.sha256",
-         f"{export.PREPROCESSOR_FILE}.sha256"]  # fmt: skip
-    )
+    files = [export.STUDENT_FILE, export.PREPROCESSOR_FILE]
+    assert sorted(os.listdir(tmp_path)) == sorted(files + [f"{f}.sha256" for f in files])
 
 
 @pytest.mark.parametrize("how", ["truncate", "flip"])
