@@ -143,7 +143,9 @@ def test_cli_quantize(tmp_path):
     assert named.is_file() and labels.read(named, "litert") is None
 
 
-def synthetic_run(tmp_path, flags="--dataset=synthetic\n--validation_size=16\n--noretrain_on_all\n"):
+def synthetic_run(
+    tmp_path, flags="--dataset=synthetic\n--validation_size=16\n--noretrain_on_all\n"
+):
     """A finished run's files as export reads them: flags.txt, student, fitted preprocessing."""
     tiny_student((28, 28, 1)).save(tmp_path / "student.keras")
     raw = keras.Input((28, 28, 1))
