@@ -214,7 +214,9 @@ def test_a_trial_whose_worker_dies_twice_fails(tmp_path):
     oracle.release_abandoned()
     assert oracle.create_trial("c").trial_id == second.trial_id
     alive["c"] = False
-    assert oracle.release_abandoned() == [f"Trial {second.trial_id}: its worker 'c' is gone; failed."]
+    assert oracle.release_abandoned() == [
+        f"Trial {second.trial_id}: its worker 'c' is gone; failed."
+    ]
     assert oracle.create_trial("a").status == "STOPPED" and oracle.tuner_ids == set()
     assert _status_on_disk(tmp_path, second) == "FAILED"
 
@@ -539,7 +541,6 @@ def test_smoke_search_writes_trials_results_plot_and_best_flags(smoke):
     assert config.models.teacher_path.endswith("stage1/teacher/teacher.keras")
 
 
-
 def test_best_flags_of_a_teacher_given_as_a_file_name_it_once(tmp_path):
     teacher = tmp_path / "mine.keras"
     tiny_model("teacher", width=4, seed=0).save(teacher)
@@ -559,6 +560,7 @@ def test_best_flags_of_a_teacher_given_as_a_file_name_it_once(tmp_path):
         parsed.validate()  # --teacher=FILE beside --teacher_path=FILE would be refused
         assert str(teacher) in (parsed.models.teacher, parsed.models.teacher_path)
         assert parsed.schedule.kd_lambda == 2.5
+
 
 @pytest.mark.slow  # a whole train run; the default suite parses and validates best.flags above
 def test_best_flags_trains_with_fitnets_tf_train(smoke, tmp_path):
@@ -627,8 +629,10 @@ def test_a_different_search_space_on_an_old_workdir_is_refused(smoke, tmp_path):
         (["--mode=scratch"], "needs --mode=fitnet or kd"),
         (["--retrain_on_all"], "needs a validation split"),
         # Was run: every trial all warm-up, its rate never reaching --learning_rate.
-        (["--warmup_epochs=1", "--hints_epochs=2", "--trial_epochs=1"],
-         "warmup_epochs=1 is not shorter than trial_epochs=1"),
+        (
+            ["--warmup_epochs=1", "--hints_epochs=2", "--trial_epochs=1"],
+            "warmup_epochs=1 is not shorter than trial_epochs=1",
+        ),
         (["--stages=hints,kd"], "No teacher: give --teacher_path"),
     ],
 )
@@ -703,7 +707,9 @@ def _first_trial_of(workdir, tuner_id: str, timeout: float = 240) -> str | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for path in sorted((workdir / "trials").glob("trial_*/runs.jsonl")):
-            if any(json.loads(line)["tuner_id"] == tuner_id for line in path.read_text().splitlines()):
+            if any(
+                json.loads(line)["tuner_id"] == tuner_id for line in path.read_text().splitlines()
+            ):
                 return path.parent.name.removeprefix("trial_")
         time.sleep(0.2)
     return None
