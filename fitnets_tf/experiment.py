@@ -66,10 +66,10 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     the run directory. Either way, calling ``run`` again resumes.
     """
     config.validate()
+    # Before the directory is made, the lock file and the removal of killed writers' litter: a
+    # user's folder refused is left as it was, and no folder is left inside an image folder.
+    ownership.claim(workdir, config)
     files = layout.RunLayout(layout.prepare(workdir))
-    # Before the lock file and the removal of killed writers' litter: a user's folder refused
-    # is left as it was.
-    ownership.claim(files.root, config)
     s = config.schedule
     with (
         lock.hold(files.root), preemption.watch(), io.run_writes(files.root),

@@ -1,8 +1,13 @@
-"""A run takes only a directory of its own, and never writes over its inputs (run/ownership.py)."""
+"""A run takes only a directory of its own, and never writes over or among its inputs
+(run/ownership.py)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+from conftest import ROOT
 
 from fitnets_tf import config as config_lib
 from fitnets_tf import errors, experiment
@@ -79,3 +84,70 @@ def test_a_run_takes_a_new_an_empty_or_its_own_directory(tmp_path):
     versions.unlink()
     resume.RunState(tmp_path, SMOKE.fingerprint()).save()  # a run to resume
     ownership.claim(tmp_path, SMOKE, flags=True)
+
+
+# -- a run directory inside the image folder ---------------------------------------------------
+
+
+def _image_folder(path):
+    for name in ("cat", "dog"):
+        (path / name).mkdir(parents=True)
+        (path / name / "1.png").write_bytes(b"an image")  # never read: refused before the data
+    return path
+
+
+def _tree(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "workdir"),
+    [("images", "images/run"), ("images", "images"), ("images", "images/cat/run"),
+     ("link", "images/run"), ("images", "link/run")],  # either through a symlink to it
+)  # fmt: skip
+def test_a_workdir_in_the_image_folder_is_refused_before_it_is_made(
+    tmp_path, monkeypatch, dataset, workdir
+):
+    # --dataset=folder:PATH --workdir=PATH/run: the run's folders landed among the class
+    # folders, and the next run on PATH read them as a class.
+    tmp_path = tmp_path.resolve()  # the paths the message names, resolved
+    images = _image_folder(tmp_path / "images")
+    (tmp_path / "link").symlink_to(images)
+    monkeypatch.chdir(tmp_path)  # relative paths, resolved as the run resolves them
+    before = _tree(images)
+    where = "the" if workdir == "images" else "inside the"
+    real = images / workdir.partition("/")[2] if "/" in workdir else images
+    with pytest.raises(errors.WorkdirError) as info:
+        experiment.run(SMOKE.with_values(dataset=f"folder:{dataset}"), workdir)
+    assert str(info.value) == (
+        f"The --workdir '{workdir}' ({real}) is {where} --dataset folder '{dataset}' ({images}): "
+        "the run's files and folders would land among its class folders, and a later run on it "
+        "would read them as a class. Put the run directory outside the image folder, e.g. "
+        f"--workdir={tmp_path / 'runs' / real.name}."
+    )
+    assert _tree(images) == before  # not even the empty run directory
+
+
+def test_a_workdir_beside_or_above_the_image_folder_is_taken(tmp_path):
+    images = _image_folder(tmp_path / "images")
+    config = SMOKE.with_values(dataset=f"folder:{images}")
+    ownership.claim(tmp_path / "images_run", config)  # a name that only starts like it
+    ownership.claim(tmp_path, config, flags=True)  # --workdir=. holding the images
+
+
+def test_the_cli_refuses_a_workdir_in_the_image_folder_and_makes_none(tmp_path):
+    images = _image_folder(tmp_path.resolve() / "images")
+    before = _tree(images)
+    for program in ("train",):
+        proc = subprocess.run(
+            [sys.executable, "-m", f"fitnets_tf.{program}", "--flagfile=configs/smoke.flags",
+             f"--dataset=folder:{images}", f"--workdir={images / 'run'}"],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        kind = "run" if program == "train" else "search"
+        assert (f"fitnets_tf.{program}: error: The --workdir '{images / 'run'}' is inside the "
+                f"--dataset folder '{images}': the {kind}'s files and folders would land among "
+                "its class folders" in proc.stderr), proc.stderr[-2000:]  # fmt: skip
+        assert _tree(images) == before

@@ -1,4 +1,4 @@
-"""A run writes in a directory of its own, and never over its own inputs.
+"""A run writes in a directory of its own, and never over or among its own inputs.
 
 ``--workdir=.`` in a project folder holding the user's ``student.keras`` (given as
 ``--student``) and ``summary.json`` was taken for a new run, whose final files then replaced
@@ -9,7 +9,9 @@ both without a word. :func:`claim` refuses, before anything is written:
   empty directory, a run to resume, and what a start refused before its first stage left
   (``flags.txt``, ``versions.json``, ``data.json``) are taken;
 * in any directory, a run that would write over one of its inputs (the ``--student`` or
-  teacher file, the ``--dataset`` file or folder), whatever else is there.
+  teacher file, the ``--dataset`` file or folder), whatever else is there;
+* a directory inside the ``--dataset`` folder (or that folder): its files would land among
+  the class folders, and the next run would read the run directory as a class.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ def started_here(files: RunLayout) -> bool:
 
 def claim(workdir: str | os.PathLike, config, *, flags: bool = False) -> None:
     """Refuses to run ``config`` (an :class:`~fitnets_tf.config.ExperimentConfig`) in
-    ``workdir`` where it would replace files that are not its own; ``flags``: the caller
-    writes ``flags.txt`` (the CLI). Reads only: call it before the run's first write.
+    ``workdir`` where it would replace files that are not its own or write among its inputs;
+    ``flags``: the caller writes ``flags.txt`` (the CLI). Reads only, and ``workdir`` need not
+    exist: call it before the directory is made.
 
     Raises:
         WorkdirError: naming the files found and what to do.
@@ -69,9 +72,12 @@ def claim(workdir: str | os.PathLike, config, *, flags: bool = False) -> None:
 
 
 def _refuse_writing_over_inputs(files: RunLayout, outputs, inputs: dict) -> None:
+    real_root = pathlib.Path(os.path.realpath(files.root))
     written = {pathlib.Path(os.path.realpath(p)): p for p in outputs}
     for flag, path in inputs.items():
         read = pathlib.Path(os.path.realpath(path))
+        if read.is_dir() and (read == real_root or read in real_root.parents):
+            raise WorkdirError(_inside_an_input(files.root, real_root, flag, path, read))
         hit = next((p for real, p in written.items() if read == real or real in read.parents),
                    None)  # fmt: skip
         if hit is not None:
@@ -80,3 +86,19 @@ def _refuse_writing_over_inputs(files: RunLayout, outputs, inputs: dict) -> None
                 f"replace with its own {hit.relative_to(files.root)}: a run never writes over "
                 "its inputs. Give an empty or new --workdir, or keep the file elsewhere."
             )
+
+
+def _inside_an_input(root, real_root, flag: str, path, read) -> str:
+    """The refusal of a ``root`` in (or at) the input folder ``path``; ``real_root``, ``read``:
+    them resolved (relative paths, symlinks), named where they differ."""
+    where = "the" if read == real_root else "inside the"
+    return (
+        f"The --workdir {_named(root, real_root)} is {where} {flag} folder {_named(path, read)}: "
+        "the run's files and folders would land among its class folders, and a later run on it "
+        "would read them as a class. Put the run directory outside the image folder, e.g. "
+        f"--workdir={read.parent / 'runs' / real_root.name}."
+    )
+
+
+def _named(given, real: pathlib.Path) -> str:
+    return repr(str(given)) + ("" if pathlib.Path(given) == real else f" ({real})")
