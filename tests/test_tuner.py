@@ -27,6 +27,7 @@ from fitnets_tf.cli import flags as flag_lib
 from fitnets_tf.cli import tune  # defines the flags
 from fitnets_tf.data import get_spec
 from fitnets_tf.distiller import Distiller
+from fitnets_tf.run import ownership
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "configs/tune_smoke.flags"
@@ -575,14 +576,20 @@ def test_best_flags_trains_with_fitnets_tf_train(smoke, tmp_path):
     assert not (tmp_path / "teacher").exists()  # the tuned teacher was reused
 
 
-def test_rerun_resumes_without_running_finished_trials(smoke, tmp_path):
+@pytest.mark.parametrize("version", ["this", "earlier"])
+def test_rerun_resumes_without_running_finished_trials(smoke, tmp_path, version):
     workdir = _copy(smoke, tmp_path)
+    flags_txt = workdir / "flags.txt"
+    assert flags_txt.read_text().startswith(ownership.SEARCH_FLAGS_HEADER)  # its mark
+    if version == "earlier":  # which wrote no mark: its other files show it is a search's
+        flags_txt.write_text(flags_txt.read_text().removeprefix(ownership.SEARCH_FLAGS_HEADER))
     before = {i: _runs(workdir, i) for i in range(3)}
     proc = _tune(f"--workdir={workdir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Reloading Tuner" in proc.stdout and "stage 1" not in proc.stdout
     assert {i: _runs(workdir, i) for i in range(3)} == before
     assert "Best: kd_lambda=" in proc.stdout
+    assert flags_txt.read_text().startswith(ownership.SEARCH_FLAGS_HEADER)
 
 
 def test_an_interrupted_trial_runs_again(smoke, tmp_path):
