@@ -66,10 +66,10 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     the run directory. Either way, calling ``run`` again resumes.
     """
     config.validate()
+    # Before the directory is made, the lock file and the removal of killed writers' litter: a
+    # user's folder refused is left as it was, and no folder is left inside an image folder.
+    ownership.claim(workdir, config)
     files = layout.RunLayout(layout.prepare(workdir))
-    # Before the lock file and the removal of killed writers' litter: a user's folder refused
-    # is left as it was.
-    ownership.claim(files.root, config)
     s = config.schedule
     with (
         lock.hold(files.root), preemption.watch(), io.run_writes(files.root),
@@ -227,7 +227,7 @@ class Experiment:
         c = self.teacher_config
         how = f", retraining {self.config.models.teacher_path} by its recorded recipe"
         self.log(f"== teacher: {c.models.teacher} on {c.data.dataset}"
-                 f"{how if c is not self.config else ''}")
+                 f"{how if c is not self.config else ''}")  # fmt: skip
         callbacks = self.stage_callbacks("teacher", teacher, self.files.teacher)
         stages.fit_labels(
             teacher, self.data.train, self.data.validation, epochs=c.schedule.teacher_epochs,
@@ -348,7 +348,7 @@ class Experiment:
     def _save_final_student(self, student: keras.Model) -> None:
         io.save_model(student, self.files.student)
         export.export_student(student, self.files.student_saved_model, "saved_model",
-                              overwrite=True, class_names=self.data.spec.class_names or None)
+                              overwrite=True, class_names=self.data.spec.class_names or None)  # fmt: skip
 
     def _summary(self, final_mode: str | None) -> dict:
         c, hints = self.config, self.hints_record()

@@ -7,11 +7,13 @@ cases keeps the file fast.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -19,7 +21,7 @@ import pytest
 import tensorflow as tf
 
 from fitnets_tf import export
-from fitnets_tf.export import labels
+from fitnets_tf.export import artifacts, labels
 from fitnets_tf.latency import artifact_size, measure_latency
 from fitnets_tf.layers import CeilMaxPooling2D, MaxoutConv2D, MaxoutDense
 from fitnets_tf.preprocessing import Preprocessor
@@ -300,6 +302,52 @@ def test_overwrite_replaces_an_earlier_artifact_never_a_folder_of_other_files(tm
     assert export.export_student(student, folder / "student.keras", "keras", overwrite=True)
 
 
+def _zip(*names: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in names:
+            archive.writestr(name, "{}")
+    return buffer.getvalue()
+
+
+# A user's files that only have an artifact's name; the second of each is close to one.
+USERS_FILES = {
+    "keras": [b"my notes", _zip("config.json")],  # a zip, without metadata.json
+    "onnx": [b"my notes", b"\x08\x08\x12\x07tf2onnx"],  # starts as tf2onnx's, but no graph
+    "litert": [b"my notes", b"\x1c\x00\x00\x00TFL2" + bytes(16)],  # another identifier
+}
+
+
+@pytest.mark.parametrize("fmt", list(USERS_FILES))
+def test_overwrite_never_replaces_a_users_file_named_like_the_artifact(tmp_path, fmt):
+    # `--output=x.onnx --overwrite` replaced any non-empty file of that name, a user's own too.
+    student = make_student()
+    output = tmp_path / f"mine{export.SUFFIXES[fmt]}"
+    for before in USERS_FILES[fmt]:
+        output.write_bytes(before)
+        with pytest.raises(export.OutputExistsError) as info:
+            export.export_student(student, output, fmt, overwrite=True)
+        assert str(info.value) == (
+            f"{output} is a file, not {artifacts.DESCRIPTIONS[fmt]}; nothing was written. "
+            f"--overwrite replaces only an earlier {export.SUFFIXES[fmt]} file, never other "
+            f"files: move {output.name} elsewhere, or choose another --output."
+        )
+        assert output.read_bytes() == before and os.listdir(tmp_path) == [output.name]
+
+
+def test_each_formats_artifacts_are_told_by_their_content(run, tmp_path):
+    _, _, _, paths, unavailable = run
+    if unavailable:
+        pytest.skip(f"not every format could be written: {unavailable}")
+    for (fmt, _), path in paths.items():  # class names added to each, as by default
+        for other in export.FORMATS:
+            assert artifacts.is_artifact(path, other) == (other == fmt), (path, other)
+    onnx = paths["onnx", False].read_bytes()
+    for damaged in (onnx[:-1], onnx + b"\x00", onnx[2:]):  # cut, extended, its start lost
+        (tmp_path / "damaged.onnx").write_bytes(damaged)
+        assert not artifacts.is_artifact(tmp_path / "damaged.onnx", "onnx")
+
+
 def _crashing_writer(exc: BaseException):
     def write(model, path):
         # Leave partial files behind, as a writer killed half-way would.
@@ -323,12 +371,13 @@ def test_crash_mid_export_leaves_nothing(tmp_path, monkeypatch, exc):
 def test_overwrite_keeps_old_artifact_until_new_one_is_complete(tmp_path, monkeypatch):
     student = make_student()
     output = tmp_path / "student.keras"
-    output.write_text("old")
+    make_student(filters=2).save(output)  # an earlier artifact: --overwrite may replace it
+    old = output.read_bytes()
     with monkeypatch.context() as patch:
         patch.setitem(export.WRITERS, "keras", _crashing_writer(OSError("disk full")))
         with pytest.raises(OSError, match="disk full"):
             export.export_student(student, output, "keras", overwrite=True)
-    assert output.read_text() == "old"
+    assert output.read_bytes() == old
     export.export_student(student, output, "keras", overwrite=True)
     assert keras.saving.load_model(output, safe_mode=True).count_params() == student.count_params()
     assert os.listdir(tmp_path) == ["student.keras"]
@@ -522,7 +571,6 @@ def test_cli_exports_and_prints_sizes_and_latency(tmp_path):
         assert {line.split()[1] for line in lines if line.startswith(model + " ")} == {"1", "128"}
 
 
-
 def test_cli_format_all_writes_into_the_output_directory_as_the_library_does(tmp_path):
     pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
     make_run(tmp_path / "run")
@@ -580,6 +628,7 @@ def test_a_runs_relative_teacher_path_is_read_from_where_the_run_started(tmp_pat
     (run / "versions.json").write_text("{damaged")
     assert export.serving.load_runs_teacher(run, log=lambda _: None) is None  # as written
 
+
 def test_artifact_that_does_not_match_is_not_published(tmp_path, monkeypatch):
     def write_another_student(model, path):
         keras.utils.set_random_seed(7)
@@ -625,10 +674,8 @@ def test_a_run_saves_each_model_with_its_sha256(tmp_path):
     assert export.serving.unverified(tmp_path) == []
     io.save_model(make_student(filters=5), tmp_path / export.STUDENT_FILE)  # saved again
     assert io.checksum_problem(tmp_path / export.STUDENT_FILE) is None
-    assert sorted(os.listdir(tmp_path)) == sorted(
-        [export.STUDENT_FILE, export.PREPROCESSOR_FILE, f"{export.STUDENT_FILE}.sha256",
-         f"{export.PREPROCESSOR_FILE}.sha256"]  # fmt: skip
-    )
+    files = [export.STUDENT_FILE, export.PREPROCESSOR_FILE]
+    assert sorted(os.listdir(tmp_path)) == sorted(files + [f"{f}.sha256" for f in files])
 
 
 @pytest.mark.parametrize("how", ["truncate", "flip"])

@@ -98,7 +98,8 @@ def test_an_overwrite_keeps_the_old_artifact_until_the_new_one_is_in(tmp_path, m
     # The old file was deleted before the new one was renamed into place: a kill in between
     # left no artifact at all.
     output = tmp_path / "student.tflite"
-    output.write_bytes(b"old")
+    old = b"\x1c\x00\x00\x00TFL3 old"  # LiteRT's identifier: an earlier artifact, replaceable
+    output.write_bytes(old)
     serving = export.build_serving_model(tiny_student())
     real_replace = os.replace
 
@@ -111,12 +112,12 @@ def test_an_overwrite_keeps_the_old_artifact_until_the_new_one_is_in(tmp_path, m
         patch.setattr(os, "replace", killed_at_the_final_rename)
         with pytest.raises(KeyboardInterrupt):
             quantize.export_quantized(serving, output, "dynamic", "litert", overwrite=True)
-    assert output.read_bytes() == b"old" and os.listdir(tmp_path) == [output.name]
+    assert output.read_bytes() == old and os.listdir(tmp_path) == [output.name]
     with monkeypatch.context() as patch:  # a full disk is the user's to fix, and says so
         patch.setitem(quantize.WRITERS, ("dynamic", "litert"), _writer_finding_no_room)
         with pytest.raises(DiskFullError, match="artifact already there is unchanged"):
             quantize.export_quantized(serving, output, "dynamic", "litert", overwrite=True)
-    assert output.read_bytes() == b"old" and os.listdir(tmp_path) == [output.name]
+    assert output.read_bytes() == old and os.listdir(tmp_path) == [output.name]
     quantize.export_quantized(serving, output, "dynamic", "litert", overwrite=True)
     assert output.read_bytes()[4:8] == b"TFL3"  # the new one, a LiteRT flatbuffer
 
@@ -143,7 +144,9 @@ def test_cli_quantize(tmp_path):
     assert named.is_file() and labels.read(named, "litert") is None
 
 
-def synthetic_run(tmp_path, flags="--dataset=synthetic\n--validation_size=16\n--noretrain_on_all\n"):
+def synthetic_run(
+    tmp_path, flags="--dataset=synthetic\n--validation_size=16\n--noretrain_on_all\n"
+):
     """A finished run's files as export reads them: flags.txt, student, fitted preprocessing."""
     tiny_student((28, 28, 1)).save(tmp_path / "student.keras")
     raw = keras.Input((28, 28, 1))

@@ -27,6 +27,7 @@ from fitnets_tf.cli import flags as flag_lib
 from fitnets_tf.cli import tune  # defines the flags
 from fitnets_tf.data import get_spec
 from fitnets_tf.distiller import Distiller
+from fitnets_tf.run import ownership
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "configs/tune_smoke.flags"
@@ -214,7 +215,9 @@ def test_a_trial_whose_worker_dies_twice_fails(tmp_path):
     oracle.release_abandoned()
     assert oracle.create_trial("c").trial_id == second.trial_id
     alive["c"] = False
-    assert oracle.release_abandoned() == [f"Trial {second.trial_id}: its worker 'c' is gone; failed."]
+    assert oracle.release_abandoned() == [
+        f"Trial {second.trial_id}: its worker 'c' is gone; failed."
+    ]
     assert oracle.create_trial("a").status == "STOPPED" and oracle.tuner_ids == set()
     assert _status_on_disk(tmp_path, second) == "FAILED"
 
@@ -539,7 +542,6 @@ def test_smoke_search_writes_trials_results_plot_and_best_flags(smoke):
     assert config.models.teacher_path.endswith("stage1/teacher/teacher.keras")
 
 
-
 def test_best_flags_of_a_teacher_given_as_a_file_name_it_once(tmp_path):
     teacher = tmp_path / "mine.keras"
     tiny_model("teacher", width=4, seed=0).save(teacher)
@@ -560,6 +562,7 @@ def test_best_flags_of_a_teacher_given_as_a_file_name_it_once(tmp_path):
         assert str(teacher) in (parsed.models.teacher, parsed.models.teacher_path)
         assert parsed.schedule.kd_lambda == 2.5
 
+
 @pytest.mark.slow  # a whole train run; the default suite parses and validates best.flags above
 def test_best_flags_trains_with_fitnets_tf_train(smoke, tmp_path):
     workdir, _ = smoke
@@ -573,14 +576,20 @@ def test_best_flags_trains_with_fitnets_tf_train(smoke, tmp_path):
     assert not (tmp_path / "teacher").exists()  # the tuned teacher was reused
 
 
-def test_rerun_resumes_without_running_finished_trials(smoke, tmp_path):
+@pytest.mark.parametrize("version", ["this", "earlier"])
+def test_rerun_resumes_without_running_finished_trials(smoke, tmp_path, version):
     workdir = _copy(smoke, tmp_path)
+    flags_txt = workdir / "flags.txt"
+    assert flags_txt.read_text().startswith(ownership.SEARCH_FLAGS_HEADER)  # its mark
+    if version == "earlier":  # which wrote no mark: its other files show it is a search's
+        flags_txt.write_text(flags_txt.read_text().removeprefix(ownership.SEARCH_FLAGS_HEADER))
     before = {i: _runs(workdir, i) for i in range(3)}
     proc = _tune(f"--workdir={workdir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Reloading Tuner" in proc.stdout and "stage 1" not in proc.stdout
     assert {i: _runs(workdir, i) for i in range(3)} == before
     assert "Best: kd_lambda=" in proc.stdout
+    assert flags_txt.read_text().startswith(ownership.SEARCH_FLAGS_HEADER)
 
 
 def test_an_interrupted_trial_runs_again(smoke, tmp_path):
@@ -627,8 +636,10 @@ def test_a_different_search_space_on_an_old_workdir_is_refused(smoke, tmp_path):
         (["--mode=scratch"], "needs --mode=fitnet or kd"),
         (["--retrain_on_all"], "needs a validation split"),
         # Was run: every trial all warm-up, its rate never reaching --learning_rate.
-        (["--warmup_epochs=1", "--hints_epochs=2", "--trial_epochs=1"],
-         "warmup_epochs=1 is not shorter than trial_epochs=1"),
+        (
+            ["--warmup_epochs=1", "--hints_epochs=2", "--trial_epochs=1"],
+            "warmup_epochs=1 is not shorter than trial_epochs=1",
+        ),
         (["--stages=hints,kd"], "No teacher: give --teacher_path"),
     ],
 )
@@ -703,7 +714,9 @@ def _first_trial_of(workdir, tuner_id: str, timeout: float = 240) -> str | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for path in sorted((workdir / "trials").glob("trial_*/runs.jsonl")):
-            if any(json.loads(line)["tuner_id"] == tuner_id for line in path.read_text().splitlines()):
+            if any(
+                json.loads(line)["tuner_id"] == tuner_id for line in path.read_text().splitlines()
+            ):
                 return path.parent.name.removeprefix("trial_")
         time.sleep(0.2)
     return None

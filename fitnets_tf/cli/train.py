@@ -51,9 +51,10 @@ def main(argv):
         print(hint_choice.describe_models(teacher, student, config.hint_pairs(),
                                           config.models.regressor))  # fmt: skip
         return
+    # Before the directory is made, the lock file and flags.txt: a user's folder refused is
+    # left as it was, and no folder is left inside an image folder.
+    ownership.claim(FLAGS.workdir, config, flags=True)
     workdir = layout.prepare(FLAGS.workdir)
-    # Before the lock file and flags.txt: a user's folder refused is left as it was.
-    ownership.claim(workdir, config, flags=True)
     try:
         with lock.hold(workdir):  # before flags.txt: a refused second process changes nothing
             # So is a refused configuration: flags.txt keeps describing the run in workdir.

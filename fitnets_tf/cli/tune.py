@@ -105,17 +105,21 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
     from fitnets_tf import search
-    from fitnets_tf.run import io, layout
+    from fitnets_tf.run import io, layout, ownership
 
     config = flag_lib.validated_command_line(sys.argv)
     options = options_from_flags()
+    writes_flags = search.distributed_role() != "worker"
+    # Before the directory is made, the lock file and flags.txt, as the training CLI does.
+    ownership.claim_search(FLAGS.workdir, config, flags=writes_flags)
     workdir = layout.prepare(FLAGS.workdir)
     files = layout.SearchLayout(workdir)
     with search.hold(workdir):
         # Before flags.txt is replaced: a refused search keeps the flags it was started with.
         search.check_search(workdir, search.describe(config, options), write=False)
-        if search.distributed_role() != "worker":
-            io.write_text(files.flags, resolved_flagfile(config, FLAGS.workdir))
+        if writes_flags:
+            flagfile = ownership.SEARCH_FLAGS_HEADER + resolved_flagfile(config, FLAGS.workdir)
+            io.write_text(files.flags, flagfile)
         summary = search.tune(config, options, workdir, log=print)
     if summary is None:
         print(f"fitnets_tf.tune: worker done ({workdir}).")

@@ -69,7 +69,9 @@ Usage::
 The modules: :mod:`~fitnets_tf.export.serving` (the serving model),
 :mod:`~fitnets_tf.export.writers` (one writer per format), :mod:`~fitnets_tf.export.verify`
 (reload and compare), :mod:`~fitnets_tf.export.labels` (class names in each format),
-:mod:`~fitnets_tf.export.publish` (staged, then renamed into place). The command line is
+:mod:`~fitnets_tf.export.publish` (staged, then renamed into place),
+:mod:`~fitnets_tf.export.artifacts` (what an earlier artifact of each format is, by its
+content: all ``overwrite`` replaces). The command line is
 :mod:`fitnets_tf.cli.export`.
 """
 

@@ -17,24 +17,24 @@ import tensorflow as tf
 
 from fitnets_tf.errors import ExportConfigError, OutputExistsError
 from fitnets_tf.export import labels, writers
+from fitnets_tf.export.artifacts import DESCRIPTIONS, SAVED_MODEL_FILE, is_artifact
 from fitnets_tf.export.serving import run_of
 from fitnets_tf.export.verify import verify
 from fitnets_tf.run import io, lock
 from fitnets_tf.run.layout import RunLayout
 
 STAGING_MARK = ".partial-"
-# What makes a directory a SavedModel (tf.saved_model.contains_saved_model also accepts .pbtxt,
-# which no export here writes).
-SAVED_MODEL_FILE = "saved_model.pb"
 
 
 def refuse_existing(output: str | pathlib.Path, overwrite: bool, format: str) -> None:
     """Raises :class:`OutputExistsError` if ``output`` holds something and may not be replaced:
     anything but an earlier ``format`` artifact, or that without ``overwrite``.
 
-    An earlier artifact is what the format writes: a directory holding ``saved_model.pb``, or a
-    file for the others. ``--overwrite`` once replaced a whole folder of other exports by one
-    SavedModel: it replaces an artifact, never a folder of other things.
+    An earlier artifact is what the format writes, told by its content
+    (:func:`.artifacts.is_artifact`): a directory holding ``saved_model.pb``, a ``.keras`` zip,
+    an ONNX model, a LiteRT flatbuffer. ``--overwrite`` once replaced a whole folder of other
+    exports by one SavedModel, and any file named like the output: it replaces an artifact,
+    never other things.
     """
     output = pathlib.Path(output)
     if not (output.exists() or output.is_symlink()):
@@ -44,7 +44,7 @@ def refuse_existing(output: str | pathlib.Path, overwrite: bool, format: str) ->
     )
     if empty:
         return
-    if output.exists() and not _is_artifact(output, format):
+    if output.exists() and not is_artifact(output, format):
         raise OutputExistsError(_not_an_artifact(output, format))
     if not overwrite:
         raise OutputExistsError(
@@ -54,23 +54,20 @@ def refuse_existing(output: str | pathlib.Path, overwrite: bool, format: str) ->
         )
 
 
-def _is_artifact(output: pathlib.Path, format: str) -> bool:
-    if format == "saved_model":
-        return output.is_dir() and (output / SAVED_MODEL_FILE).is_file()
-    return output.is_file()
-
-
 def _not_an_artifact(output: pathlib.Path, format: str) -> str:
-    if format == "saved_model":
-        what = f"a directory without {SAVED_MODEL_FILE}" if output.is_dir() else "a file"
-        artifact = "SavedModel"
-    else:
-        what = "a directory" if output.is_dir() else "neither a file nor a directory"
-        artifact = f"{writers.SUFFIXES[format]} file"
-    inside = f", such as a new path inside {output}" if output.is_dir() else ""
+    artifact = "SavedModel" if format == "saved_model" else f"{writers.SUFFIXES[format]} file"
+    if output.is_dir():
+        what = "a directory" + (f" without {SAVED_MODEL_FILE}" if format == "saved_model" else "")
+        return (
+            f"{output} is {what}, not a {artifact}; nothing was written. --overwrite replaces "
+            f"only an earlier {artifact}, never other files: choose another --output, such as a "
+            f"new path inside {output}."
+        )
+    what = "a file" if output.is_file() else "neither a file nor a directory"
     return (
-        f"{output} is {what}, not a {artifact}; nothing was written. --overwrite replaces only "
-        f"an earlier {artifact}, never other files: choose another --output{inside}."
+        f"{output} is {what}, not {DESCRIPTIONS[format]}; nothing was written. --overwrite "
+        f"replaces only an earlier {artifact}, never other files: move {output.name} elsewhere, "
+        "or choose another --output."
     )
 
 

@@ -23,8 +23,9 @@ Training run (``python -m fitnets_tf.train``, :class:`RunLayout`)::
 
 Search (``python -m fitnets_tf.tune``, :class:`SearchLayout`)::
 
-    flags.txt, search.json, stage1/ (a RunLayout), stage1.json, trials/ (keras-tuner's
-    project), results.csv, results.png, summary.json, best.flags, best_run/
+    flags.txt (its first line marks a search's: fitnets_tf.run.ownership), search.json,
+    stage1/ (a RunLayout), stage1.json, trials/ (keras-tuner's project), results.csv,
+    results.png, summary.json, best.flags, best_run/ (training with best.flags writes it)
 """
 
 from __future__ import annotations
@@ -273,3 +274,11 @@ class SearchLayout(_Directory):
     @property
     def best_run(self) -> pathlib.Path:
         return self.root / "best_run"
+
+    def outputs(self, *, flags: bool = True) -> list[pathlib.Path]:
+        """The files and folders a search writes here (keras-tuner's all in :attr:`trials`):
+        ``flags.txt`` when the CLI runs it (``flags``). Not ``best_run/``, which only
+        training with ``best.flags`` writes."""
+        own = [self.flags] if flags else []
+        return own + [self.search, self.stage1.root, self.stage1_done, self.trials,
+                      self.results_csv, self.results_plot, self.summary, self.best_flags]  # fmt: skip

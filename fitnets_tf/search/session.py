@@ -29,7 +29,7 @@ from fitnets_tf.config import ExperimentConfig, upgrade_fingerprint
 from fitnets_tf.errors import SearchError
 from fitnets_tf.models import sources
 from fitnets_tf.options import option
-from fitnets_tf.run import data_record, io, layout, lock, runtime
+from fitnets_tf.run import data_record, io, layout, lock, ownership, runtime
 from fitnets_tf.search.hypermodel import FitNetsHyperModel
 from fitnets_tf.search.results import write_results
 from fitnets_tf.search.space import SearchSpace
@@ -237,9 +237,12 @@ def tune(config: ExperimentConfig, options: TuneOptions, workdir: str | os.PathL
     Re-running on the same ``workdir`` resumes: finished trials are kept, an interrupted one
     runs again. With keras-tuner's ``KERASTUNER_*`` variables set, the chief serves the oracle
     (and runs stage 1 first) and workers run trials; only the chief writes the results, and a
-    worker returns None. Keras' dtype policy is restored on return.
+    worker returns None. Keras' dtype policy is restored on return. A ``workdir`` that is not
+    a search's but holds names it writes, or lies inside the ``--dataset`` folder, is refused
+    before anything is written (:func:`~fitnets_tf.run.ownership.claim_search`).
     """
     _check_searchable(config, options)
+    ownership.claim_search(workdir, config)  # before the directory is made: read only
     workdir = layout.prepare(workdir)
     description = describe(config, options)
     check_search(workdir, description, write=False)  # a different search stops here
