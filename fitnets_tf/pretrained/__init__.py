@@ -3,8 +3,8 @@
 ``--teacher_path=pretrained:NAME`` names one (:func:`resolve`). ``manifest.json`` records, for
 every file, its sha256, the command and seed that trained it, and its test accuracy, on the
 whole test split and on the first :data:`SLICE` test images (what the tests check); it is
-written by :func:`publish` (``python -m fitnets_tf.pretrained publish RUN_DIR NAME``), never by
-hand. A file is checked against its sha256 before each use, then loaded with ``safe_mode``
+written by :func:`publish` (``python -m fitnets_tf.pretrained publish RUN_DIR NAME FLAGFILE``),
+never by hand. A file is checked against its sha256 before each use, then loaded with ``safe_mode``
 like every teacher: a damaged or replaced file is refused, by name.
 """
 
