@@ -1,6 +1,6 @@
 """The paper's claims on real Fashion-MNIST, on a CPU; writes docs/results.md and its plots.
 
-    python bench/paper_claims.py                         # every part, ~2 h on 2 CPU cores
+    python bench/paper_claims.py                         # every part: over 4 h on 2 cores (docs/results.md)
     python bench/paper_claims.py --parts=main --seeds=0  # a subset
     python bench/paper_claims.py --report_only           # rebuild docs/ from the runs so far
 
@@ -57,6 +57,8 @@ DEPTHS = (5, 7, 9, 11)
 BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
 PAIR_BEGIN, PAIR_END = "<!-- pair:begin -->", "<!-- pair:end -->"
 DEPTH_HE_BEGIN, DEPTH_HE_END = "<!-- depth_he:begin -->", "<!-- depth_he:end -->"
+# Beside the runs: per run, each call that trained it, with the machine and its load average.
+MACHINE_FILE = "machine.json"
 LABELS = {
     "teacher": "teacher",
     "scratch": "labels only (back-propagation)",
@@ -122,6 +124,7 @@ def configs(args) -> dict[str, object]:
 
 
 def run_all(args) -> None:
+    from bench.run import machine
     from fitnets_tf import experiment
 
     for name, config in configs(args).items():
@@ -134,8 +137,43 @@ def run_all(args) -> None:
             else f"{config.models.student}, modes {', '.join(config.schedule.modes)}"
         )
         print(f"[claims] {name}: {what}", flush=True)
+        finished = (args.workdir / name / "summary.json").exists()  # then nothing is trained
+        started_on = machine()
         experiment.run(config, args.workdir / name, log=lambda m: print(m, flush=True))
+        if not finished:
+            _record_machine(args.workdir, name, started_on, time.perf_counter() - start)
         print(f"[claims] {name} done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def _record_machine(workdir: pathlib.Path, name: str, started_on: dict, seconds: float) -> None:
+    """Appends one training call of run ``name`` to ``workdir/MACHINE_FILE``: the machine and
+    its load average at the call's start (``bench.run.machine``, as ``bench/run.py`` records
+    them), the load average at its end, and its length."""
+    from fitnets_tf.run import io
+
+    path = workdir / MACHINE_FILE
+    records = json.loads(path.read_text()) if path.exists() else {}
+    records.setdefault(name, []).append({
+        "date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}", "seconds": round(seconds, 1),
+        "machine": started_on, "load_average_end": os.getloadavg(),
+    })  # fmt: skip
+    io.write_json(path, records)
+
+
+def _load(workdir: pathlib.Path, prefixes: tuple[str, ...]) -> str:
+    """The 1-minute load average over the recorded training calls of the runs whose names
+    start with one of ``prefixes``, for a block's header."""
+    path = workdir / MACHINE_FILE
+    records = json.loads(path.read_text()) if path.exists() else {}
+    calls = [c for name, found in records.items() if name.startswith(prefixes) for c in found]
+    if not calls:
+        return "load average not recorded"
+    loads = [v for c in calls for v in (c["machine"]["load_average_start"][0],
+                                        c["load_average_end"][0])]  # fmt: skip
+    return (
+        f"1-minute load average {min(loads):.1f}–{max(loads):.1f} at the start and end of its "
+        f"{len(calls)} training call{'s' * (len(calls) > 1)} (`{MACHINE_FILE}` of the runs)"
+    )
 
 
 def _link(run_dir: pathlib.Path, finished: pathlib.Path) -> None:
@@ -297,7 +335,8 @@ def depth_he_section(args, teacher: dict, summaries: dict[str, dict]) -> str:
                             "He initialisation: mean, bars min–max over seeds")  # fmt: skip
     return "\n".join([
         f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `{args.command}`; {_cpu()}, "
-        f"{os.cpu_count()} cores, no GPU. The paper's teacher (`mnist_teacher`, "
+        f"{os.cpu_count()} cores, no GPU, {_load(args.workdir, ('teacher', 'depth_he/'))}. "
+        "The paper's teacher (`mnist_teacher`, "
         f"{100 * teacher['test_accuracy']:.2f}% test) guides every net; He-uniform initialisation; "
         f"{s['hints_epochs']} epochs of stage 1 and {s['kd_epochs']} of stage 2 (labels only: "
         f"{s['kd_epochs']}), RMSProp lr {s['learning_rate']:g}, τ = {s['temperature']:g}, λ "
@@ -354,7 +393,8 @@ def _claims_header(args, teacher_run: dict, s: dict) -> str:
     return (
         f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `{args.command}` from the runs "
         f"in `{workdir.relative_to(ROOT) if workdir.is_relative_to(ROOT) else workdir}`; "
-        f"{_cpu()}, {os.cpu_count()} cores, no GPU. Fashion-MNIST: "
+        f"{_cpu()}, {os.cpu_count()} cores, no GPU, "
+        f"{_load(workdir, ('teacher', 'main/', 'init/', 'depth/'))}. Fashion-MNIST: "
         f"{_size(s['limit'], 50_000)} training, {_size(s['limit'], 10_000)} validation "
         f"(early stopping on validation accuracy, patience {s['early_stopping_patience']}, best "
         f"epoch kept), {_size(s['limit'], 10_000)} test images. Teacher: {t['teacher_epochs']} "
@@ -425,9 +465,8 @@ def report(args) -> str:
     if pair:
         stagewise = _summaries(workdir / "pair_stagewise", "seed")
         text = f"Generated {datetime.datetime.now():%Y-%m-%d %H:%M} by `{args.command}`; {_cpu()}, "
-        text += f"{os.cpu_count()} cores, no GPU.\n\n" + "\n".join(
-            pair_section(pair, stagewise, args.docs)
-        )
+        text += f"{os.cpu_count()} cores, no GPU, {_load(workdir, ('pair/', 'pair_stagewise/'))}."
+        text += "\n\n" + "\n".join(pair_section(pair, stagewise, args.docs))
         _write_block(args.docs / "results.md", PAIR_BEGIN, PAIR_END, text)
         written.append(text)
     if not (workdir / "teacher" / "summary.json").exists():

@@ -1,6 +1,7 @@
 """bench/paper_claims.py: the study's runs and its report (tables, plots, results.md)."""
 
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -62,9 +63,36 @@ def test_report_tables_plots_and_results_page(tmp_path):
     assert "- 7 layers: FitNets (hints + KD) − KD: +62.00 points (mean over 2 seeds; per seed +60.00, +64.00: ahead in 2 of 2)" in text
     assert (docs / "paper_claims_methods.png").stat().st_size > 10_000
     assert (docs / "paper_claims_depth.png").stat().st_size > 10_000
+    assert ", load average not recorded. Fashion-MNIST: " in text  # runs made without a record
     page = (docs / "results.md").read_text()
     assert page.startswith("# Mine\n") and page.endswith(f"{paper_claims.END}\nkept\n")
     assert "old" not in page and text in page
+
+
+def test_each_training_call_records_the_machine_and_its_load_for_the_headers(tmp_path, monkeypatch):
+    # docs/results.md gave the machine of its runs but not its load, which bench/run.py records.
+    from fitnets_tf import experiment
+
+    def train(config, workdir, log):
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "summary.json").write_text("{}")
+
+    monkeypatch.setattr(experiment, "run", train)
+    args = paper_claims.parse(["--workdir", str(tmp_path), "--seeds=0", "--docs", str(tmp_path),
+                               "--parts=main"])  # fmt: skip
+    paper_claims.run_all(args)  # the teacher, then main/seed0
+    paper_claims.run_all(args)  # both finished: nothing trained, nothing recorded
+
+    records = json.loads((tmp_path / paper_claims.MACHINE_FILE).read_text())
+    assert sorted(records) == ["main/seed0", "teacher"]
+    (call,) = records["teacher"]
+    assert len(call["machine"]["load_average_start"]) == 3 and len(call["load_average_end"]) == 3
+    assert call["machine"]["cpu_count"] == os.cpu_count() and call["seconds"] >= 0
+    assert re.fullmatch(
+        r"1-minute load average \d+\.\d–\d+\.\d at the start and end of its 2 training calls "
+        r"\(`machine\.json` of the runs\)", paper_claims._load(tmp_path, ("teacher", "main/"))
+    )  # fmt: skip
+    assert paper_claims._load(tmp_path, ("pair/",)) == "load average not recorded"
 
 
 def test_configs_share_one_teacher_and_cache_its_outputs(tmp_path):
