@@ -54,9 +54,9 @@ QUICKSTART = [
         (read offline), trains the teacher, runs both stages, compares the result with the
         same student trained on the labels alone, and exports the student.
 
-        **Run time on a 2-core CPU**: about 15 to 20 minutes (18 measured while other jobs
-        shared the machine); with `FITNETS_SMOKE=1` in the environment (what the tests do)
-        about 30 seconds.
+        **Run time on a 2-core CPU**: 18 minutes (measured on 2026-12-02 while other jobs shared
+        the machine); with `FITNETS_SMOKE=1` in the environment (what the tests do), 38 seconds
+        (2026-12-06).
         """
     ),
     code(
@@ -434,8 +434,8 @@ CUSTOM_MODELS = [
         Keras Functional API, shows how the regressor is chosen, what the errors look like when
         the shapes cannot be matched, and then distils the student with `model.fit`.
 
-        **Run time on a 2-core CPU**: about 5 minutes (5.4 measured on a busy machine); with
-        `FITNETS_SMOKE=1` about 15 seconds.
+        **Run time on a 2-core CPU**: 5.4 minutes (measured on 2026-12-02 on a busy machine);
+        with `FITNETS_SMOKE=1`, 19 seconds (2026-12-06).
         """
     ),
     code(
@@ -743,9 +743,9 @@ TUNING = [
         same hint-trained student. A trial's score is its best validation accuracy; the test
         split is only read at the very end, for the winner.
 
-        **Run time on a 2-core CPU**: about 20 minutes (21 measured while other jobs shared the
-        machine; 20,000 training images, 8 trials of 2 epochs, each trial about 1.5 minutes);
-        with `FITNETS_SMOKE=1` about 20 seconds (2 trials of 1 epoch).
+        **Run time on a 2-core CPU**: 21 minutes (measured on 2026-12-02 while other jobs shared
+        the machine; 20,000 training images, 8 trials of 2 epochs, each trial about 1.5
+        minutes); with `FITNETS_SMOKE=1`, 33 seconds (2 trials of 1 epoch; 2026-12-06).
         """
     ),
     code(
@@ -940,8 +940,8 @@ OWN_MODEL = [
         7. the same run as `python -m fitnets_tf.train --dataset=folder:... --teacher=...keras
            --student=...keras --hints=auto`, through `experiment.run`.
 
-        **Run time on a 2-core CPU**: about 6 minutes; with `FITNETS_SMOKE=1` (what the tests
-        do) about a minute.
+        **Run time on a 2-core CPU**: not measured for a full run; with `FITNETS_SMOKE=1` (what
+        the tests do), 41 seconds (2026-12-06).
         """
     ),
     code(
