@@ -1,4 +1,4 @@
-"""The README's quick example runs as shown."""
+"""The README's quick example runs as shown, and the runtime options it lists are all of them."""
 
 import os
 import pathlib
@@ -18,3 +18,19 @@ def test_quick_example_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "student.keras").is_file()
     assert "kd_lambda" in proc.stdout and "hint_loss" in proc.stdout
+
+
+def test_the_options_that_may_change_between_calls_are_every_runtime_option():
+    # The list named 8 of RuntimeConfig's 11 fields: --serving_runtimes and the mid-epoch
+    # checkpoint options, which a resumed run also accepts changed, were missing.
+    import dataclasses
+
+    from fitnets_tf.config.sections import RuntimeConfig
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    listed = re.search(
+        r"The options of the config's `runtime` section \((.*?)\) may change", readme
+    )
+    assert listed, "README: the sentence listing the runtime options is gone"
+    names = set(re.findall(r"`--(\w+)`", listed.group(1)))
+    assert names == {f.name for f in dataclasses.fields(RuntimeConfig)}
