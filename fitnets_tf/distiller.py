@@ -33,13 +33,7 @@ from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     tap,
     valid_names,
 )
-from fitnets_tf.models.logits import (
-    check_batched,
-    check_class_logits,
-    check_pair,
-    logits_for_distilling,
-)
-from fitnets_tf.models.nesting import flattened
+from fitnets_tf.models.logits import check_batched, check_class_logits, check_pair, for_distilling
 from fitnets_tf.notes import note
 from fitnets_tf.step_inputs import (  # noqa: F401  (the keys: re-exported)
     CACHED_HINT,
@@ -144,9 +138,7 @@ class Distiller(keras.Model):
         given_teacher = teacher
         # A hint is often inside a backbone model, and so is a softmax (an application with its
         # classifier): their layers become taps by name, and a nested softmax is seen.
-        teacher, student = flattened(teacher), flattened(student)
-        teacher = logits_for_distilling(teacher, "teacher")
-        student = logits_for_distilling(student, "student")
+        teacher, student = for_distilling(teacher, "teacher"), for_distilling(student, "student")
         self.teacher = teacher
         self.student = student
         self.hints, self.auto_pair = resolve_pairs(

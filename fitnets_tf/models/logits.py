@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.models.nesting import layer_input
+from fitnets_tf.models.nesting import flattened, layer_input
 from fitnets_tf.notes import note
 
 # The names of the softmax functions a model may end in: keras.activations.softmax,
@@ -98,6 +98,18 @@ def logits_for_distilling(model: keras.Model, role: str) -> keras.Model:
         )
     note(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
     return logits
+
+
+def for_distilling(model: keras.Model, role: str) -> keras.Model:
+    """``model`` as the Distiller calls it: the layers of nested models brought to the top
+    level (:func:`~fitnets_tf.models.nesting.flattened`, so that a hint or a softmax inside a
+    backbone is seen), a final softmax left out (:func:`logits_for_distilling`).
+
+    The one definition of "the teacher's logits": the Distiller's live teacher and the teacher
+    cache (:mod:`fitnets_tf.teacher_cache`) both read them here, so cached and live KD have
+    the same soft targets.
+    """
+    return logits_for_distilling(flattened(model), role)
 
 
 def check_pair(teacher: keras.Model, student: keras.Model) -> None:
