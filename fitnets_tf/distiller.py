@@ -33,7 +33,13 @@ from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     tap,
     valid_names,
 )
-from fitnets_tf.models.logits import check_batched, check_class_logits, check_pair, for_distilling
+from fitnets_tf.models.logits import (
+    build_like,
+    check_batched,
+    check_class_logits,
+    check_pair,
+    for_distilling,
+)
 from fitnets_tf.notes import note
 from fitnets_tf.step_inputs import (  # noqa: F401  (the keys: re-exported)
     CACHED_HINT,
@@ -43,22 +49,6 @@ from fitnets_tf.step_inputs import (  # noqa: F401  (the keys: re-exported)
 )
 
 PHASES = ("hints", "kd")
-
-
-def _build_like(student: keras.Model, teacher: keras.Model) -> None:
-    """Builds a subclassed student on the teacher's input shape, when that shape is known.
-
-    An unbuilt model has no variables yet, so there would be nothing to optimise; calling it
-    once on zeros creates them (as Keras' first ``fit`` batch would).
-    """
-    if student.built:
-        return
-    try:
-        shape = tuple(teacher.inputs[0].shape[1:])
-    except (AttributeError, ValueError, IndexError):
-        return  # a subclassed teacher too: the first batch builds both
-    if all(d is not None for d in shape):
-        student(ops.zeros((1, *shape)), training=False)
 
 
 def _positive(name: str, value: float, allow_zero: bool = False) -> float:
@@ -173,7 +163,7 @@ class Distiller(keras.Model):
         if len(self.hints) > 1:
             names += [f"hint_loss/{pair_name(*pair)}" for pair in self.hints]
         self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
-        _build_like(student, teacher)
+        build_like(student, teacher)
         # Last: a Distiller that fails to build leaves it untouched. The given model too: the
         # Distiller's may be a copy (softmax left out) that shares its layers but one.
         teacher.trainable = given_teacher.trainable = False
@@ -189,6 +179,23 @@ class Distiller(keras.Model):
             current.assign(_positive(name, value, allow_zero=name == "kd_lambda"))
             return
         super().__setattr__(name, value)
+
+    @property
+    def trainable_weights(self):
+        """The weights the optimizer updates (Keras' meaning): in phase ``"hints"`` the student
+        up to its guided layer and the regressors, in the order the optimizer was built on.
+
+        Keras' ``fit`` ends with ``optimizer.finalize_variable_values(trainable_weights)``, which
+        under ``use_ema=True`` pairs them by position with its averages: all the weights would
+        put a regressor's average in a later student layer (or fail on its shape)."""
+        if self.phase == "hints" and self.trainable:
+            return self._phase_variables()
+        return super().trainable_weights
+
+    @property
+    def non_trainable_weights(self):
+        trained = {id(v) for v in self.trainable_weights}
+        return [v for v in self.weights if id(v) not in trained]
 
     @property
     def regressors(self) -> list:

@@ -518,3 +518,39 @@ def test_a_dataset_that_is_not_batched_is_named(teacher, student):
         d.compile(optimizer="sgd", phase=phase)
         with pytest.raises(ValueError, match=r"one image of shape \(8, 8, 1\).*ds.batch"):
             d.fit(tf.data.Dataset.from_tensor_slices((x, y)), epochs=1, verbose=0)
+
+
+class _AfterFirstStep(keras.callbacks.Callback):
+    def __init__(self, variables):
+        super().__init__()
+        self.variables, self.values = variables, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.values is None:
+            self.values = _values(self.variables)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trained_to = _values(self.variables)  # before fit's end puts the averages in
+
+
+@pytest.mark.parametrize("phase", ["hints", "kd"])
+def test_optimizer_ema_replaces_the_phases_variables_by_their_averages(teacher, student, phase):
+    # ema_momentum=1: the average is the value after the first step, for every later step. In
+    # stage 1 Keras' fit paired the averages with every weight: a shape error (conv2's kernel
+    # is not the regressor's), or a later student layer overwritten.
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    d.compile(optimizer=keras.optimizers.RMSprop(0.01, use_ema=True, ema_momentum=1.0),
+              phase=phase)  # fmt: skip
+    trained = student.trainable_weights
+    if phase == "hints":
+        trained = [*student.get_layer("conv1").weights, *d.regressor.weights]
+    later = [w for layer in student.layers[3:] for w in layer.weights]  # conv2 onwards
+    assert [id(w) for w in d.trainable_weights] == [id(w) for w in trained]
+    assert len(d.trainable_weights) + len(d.non_trainable_weights) == len(d.weights)
+    untrained, first_step = _values(later), _AfterFirstStep(trained)
+    d.fit(tiny_dataset(), epochs=1, verbose=0, callbacks=[first_step])
+    assert not _same(first_step.trained_to, first_step.values)
+    assert _same(_values(trained), first_step.values)
+    assert d.optimizer.iterations.numpy() == 4
+    if phase == "hints":
+        assert _same(_values(later), untrained)
