@@ -211,8 +211,8 @@ class Distiller(keras.Model):
         (its teacher and student are models given to it, not configuration)."""
         raise NotImplementedError(
             "A Distiller is not saved as a model: save the student, distiller.student.save("
-            "'student.keras'), or the whole training state (student, regressors, λ), "
-            "distiller.save_weights('distiller.weights.h5')."
+            "'student.keras'), or the student, regressors, λ, τ and the compiled phase's "
+            "optimizer state, distiller.save_weights('distiller.weights.h5')."
         )
 
     # -- compile -----------------------------------------------------------------------------

@@ -432,6 +432,22 @@ def test_weights_checkpoint_round_trip(tmp_path, teacher, student):
     assert _same(before, _values(d.weights))
 
 
+def test_save_weights_keeps_the_phases_optimizer_state(tmp_path, teacher, student):
+    # What the refusal of d.save() says save_weights keeps: λ, τ and the optimizer's state too.
+    d = fitnets_tf.Distiller(teacher, student, temperature=2.0)
+    d.compile(optimizer="rmsprop", phase="kd")
+    d.fit(tiny_dataset(), epochs=1, verbose=0)
+    d.kd_lambda = 2.5
+    d.save_weights(tmp_path / "d.weights.h5")
+    again = fitnets_tf.Distiller(tiny_model("teacher", 6, 5, 3), tiny_model("student", 4, 6))
+    again.compile(optimizer="rmsprop", phase="kd")
+    again.load_weights(tmp_path / "d.weights.h5")
+    assert int(again.optimizer.iterations.numpy()) == 4
+    assert _same(_values(again.optimizer.variables), _values(d.optimizer.variables))
+    assert _same(_values(again.student.weights), _values(d.student.weights))
+    assert float(again.kd_lambda.numpy()) == 2.5 and float(again.temperature.numpy()) == 2.0
+
+
 def test_cached_teacher_logits_replace_the_teacher_pass(teacher, student):
     x, y = tiny_data(16)
     d = fitnets_tf.Distiller(teacher, student, temperature=2.0)
