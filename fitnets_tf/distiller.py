@@ -221,9 +221,9 @@ class Distiller(keras.Model):
         """Configures one phase.
 
         Args:
-            optimizer: as in ``keras.Model.compile``. An optimizer that has already been used
-                is replaced by a fresh copy of its settings (:func:`fitnets_tf.recipes.
-                fresh_copy`), so no slot or step count leaks from one phase into the next.
+            optimizer: as in ``keras.Model.compile``. One already used is replaced by a fresh
+                copy of its settings, at the rate it had when first given here (:func:`fitnets_tf.
+                recipes.unused_optimizer`): no slot, step count or rate a callback set leaks on.
             phase: ``"hints"`` (stage 1) or ``"kd"`` (stage 2).
             metrics: metrics of the student's logits against the labels (``"kd"`` phase).
             **kwargs: passed to ``keras.Model.compile`` (``jit_compile``,
@@ -238,8 +238,8 @@ class Distiller(keras.Model):
                 "phase='hints' needs `hint_layer` and `guided_layer` given to the Distiller. "
                 + valid_names(self.teacher, self.student)
             )
-        if isinstance(optimizer, keras.optimizers.Optimizer) and optimizer.built:
-            optimizer = recipes.fresh_copy(optimizer)
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            optimizer = recipes.unused_optimizer(optimizer)
         self.phase = phase
         for regressor in self.regressors:
             # Stage 2 drops the regressors: they take no gradient and no optimizer slots.

@@ -331,6 +331,21 @@ def test_phases_train_the_right_weights(teacher, student):
     assert d.optimizer is not optimizer and int(d.optimizer.iterations) == 0
 
 
+def test_a_reused_optimizer_starts_the_next_phase_at_the_rate_it_was_given(teacher, student):
+    # ReduceLROnPlateau assigns stage 1's rate variable: that is stage 1's, not a setting.
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    optimizer = keras.optimizers.RMSprop(0.01)
+    d.compile(optimizer=optimizer, phase="hints")
+    lower = keras.callbacks.ReduceLROnPlateau("loss", factor=0.1, patience=0, min_delta=1e9)
+    d.fit(tiny_dataset(), epochs=2, verbose=0, callbacks=[lower])
+    assert np.isclose(float(optimizer.learning_rate), 1e-3)
+    d.compile(optimizer=optimizer, phase="kd")
+    assert float(d.optimizer.learning_rate) == np.float32(0.01)
+    d.fit(tiny_dataset(), epochs=2, verbose=0, callbacks=[lower])
+    d.compile(optimizer=d.optimizer, phase="kd")  # the copy given back: the same
+    assert float(d.optimizer.learning_rate) == np.float32(0.01)
+
+
 def test_custom_regressor_layer(teacher, student):
     custom = keras.layers.Conv2D(6, 1, name="my_regressor")
     d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1", regressor=custom)
