@@ -53,7 +53,7 @@ import tensorflow as tf
 from fitnets_tf import data as data_lib
 from fitnets_tf import teacher_shards
 from fitnets_tf.models.logits import for_distilling
-from fitnets_tf.models.nesting import layer_output
+from fitnets_tf.models.nesting import flattened, layer_output
 from fitnets_tf.step_inputs import CACHED_HINT, CACHED_LOGITS, IMAGES
 
 # The hint(s) are cached up to this size (in memory, or on disk above the memory budget);
@@ -189,8 +189,11 @@ def outputs_function(teacher: keras.Model, hint_layer: str | Sequence[str] | Non
 
 
 def hint_bytes(teacher: keras.Model, hint_layer: str | Sequence[str], num_examples: int) -> int:
-    """Memory the cached hint(s) of ``hint_layer`` (one name or several) take (float32)."""
+    """Memory the cached hint(s) of ``hint_layer`` (one name or several) take (float32).
+
+    Names as :func:`outputs_function` taps them: a layer inside a nested backbone too."""
     names = [hint_layer] if isinstance(hint_layer, str) else hint_layer
+    teacher = flattened(teacher)
     per_example = sum(int(np.prod(layer_output(teacher, n).shape[1:])) for n in names)
     return per_example * 4 * num_examples
 

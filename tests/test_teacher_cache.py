@@ -165,6 +165,17 @@ def test_the_pipelines_cache_of_a_softmax_teacher_holds_its_logits(tmp_path):
                                teacher(inputs["images"], training=False), rtol=1e-4, atol=1e-5)  # fmt: skip
 
 
+def test_a_hint_inside_a_nested_backbone_is_cached_and_sized(teacher):
+    # As the Distiller names it: the backbone's layers are brought to the top level.
+    backbone = keras.Model(teacher.inputs, teacher.get_layer("gap").output, name="backbone")
+    nested = keras.Sequential([keras.Input((8, 8, 1)), backbone, keras.layers.Dense(3)])
+    x, _ = tiny_data(4)
+    hint = teacher_cache.outputs_function(nested, "pool1")(x)["teacher_hint"]
+    np.testing.assert_allclose(hint, keras.Model(teacher.inputs, teacher.get_layer("pool1").output)(x),
+                               rtol=1e-5)  # fmt: skip
+    assert teacher_cache.hint_bytes(nested, "pool1", 10) == 4 * 4 * 6 * 4 * 10
+
+
 def test_cache_datasets_refuses_hints_under_augmentation_and_streamed_data():
     teacher = _mnist_teacher()
     hint = models.hint_layer_name("mnist_teacher")
