@@ -25,7 +25,14 @@ class LambdaAnnealing(keras.callbacks.Callback):
     with ``t`` the 0-based index of the epoch (step) about to run. The paper decays 4 → 1 over
     500 epochs; its code holds λ = 4 until epoch 5 and reaches 1 at epoch 400
     (``LambdaAnnealing(4.0, 1.0, epochs=395, hold=5)``). Resumed fits (``initial_epoch``) get
-    the value of the epoch they resume at.
+    the value of the epoch they resume at. With ``steps``, ``t`` is the optimizer's step count
+    (``optimizer.iterations``): a fit continues the schedule where the optimizer's state does
+    (a run's checkpoint restores it, :mod:`fitnets_tf.run.resume`); a new optimizer starts it
+    at step 0, whatever ``initial_epoch`` is.
+
+    Per-step values are assigned before each batch callback, which Keras calls once per
+    execution of ``steps_per_execution`` steps: a model compiled with more than one is
+    refused when ``fit`` begins, before any step (λ would hold for a whole execution).
 
     The Distiller's ``kd_lambda`` is a non-trainable variable, so the new value reaches the
     compiled train step; it is logged by the Distiller as the metric ``kd_lambda``.
@@ -75,6 +82,16 @@ class LambdaAnnealing(keras.callbacks.Callback):
                 f"Distiller). Received: {type(self.model).__name__}"
             )
         target.assign(self.value(t))
+
+    def on_train_begin(self, logs=None):
+        executions = getattr(self.model, "steps_per_execution", 1)
+        if self.per_step and executions > 1:
+            raise ValueError(
+                f"LambdaAnnealing(steps={self.duration}) sets λ before each batch callback, and "
+                f"Keras calls them once per execution of steps_per_execution={executions} steps: "
+                f"λ would hold for {executions} steps at a time. Compile with "
+                "steps_per_execution=1, or anneal per epoch: LambdaAnnealing(..., epochs=...)."
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         if not self.per_step:

@@ -34,12 +34,12 @@ from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     valid_names,
 )
 from fitnets_tf.models.logits import (
+    build_like,
     check_batched,
     check_class_logits,
     check_pair,
-    logits_for_distilling,
+    for_distilling,
 )
-from fitnets_tf.models.nesting import flattened
 from fitnets_tf.notes import note
 from fitnets_tf.step_inputs import (  # noqa: F401  (the keys: re-exported)
     CACHED_HINT,
@@ -49,22 +49,6 @@ from fitnets_tf.step_inputs import (  # noqa: F401  (the keys: re-exported)
 )
 
 PHASES = ("hints", "kd")
-
-
-def _build_like(student: keras.Model, teacher: keras.Model) -> None:
-    """Builds a subclassed student on the teacher's input shape, when that shape is known.
-
-    An unbuilt model has no variables yet, so there would be nothing to optimise; calling it
-    once on zeros creates them (as Keras' first ``fit`` batch would).
-    """
-    if student.built:
-        return
-    try:
-        shape = tuple(teacher.inputs[0].shape[1:])
-    except (AttributeError, ValueError, IndexError):
-        return  # a subclassed teacher too: the first batch builds both
-    if all(d is not None for d in shape):
-        student(ops.zeros((1, *shape)), training=False)
 
 
 def _positive(name: str, value: float, allow_zero: bool = False) -> float:
@@ -144,9 +128,7 @@ class Distiller(keras.Model):
         given_teacher = teacher
         # A hint is often inside a backbone model, and so is a softmax (an application with its
         # classifier): their layers become taps by name, and a nested softmax is seen.
-        teacher, student = flattened(teacher), flattened(student)
-        teacher = logits_for_distilling(teacher, "teacher")
-        student = logits_for_distilling(student, "student")
+        teacher, student = for_distilling(teacher, "teacher"), for_distilling(student, "student")
         self.teacher = teacher
         self.student = student
         self.hints, self.auto_pair = resolve_pairs(
@@ -181,7 +163,7 @@ class Distiller(keras.Model):
         if len(self.hints) > 1:
             names += [f"hint_loss/{pair_name(*pair)}" for pair in self.hints]
         self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
-        _build_like(student, teacher)
+        build_like(student, teacher)
         # Last: a Distiller that fails to build leaves it untouched. The given model too: the
         # Distiller's may be a copy (softmax left out) that shares its layers but one.
         teacher.trainable = given_teacher.trainable = False
@@ -199,6 +181,23 @@ class Distiller(keras.Model):
         super().__setattr__(name, value)
 
     @property
+    def trainable_weights(self):
+        """The weights the optimizer updates (Keras' meaning): in phase ``"hints"`` the student
+        up to its guided layer and the regressors, in the order the optimizer was built on.
+
+        Keras' ``fit`` ends with ``optimizer.finalize_variable_values(trainable_weights)``, which
+        under ``use_ema=True`` pairs them by position with its averages: all the weights would
+        put a regressor's average in a later student layer (or fail on its shape)."""
+        if self.phase == "hints" and self.trainable:
+            return self._phase_variables()
+        return super().trainable_weights
+
+    @property
+    def non_trainable_weights(self):
+        trained = {id(v) for v in self.trainable_weights}
+        return [v for v in self.weights if id(v) not in trained]
+
+    @property
     def regressors(self) -> list:
         """The regressors of :attr:`hints`, in pair order."""
         return [self.regressor, *self.more_regressors] if self.regressor is not None else []
@@ -212,8 +211,8 @@ class Distiller(keras.Model):
         (its teacher and student are models given to it, not configuration)."""
         raise NotImplementedError(
             "A Distiller is not saved as a model: save the student, distiller.student.save("
-            "'student.keras'), or the whole training state (student, regressors, λ), "
-            "distiller.save_weights('distiller.weights.h5')."
+            "'student.keras'), or the student, regressors, λ, τ and the compiled phase's "
+            "optimizer state, distiller.save_weights('distiller.weights.h5')."
         )
 
     # -- compile -----------------------------------------------------------------------------
@@ -222,9 +221,9 @@ class Distiller(keras.Model):
         """Configures one phase.
 
         Args:
-            optimizer: as in ``keras.Model.compile``. An optimizer that has already been used
-                is replaced by a fresh copy of its settings (:func:`fitnets_tf.recipes.
-                fresh_copy`), so no slot or step count leaks from one phase into the next.
+            optimizer: as in ``keras.Model.compile``. One already used is replaced by a fresh
+                copy of its settings, at the rate it had when first given here (:func:`fitnets_tf.
+                recipes.unused_optimizer`): no slot, step count or rate a callback set leaks on.
             phase: ``"hints"`` (stage 1) or ``"kd"`` (stage 2).
             metrics: metrics of the student's logits against the labels (``"kd"`` phase).
             **kwargs: passed to ``keras.Model.compile`` (``jit_compile``,
@@ -239,8 +238,8 @@ class Distiller(keras.Model):
                 "phase='hints' needs `hint_layer` and `guided_layer` given to the Distiller. "
                 + valid_names(self.teacher, self.student)
             )
-        if isinstance(optimizer, keras.optimizers.Optimizer) and optimizer.built:
-            optimizer = recipes.fresh_copy(optimizer)
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            optimizer = recipes.unused_optimizer(optimizer)
         self.phase = phase
         for regressor in self.regressors:
             # Stage 2 drops the regressors: they take no gradient and no optimizer slots.

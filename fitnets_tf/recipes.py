@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 
 import keras
 
@@ -230,19 +231,44 @@ def build_optimizer(
     return optimizer
 
 
+# {optimizer: its learning rate when unused_optimizer first saw it}; weak: the optimizers are
+# the user's.
+_GIVEN_RATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def unused_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """``optimizer`` itself if it has not been used (built), else a :func:`fresh_copy` of it.
+
+    The first call for an optimizer records its learning rate, which its fresh copies then
+    start from: a rate a callback changed while it trained (``ReduceLROnPlateau`` lowers the
+    rate variable) belongs to that training, not to the settings it was given with.
+    """
+    rate = getattr(optimizer, "_learning_rate", None)
+    if optimizer not in _GIVEN_RATES and isinstance(rate, keras.Variable):
+        _GIVEN_RATES[optimizer] = float(keras.ops.convert_to_numpy(rate))
+    if not optimizer.built:
+        return optimizer
+    # Recorded too: the copy Keras trains, given back (distiller.optimizer), starts over as well.
+    return unused_optimizer(fresh_copy(optimizer))
+
+
 def fresh_copy(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
     """A new optimizer with ``optimizer``'s settings and none of its state (slots, step count).
 
     Its configuration is copied, but not through serialization where that would fail or lose
     something: the learning rate's schedule or callable is shared as it is (a schedule of the
     user's own need not be registered, a lambda need not be deserialized: both are
-    stateless), and so are the weight-decay exclusions, which the configuration omits.
+    stateless), and so are the weight-decay exclusions, which the configuration omits. A
+    constant rate is the one :func:`unused_optimizer` recorded when it first saw
+    ``optimizer``, if it did; otherwise the rate variable's current value.
     """
     rate = optimizer._learning_rate  # the schedule/callable itself; get_config serializes it
     try:
         config = optimizer.get_config()
         if not isinstance(rate, keras.Variable) and callable(rate):
             config["learning_rate"] = rate
+        elif optimizer in _GIVEN_RATES:
+            config["learning_rate"] = _GIVEN_RATES[optimizer]
         fresh = optimizer.__class__.from_config(config)
     except (NotImplementedError, TypeError, ValueError) as e:
         raise ValueError(

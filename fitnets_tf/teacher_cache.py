@@ -52,7 +52,8 @@ import tensorflow as tf
 
 from fitnets_tf import data as data_lib
 from fitnets_tf import teacher_shards
-from fitnets_tf.models.nesting import layer_output
+from fitnets_tf.models.logits import for_distilling
+from fitnets_tf.models.nesting import flattened, layer_output
 from fitnets_tf.step_inputs import CACHED_HINT, CACHED_LOGITS, IMAGES
 
 # The hint(s) are cached up to this size (in memory, or on disk above the memory budget);
@@ -79,7 +80,8 @@ def cache_teacher_logits(
     """Runs ``teacher`` once over ``examples`` and returns the examples with its logits.
 
     Args:
-        teacher: the frozen teacher, returning logits; called with ``training=False``.
+        teacher: the frozen teacher; called with ``training=False``. Its logits are read as
+            the Distiller reads them (:func:`outputs_function`): a final softmax left out.
         examples: a finite dataset of **batches** ``(images, labels)``, produced without random
             augmentation (its order does not matter: images are stored with their logits).
         augmenting: whether ``examples`` is randomly augmented; ``True`` raises, see
@@ -98,10 +100,10 @@ def cache_teacher_logits(
     """
     if augmenting:
         raise ValueError(AUGMENTATION_MESSAGE)
+    outputs_of = outputs_function(teacher)
 
-    @tf.function
     def logits_of(images):
-        return teacher(images, training=False)
+        return outputs_of(images)[CACHED_LOGITS]
 
     if path is None:
         images, logits, labels = [], [], []
@@ -163,7 +165,12 @@ def outputs_function(teacher: keras.Model, hint_layer: str | Sequence[str] | Non
     Functional teacher is needed for it; logits alone work with any teacher). ``hint_layer``
     names one layer (the hint is its output) or several (a tuple of their outputs, in order:
     the Distiller's cached hints of several pairs).
+
+    The logits are the ones the :class:`~fitnets_tf.Distiller` reads from a live teacher
+    (:func:`fitnets_tf.models.logits.for_distilling`): a teacher ending in a softmax has it
+    left out, where caching its probabilities as logits would soften them a second time.
     """
+    teacher = for_distilling(teacher, "teacher")
     if hint_layer is None:
         return tf.function(
             lambda images: {CACHED_LOGITS: teacher(images, training=False)}, autograph=False
@@ -182,8 +189,11 @@ def outputs_function(teacher: keras.Model, hint_layer: str | Sequence[str] | Non
 
 
 def hint_bytes(teacher: keras.Model, hint_layer: str | Sequence[str], num_examples: int) -> int:
-    """Memory the cached hint(s) of ``hint_layer`` (one name or several) take (float32)."""
+    """Memory the cached hint(s) of ``hint_layer`` (one name or several) take (float32).
+
+    Names as :func:`outputs_function` taps them: a layer inside a nested backbone too."""
     names = [hint_layer] if isinstance(hint_layer, str) else hint_layer
+    teacher = flattened(teacher)
     per_example = sum(int(np.prod(layer_output(teacher, n).shape[1:])) for n in names)
     return per_example * 4 * num_examples
 

@@ -34,6 +34,8 @@ import tensorflow as tf
 from fitnets_tf import data as data_lib
 from fitnets_tf.distiller import IMAGES
 from fitnets_tf.errors import DiskFullError
+from fitnets_tf.models.logits import ends_in_softmax
+from fitnets_tf.models.nesting import flattened
 from fitnets_tf.run import io
 
 MANIFEST = "manifest.json"
@@ -306,7 +308,12 @@ def _cache_key(teacher: keras.Model, images, hint_layer) -> str:
     for weight in teacher.weights:  # the non-trainable ones too: batch-norm statistics
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     digest.update(np.ascontiguousarray(images).tobytes())
-    digest.update(json.dumps([hint_layer, teacher.dtype_policy.name, TEACHER_BATCH]).encode())
+    what = [hint_layer, teacher.dtype_policy.name, TEACHER_BATCH]
+    if ends_in_softmax(flattened(teacher)):
+        # The logits under it (teacher_cache.outputs_function): shards written when the cache
+        # stored such a teacher's probabilities have the same weights, and must not be reused.
+        what.append("logits under the softmax")
+    digest.update(json.dumps(what).encode())
     return digest.hexdigest()
 
 

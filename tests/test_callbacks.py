@@ -35,6 +35,29 @@ def test_per_step_annealing(teacher, student):
     assert float(d.kd_lambda.numpy()) == 1.0  # step 3 of 4 was the last to run
 
 
+def test_per_step_annealing_follows_the_optimizers_step_count(teacher, student):
+    # Not initial_epoch: a new optimizer starts the schedule again, the same one continues it.
+    d = fitnets_tf.Distiller(teacher, student)
+    d.compile(optimizer="sgd", phase="kd")
+    annealing = LambdaAnnealing(4.0, 0.0, steps=8)
+    d.fit(tiny_dataset(), epochs=2, initial_epoch=1, verbose=0, callbacks=[annealing])
+    assert float(d.kd_lambda.numpy()) == 2.5  # step 3 of 8, as from epoch 0
+    d.fit(tiny_dataset(), epochs=1, verbose=0, callbacks=[annealing])
+    assert float(d.kd_lambda.numpy()) == 0.5  # step 7
+
+
+def test_per_step_annealing_refuses_several_steps_per_execution(teacher, student):
+    # Keras calls batch callbacks once per execution: λ would hold for 2 steps at a time.
+    d = fitnets_tf.Distiller(teacher, student)
+    d.compile(optimizer="sgd", phase="kd", steps_per_execution=2)
+    with pytest.raises(ValueError, match=r"steps_per_execution=2 steps.*steps_per_execution=1"):
+        d.fit(tiny_dataset(), epochs=1, verbose=0, callbacks=[LambdaAnnealing(4, 0, steps=4)])
+    assert int(d.optimizer.iterations.numpy()) == 0  # refused before any step
+    history = d.fit(tiny_dataset(), epochs=2, verbose=0,
+                    callbacks=[LambdaAnnealing(4, 0, epochs=1)]).history  # fmt: skip
+    assert history["kd_lambda"] == [4.0, 0.0]  # per epoch: exact under any steps_per_execution
+
+
 def test_resumed_fit_gets_the_resumed_epoch_value(teacher, student):
     d = fitnets_tf.Distiller(teacher, student)
     d.compile(optimizer="sgd", phase="kd")
@@ -101,4 +124,6 @@ def test_early_stopping_keeps_what_the_stage_trains_not_the_frozen_teacher():
     # A checkpoint of an older run holds every weight: restored as well.
     ours.best_weights = [w + 1 for w in theirs.best_weights]
     ours.on_train_end()
-    np.testing.assert_array_equal(d.teacher.get_weights()[0], reference.teacher.get_weights()[0] + 1)
+    np.testing.assert_array_equal(
+        d.teacher.get_weights()[0], reference.teacher.get_weights()[0] + 1
+    )

@@ -331,6 +331,21 @@ def test_phases_train_the_right_weights(teacher, student):
     assert d.optimizer is not optimizer and int(d.optimizer.iterations) == 0
 
 
+def test_a_reused_optimizer_starts_the_next_phase_at_the_rate_it_was_given(teacher, student):
+    # ReduceLROnPlateau assigns stage 1's rate variable: that is stage 1's, not a setting.
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    optimizer = keras.optimizers.RMSprop(0.01)
+    d.compile(optimizer=optimizer, phase="hints")
+    lower = keras.callbacks.ReduceLROnPlateau("loss", factor=0.1, patience=0, min_delta=1e9)
+    d.fit(tiny_dataset(), epochs=2, verbose=0, callbacks=[lower])
+    assert np.isclose(float(optimizer.learning_rate), 1e-3)
+    d.compile(optimizer=optimizer, phase="kd")
+    assert float(d.optimizer.learning_rate) == np.float32(0.01)
+    d.fit(tiny_dataset(), epochs=2, verbose=0, callbacks=[lower])
+    d.compile(optimizer=d.optimizer, phase="kd")  # the copy given back: the same
+    assert float(d.optimizer.learning_rate) == np.float32(0.01)
+
+
 def test_custom_regressor_layer(teacher, student):
     custom = keras.layers.Conv2D(6, 1, name="my_regressor")
     d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1", regressor=custom)
@@ -432,6 +447,22 @@ def test_weights_checkpoint_round_trip(tmp_path, teacher, student):
     assert _same(before, _values(d.weights))
 
 
+def test_save_weights_keeps_the_phases_optimizer_state(tmp_path, teacher, student):
+    # What the refusal of d.save() says save_weights keeps: λ, τ and the optimizer's state too.
+    d = fitnets_tf.Distiller(teacher, student, temperature=2.0)
+    d.compile(optimizer="rmsprop", phase="kd")
+    d.fit(tiny_dataset(), epochs=1, verbose=0)
+    d.kd_lambda = 2.5
+    d.save_weights(tmp_path / "d.weights.h5")
+    again = fitnets_tf.Distiller(tiny_model("teacher", 6, 5, 3), tiny_model("student", 4, 6))
+    again.compile(optimizer="rmsprop", phase="kd")
+    again.load_weights(tmp_path / "d.weights.h5")
+    assert int(again.optimizer.iterations.numpy()) == 4
+    assert _same(_values(again.optimizer.variables), _values(d.optimizer.variables))
+    assert _same(_values(again.student.weights), _values(d.student.weights))
+    assert float(again.kd_lambda.numpy()) == 2.5 and float(again.temperature.numpy()) == 2.0
+
+
 def test_cached_teacher_logits_replace_the_teacher_pass(teacher, student):
     x, y = tiny_data(16)
     d = fitnets_tf.Distiller(teacher, student, temperature=2.0)
@@ -518,3 +549,39 @@ def test_a_dataset_that_is_not_batched_is_named(teacher, student):
         d.compile(optimizer="sgd", phase=phase)
         with pytest.raises(ValueError, match=r"one image of shape \(8, 8, 1\).*ds.batch"):
             d.fit(tf.data.Dataset.from_tensor_slices((x, y)), epochs=1, verbose=0)
+
+
+class _AfterFirstStep(keras.callbacks.Callback):
+    def __init__(self, variables):
+        super().__init__()
+        self.variables, self.values = variables, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.values is None:
+            self.values = _values(self.variables)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trained_to = _values(self.variables)  # before fit's end puts the averages in
+
+
+@pytest.mark.parametrize("phase", ["hints", "kd"])
+def test_optimizer_ema_replaces_the_phases_variables_by_their_averages(teacher, student, phase):
+    # ema_momentum=1: the average is the value after the first step, for every later step. In
+    # stage 1 Keras' fit paired the averages with every weight: a shape error (conv2's kernel
+    # is not the regressor's), or a later student layer overwritten.
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    d.compile(optimizer=keras.optimizers.RMSprop(0.01, use_ema=True, ema_momentum=1.0),
+              phase=phase)  # fmt: skip
+    trained = student.trainable_weights
+    if phase == "hints":
+        trained = [*student.get_layer("conv1").weights, *d.regressor.weights]
+    later = [w for layer in student.layers[3:] for w in layer.weights]  # conv2 onwards
+    assert [id(w) for w in d.trainable_weights] == [id(w) for w in trained]
+    assert len(d.trainable_weights) + len(d.non_trainable_weights) == len(d.weights)
+    untrained, first_step = _values(later), _AfterFirstStep(trained)
+    d.fit(tiny_dataset(), epochs=1, verbose=0, callbacks=[first_step])
+    assert not _same(first_step.trained_to, first_step.values)
+    assert _same(_values(trained), first_step.values)
+    assert d.optimizer.iterations.numpy() == 4
+    if phase == "hints":
+        assert _same(_values(later), untrained)

@@ -41,7 +41,7 @@ class KilledAtStep(keras.callbacks.Callback):
             raise Killed
 
 
-def _stage(workdir, epochs=3, kill_at=None, every=3, seed=0):
+def _stage(workdir, epochs=3, kill_at=None, every=3, seed=0, **compile_kwargs):
     """A teacher stage with dropout, augmentation and a cosine schedule, checkpointed."""
     datasets = data.load("synthetic", batch_size=64, augment=True, limit=256)
     model = dropout_model(seed)
@@ -53,7 +53,7 @@ def _stage(workdir, epochs=3, kill_at=None, every=3, seed=0):
     stages.fit_labels(model, datasets.train, epochs=epochs, hparams=hparams, verbose=0,
                       callbacks=callbacks + ([KilledAtStep(kill_at)] if kill_at else []),
                       initial_epoch=state.initial_epoch("teacher"),
-                      initial_step=state.initial_step("teacher"))  # fmt: skip
+                      initial_step=state.initial_step("teacher"), **compile_kwargs)  # fmt: skip
     return model, resume.RunState(workdir, {})
 
 
@@ -76,6 +76,24 @@ def test_killed_mid_epoch_then_resumed_equals_uninterrupted(tmp_path):
     straight_history = straight_state.stage("teacher")["history"]
     assert len(set(straight_history["learning_rate"])) == 3
     assert resumed_state.stage("teacher")["history"] == straight_history
+
+
+def test_steps_per_execution_checkpoints_count_steps_and_resume_exactly(tmp_path):
+    # Two steps per Keras call: step checkpoints follow calls, at the stage's steps 6 (a
+    # multiple of 3) and 10 (the call of steps 9 and 10), not at the count of calls.
+    tf.config.experimental.enable_op_determinism()
+    straight, straight_state = _stage(tmp_path / "a", steps_per_execution=2)
+    assert sorted(straight_state.stage("teacher")["step_checkpoints"]) == ["10", "6"]
+    with pytest.raises(Killed):  # after the last call, before the last epoch's checkpoint
+        _stage(tmp_path / "b", kill_at=12, steps_per_execution=2)
+    state = resume.RunState(tmp_path / "b", {})
+    assert state.stage("teacher")["mid_epoch"] == {"epoch": 2, "step": 2, "checkpoint": 10}
+    resumed, resumed_state = _stage(tmp_path / "b", seed=123, steps_per_execution=2)
+    assert int(resumed.optimizer.iterations) == int(straight.optimizer.iterations) == 3 * STEPS
+    for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert resume.seed_states(resumed) == resume.seed_states(straight)
+    assert resumed_state.stage("teacher")["history"] == straight_state.stage("teacher")["history"]
 
 
 def test_mid_epoch_checkpoints_are_bounded(tmp_path):

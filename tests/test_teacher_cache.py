@@ -36,6 +36,28 @@ def test_cached_kd_losses_equal_live_ones(teacher, student, tmp_path, on_disk):
         np.testing.assert_allclose(from_cache[name], live[name], rtol=1e-5)
 
 
+def _with_softmax(model):
+    return keras.Model(model.inputs, keras.layers.Softmax(name="probs")(model.output), name="p")
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_a_softmax_teachers_cache_holds_the_logits_the_distiller_reads(teacher, student,
+                                                                       tmp_path, on_disk):  # fmt: skip
+    # Its probabilities stored as logits would be softened a second time: near-uniform targets.
+    with_softmax = _with_softmax(teacher)
+    cached = teacher_cache.cache_teacher_logits(
+        with_softmax, tiny_dataset(batch_size=8), augmenting=False,
+        path=tmp_path / "cache" if on_disk else None,
+    )  # fmt: skip
+    logits = np.concatenate([inputs["teacher_logits"] for inputs, _ in cached.batch(8)])
+    np.testing.assert_allclose(logits, teacher(tiny_data()[0], training=False), rtol=1e-5)
+    distiller = _kd_distiller(with_softmax, student)
+    live = distiller.evaluate(tiny_dataset(batch_size=8), return_dict=True, verbose=0)
+    from_cache = distiller.evaluate(cached.batch(8), return_dict=True, verbose=0)
+    for name in ("loss", "ce_loss", "kd_loss"):
+        np.testing.assert_allclose(from_cache[name], live[name], rtol=1e-5)
+
+
 def test_cache_pairs_each_image_with_its_own_logits(teacher):
     x, y = tiny_data()
     # A source shuffled differently on each pass: images must still carry their own logits.
@@ -121,6 +143,37 @@ def test_cached_hint_gives_the_live_hint_loss(teacher, student):
     from_cache = distiller.evaluate(cached, y, batch_size=8, return_dict=True, verbose=0)
     np.testing.assert_allclose(from_cache["hint_loss"], live["hint_loss"], rtol=1e-5)
     assert live["hint_loss"] > 0
+
+
+def test_the_pipelines_cache_of_a_softmax_teacher_holds_its_logits(tmp_path):
+    datasets, teacher = _synthetic(), _mnist_teacher()
+    hint = models.hint_layer_name("mnist_teacher")
+    x = datasets.train_examples[0][:16]
+    outputs = teacher_cache.outputs_function(_with_softmax(teacher), hint)(x)
+    np.testing.assert_allclose(outputs["teacher_logits"], teacher(x, training=False),
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+    log = []
+    teacher_cache.cache_datasets(teacher, datasets, memory_budget=4_000, directory=tmp_path,
+                                 log=log.append)  # fmt: skip
+    log = []
+    train, _ = teacher_cache.cache_datasets(_with_softmax(teacher), datasets, memory_budget=4_000,
+                                            directory=tmp_path, log=log.append)  # fmt: skip
+    # Shards of the same weights, but of other outputs: not reused.
+    assert "holds the outputs of another teacher" in log[1]
+    inputs, _ = next(iter(train))
+    np.testing.assert_allclose(inputs["teacher_logits"],
+                               teacher(inputs["images"], training=False), rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
+def test_a_hint_inside_a_nested_backbone_is_cached_and_sized(teacher):
+    # As the Distiller names it: the backbone's layers are brought to the top level.
+    backbone = keras.Model(teacher.inputs, teacher.get_layer("gap").output, name="backbone")
+    nested = keras.Sequential([keras.Input((8, 8, 1)), backbone, keras.layers.Dense(3)])
+    x, _ = tiny_data(4)
+    hint = teacher_cache.outputs_function(nested, "pool1")(x)["teacher_hint"]
+    np.testing.assert_allclose(hint, keras.Model(teacher.inputs, teacher.get_layer("pool1").output)(x),
+                               rtol=1e-5)  # fmt: skip
+    assert teacher_cache.hint_bytes(nested, "pool1", 10) == 4 * 4 * 6 * 4 * 10
 
 
 def test_cache_datasets_refuses_hints_under_augmentation_and_streamed_data():
@@ -214,7 +267,9 @@ def test_disk_cache_gives_the_memory_caches_batches(tmp_path, augmented):
     assert len(list(tmp_path.glob("*.npy"))) == (16 if augmented else 2 * 24)
     assert "memory budget: cached in" in log[0]
     for epoch in (0, 3):
-        _assert_same_batches(_batches(on_disk, datasets, epoch), _batches(in_memory, datasets, epoch))
+        _assert_same_batches(
+            _batches(on_disk, datasets, epoch), _batches(in_memory, datasets, epoch)
+        )
     assert validation is not None  # held-out outputs stay in memory
 
 
@@ -251,7 +306,9 @@ def test_disk_cache_is_reused_and_a_damaged_shard_rebuilt(tmp_path):
 
 
 def _mnist_teacher_of_seed(seed):
-    return models.build("mnist_teacher", (28, 28, 1), 10, seed=seed, kernel_initializer="he_uniform")
+    return models.build(
+        "mnist_teacher", (28, 28, 1), 10, seed=seed, kernel_initializer="he_uniform"
+    )
 
 
 def test_shards_are_written_in_blocks_and_gathered_in_any_order(tmp_path):

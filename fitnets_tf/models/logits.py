@@ -1,5 +1,5 @@
 """A model's class logits: a final softmax found and left out, and what the Distiller checks of
-a teacher and a student's ends before any data is read.
+a teacher and a student's ends (and builds of a subclassed student) before any data is read.
 
 Distillation softens both models' logits with the temperature, so a softmax the model applies
 itself has to go (its probabilities taken as logits give soft targets near uniform), and it
@@ -9,9 +9,10 @@ needs two class logits or more (a softmax over one logit is 1 whatever the input
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.models.nesting import layer_input
+from fitnets_tf.models.nesting import flattened, layer_input
 from fitnets_tf.notes import note
 
 # The names of the softmax functions a model may end in: keras.activations.softmax,
@@ -98,6 +99,34 @@ def logits_for_distilling(model: keras.Model, role: str) -> keras.Model:
         )
     note(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
     return logits
+
+
+def for_distilling(model: keras.Model, role: str) -> keras.Model:
+    """``model`` as the Distiller calls it: the layers of nested models brought to the top
+    level (:func:`~fitnets_tf.models.nesting.flattened`, so that a hint or a softmax inside a
+    backbone is seen), a final softmax left out (:func:`logits_for_distilling`).
+
+    The one definition of "the teacher's logits": the Distiller's live teacher and the teacher
+    cache (:mod:`fitnets_tf.teacher_cache`) both read them here, so cached and live KD have
+    the same soft targets.
+    """
+    return logits_for_distilling(flattened(model), role)
+
+
+def build_like(student: keras.Model, teacher: keras.Model) -> None:
+    """Builds a subclassed student on the teacher's input shape, when that shape is known.
+
+    An unbuilt model has no variables yet, so there would be nothing to optimise; calling it
+    once on zeros creates them (as Keras' first ``fit`` batch would).
+    """
+    if student.built:
+        return
+    try:
+        shape = tuple(teacher.inputs[0].shape[1:])
+    except (AttributeError, ValueError, IndexError):
+        return  # a subclassed teacher too: the first batch builds both
+    if all(d is not None for d in shape):
+        student(ops.zeros((1, *shape)), training=False)
 
 
 def check_pair(teacher: keras.Model, student: keras.Model) -> None:

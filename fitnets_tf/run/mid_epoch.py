@@ -37,7 +37,9 @@ class StepCheckpoints:
     """The mid-epoch checkpoints of one stage: when one is due, writing and restoring one.
 
     Checkpoints are numbered by the stage's step (``epoch · steps_per_epoch + step``), so the
-    ``every`` schedule falls on the same steps after a resume.
+    ``every`` schedule falls on the same steps after a resume. Under ``steps_per_execution``
+    > 1 Keras runs several steps per call, and a checkpoint can only follow a call: it is
+    written after the call whose steps reach a multiple of ``every``, numbered by its last.
 
     Args:
         files: the stage's layout.
@@ -54,8 +56,12 @@ class StepCheckpoints:
         )
         self._last = time.monotonic()
 
-    def due(self, number: int) -> bool:
-        if self.every and number % self.every == 0:
+    def due(self, number: int, since: int | None = None) -> bool:
+        """Whether to checkpoint after step ``number``, the steps after ``since`` (default:
+        ``number - 1``) having run in one call: a multiple of ``every`` among them, or the
+        minutes passed."""
+        since = number - 1 if since is None else since
+        if self.every and number // self.every > since // self.every:
             return True
         return bool(self.minutes) and time.monotonic() - self._last >= 60 * self.minutes
 

@@ -257,7 +257,7 @@ class StageCheckpoint(keras.callbacks.Callback):
         self.checkpoint_every, self.checkpoint_minutes = checkpoint_every, checkpoint_minutes
         self._manager = self._steps = None
         self._epoch_start = 0.0
-        self._epoch = self._step = self._resume_step = 0
+        self._epoch = self._step = self._first_step = self._resume_step = 0
         self._resume_metrics = None  # the resumed epoch's metric totals before its first step
 
     def _checkpoint_manager(self):
@@ -301,10 +301,13 @@ class StageCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
-        self._epoch, self._step, self._resume_step = epoch, self._resume_step, 0
+        self._epoch, self._first_step, self._resume_step = epoch, self._resume_step, 0
+        self._step = self._first_step
 
     def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
+        # One call per execution of steps_per_execution steps: Keras passes the index of its
+        # last step in this fit's epoch (a resumed epoch's fit starts _first_step in).
+        before, self._step = self._step, self._first_step + batch + 1
         if self._resume_metrics:  # the resumed epoch's first step has built the metrics
             self._steps.add_metric_totals(self._resume_metrics)
             self._resume_metrics = None
@@ -313,7 +316,7 @@ class StageCheckpoint(keras.callbacks.Callback):
             return  # the epoch's last step: the epoch's checkpoint follows
         number = self._epoch * steps + self._step
         stop = preemption.agreed(self.model.distribute_strategy, number)
-        if stop or self._steps.due(number):
+        if stop or self._steps.due(number, since=number - (self._step - before)):
             self._save_mid_epoch(number)
         if stop:
             raise preemption.Preempted(f"step {self._step} of epoch {self._epoch + 1} of stage "
