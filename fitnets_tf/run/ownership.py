@@ -86,7 +86,7 @@ def claim(workdir: str | os.PathLike, config, *, flags: bool = False) -> None:
     stages = plan(config)
     outputs = files.outputs(stages.mode_stages, teacher=stages.train_teacher, flags=flags)
     _refuse_others_files(files.root, outputs, started_here(files), "run")
-    _refuse_writing_over_inputs(files.root, outputs, input_paths(config), "run")
+    _refuse_writing_over_or_among_inputs(files.root, outputs, input_paths(config), "run")
 
 
 def claim_search(workdir: str | os.PathLike, config, *, flags: bool = False) -> None:
@@ -99,7 +99,7 @@ def claim_search(workdir: str | os.PathLike, config, *, flags: bool = False) -> 
     files = SearchLayout(workdir)
     outputs = files.outputs(flags=flags)
     _refuse_others_files(files.root, outputs, search_started_here(files), "search")
-    _refuse_writing_over_inputs(files.root, outputs, input_paths(config), "search")
+    _refuse_writing_over_or_among_inputs(files.root, outputs, input_paths(config), "search")
 
 
 def _refuse_others_files(root: pathlib.Path, outputs, started: bool, kind: str) -> None:
@@ -113,7 +113,11 @@ def _refuse_others_files(root: pathlib.Path, outputs, started: bool, kind: str) 
         )
 
 
-def _refuse_writing_over_inputs(root: pathlib.Path, outputs, inputs: dict, kind: str) -> None:
+def _refuse_writing_over_or_among_inputs(
+    root: pathlib.Path, outputs, inputs: dict, kind: str
+) -> None:
+    """Refuses ``root`` in (or at) an input folder, and an output that would replace an input
+    (or a folder holding one); paths compared resolved."""
     real_root = pathlib.Path(os.path.realpath(root))
     written = {pathlib.Path(os.path.realpath(p)): p for p in outputs}
     for flag, path in inputs.items():
