@@ -179,6 +179,14 @@ def test_calibration_images_are_the_training_split_through_the_runs_preprocessor
     assert got.max() > 0.5  # scaled once, not twice
 
 
+def test_calibration_without_the_runs_preprocessor_is_refused(tmp_path):
+    # Refitting here would fit on the calibration images alone, in the dataset's default mode,
+    # which need not be the run's: refused, naming the missing file and the alternatives.
+    source = quantize.calibration_source(synthetic_run(tmp_path))
+    with pytest.raises(ExportConfigError, match="preprocessor.keras.*missing.*quantize='dynamic'"):
+        quantize.calibration_images(source, None, count=5)
+
+
 def test_cli_int8_calibrates_on_the_runs_training_images(tmp_path):
     run = synthetic_run(tmp_path)
     base = [sys.executable, "-m", "fitnets_tf.export", f"--workdir={run}", "--nolatency"]

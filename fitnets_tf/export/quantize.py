@@ -139,19 +139,28 @@ def calibration_images(
 ) -> np.ndarray:
     """The first ``count`` images of the training split ``source`` names, as the student saw them.
 
-    The raw pixels go through the run's own fitted ``preprocessor`` (its ZCA included), not a
-    preprocessing refitted on ``count`` images; a run without one used the dataset's default.
+    The raw pixels go through the run's own fitted ``preprocessor`` (its ZCA included): a
+    preprocessing refitted here would be fitted on ``count`` images, not the training set, and
+    the dataset's default mode need not be the one the run chose, so without the run's
+    preprocessor there is nothing right to calibrate on.
 
     Raises:
+        ExportConfigError: ``preprocessor`` is None (the run's ``preprocessor.keras`` is
+            missing).
         fitnets_tf.errors.DataError: the dataset cannot be read (as in training).
     """
     from fitnets_tf import data
 
-    mode = "auto" if preprocessor is None else "none"
-    loaded = data.load(**source, preprocessing=mode, limit=count, batch_size=count)
-    images = loaded.train_examples[0]
-    if preprocessor is not None:
-        images = preprocessor(images)
+    if preprocessor is None:
+        raise ExportConfigError(
+            "quantize='int8' calibrates on images normalised as the student saw them, but the "
+            "run's preprocessor.keras (its fitted normalisation) is missing. Restore it (or "
+            "delete the run's summary.json and re-run its training command with the same "
+            "flags: finished stages are not trained again, the file is written again), or use "
+            "quantize='dynamic', which needs no calibration."
+        )
+    loaded = data.load(**source, preprocessing="none", limit=count, batch_size=count)
+    images = preprocessor(loaded.train_examples[0])
     return np.asarray(keras.ops.convert_to_numpy(images), "float32")
 
 
