@@ -102,6 +102,24 @@ class LambdaAnnealing(keras.callbacks.Callback):
             self._assign(int(self.model.optimizer.iterations.numpy()))
 
 
+def check_checkpoints(callbacks) -> None:
+    """Refuses, before ``fit`` trains, a ``ModelCheckpoint`` that would save the whole model.
+
+    A :class:`~fitnets_tf.Distiller` is not saved as a model (its teacher and student are
+    models given to it): Keras' checkpoint would call its ``save`` at the first epoch's end,
+    after that epoch's training, and fail there. ``callbacks``: a list, a ``CallbackList`` or
+    None, as ``fit`` takes them.
+    """
+    for callback in getattr(callbacks, "callbacks", callbacks) or ():
+        if isinstance(callback, keras.callbacks.ModelCheckpoint) and not callback.save_weights_only:
+            raise ValueError(
+                f"ModelCheckpoint({callback.filepath!r}) saves the whole model, and a Distiller "
+                "is not saved as a model. Give it save_weights_only=True and a "
+                "'.weights.h5' path: it keeps the student, regressors, λ, τ and the "
+                "optimizer's state, reloaded with distiller.load_weights(path) into a "
+                "Distiller built as this one; save distiller.student itself once fit ends."
+            )
+
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds ``learning_rate`` to the epoch logs (CSV, history): the rate of the epoch's first step.
 

@@ -22,6 +22,7 @@ import tensorflow as tf
 from keras import ops
 
 from fitnets_tf import losses, recipes
+from fitnets_tf.callbacks import check_checkpoints
 from fitnets_tf.errors import ConfigError, HintShapeError  # noqa: F401  (HintShapeError: re-exported)
 from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     HintTaps,
@@ -41,12 +42,7 @@ from fitnets_tf.models.logits import (
     for_distilling,
 )
 from fitnets_tf.notes import note
-from fitnets_tf.step_inputs import (  # noqa: F401  (the keys: re-exported)
-    CACHED_HINT,
-    CACHED_LOGITS,
-    IMAGES,
-    images_of,
-)
+from fitnets_tf.step_inputs import CACHED_HINT, CACHED_LOGITS, IMAGES, images_of  # noqa: F401
 
 PHASES = ("hints", "kd")
 
@@ -206,9 +202,14 @@ class Distiller(keras.Model):
         inputs = images_of(inputs)
         return self.student(inputs, training=training)
 
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit``; a ``ModelCheckpoint`` saving the whole model is refused first."""
+        check_checkpoints(kwargs.get("callbacks", args[5] if len(args) > 5 else None))
+        return super().fit(*args, **kwargs)
+
     def save(self, filepath, *args, **kwargs):
         """Refused, before any file is written: a ``.keras`` file cannot rebuild a Distiller
-        (its teacher and student are models given to it, not configuration)."""
+        (its teacher and student are given models, not configuration)."""
         raise NotImplementedError(
             "A Distiller is not saved as a model: save the student, distiller.student.save("
             "'student.keras'), or the student, regressors, λ, τ and the compiled phase's "
@@ -229,8 +230,9 @@ class Distiller(keras.Model):
             **kwargs: passed to ``keras.Model.compile`` (``jit_compile``,
                 ``steps_per_execution``...). ``loss`` is not accepted: the phase defines it.
         """
-        if phase not in PHASES:
-            raise ValueError(f"`phase` must be one of {PHASES}. Received: phase={phase!r}")
+        if phase not in PHASES:  # compile(optimizer, loss), as for a Model, lands here
+            raise ValueError(f"`phase` must be one of {PHASES} (each phase defines its own "
+                             f"loss: pass none). Received: phase={phase!r}")  # fmt: skip
         if kwargs.get("loss") is not None:
             raise ValueError("Distiller defines its own loss per phase; do not pass `loss`.")
         if phase == "hints" and self.regressor is None:

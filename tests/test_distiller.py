@@ -269,6 +269,29 @@ def test_saving_a_distiller_whole_is_refused_before_writing(teacher, student, tm
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_model_checkpoint_saving_the_model_is_refused_before_training(teacher, student, tmp_path):
+    # Keras' ModelCheckpoint calls model.save at the first epoch's end: refused then, after an
+    # epoch of training. Now before the first step, naming the fix; weights-only ones train.
+    d = fitnets_tf.Distiller(teacher, student)
+    d.compile(optimizer="sgd", phase="kd")
+    whole = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"))
+    with pytest.raises(ValueError, match=r"'.*best.keras'\) saves the whole.*save_weights_only"):
+        d.fit(tiny_dataset(), epochs=1, verbose=0, callbacks=[whole])
+    assert int(d.optimizer.iterations.numpy()) == 0 and list(tmp_path.iterdir()) == []
+    path = str(tmp_path / "best.weights.h5")
+    weights = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
+    d.fit(tiny_dataset(), epochs=1, verbose=0, callbacks=[weights])
+    assert (tmp_path / "best.weights.h5").exists()
+
+
+def test_a_loss_given_to_compile_is_refused_naming_it(teacher, student):
+    d = fitnets_tf.Distiller(teacher, student)
+    with pytest.raises(ValueError, match="do not pass `loss`"):
+        d.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match=r"own loss: pass none.*'sparse_categorical_crossentropy'"):
+        d.compile("sgd", "sparse_categorical_crossentropy")  # as Model.compile(optimizer, loss)
+
+
 def test_teacher_and_student_of_other_class_counts_are_refused(teacher):
     five = tiny_model("student", width=4, seed=1, classes=5)
     with pytest.raises(ConfigError, match="gives 3 classes and the student 'student' 5"):
