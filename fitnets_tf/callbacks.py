@@ -120,6 +120,7 @@ def check_checkpoints(callbacks) -> None:
                 "Distiller built as this one; save distiller.student itself once fit ends."
             )
 
+
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds ``learning_rate`` to the epoch logs (CSV, history): the rate of the epoch's first step.
 
