@@ -25,7 +25,7 @@ import os
 import keras
 
 from fitnets_tf import data as data_lib
-from fitnets_tf import distribute, evaluation, export, hint_choice, stages, teacher_cache
+from fitnets_tf import distribute, evaluation, export, hint_choice, latency, stages, teacher_cache
 from fitnets_tf.builders import (  # noqa: F401  (load_data, load_teacher, models_of: re-exported)
     dataset_shape,
     load_data,
@@ -66,6 +66,8 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     the run directory. Either way, calling ``run`` again resumes.
     """
     config.validate()
+    # Timed after all the training, but their packages are checked now.
+    latency.check_serving_runtimes(config.runtime.serving_runtimes)
     # Before the directory is made, the lock file and the removal of killed writers' litter: a
     # user's folder refused is left as it was, and no folder is left inside an image folder.
     ownership.claim(workdir, config)

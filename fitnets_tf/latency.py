@@ -114,8 +114,7 @@ def measure_served_latency(
         ValueError: an unknown runtime.
         fitnets_tf.errors.RuntimeUnavailableError: its package is not installed.
     """
-    if runtime not in SERVING_RUNTIMES:
-        raise ValueError(f"`runtime` must be one of {SERVING_RUNTIMES}. Received: {runtime!r}")
+    check_serving_runtimes((runtime,))
     from fitnets_tf.export import serving, writers
 
     model = serving.as_served(model)
@@ -134,6 +133,23 @@ def measure_served_latency(
 
 
 SERVING_RUNTIMES = ("litert", "onnxruntime")
+
+
+def check_serving_runtimes(runtimes: Sequence[str]) -> None:
+    """Refuses, before any work, a runtime that is unknown or whose packages are missing.
+
+    Raises:
+        ValueError: an unknown runtime.
+        fitnets_tf.errors.RuntimeUnavailableError: its packages are not installed.
+    """
+    from fitnets_tf.export import packages
+
+    for runtime in runtimes:
+        if runtime not in SERVING_RUNTIMES:
+            raise ValueError(f"`runtime` must be one of {SERVING_RUNTIMES}. Received: {runtime!r}")
+        others = [r for r in runtimes if r != runtime]
+        packages.require(runtime, f"Timing the models in {runtime} (serving_runtimes)",
+                         f"leave it out: --serving_runtimes={','.join(others)}")
 
 
 def _litert_call(path: pathlib.Path, threads: int):
@@ -159,14 +175,8 @@ def _litert_call(path: pathlib.Path, threads: int):
 
 
 def _onnx_call(path: pathlib.Path, threads: int):
-    try:
-        import onnxruntime
-    except ImportError as err:
-        from fitnets_tf.errors import RuntimeUnavailableError
+    import onnxruntime  # checked by check_serving_runtimes
 
-        raise RuntimeUnavailableError(
-            f"Timing ONNX Runtime needs it installed ({err}): pip install 'onnxruntime>=1.20'."
-        ) from err
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     # ONNX Runtime's default: idle workers spin, as on a dedicated server. On idle cores that

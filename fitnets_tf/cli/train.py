@@ -40,7 +40,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the epoch lines
-    from fitnets_tf import experiment
+    from fitnets_tf import experiment, latency
     from fitnets_tf.run import io, layout, lock, ownership, preemption, state_file
 
     config = flag_lib.validated_command_line(sys.argv)
@@ -53,6 +53,7 @@ def main(argv):
         return
     # Before the directory is made, the lock file and flags.txt: a user's folder refused is
     # left as it was, and no folder is left inside an image folder.
+    latency.check_serving_runtimes(config.runtime.serving_runtimes)
     ownership.claim(FLAGS.workdir, config, flags=True)
     workdir = layout.prepare(FLAGS.workdir)
     try:

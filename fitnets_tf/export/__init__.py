@@ -95,7 +95,7 @@ from fitnets_tf.errors import (
     OutputExistsError,
     RuntimeUnavailableError,
 )
-from fitnets_tf.export import labels
+from fitnets_tf.export import labels, packages
 from fitnets_tf.export.publish import publish, refuse_existing, refuse_run_files
 from fitnets_tf.export.serving import (
     INPUT_NAME,
@@ -209,6 +209,9 @@ def export_student(
     """
     if format != "all":
         check_format(format)
+    for fmt in FORMATS if format == "all" else (format,):  # before the run is even loaded
+        packages.require(fmt, f"The {fmt} export",
+                         "export the other formats one by one" if format == "all" else "")
     student, run_preprocessor, workdir = _student_of(source)
     outputs = _outputs(workdir, output, format, include_preprocessing)
     for fmt, path in outputs.items():  # every check before the first artifact is written

@@ -38,8 +38,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fitnets_tf.errors import ExportConfigError, ExportVerificationError, RuntimeUnavailableError
-from fitnets_tf.export import labels, writers
+from fitnets_tf.errors import ExportConfigError, ExportVerificationError
+from fitnets_tf.export import labels, packages, writers
 from fitnets_tf.export.publish import (
     move_into_place,
     no_room,
@@ -71,6 +71,7 @@ def check(quantization: str, format: str, *, raw: bool = False) -> None:
     Raises:
         ExportConfigError: an unknown quantization, a format it is not offered for, or int8
             of a model taking raw pixels.
+        RuntimeUnavailableError: a package the format's quantization needs is not installed.
     """
     if quantization not in QUANTIZATIONS:
         raise ExportConfigError(
@@ -88,6 +89,9 @@ def check(quantization: str, format: str, *, raw: bool = False) -> None:
             "quantize='int8' calibrates on the normalised images the student was trained on, "
             "so it cannot be combined with include_preprocessing: export without it."
         )
+    if (quantization, format) == ("int8", "onnx"):
+        packages.require("onnx_int8", "ONNX int8 quantization",
+                         "quantize to LiteRT instead (--format=litert)")
 
 
 def calibration_source(workdir: str | os.PathLike) -> dict:
@@ -241,12 +245,8 @@ def write_litert_int8(serving, path: pathlib.Path, images: np.ndarray) -> None:
 
 
 def write_onnx_int8(serving, path: pathlib.Path, images: np.ndarray) -> None:
-    try:
-        from onnxruntime import quantization as ort_quantization
-    except ImportError as err:
-        raise RuntimeUnavailableError(
-            f"ONNX int8 quantization needs onnxruntime ({err}): pip install 'onnxruntime>=1.20'."
-        ) from err
+    packages.require("onnx_int8", "ONNX int8 quantization")
+    from onnxruntime import quantization as ort_quantization
 
     class Reader(ort_quantization.CalibrationDataReader):
         def __init__(self):

@@ -9,7 +9,8 @@ import keras
 import tensorflow as tf
 
 from fitnets_tf import maxout
-from fitnets_tf.errors import ExportConfigError, RuntimeUnavailableError
+from fitnets_tf.errors import ExportConfigError
+from fitnets_tf.export import packages
 from fitnets_tf.export.serving import INPUT_NAME, OUTPUT_NAME
 
 FORMATS = ("saved_model", "keras", "onnx", "litert")
@@ -78,13 +79,8 @@ def write_onnx(model: keras.Model, path: pathlib.Path) -> None:
     # tensor as a graph input. A layer holding constants (keras' Normalization(mean=...), a
     # fitted ZCA matrix) then yields a model that cannot run on "images" alone. Freezing the
     # function first turns those captures into constants, and tf2onnx converts the frozen graph.
-    try:
-        import tf2onnx
-    except ImportError as err:
-        raise RuntimeUnavailableError(
-            f"ONNX export on the TensorFlow backend needs tf2onnx and onnx ({err}): "
-            "pip install 'tf2onnx>=1.17' 'onnx>=1.16' (and onnxruntime to run the model)."
-        ) from err
+    packages.require("onnx", "The onnx export")
+    import tf2onnx
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
