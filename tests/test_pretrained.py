@@ -26,15 +26,25 @@ def test_shipped_teacher_matches_its_checksum_and_its_recorded_accuracy_on_a_sli
     assert pretrained.slice_accuracy(teacher) == pytest.approx(entry["slice_accuracy"], abs=1e-3)
 
 
-def test_a_damaged_shipped_teacher_is_refused_by_name(tmp_path, monkeypatch):
-    shutil.copy(pretrained.MANIFEST, tmp_path / "manifest.json")
+@pytest.mark.parametrize(("clone", "restore"), [
+    (True, "git checkout -- fitnets_tf/pretrained/"),
+    # pip-installed: no checkout to restore from (the message named git).
+    (False, "pip install --force-reinstall --no-deps fitnets_tf"),
+])  # fmt: skip
+def test_a_damaged_shipped_teacher_is_refused_by_name(tmp_path, monkeypatch, clone, restore):
+    here = tmp_path / "fitnets_tf" / "pretrained"
+    here.mkdir(parents=True)
+    if clone:
+        (tmp_path / ".git").mkdir()
+    shutil.copy(pretrained.MANIFEST, here / "manifest.json")
     damaged = bytearray((pretrained.HERE / f"{NAME}.keras").read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
-    (tmp_path / f"{NAME}.keras").write_bytes(bytes(damaged))
-    monkeypatch.setattr(pretrained, "HERE", tmp_path)
-    monkeypatch.setattr(pretrained, "MANIFEST", tmp_path / "manifest.json")
-    with pytest.raises(TeacherLoadError, match=f"{NAME}.*does not match the sha256.*Restore it"):
+    (here / f"{NAME}.keras").write_bytes(bytes(damaged))
+    monkeypatch.setattr(pretrained, "HERE", here)
+    monkeypatch.setattr(pretrained, "MANIFEST", here / "manifest.json")
+    with pytest.raises(TeacherLoadError, match=f"{NAME}.*does not match the sha256.*Restore it") as e:
         pretrained.resolve(pretrained.PREFIX + NAME)
+    assert restore in str(e.value) and ("git" in str(e.value)) == clone
 
 
 def test_an_unknown_shipped_teacher_is_a_config_problem():

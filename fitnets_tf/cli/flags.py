@@ -140,7 +140,8 @@ def _from_the_default(message: str, base, given: set[str]) -> str:
     listed = ", ".join(inherited)
     return (f" ({listed}: the default experiment's. Without a --flagfile, the flags you do not "
             "give are the default experiment's: give these yourself, or start from a flagfile "
-            "such as configs/smoke.flags.)")  # fmt: skip
+            "(one starts from every flag's own default; the repository's configs/ holds "
+            "examples, such as configs/smoke.flags).)")  # fmt: skip
 
 
 def flagfile_lines(config: config_lib.ExperimentConfig, workdir) -> list[str]:

@@ -1,4 +1,5 @@
-"""Trained teachers shipped with the project, each reproduced by a config in ``configs/``.
+"""Trained teachers shipped with the project, each reproduced by a config in the repository's
+``configs/`` (not part of the installed package: the manifest records each recipe whole).
 
 ``--teacher_path=pretrained:NAME`` names one (:func:`resolve`). ``manifest.json`` records, for
 every file, its sha256, the command and seed that trained it, and its test accuracy, on the
@@ -97,11 +98,21 @@ def resolve(teacher_path: str) -> str:
     if not path.is_file() or io.file_sha256(path) != entry["sha256"]:
         raise TeacherLoadError(
             f"The shipped teacher {name!r} ({path}) is missing or does not match the sha256 in "
-            f"{MANIFEST.name}: the checkout is damaged or the file was replaced. Restore it "
-            f"(git checkout -- {path.relative_to(HERE.parent.parent)}) or retrain it: "
-            f"{entry['command']}"
+            f"{MANIFEST.name}: {_restore(path, entry['command'])}"
         )
     return str(path)
+
+
+def _restore(path: pathlib.Path, command: str) -> str:
+    """How to get a damaged shipped file back: from git in a clone, from pip where installed
+    (no checkout to restore from, and no configs/ folder: it is the repository's)."""
+    root = HERE.parent.parent
+    if (root / ".git").exists():
+        return (f"the checkout is damaged or the file was replaced. Restore it (git checkout -- "
+                f"{path.relative_to(root)}) or retrain it: {command}")  # fmt: skip
+    return ("the installed package is damaged or the file was replaced. Restore it by "
+            "reinstalling: pip install --force-reinstall --no-deps fitnets_tf (or the wheel or "
+            f"folder you installed it from). Its recipe, in the project's repository: {command}")
 
 
 def slice_accuracy(teacher, dataset: str = "fashion_mnist", data_dir: str | None = None,
