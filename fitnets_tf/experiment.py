@@ -67,7 +67,8 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     """
     config.validate()
     # Timed after all the training, but their packages are checked now.
-    latency.check_serving_runtimes(config.runtime.serving_runtimes)
+    if config.runtime.measure_latency:
+        latency.check_serving_runtimes(config.runtime.serving_runtimes)
     # Before the directory is made, the lock file and the removal of killed writers' litter: a
     # user's folder refused is left as it was, and no folder is left inside an image folder.
     ownership.claim(workdir, config)

@@ -54,6 +54,23 @@ def test_serving_runtime_is_refused_before_the_run_starts(tmp_path, without_onnx
     latency.check_serving_runtimes(("litert",))
 
 
+def test_serving_runtimes_are_not_checked_when_nothing_is_timed(tmp_path, without_onnx,
+                                                                monkeypatch):  # fmt: skip
+    class GotPastTheCheck(Exception):
+        pass
+
+    def claim(*_, **__):
+        raise GotPastTheCheck
+
+    monkeypatch.setattr(experiment.ownership, "claim", claim)  # the next step: stop there
+    config = config_lib.ExperimentConfig().with_values(
+        dataset="synthetic", teacher="mnist_teacher", student="mnist_fitnet", modes=("kd",),
+        serving_runtimes=("litert", "onnxruntime"), measure_latency=False,
+    )  # fmt: skip
+    with pytest.raises(GotPastTheCheck):
+        experiment.run(config, tmp_path / "run")
+
+
 def test_train_cli_refuses_before_making_the_workdir(tmp_path):
     code = (f"from fitnets_tf.export import packages; packages.NEEDS['onnxruntime'] += ({ABSENT!r},)"
             "\nfrom fitnets_tf.cli.train import entry_point; entry_point()")  # fmt: skip
