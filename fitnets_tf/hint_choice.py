@@ -8,6 +8,7 @@ Functional models; :func:`describe_layers` prints what a user needs to choose a 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import keras
 
@@ -58,7 +59,8 @@ def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
             out.append(last)
             last = None
         cut = not any(u < i < v for u, v in crossing)
-        if cut and _is_feature_map(model, layer) and not isinstance(layer, _PASS_THROUGH):
+        skipped = isinstance(layer, _PASS_THROUGH)
+        if cut and _is_feature_map(model, layer) and not skipped:
             last = layer if not isinstance(layer, keras.layers.InputLayer) else None
     if last is not None:
         out.append(last)
@@ -84,16 +86,20 @@ def _is_feature_map(model: keras.Model, layer) -> bool:
 def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
     """The paper's rule: the middle of the teacher guides the middle of the student.
 
-    The hint is the teacher's middle feature layer (by depth); the guided layer is the
-    student's feature layer nearest its own middle (the deeper one on a tie) among those the
-    convolutional regressor can map onto the hint (a guided map at least as large as the
-    hint's). Feature layers are block outputs (:func:`feature_layers`). On the paper's MNIST
-    pair this gives its own pair (pool2 → pool4); on CIFAR FitNet 1, layer 5 where the paper
-    guides layer 6 (of 11 layers, FC and softmax included).
+    Feature layers are block outputs (:func:`feature_layers`). The hint is the teacher's middle
+    feature layer (one of its two middle ones for an even count); the guided layer is, of the
+    student's feature layers the convolutional regressor can map onto that hint (a guided map
+    at least as large as the hint's), the nearest to the student's middle. Ties, in turn: the
+    pair whose regressor has fewer weights (``k² · O_g · O_h``), the deeper guided layer, the
+    shallower hint. So a ResNet teacher with an even number of blocks, whose lower middle is
+    still at full resolution, hints from its upper middle when that lets the guided layer sit
+    nearer the student's middle. On the paper's MNIST pair this gives its own pair
+    (pool2 → pool4); on CIFAR FitNet 1, layer 5 where the paper guides layer 6 (of 11 layers,
+    FC and softmax included). The reason says why each layer was taken.
 
     Raises:
-        HintShapeError: no student layer can be mapped onto the hint; names the hint, its shape
-            and the student's layers with theirs.
+        HintShapeError: no student layer can be mapped onto the middle hint(s); names them,
+            their shapes and the student's layers with theirs.
     """
     hints, guided = feature_layers(teacher), feature_layers(student)
     if not hints or not guided:
@@ -102,36 +108,113 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
             f"{'the teacher' if not hints else 'the student'} has none. "
             + valid_names(teacher, student)
         )
-    hint = hints[(len(hints) - 1) // 2]
-    hint_shape = _output_shape(teacher, hint)
-    index = _nearest_guided(hint_shape, guided, student)
-    if index is not None:
-        shape = _output_shape(student, guided[index])
-        reason = (
-            f"the paper's rule (the middle of the teacher guides the middle of the student): "
-            f"'{hint.name}' {hint_shape} is feature layer {hints.index(hint) + 1} of "
-            f"{len(hints)} of '{teacher.name}'; '{guided[index].name}' {shape} is feature "
-            f"layer {index + 1} of {len(guided)} of '{student.name}', the nearest to its "
-            "middle that the convolutional regressor maps onto the hint"
-        )
-        return AutoPair(hint.name, guided[index].name, reason)
+    middle = (len(hints) - 1) / 2
+    options = {i: _best_guided(teacher, hints[i], student, guided)
+               for i in range(len(hints)) if abs(i - middle) < 1}  # fmt: skip
+    fitting = [i for i, option in options.items() if option is not None]
+    if fitting:
+        i = min(fitting, key=lambda i: (options[i].rank, i))
+        reason = _reason(teacher, student, hints, guided, i, options)
+        return AutoPair(hints[i].name, guided[options[i].index].name, reason)
+    named = " and ".join(f"'{hints[i].name}' {_output_shape(teacher, hints[i])}" for i in options)
     shapes = ", ".join(f"{layer.name} {_output_shape(student, layer)}" for layer in guided)
     raise HintShapeError(
         f"hints='auto': no student layer can be mapped onto the teacher's middle layer "
-        f"'{hint.name}' {hint_shape} (a guided map must be at least as large). Student feature "
+        f"{named} (a guided map must be at least as large). Student feature "
         f"layers: {shapes}. {_suggestion(teacher, student, hints, guided)}"
     )
 
 
-def _nearest_guided(hint_shape, guided: list, student: keras.Model) -> int | None:
-    """The index of the guided layer nearest the student's middle (the deeper on a tie) that
-    the convolutional regressor maps onto ``hint_shape``, or None."""
-    middle = (len(guided) - 1) / 2
-    for index in sorted(range(len(guided)), key=lambda i: (abs(i - middle), -i)):
-        shape = _output_shape(student, guided[index])
-        if all(k >= 1 for k in regressor_lib.kernel_size(shape, hint_shape)):
-            return index
-    return None
+@dataclasses.dataclass(frozen=True)
+class _Guided:
+    """A student feature layer the regressor maps onto a hint, and how good a choice it is."""
+
+    index: int  # in the student's feature layers
+    distance: float  # from the student's middle, in feature layers
+    weights: int  # the regressor's k_h · k_w · O_g · O_h
+
+    @property
+    def rank(self) -> tuple:
+        return (self.distance, self.weights, -self.index)  # the deeper on a full tie
+
+
+def _best_guided(teacher, hint, student, guided: list) -> _Guided | None:
+    """The best guided layer for ``hint`` (:attr:`_Guided.rank`), or None when none fits."""
+    fits = [g for g in (_guided_option(teacher, hint, student, guided, j)
+                        for j in range(len(guided))) if g is not None]  # fmt: skip
+    return min(fits, key=lambda g: g.rank) if fits else None
+
+
+def _guided_option(teacher, hint, student, guided: list, index: int) -> _Guided | None:
+    hint_shape = _output_shape(teacher, hint)
+    shape = _output_shape(student, guided[index])
+    kernel = regressor_lib.kernel_size(shape, hint_shape)
+    if not all(k >= 1 for k in kernel):
+        return None
+    weights = math.prod(kernel) * shape[-1] * hint_shape[-1]
+    return _Guided(index, abs(index - (len(guided) - 1) / 2), weights)
+
+
+def _reason(teacher, student, hints: list, guided: list, chosen: int, options: dict) -> str:
+    """Why ``hints[chosen]`` and its guided layer: every clause true of these two models."""
+    hint, option = hints[chosen], options[chosen]
+    layer = guided[option.index]
+    kernel = regressor_lib.kernel_size(_output_shape(student, layer), _output_shape(teacher, hint))
+    parts = [
+        f"'{hint.name}' {_output_shape(teacher, hint)} is feature layer {chosen + 1} of "
+        f"{len(hints)} of '{teacher.name}', {_place(chosen, len(hints))}",
+        f"'{layer.name}' {_output_shape(student, layer)} is feature layer {option.index + 1} of "
+        f"{len(guided)} of '{student.name}', " + _guided_place(teacher, hint, student, guided, option),
+        f"the convolutional regressor maps it onto the hint with a {'×'.join(map(str, kernel))} "
+        f"kernel (k² · O_g · O_h = {option.weights} weights)",
+    ]
+    for other in options:
+        if other != chosen:
+            parts.append(_other_middle(teacher, student, hints[other], options[other], option, guided))
+    return "the paper's rule (the middle of the teacher guides the middle of the student): " + (
+        "; ".join(parts)
+    )
+
+
+def _place(index: int, count: int) -> str:
+    return "its middle" if count % 2 else "one of its two middle layers"
+
+
+def _guided_place(teacher, hint, student, guided: list, option: _Guided) -> str:
+    """Where the guided layer is in the student, and why not the other as near, if any."""
+    count = len(guided)
+    if option.distance == 0:
+        return "its middle"
+    place = ("one of its two middle layers" if option.distance == 0.5 else
+             "of the layers whose map is large enough for the hint's (the regressor can only "
+             "shrink a map), the nearest to its middle")  # fmt: skip
+    twin = round(count - 1 - option.index)  # as far from the middle, on the other side
+    if twin == option.index or not 0 <= twin < count:
+        return place
+    rival = _guided_option(teacher, hint, student, guided, twin)
+    name = f"'{guided[twin].name}' {_output_shape(student, guided[twin])}"
+    if rival is None:
+        return f"{place} (as near, {name} is smaller than the hint)"
+    if rival.weights > option.weights:
+        return (f"{place} (as near, {name} needs a larger regressor: {rival.weights} "
+                "weights)")  # fmt: skip
+    return f"{place} (as near, {name} needs as large a regressor: the deeper is taken)"
+
+
+def _other_middle(teacher, student, hint, option, chosen: _Guided, guided: list) -> str:
+    """Why the teacher's other middle layer was not the hint."""
+    head = f"the other middle layer, '{hint.name}' {_output_shape(teacher, hint)}, "
+    if option is None:
+        return head + "has no student feature map large enough for it"
+    name = f"'{guided[option.index].name}'"
+    if option.distance > chosen.distance:
+        return head + f"would guide {name}, farther from the student's middle"
+    if option.weights > chosen.weights:
+        return head + (f"would guide {name}, as near the student's middle, with a larger "
+                       f"regressor ({option.weights} weights)")  # fmt: skip
+    if option.index != chosen.index:
+        return head + f"would guide {name}, as near and as costly but shallower"
+    return head + "would guide the same layer with as large a regressor: the shallower is taken"
 
 
 def _suggestion(teacher, student, hints: list, guided: list) -> str:
@@ -141,10 +224,9 @@ def _suggestion(teacher, student, hints: list, guided: list) -> str:
     # than any of a thin student's: the feature layer nearest it that fits is worth naming.
     middle = (len(hints) - 1) // 2
     for i in sorted(range(len(hints)), key=lambda i: (abs(i - middle), -i)):
-        hint = hints[i]
-        index = _nearest_guided(_output_shape(teacher, hint), guided, student)
-        if index is not None:
-            t, s = hint.name, guided[index].name
+        option = _best_guided(teacher, hints[i], student, guided)
+        if option is not None:
+            t, s = hints[i].name, guided[option.index].name
             return (f"Name a pair instead: hints=[({t!r}, {s!r})] in Python, --hints={t}:{s} "
                     "on the command line (the teacher's feature layer nearest its middle that a "
                     "student layer can be mapped onto).")  # fmt: skip

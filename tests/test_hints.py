@@ -134,6 +134,8 @@ def test_seeded_regressors_of_equal_shapes_get_distinct_draws():
         ("mnist_teacher", "mnist_fitnet", ("pool2", "pool4")),  # the paper's own MNIST pair
         ("cifar_teacher", "fitnet1", ("pool2", "conv5")),
         ("resnet32x4", "resnet8x4", ("stage2_block2_out", "stage2")),
+        # vgg13's two middles: stage3_relu1 (8×8) guided vgg8's pool2, off its middle pool3.
+        ("vgg13", "vgg8", ("pool3", "pool3")),
     ],
 )
 def test_auto_pair_is_the_middle_of_each_network(teacher, student, pair):
@@ -277,3 +279,93 @@ def test_one_regressor_layer_for_several_pairs_is_refused():
     with pytest.raises(ConfigError, match="one regressor per pair: 2 pairs and one layer"):
         fitnets_tf.Distiller(teacher, student, hints=[("pool1", "pool1"), ("conv2", "conv2")],
                              regressor=keras.layers.Conv2D(6, 1))  # fmt: skip
+
+
+# -- hints=auto on models of the user's kind: ResNet-style, Sequential --------
+
+
+def _conv_bn(h, filters: int, name: str, strides: int = 1):
+    h = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", name=f"{name}_conv")(h)
+    h = keras.layers.BatchNormalization(name=f"{name}_bn")(h)
+    return keras.layers.ReLU(name=f"{name}_relu")(h)
+
+
+def _resnet_style_teacher() -> keras.Model:
+    """A stem and three residual blocks (8×8, 4×4, 2×2): four feature layers, the lower
+    middle one still at full resolution."""
+    inputs = keras.Input((8, 8, 3))
+    h = _conv_bn(inputs, 4, "stem")
+    for name, filters, strides in (("b1", 4, 1), ("b2", 8, 2), ("b3", 16, 2)):
+        shortcut = h
+        h = _conv_bn(h, filters, f"{name}a", strides)
+        h = keras.layers.Conv2D(filters, 3, padding="same", name=f"{name}b_conv")(h)
+        if strides != 1:
+            shortcut = keras.layers.Conv2D(filters, 1, strides=strides, name=f"{name}_proj")(shortcut)
+        h = keras.layers.Add(name=f"{name}_add")([h, shortcut])
+        h = keras.layers.ReLU(name=f"{name}_out")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(3)(h), name="resnet_style")
+
+
+def _thin_deep_student(preprocessing=()) -> keras.Model:
+    """Seven conv blocks: 8×8 (s1, s2), 4×4 (s3 to s5), 2×2 (s6, s7); the middle is s4."""
+    inputs = keras.Input((8, 8, 3))
+    h = inputs
+    for layer in preprocessing:
+        h = layer(h)
+    for i, (filters, strides) in enumerate([(2, 1), (2, 1), (4, 2), (4, 1), (4, 1), (8, 2), (8, 1)]):
+        h = _conv_bn(h, filters, f"s{i + 1}", strides)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(3)(h), name="thin_deep")
+
+
+def test_auto_pair_of_an_even_resnet_hints_from_the_middle_that_lets_the_student_be_guided_at_its_middle():
+    # It took the lower middle b1_out (8×8, full resolution): only the student's s2 is that
+    # large, and stage 1 trained two conv layers of seven. The upper middle b2_out (4×4)
+    # lets the student's middle s4 be guided.
+    chosen = hint_choice.auto_pair(_resnet_style_teacher(), _thin_deep_student())
+    assert (chosen.hint_layer, chosen.guided_layer) == ("b2_out", "s4_relu")
+    assert chosen.reason == (
+        "the paper's rule (the middle of the teacher guides the middle of the student): "
+        "'b2_out' (4, 4, 8) is feature layer 3 of 4 of 'resnet_style', one of its two middle "
+        "layers; 's4_relu' (4, 4, 4) is feature layer 4 of 7 of 'thin_deep', its middle; the "
+        "convolutional regressor maps it onto the hint with a 1×1 kernel (k² · O_g · O_h = 32 "
+        "weights); the other middle layer, 'b1_out' (8, 8, 4), would guide 's2_relu', farther "
+        "from the student's middle"
+    )
+
+
+def test_auto_pair_of_a_sequential_teacher_is_both_middles():
+    teacher = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1"),
+        keras.layers.BatchNormalization(name="bn1"),
+        keras.layers.MaxPooling2D(name="p1"),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c2"),
+        keras.layers.BatchNormalization(name="bn2"),
+        keras.layers.MaxPooling2D(name="p2"),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c3"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3),
+    ], name="seq")  # fmt: skip
+    chosen = hint_choice.auto_pair(teacher, _thin_deep_student())
+    assert (chosen.hint_layer, chosen.guided_layer) == ("p2", "s4_relu")
+    assert "'p2' (2, 2, 8) is feature layer 2 of 3 of 'seq', its middle;" in chosen.reason
+    assert "'s4_relu' (4, 4, 4) is feature layer 4 of 7 of 'thin_deep', its middle;" in chosen.reason
+
+
+def test_auto_pair_says_why_the_guided_layer_is_not_the_students_middle():
+    # The student's middle (4×4) is smaller than the 8×8 hint: it said "the nearest to its
+    # middle" of s2 whichever the reason, and of a first layer of four.
+    inputs = keras.Input((8, 8, 3))
+    h = _conv_bn(inputs, 4, "t1")
+    h = _conv_bn(h, 4, "t2")
+    h = _conv_bn(h, 8, "t3", strides=2)
+    teacher = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(h)), name="t")
+    chosen = hint_choice.auto_pair(teacher, _thin_deep_student())
+    assert (chosen.hint_layer, chosen.guided_layer) == ("t2_relu", "s2_relu")
+    assert (
+        "'s2_relu' (8, 8, 2) is feature layer 2 of 7 of 'thin_deep', of the layers whose map is "
+        "large enough for the hint's (the regressor can only shrink a map), the nearest to its "
+        "middle (as near, 's6_relu' (2, 2, 8) is smaller than the hint);"
+    ) in chosen.reason
