@@ -17,6 +17,7 @@ from fitnets_tf.errors import HintShapeError
 from fitnets_tf.hint_path import check_functional, make_regressors, pair_name, valid_names
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
 from fitnets_tf.models.nesting import layer_output, own_nodes
+from fitnets_tf.preprocessing import Preprocessor
 from fitnets_tf.reporting.tables import format_table
 
 
@@ -41,13 +42,35 @@ _WEIGHT_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layer
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.ZeroPadding2D)
 
 
+def _preprocessing_layers() -> tuple[type, ...]:
+    """Keras' preprocessing layers (``Rescaling``, ``Normalization``, ``Resizing``,
+    ``CenterCrop``, the random augmentations, ...) and fitnets_tf's :class:`Preprocessor`.
+
+    They scale, crop or augment the input and compute no features: never a hint or guided
+    layer, and not counted in the feature layers whose middle the paper's rule takes.
+    """
+    found = {keras.layers.Rescaling, keras.layers.Normalization, keras.layers.Resizing,
+             keras.layers.CenterCrop, Preprocessor}  # fmt: skip
+    # The rest by where Keras keeps them: its list grows with each release.
+    for name in dir(keras.layers):
+        cls = getattr(keras.layers, name)
+        layer = isinstance(cls, type) and issubclass(cls, keras.layers.Layer)
+        if layer and ".layers.preprocessing." in cls.__module__:
+            found.add(cls)
+    return tuple(found)
+
+
+_PREPROCESSING = _preprocessing_layers()
+
+
 def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The outputs of the model's blocks that are feature maps ``(N, H, W, C)``, input to output.
 
     A block ends where every path from the input passes (a residual block's sum, not a layer
     inside it) just before the next conv or dense layer; dropout and zero padding are skipped
-    (a hint is taken before them). For the paper's maxout nets these are its layers:
-    ``pool{i}`` or ``conv{i}``.
+    (a hint is taken before them), and so are preprocessing layers (an input ``Rescaling``,
+    ``Normalization``, augmentation: :func:`_preprocessing_layers`), which compute no
+    features. For the paper's maxout nets these are its layers: ``pool{i}`` or ``conv{i}``.
     """
     check_functional(model, "model")
     order = {id(layer): i for i, layer in enumerate(model.layers)}
@@ -59,7 +82,7 @@ def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
             out.append(last)
             last = None
         cut = not any(u < i < v for u, v in crossing)
-        skipped = isinstance(layer, _PASS_THROUGH)
+        skipped = isinstance(layer, _PASS_THROUGH + _PREPROCESSING)
         if cut and _is_feature_map(model, layer) and not skipped:
             last = layer if not isinstance(layer, keras.layers.InputLayer) else None
     if last is not None:

@@ -281,7 +281,7 @@ def test_one_regressor_layer_for_several_pairs_is_refused():
                              regressor=keras.layers.Conv2D(6, 1))  # fmt: skip
 
 
-# -- hints=auto on models of the user's kind: ResNet-style, Sequential --------
+# -- hints=auto on models of the user's kind: ResNet-style, Sequential, preprocessing --------
 
 
 def _conv_bn(h, filters: int, name: str, strides: int = 1):
@@ -369,3 +369,19 @@ def test_auto_pair_says_why_the_guided_layer_is_not_the_students_middle():
         "large enough for the hint's (the regressor can only shrink a map), the nearest to its "
         "middle (as near, 's6_relu' (2, 2, 8) is smaller than the hint);"
     ) in chosen.reason
+
+
+def test_preprocessing_layers_are_not_hint_candidates():
+    # An input Rescaling was starred in --list_layers and counted: the middle of
+    # [rescale, s1..s7] was s3, not s4.
+    layers = [keras.layers.Rescaling(1 / 255, name="rescale"),
+              keras.layers.Normalization(mean=0.5, variance=0.25, name="norm"),
+              keras.layers.RandomFlip(name="flip")]  # fmt: skip
+    student = _thin_deep_student(layers)
+    names = [layer.name for layer in hint_choice.feature_layers(student)]
+    assert names == [f"s{i}_relu" for i in range(1, 8)]
+    table = hint_choice.describe_layers(student)
+    marks = {line[3:].split()[0]: line[0] for line in table.splitlines()[2:]}
+    assert marks["rescale"] == marks["norm"] == marks["flip"] == " " and marks["s1_relu"] == "*"
+    chosen = hint_choice.auto_pair(_resnet_style_teacher(), student)
+    assert chosen.guided_layer == "s4_relu" and "feature layer 4 of 7" in chosen.reason
