@@ -142,8 +142,8 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
     named = " and ".join(f"'{hints[i].name}' {_output_shape(teacher, hints[i])}" for i in options)
     shapes = ", ".join(f"{layer.name} {_output_shape(student, layer)}" for layer in guided)
     raise HintShapeError(
-        f"hints='auto': no student layer can be mapped onto the teacher's middle layer "
-        f"{named} (a guided map must be at least as large). Student feature "
+        f"hints='auto': no student layer can be mapped onto the teacher's middle "
+        f"{'layers' if len(options) > 1 else 'layer'} {named} (a guided map must be at least as large). Student feature "
         f"layers: {shapes}. {_suggestion(teacher, student, hints, guided)}"
     )
 
