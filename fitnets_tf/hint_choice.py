@@ -143,8 +143,9 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
     shapes = ", ".join(f"{layer.name} {_output_shape(student, layer)}" for layer in guided)
     raise HintShapeError(
         f"hints='auto': no student layer can be mapped onto the teacher's middle "
-        f"{'layers' if len(options) > 1 else 'layer'} {named} (a guided map must be at least as large). Student feature "
-        f"layers: {shapes}. {_suggestion(teacher, student, hints, guided)}"
+        f"{'layers' if len(options) > 1 else 'layer'} {named} (a guided map must be at least "
+        f"as large). Student feature layers: {shapes}. "
+        f"{_suggestion(teacher, student, hints, guided)}"
     )
 
 
@@ -185,21 +186,24 @@ def _reason(teacher, student, hints: list, guided: list, chosen: int, options: d
     kernel = regressor_lib.kernel_size(_output_shape(student, layer), _output_shape(teacher, hint))
     parts = [
         f"'{hint.name}' {_output_shape(teacher, hint)} is feature layer {chosen + 1} of "
-        f"{len(hints)} of '{teacher.name}', {_place(chosen, len(hints))}",
+        f"{len(hints)} of '{teacher.name}', {_place(len(hints))}",
         f"'{layer.name}' {_output_shape(student, layer)} is feature layer {option.index + 1} of "
-        f"{len(guided)} of '{student.name}', " + _guided_place(teacher, hint, student, guided, option),
+        f"{len(guided)} of '{student.name}', "
+        + _guided_place(teacher, hint, student, guided, option),
         f"the convolutional regressor maps it onto the hint with a {'×'.join(map(str, kernel))} "
         f"kernel (k² · O_g · O_h = {option.weights} weights)",
     ]
     for other in options:
         if other != chosen:
-            parts.append(_other_middle(teacher, student, hints[other], options[other], option, guided))
+            parts.append(
+                _other_middle(teacher, student, hints[other], options[other], option, guided)
+            )
     return "the paper's rule (the middle of the teacher guides the middle of the student): " + (
         "; ".join(parts)
     )
 
 
-def _place(index: int, count: int) -> str:
+def _place(count: int) -> str:
     return "its middle" if count % 2 else "one of its two middle layers"
 
 
