@@ -15,8 +15,6 @@ Calling the Distiller runs the student, so ``predict``/``evaluate`` report on th
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 import tensorflow as tf
 from keras import ops
@@ -45,15 +43,6 @@ from fitnets_tf.notes import note
 from fitnets_tf.step_inputs import CACHED_HINT, CACHED_LOGITS, IMAGES, images_of  # noqa: F401
 
 PHASES = ("hints", "kd")
-
-
-def _positive(name: str, value: float, allow_zero: bool = False) -> float:
-    # numbers.Real: NumPy scalars too (np.float32 from np.linspace or a results table).
-    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not real or not (value >= 0 if allow_zero else value > 0):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"`{name}` must be a number {bound}. Received: {name}={value!r}")
-    return float(value)
 
 
 def _as_list(outputs) -> list:
@@ -93,6 +82,8 @@ class Distiller(keras.Model):
             guided output to the hint shape (a list of them, one per pair, with ``hints``).
         regressor_initializer: kernel initializer of the automatic regressors (paper code:
             U(−0.05, 0.05)); a seeded one gets seed + i for the i-th pair.
+        label_smoothing: ε of stage 2's cross-entropy on the labels (target ``(1 − ε)·y +
+            ε/K``; not of the soft term): 0 (none, the paper) to < 1.
 
     Inputs are images, or ``{"images": x, "teacher_logits": t, "teacher_hint": h}`` with
     the teacher's outputs precomputed (:mod:`fitnets_tf.teacher_cache`; either key may be
@@ -117,6 +108,7 @@ class Distiller(keras.Model):
         regressor_initializer=None,
         hints=None,
         hint_weights=None,
+        label_smoothing: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -136,13 +128,17 @@ class Distiller(keras.Model):
         # The one-pair names, as before several pairs (the first pair).
         self.hint_layer, self.guided_layer = self.hints[0] if self.hints else (None, None)
         self.tau_squared = bool(tau_squared)
+        problem = losses.label_smoothing_problem(label_smoothing)
+        if problem:
+            raise ConfigError(f"{problem} (0: none; 0.1 is common).")
+        self.label_smoothing = float(label_smoothing)
         self.temperature = keras.Variable(
-            _positive("temperature", temperature), dtype="float32", trainable=False,
+            losses.checked_weight("temperature", temperature), dtype="float32", trainable=False,
             name="temperature",
         )  # fmt: skip
         self.kd_lambda = keras.Variable(
-            _positive("kd_lambda", kd_lambda, allow_zero=True), dtype="float32", trainable=False,
-            name="kd_lambda",
+            losses.checked_weight("kd_lambda", kd_lambda, allow_zero=True), dtype="float32",
+            trainable=False, name="kd_lambda",
         )  # fmt: skip
         self._taps = HintTaps()
         # The first pair's regressor keeps its attribute (and checkpoint key) of one-pair runs.
@@ -172,7 +168,7 @@ class Distiller(keras.Model):
         # to them (checked), where putting it in their place would never reach the step.
         current = self.__dict__.get(name)
         if name in ("kd_lambda", "temperature") and isinstance(current, keras.Variable):
-            current.assign(_positive(name, value, allow_zero=name == "kd_lambda"))
+            current.assign(losses.checked_weight(name, value, allow_zero=name == "kd_lambda"))
             return
         super().__setattr__(name, value)
 
@@ -331,7 +327,7 @@ class Distiller(keras.Model):
             teacher_logits = self.teacher(x, training=False)
         student_logits = self.student(x, training=training)
         check_class_logits(student_logits.shape[-1], "student", self.student.name)  # subclassed
-        ce = losses.cross_entropy(y, student_logits)
+        ce = losses.cross_entropy(y, student_logits, self.label_smoothing)
         ce, ce_scaled = losses.per_replica_mean(ce, sample_weight)
         kd, kd_scaled = losses.per_replica_mean(
             losses.kd_loss(teacher_logits, student_logits, self.temperature, self.tau_squared),

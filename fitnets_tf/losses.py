@@ -13,8 +13,13 @@ numbers.
 
 from __future__ import annotations
 
+import numbers
+
+import keras
 import tensorflow as tf
 from keras import ops
+
+from fitnets_tf.errors import ConfigError
 
 
 def _flat_float32(x):
@@ -41,23 +46,50 @@ def hint_loss(hint, regressed):
     return 0.5 * ops.sum(ops.square(diff), axis=-1)
 
 
-def cross_entropy(labels, logits):
+def cross_entropy(labels, logits, label_smoothing: float = 0.0):
     """Hard-label term ``H(y_true, P_S)`` of one example, at temperature 1.
+
+    With ``label_smoothing`` ε the target is ``(1 − ε)·y + ε/K`` over the ``K`` classes, as
+    Keras' ``CategoricalCrossentropy(label_smoothing=ε)`` (Szegedy et al. 2016); 0 computes
+    exactly the unsmoothed term.
 
     Args:
         labels: integer class ids ``(batch,)`` (or ``(batch, 1)``), or one-hot / soft
             targets ``(batch, classes)``.
         logits: student logits ``(batch, classes)``.
+        label_smoothing: ε in [0, 1).
 
     Returns:
         ``(batch,)`` float32 tensor ``−Σ_c y_c log softmax(logits)_c``.
     """
     log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
     if len(labels.shape) == len(logits.shape) and labels.shape[-1] == logits.shape[-1] != 1:
-        return -ops.sum(ops.cast(labels, "float32") * log_probs, axis=-1)
-    labels = _class_ids(ops.reshape(ops.cast(labels, "int32"), (-1,)), ops.shape(log_probs)[-1])
-    one_hot = ops.one_hot(labels, ops.shape(log_probs)[-1], dtype="float32")
-    return -ops.sum(one_hot * log_probs, axis=-1)
+        targets = ops.cast(labels, "float32")
+    else:
+        labels = _class_ids(ops.reshape(ops.cast(labels, "int32"), (-1,)),
+                            ops.shape(log_probs)[-1])  # fmt: skip
+        targets = ops.one_hot(labels, ops.shape(log_probs)[-1], dtype="float32")
+    if label_smoothing:
+        classes = ops.cast(ops.shape(log_probs)[-1], "float32")
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / classes
+    return -ops.sum(targets * log_probs, axis=-1)
+
+
+def checked_weight(name: str, value, allow_zero: bool = False) -> float:
+    """``value`` as a float, if it is a real number > 0 (``allow_zero``: >= 0); else a
+    ConfigError naming it. For a loss's weights and temperature given in Python."""
+    # numbers.Real: NumPy scalars too (np.float32 from np.linspace or a results table).
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not real or not (value >= 0 if allow_zero else value > 0):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"`{name}` must be a number {bound}. Received: {name}={value!r}")
+    return float(value)
+
+
+def label_smoothing_problem(label_smoothing) -> str | None:
+    """ε = 1 would make every target uniform: nothing left of the labels."""
+    ok = isinstance(label_smoothing, numbers.Real) and 0 <= label_smoothing < 1
+    return None if ok else f"label_smoothing must be in [0, 1), got {label_smoothing!r}"
 
 
 def _class_ids(labels, num_classes):
@@ -102,6 +134,32 @@ def kd_loss(teacher_logits, student_logits, temperature, tau_squared: bool = Fal
     if tau_squared:
         loss = loss * ops.square(tau)
     return loss
+
+
+def labels_loss(from_logits: bool = True, label_smoothing: float = 0.0) -> keras.losses.Loss:
+    """The Keras loss of a model trained on class ids alone (the teacher, ``scratch``).
+
+    Without smoothing, Keras' ``SparseCategoricalCrossentropy``. With it,
+    :class:`SmoothedLabelsCrossentropy`: Keras' sparse loss has no ``label_smoothing``.
+    """
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    return SmoothedLabelsCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package="fitnets_tf")
+class SmoothedLabelsCrossentropy(keras.losses.CategoricalCrossentropy):
+    """Keras' ``CategoricalCrossentropy(label_smoothing=ε)`` of class ids ``(batch,)``.
+
+    The ids become one-hot rows first, checked to be in range as :func:`cross_entropy`'s are
+    (a one-hot row of an id out of range would be zeros: no loss at all). Keras' own logic
+    then takes the logits from under a model's final softmax, as the sparse loss does.
+    """
+
+    def call(self, y_true, y_pred):
+        classes = ops.shape(y_pred)[-1]
+        ids = _class_ids(ops.reshape(ops.cast(y_true, "int32"), (-1,)), classes)
+        return super().call(ops.one_hot(ids, classes, dtype=y_pred.dtype), y_pred)
 
 
 def per_replica_mean(per_example, sample_weight=None):

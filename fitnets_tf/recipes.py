@@ -83,6 +83,13 @@ def rho_problem(rho: float) -> str | None:
     return None if 0 <= rho < 1 else f"rho must be in [0, 1), got {rho}"
 
 
+def ema_problem(ema_momentum: float) -> str | None:
+    """An average with momentum 1 never leaves the initial weights, which ``fit`` would then
+    put back in place of the trained ones; 0 is no average (off)."""
+    ok = isinstance(ema_momentum, numbers.Real) and 0 <= ema_momentum < 1
+    return None if ok else f"ema_momentum must be in [0, 1) (0: off), got {ema_momentum!r}"
+
+
 def own_optimizer_problem(hints_optimizer: str | None, optimizer: str) -> str | None:
     """Stage 1's own optimizer (another than stage 2's) runs without weight decay, where adamw
     is adam: Keras' AdamW would refuse to be built, after the teacher had trained."""
@@ -200,12 +207,17 @@ def build_optimizer(
     momentum: float = 0.0,
     nesterov: bool = False,
     weight_decay: float = 0.0,
+    ema_momentum: float = 0.0,
+    global_clipnorm: float = 0.0,
 ) -> keras.optimizers.Optimizer:
     """A fresh Keras optimizer ``name`` (one of :data:`OPTIMIZERS`).
 
     ``rho`` is RMSProp's; ``momentum`` SGD's and RMSProp's; ``nesterov`` SGD's. Adam and AdamW
     keep Keras' β1 = 0.9, β2 = 0.999, ε = 1e-7. ``weight_decay`` is decoupled (see the module
-    docstring) and skips the :data:`NOT_DECAYED` variables.
+    docstring) and skips the :data:`NOT_DECAYED` variables. ``ema_momentum`` > 0 is Keras'
+    ``use_ema``: the optimizer keeps an average of the weights it trains, which ``fit`` puts in
+    their place when it ends. ``global_clipnorm`` > 0 scales the gradients down to that norm
+    over all the trained variables together (0: off for either).
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"`name` must be one of {OPTIMIZERS}. Received: name={name!r}")
@@ -213,7 +225,9 @@ def build_optimizer(
                                  weight_decay=weight_decay, rho=rho)  # fmt: skip
     own_problems = [momentum_problem(momentum), rho_problem(rho) if name == "rmsprop" else None]
     found += filter(None, own_problems)
-    found += _number_problems(weight_decay=(weight_decay, ">= 0", lambda v: v >= 0))
+    found += _number_problems(weight_decay=(weight_decay, ">= 0", lambda v: v >= 0),
+                              global_clipnorm=(global_clipnorm, ">= 0", lambda v: v >= 0))
+    found += filter(None, [ema_problem(ema_momentum)])
     if not callable(learning_rate):  # a schedule's values are its own
         found += _number_problems(learning_rate=(learning_rate, "> 0", lambda v: v > 0))
     if found:
@@ -225,6 +239,11 @@ def build_optimizer(
            "sgd": dict(momentum=float(momentum), nesterov=nesterov)}.get(name, {})  # fmt: skip
     # None, not 0.0: Keras then adds no decay ops to the step at all.
     decay = float(weight_decay) if weight_decay else None
+    # Keras' own defaults where off (no EMA, no clipping): the step is then the one before.
+    if ema_momentum:
+        own.update(use_ema=True, ema_momentum=float(ema_momentum))
+    if global_clipnorm:
+        own.update(global_clipnorm=float(global_clipnorm))
     optimizer = _CLASSES[name](learning_rate, weight_decay=decay, **own)
     if decay:
         optimizer.exclude_from_weight_decay(var_names=list(NOT_DECAYED))

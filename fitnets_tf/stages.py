@@ -16,16 +16,15 @@ notebook, the tuner) decides where logs and checkpoints go through ``callbacks``
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf
 
-from fitnets_tf import recipes
-from fitnets_tf.callbacks import LambdaAnnealing
+from fitnets_tf import losses
 from fitnets_tf.distiller import Distiller
 from fitnets_tf.hint_path import deepest_guided_layer, resolve_pairs
+from fitnets_tf.hyperparameters import Hyperparameters  # noqa: F401  (re-exported)
 from fitnets_tf.models.logits import ends_in_softmax
 from fitnets_tf.models.nesting import layer_output
 from fitnets_tf.run import mid_epoch
@@ -40,108 +39,6 @@ STAGES_OF_MODE = {
 # Each stage of a mode is the paper's stage 1 (up to the guided layer) or stage 2 (the whole
 # student), whatever its loss; --stages (fitnets_tf.config.RUN_STAGES) selects by these.
 PAPER_STAGE = {"hints": "stage1", "guided_labels": "stage1", "kd": "stage2", "scratch": "stage2"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Hyperparameters:
-    """What the paper fixes for both stages (defaults: the paper's CIFAR-10 values).
-
-    The training recipe (optimizer, learning rate, schedule: :mod:`fitnets_tf.recipes`) is
-    stage 2's; stage 1 (:meth:`stage_one`) may have its own learning rate and schedule.
-
-    Attributes:
-        learning_rate: the learning rate of stage 2 (paper: RMSProp, 0.005; MNIST 0.0005),
-            and of stage 1 unless ``hints_learning_rate``.
-        rho: RMSProp decay (paper's code: 0.9).
-        temperature: τ (paper: 3).
-        lambda_start: λ at the start of stage 2 (paper: 4).
-        lambda_end: λ at the end of its decay (paper: 1).
-        lambda_hold: epochs at ``lambda_start`` before the decay (paper's code: 5).
-        lambda_epochs: length of the decay in epochs; ``None``: the rest of stage 2, so that
-            its last epoch runs at ``lambda_end``.
-        tau_squared: multiply the soft term by τ² (not in the paper).
-        regressor: ``"auto"`` (paper) or ``"linear"``.
-        optimizer_name: ``rmsprop`` (paper), ``sgd``, ``adam`` or ``adamw``.
-        momentum: of ``sgd`` and ``rmsprop``, in [0, 1). nesterov: ``sgd``'s Nesterov momentum.
-        weight_decay: Keras' decoupled weight decay (``w -= lr·weight_decay·w`` every step;
-            not biases or BatchNorm γ/β); 0: none.
-        lr_schedule: ``constant``, ``cosine`` or ``step:E1,E2,...`` (epochs of the stage).
-        lr_decay: factor of each step of a ``step:`` schedule.
-        warmup_epochs: linear warm-up from 0 over each stage's first epochs.
-        hints_learning_rate, hints_lr_schedule: stage 1's, when not stage 2's (None).
-        hints_optimizer: stage 1's optimizer when not stage 2's (None). Fitting the regressor
-            is a regression whose loss starts in the thousands (the paper's ½·sum of squares):
-            Adam's step size does not grow with it, an SGD recipe tuned for cross-entropy's
-            does. Another optimizer than stage 2's runs with Keras' defaults, no momentum,
-            weight decay or warm-up: stage 1 only positions the guided layer for stage 2.
-    """
-
-    learning_rate: float = 5e-3
-    rho: float = 0.9
-    temperature: float = 3.0
-    lambda_start: float = 4.0
-    lambda_end: float = 1.0
-    lambda_hold: int = 0
-    lambda_epochs: int | None = None
-    tau_squared: bool = False
-    regressor: str = "auto"
-    optimizer_name: str = "rmsprop"
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    lr_decay: float = 0.1
-    warmup_epochs: int = 0
-    hints_learning_rate: float | None = None
-    hints_lr_schedule: str | None = None
-    hints_optimizer: str | None = None
-
-    def optimizer(
-        self, epochs: int | None = None, steps_per_epoch: int | None = None
-    ) -> keras.optimizers.Optimizer:
-        """A fresh optimizer for a stage of ``epochs`` epochs of ``steps_per_epoch`` steps.
-
-        Every stage starts with new optimizer state, as in the paper. A schedule is a function
-        of the optimizer's step (``iterations``, saved with its state, so a resumed stage
-        continues it): it needs both numbers. A constant rate without warm-up (the paper's
-        RMSProp, ``optimizer()``) needs neither.
-        """
-        rate = recipes.learning_rate(
-            self.learning_rate, self.lr_schedule, epochs=epochs,
-            steps_per_epoch=steps_per_epoch, warmup_epochs=self.warmup_epochs,
-            decay=self.lr_decay,
-        )  # fmt: skip
-        return recipes.build_optimizer(
-            self.optimizer_name, rate, rho=self.rho, momentum=self.momentum,
-            nesterov=self.nesterov, weight_decay=self.weight_decay,
-        )  # fmt: skip
-
-    def with_rate(
-        self, learning_rate: float | None = None, lr_schedule: str | None = None
-    ) -> Hyperparameters:
-        """A copy with a stage's own learning rate and schedule, each where not None."""
-        return dataclasses.replace(
-            self, learning_rate=self.learning_rate if learning_rate is None else learning_rate,
-            lr_schedule=lr_schedule or self.lr_schedule,
-        )  # fmt: skip
-
-    def stage_one(self) -> Hyperparameters:
-        """These hyperparameters with stage 1's optimizer, learning rate and schedule, where given."""
-        own = self.with_rate(self.hints_learning_rate, self.hints_lr_schedule)
-        if self.hints_optimizer in (None, self.optimizer_name):
-            return own
-        problem = recipes.own_optimizer_problem(self.hints_optimizer, self.optimizer_name)
-        if problem:
-            raise ValueError(f"{problem}. Received: hints_optimizer={self.hints_optimizer!r}, "
-                             f"optimizer_name={self.optimizer_name!r}")  # fmt: skip
-        return dataclasses.replace(own, optimizer_name=self.hints_optimizer, momentum=0.0,
-                                   nesterov=False, weight_decay=0.0, warmup_epochs=0)  # fmt: skip
-
-    def annealing(self, kd_epochs: int) -> LambdaAnnealing:
-        decay = self.lambda_epochs or max(kd_epochs - 1 - self.lambda_hold, 1)
-        return LambdaAnnealing(
-            self.lambda_start, self.lambda_end, epochs=decay, hold=self.lambda_hold
-        )
 
 
 def make_distiller(
@@ -170,6 +67,7 @@ def make_distiller(
         kd_lambda=hparams.lambda_start,
         tau_squared=hparams.tau_squared,
         regressor=hparams.regressor,
+        label_smoothing=hparams.label_smoothing,
         regressor_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
     )
 
@@ -226,7 +124,7 @@ def fit_labels(
     compile_kwargs.setdefault("metrics", ["accuracy"])
     model.compile(
         optimizer=_stage_optimizer(hparams, train, epochs, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not ends_in_softmax(model)),
+        loss=losses.labels_loss(not ends_in_softmax(model), hparams.label_smoothing),
         **compile_kwargs,
     )
     return _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose, initial_step)
@@ -309,7 +207,7 @@ def train_student(
     train,
     validation=None,
     *,
-    hparams: Hyperparameters = Hyperparameters(),
+    hparams: Hyperparameters = Hyperparameters(),  # noqa: B008  (frozen: shared safely)
     hint_layer: str | None = None,
     guided_layer: str | None = None,
     hints=None,

@@ -20,6 +20,7 @@ import json
 from fitnets_tf import hint_path, options
 from fitnets_tf.config.sections import (
     CACHE_TEACHER,
+    FLIPS,
     INITS,
     REGRESSORS,
     RUN_STAGES,
@@ -33,8 +34,8 @@ from fitnets_tf.data.sources import resizes
 from fitnets_tf.errors import ConfigError
 
 __all__ = [
-    "CACHE_TEACHER", "DEFAULT", "FINGERPRINTED", "INITS", "REGRESSORS", "RUN_STAGES", "SECTIONS",
-    "STAGE_ALIASES", "DataConfig", "ExperimentConfig", "ModelsConfig", "RuntimeConfig",
+    "CACHE_TEACHER", "DEFAULT", "FINGERPRINTED", "FLIPS", "INITS", "REGRESSORS", "RUN_STAGES",
+    "SECTIONS", "STAGE_ALIASES", "DataConfig", "ExperimentConfig", "ModelsConfig", "RuntimeConfig",
     "ScheduleConfig", "default_for", "upgrade_fingerprint",
 ]  # fmt: skip
 
@@ -102,6 +103,9 @@ class ExperimentConfig:
             found.append("--early_stopping_patience watches the validation split, which "
                          "--retrain_on_all or --validation_size=0 leaves out: drop one or the "
                          "other")  # fmt: skip
+        if self.data.flip != "auto" and not self.data.augment:
+            found.append(f"--flip={self.data.flip} decides --augment's flips, and --augment is "
+                         "off: add --augment or drop --flip")  # fmt: skip
         uncropped = schedule.kd_targets == "uncropped"
         if self.runtime.cache_teacher == "yes" and self.data.augment and not uncropped:
             from fitnets_tf import teacher_cache
@@ -157,9 +161,15 @@ class ExperimentConfig:
             nesterov=s.nesterov, weight_decay=s.weight_decay, lr_schedule=s.lr_schedule,
             lr_decay=s.lr_decay, warmup_epochs=s.warmup_epochs,
             hints_learning_rate=s.hints_learning_rate, hints_lr_schedule=s.hints_lr_schedule,
-            hints_optimizer=s.hints_optimizer,
+            hints_optimizer=s.hints_optimizer, label_smoothing=s.label_smoothing,
+            ema_momentum=s.ema_momentum, global_clipnorm=s.global_clipnorm,
         )  # fmt: skip
-        return hparams.with_rate(s.teacher_learning_rate, s.teacher_lr_schedule) if teacher else hparams
+        if not teacher:
+            return hparams
+        # No label smoothing for the teacher: smoothed targets erase from its logits the
+        # similarities between classes that its soft targets teach (Müller et al. 2019).
+        own = hparams.with_rate(s.teacher_learning_rate, s.teacher_lr_schedule)
+        return dataclasses.replace(own, label_smoothing=0.0)
 
 
 def _paper_layer(lookup, name):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from fitnets_tf import hint_path, latency, pretrained, recipes
+from fitnets_tf import hint_path, latency, losses, pretrained, recipes
 from fitnets_tf.models import sources
 from fitnets_tf.options import option
 
 INITS = ("paper", "he_uniform", "glorot_uniform")
 REGRESSORS = ("auto", "linear")
 CACHE_TEACHER = ("auto", "yes", "no")
+FLIPS = ("auto", "on", "off")  # --flip: the dataset's rule, or the user's choice
 # The paper's two stages (and the teacher's training before them). A mode's own stages map
 # onto these (fitnets_tf.stages.PAPER_STAGE): "stage2" is the KD stage of `fitnet` and `kd`,
 # and the labels-only training of `scratch` at the same budget.
@@ -99,6 +100,11 @@ class DataConfig:
     batch_size: int = option(128, "Global batch size.", minimum=1)
     augment: bool = option(False, "Random crops of the padded image (+ flips where valid; "
                            "user data: none).")  # fmt: skip
+    flip: str = option(
+        "auto", "Horizontal flips under --augment: auto (the dataset's rule: built-in ones "
+        "whose labels survive a mirror; user data: none), on (e.g. photos in a folder: or "
+        "npz:), off.", choices=FLIPS,
+    )  # fmt: skip
     crop_padding: int = option(8, "Zero padding before --augment's crop (paper: 8).", minimum=0)
     limit: int | None = option(
         None, "Use only the first N examples of each split (smoke runs).", minimum=1
@@ -255,6 +261,20 @@ class ScheduleConfig:
         recipes.LR_DECAY, "Factor of each step of step:E1,...", exclusive_minimum=0, maximum=1
     )
     warmup_epochs: int = option(0, "Linear warm-up from 0, in each stage's epochs.", minimum=0)
+    label_smoothing: float = option(
+        0.0, "ε of the students' cross-entropy on the labels (stage 2's, scratch's, "
+        "guided_labels'): target (1 - ε)·y + ε/K. Not the soft targets' or the hints' loss, "
+        "not the teacher's. 0: none.", check=losses.label_smoothing_problem,
+    )  # fmt: skip
+    ema_momentum: float = option(
+        0.0, "Keras' EMA of the weights in every stage (use_ema), in [0, 1): a stage ends "
+        "with its weights replaced by their average (e.g. 0.999). 0: off.",
+        check=recipes.ema_problem,
+    )  # fmt: skip
+    global_clipnorm: float = option(
+        0.0, "Scale every stage's gradients, all variables together, down to this norm when "
+        "above it (Keras' global_clipnorm, as PyTorch's clip_grad_norm_). 0: off.", minimum=0,
+    )  # fmt: skip
     temperature: float = option(3.0, "τ of the soft targets (> 0).", exclusive_minimum=0)
     kd_lambda: float = option(4.0, "λ at the start of stage 2 (>= 0).", minimum=0)
     lambda_end: float = option(1.0, "λ at the end of its decay.", minimum=0)
@@ -293,7 +313,16 @@ class ScheduleConfig:
             weight_decay=self.weight_decay, rho=self.rho,
         ) + recipes.warmup_problems(self.warmup_epochs, epochs) + ([own] if own else []) + (
             self._unused_lr_decay(trains_teacher, stage1)
-        )
+        ) + self._ema_problems()
+
+    def _ema_problems(self) -> list[str]:
+        # Early stopping judges and restores the trained weights of its best epoch, after fit
+        # has put the average in their place: the average would be thrown away.
+        if self.ema_momentum and self.early_stopping_patience:
+            return ["--ema_momentum and --early_stopping_patience: early stopping watches and "
+                    "restores the trained weights, not their average, which it would discard: "
+                    "drop one"]  # fmt: skip
+        return []
 
     def _unused_lr_decay(self, trains_teacher: bool, stage1: bool) -> list[str]:
         """lr_decay set where no stage that runs has a step schedule."""

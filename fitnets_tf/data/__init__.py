@@ -167,6 +167,7 @@ def load(
     seed: int = 0,
     augment: bool = False,
     crop_padding: int = 8,
+    flip: bool | None = None,
     preprocessing: str = "auto",
     validation_size: int | None = None,
     retrain_on_all: bool = False,
@@ -192,6 +193,9 @@ def load(
         augment: random crops of the zero-padded image and, where :attr:`DatasetSpec.flips`,
             horizontal flips; training split only.
         crop_padding: zero padding before the random crop (the paper's code: 8); 0 disables it.
+        flip: whether ``augment`` flips images horizontally: None, where
+            :attr:`DatasetSpec.flips` (the built-in datasets whose labels survive a mirror; not
+            the user's data, which may hold digits or text); True or False overrides that.
         preprocessing: a :class:`Preprocessor` mode, or ``"auto"`` for the dataset's default
             (CIFAR: GCN + ZCA, the others and the user's data: scale to ``[0, 1]``).
         validation_size: held-out examples (None: the paper's 10K; SVHN 6K; the user's data:
@@ -248,6 +252,8 @@ def load(
         # The user's files carry no version to key a cache on: ZCA is fitted afresh.
         zca_key, cache_dir = dict(dataset=name), None
     converted, spec = with_channels(raw, spec, channels)
+    if flip is not None:  # the user's word on whether a mirror keeps the label
+        spec = dataclasses.replace(spec, flips=bool(flip))
     if converted is not raw:  # the whitening constants of other images
         raw, zca_key = converted, dict(zca_key, channels=channels)
     preprocessor = _unfitted_preprocessor(spec, preprocessing)

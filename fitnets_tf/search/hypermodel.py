@@ -122,7 +122,8 @@ class FitNetsHyperModel(keras_tuner.HyperModel):
         pairs = self._hint_arguments if self.hints_epochs > 0 else {}
         return TrialDistiller(
             teacher, student, temperature=hparams.temperature, kd_lambda=hparams.lambda_start,
-            tau_squared=hparams.tau_squared, regressor=hparams.regressor, **pairs,
+            tau_squared=hparams.tau_squared, regressor=hparams.regressor,
+            label_smoothing=hparams.label_smoothing, **pairs,
         )  # fmt: skip
 
     def _stage_one_weights(self, student: keras.Model) -> list:
