@@ -13,7 +13,7 @@ import fitnets_tf
 from fitnets_tf import data, losses, recipes, stages, teacher_cache
 from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.run import resume
+from fitnets_tf.run import mid_epoch, resume
 from fitnets_tf.run.layout import RunLayout
 from fitnets_tf.run.state_file import check_same_config
 
@@ -157,6 +157,21 @@ def test_a_resumed_stage_restores_the_averages_and_ends_with_them(tmp_path):
         np.testing.assert_array_equal(w.numpy(), avg)
     for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_stage_resumed_mid_epoch_trains_on_from_the_weights_not_their_averages():
+    # fit_from_step's first fit ends inside the training: Keras finalized the weights there
+    # (the averages put in their place), and the second fit trained on from the averages.
+    tf.config.experimental.enable_op_determinism()
+    straight, split = tiny_model("m", 4, 0), tiny_model("m", 4, 0)
+    for model in (straight, split):
+        model.compile(optimizer=HP.optimizer(), loss=losses.labels_loss(True, 0.1))
+    straight.fit(tiny_dataset(), epochs=2, verbose=0, shuffle=False)
+    mid_epoch.fit_from_step(split, tiny_dataset(), epochs=2, initial_epoch=0, initial_step=0,
+                            callbacks=[], verbose=0, shuffle=False)  # fmt: skip
+    for a, b in zip(straight.get_weights(), split.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert "finalize_variable_values" not in vars(split.optimizer)  # the method is back
 
 
 # -- configuration -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ optimizer's step, and early stopping acts at epoch ends only: all continue exact
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import time
@@ -165,6 +166,18 @@ class _OneTraining(keras.callbacks.CallbackList):
             super().on_train_end(logs)
 
 
+@contextlib.contextmanager
+def _not_finalized(optimizer):
+    """Keras' ``fit`` ends by finalizing the weights: under ``use_ema`` it puts the averages in
+    their place. The first of :func:`fit_from_step`'s two calls ends in mid-training: the
+    second would train on from the averages, where an uninterrupted stage trains on."""
+    optimizer.finalize_variable_values = lambda var_list: None
+    try:
+        yield
+    finally:
+        del optimizer.finalize_variable_values  # the class's method again
+
+
 def fit_from_step(model: keras.Model, train: tf.data.Dataset, *, epochs: int,
                   initial_epoch: int, initial_step: int, callbacks, verbose,
                   **fit_kwargs) -> keras.callbacks.History:  # fmt: skip
@@ -180,8 +193,9 @@ def fit_from_step(model: keras.Model, train: tf.data.Dataset, *, epochs: int,
         if isinstance(callback, LearningRateLogger):  # logs the rate of the epoch's first step
             callback.steps_into_epoch = initial_step
     one = _OneTraining(callbacks, model, verbose, epochs=epochs, steps=steps)
-    model.fit(train.skip(initial_step), epochs=initial_epoch + 1, initial_epoch=initial_epoch,
-              callbacks=one, verbose=verbose, **fit_kwargs)  # fmt: skip
+    with _not_finalized(model.optimizer):
+        model.fit(train.skip(initial_step), epochs=initial_epoch + 1, initial_epoch=initial_epoch,
+                  callbacks=one, verbose=verbose, **fit_kwargs)  # fmt: skip
     one.ending = True
     if model.stop_training:
         epochs = initial_epoch + 1  # no epoch left: fit only ends the training
