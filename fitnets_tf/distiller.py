@@ -326,7 +326,7 @@ class Distiller(keras.Model):
         else:
             teacher_logits = self.teacher(x, training=False)
         student_logits = self.student(x, training=training)
-        check_class_logits(student_logits.shape[-1], "student", self.student.name)  # subclassed
+        check_class_logits(tuple(student_logits.shape), "student", self.student.name)  # subclassed
         ce = losses.cross_entropy(y, student_logits, self.label_smoothing)
         ce, ce_scaled = losses.per_replica_mean(ce, sample_weight)
         kd, kd_scaled = losses.per_replica_mean(

@@ -163,3 +163,37 @@ def test_a_subclassed_student_of_one_logit_is_refused_at_its_first_step(teacher)
     d.compile(optimizer="sgd", phase="kd", jit_compile=True)
     with pytest.raises(ConfigError, match="The student 'binary' gives 1 output, but distillat"):
         d.fit(x, y % 1, batch_size=8, verbose=0)
+
+
+def _score_map(name: str) -> keras.Model:
+    """8×8×1 → pool1 → a (4, 4, 3) map of per-pixel scores: ends in 3 like logits."""
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.MaxPooling2D(2, name="pool1")(keras.layers.Conv2D(4, 3, padding="same")(inputs))
+    return keras.Model(inputs, keras.layers.Conv2D(3, 1)(h), name=name)
+
+
+def test_a_model_whose_output_is_a_map_is_refused_before_any_step(teacher, student):
+    # Only the last axis was checked: the hint stage trained, then KD's first step failed with
+    # "Incompatible shapes: [8] vs. [8,4,4]".
+    for role, pair in (("student", (teacher, _score_map("s_map"))),
+                       ("teacher", (_score_map("t_map"), student))):  # fmt: skip
+        with pytest.raises(ConfigError, match=rf"The {role} '._map' outputs shape \(None, 4, 4, "
+                           r"3\), but distillation needs class logits of shape \(batch, "
+                           r"classes\)"):  # fmt: skip
+            fitnets_tf.Distiller(*pair, "pool1", "pool1")
+
+
+def test_a_subclassed_student_giving_a_map_is_refused_at_its_first_step(teacher):
+    class Map(keras.Model):
+        def __init__(self):
+            super().__init__(name="map")
+            self.out = keras.layers.Conv2D(3, 1)
+
+        def call(self, x):
+            return self.out(x)
+
+    x, y = tiny_data(8)
+    d = fitnets_tf.Distiller(teacher, Map())
+    d.compile(optimizer="sgd", phase="kd")
+    with pytest.raises(ConfigError, match=r"The student 'map' outputs shape \(8, 8, 8, 3\)"):
+        d.fit(x, y, batch_size=8, verbose=0)

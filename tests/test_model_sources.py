@@ -194,6 +194,25 @@ def test_a_one_output_file_is_refused_as_a_binary_classifier(tmp_path):
         sources.resolve(path, (28, 28, 1), 2, keep_weights=True, role="teacher")
 
 
+def _score_map() -> keras.Model:
+    """28×28×1 → a (13, 13, 10) map of per-pixel scores: ends in 10 like logits, not of rank 2."""
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.MaxPooling2D(2)(keras.layers.Conv2D(4, 3, name="m_conv")(inputs))
+    return keras.Model(inputs, keras.layers.Conv2D(10, 1, name="m_scores")(h), name="score_map")
+
+
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_a_file_whose_output_is_not_batch_by_classes_is_refused(tmp_path, role):
+    # Only its last axis was checked: a student trained through stage 1, then KD's first step
+    # failed ("Incompatible shapes: [13] vs. [13,16,16]"); a teacher failed its evaluation.
+    path = str(tmp_path / "map.keras")
+    _score_map().save(path)
+    with pytest.raises(ConfigError, match=rf"The {role} '{re.escape(path)}' outputs shape "
+                       r"\(None, 13, 13, 10\), but distillation needs class logits of shape "
+                       r"\(batch, classes\).*GlobalAveragePooling2D"):  # fmt: skip
+        sources.resolve(path, (28, 28, 1), 10, keep_weights=True, role=role)
+
+
 def test_the_files_auto_pair_is_the_middle_of_each(model_files):
     teacher, student = (keras.saving.load_model(p) for p in model_files)
     chosen = hint_choice.auto_pair(teacher, student)
@@ -278,15 +297,24 @@ def test_list_layers_prints_both_models_and_the_auto_choice_and_writes_nothing(m
     assert not workdir.exists()
 
 
-def test_a_one_output_student_file_is_refused_before_any_training(tmp_path):
-    _binary_classifier().save(tmp_path / "binary.keras")
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (_binary_classifier, "' gives 1 output, but distillation needs at least 2 class"),
+        (_score_map, "' outputs shape (None, 13, 13, 10), but distillation needs class logits"),
+    ],
+)
+def test_a_student_file_not_giving_class_logits_is_refused_before_any_training(
+    tmp_path, build, message
+):
+    build().save(tmp_path / "model.keras")
     workdir = tmp_path / "run"
-    proc = train_cli(SMOKE, f"--workdir={workdir}", f"--student={tmp_path / 'binary.keras'}",
+    proc = train_cli(SMOKE, f"--workdir={workdir}", f"--student={tmp_path / 'model.keras'}",
                      "--mode=kd", "--nomeasure_latency", timeout=120)  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "fitnets_tf.train: error:" in line]
     assert len(errors) == 1, proc.stderr[-2000:]
-    assert "binary.keras' gives 1 output, but distillation needs at least 2 class" in errors[0]
+    assert "model.keras" + message in errors[0]
     assert not (workdir / "teacher").exists() and not (workdir / "kd").exists()
 
 

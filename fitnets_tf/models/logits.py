@@ -179,21 +179,35 @@ def check_batched(images, model: keras.Model) -> None:
         )
 
 
-def _classes(model: keras.Model) -> int | None:
-    """The number of class logits of a Functional model (None for a subclassed one's)."""
+def _logits_shape(model: keras.Model) -> tuple | None:
+    """The output shape of a Functional model (None for a subclassed one's)."""
     try:
-        return model.outputs[0].shape[-1]
+        return tuple(model.outputs[0].shape)
     except (AttributeError, ValueError, IndexError):
         return None
 
 
-def check_class_logits(classes: int | None, role: str, name: str) -> None:
-    """Refuses a model that gives fewer than two class logits (``classes``; None: unknown).
+def check_class_logits(shape: tuple | None, role: str, name: str) -> None:
+    """Refuses a model whose output (of ``shape``, batch axis included; None: unknown) is not
+    ``(batch, classes)`` with two classes or more.
 
-    A Keras binary classifier ends in ``Dense(1, activation="sigmoid")``: the softmax over its
-    one logit is 1 whatever the input, so every loss would be 0 (or a label 1 would fail the
-    step as a class the model does not have).
+    A map of per-pixel scores, ``(batch, H, W, C)`` from a final ``Conv2D(C, 1)``, ends in C
+    like logits do: it would train through the hint stage, then fail KD's first step with
+    "Incompatible shapes" (or an evaluation with a numpy broadcast error). A Keras binary
+    classifier ends in ``Dense(1, activation="sigmoid")``: the softmax over its one logit is 1
+    whatever the input, so every loss would be 0 (or a label 1 would fail the step as a class
+    the model does not have).
     """
+    if shape is None:
+        return
+    if len(shape) != 2:
+        raise ConfigError(
+            f"The {role} {name!r} outputs shape {tuple(shape)}, but distillation needs class "
+            "logits of shape (batch, classes): one score per class for each image. End it in "
+            "a classifier head, e.g. keras.layers.GlobalAveragePooling2D() (or Flatten()) then "
+            "keras.layers.Dense(classes)."
+        )
+    classes = shape[-1]
     if classes is None or classes >= 2:
         return
     raise ConfigError(
@@ -211,9 +225,10 @@ def check_same_classes(teacher: keras.Model, student: keras.Model) -> None:
     """Both give the same number of classes, two or more (known for Functional models; a
     subclassed one's is known once it is called, and a mismatch then fails in the first
     step)."""
-    classes = _classes(teacher), _classes(student)
-    check_class_logits(classes[0], "teacher", teacher.name)
-    check_class_logits(classes[1], "student", student.name)
+    shapes = _logits_shape(teacher), _logits_shape(student)
+    check_class_logits(shapes[0], "teacher", teacher.name)
+    check_class_logits(shapes[1], "student", student.name)
+    classes = tuple(None if shape is None else shape[-1] for shape in shapes)
     if None not in classes and classes[0] != classes[1]:
         raise ConfigError(
             f"The teacher {teacher.name!r} gives {classes[0]} classes and the student "

@@ -243,8 +243,9 @@ def for_dataset(
     (:func:`at_input_shape`), and with its nested models' layers at the top level.
 
     Raises:
-        ConfigError: not one Functional input and output, fewer than 2 logits out
-            (:func:`~fitnets_tf.models.logits.check_class_logits`), or not ``num_classes``;
+        ConfigError: not one Functional input and output, not ``(batch, classes)`` logits
+            of 2 classes or more (:func:`~fitnets_tf.models.logits.check_class_logits`), or
+            not ``num_classes``;
             the message names ``role`` and ``spec``.
         DataError: the model does not take ``input_shape`` images (the message says how to
             resize them).
@@ -261,7 +262,7 @@ def for_dataset(
 
     check_input_shape(inputs[0].shape, input_shape, role)
     # Before the dataset's classes: a binary classifier's one output needs its own advice.
-    check_class_logits(outputs[0].shape[-1], role, spec or model.name)
+    check_class_logits(tuple(outputs[0].shape), role, spec or model.name)
     if outputs[0].shape[-1] != num_classes:
         raise ConfigError(
             f"{what} gives {outputs[0].shape[-1]} outputs, but the dataset has {num_classes} "
