@@ -156,14 +156,15 @@ def synthetic_run(
 
 
 def test_calibration_source_is_read_from_the_runs_flags(tmp_path):
-    run = synthetic_run(tmp_path, "--dataset=folder:/x\n--image_size=20,24\n--retrain_on_all\n"
-                                  "--data_dir=/d\n--validation_size=7\n--batch_size=64\n"
-                                  "--resize_mode=crop\n")  # fmt: skip
+    (tmp_path / "x").mkdir()
+    run = synthetic_run(tmp_path, f"--dataset=folder:{tmp_path / 'x'}\n--image_size=20,24\n"
+                                  "--retrain_on_all\n--data_dir=/d\n--validation_size=7\n"
+                                  "--batch_size=64\n--resize_mode=crop\n")  # fmt: skip
     # A run without data.json was started before runs recorded their data: its draw was random
     # (tests/test_holdout.py follows the draw to the calibration images).
     assert quantize.calibration_source(run) == {
-        "name": "folder:/x", "image_size": (20, 24), "resize_mode": "crop", "retrain_on_all": True,
-        "data_dir": "/d", "validation_size": 7, "holdout": "random",
+        "name": f"folder:{tmp_path / 'x'}", "image_size": (20, 24), "resize_mode": "crop",
+        "retrain_on_all": True, "data_dir": "/d", "validation_size": 7, "holdout": "random",
     }  # fmt: skip
     (run / "flags.txt").unlink()
     with pytest.raises(ExportConfigError, match="names no --dataset"):
@@ -207,14 +208,29 @@ def test_calibration_paths_are_relative_to_where_the_run_was_started(tmp_path, m
     (started / "run").mkdir(parents=True)
     run = synthetic_run(started / "run", "--dataset=folder:images\n--data_dir=tfds\n")
     (run / "versions.json").write_text(f'{{"working_directory": "{started}"}}')
+    (started / "images").mkdir()
     elsewhere = tmp_path / "elsewhere"  # the export runs from another directory
-    elsewhere.mkdir()
+    (elsewhere / "images").mkdir(parents=True)
     monkeypatch.chdir(elsewhere)
     source = quantize.calibration_source(run)
     assert source["name"] == f"folder:{started / 'images'}"
     assert source["data_dir"] == str(started / "tfds")
     (run / "versions.json").write_text("{}")  # a run from before this was recorded: as given
     assert quantize.calibration_source(run)["name"] == "folder:images"
+
+
+def test_a_runs_moved_image_folder_is_named_with_a_fix_the_export_has(tmp_path):
+    # The folder's own message said to "give --dataset=folder:PATH", a flag the export lacks.
+    started = tmp_path / "project"
+    (started / "run").mkdir(parents=True)
+    run = synthetic_run(started / "run", "--dataset=folder:images\n")
+    (run / "versions.json").write_text(f'{{"working_directory": "{started}"}}')
+    with pytest.raises(ExportConfigError) as refused:
+        quantize.calibration_source(run)
+    message = str(refused.value)
+    assert f"read from '{started / 'images'}' ('images' in {run / 'flags.txt'}, relative to the " \
+           "directory the run was started from), which no longer exists. Put the images back " \
+           "there" in message and "quantize='dynamic'" in message and "--dataset" not in message
 
 
 @pytest.mark.parametrize("raw", [False, True])

@@ -121,6 +121,7 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
     name, source = given["dataset"], {}
     for prefix in (FOLDER, NPZ):  # the run's own files, wherever the export is run from
         if name.startswith(prefix):
+            _check_recorded_data(files, name.removeprefix(prefix))
             name = prefix + files.recorded_path(name.removeprefix(prefix))
             # The run's training images; for a run whose given splits came by class, mixed.
             source["holdout"] = mixing_given_splits(holdout_of(files.data, started=True))
@@ -136,6 +137,23 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
     if given.get("validation_size"):
         source["validation_size"] = int(given["validation_size"])
     return source
+
+
+def _check_recorded_data(files: RunLayout, given: str) -> None:
+    """Refuses a run whose image folder or ``.npz`` file (``given`` in its ``flags.txt``) is no
+    longer where the run read it: the data's own message would say to give ``--dataset``, a
+    flag the export does not have (it reads the path from the run's ``flags.txt``)."""
+    path = pathlib.Path(files.recorded_path(given)).expanduser()
+    if path.exists():
+        return
+    where = "" if path == pathlib.Path(given).expanduser() else (
+        f" ({given!r} in {files.flags}, relative to the directory the run was started from)"
+    )
+    raise ExportConfigError(
+        f"quantize='int8' calibrates on the run's training images, read from {str(path)!r}"
+        f"{where}, which no longer exists. Put the images back there (the path is read from "
+        f"{files.flags}), or use quantize='dynamic', which needs no calibration."
+    )
 
 
 def calibration_images(
