@@ -12,7 +12,7 @@ import pytest
 from conftest import train_cli
 
 from fitnets_tf import hint_choice
-from fitnets_tf.errors import ConfigError, DataError
+from fitnets_tf.errors import ConfigError, DataError, ModelFileError
 from fitnets_tf.models import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -211,6 +211,22 @@ def test_a_file_whose_output_is_not_batch_by_classes_is_refused(tmp_path, role):
                        r"\(None, 13, 13, 10\), but distillation needs class logits of shape "
                        r"\(batch, classes\).*GlobalAveragePooling2D"):  # fmt: skip
         sources.resolve(path, (28, 28, 1), 10, keep_weights=True, role=role)
+
+
+def test_a_file_with_a_lambda_layer_is_refused_as_code_not_as_damaged(tmp_path):
+    # Keras' safe mode refuses the lambda with a ValueError; it was reported as a damaged file
+    # to restore from a backup, which the user cannot fix (their file is intact).
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(h))
+    path = str(tmp_path / "lambda.keras")
+    keras.Model(inputs, keras.layers.Dense(10)(h)).save(path)
+    with pytest.raises(ModelFileError) as refused:
+        sources.resolve(path, (28, 28, 1), 10, keep_weights=False, role="student")
+    message = str(refused.value)
+    assert f"Cannot load the student {path!r}: it is not damaged, but it holds Python code " \
+           "(Requested the deserialization of a `Lambda` layer" in message
+    assert "keras.layers.Rescaling" in message and "backup" not in message
 
 
 def test_the_files_auto_pair_is_the_middle_of_each(model_files):

@@ -252,7 +252,29 @@ def load_model(path: str | os.PathLike, what: str = "model", error=ModelFileErro
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as e:  # noqa: BLE001  (Keras raises many types for a bad file)
-        raise error(
-            f"Cannot load the {what} {str(path)!r} ({type(e).__name__}: {e}): it is damaged, or "
-            f"not a .keras file saved by Keras 3 (model.save). {repair}"
-        ) from e
+        refused = isinstance(e, ValueError) and _UNSAFE in str(e)  # code in it, not damaged
+        raise error(_refused_code(what, path, e) if refused else
+                    _cannot_load(what, path, e, repair)) from e  # fmt: skip
+
+
+def _cannot_load(what: str, path: pathlib.Path, e: Exception, repair: str) -> str:
+    return (f"Cannot load the {what} {str(path)!r} ({type(e).__name__}: {e}): it is damaged, or "
+            f"not a .keras file saved by Keras 3 (model.save). {repair}")  # fmt: skip
+
+
+# In each message Keras' safe mode gives when it refuses to deserialize Python code (a Lambda
+# layer's lambda, a lambda elsewhere in a config): Keras raises a plain ValueError for it.
+_UNSAFE = "safe_mode=False"
+
+
+def _refused_code(what: str, path: pathlib.Path, e: Exception) -> str:
+    first = str(e).split(". ")[0]
+    return (
+        f"Cannot load the {what} {str(path)!r}: it is not damaged, but it holds Python code "
+        f"({first}), and fitnets_tf loads every model file in Keras' safe mode, which runs no "
+        "code from a file. Replace the Lambda layer (or lambda) by a built-in Keras layer doing the same "
+        "(keras.layers.Rescaling for x * scale + offset, keras.layers.Activation for a named "
+        "activation, keras.layers.Resizing...), save the model again (model.save) and give that "
+        "file; or, from Python, load the file yourself if you trust it (keras.saving.load_model("
+        "path, safe_mode=False)) and pass the model to fitnets_tf.Distiller."
+    )
