@@ -47,6 +47,44 @@ def test_accuracy(model: keras.Model, test: tf.data.Dataset) -> float:
     return correct / max(total, 1)
 
 
+def _answers(model: keras.Model, images: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """``model``'s classes and the labels, over every batch of ``images``."""
+    pairs = [(predict_classes(model, x), np.asarray(y).reshape(-1)) for x, y in images]
+    if not pairs:
+        return np.zeros(0, "int64"), np.zeros(0, "int64")
+    return tuple(np.concatenate(part) for part in zip(*pairs, strict=True))
+
+
+# A teacher whose answers are unrelated to the labels is right this rarely by chance: below it,
+# the teacher is refused as trained with another class order (one such run in 10,000 is
+# refused for that reason instead of only being warned of; it had nothing to teach anyway).
+# With 3 classes, 0 right is refused from 23 images on, with 10 classes from 88 on; fewer are
+# too few to tell, and are warned of.
+PERMUTED_P_VALUE = 1e-4
+
+
+def below_chance(predictions: np.ndarray, labels: np.ndarray, num_classes: int
+                 ) -> tuple[float, float]:  # fmt: skip
+    """``(expected, p)``: the count of right answers expected of predictions unrelated to the
+    labels, and the probability of as few right as ``predictions`` have (binomial lower tail).
+
+    Unrelated to the labels, a prediction is right with probability ``sum_k q_k r_k`` (``q``,
+    ``r``: the predicted and the true classes' frequencies), not ``1 / num_classes``: a teacher
+    that says one class for every image is right as often as that class is frequent, however
+    unbalanced the set, and is not below chance.
+    """
+    from scipy import stats  # only here: the check runs once per run
+
+    n = len(labels)
+    if n == 0:
+        return 0.0, 1.0
+    q = np.bincount(predictions, minlength=num_classes)[:num_classes] / n
+    r = np.bincount(labels, minlength=num_classes)[:num_classes] / n
+    chance = float(np.dot(q, r))
+    correct = int(np.sum(predictions == labels))
+    return chance * n, float(stats.binom.cdf(correct, n, chance))
+
+
 def check_teacher(
     teacher: keras.Model, images: tf.data.Dataset, preprocessing: str, num_classes: int,
     class_names=None, split: str = "validation",
@@ -60,11 +98,15 @@ def check_teacher(
     a Keras model that rescales its own inputs (a first ``Rescaling(1/255)`` layer) sees an
     all-but-black image otherwise.
 
+    Far *below* chance (:func:`below_chance` under :data:`PERMUTED_P_VALUE`), the teacher
+    knows the classes under other labels: it was trained with another class order.
+
     Raises:
         ConfigError: the teacher is near chance on the run's input but not on the other
-            scaling's, naming the ``--preprocessing`` that fits it.
+            scaling's, naming the ``--preprocessing`` that fits it; or far below chance.
     """
-    accuracy = test_accuracy(teacher, images)
+    predictions, labels = _answers(teacher, images)
+    accuracy = float(np.mean(predictions == labels)) if len(labels) else 0.0
     chance = 1 / num_classes
     lines = [f"teacher: {split} accuracy {accuracy:.4f} (chance {chance:.4f})"]
     if accuracy >= 2 * chance:
@@ -82,11 +124,24 @@ def check_teacher(
                 + ("give the student the same first Rescaling(1/255) layer, if it is yours."
                    if other == "none" else "drop the student's own rescaling, if it has one.")
             )  # fmt: skip
+    order = f" (label k is the k-th of: {', '.join(class_names)})" if class_names else ""
+    expected, p = below_chance(predictions, labels, num_classes)
+    below = (f"{int(np.sum(predictions == labels))} of the {len(labels)} {split} images right, "
+             f"where answers unrelated to the labels would get {expected:.1f}")  # fmt: skip
+    if p < PERMUTED_P_VALUE:
+        raise ConfigError(
+            f"The teacher is far below chance: {below} (the odds of so few by chance: {p:.1e}). "
+            "It knows the classes, under other labels: it was trained with another class "
+            f"order than this data's{order}. Give the teacher trained with this order, or "
+            "relabel the data in the teacher's (an image folder's labels are its sub-folders "
+            "in sorted order)."
+        )
     if (lagging := _lagging_statistics(teacher, images, accuracy, chance, split)) is not None:
         return lines + [lagging]
-    order = f" (label k is the k-th of: {', '.join(class_names)})" if class_names else ""
+    hint = (f" It is below chance ({below}), the sign of another class order, though too few "
+            "images to be sure." if accuracy < chance and p < 0.05 else "")  # fmt: skip
     return lines + [f"warning: the teacher is near chance on the {split} images, so it has "
-                    f"little to teach. Was it trained with this data's class order{order} "
+                    f"little to teach.{hint} Was it trained with this data's class order{order} "
                     "and on images scaled the same way?"]  # fmt: skip
 
 

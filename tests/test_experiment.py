@@ -169,6 +169,54 @@ def test_a_teacher_trained_on_other_pixel_scaling_is_refused_with_the_flag(
     assert lines == ["teacher: validation accuracy 1.0000 (chance 0.2500)"]
 
 
+def _rotated_labels(per_class: int, counts=None):
+    """A teacher sure of 3 brightness classes, and images whose labels are its own rotated by
+    one (another class order): it is right on none. ``counts``: images of each class."""
+    head = keras.layers.Dense(3)
+    teacher = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.GlobalAveragePooling2D(),
+                                head])  # fmt: skip
+    head.set_weights([np.array([[0.0, 10, 20]]), np.array([0.0, -2.5, -7.5])])
+    counts = counts or [per_class] * 3
+    means = np.repeat([0.1, 0.4, 0.8], counts).astype("float32")
+    images = np.ones((len(means), 4, 4, 1), "float32") * means[:, None, None, None]
+    labels = (np.repeat(np.arange(3), counts) + 1) % 3
+    return teacher, tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+
+
+def test_a_teacher_far_below_chance_is_refused_as_trained_with_another_class_order():
+    # 0 of 30 right where unrelated answers get 10: (2/3)^30 = 5e-6, far below 1e-4. It was
+    # warned "near chance" and distilled, teaching the student the wrong names.
+    teacher, images = _rotated_labels(10)
+    with pytest.raises(errors.ConfigError, match=r"far below chance: 0 of the 30 validation "
+                       r"images right, where answers unrelated to the labels would get 10.0 "
+                       r"\(the odds of so few by chance: 5.2e-06\).*another class order than "
+                       r"this data's \(label k is the k-th of: a, b, c\)"):  # fmt: skip
+        evaluation.check_teacher(teacher, images, "scale", 3, ["a", "b", "c"])
+
+
+def test_too_few_images_below_chance_are_warned_of_not_refused():
+    # 0 of 9 right happens to an unrelated teacher with odds (2/3)^9 = 0.026: not refused.
+    teacher, images = _rotated_labels(3)
+    lines = evaluation.check_teacher(teacher, images, "scale", 3)
+    assert lines[0] == "teacher: validation accuracy 0.0000 (chance 0.3333)"
+    assert "It is below chance (0 of the 9 validation images right, where answers unrelated " \
+           "to the labels would get 3.0), the sign of another class order" in lines[1]
+
+
+def test_one_answer_for_every_image_of_an_unbalanced_set_is_not_below_chance():
+    # "Class 2" for every image, 3 of 60 of them: 0.05, far below 1/3, but as often right as
+    # answers unrelated to the labels are on this set (3.0): warned of, not refused.
+    teacher = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(3, kernel_initializer="zeros",
+                                                   bias_initializer="ones")])  # fmt: skip
+    teacher.layers[-1].bias.assign([0.0, 0.0, 1.0])
+    labels = np.repeat([0, 2], [57, 3])
+    images = tf.data.Dataset.from_tensor_slices((np.zeros((60, 4, 4, 1), "float32"), labels))
+    lines = evaluation.check_teacher(teacher, images.batch(16), "scale", 3)
+    assert lines[0] == "teacher: validation accuracy 0.0500 (chance 0.3333)"
+    assert lines[1].startswith("warning: the teacher is near chance") and "below" not in lines[1]
+
+
 def test_a_teacher_whose_batch_norm_statistics_lag_is_named_as_such():
     """A briefly trained keras.applications MobileNetV2 (BatchNormalization momentum 0.999)
     is at chance in inference mode and fine with batch statistics: the warning says so, where
