@@ -8,6 +8,7 @@ copies nothing and checks a pair before any training.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import numbers
 
@@ -77,6 +78,32 @@ def find_layer(model: keras.Model, name: str, role: str):
             f"flattened.{_nested_note(model, name)} Name a layer of the outer model."
         )
     return layer
+
+
+def check_names(teacher: keras.Model, student: keras.Model, pairs) -> None:
+    """Refuses the names of ``pairs`` that are no layer of their model, all in one message, each
+    with the valid names closest to it (a typo is then one look away).
+
+    A nested model's name is left to :func:`find_layer`, whose message names its end layer.
+    """
+    unknown, seen = [], set()
+    for i, (hint, guided) in enumerate(pairs):
+        for model, name, role in ((teacher, hint, "hint_layer"), (student, guided, "guided_layer")):
+            names = [layer.name for layer in model.layers]
+            if (role, name) in seen or name in names or nested_model_end(model, name) is not None:
+                continue
+            seen.add((role, name))
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+            mean = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+            where = f"Pair {i + 1} ({pair_name(hint, guided)}): " if len(pairs) > 1 else ""
+            unknown.append((model, f"{where}Unknown {role} '{name}' in model '{model.name}'{mean}."
+                                   f"{_nested_note(model, name)}"))  # fmt: skip
+    if not unknown:
+        return
+    models = list({id(model): model for model, _ in unknown}.values())
+    valid = (f"Valid layer names: {', '.join(layer.name for layer in models[0].layers)}."
+             if len(models) == 1 else valid_names(teacher, student))  # fmt: skip
+    raise ConfigError(" ".join(message for _, message in unknown) + " " + valid)
 
 
 def _nested_note(model: keras.Model, name: str) -> str:
@@ -310,6 +337,9 @@ def make_regressors(teacher, student, pairs, regressor="auto", initializer=None)
         raise ConfigError(
             f"Give one regressor per pair: {len(pairs)} pairs, {len(given)} regressors."
         )
+    check_functional(teacher, "teacher")
+    check_functional(student, "student")
+    check_names(teacher, student, pairs)  # every unknown name at once, not the first
     built = []
     for i, (hint, guided) in enumerate(pairs):
         layer = given[i] if given is not None else regressor

@@ -385,3 +385,21 @@ def test_preprocessing_layers_are_not_hint_candidates():
     assert marks["rescale"] == marks["norm"] == marks["flip"] == " " and marks["s1_relu"] == "*"
     chosen = hint_choice.auto_pair(_resnet_style_teacher(), student)
     assert chosen.guided_layer == "s4_relu" and "feature layer 4 of 7" in chosen.reason
+
+
+def test_every_unknown_name_of_the_pairs_is_named_at_once_with_close_matches(teacher, student):
+    # Only the first unknown name was reported, without a suggestion: a typo in each of two
+    # pairs took two runs to find.
+    pairs = [("conv2x", "pool1"), ("pool1", "conv_2"), ("pool1", "nothing_like_it")]
+    with pytest.raises(ConfigError) as refused:
+        fitnets_tf.Distiller(teacher, student, hints=pairs)
+    message = str(refused.value)
+    assert "Pair 1 (conv2x:pool1): Unknown hint_layer 'conv2x' in model 'teacher' (did you mean " \
+           "'conv2'" in message
+    assert "Pair 2 (pool1:conv_2): Unknown guided_layer 'conv_2' in model 'student' (did you " \
+           "mean 'conv2'" in message
+    assert "Pair 3 (pool1:nothing_like_it): Unknown guided_layer 'nothing_like_it' in model " \
+           "'student'. Teacher layers: " in message and "Student layers: " in message
+    with pytest.raises(ConfigError, match=r"^Unknown guided_layer 'pool_1' in model 'student' "
+                       r"\(did you mean 'pool1'\?\)\. Valid layer names: "):  # fmt: skip
+        fitnets_tf.Distiller(teacher, student, "pool1", "pool_1")
