@@ -45,6 +45,7 @@ from fitnets_tf.callbacks import (
 from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
+from fitnets_tf.preprocessing import check_own_rescaling
 from fitnets_tf.pretrained import is_pretrained, recipe_config
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.summary import dataset_fields, summary_table
@@ -166,6 +167,8 @@ class Experiment:
         students = {}
         for mode in self.config.schedule.modes:
             students[mode] = new_student(self.config, *shape)
+            check_own_rescaling(students[mode], self.data.preprocessor.mode, "student",
+                                self.config.models.student)  # fmt: skip
             if mode in HINT_MODES:
                 self._check_hints(teacher, students[mode])
         return teacher, students

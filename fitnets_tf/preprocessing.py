@@ -19,6 +19,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from fitnets_tf.errors import ConfigError
+
 _PACKAGE = "fitnets_tf"
 
 #: Preprocessing modes understood by :class:`Preprocessor`.
@@ -188,3 +190,51 @@ class Preprocessor(keras.layers.Layer):
             min_divisor=self.min_divisor,
         )
         return config
+
+
+# The Rescaling scales of a model that takes raw pixels in [0, 255] itself: to [0, 1] (1/255)
+# or to [-1, 1] (1/127.5, with an offset of -1, as MobileNet's preprocessing does).
+_RAW_PIXEL_SCALES = (1 / 255, 1 / 127.5)
+_FED = {"scale": "pixels / 255", "gcn": "contrast-normalised pixels",
+        "gcn_zca": "contrast-normalised, whitened pixels"}  # fmt: skip
+
+
+def raw_pixel_rescaling(model: keras.Model) -> keras.layers.Rescaling | None:
+    """The ``Rescaling`` layer by which ``model`` takes raw pixels in [0, 255], when one comes
+    before any layer with weights (a ``Resizing`` or augmentation layer may come first); None
+    otherwise."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Rescaling):
+            scale = np.asarray(keras.ops.convert_to_numpy(layer.scale), "float64").reshape(-1)
+            if scale.size and all(np.any(np.isclose(s, _RAW_PIXEL_SCALES, rtol=1e-3))
+                                  for s in scale):  # fmt: skip
+                return layer
+        elif layer.weights:
+            return None
+    return None
+
+
+def check_own_rescaling(model: keras.Model, mode: str, role: str, name: str = "") -> None:
+    """Refuses a model that rescales raw pixels itself, fed by a ``mode`` that already has.
+
+    A student file with a first ``Rescaling(1/255)``, trained with the default preprocessing
+    (pixels / 255), would see pixels / 65025, all but black images, and train on them without
+    an error: unlike a trained teacher, whose accuracy tells, an untrained student cannot be
+    checked by what it scores.
+
+    Raises:
+        ConfigError: ``mode`` is not ``"none"`` and ``model`` has such a layer; the message
+            names ``--preprocessing=none`` and the other fix.
+    """
+    if mode == "none" or (layer := raw_pixel_rescaling(model)) is None:
+        return
+    scale = float(np.asarray(keras.ops.convert_to_numpy(layer.scale)).reshape(-1)[0])
+    raise ConfigError(
+        f"The {role} {name or model.name!r} rescales its own input (its layer {layer.name!r} "
+        f"multiplies by {scale:.6g}), as a model that takes raw pixels in [0, 255] does, but "
+        f"this run feeds it {_FED.get(mode, mode)} (--preprocessing={mode}, given or the "
+        "dataset's default): it would see them scaled twice, all but black images, and train "
+        "on them without an error. Run with --preprocessing=none (raw pixels to both models: "
+        f"then the teacher must take raw pixels too, as its accuracy check tells), or remove "
+        f"the {role}'s Rescaling layer."
+    )

@@ -240,6 +240,40 @@ def test_a_teacher_whose_batch_norm_statistics_lag_is_named_as_such():
     assert norm.moving_mean.numpy().tolist() == [5.0] and norm.trainable is False
 
 
+def _rescaling_student(scale: float, offset: float = 0.0) -> keras.Model:
+    """28×28×1 → (Resizing) → Rescaling(scale, offset) → conv → logits: takes raw pixels."""
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Resizing(28, 28)(inputs)  # weightless: the Rescaling is still its first
+    h = keras.layers.Rescaling(scale, offset, name="own_rescale")(h)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(h))
+    return keras.Model(inputs, keras.layers.Dense(10)(h), name="rescaler")
+
+
+def test_a_student_that_rescales_raw_pixels_is_refused_under_scaled_preprocessing(tmp_path):
+    # It saw pixels / 65025 and trained on them without an error (user audit); an untrained
+    # student cannot be checked by its accuracy, as the teacher is.
+    path = tmp_path / "student.keras"
+    _rescaling_student(1 / 255).save(path)
+    with pytest.raises(errors.ConfigError, match=r"student '.*student.keras' rescales its own "
+                       r"input \(its layer 'own_rescale' multiplies by 0.00392157\).*feeds it "
+                       r"pixels / 255 \(--preprocessing=scale.*--preprocessing=none"):  # fmt: skip
+        experiment.run(SMOKE.with_values(student=str(path)), tmp_path / "run")
+    assert not (tmp_path / "run" / "teacher").exists()  # refused before the teacher trained
+
+
+def test_which_rescaling_takes_raw_pixels():
+    from fitnets_tf.preprocessing import check_own_rescaling, raw_pixel_rescaling
+
+    assert raw_pixel_rescaling(_rescaling_student(1 / 127.5, -1.0)).name == "own_rescale"
+    assert raw_pixel_rescaling(_rescaling_student(2.0)) is None  # not a pixel scale
+    inputs = keras.Input((4, 4, 1))
+    late = keras.layers.Rescaling(1 / 255)(keras.layers.Conv2D(2, 1)(inputs))  # after weights
+    assert raw_pixel_rescaling(keras.Model(inputs, late)) is None
+    check_own_rescaling(_rescaling_student(1 / 255), "none", "student")  # raw pixels: right
+    with pytest.raises(errors.ConfigError, match="contrast-normalised pixels"):
+        check_own_rescaling(_rescaling_student(1 / 255), "gcn", "student")
+
+
 def test_preprocessing_none_feeds_the_raw_pixels():
     loaded = experiment.load_data(SMOKE.with_values(preprocessing="none"))
     images = np.concatenate([x for x, _ in loaded.validation])
