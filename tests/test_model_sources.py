@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import train_cli
 
+import fitnets_tf
 from fitnets_tf import hint_choice
 from fitnets_tf.errors import ConfigError, DataError, ModelFileError
 from fitnets_tf.models import sources
@@ -120,6 +121,22 @@ def test_teacher_file_keeps_its_weights_and_loses_its_softmax(tmp_path):
     x = np.random.RandomState(1).rand(3, 28, 28, 1).astype("float32")
     np.testing.assert_allclose(keras.ops.softmax(loaded(x)), teacher(x), atol=1e-6)
     assert loaded.layers[-1].activation is keras.activations.linear
+
+
+def test_a_student_file_whose_dense_has_the_softmax_is_trained_as_its_logits(tmp_path):
+    # The command line's student file gives an architecture whose layers it re-creates: the
+    # Dense is re-created linear and trained as the student's own layer, so, unlike the
+    # Python Distiller (which refuses a given student's fused softmax: it would train a copy
+    # of that layer), the file is accepted (README, "Your own models and hints").
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="s_conv")(inputs))
+    keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="head")(h),
+                name="fused").save(tmp_path / "fused.keras")  # fmt: skip
+    student = sources.resolve(str(tmp_path / "fused.keras"), (28, 28, 1), 10, role="student")
+    assert student.layers[-1].activation is keras.activations.linear
+    teacher = _tiny_teacher()
+    d = fitnets_tf.Distiller(teacher, student, "t_pool1", "s_conv")
+    assert d.student.layers[-1] is student.layers[-1]  # the trained layer is the student's
 
 
 def test_files_whose_input_and_output_are_one_element_lists_work(tmp_path):
