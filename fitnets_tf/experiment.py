@@ -49,7 +49,16 @@ from fitnets_tf.preprocessing import check_own_rescaling
 from fitnets_tf.pretrained import is_pretrained, recipe_config
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.summary import dataset_fields, summary_table
-from fitnets_tf.run import io, layout, lock, ownership, preemption, runtime, teacher_file
+from fitnets_tf.run import (
+    io,
+    layout,
+    lock,
+    ownership,
+    preemption,
+    runtime,
+    student_file,
+    teacher_file,
+)
 from fitnets_tf.run.plan import Plan, check_earlier_stages, plan  # noqa: F401  (Plan: re-exported)
 from fitnets_tf.run.resume import RunState, StageCheckpoint, restore_seed_states
 
@@ -132,6 +141,7 @@ class Experiment:
         check_earlier_stages(self.plan, self.state, self.files)
         teacher_file.check_same(self.state, teacher_file.given_file(self.config, self.plan,
                                                                     self.state))  # fmt: skip
+        student_file.check_same(self.state, student_file.given_file(self.config))
         # First: a multi-worker strategy configures TensorFlow's collective ops, which
         # TensorFlow refuses once any op has run (loading the data runs some).
         strategy = distribute.make_strategy(self.config.runtime.strategy)

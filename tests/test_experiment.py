@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from fitnets_tf import builders, data, errors, evaluation, experiment
 from fitnets_tf import config as config_lib
-from fitnets_tf.run import io, layout, resume, teacher_file
+from fitnets_tf.run import io, layout, resume, student_file, teacher_file
 
 SMOKE = config_lib.ExperimentConfig().with_values(
     dataset="synthetic", teacher="mnist_teacher", student="mnist_fitnet", init="he_uniform",
@@ -309,6 +309,44 @@ def _conv_teacher(path, seed: int = 0) -> str:
     outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
     keras.Model(inputs, outputs).save(path)
     return str(path)
+
+
+def _student_file(path, width: int = 8) -> str:
+    """A small student file for the synthetic data; another ``width``, a wider last conv."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="s_conv1")(inputs)
+    h = keras.layers.MaxPooling2D(2, name="s_pool1")(h)
+    h = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="s_conv2")(h)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
+    keras.Model(inputs, outputs, name="own_student").save(path)
+    return str(path)
+
+
+def test_a_student_file_changed_between_stages_is_refused(tmp_path):
+    # Widened in place after stage 1, same layer names: the restore of stage 1's weights into
+    # it failed deep in Keras ("weight shape (3, 3, 8, 16) is not compatible").
+    path = _student_file(tmp_path / "student.keras")
+    config = SMOKE.with_values(modes=("fitnet",), student=path, hints=("t_conv2:s_conv2",),
+                               teacher_path=_conv_teacher(tmp_path / "teacher.keras"),
+                               hints_epochs=1)  # fmt: skip
+    run = tmp_path / "run"
+    experiment.run(config.with_values(stages=("stage1",)), run, log=lambda m: None)
+    then = io.file_sha256(path)
+    _student_file(path, width=16)
+    with pytest.raises(errors.WorkdirError, match=rf"The student file '{path}' changed since the "
+                       rf"run in .* started \(sha256 {then} then, {io.file_sha256(path)} now\).*"
+                       r"Restore the file it started with, or start a new --workdir"):  # fmt: skip
+        experiment.run(config.with_values(stages=("stage2",)), run, log=lambda m: None)
+    # A run from before the sha256 was recorded resumes, and records the file as it is now
+    # (its stage 2 starts from stage 1's student file, which Keras loads whole).
+    _student_file(path)
+    state = resume.RunState(run, config.fingerprint())
+    del state.data[student_file.KEY]
+    state.save()
+    experiment.run(config.with_values(stages=("stage2",)), run, log=lambda m: None)
+    state = json.loads((run / "run_state.json").read_text())
+    assert state[student_file.KEY] == io.file_sha256(path) and state["stages"]["fitnet/kd"]["done"]
 
 
 def test_a_start_refused_before_training_leaves_the_run_free_to_change_its_data(tmp_path):

@@ -17,9 +17,8 @@ from __future__ import annotations
 import os
 import pathlib
 
-from fitnets_tf.errors import WorkdirError
 from fitnets_tf.pretrained import is_pretrained
-from fitnets_tf.run import io
+from fitnets_tf.run import bound_file
 
 KEY = "teacher_sha256"
 
@@ -37,26 +36,12 @@ def given_file(config, plan, state) -> pathlib.Path | None:
 
 
 def check_same(state, path: str | os.PathLike | None) -> None:
-    """Records the sha256 of the teacher file ``path`` in ``state`` (a
-    :class:`~fitnets_tf.run.resume.RunState`; saved with its next commit), or checks it against
-    the record of a run that has started a stage. A run recorded before runs kept the sha256
-    takes the file's as it is now.
+    """Records the sha256 of the teacher file ``path`` in ``state``, or checks it against the
+    record of a run that has started a stage (:func:`fitnets_tf.run.bound_file.check_same`).
 
     Raises:
         WorkdirError: the file changed since the run's stages learned from it, naming both
             sha256 and what to do.
     """
-    if path is None:
-        return
-    digest = io.file_sha256(path)
-    recorded = state.data.get(KEY)
-    if recorded is None or not state.resuming:
-        state.data[KEY] = digest
-        return
-    if recorded != digest:
-        raise WorkdirError(
-            f"The teacher file {str(path)!r} changed since the run in {str(state.files.root)!r} "
-            f"started (sha256 {recorded} then, {digest} now): its stages must all learn from "
-            "one teacher. Restore the file it started with, or start a new --workdir with this "
-            "one."
-        )
+    bound_file.check_same(state, KEY, "teacher", path, "its stages must all learn from one "
+                          "teacher")  # fmt: skip
