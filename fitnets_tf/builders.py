@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -142,7 +143,16 @@ def load_run_data(
     (:func:`~fitnets_tf.run.data_record.check_same`: written by a new run, and rewritten until
     a stage has ``started``)."""
     holdout = run_holdout(config, record, started=started)
-    return data_record.check_same(record, load_data(config, holdout), bound=started)
+    size = data_record.folder_size_of(record, config.data) if started else None
+    if size is None:
+        return data_record.check_same(record, load_data(config, holdout), bound=started)
+    # A folder's size is its images' (most common, once its first's): a resumed run keeps the
+    # size it started with, whichever rule chose it.
+    loaded = load_data(config.with_values(image_size=size), holdout)
+    formatting = {**loaded.spec.formatting, "size_from": "the size the run started with "
+                  "(its data.json)"}  # fmt: skip
+    spec = dataclasses.replace(loaded.spec, formatting=formatting)
+    return data_record.check_same(record, dataclasses.replace(loaded, spec=spec), bound=True)
 
 
 def run_holdout(

@@ -43,7 +43,8 @@ from fitnets_tf.callbacks import (
     NonFiniteGuard,
 )
 from fitnets_tf.config import ExperimentConfig
-from fitnets_tf.errors import ConfigError
+from fitnets_tf.data import overview
+from fitnets_tf.errors import ConfigError, DataError
 from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
 from fitnets_tf.preprocessing import check_own_rescaling
 from fitnets_tf.pretrained import is_pretrained, recipe_config
@@ -164,7 +165,16 @@ class Experiment:
         return load_run_data(self.config, self.files.data, started=self.state.resuming)
 
     def build_models(self) -> tuple[keras.Model, dict[str, keras.Model]]:
-        """The teacher and one student per mode; fails now, naming the layers, on a bad pair."""
+        """The teacher and one student per mode; fails now, naming the layers, on a bad pair,
+        and where the images' size came from when a model does not take them."""
+        try:
+            return self._build_models()
+        except DataError as e:  # a model's input shape: the size may be the data's choice
+            height, width = self.data.input_shape[:2]
+            raise DataError(f"{e} The data's size, {height}x{width}, is "
+                            f"{overview.size_from(self.data.spec)}.") from None  # fmt: skip
+
+    def _build_models(self) -> tuple[keras.Model, dict[str, keras.Model]]:
         shape = self.data.input_shape, self.data.num_classes
         if self.plan.train_teacher and not self.state.done("teacher"):
             teacher = new_teacher(self.teacher_config, *shape)

@@ -182,14 +182,25 @@ def test_channels_converts_a_folder_arrays_and_a_built_in_dataset(tmp_path, fash
         data.load(f"npz:{tmp_path / 'rgba.npz'}", channels=1)
 
 
-def test_folder_default_size_is_the_first_images(tmp_path, fashion):
+def test_folder_default_size_is_its_images_most_common(tmp_path, fashion):
     images, labels = fashion
     write_pngs(tmp_path, images[:30], labels[:30])
-    # The first image Keras lists (first class, first file) is larger: all are resized to it.
+    # The first image Keras lists (first class, first file) is larger: it was the size of all,
+    # and a teacher for the 28x28 images refused "the data's are 32x32x1".
     first = sorted(tmp_path.iterdir())[0]
     big = tf.image.resize(images[0][..., None], (32, 32)).numpy().astype(np.uint8)
     (first / "0000_big.png").write_bytes(tf.io.encode_png(big).numpy())
-    assert data.load(f"folder:{tmp_path}", batch_size=8).input_shape == (32, 32, 1)
+    rgba = np.concatenate([np.repeat(images[1][..., None], 3, -1), images[1][..., None]], -1)
+    (first / "0001_rgba.png").write_bytes(tf.io.encode_png(rgba).numpy())
+    datasets = data.load(f"folder:{tmp_path}", batch_size=8)
+    assert datasets.input_shape == (28, 28, 3)
+    assert datasets.spec.formatting == {
+        "size_from": "the most common size of the folder's images (31 of 32 are 28x28; 1 other "
+                     "size(s))",
+        "resized": 1, "grayscale_to_rgb": 31, "alpha_dropped": 1,
+    }  # fmt: skip
+    given = data.load(f"folder:{tmp_path}", batch_size=8, image_size=32).spec.formatting
+    assert given["size_from"] == "--image_size" and given["resized"] == 31
 
 
 def _wide_image() -> np.ndarray:
@@ -751,3 +762,25 @@ def test_a_folder_read_in_one_channel_takes_bmp_files(tmp_path, fashion):
     seen = pixels(channels=1)
     luma = np.rint(tf.image.rgb_to_grayscale(rgb.astype("float32")).numpy()).astype(np.uint8)
     assert len(seen) == 22 and luma.tobytes() in seen
+
+
+def test_a_started_folder_run_keeps_its_recorded_size(tmp_path, fashion):
+    # A run started when a folder's first image decided its size (32x32 here) resumes at that
+    # size, not at its images' most common one, which its teacher may not take.
+    from fitnets_tf import builders
+
+    images, labels = fashion
+    write_pngs(tmp_path / "images", images[:30], labels[:30])
+    config = config_lib.ExperimentConfig().with_values(dataset=f"folder:{tmp_path / 'images'}",
+                                                       batch_size=8)  # fmt: skip
+    record = tmp_path / "data.json"
+    new = builders.load_run_data(config, record)
+    assert new.input_shape == (28, 28, 1)
+    assert new.spec.formatting["size_from"] == "the folder's images, all 28x28"
+    fields = json.loads(record.read_text())
+    record.write_text(json.dumps({**fields, "input_shape": [32, 32, 1]}))
+    assert data_record.folder_size_of(record, config.data) == (32, 32)
+    resumed = builders.load_run_data(config, record, started=True)
+    assert resumed.input_shape == (32, 32, 1) and resumed.spec.formatting["resized"] == 30
+    assert resumed.spec.formatting["size_from"] == "the size the run started with (its data.json)"
+    assert data_record.folder_size_of(record, config.with_values(image_size=14).data) is None

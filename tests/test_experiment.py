@@ -349,6 +349,18 @@ def test_a_student_file_changed_between_stages_is_refused(tmp_path):
     assert state[student_file.KEY] == io.file_sha256(path) and state["stages"]["fitnet/kd"]["done"]
 
 
+def test_a_model_refusing_the_images_size_is_told_where_the_size_came_from(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 1))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(10)(h)).save(tmp_path / "teacher.keras")
+    config = SMOKE.with_values(teacher_path=str(tmp_path / "teacher.keras"))
+    with pytest.raises(errors.DataError, match=r"teacher takes images of shape 32x32x1 but the "
+                       r"data's are 28x28x1.* The data's size, 28x28, is the dataset's own "
+                       r"size\.$"):  # fmt: skip
+        experiment.run(config, tmp_path / "run", log=lambda m: None)
+
+
 def test_a_start_refused_before_training_leaves_the_run_free_to_change_its_data(tmp_path):
     # Refused once its data was recorded (here: models that do not fit), the fixed command,
     # on other data, was refused in turn as "not what the run started with".

@@ -18,10 +18,11 @@ images are the files ending in one of :data:`IMAGE_SUFFIXES` (any case, any dept
 class folder); other files are ignored.
 
 Every image is decoded once as the folder is read, so a corrupt file is named now rather than
-failing an epoch. That pass also decides the format: one channel when every image is grayscale
-(with or without alpha), else RGB (alpha dropped); and, without ``image_size``, the size of the
-first image (the others are resized to it, bilinear, by ``resize_mode``: see
-:data:`~fitnets_tf.data.shapes.RESIZE_MODES`). The images are held in memory as uint8.
+failing an epoch. That pass also decides the format (:mod:`~fitnets_tf.data.folder_format`):
+one channel when every image is grayscale (with or without alpha), else RGB (alpha dropped);
+and, without ``image_size``, the most common size among the images (the others are resized to
+it, bilinear, by ``resize_mode``: see :data:`~fitnets_tf.data.shapes.RESIZE_MODES`). The images
+are held in memory as uint8.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from fitnets_tf.data.folder_format import FolderFormat
 from fitnets_tf.data.holdout import DEFAULT_HOLDOUT, Arrays, user_splits
 from fitnets_tf.data.shapes import DEFAULT_RESIZE_MODE, aspect_options, resize_images
 from fitnets_tf.errors import DataError
@@ -51,15 +53,16 @@ def read_folder(
     validation_size: int | None = None,
     retrain_on_all: bool = False,
     holdout: str = DEFAULT_HOLDOUT,
-) -> tuple[dict[str, Arrays], tuple[str, ...]]:
-    """The ``train`` / ``validation`` / ``test`` arrays of an image folder, and its class names.
+) -> tuple[dict[str, Arrays], tuple[str, ...], dict]:
+    """The ``train`` / ``validation`` / ``test`` arrays of an image folder, its class names,
+    and what reading it decided (:meth:`~fitnets_tf.data.folder_format.FolderFormat.summary`).
 
     The splits the folder does not give are held out as ``holdout`` says
     (:data:`~fitnets_tf.data.holdout.HOLDOUT_METHODS`).
 
     Returns:
-        ``({split: (uint8 images NHWC, int32 labels)}, class names)``; no ``validation`` with
-        ``retrain_on_all`` or ``validation_size=0``.
+        ``({split: (uint8 images NHWC, int32 labels)}, class names, summary)``; no
+        ``validation`` with ``retrain_on_all`` or ``validation_size=0``.
 
     Raises:
         DataError: the folder is missing, has no class folders or only one, a class folder has
@@ -83,16 +86,16 @@ def read_folder(
     class_names = tuple(files["train"])
     _check_classes(parts, files, class_names)
     paths = [path for per_class in files.values() for found in per_class.values() for path in found]
-    first_shape, grayscale = image_format(paths, root)
-    size = image_size or first_shape[:2]
-    channels = 1 if grayscale else 3
+    found = image_format(paths, root)
+    size = tuple(image_size or found.common_size())
+    channels = 1 if found.grayscale else 3
     arrays = {part: _read(files[part], size, channels, resize_mode) for part in parts}
     splits = user_splits(
         arrays["train"], arrays.get("test"), arrays.get("validation"),
         validation_size=validation_size, retrain_on_all=retrain_on_all, holdout=holdout,
         class_names=[str(parts["train"] / name) for name in class_names],
     )  # fmt: skip
-    return splits, class_names
+    return splits, class_names, found.summary(size, given=image_size is not None)
 
 
 def _check_classes(parts: dict[str, pathlib.Path], files: dict, class_names: tuple) -> None:
@@ -150,15 +153,13 @@ def class_files(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:
     return files
 
 
-def image_format(
-    paths: list[pathlib.Path], root: pathlib.Path | None = None
-) -> tuple[tuple[int, int, int], bool]:
-    """``(shape of the first image, whether all are grayscale)``, decoding every file once.
+def image_format(paths: list[pathlib.Path], root: pathlib.Path | None = None) -> FolderFormat:
+    """The sizes and channel counts of the images ``paths``, decoding every file once.
 
     Raises:
         DataError: naming the first file that cannot be read or decoded.
     """
-    first_shape, grayscale = None, True
+    found = FolderFormat()
     for path in paths:
         try:
             image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
@@ -177,9 +178,8 @@ def image_format(
                 f"{', '.join(IMAGE_SUFFIXES)} under the class folders is read as an image: "
                 f"replace or delete this one, then re-run.{apple}"
             ) from None
-        first_shape = first_shape or tuple(image.shape)
-        grayscale = grayscale and image.shape[-1] <= 2  # gray, or gray + alpha
-    return first_shape, grayscale
+        found.add(image.shape)
+    return found
 
 
 def _read(files: dict[str, list[pathlib.Path]], size, channels: int, resize_mode: str) -> Arrays:

@@ -13,6 +13,7 @@ and no flips (``augment`` crops only: a flip changes the label of a digit or a l
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import zipfile
@@ -91,7 +92,7 @@ def read_user_data(
         name: ``folder:PATH``, ``npz:PATH`` or a TFDS dataset prepared in ``data_dir``.
         data_dir: the TFDS data dir (TFDS datasets only).
         image_size: ``(height, width)`` or one side: the images are resized to it; None: the
-            folder's first image's size, the arrays' or the TFDS dataset's.
+            most common size of the folder's images, the arrays' or the TFDS dataset's.
         resize_mode: how an image of another aspect ratio is resized: ``stretch``, ``crop``
             or ``pad`` (:data:`~fitnets_tf.data.shapes.RESIZE_MODES`).
         validation_size: examples held out of the training ones (None: 10%; 0: none). An
@@ -114,7 +115,7 @@ def read_user_data(
     check_resize_mode(name, size, resize_mode)
     held_out = dict(validation_size=validation_size, retrain_on_all=retrain_on_all)
     if name.startswith(FOLDER):
-        arrays, class_names = read_folder(
+        arrays, class_names, formatting = read_folder(
             name.removeprefix(FOLDER), image_size=size, resize_mode=resize_mode, **held_out,
             holdout=holdout,
         )  # fmt: skip
@@ -122,22 +123,24 @@ def read_user_data(
     elif name.startswith(NPZ):
         drawn = read_npz(name.removeprefix(NPZ), **held_out, holdout=holdout)
         raw, spec = _from_arrays(name, *drawn, holdout)
+        formatting = {"size_from": "--image_size" if size else "the file's arrays"}
     else:
         raw, spec = read_prepared(name, data_dir, **held_out)
-    return at_size(raw, spec, size, resize_mode)
+        formatting = {"size_from": "--image_size" if size else "the prepared dataset's images"}
+    return at_size(raw, dataclasses.replace(spec, formatting=formatting), size, resize_mode)
 
 
 def resizes(name: str, image_size: tuple[int, int] | None) -> bool:
     """Whether the dataset ``name`` has images resized, so that a ``resize_mode`` applies: to an
-    ``image_size``, or a folder's to its first image's size."""
+    ``image_size``, or a folder's to its images' most common size."""
     return image_size is not None or name.startswith(FOLDER)
 
 
 def check_resize_mode(name: str, image_size: tuple[int, int] | None, resize_mode: str) -> None:
     """Refuses a ``resize_mode`` other than the default that would do nothing.
 
-    Without ``image_size``, only a folder's images are resized (those of another size than its
-    first, to the first's size); an ``.npz`` file's arrays and a prepared TFDS dataset are read
+    Without ``image_size``, only a folder's images are resized (those of another size than
+    its most common one, to that size); an ``.npz`` file's arrays and a prepared TFDS dataset are read
     at their size, so a ``resize_mode`` there would silently not apply. A TFDS dataset whose
     images vary in size needs ``image_size`` anyway (:func:`~fitnets_tf.data.shapes.at_size`
     refuses it without one): the same rule, the same fix. Checked before any data is read.
@@ -150,7 +153,7 @@ def check_resize_mode(name: str, image_size: tuple[int, int] | None, resize_mode
     raise ConfigError(
         f"`resize_mode` says how images are resized to `image_size`, and {name!r} is not an "
         "image folder: without `image_size` its images are read at their own size (only a "
-        f"folder's images of another size than its first are resized), so resize_mode="
+        f"folder's images of another size than its most common one are resized), so resize_mode="
         f"{resize_mode!r} would do nothing. Pass --image_size=HEIGHT,WIDTH (image_size= in "
         "Python) to resize them, or drop --resize_mode. Received: "
         f"resize_mode={resize_mode!r}, image_size=None"

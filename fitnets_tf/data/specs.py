@@ -29,6 +29,11 @@ class DatasetSpec:
         holdout: how a user's folder or ``.npz`` file's held-out examples were drawn (a
             :data:`~fitnets_tf.data.holdout.HOLDOUT_METHODS` name); None where they are the
             last examples (the built-in and prepared TFDS datasets).
+        formatting: how the user's data was brought to ``input_shape``, where the reader
+            knows: ``size_from`` (words: where the size came from) and, a folder's, how many
+            images were ``resized``, converted ``grayscale_to_rgb`` or had their
+            ``alpha_dropped`` (:meth:`~fitnets_tf.data.folder_format.FolderFormat.summary`);
+            None: the built-in datasets, whose size is their own.
     """
 
     name: str
@@ -41,6 +46,7 @@ class DatasetSpec:
     preprocessing: str = "scale"
     class_names: tuple[str, ...] | None = None
     holdout: str | None = None
+    formatting: dict | None = dataclasses.field(default=None, hash=False, compare=False)
 
 
 DATASETS: dict[str, DatasetSpec] = {

@@ -71,6 +71,19 @@ def holdout_of(path: str | os.PathLike, *, started: bool = False) -> str:
     return recorded_holdout(before)
 
 
+def folder_size_of(path: str | os.PathLike, data) -> tuple[int, int] | None:
+    """The image size recorded in ``path`` (a run's ``data.json``) for a folder read at its
+    images' own size (``data``: the config's data section, without ``image_size``); None:
+    another dataset, a size given, or no record."""
+    if data.image_size is not None or not data.dataset.startswith("folder:"):
+        return None
+    try:
+        height, width, _ = json.loads(pathlib.Path(path).read_text())["input_shape"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(height), int(width)
+
+
 def check_same(path: str | os.PathLike, datasets, *, bound: bool = True):
     """Returns ``datasets`` after recording it in ``path`` (a run's ``data.json``), or checking
     it against the record there.
