@@ -25,7 +25,9 @@ import os
 import keras
 
 from fitnets_tf import data as data_lib
-from fitnets_tf import distribute, evaluation, export, hint_choice, latency, stages, teacher_cache
+from fitnets_tf import distribute, evaluation, export, hint_choice, latency, notes, stages
+from fitnets_tf import teacher_cache
+from fitnets_tf import regressor as regressor_lib
 from fitnets_tf.builders import (  # noqa: F401  (load_data, load_teacher, models_of: re-exported)
     dataset_shape,
     load_data,
@@ -69,17 +71,14 @@ HINT_MODES = ("fitnet", "stagewise_labels")  # the modes that use a hint/guided 
 def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict:
     """Runs the experiment and returns the summary written to ``workdir/summary.json``.
 
-    Keras' dtype policy is restored on return: the run's mixed precision does not leak into
-    the caller's session. The run directory is locked meanwhile: a second process is refused
-    with a :class:`~fitnets_tf.run.lock.WorkdirBusyError` naming the holder. A SIGTERM or
-    SIGINT meanwhile ends training after the step under way, with a checkpoint, and raises
-    :class:`~fitnets_tf.run.preemption.Preempted`; a full disk raises ``DiskFullError``, naming
-    the run directory. Either way, calling ``run`` again resumes.
+    Keras' dtype policy is restored on return (the run's mixed precision does not leak). The run
+    directory is locked meanwhile: a second process is refused (``WorkdirBusyError``, naming the
+    holder). SIGTERM or SIGINT ends training after the step under way, with a checkpoint, and
+    raises :class:`~fitnets_tf.run.preemption.Preempted`; a full disk raises ``DiskFullError``,
+    naming the run directory. Either way, calling ``run`` again resumes.
     """
     config.validate()
-    # Timed after all the training, but their packages are checked now.
-    if config.runtime.measure_latency:
-        latency.check_serving_runtimes(config.runtime.serving_runtimes)
+    latency.check_timed_runtimes(config.runtime)  # timed after training: checked now
     # Before the directory is made, the lock file and the removal of killed writers' litter: a
     # user's folder refused is left as it was, and no folder is left inside an image folder.
     ownership.claim(workdir, config)
@@ -89,6 +88,7 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
         lock.hold(files.root), preemption.watch(), io.run_writes(files.root),
         runtime.session(seed=s.seed, deterministic=config.runtime.deterministic,
                         mixed_precision=s.mixed_precision),
+        notes.once(),  # a note on a model (its softmax left out): once, not once per mode
     ):  # fmt: skip
         return Experiment(config, files, log).run()
 
@@ -101,6 +101,7 @@ class Experiment:
         self.plan = plan(config)
         self.hints = config.hint_pairs()  # "auto" until build_models chooses
         self.auto_pair = None
+        self.regressors: list[dict] | None = None  # each pair's, as built (hints.json)
         self._check_pair()
         self.state = RunState(files.root, config.fingerprint())  # refuses another configuration
         self.teacher_config = self._teacher_config()
@@ -148,6 +149,7 @@ class Experiment:
         strategy = distribute.make_strategy(self.config.runtime.strategy)
         io.write_json(self.files.versions, runtime.versions(self.config.schedule.seed))
         self.data = distribute.check_last_batches(self.load_data(), strategy)
+        self.log(overview.line(self.data))
         # Everything that makes variables (models, regressors, each stage's optimizer) under
         # the strategy: an optimizer made outside it cannot update a mirrored model.
         with strategy.scope():
@@ -199,7 +201,12 @@ class Experiment:
             self.auto_pair = hint_choice.auto_pair(teacher, student)
             self.hints = [(self.auto_pair.hint_layer, self.auto_pair.guided_layer)]
             self.log(f"hints=auto: {pair_name(*self.hints[0])} ({self.auto_pair.reason}).")
-        make_regressors(teacher, student, self.hints, self.config.models.regressor)
+        built = make_regressors(teacher, student, self.hints, self.config.models.regressor)
+        described = [regressor_lib.describe(r) for r in built]
+        if described != self.regressors:  # once per run, not once per mode
+            for pair, fields in zip(self.hints, described, strict=True):
+                self.log(regressor_lib.describe_line(pair_name(*pair), fields))
+        self.regressors = described
         io.write_json(self.files.hints, self.hints_record())
 
     def hints_record(self) -> dict | None:
@@ -207,8 +214,9 @@ class Experiment:
         if not isinstance(self.hints, list) or not self.hints:
             return None
         weights = check_weights(self.config.models.hint_weights, len(self.hints))
-        pairs = [{"hint_layer": h, "guided_layer": g, "weight": w}
-                 for (h, g), w in zip(self.hints, weights, strict=True)]  # fmt: skip
+        regressors = self.regressors or [None] * len(self.hints)
+        pairs = [{"hint_layer": h, "guided_layer": g, "weight": w, "regressor": r}
+                 for (h, g), w, r in zip(self.hints, weights, regressors, strict=True)]  # fmt: skip
         return {"pairs": pairs, "auto": self.auto_pair.as_dict() if self.auto_pair else None}
 
     def save_preprocessor(self) -> None:

@@ -152,6 +152,12 @@ def check_serving_runtimes(runtimes: Sequence[str]) -> None:
                          f"leave it out: --serving_runtimes={','.join(others)}")
 
 
+def check_timed_runtimes(runtime) -> None:
+    """:func:`check_serving_runtimes` of a run's ``RuntimeConfig``, if the run times models."""
+    if runtime.measure_latency:  # the runtimes time nothing otherwise
+        check_serving_runtimes(runtime.serving_runtimes)
+
+
 def _litert_call(path: pathlib.Path, threads: int):
     """Runs the LiteRT model on a batch, with one interpreter per batch size (resized once)."""
     from fitnets_tf.export.verify import litert_interpreter

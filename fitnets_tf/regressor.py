@@ -173,3 +173,29 @@ def build_regressor(
     regressor = cls(units, kernel_initializer=initializer, name=name, **args)
     regressor.build((None, *guided_shape))
     return regressor
+
+
+def describe(regressor: keras.layers.Layer) -> dict:
+    """What a regressor is, for hints.json and the run's log: its layer class, kernel size
+    (None: a dense one), output channels and activation (a maxout one: its pieces)."""
+    config = regressor.get_config()
+    pieces, activation = config.get("pieces"), config.get("activation") or "linear"
+    if pieces:
+        activation = f"maxout ({pieces} pieces)"
+    elif not isinstance(activation, str):  # a serialized custom activation
+        activation = "custom"
+    kernel = config.get("kernel_size")
+    return {
+        "layer": type(regressor).__name__,
+        "kernel_size": list(kernel) if kernel is not None else None,
+        "channels": config.get("filters") or config.get("units"),
+        "activation": activation,
+    }
+
+
+def describe_line(pair: str, described: dict) -> str:
+    """:func:`describe`'s fields as one line of the run's log."""
+    kernel = described["kernel_size"]
+    shape = f"{'x'.join(map(str, kernel))} kernel, " if kernel else ""
+    return (f"regressor {pair}: {described['layer']}, {shape}{described['channels']} channels, "
+            f"{described['activation']}")  # fmt: skip

@@ -7,7 +7,7 @@ import tensorflow as tf
 from conftest import tiny_data, tiny_dataset, tiny_model
 
 import fitnets_tf
-from fitnets_tf import layers, losses
+from fitnets_tf import layers, losses, notes
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.regressor import HintShapeError
 
@@ -164,6 +164,19 @@ def test_notes_follow_keras_logging_switch(teacher, student, capsys, caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "The teacher 'p' ends in a softmax: the Distiller uses its logits."
     ]
+
+
+def test_notes_are_told_once_inside_a_once_scope(teacher, student, capsys):
+    # A search builds a Distiller per trial on the same teacher file: its note, once a search
+    # (fitnets_tf.search.session.tune and experiment.run hold the scope), not once a trial.
+    soft = _with_softmax(teacher)
+    with notes.once():
+        for _ in range(3):
+            fitnets_tf.Distiller(soft, student, temperature=2.0)
+        with notes.once():  # a run inside the search (its stage 1) shares the search's scope
+            fitnets_tf.Distiller(soft, student, temperature=2.0)
+    fitnets_tf.Distiller(soft, student, temperature=2.0)  # outside: told again
+    assert capsys.readouterr().out.count("teacher 'p' ends in a softmax") == 2
 
 
 def test_a_final_softmax_is_left_out_so_kd_reads_logits(teacher, student, capsys):

@@ -361,6 +361,32 @@ def test_a_model_refusing_the_images_size_is_told_where_the_size_came_from(tmp_p
         experiment.run(config, tmp_path / "run", log=lambda m: None)
 
 
+def test_a_run_says_what_it_decided_for_the_data_and_the_models_once(tmp_path, capsys):
+    # The data summary, the teacher's softmax left out (once, not once per mode) and each
+    # pair's regressor: printed through the run's log (the note through notes), and recorded.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="t_conv1")(inputs)
+    h = keras.layers.MaxPooling2D(2, name="t_pool1")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h),
+                name="soft_teacher").save(tmp_path / "teacher.keras")  # fmt: skip
+    config = SMOKE.with_values(modes=("fitnet", "stagewise_labels"), hints_epochs=1,
+                               teacher_path=str(tmp_path / "teacher.keras"),
+                               hints=("t_pool1:conv1",), stages=("stage1",))  # fmt: skip
+    logs = []
+    experiment.run(config, tmp_path / "run", log=logs.append)
+    assert logs[0] == ("data: 10 classes; 128 train, 128 validation, 128 test images of "
+                       "28x28x1 (size: the dataset's own size).")  # fmt: skip
+    assert "regressor t_pool1:conv1: Conv2D, 11x11 kernel, 8 channels, relu" in logs
+    assert capsys.readouterr().out.count("'soft_teacher' ends in a softmax") == 1
+    pair = json.loads((tmp_path / "run" / "hints.json").read_text())["pairs"][0]
+    assert pair["regressor"] == {"layer": "Conv2D", "kernel_size": [11, 11], "channels": 8,
+                                 "activation": "relu"}  # fmt: skip
+    recorded = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert recorded["formatting"] == {"size_from": "the dataset's own size"}
+
+
 def test_a_start_refused_before_training_leaves_the_run_free_to_change_its_data(tmp_path):
     # Refused once its data was recorded (here: models that do not fit), the fixed command,
     # on other data, was refused in turn as "not what the run started with".

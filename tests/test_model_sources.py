@@ -276,7 +276,10 @@ def test_keras_files_train_end_to_end_with_the_auto_pair_recorded(file_run, mode
     assert not (workdir / "teacher").exists()  # a .keras teacher is a trained teacher
     assert "hints=auto: t_pool2:s_pool2 (the paper's rule" in proc.stdout
     hints = json.loads((workdir / "hints.json").read_text())
-    assert hints["pairs"] == [{"hint_layer": "t_pool2", "guided_layer": "s_pool2", "weight": 1.0}]
+    regressor = {"layer": "Conv2D", "kernel_size": [8, 8], "channels": 8, "activation": "relu"}
+    assert hints["pairs"] == [{"hint_layer": "t_pool2", "guided_layer": "s_pool2", "weight": 1.0,
+                               "regressor": regressor}]  # fmt: skip
+    assert "regressor t_pool2:s_pool2: Conv2D, 8x8 kernel, 8 channels, relu" in proc.stdout
     assert "middle" in hints["auto"]["reason"]
     summary = json.loads((workdir / "summary.json").read_text())
     assert (summary["hint_layer"], summary["guided_layer"]) == ("t_pool2", "s_pool2")

@@ -53,8 +53,7 @@ def main(argv):
         return
     # Before the directory is made, the lock file and flags.txt: a user's folder refused is
     # left as it was, and no folder is left inside an image folder.
-    if config.runtime.measure_latency:  # the runtimes time nothing otherwise
-        latency.check_serving_runtimes(config.runtime.serving_runtimes)
+    latency.check_timed_runtimes(config.runtime)
     ownership.claim(FLAGS.workdir, config, flags=True)
     workdir = layout.prepare(FLAGS.workdir)
     try:

@@ -9,7 +9,35 @@ from the pass that reads it; no file is read again to count them.
 
 from __future__ import annotations
 
+#: Class names a summary line shows before "...".
+NAMES_SHOWN = 5
+#: A folder's counts, and how the summary line names them.
+COUNTS = {"resized": "resized", "grayscale_to_rgb": "grayscale->RGB",
+          "alpha_dropped": "alpha dropped"}  # fmt: skip
+
 
 def size_from(spec) -> str:
     """Where the images' size came from, in words."""
     return (spec.formatting or {}).get("size_from") or "the dataset's own size"
+
+
+def fields(datasets) -> dict:
+    """The summary's fields beyond those data.json records anyway (classes, shape, splits):
+    ``{"size_from": ..., and a folder's "resized", "grayscale_to_rgb", "alpha_dropped"}``."""
+    return {"size_from": size_from(datasets.spec), **(datasets.spec.formatting or {})}
+
+
+def line(datasets) -> str:
+    """The summary as one line of the run's log."""
+    spec = datasets.spec
+    names = list(spec.class_names or ())
+    shown = ", ".join(names[:NAMES_SHOWN]) + (", ..." if len(names) > NAMES_SHOWN else "")
+    classes = f"{spec.num_classes} classes" + (f" ({shown})" if names else "")
+    validation = datasets.num_validation_examples or "no"
+    splits = (f"{datasets.num_train_examples} train, {validation} validation, "
+              f"{datasets.num_test_examples} test")  # fmt: skip
+    shape = "x".join(str(s) for s in spec.input_shape)
+    text = f"data: {classes}; {splits} images of {shape} (size: {size_from(spec)})"
+    counts = {label: (spec.formatting or {}).get(key) for key, label in COUNTS.items()}
+    known = [f"{n} {label}" for label, n in counts.items() if n is not None]
+    return text + (f"; images {', '.join(known)}" if known else "") + "."

@@ -97,8 +97,13 @@ def logits_for_distilling(model: keras.Model, role: str) -> keras.Model:
             "Distiller trains its logits. Build it with activation=None on that layer (a "
             "separate Softmax layer at the end is fine: it is left out)."
         )
-    note(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
+    softmax_note(role, model)
     return logits
+
+
+def softmax_note(role: str, model: keras.Model) -> None:
+    """Tells the user that ``model``'s final softmax is left out (:mod:`fitnets_tf.notes`)."""
+    note(f"The {role} {model.name!r} ends in a softmax: the Distiller uses its logits.")
 
 
 def for_distilling(model: keras.Model, role: str) -> keras.Model:

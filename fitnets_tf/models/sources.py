@@ -44,7 +44,7 @@ import keras
 from fitnets_tf import batch_norm
 from fitnets_tf.errors import ConfigError, ModelFileError
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
-from fitnets_tf.models.logits import check_class_logits, without_softmax
+from fitnets_tf.models.logits import check_class_logits, softmax_note, without_softmax
 from fitnets_tf.models.nesting import flattened
 from fitnets_tf.models.registry import build, names
 from fitnets_tf.run import io
@@ -272,7 +272,10 @@ def for_dataset(
     inputs, outputs = model.inputs, model.outputs
     if _nested(model):  # one tensor in and out, however it was built (`keras.Model([x], [y])`)
         model = keras.Model(inputs[0], outputs[0], name=model.name)
-    return without_softmax(model)
+    logits = without_softmax(model)
+    if logits is not model:
+        softmax_note(role, model)
+    return logits
 
 
 def _nested(model: keras.Model) -> bool:

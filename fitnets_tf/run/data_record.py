@@ -4,9 +4,10 @@ The configuration check (:mod:`fitnets_tf.run.resume`) compares flags, and ``--d
 PATH`` names a folder, not its contents: images added or removed between two calls change the
 held-out draw (so the test set) and the class list under stages already trained, and a changed
 class count surfaced only as a teacher "built for another dataset". The record is the classes,
-the image shape, the split sizes and the training labels' sha256 (pixels are not hashed); for a
-folder or an ``.npz`` file, also how its held-out examples were drawn and its given splits
-ordered (``holdout``, see :mod:`~fitnets_tf.data.holdout`). Until the run's first stage starts,
+the image shape, the split sizes and the training labels' sha256 (pixels are not hashed), and
+where the size came from and what a folder's images went through (``formatting``, not
+compared); for a folder or an ``.npz`` file, also how its held-out examples were drawn and its
+given splits ordered (``holdout``, see :mod:`~fitnets_tf.data.holdout`). Until the run's first stage starts,
 other data replaces the record instead (:func:`check_same`): a start refused before it trained
 (a teacher made for one channel, three-channel images) must not keep the fixed command out.
 
@@ -27,9 +28,14 @@ import pathlib
 
 import numpy as np
 
+from fitnets_tf.data import overview
 from fitnets_tf.data.holdout import DEFAULT_HOLDOUT, LEGACY_HOLDOUT
 from fitnets_tf.errors import DataError
 from fitnets_tf.run import io
+
+#: The record's summary of how the data was read (:func:`fitnets_tf.data.overview.fields`):
+#: informative, not compared (a resume may read the same images at the size it recorded).
+FORMATTING = "formatting"
 
 
 def record(datasets) -> dict:
@@ -50,6 +56,7 @@ def record(datasets) -> dict:
         fields["train_labels_sha256"] = hashlib.sha256(labels.tobytes()).hexdigest()
     if spec.holdout is not None:  # the user's folder or .npz file
         fields["holdout"] = spec.holdout
+    fields[FORMATTING] = overview.fields(datasets)
     return fields
 
 
@@ -105,7 +112,7 @@ def check_same(path: str | os.PathLike, datasets, *, bound: bool = True):
         return datasets
     if "holdout" in now:
         before = {**before, "holdout": recorded_holdout(before)}
-    differ = [key for key in now if key in before and before[key] != now[key]]
+    differ = [k for k in now if k in before and before[k] != now[k] and k != FORMATTING]
     # Built-in datasets had no names recorded before they were read from TFDS: the same data,
     # now named. The record takes the names (exports read them from the summary).
     named = differ == ["class_names"] and before["class_names"] is None

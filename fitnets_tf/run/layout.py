@@ -6,9 +6,10 @@ Training run (``python -m fitnets_tf.train``, :class:`RunLayout`)::
                           fitnets_tf.run.ownership)
     versions.json         library versions, seed, host, the directory it was started from
     data.json             the data it started on: classes, image shape, split sizes, labels' hash,
-                          the draw of a user's held-out examples
+                          the draw of a user's held-out examples, how the images were formatted
     summary.json          per model: test accuracy, parameters, multiplications, latency, times
-    hints.json            the hint/guided pairs of stage 1, their weights, and why (hints=auto)
+    hints.json            the hint/guided pairs of stage 1, their weights and regressors, and
+                          why (hints=auto)
     run_state.json        stages, epochs done, histories, checkpoint sha256 (fitnets_tf.run.resume)
     run_state.json.prev   the run state before the last write, read if the latest is damaged
     student.keras         the final student (first mode), and its SavedModel:

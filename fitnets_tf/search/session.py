@@ -23,7 +23,7 @@ import os
 import pathlib
 import time
 
-from fitnets_tf import builders, distribute, experiment, recipes
+from fitnets_tf import builders, distribute, experiment, notes, recipes
 from fitnets_tf import options as options_lib
 from fitnets_tf.config import ExperimentConfig, upgrade_fingerprint
 from fitnets_tf.errors import SearchError
@@ -248,7 +248,8 @@ def tune(config: ExperimentConfig, options: TuneOptions, workdir: str | os.PathL
     check_search(workdir, description, write=False)  # a different search stops here
     s = config.schedule
     with hold(workdir), runtime.session(seed=s.seed, deterministic=config.runtime.deterministic,
-                                        mixed_precision=s.mixed_precision):  # fmt: skip
+                                        mixed_precision=s.mixed_precision), notes.once():  # fmt: skip
+        # notes.once: a note on the teacher (its softmax left out) once per search, not per trial
         record = stage_one(config, options, workdir, log, description)
         check_search(workdir, description, write=False)  # a worker: the chief's search
         return _search(config, options, workdir, record, log)
