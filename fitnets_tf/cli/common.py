@@ -49,7 +49,9 @@ def user_message(error: BaseException) -> str | None:
         return str(error)
     if isinstance(error, OSError) and error.errno in _USER_OS_ERRORS:
         where = f" ({error.filename})" if error.filename else ""
-        return f"Cannot write{where}: {_USER_OS_ERRORS[error.errno]}. Free space or fix the path, then re-run."
+        fix = ("Free space there" if error.errno in (errno.ENOSPC, errno.EDQUOT)
+               else "Fix its permissions or choose another path")  # fmt: skip
+        return f"Cannot write{where}: {_USER_OS_ERRORS[error.errno]}. {fix}, then re-run."
     return None
 
 
