@@ -51,6 +51,22 @@ def dropout_model(seed=0) -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(10)(h))
 
 
+class Killed(Exception):
+    """What :class:`KillAfter` raises: the process's training ends there, as a kill would."""
+
+
+class KillAfter(keras.callbacks.Callback):
+    """Ends the process's training after epoch ``epochs`` is checkpointed, as a kill would."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise Killed
+
+
 def tiny_data(n: int = 32, seed: int = 0):
     rng = np.random.RandomState(seed)
     x = rng.rand(n, 8, 8, 1).astype("float32")

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_data, tiny_dataset, tiny_model
+from conftest import KillAfter, Killed, tiny_data, tiny_dataset, tiny_model
 
 import fitnets_tf
 from fitnets_tf import data, losses, recipes, stages, teacher_cache
@@ -108,20 +108,6 @@ def test_global_clipnorm_scales_all_gradients_together():
                                        global_clipnorm=1.0).optimizer()  # fmt: skip
     optimizer.apply_gradients([(tf.constant(3.0), a), (tf.constant(4.0), b)])
     assert (float(a), float(b)) == pytest.approx((-0.6, -0.8), rel=1e-6)
-
-
-class Killed(Exception):
-    pass
-
-
-class KillAfter(keras.callbacks.Callback):
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epochs:
-            raise Killed
 
 
 HP = stages.Hyperparameters(learning_rate=0.1, optimizer_name="sgd", momentum=0.9,

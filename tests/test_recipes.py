@@ -8,7 +8,7 @@ import keras_tuner
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_dataset, tiny_model
+from conftest import KillAfter, Killed, tiny_dataset, tiny_model
 
 from fitnets_tf import recipes, search, stages
 from fitnets_tf.callbacks import LearningRateLogger
@@ -267,22 +267,6 @@ def test_csv_log_follows_the_schedule(tmp_path, schedule, expected):
     with open(path) as f:
         logged = [float(row["learning_rate"]) for row in csv.DictReader(f)]
     np.testing.assert_allclose(logged, expected, rtol=1e-6)
-
-
-class Killed(Exception):
-    pass
-
-
-class KillAfter(keras.callbacks.Callback):
-    """Ends the process's training after epoch ``epochs`` is checkpointed, as a kill would."""
-
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epochs:
-            raise Killed
 
 
 def _fit(model, workdir, initial_epoch=0, checkpoint=True, kill_after=None):
