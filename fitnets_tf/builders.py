@@ -129,7 +129,8 @@ def load_data(
     return data_lib.load(
         d.dataset, data_dir=config.runtime.data_dir, batch_size=d.batch_size,
         seed=config.schedule.seed, augment=d.augment, crop_padding=d.crop_padding,
-        flip={"auto": None, "on": True, "off": False}[d.flip], limit=d.limit, validation_size=d.validation_size, retrain_on_all=d.retrain_on_all,
+        flip=None if d.flip == "auto" else d.flip == "on",  # None: the dataset's own rule
+        limit=d.limit, validation_size=d.validation_size, retrain_on_all=d.retrain_on_all,
         image_size=d.image_size, resize_mode=d.resize_mode, channels=d.channels,
         preprocessing=d.preprocessing, holdout=holdout,
     )  # fmt: skip

@@ -25,9 +25,7 @@ import os
 import keras
 
 from fitnets_tf import data as data_lib
-from fitnets_tf import distribute, evaluation, export, hint_choice, latency, notes, stages
-from fitnets_tf import teacher_cache
-from fitnets_tf import regressor as regressor_lib
+from fitnets_tf import distribute, evaluation, export, hint_choice, notes, stages, teacher_cache
 from fitnets_tf.builders import (  # noqa: F401  (load_data, load_teacher, models_of: re-exported)
     dataset_shape,
     load_data,
@@ -48,8 +46,10 @@ from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.data import overview
 from fitnets_tf.errors import ConfigError, DataError
 from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
+from fitnets_tf.latency import check_timed_runtimes
 from fitnets_tf.preprocessing import check_own_rescaling
 from fitnets_tf.pretrained import is_pretrained, recipe_config
+from fitnets_tf.regressor import describe, describe_line
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.summary import dataset_fields, summary_table
 from fitnets_tf.run import (
@@ -78,7 +78,7 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     naming the run directory. Either way, calling ``run`` again resumes.
     """
     config.validate()
-    latency.check_timed_runtimes(config.runtime)  # timed after training: checked now
+    check_timed_runtimes(config.runtime)  # timed after training: checked now
     # Before the directory is made, the lock file and the removal of killed writers' litter: a
     # user's folder refused is left as it was, and no folder is left inside an image folder.
     ownership.claim(workdir, config)
@@ -202,10 +202,10 @@ class Experiment:
             self.hints = [(self.auto_pair.hint_layer, self.auto_pair.guided_layer)]
             self.log(f"hints=auto: {pair_name(*self.hints[0])} ({self.auto_pair.reason}).")
         built = make_regressors(teacher, student, self.hints, self.config.models.regressor)
-        described = [regressor_lib.describe(r) for r in built]
+        described = [describe(r) for r in built]
         if described != self.regressors:  # once per run, not once per mode
             for pair, fields in zip(self.hints, described, strict=True):
-                self.log(regressor_lib.describe_line(pair_name(*pair), fields))
+                self.log(describe_line(pair_name(*pair), fields))
         self.regressors = described
         io.write_json(self.files.hints, self.hints_record())
 

@@ -56,7 +56,8 @@ class FolderFormat:
 
     def size_from(self) -> str:
         """Where :meth:`common_size` came from, in words."""
-        size, count = self.common_size(), self.sizes[self.common_size()]
+        size = self.common_size()
+        count = self.sizes[size]
         if len(self.sizes) == 1:
             return f"the folder's images, all {size[0]}x{size[1]}"
         return (f"the most common size of the folder's images ({count} of {self.images} are "

@@ -272,9 +272,10 @@ def _refused_code(what: str, path: pathlib.Path, e: Exception) -> str:
     return (
         f"Cannot load the {what} {str(path)!r}: it is not damaged, but it holds Python code "
         f"({first}), and fitnets_tf loads every model file in Keras' safe mode, which runs no "
-        "code from a file. Replace the Lambda layer (or lambda) by a built-in Keras layer doing the same "
-        "(keras.layers.Rescaling for x * scale + offset, keras.layers.Activation for a named "
-        "activation, keras.layers.Resizing...), save the model again (model.save) and give that "
-        "file; or, from Python, load the file yourself if you trust it (keras.saving.load_model("
-        "path, safe_mode=False)) and pass the model to fitnets_tf.Distiller."
+        "code from a file. Replace the Lambda layer (or lambda) by a built-in Keras layer doing "
+        "the same (keras.layers.Rescaling for x * scale + offset, keras.layers.Activation for a "
+        "named activation, keras.layers.Resizing...), save the model again (model.save) and give "
+        "that file; or, from Python, load the file yourself if you trust it "
+        "(keras.saving.load_model(path, safe_mode=False)) and pass the model to "
+        "fitnets_tf.Distiller."
     )
