@@ -78,6 +78,10 @@ class OutputExistsError(ExportError, FileExistsError):
     format without ``overwrite``, or (even with it) anything else that is not empty."""
 
 
+class OutputBusyError(ExportError):
+    """Another process is exporting to the same output path."""
+
+
 class ExportConfigError(ExportError, ValueError):
     """The arguments cannot describe an export (format, suffix, student, preprocessing)."""
 

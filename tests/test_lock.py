@@ -73,3 +73,44 @@ def test_search_workers_share_the_directory_and_nobody_else_does(tmp_path, monke
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_lock_file_removed_by_its_holder_meanwhile_is_opened_again(tmp_path, monkeypatch):
+    # Its holder removed the file between this process's open and flock: that flock holds a
+    # file no longer at the path, which a third process could create and lock as well.
+    import fcntl
+
+    path = tmp_path / ".out.export-lock"
+    real, calls = fcntl.flock, []
+
+    def flock(fd, operation):
+        if not calls:
+            path.unlink()  # the holder's last act, at just this moment
+        calls.append(operation)
+        return real(fd, operation)
+
+    path.write_text("")
+    monkeypatch.setattr(lock.fcntl, "flock", flock)
+    with lock.hold_file(path, RuntimeError) as held:
+        assert len(calls) == 2 and held.is_file() and f'"pid": {os.getpid()}' in held.read_text()
+    assert not path.exists()
+
+
+def test_a_held_lock_file_refuses_with_the_holders_description(tmp_path):
+    path = tmp_path / ".out.export-lock"
+    script = ("import sys, time; from fitnets_tf.run import lock\n"
+              "with lock.hold_file(sys.argv[1], RuntimeError):\n"
+              "    print('held', flush=True); time.sleep(600)")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        refused = pytest.raises(LookupError, match=f"^PID {proc.pid} on .* since 20")
+        with refused, lock.hold_file(path, LookupError):
+            pass
+    finally:
+        proc.kill()
+        proc.wait()
+    with lock.hold_file(path, LookupError):  # a killed holder's file: free, and then removed
+        pass
+    assert os.listdir(tmp_path) == []

@@ -19,6 +19,7 @@ from fitnets_tf import export
 from fitnets_tf.cli import common
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.export import labels, quantize
+from fitnets_tf.export.destination import output_lock
 from fitnets_tf.export.publish import refuse_run_files
 
 common.quiet_tensorflow()
@@ -120,14 +121,16 @@ def _export_quantized(workdir: pathlib.Path) -> pathlib.Path:
     refuse_run_files(output, workdir)
     # Before the calibration images are read.
     export.refuse_existing(output, FLAGS.overwrite, FLAGS.format)
-    calibration = None
-    if FLAGS.quantize == "int8":
-        source = quantize.calibration_source(workdir)
-        calibration = quantize.calibration_images(source, preprocessor)
-    return quantize.export_quantized(serving, output, FLAGS.quantize, FLAGS.format,
-                                     calibration=calibration, overwrite=FLAGS.overwrite,
-                                     raw=FLAGS.include_preprocessing,
-                                     class_names=names)  # fmt: skip
+    with output_lock(output):  # a second export to it is refused before the calibration
+        export.refuse_existing(output, FLAGS.overwrite, FLAGS.format)  # the last holder's
+        calibration = None
+        if FLAGS.quantize == "int8":
+            source = quantize.calibration_source(workdir)
+            calibration = quantize.calibration_images(source, preprocessor)
+        return quantize.export_quantized(serving, output, FLAGS.quantize, FLAGS.format,
+                                         calibration=calibration, overwrite=FLAGS.overwrite,
+                                         raw=FLAGS.include_preprocessing,
+                                         class_names=names)  # fmt: skip
 
 
 def _exit_on_sigterm() -> None:

@@ -77,6 +77,7 @@ content: all ``overwrite`` replaces). The command line is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 from collections.abc import Sequence
@@ -92,10 +93,12 @@ from fitnets_tf.errors import (
     ExportError,
     ExportVerificationError,
     MissingStudentError,
+    OutputBusyError,
     OutputExistsError,
     RuntimeUnavailableError,
 )
 from fitnets_tf.export import labels, packages
+from fitnets_tf.export.destination import output_lock
 from fitnets_tf.export.publish import publish, refuse_existing, refuse_run_files
 from fitnets_tf.export.serving import (
     INPUT_NAME,
@@ -132,6 +135,7 @@ __all__ = [
     "ExportError",
     "ExportVerificationError",
     "MissingStudentError",
+    "OutputBusyError",
     "OutputExistsError",
     "RuntimeUnavailableError",
     "build_serving_model",
@@ -201,6 +205,7 @@ def export_student(
         ExportConfigError: bad format, suffix, student, or no preprocessor to bake in; an
             ``output`` that is the run directory, holds it, or is one of its files; class
             names that are not K strings, or given for ``format="keras"`` alone.
+        OutputBusyError: another process is exporting to ``output`` (before any conversion).
         RuntimeUnavailableError: the format's converter is not installed.
         ExportVerificationError: the artifact did not reload or does not match the student.
         ExportError: a file of the run is damaged (it differs from its sha256) or unloadable,
@@ -224,8 +229,13 @@ def export_student(
     serving = build_serving_model(student, baked)
     num_classes = serving.outputs[0].shape[-1]
     names = labels.resolve(class_names, workdir, num_classes, tuple(outputs))
-    for fmt, path in outputs.items():
-        publish(serving, path, fmt, overwrite, raw=baked is not None, class_names=names)
+    with contextlib.ExitStack() as held:
+        # Every check passed and nothing is made yet: now one export per path, to the rename.
+        for fmt, path in outputs.items():
+            held.enter_context(output_lock(path))
+            refuse_existing(path, overwrite, fmt)  # again: the lock's last holder may have written
+        for fmt, path in outputs.items():
+            publish(serving, path, fmt, overwrite, raw=baked is not None, class_names=names)
     return outputs if format == "all" else outputs[format]
 
 

@@ -1,7 +1,8 @@
 """Putting an artifact at its final path: staged beside it, verified, then renamed into place.
 
 A crash never leaves a half-written model at the final path, and an existing artifact is never
-removed before its replacement is complete.
+removed before its replacement is complete. The path is locked meanwhile
+(:func:`.destination.output_lock`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tensorflow as tf
 from fitnets_tf.errors import ExportConfigError, OutputExistsError
 from fitnets_tf.export import labels, writers
 from fitnets_tf.export.artifacts import DESCRIPTIONS, SAVED_MODEL_FILE, is_artifact
+from fitnets_tf.export.destination import output_lock
 from fitnets_tf.export.serving import run_of
 from fitnets_tf.export.verify import verify
 from fitnets_tf.run import io, lock
@@ -128,13 +130,19 @@ def publish(
 def staging_directory(output: pathlib.Path):
     """A new hidden directory beside ``output``, locked while in use and removed after.
 
-    A process killed with SIGKILL cannot remove its own, so first every staging directory of
-    the same ``output`` whose lock no live process holds is removed: the kernel releases a
-    dead writer's lock. One killed between moving the old artifact aside and the new one in
-    gives the old one back first. One without a lock file (a writer that has not taken it yet, or an
-    older version's) is left alone.
+    ``output`` itself is locked meanwhile (:func:`.destination.output_lock`; already held when
+    the caller took it before its own work). A process killed with SIGKILL cannot remove its
+    staging directory, so first every staging directory of the same ``output`` whose lock no
+    live process holds is removed: the kernel releases a dead writer's lock. One killed
+    between moving the old artifact aside and the new one in gives the old one back first. One
+    without a lock file (a writer killed before it took it, or an older version's) is left alone.
     """
-    output.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(output), _swept_staging_directory(output) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def _swept_staging_directory(output: pathlib.Path):
     prefix = f".{output.name}{STAGING_MARK}"
     for stale in output.parent.iterdir():
         if stale.name.startswith(prefix) and stale.is_dir() and lock.held(stale) is False:

@@ -199,7 +199,8 @@ def export_quantized(
 ) -> pathlib.Path:
     """Writes ``serving`` (from :func:`~fitnets_tf.export.build_serving_model`) quantized.
 
-    Staged beside ``output``, verified, then renamed into place, as every export.
+    Staged beside ``output``, verified, then renamed into place, as every export; ``output``
+    is locked from before the conversion (a second export to it is refused).
 
     Args:
         serving: the serving model (``images -> {"probabilities"}``).
@@ -215,8 +216,8 @@ def export_quantized(
             :func:`~fitnets_tf.export.export_student` writes them (None: none).
 
     Raises:
-        ExportConfigError, OutputExistsError, RuntimeUnavailableError, ExportVerificationError,
-        DiskFullError (the artifact already there, if any, is kept).
+        ExportConfigError, OutputExistsError, OutputBusyError, RuntimeUnavailableError,
+        ExportVerificationError, DiskFullError (the artifact already there, if any, is kept).
     """
     check(quantization, format)
     if quantization == "int8" and calibration is None:

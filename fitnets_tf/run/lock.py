@@ -21,6 +21,7 @@ import pathlib
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 from fitnets_tf.errors import WorkdirError
 
@@ -89,6 +90,51 @@ def hold(directory: str | os.PathLike, what: str = "run directory", name: str = 
             os.ftruncate(fd, 0)  # released: nobody to name
     finally:
         os.close(fd)  # releases the flock
+
+
+@contextlib.contextmanager
+def hold_file(path: str | os.PathLike, refusal: Callable[[str], Exception]):
+    """Holds the lock file ``path`` for the ``with`` block and removes it after, or refuses at once.
+
+    For a lock in a folder that is the user's (an export's output): :func:`hold` keeps its
+    file, which is right in a run directory and litter anywhere else. A holder killed with
+    SIGKILL leaves the file behind, unlocked; the next holder takes it and removes it.
+
+    The file is removed while still locked. A process that opened it just before, and locks it
+    once this one closes it, then holds a file no longer at ``path``: it sees that and opens
+    ``path`` again, so two processes never both hold one path's lock.
+
+    Args:
+        path: the lock file; its directory must exist.
+        refusal: makes the exception raised when a live process holds it, from a description
+            of that process (PID, host, since when, its command).
+    """
+    path = pathlib.Path(path).expanduser().absolute()
+    if path in _HELD:
+        yield path
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise refusal(_holder_text(path)) from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.stat(path), os.fstat(fd)):
+                break
+        os.close(fd)  # its holder removed it meanwhile: lock the one at ``path`` now
+    try:
+        os.ftruncate(fd, 0)  # a killed holder's description
+        os.pwrite(fd, _describe_self().encode(), 0)
+        _HELD.add(path)
+        try:
+            yield path
+        finally:
+            _HELD.discard(path)
+            path.unlink(missing_ok=True)  # while still locked: see above
+    finally:
+        os.close(fd)
 
 
 def held(directory: str | os.PathLike, name: str = LOCK_FILE) -> bool | None:
