@@ -82,6 +82,11 @@ class OutputBusyError(ExportError):
     """Another process is exporting to the same output path."""
 
 
+class OutputNotWritableError(ExportError, PermissionError):
+    """The output's directory cannot be written: permissions, a read-only filesystem, or a
+    file where a directory would be."""
+
+
 class ExportConfigError(ExportError, ValueError):
     """The arguments cannot describe an export (format, suffix, student, preprocessing)."""
 

@@ -1,7 +1,7 @@
 """Tests of fitnets_tf.export.destination.
 
-One export per output path: a second refused at once, naming the first, leaving nothing in the
-user's folder.
+One export per output path (a second refused at once, naming the first, leaving nothing in the
+user's folder); an unwritable destination refused before any work.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import keras
 import pytest
 
 from fitnets_tf import export
-from fitnets_tf.export import destination
+from fitnets_tf.export import destination, quantize
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _HOLD = (
@@ -99,3 +99,46 @@ def test_the_lock_is_nested_in_one_process_and_removed_after(tmp_path):
             pass  # the caller's own lock, as publish takes it again inside export_student
         assert destination.lock_path(output).is_file()
     assert os.listdir(output.parent) == []
+
+
+def test_an_output_in_a_file_is_refused_before_any_work(tmp_path, monkeypatch):
+    started = _recording_writers(monkeypatch)
+    (tmp_path / "notes").write_text("mine")
+    for output in (tmp_path / "notes" / "s.keras", tmp_path / "notes" / "new" / "s.onnx"):
+        with pytest.raises(export.OutputNotWritableError, match="notes is a file, not a folder"):
+            export.export_student(make_student(), output, output.suffix.strip(".") or "keras")
+    with pytest.raises(export.OutputNotWritableError, match="nothing was written"):
+        quantize.export_quantized(export.build_serving_model(make_student()),
+                                  tmp_path / "notes" / "s.tflite", "dynamic")  # fmt: skip
+    assert started == [] and os.listdir(tmp_path) == ["notes"]
+
+
+def test_an_unwritable_folder_is_named_before_any_work(tmp_path, monkeypatch):
+    # It was found only when the staging folder was made, as a bare OSError naming that folder.
+    shared, old = tmp_path / "shared", tmp_path / "old_sm"
+    shared.mkdir()
+    export.export_student(make_student(), old, "saved_model")
+    started = _recording_writers(monkeypatch)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: pathlib.Path(path) not in
+                        (shared, old) and real(path, mode, **kw))  # fmt: skip
+    with pytest.raises(export.OutputNotWritableError) as info:
+        export.export_student(make_student(), shared / "new" / "s.keras", "keras")
+    message = str(info.value)
+    assert f"Cannot export to {shared / 'new' / 's.keras'}: {shared} is not writable" in message
+    assert ".partial-" not in message and f"make {shared} writable" in message
+    assert isinstance(info.value, PermissionError) and os.listdir(shared) == []
+    # An --overwrite moves the old SavedModel folder aside: Linux needs to write its "..".
+    with pytest.raises(export.OutputNotWritableError, match=f"{old} is not writable"):
+        export.export_student(make_student(), old, "saved_model", overwrite=True)
+    assert started == [] and sorted(os.listdir(tmp_path)) == ["old_sm", "shared"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write a folder without write permission")
+def test_a_folder_without_write_permission_is_refused(tmp_path):
+    (tmp_path / "ro").mkdir(mode=0o555)
+    try:
+        with pytest.raises(export.OutputNotWritableError, match="ro is not writable by you"):
+            export.export_student(make_student(), tmp_path / "ro" / "s.keras", "keras")
+    finally:
+        (tmp_path / "ro").chmod(0o755)

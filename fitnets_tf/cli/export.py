@@ -19,7 +19,7 @@ from fitnets_tf import export
 from fitnets_tf.cli import common
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.export import labels, quantize
-from fitnets_tf.export.destination import output_lock
+from fitnets_tf.export.destination import output_lock, refuse_unwritable
 from fitnets_tf.export.publish import refuse_run_files
 
 common.quiet_tensorflow()
@@ -121,6 +121,7 @@ def _export_quantized(workdir: pathlib.Path) -> pathlib.Path:
     refuse_run_files(output, workdir)
     # Before the calibration images are read.
     export.refuse_existing(output, FLAGS.overwrite, FLAGS.format)
+    refuse_unwritable(output)
     with output_lock(output):  # a second export to it is refused before the calibration
         export.refuse_existing(output, FLAGS.overwrite, FLAGS.format)  # the last holder's
         calibration = None

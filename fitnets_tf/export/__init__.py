@@ -95,10 +95,11 @@ from fitnets_tf.errors import (
     MissingStudentError,
     OutputBusyError,
     OutputExistsError,
+    OutputNotWritableError,
     RuntimeUnavailableError,
 )
 from fitnets_tf.export import labels, packages
-from fitnets_tf.export.destination import output_lock
+from fitnets_tf.export.destination import output_lock, refuse_unwritable
 from fitnets_tf.export.publish import publish, refuse_existing, refuse_run_files
 from fitnets_tf.export.serving import (
     INPUT_NAME,
@@ -137,6 +138,7 @@ __all__ = [
     "MissingStudentError",
     "OutputBusyError",
     "OutputExistsError",
+    "OutputNotWritableError",
     "RuntimeUnavailableError",
     "build_serving_model",
     "default_output",
@@ -205,6 +207,8 @@ def export_student(
         ExportConfigError: bad format, suffix, student, or no preprocessor to bake in; an
             ``output`` that is the run directory, holds it, or is one of its files; class
             names that are not K strings, or given for ``format="keras"`` alone.
+        OutputNotWritableError: a folder on the way to ``output`` cannot be written, or is a
+            file (before any work).
         OutputBusyError: another process is exporting to ``output`` (before any conversion).
         RuntimeUnavailableError: the format's converter is not installed.
         ExportVerificationError: the artifact did not reload or does not match the student.
@@ -223,6 +227,7 @@ def export_student(
         check_suffix(path, fmt)
         refuse_run_files(path, workdir)
         refuse_existing(path, overwrite, fmt)
+        refuse_unwritable(path)
     baked = None
     if include_preprocessing:
         baked = resolve_preprocessor(preprocessor, run_preprocessor, workdir)

@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from fitnets_tf.errors import ExportConfigError, ExportVerificationError
 from fitnets_tf.export import labels, packages, writers
+from fitnets_tf.export.destination import refuse_unwritable
 from fitnets_tf.export.publish import (
     move_into_place,
     no_room,
@@ -216,8 +217,9 @@ def export_quantized(
             :func:`~fitnets_tf.export.export_student` writes them (None: none).
 
     Raises:
-        ExportConfigError, OutputExistsError, OutputBusyError, RuntimeUnavailableError,
-        ExportVerificationError, DiskFullError (the artifact already there, if any, is kept).
+        ExportConfigError, OutputExistsError, OutputNotWritableError, OutputBusyError,
+        RuntimeUnavailableError, ExportVerificationError, DiskFullError (the artifact already
+        there, if any, is kept).
     """
     check(quantization, format)
     if quantization == "int8" and calibration is None:
@@ -230,6 +232,7 @@ def export_quantized(
     writers.check_suffix(output, format)
     names = labels.resolve(class_names, None, serving.outputs[0].shape[-1], (format,))
     refuse_existing(output, overwrite, format)
+    refuse_unwritable(output)
     images = None if calibration is None else np.asarray(calibration, "float32")[:CALIBRATION_IMAGES]
     with staging_directory(output) as staging:
         staged = staging / output.name
