@@ -1,13 +1,15 @@
-"""Tests of fitnets_tf.export.destination.
+"""Tests of fitnets_tf.export.destination and the renames of fitnets_tf.export.publish.
 
 One export per output path (a second refused at once, naming the first, leaving nothing in the
-user's folder); an unwritable destination refused before any work.
+user's folder); an unwritable destination refused before any work; what a real SIGKILL at the
+final rename leaves, for a file and for a SavedModel folder.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -142,3 +144,57 @@ def test_a_folder_without_write_permission_is_refused(tmp_path):
             export.export_student(make_student(), tmp_path / "ro" / "s.keras", "keras")
     finally:
         (tmp_path / "ro").chmod(0o755)
+
+
+def _killed_at_the_rename(output: pathlib.Path, fmt: str) -> subprocess.CompletedProcess:
+    """An ``--overwrite`` of ``output`` SIGKILLed right after the first rename that moves it
+    (the old artifact aside, or the new one in)."""
+    script = (
+        "import os, pathlib, signal, sys, keras\nfrom fitnets_tf import export\n"
+        "output = pathlib.Path(sys.argv[1])\nreal = os.replace\n"
+        "def replace(src, dst):\n    real(src, dst)\n"
+        "    if output in (pathlib.Path(src), pathlib.Path(dst)):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "os.replace = replace\n"
+        "x = keras.Input((4, 4, 1))\n"
+        "new = keras.Model(x, keras.layers.Dense(3)(keras.layers.Flatten()(x)), name='new')\n"
+        "export.export_student(new, output, sys.argv[2], overwrite=True)\n"
+    )
+    return subprocess.run([sys.executable, "-c", script, str(output), fmt], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_a_file_artifact_killed_at_its_replacement_is_never_missing(tmp_path):
+    # The old file was moved aside, then the new one in: killed between, there was none.
+    output = tmp_path / "student.keras"
+    export.export_student(make_student("old"), output, "keras")
+    old = output.read_bytes()
+    killed = _killed_at_the_rename(output, "keras")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert output.read_bytes() != old  # the new one, in in one rename, and complete:
+    assert keras.saving.load_model(output).outputs[0].shape == (None, 3)
+    export.export_student(make_student("next"), output, "keras", overwrite=True)
+    assert os.listdir(tmp_path) == [output.name], "the killed export's files were not removed"
+
+
+def test_a_saved_model_killed_between_its_renames_is_given_back_by_the_next_export(
+    tmp_path, monkeypatch
+):
+    import tensorflow as tf
+
+    output = tmp_path / "sm"
+    export.export_student(make_student(), output, "saved_model")
+    old = (output / "saved_model.pb").read_bytes()
+    killed = _killed_at_the_rename(output, "saved_model")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    # As documented: a folder cannot replace a folder in one rename; the old one waits aside.
+    assert not output.exists()
+    (staging,) = tmp_path.glob(".sm.partial-*")
+    assert (staging / "previous" / "saved_model.pb").read_bytes() == old
+    started = _recording_writers(monkeypatch)
+    with pytest.raises(export.OutputExistsError):  # it is back before anything is converted
+        export.export_student(make_student(), output, "saved_model")
+    assert started == []
+    assert (output / "saved_model.pb").read_bytes() == old
+    assert "serving_default" in tf.saved_model.load(str(output)).signatures
+    assert os.listdir(tmp_path) == [output.name], "the killed export's files were not removed"

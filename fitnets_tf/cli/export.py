@@ -20,7 +20,7 @@ from fitnets_tf.cli import common
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.export import labels, quantize
 from fitnets_tf.export.destination import output_lock, refuse_unwritable
-from fitnets_tf.export.publish import refuse_run_files
+from fitnets_tf.export.publish import clear_killed, refuse_run_files
 
 common.quiet_tensorflow()
 
@@ -123,6 +123,7 @@ def _export_quantized(workdir: pathlib.Path) -> pathlib.Path:
     export.refuse_existing(output, FLAGS.overwrite, FLAGS.format)
     refuse_unwritable(output)
     with output_lock(output):  # a second export to it is refused before the calibration
+        clear_killed(output)  # a killed export's old artifact back, to be checked below
         export.refuse_existing(output, FLAGS.overwrite, FLAGS.format)  # the last holder's
         calibration = None
         if FLAGS.quantize == "int8":

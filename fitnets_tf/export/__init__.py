@@ -100,7 +100,7 @@ from fitnets_tf.errors import (
 )
 from fitnets_tf.export import labels, packages
 from fitnets_tf.export.destination import output_lock, refuse_unwritable
-from fitnets_tf.export.publish import publish, refuse_existing, refuse_run_files
+from fitnets_tf.export.publish import clear_killed, publish, refuse_existing, refuse_run_files
 from fitnets_tf.export.serving import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -238,6 +238,7 @@ def export_student(
         # Every check passed and nothing is made yet: now one export per path, to the rename.
         for fmt, path in outputs.items():
             held.enter_context(output_lock(path))
+            clear_killed(path)  # a killed export's old artifact back, to be checked below
             refuse_existing(path, overwrite, fmt)  # again: the lock's last holder may have written
         for fmt, path in outputs.items():
             publish(serving, path, fmt, overwrite, raw=baked is not None, class_names=names)

@@ -2,7 +2,20 @@
 
 A crash never leaves a half-written model at the final path, and an existing artifact is never
 removed before its replacement is complete. The path is locked meanwhile
-(:func:`.destination.output_lock`).
+(:func:`.destination.output_lock`). What a kill (SIGKILL, an OOM kill) leaves at each point:
+
+- before the final rename: the old artifact (if any) in place, and a hidden staging folder
+  ``.NAME.partial-*`` beside it, removed by the next export to that path;
+- a file (``.keras``, ``.onnx``, ``.tflite``) replaces a file in one ``os.replace``: the old
+  artifact or the new one, never neither;
+- a folder (SavedModel) cannot replace a non-empty folder in one rename, so the old one moves
+  into the staging folder first (``previous``), then the new one in. Killed between the two,
+  NAME is missing, and the old artifact is in ``.NAME.partial-*/previous``; the next export to
+  that path moves it back before anything else (or move it back by hand). After both renames:
+  the new artifact, and the old one in the staging folder, removed by the next export.
+
+At every point it also leaves the lock file ``.NAME.export-lock``, unlocked (the kernel
+releases a dead process's ``flock``): the next export to that path takes it and removes it.
 """
 
 from __future__ import annotations
@@ -131,31 +144,40 @@ def staging_directory(output: pathlib.Path):
     """A new hidden directory beside ``output``, locked while in use and removed after.
 
     ``output`` itself is locked meanwhile (:func:`.destination.output_lock`; already held when
-    the caller took it before its own work). A process killed with SIGKILL cannot remove its
-    staging directory, so first every staging directory of the same ``output`` whose lock no
-    live process holds is removed: the kernel releases a dead writer's lock. One killed
-    between moving the old artifact aside and the new one in gives the old one back first. One
-    without a lock file (a writer killed before it took it, or an older version's) is left alone.
+    the caller took it before its own work), and what killed exports to it left is cleared
+    first (:func:`clear_killed`).
     """
-    with output_lock(output), _swept_staging_directory(output) as staging:
-        yield staging
+    with output_lock(output):
+        clear_killed(output)
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=_staging_prefix(output), dir=output.parent))
+        try:
+            with lock.hold(staging, what="export staging directory"):
+                yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _swept_staging_directory(output: pathlib.Path):
-    prefix = f".{output.name}{STAGING_MARK}"
+def clear_killed(output: pathlib.Path) -> None:
+    """Removes the staging directories that killed exports to ``output`` left, giving back the
+    old artifact first if one was killed between moving it aside and moving the new one in.
+
+    A process killed with SIGKILL cannot remove its own: every staging directory of ``output``
+    whose lock no live process holds is removed (the kernel releases a dead writer's lock).
+    One without a lock file (a writer killed before it took it, or an older version's) is left
+    alone. Called with ``output``'s lock held, before ``output`` is checked: the old artifact
+    given back is then refused without ``overwrite`` before any conversion.
+    """
+    prefix = _staging_prefix(output)
     for stale in output.parent.iterdir():
         if stale.name.startswith(prefix) and stale.is_dir() and lock.held(stale) is False:
             previous = stale / "previous"
             if previous.exists() and not (output.exists() or output.is_symlink()):
-                os.replace(previous, output)  # killed between _replace's two renames
+                os.replace(previous, output)  # killed between move_into_place's two renames
             shutil.rmtree(stale, ignore_errors=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir=output.parent))
-    try:
-        with lock.hold(staging, what="export staging directory"):
-            yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _staging_prefix(output: pathlib.Path) -> str:
+    return f".{output.name}{STAGING_MARK}"
 
 
 def no_room(output: pathlib.Path, format: str):
@@ -171,8 +193,14 @@ def no_room(output: pathlib.Path, format: str):
 
 def move_into_place(staged: pathlib.Path, output: pathlib.Path, previous: pathlib.Path) -> None:
     """``staged`` renamed to ``output``; an artifact already there is only removed (from
-    ``previous``, in the staging directory) once the new one is in."""
-    if not (output.exists() or output.is_symlink()):
+    ``previous``, in the staging directory) once the new one is in.
+
+    A file replaces a file (or a link) in one ``os.replace``: a kill leaves the old artifact or
+    the new one. Two renames would leave neither between them, until the next export.
+    """
+    if not (output.exists() or output.is_symlink()) or (
+        staged.is_file() and (output.is_symlink() or not output.is_dir())
+    ):
         os.replace(staged, output)
         return
     # os.replace cannot put a directory over a non-empty one, so the old artifact moves aside
