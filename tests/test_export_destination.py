@@ -44,8 +44,8 @@ def _recording_writers(monkeypatch) -> list[str]:
     """The formats a conversion was started for."""
     started = []
     for fmt, write in list(export.WRITERS.items()):
-        monkeypatch.setitem(export.WRITERS, fmt,
-                            lambda m, p, fmt=fmt, w=write: (started.append(fmt), w(m, p)))  # fmt: skip
+        recording = lambda m, p, fmt=fmt, w=write: (started.append(fmt), w(m, p))  # noqa: E731
+        monkeypatch.setitem(export.WRITERS, fmt, recording)
     return started
 
 

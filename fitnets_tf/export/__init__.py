@@ -208,7 +208,7 @@ def export_student(
             ``output`` that is the run directory, holds it, or is one of its files; class
             names that are not K strings, or given for ``format="keras"`` alone.
         OutputNotWritableError: a folder on the way to ``output`` cannot be written, or is a
-            file (before any work).
+            file (before any conversion).
         OutputBusyError: another process is exporting to ``output`` (before any conversion).
         RuntimeUnavailableError: the format's converter is not installed.
         ExportVerificationError: the artifact did not reload or does not match the student.

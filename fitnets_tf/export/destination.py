@@ -1,10 +1,10 @@
-"""Where an export writes: checked writable before any work, and written by one export at a time.
+"""Where an export writes: checked writable before any conversion, written by one export at once.
 
 Two exports to one path (two ``--overwrite`` runs, a CI retry beside the first) used to both
 convert and both rename: the last rename won, and between the two renames of a SavedModel the
 other could fail with ENOTEMPTY. :func:`output_lock` refuses the second at once, naming the
 first. An unwritable destination used to fail only at the staging folder, named by that folder:
-:func:`refuse_unwritable` names the destination and the fix before anything is loaded or made.
+:func:`refuse_unwritable` names the destination and the fix before any conversion or folder.
 """
 
 from __future__ import annotations
