@@ -197,7 +197,7 @@ def test_folder_default_size_is_its_images_most_common(tmp_path, fashion):
     assert datasets.spec.formatting == {
         "size_from": "the most common size of the folder's images (31 of 32 are 28x28; 1 other "
                      "size(s))",
-        "resized": 1, "grayscale_to_rgb": 31, "alpha_dropped": 1,
+        "resized": 1, "grayscale_to_rgb": 31, "alpha_dropped": 1, "decoded_channels": 3,
     }  # fmt: skip
     given = data.load(f"folder:{tmp_path}", batch_size=8, image_size=32).spec.formatting
     assert given["size_from"] == "--image_size" and given["resized"] == 31

@@ -41,22 +41,41 @@ def test_the_options_that_may_change_between_calls_are_every_runtime_option():
 
 def test_each_serving_snippet_runs_alone(tmp_path):
     # The LiteRT snippet used `images`, defined only in the SavedModel one above it. Each runs
-    # here in a process of its own, on an (untrained) student exported where it looks.
+    # here in a process of its own, on an (untrained) student exported where it looks, reading
+    # image files with the run's data record as read_images does.
     pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("onnxruntime")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
     from fitnets_tf import export, models
+    from fitnets_tf.preprocessing import Preprocessor
 
     readme = (ROOT / "README.md").read_text()
     snippets = [re.search(rf"{head}\n\n```python\n(.*?)```", readme, re.S).group(1)
-                for head in (r"Serving the SavedModel \(.*?\):",
+                for head in (r"Serving the SavedModel \(.*?\(above\):",
+                             r"Serving the ONNX file \(.*?\):",
                              "Serving the LiteRT file, checking the shape as the SavedModel does:")]  # fmt: skip
     student = models.build("thin_cnn", input_shape=(28, 28, 1), num_classes=10)
-    where = tmp_path / "runs" / "fashion_mnist" / "export"
+    run = tmp_path / "runs" / "fashion_mnist"
+    where = run / "export"
     export.export_student(student, where / "student_raw_saved_model", "saved_model")
     export.export_student(student, where / "student_raw.tflite", "litert")
+    export.export_student(student, where / "student.onnx", "onnx")
+    (run / "data.json").write_text('{"dataset": "fashion_mnist", "input_shape": [28, 28, 1]}')
+    (run / "flags.txt").write_text("--dataset=fashion_mnist\n")
+    raw = keras.Input((28, 28, 1))
+    keras.Model(raw, Preprocessor(mode="scale")(raw)).save(run / "preprocessor.keras")
+    photo = np.random.default_rng(0).integers(0, 256, (40, 30, 3), np.uint8)
+    (tmp_path / "shirt.jpg").write_bytes(tf.io.encode_jpeg(photo).numpy())
+    (tmp_path / "boot.png").write_bytes(tf.io.encode_png(photo[:28, :28, :1]).numpy())
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     for snippet in snippets:
         proc = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]
         printed = [float(x) for x in re.findall(r"\d\.\d+(?:e-\d+)?", proc.stdout)]
-        assert len(printed) == 10 and abs(sum(printed) - 1) < 1e-3, proc.stdout  # probabilities
+        images = len(printed) // 10  # the SavedModel's two files, one elsewhere
+        assert images and len(printed) == 10 * images, proc.stdout
+        assert abs(sum(printed) - images) < 1e-3 * images, proc.stdout  # probabilities

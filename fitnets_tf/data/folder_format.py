@@ -65,8 +65,11 @@ class FolderFormat:
 
     def summary(self, size: tuple[int, int], given: bool) -> dict:
         """What reading the folder at ``size`` (``given``: ``--image_size``'s; else
-        :meth:`common_size`) did: where the size came from, and how many images were resized,
-        converted from grayscale to RGB, or had their alpha channel dropped."""
+        :meth:`common_size`) did: where the size came from, how many images were resized,
+        converted from grayscale to RGB, or had their alpha channel dropped, and the channels
+        every image was decoded to (``decoded_channels``: a served image file is decoded the
+        same way, then converted as ``--channels`` converted the folder's,
+        :func:`fitnets_tf.export.read_images`)."""
         converted = 0 if self.grayscale else self.channels[1] + self.channels[2]
         alpha = self.channels[2] + self.channels[4]  # gray + alpha is read as gray, or RGB
         return {
@@ -74,4 +77,5 @@ class FolderFormat:
             "resized": self.images - self.sizes[tuple(size)],
             "grayscale_to_rgb": converted,
             "alpha_dropped": alpha,
+            "decoded_channels": 1 if self.grayscale else 3,
         }

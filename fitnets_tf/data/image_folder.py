@@ -164,8 +164,6 @@ def image_format(paths: list[pathlib.Path], root: pathlib.Path | None = None) ->
         try:
             image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
         except tf.errors.OpError as e:  # not an image, truncated, unreadable
-            # The op's own words, without TF's "{{function_node ...}}" and "[Op:...]" frame.
-            reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message or type(e).__name__).strip()
             # Keras reads hidden files too: macOS leaves a "._NAME" beside each copied image.
             apple = (
                 f" It is macOS metadata: delete them all with `find {root or path.parent} -name "
@@ -174,33 +172,52 @@ def image_format(paths: list[pathlib.Path], root: pathlib.Path | None = None) ->
                 else ""
             )
             raise DataError(
-                f"Cannot decode the image file {path} ({reason}). Every file ending in "
-                f"{', '.join(IMAGE_SUFFIXES)} under the class folders is read as an image: "
+                f"Cannot decode the image file {path} ({decode_failure(e)}). Every file ending "
+                f"in {', '.join(IMAGE_SUFFIXES)} under the class folders is read as an image: "
                 f"replace or delete this one, then re-run.{apple}"
             ) from None
         found.add(image.shape)
     return found
 
 
-def _read(files: dict[str, list[pathlib.Path]], size, channels: int, resize_mode: str) -> Arrays:
-    """One split's images (``{class: files}``, in that order) as uint8 arrays, and their labels.
+def decode_failure(error: tf.errors.OpError) -> str:
+    """Why TensorFlow could not read or decode an image file: the op's own words, without TF's
+    ``{{function_node ...}}`` and ``[Op:...]`` frame."""
+    return re.sub(r"\{\{.*?\}\}|\[Op:.*", "", error.message or type(error).__name__).strip()
 
-    Decoded as Keras decodes them (its ``channels``, an animation's first frame), then resized
-    by :func:`~fitnets_tf.data.shapes.resize_images` even when already at ``size``, where the
-    bilinear resize gives back the same pixels.
-    """
+
+def _read(files: dict[str, list[pathlib.Path]], size, channels: int, resize_mode: str) -> Arrays:
+    """One split's images (``{class: files}``, in that order) as uint8 arrays, and their labels."""
     paths = [str(path) for found in files.values() for path in found]
     counts = [len(found) for found in files.values()]
     labels = np.repeat(np.arange(len(files), dtype=np.int32), counts)
 
     def load(path):
-        return resize_images(_decoded(tf.io.read_file(path), channels), size, resize_mode)
+        return read_image(path, size, channels, resize_mode)
 
     ds = tf.data.Dataset.from_tensor_slices(paths).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    # Resized pixels are floats, rounded back: the images are held as uint8 (map keeps order).
-    batches = ds.batch(256).as_numpy_iterator()
-    images = np.concatenate([np.clip(np.rint(x), 0, 255).astype(np.uint8) for x in batches])
+    images = np.concatenate(list(ds.batch(256).as_numpy_iterator()))  # map keeps the order
     return images, labels
+
+
+def read_image(path, size: tuple[int, int], channels: int, resize_mode: str = DEFAULT_RESIZE_MODE):
+    """One image file as a folder's images are read, to a uint8 ``(H, W, channels)`` tensor.
+
+    Decoded as Keras decodes them (its ``channels``, an animation's first frame), then resized
+    by :func:`~fitnets_tf.data.shapes.resize_images` even when already at ``size``, where the
+    bilinear resize gives back the same pixels, and rounded back to whole grey levels: the
+    folder's images are held as uint8. The one definition of both a folder's images and a
+    served image file (:func:`fitnets_tf.export.read_images`), so the two are the same pixels.
+
+    Args:
+        path: the file, a string or a scalar string tensor (inside a ``tf.data`` map).
+        size: ``(height, width)``.
+        channels: 1 or 3.
+        resize_mode: see :data:`~fitnets_tf.data.shapes.RESIZE_MODES`.
+    """
+    resized = resize_images(_decoded(tf.io.read_file(path), channels), size, resize_mode)
+    # tf.round rounds half to even, as np.rint, which rounded the folder's images before.
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
 def _decoded(encoded, channels: int):

@@ -145,14 +145,22 @@ def with_channels(
             f"The images of dataset {spec.name!r} have {have} channel(s), which cannot be "
             f"converted to {channels}: only grayscale (1) and RGB (3) convert to each other."
         )
-    convert = tf.image.grayscale_to_rgb if channels == 3 else tf.image.rgb_to_grayscale
 
     def to_channels(x, y):
-        return convert(tf.cast(x, tf.float32)), y
+        return convert_channels(x, channels), y
 
     converted = {key: ds.map(to_channels, num_parallel_calls=tf.data.AUTOTUNE)
                  for key, ds in raw.items()}  # fmt: skip
     return converted, dataclasses.replace(spec, input_shape=(*spec.input_shape[:2], channels))
+
+
+def convert_channels(images, channels: int):
+    """``images`` (grayscale or RGB, ``HWC`` or ``NHWC``) as float32 of ``channels``: 1,
+    ``tf.image.rgb_to_grayscale``'s luma weights, or 3, the gray value repeated. The one
+    conversion of :func:`with_channels` and of a served image
+    (:func:`fitnets_tf.export.read_images`)."""
+    convert = tf.image.grayscale_to_rgb if channels == 3 else tf.image.rgb_to_grayscale
+    return convert(tf.cast(images, tf.float32))
 
 
 def check_input_shape(model_input_shape, data_input_shape, role: str) -> None:

@@ -71,7 +71,8 @@ The modules: :mod:`~fitnets_tf.export.serving` (the serving model),
 (reload and compare), :mod:`~fitnets_tf.export.labels` (class names in each format),
 :mod:`~fitnets_tf.export.publish` (staged, then renamed into place),
 :mod:`~fitnets_tf.export.artifacts` (what an earlier artifact of each format is, by its
-content: all ``overwrite`` replaces). The command line is
+content: all ``overwrite`` replaces), :mod:`~fitnets_tf.export.inputs` (a client's image files
+read as training read the run's: :func:`read_images`). The command line is
 :mod:`fitnets_tf.cli.export`.
 """
 
@@ -100,6 +101,7 @@ from fitnets_tf.errors import (
 )
 from fitnets_tf.export import labels, packages
 from fitnets_tf.export.destination import output_lock, refuse_unwritable
+from fitnets_tf.export.inputs import read_images
 from fitnets_tf.export.publish import clear_killed, publish, refuse_existing, refuse_run_files
 from fitnets_tf.export.serving import (
     INPUT_NAME,
@@ -145,6 +147,7 @@ __all__ = [
     "export_student",
     "labels",
     "load_run",
+    "read_images",
 ]
 
 
