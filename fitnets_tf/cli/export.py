@@ -18,7 +18,7 @@ from absl import app, flags, logging
 from fitnets_tf import export
 from fitnets_tf.cli import common
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.export import labels, quantize
+from fitnets_tf.export import accuracy, labels, quantize
 from fitnets_tf.export.destination import output_lock, refuse_unwritable
 from fitnets_tf.export.publish import clear_killed, refuse_run_files
 
@@ -43,6 +43,12 @@ flags.DEFINE_enum(
         f"{q}: --format={'/'.join(f)}" for q, f in quantize.QUANTIZATIONS.items()
     ) + "). Only the kinds that kept the student's test accuracy within 0.5 points are offered "
     "(bench/README.md, 'Quantized student')."
+)
+flags.DEFINE_integer(
+    "accuracy_images", accuracy.DEFAULT_IMAGES, "After a --quantize export, the test images "
+    "(the first of the run's test split) on which the quantized model's accuracy and the float32 "
+    "student's are measured, printed and kept in <artifact>.accuracy.json; 0 = not measured.",
+    lower_bound=0,
 )
 flags.DEFINE_list(
     "class_names", [labels.AUTO], "The class of each output index, in label order, written into "
@@ -174,6 +180,11 @@ def main(argv: list[str]) -> None:
             overwrite=FLAGS.overwrite,
             class_names=_class_names(),
         )
+        kept = None
+        if FLAGS.quantize:  # the artifact is in place and verified: measuring cannot lose it
+            kept = accuracy.keep_accuracy(workdir, written, FLAGS.format, FLAGS.quantize,
+                                          raw=FLAGS.include_preprocessing,
+                                          images=FLAGS.accuracy_images)  # fmt: skip
         if not isinstance(written, dict):
             written = {FLAGS.format: written}
         rows = [(fmt, str(path), format_size(artifact_size(path))) for fmt, path in written.items()]
@@ -182,6 +193,8 @@ def main(argv: list[str]) -> None:
             timed = export.serving.timed_models(workdir, FLAGS.teacher)
             latency = _latency_rows(timed, FLAGS.latency_repeats)
     print(format_table(("format", "path", "size"), rows, align="<<<"))
+    if kept:
+        print(kept)
     if latency:
         print()
         print("CPU latency (Keras, tf.function, median):")

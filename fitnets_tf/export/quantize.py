@@ -15,7 +15,8 @@ The artifact keeps the export's serving convention (``"images"`` in, ``"probabil
 out), and is verified by reloading it with its runtime and checking that its predictions
 agree with the float32 student's; a quantized model cannot match to 1e-5, so the check is on
 the probabilities to :data:`ATOL`. The accuracy change each costs on real data is measured
-by ``bench/serving.py`` and tabled in ``bench/README.md``.
+by ``bench/serving.py`` and tabled in ``bench/README.md``; ``fitnets-export --quantize``
+measures its own artifact's on the run's test split (:mod:`~fitnets_tf.export.accuracy`).
 
 ``fitnets-export --quantize=int8`` calibrates on the first :data:`CALIBRATION_IMAGES` images of
 the run's own training split (:func:`calibration_source` reads which from its ``flags.txt``, and
