@@ -57,6 +57,7 @@ def test_each_serving_snippet_runs_alone(tmp_path):
                 for head in (r"Serving the SavedModel \(.*?\(above\):",
                              r"Serving the ONNX file \(.*?\):",
                              "Serving the LiteRT file, checking the shape as the SavedModel does:")]  # fmt: skip
+    keras.utils.set_random_seed(0)
     student = models.build("thin_cnn", input_shape=(28, 28, 1), num_classes=10)
     run = tmp_path / "runs" / "fashion_mnist"
     where = run / "export"
@@ -75,7 +76,8 @@ def test_each_serving_snippet_runs_alone(tmp_path):
         proc = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]
-        printed = [float(x) for x in re.findall(r"\d\.\d+(?:e-\d+)?", proc.stdout)]
+        # An untrained student on raw pixels may saturate: numpy prints 1. and 0. then.
+        printed = [float(x) for x in re.findall(r"\d\.\d*(?:e-\d+)?", proc.stdout)]
         images = len(printed) // 10  # the SavedModel's two files, one elsewhere
         assert images and len(printed) == 10 * images, proc.stdout
         assert abs(sum(printed) - images) < 1e-3 * images, proc.stdout  # probabilities
