@@ -19,8 +19,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from fitnets_tf import losses, recipes
-from fitnets_tf.callbacks import check_checkpoints
+from fitnets_tf import fit_checks, losses, recipes
 from fitnets_tf.errors import ConfigError, HintShapeError  # noqa: F401  (HintShapeError: re-exported)
 from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     HintTaps,
@@ -37,6 +36,7 @@ from fitnets_tf.models.logits import (
     check_batched,
     check_class_logits,
     check_pair,
+    ends,
     for_distilling,
 )
 from fitnets_tf.notes import note
@@ -117,8 +117,9 @@ class Distiller(keras.Model):
         # A hint is often inside a backbone model, and so is a softmax (an application with its
         # classifier): their layers become taps by name, and a nested softmax is seen.
         teacher, student = for_distilling(teacher, "teacher"), for_distilling(student, "student")
-        self.teacher = teacher
-        self.student = student
+        self.teacher, self.student = teacher, student
+        # A subclassed (or unbuilt) teacher's softmax is not in a graph: its first outputs tell.
+        self._teacher_unchecked = ends(teacher) is None
         self.hints, self.auto_pair = resolve_pairs(
             teacher, student, hints, hint_layer, guided_layer
         )
@@ -199,9 +200,10 @@ class Distiller(keras.Model):
         return self.student(inputs, training=training)
 
     def fit(self, *args, **kwargs):
-        """``keras.Model.fit``; a ``ModelCheckpoint`` saving the whole model is refused first."""
-        check_checkpoints(kwargs.get("callbacks", args[5] if len(args) > 5 else None))
-        return super().fit(*args, **kwargs)
+        """``keras.Model.fit``, after :mod:`fitnets_tf.fit_checks`' checks (callbacks that
+        cannot work on a Distiller); λ and τ stay where training left them, whatever a callback
+        restores at its end."""
+        return fit_checks.checked_fit(self, super().fit, args, kwargs)
 
     def save(self, filepath, *args, **kwargs):
         """Refused, before any file is written: a ``.keras`` file cannot rebuild a Distiller
@@ -273,6 +275,9 @@ class Distiller(keras.Model):
         return variables
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._teacher_unchecked and self.phase == "kd" and iterator is not None:
+            fit_checks.check_teacher_logits(self, iterator)  # Keras resets the iterator after
+            self._teacher_unchecked = False
         # Keras' TF trainer pulls one batch to build unbuilt state. Under
         # MultiWorkerMirroredStrategy (Keras 3.15) that batch is a PerReplica value it fails to
         # reduce. The Distiller's models, regressor and optimizer are built by __init__ and
@@ -287,10 +292,7 @@ class Distiller(keras.Model):
         if iterator is not None and isinstance(
             self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy
         ):
-            _, _, batches = next(iter(iterator))
-            local = self.distribute_strategy.experimental_local_results
-            data_batch = keras.tree.map_structure(lambda v: local(v)[0], next(batches))
-            iterator = None
+            data_batch, iterator = fit_checks.first_batch(iterator, self.distribute_strategy), None
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     @property

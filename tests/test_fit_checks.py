@@ -1,0 +1,125 @@
+"""Distiller.fit's checks and guards (fitnets_tf.fit_checks), as a notebook user meets them.
+
+The multi-replica ones (a short last batch, clipping on 2 replicas) run in
+distribute_check.py's process: see test_distribute.py.
+"""
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_dataset, tiny_model
+
+import fitnets_tf
+from fitnets_tf import callbacks, fit_checks
+from fitnets_tf.errors import ConfigError
+
+
+def _distiller(teacher=None):
+    teacher = teacher or tiny_model("teacher", width=6, seed=0, pieces=3)
+    return fitnets_tf.Distiller(teacher, tiny_model("student", width=4, seed=1))
+
+
+class _StudentAtEpochEnd(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.student.get_weights())
+
+
+@pytest.mark.parametrize("kind", ["keras", "fitnets_tf"])
+def test_early_stopping_restores_the_best_student_and_leaves_lambda_where_training_did(kind):
+    # Judged by λ (annealed 4 -> 2.5 -> 1), epoch 1 is the best. Every weight was restored,
+    # λ and τ too: λ went back to 4, where a later fit without LambdaAnnealing then started.
+    d = _distiller()
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    early = (keras.callbacks if kind == "keras" else callbacks).EarlyStopping(
+        monitor="kd_lambda", mode="max", patience=5, restore_best_weights=True
+    )
+    seen = _StudentAtEpochEnd()
+    given = keras.callbacks.CallbackList([callbacks.LambdaAnnealing(4.0, 1.0, epochs=2), early,
+                                          seen], add_history=True, model=d)  # fmt: skip
+    listed = list(given.callbacks)
+    d.fit(tiny_dataset(), epochs=3, verbose=0, callbacks=given)
+    assert early.best_epoch == 0
+    for restored, best in zip(d.student.get_weights(), seen.weights[0], strict=True):
+        np.testing.assert_array_equal(restored, best)  # the student's best epoch
+    assert not np.array_equal(seen.weights[0][0], seen.weights[-1][0])  # (it did change)
+    assert float(d.kd_lambda) == 1.0 and float(d.temperature) == 3.0  # where training left them
+    assert given.callbacks == listed  # the caller's list as given
+    again = d.fit(tiny_dataset(), epochs=1, verbose=0)
+    assert again.history["kd_lambda"] == [1.0]
+
+
+def test_ema_with_early_stopping_that_restores_is_refused_before_training():
+    # Keras' fit puts the average in place, then EarlyStopping's on_train_end restores the
+    # trained weights of its best epoch over it: the average was discarded without a word.
+    for early in (keras.callbacks.EarlyStopping(monitor="loss", restore_best_weights=True),
+                  callbacks.EarlyStopping.for_stage("fitnet/kd", patience=2)):  # fmt: skip
+        d = _distiller()
+        d.compile(optimizer=keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.9))
+        with pytest.raises(
+            ConfigError,
+            match=r"use_ema=True: early stopping watches and "
+            r"restores the trained weights, not their "
+            r"average.*restore_best_weights=False",
+        ):
+            d.fit(tiny_dataset(), epochs=2, verbose=0, callbacks=[early])
+        assert int(d.optimizer.iterations) == 0
+    # Stopping alone keeps the average; without EMA, restoring is what was asked.
+    stop_only = keras.callbacks.EarlyStopping(monitor="loss", restore_best_weights=False)
+    d.fit(tiny_dataset(), epochs=1, verbose=0, callbacks=[stop_only])
+    d.compile(optimizer=keras.optimizers.SGD(0.1))
+    d.fit(tiny_dataset(), epochs=1, verbose=0, callbacks=[early])
+
+
+class _SubclassedTeacher(keras.Model):
+    def __init__(self, softmax: bool):
+        super().__init__(name="subclassed_teacher")
+        self.softmax = softmax
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.logits = keras.layers.Dense(3)
+
+    def call(self, x, training=None):
+        logits = self.logits(self.pool(x))
+        return keras.ops.softmax(logits) if self.softmax else logits
+
+
+def _unbuilt_sequential(last):
+    return keras.Sequential([keras.layers.GlobalAveragePooling2D(), *last], name="seq_teacher")
+
+
+@pytest.mark.parametrize("teacher, fix", [
+    (lambda: _SubclassedTeacher(softmax=True), "return the logits from its call"),
+    (lambda: _unbuilt_sequential([keras.layers.Dense(3, activation="softmax")]),
+     r"start it with keras.Input\(shape\)"),
+    (lambda: _unbuilt_sequential([keras.layers.Dense(3), keras.layers.Activation("softmax")]),
+     r"start it with keras.Input\(shape\)"),
+])  # fmt: skip
+def test_a_teacher_whose_softmax_is_not_in_a_graph_is_refused_at_its_first_batch(teacher, fix):
+    # Its probabilities were taken as logits: soft targets near uniform, trained on silently.
+    d = _distiller(teacher())
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    before = d.student.get_weights()
+    with pytest.raises(
+        ConfigError,
+        match=r"outputs probabilities: every row of its outputs on "
+        rf"the first batch is in \[0, 1\] and sums to 1.*{fix}",
+    ):
+        d.fit(tiny_dataset(), epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 0
+    for a, b in zip(before, d.student.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_subclassed_teacher_of_logits_is_checked_once(monkeypatch):
+    checks = []
+    real = fit_checks.check_teacher_logits
+    monkeypatch.setattr(fit_checks, "check_teacher_logits",
+                        lambda *a: checks.append(1) or real(*a))  # fmt: skip
+    d = _distiller(_SubclassedTeacher(softmax=False))
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    d.fit(tiny_dataset(), epochs=1, verbose=0)
+    d.fit(tiny_dataset(), epochs=1, verbose=0)
+    assert len(checks) == 1
