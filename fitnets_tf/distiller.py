@@ -201,8 +201,8 @@ class Distiller(keras.Model):
 
     def fit(self, *args, **kwargs):
         """``keras.Model.fit``, after :mod:`fitnets_tf.fit_checks`' checks (callbacks that
-        cannot work on a Distiller); λ and τ stay where training left them, whatever a callback
-        restores at its end."""
+        cannot work on a Distiller, batches that leave a replica empty); λ and τ stay where
+        training left them, whatever a callback restores at its end."""
         return fit_checks.checked_fit(self, super().fit, args, kwargs)
 
     def save(self, filepath, *args, **kwargs):

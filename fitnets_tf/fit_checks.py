@@ -1,18 +1,21 @@
 """What :meth:`fitnets_tf.Distiller.fit` checks and keeps around Keras' ``fit``.
 
-Each check refuses, with the fix, a combination that Keras would run without a word: a
-callback that cannot work on a Distiller, a teacher whose outputs are probabilities where the
-Distiller needs logits. The curriculum (λ, τ) is kept where training left it when a callback
-restores weights at the end of ``fit``.
+Each check refuses, with the fix, a combination that Keras would run without a word or fail
+on deep inside TensorFlow: a callback that cannot work on a Distiller, a batch that leaves a
+replica without an example, a teacher whose outputs are probabilities where the Distiller
+needs logits. The curriculum (λ, τ) is kept where training left it when a callback restores
+weights at the end of ``fit``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from fitnets_tf.callbacks import check_checkpoints
@@ -28,8 +31,14 @@ def checked_fit(distiller, fit, args, kwargs):
     bound = _FIT.bind(distiller, *args, **kwargs)
     arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
     check_callbacks(distiller, arguments.get("callbacks"))
-    with curriculum_kept(distiller, arguments):
-        return fit(**arguments)
+    arguments = for_replicas(arguments, distiller.distribute_strategy)
+    try:
+        with curriculum_kept(distiller, arguments):
+            return fit(**arguments)
+    except tf.errors.InvalidArgumentError as e:
+        if (short := short_batch_error(e)) is None:
+            raise
+        raise short from None
 
 
 def _callback_list(callbacks) -> list:
@@ -105,6 +114,109 @@ def curriculum_kept(distiller, arguments: dict):
     if recorder.values is not None:
         for variable, value in zip(_curriculum(distiller), recorder.values, strict=True):
             variable.assign(value)
+
+
+# Marks the error a short batch raises inside the input pipeline (see for_replicas).
+_SHORT_BATCH = "fitnets_tf: a batch smaller than the replicas"
+
+
+def _replicas(strategy) -> int:
+    # This host's replicas: each takes a part of every batch this host's pipeline gives.
+    if strategy.num_replicas_in_sync < 2:
+        return 1  # the default strategy has no worker_devices
+    return len(strategy.extended.worker_devices)
+
+
+def _short_batch_advice(replicas: int, dataset: bool = True) -> str:
+    drop = ("Batch the dataset with drop_remainder=True (ds.batch(batch_size, drop_remainder="
+            "True)), or choose a" if dataset else "Choose a")  # fmt: skip
+    return (f"a replica would get no example and fail inside its kernels. {drop} batch size "
+            f"whose last batch holds {replicas} or more examples.")  # fmt: skip
+
+
+def for_replicas(arguments: dict, strategy) -> dict:
+    """``fit``'s arguments, refused or guarded where a batch would leave a replica empty.
+
+    A strategy splits each batch over its replicas; one left with no example fails inside a
+    kernel with TensorFlow's message ("Matrix size-incompatible: In[0]: [0,1]"), at the end of
+    the first epoch. Arrays are checked here, before training. A dataset whose batch size is
+    not fixed (``drop_remainder=False``) cannot be, short of reading it all: each of its
+    batches is checked as the pipeline gives it, and a short one stops ``fit`` there with
+    this advice (:func:`short_batch_error`) instead of TensorFlow's message.
+    """
+    replicas = _replicas(strategy)
+    if replicas < 2:
+        return arguments
+    for name, count, batch in _array_batches(arguments):
+        if 0 < count % batch < replicas:
+            raise ConfigError(
+                f"The last {name} batch holds {count % batch} example(s) ({count} examples in "
+                f"batches of {batch}), fewer than the strategy's {replicas} replicas: "
+                + _short_batch_advice(replicas, dataset=False)
+            )
+    for key in ("x", "validation_data"):
+        if isinstance(arguments.get(key), tf.data.Dataset):
+            arguments = {**arguments, key: _guarded(arguments[key], replicas)}
+    return arguments
+
+
+def _array_batches(arguments: dict) -> list:
+    """``(split, examples, batch size)`` of the arrays ``fit`` batches itself."""
+    size = arguments.get("batch_size") or 32  # Keras' default
+    validation_size = arguments.get("validation_batch_size") or size
+    found = []
+    count, split = _array_examples(arguments.get("x")), arguments.get("validation_split") or 0
+    if count is not None:
+        train = math.floor(count * (1.0 - split))  # as Keras splits them
+        found += [("training", train, size)] + [("validation", count - train, validation_size)]
+    validation = arguments.get("validation_data")
+    if isinstance(validation, (tuple, list)) and validation:
+        validation = validation[0]
+    if (count := _array_examples(validation)) is not None:
+        found.append(("validation", count, validation_size))
+    return found
+
+
+def _array_examples(x) -> int | None:
+    """The number of examples of array inputs (a dict or list of them too), else None."""
+    first = keras.tree.flatten(x)[0] if isinstance(x, (dict, list, tuple)) and x else x
+    if isinstance(first, (np.ndarray, tf.Tensor)) or (
+        hasattr(first, "shape") and hasattr(first, "__len__")
+    ):
+        return int(first.shape[0])
+    return None
+
+
+def _guarded(dataset: tf.data.Dataset, replicas: int) -> tf.data.Dataset:
+    first = keras.tree.flatten(dataset.element_spec)[0]
+    if not isinstance(first, tf.TensorSpec) or first.shape.rank is None or first.shape.rank < 1:
+        return dataset
+    if first.shape[0] is not None and first.shape[0] >= replicas:
+        return dataset  # every batch holds this many: drop_remainder=True
+
+    def check(element):
+        size = tf.shape(keras.tree.flatten(element)[0])[0]
+        with tf.control_dependencies([tf.debugging.assert_greater_equal(
+            size, replicas, message=f"{_SHORT_BATCH} ({replicas})"
+        )]):  # fmt: skip
+            return keras.tree.map_structure(tf.identity, element)
+
+    # A map keeps the cardinality (Keras' steps per epoch) and the order.
+    if isinstance(dataset.element_spec, tuple):
+        return dataset.map(lambda *element: check(element))
+    return dataset.map(check)
+
+
+def short_batch_error(error: Exception) -> ConfigError | None:
+    """The ``ConfigError`` of a short batch that :func:`for_replicas` stopped, else None."""
+    message = getattr(error, "message", str(error))
+    if _SHORT_BATCH not in message:
+        return None
+    replicas = int(message.split(_SHORT_BATCH + " (", 1)[1].split(")", 1)[0])
+    return ConfigError(
+        f"A batch of the dataset holds fewer examples than the strategy's {replicas} "
+        "replicas (a last batch of the examples left over): " + _short_batch_advice(replicas)
+    )
 
 
 def first_batch(iterator, strategy):

@@ -20,9 +20,10 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from conftest import tiny_dataset, tiny_model  # noqa: E402
+from conftest import tiny_data, tiny_dataset, tiny_model  # noqa: E402
 
 import fitnets_tf  # noqa: E402
+from fitnets_tf.errors import ConfigError  # noqa: E402
 
 
 def run(strategy):
@@ -54,11 +55,29 @@ def batch_norm_run(strategy, fused: bool):
     return [w.tolist() for w in model.get_weights()]
 
 
+def short_batches(strategy) -> dict:
+    """What Distiller.fit says of 33 examples in batches of 8 (a last batch of 1) on 2
+    replicas, as arrays then as a dataset, and the steps trained until then."""
+    with strategy.scope():
+        d = fitnets_tf.Distiller(tiny_model("teacher", 6, 0, pieces=3), tiny_model("student", 4, 1))
+        d.compile(optimizer=keras.optimizers.SGD(0.05), phase="kd")
+    x, y = tiny_data(33)
+    said = {}
+    for kind, data in (("arrays", dict(x=x, y=y, batch_size=8)),
+                       ("dataset", dict(x=tiny_dataset(batch_size=8, n=33)))):  # fmt: skip
+        try:
+            d.fit(**data, epochs=1, verbose=0)
+        except ConfigError as e:
+            said[kind] = {"error": str(e), "steps_before": int(d.optimizer.iterations.numpy())}
+    return said
+
+
 logical = [d.name for d in tf.config.list_logical_devices("CPU")]
 mirrored = tf.distribute.MirroredStrategy(logical)
 result = {
     "one": run(tf.distribute.OneDeviceStrategy(logical[0])),
     "mirrored": run(mirrored),
     "batch_norm": {kind: batch_norm_run(mirrored, kind == "fused") for kind in ("keras", "fused")},
+    "short_batches": short_batches(mirrored),
 }
 print(json.dumps(result))

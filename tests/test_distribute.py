@@ -50,6 +50,20 @@ def test_fused_batch_norm_trains_as_keras_layer_on_two_replicas(check):
         np.testing.assert_allclose(fused, keras_bn, rtol=1e-4, atol=1e-5)
 
 
+def test_distiller_fit_names_the_fix_for_a_batch_smaller_than_the_replicas(check):
+    # TensorFlow's own error at the end of the first epoch: "Matrix size-incompatible:
+    # In[0]: [0,1], In[1]: [4,3]", from a kernel of the replica left with no example.
+    said = check["short_batches"]
+    assert said["dataset"]["error"].startswith(
+        "A batch of the dataset holds fewer examples than the strategy's 2 replicas"
+    )
+    assert "drop_remainder=True" in said["dataset"]["error"]
+    assert said["arrays"] == {"steps_before": 0, "error": (
+        "The last training batch holds 1 example(s) (33 examples in batches of 8), fewer than "
+        "the strategy's 2 replicas: a replica would get no example and fail inside its kernels. "
+        "Choose a batch size whose last batch holds 2 or more examples.")}  # fmt: skip
+
+
 def test_a_last_batch_smaller_than_the_replicas_is_refused_before_training():
     # On 2 logical CPUs a last batch of 1 failed at the end of the first epoch, inside a kernel
     # ("Number of ways to split should evenly divide the split dimension").
