@@ -40,6 +40,7 @@ from fitnets_tf.models.logits import (
     for_distilling,
 )
 from fitnets_tf.notes import note
+from fitnets_tf.replica_gradients import clipped_across_replicas
 from fitnets_tf.step_inputs import CACHED_HINT, CACHED_LOGITS, IMAGES, images_of  # noqa: F401
 
 PHASES = ("hints", "kd")
@@ -386,7 +387,7 @@ class Distiller(keras.Model):
         with tf.GradientTape() as tape:
             loss, terms, logits = self._phase_losses(x, y, sample_weight, training=True)
             scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed_float16
-        grads = tape.gradient(scaled, variables)
+        grads = clipped_across_replicas(self.optimizer, tape.gradient(scaled, variables))
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         return self._finish_step(x, y, sample_weight, terms, logits, training=True)
 

@@ -26,7 +26,7 @@ import fitnets_tf  # noqa: E402
 from fitnets_tf.errors import ConfigError  # noqa: E402
 
 
-def run(strategy):
+def run(strategy, optimizer=lambda: keras.optimizers.SGD(0.05)):
     with strategy.scope():
         teacher = tiny_model("teacher", 6, 0, pieces=3)
         # No BatchNormalization in the student: per-replica batch statistics would differ
@@ -37,7 +37,7 @@ def run(strategy):
     for phase in ("hints", "kd"):
         with strategy.scope():
             # Plain SGD: RMSProp would hide a wrongly scaled gradient by normalising it.
-            d.compile(optimizer=keras.optimizers.SGD(0.05), phase=phase)
+            d.compile(optimizer=optimizer(), phase=phase)
         out[phase] = d.fit(tiny_dataset(batch_size=8, n=32), epochs=2, verbose=0).history["loss"]
     out["weights"] = [float(np.sum(np.abs(w))) for w in student.get_weights()]
     return out
@@ -72,12 +72,20 @@ def short_batches(strategy) -> dict:
     return said
 
 
+# --ema_momentum and --global_clipnorm (0.5 clips these gradients): Keras clipped each
+# replica's part of the gradient before summing them.
+def clipped():
+    return fitnets_tf.recipes.build_optimizer("sgd", 0.05, ema_momentum=0.9, global_clipnorm=0.5)
+
+
 logical = [d.name for d in tf.config.list_logical_devices("CPU")]
 mirrored = tf.distribute.MirroredStrategy(logical)
 result = {
     "one": run(tf.distribute.OneDeviceStrategy(logical[0])),
     "mirrored": run(mirrored),
     "batch_norm": {kind: batch_norm_run(mirrored, kind == "fused") for kind in ("keras", "fused")},
+    "ema_clipped": {"one": run(tf.distribute.OneDeviceStrategy(logical[0]), clipped),
+                    "mirrored": run(mirrored, clipped)},
     "short_batches": short_batches(mirrored),
 }
 print(json.dumps(result))
