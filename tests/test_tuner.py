@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
-from conftest import tiny_dataset, tiny_model
+from conftest import tiny_data, tiny_dataset, tiny_model
 
 from fitnets_tf import config as config_lib
-from fitnets_tf import models, search, stages
+from fitnets_tf import losses, models, search, stages
 from fitnets_tf.cli import flags as flag_lib
 from fitnets_tf.cli import tune  # defines the flags
 from fitnets_tf.data import get_spec
@@ -329,6 +329,25 @@ def test_retrain_hints_per_trial_runs_stage_one_inside_the_trial(teacher_path, t
                zip(regressor, model.regressor.get_weights(), strict=True))  # fmt: skip
     model.save_weights(tmp_path / "trial.weights.h5")  # still the student alone
     assert len(_arrays(tmp_path / "trial.weights.h5")) == len(model.student.weights)
+
+
+def test_a_trial_trains_on_the_label_smoothing_of_the_search(teacher_path):
+    # --label_smoothing reaches a trial through the search's base hyperparameters: its
+    # Distiller's ce_loss is the smoothed cross-entropy of the student's logits.
+    hm = search.FitNetsHyperModel(
+        teacher_path, lambda: tiny_model("student", width=4, seed=1),
+        hparams=stages.Hyperparameters(learning_rate=1e-3, label_smoothing=0.2),
+    )  # fmt: skip
+    hp = keras_tuner.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    model = hm.build(hp)
+    history = hm.fit(hp, model, tiny_dataset(), tiny_dataset(), epochs=1, verbose=0)
+    x, y = tiny_data(32)
+    logits = model.student(x, training=False)  # the weights the epoch's validation saw
+    smoothed = float(np.mean(losses.cross_entropy(y, logits, 0.2)))
+    assert model.label_smoothing == 0.2
+    assert history.history["val_ce_loss"][0] == pytest.approx(smoothed, rel=1e-5)
+    assert abs(smoothed - float(np.mean(losses.cross_entropy(y, logits)))) > 1e-4  # near-uniform
 
 
 def test_retrain_hints_per_trial_trains_every_pair(teacher_path):
