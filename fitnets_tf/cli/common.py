@@ -7,6 +7,7 @@ import functools
 import os
 import sys
 
+from fitnets_tf.cli import flagfiles
 from fitnets_tf.errors import UserError
 
 # An OSError with one of these is the machine's state, not a bug: the message says what to free.
@@ -29,6 +30,10 @@ def run(main, flag_modules: tuple[str, ...]) -> None:
     for module in flag_modules:
         for flag in flags.FLAGS.get_flags_for_module(module):
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    # The flag names are known now (the program's module defined them): a misspelt one in a
+    # flagfile is named with its file and line, which absl's message leaves out.
+    program = flag_modules[-1].replace(".cli.", ".")  # fitnets_tf.cli.train: fitnets_tf.train
+    flagfiles.check(sys.argv, program, known=_defined, names=tuple(flags.FLAGS))
     try:
         app.run(main)
     except SystemExit as e:
@@ -36,6 +41,16 @@ def run(main, flag_modules: tuple[str, ...]) -> None:
         if e.code == 1 and any(a in _HELP for a in sys.argv[1:]):
             sys.exit(0)
         raise
+
+
+def _defined(name: str) -> bool:
+    """Whether absl takes ``--name`` (``--noNAME`` for a boolean flag)."""
+    from absl import flags
+
+    if name in flags.FLAGS:
+        return True
+    negated = name[2:] if name.startswith("no") else None
+    return negated in flags.FLAGS and flags.FLAGS[negated].boolean
 
 
 def quiet_tensorflow() -> None:
@@ -58,14 +73,20 @@ def user_message(error: BaseException) -> str | None:
 def reports_user_errors(program: str):
     """Decorates an absl ``main``: a user error is one paragraph on stderr and exit status 1.
 
+    A usage error (a stray argument) is one line and exit status 2, not absl's whole ``--help``.
     Anything else propagates with its traceback: it is a bug to report, not bad input.
     """
+    from absl import app
 
     def decorate(main):
         @functools.wraps(main)
         def wrapped(argv):
             try:
                 return main(argv)
+            except app.UsageError as e:
+                print(f"{program}: error: {e}. Flags are --name=value; --helpshort lists them.",
+                      file=sys.stderr)  # fmt: skip
+                sys.exit(flagfiles.USAGE_EXIT_STATUS)
             except Exception as e:
                 message = user_message(e)
                 if message is None:
