@@ -2,7 +2,7 @@
 
 # ruff: noqa: E402 (the imports below come after the programs' start-up, on purpose)
 # Before TensorFlow loads, and only in fitnets_tf's own programs (python -m fitnets_tf.train,
-# fitnets-train, ...): refuses a malformed flagfile line in a fraction of a second.
+# fitnets-train, ...): quiets TensorFlow's start-up lines and refuses a malformed flagfile line.
 from fitnets_tf.cli import startup as _startup
 
 _startup.prepare()

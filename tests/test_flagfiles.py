@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from fitnets_tf.cli import flagfiles
+from fitnets_tf.cli import flagfiles, startup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,6 +49,14 @@ def test_nested_flagfiles_are_followed_with_their_own_line_numbers(tmp_path):
     assert lines == [flagfiles.Line(str(tmp_path / "base.flags"), 2, "--dataset=synthetic"),
                      flagfiles.Line(str(tmp_path / "base.flags"), 3, "mode=kd"),
                      flagfiles.Line(str(top), 3, "--kd_epochs=1")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args, level",
+    [([], None), (["-v", "1"], 1), (["--verbosity=0"], 0), (["-v=-1", "--v", "2"], 2)],
+)
+def test_verbosity_is_read_as_absl_reads_it(args, level):
+    assert startup.verbosity(args) == level
 
 
 def test_a_bad_flagfile_line_exits_2_in_one_short_message_before_tensorflow(tmp_path):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
 import sys
 
-from fitnets_tf.cli import flagfiles
+from fitnets_tf.cli import flagfiles, startup
 from fitnets_tf.errors import UserError
 
 # An OSError with one of these is the machine's state, not a bug: the message says what to free.
@@ -53,9 +52,20 @@ def _defined(name: str) -> bool:
     return negated in flags.FLAGS and flags.FLAGS[negated].boolean
 
 
+def _apply_verbosity() -> None:
+    """Warnings only (TensorFlow's and tf2onnx's INFO lines drown a program's own), unless
+    ``-v``/``--verbosity`` says otherwise: set again once absl's handler is installed, which
+    its parsing of the flag precedes."""
+    from absl import flags, logging
+
+    given = flags.FLAGS["verbosity"]
+    logging.set_verbosity(given.value if given.present else logging.WARNING)
+
+
 def quiet_tensorflow() -> None:
-    """TensorFlow's C++ INFO lines drown the epoch lines; set before TensorFlow is imported."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """:func:`fitnets_tf.cli.startup.quiet_tensorflow` for ``sys.argv``; it has effect only
+    if TensorFlow is not imported yet (``fitnets_tf``'s ``__init__`` normally did it)."""
+    startup.quiet_tensorflow(sys.argv)
 
 
 def user_message(error: BaseException) -> str | None:
@@ -81,6 +91,7 @@ def reports_user_errors(program: str):
     def decorate(main):
         @functools.wraps(main)
         def wrapped(argv):
+            _apply_verbosity()
             try:
                 return main(argv)
             except app.UsageError as e:

@@ -13,7 +13,7 @@ import pathlib
 import signal
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from fitnets_tf import export
 from fitnets_tf.cli import common
@@ -154,7 +154,6 @@ def main(argv: list[str]) -> None:
     _exit_on_sigterm()
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)
     if FLAGS.threads:
         _set_threads(FLAGS.threads)
     from fitnets_tf.latency import artifact_size, format_size

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from fitnets_tf.cli import common
 from fitnets_tf.cli import flags as flag_lib
@@ -39,7 +39,6 @@ FLAGS = flag_lib.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the epoch lines
     from fitnets_tf import experiment, latency
     from fitnets_tf.run import io, layout, lock, ownership, preemption, state_file
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from fitnets_tf import options as options_lib
 from fitnets_tf.cli import common
@@ -103,7 +103,6 @@ def best_flagfile(config, best: dict, teacher_path: str, search_dir, workdir) ->
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)
     from fitnets_tf import search
     from fitnets_tf.run import io, layout, ownership
 

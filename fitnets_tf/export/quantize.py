@@ -31,14 +31,18 @@ below then refuses the artifact.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pathlib
+import warnings
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from fitnets_tf import native_logs
 from fitnets_tf.errors import ExportConfigError, ExportVerificationError
 from fitnets_tf.export import labels, packages, writers
 from fitnets_tf.export.destination import refuse_unwritable
@@ -252,10 +256,20 @@ def _litert_converter(serving: keras.Model):
     return tf.lite.TFLiteConverter.from_keras_model(serving)
 
 
+def _converted(converter) -> bytes:
+    """``converter.convert()`` without what it prints: Keras' listing of the temporary
+    SavedModel it exports first (stdout), the quantizer's settings line, and a warning about
+    input statistics, which a model taking and returning float32 does not use."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
+        with native_logs.info_lines_dropped(native_logs.LITERT_QUANTIZER):
+            return converter.convert()
+
+
 def write_litert_dynamic(serving, path: pathlib.Path, _images=None) -> None:
     converter = _litert_converter(serving)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    path.write_bytes(converter.convert())
+    path.write_bytes(_converted(converter))
 
 
 def write_litert_int8(serving, path: pathlib.Path, images: np.ndarray) -> None:
@@ -264,7 +278,7 @@ def write_litert_int8(serving, path: pathlib.Path, images: np.ndarray) -> None:
     converter.representative_dataset = lambda: ([image[None]] for image in images)
     # Every op in int8 (no float fallback); the model still takes and returns float32.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    path.write_bytes(converter.convert())
+    path.write_bytes(_converted(converter))
 
 
 def write_onnx_int8(serving, path: pathlib.Path, images: np.ndarray) -> None:

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fitnets_tf import native_logs
 from fitnets_tf.errors import ExportVerificationError
 from fitnets_tf.export import labels
 from fitnets_tf.export.serving import INPUT_NAME, OUTPUT_NAME
@@ -102,4 +103,8 @@ def litert_interpreter(path: pathlib.Path, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         Interpreter = tf.lite.Interpreter  # noqa: N806
-    return Interpreter(model_path=str(path), num_threads=num_threads)
+    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    # The first allocation makes the XNNPACK delegate, which says so once per process.
+    with native_logs.info_lines_dropped(native_logs.LITERT_INTERPRETER):
+        interpreter.allocate_tensors()
+    return interpreter

@@ -90,18 +90,19 @@ def write_onnx(model: keras.Model, path: pathlib.Path) -> None:
     with maxout.blockwise():  # maxouts ONNX Runtime runs in NCHW, with no layout transposes
         forward = tf.function(lambda images: model(images, training=False))
         concrete = forward.get_concrete_function(spec)
-    with deprecation.silence():  # it calls a TF1 helper whose warning would be the user's to read
+    # Both call TF1 helpers whose deprecation warnings would be the user's to read.
+    with deprecation.silence():
         frozen = convert_variables_to_constants_v2(concrete)
-    (input_name,) = [t.name for t in frozen.inputs]
-    (output_name,) = [t.name for t in frozen.outputs]
-    tf2onnx.convert.from_graph_def(
-        frozen.graph.as_graph_def(),
-        name=model.name,
-        input_names=[input_name],
-        output_names=[output_name],
-        tensors_to_rename={input_name: INPUT_NAME, output_name: OUTPUT_NAME},
-        output_path=str(path),
-    )
+        (input_name,) = [t.name for t in frozen.inputs]
+        (output_name,) = [t.name for t in frozen.outputs]
+        tf2onnx.convert.from_graph_def(
+            frozen.graph.as_graph_def(),
+            name=model.name,
+            input_names=[input_name],
+            output_names=[output_name],
+            tensors_to_rename={input_name: INPUT_NAME, output_name: OUTPUT_NAME},
+            output_path=str(path),
+        )
 
 
 def write_litert(model: keras.Model, path: pathlib.Path) -> None:
