@@ -41,8 +41,8 @@ flags.DEFINE_enum(
     "LiteRT, int8 weights, float activations; 'int8' = int8 weights and activations, calibrated "
     "on the run's training images (" + ", ".join(
         f"{q}: --format={'/'.join(f)}" for q, f in quantize.QUANTIZATIONS.items()
-    ) + "). Only the kinds that kept the student's test accuracy within 0.5 points are offered "
-    "(bench/README.md, 'Quantized student')."
+    ) + "). Only the kinds that kept the default experiment's student within 0.5 points of its "
+    "float32 test accuracy are offered (the figures: README, section 'Export and serving')."
 )
 flags.DEFINE_integer(
     "accuracy_images", accuracy.DEFAULT_IMAGES, "After a --quantize export, the test images "
