@@ -11,6 +11,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from fitnets_tf import data, export
 from fitnets_tf.errors import DiskFullError, ExportConfigError, OutputExistsError
@@ -243,3 +244,39 @@ def test_without_calibration_a_raw_model_is_checked_on_pixel_values(tmp_path, mo
     (probe,) = probes
     assert probe.shape == (4, *SHAPE)
     assert (probe.min() >= 0 and probe.max() > 100) if raw else abs(probe).max() < 10
+
+
+def _old_folder_run(tmp_path, recorded: bool):
+    """A folder run started when its first image (32x32, sorting first) decided the size: the
+    folder's default is now its most common size, 28x28."""
+    rng = np.random.default_rng(0)
+    for name, size in [("a/0000.png", 32)] + [(f"{c}/{i:04d}.png", 28) for c in "ab"
+                                              for i in range(1, 7)]:  # fmt: skip
+        (tmp_path / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (size, size, 1), dtype=np.uint8)
+        (tmp_path / "images" / name).write_bytes(tf.io.encode_png(pixels).numpy())
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "flags.txt").write_text(f"--dataset=folder:{tmp_path / 'images'}\n"
+                                   "--validation_size=2\n")  # fmt: skip
+    if recorded:
+        (run / "data.json").write_text('{"input_shape": [32, 32, 1]}')
+    raw = keras.Input((32, 32, 1))
+    return run, keras.Model(raw, Preprocessor(mode="scale")(raw))
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_an_old_folder_run_calibrates_at_the_size_it_trained_on(tmp_path, recorded):
+    # It read the folder at today's default size, 28x28, and failed in Keras with a traceback.
+    run, preprocessor = _old_folder_run(tmp_path, recorded)
+    source = quantize.calibration_source(run)
+    assert source.get("image_size") == ((32, 32) if recorded else None)  # data.json's
+    images = quantize.calibration_images(source, preprocessor, count=5)
+    assert images.shape == (5, 32, 32, 1)  # without a record: its preprocessor's input
+
+
+def test_calibration_images_of_another_shape_than_the_run_trained_on_are_refused(tmp_path):
+    source = quantize.calibration_source(synthetic_run(tmp_path))  # 28x28x1 images
+    raw = keras.Input((32, 32, 1))
+    with pytest.raises(ExportConfigError, match="read as 28x28x1 and the run trained on 32x32x1"):
+        quantize.calibration_images(source, keras.Model(raw, Preprocessor("scale")(raw)), 5)

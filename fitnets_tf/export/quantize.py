@@ -122,7 +122,7 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
         )
     from fitnets_tf.data.holdout import mixing_given_splits
     from fitnets_tf.data.sources import FOLDER, NPZ
-    from fitnets_tf.run.data_record import holdout_of
+    from fitnets_tf.run.data_record import holdout_of, recorded_size
 
     name, source = given["dataset"], {}
     for prefix in (FOLDER, NPZ):  # the run's own files, wherever the export is run from
@@ -131,6 +131,12 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
             name = prefix + files.recorded_path(name.removeprefix(prefix))
             # The run's training images; for a run whose given splits came by class, mixed.
             source["holdout"] = mixing_given_splits(holdout_of(files.data, started=True))
+    if name.startswith(FOLDER) and not given.get("image_size"):
+        # A folder's default size was its first image's before it was its images' most common
+        # one: the size the run trained on is the one its data.json records.
+        size = recorded_size(files.data)
+        if size is not None:
+            source["image_size"] = size
     source.update(name=name, retrain_on_all="retrain_on_all" in given)
     if given.get("data_dir"):
         source["data_dir"] = files.recorded_path(given["data_dir"])
@@ -174,10 +180,11 @@ def calibration_images(
 
     Raises:
         ExportConfigError: ``preprocessor`` is None (the run's ``preprocessor.keras`` is
-            missing).
+            missing), or the images are read at another shape than it takes.
         fitnets_tf.errors.DataError: the dataset cannot be read (as in training).
     """
     from fitnets_tf import data
+    from fitnets_tf.data.sources import FOLDER
 
     if preprocessor is None:
         raise ExportConfigError(
@@ -187,9 +194,32 @@ def calibration_images(
             "flags: finished stages are not trained again, the file is written again), or use "
             "quantize='dynamic', which needs no calibration."
         )
+    trained = _input_shape(preprocessor)
+    if trained and source["name"].startswith(FOLDER) and "image_size" not in source:
+        # A folder run from before data.json recorded its size: its preprocessor's input is
+        # the size it trained on, not necessarily the folder's default size today.
+        source = {**source, "image_size": trained[:2]}
     loaded = data.load(**source, preprocessing="none", limit=count, batch_size=count)
+    if trained and tuple(loaded.spec.input_shape) != trained:
+        raise ExportConfigError(
+            f"quantize='int8' calibrates on the run's training images, but they are read as "
+            f"{_shape(loaded.spec.input_shape)} and the run trained on {_shape(trained)} (its "
+            "preprocessor.keras): the data is no longer what the run read. Restore it, or use "
+            "quantize='dynamic', which needs no calibration."
+        )
     images = preprocessor(loaded.train_examples[0])
     return np.asarray(keras.ops.convert_to_numpy(images), "float32")
+
+
+def _input_shape(preprocessor) -> tuple[int, ...] | None:
+    """The image shape a run's saved preprocessor takes: the run's (None: a bare layer)."""
+    inputs = getattr(preprocessor, "inputs", None)
+    shape = tuple(inputs[0].shape[1:]) if inputs else ()
+    return shape if shape and None not in shape else None
+
+
+def _shape(shape) -> str:
+    return "x".join(str(side) for side in shape)
 
 
 def export_quantized(

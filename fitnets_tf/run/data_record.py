@@ -84,6 +84,11 @@ def folder_size_of(path: str | os.PathLike, data) -> tuple[int, int] | None:
     another dataset, a size given, or no record."""
     if data.image_size is not None or not data.dataset.startswith("folder:"):
         return None
+    return recorded_size(path)
+
+
+def recorded_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """The ``(height, width)`` recorded in ``path`` (a run's ``data.json``); None: no record."""
     try:
         height, width, _ = json.loads(pathlib.Path(path).read_text())["input_shape"]
     except (OSError, ValueError, KeyError, TypeError):
