@@ -25,7 +25,8 @@ def test_a_malformed_line_is_told_how_to_write_it(line, fix):
     assert fix in flagfiles.problem(line)
 
 
-@pytest.mark.parametrize("line", ["--mode=fitnet", "-mode=fitnet", "--mode=fit net", "--nolatency"])
+@pytest.mark.parametrize("line", ["--mode=fitnet", "-mode=fitnet", "--mode=fit net", "--nolatency",
+                                  "--"])
 def test_a_well_formed_line_passes(line):
     assert flagfiles.problem(line) is None
 

@@ -72,6 +72,8 @@ def problem(text: str, known: Callable[[str], bool] | None = None,
     if text.startswith(("#", "//")):
         return "a comment must start in the line's first column: remove the indentation."
     name, sep, value = text.lstrip("-").partition("=")
+    if text in ("-", "--"):  # absl's end of the flags: what follows is an argument, refused
+        return None
     if not text.startswith("-"):
         # A flag without dashes, or a stray word: either way absl reads a positional argument.
         return f"it is not a flag. Write it as --{_flag(name, sep, value)}."
