@@ -102,3 +102,17 @@ def test_a_stray_argument_is_one_line_not_the_whole_help(tmp_path):
     assert done.stderr.splitlines()[-1] == ("fitnets_tf.export: error: Unexpected arguments: "
                                             "format=onnx. Flags are --name=value; --helpshort "
                                             "lists them.")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv, orig_argv, program",
+    [(["/venv/bin/fitnets-export", "--workdir=r"], None, "fitnets_tf.export"),
+     (["-m", "--flagfile=x"], ["python", "-W", "ignore", "-m", "fitnets_tf.tune", "--flagfile=x"],
+      "fitnets_tf.tune"),
+     (["-m"], ["python", "-m", "pytest"], None),  # a package importing fitnets_tf
+     (["notebook.py"], ["python", "notebook.py"], None)],
+)  # fmt: skip
+def test_only_fitnets_tfs_own_programs_are_prepared(monkeypatch, argv, orig_argv, program):
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "orig_argv", orig_argv or ["python", *argv])
+    assert startup.program_of_process() == program
