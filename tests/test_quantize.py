@@ -167,6 +167,9 @@ def test_calibration_source_is_read_from_the_runs_flags(tmp_path):
         "name": f"folder:{tmp_path / 'x'}", "image_size": (20, 24), "resize_mode": "crop",
         "retrain_on_all": True, "data_dir": "/d", "validation_size": 7, "holdout": "random",
     }  # fmt: skip
+    # A mode's directory (RUN/fitnet) holds its own student but not flags.txt: its run's.
+    (run / "fitnet").mkdir()
+    assert quantize.calibration_source(run / "fitnet") == quantize.calibration_source(run)
     (run / "flags.txt").unlink()
     with pytest.raises(ExportConfigError, match="names no --dataset"):
         quantize.calibration_source(run)

@@ -52,7 +52,7 @@ from fitnets_tf.export.publish import (
     refuse_existing,
     staging_directory,
 )
-from fitnets_tf.export.serving import INPUT_NAME, OUTPUT_NAME
+from fitnets_tf.export.serving import INPUT_NAME, OUTPUT_NAME, run_of
 from fitnets_tf.export.verify import (
     litert_interpreter,
     probe_images,
@@ -101,7 +101,8 @@ def check(quantization: str, format: str, *, raw: bool = False) -> None:
 
 
 def calibration_source(workdir: str | os.PathLike) -> dict:
-    """The :func:`fitnets_tf.data.load` arguments naming a run's training split.
+    """The :func:`fitnets_tf.data.load` arguments naming a run's training split (``workdir``
+    is the run's directory or one of its modes' or stages').
 
     Read from the run's ``flags.txt``: its dataset, data directory, image size (and resize
     mode), channels and held-out split, and for the user's folder or ``.npz`` file the draw of
@@ -111,7 +112,7 @@ def calibration_source(workdir: str | os.PathLike) -> dict:
     Raises:
         ExportConfigError: the run directory has no ``flags.txt`` naming its dataset.
     """
-    files = RunLayout(workdir)
+    files = run_of(pathlib.Path(workdir))  # a mode's directory calibrates on its run's data
     given = files.recorded_flags()
     if not given.get("dataset"):
         raise ExportConfigError(
