@@ -52,16 +52,8 @@ from fitnets_tf.pretrained import is_pretrained, recipe_config
 from fitnets_tf.regressor import describe, describe_line
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.summary import dataset_fields, summary_table
-from fitnets_tf.run import (
-    io,
-    layout,
-    lock,
-    ownership,
-    preemption,
-    runtime,
-    student_file,
-    teacher_file,
-)
+from fitnets_tf.run import io, layout, ownership, preemption, runtime, student_file, teacher_file
+from fitnets_tf.run.cluster import agree_on_progress, hold, lost_worker_named, strategy_for
 from fitnets_tf.run.plan import Plan, check_earlier_stages, plan  # noqa: F401  (Plan: re-exported)
 from fitnets_tf.run.resume import RunState, StageCheckpoint, restore_seed_states
 
@@ -84,12 +76,17 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     ownership.claim(workdir, config)
     files = layout.RunLayout(layout.prepare(workdir))
     s = config.schedule
+    # Before any TensorFlow op: a multi-worker run's workers form their cluster, then agree on
+    # their run directories and progress before any of them writes (fitnets_tf.run.cluster).
+    strategy = strategy_for(config.runtime.strategy)
     with (
-        lock.hold(files.root), preemption.watch(), io.run_writes(files.root),
+        hold(files.root, strategy, config.fingerprint()), preemption.watch(),
+        io.run_writes(files.root), lost_worker_named(strategy, files.root),
         runtime.session(seed=s.seed, deterministic=config.runtime.deterministic,
                         mixed_precision=s.mixed_precision),
         notes.once(),  # a note on a model (its softmax left out): once, not once per mode
     ):  # fmt: skip
+        agree_on_progress(files.root, config.fingerprint(), strategy)
         return Experiment(config, files, log).run()
 
 

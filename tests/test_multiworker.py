@@ -3,12 +3,15 @@
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
+from conftest import train_cli
 
 SCRIPT = pathlib.Path(__file__).parent / "multiworker_check.py"
 
@@ -48,3 +51,111 @@ def test_two_workers_match_one_process():
         for phase in ("hints", "kd"):
             np.testing.assert_allclose(result[phase], one[phase], rtol=2e-3)
         np.testing.assert_allclose(result["weights"], one["weights"], rtol=2e-3)
+
+
+# ------------------------- python -m fitnets_tf.train --strategy=multi_worker, two workers
+
+ROOT = pathlib.Path(__file__).parent.parent
+# Tiny: 128 training images in batches of 32 (4 steps an epoch), a checkpoint at every step.
+CLI_FLAGS = ["--flagfile=configs/smoke.flags", "--mode=fitnet", "--limit=128", "--batch_size=32",
+             "--hints_epochs=1", "--kd_epochs=2", "--nomeasure_latency", "--checkpoint_every=1",
+             "--strategy=multi_worker"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cli_teacher(tmp_path_factory):
+    """A teacher trained by one process (a plain Keras fit does not run multi-worker)."""
+    workdir = tmp_path_factory.mktemp("teacher")
+    proc = train_cli("--flagfile=configs/smoke.flags", "--mode=kd", "--stages=teacher",
+                     "--limit=128", "--batch_size=32", "--teacher_epochs=1",
+                     "--nomeasure_latency", f"--workdir={workdir}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
+def _cli_workers(workdirs, *flags, each=((), ())):
+    """Starts ``python -m fitnets_tf.train`` as worker 0 and 1 of a cluster on 127.0.0.1,
+    with ``flags`` and each worker's own of ``each``."""
+    ports = [_free_port(), _free_port()]
+    workers = []
+    for i, workdir in enumerate(workdirs):
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                     "task": {"type": "worker", "index": i}}  # fmt: skip
+        env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2",
+                   TF_CONFIG=json.dumps(tf_config))  # fmt: skip
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "fitnets_tf.train", *CLI_FLAGS, f"--workdir={workdir}", *flags,
+             *each[i]],
+            cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        ))  # fmt: skip
+    return workers
+
+
+def _finish(workers, timeout=300):
+    """Each worker's (exit status, stdout, stderr); SIGKILLs what is left after ``timeout`` s
+    (a hang fails the test instead of stalling it: a SIGTERM only asks the CLI to stop)."""
+    try:
+        outputs = [w.communicate(timeout=timeout) for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    return [(w.returncode, *out) for w, out in zip(workers, outputs, strict=True)]
+
+
+def _student_weights(workdir):
+    import keras
+
+    return keras.saving.load_model(workdir / "student.keras", compile=False).get_weights()
+
+
+@pytest.mark.slow
+def test_two_workers_given_one_workdir_both_stop_with_the_fix(tmp_path, cli_teacher):
+    # The second worker was refused by the run directory's lock and the first then waited for
+    # it forever, in its first collective op.
+    shared = tmp_path / "shared"
+    results = _finish(_cli_workers([shared, shared], f"--teacher_path={cli_teacher}"),
+                      timeout=180)  # fmt: skip
+    for status, _, err in results:
+        assert status == 1 and "Traceback" not in err, err[-3000:]
+        assert "of the multi-worker run" in err and "nothing was trained" in err, err[-3000:]
+        assert "give each worker a --workdir of its own" in err
+    assert any("is in use by PID" in err for _, _, err in results)
+    assert not (shared / "run_state.json").exists() and not (shared / "flags.txt").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_one_commit_ahead_goes_back_and_both_finish_alike(tmp_path, cli_teacher):
+    workdirs = [tmp_path / "w0", tmp_path / "w1"]
+    teacher = f"--teacher_path={cli_teacher}"
+    workers = _cli_workers(workdirs, teacher)
+    # A SIGTERM once training has begun (before, it would end the process): both workers stop
+    # after the same step, committed.
+    while not (workdirs[0] / "versions.json").exists() and workers[0].poll() is None:
+        time.sleep(0.2)
+    workers[0].send_signal(signal.SIGTERM)
+    for status, _, err in _finish(workers):
+        assert status == 75, err[-3000:]
+    # Worker 1 as if killed between its last checkpoint and its commit: one commit behind.
+    w1 = workdirs[1] / "run_state.json"
+    w1.write_text((workdirs[1] / "run_state.json.prev").read_text())
+    results = _finish(_cli_workers(workdirs, teacher))
+    for status, _, err in results:
+        assert status == 0, err[-3000:]
+    assert "goes back to its previous run state" in results[0][2]
+    assert "goes back" not in results[1][2]
+    for a, b in zip(*map(_student_weights, workdirs), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_a_lost_worker_stops_the_other_with_what_to_do(tmp_path, cli_teacher):
+    workdirs = [tmp_path / "w0", tmp_path / "w1"]
+    workers = _cli_workers(workdirs, f"--teacher_path={cli_teacher}", "--kd_epochs=50")
+    while not (workdirs[1] / "run_state.json").exists() and workers[1].poll() is None:
+        time.sleep(0.2)
+    workers[1].kill()  # training under way: worker 1 committed its first step
+    (status, _, err), _ = _finish(workers)
+    assert status == 1 and "Traceback" not in err, err[-3000:]
+    assert "Another worker of the multi-worker run stopped or cannot be reached" in err
+    assert "is intact: start every worker again with the same command" in err
+

@@ -40,7 +40,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from fitnets_tf import experiment, latency
-    from fitnets_tf.run import io, layout, lock, ownership, preemption, state_file
+    from fitnets_tf.run import cluster, io, layout, ownership, preemption
 
     config = flag_lib.validated_command_line(sys.argv)
     if FLAGS.list_layers:
@@ -55,10 +55,13 @@ def main(argv):
     latency.check_timed_runtimes(config.runtime)
     ownership.claim(FLAGS.workdir, config, flags=True)
     workdir = layout.prepare(FLAGS.workdir)
+    # A multi-worker run's workers form their cluster here, before any TensorFlow op, so that
+    # a worker refused its directory stops them all instead of leaving them waiting for it.
+    strategy = cluster.strategy_for(config.runtime.strategy)
     try:
-        with lock.hold(workdir):  # before flags.txt: a refused second process changes nothing
-            # So is a refused configuration: flags.txt keeps describing the run in workdir.
-            state_file.refuse_other_config(workdir, config.fingerprint())
+        # Before flags.txt: a refused second process, or a refused configuration (flags.txt
+        # keeps describing the run in workdir), changes nothing.
+        with cluster.hold(workdir, strategy, config.fingerprint()):
             flagfile = flag_lib.resolved_flagfile(config, FLAGS.workdir)
             io.write_text(layout.RunLayout(workdir).flags, ownership.FLAGS_HEADER + flagfile)
             experiment.run(config, workdir, log=print)
