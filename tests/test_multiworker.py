@@ -159,3 +159,19 @@ def test_a_lost_worker_stops_the_other_with_what_to_do(tmp_path, cli_teacher):
     assert "Another worker of the multi-worker run stopped or cannot be reached" in err
     assert "is intact: start every worker again with the same command" in err
 
+
+@pytest.mark.slow
+def test_workers_checkpoint_after_the_same_steps_whatever_their_clocks_say(tmp_path, cli_teacher):
+    # Worker 0's clock finds a checkpoint due after every step, worker 1's never: each used to
+    # checkpoint by its own, and killed they resumed from different steps. Now they agree at
+    # the steps they compare signals at (every 10th of a stage: step 10 of kd here).
+    workdirs = [tmp_path / "w0", tmp_path / "w1"]
+    results = _finish(_cli_workers(workdirs, f"--teacher_path={cli_teacher}", "--kd_epochs=6",
+                                   "--checkpoint_every=0",
+                                   each=(["--checkpoint_minutes=1e-9"], [])))  # fmt: skip
+    for status, _, err in results:
+        assert status == 0, err[-3000:]
+    kept = [{key: sorted(record.get("step_checkpoints", {}), key=int)
+             for key, record in json.loads((w / "run_state.json").read_text())["stages"].items()}
+            for w in workdirs]  # fmt: skip
+    assert kept[0] == kept[1] == {"fitnet/hints": [], "fitnet/kd": ["10"]}

@@ -119,6 +119,20 @@ def test_a_damaged_mid_epoch_checkpoint_falls_back_to_the_one_before(tmp_path, c
     assert state.initial_epoch("teacher") == 1 and state.initial_step("teacher") == 2
 
 
+def test_one_process_checkpoints_when_steps_or_minutes_say_so_at_any_step(tmp_path):
+    # Workers of a multi-worker strategy agree on the minutes (each has its own clock) at the
+    # steps they compare signals at (tests/test_multiworker.py); one process needs no one.
+    model = dropout_model()
+    by_steps = mid_epoch.StepCheckpoints(StageLayout(tmp_path / "a"), model, {"model": model},
+                                         every=3)  # fmt: skip
+    assert [by_steps.decide(None, n) for n in (3, 4)] == [(False, True), (False, False)]
+    assert by_steps.decide(None, 7, since=5) == (False, True)  # step 6 ran in that call
+    by_time = mid_epoch.StepCheckpoints(StageLayout(tmp_path / "b"), model, {"model": model},
+                                        minutes=1e-9)  # fmt: skip
+    assert by_time.decide(None, 1) == (False, True)  # not only at a MULTI_WORKER_CHECK_STEPS
+    assert preemption.agreed_flags(None, 5, True, False) == (False, True, False)
+
+
 def test_sigterm_checkpoints_the_step_under_way_and_raises_preempted(tmp_path):
     class SignalAtStep(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):

@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from fitnets_tf.callbacks import LearningRateLogger
+from fitnets_tf.run import preemption
 from fitnets_tf.run.checksums import damaged_file, prefix_digests
 from fitnets_tf.run.layout import StageLayout
 
@@ -57,13 +58,22 @@ class StepCheckpoints:
         )
         self._last = time.monotonic()
 
-    def due(self, number: int, since: int | None = None) -> bool:
-        """Whether to checkpoint after step ``number``, the steps after ``since`` (default:
-        ``number - 1``) having run in one call: a multiple of ``every`` among them, or the
-        minutes passed."""
+    def decide(self, strategy, number: int, since: int | None = None) -> tuple[bool, bool]:
+        """``(stop, checkpoint)`` after step ``number``, the steps after ``since`` (default:
+        ``number - 1``) having run in one call: whether a signal stops the stage
+        (:func:`~fitnets_tf.run.preemption.agreed`), and whether to checkpoint: stopping, a
+        multiple of ``every`` among the steps, or the minutes passed. The minutes are by each
+        worker's own clock: the workers of a multi-worker strategy agree on them first, at the
+        steps they compare signals at, so that all checkpoint after the same steps (killed,
+        they would otherwise resume from different ones)."""
+        stop, late = preemption.agreed_flags(strategy, number, self._due_by_time())
+        return stop, stop or late or self._due_by_steps(number, since)
+
+    def _due_by_steps(self, number: int, since: int | None) -> bool:
         since = number - 1 if since is None else since
-        if self.every and number // self.every > since // self.every:
-            return True
+        return bool(self.every) and number // self.every > since // self.every
+
+    def _due_by_time(self) -> bool:
         return bool(self.minutes) and time.monotonic() - self._last >= 60 * self.minutes
 
     def save(self, number: int) -> dict:

@@ -62,15 +62,29 @@ def agreed(strategy: tf.distribute.Strategy | None = None, step: int | None = No
     this after the same steps; at every :data:`MULTI_WORKER_CHECK_STEPS`-th step and at epoch
     ends they all-reduce the sum of their flags (stop if positive), elsewhere the answer is no.
     """
-    local = requested()
+    return agreed_flags(strategy, step)[0]
+
+
+def agreed_flags(strategy: tf.distribute.Strategy | None, step: int | None,
+                 *flags: bool) -> tuple[bool, ...]:  # fmt: skip
+    """:func:`agreed`, then for each of this worker's ``flags`` whether any worker's is set,
+    in the same collective.
+
+    Workers of a multi-worker strategy compare them after the same steps as :func:`agreed`
+    (elsewhere: all False), so that all act on them after the same step; one process (any
+    other strategy) acts on its own flags at once. A checkpoint due by time is such a flag:
+    each worker has its own clock.
+    """
+    local = (requested(), *map(bool, flags))
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return local
     if step is not None and step % MULTI_WORKER_CHECK_STEPS:
-        return False
-    flag = tf.constant(int(local), tf.int32)
-    per_replica = strategy.run(lambda: tf.identity(flag))
+        return (False,) * len(local)
+    values = tf.constant([int(flag) for flag in local], tf.int32)
+    per_replica = strategy.run(lambda: tf.identity(values))
     # ReduceOp has no MAX: the sum of the 0/1 flags is positive when any worker's flag is.
-    return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None) > 0)
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    return tuple(bool(value > 0) for value in total.numpy())
 
 
 @contextlib.contextmanager

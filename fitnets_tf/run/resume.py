@@ -255,8 +255,7 @@ class StageCheckpoint(keras.callbacks.Callback):
         self.student, self.early_stopping, self.log = student, early_stopping, log
         self.final_path = final_path or self.files.student
         self.checkpoint_every, self.checkpoint_minutes = checkpoint_every, checkpoint_minutes
-        self._manager = self._steps = None
-        self._epoch_start = 0.0
+        self._manager, self._steps, self._epoch_start = None, None, 0.0
         self._epoch = self._step = self._first_step = self._resume_step = 0
         self._resume_metrics = None  # the resumed epoch's metric totals before its first step
 
@@ -315,8 +314,9 @@ class StageCheckpoint(keras.callbacks.Callback):
         if not steps or self._step >= steps:  # unknown length: checkpoints at epoch ends only
             return  # the epoch's last step: the epoch's checkpoint follows
         number = self._epoch * steps + self._step
-        stop = preemption.agreed(self.model.distribute_strategy, number)
-        if stop or self._steps.due(number, since=number - (self._step - before)):
+        stop, due = self._steps.decide(self.model.distribute_strategy, number,
+                                       since=number - (self._step - before))  # fmt: skip
+        if due:
             self._save_mid_epoch(number)
         if stop:
             raise preemption.Preempted(f"step {self._step} of epoch {self._epoch + 1} of stage "
