@@ -195,7 +195,7 @@ def agree_on_progress(workdir, fingerprint: dict, strategy, warn=_warn) -> None:
             return
         target = common_point(rows) if attempt == 0 else None
         if target is None:
-            raise WorkdirError(_apart_message(strategy, files, here))
+            raise WorkdirError(_apart_message(strategy, files, here, went_back=attempt > 0))
         if target != digest(here):
             roll_back(files, previous_text)
             warn(f"Another worker of the multi-worker run stopped before its last commit: "
@@ -203,13 +203,14 @@ def agree_on_progress(workdir, fingerprint: dict, strategy, warn=_warn) -> None:
                  f"({files.run_state_previous.name}), so that all resume from one point.")  # fmt: skip
 
 
-def _apart_message(strategy, files: RunLayout, here: dict) -> str:
+def _apart_message(strategy, files: RunLayout, here: dict, went_back: bool) -> str:
+    changed = "the worker ahead went back one commit" if went_back else "nothing was changed"
     return (
         f"The workers of the multi-worker run would resume from different points, more than "
         f"one commit apart ({_worker(strategy)}, {str(files.root)!r}: "
         f"{json.dumps(here['stages'], sort_keys=True)} (stage: [done, epochs done, mid-epoch "
-        "checkpoint]); the other workers print theirs). Every worker stopped; nothing was "
-        "changed. To restore, copy the run directory of one worker over each other worker's "
+        f"checkpoint]); the other workers print theirs). Every worker stopped; {changed}. "
+        "To restore, copy the run directory of one worker over each other worker's "
         "(synchronous workers hold the same weights at the same point) and start every worker "
         "again; or give every worker a new --workdir to start over."
     )
@@ -224,7 +225,9 @@ def lost_worker_named(strategy, workdir):
     except LOST_WORKER_ERRORS as e:
         if not is_multi_worker(strategy):
             raise
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        # "Graph execution error:" comes first; the line that says why is further down.
+        first = next((line for line in lines if "aborted by" in line), lines[0]).strip()[:300]
         raise WorkerLostError(
             f"Another worker of the multi-worker run stopped or cannot be reached, so "
             f"{_worker(strategy)} stopped too (TensorFlow: {type(e).__name__}: {first}). Its "
