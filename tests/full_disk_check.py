@@ -1,4 +1,5 @@
-"""Writes a model, a checkpoint and the run state, then fails to overwrite them on a "full disk".
+"""Writes a model, a checkpoint and the run state, then fails to overwrite them on a "full disk"
+inside ``io.run_writes``, as a training run does.
 
 RLIMIT_FSIZE caps the size of any file this process writes (SIGXFSZ ignored, so writes fail
 with EFBIG like ENOSPC would). Prints one JSON line for tests/test_resume.py.
@@ -6,6 +7,7 @@ with EFBIG like ENOSPC would). Prints one JSON line for tests/test_resume.py.
 
 import json
 import os
+import pathlib
 import resource
 import signal
 import sys
@@ -36,15 +38,18 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
 failures = {}
-for name, write in {
+writes = {
     "model": lambda: io.save_model(big, f"{workdir}/student.keras"),
+    "state": lambda: (state.stage("kd/kd").update(history={"x": list(range(100_000))}), state.save()),
+    # Last: run_writes removes the litter it finds on entry, as a resumed run does.
     "checkpoint": lambda: tf.train.CheckpointManager(
         tf.train.Checkpoint(model=list(big.variables)), f"{workdir}/ckpt", 2
     ).save(checkpoint_number=2),
-    "state": lambda: (state.stage("kd/kd").update(history={"x": list(range(100_000))}), state.save()),
-}.items():
+}
+for name, write in writes.items():
     try:
-        write()
+        with io.run_writes(workdir):  # as in a training run
+            write()
         failures[name] = None
     except Exception as e:  # noqa: BLE001
         failures[name] = type(e).__name__
@@ -62,5 +67,7 @@ print(json.dumps({
     "latest": os.path.basename(latest),
     "checkpoint_intact": all(np.array_equal(a, b) for a, b in zip(restored.get_weights(), small.get_weights(), strict=True)),
     "state_epochs": state["stages"]["kd/kd"]["epochs_done"],
-    "litter": sorted(n for n in os.listdir(workdir) if n.startswith(".tmp")),
+    # This module's temporaries, and TensorFlow's half-written checkpoint (ckpt-2_temp/).
+    "litter": sorted(str(p.relative_to(workdir)) for p in pathlib.Path(workdir).rglob("*")
+                     if p.name.startswith(".tmp") or p.name.endswith("_temp")),
 }))  # fmt: skip

@@ -82,16 +82,23 @@ def run_writes(root: str | os.PathLike):
 
     First removes what a killed run left half-written (:func:`remove_litter`). Then a write
     that finds no room is a :class:`DiskFullError` naming the run directory: a checkpoint's is
-    TensorFlow's error, whose traceback says nothing of what was kept or what to do.
+    TensorFlow's error, whose traceback says nothing of what was kept or what to do. What
+    the full disk cut short is removed before the error leaves.
     """
     remove_litter(root)
     where = repr(str(root)).replace("{", "{{").replace("}", "}}")
-    with disk_full_as_user_error(
-        f"The run directory {where} has no room left ({{reason}}): the run stopped, and its last "
-        "checkpoint and the files written before it are intact. Free space there, then run the "
-        "same command again: it resumes from that checkpoint."
-    ):
-        yield
+    try:
+        with disk_full_as_user_error(
+            f"The run directory {where} has no room left ({{reason}}): the run stopped, and its "
+            "last checkpoint and the files written before it are intact. Free space there, then "
+            "run the same command again: it resumes from that checkpoint."
+        ):
+            yield
+    except DiskFullError:
+        # A checkpoint cut short leaves TensorFlow's ``ckpt-N_temp/``, as large as what it had
+        # written, on the very disk the user is asked to free. The caller still holds the lock.
+        remove_litter(root)
+        raise
 
 
 def _temporary_sibling(path: pathlib.Path) -> pathlib.Path:
