@@ -54,6 +54,7 @@ from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.summary import dataset_fields, summary_table
 from fitnets_tf.run import io, layout, ownership, preemption, runtime, student_file, teacher_file
 from fitnets_tf.run.cluster import agree_on_progress, hold, lost_worker_named, strategy_for
+from fitnets_tf.run.final_student import save_final_student
 from fitnets_tf.run.plan import Plan, check_earlier_stages, plan  # noqa: F401  (Plan: re-exported)
 from fitnets_tf.run.resume import RunState, StageCheckpoint, restore_seed_states
 
@@ -377,9 +378,7 @@ class Experiment:
         return summary
 
     def _save_final_student(self, student: keras.Model) -> None:
-        io.save_model(student, self.files.student)
-        export.export_student(student, self.files.student_saved_model, "saved_model",
-                              overwrite=True, class_names=self.data.spec.class_names or None)  # fmt: skip
+        save_final_student(student, self.files, self.data.spec.class_names or None)
 
     def _summary(self, final_mode: str | None) -> dict:
         c, hints = self.config, self.hints_record()

@@ -19,7 +19,7 @@ import fitnets_tf
 from fitnets_tf import config as config_lib
 from fitnets_tf import data, errors, experiment, stages
 from fitnets_tf.callbacks import NonFiniteGuard
-from fitnets_tf.run import contents, resume
+from fitnets_tf.run import contents, io, resume
 from fitnets_tf.run.layout import RunLayout
 
 
@@ -497,3 +497,35 @@ def test_a_full_disk_while_training_is_named_with_what_to_do(tmp_path):
             "exceeded)") in proc.stderr and "run the same command again" in proc.stderr  # fmt: skip
     # TensorFlow's half-written checkpoint is removed at once, not left on the full disk.
     assert list(tmp_path.rglob("*_temp")) == []
+
+
+def _sha256_of_files(root: pathlib.Path, pattern: str) -> dict:
+    return {str(p.relative_to(root)): io.file_sha256(p)
+            for p in sorted(root.rglob(pattern)) if p.is_file()}  # fmt: skip
+
+
+def test_a_full_disk_at_the_final_saved_model_is_written_by_the_same_command(tmp_path):
+    # The export's message said to "choose another --output, then export again": a training
+    # run writes its SavedModel in its run directory, and running it again writes it.
+    cmd, env = _cli(tmp_path, "--mode=kd", "--teacher_epochs=1", "--kd_epochs=1")
+    script = pathlib.Path(__file__).parent / "full_disk_final_student_check.py"
+    proc = subprocess.run([sys.executable, str(script), *cmd[3:]], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert (f"The run directory {str(tmp_path)!r} has no room left (the file size limit is "
+            "exceeded) for the student's SavedModel student_saved_model/: training is finished, "
+            "and the trained student (student.keras), the checkpoints") in proc.stderr  # fmt: skip
+    assert "run the same training command again" in proc.stderr
+    assert "export again" not in proc.stderr
+    files = RunLayout(tmp_path)
+    assert files.student.is_file() and not files.student_saved_model.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".student")] == []
+    checkpoints = _sha256_of_files(tmp_path, "checkpoints/*")
+    student = [w.numpy() for w in io.load_model(files.student).weights]
+
+    again = _run(tmp_path, "--mode=kd", "--teacher_epochs=1", "--kd_epochs=1")
+    assert "== teacher" not in again.stdout and "== student" not in again.stdout  # nothing trained
+    assert (files.student_saved_model / "saved_model.pb").is_file() and files.summary.is_file()
+    assert _sha256_of_files(tmp_path, "checkpoints/*") == checkpoints
+    for a, b in zip(io.load_model(files.student).weights, student, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b)
