@@ -159,13 +159,20 @@ def build(directory: str | os.PathLike, plan: ShardPlan, key: str,
         litter.unlink()
     todo = _shards_to_write(directory, plan, key, log)
     if todo:
-        message = _full_disk_message(directory, plan, todo, advice)
         free = shutil.disk_usage(directory).free
         if free < plan.nbytes(todo):
+            message = _full_disk_message(directory, plan, todo, advice)
             raise DiskFullError(message.format(reason=f"only {readable_size(free)} are free"))
-        with io.disk_full_as_user_error(message):
+        written: list[int] = []
+        try:
             io.write_json(directory / MANIFEST, {"key": key, **plan.as_json()})
-            _write(directory, plan, todo, blocks, compute)
+            _write(directory, plan, todo, blocks, compute, written)
+        except Exception as e:
+            if (reason := io.disk_full_reason(e)) is None:
+                raise
+            left = sorted(set(todo) - set(written))  # still to write now, not when writing began
+            message = _full_disk_message(directory, plan, left, advice)
+            raise DiskFullError(message.format(reason=reason)) from e
     return ShardedRows(directory, plan)
 
 
@@ -208,8 +215,9 @@ def _problem(path: pathlib.Path) -> str | None:
     return io.checksum_problem(path)
 
 
-def _write(directory, plan: ShardPlan, todo: list[int], blocks, compute) -> None:
-    """Computes the blocks that hold rows of ``todo`` and writes each shard once complete."""
+def _write(directory, plan: ShardPlan, todo: list[int], blocks, compute, written: list) -> None:
+    """Computes the blocks that hold rows of ``todo`` and writes each shard once complete,
+    adding it to ``written``."""
     wanted, parts = set(todo), {}
     for start, stop in blocks:
         touched = range(start // plan.rows_per_shard, (stop - 1) // plan.rows_per_shard + 1)
@@ -224,6 +232,7 @@ def _write(directory, plan: ShardPlan, todo: list[int], blocks, compute) -> None
             if hi == last:  # blocks come in order: the shard is complete
                 pieces = zip(*parts.pop(shard), strict=True)  # per output: its pieces
                 _write_shard(directory, plan, shard, [np.concatenate(p) for p in pieces])
+                written.append(shard)
 
 
 def _write_shard(directory: pathlib.Path, plan: ShardPlan, shard: int, arrays) -> None:

@@ -1,5 +1,6 @@
 import collections
 import dataclasses
+import errno
 import json
 import os
 import pathlib
@@ -353,6 +354,24 @@ def test_a_disk_without_room_is_refused_before_the_teacher_runs(tmp_path, monkey
     assert "The 100 shard(s) still to write need 40.0 kB there" in message
     assert message.endswith("; or else.")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_disk_that_fills_midway_names_the_shards_still_to_write(tmp_path):
+    # The message was made before writing began: "The 100 shard(s) still to write need 4.0 kB"
+    # with 30 of them written and kept.
+    plan = teacher_shards.ShardPlan.within(40, 100, [(10,)], ["float32"])  # 100 shards, 1 row
+
+    def compute(start, stop):
+        if start >= 30:  # the disk fills (another writer) once 30 shards are written
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return [np.zeros((stop - start, 10), "float32")]
+
+    with pytest.raises(DiskFullError) as error:
+        teacher_shards.build(tmp_path, plan, "key", [(s, s + 10) for s in range(0, 100, 10)],
+                             compute)  # fmt: skip
+    assert f"to {tmp_path}: the disk is full. The 70 shard(s) still to write need 2.8 kB" in str(
+        error.value)  # fmt: skip
+    assert len(list(tmp_path.glob("output0-shard*.npy"))) == 30
 
 
 def test_a_full_disk_fails_clearly_leaves_no_partial_shard_and_the_retry_matches(tmp_path):
