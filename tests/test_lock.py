@@ -1,6 +1,7 @@
 """One writer per run directory: a second process is refused naming the holder; a dead one's
 lock is taken over without cleanup; a distributed search's chief and workers share theirs."""
 
+import errno
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import time
 
 import pytest
 
+from fitnets_tf.errors import DiskFullError
 from fitnets_tf.run import lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,3 +116,19 @@ def test_a_held_lock_file_refuses_with_the_holders_description(tmp_path):
     with lock.hold_file(path, LookupError):  # a killed holder's file: free, and then removed
         pass
     assert os.listdir(tmp_path) == []
+
+
+def test_a_disk_full_when_naming_the_holder_names_the_directory(tmp_path, monkeypatch):
+    # The lock file's holder is the first write of a run: on a full disk it was a bare OSError,
+    # which the CLI printed as "Cannot write: the disk is full. Free space there" (where?).
+    def no_room(*_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(lock.os, "pwrite", no_room)
+    message = (f"The run directory {str(tmp_path)!r} has no room left (the disk is full), not "
+               "even to name its holder in its lock file: nothing was written. Free space there, "
+               "then run the same command again.")  # fmt: skip
+    with pytest.raises(DiskFullError) as error, lock.hold(tmp_path):
+        pytest.fail("held")
+    assert str(error.value) == message
+    assert lock.held(tmp_path) is False  # released

@@ -499,6 +499,22 @@ def test_a_full_disk_while_training_is_named_with_what_to_do(tmp_path):
     assert list(tmp_path.rglob("*_temp")) == []
 
 
+def test_a_disk_full_before_training_names_the_run_directory(tmp_path):
+    # flags.txt, the run's first file: a traceback for EFBIG, and for ENOSPC "Cannot write: the
+    # disk is full. Free space there, then re-run." (no file, no directory named).
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (500, hard))  # flags.txt is about 1 kB
+
+    cmd, env = _cli(tmp_path)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=small_files)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert (f"The run directory {str(tmp_path)!r} has no room left (the file size limit is "
+            "exceeded): the run stopped") in proc.stderr  # fmt: skip
+
+
 def _sha256_of_files(root: pathlib.Path, pattern: str) -> dict:
     return {str(p.relative_to(root)): io.file_sha256(p)
             for p in sorted(root.rglob(pattern)) if p.is_file()}  # fmt: skip

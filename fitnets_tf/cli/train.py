@@ -63,7 +63,8 @@ def main(argv):
         # keeps describing the run in workdir), changes nothing.
         with cluster.hold(workdir, strategy, config.fingerprint()):
             flagfile = flag_lib.resolved_flagfile(config, FLAGS.workdir)
-            io.write_text(layout.RunLayout(workdir).flags, ownership.FLAGS_HEADER + flagfile)
+            with io.run_writes(workdir):  # a disk already full is named as the run's
+                io.write_text(layout.RunLayout(workdir).flags, ownership.FLAGS_HEADER + flagfile)
             experiment.run(config, workdir, log=print)
     except preemption.Preempted as stopped:  # the lock is released by now
         print(f"fitnets_tf.train: {stopped}", file=sys.stderr, flush=True)

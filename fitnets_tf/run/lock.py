@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 
 from fitnets_tf.errors import WorkdirError
+from fitnets_tf.run import io
 
 LOCK_FILE = ".lock"
 # The locks this process holds: a nested ``hold`` of one of them (the CLI locks the directory
@@ -81,7 +82,14 @@ def hold(directory: str | os.PathLike, what: str = "run directory", name: str = 
                 "another directory."
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, _describe_self().encode(), 0)
+        # The first write of a run: on a disk already full, named here rather than as a bare
+        # OSError without a file name.
+        where = repr(str(directory)).replace("{", "{{").replace("}", "}}")
+        with io.disk_full_as_user_error(f"The {what} {where} has no room left ({{reason}}), not "
+                                        "even to name its holder in its lock file: nothing was "
+                                        "written. Free space there, then run the same command "
+                                        "again."):  # fmt: skip
+            os.pwrite(fd, _describe_self().encode(), 0)
         _HELD.add(path)
         try:
             yield path
