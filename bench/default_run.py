@@ -71,7 +71,8 @@ def parse_time_log(text: str) -> dict:
 
 
 def _minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {round(seconds % 60):02d} s"
+    minutes, rest = divmod(round(seconds), 60)  # rounded first: never "18 min 60 s"
+    return f"{minutes} min {rest:02d} s"
 
 
 def _cpu() -> str:
