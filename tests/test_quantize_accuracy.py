@@ -63,6 +63,7 @@ def test_a_quantized_export_prints_and_keeps_both_accuracies(tmp_path):
             f"{accuracy.record_path(artifact)}).") in done.stdout  # fmt: skip
 
 
+@pytest.mark.slow  # four exports in subprocesses, ~30 s
 def test_an_unmeasured_export_succeeds_says_why_and_keeps_no_stale_record(tmp_path):
     run = synthetic_run(tmp_path)
     artifact = run / "export" / "student_dynamic.tflite"

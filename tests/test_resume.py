@@ -520,6 +520,7 @@ def _sha256_of_files(root: pathlib.Path, pattern: str) -> dict:
             for p in sorted(root.rglob(pattern)) if p.is_file()}  # fmt: skip
 
 
+@pytest.mark.slow  # a training run in a subprocess, run twice, ~26 s
 def test_a_full_disk_at_the_final_saved_model_is_written_by_the_same_command(tmp_path):
     # The export's message said to "choose another --output, then export again": a training
     # run writes its SavedModel in its run directory, and running it again writes it.
