@@ -54,6 +54,18 @@ def _describe_self() -> str:
 
 
 @contextlib.contextmanager
+def _marked_held(path: pathlib.Path, release: Callable[[], object]):
+    """Marks ``path`` as held by this process for the ``with`` block (a nested hold of it
+    passes through), then ``release``s it, still locked: what each kind of lock leaves."""
+    _HELD.add(path)
+    try:
+        yield
+    finally:
+        _HELD.discard(path)
+        release()
+
+
+@contextlib.contextmanager
 def hold(directory: str | os.PathLike, what: str = "run directory", name: str = LOCK_FILE):
     """Holds ``directory``'s lock for the ``with`` block, or refuses at once.
 
@@ -90,12 +102,8 @@ def hold(directory: str | os.PathLike, what: str = "run directory", name: str = 
                                         "written. Free space there, then run the same command "
                                         "again."):  # fmt: skip
             os.pwrite(fd, _describe_self().encode(), 0)
-        _HELD.add(path)
-        try:
+        with _marked_held(path, release=lambda: os.ftruncate(fd, 0)):  # nobody to name
             yield path
-        finally:
-            _HELD.discard(path)
-            os.ftruncate(fd, 0)  # released: nobody to name
     finally:
         os.close(fd)  # releases the flock
 
@@ -135,12 +143,9 @@ def hold_file(path: str | os.PathLike, refusal: Callable[[str], Exception]):
     try:
         os.ftruncate(fd, 0)  # a killed holder's description
         os.pwrite(fd, _describe_self().encode(), 0)
-        _HELD.add(path)
-        try:
+        # Removed while still locked: see above.
+        with _marked_held(path, release=lambda: path.unlink(missing_ok=True)):
             yield path
-        finally:
-            _HELD.discard(path)
-            path.unlink(missing_ok=True)  # while still locked: see above
     finally:
         os.close(fd)
 
