@@ -23,6 +23,18 @@ _SCALING_WORDS = {"scale": "pixels / 255", "none": "raw pixels in [0, 255]"}
 _INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+class _Inference:
+    """``model(x, training=False)``, holding the model weakly (the function must not keep it
+    alive). An object, not a lambda: TensorFlow counts retracing per code object, so one lambda
+    traced once for each of several models was warned of as retracing."""
+
+    def __init__(self, model: keras.Model):
+        self._model = weakref.ref(model)
+
+    def __call__(self, images):
+        return self._model()(images, training=False)
+
+
 def predict_classes(model: keras.Model, images) -> np.ndarray:
     """``model``'s class for each of a batch of ``images``, computed in inference mode.
 
@@ -30,10 +42,7 @@ def predict_classes(model: keras.Model, images) -> np.ndarray:
     replica the whole batch and returns N copies of the predictions.
     """
     if model not in _INFERENCE:
-        alive = weakref.ref(model)  # the function must not keep its model alive
-        _INFERENCE[model] = tf.function(
-            lambda x: alive()(x, training=False), reduce_retracing=True
-        )
+        _INFERENCE[model] = tf.function(_Inference(model), reduce_retracing=True)
     return np.argmax(_INFERENCE[model](images), axis=-1)
 
 

@@ -70,3 +70,25 @@ def test_serving_runtimes_use_the_cores_this_process_may_run_on(monkeypatch):
     assert latency.usable_cpus() == 2
     monkeypatch.delattr(os, "sched_getaffinity")
     assert latency.usable_cpus() == 64
+
+
+def test_evaluating_several_models_is_not_warned_of_as_retracing(caplog):
+    # One traced function per model: TensorFlow counted them all as one function retracing
+    # (warned from the sixth model on) while they were a lambda; an object is counted alone.
+    import gc
+    import weakref
+
+    import numpy as np
+    import tensorflow as tf
+
+    caplog.set_level("WARNING", logger=tf.get_logger().name)
+    for units in range(3, 10):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units)])
+        for rows in (5, 5, 2):
+            classes = evaluation.predict_classes(model, np.ones((rows, 4), "float32"))
+            assert classes.shape == (rows,)
+    assert "retracing" not in caplog.text
+    kept = weakref.ref(model)
+    del model
+    gc.collect()
+    assert kept() is None  # the cached function does not keep its model alive
