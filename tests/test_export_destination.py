@@ -146,22 +146,27 @@ def test_a_folder_without_write_permission_is_refused(tmp_path):
         (tmp_path / "ro").chmod(0o755)
 
 
-def _killed_at_the_rename(output: pathlib.Path, fmt: str) -> subprocess.CompletedProcess:
-    """An ``--overwrite`` of ``output`` SIGKILLed right after the first rename that moves it
-    (the old artifact aside, or the new one in)."""
+def _killed_at_the_rename(output: pathlib.Path, fmt: str, exchange: bool = True
+                          ) -> subprocess.CompletedProcess:  # fmt: skip
+    """An ``--overwrite`` of ``output`` SIGKILLed right after the first rename or exchange that
+    moves it (the old artifact aside, or the new one in); with ``exchange=False``, on a system
+    whose filesystem cannot exchange two paths."""
     script = (
         "import os, pathlib, signal, sys, keras\nfrom fitnets_tf import export\n"
-        "output = pathlib.Path(sys.argv[1])\nreal = os.replace\n"
-        "def replace(src, dst):\n    real(src, dst)\n"
-        "    if output in (pathlib.Path(src), pathlib.Path(dst)):\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "os.replace = replace\n"
+        "from fitnets_tf.run import swap\n"
+        "output = pathlib.Path(sys.argv[1])\n"
+        "def killing(real):\n    def moved(src, dst):\n        done = real(src, dst)\n"
+        "        if output in (pathlib.Path(src), pathlib.Path(dst)):\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        return done\n    return moved\n"
+        "os.replace = killing(os.replace)\n"
+        "swap.exchange = killing(swap.exchange) if sys.argv[3] == '1' else lambda a, b: False\n"
         "x = keras.Input((4, 4, 1))\n"
         "new = keras.Model(x, keras.layers.Dense(3)(keras.layers.Flatten()(x)), name='new')\n"
         "export.export_student(new, output, sys.argv[2], overwrite=True)\n"
     )
-    return subprocess.run([sys.executable, "-c", script, str(output), fmt], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    argv = [sys.executable, "-c", script, str(output), fmt, str(int(exchange))]
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 def test_a_file_artifact_killed_at_its_replacement_is_never_missing(tmp_path):
@@ -177,7 +182,7 @@ def test_a_file_artifact_killed_at_its_replacement_is_never_missing(tmp_path):
     assert os.listdir(tmp_path) == [output.name], "the killed export's files were not removed"
 
 
-def test_a_saved_model_killed_between_its_renames_is_given_back_by_the_next_export(
+def test_a_saved_model_killed_between_two_renames_is_given_back_by_the_next_export(
     tmp_path, monkeypatch
 ):
     import tensorflow as tf
@@ -185,9 +190,10 @@ def test_a_saved_model_killed_between_its_renames_is_given_back_by_the_next_expo
     output = tmp_path / "sm"
     export.export_student(make_student(), output, "saved_model")
     old = (output / "saved_model.pb").read_bytes()
-    killed = _killed_at_the_rename(output, "saved_model")
+    killed = _killed_at_the_rename(output, "saved_model", exchange=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    # As documented: a folder cannot replace a folder in one rename; the old one waits aside.
+    # As documented: without an exchange, a folder cannot replace a folder in one rename; the
+    # old one waits aside.
     assert not output.exists()
     (staging,) = tmp_path.glob(".sm.partial-*")
     assert (staging / "previous" / "saved_model.pb").read_bytes() == old
@@ -197,4 +203,18 @@ def test_a_saved_model_killed_between_its_renames_is_given_back_by_the_next_expo
     assert started == []
     assert (output / "saved_model.pb").read_bytes() == old
     assert "serving_default" in tf.saved_model.load(str(output)).signatures
+    assert os.listdir(tmp_path) == [output.name], "the killed export's files were not removed"
+
+
+def test_a_saved_model_killed_at_its_exchange_is_the_new_one_and_complete(tmp_path):
+    import tensorflow as tf
+
+    output = tmp_path / "sm"
+    export.export_student(make_student(), output, "saved_model")
+    old = (output / "saved_model.pb").read_bytes()
+    killed = _killed_at_the_rename(output, "saved_model")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (output / "saved_model.pb").read_bytes() != old  # no moment without a SavedModel
+    assert "serving_default" in tf.saved_model.load(str(output)).signatures
+    export.export_student(make_student("next"), output, "saved_model", overwrite=True)
     assert os.listdir(tmp_path) == [output.name], "the killed export's files were not removed"

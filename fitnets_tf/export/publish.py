@@ -35,7 +35,7 @@ from fitnets_tf.export.artifacts import DESCRIPTIONS, SAVED_MODEL_FILE, is_artif
 from fitnets_tf.export.destination import output_lock
 from fitnets_tf.export.serving import run_of
 from fitnets_tf.export.verify import verify
-from fitnets_tf.run import io, lock
+from fitnets_tf.run import io, lock, swap
 from fitnets_tf.run.layout import RunLayout
 
 STAGING_MARK = ".partial-"
@@ -195,14 +195,18 @@ def move_into_place(staged: pathlib.Path, output: pathlib.Path, previous: pathli
     """``staged`` renamed to ``output``; an artifact already there is only removed (from
     ``previous``, in the staging directory) once the new one is in.
 
-    A file replaces a file (or a link) in one ``os.replace``: a kill leaves the old artifact or
-    the new one. Two renames would leave neither between them, until the next export.
+    A file replaces a file (or a link) in one ``os.replace``, a folder a folder in one exchange
+    (:func:`~fitnets_tf.run.swap.exchange`): a kill leaves the old artifact or the new one.
+    Where the filesystem cannot exchange, a folder takes two renames, and a kill between them
+    leaves neither until the next export gives the old one back (:func:`clear_killed`).
     """
     if not (output.exists() or output.is_symlink()) or (
         staged.is_file() and (output.is_symlink() or not output.is_dir())
     ):
         os.replace(staged, output)
         return
+    if swap.exchange(staged, output):
+        return  # the old artifact, now at ``staged``, goes with the staging directory
     # os.replace cannot put a directory over a non-empty one, so the old artifact moves aside
     # first; it is deleted with the staging directory only once the new one is in.
     os.replace(output, previous)

@@ -25,6 +25,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 
 from fitnets_tf.errors import DiskFullError, ModelFileError
+from fitnets_tf.run import swap
 
 # errno values that mean "no room", by the words of their strerror: TensorFlow's file writers
 # raise their own error classes, whose messages carry these words.
@@ -125,15 +126,16 @@ def atomic_path(path: str | os.PathLike):
     tmp = _temporary_sibling(final)
     try:
         yield tmp
-        if final.is_dir() and tmp.is_dir():
-            # Directories cannot be replaced atomically: move the old one aside first, so that
-            # at every moment one complete version exists.
+        if not (final.is_dir() and tmp.is_dir()):
+            os.replace(tmp, final)
+        elif not swap.exchange(tmp, final):  # exchanged: the old one, at ``tmp``, goes below
+            # os.replace cannot put a directory over a non-empty one, and this filesystem
+            # cannot exchange them: move the old one aside first (a kill in between leaves it
+            # there, under a temporary name).
             old = _temporary_sibling(final)
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
     finally:
         _remove(tmp)
 
