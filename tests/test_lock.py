@@ -57,6 +57,46 @@ def test_nested_hold_in_one_process_is_allowed(tmp_path):
         pass
 
 
+def _in_another_thread(take):
+    """``take()`` called in another thread; its result or its exception."""
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = take()
+        except Exception as e:  # noqa: BLE001  (handed to the test)
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return outcome
+
+
+def _enter(context):
+    with context:
+        return "entered"
+
+
+@pytest.mark.parametrize("kind", ["run directory", "lock file"])
+def test_a_lock_held_by_one_thread_is_refused_to_another_of_the_same_process(tmp_path, kind):
+    # Nested holds pass through only in the thread that holds: two threads exporting to one
+    # path (or training into one run directory) would replace each other's files.
+    def taking():
+        if kind == "run directory":
+            return lock.hold(tmp_path)
+        return lock.hold_file(tmp_path / ".out.export-lock", LookupError)
+
+    with taking():
+        refused = _in_another_thread(lambda: _enter(taking()))
+    expected = lock.WorkdirBusyError if kind == "run directory" else LookupError
+    assert isinstance(refused.get("error"), expected), refused
+    assert f"PID {os.getpid()} on " in str(refused["error"])
+    assert _in_another_thread(lambda: _enter(taking())) == {"result": "entered"}  # released
+
+
 def test_search_workers_share_the_directory_and_nobody_else_does(tmp_path, monkeypatch):
     from fitnets_tf import search
 

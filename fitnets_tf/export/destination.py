@@ -30,12 +30,13 @@ def lock_path(output: pathlib.Path) -> pathlib.Path:
 def output_lock(output: str | pathlib.Path):
     """Holds ``output``'s lock for the ``with`` block, creating its missing parent folders.
 
-    Nested holds in one process are no-ops, so the caller may take it before the expensive
+    Nested holds in one thread are no-ops, so the caller may take it before the expensive
     work and :func:`.publish.staging_directory` still holds it for any other caller. The lock
     file is removed after; one left by a killed export is taken over and removed by the next.
 
     Raises:
-        OutputBusyError: another live process holds it (checked at once, never waited for).
+        OutputBusyError: another live process, or another thread of this one, holds it
+            (checked at once, never waited for).
     """
     output = pathlib.Path(output).expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import os
 import pathlib
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -27,9 +28,11 @@ from fitnets_tf.errors import WorkdirError
 from fitnets_tf.run import io
 
 LOCK_FILE = ".lock"
-# The locks this process holds: a nested ``hold`` of one of them (the CLI locks the directory
-# before writing flags.txt, then ``experiment.run`` locks it again) is a no-op.
-_HELD: set[pathlib.Path] = set()
+# The locks this process holds, each with the thread holding it: a nested ``hold`` of one of
+# them in that thread (the CLI locks the directory before writing flags.txt, then
+# ``experiment.run`` locks it again) is a no-op. Another thread's is refused as another
+# process's would be (its flock on a second descriptor of the file fails).
+_HELD: dict[pathlib.Path, int] = {}
 
 
 class WorkdirBusyError(WorkdirError):
@@ -55,13 +58,13 @@ def _describe_self() -> str:
 
 @contextlib.contextmanager
 def _marked_held(path: pathlib.Path, release: Callable[[], object]):
-    """Marks ``path`` as held by this process for the ``with`` block (a nested hold of it
+    """Marks ``path`` as held by this thread for the ``with`` block (a nested hold of it
     passes through), then ``release``s it, still locked: what each kind of lock leaves."""
-    _HELD.add(path)
+    _HELD[path] = threading.get_ident()
     try:
         yield
     finally:
-        _HELD.discard(path)
+        _HELD.pop(path, None)
         release()
 
 
@@ -80,7 +83,7 @@ def hold(directory: str | os.PathLike, what: str = "run directory", name: str = 
     directory = pathlib.Path(directory).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
     path = (directory / name).resolve()
-    if path in _HELD:
+    if _HELD.get(path) == threading.get_ident():
         yield path
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
@@ -126,7 +129,7 @@ def hold_file(path: str | os.PathLike, refusal: Callable[[str], Exception]):
             of that process (PID, host, since when, its command).
     """
     path = pathlib.Path(path).expanduser().absolute()
-    if path in _HELD:
+    if _HELD.get(path) == threading.get_ident():
         yield path
         return
     while True:
