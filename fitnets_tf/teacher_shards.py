@@ -19,7 +19,6 @@ or other images.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -37,6 +36,7 @@ from fitnets_tf.errors import DiskFullError
 from fitnets_tf.models.logits import ends_in_softmax
 from fitnets_tf.models.nesting import flattened
 from fitnets_tf.run import io
+from fitnets_tf.shard_plan import ShardPlan
 
 MANIFEST = "manifest.json"
 # A shard is assembled in memory before it is written: this bounds that, and the file count.
@@ -46,54 +46,6 @@ MAX_SHARD_BYTES = 256 * 2**20
 TEACHER_BATCH = 1024
 # The feature that carries each example's row until its outputs replace it.
 _ROW = "teacher_cache_row"
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardPlan:
-    """How ``num_rows`` rows of several outputs (each row: ``row_shapes[j]`` of ``dtypes[j]``)
-    are cut into shards of ``rows_per_shard`` rows."""
-
-    num_rows: int
-    row_shapes: tuple[tuple[int, ...], ...]
-    dtypes: tuple[str, ...]
-    rows_per_shard: int
-
-    @classmethod
-    def within(cls, shard_bytes: int, num_rows: int, row_shapes: Sequence[Sequence[int]],
-               dtypes: Sequence[str]) -> ShardPlan:  # fmt: skip
-        """The plan whose shards take at most ``shard_bytes`` (at least one row each)."""
-        shapes = tuple(tuple(int(d) for d in s) for s in row_shapes)
-        plan = cls(num_rows, shapes, tuple(np.dtype(d).name for d in dtypes), 1)
-        return dataclasses.replace(plan, rows_per_shard=max(1, shard_bytes // plan.row_bytes))
-
-    @property
-    def row_bytes(self) -> int:
-        """Bytes of one row of every output."""
-        return sum(int(np.prod(s)) * np.dtype(d).itemsize
-                   for s, d in zip(self.row_shapes, self.dtypes, strict=True))  # fmt: skip
-
-    @property
-    def total_bytes(self) -> int:
-        return self.num_rows * self.row_bytes
-
-    @property
-    def num_shards(self) -> int:
-        return -(-self.num_rows // self.rows_per_shard)
-
-    def bounds(self, shard: int) -> tuple[int, int]:
-        """The rows ``[start, stop)`` of ``shard``."""
-        start = shard * self.rows_per_shard
-        return start, min(start + self.rows_per_shard, self.num_rows)
-
-    def nbytes(self, shards: Sequence[int]) -> int:
-        return sum(stop - start for start, stop in map(self.bounds, shards)) * self.row_bytes
-
-    @staticmethod
-    def file_name(output: int, shard: int) -> str:
-        return f"output{output}-shard{shard:05d}.npy"
-
-    def as_json(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples as lists, as read back
 
 
 class ShardedRows:
@@ -160,7 +112,7 @@ def build(directory: str | os.PathLike, plan: ShardPlan, key: str,
     todo = _shards_to_write(directory, plan, key, log)
     if todo:
         free = shutil.disk_usage(directory).free
-        if free < plan.nbytes(todo):
+        if free < _need(directory, plan, todo):
             message = _full_disk_message(directory, plan, todo, advice)
             raise DiskFullError(message.format(reason=f"only {readable_size(free)} are free"))
         written: list[int] = []
@@ -265,12 +217,17 @@ def _write_npy(f, array: np.ndarray) -> None:
     f.write(memoryview(array).cast("B"))
 
 
+def _need(directory: pathlib.Path, plan: ShardPlan, todo: list[int]) -> int:
+    return plan.disk_bytes(todo, os.statvfs(directory).f_frsize or 4096)
+
+
 def _full_disk_message(directory, plan: ShardPlan, todo: list[int], advice: str) -> str:
     # disk_full_as_user_error fills in {reason}: every other brace is escaped.
     where = str(directory).replace("{", "{{").replace("}", "}}")
     advice = advice.replace("{", "{{").replace("}", "}}")
     return (f"Cannot write the teacher's cached outputs to {where}: {{reason}}. The "
-            f"{len(todo)} shard(s) still to write need {readable_size(plan.nbytes(todo))} there (shards "
+            f"{len(todo)} shard(s) still to write need "
+            f"{readable_size(_need(directory, plan, todo))} there (shards "
             "already written are kept and reused). Free that much space, or run on a larger "
             f"disk{'; ' + advice if advice else ''}.")  # fmt: skip
 

@@ -351,9 +351,34 @@ def test_a_disk_without_room_is_refused_before_the_teacher_runs(tmp_path, monkey
                              advice="or else")  # fmt: skip
     message = str(error.value)
     assert f"to {tmp_path}: only 1.0 kB are free" in message
-    assert "The 100 shard(s) still to write need 40.0 kB there" in message
+    # 100 shards of one 528-byte file (400 of rows) and its sha256: 8.2 kB in 4 kB blocks.
+    need = teacher_shards.readable_size(plan.disk_bytes(range(100), _block(tmp_path)))
+    assert f"The 100 shard(s) still to write need {need} there" in message
     assert message.endswith("; or else.")
     assert list(tmp_path.iterdir()) == []
+
+
+def _block(path):
+    return os.statvfs(path).f_frsize
+
+
+def test_the_disk_shards_need_is_counted_in_whole_blocks_with_their_checksums():
+    plan = teacher_shards.ShardPlan.within(400, 1001, [(10,), ()], ["float32", "int64"])
+    assert (plan.rows_per_shard, plan.num_shards) == (8, 126)  # rows of 48 bytes
+    # Shard 0: 128 + 8 * 40 = 448 and 128 + 8 * 8 = 192 bytes, each file and sha256 a block.
+    assert plan.disk_bytes([0], 4096) == 4 * 4096
+    assert plan.disk_bytes([0], 256) == (2 + 1 + 1 + 1) * 256
+    assert plan.disk_bytes([125], 1) == (128 + 40 + 1) + (128 + 8 + 1)  # the last: one row
+    assert plan.disk_bytes([], 4096) == 0
+
+
+def test_the_disk_shards_need_covers_what_they_take(tmp_path):
+    plan = teacher_shards.ShardPlan.within(400, 1000, [(10,), ()], ["float32", "int64"])
+    compute = lambda a, b: [np.ones((b - a, 10), "float32"), np.arange(a, b)]  # noqa: E731
+    teacher_shards.build(tmp_path, plan, "key", [(0, 1000)], compute)
+    taken = sum(p.stat().st_blocks * 512 for p in tmp_path.iterdir() if p.name != "manifest.json")
+    need = plan.disk_bytes(range(plan.num_shards), _block(tmp_path))
+    assert taken <= need <= 1.01 * taken, (taken, need)
 
 
 def test_a_disk_that_fills_midway_names_the_shards_still_to_write(tmp_path):
@@ -369,7 +394,8 @@ def test_a_disk_that_fills_midway_names_the_shards_still_to_write(tmp_path):
     with pytest.raises(DiskFullError) as error:
         teacher_shards.build(tmp_path, plan, "key", [(s, s + 10) for s in range(0, 100, 10)],
                              compute)  # fmt: skip
-    assert f"to {tmp_path}: the disk is full. The 70 shard(s) still to write need 2.8 kB" in str(
+    need = teacher_shards.readable_size(plan.disk_bytes(range(30, 100), _block(tmp_path)))
+    assert f"to {tmp_path}: the disk is full. The 70 shard(s) still to write need {need}" in str(
         error.value)  # fmt: skip
     assert len(list(tmp_path.glob("output0-shard*.npy"))) == 30
 
@@ -383,7 +409,10 @@ def test_a_full_disk_fails_clearly_leaves_no_partial_shard_and_the_retry_matches
     kind, message = result["error"]
     assert kind == "DiskFullError"
     assert f"to {tmp_path / 'teacher_cache'}: the file size limit is exceeded" in message
-    assert "need 597.5 kB there" in message and "--cache_memory_gb" in message
+    # 597.5 kB of rows; in whole 4 kB blocks (ext4's, tmpfs'), with each file's sha256: 983.0.
+    need = "983.0 kB" if _block(tmp_path) == 4096 else ""
+    assert f"The 24 shard(s) still to write need {need}" in message
+    assert "--cache_memory_gb" in message
     assert result["left"] == ["manifest.json"]  # no shard, no temporary file
     assert result["same"]
 
