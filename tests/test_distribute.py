@@ -103,7 +103,9 @@ def _mirrored_cli(program: str, workdir, *flags: str) -> dict:
 
 def test_the_train_cli_runs_on_two_replicas(tmp_path):
     # The teacher check and the closing table's accuracies used Keras' predict_on_batch, which
-    # hands every replica the whole batch: 2N predictions for N labels, a ValueError.
+    # hands every replica the whole batch: 2N predictions for N labels, a ValueError. And every
+    # stage's optimizer must be made under the strategy that holds the models: one made
+    # outside it stopped the first fit ("Mixing different tf.distribute.Strategy").
     run = _mirrored_cli("train", tmp_path / "run", "--flagfile=configs/smoke.flags",
                         "--mode=fitnet", "--kd_epochs=1", "--nomeasure_latency")  # fmt: skip
     assert run["status"] == 0, run["log"][-3000:]
@@ -114,6 +116,7 @@ def test_the_train_cli_runs_on_two_replicas(tmp_path):
     assert all(0 <= m["test_accuracy"] <= 1 for m in summary["models"])
 
 
+@pytest.mark.slow  # a two-trial search in a subprocess, ~50 s; the train CLI's is above
 def test_the_tune_cli_runs_on_two_replicas_under_one_strategy(tmp_path):
     # Each trial failed ("Mixing different tf.distribute.Strategy objects": keras-tuner calls
     # fit outside the strategy's scope, where each stage made its optimizer), and the command

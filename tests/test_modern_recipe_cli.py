@@ -3,6 +3,7 @@ before they existed resumes (in a subprocess: the CLI defines absl flags)."""
 
 import json
 
+import pytest
 from conftest import train_cli
 
 from fitnets_tf.run.checksums import content_sha256
@@ -25,6 +26,7 @@ def _as_written_before_the_new_flags(workdir) -> None:
     flags.write_text("\n".join(x for x in lines if not x.startswith(tuple(f"--{n}=" for n in NEW))))
 
 
+@pytest.mark.slow  # a whole smoke run, then its resume: ~35 s
 def test_a_run_from_before_the_new_flags_resumes_and_records_them(tmp_path):
     workdir = tmp_path / "run"
     first = train_cli(*SMALL, f"--workdir={workdir}", "--stages=teacher", timeout=300)

@@ -102,7 +102,16 @@ def test_readme_links_every_notebook():
         assert f"notebooks/{name}" in readme, f"README.md does not link notebooks/{name}"
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+# The default suite runs the quick start and the own-model notebook; the custom-architecture and
+# tuning notebooks (their library paths tested on their own in test_models and test_tuner) run
+# with the slow checks, to keep the default suite near 15 minutes on 2 cores.
+_SLOW_NOTEBOOKS = ("02_custom_models.ipynb", "03_tuning.ipynb")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW_NOTEBOOKS else n for n in NOTEBOOKS],
+)
 def test_runs_in_smoke_mode(name, tmp_path):
     nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
     # Which Python the kernel runs: it must be this one, with fitnets_tf's dependencies.

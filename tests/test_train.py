@@ -188,13 +188,3 @@ def test_the_default_experiment_cut_short_reaches_its_report(tmp_path):
     assert json.loads(served.read_text()) == summary["class_names"]
     for runtime in ("", "_litert", "_onnxruntime"):
         assert all(r[f"latency_ms_per_image_batch1{runtime}"] > 0 for r in rows)
-
-
-def test_mirrored_strategy_runs_from_the_command_line(tmp_path):
-    # Every stage's optimizer must be made under the strategy that holds the models: an
-    # optimizer made outside it stopped the first fit ("Mixing different tf.distribute.Strategy").
-    proc = train_cli("--flagfile=configs/smoke.flags", f"--workdir={tmp_path}", "--mode=fitnet",
-                     "--strategy=mirrored", "--nomeasure_latency", timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    names = [r["name"] for r in json.loads((tmp_path / "summary.json").read_text())["models"]]
-    assert names == ["teacher", "fitnet"]

@@ -705,6 +705,7 @@ def _start_chief_and_two_workers(procs: dict, workdir, tmp_path) -> None:
         procs[tuner_id] = _start_tuner(tuner_id, workdir, port, tmp_path)
 
 
+@pytest.mark.slow  # three processes; the default suite tests the oracle's worker logic in-process
 def test_chief_and_two_workers_run_each_trial_once(smoke, tmp_path):
     # Stage 1 is the smoke run's (the chief would run it first and the workers wait for it).
     workdir = _copy(smoke, tmp_path, with_trials=False)
