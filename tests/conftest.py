@@ -1,8 +1,13 @@
 """Shared tiny models and data: every test runs in seconds on 2 CPU cores; the CLI runner."""
 
+import fcntl
+import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -14,6 +19,42 @@ import tensorflow as tf  # noqa: E402
 from fitnets_tf import layers  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
+    """The folder ``name``, filled by ``build(folder)`` once per test session: under pytest-xdist
+    the first worker to ask builds it, and the other waits and reuses it (a module-scoped
+    fixture was built again in each worker that ran one of its tests: up to 50 s each).
+
+    Its users must only read it (or copy it): it is shared.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' basetemps are siblings under the session's
+    folder = root / f"shared-{name}"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a failed build's remains
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
+def cli_run_once(tmp_path_factory, name: str, run_cli) -> tuple[pathlib.Path, SimpleNamespace]:
+    """``(workdir, proc)`` of ``run_cli(workdir)`` (a CLI subprocess writing the run directory
+    ``workdir``), run once per test session (:func:`built_once`); ``proc`` has its
+    ``returncode``, ``stdout`` and ``stderr``."""
+
+    def build(folder):
+        proc = run_cli(folder / "run")
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        (folder / "proc.json").write_text(json.dumps(
+            {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}))
+
+    folder = built_once(tmp_path_factory, name, build)
+    return folder / "run", SimpleNamespace(**json.loads((folder / "proc.json").read_text()))
 
 
 def train_cli(*args, timeout=240) -> subprocess.CompletedProcess:

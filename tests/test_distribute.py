@@ -7,6 +7,7 @@ import types
 
 import numpy as np
 import pytest
+from conftest import built_once
 
 from fitnets_tf import distribute
 from fitnets_tf.errors import ConfigError
@@ -22,16 +23,16 @@ class Sizes:  # what check_last_batches reads of a Datasets
 
 
 @pytest.fixture(scope="module")
-def check() -> dict:
-    """distribute_check.py's results (its own process: 2 logical CPU devices)."""
-    proc = subprocess.run(
-        [sys.executable, os.path.join(HERE, "distribute_check.py")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def check(tmp_path_factory) -> dict:
+    """distribute_check.py's results (its own process: 2 logical CPU devices), run once."""
+
+    def build(folder):
+        proc = subprocess.run([sys.executable, os.path.join(HERE, "distribute_check.py")],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (folder / "results.json").write_text(proc.stdout.strip().splitlines()[-1])
+
+    return json.loads((built_once(tmp_path_factory, "distribute", build) / "results.json").read_text())
 
 
 def test_mirrored_on_two_logical_cpus_matches_one_device(check):

@@ -5,7 +5,7 @@ import json
 import os
 
 import pytest
-from conftest import train_cli
+from conftest import cli_run_once, train_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -14,10 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("smoke")
-    proc = train_cli("--flagfile=configs/smoke.flags", f"--workdir={workdir}")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return workdir, proc
+    return cli_run_once(tmp_path_factory, "train-smoke", lambda workdir: train_cli(
+        "--flagfile=configs/smoke.flags", f"--workdir={workdir}"))
 
 
 def test_smoke_run_leaves_a_complete_run_directory(smoke_run):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
-from conftest import tiny_data, tiny_dataset, tiny_model
+from conftest import cli_run_once, tiny_data, tiny_dataset, tiny_model
 
 from fitnets_tf import config as config_lib
 from fitnets_tf import losses, models, search, stages
@@ -514,12 +514,7 @@ def _runs(workdir, trial_id):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tune") / "run"
-    start = time.perf_counter()
-    proc = _tune(f"--workdir={workdir}")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    print(f"tune_smoke: {time.perf_counter() - start:.0f} s")
-    return workdir, proc
+    return cli_run_once(tmp_path_factory, "tune-smoke", lambda workdir: _tune(f"--workdir={workdir}"))
 
 
 def _copy(smoke, tmp_path, with_trials=True):
