@@ -123,7 +123,7 @@ def test_teacher_file_keeps_its_weights_and_loses_its_softmax(tmp_path):
     assert loaded.layers[-1].activation is keras.activations.linear
 
 
-def test_a_student_file_whose_dense_has_the_softmax_is_trained_as_its_logits(tmp_path):
+def test_a_student_file_whose_dense_has_the_softmax_is_trained_as_its_logits(tmp_path, capsys):
     # The command line's student file gives an architecture whose layers it re-creates: the
     # Dense is re-created linear and trained as the student's own layer, so, unlike the
     # Python Distiller (which refuses a given student's fused softmax: it would train a copy
@@ -134,6 +134,9 @@ def test_a_student_file_whose_dense_has_the_softmax_is_trained_as_its_logits(tmp
                 name="fused").save(tmp_path / "fused.keras")  # fmt: skip
     student = sources.resolve(str(tmp_path / "fused.keras"), (28, 28, 1), 10, role="student")
     assert student.layers[-1].activation is keras.activations.linear
+    # ...and the run says so, as it does of a teacher's softmax.
+    assert "The student 'fused' ends in a softmax: the Distiller uses its logits." in (
+        capsys.readouterr().out)  # fmt: skip
     teacher = _tiny_teacher()
     d = fitnets_tf.Distiller(teacher, student, "t_pool1", "s_conv")
     assert d.student.layers[-1] is student.layers[-1]  # the trained layer is the student's
