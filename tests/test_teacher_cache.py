@@ -351,7 +351,7 @@ def test_a_disk_without_room_is_refused_before_the_teacher_runs(tmp_path, monkey
                              advice="or else")  # fmt: skip
     message = str(error.value)
     assert f"to {tmp_path}: only 1.0 kB are free" in message
-    # 100 shards of one 528-byte file (400 of rows) and its sha256: 8.2 kB in 4 kB blocks.
+    # 100 shards of one 528-byte file (400 of rows) and its sha256: 819.2 kB in 4 kB blocks.
     need = teacher_shards.readable_size(plan.disk_bytes(range(100), _block(tmp_path)))
     assert f"The 100 shard(s) still to write need {need} there" in message
     assert message.endswith("; or else.")
