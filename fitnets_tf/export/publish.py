@@ -192,8 +192,9 @@ def no_room(output: pathlib.Path, format: str):
 
 
 def move_into_place(staged: pathlib.Path, output: pathlib.Path, previous: pathlib.Path) -> None:
-    """``staged`` renamed to ``output``; an artifact already there is only removed (from
-    ``previous``, in the staging directory) once the new one is in.
+    """``staged`` renamed to ``output``; an artifact already there is only removed once the new
+    one is in (it is left in the staging directory, at ``staged`` or ``previous``, and goes
+    with it).
 
     A file replaces a file (or a link) in one ``os.replace``, a folder a folder in one exchange
     (:func:`~fitnets_tf.run.swap.exchange`): a kill leaves the old artifact or the new one.
