@@ -10,7 +10,9 @@ parts is not the clipped gradient one device computes. On 2 replicas a ``global_
 Here the replicas' gradients are summed first and clipped as the optimizer would clip one
 device's, then divided by the number of replicas again: the optimizer's own clipping then finds
 them within its bounds (a norm at most ``clip / replicas``), and its sum of the replicas'
-identical parts is the clipped gradient.
+identical parts is the clipped gradient. The Distiller's step calls
+:func:`clipped_across_replicas` itself; a step Keras runs (``Model.train_step``: the teacher's
+and ``scratch``'s stages) gets it through its optimizer (:func:`clip_batch_gradient`).
 """
 
 from __future__ import annotations
@@ -53,3 +55,24 @@ def clipped_across_replicas(optimizer, grads: list) -> list:
     for i, g in zip(present, summed, strict=True):
         out[i] = g / replicas
     return out
+
+
+def clip_batch_gradient(optimizer) -> None:
+    """Makes ``optimizer`` (a compiled model's: a ``LossScaleOptimizer`` if Keras made one)
+    clip the batch's gradient in a train step Keras runs, as :func:`clipped_across_replicas`
+    does in the Distiller's.
+
+    Keras' ``train_step`` hands the replica's gradients to ``optimizer.apply_gradients``,
+    which calls ``apply``: this instance's ``apply`` passes them through
+    :func:`clipped_across_replicas` first. Every replica gets there at the same point of its
+    step, so its all-reduce is matched. Idempotent.
+    """
+    if getattr(optimizer, "_fitnets_batch_clipping", False):
+        return
+    apply = optimizer.apply
+
+    def apply_clipped(grads, trainable_variables=None):
+        return apply(clipped_across_replicas(optimizer, list(grads)), trainable_variables)
+
+    optimizer.apply = apply_clipped
+    optimizer._fitnets_batch_clipping = True

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from fitnets_tf import losses
+from fitnets_tf import losses, replica_gradients
 from fitnets_tf.distiller import Distiller
 from fitnets_tf.hint_path import deepest_guided_layer, resolve_pairs
 from fitnets_tf.hyperparameters import Hyperparameters  # noqa: F401  (re-exported)
@@ -127,6 +127,7 @@ def fit_labels(
         loss=losses.labels_loss(not ends_in_softmax(model), hparams.label_smoothing),
         **compile_kwargs,
     )
+    replica_gradients.clip_batch_gradient(model.optimizer)  # Keras clips each replica's part
     return _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose, initial_step)
 
 

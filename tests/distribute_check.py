@@ -23,7 +23,9 @@ import numpy as np  # noqa: E402
 from conftest import tiny_data, tiny_dataset, tiny_model  # noqa: E402
 
 import fitnets_tf  # noqa: E402
+from fitnets_tf import stages  # noqa: E402
 from fitnets_tf.errors import ConfigError  # noqa: E402
+from fitnets_tf.hyperparameters import Hyperparameters  # noqa: E402
 
 
 def run(strategy, optimizer=lambda: keras.optimizers.SGD(0.05)):
@@ -78,6 +80,22 @@ def clipped():
     return fitnets_tf.recipes.build_optimizer("sgd", 0.05, ema_momentum=0.9, global_clipnorm=0.5)
 
 
+def labels_run(strategy, policy: str = "float32") -> list:
+    """The weights of a model ``stages.fit_labels`` trained (the teacher's and ``scratch``'s
+    stage, a step Keras runs) with SGD and --global_clipnorm=0.05, which clips here; under
+    ``mixed_float16`` Keras' compile makes the optimizer a LossScaleOptimizer."""
+    hparams = Hyperparameters(optimizer_name="sgd", learning_rate=0.05, global_clipnorm=0.05)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        with strategy.scope():
+            model = tiny_model("labels_net", 4, 1, batch_norm=False)
+            stages.fit_labels(model, tiny_dataset(batch_size=8, n=32), epochs=2,
+                              hparams=hparams, verbose=0)  # fmt: skip
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return [float(np.sum(np.abs(w))) for w in model.get_weights()]
+
+
 logical = [d.name for d in tf.config.list_logical_devices("CPU")]
 mirrored = tf.distribute.MirroredStrategy(logical)
 result = {
@@ -87,5 +105,9 @@ result = {
     "ema_clipped": {"one": run(tf.distribute.OneDeviceStrategy(logical[0]), clipped),
                     "mirrored": run(mirrored, clipped)},
     "short_batches": short_batches(mirrored),
+    "labels_clipped": {policy: {"one": labels_run(tf.distribute.OneDeviceStrategy(logical[0]),
+                                                  policy),
+                                "mirrored": labels_run(mirrored, policy)}
+                       for policy in ("float32", "mixed_float16")},  # fmt: skip
 }
 print(json.dumps(result))

@@ -62,6 +62,14 @@ def test_ema_and_global_clipnorm_train_on_two_replicas_as_on_one_device(check):
     assert not np.allclose(one["hints"], plain["hints"], rtol=2e-3)  # the clipping did clip
 
 
+def test_a_stage_keras_trains_clips_the_batch_gradient_as_one_device(check):
+    # The teacher's and scratch's stage (stages.fit_labels) runs Keras' own train step, whose
+    # optimizer clipped each replica's part: the biases moved twice as far on 2 replicas.
+    # Under mixed_float16 the optimizer Keras clips in is a LossScaleOptimizer's inner one.
+    for policy, found in check["labels_clipped"].items():
+        np.testing.assert_allclose(found["mirrored"], found["one"], rtol=2e-3, err_msg=policy)
+
+
 def test_distiller_fit_names_the_fix_for_a_batch_smaller_than_the_replicas(check):
     # TensorFlow's own error at the end of the first epoch: "Matrix size-incompatible:
     # In[0]: [0,1], In[1]: [4,3]", from a kernel of the replica left with no example.
