@@ -124,6 +124,24 @@ def test_two_workers_given_one_workdir_both_stop_with_the_fix(tmp_path, cli_teac
 
 
 @pytest.mark.slow
+def test_a_worker_refused_its_workdir_before_the_cluster_formed_stops_both(tmp_path, cli_teacher):
+    # Worker 1's --workdir holds a file a run writes but no run: its claim refused it before
+    # it joined the cluster, and worker 0 waited for the cluster forever.
+    taken = tmp_path / "not_a_run"
+    taken.mkdir()
+    (taken / "flags.txt").write_text("--mine\n")
+    workdirs = [tmp_path / "worker0", taken]
+    results = _finish(_cli_workers(workdirs, f"--teacher_path={cli_teacher}"), timeout=120)
+    for status, _, err in results:
+        assert status == 1 and "Traceback" not in err, err[-3000:]
+    (_, _, first), (_, _, second) = results
+    assert "another worker was refused its run directory" in first, first[-3000:]
+    assert "is not a run directory" in second and "nothing was trained" in second, second[-3000:]
+    assert (taken / "flags.txt").read_text() == "--mine\n"
+    assert not (tmp_path / "worker0" / "run_state.json").exists()
+
+
+@pytest.mark.slow
 def test_a_worker_one_commit_ahead_goes_back_and_both_finish_alike(tmp_path, cli_teacher):
     workdirs = [tmp_path / "w0", tmp_path / "w1"]
     teacher = f"--teacher_path={cli_teacher}"

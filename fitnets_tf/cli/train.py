@@ -51,13 +51,14 @@ def main(argv):
                                           config.models.regressor))  # fmt: skip
         return
     # Before the directory is made, the lock file and flags.txt: a user's folder refused is
-    # left as it was, and no folder is left inside an image folder.
+    # left as it was, and no folder is left inside an image folder. A multi-worker run's
+    # workers form their cluster first (before any TensorFlow op) and agree on the refusals,
+    # so that a worker refused its directory stops them all instead of leaving them waiting.
     latency.check_timed_runtimes(config.runtime)
-    ownership.claim(FLAGS.workdir, config, flags=True)
-    workdir = layout.prepare(FLAGS.workdir)
-    # A multi-worker run's workers form their cluster here, before any TensorFlow op, so that
-    # a worker refused its directory stops them all instead of leaving them waiting for it.
     strategy = cluster.strategy_for(config.runtime.strategy)
+    cluster.claim(strategy, FLAGS.workdir,
+                  lambda: ownership.claim(FLAGS.workdir, config, flags=True))  # fmt: skip
+    workdir = layout.prepare(FLAGS.workdir)
     try:
         # Before flags.txt: a refused second process, or a refused configuration (flags.txt
         # keeps describing the run in workdir), changes nothing.

@@ -6,9 +6,10 @@ worker that stops alone, resumes at another step or skips a stage leaves the oth
 in an all-reduce it never joins, or pairs their ops with the wrong ones. So, once the cluster
 has formed, the workers compare (one small all-gather each time):
 
-* whether each got its run directory (:func:`hold`): two workers given one ``--workdir`` (a
-  shared filesystem) would write the same files, and the second is refused by the lock; the
-  first used to wait for it forever. Now every worker stops, before anything is written;
+* whether each may use its ``--workdir`` (:func:`claim`: not another program's folder) and
+  got its run directory (:func:`hold`): two workers given one ``--workdir`` (a shared
+  filesystem) would write the same files, and the second is refused by the lock; the first
+  used to wait for it forever. Now every worker stops, before anything is written;
 * where each resumes (:func:`agree_on_progress`): a worker killed after the others' commit
   and before its own is one commit behind them. A worker one commit ahead goes back to its
   previous run state (``run_state.json.prev``, whose checkpoints are still kept), so that all
@@ -80,20 +81,41 @@ def hold(directory, strategy, fingerprint: dict):
     the refusal is raised as it is.
     """
     with contextlib.ExitStack() as stack:
-        refused = None
-        try:
+
+        def take():
             stack.enter_context(lock.hold(directory))
             state_file.refuse_other_config(directory, fingerprint)
-        except UserError as e:
-            if not is_multi_worker(strategy):
-                raise
-            refused = e
-        if is_multi_worker(strategy):
-            with lost_worker_named(strategy, directory):  # one that stopped before it got here
-                anyone_refused = gather_ints(strategy, [refused is not None]).max()
-            if anyone_refused:
-                raise _refusal(strategy, refused) from refused
+
+        _stop_if_any_refused(strategy, directory, _refused(strategy, take))
         yield
+
+
+def claim(strategy, directory, check) -> None:
+    """Runs ``check()``, a refusal of ``directory`` that only reads
+    (:func:`fitnets_tf.run.ownership.claim`): as :func:`hold`, every worker of a multi-worker
+    run raises if it refused any. Call it once the cluster has formed: a worker refused
+    before it joined left the others waiting for the cluster, without a timeout."""
+    _stop_if_any_refused(strategy, directory, _refused(strategy, check))
+
+
+def _refused(strategy, attempt) -> UserError | None:
+    """The refusal ``attempt()`` raised on this worker of a multi-worker run (None: none);
+    under any other strategy it is raised as it is."""
+    try:
+        attempt()
+    except UserError as e:
+        if not is_multi_worker(strategy):
+            raise
+        return e
+    return None
+
+
+def _stop_if_any_refused(strategy, directory, refused: UserError | None) -> None:
+    if is_multi_worker(strategy):
+        with lost_worker_named(strategy, directory):  # one that stopped before it got here
+            anyone_refused = gather_ints(strategy, [refused is not None]).max()
+        if anyone_refused:
+            raise _refusal(strategy, refused) from refused
 
 
 def _refusal(strategy, refused: UserError | None) -> UserError:
