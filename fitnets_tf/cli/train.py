@@ -54,10 +54,13 @@ def main(argv):
     # left as it was, and no folder is left inside an image folder. A multi-worker run's
     # workers form their cluster first (before any TensorFlow op) and agree on the refusals,
     # so that a worker refused its directory stops them all instead of leaving them waiting.
-    latency.check_timed_runtimes(config.runtime)
     strategy = cluster.strategy_for(config.runtime.strategy)
-    cluster.claim(strategy, FLAGS.workdir,
-                  lambda: ownership.claim(FLAGS.workdir, config, flags=True))  # fmt: skip
+
+    def refusals():  # of this host and this worker's --workdir: they may differ between workers
+        latency.check_timed_runtimes(config.runtime)
+        ownership.claim(FLAGS.workdir, config, flags=True)
+
+    cluster.claim(strategy, FLAGS.workdir, refusals)
     workdir = layout.prepare(FLAGS.workdir)
     try:
         # Before flags.txt: a refused second process, or a refused configuration (flags.txt

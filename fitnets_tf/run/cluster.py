@@ -91,10 +91,11 @@ def hold(directory, strategy, fingerprint: dict):
 
 
 def claim(strategy, directory, check) -> None:
-    """Runs ``check()``, a refusal of ``directory`` that only reads
-    (:func:`fitnets_tf.run.ownership.claim`): as :func:`hold`, every worker of a multi-worker
-    run raises if it refused any. Call it once the cluster has formed: a worker refused
-    before it joined left the others waiting for the cluster, without a timeout."""
+    """Runs ``check()``, which refuses this worker without writing (its ``directory``:
+    :func:`fitnets_tf.run.ownership.claim`; its host: a serving runtime missing): as
+    :func:`hold`, every worker of a multi-worker run raises if it refused any. Call it once
+    the cluster has formed: a worker refused before it joined left the others waiting for the
+    cluster, without a timeout."""
     _stop_if_any_refused(strategy, directory, _refused(strategy, check))
 
 
