@@ -127,9 +127,9 @@ def _refusal(strategy, refused: UserError | None) -> UserError:
            "second).")  # fmt: skip
     stopped = "Every worker stopped; nothing was trained."
     if refused is None:
-        return WorkdirError(f"{worker}: another worker was refused its run directory (its "
-                            f"message says why). {stopped} If two workers were given the same "
-                            f"--workdir: {own[0].lower()}{own[1:]}")  # fmt: skip
+        return WorkdirError(f"{worker}: another worker was refused its run directory or a "
+                            f"serving runtime (its message says why). {stopped} If two workers "
+                            f"were given the same --workdir: {own[0].lower()}{own[1:]}")  # fmt: skip
     if isinstance(refused, lock.WorkdirBusyError):  # its advice (another directory) is ours
         busy = str(refused).split(" Two writers")[0].rstrip(".")
         return WorkdirError(f"{worker}: {busy}. {stopped} {own}")
