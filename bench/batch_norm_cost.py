@@ -16,15 +16,12 @@ alternated rounds, batch 128:
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import pathlib
 
 import keras
 import tensorflow as tf
 
-from bench import benchmarks, timing
+from bench import benchmarks, standalone, timing
 from bench.run import machine
 from fitnets_tf import models
 from fitnets_tf.batch_norm import FusedBatchNormalization
@@ -105,18 +102,10 @@ def step_cost(repeats: int) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--threads", type=int, default=2, help="intra- and inter-op threads")
-    args = parser.parse_args(argv)
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    args = standalone.arguments(__doc__.splitlines()[0], argv)
     result = {"machine": machine(), "keras": keras.__version__,
               "layer": layer_cost(args.repeats), "steps": step_cost(args.repeats)}  # fmt: skip
-    result["machine"]["load_average_end"] = os.getloadavg()
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("layer", "steps")}, indent=1))
+    standalone.write(RESULTS, result, shown=("layer", "steps"))
 
 
 if __name__ == "__main__":

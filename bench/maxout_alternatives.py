@@ -44,7 +44,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from bench import benchmarks, peer_process, timing
+from bench import benchmarks, peer_process, standalone, timing
 from bench.run import machine
 from fitnets_tf import layers, maxout, models
 
@@ -396,10 +396,7 @@ def main(argv=None) -> None:
         "convolutions": {"tensorflow": tensorflow_convolutions(args.repeats),
                          "torch": _torch_in_own_process(args.repeats, args.threads)},  # fmt: skip
     }
-    result["machine"]["load_average_end"] = os.getloadavg()
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    standalone.write(RESULTS, result)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,7 @@ student's, so the *ratio* of their GFLOP/s moves only by the difference of the t
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -30,7 +27,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from bench import maxout_alternatives, timing
+from bench import maxout_alternatives, standalone, timing
 from bench.run import machine
 from fitnets_tf import maxout
 
@@ -130,21 +127,13 @@ def _patched_variants(variants: dict):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--threads", type=int, default=2, help="intra- and inter-op threads")
-    args = parser.parse_args(argv)
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    args = standalone.arguments(__doc__.splitlines()[0], argv)
     with tempfile.TemporaryDirectory() as directory:
         kernel = build(directory)
         result = {"machine": machine(), "same_as_library": same_as_library(native(kernel)),
                   "gradient_alone": gradient_alone(kernel, args.repeats),
                   "train_steps": train_steps(kernel, args.repeats)}  # fmt: skip
-    result["machine"]["load_average_end"] = os.getloadavg()
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    standalone.write(RESULTS, result)
 
 
 if __name__ == "__main__":
