@@ -18,7 +18,6 @@ student's, so the *ratio* of their GFLOP/s moves only by the difference of the t
 
 from __future__ import annotations
 
-import contextlib
 import pathlib
 import shutil
 import subprocess
@@ -112,18 +111,8 @@ def gradient_alone(kernel, repeats: int, calls: int = 20) -> dict:
 def train_steps(kernel, repeats: int) -> dict:
     variants = {name: maxout_alternatives.VARIANTS[name] for name in ("library", "ties_one")}
     variants["native_gradient"] = (lambda: maxout_alternatives.maxout_as(native(kernel)), {})
-    with _patched_variants(variants):
+    with maxout_alternatives._patched(maxout_alternatives, "VARIANTS", variants):
         return maxout_alternatives.pool_maxout_steps(repeats)
-
-
-@contextlib.contextmanager
-def _patched_variants(variants: dict):
-    before = maxout_alternatives.VARIANTS
-    maxout_alternatives.VARIANTS = variants
-    try:
-        yield
-    finally:
-        maxout_alternatives.VARIANTS = before
 
 
 def main(argv=None) -> None:
