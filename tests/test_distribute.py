@@ -32,7 +32,8 @@ def check(tmp_path_factory) -> dict:
         assert proc.returncode == 0, proc.stderr[-3000:]
         (folder / "results.json").write_text(proc.stdout.strip().splitlines()[-1])
 
-    return json.loads((built_once(tmp_path_factory, "distribute", build) / "results.json").read_text())
+    folder = built_once(tmp_path_factory, "distribute", build)
+    return json.loads((folder / "results.json").read_text())
 
 
 def test_mirrored_on_two_logical_cpus_matches_one_device(check):

@@ -9,8 +9,8 @@ from bench import op_profile
 
 
 def test_ops_summed_per_type():
-    ops = {"a/conv1/BiasAdd:_MklNativeFusedConv2D": 2.0, "b/conv2/BiasAdd:_MklNativeFusedConv2D": 1.0,
-           "a/Max:Max": 0.5}  # fmt: skip
+    ops = {"a/conv1/BiasAdd:_MklNativeFusedConv2D": 2.0,
+           "b/conv2/BiasAdd:_MklNativeFusedConv2D": 1.0, "a/Max:Max": 0.5}  # fmt: skip
     assert op_profile.by_type(ops) == {"_MklNativeFusedConv2D": 3.0, "Max": 0.5}
 
 

@@ -514,7 +514,8 @@ def _runs(workdir, trial_id):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    return cli_run_once(tmp_path_factory, "tune-smoke", lambda workdir: _tune(f"--workdir={workdir}"))
+    return cli_run_once(tmp_path_factory, "tune-smoke",
+                        lambda workdir: _tune(f"--workdir={workdir}"))  # fmt: skip
 
 
 def _copy(smoke, tmp_path, with_trials=True):
