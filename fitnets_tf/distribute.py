@@ -6,16 +6,20 @@ any of these works with it; build the models and compile inside ``strategy.scope
 
 from __future__ import annotations
 
-import functools
-
 import tensorflow as tf
 
-from fitnets_tf.errors import ConfigError
+from fitnets_tf.errors import ConfigError, UserError
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
-def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
+class ClusterTimeoutError(UserError, TimeoutError):
+    """The workers of a multi-worker run did not all join the cluster in the time allowed."""
+
+
+def make_strategy(
+    name: str, tpu: str | None = None, *, cluster_timeout: float | None = None
+) -> tf.distribute.Strategy:
     """Returns the strategy called ``name``: made at the first call, the same one after.
 
     A run that tunes makes its stage 1 and its search under the strategy the flags name; two
@@ -28,24 +32,102 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
             ``"mirrored"`` (every local GPU, all-reduce), ``"multi_worker"`` (several hosts;
             each reads its role from the ``TF_CONFIG`` environment variable) or ``"tpu"``.
         tpu: TPU name or address for ``"tpu"`` (``None``: the local / Colab / Cloud TPU VM).
+        cluster_timeout: for ``"multi_worker"``, the seconds a worker waits for every worker
+            of ``TF_CONFIG`` to join the cluster before it raises ``ClusterTimeoutError``
+            (``None`` or 0: TensorFlow's own wait, without end). Only the first call's counts.
+
+    Raises:
+        ClusterTimeoutError: some worker did not join within ``cluster_timeout`` seconds.
     """
     if name == "default":
         return tf.distribute.get_strategy()
     if name not in STRATEGIES:
         raise ConfigError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")
-    return _made_once(name, tpu)
+    return _made_once(name, tpu, cluster_timeout)
 
 
-@functools.cache
-def _made_once(name: str, tpu: str | None) -> tf.distribute.Strategy:
+# Keyed on the name alone: a second strategy of one name would share the first's collective
+# keys (see make_strategy), whatever the other arguments.
+_MADE: dict[str, tf.distribute.Strategy] = {}
+
+
+def _made_once(name: str, tpu: str | None, cluster_timeout: float | None):
+    if name not in _MADE:
+        _MADE[name] = _make(name, tpu, cluster_timeout)
+    return _MADE[name]
+
+
+def _make(name: str, tpu: str | None, cluster_timeout: float | None):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _joined_cluster(cluster_timeout)
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
+
+
+def _joined_cluster(timeout: float | None) -> tf.distribute.MultiWorkerMirroredStrategy:
+    """``MultiWorkerMirroredStrategy`` over ``TF_CONFIG``'s cluster, made once every worker has
+    joined it, or ``ClusterTimeoutError`` after ``timeout`` seconds.
+
+    TensorFlow waits for the cluster without end: a worker that stopped before joining (a bad
+    flag on its host, a crash, a host never started) left the others waiting for good.
+    """
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if timeout and _coordinated(resolver):
+        _bound_registration(resolver, timeout)
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    except tf.errors.DeadlineExceededError as timed_out:
+        raise ClusterTimeoutError(_not_formed_message(resolver, timeout, timed_out)) from None
+
+
+_COORDINATED_JOBS = ("chief", "worker")  # the roles MultiWorkerMirroredStrategy coordinates
+
+
+def _coordinated(resolver) -> bool:
+    return bool(resolver.cluster_spec().jobs) and resolver.task_type in _COORDINATED_JOBS
+
+
+def _bound_registration(resolver, timeout: float) -> None:
+    """Configures TensorFlow's coordination service as ``MultiWorkerMirroredStrategy`` would
+    (which then keeps it), with every worker's registration bounded by ``timeout`` seconds.
+
+    The strategy exposes no such option. Its own configuration leaves the registration
+    unbounded; a registration barrier with a timeout makes the leader fail the barrier, and
+    the other workers their connection to it, once the time is up (DEADLINE_EXCEEDED).
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2  # noqa: PLC0415
+    from tensorflow.python.eager import context  # noqa: PLC0415
+
+    spec = resolver.cluster_spec()
+    jobs = [job for job in _COORDINATED_JOBS if job in spec.jobs]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=f"/job:{jobs[0]}/replica:0/task:0",  # the chief if any: the strategy's
+        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job,
+                                                                 num_tasks=spec.num_tasks(job))
+                          for job in jobs],
+        cluster_register_timeout_in_ms=max(int(timeout * 1000), 1),
+    )  # fmt: skip
+    context.context().coordination_service.cluster_register_with_barrier = True
+
+
+def _not_formed_message(resolver, timeout, error) -> str:
+    spec = resolver.cluster_spec()
+    cluster = ", ".join(f"{job} {i} at {address}" for job in spec.jobs
+                        for i, address in enumerate(spec.job_tasks(job)))  # fmt: skip
+    said = str(error.message).strip().splitlines()[0]
+    return (
+        f"The multi-worker cluster did not form: this worker ({resolver.task_type} "
+        f"{resolver.task_id}) waited {timeout:g} s for every worker of TF_CONFIG's cluster "
+        f"({cluster}) to join, and some did not (TensorFlow: {said!r}). Start the same command "
+        "on every host TF_CONFIG lists; a worker that stopped before joining (a bad flag on "
+        "its host, say) printed why. Check that each address is reachable from this host, or "
+        "give workers that start later more time with --cluster_timeout (0: wait without end)."
+    )
 
 
 def check_last_batches(datasets, strategy: tf.distribute.Strategy | None):

@@ -79,7 +79,7 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     s = config.schedule
     # Before any TensorFlow op: a multi-worker run's workers form their cluster, then agree on
     # their run directories and progress before any of them writes (fitnets_tf.run.cluster).
-    strategy = strategy_for(config.runtime.strategy)
+    strategy = strategy_for(config.runtime.strategy, config.runtime.cluster_timeout)
     with (
         hold(files.root, strategy, config.fingerprint()), preemption.watch(),
         io.run_writes(files.root), lost_worker_named(strategy, files.root),
@@ -144,7 +144,8 @@ class Experiment:
         student_file.check_same(self.state, student_file.given_file(self.config))
         # First: a multi-worker strategy configures TensorFlow's collective ops, which
         # TensorFlow refuses once any op has run (loading the data runs some).
-        strategy = distribute.make_strategy(self.config.runtime.strategy)
+        strategy = distribute.make_strategy(self.config.runtime.strategy,
+                                            cluster_timeout=self.config.runtime.cluster_timeout)
         io.write_json(self.files.versions, runtime.versions(self.config.schedule.seed))
         self.data = distribute.check_last_batches(self.load_data(), strategy)
         self.log(overview.line(self.data))

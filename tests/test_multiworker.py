@@ -14,6 +14,7 @@ import pytest
 from conftest import train_cli
 
 SCRIPT = pathlib.Path(__file__).parent / "multiworker_check.py"
+ROOT = pathlib.Path(__file__).parent.parent
 
 
 def _free_port() -> int:
@@ -53,9 +54,38 @@ def test_two_workers_match_one_process():
         np.testing.assert_allclose(result["weights"], one["weights"], rtol=2e-3)
 
 
+# One worker of two, alone: reports how long make_strategy took to refuse, and what it said.
+_ALONE = """
+import json, os, sys, time
+os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": sys.argv[1].split(",")},
+                                      "task": {"type": "worker", "index": int(sys.argv[2])}})
+from fitnets_tf import distribute
+start = time.monotonic()
+try:
+    distribute.make_strategy("multi_worker", cluster_timeout=3)
+except distribute.ClusterTimeoutError as error:
+    print(json.dumps({"seconds": time.monotonic() - start, "message": str(error)}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", [0, 1])  # the leader, and a worker whose leader never came
+def test_a_worker_whose_peer_never_joins_stops_after_cluster_timeout(index):
+    # TensorFlow waited for the cluster without end (by hand: still waiting after 10 minutes).
+    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", _ALONE, ",".join(addresses), str(index)],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    refused = _last_json(proc.stdout)
+    assert 3 <= refused["seconds"] < 60
+    assert f"this worker (worker {index}) waited 3 s" in refused["message"]
+    assert f"worker 1 at {addresses[1]}" in refused["message"]
+    assert "--cluster_timeout" in refused["message"]
+
+
 # ------------------------- python -m fitnets_tf.train --strategy=multi_worker, two workers
 
-ROOT = pathlib.Path(__file__).parent.parent
 # Tiny: 128 training images in batches of 32 (4 steps an epoch), a checkpoint at every step.
 CLI_FLAGS = ["--flagfile=configs/smoke.flags", "--mode=fitnet", "--limit=128", "--batch_size=32",
              "--hints_epochs=1", "--kd_epochs=2", "--nomeasure_latency", "--checkpoint_every=1",
@@ -140,6 +170,18 @@ def test_a_worker_refused_its_workdir_before_the_cluster_formed_stops_both(tmp_p
     assert "is not a run directory" in second and "nothing was trained" in second, second[-3000:]
     assert (taken / "flags.txt").read_text() == "--mine\n"
     assert not (tmp_path / "worker0" / "run_state.json").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_that_stops_before_joining_stops_the_other_after_cluster_timeout(tmp_path):
+    # Worker 1's flags are refused before it joins the cluster; worker 0 waited for it forever.
+    workdirs = [tmp_path / "w0", tmp_path / "w1"]
+    workers = _cli_workers(workdirs, "--cluster_timeout=5", each=([], ["--batch_size=0"]))
+    (status, _, err), (bad_status, _, bad_err) = _finish(workers, timeout=120)
+    assert bad_status == 1 and "batch_size" in bad_err, bad_err[-3000:]
+    assert status == 1 and "Traceback" not in err, err[-3000:]
+    assert "The multi-worker cluster did not form: this worker (worker 0) waited 5 s" in err
+    assert not (workdirs[0] / "run_state.json").exists()
 
 
 @pytest.mark.slow

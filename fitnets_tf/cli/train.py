@@ -54,7 +54,7 @@ def main(argv):
     # left as it was, and no folder is left inside an image folder. A multi-worker run's
     # workers form their cluster first (before any TensorFlow op) and agree on the refusals,
     # so that a worker refused its directory stops them all instead of leaving them waiting.
-    strategy = cluster.strategy_for(config.runtime.strategy)
+    strategy = cluster.strategy_for(config.runtime.strategy, config.runtime.cluster_timeout)
 
     def refusals():  # of this host and this worker's --workdir: they may differ between workers
         latency.check_timed_runtimes(config.runtime)

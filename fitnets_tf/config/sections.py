@@ -347,6 +347,11 @@ class RuntimeConfig:
         choices=RUN_STAGES + tuple(STAGE_ALIASES), noun="stage",
     )  # fmt: skip
     strategy: str = option("default", "tf.distribute strategy.", choices=_strategies)
+    cluster_timeout: float = option(
+        600.0, "Seconds a --strategy=multi_worker worker waits for every worker TF_CONFIG "
+        "lists to join the cluster, then stops with an error saying so (0: wait without end, "
+        "TensorFlow's own behaviour). Raise it where hosts start far apart.", minimum=0,
+    )  # fmt: skip
     jit_compile: bool = option(False, "XLA-compile the train step (slower on CPU).")
     deterministic: bool = option(False, "TF op determinism (bit-identical reruns on CPU).")
     measure_latency: bool = option(True, "Time CPU inference of every model for the summary.")

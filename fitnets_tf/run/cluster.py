@@ -47,12 +47,15 @@ class WorkerLostError(UserError, RuntimeError):
     """Another worker of a multi-worker run stopped; every worker must be started again."""
 
 
-def strategy_for(name: str) -> tf.distribute.Strategy | None:
+def strategy_for(name: str, cluster_timeout: float | None = None) -> tf.distribute.Strategy | None:
     """The run's ``MultiWorkerMirroredStrategy`` when ``name`` is ``"multi_worker"`` (made now,
     once per process: every worker joins the cluster here), else None: the other strategies
     are made where they are used, and making one early would claim the GPUs sooner for nothing.
-    Call it before any TensorFlow op runs (TensorFlow configures the collectives once)."""
-    return distribute.make_strategy(name) if name == "multi_worker" else None
+    Call it before any TensorFlow op runs (TensorFlow configures the collectives once).
+    ``cluster_timeout``: as :func:`fitnets_tf.distribute.make_strategy`'s."""
+    if name != "multi_worker":
+        return None
+    return distribute.make_strategy(name, cluster_timeout=cluster_timeout)
 
 
 def is_multi_worker(strategy) -> bool:

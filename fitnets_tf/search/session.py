@@ -259,7 +259,8 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
     role = distributed_role()
     strategy = None
     if config.runtime.strategy != "default":
-        strategy = distribute.make_strategy(config.runtime.strategy)
+        strategy = distribute.make_strategy(config.runtime.strategy,
+                                            cluster_timeout=config.runtime.cluster_timeout)
     inputs = {}
     if role == "chief":  # the chief only serves the oracle: it reads no data
         shape = _teacher_shape(record)
