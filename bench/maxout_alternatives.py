@@ -320,7 +320,9 @@ def pool_maxout_steps(repeats: int, steps: int = 5) -> dict:
     }
 
 
-def tensorflow_convolutions(repeats: int, calls: int = 20) -> dict:
+def tensorflow_convolution_calls(calls: int = 20) -> dict:
+    """``{"conv1".."conv3": run}``: each runs ``calls`` of that convolution (explicit pad +
+    convolution + bias, in a ``tf.function``) and reads one element of the last."""
     candidates = {}
     for i, (shape, kernel, pad) in enumerate(TEACHER_CONVS, start=1):
         x = tf.random.normal(shape)
@@ -330,27 +332,39 @@ def tensorflow_convolutions(repeats: int, calls: int = 20) -> dict:
             tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]]), w, 1, "VALID"), b))  # fmt: skip
         first = lambda out: out[0, 0, 0, 0].numpy()  # noqa: E731
         candidates[f"conv{i}"] = _repeat(lambda c=conv, x=x: c(x), first, calls)
+    return candidates
+
+
+def torch_convolution_calls(layout: str, calls: int = 20) -> dict:
+    """As :func:`tensorflow_convolution_calls`, in PyTorch eager (``torch.inference_mode``),
+    ``layout`` ``"nchw"`` or ``"channels_last"``."""
+    import torch  # noqa: PLC0415 (optional dependency, its own process)
+
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    candidates = {}
+    for i, (shape, kernel, pad) in enumerate(TEACHER_CONVS, start=1):
+        n, h, w, c = shape
+        x = torch.randn(n, c, h, w).contiguous(memory_format=fmt)
+        conv = torch.nn.Conv2d(c, kernel[-1], kernel[0], padding=pad).to(memory_format=fmt)
+
+        def call(conv=conv, x=x):
+            with torch.inference_mode():
+                return conv(x)
+
+        candidates[f"conv{i}"] = _repeat(call, lambda out: float(out[0, 0, 0, 0]), calls)
+    return candidates
+
+
+def tensorflow_convolutions(repeats: int, calls: int = 20) -> dict:
+    candidates = tensorflow_convolution_calls(calls)
     return timing.summary(timing.interleaved(candidates, repeats=repeats), calls)
 
 
 def torch_convolutions(repeats: int, threads: int, calls: int = 20) -> dict:
-    import torch  # noqa: PLC0415 (optional dependency, its own process)
-
     peer_process.pin_torch(threads)
     out = {}
     for layout in ("nchw", "channels_last"):
-        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-        candidates = {}
-        for i, (shape, kernel, pad) in enumerate(TEACHER_CONVS, start=1):
-            n, h, w, c = shape
-            x = torch.randn(n, c, h, w).contiguous(memory_format=fmt)
-            conv = torch.nn.Conv2d(c, kernel[-1], kernel[0], padding=pad).to(memory_format=fmt)
-
-            def call(conv=conv, x=x):
-                with torch.inference_mode():
-                    return conv(x)
-
-            candidates[f"conv{i}"] = _repeat(call, lambda out: float(out[0, 0, 0, 0]), calls)
+        candidates = torch_convolution_calls(layout, calls)
         out[layout] = timing.summary(timing.interleaved(candidates, repeats=repeats), calls)
     return out
 
