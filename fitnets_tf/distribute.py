@@ -99,7 +99,6 @@ def _bound_registration(resolver, timeout: float) -> None:
     unbounded; a registration barrier with a timeout makes the leader fail the barrier, and
     the other workers their connection to it, once the time is up (DEADLINE_EXCEEDED).
     """
-    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2  # noqa: PLC0415
     from tensorflow.python.eager import context  # noqa: PLC0415
 
     spec = resolver.cluster_spec()
@@ -107,12 +106,12 @@ def _bound_registration(resolver, timeout: float) -> None:
     context.context().configure_coordination_service(
         service_type="standalone",
         service_leader=f"/job:{jobs[0]}/replica:0/task:0",  # the chief if any: the strategy's
-        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job,
-                                                                 num_tasks=spec.num_tasks(job))
-                          for job in jobs],
         cluster_register_timeout_in_ms=max(int(timeout * 1000), 1),
-    )  # fmt: skip
-    context.context().coordination_service.cluster_register_with_barrier = True
+    )
+    config = context.context().coordination_service  # the message the context will use
+    for job in jobs:  # added to the message: no import of the proto module's moving path
+        config.coordinated_job_list.add(name=job, num_tasks=spec.num_tasks(job))
+    config.cluster_register_with_barrier = True
 
 
 def _not_formed_message(resolver, timeout, error) -> str:
