@@ -1,6 +1,6 @@
 """Issue 15, goal 1: the teacher's convolutions in TensorFlow and PyTorch, kernel by kernel.
 
-``python -m bench.conv_kernels`` (about 3 minutes; needs ``torch``) writes
+``python -m bench.conv_kernels`` (about 2 minutes; needs ``torch``) writes
 ``results/conv_kernels.json``; ``bench/README.md`` quotes it. The MNIST teacher's three
 convolutions (:data:`bench.maxout_alternatives.TEACHER_CONVS`, batch 128) are what its forward
 spends 89% of its time on, and the forward is the one step of goal 1 that stays slower than
@@ -9,9 +9,10 @@ PyTorch at its best. Two questions:
 * **Which kernel runs?** Each side runs each convolution a few times in a process of its own
   with ``ONEDNN_VERBOSE=1``; oneDNN then prints its version and threading runtime, and one
   line per primitive it executes, naming its implementation (``brg_conv_fwd:avx512_core``,
-  ...), memory formats and time. Both libraries
-  call oneDNN; if they pick the same implementation for the same problem, a difference in
-  time is not the kernel's but the way each library calls it (its threads, its reorders).
+  ...), memory formats and time. Both libraries call oneDNN: where they pick the same
+  implementation for the same problem, a difference in time is the oneDNN release's each
+  bundles, or the way each calls the kernel (its threads, its reorders, its own work around
+  the call).
 * **Where does the difference come from?** The three convolutions timed with 1 and with 2
   threads, TensorFlow and PyTorch eager (both layouts) each in a worker process of its own,
   alternated rounds (:func:`bench.peer_process.interleaved`). With one thread neither
