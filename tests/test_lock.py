@@ -2,10 +2,12 @@
 lock is taken over without cleanup; a distributed search's chief and workers share theirs."""
 
 import errno
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -172,3 +174,21 @@ def test_a_disk_full_when_naming_the_holder_names_the_directory(tmp_path, monkey
         pytest.fail("held")
     assert str(error.value) == message
     assert lock.held(tmp_path) is False  # released
+
+
+def test_a_holder_still_naming_itself_is_named_once_it_has(tmp_path):
+    # Between a holder's flock and its write of its description the lock file is empty: a
+    # second writer refused then said "in use by another process" (two multi-worker workers
+    # given one --workdir, released together by the cluster's start, hit it).
+    path = tmp_path / lock.LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, not yet described
+    described = threading.Timer(0.05, os.pwrite, (fd, b'{"pid": 4242, "host": "h"}', 0))
+    described.start()
+    try:
+        refused = pytest.raises(lock.WorkdirBusyError, match="is in use by PID 4242 on h")
+        with refused, lock.hold(tmp_path):
+            pass
+    finally:
+        described.join()
+        os.close(fd)

@@ -39,11 +39,25 @@ class WorkdirBusyError(WorkdirError):
     """Another process holds the run directory."""
 
 
-def _holder_text(path: pathlib.Path) -> str:
+# A holder describes itself in the lock file just after it takes the lock: a process refused
+# in between finds the file empty (two workers started together by their cluster did). How
+# long to wait for the description before naming no one.
+DESCRIPTION_WAIT_S = 1.0
+
+
+def _read_holder(path: pathlib.Path) -> dict:
     try:
-        holder = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        holder = {}
+        return json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):  # gone, or read while being written
+        return {}
+
+
+def _holder_text(path: pathlib.Path) -> str:
+    deadline = time.monotonic() + DESCRIPTION_WAIT_S
+    holder = _read_holder(path)
+    while not holder and time.monotonic() < deadline:
+        time.sleep(0.01)
+        holder = _read_holder(path)
     if not holder:
         return "another process"
     since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.get("since", 0)))
