@@ -43,18 +43,14 @@ def make_strategy(
         return tf.distribute.get_strategy()
     if name not in STRATEGIES:
         raise ConfigError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")
-    return _made_once(name, tpu, cluster_timeout)
+    if name not in _MADE:
+        _MADE[name] = _make(name, tpu, cluster_timeout)
+    return _MADE[name]
 
 
 # Keyed on the name alone: a second strategy of one name would share the first's collective
 # keys (see make_strategy), whatever the other arguments.
 _MADE: dict[str, tf.distribute.Strategy] = {}
-
-
-def _made_once(name: str, tpu: str | None, cluster_timeout: float | None):
-    if name not in _MADE:
-        _MADE[name] = _make(name, tpu, cluster_timeout)
-    return _MADE[name]
 
 
 def _make(name: str, tpu: str | None, cluster_timeout: float | None):
