@@ -12,7 +12,7 @@ onednn_verbose,v1,primitive,info,template:operation,engine,primitive,implementat
 onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:f32::blocked:cdba::f0,,,96x48x8x8,0.19
 onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core,forward_training,\
 src:f32::blocked:acdb::f0,attr-scratchpad:user,alg:convolution_direct,\
-mb128_ic48oc96_ih16oh9kh8sh1dh0ph0_iw16ow9kw8sw1dw0pw0,20.5
+mb128_ic48oc96_ih10oh9kh8sh1dh0ph3_iw10ow9kw8sw1dw0pw3,20.5
 some other line,exec,not a number
 onednn_verbose,v1,primitive,exec,cpu,reorder,jit:blk,undef,src:f32::blocked:abcd::f0,,,128x1x28x28,0.05
 onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx512_core,forward_training,\
@@ -31,13 +31,14 @@ def test_verbose_exec_lines_are_read_in_order():
         ("reorder", "jit:blk", 0.05), ("convolution", "jit:avx512_core", 9.1),
         ("convolution", "jit:avx512_core", 8.9), ("convolution", "jit:avx512_core", 0.01),
     ]  # fmt: skip
-    assert executed[1]["problem"] == "mb128_ic48oc96_ih16oh9kh8sh1dh0ph0_iw16ow9kw8sw1dw0pw0"
+    assert executed[1]["problem"] == "mb128_ic48oc96_ih10oh9kh8sh1dh0ph3_iw10ow9kw8sw1dw0pw3"
 
 
 @pytest.mark.parametrize(("problem", "name"), [
     ("mb128_ic1oc96_ih28oh21kh8sh1dh0ph0_iw28ow21kw8sw1dw0pw0", "conv1"),
-    ("mb128_ic48oc96_ih10oh9kh8sh1dh0ph3_iw10ow9kw8sw1dw0pw3", "conv2"),  # PyTorch pads inside
-    ("mb128_ic48oc48_ih10oh6kh5sh1dh0ph0_iw10ow6kw5sw1dw0pw0", "conv3"),
+    ("mb128_ic48oc96_ih10oh9kh8sh1dh0ph3_iw10ow9kw8sw1dw0pw3", "conv2"),  # padded inside (both)
+    ("mb128_ic48oc96_ih16oh9kh8sh1dh0ph0_iw16ow9kw8sw1dw0pw0", "conv2"),  # an input padded first
+    ("mb128_ic48oc48_ih4oh6kh5sh1dh0ph3_iw4ow6kw5sw1dw0pw3", "conv3"),
     ("mb1_ic3oc7_ih5oh3kh3sh1dh0ph0", None),
     ("128x1x28x28", None),
 ])  # fmt: skip
