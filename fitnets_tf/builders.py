@@ -13,8 +13,8 @@ import pathlib
 
 import keras
 
+from fitnets_tf import custom_code, pretrained
 from fitnets_tf import data as data_lib
-from fitnets_tf import pretrained
 from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.data.sources import FOLDER, NPZ
 from fitnets_tf.errors import ConfigError, TeacherLoadError
@@ -86,11 +86,18 @@ def dataset_shape(config: ExperimentConfig) -> tuple[tuple[int, int, int], int]:
     return loaded.input_shape, loaded.num_classes
 
 
+def import_custom_modules(config: ExperimentConfig) -> None:
+    """Imports ``config``'s ``--custom_modules`` (:mod:`fitnets_tf.custom_code`), whose classes
+    its model files need: before any of them is loaded."""
+    custom_code.import_modules(config.runtime.custom_modules)
+
+
 def models_of(config: ExperimentConfig) -> tuple[keras.Model, keras.Model]:
     """The teacher and a student as a run of ``config`` starts with them (``--list_layers``).
 
     The teacher is the trained one when ``config`` names one, else a new one.
     """
+    import_custom_modules(config)
     shape = dataset_shape(config)
     path = config.models.trained_teacher()
     teacher = trained_teacher(path, *shape) if path else new_teacher(config, *shape)

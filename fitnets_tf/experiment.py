@@ -28,6 +28,7 @@ from fitnets_tf import data as data_lib
 from fitnets_tf import distribute, evaluation, export, hint_choice, notes, stages, teacher_cache
 from fitnets_tf.builders import (  # noqa: F401  (load_data, load_teacher, models_of: re-exported)
     dataset_shape,
+    import_custom_modules,
     load_data,
     load_run_data,
     load_teacher,
@@ -72,6 +73,7 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict
     """
     config.validate()
     check_timed_runtimes(config.runtime)  # timed after training: checked now
+    import_custom_modules(config)  # before the run directory is claimed
     # Before the directory is made, the lock file and the removal of killed writers' litter: a
     # user's folder refused is left as it was, and no folder is left inside an image folder.
     ownership.claim(workdir, config)

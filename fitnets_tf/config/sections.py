@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from fitnets_tf import hint_path, latency, losses, pretrained, recipes
+from fitnets_tf import custom_code, hint_path, latency, losses, pretrained, recipes
 from fitnets_tf.models import sources
 from fitnets_tf.options import option
 
@@ -60,6 +60,10 @@ def _modes() -> tuple[str, ...]:
     from fitnets_tf import stages
 
     return stages.MODES
+
+
+def _custom_modules_problem(names) -> str | None:
+    return "; ".join(filter(None, map(custom_code.problem, names))) or None
 
 
 def _strategies() -> tuple[str, ...]:
@@ -345,6 +349,12 @@ class RuntimeConfig:
         "scratch). 'hints' and 'kd' are accepted for stage1 and stage2. Without 'teacher', "
         "--teacher_path or the workdir's teacher is used.",
         choices=RUN_STAGES + tuple(STAGE_ALIASES), noun="stage",
+    )  # fmt: skip
+    custom_modules: tuple[str, ...] = option(
+        (), "Python modules to import before any model file is loaded: those defining (with "
+        "@keras.saving.register_keras_serializable) the custom layers or models of the "
+        "--teacher/--student/--teacher_path files, on PYTHONPATH or installed (fitnets-export "
+        "imports the run's own).", check=_custom_modules_problem,
     )  # fmt: skip
     strategy: str = option("default", "tf.distribute strategy.", choices=_strategies)
     cluster_timeout: float = option(

@@ -8,6 +8,7 @@ import pathlib
 
 import keras
 
+from fitnets_tf import custom_code
 from fitnets_tf.errors import ExportConfigError, ExportError, MissingStudentError
 from fitnets_tf.export.fold import fold_batch_norm
 from fitnets_tf.models.logits import final_softmax
@@ -49,6 +50,7 @@ def load_run(workdir: str | os.PathLike) -> tuple[keras.Model, keras.Model | Non
     repair = (f"Restore it from a backup, or write it again: delete {files.summary} and re-run "
               "the training command with the same flags and --workdir (finished stages are not "
               "trained again).")  # fmt: skip
+    import_run_modules(workdir)
     student = load_keras(files.student, "student", repair)
     fitted = run_of(workdir).preprocessor
     preprocessor = load_keras(fitted, "preprocessor", repair) if fitted.is_file() else None
@@ -85,6 +87,15 @@ def unverified(workdir: str | os.PathLike) -> list[pathlib.Path]:
             if path.is_file() and not io.checksum_path(path).is_file()]  # fmt: skip
 
 
+def import_run_modules(workdir: str | os.PathLike) -> None:
+    """Imports the ``--custom_modules`` of the run in ``workdir`` (its flags.txt), whose
+    classes its model files need (:mod:`fitnets_tf.custom_code`)."""
+    files = run_of(pathlib.Path(workdir))
+    recorded = files.recorded_flags().get("custom_modules", "")
+    custom_code.import_modules(filter(None, recorded.split(",")),
+                               given_by=f"the run's --custom_modules ({files.flags})")  # fmt: skip
+
+
 def load_runs_teacher(workdir: str | os.PathLike, log=print) -> keras.Model | None:
     """The teacher a run trained, or else the one it loaded (its flags.txt says from where).
 
@@ -96,6 +107,7 @@ def load_runs_teacher(workdir: str | os.PathLike, log=print) -> keras.Model | No
     from fitnets_tf.models.sources import is_keras_file
 
     files = run_of(pathlib.Path(workdir))  # a mode's directory is exported in its run
+    import_run_modules(workdir)
     trained = [files.teacher, pathlib.Path(workdir) / "teacher.keras", files.root / "teacher.keras"]
     if (path := next((p for p in trained if p.is_file()), None)) is not None:
         return load_keras(path, "teacher")

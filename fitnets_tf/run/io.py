@@ -267,6 +267,11 @@ def load_model(path: str | os.PathLike, what: str = "model", error=ModelFileErro
 
 
 def _cannot_load(what: str, path: pathlib.Path, e: Exception, repair: str) -> str:
+    from fitnets_tf import custom_code  # noqa: PLC0415
+
+    unregistered = custom_code.unregistered_classes(path)
+    if unregistered:
+        return f"Cannot load the {what} {str(path)!r}: {custom_code.advice(unregistered)}"
     return (f"Cannot load the {what} {str(path)!r} ({type(e).__name__}: {e}): it is damaged, or "
             f"not a .keras file saved by Keras 3 (model.save). {repair}")  # fmt: skip
 

@@ -242,6 +242,7 @@ def tune(config: ExperimentConfig, options: TuneOptions, workdir: str | os.PathL
     before anything is written (:func:`~fitnets_tf.run.ownership.claim_search`).
     """
     _check_searchable(config, options)
+    builders.import_custom_modules(config)  # in each worker process too
     ownership.claim_search(workdir, config)  # before the directory is made: read only
     workdir = layout.prepare(workdir)
     description = describe(config, options)
