@@ -52,8 +52,9 @@ def import_modules(names, given_by: str = "--custom_modules") -> None:
         try:
             importlib.import_module(name)
         except Exception as e:  # noqa: BLE001  (a user's module may raise anything)
+            fix = _import_fix(name, e)
             raise ConfigError(f"Cannot import the module {name!r} of {given_by} "
-                              f"({type(e).__name__}: {e}): {_import_fix(name, e)}.") from e  # fmt: skip
+                              f"({type(e).__name__}: {e}): {fix}.") from e  # fmt: skip
 
 
 def _import_fix(name: str, error: Exception) -> str:
@@ -113,7 +114,8 @@ def advice(unregistered: list[tuple[str, str]]) -> str:
              "PYTHONPATH (from Python, import them before loading)" if modules else
              # Keras finds a class by its registered name, not by the module that saved it.
              "They were defined in the script that saved the file: move them to a module of "
-             "their own, registered under the same names, and give --custom_modules=MODULE")  # fmt: skip
+             "their own, registered under the same names, and give "
+             "--custom_modules=MODULE")  # fmt: skip
     bare = [name for name, _ in unregistered if ">" not in name]
     if bare:  # saved without @register_keras_serializable: registered by its bare name
         found += (f". A class saved undecorated ({', '.join(map(repr, bare))}) is found by its "

@@ -200,15 +200,20 @@ def summary_row(name: str, model: keras.Model, test, stage_seconds: dict | None,
     ``fitnets-export`` writes it (:func:`~fitnets_tf.export.serving.as_served`: float32, batch
     norm folded), in TensorFlow and in ``runtimes`` (of
     :data:`fitnets_tf.latency.SERVING_RUNTIMES`), as
-    ``latency_ms_per_image_batch{1,128}[_<runtime>]``.
+    ``latency_ms_per_image_batch{1,128}[_<runtime>]``. ``mults`` is None, and
+    ``mults_uncounted`` names the layers, when some are not counted
+    (:func:`~fitnets_tf.models.counting.uncounted_layers`: a custom layer's convolution).
     """
     model = in_float32(model)
+    uncounted = models.uncounted_layers(model)
     row = {
         "name": name,
         "architecture": model.name,
         "test_accuracy": test_accuracy(model, test),
         "params": models.count_params(model),
-        "mults": models.count_multiplications(model),
+        # A count that leaves out a custom layer's multiplications would misstate the ratio.
+        "mults": None if uncounted else models.count_multiplications(model),
+        **({"mults_uncounted": uncounted} if uncounted else {}),
         "train_seconds": round(sum(stage_seconds.values()), 2) if stage_seconds else None,
         "stage_seconds": stage_seconds,
     }

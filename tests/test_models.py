@@ -8,6 +8,7 @@ import pytest
 
 from fitnets_tf import models
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
+from fitnets_tf.reporting.summary import summary_table
 
 
 def _input_shape(name):
@@ -263,3 +264,39 @@ def test_maxout_ties_reach_a_student_files_maxout_layers(tmp_path):
     np.testing.assert_array_equal(student(x), shared(x))  # same seed, same function
     with pytest.raises(ConfigError, match=f"the student {plain_file} has none"):
         builders.new_student(base.with_values(student=plain_file), (28, 28, 1), 10)
+
+
+def test_depthwise_separable_and_transposed_convolutions_are_counted():
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2)(inputs)  # 4x4 out: 3*3*3*2*16 = 864
+    x = keras.layers.SeparableConv2D(5, 3, padding="same")(x)  # (3*3*6*1 + 6*5)*16 = 1344
+    x = keras.layers.Conv2DTranspose(2, 2, strides=2)(x)  # 4x4 *in*: 2*2*2*5*16 = 640
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4)(x))  # 2*4 = 8
+    assert models.count_multiplications(model) == 864 + 1344 + 640 + 8
+    assert models.uncounted_layers(model) == []
+
+
+class _Gate(keras.layers.Layer):
+    """A custom layer with a kernel of its own: its multiplications are unknown to the count."""
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], 2))
+
+    def call(self, x):
+        return keras.ops.matmul(x, self.kernel)
+
+
+def test_a_custom_layer_with_a_kernel_is_named_as_uncounted_and_leaves_the_run_row_without_mults():
+    inputs = keras.Input((4,))
+    x = keras.layers.Embedding(10, 3)(keras.ops.cast(inputs, "int32"))  # a table: no product
+    x = keras.layers.PReLU()(keras.layers.Flatten()(x))  # a slope per position: none either
+    inner = keras.Sequential([keras.Input((12,)), _Gate(name="gate")], name="inner")
+    model = keras.Model(inputs, keras.layers.Dense(2)(inner(x)))
+    assert models.uncounted_layers(model) == ["gate"]
+    assert models.count_multiplications(model) == 2 * 2  # the Dense alone: a partial count
+    teacher = dict(name="teacher", test_accuracy=0.9, params=10, mults=100)
+    student = dict(name="kd", test_accuracy=0.8, params=5, mults=None, mults_uncounted=["gate"])
+    assert summary_table([teacher, student]).splitlines()[-1] == (
+        "kd: mults not counted: fitnets_tf does not know the multiplications of its layers gate"
+    )

@@ -17,7 +17,7 @@ Every model is Functional and outputs logits, with stable layer names for hints:
 zoo's ``stage{k}`` stage outputs.
 """
 
-from fitnets_tf.models.counting import count_multiplications, count_params
+from fitnets_tf.models.counting import count_multiplications, count_params, uncounted_layers
 from fitnets_tf.models.paper import ARCHITECTURES, DEPTH_NETS
 from fitnets_tf.models.registry import (
     ZOO,
@@ -52,4 +52,5 @@ __all__ = [
     "names",
     "paper_layer_name",
     "paper_pair",
+    "uncounted_layers",
 ]

@@ -32,7 +32,8 @@ def summary_table(rows: list[dict]) -> str:
     """The rows of ``summary.json["models"]`` as fixed-width text (the CLI prints it last).
 
     Columns no row has (latencies not measured) are left out. When the first student row (the
-    final student) and the teacher were timed, a last line gives the student's speed-up.
+    final student) and the teacher were timed, a line gives the student's speed-up; a model
+    whose multiplications are not counted has its layers named on a line of its own.
     """
     columns = [c for c in _COLUMNS if any(r.get(c[1]) is not None for r in rows)]
     header = ("model", *(title for title, _, _ in columns))
@@ -40,9 +41,11 @@ def summary_table(rows: list[dict]) -> str:
         (r["name"], *(None if r.get(key) is None else fmt.format(r[key]) for _, key, fmt in columns))
         for r in rows
     ]
-    table = format_table(header, cells)
-    line = speedup_line(rows)
-    return f"{table}\n{line}" if line else table
+    lines = [format_table(header, cells), speedup_line(rows)]
+    lines += [f"{r['name']}: mults not counted: fitnets_tf does not know the multiplications of "
+              f"its layers {', '.join(r['mults_uncounted'])}" for r in rows
+              if r.get("mults_uncounted")]  # fmt: skip
+    return "\n".join(line for line in lines if line)
 
 
 def speedup_line(rows: list[dict]) -> str | None:
