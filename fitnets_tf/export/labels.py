@@ -179,8 +179,12 @@ def write_litert(path: pathlib.Path, names: list[str]) -> None:
 
     model = flatbuffer_utils.read_model(str(path))
     model.metadata = [m for m in model.metadata or [] if m.name != KEY.encode()]
-    model.buffers = [*(model.buffers or []), schema.BufferT(data=_encoded(names).encode())]
-    model.metadata.append(schema.MetadataT(name=KEY, buffer=len(model.buffers) - 1))
+    # Fields set one by one: TensorFlow 2.20's generated classes take no constructor arguments.
+    buffer, entry = schema.BufferT(), schema.MetadataT()
+    buffer.data = _encoded(names).encode()
+    model.buffers = [*(model.buffers or []), buffer]
+    entry.name, entry.buffer = KEY, len(model.buffers) - 1
+    model.metadata.append(entry)
     flatbuffer_utils.write_model(model, str(path))
 
 
