@@ -39,6 +39,7 @@ from fitnets_tf.models.logits import (
     ends,
     for_distilling,
 )
+from fitnets_tf.models.traced import as_graphs
 from fitnets_tf.notes import note
 from fitnets_tf.replica_gradients import clipped_across_replicas
 from fitnets_tf.step_inputs import CACHED_HINT, CACHED_LOGITS, IMAGES, images_of  # noqa: F401
@@ -56,16 +57,17 @@ class Distiller(keras.Model):
     Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015.
 
     Args:
-        teacher: trained Functional ``keras.Model`` returning logits; frozen here and always
+        teacher: trained ``keras.Model`` returning logits; frozen here and always
             called with ``training=False``.
-        student: Functional ``keras.Model`` returning logits, as many as the teacher's. A
+        student: ``keras.Model`` returning logits, as many as the teacher's. A
             final softmax of either is left out (and said so): the soft targets are computed
             from logits, at temperature τ (:attr:`teacher`/:attr:`student` are then models
             sharing the given ones' layers up to it; a student's softmax must be a layer of
             its own, not a Dense's activation). The layers of models nested in either (a
             backbone in a ``Sequential``, a block that is a model) are brought to the top
             level (:func:`fitnets_tf.models.nesting.flattened`, weights shared), so a hint or
-            guided layer inside them is named like any other.
+            guided layer inside them is named like any other. With hints, a subclassed model
+            is taken as the graph of its own layers (:func:`fitnets_tf.models.traced.as_graph`).
         hint_layer: name of the teacher layer whose output guides the student (stage 1).
         guided_layer: name of the student layer that learns to predict the hint through the
             regressor. Both are needed for ``phase="hints"`` only.
@@ -113,17 +115,19 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_pair(teacher, student)  # before a softmax is looked for at the one output
         given_teacher = teacher
+        if (hints, hint_layer, guided_layer) != (None, None, None):
+            # Hints name layers: a subclassed model becomes the graph of its own layers.
+            teacher, student = as_graphs(teacher, student)
+        check_pair(teacher, student)  # before a softmax is looked for at the one output
         # A hint is often inside a backbone model, and so is a softmax (an application with its
         # classifier): their layers become taps by name, and a nested softmax is seen.
         teacher, student = for_distilling(teacher, "teacher"), for_distilling(student, "student")
         self.teacher, self.student = teacher, student
         # A subclassed (or unbuilt) teacher's softmax is not in a graph: its first outputs tell.
         self._teacher_unchecked = ends(teacher) is None
-        self.hints, self.auto_pair = resolve_pairs(
-            teacher, student, hints, hint_layer, guided_layer
-        )
+        self.hints, self.auto_pair = resolve_pairs(teacher, student, hints, hint_layer,
+                                                   guided_layer)  # fmt: skip
         if self.auto_pair is not None:
             note(f"hints=auto: {pair_name(*self.hints[0])} ({self.auto_pair.reason}).")
         self.hint_weights = check_weights(hint_weights, len(self.hints))
@@ -284,11 +288,8 @@ class Distiller(keras.Model):
         # reduce. The Distiller's models, regressor and optimizer are built by __init__ and
         # compile(), so the batch is only needed for compiled metrics (stage 2's accuracy),
         # and for them only its shapes: this worker's part of it has them.
-        if (
-            self.built
-            and self.optimizer.built
-            and (self._compile_metrics is None or self._compile_metrics.built)
-        ):
+        metrics = self._compile_metrics
+        if self.built and self.optimizer.built and (metrics is None or metrics.built):
             return
         if iterator is not None and isinstance(
             self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy

@@ -45,7 +45,9 @@ def check_functional(model, role: str):
         # A Sequential without keras.Input has no input yet: it is not subclassed.
         what = ("a Sequential model without an input: start it with keras.Input(shape)"
                 if isinstance(model, keras.Sequential) else
-                f"a subclassed {type(model).__name__}: wrap it with keras.Model(inputs, outputs)")  # fmt: skip
+                f"a subclassed {type(model).__name__}: take the graph of its layers with "
+                "fitnets_tf.models.traced.as_graph(model, input_shape, role), as the Distiller "
+                "does")  # fmt: skip
         raise TypeError(
             f"`{role}` must be a Functional (or built Sequential) keras.Model so that its layers "
             f"can be tapped by name; got {what}, or pass no hint_layer/guided_layer."

@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import keras
+import numpy as np
 import pytest
 from conftest import ROOT
 
@@ -33,6 +34,17 @@ BLOCKS = textwrap.dedent('''
 
         def get_config(self):
             return {**super().get_config(), "filters": self.filters}
+
+    @keras.saving.register_keras_serializable(package="fitnets_test_blocks")
+    class BlockNet(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.block = Block(4, name="net_block")
+            self.gap = keras.layers.GlobalAveragePooling2D(name="net_gap")
+            self.logits = keras.layers.Dense(10, name="net_logits")
+
+        def call(self, x):
+            return self.logits(self.gap(self.block(x)))
 ''')
 REGISTERED = "fitnets_test_blocks>Block"
 SMOKE = os.path.join(ROOT, "configs", "smoke.flags")
@@ -48,6 +60,7 @@ def blocks_module(tmp_path, monkeypatch):
     yield code
     sys.modules.pop("my_blocks", None)
     keras.saving.get_custom_objects().pop(REGISTERED, None)
+    keras.saving.get_custom_objects().pop("fitnets_test_blocks>BlockNet", None)
 
 
 def _student_file(path) -> str:
@@ -85,6 +98,18 @@ def test_a_file_with_an_unregistered_class_names_it_and_the_flag_then_loads_once
     assert custom_code.unregistered_classes(path) == []
     student = sources.resolve(path, (28, 28, 1), 10, role="student")
     assert [layer.name for layer in student.layers][1] == "block1"
+
+
+def test_a_subclassed_model_file_is_the_graph_of_its_layers(blocks_module, tmp_path):
+    # It failed with an AttributeError (a subclassed model has no `inputs`) once loaded.
+    import my_blocks  # noqa: PLC0415  (the fixture's module)
+
+    net = my_blocks.BlockNet(name="block_net")
+    net(np.zeros((1, 28, 28, 1), np.float32))
+    net.save(tmp_path / "net.keras")
+    student = sources.resolve(str(tmp_path / "net.keras"), (28, 28, 1), 10, role="student")
+    assert [layer.name for layer in student.layers] == [
+        "block_net_input", "net_block", "net_gap", "net_logits"]  # fmt: skip
 
 
 def test_advice_for_classes_of_a_script_and_classes_saved_undecorated():

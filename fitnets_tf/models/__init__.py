@@ -10,7 +10,8 @@ RepDistiller CIFAR-100 benchmark's ResNets, WRNs and VGGs), :mod:`~fitnets_tf.mo
 multiplications), :mod:`~fitnets_tf.models.sources` (a name, a user's ``.keras`` file or a
 ``keras.applications`` constructor: what ``--teacher`` and ``--student`` take) and
 :mod:`~fitnets_tf.models.logits` (a final softmax left out, and the checks of a teacher and a
-student's ends).
+student's ends) and :mod:`~fitnets_tf.models.traced` (a subclassed model as the graph of its
+own layers, for hints).
 
 Every model is Functional and outputs logits, with stable layer names for hints: the paper's
 ``conv{i}`` / ``pool{i}`` / ``fc`` / ``logits`` (see :mod:`~fitnets_tf.models.maxout_net`), the

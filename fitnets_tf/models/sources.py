@@ -47,6 +47,7 @@ from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
 from fitnets_tf.models.logits import check_class_logits, softmax_note, without_softmax
 from fitnets_tf.models.nesting import flattened
 from fitnets_tf.models.registry import build, names
+from fitnets_tf.models.traced import as_graph
 from fitnets_tf.run import io
 
 APPLICATIONS = "keras.applications."
@@ -130,7 +131,8 @@ def resolve(
         return build(spec, input_shape, num_classes, seed=seed, **build_kwargs)
     if is_keras_file(spec):
         # Flattened first, so that a nested model's BatchNormalization is re-created fused too.
-        model = flattened(io.load_model(spec, role, ModelFileError))
+        # A subclassed model's layers become a graph, which hints and the re-creation need.
+        model = flattened(as_graph(io.load_model(spec, role, ModelFileError), input_shape, role))
         ties = build_kwargs.get("maxout_ties")
         model = model if keep_weights else reinitialised(model, seed, maxout_ties=ties)
     else:
