@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import json
 import keyword
+import sys
 import zipfile
 
 
@@ -109,6 +110,13 @@ def advice(unregistered: list[tuple[str, str]]) -> str:
     """The sentences of a failed load's message for ``unregistered`` (see above)."""
     classes = ", ".join(f"{name!r} (module {module})" if module else repr(name)
                         for name, module in unregistered)  # fmt: skip
+    imported = sorted({m for _, m in unregistered if m in sys.modules and m != "__main__"})
+    if imported:  # given, yet its classes are not registered: the decorator is missing
+        return (f"it is not damaged, but it holds custom classes not registered in this process: "
+                f"{classes}. The module {', '.join(imported)} is imported but does not register "
+                "them under these names: decorate each class with "
+                "@keras.saving.register_keras_serializable(package=...) as it was when the file "
+                "was saved.")  # fmt: skip
     modules = ",".join(dict.fromkeys(m for _, m in unregistered if m not in ("", "__main__")))
     found = (f"Give --custom_modules={modules}, the modules that register them, their folder on "
              "PYTHONPATH (from Python, import them before loading)" if modules else

@@ -1,5 +1,6 @@
 """A user's model files with custom layers: --custom_modules, and the message when it is missing."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -96,6 +97,11 @@ def test_a_file_with_an_unregistered_class_names_it_and_the_flag_then_loads_once
     )
     custom_code.import_modules(["my_blocks"])
     assert custom_code.unregistered_classes(path) == []
+    # Imported, but registering nothing under that name (the decorator dropped since).
+    keras.saving.get_custom_objects().pop(REGISTERED)
+    assert "The module my_blocks is imported but does not register them under these names" in \
+        custom_code.advice(custom_code.unregistered_classes(path))
+    importlib.reload(sys.modules["my_blocks"])  # registers it again
     student = sources.resolve(path, (28, 28, 1), 10, role="student")
     assert [layer.name for layer in student.layers][1] == "block1"
 
