@@ -22,7 +22,7 @@ import numpy as np
 from fitnets_tf.errors import ConfigError
 
 # What needs a subclassed model's graph, for messages.
-_NEEDS = "hints, and a model file's re-created layers,"
+_NEEDS = "hints and a model file's re-created layers"
 # The graphs' inference outputs against the model's, on random inputs (float32 rounding of
 # the same operations in another order stays far below).
 _TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
@@ -63,8 +63,8 @@ def as_graph(model: keras.Model, input_shape, role: str) -> keras.Model:
         raise ConfigError(
             f"The {role} {model.name!r} is a subclassed {type(model).__name__} whose call runs "
             "other layers or other arithmetic with training=True than with training=False (a "
-            f"Python branch on `training`), so the graph of its layers that {_NEEDS} would "
-            "not be the model. Pass `training` to the layers instead (`self.dropout(x, "
+            f"Python branch on `training`), so the graph of its layers, which {_NEEDS} need, "
+            "would not be the model. Pass `training` to the layers instead (`self.dropout(x, "
             "training=training)`), or build it as a Functional model."
         )
     return graphs[0]
