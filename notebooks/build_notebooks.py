@@ -1125,8 +1125,10 @@ OWN_MODEL = [
         r"""
         ## 5. A subclassed student, by KD
 
-        Hints tap layers by name, so they need Functional models; knowledge distillation needs
-        only the student's logits, so any `keras.Model` works, subclassed ones included.
+        Knowledge distillation needs only the student's logits, so any `keras.Model` works,
+        subclassed ones included. (Hints name layers: given hints, the `Distiller` takes a
+        subclassed model as the graph its layers record when its `call` runs once, so they work
+        on it too; see the README, *Your own models and hints*.)
         """
     ),
     code(
