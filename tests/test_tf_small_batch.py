@@ -36,6 +36,13 @@ def test_summary_ratios_per_round_and_kernel_share():
     assert found["ratios"]["student@1/tensorflow_2_over_litert"]["median"] == 4.0
     assert found["ratios"]["teacher@128/tensorflow_1_over_2"]["median"] == 0.75
     assert found["profiles"]["floor_1/student@1"]["ops_share"] == pytest.approx(0.4)
+    # With oneDNN's kernels off (the eigen_* workers): their time over the default's.
+    times.update({f"eigen_{t}/{at}": [6.0, 12.0] for t in ("2", "1")
+                  for at in ("student@1", "student@128", "teacher@1", "teacher@128")})  # fmt: skip
+    found = tf_small_batch.summarise(times, records)
+    assert len(found["ratios"]) == 2 * 2 * 5
+    assert found["ratios"]["teacher@1/eigen_1_over_tensorflow_1"]["median"] == 2.0
+    assert found["ratios"]["student@128/eigen_2_over_tensorflow_2"]["median"] == 1.5
 
 
 def test_floor_candidates_time_an_empty_call_and_profile_each_model(tmp_path, monkeypatch):
