@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from fitnets_tf import custom_code
+from fitnets_tf import builders, custom_code
 from fitnets_tf.config import ExperimentConfig, RuntimeConfig
 from fitnets_tf.errors import ConfigError, ModelFileError
 from fitnets_tf.models import sources
@@ -116,6 +116,10 @@ def test_a_subclassed_model_file_is_the_graph_of_its_layers(blocks_module, tmp_p
     student = sources.resolve(str(tmp_path / "net.keras"), (28, 28, 1), 10, role="student")
     assert [layer.name for layer in student.layers] == [
         "block_net_input", "net_block", "net_gap", "net_logits"]  # fmt: skip
+    # A teacher file (--teacher_path) keeps its weights; it was refused as not Functional.
+    teacher = builders.trained_teacher(tmp_path / "net.keras", (28, 28, 1), 10)
+    assert [layer.name for layer in teacher.layers][1:] == ["net_block", "net_gap", "net_logits"]
+    np.testing.assert_array_equal(teacher.layers[-1].kernel, net.logits.kernel)
 
 
 def test_advice_for_classes_of_a_script_and_classes_saved_undecorated():

@@ -242,7 +242,8 @@ def for_dataset(
 ) -> keras.Model:
     """``model`` outputting logits (a final softmax removed), checked against the dataset,
     built for its images where the model's input leaves their size open
-    (:func:`at_input_shape`), and with its nested models' layers at the top level.
+    (:func:`at_input_shape`), and with its nested models' layers at the top level; a
+    subclassed model as the graph of its layers (:func:`~fitnets_tf.models.traced.as_graph`).
 
     Raises:
         ConfigError: not one Functional input and output, not ``(batch, classes)`` logits
@@ -253,6 +254,7 @@ def for_dataset(
             resize them).
     """
     what = f"The {role} {spec or model.name!r}"
+    model = as_graph(model, input_shape, role)  # a teacher file's (a student's is already)
     try:
         inputs, outputs = model.inputs, model.outputs
     except (AttributeError, ValueError):
