@@ -16,7 +16,8 @@ from fitnets_tf.config import ExperimentConfig, RuntimeConfig
 from fitnets_tf.errors import ConfigError, ModelFileError
 from fitnets_tf.models import sources
 
-# A module of the user's: one registered layer, as a user's own code defines it.
+# A module of the user's, as their own code defines one: a registered layer and a registered
+# subclassed model.
 BLOCKS = textwrap.dedent('''
     import keras
 
