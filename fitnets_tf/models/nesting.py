@@ -44,11 +44,12 @@ def _leaf_layers(model: keras.Model) -> list:
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        out += _leaf_layers(layer) if _is_graph(layer) else [layer]
+        out += _leaf_layers(layer) if is_graph(layer) else [layer]
     return out
 
 
-def _is_graph(layer) -> bool:
+def is_graph(layer) -> bool:
+    """Whether ``layer`` is a Functional or Sequential model: a graph of layers."""
     # Functional and Sequential models are graphs of layers; a subclassed model's ``call`` is
     # code, with no layer outputs to tap, so it stays one layer. Keras does not export its
     # Functional class: it is found by name among the model's bases, and must run its graph.
@@ -69,7 +70,7 @@ def flattened(model: keras.Model) -> keras.Model:
     same arguments, and ``training`` reaches it from the outer call as it did through the
     nested model.
     """
-    if not any(_is_graph(layer) for layer in model.layers) or repeated_names(model):
+    if not any(is_graph(layer) for layer in model.layers) or repeated_names(model):
         return model
     try:
         inputs = list(model.inputs)
@@ -102,7 +103,7 @@ def _call_graph(model: keras.Model, inputs: list, ends: dict) -> list:
     if isinstance(model, keras.Sequential):
         (x,) = inputs
         for layer in model.layers:
-            x = _call_nested(layer, [x], ends)[0] if _is_graph(layer) else layer(x)
+            x = _call_nested(layer, [x], ends)[0] if is_graph(layer) else layer(x)
         return [x]
     known = {id(t): x for t, x in zip(model.inputs, inputs, strict=True)}
     graph = _graph_tensors(model)
@@ -155,7 +156,7 @@ def _call_node(layer, node, known: dict, ends: dict) -> None:
 
     args = keras.tree.map_structure(swap, node.arguments.args)
     kwargs = keras.tree.map_structure(swap, node.arguments.kwargs)
-    if _is_graph(layer):
+    if is_graph(layer):
         outputs = _call_nested(layer, keras.tree.flatten(args), ends)
     else:
         outputs = keras.tree.flatten(layer(*args, **kwargs))

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from fitnets_tf.errors import ConfigError
+from fitnets_tf.models.nesting import is_graph
 
 # What needs a subclassed model's graph, for messages.
 _NEEDS = "hints and a model file's re-created layers"
@@ -31,10 +32,7 @@ _TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 def is_subclassed(model) -> bool:
     """Whether ``model`` is a ``keras.Model`` whose ``call`` is code (not Functional or
     Sequential)."""
-    if not isinstance(model, keras.Model) or isinstance(model, keras.Sequential):
-        return False
-    functional = [c for c in type(model).__mro__ if c.__name__ == "Functional"]
-    return not functional or type(model).call is not functional[0].call
+    return isinstance(model, keras.Model) and not is_graph(model)
 
 
 def built_input_shape(model: keras.Model) -> tuple | None:
