@@ -5,8 +5,9 @@ import functools
 import keras
 import numpy as np
 import pytest
+from conftest import tiny_dataset
 
-from fitnets_tf import models
+from fitnets_tf import evaluation, models
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
 from fitnets_tf.reporting.summary import summary_table
 
@@ -295,8 +296,12 @@ def test_a_custom_layer_with_a_kernel_is_named_as_uncounted_and_leaves_the_run_r
     model = keras.Model(inputs, keras.layers.Dense(2)(inner(x)))
     assert models.uncounted_layers(model) == ["gate"]
     assert models.count_multiplications(model) == 2 * 2  # the Dense alone: a partial count
+    images = keras.Input((8, 8, 1))
+    gated = _Gate(name="gate")(keras.layers.Flatten()(images))
+    student = keras.Model(images, keras.layers.Dense(3)(gated), name="gated")
+    row = evaluation.summary_row("kd", student, tiny_dataset(), None, False)
+    assert row["mults"] is None and row["mults_uncounted"] == ["gate"]
     teacher = dict(name="teacher", test_accuracy=0.9, params=10, mults=100)
-    student = dict(name="kd", test_accuracy=0.8, params=5, mults=None, mults_uncounted=["gate"])
-    assert summary_table([teacher, student]).splitlines()[-1] == (
+    assert summary_table([teacher, row]).splitlines()[-1] == (
         "kd: mults not counted: fitnets_tf does not know the multiplications of its layers gate"
     )
