@@ -101,8 +101,8 @@ def _class_entries(node):
 def _provided(module: str, registered: str) -> bool:
     import keras  # noqa: PLC0415
 
-    if module.split(".")[0] == "keras" or module == "builtins":
-        return True  # Keras' own classes (and Python's, for some configuration values)
+    if module.split(".")[0] == "keras":
+        return True  # Keras' own classes
     return keras.saving.get_registered_object(registered) is not None
 
 
