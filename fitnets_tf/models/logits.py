@@ -118,6 +118,16 @@ def for_distilling(model: keras.Model, role: str) -> keras.Model:
     return logits_for_distilling(flattened(model), role)
 
 
+def known_input_shape(model: keras.Model) -> tuple | None:
+    """One example's shape at a Functional (or built Sequential) model's one input, when every
+    dimension is known; None otherwise (a subclassed model, an open image size)."""
+    try:
+        shape = tuple(model.inputs[0].shape[1:])
+    except (AttributeError, ValueError, IndexError, TypeError):
+        return None
+    return shape if all(d is not None for d in shape) else None
+
+
 def build_like(student: keras.Model, teacher: keras.Model) -> None:
     """Builds a subclassed student on the teacher's input shape, when that shape is known.
 
@@ -126,11 +136,8 @@ def build_like(student: keras.Model, teacher: keras.Model) -> None:
     """
     if student.built:
         return
-    try:
-        shape = tuple(teacher.inputs[0].shape[1:])
-    except (AttributeError, ValueError, IndexError):
-        return  # a subclassed teacher too: the first batch builds both
-    if all(d is not None for d in shape):
+    shape = known_input_shape(teacher)
+    if shape is not None:  # else a subclassed teacher too: the first batch builds both
         student(ops.zeros((1, *shape)), training=False)
 
 

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from fitnets_tf.errors import ConfigError
+from fitnets_tf.models.logits import known_input_shape
 from fitnets_tf.models.nesting import is_graph
 
 # What needs a subclassed model's graph, for messages.
@@ -99,7 +100,7 @@ def as_graphs(teacher: keras.Model, student: keras.Model) -> tuple[keras.Model, 
     Raises:
         ConfigError: a subclassed model with neither shape known, or not traceable.
     """
-    shapes = [built_input_shape(m) if is_subclassed(m) else _graph_input_shape(m)
+    shapes = [built_input_shape(m) if is_subclassed(m) else known_input_shape(m)
               for m in (teacher, student)]  # fmt: skip
     out = []
     for model, own, other, role in ((teacher, *shapes, "teacher"),
@@ -114,14 +115,6 @@ def as_graphs(teacher: keras.Model, student: keras.Model) -> tuple[keras.Model, 
             )
         out.append(as_graph(model, shape, role) if shape is not None else model)
     return out[0], out[1]
-
-
-def _graph_input_shape(model: keras.Model) -> tuple | None:
-    try:
-        shape = tuple(model.inputs[0].shape[1:])
-    except (AttributeError, ValueError, IndexError, TypeError):
-        return None
-    return shape if all(d is not None for d in shape) else None
 
 
 def _inference(model: keras.Model, x: np.ndarray) -> np.ndarray:
