@@ -295,6 +295,8 @@ def test_a_custom_layer_with_a_kernel_is_named_as_uncounted_and_leaves_the_run_r
     inner = keras.Sequential([keras.Input((12,)), _Gate(name="gate")], name="inner")
     model = keras.Model(inputs, keras.layers.Dense(2)(inner(x)))
     assert models.uncounted_layers(model) == ["gate"]
+    model.trainable = False  # a teacher, frozen by the Distiller: its kernels still multiply
+    assert models.uncounted_layers(model) == ["gate"]
     assert models.count_multiplications(model) == 2 * 2  # the Dense alone: a partial count
     images = keras.Input((8, 8, 1))
     gated = _Gate(name="gate")(keras.layers.Flatten()(images))

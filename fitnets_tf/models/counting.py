@@ -91,12 +91,13 @@ def _per_position(layer) -> int:
 
 
 def _holds_kernels(layer) -> bool:
-    return any(len(w.shape) > 1 for w in layer.trainable_weights)
+    # All weights, not the trainable ones: a frozen teacher's kernels multiply as much.
+    return any(len(w.shape) > 1 for w in layer.weights)
 
 
 def uncounted_layers(model: keras.Model) -> list[str]:
-    """The layers of ``model`` (nested models' included) that hold trainable weights of two or
-    more dimensions but that :func:`count_multiplications` does not count: a custom layer, an
+    """The layers of ``model`` (nested models' included) that hold weights of two or more
+    dimensions but that :func:`count_multiplications` does not count: a custom layer, an
     attention layer. With any, the count leaves out multiplications the model does."""
     found = []
     known = (*_COUNTED, *_SEPARABLE, *_TRANSPOSED, *_NOT_MULTIPLYING)
