@@ -59,8 +59,6 @@ from fitnets_tf.run.final_student import save_final_student
 from fitnets_tf.run.plan import Plan, check_earlier_stages, plan  # noqa: F401  (Plan: re-exported)
 from fitnets_tf.run.resume import RunState, StageCheckpoint, restore_seed_states
 
-HINT_MODES = ("fitnet", "stagewise_labels")  # the modes that use a hint/guided pair
-
 
 def run(config: ExperimentConfig, workdir: str | os.PathLike, log=print) -> dict:
     """Runs the experiment and returns the summary written to ``workdir/summary.json``.
@@ -110,7 +108,7 @@ class Experiment:
         self.histories: dict[str, dict] = {}
 
     def _check_pair(self) -> None:
-        if any(m in HINT_MODES for m in self.config.schedule.modes) and not self.hints:
+        if any(m in stages.HINT_MODES for m in self.config.schedule.modes) and not self.hints:
             raise ConfigError(
                 f"Modes {self.config.schedule.modes} need hint/guided pairs: "
                 f"{self.config.models.teacher!r} / {self.config.models.student!r} have no "
@@ -192,7 +190,7 @@ class Experiment:
             students[mode] = new_student(self.config, *shape)
             check_own_rescaling(students[mode], self.data.preprocessor.mode, "student",
                                 self.config.models.student)  # fmt: skip
-            if mode in HINT_MODES:
+            if mode in stages.HINT_MODES:
                 self._check_hints(teacher, students[mode])
         return teacher, students
 

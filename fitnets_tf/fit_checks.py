@@ -20,6 +20,7 @@ from keras import ops
 
 from fitnets_tf.callbacks import check_checkpoints
 from fitnets_tf.errors import ConfigError
+from fitnets_tf.models.logits import are_probabilities
 from fitnets_tf.step_inputs import CACHED_LOGITS, images_of
 
 _FIT = inspect.signature(keras.Model.fit)
@@ -245,11 +246,7 @@ def check_teacher_logits(distiller, iterator) -> None:
     else:
         with strategy.scope():  # an unbuilt teacher makes its variables here
             outputs = teacher(images_of(x), training=False)
-    p = ops.convert_to_numpy(ops.cast(outputs, "float32"))
-    if p.ndim != 2 or p.shape[0] == 0:
-        return
-    if not (np.all(p >= -1e-3) and np.all(p <= 1 + 1e-3)
-            and np.allclose(p.sum(axis=-1), 1.0, atol=1e-2)):  # fmt: skip
+    if not are_probabilities(ops.convert_to_numpy(ops.cast(outputs, "float32"))):
         return
     fix = ("start it with keras.Input(shape): a built Sequential's final softmax is left out"
            if isinstance(teacher, keras.Sequential) else

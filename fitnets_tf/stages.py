@@ -30,6 +30,7 @@ from fitnets_tf.models.nesting import layer_output
 from fitnets_tf.run import mid_epoch
 
 MODES = ("fitnet", "kd", "scratch", "stagewise_labels")
+HINT_MODES = ("fitnet", "stagewise_labels")  # the modes that use a hint/guided pair
 STAGES_OF_MODE = {
     "fitnet": ("hints", "kd"),
     "kd": ("kd",),

@@ -9,6 +9,7 @@ needs two class logits or more (a softmax over one logit is 1 whatever the input
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from fitnets_tf.errors import ConfigError
@@ -25,6 +26,17 @@ SOFTMAX_NAMES = frozenset({"softmax", "softmax_v2"})
 def is_softmax(function) -> bool:
     """Whether ``function`` (an activation, or a Lambda layer's function) is a softmax."""
     return getattr(function, "__name__", None) in SOFTMAX_NAMES
+
+
+def are_probabilities(outputs) -> bool:
+    """Whether a batch of outputs (a numpy array) looks like a softmax's: 2-D, not empty,
+    every row in [0, 1] and summing to 1 (to float16's precision). Logits that happen to are
+    taken for probabilities too: the messages that act on this say why."""
+    p = np.asarray(outputs)
+    if p.ndim != 2 or p.shape[0] == 0:
+        return False
+    in_range = np.all(p >= -1e-3) and np.all(p <= 1 + 1e-3)
+    return bool(in_range and np.allclose(p.sum(axis=-1), 1.0, atol=1e-2))
 
 
 def ends(model: keras.Model):
