@@ -19,26 +19,38 @@ from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.data.sources import FOLDER, NPZ
 from fitnets_tf.errors import ConfigError, TeacherLoadError
 from fitnets_tf.maxout import TIES as MAXOUT_TIES
-from fitnets_tf.models import sources
+from fitnets_tf.models import saved_model, sources
 from fitnets_tf.run import data_record, io, layout
 
 TRAINING_ADVICE = ("Pass --teacher_path=FILE.keras or a run directory whose teacher stage "
                    "finished, or add 'teacher' to --stages to train one.")  # fmt: skip
 
 
-def load_teacher(path: str | os.PathLike, advice: str = TRAINING_ADVICE) -> keras.Model:
-    """Loads a trained teacher from a ``.keras`` file, a previous run directory or a shipped
-    teacher (``pretrained:NAME``, checked against its recorded sha256). ``advice`` ends the
-    error's message: what to do, in the words of the program that failed."""
-    path = os.path.expanduser(pretrained.resolve(str(path)))
-    if os.path.isdir(path):
-        path = layout.RunLayout(path).teacher
+def load_teacher(path: str | os.PathLike, advice: str = TRAINING_ADVICE,
+                 input_shape=None) -> keras.Model:  # fmt: skip
+    """Loads a trained teacher from a ``.keras`` file, a previous run directory, a SavedModel
+    folder (:mod:`fitnets_tf.models.saved_model`, for images of ``input_shape``: default, its
+    signature's) or a shipped teacher (``pretrained:NAME``, checked against its recorded
+    sha256). ``advice`` ends the error's message: what to do, in the words of the program that
+    failed."""
+    path = teacher_location(pretrained.resolve(str(path)))
+    if saved_model.is_saved_model(path):
+        return saved_model.load(path, input_shape)
     return io.load_model(path, "teacher", TeacherLoadError, advice=advice)
+
+
+def teacher_location(path: str | os.PathLike) -> pathlib.Path:
+    """What a trained teacher's ``path`` loads: a run directory's ``teacher/teacher.keras``,
+    else the path itself (a ``.keras`` file, a SavedModel folder)."""
+    path = pathlib.Path(path).expanduser()
+    run = path.is_dir() and not saved_model.is_saved_model(path)
+    return layout.RunLayout(path).teacher if run else path
 
 
 def trained_teacher(path: str | os.PathLike, input_shape, num_classes: int) -> keras.Model:
     """:func:`load_teacher`, checked against the dataset and outputting logits."""
-    return sources.for_dataset(load_teacher(path), input_shape, num_classes, "teacher", str(path))
+    teacher = load_teacher(path, input_shape=input_shape)
+    return sources.for_dataset(teacher, input_shape, num_classes, "teacher", str(path))
 
 
 def new_teacher(config: ExperimentConfig, input_shape, num_classes: int) -> keras.Model:
@@ -113,10 +125,7 @@ def input_paths(config: ExperimentConfig) -> dict[str, pathlib.Path]:
         found["--student"] = pathlib.Path(m.student)
     teacher = m.trained_teacher()
     if teacher and not pretrained.is_pretrained(teacher):
-        path = pathlib.Path(teacher).expanduser()
-        found["--teacher_path" if m.teacher_path else "--teacher"] = (
-            layout.RunLayout(path).teacher if path.is_dir() else path
-        )
+        found["--teacher_path" if m.teacher_path else "--teacher"] = teacher_location(teacher)
     for prefix in (FOLDER, NPZ):
         if config.data.dataset.startswith(prefix):
             found["--dataset"] = pathlib.Path(config.data.dataset.removeprefix(prefix))

@@ -54,6 +54,17 @@ def check_functional(model, role: str):
         ) from e
 
 
+def check_tappable(teacher: keras.Model) -> None:
+    """Refuses hints from a teacher that is a SavedModel's signature
+    (:mod:`fitnets_tf.models.saved_model`): its layers are not Keras', and none can be tapped."""
+    if any(isinstance(layer, keras.layers.TFSMLayer) for layer in teacher.layers):
+        raise ConfigError(
+            f"The teacher {teacher.name!r} is a TensorFlow SavedModel, which keeps functions, "
+            "not layers: it has no layer to take a hint from. Distil it without hints (no "
+            "hints, hint_layer or guided_layer: KD), or give the teacher as a Keras model."
+        )
+
+
 def model_inputs(model: keras.Model):
     # A lone input unwrapped, so a tap called with a tensor matches its input structure.
     return model.inputs[0] if len(model.inputs) == 1 else model.inputs
@@ -278,10 +289,11 @@ def resolve_pairs(teacher, student, hints=None, hint_layer=None, guided_layer=No
             "Give both `hint_layer` and `guided_layer` (for hint training) or neither "
             f"(KD only). Received: hint_layer={hint_layer!r}, guided_layer={guided_layer!r}"
         )
+    if hint_layer is None and hints is None:
+        return [], None
+    check_tappable(teacher)
     if hint_layer is not None:
         return [(hint_layer, guided_layer)], None
-    if hints is None:
-        return [], None
     if isinstance(hints, str) and hints == "auto":
         from fitnets_tf.hint_choice import auto_pair
 

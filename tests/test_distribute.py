@@ -140,6 +140,25 @@ def test_the_tune_cli_runs_on_two_replicas_under_one_strategy(tmp_path):
     assert summary["best"] is not None
 
 
+@pytest.mark.slow  # a KD run in a subprocess, ~30 s
+def test_a_saved_model_teacher_teaches_two_replicas(tmp_path):
+    # Loaded in the strategy's scope, its signature asserted in each replica ("executing a graph
+    # generated from the cross-replica context in an in-replica context").
+    import keras  # noqa: PLC0415
+
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
+    keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(h))).export(
+        tmp_path / "teacher")
+    run = _mirrored_cli("train", tmp_path / "run", "--flagfile=configs/smoke.flags",
+                        f"--teacher_path={tmp_path / 'teacher'}", "--mode=kd", "--kd_epochs=1",
+                        "--nomeasure_latency")  # fmt: skip
+    assert run["status"] == 0, run["log"][-3000:]
+    assert run["replicas_of_each_strategy"] == [2]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [m["name"] for m in summary["models"]] == ["teacher", "kd"]
+
+
 def test_a_strategy_is_made_once_per_process():
     mirrored = distribute.make_strategy("mirrored")
     assert distribute.make_strategy("mirrored") is mirrored

@@ -96,6 +96,7 @@ class ExperimentConfig:
         schedule = self.schedule
         found = self.models.problems()
         found += schedule.problems(trains_teacher=self.models.trained_teacher() is None)
+        found += self._hintless_teacher_problems()
         if not schedule.modes:
             found.append("no mode given")
         if schedule.early_stopping_patience and not self._has_validation_split():
@@ -115,6 +116,20 @@ class ExperimentConfig:
             found.append("--kd_targets=uncropped is a cache of the teacher's logits: it "
                          "needs --cache_teacher=auto or yes")  # fmt: skip
         return found
+
+    def _hintless_teacher_problems(self) -> list[str]:
+        """A SavedModel teacher (its functions, no layers) with modes that train from hints."""
+        from fitnets_tf import stages
+        from fitnets_tf.models import saved_model
+
+        teacher = self.models.trained_teacher()
+        hinted = [m for m in self.schedule.modes if m in stages.HINT_MODES]
+        if not (teacher and hinted and saved_model.is_saved_model(teacher)):
+            return []
+        return [f"the teacher {teacher!r} is a TensorFlow SavedModel, which keeps functions, "
+                f"not layers: it has no layer to take a hint from, and --mode {','.join(hinted)} "
+                "trains from hints. Give --mode=kd (with scratch for the baseline: "
+                "--mode=kd,scratch), or the teacher as a .keras file"]  # fmt: skip
 
     def _has_validation_split(self) -> bool:
         """False when none is held out and the data gives none: the user's own validation

@@ -151,8 +151,9 @@ class ModelsConfig:
         check=hint_path.weights_problem,
     )  # fmt: skip
     teacher_path: str | None = option(
-        None, "Trained teacher: a .keras file, a run directory, or pretrained:NAME (shipped: "
-        "pretrained:fashion_mnist_wide_cnn).", check=pretrained.name_problem,
+        None, "Trained teacher: a .keras file, run directory, SavedModel folder (KD only) or "
+        "pretrained:NAME (one ships: pretrained:fashion_mnist_wide_cnn).",
+        check=pretrained.name_problem,
     )  # fmt: skip
     init: str = option(
         "paper", "Kernel init: the paper's U(-0.005, 0.005), or He / Glorot uniform.",
@@ -180,8 +181,7 @@ class ModelsConfig:
         return None if self.init == "paper" else self.init
 
     def trained_teacher(self) -> str | None:
-        """The trained teacher to use: ``teacher_path``, or a ``.keras`` ``teacher`` (the same
-        thing); None when the teacher is an architecture to train."""
+        """``teacher_path``, or a ``.keras`` ``teacher`` (the same); None: one to train."""
         return self.teacher_path or (self.teacher if sources.is_keras_file(self.teacher) else None)
 
     def builds_a_maxout_net(self) -> bool:

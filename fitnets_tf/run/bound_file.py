@@ -1,9 +1,10 @@
 """A user's model file bound to the run that uses it, by its sha256 in the run state.
 
-A ``.keras`` file the user gives (a teacher, a student) may be saved over in place between
-two calls on one run directory; the flags name a path and would not tell. The run state
-records the file's sha256 under a key of its own when the run first uses it; a resume
-refuses a file that no longer matches, naming it and the fix, before anything is restored.
+A ``.keras`` file (or a SavedModel folder) the user gives (a teacher, a student) may be saved
+over in place between two calls on one run directory; the flags name a path and would not
+tell. The run state records the file's sha256 under a key of its own when the run first uses
+it; a resume refuses a file that no longer matches, naming it and the fix, before anything is
+restored.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def check_same(state, key: str, role: str, path: str | os.PathLike | None, why: 
     """
     if path is None:
         return
-    digest = io.file_sha256(path)
+    digest = io.tree_sha256(path) if os.path.isdir(path) else io.file_sha256(path)
     recorded = state.data.get(key)
     if recorded is None or not (state.resuming if bound is None else bound):
         state.data[key] = digest

@@ -183,6 +183,15 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def tree_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a folder: of each file's path in it and sha256, in the paths' order (a
+    file renamed, added, removed or changed changes it)."""
+    root, digest = pathlib.Path(path), hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(root).as_posix()}\0{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
 def save_model(model, path: str | os.PathLike) -> None:
     """``model.save`` to a ``.keras`` file, atomically, and its sha256 beside it.
 

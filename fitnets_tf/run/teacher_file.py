@@ -1,9 +1,10 @@
 """The user's teacher file a run learns from, bound to the run by its sha256.
 
-A teacher given as a ``.keras`` file (``--teacher_path=FILE``, ``--teacher=FILE``) is the
-user's: retrained and saved over in place between two calls, it would teach a run's later
-stages while its earlier ones learned from the file as it was, and the flags, which name a
-path, would not tell. The run state records the file's sha256 (``teacher_sha256``) when the run
+A teacher given as a ``.keras`` file (``--teacher_path=FILE``, ``--teacher=FILE``) or a
+SavedModel folder (``--teacher_path=FOLDER``; its sha256 is that of its files) is the user's:
+retrained and saved over in place between two calls, it would teach a run's later stages while
+its earlier ones learned from the file as it was, and the flags, which name a path, would not
+tell. The run state records the file's sha256 (``teacher_sha256``) when the run
 first uses it and keeps it from the run state's first commit on (a run is bound to its teacher,
 as to its data, once a stage has started); a resume refuses a file that no longer matches.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import pathlib
 
+from fitnets_tf.models import saved_model
 from fitnets_tf.pretrained import is_pretrained
 from fitnets_tf.run import bound_file
 
@@ -32,7 +34,9 @@ def given_file(config, plan, state) -> pathlib.Path | None:
     if not given or is_pretrained(given):
         return None
     path = pathlib.Path(given).expanduser()
-    return path if path.is_file() else None  # a run directory; or missing: the loader says so
+    if path.is_file() or saved_model.is_saved_model(path):
+        return path
+    return None  # a run directory; or missing: the loader says so
 
 
 def check_same(state, path: str | os.PathLike | None) -> None:

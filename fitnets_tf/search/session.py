@@ -153,11 +153,6 @@ def distributed_role() -> str:
     return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
 
 
-def _teacher_file(path: str | os.PathLike) -> str:
-    path = pathlib.Path(path).expanduser()
-    return str(layout.RunLayout(path).teacher if path.is_dir() else path)
-
-
 def _wait_for(path: pathlib.Path, what: str, log, timeout: float = STAGE_ONE_WAIT_S) -> None:
     if path.is_file():
         return
@@ -195,7 +190,7 @@ def stage_one(config: ExperimentConfig, options: TuneOptions, workdir: pathlib.P
                                   measure_latency=False)  # fmt: skip
         experiment.run(once, files.stage1.root, log=log)
     record = {
-        "teacher_path": _teacher_file(teacher_path or files.stage1.root),
+        "teacher_path": str(builders.teacher_location(teacher_path or files.stage1.root)),
         "student_path": str(files.stage1.stage_student(mode, "hints")) if hints else None,
         # The trials validate on stage 1's held-out examples: its run's draw, else a new one.
         "holdout": builders.run_holdout(config, files.stage1.data),

@@ -1,0 +1,140 @@
+"""A trained teacher given as a TensorFlow SavedModel folder, distilled through its signature.
+
+A SavedModel (``tf.saved_model.save``, Keras' ``model.export``, a TensorFlow 2 training
+pipeline's, a previous run's ``student_saved_model/``) keeps functions, not layers: its
+``serving_default`` signature becomes a one-layer Keras model (``keras.layers.TFSMLayer``),
+which teaches by knowledge distillation and cannot give hints (there is no layer to tap). Only
+the SavedModel's graph runs, never Python code, as with the ``.keras`` files loaded in safe
+mode.
+
+A signature that returns probabilities (a final softmax, as serving signatures often do) is
+wrapped in their logarithm: ``log p = z - logsumexp(z)`` differs from the logits ``z`` by one
+number per image, which every softmax at every temperature cancels, so the soft targets, the
+KD loss and the teacher's predictions are those its logits would give.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fitnets_tf.errors import ConfigError, TeacherLoadError
+from fitnets_tf.models.logits import are_probabilities
+from fitnets_tf.notes import note
+
+SIGNATURE = "serving_default"
+_GRAPH_FILES = ("saved_model.pb", "saved_model.pbtxt")
+# log(0) would be -inf: a probability that underflowed becomes float32's smallest normal one.
+_SMALLEST = float(np.finfo(np.float32).tiny)
+
+
+def is_saved_model(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a SavedModel folder (it holds ``saved_model.pb``)."""
+    return any(os.path.isfile(os.path.join(os.path.expanduser(path), f)) for f in _GRAPH_FILES)
+
+
+def load(path: str | os.PathLike, input_shape=None, role: str = "teacher") -> keras.Model:
+    """The ``serving_default`` signature of the SavedModel at ``path`` as a Keras model:
+    images of ``input_shape`` (default: the signature's) in, logits out (see the module
+    docstring for probabilities). Its name is the folder's.
+
+    Raises:
+        TeacherLoadError: TensorFlow cannot load the folder, or it has no ``serving_default``
+            signature.
+        ConfigError: the signature does not take one float image batch (the shape it takes
+            named beside ``input_shape``) or give one tensor.
+    """
+    path = pathlib.Path(path).expanduser()
+    if tf.distribute.has_strategy():
+        # A SavedModel loaded in a strategy's scope cannot run in its replicas (TensorFlow
+        # asserts "executing a graph generated from the cross-replica context in an in-replica
+        # context", tensorflow/tensorflow#56852): loaded in a thread of its own, outside any
+        # scope (scopes are per thread), its variables are plain ones, which every replica
+        # reads. The teacher is frozen: nothing needs them mirrored.
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            return thread.submit(_load, path, input_shape, role).result()
+    return _load(path, input_shape, role)
+
+
+def _load(path: pathlib.Path, input_shape, role: str) -> keras.Model:
+    what = f"The {role} SavedModel {str(path)!r}"
+    layer = _signature_layer(path, what)
+    spec = _one_image_input(layer.call_endpoint_fn, what)
+    if spec.dtype.name != layer.dtype:  # a float16 signature: loaded again, rarely
+        layer = _signature_layer(path, what, spec.dtype.name)
+    shape = tuple(spec.shape[1:]) if input_shape is None else tuple(input_shape)
+    if len(shape) != len(spec.shape) - 1 or not spec.shape[1:].is_compatible_with(shape):
+        raise ConfigError(
+            f"{what} takes images of shape {tuple(spec.shape[1:])} (its signature), and the "
+            f"data's are {shape}: give --image_size (and --channels) to match it."
+        )
+    inputs = keras.Input(shape, name="images")
+    outputs = keras.ops.cast(_one_output(layer(inputs), what), "float32")
+    name = _model_name(path)
+    if are_probabilities(_probe(layer, shape)):
+        outputs = keras.ops.log(keras.ops.maximum(outputs, _SMALLEST))
+        note(f"The {role} {name!r} (a SavedModel) outputs probabilities: the Distiller uses "
+             "their logarithms as its logits (the same soft targets at every temperature).")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _signature_layer(path: pathlib.Path, what: str, dtype: str = "float32"):
+    # The signature's own dtype, whatever the global policy (mixed precision would cast the
+    # images to bfloat16, which a float32 signature refuses).
+    try:
+        return keras.layers.TFSMLayer(str(path), call_endpoint=SIGNATURE, trainable=False,
+                                      name="saved_model", dtype=dtype)  # fmt: skip
+    except ValueError as e:  # the endpoint is missing: Keras lists the signatures there are
+        raise TeacherLoadError(
+            f"{what} has no {SIGNATURE!r} signature ({e}). Save it with one: "
+            "tf.saved_model.save(model, path, signatures=...) or Keras' model.export(path)."
+        ) from e
+    except Exception as e:  # noqa: BLE001  (TensorFlow raises many types for a bad folder)
+        raise TeacherLoadError(
+            f"Cannot load t{what[1:]} ({type(e).__name__}: {str(e).splitlines()[0]}): it is "
+            "damaged, or was written by a TensorFlow with ops this one lacks."
+        ) from e
+
+
+def _one_image_input(function, what: str):
+    args, kwargs = function.structured_input_signature
+    specs = keras.tree.flatten((args, kwargs))
+    if len(specs) != 1 or specs[0].shape.rank != 4 or not specs[0].dtype.is_floating:
+        taken = ", ".join(f"{s.dtype.name} {tuple(s.shape)}" for s in specs) or "nothing"
+        raise ConfigError(
+            f"{what}'s {SIGNATURE!r} signature takes {taken}; the Distiller gives it one batch "
+            "of float images (N, H, W, C), preprocessed as for the student (--preprocessing). "
+            "Export a signature that takes them."
+        )
+    return specs[0]
+
+
+def _one_output(outputs, what: str):
+    """The one tensor of a signature's outputs (a signature returns a dict of them)."""
+    if isinstance(outputs, dict) and len(outputs) == 1:
+        return next(iter(outputs.values()))
+    if isinstance(outputs, dict):
+        raise ConfigError(
+            f"{what} returns {len(outputs)} outputs ({', '.join(sorted(outputs))}); a teacher "
+            "returns one, the class logits (or probabilities). Export a signature that does."
+        )
+    return outputs
+
+
+def _probe(layer: keras.layers.TFSMLayer, shape: tuple):
+    """The signature's outputs on a small batch of random images, as numpy."""
+    size = [32 if d is None else d for d in shape]  # a size the signature leaves open
+    images = np.random.default_rng(0).uniform(size=(4, *size)).astype(np.float32)
+    outputs = _one_output(layer(images), "")
+    return keras.ops.convert_to_numpy(keras.ops.cast(outputs, "float32"))
+
+
+def _model_name(path: pathlib.Path) -> str:
+    # Keras' names are identifiers: a folder "teacher-v2.1" gives "teacher_v2_1".
+    name = "".join(c if c.isalnum() else "_" for c in path.resolve().name)
+    return name.strip("_") or "saved_model"
