@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_data, tiny_model
+from conftest import ROOT, tiny_data, tiny_model, train_cli
 
 from fitnets_tf import Distiller, builders, errors, experiment
 from fitnets_tf import config as config_lib
@@ -123,3 +123,14 @@ def test_a_run_distils_from_a_saved_model_and_is_bound_to_its_files(tmp_path):
     with pytest.raises(errors.WorkdirError, match=rf"The teacher file '{path}' changed since the "
                        rf"run in .* started \(sha256 {then} then, {io.tree_sha256(path)} now\)"):
         experiment.run(config, run, log=lambda m: None)
+
+
+def test_list_layers_shows_a_saved_model_teacher_of_a_kd_run(tmp_path):
+    # The smoke flags' --teacher=mnist_teacher gives the paper's pair (pool2:pool4), which a
+    # KD run never uses: it was checked against the SavedModel and refused.
+    path = _export_teacher(tmp_path / "teacher")
+    listed = train_cli(f"--flagfile={ROOT}/configs/smoke.flags", f"--teacher_path={path}",
+                       "--mode=kd,scratch", "--list_layers")  # fmt: skip
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "saved_model  TFSMLayer   (10,)" in listed.stdout
+    assert "the teacher has none" in listed.stdout  # hints=auto: no feature map to take

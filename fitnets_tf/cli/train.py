@@ -44,11 +44,12 @@ def main(argv):
 
     config = flag_lib.validated_command_line(sys.argv)
     if FLAGS.list_layers:
-        from fitnets_tf import hint_choice
+        from fitnets_tf import hint_choice, stages
 
         teacher, student = experiment.models_of(config)
-        print(hint_choice.describe_models(teacher, student, config.hint_pairs(),
-                                          config.models.regressor))  # fmt: skip
+        hinted = any(mode in stages.HINT_MODES for mode in config.schedule.modes)
+        pairs = config.hint_pairs() if hinted else ()  # checked as the run would use them
+        print(hint_choice.describe_models(teacher, student, pairs, config.models.regressor))
         return
     # Before the directory is made, the lock file and flags.txt: a user's folder refused is
     # left as it was, and no folder is left inside an image folder. A multi-worker run's
