@@ -89,12 +89,12 @@ def _signature_layer(path: pathlib.Path, what: str, dtype: str = "float32"):
     try:
         return keras.layers.TFSMLayer(str(path), call_endpoint=SIGNATURE, trainable=False,
                                       name="saved_model", dtype=dtype)  # fmt: skip
-    except ValueError as e:  # the endpoint is missing: Keras lists the signatures there are
-        raise TeacherLoadError(
-            f"{what} has no {SIGNATURE!r} signature ({e}). Save it with one: "
-            "tf.saved_model.save(model, path, signatures=...) or Keras' model.export(path)."
-        ) from e
     except Exception as e:  # noqa: BLE001  (TensorFlow raises many types for a bad folder)
+        if isinstance(e, ValueError) and f"endpoint '{SIGNATURE}'" in str(e):
+            raise TeacherLoadError(  # Keras' message lists the signatures there are
+                f"{what} has no {SIGNATURE!r} signature ({e}). Save it with one: "
+                "tf.saved_model.save(model, path, signatures=...) or Keras' model.export(path)."
+            ) from e
         raise TeacherLoadError(
             f"Cannot load t{what[1:]} ({type(e).__name__}: {str(e).splitlines()[0]}): it is "
             "damaged, or was written by a TensorFlow with ops this one lacks."
@@ -105,7 +105,7 @@ def _one_image_input(function, what: str):
     args, kwargs = function.structured_input_signature
     specs = keras.tree.flatten((args, kwargs))
     if len(specs) != 1 or specs[0].shape.rank != 4 or not specs[0].dtype.is_floating:
-        taken = ", ".join(f"{s.dtype.name} {tuple(s.shape)}" for s in specs) or "nothing"
+        taken = ", ".join(f"{s.dtype.name} {s.shape}" for s in specs) or "nothing"
         raise ConfigError(
             f"{what}'s {SIGNATURE!r} signature takes {taken}; the Distiller gives it one batch "
             "of float images (N, H, W, C), preprocessed as for the student (--preprocessing). "
