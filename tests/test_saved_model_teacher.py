@@ -41,6 +41,29 @@ def test_an_exported_teacher_gives_its_logits_and_a_probabilities_one_their_loga
                                    atol=1e-6)  # fmt: skip
 
 
+def _kd_student(teacher, steps: int = 4):
+    """The tiny student's weights after ``steps`` KD steps from ``teacher``, from one start."""
+    student = tiny_model("student", width=2, seed=1)
+    distiller = Distiller(teacher, student, temperature=4.0, kd_lambda=2.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.5), phase="kd")
+    x, y = tiny_data(32)
+    distiller.fit(x, y, batch_size=8, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+    return student.get_weights()
+
+
+def test_a_student_distilled_from_the_export_is_the_one_distilled_from_the_model(tmp_path):
+    # What a user distils from their exported teacher is what the Keras teacher would teach.
+    model = tiny_model("teacher", width=4, seed=0)
+    model.export(tmp_path / "logits")
+    keras.Model(model.inputs, keras.layers.Softmax()(model.outputs[0])).export(tmp_path / "probs")
+    expected = _kd_student(model)
+    for got in _kd_student(saved_model.load(tmp_path / "logits")):  # the same graph's ops
+        np.testing.assert_array_equal(got, expected.pop(0))
+    expected = _kd_student(model)
+    for got in _kd_student(saved_model.load(tmp_path / "probs")):  # rounding apart
+        np.testing.assert_allclose(got, expected.pop(0), rtol=1e-4, atol=1e-6)
+
+
 class _TwoOutputs(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec((None, 8, 8, 1), tf.float32)])
     def serve(self, images):
