@@ -19,7 +19,7 @@ from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.data.sources import FOLDER, NPZ
 from fitnets_tf.errors import ConfigError, TeacherLoadError
 from fitnets_tf.maxout import TIES as MAXOUT_TIES
-from fitnets_tf.models import saved_model, sources
+from fitnets_tf.models import onnx_model, saved_model, sources
 from fitnets_tf.run import data_record, io, layout
 
 TRAINING_ADVICE = ("Pass --teacher_path=FILE.keras or a run directory whose teacher stage "
@@ -28,14 +28,16 @@ TRAINING_ADVICE = ("Pass --teacher_path=FILE.keras or a run directory whose teac
 
 def load_teacher(path: str | os.PathLike, advice: str = TRAINING_ADVICE,
                  input_shape=None) -> keras.Model:  # fmt: skip
-    """Loads a trained teacher from a ``.keras`` file, a previous run directory, a SavedModel
-    folder (:mod:`fitnets_tf.models.saved_model`, for images of ``input_shape``: default, its
-    signature's) or a shipped teacher (``pretrained:NAME``, checked against its recorded
-    sha256). ``advice`` ends the error's message: what to do, in the words of the program that
-    failed."""
+    """Loads a trained teacher from a ``.keras`` file, a previous run directory, a shipped
+    teacher (``pretrained:NAME``, checked against its recorded sha256), a SavedModel folder or
+    an ONNX file (:mod:`~fitnets_tf.models.saved_model`, :mod:`~fitnets_tf.models.onnx_model`:
+    for images of ``input_shape``, default: the model's). ``advice`` ends the error's message:
+    what to do, in the words of the program that failed."""
     path = teacher_location(pretrained.resolve(str(path)))
     if saved_model.is_saved_model(path):
         return saved_model.load(path, input_shape)
+    if onnx_model.is_onnx_file(path):
+        return onnx_model.load(path, input_shape)
     return io.load_model(path, "teacher", TeacherLoadError, advice=advice)
 
 

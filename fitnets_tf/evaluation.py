@@ -11,6 +11,7 @@ import tensorflow as tf
 from fitnets_tf import latency, models
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.export.serving import as_served, in_float32
+from fitnets_tf.models import onnx_model
 
 # The two conventions a user's model is trained with, raw pixels in [0, 255] or pixels / 255:
 # ``--preprocessing`` mode -> (the other's mode, the factor from this input to the other's).
@@ -223,7 +224,8 @@ def summary_row(name: str, model: keras.Model, test, stage_seconds: dict | None,
         timings = latency.measure_latency(served, batch_sizes=(1, 128), repeats=10)
         row["latency_ms_per_image_batch1"] = timings[1]["ms_per_image"]
         row["latency_ms_per_image_batch128"] = timings[128]["ms_per_image"]
-    for runtime in runtimes:
+    # An ONNX teacher calls ONNX Runtime from TensorFlow: no other runtime can take it.
+    for runtime in () if onnx_model.runs_onnx(model) else runtimes:
         timings = latency.measure_served_latency(served, runtime, batch_sizes=(1, 128), repeats=30)
         for batch in (1, 128):
             row[f"latency_ms_per_image_batch{batch}_{runtime}"] = timings[batch]["ms_per_image"]

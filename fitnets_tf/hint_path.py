@@ -55,14 +55,20 @@ def check_functional(model, role: str):
 
 
 def check_tappable(teacher: keras.Model) -> None:
-    """Refuses hints from a teacher that is a SavedModel's signature
-    (:mod:`fitnets_tf.models.saved_model`): its layers are not Keras', and none can be tapped."""
-    if any(isinstance(layer, keras.layers.TFSMLayer) for layer in teacher.layers):
-        raise ConfigError(
-            f"The teacher {teacher.name!r} is a TensorFlow SavedModel, which keeps functions, "
-            "not layers: it has no layer to take a hint from. Distil it without hints (no "
-            "hints, hint_layer or guided_layer: KD), or give the teacher as a Keras model."
-        )
+    """Refuses hints from a teacher run as a function (a SavedModel's signature, an ONNX model:
+    :mod:`fitnets_tf.models.saved_model`, :mod:`~fitnets_tf.models.onnx_model`): its layers are
+    not Keras', and none can be tapped."""
+    from fitnets_tf.models.onnx_model import OnnxTeacher  # noqa: PLC0415  (models import this)
+
+    kinds = {keras.layers.TFSMLayer: "a TensorFlow SavedModel", OnnxTeacher: "an ONNX model"}
+    for layer in teacher.layers:
+        kind = next((k for cls, k in kinds.items() if isinstance(layer, cls)), None)
+        if kind is not None:
+            raise ConfigError(
+                f"The teacher {teacher.name!r} is {kind}, run as a function: it has no layer to "
+                "take a hint from. Distil it without hints (no hints, hint_layer or "
+                "guided_layer: KD), or give the teacher as a Keras model."
+            )
 
 
 def model_inputs(model: keras.Model):

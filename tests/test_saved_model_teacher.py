@@ -104,8 +104,8 @@ def test_a_saved_model_teacher_gives_no_hints(tmp_path):
     model = tiny_model("teacher", width=4, seed=0)
     model.export(tmp_path / "teacher")
     teacher = saved_model.load(tmp_path / "teacher")
-    with pytest.raises(errors.ConfigError, match=r"'teacher' is a TensorFlow SavedModel, which "
-                       r"keeps functions, not layers: it has no layer to take a hint from"):
+    with pytest.raises(errors.ConfigError, match=r"'teacher' is a TensorFlow SavedModel, run as a "
+                       r"function: it has no layer to take a hint from"):
         Distiller(teacher, tiny_model("student", width=2, seed=1), hints="auto")
     Distiller(teacher, tiny_model("student", width=2, seed=1))  # KD: taken
     config = SMOKE.with_values(teacher_path=str(tmp_path / "teacher"), modes=("kd", "fitnet"))
@@ -113,7 +113,7 @@ def test_a_saved_model_teacher_gives_no_hints(tmp_path):
                        r"--mode=kd"):  # before anything is read or built
         config.validate()
     folder = str(tmp_path / "teacher")
-    with pytest.raises(errors.ConfigError, match=r"is a SavedModel folder, a trained teacher: "
+    with pytest.raises(errors.ConfigError, match=r"is a TensorFlow SavedModel, a trained teacher: "
                        r"give it as --teacher_path"):  # --teacher names what a run builds
         SMOKE.with_values(teacher=folder).validate()
     with pytest.raises(errors.ConfigError, match=r"cannot be re-created and trained as a "

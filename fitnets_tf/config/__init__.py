@@ -96,7 +96,7 @@ class ExperimentConfig:
         schedule = self.schedule
         found = self.models.problems()
         found += schedule.problems(trains_teacher=self.models.trained_teacher() is None)
-        found += self._hintless_teacher_problems()
+        found += self._foreign_teacher_problems()
         if not schedule.modes:
             found.append("no mode given")
         if schedule.early_stopping_patience and not self._has_validation_split():
@@ -117,19 +117,24 @@ class ExperimentConfig:
                          "needs --cache_teacher=auto or yes")  # fmt: skip
         return found
 
-    def _hintless_teacher_problems(self) -> list[str]:
-        """A SavedModel teacher (its functions, no layers) with modes that train from hints."""
+    def _foreign_teacher_problems(self) -> list[str]:
+        """A teacher run as a function (a SavedModel's signature, an ONNX model: no layers)
+        with modes that train from hints, or an ONNX one under XLA."""
         from fitnets_tf import stages
-        from fitnets_tf.models import saved_model
+        from fitnets_tf.models import sources
 
-        teacher = self.models.trained_teacher()
+        teacher, found = self.models.trained_teacher(), []
+        kind = sources.foreign_kind(teacher)
         hinted = [m for m in self.schedule.modes if m in stages.HINT_MODES]
-        if not (teacher and hinted and saved_model.is_saved_model(teacher)):
-            return []
-        return [f"the teacher {teacher!r} is a TensorFlow SavedModel, which keeps functions, "
-                f"not layers: it has no layer to take a hint from, and --mode {','.join(hinted)} "
-                "trains from hints. Give --mode=kd (with scratch for the baseline: "
-                "--mode=kd,scratch), or the teacher as a .keras file"]  # fmt: skip
+        if kind and hinted:
+            found.append(f"the teacher {teacher!r} is {kind}, run as a function: it has no "
+                         f"layer to take a hint from, and --mode {','.join(hinted)} trains from "
+                         "hints. Give --mode=kd (with scratch for the baseline: "
+                         "--mode=kd,scratch), or the teacher as a .keras file")  # fmt: skip
+        if kind == "an ONNX model" and self.runtime.jit_compile:
+            found.append(f"the teacher {teacher!r} runs in ONNX Runtime, called from the "
+                         "train step on the host, which XLA cannot compile: drop --jit_compile")
+        return found
 
     def _has_validation_split(self) -> bool:
         """False when none is held out and the data gives none: the user's own validation

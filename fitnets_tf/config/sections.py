@@ -151,8 +151,8 @@ class ModelsConfig:
         check=hint_path.weights_problem,
     )  # fmt: skip
     teacher_path: str | None = option(
-        None, "Trained teacher: a .keras file, run directory, SavedModel folder (KD only) or "
-        "pretrained:NAME (one ships: pretrained:fashion_mnist_wide_cnn).",
+        None, "Trained teacher: a .keras file, run directory, SavedModel folder or .onnx file "
+        "(KD only), or pretrained:NAME (one ships: pretrained:fashion_mnist_wide_cnn).",
         check=pretrained.name_problem,
     )  # fmt: skip
     init: str = option(

@@ -8,11 +8,14 @@ import keras
 
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
 from fitnets_tf.models.nesting import own_nodes
+from fitnets_tf.models.onnx_model import OnnxTeacher
 
 
 def count_params(model: keras.Model) -> int:
-    """All weights of `model`, trainable or not, biases included."""
-    return int(model.count_params())
+    """All weights of `model`, trainable or not, biases included (an ONNX teacher's: those of
+    its file, which Keras does not hold)."""
+    onnx = sum(layer.params for layer in model.layers if isinstance(layer, OnnxTeacher))
+    return int(model.count_params()) + onnx
 
 
 # Layers whose multiplications are ``kernel.size`` per output position (pieces included in
@@ -98,12 +101,15 @@ def _holds_kernels(layer) -> bool:
 def uncounted_layers(model: keras.Model) -> list[str]:
     """The layers of ``model`` (nested models' included) that hold weights of two or more
     dimensions but that :func:`count_multiplications` does not count: a custom layer, an
-    attention layer. With any, the count leaves out multiplications the model does."""
+    attention layer (or an ONNX teacher's, whose weights are in its file). With any, the count
+    leaves out multiplications the model does."""
     found = []
     known = (*_COUNTED, *_SEPARABLE, *_TRANSPOSED, *_NOT_MULTIPLYING)
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             found += uncounted_layers(layer)
-        elif not isinstance(layer, known) and _holds_kernels(layer):
+        elif not isinstance(layer, known) and (
+            _holds_kernels(layer) or isinstance(layer, OnnxTeacher)
+        ):
             found.append(layer.name)
     return found

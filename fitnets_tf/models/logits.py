@@ -39,6 +39,24 @@ def are_probabilities(outputs) -> bool:
     return bool(in_range and np.allclose(p.sum(axis=-1), 1.0, atol=1e-2))
 
 
+# log(0) would be -inf: a probability that underflowed becomes float32's smallest normal one.
+_SMALLEST = float(np.finfo(np.float32).tiny)
+
+
+def logits_of_foreign(outputs, probed, name: str, kind: str):
+    """The logits of a teacher run as a function (a SavedModel's signature, an ONNX model)
+    whose ``outputs`` (a symbolic tensor) gave ``probed`` (numpy) on a probe batch: ``outputs``,
+    or their logarithm when ``probed`` are probabilities, and the run says so (``kind`` names
+    the teacher's format). ``log p = z - logsumexp(z)`` differs from the logits ``z`` by one
+    number per image, which every softmax at every temperature cancels: the soft targets, the
+    KD loss and the predictions are those its logits would give."""
+    if not are_probabilities(probed):
+        return outputs
+    note(f"The teacher {name!r} ({kind}) outputs probabilities: the Distiller uses their "
+         "logarithms as its logits (the same soft targets at every temperature).")
+    return ops.log(ops.maximum(outputs, _SMALLEST))
+
+
 def ends(model: keras.Model):
     """``(inputs, outputs)`` of a Functional or built Sequential model; None for a subclassed
     one (its ends are known only once it is called)."""

@@ -8,9 +8,8 @@ the SavedModel's graph runs, never Python code, as with the ``.keras`` files loa
 mode.
 
 A signature that returns probabilities (a final softmax, as serving signatures often do) is
-wrapped in their logarithm: ``log p = z - logsumexp(z)`` differs from the logits ``z`` by one
-number per image, which every softmax at every temperature cancels, so the soft targets, the
-KD loss and the teacher's predictions are those its logits would give.
+wrapped in their logarithm (:func:`~fitnets_tf.models.logits.logits_of_foreign`), which gives
+the soft targets and predictions its logits would.
 """
 
 from __future__ import annotations
@@ -24,13 +23,10 @@ import numpy as np
 import tensorflow as tf
 
 from fitnets_tf.errors import ConfigError, TeacherLoadError
-from fitnets_tf.models.logits import are_probabilities
-from fitnets_tf.notes import note
+from fitnets_tf.models.logits import logits_of_foreign
 
 SIGNATURE = "serving_default"
 _GRAPH_FILES = ("saved_model.pb", "saved_model.pbtxt")
-# log(0) would be -inf: a probability that underflowed becomes float32's smallest normal one.
-_SMALLEST = float(np.finfo(np.float32).tiny)
 
 
 def is_saved_model(path: str | os.PathLike) -> bool:
@@ -75,11 +71,8 @@ def _load(path: pathlib.Path, input_shape, role: str) -> keras.Model:
         )
     inputs = keras.Input(shape, name="images")
     outputs = keras.ops.cast(_one_output(layer(inputs), what), "float32")
-    name = _model_name(path)
-    if are_probabilities(_probe(layer, shape)):
-        outputs = keras.ops.log(keras.ops.maximum(outputs, _SMALLEST))
-        note(f"The {role} {name!r} (a SavedModel) outputs probabilities: the Distiller uses "
-             "their logarithms as its logits (the same soft targets at every temperature).")
+    name = model_name(path)
+    outputs = logits_of_foreign(outputs, _probe(layer, shape), name, "a SavedModel")
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -134,7 +127,9 @@ def _probe(layer: keras.layers.TFSMLayer, shape: tuple):
     return keras.ops.convert_to_numpy(keras.ops.cast(outputs, "float32"))
 
 
-def _model_name(path: pathlib.Path) -> str:
+def model_name(path: pathlib.Path) -> str:
+    """A Keras model name for the teacher at ``path`` (a folder or a file, suffix dropped)."""
     # Keras' names are identifiers: a folder "teacher-v2.1" gives "teacher_v2_1".
-    name = "".join(c if c.isalnum() else "_" for c in path.resolve().name)
-    return name.strip("_") or "saved_model"
+    path = path.resolve()
+    name = "".join(c if c.isalnum() else "_" for c in (path.stem if path.is_file() else path.name))
+    return name.strip("_") or "teacher"

@@ -44,7 +44,7 @@ import keras
 from fitnets_tf import batch_norm
 from fitnets_tf.errors import ConfigError, ModelFileError
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
-from fitnets_tf.models import saved_model
+from fitnets_tf.models import onnx_model, saved_model
 from fitnets_tf.models.logits import check_class_logits, softmax_note, without_softmax
 from fitnets_tf.models.nesting import flattened
 from fitnets_tf.models.registry import build, names
@@ -71,16 +71,24 @@ def check(spec, role: str = "model") -> str | None:
         return f"the {role} file {spec!r} does not exist"
     if isinstance(spec, str) and spec.startswith(APPLICATIONS):
         return _application_problem(spec.removeprefix(APPLICATIONS))
-    if isinstance(spec, str) and saved_model.is_saved_model(spec):
-        # Its functions run but cannot be rebuilt or trained: a trained teacher's only use.
-        return (f"{spec!r} is a SavedModel folder, a trained teacher: give it as --teacher_path"
+    kind = foreign_kind(spec)
+    if kind:  # functions that run but cannot be rebuilt or trained: a trained teacher's only use
+        return (f"{spec!r} is {kind}, a trained teacher: give it as --teacher_path"
                 if role == "teacher" else
-                f"{spec!r} is a SavedModel folder, whose functions cannot be re-created and "
-                f"trained as a {role}: give a .keras file or an architecture")  # fmt: skip
+                f"{spec!r} is {kind}, whose functions cannot be re-created and trained as a "
+                f"{role}: give a .keras file or an architecture")  # fmt: skip
     return (
         f"unknown {role} {spec!r}: give a registered architecture ({', '.join(names())}), a "
         f"path to a .keras file, or {APPLICATIONS}NAME (a Keras model constructor)"
     )
+
+
+def foreign_kind(spec) -> str | None:
+    """"a TensorFlow SavedModel" or "an ONNX model" when ``spec`` names one (a teacher run as a
+    function: :mod:`~fitnets_tf.models.saved_model`, :mod:`~fitnets_tf.models.onnx_model`)."""
+    if isinstance(spec, str) and saved_model.is_saved_model(spec):
+        return "a TensorFlow SavedModel"
+    return "an ONNX model" if onnx_model.is_onnx_file(spec) else None
 
 
 def _application_problem(name: str) -> str | None:

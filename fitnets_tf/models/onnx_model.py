@@ -1,0 +1,168 @@
+"""A trained teacher given as an ONNX file (a PyTorch model's ``torch.onnx.export``...).
+
+A teacher trained in another framework teaches a Keras student by knowledge distillation:
+ONNX Runtime runs the file (the provider it picks: CUDA where ``onnxruntime-gpu`` has a GPU)
+inside the train step, through ``tf.numpy_function``, in a one-layer Keras model
+(:class:`OnnxTeacher`). Its graph has no Keras layers to tap, so it gives no hints; and a
+``numpy_function`` runs on the host, so XLA (``jit_compile``) and TPUs cannot take it. Images
+go in channels-last, as the pipelines make them, and are transposed for a model that takes them
+channels-first (PyTorch's order, found from the shape of its input); probabilities out are
+taken as their logarithms (:func:`~fitnets_tf.models.logits.logits_of_foreign`). With the
+teacher's outputs cached (``--cache_teacher``), it runs once per image, not once per step.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fitnets_tf.errors import ConfigError, TeacherLoadError
+from fitnets_tf.models.logits import logits_of_foreign
+from fitnets_tf.models.saved_model import model_name
+
+SUFFIX = ".onnx"
+
+
+def is_onnx_file(path) -> bool:
+    """Whether ``path`` names an ONNX file (whether or not it exists)."""
+    return isinstance(path, (str, os.PathLike)) and str(path).endswith(SUFFIX)
+
+
+def runs_onnx(model: keras.Model) -> bool:
+    """Whether ``model`` runs an ONNX teacher (it cannot be converted for another runtime)."""
+    return any(isinstance(layer, OnnxTeacher) for layer in model.layers)
+
+
+class OnnxTeacher(keras.layers.Layer):
+    """An ONNX model's one output for a batch of channels-last images, by ONNX Runtime.
+
+    Args:
+        onnx_path: the ONNX file.
+        channels_first: the model takes ``(N, C, H, W)``: the images are transposed for it.
+        classes: the size of its output's last axis.
+    """
+
+    def __init__(self, onnx_path, channels_first: bool, classes: int, **kwargs):
+        for fixed in ("trainable", "dtype"):  # a config's (clone_model's copy): as here
+            kwargs.pop(fixed, None)
+        super().__init__(trainable=False, dtype="float32", **kwargs)
+        # Not `path`: Keras layers have one (their variables' prefix).
+        self.onnx_path, self.channels_first, self.classes = str(onnx_path), channels_first, classes
+        self.session = _session(pathlib.Path(onnx_path), f"The ONNX model {self.onnx_path!r}")
+        self._input = self.session.get_inputs()[0].name
+        self.params = _weights_in(self.onnx_path)
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        """The model's output for ``images`` as it takes them, in float32."""
+        return self.session.run(None, {self._input: images})[0].astype(np.float32)
+
+    def call(self, images):
+        if self.channels_first:
+            images = keras.ops.transpose(images, (0, 3, 1, 2))
+        outputs = tf.numpy_function(self.run, [images], tf.float32, stateful=False)
+        return tf.ensure_shape(outputs, (None, self.classes))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.classes)
+
+    def get_config(self):
+        return {**super().get_config(), "onnx_path": self.onnx_path,
+                "channels_first": self.channels_first, "classes": self.classes}  # fmt: skip
+
+
+def load(path: str | os.PathLike, input_shape=None, role: str = "teacher") -> keras.Model:
+    """The ONNX model at ``path`` as a Keras model: images of ``input_shape`` ``(H, W, C)``
+    (default: the model's, when its input's sizes are all given) in, logits out. Its name is
+    the file's.
+
+    Raises:
+        ConfigError: ONNX Runtime is not installed; the model does not take one float image
+            batch of that shape in either order, or does not give one ``(N, classes)`` output.
+        TeacherLoadError: ONNX Runtime cannot load the file.
+    """
+    path = pathlib.Path(path).expanduser()
+    what = f"The {role} ONNX model {str(path)!r}"
+    session = _session(path, what)
+    input_shape = tuple(input_shape or _declared_shape(session, what))
+    channels_first = _channels_first(session, input_shape, what)
+    images = np.random.default_rng(0).uniform(size=(4, *input_shape)).astype(np.float32)
+    probed = session.run(None, {session.get_inputs()[0].name: _ordered(images, channels_first)})
+    if len(probed) != 1 or probed[0].ndim != 2:
+        shapes = ", ".join(str(p.shape) for p in probed)
+        raise ConfigError(f"{what} returns {shapes}; a teacher returns one (N, classes) tensor, "
+                          "the class logits (or probabilities). Export one that does.")  # fmt: skip
+    inputs = keras.Input(tuple(input_shape), name="images")
+    layer = OnnxTeacher(path, channels_first, probed[0].shape[1], name="onnx_model")
+    name = model_name(path)
+    outputs = logits_of_foreign(layer(inputs), probed[0], name, "an ONNX model")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _session(path: pathlib.Path, what: str):
+    try:
+        import onnxruntime as ort  # noqa: PLC0415  (the export extra's: only when used)
+    except ImportError as e:
+        raise ConfigError(f"{what} runs in ONNX Runtime, which is not installed: pip install "
+                          "onnxruntime.") from e  # fmt: skip
+    if not path.is_file():
+        raise TeacherLoadError(f"{what} does not exist.")
+    try:
+        return ort.InferenceSession(str(path), providers=ort.get_available_providers())
+    except Exception as e:  # noqa: BLE001  (ONNX Runtime's errors for a bad file vary)
+        raise TeacherLoadError(f"Cannot load t{what[1:]} ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0]}): it is damaged, or not an ONNX "
+                               "model this ONNX Runtime runs.") from e  # fmt: skip
+
+
+def _channels_first(session, input_shape: tuple, what: str) -> bool:
+    """Whether the one image input takes ``(N, C, H, W)``: its known sizes decide; where both
+    orders fit (sizes left open), channels first, ONNX's and PyTorch's own order."""
+    specs = session.get_inputs()
+    dims = specs[0].shape if len(specs) == 1 else []
+    height, width, channels = input_shape
+    last = len(dims) == 4 and _fits(dims[1:], (height, width, channels))
+    first = len(dims) == 4 and _fits(dims[1:], (channels, height, width))
+    if len(specs) != 1 or specs[0].type != "tensor(float)" or not (first or last):
+        taken = ", ".join(f"{s.name}: {s.type} {s.shape}" for s in specs)
+        raise ConfigError(
+            f"{what} takes {taken}; the Distiller gives it one batch of float images "
+            f"{(height, width, channels)} (channels last) or {(channels, height, width)} "
+            "(channels first), preprocessed as for the student (--preprocessing). Give "
+            "--image_size (and --channels) to match it, or export a model that takes them."
+        )
+    return first
+
+
+def _weights_in(path: str) -> int:
+    """How many numbers the file's floating-point initializers (its weights; not the integer
+    shapes and indices converters add) hold."""
+    import onnx  # noqa: PLC0415  (installed with ONNX Runtime, the export extra's)
+
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+              onnx.TensorProto.BFLOAT16}  # fmt: skip
+    graph = onnx.load(path, load_external_data=False).graph
+    return sum(int(np.prod(i.dims)) for i in graph.initializer if i.data_type in floats)
+
+
+def _declared_shape(session, what: str) -> tuple:
+    """The ``(H, W, C)`` of a model's input whose sizes are all given: the channels are the
+    smaller of its second and last axes."""
+    dims = session.get_inputs()[0].shape
+    if len(dims) != 4 or not all(isinstance(d, int) for d in dims[1:]):
+        raise ConfigError(f"{what} leaves its input's sizes open ({dims}): give the images' "
+                          "shape (input_shape), or export it with fixed sizes (a search's "
+                          "trials load it without one).")  # fmt: skip
+    return tuple(dims[2:]) + (dims[1],) if dims[1] < dims[3] else tuple(dims[1:])
+
+
+def _fits(dims, sizes) -> bool:
+    # ONNX gives an open size as a name ("height") or None.
+    return all(not isinstance(d, int) or d == s for d, s in zip(dims, sizes, strict=True))
+
+
+def _ordered(images: np.ndarray, channels_first: bool) -> np.ndarray:
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)) if channels_first else images
