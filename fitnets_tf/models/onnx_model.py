@@ -44,15 +44,17 @@ class OnnxTeacher(keras.layers.Layer):
         onnx_path: the ONNX file.
         channels_first: the model takes ``(N, C, H, W)``: the images are transposed for it.
         classes: the size of its output's last axis.
+        session: an ONNX Runtime session of the file already made (default: a new one).
     """
 
-    def __init__(self, onnx_path, channels_first: bool, classes: int, **kwargs):
+    def __init__(self, onnx_path, channels_first: bool, classes: int, session=None, **kwargs):
         for fixed in ("trainable", "dtype"):  # a config's (clone_model's copy): as here
             kwargs.pop(fixed, None)
         super().__init__(trainable=False, dtype="float32", **kwargs)
         # Not `path`: Keras layers have one (their variables' prefix).
         self.onnx_path, self.channels_first, self.classes = str(onnx_path), channels_first, classes
-        self.session = _session(pathlib.Path(onnx_path), f"The ONNX model {self.onnx_path!r}")
+        self.session = session or _session(pathlib.Path(onnx_path),
+                                           f"The ONNX model {self.onnx_path!r}")  # fmt: skip
         self._input = self.session.get_inputs()[0].name
         self.params = _weights_in(self.onnx_path)
 
@@ -96,7 +98,7 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher") -> ke
         raise ConfigError(f"{what} returns {shapes}; a teacher returns one (N, classes) tensor, "
                           "the class logits (or probabilities). Export one that does.")  # fmt: skip
     inputs = keras.Input(tuple(input_shape), name="images")
-    layer = OnnxTeacher(path, channels_first, probed[0].shape[1], name="onnx_model")
+    layer = OnnxTeacher(path, channels_first, probed[0].shape[1], session, name="onnx_model")
     name = model_name(path)
     outputs = logits_of_foreign(layer(inputs), probed[0], name, "an ONNX model")
     return keras.Model(inputs, outputs, name=name)
