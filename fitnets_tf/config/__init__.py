@@ -121,7 +121,7 @@ class ExperimentConfig:
         """A teacher run as a function (a SavedModel's signature, an ONNX model: no layers)
         with modes that train from hints, or an ONNX one under XLA."""
         from fitnets_tf import stages
-        from fitnets_tf.models import sources
+        from fitnets_tf.models import onnx_model, sources
 
         teacher, found = self.models.trained_teacher(), []
         kind = sources.foreign_kind(teacher)
@@ -131,7 +131,7 @@ class ExperimentConfig:
                          f"layer to take a hint from, and --mode {','.join(hinted)} trains from "
                          "hints. Give --mode=kd (with scratch for the baseline: "
                          "--mode=kd,scratch), or the teacher as a .keras file")  # fmt: skip
-        if kind == "an ONNX model" and self.runtime.jit_compile:
+        if teacher and onnx_model.is_onnx_file(teacher) and self.runtime.jit_compile:
             found.append(f"the teacher {teacher!r} runs in ONNX Runtime, called from the "
                          "train step on the host, which XLA cannot compile: drop --jit_compile")
         return found
