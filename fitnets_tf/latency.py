@@ -135,6 +135,17 @@ def measure_served_latency(
 SERVING_RUNTIMES = ("litert", "onnxruntime")
 
 
+def measure_onnx_file_latency(path: str | os.PathLike, input_shape, batch_sizes=(1, 128),
+                              warmup: int = 3, repeats: int = 15, threads: int | None = None,
+                              seed: int = 0) -> dict[int, dict[str, float]]:  # fmt: skip
+    """:func:`measure_served_latency` of an ONNX file as it is (an ONNX teacher's: its images
+    of ``input_shape``, in the order it takes them), in ONNX Runtime."""
+    check_serving_runtimes(("onnxruntime",))
+    call = _onnx_call(pathlib.Path(path), threads or usable_cpus())
+    return time_calls(call, None, input_shape, batch_sizes, warmup=warmup, repeats=repeats,
+                      seed=seed)  # fmt: skip
+
+
 def check_serving_runtimes(runtimes: Sequence[str]) -> None:
     """Refuses, before any work, a runtime that is unknown or whose packages are missing.
 

@@ -32,9 +32,10 @@ def is_onnx_file(path) -> bool:
     return isinstance(path, (str, os.PathLike)) and str(path).endswith(SUFFIX)
 
 
-def runs_onnx(model: keras.Model) -> bool:
-    """Whether ``model`` runs an ONNX teacher (it cannot be converted for another runtime)."""
-    return any(isinstance(layer, OnnxTeacher) for layer in model.layers)
+def onnx_layer(model: keras.Model):
+    """The :class:`OnnxTeacher` layer of ``model`` (an ONNX teacher), or None. Such a model
+    cannot be converted for another runtime; ONNX Runtime runs its file."""
+    return next((layer for layer in model.layers if isinstance(layer, OnnxTeacher)), None)
 
 
 class OnnxTeacher(keras.layers.Layer):
@@ -67,6 +68,11 @@ class OnnxTeacher(keras.layers.Layer):
             images = keras.ops.transpose(images, (0, 3, 1, 2))
         outputs = tf.numpy_function(self.run, [images], tf.float32, stateful=False)
         return tf.ensure_shape(outputs, (None, self.classes))
+
+    def taken_shape(self, images) -> tuple:
+        """The shape of one image as the file takes it, for ``images`` (channels last)."""
+        height, width, channels = images.shape[1:]
+        return (channels, height, width) if self.channels_first else (height, width, channels)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.classes)
