@@ -10,8 +10,10 @@ RepDistiller CIFAR-100 benchmark's ResNets, WRNs and VGGs), :mod:`~fitnets_tf.mo
 multiplications), :mod:`~fitnets_tf.models.sources` (a name, a user's ``.keras`` file or a
 ``keras.applications`` constructor: what ``--teacher`` and ``--student`` take) and
 :mod:`~fitnets_tf.models.logits` (a final softmax left out, and the checks of a teacher and a
-student's ends) and :mod:`~fitnets_tf.models.traced` (a subclassed model as the graph of its
-own layers, for hints).
+student's ends), :mod:`~fitnets_tf.models.traced` (a subclassed model as the graph of its
+own layers, for hints), :mod:`~fitnets_tf.models.saved_model` and
+:mod:`~fitnets_tf.models.onnx_model` (a trained teacher given as a SavedModel folder or an ONNX
+file, run as a function: KD only).
 
 Every model is Functional and outputs logits, with stable layer names for hints: the paper's
 ``conv{i}`` / ``pool{i}`` / ``fc`` / ``logits`` (see :mod:`~fitnets_tf.models.maxout_net`), the
