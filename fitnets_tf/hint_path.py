@@ -22,6 +22,7 @@ from fitnets_tf.models.nesting import (
     nested_models,
     repeated_names,
 )
+from fitnets_tf.models.onnx_model import OnnxTeacher
 
 
 @dataclasses.dataclass
@@ -58,8 +59,6 @@ def check_tappable(teacher: keras.Model) -> None:
     """Refuses hints from a teacher run as a function (a SavedModel's signature, an ONNX model:
     :mod:`fitnets_tf.models.saved_model`, :mod:`~fitnets_tf.models.onnx_model`): its layers are
     not Keras', and none can be tapped."""
-    from fitnets_tf.models.onnx_model import OnnxTeacher  # noqa: PLC0415  (models import this)
-
     kinds = {keras.layers.TFSMLayer: "a TensorFlow SavedModel", OnnxTeacher: "an ONNX model"}
     for layer in teacher.layers:
         kind = next((k for cls, k in kinds.items() if isinstance(layer, cls)), None)
