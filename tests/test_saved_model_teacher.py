@@ -77,6 +77,24 @@ class _Bytes(tf.Module):
         return tf.cast(tf.reshape(images, (-1, 64))[:, :3], tf.float32)
 
 
+class _Half(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec((None, 8, 8, 1), tf.float16)])
+    def serve(self, images):
+        return tf.reshape(images, (-1, 64))[:, :3] * 2
+
+
+def test_a_float16_signature_is_given_float16_images_and_gives_float32(tmp_path):
+    half = _Half()
+    tf.saved_model.save(half, str(tmp_path / "half"), signatures=half.serve)
+    keras.config.set_dtype_policy("mixed_bfloat16")  # not the signature's: its own is used
+    teacher = saved_model.load(tmp_path / "half")
+    x, _ = tiny_data(4)
+    got = teacher(x)
+    assert got.dtype == "float32"
+    expected = 2 * x.reshape(4, 64)[:, :3].astype("float16").astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), expected)
+
+
 def test_signatures_it_cannot_distil_from_are_refused_naming_what_they_take(tmp_path):
     two, raw = _TwoOutputs(), _Bytes()
     tf.saved_model.save(two, str(tmp_path / "two"), signatures=two.serve)
