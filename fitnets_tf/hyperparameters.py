@@ -10,7 +10,7 @@ import dataclasses
 
 import keras
 
-from fitnets_tf import recipes
+from fitnets_tf import layer_rates, recipes
 from fitnets_tf.callbacks import LambdaAnnealing
 
 
@@ -54,6 +54,12 @@ class Hyperparameters:
             replaced by it. 0: none.
         global_clipnorm: > 0: every stage's gradients, all variables together, are scaled
             down to this norm when above it (Keras' ``global_clipnorm``). 0: none.
+        epsilon: ε of ``rmsprop``, ``adam`` and ``adamw`` (None: Keras' 1e-7). RMSProp
+            divides by ``sqrt(v + ε)``; the paper's code floors ``sqrt(v)`` at 1e-5, which
+            ε = 1e-10 approaches.
+        conv_lr_scale: the convolutions' kernels and biases train at this multiple of the
+            learning rate in every stage (:mod:`fitnets_tf.layer_rates`; the paper's code:
+            0.05 for its students; never the regressor). 1: one rate for all.
     """
 
     learning_rate: float = 5e-3
@@ -78,16 +84,22 @@ class Hyperparameters:
     label_smoothing: float = 0.0
     ema_momentum: float = 0.0
     global_clipnorm: float = 0.0
+    epsilon: float | None = None
+    conv_lr_scale: float = 1.0
 
     def optimizer(
-        self, epochs: int | None = None, steps_per_epoch: int | None = None
+        self, epochs: int | None = None, steps_per_epoch: int | None = None, model=None
     ) -> keras.optimizers.Optimizer:
-        """A fresh optimizer for a stage of ``epochs`` epochs of ``steps_per_epoch`` steps.
+        """A fresh optimizer for a stage of ``epochs`` epochs of ``steps_per_epoch`` steps,
+        training ``model`` (whose convolutions ``conv_lr_scale`` concerns).
 
         Every stage starts with new optimizer state, as in the paper. A schedule is a function
         of the optimizer's step (``iterations``, saved with its state, so a resumed stage
         continues it): it needs both numbers. A constant rate without warm-up (the paper's
         RMSProp, ``optimizer()``) needs neither.
+
+        Raises:
+            ValueError: ``conv_lr_scale`` is not 1 and ``model`` has no convolution layer.
         """
         rate = recipes.learning_rate(
             self.learning_rate, self.lr_schedule, epochs=epochs,
@@ -98,7 +110,20 @@ class Hyperparameters:
             self.optimizer_name, rate, rho=self.rho, momentum=self.momentum,
             nesterov=self.nesterov, weight_decay=self.weight_decay,
             ema_momentum=self.ema_momentum, global_clipnorm=self.global_clipnorm,
+            epsilon=self.epsilon, scaled_variables=self._scaled_variables(model),
+            rate_scale=self.conv_lr_scale,
         )  # fmt: skip
+
+    def _scaled_variables(self, model) -> list:
+        if self.conv_lr_scale == 1:
+            return []
+        found = layer_rates.convolution_variables(model) if model is not None else []
+        if not found:
+            name = f"model {model.name!r}" if model is not None else "no model (model=None)"
+            raise ValueError(f"conv_lr_scale={self.conv_lr_scale} scales the learning rate of "
+                             f"the convolution layers, and {name} has none: give the model "
+                             "a stage trains, or leave conv_lr_scale at 1.")  # fmt: skip
+        return found
 
     def with_rate(
         self, learning_rate: float | None = None, lr_schedule: str | None = None
@@ -119,7 +144,8 @@ class Hyperparameters:
             raise ValueError(f"{problem}. Received: hints_optimizer={self.hints_optimizer!r}, "
                              f"optimizer_name={self.optimizer_name!r}")  # fmt: skip
         return dataclasses.replace(own, optimizer_name=self.hints_optimizer, momentum=0.0,
-                                   nesterov=False, weight_decay=0.0, warmup_epochs=0)  # fmt: skip
+                                   nesterov=False, weight_decay=0.0, warmup_epochs=0,
+                                   epsilon=None)  # fmt: skip
 
     def annealing(self, kd_epochs: int) -> LambdaAnnealing:
         decay = self.lambda_epochs or max(kd_epochs - 1 - self.lambda_hold, 1)

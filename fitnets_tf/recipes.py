@@ -26,6 +26,8 @@ import weakref
 
 import keras
 
+from fitnets_tf import layer_rates
+
 OPTIMIZERS = ("rmsprop", "sgd", "adam", "adamw")
 _CLASSES = {
     "rmsprop": keras.optimizers.RMSprop,
@@ -110,7 +112,8 @@ def _number_problems(**values) -> list[str]:
 
 
 def combination_problems(optimizer: str, *, momentum: float = 0.0, nesterov: bool = False,
-                         weight_decay: float = 0.0, rho: float = RHO) -> list[str]:  # fmt: skip
+                         weight_decay: float = 0.0, rho: float = RHO,
+                         epsilon: float | None = None) -> list[str]:  # fmt: skip
     """What is wrong with these options together, one sentence each (empty: nothing).
 
     The optimizer's name itself is checked against :data:`OPTIMIZERS` on its own.
@@ -121,6 +124,9 @@ def combination_problems(optimizer: str, *, momentum: float = 0.0, nesterov: boo
     if rho != RHO and optimizer != "rmsprop":
         found.append(f"rho={rho} is RMSProp's decay, which {optimizer} does not have: drop it "
                      "or use rmsprop")  # fmt: skip
+    if epsilon is not None and optimizer == "sgd":
+        found.append(f"epsilon={epsilon} is RMSProp's, Adam's and AdamW's, and sgd has none: "
+                     "drop it")  # fmt: skip
     if nesterov and not (optimizer == "sgd" and momentum):
         found.append("nesterov needs optimizer sgd with momentum > 0")
     if optimizer == "adamw" and not weight_decay:
@@ -130,6 +136,25 @@ def combination_problems(optimizer: str, *, momentum: float = 0.0, nesterov: boo
         found.append(f"Keras' adam with weight_decay={weight_decay} decays weights as adamw "
                      "does (decoupled): use adamw, or weight_decay=0")  # fmt: skip
     return found
+
+
+def unused_lr_decay_problems(lr_decay: float, schedules) -> list[str]:
+    """A ``lr_decay`` of its own where none of the ``schedules`` of the stages that run is a
+    step schedule, which alone uses it."""
+    if lr_decay == LR_DECAY or any(s.startswith("step:") for s in schedules):
+        return []
+    return [f"lr_decay={lr_decay} scales step schedules only, and no stage that runs has one "
+            "(lr_schedule=step:E1,...): drop it or give a step schedule"]  # fmt: skip
+
+
+def ema_stopping_problems(ema_momentum: float, early_stopping_patience: int) -> list[str]:
+    """EMA with early stopping: it judges and restores the trained weights of its best epoch,
+    after ``fit`` has put the average in their place, which it would throw away."""
+    if ema_momentum and early_stopping_patience:
+        return ["--ema_momentum and --early_stopping_patience: early stopping watches and "
+                "restores the trained weights, not their average, which it would discard: "
+                "drop one"]  # fmt: skip
+    return []
 
 
 def warmup_problems(warmup_epochs: int, stage_epochs: dict[str, int]) -> list[str]:
@@ -209,24 +234,33 @@ def build_optimizer(
     weight_decay: float = 0.0,
     ema_momentum: float = 0.0,
     global_clipnorm: float = 0.0,
+    epsilon: float | None = None,
+    scaled_variables=(),
+    rate_scale: float = 1.0,
 ) -> keras.optimizers.Optimizer:
     """A fresh Keras optimizer ``name`` (one of :data:`OPTIMIZERS`).
 
     ``rho`` is RMSProp's; ``momentum`` SGD's and RMSProp's; ``nesterov`` SGD's. Adam and AdamW
-    keep Keras' β1 = 0.9, β2 = 0.999, ε = 1e-7. ``weight_decay`` is decoupled (see the module
-    docstring) and skips the :data:`NOT_DECAYED` variables. ``ema_momentum`` > 0 is Keras'
-    ``use_ema``: the optimizer keeps an average of the weights it trains, which ``fit`` puts in
-    their place when it ends. ``global_clipnorm`` > 0 scales the gradients down to that norm
-    over all the trained variables together (0: off for either).
+    keep Keras' β1 = 0.9, β2 = 0.999. ``epsilon`` is RMSProp's, Adam's and AdamW's ε (None:
+    Keras' 1e-7); RMSProp divides by ``sqrt(v + ε)``. ``weight_decay`` is decoupled (see the
+    module docstring) and skips the :data:`NOT_DECAYED` variables. ``ema_momentum`` > 0 is
+    Keras' ``use_ema``: the optimizer keeps an average of the weights it trains, which ``fit``
+    puts in their place when it ends. ``global_clipnorm`` > 0 scales the gradients down to
+    that norm over all the trained variables together (0: off for either). ``rate_scale``
+    other than 1: the ``scaled_variables`` train at that multiple of the learning rate
+    (:mod:`fitnets_tf.layer_rates`).
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"`name` must be one of {OPTIMIZERS}. Received: name={name!r}")
     found = combination_problems(name, momentum=momentum, nesterov=nesterov,
-                                 weight_decay=weight_decay, rho=rho)  # fmt: skip
+                                 weight_decay=weight_decay, rho=rho, epsilon=epsilon)  # fmt: skip
     own_problems = [momentum_problem(momentum), rho_problem(rho) if name == "rmsprop" else None]
     found += filter(None, own_problems)
     found += _number_problems(weight_decay=(weight_decay, ">= 0", lambda v: v >= 0),
-                              global_clipnorm=(global_clipnorm, ">= 0", lambda v: v >= 0))
+                              global_clipnorm=(global_clipnorm, ">= 0", lambda v: v >= 0),
+                              rate_scale=(rate_scale, "> 0", lambda v: v > 0))
+    if epsilon is not None:
+        found += _number_problems(epsilon=(epsilon, "> 0", lambda v: v > 0))
     found += filter(None, [ema_problem(ema_momentum)])
     if not callable(learning_rate):  # a schedule's values are its own
         found += _number_problems(learning_rate=(learning_rate, "> 0", lambda v: v > 0))
@@ -244,9 +278,16 @@ def build_optimizer(
         own.update(use_ema=True, ema_momentum=float(ema_momentum))
     if global_clipnorm:
         own.update(global_clipnorm=float(global_clipnorm))
-    optimizer = _CLASSES[name](learning_rate, weight_decay=decay, **own)
+    if epsilon is not None:
+        own.update(epsilon=float(epsilon))
+    scaled = rate_scale != 1
+    optimizer = (layer_rates.CLASSES if scaled else _CLASSES)[name](
+        learning_rate, weight_decay=decay, **own
+    )
     if decay:
         optimizer.exclude_from_weight_decay(var_names=list(NOT_DECAYED))
+    if scaled:
+        optimizer.scale_rates(scaled_variables, rate_scale)
     return optimizer
 
 
@@ -294,8 +335,9 @@ def fresh_copy(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimi
             f"This {optimizer.__class__.__name__} has been used already, and a fresh copy of "
             f"it cannot be made from its configuration ({e}). Pass a new optimizer instead."
         ) from e
-    for name in ("_exclude_from_weight_decay", "_exclude_from_weight_decay_pattern"):
-        if hasattr(optimizer, name):  # exclude_from_weight_decay() was called
+    for name in ("_exclude_from_weight_decay", "_exclude_from_weight_decay_pattern",
+                 "_rate_factors"):  # fmt: skip
+        if hasattr(optimizer, name):  # exclude_from_weight_decay() or scale_rates() was called
             setattr(fresh, name, getattr(optimizer, name))
     return fresh
 

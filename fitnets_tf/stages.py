@@ -87,12 +87,14 @@ def _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose, in
     return model.fit(train, **kwargs)
 
 
-def _stage_optimizer(hparams: Hyperparameters, train, epochs: int, steps_per_epoch: int | None):
-    """A stage's fresh optimizer; its schedule spans the stage's ``epochs`` (not the ones left)."""
+def _stage_optimizer(hparams: Hyperparameters, train, epochs: int, steps_per_epoch: int | None,
+                     model: keras.Model):  # fmt: skip
+    """A stage's fresh optimizer for ``model`` (a student, or the model trained on the labels);
+    its schedule spans the stage's ``epochs`` (not the ones left)."""
     if steps_per_epoch is None and isinstance(train, tf.data.Dataset):
         batches = int(train.cardinality())
         steps_per_epoch = batches if batches > 0 else None  # < 0: unknown or infinite
-    return hparams.optimizer(epochs=epochs, steps_per_epoch=steps_per_epoch)
+    return hparams.optimizer(epochs=epochs, steps_per_epoch=steps_per_epoch, model=model)
 
 
 def fit_labels(
@@ -124,7 +126,7 @@ def fit_labels(
     """
     compile_kwargs.setdefault("metrics", ["accuracy"])
     model.compile(
-        optimizer=_stage_optimizer(hparams, train, epochs, steps_per_epoch),
+        optimizer=_stage_optimizer(hparams, train, epochs, steps_per_epoch, model),
         loss=losses.labels_loss(not ends_in_softmax(model), hparams.label_smoothing),
         **compile_kwargs,
     )
@@ -150,7 +152,8 @@ def fit_hints(
 
     Stage 1's learning rate and schedule (``hparams.stage_one()``) are used.
     """
-    optimizer = _stage_optimizer(hparams.stage_one(), train, epochs, steps_per_epoch)
+    optimizer = _stage_optimizer(hparams.stage_one(), train, epochs, steps_per_epoch,
+                                 distiller.student)  # fmt: skip
     compile_kwargs.pop("metrics", None)  # of the class outputs, which stage 1 does not train
     distiller.compile(optimizer=optimizer, phase="hints", **compile_kwargs)
     return _fit(distiller, train, validation, epochs, initial_epoch, callbacks, verbose,
@@ -172,7 +175,7 @@ def fit_kd(
     **compile_kwargs,
 ) -> keras.callbacks.History:
     """Stage 2: the whole student on ``H(y, P_S) + λ·H(P_T^τ, P_S^τ)`` with λ annealed."""
-    optimizer = _stage_optimizer(hparams, train, epochs, steps_per_epoch)
+    optimizer = _stage_optimizer(hparams, train, epochs, steps_per_epoch, distiller.student)
     compile_kwargs.setdefault("metrics", ["accuracy"])
     distiller.compile(optimizer=optimizer, phase="kd", **compile_kwargs)
     return _fit(distiller, train, validation, epochs, initial_epoch,

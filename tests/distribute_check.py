@@ -28,7 +28,7 @@ from fitnets_tf.errors import ConfigError  # noqa: E402
 from fitnets_tf.hyperparameters import Hyperparameters  # noqa: E402
 
 
-def run(strategy, optimizer=lambda: keras.optimizers.SGD(0.05)):
+def run(strategy, optimizer=lambda student: keras.optimizers.SGD(0.05)):
     with strategy.scope():
         teacher = tiny_model("teacher", 6, 0, pieces=3)
         # No BatchNormalization in the student: per-replica batch statistics would differ
@@ -39,7 +39,7 @@ def run(strategy, optimizer=lambda: keras.optimizers.SGD(0.05)):
     for phase in ("hints", "kd"):
         with strategy.scope():
             # Plain SGD: RMSProp would hide a wrongly scaled gradient by normalising it.
-            d.compile(optimizer=optimizer(), phase=phase)
+            d.compile(optimizer=optimizer(student), phase=phase)
         out[phase] = d.fit(tiny_dataset(batch_size=8, n=32), epochs=2, verbose=0).history["loss"]
     out["weights"] = [float(np.sum(np.abs(w))) for w in student.get_weights()]
     return out
@@ -76,8 +76,16 @@ def short_batches(strategy) -> dict:
 
 # --ema_momentum and --global_clipnorm (0.5 clips these gradients): Keras clipped each
 # replica's part of the gradient before summing them.
-def clipped():
+def clipped(student):
     return fitnets_tf.recipes.build_optimizer("sgd", 0.05, ema_momentum=0.9, global_clipnorm=0.5)
+
+
+# --conv_lr_scale with --weight_decay: the replicas' updates find each variable's own rate
+# (the optimizer looks it up by the variable a replica updates) and decay at it.
+def scaled(student):
+    convolutions = fitnets_tf.layer_rates.convolution_variables(student)
+    return fitnets_tf.recipes.build_optimizer("sgd", 0.05, weight_decay=0.2, rate_scale=0.05,
+                                              scaled_variables=convolutions)  # fmt: skip
 
 
 def labels_run(strategy, policy: str = "float32") -> list:
@@ -104,6 +112,8 @@ result = {
     "batch_norm": {kind: batch_norm_run(mirrored, kind == "fused") for kind in ("keras", "fused")},
     "ema_clipped": {"one": run(tf.distribute.OneDeviceStrategy(logical[0]), clipped),
                     "mirrored": run(mirrored, clipped)},
+    "conv_lr_scale": {"one": run(tf.distribute.OneDeviceStrategy(logical[0]), scaled),
+                      "mirrored": run(mirrored, scaled)},
     "short_batches": short_batches(mirrored),
     "labels_clipped": {policy: {"one": labels_run(tf.distribute.OneDeviceStrategy(logical[0]),
                                                   policy),

@@ -63,6 +63,17 @@ def test_ema_and_global_clipnorm_train_on_two_replicas_as_on_one_device(check):
     assert not np.allclose(one["hints"], plain["hints"], rtol=2e-3)  # the clipping did clip
 
 
+def test_scaled_convolution_rates_train_on_two_replicas_as_on_one_device(check):
+    one, mirrored = check["conv_lr_scale"]["one"], check["conv_lr_scale"]["mirrored"]
+    for phase in ("hints", "kd"):
+        np.testing.assert_allclose(mirrored[phase], one[phase], rtol=2e-3)
+    np.testing.assert_allclose(mirrored["weights"], one["weights"], rtol=2e-3)
+    # The option did act: the convolutions (the first four weights, two maxout kernels and
+    # their biases) ended elsewhere than with the plain optimizer.
+    plain = check["one"]["weights"]
+    assert not np.allclose(one["weights"][:4], plain[:4], rtol=2e-3)
+
+
 def test_a_stage_keras_trains_clips_the_batch_gradient_as_one_device(check):
     # The teacher's and scratch's stage (stages.fit_labels) runs Keras' own train step, whose
     # optimizer clipped each replica's part: the biases moved twice as far on 2 replicas.

@@ -183,6 +183,7 @@ class ExperimentConfig:
             hints_learning_rate=s.hints_learning_rate, hints_lr_schedule=s.hints_lr_schedule,
             hints_optimizer=s.hints_optimizer, label_smoothing=s.label_smoothing,
             ema_momentum=s.ema_momentum, global_clipnorm=s.global_clipnorm,
+            epsilon=s.epsilon, conv_lr_scale=s.conv_lr_scale,
         )  # fmt: skip
         if not teacher:
             return hparams

@@ -279,6 +279,15 @@ class ScheduleConfig:
         0.0, "Scale every stage's gradients, all variables together, down to this norm when "
         "above it (Keras' global_clipnorm, as PyTorch's clip_grad_norm_). 0: off.", minimum=0,
     )  # fmt: skip
+    epsilon: float | None = option(
+        None, "ε of rmsprop, adam, adamw (None: Keras' 1e-7). RMSProp divides by sqrt(v + ε); "
+        "the paper's code floors sqrt(v) at 1e-5, which 1e-10 approaches.", exclusive_minimum=0,
+    )  # fmt: skip
+    conv_lr_scale: float = option(
+        1.0, "Convolutions' kernels and biases train at this multiple of each stage's learning "
+        "rate (paper's code: 0.05 for its students; not the regressor). 1: one rate.",
+        exclusive_minimum=0,
+    )  # fmt: skip
     temperature: float = option(3.0, "τ of the soft targets (> 0).", exclusive_minimum=0)
     kd_lambda: float = option(4.0, "λ at the start of stage 2 (>= 0).", minimum=0)
     lambda_end: float = option(1.0, "λ at the end of its decay.", minimum=0)
@@ -312,31 +321,15 @@ class ScheduleConfig:
                 "kd_epochs": True}  # fmt: skip
         epochs = {flag: getattr(self, flag) for flag, trained in used.items() if trained}
         own = recipes.own_optimizer_problem(self.hints_optimizer, self.optimizer) if stage1 else None
-        return recipes.combination_problems(
-            self.optimizer, momentum=self.momentum, nesterov=self.nesterov,
-            weight_decay=self.weight_decay, rho=self.rho,
-        ) + recipes.warmup_problems(self.warmup_epochs, epochs) + ([own] if own else []) + (
-            self._unused_lr_decay(trains_teacher, stage1)
-        ) + self._ema_problems()
-
-    def _ema_problems(self) -> list[str]:
-        # Early stopping judges and restores the trained weights of its best epoch, after fit
-        # has put the average in their place: the average would be thrown away.
-        if self.ema_momentum and self.early_stopping_patience:
-            return ["--ema_momentum and --early_stopping_patience: early stopping watches and "
-                    "restores the trained weights, not their average, which it would discard: "
-                    "drop one"]  # fmt: skip
-        return []
-
-    def _unused_lr_decay(self, trains_teacher: bool, stage1: bool) -> list[str]:
-        """lr_decay set where no stage that runs has a step schedule."""
         schedules = [self.lr_schedule]
         schedules += [self.teacher_lr_schedule or self.lr_schedule] if trains_teacher else []
         schedules += [self.hints_lr_schedule or self.lr_schedule] if stage1 else []
-        if self.lr_decay == recipes.LR_DECAY or any(s.startswith("step:") for s in schedules):
-            return []
-        return [f"lr_decay={self.lr_decay} scales step schedules only, and no stage that runs "
-                "has one (lr_schedule=step:E1,...): drop it or give a step schedule"]  # fmt: skip
+        return recipes.combination_problems(
+            self.optimizer, momentum=self.momentum, nesterov=self.nesterov,
+            weight_decay=self.weight_decay, rho=self.rho, epsilon=self.epsilon,
+        ) + recipes.warmup_problems(self.warmup_epochs, epochs) + ([own] if own else []) + (
+            recipes.unused_lr_decay_problems(self.lr_decay, schedules)
+        ) + recipes.ema_stopping_problems(self.ema_momentum, self.early_stopping_patience)
 
 
 @dataclasses.dataclass(frozen=True)
