@@ -108,17 +108,21 @@ def check_teacher(
     a Keras model that rescales its own inputs (a first ``Rescaling(1/255)`` layer) sees an
     all-but-black image otherwise.
 
-    Far *below* chance (:func:`below_chance` under :data:`PERMUTED_P_VALUE`), the teacher
-    knows the classes under other labels: it was trained with another class order.
+    A teacher that gives some labels' images one other class each (:func:`_relabelling`),
+    or is far *below* chance (:func:`below_chance` under :data:`PERMUTED_P_VALUE`), knows the
+    classes under other labels: it was trained with another class order.
 
     Raises:
-        ConfigError: the teacher is near chance on the run's input but not on the other
-            scaling's, naming the ``--preprocessing`` that fits it; or far below chance.
+        ConfigError: the teacher calls labels by other classes, naming them and the teacher's
+            order; it is near chance on the run's input but not on the other scaling's,
+            naming the ``--preprocessing`` that fits it; or it is far below chance.
     """
     predictions, labels = _answers(teacher, images)
     accuracy = float(np.mean(predictions == labels)) if len(labels) else 0.0
     chance = 1 / num_classes
     lines = [f"teacher: {split} accuracy {accuracy:.4f} (chance {chance:.4f})"]
+    if (relabelled := _relabelling(predictions, labels, num_classes)) is not None:
+        raise ConfigError(_relabelled_message(relabelled, accuracy, split, class_names))
     if accuracy >= 2 * chance:
         return lines
     if preprocessing in _OTHER_SCALING:
@@ -153,6 +157,65 @@ def check_teacher(
     return lines + [f"warning: the teacher is near chance on the {split} images, so it has "
                     f"little to teach.{hint} Was it trained with this data's class order{order} "
                     "and on images scaled the same way?"]  # fmt: skip
+
+
+def _relabelling(predictions: np.ndarray, labels: np.ndarray, num_classes: int
+                 ) -> tuple[np.ndarray, np.ndarray, list[int]] | None:  # fmt: skip
+    """``(counts, renamed, moved)`` when the teacher calls some labels by other classes; else
+    None. ``counts[label, class]``: images of each label the teacher gives each class;
+    ``renamed[label]``: the renaming of its classes, one to one, that makes the most of its
+    answers right; ``moved``: the labels whose images it gives the renamed class more often
+    than their own, more often than answers unrelated to the labels would, by the test of
+    :data:`PERMUTED_P_VALUE` over all (label, class) pairs (binomial tail at that class's
+    share of its answers, Bonferroni-corrected) — when renaming them makes at least 10 more
+    images right.
+
+    A teacher confusing two similar classes keeps the one class for its own images, so
+    renaming would lose as much as it wins. Nearly a whole class order permuted scores near
+    chance; a few classes swapped, or a teacher trained with torchvision's Fashion-MNIST order
+    read from folders named by class (sorted: four of ten keep their index), score well above
+    chance and would pass for a weak teacher.
+    """
+    from scipy import stats
+    from scipy.optimize import linear_sum_assignment  # only here: the check runs once per run
+
+    counts = np.zeros((num_classes, num_classes), "int64")
+    np.add.at(counts, (labels, np.clip(predictions, 0, num_classes - 1)), 1)
+    _, renamed = linear_sum_assignment(counts, maximize=True)
+    share = counts.sum(axis=0) / max(len(labels), 1)  # of each class among the answers
+    moved = [k for k, t in enumerate(renamed) if t != k and counts[k, t] > counts[k, k]]
+    # Each label's odds of so many answers on its renamed class, times the classes it could
+    # have been renamed to; then Fisher's combination of the labels renamed.
+    odds = [min(1.0, num_classes * stats.binom.sf(counts[k, renamed[k]] - 1, counts[k].sum(),
+                                                  share[renamed[k]])) for k in moved]  # fmt: skip
+    if not moved or stats.chi2.sf(-2 * np.sum(np.log(np.maximum(odds, 1e-300))),
+                                  2 * len(moved)) * num_classes >= PERMUTED_P_VALUE:  # fmt: skip
+        return None
+    gain = sum(int(counts[k, renamed[k]] - counts[k, k]) for k in moved)
+    return (counts, renamed, moved) if moved and gain >= 10 else None
+
+
+def _relabelled_message(relabelled, accuracy: float, split: str, class_names) -> str:
+    """The refusal of a teacher that calls labels by other classes (:func:`_relabelling`):
+    those labels, most images first, and the folder names of the teacher's order."""
+    counts, renamed, moved = relabelled
+
+    def name(k):
+        return f"{k} ({class_names[k]!r})" if class_names else str(k)
+
+    moved = sorted(moved, key=lambda k: -counts[k, renamed[k]])
+    said = "; ".join(f"label {name(k)} is its class {renamed[k]} for {counts[k, renamed[k]]} "
+                     f"of {counts[k].sum()} images" for k in moved[:5])  # fmt: skip
+    more = f" (and {len(moved) - 5} more labels)" if len(moved) > 5 else ""
+    text = (f"The teacher calls classes by other labels than this data's: on the {split} images "
+            f"(accuracy {accuracy:.4f}), {said}{more}. It was trained with another class "
+            "order. Give the teacher trained with this data's order, or relabel the data in "
+            "the teacher's (an image folder's labels are its sub-folders in sorted order: "
+            "prefix each with its class number in the teacher's order")  # fmt: skip
+    if class_names:
+        folders = sorted((int(t), class_names[k]) for k, t in enumerate(renamed))
+        text += f", here {', '.join(f'{t}_{folder}' for t, folder in folders)}"
+    return text + ")."
 
 
 def _lagging_statistics(teacher, images, accuracy: float, chance: float, split: str

@@ -183,14 +183,72 @@ def _rotated_labels(per_class: int, counts=None):
     return teacher, tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
 
 
-def test_a_teacher_far_below_chance_is_refused_as_trained_with_another_class_order():
-    # 0 of 30 right where unrelated answers get 10: (2/3)^30 = 5e-6, far below 1e-4. It was
-    # warned "near chance" and distilled, teaching the student the wrong names.
+def test_a_teacher_trained_with_another_class_order_is_refused_with_the_teachers_order():
+    # Every label rotated by one: 0 of 30 right. It was warned "near chance" and distilled,
+    # teaching the student the wrong names. The message names the folders' fix.
     teacher, images = _rotated_labels(10)
-    with pytest.raises(errors.ConfigError, match=r"far below chance: 0 of the 30 validation "
-                       r"images right, where answers unrelated to the labels would get 10.0 "
-                       r"\(the odds of so few by chance: 5.2e-06\).*another class order than "
-                       r"this data's \(label k is the k-th of: a, b, c\)"):  # fmt: skip
+    with pytest.raises(errors.ConfigError, match=r"calls classes by other labels than this "
+                       r"data's: on the validation images \(accuracy 0.0000\), label 0 \('a'\) "
+                       r"is its class 2 for 10 of 10 images; label 1 \('b'\) is its class 0 .*"
+                       r"another class order.*here 0_b, 1_c, 2_a\)\.$"):  # fmt: skip
+        evaluation.check_teacher(teacher, images, "scale", 3, ["a", "b", "c"])
+
+
+def _relabelled_teacher(swapped: list[int], right: float, per_class: int = 10, classes: int = 10,
+                        seed: int = 0):  # fmt: skip
+    """A stand-in teacher and its validation images: it gives each image its label renamed by
+    ``swapped`` (a permutation) for a ``right`` share of them, a random class for the rest.
+    The image holds the answer (its first pixel), so a Lambda layer gives it."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), per_class)
+    answers = np.where(rng.random(len(labels)) < right, np.asarray(swapped)[labels],
+                       rng.integers(0, classes, len(labels)))  # fmt: skip
+    images = np.zeros((len(labels), 2, 2, 1), "float32")
+    images[:, 0, 0, 0] = answers
+    teacher = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Lambda(
+        lambda x: keras.ops.one_hot(keras.ops.cast(x[:, 0, 0, 0], "int32"), classes) * 10)])
+    return teacher, tf.data.Dataset.from_tensor_slices((images, labels)).batch(32)
+
+
+TORCHVISION = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+               "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+
+
+def test_a_teacher_with_some_classes_under_other_labels_is_refused_though_above_chance():
+    # A teacher trained in torchvision's Fashion-MNIST order, on folders named by class: sorted,
+    # 4 of the 10 keep their index and it scored 0.33 (chance 0.10): distilled, unwarned.
+    names = sorted(TORCHVISION)
+    teacher, images = _relabelled_teacher([TORCHVISION.index(n) for n in names], right=0.9)
+    with pytest.raises(errors.ConfigError, match=r"\(accuracy 0.3500\), label 1 \('Bag'\) is its "
+                       r"class 8 for 10 of 10 images; .* \(and 1 more labels\)\. .*here 0_T-shirt_top, 1_Trouser, "
+                       r"2_Pullover, 3_Dress, 4_Coat, 5_Sandal, 6_Shirt, 7_Sneaker, 8_Bag, "
+                       r"9_Ankle boot\)\.$"):  # fmt: skip
+        evaluation.check_teacher(teacher, images, "scale", 10, names)
+
+
+def test_a_teacher_confusing_classes_or_at_chance_is_not_taken_for_another_order():
+    # Two classes it mixes up (label 1's images mostly called 0, as 0's own are): a weak
+    # teacher, not a relabelled one. And 10 draws of answers unrelated to the labels.
+    confused = list(range(10))
+    confused[1] = 0
+    teacher, images = _relabelled_teacher(confused, right=0.7)
+    assert evaluation.check_teacher(teacher, images, "scale", 10)[0] == (
+        "teacher: validation accuracy 0.6000 (chance 0.1000)")  # fmt: skip
+    for seed in range(10):
+        teacher, images = _relabelled_teacher(list(range(10)), right=0.0, seed=seed)
+        lines = evaluation.check_teacher(teacher, images, "scale", 10)
+        assert lines[1].startswith("warning: the teacher is near chance"), seed
+
+
+def test_a_teacher_far_below_chance_without_one_renaming_is_refused_as_another_order():
+    # Each label's images split over the two other classes: 0 of 90 right where unrelated
+    # answers get 30 ((2/3)^90 = 1.5e-16), but no one renaming makes them right.
+    teacher, images = _relabelled_teacher([1, 2, 0], right=1.0, per_class=30, classes=3)
+    images = images.unbatch().enumerate().map(
+        lambda i, xy: (xy[0] + tf.cast(i % 2, "float32") * tf.constant(
+            [[[1.0], [0.0]], [[0.0], [0.0]]]) % 3, xy[1])).batch(32)  # odd ones renamed twice
+    with pytest.raises(errors.ConfigError, match=r"far below chance: 0 of the 90 validation "
+                       r"images right, where answers unrelated to the labels would get 30.0"):
         evaluation.check_teacher(teacher, images, "scale", 3, ["a", "b", "c"])
 
 
