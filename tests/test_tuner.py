@@ -14,6 +14,7 @@ import time
 import types
 
 import h5py
+import keras
 import keras_tuner
 import numpy as np
 import pytest
@@ -798,6 +799,30 @@ def test_a_search_whose_best_trial_is_near_chance_says_where_to_look(tmp_path):
     assert len(lines) == 1
     session._warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append, "adam")
     assert "--hints_learning_rate)" in lines[1] and "--hints_optimizer" not in lines[1]
+    # A search by KD alone trained no hints: no stage-1 folder to look in.
+    session._warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append, None)
+    assert "Look first at the teacher's accuracy (logged before the trials)" in lines[2]
+    assert "stage1" not in lines[2] and "hint" not in lines[2]
+
+
+def test_a_kd_search_checks_a_given_teacher_before_any_trial(smoke, tmp_path):
+    # The smoke search's teacher with its classes renamed (0 <-> 1, 2 <-> 3, ...): a
+    # search by KD alone runs no stage-1 run, whose check refuses it, and distilled it.
+    workdir, _ = smoke
+    teacher = keras.models.load_model(workdir / "stage1/teacher/teacher.keras")
+    swap = keras.layers.Dense(10, use_bias=False, trainable=False, name="swap")
+    renamed = keras.Sequential([keras.Input(teacher.inputs[0].shape[1:]), teacher, swap])
+    swap.set_weights([np.eye(10)[[1, 0, 3, 2, 5, 4, 7, 6, 9, 8]]])
+    renamed.save(tmp_path / "renamed.keras")
+    proc = _tune("--mode=kd", f"--teacher_path={tmp_path / 'renamed.keras'}", "--max_trials=1",
+                 f"--workdir={tmp_path / 'search'}")  # fmt: skip
+    assert proc.returncode != 0
+    assert "The teacher calls classes by other labels than this data's" in proc.stderr
+    assert not (tmp_path / "search" / "trials").exists()
+    proc = _tune("--mode=kd", f"--teacher_path={workdir / 'stage1/teacher/teacher.keras'}",
+                 "--max_trials=1", "--trial_epochs=1", f"--workdir={tmp_path / 'kept'}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "teacher: validation accuracy " in proc.stdout + proc.stderr
 
 
 def test_a_chief_knows_the_data_from_the_teacher_without_reading_it(teacher_path):

@@ -23,7 +23,7 @@ import os
 import pathlib
 import time
 
-from fitnets_tf import builders, distribute, experiment, notes, recipes
+from fitnets_tf import builders, distribute, evaluation, experiment, notes, recipes
 from fitnets_tf import options as options_lib
 from fitnets_tf.config import ExperimentConfig, upgrade_fingerprint
 from fitnets_tf.errors import SearchError
@@ -195,10 +195,23 @@ def stage_one(config: ExperimentConfig, options: TuneOptions, workdir: pathlib.P
         # The trials validate on stage 1's held-out examples: its run's draw, else a new one.
         "holdout": builders.run_holdout(config, files.stage1.data),
     }
+    if "stage1" not in stages:  # no hint training, whose run checks the teacher first
+        _check_teacher_accuracy(config, record, log)
     if description is not None:
         check_search(workdir, description)
     io.write_json(files.stage1_done, record)
     return record
+
+
+def _check_teacher_accuracy(config: ExperimentConfig, record: dict, log) -> None:
+    """The teacher's accuracy on the trials' validation images, and its refusal where
+    ``fitnets_tf.train`` would refuse it before distilling (another pixel scaling or class
+    order: :func:`fitnets_tf.evaluation.check_teacher`), before any trial distils it."""
+    data = experiment.load_data(config, data_record.recorded_holdout(record))
+    teacher = builders.load_teacher(record["teacher_path"], input_shape=data.input_shape)
+    for line in evaluation.check_teacher(teacher, data.validation, data.preprocessor.mode,
+                                         data.num_classes, data.spec.class_names):  # fmt: skip
+        log(line)
 
 
 def _check_teacher(config: ExperimentConfig) -> None:
@@ -297,8 +310,9 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
                                     "{reason}. Free space and re-run the same command."):  # fmt: skip
         summary = write_results(tuner.oracle, options, workdir, record["teacher_path"])
     schedule = config.schedule
+    hints = schedule.modes[0] == "fitnet"
     _warn_near_chance(summary, shape[1], workdir, log,
-                      schedule.hints_optimizer or schedule.optimizer)  # fmt: skip
+                      (schedule.hints_optimizer or schedule.optimizer) if hints else None)  # fmt: skip
     if error is not None:
         raise SearchError(
             f"The search stopped: {str(error).splitlines()[0]} (results so far are in "
@@ -315,16 +329,20 @@ def _teacher_shape(record: dict) -> tuple[tuple, int]:
 
 
 def _warn_near_chance(summary: dict, num_classes: int, workdir: pathlib.Path, log,
-                      hints_optimizer: str = "rmsprop") -> None:  # fmt: skip
-    """A search whose best trial is near chance has nothing to choose between: say where to look."""
+                      hints_optimizer: str | None = "rmsprop") -> None:  # fmt: skip
+    """A search whose best trial is near chance has nothing to choose between: say where to
+    look. ``hints_optimizer``: stage 1's, when the search trained from hints (None: KD only)."""
     best = summary["best"]
     if best is None or best["val_accuracy"] is None or best["val_accuracy"] >= 2 / num_classes:
         return
-    adam = " or use --hints_optimizer=adam" if hints_optimizer != "adam" else ""
+    first = "the teacher's accuracy (logged before the trials), the learning rate"
+    if hints_optimizer is not None:
+        adam = " or use --hints_optimizer=adam" if hints_optimizer != "adam" else ""
+        first = (f"the hint loss of its hint training (logged under {workdir / 'stage1'}; "
+                 f"diverging: lower --hints_learning_rate{adam}), the teacher's accuracy")
     log(f"warning: the best trial is near chance (validation accuracy {best['val_accuracy']:.4f}, "
         f"chance {1 / num_classes:.4f}): the search has nothing to choose between. Look first "
-        f"at the hint loss of its hint training (logged under {workdir / 'stage1'}; diverging: "
-        f"lower --hints_learning_rate{adam}), the teacher's accuracy and the trials' epochs.")  # fmt: skip
+        f"at {first} and the trials' epochs.")  # fmt: skip
 
 
 def hypermodel(config: ExperimentConfig, options: TuneOptions, record: dict,
