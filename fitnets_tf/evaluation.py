@@ -48,13 +48,10 @@ def predict_classes(model: keras.Model, images) -> np.ndarray:
 
 
 def test_accuracy(model: keras.Model, test: tf.data.Dataset) -> float:
-    """Top-1 accuracy over every batch of ``test`` (logits or probabilities out)."""
-    correct = total = 0
-    for x, y in test:
-        pred = predict_classes(model, x)
-        correct += int(np.sum(pred == np.asarray(y)))
-        total += len(pred)
-    return correct / max(total, 1)
+    """Top-1 accuracy over every batch of ``test`` (logits or probabilities out; labels as
+    class ids, ``(batch,)`` or Keras' ``(batch, 1)``)."""
+    predictions, labels = _answers(model, test)
+    return float(np.mean(predictions == labels)) if len(labels) else 0.0
 
 
 def _answers(model: keras.Model, images: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:

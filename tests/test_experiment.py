@@ -499,3 +499,12 @@ def test_a_teacher_file_changed_between_stages_is_refused(tmp_path):
     experiment.run(config.with_values(stages=("stage2",)), run, log=lambda m: None)
     state = json.loads((run / "run_state.json").read_text())
     assert state[teacher_file.KEY] == io.file_sha256(path) and state["stages"]["fitnet/kd"]["done"]
+
+
+def test_test_accuracy_takes_labels_of_shape_batch_by_one():
+    # keras.datasets' labels are (N, 1): compared with (N,) predictions they broadcast to an
+    # N x N matrix: an "accuracy" above 1.
+    teacher, images = _relabelled_teacher(list(range(4)), right=0.7, per_class=4, classes=4)
+    flat = evaluation.test_accuracy(teacher, images)
+    column = images.map(lambda x, y: (x, tf.reshape(y, (-1, 1))))
+    assert evaluation.test_accuracy(teacher, column) == flat == 0.6875
