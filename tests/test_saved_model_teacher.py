@@ -83,6 +83,25 @@ class _Half(tf.Module):
         return tf.reshape(images, (-1, 64))[:, :3] * 2
 
 
+class _FixedBatch(tf.Module):
+    # A batch of 1 in its signature (TensorSpec([1, ...])): its graph's shapes are static, and
+    # another batch size fails inside it ("Input to reshape is a tensor with 256 values").
+    @tf.function(input_signature=[tf.TensorSpec((1, 8, 8, 1), tf.float32)])
+    def serve(self, images):
+        return tf.reshape(images, (1, 64))[:, :3]
+
+
+def test_a_signature_of_a_fixed_batch_size_is_refused_naming_the_fix(tmp_path):
+    fixed = _FixedBatch()
+    tf.saved_model.save(fixed, str(tmp_path / "fixed"), signatures=fixed.serve)
+    with pytest.raises(errors.ConfigError, match=r"'serving_default' signature takes batches of "
+                       r"1 image \(1, 8, 8, 1\) and no other size; the Distiller gives it batches "
+                       r"of any size.* Save it with input_signature=\[tf.TensorSpec\(\[None, 8, "
+                       r"8, 1\], tf.float32\)\], or with Keras' model.export\(path\), which "
+                       r"does"):  # fmt: skip
+        saved_model.load(tmp_path / "fixed")
+
+
 def test_a_float16_signature_is_given_float16_images_and_gives_float32(tmp_path):
     half = _Half()
     tf.saved_model.save(half, str(tmp_path / "half"), signatures=half.serve)
