@@ -129,8 +129,16 @@ def test_signatures_it_cannot_distil_from_are_refused_naming_what_they_take(tmp_
     unsigned = tf.Module()
     unsigned.scale = tf.Variable(1.0)
     tf.saved_model.save(unsigned, str(tmp_path / "unsigned"))  # a variable, no signature
-    with pytest.raises(errors.TeacherLoadError, match=r"has no 'serving_default' signature"):
+    with pytest.raises(errors.TeacherLoadError, match=r"has no 'serving_default' signature "
+                       r"\(its signatures: none\)\. Save it with one"):  # fmt: skip
         saved_model.load(tmp_path / "unsigned")
+    tf.saved_model.save(two, str(tmp_path / "named"), signatures={"predict": two.serve})
+    with pytest.raises(errors.TeacherLoadError, match=r"has no 'serving_default' signature "
+                       r"\(its signatures: 'predict'\)\. Save it with one") as refused:
+        saved_model.load(tmp_path / "named")
+    # Not Keras' advice, to pick another with TFSMLayer's call_endpoint: no option here.
+    assert "call_endpoint" not in str(refused.value)
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
     (tmp_path / "unsigned" / "saved_model.pb").write_bytes(b"not a graph")
     with pytest.raises(errors.TeacherLoadError, match=r"Cannot load the teacher SavedModel .*"
                        r"unsigned.*it is damaged"):

@@ -84,10 +84,15 @@ def _signature_layer(path: pathlib.Path, what: str, dtype: str = "float32"):
                                       name="saved_model", dtype=dtype)  # fmt: skip
     except Exception as e:  # noqa: BLE001  (TensorFlow raises many types for a bad folder)
         if isinstance(e, ValueError) and f"endpoint '{SIGNATURE}'" in str(e):
-            raise TeacherLoadError(  # Keras' message lists the signatures there are
-                f"{what} has no {SIGNATURE!r} signature ({e}). Save it with one: "
-                "tf.saved_model.save(model, path, signatures=...) or Keras' model.export(path)."
-            ) from e
+            # Not Keras' message, nor chained to it: its advice, another endpoint through
+            # TFSMLayer's `call_endpoint`, is no option of this function or the CLI. The
+            # folder is read again for the signatures it has (only when refused).
+            names = ", ".join(map(repr, tf.saved_model.load(str(path)).signatures)) or "none"
+            raise TeacherLoadError(
+                f"{what} has no {SIGNATURE!r} signature (its signatures: {names}). Save it with "
+                "one: tf.saved_model.save(model, path, signatures=...) or Keras' "
+                "model.export(path)."
+            ) from None
         raise TeacherLoadError(
             f"Cannot load t{what[1:]} ({type(e).__name__}: {str(e).splitlines()[0]}): it is "
             "damaged, or was written by a TensorFlow with ops this one lacks."
