@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fitnets_tf.models import onnx_model
+
 
 def measure_latency(
     model: keras.Model,
@@ -200,8 +202,8 @@ def _onnx_call(path: pathlib.Path, threads: int):
     # answers faster than sleeping workers; on a loaded shared machine it is slower
     # (bench/ort_spinning.py measures both): time on a quiet machine.
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})
+    # As deployed: a file of a fixed batch size (an ONNX teacher's) takes that many per call.
+    return onnx_model.runner(session)
 
 
 # Timed calls last at least this long in all per batch size (up to MAX_REPEATS calls): 30

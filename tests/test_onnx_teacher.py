@@ -16,10 +16,12 @@ SMOKE = config_lib.ExperimentConfig().with_values(
 )  # fmt: skip
 
 
-def _channels_first(model: keras.Model) -> keras.Model:
-    """``model`` taking its images as (C, H, W), as a PyTorch model does."""
+def _channels_first(model: keras.Model, batch_size: int | None = None) -> keras.Model:
+    """``model`` taking its images as (C, H, W), as a PyTorch model does; ``batch_size`` of
+    them only, if given (its ONNX file's input then fixes it, as torch.onnx.export's does
+    without dynamic_axes)."""
     height, width, channels = model.inputs[0].shape[1:]
-    inputs = keras.Input((channels, height, width))
+    inputs = keras.Input((channels, height, width), batch_size=batch_size)
     return keras.Model(inputs, model(keras.layers.Permute((2, 3, 1))(inputs)))
 
 
@@ -75,6 +77,23 @@ def test_a_student_distilled_from_the_onnx_file_is_the_one_from_the_keras_teache
         np.testing.assert_allclose(got, expected.pop(0), rtol=1e-4, atol=1e-6)
 
 
+def test_a_fixed_batch_onnx_file_is_fed_that_many_images_per_call(files, tmp_path, capsys):
+    # torch.onnx.export without dynamic_axes gives (1, C, H, W): PyTorch's most common export.
+    model, _ = files
+    x, _ = tiny_data(5)
+    logits = keras.ops.convert_to_numpy(model(x))
+    for batch in (1, 3):  # 3: the last call's images padded, their outputs dropped
+        writers.write_onnx(_channels_first(model, batch), tmp_path / f"batch{batch}.onnx")
+        teacher = onnx_model.load(tmp_path / f"batch{batch}.onnx")
+        told = capsys.readouterr().out
+        assert f"'batch{batch}' (an ONNX model) takes a fixed batch of {batch} image" in told
+        assert "dynamic_axes={'images': {0: 'batch'}}" in told  # the file's input name
+        np.testing.assert_allclose(teacher(x), logits, atol=1e-5)
+        # In a compiled function too, batches of 4 and of 1 (the last).
+        np.testing.assert_allclose(teacher.predict(x, batch_size=4, verbose=0), logits,
+                                   atol=1e-5)  # fmt: skip
+
+
 def test_onnx_models_it_cannot_distil_from_are_refused(files, tmp_path):
     model, folder = files
     with pytest.raises(errors.ConfigError, match=r"takes images: tensor\(float\) \['unk__\d+', "
@@ -120,7 +139,9 @@ def test_a_run_distils_from_an_onnx_teacher(tmp_path):
                             bias_initializer="random_normal")(inputs)  # fmt: skip
     logits = keras.layers.Dense(10, bias_initializer="random_normal")
     teacher = keras.Model(inputs, logits(keras.layers.GlobalAveragePooling2D()(h)))
-    writers.write_onnx(_channels_first(teacher), tmp_path / "teacher.onnx")
+    # A fixed batch of 1 (PyTorch's export without dynamic_axes): timed as it runs, one image
+    # per call, at batch 128 too.
+    writers.write_onnx(_channels_first(teacher, batch_size=1), tmp_path / "teacher.onnx")
     config = SMOKE.with_values(teacher_path=str(tmp_path / "teacher.onnx"),
                                serving_runtimes=("litert", "onnxruntime"))  # fmt: skip
     row, kd = experiment.run(config, tmp_path / "run", log=lambda m: None)["models"]

@@ -83,6 +83,25 @@ class _Half(tf.Module):
         return tf.reshape(images, (-1, 64))[:, :3] * 2
 
 
+class _FixedBatch(tf.Module):
+    # A batch of 1 in its signature (TensorSpec([1, ...])): its graph's shapes are static, and
+    # another batch size fails inside it ("Input to reshape is a tensor with 256 values").
+    @tf.function(input_signature=[tf.TensorSpec((1, 8, 8, 1), tf.float32)])
+    def serve(self, images):
+        return tf.reshape(images, (1, 64))[:, :3]
+
+
+def test_a_signature_of_a_fixed_batch_size_is_refused_naming_the_fix(tmp_path):
+    fixed = _FixedBatch()
+    tf.saved_model.save(fixed, str(tmp_path / "fixed"), signatures=fixed.serve)
+    with pytest.raises(errors.ConfigError, match=r"'serving_default' signature takes batches of "
+                       r"1 image \(1, 8, 8, 1\) and no other size; the Distiller gives it batches "
+                       r"of any size.* Save it with input_signature=\[tf.TensorSpec\(\[None, 8, "
+                       r"8, 1\], tf.float32\)\], or with Keras' model.export\(path\), which "
+                       r"does"):  # fmt: skip
+        saved_model.load(tmp_path / "fixed")
+
+
 def test_a_float16_signature_is_given_float16_images_and_gives_float32(tmp_path):
     half = _Half()
     tf.saved_model.save(half, str(tmp_path / "half"), signatures=half.serve)
@@ -110,8 +129,16 @@ def test_signatures_it_cannot_distil_from_are_refused_naming_what_they_take(tmp_
     unsigned = tf.Module()
     unsigned.scale = tf.Variable(1.0)
     tf.saved_model.save(unsigned, str(tmp_path / "unsigned"))  # a variable, no signature
-    with pytest.raises(errors.TeacherLoadError, match=r"has no 'serving_default' signature"):
+    with pytest.raises(errors.TeacherLoadError, match=r"has no 'serving_default' signature "
+                       r"\(its signatures: none\)\. Save it with one"):  # fmt: skip
         saved_model.load(tmp_path / "unsigned")
+    tf.saved_model.save(two, str(tmp_path / "named"), signatures={"predict": two.serve})
+    with pytest.raises(errors.TeacherLoadError, match=r"has no 'serving_default' signature "
+                       r"\(its signatures: 'predict'\)\. Save it with one") as refused:
+        saved_model.load(tmp_path / "named")
+    # Not Keras' advice, to pick another with TFSMLayer's call_endpoint: no option here.
+    assert "call_endpoint" not in str(refused.value)
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
     (tmp_path / "unsigned" / "saved_model.pb").write_bytes(b"not a graph")
     with pytest.raises(errors.TeacherLoadError, match=r"Cannot load the teacher SavedModel .*"
                        r"unsigned.*it is damaged"):

@@ -7,14 +7,17 @@ inside the train step, through ``tf.numpy_function``, in a one-layer Keras model
 ``numpy_function`` runs on the host, so XLA (``jit_compile``) and TPUs cannot take it. Images
 go in channels-last, as the pipelines make them, and are transposed for a model that takes them
 channels-first (PyTorch's order, found from the shape of its input); probabilities out are
-taken as their logarithms (:func:`~fitnets_tf.models.logits.logits_of_foreign`). With the
-teacher's outputs cached (``--cache_teacher``), it runs once per image, not once per step.
+taken as their logarithms (:func:`~fitnets_tf.models.logits.logits_of_foreign`). A file whose
+input fixes the batch size (``torch.onnx.export``'s without ``dynamic_axes``) is fed that many
+images per call (:func:`runner`). With the teacher's outputs cached (``--cache_teacher``), it
+runs once per image, not once per step.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -23,6 +26,7 @@ import tensorflow as tf
 from fitnets_tf.errors import ConfigError, TeacherLoadError
 from fitnets_tf.models.logits import logits_of_foreign
 from fitnets_tf.models.saved_model import model_name
+from fitnets_tf.notes import note
 
 SUFFIX = ".onnx"
 
@@ -56,12 +60,12 @@ class OnnxTeacher(keras.layers.Layer):
         self.onnx_path, self.channels_first, self.classes = str(onnx_path), channels_first, classes
         self.session = session or _session(pathlib.Path(onnx_path),
                                            f"The ONNX model {self.onnx_path!r}")  # fmt: skip
-        self._input = self.session.get_inputs()[0].name
+        self._run = runner(self.session)
         self.params = _weights_in(self.onnx_path)
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """The model's output for ``images`` as it takes them, in float32."""
-        return self.session.run(None, {self._input: images})[0].astype(np.float32)
+        return self._run(images)[0].astype(np.float32)
 
     def call(self, images):
         if self.channels_first:
@@ -98,7 +102,7 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher") -> ke
     input_shape = tuple(input_shape or _declared_shape(session, what))
     channels_first = _channels_first(session, input_shape, what)
     images = np.random.default_rng(0).uniform(size=(4, *input_shape)).astype(np.float32)
-    probed = session.run(None, {session.get_inputs()[0].name: _ordered(images, channels_first)})
+    probed = runner(session)(_ordered(images, channels_first))
     if len(probed) != 1 or probed[0].ndim != 2:
         shapes = ", ".join(str(p.shape) for p in probed)
         raise ConfigError(f"{what} returns {shapes}; a teacher returns one (N, classes) tensor, "
@@ -106,8 +110,53 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher") -> ke
     inputs = keras.Input(tuple(input_shape), name="images")
     layer = OnnxTeacher(path, channels_first, probed[0].shape[1], session, name="onnx_model")
     name = model_name(path)
+    _fixed_batch_note(session, role, name)
     outputs = logits_of_foreign(layer(inputs), probed[0], name, "an ONNX model")
     return keras.Model(inputs, outputs, name=name)
+
+
+def runner(session) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """``session.run`` of one batch of images (as the file takes them): all its outputs.
+
+    A file whose input fixes the batch size B (PyTorch's ``torch.onnx.export`` without
+    ``dynamic_axes`` gives ``(1, C, H, W)``) refuses any other batch, so it is fed B images
+    per call: the last call's are padded with zeros, and the padding's outputs dropped.
+    """
+    name, batch = session.get_inputs()[0].name, _fixed_batch(session)
+    if batch is None:
+        return lambda images: session.run(None, {name: images})
+
+    def run(images: np.ndarray) -> list[np.ndarray]:
+        count = len(images)
+        # An empty batch (a replica's share of a short last one) is one call of padding:
+        # its outputs, none of them kept, give the output's shape.
+        padding = np.zeros((-count % batch if count else batch, *images.shape[1:]), images.dtype)
+        padded = np.concatenate([images, padding])
+        calls = [session.run(None, {name: padded[i : i + batch]})
+                 for i in range(0, len(padded), batch)]  # fmt: skip
+        # An output with no batch axis cannot be split: the first call's, for load to refuse.
+        outputs = zip(*calls, strict=True)
+        return [np.concatenate(out)[:count] if out[0].ndim else out[0] for out in outputs]
+
+    return run
+
+
+def _fixed_batch(session) -> int | None:
+    """The batch size the file's input fixes, or None: ONNX gives an open one as a name
+    ("batch", "unk__0") or None."""
+    size = session.get_inputs()[0].shape[0]
+    return size if isinstance(size, int) and size > 0 else None
+
+
+def _fixed_batch_note(session, role: str, name: str) -> None:
+    batch = _fixed_batch(session)
+    if batch is None:
+        return
+    images = f"{batch} image{'s' if batch > 1 else ''}"
+    axes = {session.get_inputs()[0].name: {0: "batch"}}
+    note(f"The {role} {name!r} (an ONNX model) takes a fixed batch of {images}: it runs "
+         f"{images} per call. Exported with dynamic_axes={axes} (torch.onnx.export), it "
+         "would take each batch in one call, which is faster.")  # fmt: skip
 
 
 def _session(path: pathlib.Path, what: str):

@@ -42,8 +42,8 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher") -> ke
     Raises:
         TeacherLoadError: TensorFlow cannot load the folder, or it has no ``serving_default``
             signature.
-        ConfigError: the signature does not take one float image batch (the shape it takes
-            named beside ``input_shape``) or give one tensor.
+        ConfigError: the signature does not take one float image batch of any size (the shape
+            it takes named beside ``input_shape``) or give one tensor.
     """
     path = pathlib.Path(path).expanduser()
     if tf.distribute.has_strategy():
@@ -84,10 +84,15 @@ def _signature_layer(path: pathlib.Path, what: str, dtype: str = "float32"):
                                       name="saved_model", dtype=dtype)  # fmt: skip
     except Exception as e:  # noqa: BLE001  (TensorFlow raises many types for a bad folder)
         if isinstance(e, ValueError) and f"endpoint '{SIGNATURE}'" in str(e):
-            raise TeacherLoadError(  # Keras' message lists the signatures there are
-                f"{what} has no {SIGNATURE!r} signature ({e}). Save it with one: "
-                "tf.saved_model.save(model, path, signatures=...) or Keras' model.export(path)."
-            ) from e
+            # Not Keras' message, nor chained to it: its advice, another endpoint through
+            # TFSMLayer's `call_endpoint`, is no option of this function or the CLI. The
+            # folder is read again for the signatures it has (only when refused).
+            names = ", ".join(map(repr, tf.saved_model.load(str(path)).signatures)) or "none"
+            raise TeacherLoadError(
+                f"{what} has no {SIGNATURE!r} signature (its signatures: {names}). Save it with "
+                "one: tf.saved_model.save(model, path, signatures=...) or Keras' "
+                "model.export(path)."
+            ) from None
         raise TeacherLoadError(
             f"Cannot load t{what[1:]} ({type(e).__name__}: {str(e).splitlines()[0]}): it is "
             "damaged, or was written by a TensorFlow with ops this one lacks."
@@ -103,6 +108,19 @@ def _one_image_input(function, what: str):
             f"{what}'s {SIGNATURE!r} signature takes {taken}; the Distiller gives it one batch "
             "of float images (N, H, W, C), preprocessed as for the student (--preprocessing). "
             "Export a signature that takes them."
+        )
+    # The Distiller's batches vary (the probe's is 4, an epoch's last is smaller): a signature
+    # of a fixed batch size fails on any other inside its graph, in TensorFlow's words
+    # ("Input to reshape is a tensor with N values"), at the probe or at a later step.
+    shape, batch = tuple(specs[0].shape), specs[0].shape[0]
+    if batch is not None:
+        open_batch = [None, *shape[1:]]
+        raise ConfigError(
+            f"{what}'s {SIGNATURE!r} signature takes batches of {batch} image"
+            f"{'s' if batch > 1 else ''} {shape} and no other size; the Distiller gives it "
+            "batches of any size (an epoch's last one is smaller). Save it with input_signature="
+            f"[tf.TensorSpec({open_batch}, tf.{specs[0].dtype.name})], or with Keras' "
+            "model.export(path), which does."
         )
     return specs[0]
 
