@@ -31,9 +31,12 @@ def hint_loss(hint, regressed):
     """Stage-1 hint loss of one example: ``L_HT = ½ ‖u_h(x) − r(v_g(x))‖²``.
 
     ½ × the squared error **summed over all features** (height × width × channels) of the
-    example, as in the paper's code; the mean over the batch is taken by the caller. Toolkits
-    that use an MSE (mean over features) get values smaller by a factor ``2 / features``, which
-    is why they multiply it by 100 or more.
+    example, the paper's formula; the mean over the batch is taken by the caller. The paper's
+    code sums over the map's rows only and averages the rest (``T.sum(cost, axis=1)`` of
+    pylearn2's ``(channels, rows, columns, batch)`` layout), 1 / (channels × columns) of this:
+    under RMSProp, whose steps do not grow with the loss's scale, the two train alike.
+    Toolkits that use an MSE (mean over features) get values smaller by a factor
+    ``2 / features``, which is why they multiply it by 100 or more.
 
     Args:
         hint: teacher hint-layer output ``u_h(x)``, shape ``(batch, ...)``.
