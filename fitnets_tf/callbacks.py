@@ -218,7 +218,8 @@ class NonFiniteGuard(keras.callbacks.Callback):
 _STAGE_ONE = ("/hints", "/guided_labels")
 
 
-def _learning_rate_flag(stage: str) -> str:
+def learning_rate_flag(stage: str) -> str:
+    """The flag of the learning rate ``stage`` (``"teacher"``, ``"<mode>/hints"``, ...) trains at."""
     if stage == "teacher":
         return "--teacher_learning_rate"
     return "--hints_learning_rate" if stage.endswith(_STAGE_ONE) else "--learning_rate"
@@ -257,7 +258,7 @@ class DivergenceWarning(keras.callbacks.Callback):
             self._said = True
             self.log(f"warning: stage '{self.stage}' is diverging: its {term} grew from "
                      f"{self._first:.4g} in its first epoch to {float(value):.4g} after epoch "
-                     f"{epoch + 1}. Lower {_learning_rate_flag(self.stage)}, or check the "
+                     f"{epoch + 1}. Lower {learning_rate_flag(self.stage)}, or check the "
                      "inputs and the teacher.")  # fmt: skip
 
 

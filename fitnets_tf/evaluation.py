@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitnets_tf import latency, models
+from fitnets_tf.callbacks import learning_rate_flag
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.export.serving import as_served, in_float32
 from fitnets_tf.models import onnx_model
@@ -301,6 +302,43 @@ def _served_timings(served: keras.Model, runtime: str) -> dict | None:
         return None
     return latency.measure_onnx_file_latency(onnx.onnx_path, onnx.taken_shape(served.inputs[0]),
                                              repeats=30)  # fmt: skip
+
+
+def training_warnings(name: str, model: keras.Model, history: dict | None, test_acc: float,
+                      num_classes: int) -> list[str]:  # fmt: skip
+    """What to tell of a model the run trained, once tested: it did not learn
+    (:func:`not_learned`), or its BatchNormalization statistics lag (:func:`lagging_batch_norm`)."""
+    found = [not_learned(name, history, test_acc, num_classes),
+             lagging_batch_norm(name, model, history, test_acc)]  # fmt: skip
+    return [warning for warning in found if warning is not None]
+
+
+def not_learned(name: str, history: dict | None, test_acc: float, num_classes: int
+                ) -> str | None:  # fmt: skip
+    """A warning when a model ends near chance on the test images *and* on its last training
+    batches: it learned nothing (a learning rate too high for it, diverged in its first epoch,
+    which :class:`~fitnets_tf.callbacks.DivergenceWarning` cannot see; inputs it cannot use).
+    None otherwise, or when its training scored well (:func:`lagging_batch_norm`'s case).
+
+    ``history``: the model's stages' Keras histories, in order; the last with an ``accuracy``
+    gives its final training accuracy and cross-entropy.
+    """
+    chance = 1 / num_classes
+    stages = [(key, h) for key, h in (history or {}).items() if h.get("accuracy")]
+    if not stages or test_acc >= 2 * chance or stages[-1][1]["accuracy"][-1] >= 2 * chance:
+        return None
+    stage, last = stages[-1]
+    trained = last["accuracy"][-1]
+    cross_entropy = (last.get("ce_loss") or last.get("loss") or [None])[-1]
+    diverged = cross_entropy is not None and cross_entropy > 2 * np.log(num_classes)
+    why = (f" Its cross-entropy on the labels, {cross_entropy:.3g}, is over twice a uniform "
+           f"guess's ({np.log(num_classes):.3g}): training diverged." if diverged else "")  # fmt: skip
+    return (
+        f"warning: {name} ends near chance: test accuracy {test_acc:.3f}, {trained:.3f} on its "
+        f"last training batches (chance {chance:.3f}): it learned nothing.{why} Lower "
+        f"{learning_rate_flag(f'{name}/{stage}')} (or use --optimizer=adam), and check its "
+        "inputs."
+    )
 
 
 def lagging_batch_norm(name: str, model: keras.Model, history: dict | None, test_acc: float

@@ -347,8 +347,9 @@ class Experiment:
                                      runtime.measure_latency, runtime.serving_runtimes)  # fmt: skip
         path = self.files.model_file(name)
         row["keras_file_bytes"] = path.stat().st_size if path.exists() else None
-        if lagging := evaluation.lagging_batch_norm(name, model, history, row["test_accuracy"]):
-            self.log(lagging)
+        for warning in evaluation.training_warnings(name, model, history, row["test_accuracy"],
+                                                    self.data.num_classes):  # fmt: skip
+            self.log(warning)
         return row
 
     def report(self, teacher: keras.Model, students: dict[str, keras.Model]) -> dict:

@@ -356,6 +356,30 @@ def test_a_student_whose_batch_norm_lags_is_named_with_the_fix():
     assert evaluation.lagging_batch_norm("kd", plain, history, 0.33) is None  # no BatchNorm
 
 
+def test_a_student_that_learned_nothing_is_named_with_the_flag_to_lower():
+    # A MobileNetV2 student at SGD 0.1 diverged in its first epoch (cross-entropy 9.9, 4
+    # classes): chance on the test and training batches, and no warning at all.
+    plain = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4)])
+    diverged = {"hints": {"hint_loss": [3.0]}, "kd": {"accuracy": [0.26, 0.24],
+                                                      "ce_loss": [10.7, 9.9]}}  # fmt: skip
+    assert evaluation.training_warnings("fitnet", plain, diverged, 0.25, 4) == [
+        "warning: fitnet ends near chance: test accuracy 0.250, 0.240 on its last training "
+        "batches (chance 0.250): it learned nothing. Its cross-entropy on the labels, 9.9, is "
+        "over twice a uniform guess's (1.39): training diverged. Lower --learning_rate (or use "
+        "--optimizer=adam), and check its inputs."
+    ]
+    stalled = {"scratch": {"accuracy": [0.3], "loss": [1.38]}}  # a stage 1's rate named too
+    assert evaluation.not_learned("scratch", stalled, 0.3, 4).endswith(
+        "it learned nothing. Lower --learning_rate (or use --optimizer=adam), and check its inputs.")
+    hints_only = {"guided_labels": {"accuracy": [0.2], "loss": [9.0]}}
+    assert "Lower --hints_learning_rate" in evaluation.not_learned("stagewise_labels", hints_only,
+                                                                  0.25, 4)  # fmt: skip
+    learned = {"kd": {"accuracy": [0.9], "ce_loss": [0.3]}}
+    assert evaluation.not_learned("kd", learned, 0.25, 4) is None  # lagging_batch_norm's case
+    assert evaluation.not_learned("kd", diverged, 0.6, 4) is None  # it did learn
+    assert evaluation.not_learned("teacher", None, 0.25, 4) is None  # nothing to tell from
+
+
 def _conv_teacher(path, seed: int = 0) -> str:
     """A small trained-teacher file for the synthetic data (28×28×1, 10 classes), functional
     so that hints=auto finds its middle layer; another ``seed``, other weights."""
