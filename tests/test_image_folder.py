@@ -1,5 +1,5 @@
 """A folder's images that cannot be decoded: every one named in one message, before any
-training."""
+training, and without the JPEG decoder's own lines on stderr (they name no file)."""
 
 import re
 
@@ -74,3 +74,28 @@ def test_past_ten_files_the_rest_are_counted(tmp_path):
     message = str(error.value)
     assert [f"bad{i:02d}.png" in message for i in range(13)] == [True] * 10 + [False] * 3
     assert "and 3 more" in message
+
+
+def test_the_decoders_lines_on_a_file_it_cannot_decode_are_not_printed(tmp_path, capfd):
+    root = _folder(tmp_path / "images")
+    _bad_files(root)
+    # Decodable, with libjpeg's warning: a line about a file the run reads, so it stays.
+    jpeg = _jpeg()
+    marker = jpeg.index(b"\xff\xc4")
+    (root / "cat" / "junk.jpg").write_bytes(jpeg[:marker] + bytes(8) + jpeg[marker:])
+    capfd.readouterr()
+    with pytest.raises(DataError, match="Cannot decode 4 of"):
+        image_folder.image_format(sorted(p for p in root.rglob("*") if p.is_file()), root)
+    printed = capfd.readouterr().err
+    assert "Premature end" not in printed and "Improper call" not in printed, printed
+    assert "Corrupt JPEG data: 8 extraneous bytes before marker 0xc4" in printed
+
+
+def test_the_users_log_level_brings_the_decoders_lines_back(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    root = _folder(tmp_path / "images")
+    _bad_files(root)
+    capfd.readouterr()
+    with pytest.raises(DataError):
+        image_folder.image_format(sorted(p for p in root.rglob("*") if p.is_file()), root)
+    assert "Improper call to JPEG library" in capfd.readouterr().err

@@ -34,6 +34,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from fitnets_tf import native_logs
 from fitnets_tf.data.folder_format import FolderFormat
 from fitnets_tf.data.holdout import DEFAULT_HOLDOUT, Arrays, user_splits
 from fitnets_tf.data.shapes import DEFAULT_RESIZE_MODE, aspect_options, resize_images
@@ -164,17 +165,23 @@ def image_format(paths: list[pathlib.Path], root: pathlib.Path | None = None) ->
     """
     found = FolderFormat()
     failures = []
-    for path in paths:
-        try:
-            image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
-        except tf.errors.OpError as e:  # not an image, truncated, unreadable
-            # Carried on: a user with several bad files fixes them all in one re-run.
-            failures.append((path, decode_failure(e)))
-            continue
-        found.add(image.shape)
+    # The decoder's own stderr lines on a file it cannot decode name no file; the message does.
+    with native_logs.failing_calls_quiet() as quiet:
+        for path in paths:
+            try:
+                shape = quiet(_decoded_shape, path)
+            except tf.errors.OpError as e:  # not an image, truncated, unreadable
+                # Carried on: a user with several bad files fixes them all in one re-run.
+                failures.append((path, decode_failure(e)))
+                continue
+            found.add(shape)
     if failures:
         raise DataError(_undecodable(failures, len(paths), root))
     return found
+
+
+def _decoded_shape(path: pathlib.Path) -> tf.TensorShape:
+    return tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False).shape
 
 
 def _undecodable(failures: list[tuple[pathlib.Path, str]], total: int, root) -> str:
