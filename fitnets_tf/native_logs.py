@@ -1,4 +1,5 @@
-"""TF_CPP_MIN_LOG_LEVEL applied to the INFO lines TensorFlow's own filter lets through.
+"""TF_CPP_MIN_LOG_LEVEL applied to the INFO lines TensorFlow's own filter lets through, and
+to a native decoder's lines on a file that its caller's error names.
 
 TensorFlow 2.21 writes some INFO lines to stderr (file descriptor 2) where no Python setting
 reaches them: absl's C++ logging before anything initialises it (oneDNN, CPU features, at
@@ -6,11 +7,17 @@ import), LiteRT's "Created ... XNNPACK delegate", the LiteRT quantizer's ``print
 TF_CPP_MIN_LOG_LEVEL hides INFO lines (1 or more, as fitnets_tf's programs set by default),
 :func:`info_lines_dropped` drops these from descriptor 2; with it unset, 0 or invalid, nothing
 is touched. Standard library only: the programs use it while TensorFlow is imported.
+
+Under the same condition, :func:`failing_calls_quiet` drops what a native call wrote when it
+raises an error its caller restates: TensorFlow's JPEG decoder lets libjpeg print its own words
+on a file it cannot decode ("Premature end of JPEG data", "Improper call to JPEG library in
+state 201", ...), naming no file, before the op raises; the caller's message names the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import tempfile
@@ -58,3 +65,53 @@ def info_lines_dropped(noise: tuple[str, ...]):
                 if not any(piece in line for piece in noise):
                     sys.stderr.write(line)
             sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def failing_calls_quiet():
+    """Yields ``call(function, *args, **kwargs)``: ``function``'s result, and what descriptor 2
+    received during it passed on as it returns; dropped if it raises an ``Exception``, which
+    the caller turns into its own message. Only where :func:`info_hidden`, else a plain call.
+
+    Lines another thread writes during a failing call are dropped with them: use it around
+    calls that are all the process does meanwhile (a folder's decoding pass).
+    """
+    if not info_hidden():
+        yield lambda function, *args, **kwargs: function(*args, **kwargs)
+        return
+    sys.stderr.flush()
+    original = os.dup(2)
+    # One file for the block, emptied after each call: the folder's format pass makes a call
+    # per image (70,000 in the default run), and a call costs a few system calls, not a file.
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield functools.partial(_quiet_if_failing, captured.fileno(), original)
+        finally:
+            _pass_on(captured.fileno(), original)  # what the block wrote between calls
+            os.dup2(original, 2)
+            os.close(original)
+
+
+def _quiet_if_failing(captured: int, original: int, function, *args, **kwargs):
+    try:
+        result = function(*args, **kwargs)
+    except Exception:
+        _pass_on(captured, None)
+        raise
+    _pass_on(captured, original)
+    return result
+
+
+def _pass_on(captured: int, original: int | None) -> None:
+    """Writes what ``captured`` (descriptor 2 meanwhile) holds to ``original`` (None: drops
+    it), and empties it for the next call."""
+    sys.stderr.flush()
+    size = os.lseek(captured, 0, os.SEEK_CUR)  # descriptor 2 shares this offset
+    if not size:
+        return
+    written = memoryview(os.pread(captured, size, 0) if original is not None else b"")
+    while written:
+        written = written[os.write(original, written) :]
+    os.ftruncate(captured, 0)
+    os.lseek(captured, 0, os.SEEK_SET)

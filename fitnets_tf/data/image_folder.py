@@ -17,8 +17,8 @@ The classes are the sub-folder names, sorted; a label is its class's index. As f
 images are the files ending in one of :data:`IMAGE_SUFFIXES` (any case, any depth below the
 class folder); other files are ignored.
 
-Every image is decoded once as the folder is read, so a corrupt file is named now rather than
-failing an epoch. That pass also decides the format (:mod:`~fitnets_tf.data.folder_format`):
+Every image is decoded once as the folder is read, so the files that cannot be decoded are
+named now, all in one message, rather than failing an epoch. That pass also decides the format (:mod:`~fitnets_tf.data.folder_format`):
 one channel when every image is grayscale (with or without alpha), else RGB (alpha dropped);
 and, without ``image_size``, the most common size among the images (the others are resized to
 it, bilinear, by ``resize_mode``: see :data:`~fitnets_tf.data.shapes.RESIZE_MODES`). The images
@@ -34,6 +34,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from fitnets_tf import native_logs
 from fitnets_tf.data.folder_format import FolderFormat
 from fitnets_tf.data.holdout import DEFAULT_HOLDOUT, Arrays, user_splits
 from fitnets_tf.data.shapes import DEFAULT_RESIZE_MODE, aspect_options, resize_images
@@ -43,6 +44,8 @@ from fitnets_tf.errors import DataError
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 #: The names a validation folder beside ``train/`` and ``test/`` may have, in preference order.
 VALIDATION_FOLDERS = ("validation", "val")
+#: How many undecodable files a folder's error names with their reasons (the rest are counted).
+FAILURES_NAMED = 10
 
 
 def read_folder(
@@ -157,27 +160,56 @@ def image_format(paths: list[pathlib.Path], root: pathlib.Path | None = None) ->
     """The sizes and channel counts of the images ``paths``, decoding every file once.
 
     Raises:
-        DataError: naming the first file that cannot be read or decoded.
+        DataError: naming every file that cannot be read or decoded (the first
+            :data:`FAILURES_NAMED` of them, with the decoder's reason), once all are decoded.
     """
     found = FolderFormat()
-    for path in paths:
-        try:
-            image = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
-        except tf.errors.OpError as e:  # not an image, truncated, unreadable
-            # Keras reads hidden files too: macOS leaves a "._NAME" beside each copied image.
-            apple = (
-                f" It is macOS metadata: delete them all with `find {root or path.parent} -name "
-                "'._*' -delete`."
-                if path.name.startswith("._")
-                else ""
-            )
-            raise DataError(
-                f"Cannot decode the image file {path} ({decode_failure(e)}). Every file ending "
-                f"in {', '.join(IMAGE_SUFFIXES)} under the class folders is read as an image: "
-                f"replace or delete this one, then re-run.{apple}"
-            ) from None
-        found.add(image.shape)
+    failures = []
+    # The decoder's own stderr lines on a file it cannot decode name no file; the message does.
+    with native_logs.failing_calls_quiet() as quiet:
+        for path in paths:
+            try:
+                shape = quiet(_decoded_shape, path)
+            except tf.errors.OpError as e:  # not an image, truncated, unreadable
+                # Carried on: a user with several bad files fixes them all in one re-run.
+                failures.append((path, decode_failure(e)))
+                continue
+            found.add(shape)
+    if failures:
+        raise DataError(_undecodable(failures, len(paths), root))
     return found
+
+
+def _decoded_shape(path: pathlib.Path) -> tf.TensorShape:
+    return tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False).shape
+
+
+def _undecodable(failures: list[tuple[pathlib.Path, str]], total: int, root) -> str:
+    """The message naming the files that cannot be decoded (``(path, reason)``), and the fix."""
+    suffixes = ", ".join(IMAGE_SUFFIXES)
+    # Keras reads hidden files too: macOS leaves a "._NAME" beside each copied image.
+    apple = (
+        f" {'It is' if len(failures) == 1 else 'The ._* files are'} macOS metadata: delete "
+        f"them all with `find {root or failures[0][0].parent} -name '._*' -delete`."
+        if any(path.name.startswith("._") for path, _ in failures)
+        else ""
+    )
+    if len(failures) == 1:
+        (path, reason), *_ = failures
+        return (
+            f"Cannot decode the image file {path} ({reason}). Every file ending in {suffixes} "
+            f"under the class folders is read as an image: replace or delete this one, then "
+            f"re-run.{apple}"
+        )
+    named = "".join(f"\n  {path} ({reason})" for path, reason in failures[:FAILURES_NAMED])
+    more = len(failures) - FAILURES_NAMED
+    return (
+        f"Cannot decode {len(failures)} of the {total} image files under "
+        f"{root or 'the class folders'}:{named}"
+        + (f"\n  ... and {more} more." if more > 0 else "")
+        + f"\nEvery file ending in {suffixes} under the class folders is read as an image: "
+        f"replace or delete them, then re-run.{apple}"
+    )
 
 
 def decode_failure(error: tf.errors.OpError) -> str:
