@@ -45,7 +45,7 @@ import keras
 
 from fitnets_tf import batch_norm
 from fitnets_tf.errors import ConfigError, ModelFileError
-from fitnets_tf.layer_state import copy_adapted_state, is_adapted
+from fitnets_tf.layer_state import copy_adapted_state, is_adapted, set_weights
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
 from fitnets_tf.models import onnx_model, saved_model
 from fitnets_tf.models.logits import check_class_logits, softmax_note, without_softmax
@@ -235,7 +235,7 @@ def at_input_shape(model: keras.Model, input_shape) -> keras.Model:
         return model
     fixed = tuple(d if s is None else s for s, d in zip(shape, input_shape, strict=True))
     built = keras.models.clone_model(model, input_tensors=_new_input(model, fixed))
-    built.set_weights(model.get_weights())
+    set_weights(built, model.get_weights())
     return built
 
 
