@@ -23,6 +23,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from fitnets_tf.layer_state import set_weights
+
 # cuDNN refuses an epsilon below 1e-5, and 1e-5 in float32 is just below it: the floor the
 # fused path of tf.keras 2 used. It moves a variance by 1e-8, far under float32's resolution
 # for a variance near 1.
@@ -106,7 +108,7 @@ def with_fused_batch_norm(model: keras.Model) -> keras.Model:
             ) from e
     clone = lambda layer: fused_class(layer).from_config(layer.get_config())  # noqa: E731
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    copy.set_weights(model.get_weights())
+    set_weights(copy, model.get_weights())
     return copy
 
 

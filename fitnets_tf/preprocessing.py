@@ -214,18 +214,58 @@ def raw_pixel_rescaling(model: keras.Model) -> keras.layers.Rescaling | None:
     return None
 
 
+# Keras' layers that only move, crop or resize pixels: what comes after them sees the model's
+# input values (interpolated ones within their range, or about: bicubic's overshoot at edges).
+_GEOMETRIC = (keras.layers.InputLayer, keras.layers.Resizing, keras.layers.CenterCrop,
+              keras.layers.RandomCrop, keras.layers.RandomFlip, keras.layers.RandomRotation,
+              keras.layers.RandomTranslation, keras.layers.RandomZoom)  # fmt: skip
+# The largest mean of images in [0, 1] (pixels / 255), with room for rounding and that
+# overshoot: raw pixels' is tens (MNIST's 33, CIFAR-10's 120 to 126).
+_SCALED_MEAN_BOUND = 1.01
+
+
+def raw_pixel_normalization(model: keras.Model) -> keras.layers.Normalization | None:
+    """The ``Normalization`` layer by which ``model`` normalises its input with statistics of
+    raw pixels in [0, 255], when it is the first layer to change the input's values (only
+    resizing, cropping, flips, rotations, translations or zooms before it); None otherwise.
+
+    Its mean, adapted or given, tells: above 1, it is not the mean of images in [0, 1], whose
+    every mean (per channel, per pixel, overall) is at most 1. After a layer that changes the
+    values (a ``Rescaling`` to [-1, 1]) the input's range is not known, and it is not judged.
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Normalization) and not layer.invert:
+            return layer if _largest_mean(layer) > _SCALED_MEAN_BOUND else None
+        if not isinstance(layer, _GEOMETRIC):
+            return None
+    return None
+
+
+def _largest_mean(layer: keras.layers.Normalization) -> float:
+    # What it subtracts: its adapted mean (weights), or the mean given as an argument.
+    mean = layer.adapt_mean if layer.input_mean is None else layer.input_mean
+    return float(np.max(keras.ops.convert_to_numpy(mean)))
+
+
 def check_own_rescaling(model: keras.Model, mode: str, role: str, name: str = "") -> None:
     """Refuses a model that rescales raw pixels itself, fed by a ``mode`` that already has.
 
     A student file with a first ``Rescaling(1/255)``, trained with the default preprocessing
     (pixels / 255), would see pixels / 65025, all but black images, and train on them without
     an error: unlike a trained teacher, whose accuracy tells, an untrained student cannot be
-    checked by what it scores.
+    checked by what it scores. So would one whose first ``Normalization`` holds raw pixels'
+    statistics (:func:`raw_pixel_normalization`): ``(x - 120) / 64`` of ``x`` in [0, 1] is all
+    but constant. That is judged under ``"scale"`` only: contrast-normalised images (``gcn``,
+    ``gcn_zca``) have no range that statistics of raw pixels fall out of, whatever the image
+    size and the layer's axes.
 
     Raises:
-        ConfigError: ``mode`` is not ``"none"`` and ``model`` has such a layer; the message
-            names ``--preprocessing=none`` and the other fix.
+        ConfigError: ``mode`` is not ``"none"`` and ``model`` has such a ``Rescaling``, or
+            ``mode`` is ``"scale"`` and it has such a ``Normalization``; the message names
+            ``--preprocessing=none`` and the other fix.
     """
+    if mode == "scale":
+        _check_own_normalization(model, role, name)
     if mode == "none" or (layer := raw_pixel_rescaling(model)) is None:
         return
     scale = float(np.asarray(keras.ops.convert_to_numpy(layer.scale)).reshape(-1)[0])
@@ -237,4 +277,18 @@ def check_own_rescaling(model: keras.Model, mode: str, role: str, name: str = ""
         "on them without an error. Run with --preprocessing=none (raw pixels to both models: "
         f"then the teacher must take raw pixels too, as its accuracy check tells), or remove "
         f"the {role}'s Rescaling layer."
+    )
+
+
+def _check_own_normalization(model: keras.Model, role: str, name: str) -> None:
+    if (layer := raw_pixel_normalization(model)) is None:
+        return
+    raise ConfigError(
+        f"The {role} {name or model.name!r} normalises its own input with raw pixels' "
+        f"statistics (its Normalization layer {layer.name!r} subtracts a mean of "
+        f"{_largest_mean(layer):.4g}; images in [0, 1] have a mean of at most 1), but this run "
+        f"feeds it {_FED['scale']} (--preprocessing=scale, given or the dataset's default): it "
+        "would normalise them to all but constant images, and train on them without an error. Run with --preprocessing=none (raw pixels to both "
+        "models: then the teacher must take raw pixels too, as its accuracy check tells), or "
+        f"adapt the {role}'s layer on the images / 255 (norm.adapt(images / 255))."
     )

@@ -332,6 +332,59 @@ def test_which_rescaling_takes_raw_pixels():
         check_own_rescaling(_rescaling_student(1 / 255), "gcn", "student")
 
 
+def _normalising_student(images=None, *, first=None, **given) -> keras.Model:
+    """28×28×1 → (``first``) → Normalization adapted on ``images`` (or given ``mean`` and
+    ``variance``) → conv → logits."""
+    norm = keras.layers.Normalization(name="own_norm", **given)
+    if images is not None:
+        norm.adapt(images)
+    h = inputs = keras.Input((28, 28, 1))
+    h = norm(first(h) if first else h)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(h))
+    return keras.Model(inputs, keras.layers.Dense(10)(h), name="normaliser")
+
+
+RAW = np.random.RandomState(0).randint(0, 256, (16, 28, 28, 1)).astype("float32")
+
+
+def test_a_student_normalising_with_raw_pixel_statistics_is_refused_under_scaled_preprocessing(
+    tmp_path,
+):
+    # Adapted on raw pixels (Keras' tutorial way), it normalised pixels / 255 with their
+    # statistics: (x - 127) / 74 for x in [0, 1], all but constant images, trained on silently.
+    path = tmp_path / "student.keras"
+    _normalising_student(RAW).save(path)
+    with pytest.raises(errors.ConfigError, match=r"student '.*student.keras' normalises its own "
+                       r"input with raw pixels' statistics \(its Normalization layer 'own_norm' "
+                       r"subtracts a mean of 12\d\.\d+; images in \[0, 1\] have a mean of at "
+                       r"most 1\).*feeds it pixels / 255 \(--preprocessing=scale.*"
+                       r"--preprocessing=none.*adapt the student's layer on the images / 255"):  # fmt: skip
+        experiment.run(SMOKE.with_values(student=str(path)), tmp_path / "run")
+    assert not (tmp_path / "run" / "teacher").exists()  # refused before the teacher trained
+
+
+def test_which_normalization_takes_raw_pixels():
+    from fitnets_tf.preprocessing import check_own_rescaling, raw_pixel_normalization
+
+    assert raw_pixel_normalization(_normalising_student(RAW)).name == "own_norm"
+    # Given as arguments (the ImageNet means in pixels), and after layers that only move or
+    # resize pixels, as well.
+    given = dict(mean=[123.7], variance=[58.4**2])
+    assert raw_pixel_normalization(_normalising_student(**given)).name == "own_norm"
+    flip = keras.layers.RandomFlip()
+    assert raw_pixel_normalization(_normalising_student(RAW, first=flip)).name == "own_norm"
+    # No false refusal: adapted on images / 255 (any mean of those is at most 1), an inverse
+    # Normalization, or one after a layer that changes the values.
+    assert raw_pixel_normalization(_normalising_student(RAW / 255)) is None
+    assert raw_pixel_normalization(_normalising_student(**given, invert=True)) is None
+    centred = keras.layers.Rescaling(2.0, -1.0)  # to [-1, 1]: not what the statistics were of
+    assert raw_pixel_normalization(_normalising_student(RAW, first=centred)) is None
+    check_own_rescaling(_normalising_student(RAW), "none", "student")  # raw pixels: right
+    # Contrast-normalised images have no range to compare with (it depends on the image size
+    # and the normalisation's axes): the run leaves such a layer to its user.
+    check_own_rescaling(_normalising_student(RAW), "gcn", "student")
+
+
 def test_preprocessing_none_feeds_the_raw_pixels():
     loaded = experiment.load_data(SMOKE.with_values(preprocessing="none"))
     images = np.concatenate([x for x, _ in loaded.validation])

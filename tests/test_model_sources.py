@@ -114,6 +114,47 @@ def test_student_file_gives_its_architecture_with_weights_drawn_from_the_seed(mo
     assert not _same_weights(first, saved)
 
 
+def _normalising_student(images: np.ndarray, adapt: bool = True) -> keras.Model:
+    """``images``' shape → Normalization adapted on ``images`` (Keras' tutorial way: its mean
+    and variance are weights set by ``adapt``, not arguments) → conv → GAP → 10 logits."""
+    norm = keras.layers.Normalization(name="norm")
+    if adapt:
+        norm.adapt(images)
+    inputs = keras.Input(images.shape[1:])
+    h = keras.layers.Conv2D(4, 3, name="s_conv")(norm(inputs))
+    h = keras.layers.GlobalAveragePooling2D(name="s_gap")(h)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(h), name="normalising")
+
+
+def _state(layer) -> list[np.ndarray]:
+    return [keras.ops.convert_to_numpy(w) for w in layer.weights]
+
+
+def test_a_student_files_adapted_normalization_keeps_its_statistics(tmp_path, capsys):
+    # Re-created from its config, the layer had mean 0 and variance 1: the run fed the raw
+    # input to the first convolution, and exported that student (user audit).
+    images = np.random.RandomState(0).rand(16, 8, 8, 1).astype("float32") * 0.5 + 0.3
+    saved = _normalising_student(images)
+    saved.save(tmp_path / "student.keras")
+    student = sources.resolve(str(tmp_path / "student.keras"), (8, 8, 1), 10, seed=1,
+                              role="student")  # fmt: skip
+    for kept, given in zip(_state(student.get_layer("norm")), _state(saved.get_layer("norm")),
+                           strict=True):  # fmt: skip
+        np.testing.assert_array_equal(kept, given)
+    normalised = keras.Model(student.inputs[0], student.get_layer("norm").output)(images)
+    np.testing.assert_allclose(np.mean(normalised), 0.0, atol=1e-5)  # what it computes, too
+    np.testing.assert_allclose(np.var(normalised), 1.0, atol=1e-3)
+    # Its learned weights are still drawn from the seed, and the run says what it kept, once.
+    assert not np.array_equal(student.get_layer("s_conv").kernel, saved.get_layer("s_conv").kernel)
+    out = capsys.readouterr().out
+    assert out.count("The student 'normalising' keeps the state its layer 'norm' "
+                     "(Normalization) was adapted to") == 1, out
+    # A layer whose state is what a fresh one holds (never adapted) has nothing to tell.
+    _normalising_student(images, adapt=False).save(tmp_path / "fresh.keras")
+    sources.resolve(str(tmp_path / "fresh.keras"), (8, 8, 1), 10, seed=1, role="student")
+    assert "adapted" not in capsys.readouterr().out
+
+
 def test_teacher_file_keeps_its_weights_and_loses_its_softmax(tmp_path):
     teacher = _tiny_teacher(softmax=True)
     teacher.save(tmp_path / "softmax.keras")
@@ -334,6 +375,28 @@ def test_list_layers_prints_both_models_and_the_auto_choice_and_writes_nothing(m
                       "--hints=t_poolX:s_pool2", "--list_layers", timeout=120)  # fmt: skip
     assert wrong.returncode == 1 and "Unknown hint_layer 't_poolX'" in wrong.stderr
     assert not workdir.exists()
+
+
+def test_a_student_files_adapted_normalization_is_trained_and_saved_with_its_statistics(
+    model_files, tmp_path
+):
+    # From the command line too: each mode's student, and the run's final one, normalise with
+    # the file's statistics (adapted on images / 255: what the default preprocessing feeds).
+    images = np.random.RandomState(0).rand(64, 28, 28, 1).astype("float32")
+    _normalising_student(images).save(tmp_path / "student.keras")
+    workdir = tmp_path / "run"
+    proc = train_cli(SMOKE, f"--workdir={workdir}", f"--teacher={model_files[0]}",
+                     f"--student={tmp_path / 'student.keras'}", "--mode=scratch,kd",
+                     "--kd_epochs=1", "--nomeasure_latency")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    given = _state(keras.saving.load_model(tmp_path / "student.keras").get_layer("norm"))
+    for path in (workdir / "student.keras", workdir / "kd" / "student.keras"):
+        trained = _state(keras.saving.load_model(path).get_layer("norm"))
+        for kept, saved in zip(trained, given, strict=True):
+            np.testing.assert_array_equal(kept, saved)
+    # Told once, though each mode re-creates the student.
+    assert proc.stdout.count("keeps the state its layer 'norm' (Normalization) was adapted "
+                             "to (mean, variance, count)") == 1, proc.stdout[-4000:]
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from fitnets_tf.errors import ExportVerificationError
+from fitnets_tf.layer_state import set_weights
 from fitnets_tf.models.nesting import own_nodes
 
 # Layers whose output is a linear function of their kernel's last axis, per channel.
@@ -64,9 +65,9 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
             continue  # the clone renames its input layer
         target = copy.get_layer(layer.name)
         if layer.name in pairs:
-            target.set_weights(_folded(layer, pairs[layer.name]))
+            set_weights(target, _folded(layer, pairs[layer.name]))
         else:
-            target.set_weights(layer.get_weights())
+            set_weights(target, layer.get_weights())
     _check_same_function(model, copy)
     return copy
 
@@ -103,7 +104,7 @@ def _called_here_only(model: keras.Model) -> keras.Model:
     ):
         return model
     copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+    set_weights(copy, model.get_weights())
     return copy
 
 

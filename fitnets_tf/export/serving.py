@@ -11,6 +11,7 @@ import keras
 from fitnets_tf import custom_code
 from fitnets_tf.errors import ExportConfigError, ExportError, MissingStudentError
 from fitnets_tf.export.fold import fold_batch_norm
+from fitnets_tf.layer_state import set_weights
 from fitnets_tf.models.logits import final_softmax
 from fitnets_tf.run import io
 from fitnets_tf.run.layout import RunLayout
@@ -213,7 +214,7 @@ def in_float32(student: keras.Model) -> keras.Model:
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
     copy = keras.models.clone_model(student, clone_function=float32_layer)
-    copy.set_weights(student.get_weights())
+    set_weights(copy, student.get_weights())
     return copy
 
 

@@ -10,7 +10,9 @@
   (the same as ``--teacher_path``). A student's file gives the *architecture* only: its
   layers are re-created by ``keras.models.clone_model`` with fresh weights drawn after seeding
   with the run's seed, so every mode starts from the same initial weights and ``--seed``
-  decides them (seeds stored in the file's initializers are dropped for that reason),
+  decides them (seeds stored in the file's initializers are dropped for that reason); the
+  state of its adapted preprocessing layers (a ``Normalization``'s mean and variance), which
+  no initializer draws, is copied from the file (:mod:`fitnets_tf.layer_state`);
   Keras' BatchNormalization layers as :class:`~fitnets_tf.batch_norm.FusedBatchNormalization`
   (applications' too: the same layer, trained through TensorFlow's fused kernel), and its
   maxout layers with the run's ``maxout_ties``;
@@ -43,12 +45,14 @@ import keras
 
 from fitnets_tf import batch_norm
 from fitnets_tf.errors import ConfigError, ModelFileError
+from fitnets_tf.layer_state import copy_adapted_state, is_adapted, set_weights
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
 from fitnets_tf.models import onnx_model, saved_model
 from fitnets_tf.models.logits import check_class_logits, softmax_note, without_softmax
 from fitnets_tf.models.nesting import flattened
 from fitnets_tf.models.registry import build, names
 from fitnets_tf.models.traced import as_graph
+from fitnets_tf.notes import note
 from fitnets_tf.run import io
 
 APPLICATIONS = "keras.applications."
@@ -149,9 +153,10 @@ def resolve(
         # A subclassed model's layers become a graph, which hints and the re-creation need.
         model = flattened(as_graph(io.load_model(spec, role, ModelFileError), input_shape, role))
         ties = build_kwargs.get("maxout_ties")
-        model = model if keep_weights else reinitialised(model, seed, maxout_ties=ties)
+        model = model if keep_weights else reinitialised(model, seed, maxout_ties=ties, role=role)
     else:
-        model = reinitialised(_application(spec, input_shape, num_classes), seed, renumber=True)
+        model = reinitialised(_application(spec, input_shape, num_classes), seed, renumber=True,
+                              role=role)  # fmt: skip
     return for_dataset(model, input_shape, num_classes, role, spec)
 
 
@@ -171,13 +176,16 @@ def _application(spec: str, input_shape, num_classes: int) -> keras.Model:
 
 
 def reinitialised(model: keras.Model, seed: int | None = None, *, renumber: bool = False,
-                  maxout_ties: str | None = None) -> keras.Model:  # fmt: skip
+                  maxout_ties: str | None = None, role: str = "model") -> keras.Model:  # fmt: skip
     """``model``'s architecture with fresh initial weights (``keras.models.clone_model``).
 
     Keras' global seed is set to ``seed`` first, and the seeds of the layers' initializers are
-    dropped, so that ``seed`` alone decides the weights. Keras' BatchNormalization layers are
-    re-created as :class:`~fitnets_tf.batch_norm.FusedBatchNormalization` (the same layer,
-    trained by TensorFlow's fused kernel). The layers keep their names; with
+    dropped, so that ``seed`` alone decides the weights. The state of its adapted
+    preprocessing layers (an adapted ``Normalization``'s mean and variance:
+    :func:`~fitnets_tf.layer_state.is_adapted`), which no initializer draws, is copied from
+    ``model``, and the run told so once per layer (naming ``role``). Keras' BatchNormalization
+    layers are re-created as :class:`~fitnets_tf.batch_norm.FusedBatchNormalization` (the
+    same layer, trained by TensorFlow's fused kernel). The layers keep their names; with
     ``renumber``, auto-generated ones are renumbered within the model (see the module
     docstring) and the input is named ``input``, as the registered nets' is. ``maxout_ties``
     (:data:`fitnets_tf.maxout.TIES`) replaces the gradient rule of its maxout layers.
@@ -194,7 +202,14 @@ def reinitialised(model: keras.Model, seed: int | None = None, *, renumber: bool
         return batch_norm.fused_class(layer).from_config(config)
 
     inputs = _new_input(model, tuple(model.inputs[0].shape[1:]), "input" if renumber else None)
-    return keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
+    fresh = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
+    for layer in filter(is_adapted, model.layers):
+        if copy_adapted_state(layer, fresh.get_layer(names.get(layer.name, layer.name))):
+            what = ", ".join(weight.name for weight in layer.weights)
+            note(f"The {role} {model.name!r} keeps the state its layer {layer.name!r} "
+                 f"({type(layer).__name__}) was adapted to{f' ({what})' if what else ''}: no "
+                 "initializer draws it. Its other weights are drawn from the run's seed.")  # fmt: skip
+    return fresh
 
 
 def _new_input(model: keras.Model, shape: tuple, name: str | None = None):
@@ -220,7 +235,7 @@ def at_input_shape(model: keras.Model, input_shape) -> keras.Model:
         return model
     fixed = tuple(d if s is None else s for s, d in zip(shape, input_shape, strict=True))
     built = keras.models.clone_model(model, input_tensors=_new_input(model, fixed))
-    built.set_weights(model.get_weights())
+    set_weights(built, model.get_weights())
     return built
 
 
