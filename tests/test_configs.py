@@ -1,6 +1,7 @@
 """Every shipped flagfile parses, validates, and names a teacher/student pair that fits."""
 
 import pathlib
+import re
 
 import pytest
 from absl import flags
@@ -8,6 +9,7 @@ from absl import flags
 from fitnets_tf import data, distiller, models
 from fitnets_tf.cli import flags as flag_lib
 from fitnets_tf.cli import train  # noqa: F401  (defines the flags)
+from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.errors import ConfigError
 
 # Training flagfiles; tune_*.flags also hold tuner flags and are tested in test_tuner.py.
@@ -140,6 +142,37 @@ def test_a_refused_bare_command_names_the_values_it_took_from_the_default_experi
     assert "default experiment" not in refused(
         "--flagfile=configs/smoke.flags", "--optimizer=adam", "--momentum=0.5"
     )
+
+
+def test_the_note_names_no_inherited_flag_the_message_is_not_about(tmp_path):
+    # An ONNX teacher meets --mode=fitnet,kd,scratch (every flag's own default too): the note
+    # named --teacher=wide_cnn, because the message says "teacher".
+    onnx = tmp_path / "teacher.onnx"
+    onnx.write_bytes(b"")
+    flags.FLAGS.unparse_flags()
+    argv = ["train", f"--teacher_path={onnx}"]
+    try:
+        flags.FLAGS(argv)
+        with pytest.raises(ConfigError) as info:
+            flag_lib.validated_command_line(argv)
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert "and --mode fitnet trains from hints" in str(info.value)
+    assert "--teacher=" not in str(info.value) and "default experiment" not in str(info.value)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"teacher_path": "net.pt"}, "'net.pt' is a PyTorch file, which TensorFlow cannot run: "
+                                 "export the teacher to ONNX (torch.onnx.export("),
+    ({"teacher": "net.pth"}, "--teacher_path=teacher.onnx (KD only)"),
+    ({"student": "net.safetensors"}, "'net.safetensors' is a PyTorch file, whose model cannot "
+                                     "be trained here: build the student in Keras"),
+])  # fmt: skip
+def test_a_pytorch_file_is_refused_with_the_way_to_bring_it(values, message):
+    # It was read as a .keras file: "it is damaged, or not a .keras file ... Restore it from a
+    # backup", after the data was loaded.
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ExperimentConfig.from_values(values).validate()
 
 
 def test_the_seed_is_refused_where_numpy_and_tensorflow_would_fail_on_it():

@@ -132,7 +132,7 @@ def _from_the_default(message: str, base, given: set[str]) -> str:
     flag_defaults = config_lib.FLAG_DEFAULTS
     inherited = [options.serialize(spec, getattr(getattr(base, section), spec.name))
                  for section, spec in all_specs()
-                 if spec.name not in given and re.search(rf"\b{spec.name}\b", message)
+                 if spec.name not in given and _names(message, spec)
                  and getattr(getattr(base, section), spec.name)
                  != getattr(getattr(flag_defaults, section), spec.name)]  # fmt: skip
     if not inherited:
@@ -142,6 +142,20 @@ def _from_the_default(message: str, base, given: set[str]) -> str:
             "give are the default experiment's: give these yourself, or start from a flagfile "
             "(one starts from every flag's own default; the repository's configs/ holds "
             "examples, such as configs/smoke.flags).)")  # fmt: skip
+
+
+# Option names a message may use bare ("adam takes no momentum"). The other names without an
+# underscore are words every message uses ("the teacher", "hints"): only "--teacher" names
+# the option.
+_BARE_TERMS = ("momentum", "nesterov", "rho", "epsilon")
+
+
+def _names(message: str, spec) -> bool:
+    """Whether ``message`` names the option ``spec``."""
+    if re.search(rf"--{spec.flag}\b", message):
+        return True
+    bare = "_" in spec.name or spec.name in _BARE_TERMS
+    return bare and re.search(rf"\b{spec.name}\b", message) is not None
 
 
 def flagfile_lines(config: config_lib.ExperimentConfig, workdir) -> list[str]:

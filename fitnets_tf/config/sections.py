@@ -153,7 +153,7 @@ class ModelsConfig:
     teacher_path: str | None = option(
         None, "Trained teacher: a .keras file, run directory, SavedModel folder or .onnx file "
         "(KD only), or pretrained:NAME (one ships: pretrained:fashion_mnist_wide_cnn).",
-        check=pretrained.name_problem,
+        check=lambda path: pretrained.name_problem(path) or sources.pytorch_file_problem(path),
     )  # fmt: skip
     init: str = option(
         "paper", "Kernel init: the paper's U(-0.005, 0.005), or He / Glorot uniform.",

@@ -65,10 +65,29 @@ def is_keras_file(spec) -> bool:
     return isinstance(spec, str) and spec.endswith(KERAS_SUFFIX)
 
 
+# What PyTorch saves a model's weights (or the pickled module) in: no graph TensorFlow can run.
+PYTORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+
+
+def pytorch_file_problem(spec, role: str = "teacher") -> str | None:
+    """The fix for a PyTorch checkpoint given as a model (one sentence), or None."""
+    if not (isinstance(spec, str) and spec.lower().endswith(PYTORCH_SUFFIXES)):
+        return None
+    if role != "teacher":
+        return (f"{spec!r} is a PyTorch file, whose model cannot be trained here: build the "
+                f"{role} in Keras (a .keras file, an architecture or {APPLICATIONS}NAME)")  # fmt: skip
+    return (f"{spec!r} is a PyTorch file, which TensorFlow cannot run: export the teacher to "
+            "ONNX (torch.onnx.export(model.eval(), torch.zeros(1, C, H, W), 'teacher.onnx', "
+            "dynamic_axes={'input': {0: 'batch'}}, input_names=['input'])) and give "
+            "--teacher_path=teacher.onnx (KD only)")  # fmt: skip
+
+
 def check(spec, role: str = "model") -> str | None:
     """What is wrong with ``spec``, one sentence, or None; cheap (no model is built or read)."""
     if spec in names():
         return None
+    if problem := pytorch_file_problem(spec, role):
+        return problem
     if is_keras_file(spec):
         if os.path.isfile(os.path.expanduser(spec)):
             return None
