@@ -48,6 +48,19 @@ def make_strategy(
     return _MADE[name]
 
 
+def described(strategy: tf.distribute.Strategy) -> str:
+    """A line for the run's log naming a strategy's replicas (with a newline before it), or ""
+    for the default one. A MirroredStrategy on a machine without GPUs has one replica, on the
+    CPU: the run then trains as without it, and says so."""
+    if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
+        return ""
+    replicas = strategy.num_replicas_in_sync
+    devices = getattr(strategy.extended, "worker_devices", ())
+    alone = ": one device, so it trains as it would without one" if replicas == 1 else ""
+    return (f"\nstrategy: {type(strategy).__name__}, {replicas} replica"
+            f"{'s' if replicas != 1 else ''} in sync ({', '.join(devices)}){alone}")
+
+
 # Keyed on the name alone: a second strategy of one name would share the first's collective
 # keys (see make_strategy), whatever the other arguments.
 _MADE: dict[str, tf.distribute.Strategy] = {}

@@ -148,7 +148,7 @@ class Experiment:
                                             cluster_timeout=self.config.runtime.cluster_timeout)
         io.write_json(self.files.versions, runtime.versions(self.config.schedule.seed))
         self.data = distribute.check_last_batches(self.load_data(), strategy)
-        self.log(overview.line(self.data))
+        self.log(overview.line(self.data) + distribute.described(strategy))
         # Everything that makes variables (models, regressors, each stage's optimizer) under
         # the strategy: an optimizer made outside it cannot update a mirrored model.
         with strategy.scope():

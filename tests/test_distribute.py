@@ -131,6 +131,7 @@ def test_the_train_cli_runs_on_two_replicas(tmp_path):
                         "--mode=fitnet", "--kd_epochs=1", "--nomeasure_latency")  # fmt: skip
     assert run["status"] == 0, run["log"][-3000:]
     assert run["replicas_of_each_strategy"] == [2]
+    assert "strategy: MirroredStrategy, 2 replicas in sync (" in run["log"]
     assert "teacher: validation accuracy" in run["log"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert [m["name"] for m in summary["models"]] == ["teacher", "fitnet"]
@@ -173,5 +174,12 @@ def test_a_saved_model_teacher_teaches_two_replicas(tmp_path):
 def test_a_strategy_is_made_once_per_process():
     mirrored = distribute.make_strategy("mirrored")
     assert distribute.make_strategy("mirrored") is mirrored
+    # On this machine's one CPU, mirrored has one replica: the run's log says so (it said
+    # nothing, and a user took the run for a distributed one).
+    assert distribute.described(mirrored).startswith(
+        "\nstrategy: MirroredStrategy, 1 replica in sync (")  # fmt: skip
+    assert distribute.described(mirrored).endswith(": one device, so it trains as it would "
+                                                   "without one")  # fmt: skip
+    assert distribute.described(distribute.make_strategy("default")) == ""
     with pytest.raises(ConfigError, match="must be one of"):
         distribute.make_strategy("horovod")
