@@ -21,7 +21,7 @@ from conftest import train_cli
 
 from fitnets_tf import config as config_lib
 from fitnets_tf import data
-from fitnets_tf.data import holdout
+from fitnets_tf.data import holdout, overview
 from fitnets_tf.errors import ConfigError, DataError, DatasetNotFoundError
 from fitnets_tf.export import labels
 from fitnets_tf.run import data_record, layout
@@ -165,6 +165,10 @@ def test_channels_converts_a_folder_arrays_and_a_built_in_dataset(tmp_path, fash
     write_pngs(tmp_path / "rgb", rgb, labels[:40])
     gray = data.load(f"folder:{tmp_path / 'rgb'}", batch_size=8, channels=1, validation_size=0)
     assert gray.input_shape == (28, 28, 1)
+    # The run's data line told the folder's own count alone, "0 grayscale->RGB".
+    assert overview.line(gray).endswith(
+        "; images 0 resized, 0 grayscale->RGB, 0 alpha dropped, all converted from 3 to 1 "
+        "channels (--channels).")  # fmt: skip
     x, _ = _examples(gray.test)  # (in a shuffled order: compared as a set)
     luma = np.rint(tf.image.rgb_to_grayscale(rgb.astype("float32")).numpy()).astype(np.uint8)
     assert len(x) == 4 and {a.tobytes() for a in x} <= {a.tobytes() for a in luma}

@@ -14,6 +14,8 @@ NAMES_SHOWN = 5
 #: A folder's counts, and how the summary line names them.
 COUNTS = {"resized": "resized", "grayscale_to_rgb": "grayscale->RGB",
           "alpha_dropped": "alpha dropped"}  # fmt: skip
+#: The field of a ``--channels`` conversion of every image ("1->3"), beside a folder's counts.
+CHANNELS_CONVERTED = "channels_converted"
 
 
 def size_from(spec) -> str:
@@ -40,4 +42,7 @@ def line(datasets) -> str:
     text = f"data: {classes}; {splits} images of {shape} (size: {size_from(spec)})"
     counts = {label: (spec.formatting or {}).get(key) for key, label in COUNTS.items()}
     known = [f"{n} {label}" for label, n in counts.items() if n is not None]
+    if converted := (spec.formatting or {}).get(CHANNELS_CONVERTED):
+        have, channels = converted.split("->")
+        known.append(f"all converted from {have} to {channels} channels (--channels)")
     return text + (f"; images {', '.join(known)}" if known else "") + "."

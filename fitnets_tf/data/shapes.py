@@ -7,6 +7,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from fitnets_tf.data import overview
 from fitnets_tf.data.specs import DatasetSpec
 from fitnets_tf.errors import ConfigError, DataError
 
@@ -151,7 +152,11 @@ def with_channels(
 
     converted = {key: ds.map(to_channels, num_parallel_calls=tf.data.AUTOTUNE)
                  for key, ds in raw.items()}  # fmt: skip
-    return converted, dataclasses.replace(spec, input_shape=(*spec.input_shape[:2], channels))
+    # Recorded beside a folder's own counts (its grayscale images made RGB to match the rest),
+    # which say nothing of this conversion of every image.
+    formatting = {**(spec.formatting or {}), overview.CHANNELS_CONVERTED: f"{have}->{channels}"}
+    return converted, dataclasses.replace(spec, input_shape=(*spec.input_shape[:2], channels),
+                                          formatting=formatting)  # fmt: skip
 
 
 def convert_channels(images, channels: int):
