@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from fitnets_tf import hint_path, latency, losses, pretrained, recipes
+from fitnets_tf import hint_path, latency, losses, pretrained, recipes, standardize
 from fitnets_tf.config import lookups
 from fitnets_tf.models import sources
 from fitnets_tf.options import option
@@ -54,7 +54,18 @@ class DataConfig:
     preprocessing: str = option(
         "auto", "Raw pixels [0, 255] to the network input: auto (the dataset's: pixels / 255, "
         "CIFAR's GCN + ZCA), none (raw pixels, for models that rescale their own inputs, e.g. "
-        "a first Rescaling(1/255) layer), scale, gcn or gcn_zca.", choices=lookups.preprocessings,
+        "a first Rescaling(1/255) layer), scale, gcn, gcn_zca, or standardize ((pixels / 255 - "
+        "mean) / std per channel, torchvision's Normalize: for a PyTorch teacher exported "
+        "without it; with --input_mean and --input_std).", choices=lookups.preprocessings,
+    )  # fmt: skip
+    input_mean: tuple[float, ...] | None = option(
+        None, "--preprocessing=standardize's mean, as torchvision's Normalize(mean, std) takes "
+        "it (of pixels / 255, in [0, 1]): one value, or one per channel (ImageNet's: "
+        "0.485,0.456,0.406).",
+    )  # fmt: skip
+    input_std: tuple[float, ...] | None = option(
+        None, "--preprocessing=standardize's std, as Normalize takes it: one value, or one per "
+        "channel (ImageNet's: 0.229,0.224,0.225).",
     )  # fmt: skip
     batch_size: int = option(128, "Global batch size.", minimum=1)
     augment: bool = option(False, "Random crops of the padded image (+ flips where valid; "
@@ -78,6 +89,20 @@ class DataConfig:
         size = (self.image_size,) if isinstance(self.image_size, int) else self.image_size
         if isinstance(size, (tuple, list)) and len(size) == 1:
             object.__setattr__(self, "image_size", tuple(size) * 2)
+        for name in ("input_mean", "input_std"):  # and --input_mean=0.5 is (0.5,)
+            if isinstance(value := getattr(self, name), (int, float)):
+                object.__setattr__(self, name, (float(value),))
+
+    def problems(self) -> list[str]:
+        """Options that contradict one another (each valid alone)."""
+        from fitnets_tf import data
+
+        # The images' channels where known before any is read: a folder's are checked when
+        # it is (data.load).
+        built_in = data.DATASETS.get(self.dataset)
+        channels = self.channels or (built_in.input_shape[-1] if built_in else None)
+        return standardize.standardize_problems(self.preprocessing, self.input_mean,
+                                                self.input_std, channels, flags=True)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
