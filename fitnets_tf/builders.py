@@ -150,7 +150,8 @@ def load_data(
         flip=None if d.flip == "auto" else d.flip == "on",  # None: the dataset's own rule
         limit=d.limit, validation_size=d.validation_size, retrain_on_all=d.retrain_on_all,
         image_size=d.image_size, resize_mode=d.resize_mode, channels=d.channels,
-        preprocessing=d.preprocessing, holdout=holdout,
+        preprocessing=d.preprocessing, input_mean=d.input_mean, input_std=d.input_std,
+        holdout=holdout,
     )  # fmt: skip
 
 

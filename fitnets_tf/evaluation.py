@@ -18,6 +18,11 @@ from fitnets_tf.models import onnx_model
 # ``--preprocessing`` mode -> (the other's mode, the factor from this input to the other's).
 _OTHER_SCALING = {"scale": ("none", 255.0), "none": ("scale", 1 / 255)}
 _SCALING_WORDS = {"scale": "pixels / 255", "none": "raw pixels in [0, 255]"}
+# The other convention, PyTorch's: its mean and std are the user's to give, not to guess.
+_NORMALIZE_HINT = dict.fromkeys(("scale", "none"), (
+    " A PyTorch teacher trained behind torchvision's Normalize(mean, std) and exported without "
+    "it is fed what it knows with --preprocessing=standardize --input_mean=MEAN "
+    "--input_std=STD (its Normalize's values)."))  # fmt: skip
 
 
 # Each model's inference function, kept while the model lives: one made per call would trace
@@ -154,7 +159,7 @@ def check_teacher(
             "images to be sure." if accuracy < chance and p < 0.05 else "")  # fmt: skip
     return lines + [f"warning: the teacher is near chance on the {split} images, so it has "
                     f"little to teach.{hint} Was it trained with this data's class order{order} "
-                    "and on images scaled the same way?"]  # fmt: skip
+                    f"and on images scaled the same way?{_NORMALIZE_HINT.get(preprocessing, '')}"]
 
 
 def _relabelling(predictions: np.ndarray, labels: np.ndarray, num_classes: int

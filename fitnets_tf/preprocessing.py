@@ -1,4 +1,5 @@
-"""Input preprocessing of the paper: global contrast normalisation (GCN) and ZCA whitening.
+"""Input preprocessing: the paper's global contrast normalisation (GCN) and ZCA whitening,
+and torchvision's ``Normalize(mean, std)`` for teachers trained behind it.
 
 The FitNets code (pylearn2) preprocessed CIFAR with ``GlobalContrastNormalization(scale=55.)``
 followed by ``ZCA(filter_bias=0.1)`` fitted on the training set. Both steps live here twice:
@@ -20,11 +21,12 @@ import numpy as np
 from keras import ops
 
 from fitnets_tf.errors import ConfigError
+from fitnets_tf.standardize import as_values, standardize_problems
 
 _PACKAGE = "fitnets_tf"
 
 #: Preprocessing modes understood by :class:`Preprocessor`.
-MODES = ("none", "scale", "gcn", "gcn_zca")
+MODES = ("none", "scale", "gcn", "gcn_zca", "standardize")
 
 
 def global_contrast_normalize(
@@ -90,16 +92,24 @@ class Preprocessor(keras.layers.Layer):
           the paper's CIFAR preprocessing. The two non-trainable weights hold the constants
           fitted on the training split (:meth:`adapt` or :meth:`set_zca`); they are saved with
           the layer, so an exported model reproduces the pipeline exactly.
+        * ``"standardize"``: ``(x / 255 - mean) / std`` per channel, torchvision's
+          ``ToTensor()`` then ``Normalize(mean, std)``: the inputs of a PyTorch model exported
+          without that step. ``mean`` and ``std`` are given, in the [0, 1] scale torchvision
+          writes them, and held in the layer's config.
 
     Input: ``(batch, H, W, C)`` uint8 or float in ``[0, 255]``. Output: float32, same shape.
     The layer always computes in float32 (whitening in float16 would lose the small
     eigen-directions), whatever the global dtype policy.
 
     Args:
-        mode: one of ``"none"``, ``"scale"``, ``"gcn"``, ``"gcn_zca"``.
+        mode: one of ``"none"``, ``"scale"``, ``"gcn"``, ``"gcn_zca"``, ``"standardize"``.
         gcn_scale: target L2 norm per image for GCN (55 in the paper's code).
         filter_bias: ZCA regulariser used by :meth:`adapt` (0.1 in the paper's code).
         min_divisor: GCN divisors below this are replaced by 1 (pylearn2's default 1e-8).
+        mean: ``"standardize"`` only: ``Normalize``'s mean, one value or one per channel, in
+            [0, 1] (ImageNet's: 0.485, 0.456, 0.406).
+        std: ``"standardize"`` only: ``Normalize``'s std, positive, one value or one per
+            channel (ImageNet's: 0.229, 0.224, 0.225).
     """
 
     def __init__(
@@ -108,6 +118,8 @@ class Preprocessor(keras.layers.Layer):
         gcn_scale: float = 55.0,
         filter_bias: float = 0.1,
         min_divisor: float = 1e-8,
+        mean: float | tuple[float, ...] | None = None,
+        std: float | tuple[float, ...] | None = None,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
@@ -120,13 +132,22 @@ class Preprocessor(keras.layers.Layer):
         if not filter_bias >= 0:
             raise ValueError(f"`filter_bias` must be >= 0. Received: filter_bias={filter_bias!r}")
         self.mode = mode
+        self.mean, self.std = as_values(mean), as_values(std)
+        self._check_standardize()
         self.gcn_scale = float(gcn_scale)
         self.filter_bias = float(filter_bias)
         self.min_divisor = float(min_divisor)
         self.zca_mean = None
         self.zca_whitening = None
 
+    def _check_standardize(self, channels: int | None = None) -> None:
+        if problems := standardize_problems(self.mode, self.mean, self.std, channels):
+            raise ValueError(f"{'; '.join(problems)}. Received: mode={self.mode!r}, "
+                             f"mean={self.mean}, std={self.std}")  # fmt: skip
+
     def build(self, input_shape):
+        if self.mode == "standardize" and input_shape[-1] is not None:
+            self._check_standardize(channels=int(input_shape[-1]))
         if self.mode == "gcn_zca":
             if any(d is None for d in input_shape[1:]):
                 raise ValueError(
@@ -146,6 +167,11 @@ class Preprocessor(keras.layers.Layer):
             return x
         if self.mode == "scale":
             return x / 255.0
+        if self.mode == "standardize":
+            # In torchvision's order (ToTensor's / 255, then Normalize), so that the teacher
+            # gets PyTorch's numbers to float32 rounding.
+            mean, std = (np.asarray(v, "float32") for v in (self.mean, self.std))
+            return (x / 255.0 - mean) / std
         shape = ops.shape(x)
         flat = ops.reshape(x, (shape[0], -1))
         flat = flat - ops.mean(flat, axis=1, keepdims=True)
@@ -188,6 +214,8 @@ class Preprocessor(keras.layers.Layer):
             gcn_scale=self.gcn_scale,
             filter_bias=self.filter_bias,
             min_divisor=self.min_divisor,
+            mean=None if self.mean is None else list(self.mean),
+            std=None if self.std is None else list(self.std),
         )
         return config
 
@@ -196,7 +224,8 @@ class Preprocessor(keras.layers.Layer):
 # or to [-1, 1] (1/127.5, with an offset of -1, as MobileNet's preprocessing does).
 _RAW_PIXEL_SCALES = (1 / 255, 1 / 127.5)
 _FED = {"scale": "pixels / 255", "gcn": "contrast-normalised pixels",
-        "gcn_zca": "contrast-normalised, whitened pixels"}  # fmt: skip
+        "gcn_zca": "contrast-normalised, whitened pixels",
+        "standardize": "pixels standardized as (pixels / 255 - mean) / std"}  # fmt: skip
 
 
 def raw_pixel_rescaling(model: keras.Model) -> keras.layers.Rescaling | None:

@@ -67,3 +67,26 @@ def test_a_run_whose_resize_mode_did_nothing_resumes_without_it(tmp_path):
     assert upgrade_fingerprint(folder.fingerprint())["resize_mode"] == "pad"
     sized = npz.with_values(image_size=(8, 8), resize_mode="pad")
     assert upgrade_fingerprint(sized.fingerprint()) == sized.fingerprint()
+
+
+def test_a_run_from_before_standardize_resumes_and_a_standardized_run_keeps_its_values(
+    parse, tmp_path
+):
+    # Fingerprints written before --input_mean and --input_std have neither: their runs fed
+    # what the defaults feed (no standardization), and resume.
+    config = parse(f"--flagfile={SMOKE}")
+    before = {k: v for k, v in config.fingerprint().items()
+              if k not in ("input_mean", "input_std")}  # fmt: skip
+    assert upgrade_fingerprint(before) == config.fingerprint()
+    given = ("--preprocessing=standardize", "--input_mean=0.485,0.456,0.406", "--input_std=0.25")
+    standardized = parse(f"--flagfile={SMOKE}", *given, "--channels=3")
+    assert standardized.data.input_mean == (0.485, 0.456, 0.406)
+    assert standardized.data.input_std == (0.25,)
+    path = tmp_path / "flags.txt"
+    path.write_text(flag_lib.resolved_flagfile(standardized, "runs/x"))
+    assert "--input_mean=0.485,0.456,0.406" in path.read_text()
+    assert parse(f"--flagfile={path}") == standardized
+    RunState(tmp_path, standardized.fingerprint()).save()
+    RunState(tmp_path, standardized.fingerprint())  # the same: resumes
+    with pytest.raises(errors.ConfigMismatchError, match="input_std"):
+        RunState(tmp_path, standardized.with_values(input_std=(0.229,)).fingerprint())

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from fitnets_tf import data
+from fitnets_tf import data, errors
 from fitnets_tf.preprocessing import Preprocessor, fit_zca, global_contrast_normalize
 
 DEBIAN_DIR = pathlib.Path(data.DEBIAN_FASHION_MNIST_DIR)
@@ -161,6 +161,89 @@ def test_preprocessor_round_trips_through_keras_file(tmp_path):
     np.testing.assert_allclose(layer(raw), expected, atol=1e-5)
     # Whitening the training data gives roughly unit variance along the data's directions.
     assert 0.5 < float(np.std(expected)) < 1.5
+
+
+# ImageNet's per-channel constants, as torchvision's Normalize takes them (of pixels / 255).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def test_standardize_is_torchvisions_normalize():
+    raw = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
+    layer = Preprocessor(mode="standardize", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    # ToTensor() then Normalize(mean, std): (pixels / 255 - mean) / std, channel by channel.
+    expected = (raw / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(layer(raw), expected, rtol=1e-5, atol=1e-5)
+    # One value is every channel's (Fashion-MNIST's, on 1-channel images).
+    gray = raw[..., :1]
+    one = Preprocessor(mode="standardize", mean=0.2860, std=0.3530)
+    np.testing.assert_allclose(one(gray), (gray / 255.0 - 0.2860) / 0.3530, rtol=1e-5, atol=1e-5)
+    # A float pixel of 255 is a uint8 one (the pipelines convert some images to float32).
+    np.testing.assert_allclose(layer(raw.astype(np.float32)), layer(raw))
+
+
+def test_standardize_round_trips_through_keras_file(tmp_path):
+    raw = np.random.default_rng(1).uniform(0, 255, (4, 8, 8, 3)).astype(np.float32)
+    layer = Preprocessor(mode="standardize", mean=IMAGENET_MEAN, std=(0.25,))
+    clone = Preprocessor.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, layer(inputs))
+    model.save(tmp_path / "preprocessor.keras")
+    loaded = keras.saving.load_model(tmp_path / "preprocessor.keras", safe_mode=True)
+    expected = (raw / 255.0 - np.array(IMAGENET_MEAN)) / 0.25
+    np.testing.assert_allclose(loaded.predict(raw, verbose=0), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "standardize"},
+         r"needs `mean` and `std`.*Received: mode='standardize', mean=None, std=None"),
+        ({"mode": "standardize", "mean": 0.5}, r"needs `mean` and `std`"),
+        ({"mode": "scale", "mean": 0.5, "std": 0.2},
+         r"are the constants of mode=standardize, and this mode is 'scale'"),
+        ({"mode": "standardize", "mean": 0.5, "std": 0.0},
+         r"`std` must be positive and finite.*std=\(0.0,\)"),
+        ({"mode": "standardize", "mean": 0.5, "std": -1}, r"`std` must be positive"),
+        ({"mode": "standardize", "mean": float("nan"), "std": 1}, r"`mean` must be in \[0, 1\]"),
+        # ImageNet's statistics of raw pixels (mmcv's, timm's): torchvision's times 255.
+        ({"mode": "standardize", "mean": (123.675, 116.28, 103.53),
+          "std": (58.395, 57.12, 57.375)},
+         r"`mean` must be in \[0, 1\].*divide them and `std` by 255 \(123.675 is 0.485\)"),
+        ({"mode": "standardize", "mean": (0.5, 0.5), "std": (0.2, 0.2, 0.2)},
+         r"`mean` has 2 values and `std` 3"),
+    ],
+)  # fmt: skip
+def test_preprocessor_refuses_bad_standardize_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Preprocessor(**kwargs)
+
+
+def test_standardize_values_are_one_or_one_per_channel():
+    layer = Preprocessor(mode="standardize", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    with pytest.raises(ValueError, match=r"`mean` has 3 values and the images 1 channel: give "
+                       r"one value \(every channel's\) or 1"):  # fmt: skip
+        layer(np.zeros((1, 8, 8, 1), np.uint8))
+
+
+def test_load_standardizes_and_refuses_values_that_do_not_fit_before_reading():
+    raw = data.load("synthetic", batch_size=64, limit=64, preprocessing="none")
+    standardized = data.load("synthetic", batch_size=64, limit=64, preprocessing="standardize",
+                             input_mean=0.5, input_std=0.25)  # fmt: skip
+    assert standardized.preprocessor.mode == "standardize"
+    x_raw, x_std = (np.concatenate([x for x, _ in d.validation]) for d in (raw, standardized))
+    np.testing.assert_allclose(x_std, (x_raw / 255.0 - 0.5) / 0.25, rtol=1e-5, atol=1e-5)
+    # Synthetic images have one channel: three values cannot be theirs.
+    with pytest.raises(errors.ConfigError, match=r"--input_mean has 3 values and the images 1 "
+                       r"channel.*--channels=3"):  # fmt: skip
+        data.load("synthetic", preprocessing="standardize", input_mean=IMAGENET_MEAN,
+                  input_std=IMAGENET_STD)  # fmt: skip
+    with pytest.raises(errors.ConfigError, match=r"--preprocessing=standardize needs "
+                       r"--input_mean and --input_std"):  # fmt: skip
+        data.load("synthetic", preprocessing="standardize")
+    with pytest.raises(errors.ConfigError, match=r"--input_mean and --input_std are the constants "
+                       r"of --preprocessing=standardize.*is 'auto'"):  # fmt: skip
+        data.load("cifar10", data_dir="/nonexistent", input_mean=0.5, input_std=0.25)
 
 
 # ----------------------------------------------------------------- pipelines, synthetic

@@ -706,8 +706,30 @@ def _cli_resize_mode_alone(tmp_path, fashion):
     return args, "resize_mode='crop' would do nothing.*or drop --resize_mode"
 
 
+def _cli_standardize_without_its_values(tmp_path, fashion):
+    return ["--preprocessing=standardize", "--input_mean=0.2860"], (
+        "--preprocessing=standardize needs --input_mean and --input_std: the mean and std of "
+        "torchvision's Normalize")
+
+
+def _cli_standardize_values_alone(tmp_path, fashion):
+    return ["--input_mean=0.2860", "--input_std=0.3530"], (
+        "--input_mean and --input_std are the constants of --preprocessing=standardize.*add "
+        "--preprocessing=standardize, or drop them")
+
+
+def _cli_standardize_channels_of_a_folder(tmp_path, fashion):
+    # A folder's channels are known once it is read: still before any model is built.
+    images = _png_folder(tmp_path / "images", fashion)
+    return [f"--dataset=folder:{images}", "--preprocessing=standardize",
+            "--input_mean=0.485,0.456,0.406", "--input_std=0.229,0.224,0.225"], (
+        r"--input_mean has 3 values and the images 1 channel: give one value \(every "
+        r"channel's\) or 1, or convert the images with --channels=3")  # fmt: skip
+
+
 CLI_CASES = [_cli_corrupt_folder, _cli_empty_class, _cli_missing_folder, _cli_npz_missing_key,
-             _cli_bad_image_size, _cli_resize_mode_alone]  # fmt: skip
+             _cli_bad_image_size, _cli_resize_mode_alone, _cli_standardize_without_its_values,
+             _cli_standardize_values_alone, _cli_standardize_channels_of_a_folder]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=lambda f: f.__name__.removeprefix("_cli_"))

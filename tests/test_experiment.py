@@ -28,6 +28,18 @@ SMOKE = config_lib.ExperimentConfig().with_values(
         ({"student": "resnet"}, "unknown student 'resnet'"),
         ({"modes": ("joint",)}, "unknown mode 'joint'"),
         ({"stages": ("warmup",)}, "unknown stage 'warmup'"),
+        ({"preprocessing": "standardize"}, "--preprocessing=standardize needs --input_mean and "
+         "--input_std: the mean and std of torchvision's Normalize"),
+        ({"input_mean": (0.5,), "input_std": (0.2,)}, "--input_mean and --input_std are the "
+         "constants of --preprocessing=standardize, and this --preprocessing is 'auto': add "
+         "--preprocessing=standardize, or drop them"),
+        ({"preprocessing": "standardize", "input_mean": (0.5,), "input_std": (0.0,)},
+         r"--input_std must be positive and finite \(a standard deviation\), got 0.0"),
+        # The synthetic images have one channel, known before any is read.
+        ({"preprocessing": "standardize", "input_mean": (0.485, 0.456, 0.406),
+          "input_std": (0.229,)}, "--input_mean has 3 values and the images 1 channel"),
+        ({"preprocessing": "standardize", "input_mean": (123.675,), "input_std": (58.395,)},
+         r"--input_mean must be in \[0, 1\].*123.675 is 0.485"),
     ],
 )
 def test_bad_config_fails_before_anything_is_written(tmp_path, change, message):
@@ -273,6 +285,10 @@ def test_one_answer_for_every_image_of_an_unbalanced_set_is_not_below_chance():
     lines = evaluation.check_teacher(teacher, images.batch(16), "scale", 3)
     assert lines[0] == "teacher: validation accuracy 0.0500 (chance 0.3333)"
     assert lines[1].startswith("warning: the teacher is near chance") and "below" not in lines[1]
+    # A PyTorch teacher's Normalize(mean, std) is not guessed, but named with its flags.
+    assert "--preprocessing=standardize --input_mean=MEAN --input_std=STD" in lines[1]
+    standardized = evaluation.check_teacher(teacher, images.batch(16), "standardize", 3)
+    assert "--preprocessing=standardize" not in standardized[1]  # given already
 
 
 def test_a_teacher_whose_batch_norm_statistics_lag_is_named_as_such():
@@ -330,6 +346,8 @@ def test_which_rescaling_takes_raw_pixels():
     check_own_rescaling(_rescaling_student(1 / 255), "none", "student")  # raw pixels: right
     with pytest.raises(errors.ConfigError, match="contrast-normalised pixels"):
         check_own_rescaling(_rescaling_student(1 / 255), "gcn", "student")
+    with pytest.raises(errors.ConfigError, match=r"\(pixels / 255 - mean\) / std.*standardize"):
+        check_own_rescaling(_rescaling_student(1 / 255), "standardize", "student")
 
 
 def _normalising_student(images=None, *, first=None, **given) -> keras.Model:
@@ -390,6 +408,17 @@ def test_preprocessing_none_feeds_the_raw_pixels():
     images = np.concatenate([x for x, _ in loaded.validation])
     assert loaded.preprocessor.mode == "none" and images.max() > 1
     assert experiment.load_data(SMOKE).preprocessor.mode == "scale"
+
+
+def test_preprocessing_standardize_feeds_both_models_normalize_s_output():
+    # A PyTorch teacher trained behind Normalize(mean, std), exported without it, is fed
+    # what it was trained on; the student sees the same images.
+    config = SMOKE.with_values(preprocessing="standardize", input_mean=(0.25,), input_std=(0.5,))
+    loaded = experiment.load_data(config)
+    raw = experiment.load_data(SMOKE.with_values(preprocessing="none"))
+    x, x_raw = (np.concatenate([x for x, _ in d.validation]) for d in (loaded, raw))
+    np.testing.assert_allclose(x, (x_raw / 255 - 0.25) / 0.5, rtol=1e-5, atol=1e-5)
+    assert config.fingerprint()["input_mean"] == [0.25]  # a run resumes only the same
 
 
 def test_a_student_whose_batch_norm_lags_is_named_with_the_fix():

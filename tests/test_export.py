@@ -434,6 +434,26 @@ def test_onnx_keeps_constants_of_preprocessing_layers(tmp_path):
     assert path.is_file()
 
 
+def test_a_standardizing_preprocessor_is_baked_into_every_format(tmp_path):
+    # --preprocessing=standardize (torchvision's Normalize): its constants live in the layer's
+    # config. Each artifact is verified in its runtime against the Keras model as it is
+    # written: a constant a converter lost or made an input fails the export.
+    pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
+    raw = keras.Input(SHAPE, name="images")
+    layer = Preprocessor(mode="standardize", mean=0.2860, std=0.3530)
+    preprocessor = keras.Model(raw, layer(raw), name="preprocessor")
+    preprocessor.save(tmp_path / "preprocessor.keras")
+    fitted = tmp_path / "preprocessor.keras"
+    student = make_student()
+    paths = export.export_student(student, tmp_path / "served", "all", preprocessor=fitted,
+                                  include_preprocessing=True)  # fmt: skip
+    assert set(paths) == set(export.FORMATS)
+    served = keras.saving.load_model(paths["keras"], safe_mode=True)
+    x = np.random.default_rng(3).uniform(0, 255, (2, *SHAPE)).astype("float32")
+    expected = softmax(student((x / 255 - 0.2860) / 0.3530))
+    np.testing.assert_allclose(served(x)["probabilities"], expected, atol=1e-5)
+
+
 def test_mixed_precision_student_is_served_in_float32(tmp_path):
     pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
     onnxruntime = pytest.importorskip(

@@ -91,6 +91,8 @@ def test_stage_two_alone_needs_stage_one_of_the_same_workdir(smoke_run, tmp_path
         (["--teacher_path=/nonexistent/teacher.keras"], "No teacher at"),
         (["--flagfile=/nonexistent.flags"], "nonexistent.flags"),
         (["--workdir=/proc/forbidden"], "Cannot write to the run directory"),
+        (["--preprocessing=standardize", "--input_mean=0.2860", "--input_std=-0.3530"],
+         r"--input_std must be positive and finite \(a standard deviation\), got -0.353"),
     ],
 )
 def test_bad_input_fails_fast_without_traceback(args, message, tmp_path):
@@ -129,6 +131,27 @@ def test_the_fixed_command_runs_where_a_start_refused_before_training_left_files
     proc = train_cli(*base, "--mode=kd", "--limit=64", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "data.json").read_text())["examples"]["test"] == 64
+
+
+def test_a_standardized_run_saves_the_preprocessing_its_teacher_was_fed(tmp_path):
+    # A PyTorch teacher trained behind Normalize(mean, std) and exported without it: the run
+    # feeds both models that, and its preprocessor.keras (what exports bake in) does it too.
+    import keras
+    import numpy as np
+
+    import fitnets_tf  # noqa: F401  (registers the Preprocessor the file holds)
+
+    proc = train_cli("--flagfile=configs/smoke.flags", f"--workdir={tmp_path}", "--mode=kd",
+                     "--teacher_epochs=1", "--kd_epochs=1", "--limit=64", "--nomeasure_latency",
+                     "--preprocessing=standardize", "--input_mean=0.2860", "--input_std=0.3530",
+                     timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    flags_txt = (tmp_path / "flags.txt").read_text()
+    assert "--preprocessing=standardize" in flags_txt and "--input_mean=0.286" in flags_txt
+    preprocessor = keras.saving.load_model(tmp_path / "preprocessor.keras", safe_mode=True)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(preprocessor.predict(x, verbose=0), (x / 255 - 0.2860) / 0.3530,
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
 def test_a_users_folder_with_its_own_flagfile_is_refused_and_left_as_it_was(tmp_path):

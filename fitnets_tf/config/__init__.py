@@ -94,7 +94,7 @@ class ExperimentConfig:
 
     def _cross_field_problems(self) -> list[str]:
         schedule = self.schedule
-        found = self.models.problems()
+        found = self.data.problems() + self.models.problems()
         found += schedule.problems(trains_teacher=self.models.trained_teacher() is None)
         found += self._foreign_teacher_problems()
         if not schedule.modes:

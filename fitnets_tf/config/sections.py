@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from fitnets_tf import custom_code, hint_path, latency, losses, pretrained, recipes
+from fitnets_tf import hint_path, latency, losses, pretrained, recipes, standardize
+from fitnets_tf.config import lookups
 from fitnets_tf.models import sources
 from fitnets_tf.options import option
 
@@ -26,52 +27,6 @@ RUN_STAGES = ("teacher", "stage1", "stage2")
 STAGE_ALIASES = {"hints": "stage1", "kd": "stage2"}
 
 
-def _dataset_problem(name: str) -> str | None:
-    from fitnets_tf import data
-
-    return data.dataset_problem(name)
-
-
-def _image_size_problem(image_size) -> str | None:
-    from fitnets_tf import data
-
-    return data.image_size_problem(image_size)
-
-
-def _resize_modes() -> tuple[str, ...]:  # the first is the default (data.DEFAULT_RESIZE_MODE)
-    from fitnets_tf import data
-
-    return data.RESIZE_MODES
-
-
-def _preprocessings() -> tuple[str, ...]:  # the first is the default (data.load's)
-    from fitnets_tf import preprocessing
-
-    return ("auto", *preprocessing.MODES)
-
-
-def _maxout_ties() -> tuple[str, ...]:  # the first is the default (the layers')
-    from fitnets_tf import maxout
-
-    return maxout.TIES
-
-
-def _modes() -> tuple[str, ...]:
-    from fitnets_tf import stages
-
-    return stages.MODES
-
-
-def _custom_modules_problem(names) -> str | None:
-    return "; ".join(filter(None, map(custom_code.problem, names))) or None
-
-
-def _strategies() -> tuple[str, ...]:
-    from fitnets_tf import distribute
-
-    return distribute.STRATEGIES
-
-
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Which images, how many, in which batches."""
@@ -80,17 +35,17 @@ class DataConfig:
         "fashion_mnist", "Dataset: a built-in name (fashion_mnist, mnist, cifar10, cifar100, "
         "svhn_cropped, synthetic), folder:PATH (one sub-folder of images per class), npz:PATH "
         "(x_train, y_train, x_test, y_test arrays) or a TFDS dataset prepared in --data_dir.",
-        check=_dataset_problem,
+        check=lookups.dataset_problem,
     )  # fmt: skip
     image_size: tuple[int, ...] | None = option(
         None, "HEIGHT,WIDTH (or one side) the user's images are resized to (default: a "
         "folder's first image's size, the arrays', the TFDS dataset's).",
-        check=_image_size_problem,
+        check=lookups.image_size_problem,
     )  # fmt: skip
     resize_mode: str = option(
         "stretch", "How the user's images of another aspect ratio are resized: stretch (whole, "
         "distorted), crop (the centred box of the target's aspect ratio) or pad (whole, "
-        "letterboxed in black).", choices=_resize_modes,
+        "letterboxed in black).", choices=lookups.resize_modes,
     )  # fmt: skip
     channels: int | None = option(
         None, "Convert the images to 1 (grayscale) or 3 (RGB) channels, for models that take "
@@ -99,7 +54,18 @@ class DataConfig:
     preprocessing: str = option(
         "auto", "Raw pixels [0, 255] to the network input: auto (the dataset's: pixels / 255, "
         "CIFAR's GCN + ZCA), none (raw pixels, for models that rescale their own inputs, e.g. "
-        "a first Rescaling(1/255) layer), scale, gcn or gcn_zca.", choices=_preprocessings,
+        "a first Rescaling(1/255) layer), scale, gcn, gcn_zca, or standardize ((pixels / 255 - "
+        "mean) / std per channel, torchvision's Normalize: for a PyTorch teacher exported "
+        "without it; with --input_mean and --input_std).", choices=lookups.preprocessings,
+    )  # fmt: skip
+    input_mean: tuple[float, ...] | None = option(
+        None, "--preprocessing=standardize's mean, as torchvision's Normalize(mean, std) takes "
+        "it (of pixels / 255, in [0, 1]): one value, or one per channel (ImageNet's: "
+        "0.485,0.456,0.406).",
+    )  # fmt: skip
+    input_std: tuple[float, ...] | None = option(
+        None, "--preprocessing=standardize's std, as Normalize takes it: one value, or one per "
+        "channel (ImageNet's: 0.229,0.224,0.225).",
     )  # fmt: skip
     batch_size: int = option(128, "Global batch size.", minimum=1)
     augment: bool = option(False, "Random crops of the padded image (+ flips where valid; "
@@ -123,6 +89,20 @@ class DataConfig:
         size = (self.image_size,) if isinstance(self.image_size, int) else self.image_size
         if isinstance(size, (tuple, list)) and len(size) == 1:
             object.__setattr__(self, "image_size", tuple(size) * 2)
+        for name in ("input_mean", "input_std"):  # and --input_mean=0.5 is (0.5,)
+            if isinstance(value := getattr(self, name), (int, float)):
+                object.__setattr__(self, name, (float(value),))
+
+    def problems(self) -> list[str]:
+        """Options that contradict one another (each valid alone)."""
+        from fitnets_tf import data
+
+        # The images' channels where known before any is read: a folder's are checked when
+        # it is (data.load).
+        built_in = data.DATASETS.get(self.dataset)
+        channels = self.channels or (built_in.input_shape[-1] if built_in else None)
+        return standardize.standardize_problems(self.preprocessing, self.input_mean,
+                                                self.input_std, channels, flags=True)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +144,7 @@ class ModelsConfig:
         "share", "The gradient of the maxout layers the run builds (the paper's nets', a student "
         "file's) at tied pieces: share (equally, as reduce_max) or one (all to one piece, as a "
         "max pool: a faster train step on CPU).",
-        choices=_maxout_ties,
+        choices=lookups.maxout_ties,
     )  # fmt: skip
     teacher_dropout: float | None = option(
         None, "Teacher's dropout after each layer (paper: 0.5).", minimum=0, maximum=0.99
@@ -202,7 +182,7 @@ class ModelsConfig:
                          f"{len(self.hint_weights)} weight(s)")  # fmt: skip
         # A student file may hold maxout layers: the run checks when it loads it.
         maybe = self.builds_a_maxout_net() or sources.is_keras_file(self.student)
-        if self.maxout_ties != _maxout_ties()[0] and not maybe:
+        if self.maxout_ties != lookups.maxout_ties()[0] and not maybe:
             found.append(f"--maxout_ties={self.maxout_ties} concerns the paper's maxout nets, and "
                          f"neither --teacher={self.teacher} nor --student={self.student} "
                          "is one built here: drop --maxout_ties")  # fmt: skip
@@ -218,7 +198,7 @@ class ScheduleConfig:
 
     modes: tuple[str, ...] = option(
         ("fitnet",), "Student training modes, in order; the first gives the final student.",
-        flag="mode", choices=_modes,
+        flag="mode", choices=lookups.modes,
     )  # fmt: skip
     teacher_epochs: int = option(10, "Teacher epochs.", minimum=0)
     hints_epochs: int = option(5, "Stage-1 epochs.", minimum=0)
@@ -347,9 +327,9 @@ class RuntimeConfig:
         (), "Python modules to import before any model file is loaded: those defining (with "
         "@keras.saving.register_keras_serializable) the custom layers or models of the "
         "--teacher/--student/--teacher_path files, on PYTHONPATH or installed (fitnets-export "
-        "imports the run's own).", check=_custom_modules_problem,
+        "imports the run's own).", check=lookups.custom_modules_problem,
     )  # fmt: skip
-    strategy: str = option("default", "tf.distribute strategy.", choices=_strategies)
+    strategy: str = option("default", "tf.distribute strategy.", choices=lookups.strategies)
     cluster_timeout: float = option(
         600.0, "Seconds a --strategy=multi_worker worker waits for every worker TF_CONFIG "
         "lists to join the cluster, then stops with an error saying so (0: wait without end, "

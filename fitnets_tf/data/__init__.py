@@ -80,6 +80,7 @@ from fitnets_tf.data.tfds_source import ensure_prepared, read_splits
 from fitnets_tf.data.zca_cache import default_cache_dir, fit_zca_cached
 from fitnets_tf.errors import ConfigError, DatasetNotFoundError
 from fitnets_tf.preprocessing import MODES, Preprocessor
+from fitnets_tf.standardize import as_values, standardize_problems
 
 __all__ = [
     "CHANNELS",
@@ -169,6 +170,8 @@ def load(
     crop_padding: int = 8,
     flip: bool | None = None,
     preprocessing: str = "auto",
+    input_mean: float | tuple[float, ...] | None = None,
+    input_std: float | tuple[float, ...] | None = None,
     validation_size: int | None = None,
     retrain_on_all: bool = False,
     limit: int | None = None,
@@ -198,6 +201,9 @@ def load(
             the user's data, which may hold digits or text); True or False overrides that.
         preprocessing: a :class:`Preprocessor` mode, or ``"auto"`` for the dataset's default
             (CIFAR: GCN + ZCA, the others and the user's data: scale to ``[0, 1]``).
+        input_mean, input_std: ``preprocessing="standardize"`` only, which needs both:
+            torchvision's ``Normalize(mean, std)`` constants, in its scale of pixels / 255,
+            one value or one per channel (of the images as ``channels`` converts them).
         validation_size: held-out examples (None: the paper's 10K; SVHN 6K; the user's data:
             :data:`VALIDATION_FRACTION` of the training examples).
         retrain_on_all: train on all training data, no validation split (the paper's last step).
@@ -228,11 +234,14 @@ def load(
         A :class:`Datasets`.
 
     Raises:
-        ConfigError: an argument is out of range, or ``resize_mode`` would do nothing.
+        ConfigError: an argument is out of range, ``resize_mode`` would do nothing, or
+            ``input_mean``/``input_std`` do not fit ``preprocessing`` or the images' channels.
         DatasetNotFoundError: the dataset is not available offline (see :func:`ensure_prepared`).
         DataError: the user's data cannot be used; the message names the file, folder or key.
     """
     _check_arguments(batch_size, limit, preprocessing)
+    standardized = dict(mode=preprocessing, mean=as_values(input_mean), std=as_values(input_std))
+    _check_standardized(**standardized)  # the images' channels are checked once they are read
     aspect_options(resize_mode)  # bad values are refused before any data is read
     check_holdout(holdout)
     held_out = dict(validation_size=validation_size, retrain_on_all=retrain_on_all)
@@ -256,7 +265,7 @@ def load(
         spec = dataclasses.replace(spec, flips=bool(flip))
     if converted is not raw:  # the whitening constants of other images
         raw, zca_key = converted, dict(zca_key, channels=channels)
-    preprocessor = _unfitted_preprocessor(spec, preprocessing)
+    preprocessor = _unfitted_preprocessor(spec, **standardized)
     if limit is not None:
         raw = {key: ds.take(limit) for key, ds in raw.items()}
     if preprocessor.mode == "gcn_zca":
@@ -276,6 +285,11 @@ def _check_arguments(batch_size, limit, preprocessing) -> None:
         raise ConfigError(
             f"`preprocessing` must be 'auto' or one of {MODES}. Received: {preprocessing!r}"
         )
+
+
+def _check_standardized(mode: str, mean, std, channels: int | None = None) -> None:
+    if problems := standardize_problems(mode, mean, std, channels, flags=True):
+        raise ConfigError("; ".join(problems) + ".")
 
 
 def _check_built_in_size(spec: DatasetSpec, image_size, resize_mode: str) -> None:
@@ -313,10 +327,11 @@ def _built_in_splits(
     return raw, dict(dataset=spec.name, version=version, split=names["train"]), class_names
 
 
-def _unfitted_preprocessor(spec: DatasetSpec, preprocessing: str) -> Preprocessor:
-    """The built :class:`Preprocessor` of ``preprocessing`` ("auto": the dataset's own mode)."""
-    mode = spec.preprocessing if preprocessing == "auto" else preprocessing
-    preprocessor = Preprocessor(mode=mode)
+def _unfitted_preprocessor(spec: DatasetSpec, mode: str, mean, std) -> Preprocessor:
+    """The built :class:`Preprocessor` of ``mode`` ("auto": the dataset's own mode)."""
+    _check_standardized(mode, mean, std, channels=spec.input_shape[-1])
+    mode = spec.preprocessing if mode == "auto" else mode
+    preprocessor = Preprocessor(mode=mode, mean=mean, std=std)
     preprocessor.build((None, *spec.input_shape))
     return preprocessor
 

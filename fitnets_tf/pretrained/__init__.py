@@ -21,8 +21,8 @@ SLICE = 2000
 # Options a run must share with the recipe of a shipped teacher to retrain it in place: the
 # teacher then learns from the run's data pipeline, in the run's dtype policy.
 SHARED_WITH_RECIPE = ("dataset", "image_size", "resize_mode", "channels", "preprocessing",
-                      "batch_size", "augment", "crop_padding", "flip", "limit", "validation_size",
-                      "retrain_on_all", "mixed_precision")  # fmt: skip
+                      "input_mean", "input_std", "batch_size", "augment", "crop_padding", "flip",
+                      "limit", "validation_size", "retrain_on_all", "mixed_precision")  # fmt: skip
 HERE = pathlib.Path(__file__).parent
 MANIFEST = HERE / "manifest.json"
 
