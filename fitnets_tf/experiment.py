@@ -188,8 +188,9 @@ class Experiment:
         students = {}
         for mode in self.config.schedule.modes:
             students[mode] = new_student(self.config, *shape)
-            check_own_rescaling(students[mode], self.data.preprocessor.mode, "student",
-                                self.config.models.student)  # fmt: skip
+            if warning := check_own_rescaling(students[mode], self.data.preprocessor.mode,
+                                              "student", self.config.models.student):  # fmt: skip
+                self.log(warning)
             if mode in stages.HINT_MODES:
                 self._check_hints(teacher, students[mode])
         return teacher, students

@@ -243,11 +243,13 @@ def raw_pixel_rescaling(model: keras.Model) -> keras.layers.Rescaling | None:
     return None
 
 
-# Keras' layers that only move, crop or resize pixels: what comes after them sees the model's
-# input values (interpolated ones within their range, or about: bicubic's overshoot at edges).
+# Keras' layers that only move, crop, reshape or resize pixels: what comes after them sees
+# the model's input values (interpolated ones within their range, or about: bicubic's
+# overshoot at edges).
 _GEOMETRIC = (keras.layers.InputLayer, keras.layers.Resizing, keras.layers.CenterCrop,
               keras.layers.RandomCrop, keras.layers.RandomFlip, keras.layers.RandomRotation,
-              keras.layers.RandomTranslation, keras.layers.RandomZoom)  # fmt: skip
+              keras.layers.RandomTranslation, keras.layers.RandomZoom, keras.layers.Flatten,
+              keras.layers.Reshape, keras.layers.Permute)  # fmt: skip
 # The largest mean of images in [0, 1] (pixels / 255), with room for rounding and that
 # overshoot: raw pixels' is tens (MNIST's 33, CIFAR-10's 120 to 126).
 _SCALED_MEAN_BOUND = 1.01
@@ -276,8 +278,10 @@ def _largest_mean(layer: keras.layers.Normalization) -> float:
     return float(np.max(keras.ops.convert_to_numpy(mean)))
 
 
-def check_own_rescaling(model: keras.Model, mode: str, role: str, name: str = "") -> None:
-    """Refuses a model that rescales raw pixels itself, fed by a ``mode`` that already has.
+def check_own_rescaling(model: keras.Model, mode: str, role: str, name: str = "") -> str | None:
+    """Refuses a model that rescales raw pixels itself, fed by a ``mode`` that already has;
+    returns a warning to print for one fed raw pixels (``"none"``) that does not
+    (:func:`unscaled_input`), else None.
 
     A student file with a first ``Rescaling(1/255)``, trained with the default preprocessing
     (pixels / 255), would see pixels / 65025, all but black images, and train on them without
@@ -295,8 +299,10 @@ def check_own_rescaling(model: keras.Model, mode: str, role: str, name: str = ""
     """
     if mode == "scale":
         _check_own_normalization(model, role, name)
-    if mode == "none" or (layer := raw_pixel_rescaling(model)) is None:
-        return
+    if mode == "none":
+        return unscaled_input(model, role, name)
+    if (layer := raw_pixel_rescaling(model)) is None:
+        return None
     scale = float(np.asarray(keras.ops.convert_to_numpy(layer.scale)).reshape(-1)[0])
     raise ConfigError(
         f"The {role} {name or model.name!r} rescales its own input (its layer {layer.name!r} "
@@ -309,6 +315,33 @@ def check_own_rescaling(model: keras.Model, mode: str, role: str, name: str = ""
     )
 
 
+def unscaled_input(model: keras.Model, role: str, name: str = "") -> str | None:
+    """A warning when ``model``, fed raw pixels in [0, 255], takes them into a layer with
+    weights before any layer that changes their values (a ``Rescaling``, a ``Normalization``, a
+    ``BatchNormalization``...); None otherwise. Such a model trains on inputs 255 times those
+    of pixels / 255: the teacher check's advice for a teacher that rescales its own inputs,
+    ``--preprocessing=none``, needs the student to rescale too."""
+    layer = _first_changing(model)
+    normalising = (keras.layers.Normalization, keras.layers.BatchNormalization)
+    if layer is None or not layer.weights or isinstance(layer, normalising):
+        return None  # it changes the values first (a Rescaling), or has no weights at all
+    return (f"warning: the {role} {name or model.name!r} takes raw pixels in [0, 255] "
+            f"(--preprocessing=none) straight into its layer {layer.name!r}: give it a first "
+            "Rescaling(1/255) layer (the teacher's, if the teacher has one), or it trains on "
+            "inputs 255 times larger than pixels / 255.")  # fmt: skip
+
+
+def _first_changing(model: keras.Model):
+    """The first layer of ``model`` that is not geometric (:data:`_GEOMETRIC`), within a
+    nested model too (a backbone that rescales its own input first)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            return _first_changing(layer)
+        if not isinstance(layer, _GEOMETRIC):
+            return layer
+    return None
+
+
 def _check_own_normalization(model: keras.Model, role: str, name: str) -> None:
     if (layer := raw_pixel_normalization(model)) is None:
         return
@@ -317,7 +350,8 @@ def _check_own_normalization(model: keras.Model, role: str, name: str) -> None:
         f"statistics (its Normalization layer {layer.name!r} subtracts a mean of "
         f"{_largest_mean(layer):.4g}; images in [0, 1] have a mean of at most 1), but this run "
         f"feeds it {_FED['scale']} (--preprocessing=scale, given or the dataset's default): it "
-        "would normalise them to all but constant images, and train on them without an error. Run with --preprocessing=none (raw pixels to both "
-        "models: then the teacher must take raw pixels too, as its accuracy check tells), or "
+        "would normalise them to all but constant images, and train on them without an error. "
+        "Run with --preprocessing=none (raw pixels to both models: then the teacher must take "
+        "raw pixels too, as its accuracy check tells), or "
         f"adapt the {role}'s layer on the images / 255 (norm.adapt(images / 255))."
     )

@@ -343,11 +343,31 @@ def test_which_rescaling_takes_raw_pixels():
     inputs = keras.Input((4, 4, 1))
     late = keras.layers.Rescaling(1 / 255)(keras.layers.Conv2D(2, 1)(inputs))  # after weights
     assert raw_pixel_rescaling(keras.Model(inputs, late)) is None
-    check_own_rescaling(_rescaling_student(1 / 255), "none", "student")  # raw pixels: right
+    assert check_own_rescaling(_rescaling_student(1 / 255), "none", "student") is None  # right
     with pytest.raises(errors.ConfigError, match="contrast-normalised pixels"):
         check_own_rescaling(_rescaling_student(1 / 255), "gcn", "student")
     with pytest.raises(errors.ConfigError, match=r"\(pixels / 255 - mean\) / std.*standardize"):
         check_own_rescaling(_rescaling_student(1 / 255), "standardize", "student")
+
+
+def test_a_student_fed_raw_pixels_without_rescaling_them_is_warned_of():
+    # The teacher check's advice for a teacher that rescales its inputs, --preprocessing=none,
+    # followed without the student's half: it trained on raw pixels, silently (user audit).
+    from fitnets_tf.preprocessing import check_own_rescaling
+
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Resizing(28, 28)(inputs)
+    plain = keras.Model(inputs, keras.layers.Dense(3, name="fc")(keras.layers.Flatten()(h)))
+    assert check_own_rescaling(plain, "none", "student", "s.keras") == (
+        "warning: the student 's.keras' takes raw pixels in [0, 255] (--preprocessing=none) "
+        "straight into its layer 'fc': give it a first Rescaling(1/255) layer (the teacher's, "
+        "if the teacher has one), or it trains on inputs 255 times larger than pixels / 255.")
+    assert check_own_rescaling(plain, "scale", "student") is None  # fed pixels / 255
+    normalised = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.BatchNormalization(),
+                                   keras.layers.Flatten(), keras.layers.Dense(3)])  # fmt: skip
+    assert check_own_rescaling(normalised, "none", "student") is None
+    nested = keras.Sequential([keras.Input((28, 28, 1)), _rescaling_student(1 / 255)])
+    assert check_own_rescaling(nested, "none", "student") is None  # its backbone rescales
 
 
 def _normalising_student(images=None, *, first=None, **given) -> keras.Model:
