@@ -50,21 +50,31 @@ def info_lines_dropped(noise: tuple[str, ...]):
     if not info_hidden():
         yield
         return
-    sys.stderr.flush()
-    original = os.dup(2)
     with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
         try:
-            yield
+            with _descriptor_2_into(captured):
+                yield
         finally:
-            sys.stderr.flush()
-            os.dup2(original, 2)
-            os.close(original)
             captured.seek(0)
             for line in captured.read().decode(errors="replace").splitlines(keepends=True):
                 if not any(piece in line for piece in noise):
                     sys.stderr.write(line)
             sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def _descriptor_2_into(captured):
+    """Within the block, descriptor 2 writes into the file ``captured``; yields a descriptor
+    of what it was, which the block may write to (closed when the block ends)."""
+    sys.stderr.flush()
+    original = os.dup(2)
+    os.dup2(captured.fileno(), 2)
+    try:
+        yield original
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)
+        os.close(original)
 
 
 @contextlib.contextmanager
@@ -79,18 +89,13 @@ def failing_calls_quiet():
     if not info_hidden():
         yield lambda function, *args, **kwargs: function(*args, **kwargs)
         return
-    sys.stderr.flush()
-    original = os.dup(2)
-    # One file for the block, emptied after each call: the folder's format pass makes a call
-    # per image (70,000 in the default run), and a call costs a few system calls, not a file.
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
+    # One file for the block, emptied after each call: a folder's format pass makes a call per
+    # image (tens of thousands in a large folder), and a call costs a few system calls.
+    with tempfile.TemporaryFile() as captured, _descriptor_2_into(captured) as original:
         try:
             yield functools.partial(_quiet_if_failing, captured.fileno(), original)
         finally:
             _pass_on(captured.fileno(), original)  # what the block wrote between calls
-            os.dup2(original, 2)
-            os.close(original)
 
 
 def _quiet_if_failing(captured: int, original: int, function, *args, **kwargs):

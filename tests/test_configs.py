@@ -119,20 +119,22 @@ def test_naming_other_models_without_a_flagfile_drops_what_belongs_to_the_defaul
     flags.FLAGS.unparse_flags()
 
 
+def refused(*args) -> str:
+    """The message of the ConfigError the command line ``train ARGS`` is refused with."""
+    flags.FLAGS.unparse_flags()
+    argv = ["train", *args]
+    try:
+        flags.FLAGS(argv)
+        with pytest.raises(ConfigError) as info:
+            flag_lib.validated_command_line(argv)
+    finally:
+        flags.FLAGS.unparse_flags()
+    return str(info.value)
+
+
 def test_a_refused_bare_command_names_the_values_it_took_from_the_default_experiment():
     # `--optimizer=adam` alone meets the default's SGD momentum, Nesterov and weight decay:
     # the message told the user to "drop" a momentum they never gave.
-    def refused(*args):
-        flags.FLAGS.unparse_flags()
-        argv = ["train", *args]
-        try:
-            flags.FLAGS(argv)
-            with pytest.raises(ConfigError) as info:
-                flag_lib.validated_command_line(argv)
-        finally:
-            flags.FLAGS.unparse_flags()
-        return str(info.value)
-
     message = refused("--optimizer=adam", "--momentum=0.5")
     assert "adam takes no momentum" in message
     note = message[message.index("(--") :]
@@ -149,16 +151,9 @@ def test_the_note_names_no_inherited_flag_the_message_is_not_about(tmp_path):
     # named --teacher=wide_cnn, because the message says "teacher".
     onnx = tmp_path / "teacher.onnx"
     onnx.write_bytes(b"")
-    flags.FLAGS.unparse_flags()
-    argv = ["train", f"--teacher_path={onnx}"]
-    try:
-        flags.FLAGS(argv)
-        with pytest.raises(ConfigError) as info:
-            flag_lib.validated_command_line(argv)
-    finally:
-        flags.FLAGS.unparse_flags()
-    assert "and --mode fitnet trains from hints" in str(info.value)
-    assert "--teacher=" not in str(info.value) and "default experiment" not in str(info.value)
+    message = refused(f"--teacher_path={onnx}")
+    assert "and --mode fitnet trains from hints" in message
+    assert "--teacher=" not in message and "default experiment" not in message
 
 
 @pytest.mark.parametrize(("values", "message"), [
