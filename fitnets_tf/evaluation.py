@@ -167,17 +167,20 @@ def _relabelling(predictions: np.ndarray, labels: np.ndarray, num_classes: int
     """``(counts, renamed, moved)`` when the teacher calls some labels by other classes; else
     None. ``counts[label, class]``: images of each label the teacher gives each class;
     ``renamed[label]``: the renaming of its classes, one to one, that makes the most of its
-    answers right; ``moved``: the labels whose images it gives the renamed class more often
-    than their own, more often than answers unrelated to the labels would, by the test of
-    :data:`PERMUTED_P_VALUE` over all (label, class) pairs (binomial tail at that class's
-    share of its answers, Bonferroni-corrected) — when renaming them makes at least 10 more
-    images right.
+    answers right; ``moved``: the labels of its cycles (label -> class -> ... -> label) whose
+    every label the teacher gives its renamed class more often than its own: a class order
+    permuted, not confusions.
 
-    A teacher confusing two similar classes keeps the one class for its own images, so
-    renaming would lose as much as it wins. Nearly a whole class order permuted scores near
-    chance; a few classes swapped, or a teacher trained with torchvision's Fashion-MNIST order
-    read from folders named by class (sorted: four of ten keep their index), score well above
-    chance and would pass for a weak teacher.
+    Refused when renaming ``moved`` makes at least 10 more images right, more than answers
+    unrelated to the labels would, by the test of :data:`PERMUTED_P_VALUE` (each moved label's
+    binomial tail at its renamed class's share of the answers, times the classes it could
+    have been renamed to, combined by Fisher's method).
+
+    A few classes swapped, or a teacher trained with torchvision's Fashion-MNIST order read
+    from folders named by class (sorted: four of ten keep their index), score well above chance
+    and would pass for a weak teacher. A teacher confusing classes (one trained an epoch puts
+    several on one class) moves no whole cycle: the class it gives another label's images is
+    still its own label's, or that label's images go nowhere else more often.
     """
     from scipy import stats
     from scipy.optimize import linear_sum_assignment  # only here: the check runs once per run
@@ -185,17 +188,30 @@ def _relabelling(predictions: np.ndarray, labels: np.ndarray, num_classes: int
     counts = np.zeros((num_classes, num_classes), "int64")
     np.add.at(counts, (labels, np.clip(predictions, 0, num_classes - 1)), 1)
     _, renamed = linear_sum_assignment(counts, maximize=True)
+    moved = _moved_cycles(counts, renamed)
     share = counts.sum(axis=0) / max(len(labels), 1)  # of each class among the answers
-    moved = [k for k, t in enumerate(renamed) if t != k and counts[k, t] > counts[k, k]]
-    # Each label's odds of so many answers on its renamed class, times the classes it could
-    # have been renamed to; then Fisher's combination of the labels renamed.
     odds = [min(1.0, num_classes * stats.binom.sf(counts[k, renamed[k]] - 1, counts[k].sum(),
                                                   share[renamed[k]])) for k in moved]  # fmt: skip
-    if not moved or stats.chi2.sf(-2 * np.sum(np.log(np.maximum(odds, 1e-300))),
-                                  2 * len(moved)) * num_classes >= PERMUTED_P_VALUE:  # fmt: skip
-        return None
     gain = sum(int(counts[k, renamed[k]] - counts[k, k]) for k in moved)
-    return (counts, renamed, moved) if moved and gain >= 10 else None
+    if not moved or gain < 10 or stats.chi2.sf(-2 * np.sum(np.log(np.maximum(odds, 1e-300))),
+                                               2 * len(moved)) * num_classes >= PERMUTED_P_VALUE:
+        return None
+    return counts, renamed, moved
+
+
+def _moved_cycles(counts: np.ndarray, renamed: np.ndarray) -> list[int]:
+    """The labels of ``renamed``'s cycles whose every label has more images on its renamed
+    class than on its own."""
+    moved, seen = [], set()
+    for start in range(len(renamed)):
+        cycle, k = [], start
+        while k not in seen:
+            seen.add(k)
+            cycle.append(k)
+            k = int(renamed[k])
+        if len(cycle) > 1 and all(counts[k, renamed[k]] > counts[k, k] for k in cycle):
+            moved += cycle
+    return moved
 
 
 def _relabelled_message(relabelled, accuracy: float, split: str, class_names) -> str:
@@ -206,7 +222,7 @@ def _relabelled_message(relabelled, accuracy: float, split: str, class_names) ->
     def name(k):
         return f"{k} ({class_names[k]!r})" if class_names else str(k)
 
-    moved = sorted(moved, key=lambda k: -counts[k, renamed[k]])
+    moved = sorted(moved, key=lambda k: (-counts[k, renamed[k]], k))
     said = "; ".join(f"label {name(k)} is its class {renamed[k]} for {counts[k, renamed[k]]} "
                      f"of {counts[k].sum()} images" for k in moved[:5])  # fmt: skip
     more = f" (and {len(moved) - 5} more labels)" if len(moved) > 5 else ""
