@@ -18,11 +18,11 @@ images are the files ending in one of :data:`IMAGE_SUFFIXES` (any case, any dept
 class folder); other files are ignored.
 
 Every image is decoded once as the folder is read, so the files that cannot be decoded are
-named now, all in one message, rather than failing an epoch. That pass also decides the format (:mod:`~fitnets_tf.data.folder_format`):
-one channel when every image is grayscale (with or without alpha), else RGB (alpha dropped);
-and, without ``image_size``, the most common size among the images (the others are resized to
-it, bilinear, by ``resize_mode``: see :data:`~fitnets_tf.data.shapes.RESIZE_MODES`). The images
-are held in memory as uint8.
+named now, all in one message, rather than failing an epoch. That pass also decides the format
+(:mod:`~fitnets_tf.data.folder_format`): one channel when every image is grayscale (with or
+without alpha), else RGB (alpha dropped); and, without ``image_size``, the most common size
+among the images (the others are resized to it, bilinear, by ``resize_mode``: see
+:data:`~fitnets_tf.data.shapes.RESIZE_MODES`). The images are held in memory as uint8.
 """
 
 from __future__ import annotations
