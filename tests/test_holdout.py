@@ -6,7 +6,6 @@ runs started then must resume, and be exported, on the very same examples.
 
 import json
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -239,9 +238,6 @@ def test_the_teacher_runs_data_is_the_same_however_its_path_is_written(tmp_path,
 def test_a_search_records_the_draw_its_trials_validate_on(tmp_path):
     path, _ = write_npz(tmp_path)
     teacher = str(tmp_path / "teacher.keras")  # given: stage 1 has nothing to run for kd
-    # Read before the first trial, as a run reads it before distilling: one answer for all.
-    keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
-                      keras.layers.Dense(3, kernel_initializer="zeros")]).save(teacher)  # fmt: skip
     config = ExperimentConfig().with_values(
         dataset=f"npz:{path}", modes=("kd",), teacher_path=teacher
     )

@@ -195,19 +195,19 @@ def stage_one(config: ExperimentConfig, options: TuneOptions, workdir: pathlib.P
         # The trials validate on stage 1's held-out examples: its run's draw, else a new one.
         "holdout": builders.run_holdout(config, files.stage1.data),
     }
-    if "stage1" not in stages:  # no hint training, whose run checks the teacher first
-        _check_teacher_accuracy(config, record, log)
     if description is not None:
         check_search(workdir, description)
     io.write_json(files.stage1_done, record)
     return record
 
 
-def _check_teacher_accuracy(config: ExperimentConfig, record: dict, log) -> None:
-    """The teacher's accuracy on the trials' validation images, and its refusal where
+def _check_teacher_accuracy(record: dict, data, log) -> None:
+    """The teacher's accuracy on the trials' validation images ``data``, and its refusal where
     ``fitnets_tf.train`` would refuse it before distilling (another pixel scaling or class
-    order: :func:`fitnets_tf.evaluation.check_teacher`), before any trial distils it."""
-    data = experiment.load_data(config, data_record.recorded_holdout(record))
+    order: :func:`fitnets_tf.evaluation.check_teacher`), before any trial distils it. Stage 1's
+    run checked it already where it trained hints (``record``'s ``student_path``)."""
+    if record["student_path"] is not None:
+        return
     teacher = builders.load_teacher(record["teacher_path"], input_shape=data.input_shape)
     for line in evaluation.check_teacher(teacher, data.validation, data.preprocessor.mode,
                                          data.num_classes, data.spec.class_names):  # fmt: skip
@@ -277,6 +277,7 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
         # The draw stage 1 recorded; a search from before it was recorded drew at random.
         holdout = data_record.recorded_holdout(record)
         data = distribute.check_last_batches(experiment.load_data(config, holdout), strategy)
+        _check_teacher_accuracy(record, data, log)  # on the data read for the trials: once
         inputs = dict(x=data.train, validation_data=data.validation, data_epoch=data.epoch)
         shape = data.input_shape, data.num_classes
     tuner = make_tuner(
