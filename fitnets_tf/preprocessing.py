@@ -257,18 +257,17 @@ _SCALED_MEAN_BOUND = 1.01
 
 def raw_pixel_normalization(model: keras.Model) -> keras.layers.Normalization | None:
     """The ``Normalization`` layer by which ``model`` normalises its input with statistics of
-    raw pixels in [0, 255], when it is the first layer to change the input's values (only
-    resizing, cropping, flips, rotations, translations or zooms before it); None otherwise.
+    raw pixels in [0, 255], when it is the first layer to change the input's values
+    (:func:`_first_changing`: only resizing, cropping, reshaping, flips, rotations,
+    translations or zooms before it, a nested backbone's first layers too); None otherwise.
 
     Its mean, adapted or given, tells: above 1, it is not the mean of images in [0, 1], whose
     every mean (per channel, per pixel, overall) is at most 1. After a layer that changes the
     values (a ``Rescaling`` to [-1, 1]) the input's range is not known, and it is not judged.
     """
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Normalization) and not layer.invert:
-            return layer if _largest_mean(layer) > _SCALED_MEAN_BOUND else None
-        if not isinstance(layer, _GEOMETRIC):
-            return None
+    layer = _first_changing(model)
+    if isinstance(layer, keras.layers.Normalization) and not layer.invert:
+        return layer if _largest_mean(layer) > _SCALED_MEAN_BOUND else None
     return None
 
 
