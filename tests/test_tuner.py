@@ -825,6 +825,22 @@ def test_a_kd_search_checks_a_given_teacher_before_any_trial(smoke, tmp_path):
     assert "teacher: validation accuracy " in proc.stdout + proc.stderr
 
 
+def test_a_kd_search_checks_its_student_file_before_any_trial(smoke, tmp_path):
+    # A student file that rescales raw pixels, fed pixels / 255: `train` refuses it where it
+    # builds its students; a search by KD alone builds them in its trials only, and trained it.
+    workdir, _ = smoke
+    teacher = workdir / "stage1/teacher/teacher.keras"
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
+    keras.Model(inputs, keras.layers.Dense(10)(x)).save(tmp_path / "student.keras")
+    proc = _tune("--mode=kd", f"--teacher_path={teacher}", f"--student={tmp_path / 'student.keras'}",
+                 "--max_trials=1", f"--workdir={tmp_path / 'search'}")  # fmt: skip
+    assert proc.returncode != 0
+    assert "rescales its own input (its layer 'rescaling' multiplies by 0.00392157)" in proc.stderr
+    assert not (tmp_path / "search" / "trials").exists()
+
+
 def test_a_chief_knows_the_data_from_the_teacher_without_reading_it(teacher_path):
     from fitnets_tf.search import session
 

@@ -29,6 +29,7 @@ from fitnets_tf.config import ExperimentConfig, upgrade_fingerprint
 from fitnets_tf.errors import SearchError
 from fitnets_tf.models import sources
 from fitnets_tf.options import option
+from fitnets_tf.preprocessing import check_own_rescaling
 from fitnets_tf.run import data_record, io, layout, lock, ownership, runtime
 from fitnets_tf.search.hypermodel import FitNetsHyperModel
 from fitnets_tf.search.results import write_results
@@ -201,16 +202,23 @@ def stage_one(config: ExperimentConfig, options: TuneOptions, workdir: pathlib.P
     return record
 
 
-def _check_teacher_accuracy(record: dict, data, log) -> None:
-    """The teacher's accuracy on the trials' validation images ``data``, and its refusal where
-    ``fitnets_tf.train`` would refuse it before distilling (another pixel scaling or class
-    order: :func:`fitnets_tf.evaluation.check_teacher`), before any trial distils it. Stage 1's
-    run checked it already where it trained hints (``record``'s ``student_path``)."""
-    if record["student_path"] is not None:
+def _check_models(config: ExperimentConfig, record: dict, data, log) -> None:
+    """The checks ``fitnets_tf.train`` makes of its models before distilling, on the trials'
+    validation images ``data``, where no stage-1 run made them: a search by KD alone (or
+    retraining hints per trial) on a given teacher. The teacher's accuracy, and its refusal
+    for another pixel scaling or class order (:func:`fitnets_tf.evaluation.check_teacher`);
+    the student's pixel scaling (:func:`fitnets_tf.preprocessing.check_own_rescaling`) and
+    ``--maxout_ties`` (:func:`fitnets_tf.builders.new_student`). A stage-1 run, which trains
+    the teacher or the hints, checked them already."""
+    if record["student_path"] is not None or config.models.trained_teacher() is None:
         return
+    mode = data.preprocessor.mode
+    student = builders.new_student(config, data.input_shape, data.num_classes)
+    if warning := check_own_rescaling(student, mode, "student", config.models.student):
+        log(warning)
     teacher = builders.load_teacher(record["teacher_path"], input_shape=data.input_shape)
-    for line in evaluation.check_teacher(teacher, data.validation, data.preprocessor.mode,
-                                         data.num_classes, data.spec.class_names):  # fmt: skip
+    for line in evaluation.check_teacher(teacher, data.validation, mode, data.num_classes,
+                                         data.spec.class_names):  # fmt: skip
         log(line)
 
 
@@ -277,7 +285,7 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
         # The draw stage 1 recorded; a search from before it was recorded drew at random.
         holdout = data_record.recorded_holdout(record)
         data = distribute.check_last_batches(experiment.load_data(config, holdout), strategy)
-        _check_teacher_accuracy(record, data, log)  # on the data read for the trials: once
+        _check_models(config, record, data, log)  # on the data read for the trials: once
         inputs = dict(x=data.train, validation_data=data.validation, data_epoch=data.epoch)
         shape = data.input_shape, data.num_classes
     tuner = make_tuner(
