@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from fitnets_tf import latency, models
+from fitnets_tf import latency, models, teacher_scaling
 from fitnets_tf.callbacks import learning_rate_flag
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.export.serving import as_served, in_float32
 from fitnets_tf.models import onnx_model
 
-# The two conventions a user's model is trained with, raw pixels in [0, 255] or pixels / 255:
-# ``--preprocessing`` mode -> (the other's mode, the factor from this input to the other's).
-_OTHER_SCALING = {"scale": ("none", 255.0), "none": ("scale", 1 / 255)}
-_SCALING_WORDS = {"scale": "pixels / 255", "none": "raw pixels in [0, 255]"}
-# The other convention, PyTorch's: its mean and std are the user's to give, not to guess.
+# PyTorch's convention: its mean and std are the user's to give (the scaling check tries the
+# images' own statistics and ImageNet's, which a Normalize's values need not be).
 _NORMALIZE_HINT = dict.fromkeys(("scale", "none"), (
     " A PyTorch teacher trained behind torchvision's Normalize(mean, std) and exported without "
     "it is fed what it knows with --preprocessing=standardize --input_mean=MEAN "
@@ -106,10 +104,11 @@ def check_teacher(
     as lines to print.
 
     A teacher trained on another class order or preprocessing than the run's data scores at
-    chance, and distilling it silently teaches nothing. Near chance, a run that feeds it pixels
-    / 255 (``preprocessing`` ``"scale"``) also tries the raw pixels, and the other way round:
-    a Keras model that rescales its own inputs (a first ``Rescaling(1/255)`` layer) sees an
-    all-but-black image otherwise.
+    or below chance, or well below what it can, and distilling it silently teaches its
+    mistakes. One right clearly more often on the same images scaled another common way (raw
+    pixels for pixels / 255 and the other way round, as a first ``Rescaling(1/255)`` takes
+    them; standardised per channel, as torchvision's ``Normalize`` gives them) is refused
+    (:func:`fitnets_tf.teacher_scaling.better_scaling`).
 
     A teacher that gives some labels' images one other class each (:func:`_relabelling`),
     or is far *below* chance (:func:`below_chance` under :data:`PERMUTED_P_VALUE`), knows the
@@ -117,8 +116,8 @@ def check_teacher(
 
     Raises:
         ConfigError: the teacher calls labels by other classes, naming them and the teacher's
-            order; it is near chance on the run's input but not on the other scaling's,
-            naming the ``--preprocessing`` that fits it; or it is far below chance.
+            order; it is right clearly more often on the images scaled another way, naming
+            the ``--preprocessing`` that fits it; or it is far below chance.
     """
     predictions, labels = _answers(teacher, images)
     accuracy = float(np.mean(predictions == labels)) if len(labels) else 0.0
@@ -127,20 +126,8 @@ def check_teacher(
     if (relabelled := _relabelling(predictions, labels, num_classes)) is not None:
         raise ConfigError(_relabelled_message(relabelled, accuracy, split, class_names))
     if accuracy >= 2 * chance:
+        _refuse_better_scaling(teacher, images, preprocessing, split)
         return lines
-    if preprocessing in _OTHER_SCALING:
-        other, factor = _OTHER_SCALING[preprocessing]
-        rescaled = images.map(lambda x, y: (x * factor, y))
-        if (other_accuracy := test_accuracy(teacher, rescaled)) >= 2 * chance:
-            raise ConfigError(
-                f"The teacher scores {accuracy:.4f} on this run's {split} images, "
-                f"{_SCALING_WORDS[preprocessing]} (chance {chance:.4f}), but {other_accuracy:.4f} "
-                f"on the same images as {_SCALING_WORDS[other]}: it was trained on those. Run "
-                f"with --preprocessing={other}, which feeds them to the teacher and the student "
-                "alike (and makes them the exports' input); "
-                + ("give the student the same first Rescaling(1/255) layer, if it is yours."
-                   if other == "none" else "drop the student's own rescaling, if it has one.")
-            )  # fmt: skip
     order = f" (label k is the k-th of: {', '.join(class_names)})" if class_names else ""
     expected, p = below_chance(predictions, labels, num_classes)
     below = (f"{int(np.sum(predictions == labels))} of the {len(labels)} {split} images right, "
@@ -153,6 +140,7 @@ def check_teacher(
             "relabel the data in the teacher's (an image folder's labels are its sub-folders "
             "in sorted order)."
         )
+    _refuse_better_scaling(teacher, images, preprocessing, split)  # not a class order's
     if (lagging := _lagging_statistics(teacher, images, accuracy, chance, split)) is not None:
         return lines + [lagging]
     hint = (f" It is below chance ({below}), the sign of another class order, though too few "
@@ -160,6 +148,12 @@ def check_teacher(
     return lines + [f"warning: the teacher is near chance on the {split} images, so it has "
                     f"little to teach.{hint} Was it trained with this data's class order{order} "
                     f"and on images scaled the same way?{_NORMALIZE_HINT.get(preprocessing, '')}"]
+
+
+def _refuse_better_scaling(teacher, images, preprocessing: str, split: str) -> None:
+    predict = functools.partial(predict_classes, teacher)
+    if (message := teacher_scaling.better_scaling(predict, images, preprocessing, split)):
+        raise ConfigError(message)
 
 
 def _relabelling(predictions: np.ndarray, labels: np.ndarray, num_classes: int

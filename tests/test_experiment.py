@@ -172,13 +172,52 @@ def test_a_teacher_trained_on_other_pixel_scaling_is_refused_with_the_flag(
     scores at chance: the run names the --preprocessing that feeds it what it was trained on."""
     teacher = _mean_brightness_teacher(rescales)
     fed = _brightness_batches(255.0 if preprocessing == "none" else 1.0)
-    with pytest.raises(errors.ConfigError, match=f"scores 0.2500 .* but 1.0000 on the same "
-                                                 f"images .* --preprocessing={fix}"):  # fmt: skip
+    with pytest.raises(errors.ConfigError, match=f"right on 0.2500 of the first 32 validation "
+                                                 f"images .* but on 1.0000 of the same images "
+                                                 f".* --preprocessing={fix},"):  # fmt: skip
         evaluation.check_teacher(teacher, fed, preprocessing, 4)
     # Fed what it was trained on, it is reported, not refused.
     lines = evaluation.check_teacher(teacher, _brightness_batches(255.0 if rescales else 1.0),
                                      "none" if rescales else "scale", 4)  # fmt: skip
     assert lines == ["teacher: validation accuracy 1.0000 (chance 0.2500)"]
+
+
+def _normalized_brightness_teacher() -> keras.Model:
+    """Class k of 4 by the mean of the image as it was trained: behind torchvision's
+    Normalize(0.5, 0.2915), the mean and std of :func:`_brightness_batches`' images, whose
+    classes' means it sees as -1.37, -0.34, 0.34 and 1.37 (its bounds -0.86, 0, 0.86)."""
+    head = keras.layers.Dense(4)
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.GlobalAveragePooling2D(),
+                              head])  # fmt: skip
+    head.set_weights([np.array([[0.0, 100, 200, 300]]), np.array([0.0, 85.7, 85.7, 0])])
+    return model
+
+
+def test_a_teacher_well_above_chance_but_trained_on_other_inputs_is_refused():
+    # Fed pixels / 255, the teacher trained behind a Normalize calls the two darker classes'
+    # images class 2: right on 0.5 of them, twice chance, and it taught its mistakes.
+    teacher = _normalized_brightness_teacher()
+    images = _brightness_batches(1.0).unbatch().repeat(4).batch(16)  # 32 images a class
+    with pytest.raises(errors.ConfigError, match=(
+            r"right on 0.5000 of the first 128 validation images fed as this run feeds them "
+            r"\(pixels / 255, --preprocessing=scale, .* but on 1.0000 of the same images "
+            r"standardised per channel by their own mean \(0.5000\) and std \(0.2915\), .* "
+            r"Run with --preprocessing=standardize --input_mean=0.5000 --input_std=0.2915,")):
+        evaluation.check_teacher(teacher, images, "scale", 4)
+    # Fed what it was trained on, it is reported.
+    standardized = images.map(lambda x, y: ((x - 0.5) / 0.2915, y))
+    lines = evaluation.check_teacher(teacher, standardized, "standardize", 4)
+    assert lines == ["teacher: validation accuracy 1.0000 (chance 0.2500)"]
+
+
+def test_a_mediocre_teacher_fed_its_own_scaling_is_not_refused():
+    # 52 of 128 images mislabelled: right on 0.59 of them, and worse on every other scaling.
+    teacher = _mean_brightness_teacher(rescales=False)
+    images, labels = next(iter(_brightness_batches(1.0).unbatch().repeat(4).batch(128)))
+    labels = np.where(np.arange(128) % 5 < 2, (labels.numpy() + 1) % 4, labels.numpy())
+    fed = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    assert evaluation.check_teacher(teacher, fed, "scale", 4) == [
+        "teacher: validation accuracy 0.5938 (chance 0.2500)"]
 
 
 def _rotated_labels(per_class: int, counts=None):
