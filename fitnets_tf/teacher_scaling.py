@@ -56,6 +56,11 @@ def _alternatives(unit: np.ndarray, mode: str) -> list[tuple[str, str, np.ndarra
     """``(how, flags, images)`` for each other scaling of ``unit`` (the images / 255)."""
     other = ("none", unit * 255.0) if mode == "scale" else ("scale", unit)
     found = [(f"as {_FED[other[0]]}", f"--preprocessing={other[0]}", other[1])]
+    if unit.shape[-1] == 3:  # first: of equal gains, the constants a teacher was trained on
+        m, s = (np.asarray(v, "float32") for v in IMAGENET)
+        found.append(("standardised by ImageNet's mean and std (torchvision's usual Normalize)",
+                      f"--preprocessing=standardize --input_mean={_fmt(m)} --input_std={_fmt(s)}",
+                      (unit - m) / s))  # fmt: skip
     mean = unit.mean(axis=(0, 1, 2))
     std = np.maximum(unit.std(axis=(0, 1, 2)), 1e-6)  # a constant channel: no division by 0
     found.append((
@@ -63,11 +68,6 @@ def _alternatives(unit: np.ndarray, mode: str) -> list[tuple[str, str, np.ndarra
         "as torchvision's Normalize(mean, std) does",
         f"--preprocessing=standardize --input_mean={_fmt(mean)} --input_std={_fmt(std)}",
         (unit - mean) / std))  # fmt: skip
-    if unit.shape[-1] == 3:
-        m, s = (np.asarray(v, "float32") for v in IMAGENET)
-        found.append(("standardised by ImageNet's mean and std (torchvision's usual Normalize)",
-                      f"--preprocessing=standardize --input_mean={_fmt(m)} --input_std={_fmt(s)}",
-                      (unit - m) / s))  # fmt: skip
     return found
 
 
@@ -110,7 +110,7 @@ def better_scaling(predict, images: tf.data.Dataset, mode: str, split: str) -> s
             better.append((float(np.mean(right)), how, flags))
     if not better:
         return None
-    accuracy, how, flags = max(better)
+    accuracy, how, flags = max(better, key=lambda found: found[0])  # the first of equals
     return (
         f"The teacher is right on {np.mean(base):.4f} of the first {len(y)} {split} images fed "
         f"as this run feeds them ({_FED[mode]}, --preprocessing={mode}, given or the dataset's "

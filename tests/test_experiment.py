@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fitnets_tf import builders, data, errors, evaluation, experiment
+from fitnets_tf import builders, data, errors, evaluation, experiment, teacher_scaling
 from fitnets_tf import config as config_lib
 from fitnets_tf.run import io, layout, resume, student_file, teacher_file
 
@@ -208,6 +208,35 @@ def test_a_teacher_well_above_chance_but_trained_on_other_inputs_is_refused():
     standardized = images.map(lambda x, y: ((x - 0.5) / 0.2915, y))
     lines = evaluation.check_teacher(teacher, standardized, "standardize", 4)
     assert lines == ["teacher: validation accuracy 1.0000 (chance 0.2500)"]
+
+
+def test_an_rgb_teacher_trained_on_imagenets_normalize_is_named_imagenets_constants():
+    # Class k by the red channel behind ImageNet's Normalize (its bounds -1, 0, 1): fed pixels
+    # / 255, every image is class 2. The images' own statistics sort them as well: of equal
+    # gains the check names ImageNet's constants, the ones a teacher is trained on.
+    head = keras.layers.Dense(4)
+    teacher = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.GlobalAveragePooling2D(),
+                                head])  # fmt: skip
+    head.set_weights([np.array([[0.0, 100, 200, 300], [0] * 4, [0] * 4]),
+                      np.array([0.0, 100, 100, 0])])  # fmt: skip
+    red = np.repeat([0.1, 0.4, 0.6, 0.9], 8).astype("float32")
+    images = np.full((32, 4, 4, 3), 0.5, "float32")
+    images[..., 0] = red[:, None, None]
+    fed = tf.data.Dataset.from_tensor_slices((images, np.repeat(np.arange(4), 8))).batch(16)
+    with pytest.raises(errors.ConfigError, match=(
+            r"right on 0.2500 .* but on 1.0000 of the same images standardised by ImageNet's "
+            r"mean and std .* --input_mean=0.4850,0.4560,0.4060 --input_std=0.2290,0.2240,0.2250,")):
+        evaluation.check_teacher(teacher, fed, "scale", 4)
+
+
+def test_the_sign_test_of_two_scalings():
+    # 26 more right of 512 (a gain of 0.05), alone among the differing answers: 0.5 ** 26.
+    base, other = np.zeros(512, bool), np.zeros(512, bool)
+    other[:26] = True
+    assert teacher_scaling.sign_test(base, other) == pytest.approx(1.49e-8, rel=1e-2)
+    base[26:36] = True  # and 10 the other way: P(X >= 26) of Binomial(36, 1/2)
+    assert teacher_scaling.sign_test(base, other) == pytest.approx(0.005665, rel=1e-3)
+    assert teacher_scaling.sign_test(base, base) == 1.0
 
 
 def test_a_mediocre_teacher_fed_its_own_scaling_is_not_refused():
