@@ -831,7 +831,7 @@ def test_a_kd_search_checks_its_student_file_before_any_trial(smoke, tmp_path):
     workdir, _ = smoke
     teacher = workdir / "stage1/teacher/teacher.keras"
     inputs = keras.Input((28, 28, 1))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Rescaling(1 / 255, name="rescaling")(inputs)  # not Keras' rescaling_N
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
     keras.Model(inputs, keras.layers.Dense(10)(x)).save(tmp_path / "student.keras")
     proc = _tune("--mode=kd", f"--teacher_path={teacher}", f"--student={tmp_path / 'student.keras'}",
