@@ -15,9 +15,11 @@ carried by the file.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import json
 import keyword
+import os
 import sys
 import zipfile
 
@@ -28,15 +30,30 @@ def problem(name: str) -> str | None:
     if not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
         return (f"custom module {name!r} is not a Python module name (a dotted name such as "
                 "my_layers or my_package.layers, without '.py')")  # fmt: skip
-    try:
-        found = importlib.util.find_spec(parts[0]) is not None
-    except (ImportError, ValueError):
-        found = False
+    found = _findable(parts[0])
     return None if found else f"custom module {name!r} cannot be found: {_not_found_fix(parts[0])}"
 
 
+def _findable(top: str) -> bool:
+    """Whether the top-level module ``top`` can be imported, looked for in the current folder
+    too (added to ``sys.path``, last, where it holds the module): ``python -m`` puts the
+    current folder first on ``sys.path``, but the console scripts (``fitnets-train``) do
+    not, and a module beside the command was "cannot be found" there only."""
+    try:
+        if importlib.util.find_spec(top) is not None:
+            return True
+        here = os.getcwd()
+        if here in sys.path or importlib.machinery.PathFinder.find_spec(top, [here]) is None:
+            return False
+        sys.path.append(here)
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
 def _not_found_fix(top: str) -> str:
-    return f"put the folder holding {top}.py (or its package) on PYTHONPATH, or install it"
+    return (f"run from the folder holding {top}.py (or its package), put that folder on "
+            "PYTHONPATH, or install it")
 
 
 def import_modules(names, given_by: str = "--custom_modules") -> None:
@@ -51,6 +68,7 @@ def import_modules(names, given_by: str = "--custom_modules") -> None:
 
     for name in names:
         try:
+            _findable(name.split(".")[0])  # the current folder too
             importlib.import_module(name)
         except Exception as e:  # noqa: BLE001  (a user's module may raise anything)
             fix = _import_fix(name, e)

@@ -137,8 +137,8 @@ def test_module_names_are_checked_without_importing_them(blocks_module):
     assert custom_code.problem("my_blocks") is None and "my_blocks" not in sys.modules
     assert "is not a Python module name" in custom_code.problem("my_blocks.py/x")
     assert custom_code.problem("no_such_module_here") == (
-        "custom module 'no_such_module_here' cannot be found: put the folder holding "
-        "no_such_module_here.py (or its package) on PYTHONPATH, or install it"
+        "custom module 'no_such_module_here' cannot be found: run from the folder holding "
+        "no_such_module_here.py (or its package), put that folder on PYTHONPATH, or install it"
     )
     config = ExperimentConfig(runtime=RuntimeConfig(custom_modules=("my_blocks", "1x", "nope_x")))
     with pytest.raises(ConfigError, match=r"custom module '1x' is not a Python module name.*; "
@@ -183,6 +183,21 @@ def test_the_command_line_loads_a_custom_layer_file_with_custom_modules(blocks_m
     refused = list_layers()
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "Give --custom_modules=my_blocks" in refused.stderr
+
+
+def test_a_console_script_finds_a_custom_module_in_the_current_folder(blocks_module, tmp_path):
+    # `fitnets-train` (a console script) does not put the current folder on sys.path as
+    # `python -m` does: `--custom_modules=my_blocks` beside my_blocks.py was "cannot be found".
+    # `python -P` runs as a console script does, without it.
+    path = _student_file(tmp_path / "student.keras")
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    listed = subprocess.run(
+        [sys.executable, "-P", "-m", "fitnets_tf.train", f"--flagfile={SMOKE}",
+         f"--student={path}", "--list_layers", "--custom_modules=my_blocks"],
+        cwd=blocks_module, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "block1" in listed.stdout and "Block" in listed.stdout
 
 
 def test_export_imports_the_modules_its_run_recorded(blocks_module, tmp_path):
