@@ -253,14 +253,20 @@ def undecodable(failures: list[tuple[pathlib.Path, str]], total: int, root, fix:
         (path, reason), *_ = failures
         fix = fix.format(them="this one")
         return f"Cannot decode the image file {path} ({reason}). {fix}{apple}"
-    named = "".join(f"\n  {path} ({reason})" for path, reason in failures[:FAILURES_NAMED])
-    more = len(failures) - FAILURES_NAMED
     return (
         f"Cannot decode {len(failures)} of the {total} image files"
-        + (f" under {root}:" if root else ":") + named
-        + (f"\n  ... and {more} more." if more > 0 else "")
+        + (f" under {root}:" if root else ":")
+        + named_lines([f"{path} ({reason})" for path, reason in failures])
         + f"\n{fix.format(them='them')}{apple}"
-    )  # fmt: skip
+    )
+
+
+def named_lines(names: list[str]) -> str:
+    """``names`` a line each, indented, the first :data:`FAILURES_NAMED` (the rest counted)."""
+    more = len(names) - FAILURES_NAMED
+    return "".join(f"\n  {name}" for name in names[:FAILURES_NAMED]) + (
+        f"\n  ... and {more} more." if more > 0 else ""
+    )
 
 
 def decode_failure(error: tf.errors.OpError) -> str:
