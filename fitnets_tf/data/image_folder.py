@@ -181,7 +181,7 @@ def stored_format(paths: list[pathlib.Path], root: pathlib.Path | None = None) -
     """
     shapes = [_header_shape(path) for path in paths]
     undecided = [path for path, shape in zip(paths, shapes, strict=True) if shape is None]
-    decoded, failures = decoded_each(undecided, _shape)
+    decoded, failures = decoded_each(undecided, _decoded_shape)
     if failures:  # named with any file a header hid, every file decoded to find them
         return image_format(paths, root)
     decoded = iter(decoded)
@@ -205,7 +205,7 @@ def image_format(paths: list[pathlib.Path], root: pathlib.Path | None = None) ->
         DataError: naming every file that cannot be read or decoded (the first
             :data:`FAILURES_NAMED` of them, with the decoder's reason), once all are decoded.
     """
-    shapes, failures = decoded_each(paths, _shape)
+    shapes, failures = decoded_each(paths, _decoded_shape)
     if failures:
         raise DataError(undecodable(failures, len(paths), root, FOLDER_FIX))
     found = FolderFormat()
@@ -214,7 +214,7 @@ def image_format(paths: list[pathlib.Path], root: pathlib.Path | None = None) ->
     return found
 
 
-def _shape(path: pathlib.Path) -> tf.TensorShape:
+def _decoded_shape(path: pathlib.Path) -> tf.TensorShape:
     return tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False).shape
 
 
