@@ -89,8 +89,9 @@ def failing_calls_quiet():
     if not info_hidden():
         yield lambda function, *args, **kwargs: function(*args, **kwargs)
         return
-    # One file for the block, emptied after each call: a folder's format pass makes a call per
-    # image (tens of thousands in a large folder), and a call costs a few system calls.
+    # One file for the block, emptied after each call: decoding a folder's images one by one
+    # makes a call per image (tens of thousands in a large folder), and a call costs a few
+    # system calls.
     with tempfile.TemporaryFile() as captured, _descriptor_2_into(captured) as original:
         try:
             yield functools.partial(_quiet_if_failing, captured.fileno(), original)

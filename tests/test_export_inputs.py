@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 
 import keras
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from fitnets_tf import data, export
+from fitnets_tf.data import image_folder
 from fitnets_tf.errors import DataError, ExportError
 from fitnets_tf.export.verify import run_artifact
 from fitnets_tf.run import data_record
@@ -138,3 +140,71 @@ def test_a_folder_run_recorded_before_its_decoded_channels_still_reads_its_files
     (tmp_path / "run" / "data.json").write_text(json.dumps(record))
     with pytest.raises(ExportError, match=r"decoded as RGB or grayscale.*read_image"):
         export.read_images(tmp_path / "run", tests)
+
+
+def _cut_jpeg() -> bytes:
+    """A JPEG cut in its tables: libjpeg prints "Improper call to JPEG library in state 201"."""
+    jpeg = tf.io.encode_jpeg(np.zeros((8, 8, 1), np.uint8)).numpy()
+    return jpeg[: len(jpeg) // 2]
+
+
+def test_every_file_that_cannot_be_decoded_is_named_at_once(tmp_path, folder, capfd):
+    # As a folder's images are: a client with several bad files fixes them in one re-run, and
+    # the decoder's own lines, which name no file, are not printed.
+    root, tests = folder
+    _run(tmp_path / "run", root, "")
+    bad = {tmp_path / "cut.jpg": _cut_jpeg(), tmp_path / "notes.png": b"not an image",
+           tmp_path / "empty.jpg": b""}  # fmt: skip
+    for path, content in bad.items():
+        path.write_bytes(content)
+    capfd.readouterr()
+    with pytest.raises(DataError, match=r"Cannot decode 3 of the 5 image files:\n") as error:
+        export.read_images(tmp_path / "run", [tests[0], *bad, tests[1]])
+    message = str(error.value)
+    reasons = ("jpeg::Uncompress", "Unknown image file format", "Input is empty")
+    for path, reason in zip(bad, reasons, strict=True):
+        assert f"\n  {path} ({reason}" in message, message
+    assert "BMP, GIF, JPEG and PNG" in message and str(tests[0]) not in message
+    assert "Improper call" not in capfd.readouterr().err
+
+
+def test_every_missing_file_is_named_at_once_before_any_is_decoded(tmp_path, folder):
+    root, tests = folder
+    _run(tmp_path / "run", root, "")
+    (tmp_path / "notes.png").write_text("not an image")  # not decoded: the missing come first
+    missing = [tmp_path / "gone.png", tmp_path / "lost.jpg"]
+    with pytest.raises(DataError, match=r"2 of the 4 paths given do not exist:\n") as error:
+        export.read_images(tmp_path / "run", [missing[0], tmp_path / "notes.png", *tests[:1],
+                                              missing[1]])  # fmt: skip
+    assert all(f"\n  {path}" in str(error.value) for path in missing)
+    assert "notes.png" not in str(error.value)
+
+
+def test_a_folder_is_read_as_its_image_files_at_any_depth(tmp_path, folder):
+    # As a class folder is listed: its sub-folders' images too, in Keras' order, and the files
+    # that are not images (macOS's .DS_Store, Windows' Thumbs.db, notes) left out.
+    root, tests = folder
+    _run(tmp_path / "run", root, "")
+    given = tmp_path / "served"
+    shutil.copytree(root / "test", given)
+    for junk in (".DS_Store", "Thumbs.db", "a/notes.txt"):
+        (given / junk).write_bytes(b"\x00\x00\x00\x01Bud1")
+    read = export.read_images(tmp_path / "run", given, include_preprocessing=True)
+    assert [path.relative_to(given) for path in image_folder.image_files(given)] == [
+        path.relative_to(root / "test") for path in tests
+    ]
+    np.testing.assert_array_equal(read, export.read_images(tmp_path / "run", tests,
+                                                           include_preprocessing=True))  # fmt: skip
+    both = export.read_images(tmp_path / "run", [tests[0], given], include_preprocessing=True)
+    assert both.shape[0] == 6
+
+
+def test_no_image_to_read_is_refused(tmp_path, folder):
+    root, _ = folder
+    _run(tmp_path / "run", root, "")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    with pytest.raises(DataError, match=r"empty holds no image \(files ending in .bmp"):
+        export.read_images(tmp_path / "run", tmp_path / "empty")
+    with pytest.raises(DataError, match=r"No image file given: give"):
+        export.read_images(tmp_path / "run", [])

@@ -99,3 +99,70 @@ def test_the_users_log_level_brings_the_decoders_lines_back(tmp_path, capfd, mon
     with pytest.raises(DataError):
         image_folder.image_format(sorted(p for p in root.rglob("*") if p.is_file()), root)
     assert "Improper call to JPEG library" in capfd.readouterr().err
+
+
+def _junk_jpeg(path) -> str:
+    """A decodable JPEG on which libjpeg prints a warning; returns the warning."""
+    jpeg = _jpeg()
+    marker = jpeg.index(b"\xff\xc4")
+    path.write_bytes(jpeg[:marker] + bytes(8) + jpeg[marker:])
+    return "Corrupt JPEG data: 8 extraneous bytes before marker 0xc4"
+
+
+def test_a_folder_decodes_each_image_once(tmp_path, capfd):
+    # libjpeg warns each time the file is decoded: a format pass decoding every image, then the
+    # read decoding it again, printed the warning twice.
+    root = _folder(tmp_path / "images")
+    warning = _junk_jpeg(root / "cat" / "junk.jpg")
+    capfd.readouterr()
+    loaded = data.load(f"folder:{root}", validation_size=0)
+    assert capfd.readouterr().err.count(warning) == 1
+    assert loaded.input_shape == (8, 8, 1) and loaded.spec.formatting["resized"] == 0
+
+
+def test_reading_a_folder_drops_the_decoders_lines_on_files_it_cannot_decode(tmp_path, capfd):
+    # Some files fail only once their pixels are decoded (a JPEG or PNG cut after its header):
+    # they are named with the others, and the decoder's lines on them are not printed.
+    root = _folder(tmp_path / "images")
+    bad = _bad_files(root)
+    warning = _junk_jpeg(root / "cat" / "junk.jpg")
+    capfd.readouterr()
+    with pytest.raises(DataError, match="Cannot decode 4 of the 11 image files") as error:
+        data.load(f"folder:{root}")
+    assert all(str(path) in str(error.value) for path in bad)
+    printed = capfd.readouterr().err
+    assert "Premature end" not in printed and "Improper call" not in printed, printed
+    assert printed.count(warning) == 1, printed
+
+
+@pytest.mark.parametrize("cut", ["png", "jpeg"])
+def test_a_file_cut_after_its_header_is_named(tmp_path, cut):
+    root = _folder(tmp_path / "images")
+    png, jpeg = (root / "cat" / "0.png").read_bytes(), _jpeg()
+    content = png[:60] if cut == "png" else jpeg[: jpeg.index(b"\xff\xda") + 20]
+    bad = root / "dog" / f"cut.{cut}"
+    bad.write_bytes(content)
+    with pytest.raises(DataError, match=f"Cannot decode the image file {re.escape(str(bad))} "):
+        data.load(f"folder:{root}")
+
+
+def test_the_headers_give_the_format_decoding_gives(tmp_path):
+    # PNG and JPEG sizes and channels come from their headers, BMP and GIF from decoding them:
+    # the counts that choose a folder's size and channels are those of decoding every file.
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "a").mkdir()
+    rgb = rng.integers(0, 256, (12, 9, 3), np.uint8)
+    Image.fromarray(rgb).quantize(4).save(tmp_path / "a" / "palette.png", transparency=0)
+    Image.fromarray(rgb[:8, :8, 0]).save(tmp_path / "a" / "gray.bmp")
+    Image.fromarray(rgb[:5]).save(tmp_path / "a" / "small.gif")
+    (tmp_path / "a" / "gray.jpg").write_bytes(_jpeg())
+    (tmp_path / "a" / "rgba.png").write_bytes(
+        tf.io.encode_png(np.dstack([rgb, rgb[..., :1]])).numpy()
+    )
+    paths = image_folder.image_files(tmp_path)
+    headers, decoded = image_folder.stored_format(paths), image_folder.image_format(paths)
+    assert list(headers.sizes.items()) == list(decoded.sizes.items())
+    assert headers.channels == decoded.channels == {4: 2, 1: 2, 3: 1}
+    assert list(headers.sizes.items()) == [((8, 8), 2), ((12, 9), 2), ((5, 9), 1)]

@@ -28,7 +28,8 @@ their splits), :mod:`~fitnets_tf.data.locations` (where they live on disk),
 :mod:`~fitnets_tf.data.fashion_mnist` (Debian's archives restored),
 :mod:`~fitnets_tf.data.tfds_source` (TFDS, offline), :mod:`~fitnets_tf.data.synthetic`
 (generated data), :mod:`~fitnets_tf.data.sources` (what a dataset name means; the user's
-data through :mod:`~fitnets_tf.data.image_folder`, :mod:`~fitnets_tf.data.npz_file`,
+data through :mod:`~fitnets_tf.data.image_folder` (its images' size and channels from their
+headers, :mod:`~fitnets_tf.data.image_headers`), :mod:`~fitnets_tf.data.npz_file`,
 :mod:`~fitnets_tf.data.prepared_tfds`, held out by :mod:`~fitnets_tf.data.holdout`),
 :mod:`~fitnets_tf.data.shapes` (image sizes), :mod:`~fitnets_tf.data.zca_cache` (fitted ZCA
 constants),

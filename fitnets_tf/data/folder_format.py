@@ -1,8 +1,8 @@
 """The format a user's image folder is read in, decided from its images: size and channels.
 
-Every image of a folder is decoded once as it is read (:func:`~fitnets_tf.data.image_folder.
-image_format`); that pass counts the images of each size and each channel count, and the
-counts decide:
+The size and channels of every image of a folder are read before any pixel (:func:`~fitnets_tf.
+data.image_folder.stored_format`: from a PNG or JPEG file's header, else by decoding the file);
+the counts of images of each size and each channel count decide:
 
 * the size, without ``image_size``: the most common one among the images (ties: the size met
   first, in the order the folder is listed). The first file alone decided before, so one
@@ -25,7 +25,7 @@ import dataclasses
 
 @dataclasses.dataclass
 class FolderFormat:
-    """The sizes and channel counts of a folder's images, as decoded.
+    """The sizes and channel counts of a folder's images, as they decode.
 
     Attributes:
         sizes: ``{(height, width): images}``, in the order first met.
@@ -36,7 +36,7 @@ class FolderFormat:
     channels: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     def add(self, shape) -> None:
-        """Counts one decoded image of ``shape`` ``(H, W, C)``."""
+        """Counts one image that decodes to ``shape`` ``(H, W, C)``."""
         self.sizes[tuple(int(s) for s in shape[:2])] += 1
         self.channels[int(shape[-1])] += 1
 

@@ -17,12 +17,14 @@ The classes are the sub-folder names, sorted; a label is its class's index. As f
 images are the files ending in one of :data:`IMAGE_SUFFIXES` (any case, any depth below the
 class folder); other files are ignored.
 
-Every image is decoded once as the folder is read, so the files that cannot be decoded are
-named now, all in one message, rather than failing an epoch. That pass also decides the format
-(:mod:`~fitnets_tf.data.folder_format`): one channel when every image is grayscale (with or
-without alpha), else RGB (alpha dropped); and, without ``image_size``, the most common size
-among the images (the others are resized to it, bilinear, by ``resize_mode``: see
-:data:`~fitnets_tf.data.shapes.RESIZE_MODES`). The images are held in memory as uint8.
+Every image's size and channels are read first, from its header where it has one that says
+them (:mod:`~fitnets_tf.data.image_headers`: PNG, JPEG; the others are decoded for them), and
+decide the format (:mod:`~fitnets_tf.data.folder_format`): one channel when every image is
+grayscale (with or without alpha), else RGB (alpha dropped); and, without ``image_size``, the
+most common size among the images (the others are resized to it, bilinear, by
+``resize_mode``: see :data:`~fitnets_tf.data.shapes.RESIZE_MODES`). Then each image is decoded
+once, to those channels, and held in memory as uint8. The files that cannot be decoded are
+named then, all in one message, rather than failing an epoch.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -37,6 +40,7 @@ import tensorflow as tf
 from fitnets_tf import native_logs
 from fitnets_tf.data.folder_format import FolderFormat
 from fitnets_tf.data.holdout import DEFAULT_HOLDOUT, Arrays, user_splits
+from fitnets_tf.data.image_headers import stored_shape
 from fitnets_tf.data.shapes import DEFAULT_RESIZE_MODE, aspect_options, resize_images
 from fitnets_tf.errors import DataError
 
@@ -46,6 +50,11 @@ IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 VALIDATION_FOLDERS = ("validation", "val")
 #: How many undecodable files a folder's error names with their reasons (the rest are counted).
 FAILURES_NAMED = 10
+#: What to do about a folder's undecodable files (``{them}``: "this one" or "them").
+FOLDER_FIX = (
+    f"Every file ending in {', '.join(IMAGE_SUFFIXES)} under the class folders is read as an "
+    "image: replace or delete {them}, then re-run."
+)
 
 
 def read_folder(
@@ -89,10 +98,10 @@ def read_folder(
     class_names = tuple(files["train"])
     _check_classes(parts, files, class_names)
     paths = [path for per_class in files.values() for found in per_class.values() for path in found]
-    found = image_format(paths, root)
+    found = stored_format(paths, root)
     size = tuple(image_size or found.common_size())
     channels = 1 if found.grayscale else 3
-    arrays = {part: _read(files[part], size, channels, resize_mode) for part in parts}
+    arrays = _read_splits(files, size, channels, resize_mode, root)
     splits = user_splits(
         arrays["train"], arrays.get("test"), arrays.get("validation"),
         validation_size=validation_size, retrain_on_all=retrain_on_all, holdout=holdout,
@@ -140,14 +149,7 @@ def class_files(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:
         )
     files = {}
     for name in classes:
-        # Keras' walk: folders in path order, each one's files sorted.
-        walk = sorted(os.walk(folder / name), key=lambda entry: entry[0])
-        files[name] = [
-            pathlib.Path(root, file)
-            for root, _, names in walk
-            for file in sorted(names)
-            if file.lower().endswith(IMAGE_SUFFIXES)
-        ]
+        files[name] = image_files(folder / name)
         if not files[name]:
             raise DataError(
                 f"The class folder {folder / name} holds no image (files ending in "
@@ -156,27 +158,59 @@ def class_files(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:
     return files
 
 
+def image_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    """The image files under ``folder``, at any depth, as Keras lists a class folder's: the
+    folders in path order, each one's files sorted; files not ending in one of
+    :data:`IMAGE_SUFFIXES` (``.DS_Store``, ``Thumbs.db``, notes) left out."""
+    walk = sorted(os.walk(folder), key=lambda entry: entry[0])
+    return [
+        pathlib.Path(root, file)
+        for root, _, names in walk
+        for file in sorted(names)
+        if file.lower().endswith(IMAGE_SUFFIXES)
+    ]
+
+
+def stored_format(paths: list[pathlib.Path], root: pathlib.Path | None = None) -> FolderFormat:
+    """The sizes and channel counts of the images ``paths``, from their headers
+    (:func:`~fitnets_tf.data.image_headers.stored_shape`); a file whose header says nothing
+    (BMP, GIF, damaged) is decoded for them.
+
+    Raises:
+        DataError: as :func:`image_format`, when a file decoded here cannot be.
+    """
+    shapes = [_header_shape(path) for path in paths]
+    undecided = [path for path, shape in zip(paths, shapes, strict=True) if shape is None]
+    decoded, failures = decoded_each(undecided, _decoded_shape)
+    if failures:  # named with any file a header hid, every file decoded to find them
+        return image_format(paths, root)
+    decoded = iter(decoded)
+    found = FolderFormat()
+    for shape in shapes:
+        found.add(shape if shape is not None else next(decoded))
+    return found
+
+
+def _header_shape(path: pathlib.Path):
+    try:
+        return stored_shape(path)
+    except OSError:  # unreadable: the decoder's attempt names why
+        return None
+
+
 def image_format(paths: list[pathlib.Path], root: pathlib.Path | None = None) -> FolderFormat:
-    """The sizes and channel counts of the images ``paths``, decoding every file once.
+    """The sizes and channel counts of the images ``paths``, decoding every file.
 
     Raises:
         DataError: naming every file that cannot be read or decoded (the first
             :data:`FAILURES_NAMED` of them, with the decoder's reason), once all are decoded.
     """
-    found = FolderFormat()
-    failures = []
-    # The decoder's own stderr lines on a file it cannot decode name no file; the message does.
-    with native_logs.failing_calls_quiet() as quiet:
-        for path in paths:
-            try:
-                shape = quiet(_decoded_shape, path)
-            except tf.errors.OpError as e:  # not an image, truncated, unreadable
-                # Carried on: a user with several bad files fixes them all in one re-run.
-                failures.append((path, decode_failure(e)))
-                continue
-            found.add(shape)
+    shapes, failures = decoded_each(paths, _decoded_shape)
     if failures:
-        raise DataError(_undecodable(failures, len(paths), root))
+        raise DataError(undecodable(failures, len(paths), root, FOLDER_FIX))
+    found = FolderFormat()
+    for shape in shapes:
+        found.add(shape)
     return found
 
 
@@ -184,9 +218,30 @@ def _decoded_shape(path: pathlib.Path) -> tf.TensorShape:
     return tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False).shape
 
 
-def _undecodable(failures: list[tuple[pathlib.Path, str]], total: int, root) -> str:
-    """The message naming the files that cannot be decoded (``(path, reason)``), and the fix."""
-    suffixes = ", ".join(IMAGE_SUFFIXES)
+def decoded_each(paths: list, decode: Callable) -> tuple[list, list[tuple[pathlib.Path, str]]]:
+    """``decode(path)`` of each of ``paths``, carrying on past a file that cannot be decoded,
+    and without the decoder's own stderr lines on such a file (they name no file:
+    :func:`fitnets_tf.native_logs.failing_calls_quiet`).
+
+    Returns:
+        ``(results, failures)``: the results of the files decoded, in order, and ``(path,
+        reason)`` of the others, for :func:`undecodable`.
+    """
+    results, failures = [], []
+    with native_logs.failing_calls_quiet() as quiet:
+        for path in paths:
+            try:
+                results.append(quiet(decode, path))
+            except tf.errors.OpError as e:  # not an image, truncated, unreadable
+                # Carried on: a user with several bad files fixes them all in one re-run.
+                failures.append((path, decode_failure(e)))
+    return results, failures
+
+
+def undecodable(failures: list[tuple[pathlib.Path, str]], total: int, root, fix: str) -> str:
+    """The message naming the files that cannot be decoded (``(path, reason)``, of ``total``
+    read, under the folder ``root`` or None), the first :data:`FAILURES_NAMED` with their
+    reasons, and ``fix`` (``{them}``: what to replace)."""
     # Keras reads hidden files too: macOS leaves a "._NAME" beside each copied image.
     apple = (
         f" {'It is' if len(failures) == 1 else 'The ._* files are'} macOS metadata: delete "
@@ -196,19 +251,21 @@ def _undecodable(failures: list[tuple[pathlib.Path, str]], total: int, root) -> 
     )
     if len(failures) == 1:
         (path, reason), *_ = failures
-        return (
-            f"Cannot decode the image file {path} ({reason}). Every file ending in {suffixes} "
-            f"under the class folders is read as an image: replace or delete this one, then "
-            f"re-run.{apple}"
-        )
-    named = "".join(f"\n  {path} ({reason})" for path, reason in failures[:FAILURES_NAMED])
-    more = len(failures) - FAILURES_NAMED
+        fix = fix.format(them="this one")
+        return f"Cannot decode the image file {path} ({reason}). {fix}{apple}"
     return (
-        f"Cannot decode {len(failures)} of the {total} image files under "
-        f"{root or 'the class folders'}:{named}"
-        + (f"\n  ... and {more} more." if more > 0 else "")
-        + f"\nEvery file ending in {suffixes} under the class folders is read as an image: "
-        f"replace or delete them, then re-run.{apple}"
+        f"Cannot decode {len(failures)} of the {total} image files"
+        + (f" under {root}:" if root else ":")
+        + named_lines([f"{path} ({reason})" for path, reason in failures])
+        + f"\n{fix.format(them='them')}{apple}"
+    )
+
+
+def named_lines(names: list[str]) -> str:
+    """``names`` a line each, indented, the first :data:`FAILURES_NAMED` (the rest counted)."""
+    more = len(names) - FAILURES_NAMED
+    return "".join(f"\n  {name}" for name in names[:FAILURES_NAMED]) + (
+        f"\n  ... and {more} more." if more > 0 else ""
     )
 
 
@@ -216,6 +273,24 @@ def decode_failure(error: tf.errors.OpError) -> str:
     """Why TensorFlow could not read or decode an image file: the op's own words, without TF's
     ``{{function_node ...}}`` and ``[Op:...]`` frame."""
     return re.sub(r"\{\{.*?\}\}|\[Op:.*", "", error.message or type(error).__name__).strip()
+
+
+def _read_splits(files: dict, size, channels: int, resize_mode: str, root) -> dict[str, Arrays]:
+    """Each split's images (``files``: ``{split: {class: files}}``), each file decoded once.
+
+    A file whose header is whole and its pixels not (cut short) fails here, in a ``tf.data``
+    map that stops at the first: every file is then decoded one by one (:func:`image_format`)
+    to name them all, and what the decoder printed here is dropped (it names no file).
+    """
+    try:
+        with native_logs.failing_calls_quiet() as quiet:
+            return quiet(lambda: {part: _read(found, size, channels, resize_mode)
+                                  for part, found in files.items()})  # fmt: skip
+    except tf.errors.OpError as error:
+        failed = error
+    image_format([path for found in files.values() for per_class in found.values()
+                  for path in per_class], root)  # fmt: skip
+    raise failed  # every file decodes alone: not one file's error
 
 
 def _read(files: dict[str, list[pathlib.Path]], size, channels: int, resize_mode: str) -> Arrays:
