@@ -13,7 +13,7 @@ import onnxruntime
 import pytest
 from conftest import ROOT
 
-from fitnets_tf import Distiller, experiment, models
+from fitnets_tf import Distiller, errors, experiment, models
 from fitnets_tf import config as config_lib
 from fitnets_tf.models import onnx_model
 
@@ -95,3 +95,16 @@ def test_a_run_distils_from_a_dynamo_exported_teacher(tmp_path):
     assert (row["name"], row["params"], row["mults"], kd["name"]) == ("teacher", 4266, None, "kd")
     timed = {key.removeprefix("latency_ms_per_image_") for key in row if "latency" in key}
     assert timed == {"batch1_onnxruntime", "batch128_onnxruntime"}  # its file, as it is
+
+
+def test_a_file_copied_without_its_weights_names_the_file_they_are_in(tmp_path):
+    # The exporter writes the weights to NAME.onnx.data beside NAME.onnx: copied alone (and
+    # renamed), the file was refused as "damaged, or not an ONNX model this ONNX Runtime runs".
+    (tmp_path / "teacher.onnx").write_bytes((DATA / "plain_cnn.onnx").read_bytes())
+    with pytest.raises(errors.TeacherLoadError, match=(
+        r"The teacher ONNX model '.*teacher.onnx' keeps its weights in another file, "
+        r"'plain_cnn.onnx.data', which is not beside it \(in '.*'\): copy it there, under that "
+        r"name \(torch.onnx.export writes it beside the .onnx\), or export the model with "
+        r"external_data=False, which keeps them in the .onnx"
+    )):  # fmt: skip
+        onnx_model.load(tmp_path / "teacher.onnx")

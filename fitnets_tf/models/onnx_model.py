@@ -167,12 +167,45 @@ def _session(path: pathlib.Path, what: str):
                           "onnxruntime.") from e  # fmt: skip
     if not path.is_file():
         raise TeacherLoadError(f"{what} does not exist.")
+    _check_data_files(path, what)
     try:
         return ort.InferenceSession(str(path), providers=ort.get_available_providers())
     except Exception as e:  # noqa: BLE001  (ONNX Runtime's errors for a bad file vary)
         raise TeacherLoadError(f"Cannot load t{what[1:]} ({type(e).__name__}: "
                                f"{str(e).splitlines()[0]}): it is damaged, or not an ONNX "
                                "model this ONNX Runtime runs.") from e  # fmt: skip
+
+
+def data_files(path: str | os.PathLike) -> list[pathlib.Path]:
+    """The files beside ``path`` that hold its weights, in the order its initializers name them
+    (ONNX's external data: ``torch.onnx.export`` writes ``NAME.onnx.data`` unless given
+    ``external_data=False``; a model over protobuf's 2 GB must have it); none for a file that
+    holds its weights. Missing ones too."""
+    import onnx  # noqa: PLC0415  (installed with ONNX Runtime, the export extra's)
+
+    graph = onnx.load(path, load_external_data=False).graph
+    locations = [entry.value for tensor in graph.initializer for entry in tensor.external_data
+                 if entry.key == "location"]  # fmt: skip
+    folder = pathlib.Path(path).parent
+    return [folder / location for location in dict.fromkeys(locations)]
+
+
+def _check_data_files(path: pathlib.Path, what: str) -> None:
+    # Copied without them (a user takes the .onnx alone), ONNX Runtime's error names one
+    # initializer and a path, and ours would call the file damaged.
+    try:
+        files = data_files(path)
+    except Exception:  # noqa: BLE001  (not a model: ONNX Runtime's refusal says so next)
+        return
+    missing = [file for file in files if not file.is_file()]
+    if missing:
+        names = ", ".join(repr(str(file.relative_to(path.parent))) for file in missing)
+        raise TeacherLoadError(
+            f"{what} keeps its weights in another file, {names}, which is not beside it "
+            f"(in {str(path.parent)!r}): copy it there, under that name (torch.onnx.export "
+            "writes it beside the .onnx), or export the model with external_data=False, which "
+            "keeps them in the .onnx."
+        )
 
 
 def _channels_first(session, input_shape: tuple, what: str) -> bool:
