@@ -16,6 +16,7 @@ from conftest import ROOT
 from fitnets_tf import Distiller, errors, experiment, models
 from fitnets_tf import config as config_lib
 from fitnets_tf.models import onnx_model
+from fitnets_tf.run import io, resume, teacher_file
 
 DATA = pathlib.Path(ROOT) / "tests" / "data" / "dynamo_onnx"
 EXPECTED = np.load(DATA / "expected.npz")
@@ -108,3 +109,27 @@ def test_a_file_copied_without_its_weights_names_the_file_they_are_in(tmp_path):
         r"external_data=False, which keeps them in the .onnx"
     )):  # fmt: skip
         onnx_model.load(tmp_path / "teacher.onnx")
+
+
+def test_a_run_is_bound_to_the_weights_in_the_teachers_data_file(tmp_path):
+    # Its sha256 was the .onnx's alone: retrained weights exported over the .onnx.data (or
+    # another export's copied over it) taught a resumed run's later stages unnoticed.
+    teacher, data = tmp_path / "teacher.onnx", tmp_path / "plain_cnn.onnx.data"
+    teacher.write_bytes((DATA / "plain_cnn.onnx").read_bytes())
+    data.write_bytes((DATA / "plain_cnn.onnx.data").read_bytes())
+    state = resume.RunState(tmp_path / "run", SMOKE.fingerprint())
+    teacher_file.check_same(state, teacher)  # recorded
+    state.stage("kd/kd")  # from its first stage on, the run is bound to them
+    teacher_file.check_same(state, teacher)
+    then = io.file_sha256(data)
+    (np.fromfile(data, np.float32) * 1.5).tofile(data)
+    with pytest.raises(errors.WorkdirError, match=(
+        rf"The teacher file '{data}' changed since the run in .* started \(sha256 {then} then, "
+        rf"{io.file_sha256(data)} now\): its stages must all learn from one teacher"
+    )):  # fmt: skip
+        teacher_file.check_same(state, teacher)
+    # A run that recorded the .onnx alone takes its weights as they are now.
+    del state.data[teacher_file.DATA_KEY]
+    teacher_file.check_same(state, teacher)
+    assert state.data[teacher_file.DATA_KEY] == io.file_sha256(data)
+    assert state.data[teacher_file.KEY] == io.file_sha256(teacher)

@@ -180,10 +180,13 @@ def data_files(path: str | os.PathLike) -> list[pathlib.Path]:
     """The files beside ``path`` that hold its weights, in the order its initializers name them
     (ONNX's external data: ``torch.onnx.export`` writes ``NAME.onnx.data`` unless given
     ``external_data=False``; a model over protobuf's 2 GB must have it); none for a file that
-    holds its weights. Missing ones too."""
+    holds its weights, or that is no ONNX model (loading it says so). Missing ones too."""
     import onnx  # noqa: PLC0415  (installed with ONNX Runtime, the export extra's)
 
-    graph = onnx.load(path, load_external_data=False).graph
+    try:
+        graph = onnx.load(path, load_external_data=False).graph
+    except Exception:  # noqa: BLE001  (protobuf's errors for a damaged file vary)
+        return []
     locations = [entry.value for tensor in graph.initializer for entry in tensor.external_data
                  if entry.key == "location"]  # fmt: skip
     folder = pathlib.Path(path).parent
@@ -193,11 +196,7 @@ def data_files(path: str | os.PathLike) -> list[pathlib.Path]:
 def _check_data_files(path: pathlib.Path, what: str) -> None:
     # Copied without them (a user takes the .onnx alone), ONNX Runtime's error names one
     # initializer and a path, and ours would call the file damaged.
-    try:
-        files = data_files(path)
-    except Exception:  # noqa: BLE001  (not a model: ONNX Runtime's refusal says so next)
-        return
-    missing = [file for file in files if not file.is_file()]
+    missing = [file for file in data_files(path) if not file.is_file()]
     if missing:
         names = ", ".join(repr(str(file.relative_to(path.parent))) for file in missing)
         raise TeacherLoadError(
