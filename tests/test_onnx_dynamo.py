@@ -13,10 +13,11 @@ import onnxruntime
 import pytest
 from conftest import ROOT
 
-from fitnets_tf import Distiller, errors, experiment, models
+from fitnets_tf import Distiller, data, errors, experiment, models, teacher_cache
 from fitnets_tf import config as config_lib
 from fitnets_tf.models import onnx_model
 from fitnets_tf.run import io, resume, teacher_file
+from fitnets_tf.step_inputs import CACHED_LOGITS, IMAGES
 
 DATA = pathlib.Path(ROOT) / "tests" / "data" / "dynamo_onnx"
 EXPECTED = np.load(DATA / "expected.npz")
@@ -133,3 +134,30 @@ def test_a_run_is_bound_to_the_weights_in_the_teachers_data_file(tmp_path):
     teacher_file.check_same(state, teacher)
     assert state.data[teacher_file.DATA_KEY] == io.file_sha256(data)
     assert state.data[teacher_file.KEY] == io.file_sha256(teacher)
+
+
+def test_an_onnx_teachers_cache_on_disk_is_rebuilt_for_other_weights(tmp_path):
+    # Its key was the digest of the teacher's Keras weights, which an ONNX teacher has none
+    # of: a cache of another teacher's logits was reused (a run killed before its first
+    # stage's commit, the file then re-exported: nothing binds the run to it yet).
+    teacher, data_file = tmp_path / "teacher.onnx", tmp_path / "plain_cnn.onnx.data"
+    teacher.write_bytes((DATA / "plain_cnn.onnx").read_bytes())
+    data_file.write_bytes((DATA / "plain_cnn.onnx.data").read_bytes())
+    datasets = data.load("synthetic", batch_size=64, seed=5, limit=192, validation_size=64)
+
+    def cache(log):
+        return teacher_cache.cache_datasets(onnx_model.load(teacher), datasets,
+                                            memory_budget=4_000, directory=tmp_path / "cache",
+                                            log=log.append)[0]  # fmt: skip
+
+    cache([])
+    log = []
+    cache(log)
+    assert not any("another teacher" in line for line in log)  # the same files: reused
+    (np.fromfile(data_file, np.float32) * 1.5).tofile(data_file)
+    log = []
+    train = cache(log)
+    assert "holds the outputs of another teacher" in log[1]
+    features, _ = next(iter(train))  # the logits of the weights now in the file
+    expected = onnx_model.load(teacher)(features[IMAGES])
+    np.testing.assert_allclose(features[CACHED_LOGITS], expected, atol=1e-5)
