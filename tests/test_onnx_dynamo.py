@@ -161,3 +161,14 @@ def test_an_onnx_teachers_cache_on_disk_is_rebuilt_for_other_weights(tmp_path):
     features, _ = next(iter(train))  # the logits of the weights now in the file
     expected = onnx_model.load(teacher)(features[IMAGES])
     np.testing.assert_allclose(features[CACHED_LOGITS], expected, atol=1e-5)
+
+
+def test_a_fixed_batch_is_told_with_the_default_exporters_way_to_free_it(capsys):
+    # It named dynamic_axes alone, which the dynamo exporter takes with a warning that it is
+    # not recommended (its own argument is dynamic_shapes).
+    onnx_model.load(DATA / "resnet_block.onnx")
+    told = capsys.readouterr().out
+    assert ("'resnet_block' (an ONNX model) takes a fixed batch of 1 image: it runs 1 image "
+            "per call. Exported with a dynamic batch, torch.onnx.export(..., dynamic_shapes="
+            "({0: 'batch'},)) (PyTorch 2.9 or later; before, dynamic_axes={'x': {0: 'batch'}}), "
+            "it would take each batch in one call, which is faster.") in told  # fmt: skip

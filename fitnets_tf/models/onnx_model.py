@@ -8,8 +8,10 @@ inside the train step, through ``tf.numpy_function``, in a one-layer Keras model
 go in channels-last, as the pipelines make them, and are transposed for a model that takes them
 channels-first (PyTorch's order, found from the shape of its input); probabilities out are
 taken as their logarithms (:func:`~fitnets_tf.models.logits.logits_of_foreign`). A file whose
-input fixes the batch size (``torch.onnx.export``'s without ``dynamic_axes``) is fed that many
-images per call (:func:`runner`). With the teacher's outputs cached (``--cache_teacher``), it
+input fixes the batch size (``torch.onnx.export``'s without ``dynamic_shapes``, or
+``dynamic_axes``) is fed that many images per call (:func:`runner`); one whose weights are in a
+file beside it (external data: the exporter's ``NAME.onnx.data``) needs that file there
+(:func:`data_files`). With the teacher's outputs cached (``--cache_teacher``), it
 runs once per image, not once per step.
 """
 
@@ -119,8 +121,9 @@ def runner(session) -> Callable[[np.ndarray], list[np.ndarray]]:
     """``session.run`` of one batch of images (as the file takes them): all its outputs.
 
     A file whose input fixes the batch size B (PyTorch's ``torch.onnx.export`` without
-    ``dynamic_axes`` gives ``(1, C, H, W)``) refuses any other batch, so it is fed B images
-    per call: the last call's are padded with zeros, and the padding's outputs dropped.
+    ``dynamic_shapes`` or ``dynamic_axes`` gives ``(1, C, H, W)``) refuses any other batch, so
+    it is fed B images per call: the last call's are padded with zeros, and the padding's
+    outputs dropped.
     """
     name, batch = session.get_inputs()[0].name, _fixed_batch(session)
     if batch is None:
@@ -154,9 +157,13 @@ def _fixed_batch_note(session, role: str, name: str) -> None:
         return
     images = f"{batch} image{'s' if batch > 1 else ''}"
     axes = {session.get_inputs()[0].name: {0: "batch"}}
+    # dynamic_shapes: the default exporter's (dynamo, PyTorch 2.9), which warns against
+    # dynamic_axes; older ones know only dynamic_axes, keyed by the input's name.
     note(f"The {role} {name!r} (an ONNX model) takes a fixed batch of {images}: it runs "
-         f"{images} per call. Exported with dynamic_axes={axes} (torch.onnx.export), it "
-         "would take each batch in one call, which is faster.")  # fmt: skip
+         f"{images} per call. Exported with a dynamic batch, torch.onnx.export(..., "
+         "dynamic_shapes=({0: 'batch'},)) (PyTorch 2.9 or later; before, "
+         f"dynamic_axes={axes}), it would take each batch in one call, which is "
+         "faster.")  # fmt: skip
 
 
 def _session(path: pathlib.Path, what: str):
