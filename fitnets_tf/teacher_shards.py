@@ -11,10 +11,10 @@ split, so each batch gathers scattered rows: about 0.3 ms per batch of 128 x 100
 the file cache (measured). A ``tf.data`` snapshot cannot serve this: it replays its elements
 in the order they were written.
 
-``manifest.json`` says what the shards hold (a digest of the teacher's weights and the
-images, and the outputs' layout). A resumed run reuses the shards whose checksums match,
-rebuilds the others (naming the damaged ones), and rebuilds all of them for another teacher
-or other images.
+``manifest.json`` says what the shards hold (a digest of the teacher's weights, or an ONNX
+teacher's files, and of the images, and the outputs' layout). A resumed run reuses the shards
+whose checksums match, rebuilds the others (naming the damaged ones), and rebuilds all of them
+for another teacher or other images.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import tensorflow as tf
 from fitnets_tf import data as data_lib
 from fitnets_tf.distiller import IMAGES
 from fitnets_tf.errors import DiskFullError
+from fitnets_tf.models import onnx_model
 from fitnets_tf.models.logits import ends_in_softmax
 from fitnets_tf.models.nesting import flattened
 from fitnets_tf.run import io
@@ -273,6 +274,9 @@ def _cache_key(teacher: keras.Model, images, hint_layer) -> str:
     digest = hashlib.sha256()
     for weight in teacher.weights:  # the non-trainable ones too: batch-norm statistics
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    if onnx := onnx_model.onnx_layer(teacher):  # its weights are in its files, not in Keras
+        files = [onnx.onnx_path, *onnx_model.data_files(onnx.onnx_path)]
+        digest.update(io.files_sha256(files).encode())
     digest.update(np.ascontiguousarray(images).tobytes())
     what = [hint_layer, teacher.dtype_policy.name, TEACHER_BATCH]
     if ends_in_softmax(flattened(teacher)):

@@ -158,7 +158,8 @@ def test_the_note_names_no_inherited_flag_the_message_is_not_about(tmp_path):
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"teacher_path": "net.pt"}, "'net.pt' is a PyTorch file, which TensorFlow cannot run: "
-                                 "export the teacher to ONNX (torch.onnx.export("),
+                                 "export the teacher to ONNX (PyTorch 2.9 or later: "
+                                 "torch.onnx.export("),
     ({"teacher": "net.pth"}, "--teacher_path=teacher.onnx (KD only)"),
     ({"student": "net.safetensors"}, "'net.safetensors' is a PyTorch file, whose model cannot "
                                      "be trained here: build the student in Keras"),
@@ -168,6 +169,19 @@ def test_a_pytorch_file_is_refused_with_the_way_to_bring_it(values, message):
     # backup", after the data was loaded.
     with pytest.raises(ConfigError, match=re.escape(message)):
         ExperimentConfig.from_values(values).validate()
+
+
+def test_the_pytorch_export_advised_is_the_default_exporters_in_one_file():
+    # It advised dynamic_axes, which PyTorch 2.9's default (dynamo) exporter warns against,
+    # and no external_data=False: the weights went to teacher.onnx.data, easily left behind.
+    with pytest.raises(ConfigError, match=re.escape(
+        "export the teacher to ONNX (PyTorch 2.9 or later: torch.onnx.export(model.eval(), "
+        "(torch.zeros(1, C, H, W),), 'teacher.onnx', dynamic_shapes=({0: 'batch'},), "
+        "external_data=False); before: dynamic_axes={'input': {0: 'batch'}}, "
+        "input_names=['input'] instead of dynamic_shapes and external_data) and give "
+        "--teacher_path=teacher.onnx (KD only)"
+    )):  # fmt: skip
+        ExperimentConfig.from_values({"teacher_path": "net.pt"}).validate()
 
 
 def test_the_seed_is_refused_where_numpy_and_tensorflow_would_fail_on_it():

@@ -8,8 +8,10 @@ inside the train step, through ``tf.numpy_function``, in a one-layer Keras model
 go in channels-last, as the pipelines make them, and are transposed for a model that takes them
 channels-first (PyTorch's order, found from the shape of its input); probabilities out are
 taken as their logarithms (:func:`~fitnets_tf.models.logits.logits_of_foreign`). A file whose
-input fixes the batch size (``torch.onnx.export``'s without ``dynamic_axes``) is fed that many
-images per call (:func:`runner`). With the teacher's outputs cached (``--cache_teacher``), it
+input fixes the batch size (``torch.onnx.export``'s without ``dynamic_shapes``, or
+``dynamic_axes``) is fed that many images per call (:func:`runner`); one whose weights are in a
+file beside it (external data: the exporter's ``NAME.onnx.data``) needs that file there
+(:func:`data_files`). With the teacher's outputs cached (``--cache_teacher``), it
 runs once per image, not once per step.
 """
 
@@ -119,8 +121,9 @@ def runner(session) -> Callable[[np.ndarray], list[np.ndarray]]:
     """``session.run`` of one batch of images (as the file takes them): all its outputs.
 
     A file whose input fixes the batch size B (PyTorch's ``torch.onnx.export`` without
-    ``dynamic_axes`` gives ``(1, C, H, W)``) refuses any other batch, so it is fed B images
-    per call: the last call's are padded with zeros, and the padding's outputs dropped.
+    ``dynamic_shapes`` or ``dynamic_axes`` gives ``(1, C, H, W)``) refuses any other batch, so
+    it is fed B images per call: the last call's are padded with zeros, and the padding's
+    outputs dropped.
     """
     name, batch = session.get_inputs()[0].name, _fixed_batch(session)
     if batch is None:
@@ -154,9 +157,13 @@ def _fixed_batch_note(session, role: str, name: str) -> None:
         return
     images = f"{batch} image{'s' if batch > 1 else ''}"
     axes = {session.get_inputs()[0].name: {0: "batch"}}
+    # dynamic_shapes: the default exporter's (dynamo, PyTorch 2.9), which warns against
+    # dynamic_axes; older ones know only dynamic_axes, keyed by the input's name.
     note(f"The {role} {name!r} (an ONNX model) takes a fixed batch of {images}: it runs "
-         f"{images} per call. Exported with dynamic_axes={axes} (torch.onnx.export), it "
-         "would take each batch in one call, which is faster.")  # fmt: skip
+         f"{images} per call. Exported with a dynamic batch, torch.onnx.export(..., "
+         "dynamic_shapes=({0: 'batch'},)) (PyTorch 2.9 or later; before, "
+         f"dynamic_axes={axes}), it would take each batch in one call, which is "
+         "faster.")  # fmt: skip
 
 
 def _session(path: pathlib.Path, what: str):
@@ -167,12 +174,44 @@ def _session(path: pathlib.Path, what: str):
                           "onnxruntime.") from e  # fmt: skip
     if not path.is_file():
         raise TeacherLoadError(f"{what} does not exist.")
+    _check_data_files(path, what)
     try:
         return ort.InferenceSession(str(path), providers=ort.get_available_providers())
     except Exception as e:  # noqa: BLE001  (ONNX Runtime's errors for a bad file vary)
         raise TeacherLoadError(f"Cannot load t{what[1:]} ({type(e).__name__}: "
                                f"{str(e).splitlines()[0]}): it is damaged, or not an ONNX "
                                "model this ONNX Runtime runs.") from e  # fmt: skip
+
+
+def data_files(path: str | os.PathLike) -> list[pathlib.Path]:
+    """The files beside ``path`` that hold its weights, in the order its initializers name them
+    (ONNX's external data: ``torch.onnx.export`` writes ``NAME.onnx.data`` unless given
+    ``external_data=False``; a model over protobuf's 2 GB must have it); none for a file that
+    holds its weights, or that is no ONNX model (loading it says so). Missing ones too."""
+    import onnx  # noqa: PLC0415  (installed with ONNX Runtime, the export extra's)
+
+    try:
+        graph = onnx.load(path, load_external_data=False).graph
+    except Exception:  # noqa: BLE001  (protobuf's errors for a damaged file vary)
+        return []
+    locations = [entry.value for tensor in graph.initializer for entry in tensor.external_data
+                 if entry.key == "location"]  # fmt: skip
+    folder = pathlib.Path(path).parent
+    return [folder / location for location in dict.fromkeys(locations)]
+
+
+def _check_data_files(path: pathlib.Path, what: str) -> None:
+    # Copied without them (a user takes the .onnx alone), ONNX Runtime's error names one
+    # initializer and a path, and ours would call the file damaged.
+    missing = [file for file in data_files(path) if not file.is_file()]
+    if missing:
+        names = ", ".join(repr(str(file.relative_to(path.parent))) for file in missing)
+        raise TeacherLoadError(
+            f"{what} keeps its weights in another file, {names}, which is not beside it "
+            f"(in {str(path.parent)!r}): copy it there, under that name (torch.onnx.export "
+            "writes it beside the .onnx), or export the model with external_data=False, which "
+            "keeps them in the .onnx."
+        )
 
 
 def _channels_first(session, input_shape: tuple, what: str) -> bool:

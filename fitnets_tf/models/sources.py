@@ -69,6 +69,13 @@ def is_keras_file(spec) -> bool:
 PYTORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 
 
+# How to make an ONNX teacher of a PyTorch model, for a dynamic batch, in one file.
+TORCH_EXPORT = ("PyTorch 2.9 or later: torch.onnx.export(model.eval(), (torch.zeros(1, C, H, W),), "
+                "'teacher.onnx', dynamic_shapes=({0: 'batch'},), external_data=False); before: "
+                "dynamic_axes={'input': {0: 'batch'}}, input_names=['input'] instead of "
+                "dynamic_shapes and external_data")  # fmt: skip
+
+
 def pytorch_file_problem(spec, role: str = "teacher") -> str | None:
     """The fix for a PyTorch checkpoint given as a model (one sentence), or None."""
     if not (isinstance(spec, str) and spec.lower().endswith(PYTORCH_SUFFIXES)):
@@ -76,10 +83,10 @@ def pytorch_file_problem(spec, role: str = "teacher") -> str | None:
     if role != "teacher":
         return (f"{spec!r} is a PyTorch file, whose model cannot be trained here: build the "
                 f"{role} in Keras (a .keras file, an architecture or {APPLICATIONS}NAME)")  # fmt: skip
+    # The default exporter's own arguments (dynamo, PyTorch 2.9): it warns against
+    # dynamic_axes, and without external_data=False writes the weights to teacher.onnx.data.
     return (f"{spec!r} is a PyTorch file, which TensorFlow cannot run: export the teacher to "
-            "ONNX (torch.onnx.export(model.eval(), torch.zeros(1, C, H, W), 'teacher.onnx', "
-            "dynamic_axes={'input': {0: 'batch'}}, input_names=['input'])) and give "
-            "--teacher_path=teacher.onnx (KD only)")  # fmt: skip
+            f"ONNX ({TORCH_EXPORT}) and give --teacher_path=teacher.onnx (KD only)")  # fmt: skip
 
 
 def check(spec, role: str = "model") -> str | None:

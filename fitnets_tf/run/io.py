@@ -186,9 +186,17 @@ def file_sha256(path: str | os.PathLike) -> str:
 def tree_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a folder: of each file's path in it and sha256, in the paths' order (a
     file renamed, added, removed or changed changes it)."""
-    root, digest = pathlib.Path(path), hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(root).as_posix()}\0{file_sha256(file)}\n".encode())
+    root = pathlib.Path(path)
+    return files_sha256(sorted(p for p in root.rglob("*") if p.is_file()), root)
+
+
+def files_sha256(files, root: str | os.PathLike | None = None) -> str:
+    """The sha256 of ``files``: of each one's path (relative to ``root``, default: its name)
+    and sha256, in their order."""
+    digest = hashlib.sha256()
+    for file in map(pathlib.Path, files):
+        name = file.relative_to(root).as_posix() if root is not None else file.name
+        digest.update(f"{name}\0{file_sha256(file)}\n".encode())
     return digest.hexdigest()
 
 

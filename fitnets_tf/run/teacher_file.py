@@ -8,6 +8,10 @@ tell. The run state records the file's sha256 (``teacher_sha256``) when the run
 first uses it and keeps it from the run state's first commit on (a run is bound to its teacher,
 as to its data, once a stage has started); a resume refuses a file that no longer matches.
 
+An ONNX file's weights may be in other files beside it (external data: PyTorch's exporter writes
+``NAME.onnx.data``); their sha256 is recorded too (``teacher_data_sha256``: a run recorded
+before it was kept takes them as they are now).
+
 The other teachers need no record: a shipped one (``pretrained:NAME``) is checked against its
 manifest's sha256, and a run's own (``RUN/teacher/teacher.keras``, trained in this run or given
 as ``RUN``) is that run's result, checked against the sha256 saved beside it.
@@ -18,11 +22,12 @@ from __future__ import annotations
 import os
 import pathlib
 
-from fitnets_tf.models import saved_model
+from fitnets_tf.models import onnx_model, saved_model
 from fitnets_tf.pretrained import is_pretrained
 from fitnets_tf.run import bound_file
 
 KEY = "teacher_sha256"
+DATA_KEY = "teacher_data_sha256"
 
 
 def given_file(config, plan, state) -> pathlib.Path | None:
@@ -40,12 +45,17 @@ def given_file(config, plan, state) -> pathlib.Path | None:
 
 
 def check_same(state, path: str | os.PathLike | None) -> None:
-    """Records the sha256 of the teacher file ``path`` in ``state``, or checks it against the
-    record of a run that has started a stage (:func:`fitnets_tf.run.bound_file.check_same`).
+    """Records the sha256 of the teacher file ``path`` in ``state`` (and of an ONNX file's
+    external data files), or checks it against the record of a run that has started a stage
+    (:func:`fitnets_tf.run.bound_file.check_same`).
 
     Raises:
         WorkdirError: the file changed since the run's stages learned from it, naming both
             sha256 and what to do.
     """
-    bound_file.check_same(state, KEY, "teacher", path, "its stages must all learn from one "
-                          "teacher")  # fmt: skip
+    why = "its stages must all learn from one teacher"
+    bound_file.check_same(state, KEY, "teacher", path, why)
+    if path is not None and onnx_model.is_onnx_file(path):
+        # Missing ones are left to the loader, which names them and the fix.
+        data = [file for file in onnx_model.data_files(path) if file.is_file()]
+        bound_file.check_same(state, DATA_KEY, "teacher", data, why)
