@@ -138,6 +138,17 @@ RUN = config_lib.ExperimentConfig().with_values(
 )  # fmt: skip
 
 
+def test_the_regressor_bound_is_part_of_the_configuration_a_run_resumes(tmp_path):
+    bounded = RUN.with_values(modes=("fitnet",), regressor_max_norm=0.9)
+    resume.RunState(tmp_path, bounded.fingerprint()).save()
+    resume.RunState(tmp_path, bounded.fingerprint())  # the same command resumes
+    with pytest.raises(errors.ConfigMismatchError, match="regressor_max_norm: 0.9 there, 0.0 now"):
+        resume.RunState(tmp_path, bounded.with_values(regressor_max_norm=0.0).fingerprint())
+    # A run directory written before the option resumes as what it was: unbounded.
+    old = {k: v for k, v in RUN.fingerprint().items() if k != "regressor_max_norm"}
+    assert config_lib.upgrade_fingerprint(old) == RUN.fingerprint()
+
+
 class Killed(BaseException):
     """Stands for SIGKILL: nothing runs after it (no on_train_end, no except Exception)."""
 
