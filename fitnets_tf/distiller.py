@@ -85,6 +85,8 @@ class Distiller(keras.Model):
             guided output to the hint shape (a list of them, one per pair, with ``hints``).
         regressor_initializer: kernel initializer of the automatic regressors (paper code:
             U(−0.05, 0.05)); a seeded one gets seed + i for the i-th pair.
+        regressor_max_norm: bound of each automatic regressor kernel's L2 norm after every
+            update, as the paper's nets' ``max_norm`` (its code: 0.9). None: no bound.
         label_smoothing: ε of stage 2's cross-entropy on the labels (target ``(1 − ε)·y +
             ε/K``; not of the soft term): 0 (none, the paper) to < 1.
 
@@ -112,6 +114,7 @@ class Distiller(keras.Model):
         hints=None,
         hint_weights=None,
         label_smoothing: float = 0.0,
+        regressor_max_norm: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -134,8 +137,7 @@ class Distiller(keras.Model):
         # The one-pair names, as before several pairs (the first pair).
         self.hint_layer, self.guided_layer = self.hints[0] if self.hints else (None, None)
         self.tau_squared = bool(tau_squared)
-        problem = losses.label_smoothing_problem(label_smoothing)
-        if problem:
+        if problem := losses.label_smoothing_problem(label_smoothing):
             raise ConfigError(f"{problem} (0: none; 0.1 is common).")
         self.label_smoothing = float(label_smoothing)
         self.temperature = keras.Variable(
@@ -150,10 +152,9 @@ class Distiller(keras.Model):
         # The first pair's regressor keeps its attribute (and checkpoint key) of one-pair runs.
         self.regressor, self.more_regressors = None, []
         if self.hints:
-            regressors = make_regressors(
-                teacher, student, self.hints, regressor, regressor_initializer
+            self.regressor, *self.more_regressors = make_regressors(
+                teacher, student, self.hints, regressor, regressor_initializer, regressor_max_norm
             )
-            self.regressor, self.more_regressors = regressors[0], regressors[1:]
             self._taps.teacher_hint = tap(teacher, [h for h, _ in self.hints], "teacher_hint")
             self._taps.student_guided = tap(student, [g for _, g in self.hints], "student_guided")
         self.phase = None
@@ -358,9 +359,7 @@ class Distiller(keras.Model):
             # One pair of weight 1 computes exactly what it did before several pairs.
             total = total + (mean if weight == 1.0 else weight * mean)
             scaled_total = scaled_total + (scaled if weight == 1.0 else weight * scaled)
-        if len(self.hints) == 1:
-            terms = {}
-        terms = {"loss": total, "hint_loss": total, **terms}
+        terms = {"loss": total, "hint_loss": total, **(terms if len(self.hints) > 1 else {})}
         trained = [self._taps.student_guided, *self.regressors]
         return losses.with_regularization(scaled_total, terms, trained)
 

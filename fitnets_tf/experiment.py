@@ -201,7 +201,8 @@ class Experiment:
             self.auto_pair = hint_choice.auto_pair(teacher, student)
             self.hints = [(self.auto_pair.hint_layer, self.auto_pair.guided_layer)]
             self.log(f"hints=auto: {pair_name(*self.hints[0])} ({self.auto_pair.reason}).")
-        built = make_regressors(teacher, student, self.hints, self.config.models.regressor)
+        built = make_regressors(teacher, student, self.hints, self.config.models.regressor,
+                                max_norm=self.config.models.regressor_bound())  # fmt: skip
         described = [describe(r) for r in built]
         if described != self.regressors:  # once per run, not once per mode
             for pair, fields in zip(self.hints, described, strict=True):

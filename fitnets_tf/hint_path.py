@@ -205,6 +205,7 @@ def make_regressor(
     guided_layer: str,
     regressor="auto",
     initializer=None,
+    max_norm: float | None = None,
 ) -> keras.layers.Layer:
     """The built regressor of one pair, after checking that it maps the guided onto the hint.
 
@@ -216,7 +217,10 @@ def make_regressor(
         hint_layer, guided_layer: layer names.
         regressor: ``"auto"``, ``"linear"`` or a Keras layer (see :class:`Distiller`).
         initializer: kernel initializer of an automatic regressor.
+        max_norm: bound of an automatic regressor's kernel norms (see
+            :func:`fitnets_tf.regressor.build_regressor`); None: none.
     """
+    max_norm = regressor_lib.checked_max_norm(max_norm)
     check_functional(teacher, "teacher")
     check_functional(student, "student")
     hint = find_layer(teacher, hint_layer, "hint_layer")
@@ -224,6 +228,13 @@ def make_regressor(
     guided_shape = tuple(layer_output(student, guided.name).shape[1:])
     hint_shape = tuple(layer_output(teacher, hint.name).shape[1:])
     if isinstance(regressor, keras.layers.Layer):
+        if max_norm is not None:
+            raise ConfigError(
+                f"`regressor_max_norm` bounds the regressors built here, and a layer of your own "
+                f"({regressor.name!r}) was given: give it the bound itself, e.g. "
+                f"kernel_constraint=keras.constraints.MaxNorm({max_norm}, axis=[0, 1, 2]) for "
+                "a Conv2D (axis=0 for a Dense), or drop regressor_max_norm."
+            )
         if not regressor.built:
             regressor.build((None, *guided_shape))
         out = tuple(regressor.compute_output_shape((None, *guided_shape))[1:])
@@ -246,6 +257,7 @@ def make_regressor(
         regressor_lib.hint_nonlinearity(hint, teacher),
         kind=regressor,
         initializer=initializer,
+        max_norm=max_norm,
     )
 
 
@@ -263,15 +275,17 @@ def make_hint_path(
     guided_layer: str,
     regressor="auto",
     initializer=None,
+    max_norm: float | None = None,
 ) -> tuple[keras.Model, keras.Model, keras.layers.Layer]:
     """The stage-1 path of one pair: teacher up to the hint, student up to the guided layer,
-    and the regressor (:func:`make_regressor`).
+    and the regressor (:func:`make_regressor`, ``max_norm`` its kernels' bound).
 
     The two sub-models share the weights of ``teacher`` and ``student`` and compute nothing
     past the tapped layers; nothing is modified, so this also serves to check a pair before
     any training.
     """
-    built = make_regressor(teacher, student, hint_layer, guided_layer, regressor, initializer)
+    built = make_regressor(teacher, student, hint_layer, guided_layer, regressor, initializer,
+                           max_norm)  # fmt: skip
     return (tap(teacher, [hint_layer], "teacher_hint"),
             tap(student, [guided_layer], "student_guided"), built)  # fmt: skip
 
@@ -339,11 +353,13 @@ def check_weights(hint_weights, count: int) -> tuple[float, ...]:
     return tuple(float(w) for w in weights)
 
 
-def make_regressors(teacher, student, pairs, regressor="auto", initializer=None) -> list:
+def make_regressors(teacher, student, pairs, regressor="auto", initializer=None,
+                    max_norm: float | None = None) -> list:  # fmt: skip
     """One checked regressor per pair (:func:`make_regressor`); a failing pair is named.
 
     ``regressor`` is one kind for all pairs, or a list of layers, one per pair. A seeded Keras
     ``initializer`` gets seed + i for the i-th pair, so that equal shapes get distinct draws.
+    ``max_norm`` bounds every automatic regressor's kernel norms (None: no bound).
     """
     given = list(regressor) if isinstance(regressor, (list, tuple)) else None
     if isinstance(regressor, keras.layers.Layer) and len(pairs) > 1:
@@ -364,7 +380,7 @@ def make_regressors(teacher, student, pairs, regressor="auto", initializer=None)
         layer = given[i] if given is not None else regressor
         try:
             built.append(make_regressor(teacher, student, hint, guided, layer,
-                                        nth_initializer(initializer, i)))  # fmt: skip
+                                        nth_initializer(initializer, i), max_norm))  # fmt: skip
         except ConfigError as e:
             if len(pairs) == 1:
                 raise

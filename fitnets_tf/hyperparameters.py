@@ -33,6 +33,8 @@ class Hyperparameters:
             its last epoch runs at ``lambda_end``.
         tau_squared: multiply the soft term by τ² (not in the paper).
         regressor: ``"auto"`` (paper) or ``"linear"``.
+        regressor_max_norm: bound of each regressor kernel's L2 norm after every update
+            (paper's code: 0.9); None: none.
         optimizer_name: ``rmsprop`` (paper), ``sgd``, ``adam`` or ``adamw``.
         momentum: of ``sgd`` and ``rmsprop``, in [0, 1). nesterov: ``sgd``'s Nesterov momentum.
         weight_decay: Keras' decoupled weight decay (``w -= lr·weight_decay·w`` every step;
@@ -71,6 +73,7 @@ class Hyperparameters:
     lambda_epochs: int | None = None
     tau_squared: bool = False
     regressor: str = "auto"
+    regressor_max_norm: float | None = None
     optimizer_name: str = "rmsprop"
     momentum: float = 0.0
     nesterov: bool = False

@@ -40,6 +40,19 @@ def _check_max_norm(value) -> float | None:
     return None if value is None else float(value)
 
 
+def kernel_max_norm(value: float | None, conv: bool) -> keras.constraints.MaxNorm | None:
+    """The max-norm constraint the paper's code (pylearn2) puts on a kernel, or None.
+
+    pylearn2's ``max_kernel_norm`` bounds each output channel's convolution kernel, its rows,
+    columns and input channels together (axes 0, 1, 2 of a Keras ``(rows, cols, in, out)``
+    kernel); ``max_col_norm`` each output's column of a dense kernel (axis 0). Keras' MaxNorm
+    rescales as pylearn2 does after every update: ``w · clip(‖w‖, 0, value) / (ε + ‖w‖)``.
+    """
+    if value is None:
+        return None
+    return keras.constraints.MaxNorm(value, axis=[0, 1, 2] if conv else 0)
+
+
 def _pair(name: str, value) -> tuple[int, int]:
     if isinstance(value, int):
         value = (value, value)
@@ -169,9 +182,7 @@ class MaxoutConv2D(_Maxout):
             raise ValueError(
                 f"{self.name}: the channel axis of the input must be known. Received: {input_shape}"
             )
-        constraint = None
-        if self.max_norm is not None:
-            constraint = keras.constraints.MaxNorm(self.max_norm, axis=[0, 1, 2])
+        constraint = kernel_max_norm(self.max_norm, conv=True)
         self._add_maxout_weights((*self.kernel_size, in_channels), constraint)
 
     def _maxout_units(self) -> int:
@@ -255,10 +266,7 @@ class MaxoutDense(_Maxout):
         self.input_spec = keras.layers.InputSpec(ndim=2)
 
     def build(self, input_shape):
-        constraint = None
-        if self.max_norm is not None:
-            constraint = keras.constraints.MaxNorm(self.max_norm, axis=0)
-        self._add_maxout_weights((input_shape[-1],), constraint)
+        self._add_maxout_weights((input_shape[-1],), kernel_max_norm(self.max_norm, conv=False))
 
     def call(self, inputs):
         z = ops.add(ops.matmul(inputs, self.kernel), self.bias)

@@ -11,6 +11,9 @@ maxout regressor with the teacher's number of pieces); where no Keras activation
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import keras
 
 from fitnets_tf import layers as maxout_layers
@@ -131,6 +134,20 @@ def check_shapes(guided_shape, hint_shape, *, guided_layer: str, hint_layer: str
         )
 
 
+def checked_max_norm(max_norm) -> float | None:
+    """``max_norm`` of :func:`build_regressor` as a float (a NumPy scalar too, which a maxout
+    layer's config refuses), or None; anything else is refused, naming the option."""
+    if max_norm is None:
+        return None
+    number = isinstance(max_norm, numbers.Real) and not isinstance(max_norm, bool)
+    if not (number and 0 < max_norm < math.inf):
+        raise ConfigError(
+            "`regressor_max_norm` must be None (no bound) or a finite number > 0 (the paper's "
+            f"code: 0.9). Received: regressor_max_norm={max_norm!r}"
+        )
+    return float(max_norm)
+
+
 def build_regressor(
     guided_shape,
     hint_shape,
@@ -139,6 +156,7 @@ def build_regressor(
     kind: str = "auto",
     initializer=None,
     name: str = "regressor",
+    max_norm: float | None = None,
 ) -> keras.layers.Layer:
     """Builds the regressor for feature shapes given without the batch axis.
 
@@ -149,12 +167,17 @@ def build_regressor(
         kind: ``"auto"`` uses the hint's non-linearity (the paper); ``"linear"`` none.
         initializer: kernel initializer; default U(−0.05, 0.05) as in the paper's code.
         name: layer name.
+        max_norm: the largest L2 norm of each kernel after every update, as the students'
+            layers bound theirs (:func:`fitnets_tf.layers.kernel_max_norm`: each output
+            channel's convolution kernel, each column of a dense one). The paper's code gives
+            its regressor 0.9; None: no bound.
 
     Returns:
         A built layer mapping ``(batch, *guided_shape)`` to ``(batch, *hint_shape)``.
     """
     if kind not in KINDS:
         raise ConfigError(f"`regressor` must be one of {KINDS} or a Keras layer. Received: {kind!r}")
+    max_norm = checked_max_norm(max_norm)
     if initializer is None:
         initializer = keras.initializers.RandomUniform(-0.05, 0.05)
     if kind == "linear":
@@ -164,10 +187,13 @@ def build_regressor(
     if nonlinearity["kind"] == "maxout":
         cls = maxout_layers.MaxoutConv2D if conv else maxout_layers.MaxoutDense
         # The hint's gradient rule at ties too: a run that chose "one" for speed keeps it here.
-        args = dict(pieces=nonlinearity["pieces"], ties=nonlinearity.get("ties", maxout_layers.TIES[0]))
+        # The layer's own bound (kept in its config), as the students' maxout layers hold it.
+        args = dict(pieces=nonlinearity["pieces"], max_norm=max_norm,
+                    ties=nonlinearity.get("ties", maxout_layers.TIES[0]))  # fmt: skip
     else:
         cls = keras.layers.Conv2D if conv else keras.layers.Dense
-        args = dict(activation=nonlinearity.get("activation"))
+        args = dict(activation=nonlinearity.get("activation"),
+                    kernel_constraint=maxout_layers.kernel_max_norm(max_norm, conv))  # fmt: skip
     if conv:
         args.update(kernel_size=kernel_size(guided_shape, hint_shape), padding="valid")
     regressor = cls(units, kernel_initializer=initializer, name=name, **args)
@@ -177,7 +203,8 @@ def build_regressor(
 
 def describe(regressor: keras.layers.Layer) -> dict:
     """What a regressor is, for hints.json and the run's log: its layer class, kernel size
-    (None: a dense one), output channels and activation (a maxout one: its pieces)."""
+    (None: a dense one), output channels and activation (a maxout one: its pieces), and its
+    kernels' ``max_norm`` when they are bounded."""
     config = regressor.get_config()
     pieces, activation = config.get("pieces"), config.get("activation") or "linear"
     if pieces:
@@ -185,17 +212,22 @@ def describe(regressor: keras.layers.Layer) -> dict:
     elif not isinstance(activation, str):  # a serialized custom activation
         activation = "custom"
     kernel = config.get("kernel_size")
-    return {
+    described = {
         "layer": type(regressor).__name__,
         "kernel_size": list(kernel) if kernel is not None else None,
         "channels": config.get("filters") or config.get("units"),
         "activation": activation,
     }
+    constraint = getattr(getattr(regressor, "kernel", None), "constraint", None)
+    if isinstance(constraint, keras.constraints.MaxNorm):
+        described["max_norm"] = float(constraint.max_value)
+    return described
 
 
 def describe_line(pair: str, described: dict) -> str:
     """:func:`describe`'s fields as one line of the run's log."""
     kernel = described["kernel_size"]
     shape = f"{'x'.join(map(str, kernel))} kernel, " if kernel else ""
+    bound = f", kernel norms <= {described['max_norm']:g}" if "max_norm" in described else ""
     return (f"regressor {pair}: {described['layer']}, {shape}{described['channels']} channels, "
-            f"{described['activation']}")  # fmt: skip
+            f"{described['activation']}{bound}")  # fmt: skip

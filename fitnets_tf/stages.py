@@ -70,6 +70,7 @@ def make_distiller(
         regressor=hparams.regressor,
         label_smoothing=hparams.label_smoothing,
         regressor_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
+        regressor_max_norm=hparams.regressor_max_norm,
     )
 
 

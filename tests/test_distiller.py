@@ -627,3 +627,62 @@ def test_optimizer_ema_replaces_the_phases_variables_by_their_averages(teacher, 
     assert d.optimizer.iterations.numpy() == 4
     if phase == "hints":
         assert _same(_values(later), untrained)
+
+
+def _regressor_kernel_norms(regressor, kind, hints, max_norm, axis):
+    """The norms of each regressor kernel (of each output column along ``axis``) after one
+    stage-1 step: the paper's code constrains them after every update."""
+    teacher, student = tiny_model("teacher", 6, 0, pieces=3), tiny_model("student", 4, 1)
+    d = fitnets_tf.Distiller(teacher, student, hints=hints, regressor=regressor,
+                             regressor_initializer=keras.initializers.Constant(0.1),
+                             regressor_max_norm=max_norm)  # fmt: skip
+    assert isinstance(d.regressor, kind)
+    d.compile(optimizer=keras.optimizers.SGD(1e-4), phase="hints")
+    d.fit(tiny_dataset(n=8), epochs=1, verbose=0, shuffle=False)
+    return np.sqrt((np.asarray(d.regressor.kernel) ** 2).sum(axis=axis))
+
+
+@pytest.mark.parametrize(
+    "regressor, kind, hints, axis, initial",
+    [
+        # guided conv1 8×8×4 → hint pool1 4×4×6: a 5×5 kernel on 4 channels, 0.1 everywhere:
+        # each output channel's kernel (over rows, columns and input channels, pylearn2's
+        # max_kernel_norm, as the students' MaxoutConv2D) has norm sqrt(100·0.01) = 1.
+        ("auto", layers.MaxoutConv2D, [("pool1", "conv1")], (0, 1, 2), 1.0),
+        ("linear", keras.layers.Conv2D, [("pool1", "conv1")], (0, 1, 2), 1.0),
+        # A flat pair: each of the dense regressor's columns (max_col_norm), sqrt(4·0.01).
+        ("linear", keras.layers.Dense, [("gap", "gap")], 0, 0.2),
+    ],
+)
+def test_regressor_max_norm_bounds_every_kernel_after_a_step(regressor, kind, hints, axis, initial):
+    free = _regressor_kernel_norms(regressor, kind, hints, None, axis)
+    np.testing.assert_allclose(free, initial, rtol=0.02)  # one small step: about where it began
+    bound = 0.9 * initial  # below: the constraint bites on every kernel
+    bounded = _regressor_kernel_norms(regressor, kind, hints, bound, axis)
+    np.testing.assert_allclose(bounded, bound, rtol=1e-5)
+
+
+def test_regressor_max_norm_is_refused_for_a_regressor_of_ones_own(teacher, student):
+    with pytest.raises(ConfigError, match="kernel_constraint"):
+        fitnets_tf.Distiller(teacher, student, "pool1", "pool1", regressor_max_norm=0.9,
+                             regressor=keras.layers.Conv2D(6, 1))  # fmt: skip
+    with pytest.raises(ConfigError, match="regressor_max_norm"):
+        fitnets_tf.Distiller(teacher, student, "pool1", "pool1", regressor_max_norm=-1.0)
+
+
+def test_a_bounded_regressor_says_so_in_hints_json_and_the_log(teacher, student):
+    from fitnets_tf.regressor import describe, describe_line
+
+    bounded = fitnets_tf.Distiller(teacher, student, "pool1", "conv1", regressor_max_norm=0.9)
+    described = describe(bounded.regressor)
+    assert described == {"layer": "MaxoutConv2D", "kernel_size": [5, 5], "channels": 6,
+                         "activation": "maxout (3 pieces)", "max_norm": 0.9}  # fmt: skip
+    assert describe_line("pool1:conv1", described) == (
+        "regressor pool1:conv1: MaxoutConv2D, 5x5 kernel, 6 channels, maxout (3 pieces), "
+        "kernel norms <= 0.9"
+    )
+    linear = fitnets_tf.Distiller(teacher, student, "pool1", "conv1", regressor="linear",
+                                  regressor_max_norm=np.float32(0.5)).regressor  # fmt: skip
+    assert describe(linear)["max_norm"] == 0.5
+    free = fitnets_tf.Distiller(teacher, student, "pool1", "conv1").regressor
+    assert "max_norm" not in describe(free)  # hints.json as before the bound

@@ -654,6 +654,17 @@ def test_a_run_says_what_it_decided_for_the_data_and_the_models_once(tmp_path, c
     assert recorded["formatting"] == {"size_from": "the dataset's own size"}
 
 
+def test_a_run_with_the_codes_regressor_bound_records_it(tmp_path):
+    config = SMOKE.with_values(modes=("fitnet",), hints_epochs=1, stages=("teacher", "stage1"),
+                               regressor_max_norm=0.9)  # fmt: skip
+    logs = []
+    experiment.run(config, tmp_path, log=logs.append)
+    assert ("regressor pool2:pool4: MaxoutConv2D, 1x1 kernel, 48 channels, maxout (2 pieces), "
+            "kernel norms <= 0.9") in logs  # fmt: skip
+    pair = json.loads((tmp_path / "hints.json").read_text())["pairs"][0]
+    assert pair["regressor"]["max_norm"] == 0.9
+
+
 def test_a_start_refused_before_training_leaves_the_run_free_to_change_its_data(tmp_path):
     # Refused once its data was recorded (here: models that do not fit), the fixed command,
     # on other data, was refused in turn as "not what the run started with".

@@ -145,7 +145,9 @@ def test_config_validation_refuses_bad_recipes(values, message):
      (dict(early_stopping_patience=3, validation_size=0), "drop one or the other"),
      # Accepted, and silently unused by every stage.
      (dict(optimizer="sgd", rho=0.95), "rho=0.95 is RMSProp's decay, which sgd does not have"),
-     (dict(lr_decay=0.5), r"lr_decay=0.5 scales step schedules only.*give a step schedule")],
+     (dict(lr_decay=0.5), r"lr_decay=0.5 scales step schedules only.*give a step schedule"),
+     (dict(regressor_max_norm=0.9, modes=("kd", "scratch")),
+      r"only --mode=fitnet trains \(--mode=kd,scratch\): drop --regressor_max_norm")],
 )  # fmt: skip
 def test_config_validation_refuses_what_would_fail_or_do_nothing_later(values, message):
     if values.pop("mode_stagewise", False):
@@ -165,6 +167,7 @@ def test_what_is_still_accepted_around_those_refusals():
     ok(optimizer="sgd", rho=0.9).validate()  # the default value: nothing was asked for
     ok(lr_decay=0.5, lr_schedule="step:3").validate()
     ok(lr_decay=0.5, hints_lr_schedule="step:1").validate()  # stage 1 runs in the default modes
+    ok(regressor_max_norm=0.9, modes=("kd", "fitnet")).validate()  # fitnet trains a regressor
     # A folder's validation/ or an npz file's x_val is kept with --validation_size=0.
     own = ok(early_stopping_patience=3, validation_size=0, dataset="npz:missing.npz")
     with pytest.raises(ConfigError) as refused:  # for the missing file only

@@ -18,7 +18,7 @@ from conftest import dropout_model, tiny_data, tiny_model
 import fitnets_tf
 from fitnets_tf import config as config_lib
 from fitnets_tf import data, errors, experiment, stages
-from fitnets_tf.callbacks import NonFiniteGuard
+from fitnets_tf.callbacks import EarlyStopping, NonFiniteGuard
 from fitnets_tf.run import contents, io, resume
 from fitnets_tf.run.layout import RunLayout
 
@@ -136,6 +136,17 @@ RUN = config_lib.ExperimentConfig().with_values(
     modes=("stagewise_labels", "kd"), teacher_epochs=2, hints_epochs=2, kd_epochs=2,
     batch_size=64, limit=128, learning_rate=1e-3, measure_latency=False, deterministic=True,
 )  # fmt: skip
+
+
+def test_the_regressor_bound_is_part_of_the_configuration_a_run_resumes(tmp_path):
+    bounded = RUN.with_values(modes=("fitnet",), regressor_max_norm=0.9)
+    resume.RunState(tmp_path, bounded.fingerprint()).save()
+    resume.RunState(tmp_path, bounded.fingerprint())  # the same command resumes
+    with pytest.raises(errors.ConfigMismatchError, match="regressor_max_norm: 0.9 there, 0.0 now"):
+        resume.RunState(tmp_path, bounded.with_values(regressor_max_norm=0.0).fingerprint())
+    # A run directory written before the option resumes as what it was: unbounded.
+    old = {k: v for k, v in RUN.fingerprint().items() if k != "regressor_max_norm"}
+    assert config_lib.upgrade_fingerprint(old) == RUN.fingerprint()
 
 
 class Killed(BaseException):
@@ -387,6 +398,108 @@ def test_a_later_stage_continues_the_dropout_seeds_of_the_stage_before(tmp_path)
     recorded = resume.RunState(tmp_path, {}).stage("m/one")["seed_states"]
     resume.restore_seed_states(fresh, recorded)
     assert resume.seed_states(fresh) == states
+
+
+# ----------------------------------------------- stage 2 starts from stage 1's best epoch
+
+# The paper's code saves stage 1's best model by its validation hint cost (pylearn2's
+# MonitorBasedSaveBest) and loads that file into the student before stage 2: so does a run
+# with --early_stopping_patience, through a kill too. Stage 1 here runs 3 epochs, judged by a
+# validation score that worsens every epoch: its best epoch is its first, never its last.
+BEST_FIRST = RUN.with_values(modes=("fitnet",), teacher_epochs=1, hints_epochs=3, kd_epochs=1,
+                             early_stopping_patience=5)  # fmt: skip
+
+
+class WorseningHints(EarlyStopping):
+    """The run's early stopping, stage 1 judged by a score that grows with the epoch."""
+
+    @classmethod
+    def for_stage(cls, stage, patience):
+        if not stage.endswith("/hints"):
+            return EarlyStopping.for_stage(stage, patience)
+        return cls(monitor="val_worse", mode="min", patience=patience, restore_best_weights=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_worse"] = float(epoch)
+        super().on_epoch_end(epoch, logs)
+
+
+def _run_recording(patch, workdir, record, kill_at_stage_two=False):
+    """Runs BEST_FIRST, recording the student's weights after each stage-1 epoch and when
+    stage 2 begins (``kill_at_stage_two``: then dies there, at the stage boundary)."""
+    fit_hints, fit_kd = stages.fit_hints, stages.fit_kd
+
+    class EpochWeights(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            record[f"epoch {epoch + 1}"] = self.model.student.get_weights()
+
+    def hints(distiller, *args, callbacks=(), **kwargs):
+        return fit_hints(distiller, *args, callbacks=[*callbacks, EpochWeights()], **kwargs)
+
+    def kd(distiller, *args, **kwargs):
+        record["stage 2 starts"] = distiller.student.get_weights()
+        if kill_at_stage_two:
+            raise Killed
+        return fit_kd(distiller, *args, **kwargs)
+
+    patch.setattr(experiment, "EarlyStopping", WorseningHints)
+    patch.setattr(stages, "fit_hints", hints)
+    patch.setattr(stages, "fit_kd", kd)
+    experiment.run(BEST_FIRST, workdir, log=lambda m: None)
+
+
+def _same_weights(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture(scope="module")
+def best_first_run(tmp_path_factory):
+    record = {}
+    with pytest.MonkeyPatch.context() as patch:
+        _run_recording(patch, tmp_path_factory.mktemp("best_first"), record)
+    return record
+
+
+def test_stage_two_starts_from_stage_ones_best_epoch_not_its_last(best_first_run):
+    assert _same_weights(best_first_run["stage 2 starts"], best_first_run["epoch 1"])
+    assert not _same_weights(best_first_run["epoch 1"], best_first_run["epoch 3"])
+
+
+def test_a_run_killed_after_stage_ones_best_epoch_still_starts_stage_two_from_it(
+    tmp_path, monkeypatch, best_first_run
+):
+    # Killed once epoch 2 is committed: the resumed stage trains epoch 3 alone, and the best
+    # weights it restores at its end come from the checkpoint's early-stopping state.
+    save = resume.RunState.save
+
+    def save_then_die(state):
+        save(state)
+        if state.data["stages"].get("fitnet/hints", {}).get("epochs_done") == 2:
+            raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(resume.RunState, "save", save_then_die)
+        with pytest.raises(Killed):
+            _run_recording(patch, tmp_path, {})
+    record = {}
+    with monkeypatch.context() as patch:
+        _run_recording(patch, tmp_path, record)
+    assert "epoch 1" not in record and _same_weights(record["epoch 3"], best_first_run["epoch 3"])
+    assert _same_weights(record["stage 2 starts"], best_first_run["epoch 1"])
+
+
+def test_a_run_killed_at_the_stage_boundary_starts_stage_two_from_stage_ones_best_epoch(
+    tmp_path, monkeypatch, best_first_run
+):
+    # Stage 1 done, its student file written; the resumed run trains no stage-1 epoch and
+    # starts stage 2 from that file.
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        _run_recording(patch, tmp_path, {}, kill_at_stage_two=True)
+    record = {}
+    with monkeypatch.context() as patch:
+        _run_recording(patch, tmp_path, record)
+    assert not any(key.startswith("epoch") for key in record)
+    assert _same_weights(record["stage 2 starts"], best_first_run["epoch 1"])
 
 
 # ---------------------------------------------------------------- kill -9, then resume (CLI)

@@ -99,6 +99,10 @@ class ExperimentConfig:
         found += self._foreign_teacher_problems()
         if not schedule.modes:
             found.append("no mode given")
+        if self.models.regressor_max_norm and "fitnet" not in schedule.modes:
+            found.append(f"--regressor_max_norm bounds the hint regressor, which only --mode=fitnet "
+                         f"trains (--mode={','.join(schedule.modes)}): drop "
+                         "--regressor_max_norm")  # fmt: skip
         if schedule.early_stopping_patience and not self._has_validation_split():
             # Keras' EarlyStopping would only warn that val_accuracy is missing, every epoch.
             found.append("--early_stopping_patience watches the validation split, which "
@@ -177,7 +181,8 @@ class ExperimentConfig:
             learning_rate=s.learning_rate, rho=s.rho, temperature=s.temperature,
             lambda_start=s.kd_lambda, lambda_end=s.lambda_end, lambda_hold=s.lambda_hold,
             lambda_epochs=s.lambda_epochs, tau_squared=s.tau_squared,
-            regressor=self.models.regressor, optimizer_name=s.optimizer, momentum=s.momentum,
+            regressor=self.models.regressor, regressor_max_norm=self.models.regressor_bound(),
+            optimizer_name=s.optimizer, momentum=s.momentum,
             nesterov=s.nesterov, weight_decay=s.weight_decay, lr_schedule=s.lr_schedule,
             lr_decay=s.lr_decay, warmup_epochs=s.warmup_epochs,
             hints_learning_rate=s.hints_learning_rate, hints_lr_schedule=s.hints_lr_schedule,

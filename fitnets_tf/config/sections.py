@@ -155,10 +155,19 @@ class ModelsConfig:
     regressor: str = option(
         "auto", "auto: the paper's (hint's non-linearity); linear: none.", choices=REGRESSORS
     )
+    regressor_max_norm: float = option(
+        0.0, "Largest L2 norm of each hint regressor kernel, restored after every update as "
+        "--max_norm does the paper's nets' (each output channel's convolution kernel; a dense "
+        "regressor's columns). The paper's code: 0.9. 0: no bound.", minimum=0,
+    )  # fmt: skip
 
     def kernel_initializer(self) -> str | None:
         """The ``kernel_initializer`` argument of ``models.build`` (None: the paper's)."""
         return None if self.init == "paper" else self.init
+
+    def regressor_bound(self) -> float | None:
+        """``regressor_max_norm`` as the library takes it: None for no bound."""
+        return self.regressor_max_norm or None
 
     def trained_teacher(self) -> str | None:
         """``teacher_path``, or a ``.keras`` ``teacher`` (the same); None: one to train."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.layers import TIES, CeilMaxPooling2D, MaxoutConv2D, MaxoutDense
+from fitnets_tf.layers import TIES, CeilMaxPooling2D, MaxoutConv2D, MaxoutDense, kernel_max_norm
 from fitnets_tf.models.specs import PAPER_INIT_RANGE, ArchSpec
 
 
@@ -64,7 +64,7 @@ def build_maxout_net(spec: ArchSpec, name: str, input_shape, num_classes: int, *
                         name="fc")(x)  # fmt: skip
         if rate:
             x = keras.layers.Dropout(rate, name="dropout_fc")(x)
-    constraint = keras.constraints.MaxNorm(spec.logits_max_norm, axis=0) if max_norm else None
+    constraint = kernel_max_norm(spec.logits_max_norm if max_norm else None, conv=False)
     logits = keras.layers.Dense(num_classes, kernel_constraint=constraint, name="logits",
                                 kernel_initializer=_initializer(kernel_initializer, seed,
                                                                 len(spec.convs) + 2))(x)  # fmt: skip

@@ -123,6 +123,7 @@ class FitNetsHyperModel(keras_tuner.HyperModel):
         return TrialDistiller(
             teacher, student, temperature=hparams.temperature, kd_lambda=hparams.lambda_start,
             tau_squared=hparams.tau_squared, regressor=hparams.regressor,
+            regressor_max_norm=hparams.regressor_max_norm,
             label_smoothing=hparams.label_smoothing, **pairs,
         )  # fmt: skip
 
