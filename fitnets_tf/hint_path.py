@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import numbers
+import re
 
 import keras
 
@@ -158,6 +159,9 @@ def parse_hints(items) -> list[tuple[str, str]] | str:
     """The ``hints`` of the command line (``--hints=auto`` or ``--hints=a:b,c:d``, split at
     the commas) as the :class:`~fitnets_tf.Distiller` takes them: ``"auto"`` or pairs.
 
+    A pair splits at its one ``:`` that is not part of ``::``, so a hint may be an ONNX
+    tensor named with ``::`` (``onnx::Relu_23:conv2``).
+
     Raises:
         ConfigError: not ``auto`` alone, or not one or more distinct ``hint:guided`` pairs.
     """
@@ -165,13 +169,18 @@ def parse_hints(items) -> list[tuple[str, str]] | str:
     if items == ("auto",):
         return "auto"
     usage = ("hints takes 'auto' or one or more 'teacher_layer:student_layer' pairs separated "
-             f"by commas (e.g. pool2:pool4,pool3:pool6); received {','.join(items)!r}")  # fmt: skip
-    pairs = [tuple(item.split(":")) for item in items]
+             "by commas (e.g. pool2:pool4,pool3:pool6; an ONNX tensor's '::' is part of its "
+             f"name: onnx::Relu_23:conv2); received {','.join(items)!r}")  # fmt: skip
+    pairs = [_split_pair(item) for item in items]
     if not pairs or any(len(p) != 2 or not all(p) for p in pairs):
         raise ConfigError(usage)
     if len(set(pairs)) != len(pairs):
         raise ConfigError(f"{usage}, which names a pair twice")
     return pairs
+
+
+def _split_pair(item: str) -> tuple[str, ...]:
+    return tuple(re.split(r"(?<!:):(?!:)", item))
 
 
 def hints_problem(items) -> str | None:
