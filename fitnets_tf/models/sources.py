@@ -79,7 +79,7 @@ def pytorch_file_problem(spec, role: str = "teacher") -> str | None:
     return (f"{spec!r} is a PyTorch file, which TensorFlow cannot run: export the teacher to "
             "ONNX (torch.onnx.export(model.eval(), torch.zeros(1, C, H, W), 'teacher.onnx', "
             "dynamic_axes={'input': {0: 'batch'}}, input_names=['input'])) and give "
-            "--teacher_path=teacher.onnx (KD only)")  # fmt: skip
+            "--teacher_path=teacher.onnx")  # fmt: skip
 
 
 def check(spec, role: str = "model") -> str | None:
