@@ -27,17 +27,19 @@ TRAINING_ADVICE = ("Pass --teacher_path=FILE.keras or a run directory whose teac
 
 
 def load_teacher(path: str | os.PathLike, advice: str = TRAINING_ADVICE,
-                 input_shape=None) -> keras.Model:  # fmt: skip
+                 input_shape=None, hints=()) -> keras.Model:  # fmt: skip
     """Loads a trained teacher from a ``.keras`` file, a previous run directory, a shipped
     teacher (``pretrained:NAME``, checked against its recorded sha256), a SavedModel folder or
     an ONNX file (:mod:`~fitnets_tf.models.saved_model`, :mod:`~fitnets_tf.models.onnx_model`:
-    for images of ``input_shape``, default: the model's). ``advice`` ends the error's message:
-    what to do, in the words of the program that failed."""
+    for images of ``input_shape``, default: the model's; an ONNX file's tensors that the pairs
+    ``hints`` name as hints exposed as layers). ``advice`` ends the error's message: what to
+    do, in the words of the program that failed."""
     path = teacher_location(pretrained.resolve(str(path)))
     if saved_model.is_saved_model(path):
         return saved_model.load(path, input_shape)
     if onnx_model.is_onnx_file(path):
-        return onnx_model.load(path, input_shape)
+        tensors = [hint for hint, _ in hints] if isinstance(hints, (list, tuple)) else ()
+        return onnx_model.load(path, input_shape, hints=tensors)
     return io.load_model(path, "teacher", TeacherLoadError, advice=advice)
 
 
@@ -49,9 +51,10 @@ def teacher_location(path: str | os.PathLike) -> pathlib.Path:
     return layout.RunLayout(path).teacher if run else path
 
 
-def trained_teacher(path: str | os.PathLike, input_shape, num_classes: int) -> keras.Model:
+def trained_teacher(path: str | os.PathLike, input_shape, num_classes: int,
+                    hints=()) -> keras.Model:  # fmt: skip
     """:func:`load_teacher`, checked against the dataset and outputting logits."""
-    teacher = load_teacher(path, input_shape=input_shape)
+    teacher = load_teacher(path, input_shape=input_shape, hints=hints)
     return sources.for_dataset(teacher, input_shape, num_classes, "teacher", str(path))
 
 
@@ -109,12 +112,14 @@ def import_custom_modules(config: ExperimentConfig) -> None:
 def models_of(config: ExperimentConfig) -> tuple[keras.Model, keras.Model]:
     """The teacher and a student as a run of ``config`` starts with them (``--list_layers``).
 
-    The teacher is the trained one when ``config`` names one, else a new one.
+    The teacher is the trained one when ``config`` names one (an ONNX file's with the hint
+    tensors ``config`` names), else a new one.
     """
     import_custom_modules(config)
     shape = dataset_shape(config)
     path = config.models.trained_teacher()
-    teacher = trained_teacher(path, *shape) if path else new_teacher(config, *shape)
+    teacher = (trained_teacher(path, *shape, hints=config.hint_pairs()) if path
+               else new_teacher(config, *shape))  # fmt: skip
     return teacher, new_student(config, *shape)
 
 

@@ -21,12 +21,12 @@ from keras import ops
 
 from fitnets_tf import fit_checks, losses, recipes
 from fitnets_tf.errors import ConfigError, HintShapeError  # noqa: F401  (HintShapeError: re-exported)
+from fitnets_tf.hint_flags import pair_name
 from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     HintTaps,
     check_weights,
     make_hint_path,
     make_regressors,
-    pair_name,
     resolve_pairs,
     tap,
     valid_names,

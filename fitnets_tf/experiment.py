@@ -46,7 +46,8 @@ from fitnets_tf.callbacks import (
 from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.data import overview
 from fitnets_tf.errors import ConfigError, DataError
-from fitnets_tf.hint_path import check_weights, make_regressors, pair_name
+from fitnets_tf.hint_flags import pair_name
+from fitnets_tf.hint_path import check_weights, layer_pairs, make_regressors
 from fitnets_tf.latency import check_timed_runtimes
 from fitnets_tf.preprocessing import check_own_rescaling
 from fitnets_tf.pretrained import is_pretrained, recipe_config
@@ -181,10 +182,8 @@ class Experiment:
             teacher = new_teacher(self.teacher_config, *shape)
         else:
             here = self.plan.train_teacher or self.state.done("teacher")  # its students' teacher
-            path = self.files.teacher if here else None
-            teacher = trained_teacher(
-                path or self.config.models.trained_teacher() or self.files.root, *shape
-            )
+            path = (self.files.teacher if here else None) or self.config.models.trained_teacher()
+            teacher = trained_teacher(path or self.files.root, *shape, hints=self.hints)
         students = {}
         for mode in self.config.schedule.modes:
             students[mode] = new_student(self.config, *shape)
@@ -201,6 +200,7 @@ class Experiment:
             self.auto_pair = hint_choice.auto_pair(teacher, student)
             self.hints = [(self.auto_pair.hint_layer, self.auto_pair.guided_layer)]
             self.log(f"hints=auto: {pair_name(*self.hints[0])} ({self.auto_pair.reason}).")
+        self.hints = layer_pairs(teacher, self.hints)  # an ONNX teacher's: by their layers
         built = make_regressors(teacher, student, self.hints, self.config.models.regressor,
                                 max_norm=self.config.models.regressor_bound())  # fmt: skip
         described = [describe(r) for r in built]

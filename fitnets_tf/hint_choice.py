@@ -13,10 +13,18 @@ import math
 import keras
 
 from fitnets_tf import regressor as regressor_lib
-from fitnets_tf.errors import HintShapeError
-from fitnets_tf.hint_path import check_functional, make_regressors, pair_name, valid_names
+from fitnets_tf.errors import ConfigError, HintShapeError
+from fitnets_tf.hint_flags import pair_name
+from fitnets_tf.hint_path import (
+    check_functional,
+    layer_pairs,
+    make_regressors,
+    valid_names,
+)
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
+from fitnets_tf.models import onnx_hints
 from fitnets_tf.models.nesting import layer_output, own_nodes
+from fitnets_tf.models.onnx_model import onnx_layer
 from fitnets_tf.preprocessing import Preprocessor
 from fitnets_tf.reporting.tables import format_table
 
@@ -123,7 +131,10 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
     Raises:
         HintShapeError: no student layer can be mapped onto the middle hint(s); names them,
             their shapes and the student's layers with theirs.
+        ConfigError: an ONNX teacher, whose hints are named by hand.
     """
+    if onnx_layer(teacher) is not None:
+        raise ConfigError(onnx_hints.AUTO_REFUSED)
     hints, guided = feature_layers(teacher), feature_layers(student)
     if not hints or not guided:
         raise HintShapeError(
@@ -289,11 +300,18 @@ def describe_models(teacher: keras.Model, student: keras.Model, pairs=(), regres
     ``pairs`` given (hint, guided) are checked as a run checks them (an unknown layer or a
     pair no ``regressor`` maps raises the run's error) and listed first.
     """
+    onnx = onnx_layer(teacher)
     parts = []
     for role, model in (("teacher", teacher), ("student", student)):
         parts += [f"{role} {model.name!r}:", describe_layers(model), ""]
+    if onnx is not None:  # its hints are tensors of its file, not layers
+        rows = onnx_hints.describe(onnx, teacher.inputs[0].shape[1:])
+        parts[1:2] = [f"hint tensors of the ONNX teacher {teacher.name!r} (4-D activations, "
+                      "channels last; name one in --hints=TENSOR:GUIDED_LAYER):",
+                      format_table(("tensor", "node", "shape"), rows, align="<<<")]  # fmt: skip
     given = isinstance(pairs, (list, tuple)) and len(pairs) > 0
     if given:
+        pairs = layer_pairs(teacher, pairs)
         make_regressors(teacher, student, pairs, regressor)
         parts.append(f"hints: {', '.join(pair_name(*pair) for pair in pairs)} (checked: each "
                      "regressor maps its guided layer onto its hint).")  # fmt: skip
@@ -303,5 +321,7 @@ def describe_models(teacher: keras.Model, student: keras.Model, pairs=(), regres
                      f"{chosen.hint_layer}:{chosen.guided_layer} ({chosen.reason}).")  # fmt: skip
     except HintShapeError as e:
         parts.append(f"hints=auto cannot choose a pair: {e}")
+    except ConfigError:
+        parts.append("hints=auto: not for an ONNX teacher (name a tensor listed above).")
     parts.append("* marks a block's feature map: a hint (teacher) or guided (student) candidate.")
     return "\n".join(parts)

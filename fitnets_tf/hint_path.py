@@ -16,13 +16,15 @@ import keras
 
 from fitnets_tf import regressor as regressor_lib
 from fitnets_tf.errors import ConfigError, HintShapeError
+from fitnets_tf.hint_flags import pair_name
+from fitnets_tf.models import onnx_hints
 from fitnets_tf.models.nesting import (
     layer_output,
     nested_model_end,
     nested_models,
     repeated_names,
 )
-from fitnets_tf.models.onnx_model import OnnxTeacher
+from fitnets_tf.models.onnx_model import onnx_layer
 
 
 @dataclasses.dataclass
@@ -56,18 +58,24 @@ def check_functional(model, role: str):
 
 
 def check_tappable(teacher: keras.Model) -> None:
-    """Refuses hints from a teacher run as a function (a SavedModel's signature, an ONNX model:
-    :mod:`fitnets_tf.models.saved_model`, :mod:`~fitnets_tf.models.onnx_model`): its layers are
-    not Keras', and none can be tapped."""
-    kinds = {keras.layers.TFSMLayer: "a TensorFlow SavedModel", OnnxTeacher: "an ONNX model"}
-    for layer in teacher.layers:
-        kind = next((k for cls, k in kinds.items() if isinstance(layer, cls)), None)
-        if kind is not None:
-            raise ConfigError(
-                f"The teacher {teacher.name!r} is {kind}, run as a function: it has no layer to "
-                "take a hint from. Distil it without hints (no hints, hint_layer or "
-                "guided_layer: KD), or give the teacher as a Keras model."
-            )
+    """Refuses hints from a SavedModel teacher (:mod:`fitnets_tf.models.saved_model`): its
+    signature runs as a function whose layers are not Keras', and none can be tapped. (An ONNX
+    teacher's hints are tensors of its file: :func:`layer_pairs`.)"""
+    if any(isinstance(layer, keras.layers.TFSMLayer) for layer in teacher.layers):
+        raise ConfigError(
+            f"The teacher {teacher.name!r} is a TensorFlow SavedModel, run as a function: it has "
+            "no layer to take a hint from. Distil it without hints (no hints, hint_layer or "
+            "guided_layer: KD), or give the teacher as a Keras model or an ONNX file."
+        )
+
+
+def layer_pairs(teacher: keras.Model, pairs) -> list[tuple[str, str]]:
+    """``pairs``, an ONNX teacher's hints (tensors) named by their layers (:mod:`onnx_hints`)."""
+    onnx = onnx_layer(teacher)
+    if onnx is None:
+        return [tuple(pair) for pair in pairs]
+    hints = [onnx_hints.layer_name(tensor) for tensor in onnx.hints]
+    return onnx_hints.layer_pairs(pairs, teacher.name, hints)
 
 
 def model_inputs(model: keras.Model):
@@ -147,48 +155,6 @@ def valid_names(teacher: keras.Model, student: keras.Model) -> str:
         f"Teacher layers: {', '.join(layer.name for layer in teacher.layers)}. "
         f"Student layers: {', '.join(layer.name for layer in student.layers)}."
     )
-
-
-def pair_name(hint_layer: str, guided_layer: str) -> str:
-    """How a pair is named in logs (``hint_loss/<pair>``) and in the run directory."""
-    return f"{hint_layer}:{guided_layer}"
-
-
-def parse_hints(items) -> list[tuple[str, str]] | str:
-    """The ``hints`` of the command line (``--hints=auto`` or ``--hints=a:b,c:d``, split at
-    the commas) as the :class:`~fitnets_tf.Distiller` takes them: ``"auto"`` or pairs.
-
-    Raises:
-        ConfigError: not ``auto`` alone, or not one or more distinct ``hint:guided`` pairs.
-    """
-    items = tuple(items)
-    if items == ("auto",):
-        return "auto"
-    usage = ("hints takes 'auto' or one or more 'teacher_layer:student_layer' pairs separated "
-             f"by commas (e.g. pool2:pool4,pool3:pool6); received {','.join(items)!r}")  # fmt: skip
-    pairs = [tuple(item.split(":")) for item in items]
-    if not pairs or any(len(p) != 2 or not all(p) for p in pairs):
-        raise ConfigError(usage)
-    if len(set(pairs)) != len(pairs):
-        raise ConfigError(f"{usage}, which names a pair twice")
-    return pairs
-
-
-def hints_problem(items) -> str | None:
-    """What :func:`parse_hints` refuses in ``items``, one sentence, or None."""
-    try:
-        parse_hints(items)
-    except ConfigError as e:
-        return str(e)
-    return None
-
-
-def weights_problem(weights) -> str | None:
-    """What is wrong with the ``hint_weights`` of the command line, or None."""
-    if not weights or any(not 0 < w < math.inf for w in weights):
-        given = ",".join(map(str, weights)) or "none"
-        return f"hint_weights must be numbers > 0 and finite, got {given}"
-    return None
 
 
 def deepest_guided_layer(student: keras.Model, pairs) -> str:
@@ -312,7 +278,7 @@ def resolve_pairs(teacher, student, hints=None, hint_layer=None, guided_layer=No
         return [], None
     check_tappable(teacher)
     if hint_layer is not None:
-        return [(hint_layer, guided_layer)], None
+        return layer_pairs(teacher, [(hint_layer, guided_layer)]), None
     if isinstance(hints, str) and hints == "auto":
         from fitnets_tf.hint_choice import auto_pair
 
@@ -326,7 +292,7 @@ def resolve_pairs(teacher, student, hints=None, hint_layer=None, guided_layer=No
         )
     if len(set(pairs)) != len(pairs):
         raise ConfigError(f"`hints` names a pair twice. Received: hints={hints!r}")
-    return pairs, None
+    return layer_pairs(teacher, pairs), None
 
 
 def check_weights(hint_weights, count: int) -> tuple[float, ...]:

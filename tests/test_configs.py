@@ -188,7 +188,7 @@ def test_the_note_names_no_inherited_flag_the_message_is_not_about(tmp_path):
     ({"teacher_path": "net.pt"}, "'net.pt' is a PyTorch file, which TensorFlow cannot run: "
                                  "export the teacher to ONNX (PyTorch 2.9 or later: "
                                  "torch.onnx.export("),
-    ({"teacher": "net.pth"}, "--teacher_path=teacher.onnx (KD only)"),
+    ({"teacher": "net.pth"}, "and give --teacher_path=teacher.onnx"),
     ({"student": "net.safetensors"}, "'net.safetensors' is a PyTorch file, whose model cannot "
                                      "be trained here: build the student in Keras"),
 ])  # fmt: skip

@@ -10,7 +10,7 @@ import fitnets_tf
 from fitnets_tf import config as config_lib
 from fitnets_tf import hint_choice, models, stages, teacher_cache
 from fitnets_tf.errors import ConfigError, HintShapeError
-from fitnets_tf.hint_path import parse_hints
+from fitnets_tf.hint_flags import parse_hints
 
 
 def _scaling_net(name: str, first: float, second: float) -> keras.Model:
@@ -209,6 +209,9 @@ def test_auto_pair_refusal_names_a_pair_that_fits():
 def test_parse_hints_reads_auto_and_pairs():
     assert parse_hints(["auto"]) == "auto"
     assert parse_hints(["pool2:pool4", "pool3:pool6"]) == [("pool2", "pool4"), ("pool3", "pool6")]
+    # A pair splits at its one ':' not part of '::' (TorchScript's names of ONNX tensors).
+    assert parse_hints(["onnx::Relu_23:conv2", "a:onnx::b"]) == [("onnx::Relu_23", "conv2"),
+                                                                  ("a", "onnx::b")]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -218,6 +221,11 @@ def test_parse_hints_reads_auto_and_pairs():
         (["auto", "pool2:pool4"], "received 'auto,pool2:pool4'"),
         (["pool2:pool4:x"], "received 'pool2:pool4:x'"),
         ([":pool4"], "received ':pool4'"),
+        # An ONNX tensor's '::' belongs to its name: here no pair, or an ambiguous one (the
+        # single ':' of tf2onnx's "name:0").
+        (["onnx::Relu_23"], "an ONNX tensor's '::' is part of its name"),
+        (["a::b"], "received 'a::b'"),
+        (["model/relu:0:conv2"], "received 'model/relu:0:conv2'"),
         (["a:b", "a:b"], "names a pair twice"),
         ([], "received ''"),
     ],

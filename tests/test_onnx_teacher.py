@@ -115,14 +115,16 @@ def test_onnx_models_it_cannot_distil_from_are_refused(files, tmp_path):
         onnx_model.load(tmp_path / "gone.onnx", (8, 8, 1))
 
 
-def test_an_onnx_teacher_gives_no_hints_and_no_xla(files):
+def test_an_onnx_teacher_chooses_no_hints_itself_and_takes_no_xla(files):
+    # Its hints are tensors named by hand (tests/test_onnx_hints.py): auto chooses among layers.
     _, folder = files
-    with pytest.raises(errors.ConfigError, match=r"'first' is an ONNX model, run as a function: "
-                       r"it has no layer to take a hint from"):
+    with pytest.raises(errors.ConfigError, match=r"hints='auto' chooses among Keras layers, and "
+                       r"an ONNX teacher's hints are tensors of its file"):
         Distiller(onnx_model.load(folder / "first.onnx"), tiny_model("student", 2, 1),
                   hints="auto")  # fmt: skip
     path = str(folder / "first.onnx")
-    with pytest.raises(errors.ConfigError, match=r"--mode fitnet trains from hints"):
+    with pytest.raises(errors.ConfigError, match=r"and --mode fitnet trains from hints: name "
+                       r"them, --hints=TENSOR:GUIDED_LAYER \(--list_layers --mode=kd lists"):
         SMOKE.with_values(teacher_path=path, modes=("fitnet",)).validate()
     with pytest.raises(errors.ConfigError, match=r"which XLA cannot compile: drop --jit_compile"):
         SMOKE.with_values(teacher_path=path, jit_compile=True).validate()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from fitnets_tf import hint_path, options
+from fitnets_tf import hint_flags, options
 from fitnets_tf.config.sections import (
     CACHE_TEACHER,
     FLIPS,
@@ -122,20 +122,31 @@ class ExperimentConfig:
         return found
 
     def _foreign_teacher_problems(self) -> list[str]:
-        """A teacher run as a function (a SavedModel's signature, an ONNX model: no layers)
-        with modes that train from hints, or an ONNX one under XLA."""
+        """A SavedModel teacher (run as a function: no layers) with modes that train from
+        hints, an ONNX one with --hints=auto (its hints are named tensors) or under XLA."""
         from fitnets_tf import stages
         from fitnets_tf.models import onnx_model, sources
 
         teacher, found = self.models.trained_teacher(), []
         kind = sources.foreign_kind(teacher)
         hinted = [m for m in self.schedule.modes if m in stages.HINT_MODES]
-        if kind and hinted:
+        onnx = bool(teacher) and onnx_model.is_onnx_file(teacher)
+        if kind and hinted and not onnx:
             found.append(f"the teacher {teacher!r} is {kind}, run as a function: it has no "
                          f"layer to take a hint from, and --mode {','.join(hinted)} trains from "
                          "hints. Give --mode=kd (with scratch for the baseline: "
-                         "--mode=kd,scratch), or the teacher as a .keras file")  # fmt: skip
-        if teacher and onnx_model.is_onnx_file(teacher) and self.runtime.jit_compile:
+                         "--mode=kd,scratch), or the teacher as a .keras or ONNX file")  # fmt: skip
+        if onnx and hinted and not (self.models.hints or self.models.hint_layer):
+            found.append(f"the teacher {teacher!r} is an ONNX model, whose hints are tensors of "
+                         f"its file, and --mode {','.join(hinted)} trains from hints: name "
+                         "them, --hints=TENSOR:GUIDED_LAYER (--list_layers --mode=kd lists its "
+                         "tensors), or give --mode=kd (with scratch for the baseline: "
+                         "--mode=kd,scratch)")  # fmt: skip
+        if onnx and hinted and self.models.hints == ("auto",):
+            found.append(f"--hints=auto chooses among Keras layers, and the teacher {teacher!r} "
+                         "is an ONNX model, whose hints are tensors of its file: name one, "
+                         "--hints=TENSOR:GUIDED_LAYER (--list_layers lists its tensors)")  # fmt: skip
+        if onnx and self.runtime.jit_compile:
             found.append(f"the teacher {teacher!r} runs in ONNX Runtime, called from the "
                          "train step on the host, which XLA cannot compile: drop --jit_compile")
         return found
@@ -167,7 +178,11 @@ class ExperimentConfig:
     def hint_pairs(self) -> list[tuple[str, str]] | str:
         """The hint/guided pairs: ``--hints`` (or ``"auto"``), else :meth:`pair` ([]: none)."""
         if self.models.hints:
-            return hint_path.parse_hints(self.models.hints)
+            return hint_flags.parse_hints(self.models.hints)
+        from fitnets_tf.models.onnx_model import is_onnx_file
+
+        if is_onnx_file(self.models.trained_teacher()) and not self.models.hint_layer:
+            return []  # the paper's pairs are layers of its nets, not tensors of a file
         hint, guided = self.pair()
         return [(hint, guided)] if hint is not None and guided is not None else []
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from fitnets_tf import hint_path, latency, losses, pretrained, recipes, standardize
+from fitnets_tf import hint_flags, latency, losses, pretrained, recipes, standardize
 from fitnets_tf.config import lookups
 from fitnets_tf.models import sources
 from fitnets_tf.options import option
@@ -123,16 +123,18 @@ class ModelsConfig:
     guided_layer: str | None = option(None, "Student layer being guided (default: paper's).")
     hints: tuple[str, ...] | None = option(
         None, "Instead of --hint_layer/--guided_layer: 'teacher_layer:student_layer' pairs, or "
-        "'auto' (the paper's middle layers; --list_layers shows the choice).",
-        check=hint_path.hints_problem,
+        "'auto' (the paper's middle layers; --list_layers shows the choice). An ONNX teacher's "
+        "hint is a tensor of its file (onnx::Relu_23:conv2: a pair splits at its one ':' not "
+        "part of '::').",
+        check=hint_flags.hints_problem,
     )  # fmt: skip
     hint_weights: tuple[float, ...] | None = option(
         None, "Weight of each hint pair's loss in stage 1 (default: 1 each).",
-        check=hint_path.weights_problem,
+        check=hint_flags.weights_problem,
     )  # fmt: skip
     teacher_path: str | None = option(
-        None, "Trained teacher: a .keras file, run directory, SavedModel folder or .onnx file "
-        "(KD only), or pretrained:NAME (one ships: pretrained:fashion_mnist_wide_cnn).",
+        None, "Trained teacher: a .keras file, run directory, SavedModel folder (KD only) or "
+        ".onnx file, or pretrained:NAME (one ships: pretrained:fashion_mnist_wide_cnn).",
         check=lambda path: pretrained.name_problem(path) or sources.pytorch_file_problem(path),
     )  # fmt: skip
     init: str = option(

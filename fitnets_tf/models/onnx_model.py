@@ -1,10 +1,11 @@
 """A trained teacher given as an ONNX file (a PyTorch model's ``torch.onnx.export``...).
 
-A teacher trained in another framework teaches a Keras student by knowledge distillation:
-ONNX Runtime runs the file (the provider it picks: CUDA where ``onnxruntime-gpu`` has a GPU)
-inside the train step, through ``tf.numpy_function``, in a one-layer Keras model
-(:class:`OnnxTeacher`). Its graph has no Keras layers to tap, so it gives no hints; and a
-``numpy_function`` runs on the host, so XLA (``jit_compile``) and TPUs cannot take it. Images
+A teacher trained in another framework teaches a Keras student by knowledge distillation, and
+by hints: ONNX Runtime runs the file (the provider it picks: CUDA where ``onnxruntime-gpu`` has
+a GPU) inside the train step, through ``tf.numpy_function``, in a one-layer Keras model
+(:class:`OnnxTeacher`). Its hints are tensors of the file, named as the file names them, which
+the session also returns and the model exposes as layers (:mod:`~fitnets_tf.models.onnx_hints`).
+A ``numpy_function`` runs on the host, so XLA (``jit_compile``) and TPUs cannot take it. Images
 go in channels-last, as the pipelines make them, and are transposed for a model that takes them
 channels-first (PyTorch's order, found from the shape of its input); probabilities out are
 taken as their logarithms (:func:`~fitnets_tf.models.logits.logits_of_foreign`). A file whose
@@ -26,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitnets_tf.errors import ConfigError, TeacherLoadError
+from fitnets_tf.models import onnx_hints
 from fitnets_tf.models.logits import logits_of_foreign
 from fitnets_tf.models.saved_model import model_name
 from fitnets_tf.notes import note
@@ -45,23 +47,32 @@ def onnx_layer(model: keras.Model):
 
 
 class OnnxTeacher(keras.layers.Layer):
-    """An ONNX model's one output for a batch of channels-last images, by ONNX Runtime.
+    """An ONNX model's output for a batch of channels-last images, by ONNX Runtime; with
+    ``hints``, also those tensors of its graph (channels last), after it.
 
     Args:
         onnx_path: the ONNX file.
-        channels_first: the model takes ``(N, C, H, W)``: the images are transposed for it.
+        channels_first: the model takes ``(N, C, H, W)``: the images are transposed for it, and
+            its hints back.
         classes: the size of its output's last axis.
         session: an ONNX Runtime session of the file already made (default: a new one).
+        hints: names of intermediate tensors of the file the layer returns too.
+        hint_shapes: their shapes ``(H, W, C)`` (channels last), one per hint.
     """
 
-    def __init__(self, onnx_path, channels_first: bool, classes: int, session=None, **kwargs):
+    def __init__(self, onnx_path, channels_first: bool, classes: int, session=None, hints=(),
+                 hint_shapes=(), **kwargs):  # fmt: skip
         for fixed in ("trainable", "dtype"):  # a config's (clone_model's copy): as here
             kwargs.pop(fixed, None)
         super().__init__(trainable=False, dtype="float32", **kwargs)
         # Not `path`: Keras layers have one (their variables' prefix).
         self.onnx_path, self.channels_first, self.classes = str(onnx_path), channels_first, classes
+        self.hints, self.hint_shapes = list(hints), [tuple(s) for s in hint_shapes]
+        if len(self.hints) != len(self.hint_shapes):
+            raise ValueError(f"Give one shape per hint. Received: hints={hints}, "
+                             f"hint_shapes={hint_shapes}")  # fmt: skip
         self.session = session or _session(pathlib.Path(onnx_path),
-                                           f"The ONNX model {self.onnx_path!r}")  # fmt: skip
+                                           f"The ONNX model {self.onnx_path!r}", self.hints)  # fmt: skip
         self._run = runner(self.session)
         self.params = _weights_in(self.onnx_path)
 
@@ -69,11 +80,25 @@ class OnnxTeacher(keras.layers.Layer):
         """The model's output for ``images`` as it takes them, in float32."""
         return self._run(images)[0].astype(np.float32)
 
+    def run_all(self, images: np.ndarray) -> list[np.ndarray]:
+        """The model's output and its hints for ``images`` as it takes them, in float32."""
+        return [output.astype(np.float32) for output in self._run(images)]
+
     def call(self, images):
         if self.channels_first:
             images = keras.ops.transpose(images, (0, 3, 1, 2))
-        outputs = tf.numpy_function(self.run, [images], tf.float32, stateful=False)
-        return tf.ensure_shape(outputs, (None, self.classes))
+        if not self.hints:
+            outputs = tf.numpy_function(self.run, [images], tf.float32, stateful=False)
+            return tf.ensure_shape(outputs, (None, self.classes))
+        logits, *hints = tf.numpy_function(self.run_all, [images],
+                                           [tf.float32] * (1 + len(self.hints)), stateful=False)  # fmt: skip
+        # numpy_function's outputs have no shape: each the file's, then channels last.
+        for i, (height, width, channels) in enumerate(self.hint_shapes):
+            taken = (channels, height, width) if self.channels_first else (height, width, channels)
+            hints[i] = tf.ensure_shape(hints[i], (None, *taken))
+            if self.channels_first:
+                hints[i] = keras.ops.transpose(hints[i], (0, 2, 3, 1))
+        return [tf.ensure_shape(logits, (None, self.classes)), *hints]
 
     def taken_shape(self, images) -> tuple:
         """The shape of one image as the file takes it, for ``images`` (channels last)."""
@@ -81,21 +106,29 @@ class OnnxTeacher(keras.layers.Layer):
         return (channels, height, width) if self.channels_first else (height, width, channels)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.classes)
+        logits = (input_shape[0], self.classes)
+        if not self.hints:
+            return logits
+        return [logits, *((input_shape[0], *shape) for shape in self.hint_shapes)]
 
     def get_config(self):
         return {**super().get_config(), "onnx_path": self.onnx_path,
-                "channels_first": self.channels_first, "classes": self.classes}  # fmt: skip
+                "channels_first": self.channels_first, "classes": self.classes,
+                "hints": self.hints, "hint_shapes": self.hint_shapes}  # fmt: skip
 
 
-def load(path: str | os.PathLike, input_shape=None, role: str = "teacher") -> keras.Model:
+def load(path: str | os.PathLike, input_shape=None, role: str = "teacher",
+         hints=()) -> keras.Model:  # fmt: skip
     """The ONNX model at ``path`` as a Keras model: images of ``input_shape`` ``(H, W, C)``
     (default: the model's, when its input's sizes are all given) in, logits out. Its name is
-    the file's.
+    the file's. Each tensor of the file ``hints`` names (by its name in the file, or its
+    layer's: :func:`~fitnets_tf.models.onnx_hints.layer_name`) is the output of a layer of that
+    name, for a hint (:mod:`~fitnets_tf.models.onnx_hints`).
 
     Raises:
         ConfigError: ONNX Runtime is not installed; the model does not take one float image
-            batch of that shape in either order, or does not give one ``(N, classes)`` output.
+            batch of that shape in either order, or does not give one ``(N, classes)`` output;
+            a hint names no 4-D activation of the file.
         TeacherLoadError: ONNX Runtime cannot load the file.
     """
     path = pathlib.Path(path).expanduser()
@@ -109,12 +142,31 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher") -> ke
         shapes = ", ".join(str(p.shape) for p in probed)
         raise ConfigError(f"{what} returns {shapes}; a teacher returns one (N, classes) tensor, "
                           "the class logits (or probabilities). Export one that does.")  # fmt: skip
+    tapped = _hint_candidates(path, hints, input_shape, channels_first, what)
+    if tapped:  # a session of the file with the hints as outputs too
+        session = _session(path, what, [c.tensor for c in tapped])
     inputs = keras.Input(tuple(input_shape), name="images")
-    layer = OnnxTeacher(path, channels_first, probed[0].shape[1], session, name="onnx_model")
+    layer = OnnxTeacher(path, channels_first, probed[0].shape[1], session, name="onnx_model",
+                        hints=[c.tensor for c in tapped],
+                        hint_shapes=[c.shape for c in tapped])  # fmt: skip
     name = model_name(path)
     _fixed_batch_note(session, role, name)
-    outputs = logits_of_foreign(layer(inputs), probed[0], name, "an ONNX model")
+    outputs = layer(inputs)
+    if tapped:  # each hint a layer of the model, so that it can be tapped by name
+        hinted = [onnx_hints.hint_layer(c)(h) for c, h in zip(tapped, outputs[1:], strict=True)]
+        outputs = onnx_hints.FirstOf(name="onnx_logits")([outputs[0], *hinted])
+    outputs = logits_of_foreign(outputs, probed[0], name, "an ONNX model")
     return keras.Model(inputs, outputs, name=name)
+
+
+def _hint_candidates(path: pathlib.Path, hints, input_shape, channels_first: bool, what: str):
+    """The :class:`~fitnets_tf.models.onnx_hints.Candidate` of each of ``hints``, checked."""
+    if not hints:
+        return []
+    import onnx  # noqa: PLC0415  (installed with ONNX Runtime, the export extra's)
+
+    model = onnx.load(str(path))
+    return onnx_hints.requested(model, list(hints), input_shape, channels_first, what)
 
 
 def runner(session) -> Callable[[np.ndarray], list[np.ndarray]]:
@@ -166,7 +218,9 @@ def _fixed_batch_note(session, role: str, name: str) -> None:
          "faster.")  # fmt: skip
 
 
-def _session(path: pathlib.Path, what: str):
+def _session(path: pathlib.Path, what: str, hints=()):
+    """An ONNX Runtime session of the file; with ``hints``, of a copy of it (in memory) that
+    returns those tensors too, after its own outputs."""
     try:
         import onnxruntime as ort  # noqa: PLC0415  (the export extra's: only when used)
     except ImportError as e:
@@ -176,7 +230,8 @@ def _session(path: pathlib.Path, what: str):
         raise TeacherLoadError(f"{what} does not exist.")
     _check_data_files(path, what)
     try:
-        return ort.InferenceSession(str(path), providers=ort.get_available_providers())
+        model = _with_outputs(path, hints) if hints else str(path)
+        return ort.InferenceSession(model, providers=ort.get_available_providers())
     except Exception as e:  # noqa: BLE001  (ONNX Runtime's errors for a bad file vary)
         raise TeacherLoadError(f"Cannot load t{what[1:]} ({type(e).__name__}: "
                                f"{str(e).splitlines()[0]}): it is damaged, or not an ONNX "
@@ -231,6 +286,12 @@ def _channels_first(session, input_shape: tuple, what: str) -> bool:
             "--image_size (and --channels) to match it, or export a model that takes them."
         )
     return first
+
+
+def _with_outputs(path: pathlib.Path, hints) -> bytes:
+    import onnx  # noqa: PLC0415
+
+    return onnx_hints.with_outputs(onnx.load(str(path)), hints)
 
 
 def _weights_in(path: str) -> int:

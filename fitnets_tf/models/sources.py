@@ -86,7 +86,7 @@ def pytorch_file_problem(spec, role: str = "teacher") -> str | None:
     # The default exporter's own arguments (dynamo, PyTorch 2.9): it warns against
     # dynamic_axes, and without external_data=False writes the weights to teacher.onnx.data.
     return (f"{spec!r} is a PyTorch file, which TensorFlow cannot run: export the teacher to "
-            f"ONNX ({TORCH_EXPORT}) and give --teacher_path=teacher.onnx (KD only)")  # fmt: skip
+            f"ONNX ({TORCH_EXPORT}) and give --teacher_path=teacher.onnx")  # fmt: skip
 
 
 def check(spec, role: str = "model") -> str | None:

@@ -55,7 +55,8 @@ class FitNetsHyperModel(keras_tuner.HyperModel):
     from the others by its hyperparameters only.
 
     Args:
-        teacher_path: the trained teacher, a ``.keras`` file or a run directory.
+        teacher_path: the trained teacher, a ``.keras`` file or a run directory (or an ONNX
+            file, loaded with the hint tensors of the pairs when a trial trains hints).
         build_student: makes the student architecture (untrained) under the current policy.
         student_weights: a ``.keras`` or ``.weights.h5`` file of the hint-trained student;
             ``None`` starts from ``build_student``'s initialisation.
@@ -115,17 +116,25 @@ class FitNetsHyperModel(keras_tuner.HyperModel):
         keras.config.set_dtype_policy(self.dtype_policy)
         keras.utils.set_random_seed(self.seed)
         hparams = self.space.hyperparameters(hp, self.hparams)
-        teacher = load_teacher(self.teacher_path)
+        pairs = self._hint_arguments if self.hints_epochs > 0 else {}
+        teacher = load_teacher(self.teacher_path, hints=self._pairs(pairs))
         student = self.build_student()
         if self.student_weights is not None and not self.hints_epochs:
             student.set_weights(self._stage_one_weights(student))
-        pairs = self._hint_arguments if self.hints_epochs > 0 else {}
         return TrialDistiller(
             teacher, student, temperature=hparams.temperature, kd_lambda=hparams.lambda_start,
             tau_squared=hparams.tau_squared, regressor=hparams.regressor,
             regressor_max_norm=hparams.regressor_max_norm,
             label_smoothing=hparams.label_smoothing, **pairs,
         )  # fmt: skip
+
+    @staticmethod
+    def _pairs(arguments: dict) -> list:
+        """The pairs the Distiller's ``arguments`` name: an ONNX teacher loads their hints."""
+        if arguments.get("hint_layer") is not None:
+            return [(arguments["hint_layer"], arguments["guided_layer"])]
+        hints = arguments.get("hints")
+        return list(hints) if isinstance(hints, (list, tuple)) else []
 
     def _stage_one_weights(self, student: keras.Model) -> list:
         if self._student_values is None:

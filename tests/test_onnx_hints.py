@@ -1,0 +1,191 @@
+"""Hints from an ONNX teacher's tensors (fitnets_tf.models.onnx_hints)."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_data, tiny_model, train_cli
+
+from fitnets_tf import Distiller, errors, hint_path
+from fitnets_tf import config as config_lib
+from fitnets_tf.models import onnx_hints, onnx_model
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+helper, numpy_helper = onnx.helper, onnx.numpy_helper
+
+# Names as PyTorch's exporters give them: the dynamo one's module paths, TorchScript's
+# `input.N` and `onnx::Op_N` (named after the node that takes the tensor).
+CONV1, RELU1, POOL1 = "/net/c1/Conv_output_0", "/net/Relu_output_0", "/net/MaxPool_output_0"
+CONV2, RELU2, GAP = "onnx::Relu_23", "input.20", "/net/GlobalAveragePool_output_0"
+
+
+def _net(size=8, classes=3, upto=None, batch="batch") -> onnx.ModelProto:
+    """A PyTorch-like channels-first net: conv, relu, max pool, conv, relu, global average
+    pool, reshape (its shape a constant: shape arithmetic), linear. ``upto``: the graph ends at
+    that tensor instead, onnxruntime's own view of it (what a hint must equal)."""
+    rng = np.random.default_rng(0)
+
+    def weight(name, *shape):
+        return numpy_helper.from_array(rng.normal(0, 0.5, shape).astype(np.float32), name)
+
+    init = [weight("net.c1.weight", 4, 1, 3, 3), weight("net.c1.bias", 4),
+            weight("net.c2.weight", 6, 4, 3, 3), weight("net.c2.bias", 6),
+            weight("net.fc.weight", classes, 6), weight("net.fc.bias", classes),
+            numpy_helper.from_array(np.array([-1, 6], np.int64), "/Constant_output_0")]  # fmt: skip
+    pads = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    nodes = [
+        helper.make_node("Conv", ["input", "net.c1.weight", "net.c1.bias"], [CONV1], **pads),
+        helper.make_node("Relu", [CONV1], [RELU1]),
+        helper.make_node("MaxPool", [RELU1], [POOL1], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", [POOL1, "net.c2.weight", "net.c2.bias"], [CONV2], **pads),
+        helper.make_node("Relu", [CONV2], [RELU2]),
+        helper.make_node("GlobalAveragePool", [RELU2], [GAP]),
+        helper.make_node("Reshape", [GAP, "/Constant_output_0"], ["/net/Reshape_output_0"]),
+        helper.make_node("Gemm", ["/net/Reshape_output_0", "net.fc.weight", "net.fc.bias"],
+                         ["logits"], transB=1),  # fmt: skip
+    ]
+    if upto is not None:
+        nodes = nodes[: [n.output[0] for n in nodes].index(upto) + 1]
+    out = helper.make_tensor_value_info(upto or "logits", onnx.TensorProto.FLOAT, None)
+    images = helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [batch, 1, size, size])
+    graph = helper.make_graph(nodes, "net", [images], [out], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture(scope="module")
+def net_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx_hints") / "net.onnx"
+    onnx.save(_net(), str(path))
+    return path
+
+
+def _ort(model: onnx.ModelProto, images_nchw: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": images_nchw})[0]
+
+
+def test_a_hint_is_the_tensor_onnxruntime_computes_channels_last(net_file):
+    x, _ = tiny_data(5)
+    teacher = onnx_model.load(net_file, (8, 8, 1), hints=[RELU1, CONV2])
+    nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    for tensor, shape in ((RELU1, (8, 8, 4)), (CONV2, (4, 4, 6))):
+        tapped = hint_path.tap(teacher, [onnx_hints.layer_name(tensor)], "hint")
+        assert tapped.output.shape[1:] == shape
+        expected = _ort(_net(upto=tensor), nchw).transpose(0, 2, 3, 1)
+        np.testing.assert_allclose(tapped(x), expected, atol=1e-5)
+    # The logits are the file's, as without hints.
+    np.testing.assert_allclose(teacher(x), _ort(_net(), nchw), atol=1e-5)
+    # A copy from its config (clone_model's) has the same hint layers, with the same values.
+    copy = keras.models.clone_model(teacher)
+    expected = _ort(_net(upto=CONV2), nchw).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(hint_path.tap(copy, ["onnx::Relu_23"], "hint")(x), expected,
+                               atol=1e-5)  # fmt: skip
+    # A Relu's tensor gives a ReLU regressor, as a Keras ReLU hint does; a Conv's a linear one.
+    student = tiny_model("student", width=2, seed=1)
+    pairs = hint_path.layer_pairs(teacher, [(RELU1, "conv1"), (CONV2, "conv2")])
+    assert pairs == [("net.Relu_output_0", "conv1"), ("onnx::Relu_23", "conv2")]
+    built = hint_path.make_regressors(teacher, student, pairs)
+    assert [r.activation.__name__ for r in built] == ["relu", "linear"]
+
+
+def test_the_candidates_are_the_4d_activations_in_graph_order(net_file):
+    listed = onnx_hints.candidates(onnx.load(str(net_file)), (8, 8, 1), channels_first=True)
+    assert [(c.tensor, c.shape, c.op) for c in listed] == [
+        (CONV1, (8, 8, 4), "Conv"), (RELU1, (8, 8, 4), "Relu"), (POOL1, (4, 4, 4), "MaxPool"),
+        (CONV2, (4, 4, 6), "Conv"), (RELU2, (4, 4, 6), "Relu"), (GAP, (1, 1, 6), "GlobalAveragePool"),
+    ]  # fmt: skip
+
+
+def test_a_stage_one_step_from_an_onnx_hint_lowers_the_hint_loss(net_file):
+    teacher = onnx_model.load(net_file, (8, 8, 1), hints=[RELU2])
+    student = tiny_model("student", width=2, seed=1)
+    distiller = Distiller(teacher, student, hints=[(RELU2, "conv2")])
+    assert distiller.hints == [("input.20", "conv2")]
+    # Pairs sharing a hint, named by the tensor and by its layer: one hint layer.
+    shared = onnx_model.load(net_file, (8, 8, 1), hints=[RELU1, RELU2, "net.Relu_output_0"])
+    assert shared.get_layer("onnx_model").hints == [RELU1, RELU2]
+    distiller.compile(optimizer=keras.optimizers.SGD(0.05), phase="hints")
+    x, y = tiny_data(32)
+    first = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)["hint_loss"]
+    distiller.fit(x, y, batch_size=32, epochs=5, shuffle=False, verbose=0)
+    last = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)["hint_loss"]
+    assert last < 0.9 * first
+
+
+def test_a_search_trial_training_hints_loads_the_onnx_hints(net_file):
+    import keras_tuner  # noqa: PLC0415  (the search's)
+
+    from fitnets_tf import search  # noqa: PLC0415
+
+    model = search.FitNetsHyperModel(net_file, lambda: tiny_model("student", width=2, seed=1),
+                                     hints=[(RELU2, "conv2")], hints_epochs=1)  # fmt: skip
+    hp = keras_tuner.HyperParameters()
+    model.declare_hyperparameters(hp)
+    assert model.build(hp).hints == [("input.20", "conv2")]
+
+
+def test_bad_hint_tensors_are_refused_naming_close_ones(net_file):
+    with pytest.raises(errors.ConfigError, match=r"no tensor '/net/Relu_output_1'.*"
+                       r"'/net/Relu_output_0'.*--list_layers"):
+        onnx_model.load(net_file, (8, 8, 1), hints=["/net/Relu_output_1"])
+    with pytest.raises(errors.ConfigError, match=r"'/net/Reshape_output_0' is not a 4-D "
+                       r"activation \(its shape: \(N, 6\)\)"):
+        onnx_model.load(net_file, (8, 8, 1), hints=["/net/Reshape_output_0"])
+    with pytest.raises(errors.ConfigError, match=r"'net.c1.weight' is not a 4-D activation "
+                       r"\(a weight of the file\)"):
+        onnx_model.load(net_file, (8, 8, 1), hints=["net.c1.weight"])
+    teacher = onnx_model.load(net_file, (8, 8, 1), hints=[RELU1])
+    student = tiny_model("student", width=2, seed=1)
+    with pytest.raises(errors.ConfigError, match=r"loaded without the hint tensor 'input.20'"):
+        Distiller(teacher, student, hints=[(RELU2, "conv2")])
+    with pytest.raises(errors.ConfigError, match=r"hints='auto' chooses among Keras layers.*"
+                       r"--list_layers"):
+        Distiller(teacher, student, hints="auto")
+
+
+def test_hints_from_an_onnx_teacher_in_the_config(net_file):
+    smoke = config_lib.ExperimentConfig().with_values(
+        dataset="synthetic", student="mnist_fitnet", teacher_path=str(net_file),
+        modes=("fitnet",), limit=128,
+    )  # fmt: skip
+    smoke.with_values(hints=(f"{RELU2}:conv2",)).validate()  # accepted as it is
+    with pytest.raises(errors.ConfigError, match=r"--hints=auto chooses among Keras layers.*"
+                       r"--list_layers"):
+        smoke.with_values(hints=("auto",)).validate()
+    # No pair of the paper's for a file: the run asks for one.
+    assert smoke.hint_pairs() == []
+
+
+# The CLI's runs: a 28x28 net of 10 classes, synthetic's, and the smoke config's student.
+@pytest.fixture(scope="module")
+def mnist_sized(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx_cli") / "teacher.onnx"
+    onnx.save(_net(size=28, classes=10), str(path))
+    return path
+
+
+SMOKE_FLAGS = ("--flagfile=configs/smoke.flags", "--teacher_epochs=0", "--limit=128")
+
+
+def test_list_layers_lists_the_onnx_tensors(mnist_sized):
+    done = train_cli(*SMOKE_FLAGS, f"--teacher_path={mnist_sized}", "--mode=kd",
+                     "--list_layers")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "hint tensors of the ONNX teacher 'teacher'" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if "_output_0" in line
+            or line.strip().startswith(("onnx::", "input."))]  # fmt: skip
+    assert [row[0] for row in rows] == [CONV1, RELU1, POOL1, CONV2, RELU2, GAP]
+    assert rows[1][1:] == ["Relu", "(28,", "28,", "4)"]
+    assert "hints=auto: not for an ONNX teacher" in done.stdout
+
+
+def test_the_cli_trains_fitnet_from_an_onnx_teacher(mnist_sized, tmp_path):
+    done = train_cli(*SMOKE_FLAGS, f"--teacher_path={mnist_sized}", "--mode=fitnet",
+                     f"--hints={RELU2}:conv2", "--hints_epochs=1", "--kd_epochs=1",
+                     "--measure_latency=false", f"--workdir={tmp_path / 'run'}", timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "input.20:conv2" in done.stdout
+    hints = (tmp_path / "run" / "hints.json").read_text()
+    assert '"hint_layer": "input.20"' in hints and '"activation": "relu"' in hints
