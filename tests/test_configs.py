@@ -207,7 +207,7 @@ def test_the_pytorch_export_advised_is_the_default_exporters_in_one_file():
         "(torch.zeros(1, C, H, W),), 'teacher.onnx', dynamic_shapes=({0: 'batch'},), "
         "external_data=False); before: dynamic_axes={'input': {0: 'batch'}}, "
         "input_names=['input'] instead of dynamic_shapes and external_data) and give "
-        "--teacher_path=teacher.onnx (KD only)"
+        "--teacher_path=teacher.onnx."
     )):  # fmt: skip
         ExperimentConfig.from_values({"teacher_path": "net.pt"}).validate()
 
