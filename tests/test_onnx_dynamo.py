@@ -172,3 +172,17 @@ def test_a_fixed_batch_is_told_with_the_default_exporters_way_to_free_it(capsys)
             "per call. Exported with a dynamic batch, torch.onnx.export(..., dynamic_shapes="
             "({0: 'batch'},)) (PyTorch 2.9 or later; before, dynamic_axes={'x': {0: 'batch'}}), "
             "it would take each batch in one call, which is faster.") in told  # fmt: skip
+
+
+def test_a_dynamo_exported_teachers_tensors_are_its_hints_weights_kept_beside_it():
+    # plain_cnn keeps its weights in plain_cnn.onnx.data: the copy of the file that returns
+    # the hints holds them too. Its names are the exporter's ("getitem": the first convolution
+    # with its batch norm folded, "relu": the ReLU of it), channels last as a Keras hint's.
+    teacher = onnx_model.load(DATA / "plain_cnn.onnx", hints=["getitem", "relu"])
+    images = _images("plain_cnn")
+    conv, relu = (keras.Model(teacher.inputs, teacher.get_layer(name).output)(images)
+                  for name in ("getitem", "relu"))  # fmt: skip
+    assert conv.shape == relu.shape == (len(images), 28, 28, 4)
+    np.testing.assert_array_equal(relu, np.maximum(conv, 0))
+    assert float(np.min(conv)) < 0 < float(np.max(conv))  # the ReLU does something
+    np.testing.assert_allclose(teacher(images), EXPECTED["plain_cnn_logits"], atol=1e-5)
