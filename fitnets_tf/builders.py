@@ -94,11 +94,12 @@ def _check_maxout_ties_apply(config: ExperimentConfig, student: keras.Model) -> 
 
 
 def dataset_shape(config: ExperimentConfig) -> tuple[tuple[int, int, int], int]:
-    """The images' ``(H, W, C)`` and the class count: a registered dataset's from its spec (no
-    data read), the user's from loading it."""
-    if config.data.dataset in data_lib.DATASETS:
-        spec = data_lib.get_spec(config.data.dataset)
-        return spec.input_shape, spec.num_classes
+    """The images' ``(H, W, C)`` and the class count as a run's data gives them (``--channels``
+    converted): a registered dataset's from its spec (no data read), the user's from loading
+    it."""
+    d = config.data
+    if d.dataset in data_lib.DATASETS:
+        return data_lib.built_in_shape(d.dataset, d.image_size, d.resize_mode, d.channels)
     loaded = load_data(config)
     return loaded.input_shape, loaded.num_classes
 

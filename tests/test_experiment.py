@@ -728,3 +728,15 @@ def test_test_accuracy_takes_labels_of_shape_batch_by_one():
     flat = evaluation.test_accuracy(teacher, images)
     column = images.map(lambda x, y: (x, tf.reshape(y, (-1, 1))))
     assert evaluation.test_accuracy(teacher, column) == flat == 0.6875
+
+
+def test_the_models_listed_take_the_images_a_run_would_give_them():
+    # --list_layers built the models from the built-in dataset's spec: 28x28x1 under
+    # --channels=3, where a run builds them for 28x28x3; and took an --image_size a run refuses.
+    config = config_lib.ExperimentConfig().with_values(
+        dataset="synthetic", teacher="mnist_teacher", student="mnist_fitnet", channels=3)
+    teacher, student = builders.models_of(config)
+    assert teacher.input_shape == student.input_shape == (None, 28, 28, 3)
+    with pytest.raises(errors.ConfigError, match="`image_size` resizes the user's data only; "
+                                                 "'synthetic' is 28x28"):  # fmt: skip
+        builders.dataset_shape(config.with_values(image_size=(32, 32)))

@@ -39,7 +39,7 @@ class DataConfig:
     )  # fmt: skip
     image_size: tuple[int, ...] | None = option(
         None, "HEIGHT,WIDTH (or one side) the user's images are resized to (default: a "
-        "folder's first image's size, the arrays', the TFDS dataset's).",
+        "folder's most common size, the arrays', the TFDS dataset's).",
         check=lookups.image_size_problem,
     )  # fmt: skip
     resize_mode: str = option(

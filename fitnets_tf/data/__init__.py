@@ -97,6 +97,7 @@ __all__ = [
     "TEST_FRACTION",
     "VALIDATION_FRACTION",
     "augment_image",
+    "built_in_shape",
     "check_input_shape",
     "dataset_problem",
     "ensure_prepared",
@@ -291,6 +292,17 @@ def _check_arguments(batch_size, limit, preprocessing) -> None:
 def _check_standardized(mode: str, mean, std, channels: int | None = None) -> None:
     if problems := standardize_problems(mode, mean, std, channels, flags=True):
         raise ConfigError("; ".join(problems) + ".")
+
+
+def built_in_shape(name: str, image_size=None, resize_mode: str = DEFAULT_RESIZE_MODE,
+                   channels: int | None = None) -> tuple[tuple[int, int, int], int]:  # fmt: skip
+    """The built-in dataset ``name``'s images' ``(H, W, C)`` and class count, as :func:`load`
+    gives them with these arguments (``channels`` converts), no data read; the arguments it
+    refuses are refused here too."""
+    spec = get_spec(name)
+    _check_built_in_size(spec, image_size, resize_mode)
+    height, width, own = spec.input_shape
+    return (height, width, channels or own), spec.num_classes
 
 
 def _check_built_in_size(spec: DatasetSpec, image_size, resize_mode: str) -> None:
