@@ -211,7 +211,7 @@ def load(
         retrain_on_all: train on all training data, no validation split (the paper's last step).
         limit: keep only the first ``limit`` examples of each split (smoke runs).
         image_size: the user's data only: ``(height, width)`` or one side, the images are
-            resized to it (default: a folder's first image's size, the arrays', TFDS's).
+            resized to it (default: a folder's most common size, the arrays', TFDS's).
         resize_mode: the user's data only: how an image of another aspect ratio is resized,
             ``stretch`` (whole, distorted), ``crop`` (the centred box of the target's aspect
             ratio) or ``pad`` (whole, letterboxed in black); see :data:`RESIZE_MODES`. Without
