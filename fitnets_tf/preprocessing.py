@@ -250,24 +250,30 @@ _GEOMETRIC = (keras.layers.InputLayer, keras.layers.Resizing, keras.layers.Cente
               keras.layers.RandomCrop, keras.layers.RandomFlip, keras.layers.RandomRotation,
               keras.layers.RandomTranslation, keras.layers.RandomZoom, keras.layers.Flatten,
               keras.layers.Reshape, keras.layers.Permute)  # fmt: skip
-# The largest mean of images in [0, 1] (pixels / 255), with room for rounding and that
-# overshoot: raw pixels' is tens (MNIST's 33, CIFAR-10's 120 to 126).
-_SCALED_MEAN_BOUND = 1.01
+# The largest mean of the images each mode feeds, with room for rounding and that overshoot:
+# raw pixels' is tens (MNIST's 33, CIFAR-10's 120 to 126). Pixels / 255: at most 1.
+# Standardized, (x - mean) / std of x in [0, 1]: at most (1 - mean) / std, under 10 for any
+# std over 0.1 (ImageNet's constants: 2.64; Fashion-MNIST's: 2.02).
+_SCALED_MEAN_BOUND = {"scale": 1.01, "standardize": 10.0}
+_BOUND_WORDS = {"scale": "images in [0, 1] have a mean of at most 1",
+                "standardize": "standardized images have a mean of a few units at most"}
 
 
-def raw_pixel_normalization(model: keras.Model) -> keras.layers.Normalization | None:
+def raw_pixel_normalization(model: keras.Model, mode: str = "scale"
+                            ) -> keras.layers.Normalization | None:  # fmt: skip
     """The ``Normalization`` layer by which ``model`` normalises its input with statistics of
     raw pixels in [0, 255], when it is the first layer to change the input's values
     (:func:`_first_changing`: only resizing, cropping, reshaping, flips, rotations,
     translations or zooms before it, a nested backbone's first layers too); None otherwise.
 
     Its mean, adapted or given, tells: above 1, it is not the mean of images in [0, 1], whose
-    every mean (per channel, per pixel, overall) is at most 1. After a layer that changes the
+    every mean (per channel, per pixel, overall) is at most 1 (``mode`` ``"scale"``); above 10,
+    not that of standardized images (``"standardize"``). After a layer that changes the
     values (a ``Rescaling`` to [-1, 1]) the input's range is not known, and it is not judged.
     """
     layer = _first_changing(model)
     if isinstance(layer, keras.layers.Normalization) and not layer.invert:
-        return layer if _largest_mean(layer) > _SCALED_MEAN_BOUND else None
+        return layer if _largest_mean(layer) > _SCALED_MEAN_BOUND[mode] else None
     return None
 
 
@@ -287,17 +293,18 @@ def check_own_rescaling(model: keras.Model, mode: str, role: str, name: str = ""
     an error: unlike a trained teacher, whose accuracy tells, an untrained student cannot be
     checked by what it scores. So would one whose first ``Normalization`` holds raw pixels'
     statistics (:func:`raw_pixel_normalization`): ``(x - 120) / 64`` of ``x`` in [0, 1] is all
-    but constant. That is judged under ``"scale"`` only: contrast-normalised images (``gcn``,
-    ``gcn_zca``) have no range that statistics of raw pixels fall out of, whatever the image
-    size and the layer's axes.
+    but constant. That is judged under ``"scale"`` and ``"standardize"``: contrast-normalised
+    images (``gcn``, ``gcn_zca``) have no range that statistics of raw pixels fall out of,
+    whatever the image size and the layer's axes.
 
     Raises:
         ConfigError: ``mode`` is not ``"none"`` and ``model`` has such a ``Rescaling``, or
-            ``mode`` is ``"scale"`` and it has such a ``Normalization``; the message names
+            ``mode`` is ``"scale"`` or ``"standardize"`` and it has such a ``Normalization``;
+            the message names
             ``--preprocessing=none`` and the other fix.
     """
-    if mode == "scale":
-        _check_own_normalization(model, role, name)
+    if mode in _SCALED_MEAN_BOUND:
+        _check_own_normalization(model, mode, role, name)
     if mode == "none":
         return unscaled_input(model, role, name)
     if (layer := raw_pixel_rescaling(model)) is None:
@@ -341,16 +348,17 @@ def _first_changing(model: keras.Model):
     return None
 
 
-def _check_own_normalization(model: keras.Model, role: str, name: str) -> None:
-    if (layer := raw_pixel_normalization(model)) is None:
+def _check_own_normalization(model: keras.Model, mode: str, role: str, name: str) -> None:
+    if (layer := raw_pixel_normalization(model, mode)) is None:
         return
     raise ConfigError(
         f"The {role} {name or model.name!r} normalises its own input with raw pixels' "
         f"statistics (its Normalization layer {layer.name!r} subtracts a mean of "
-        f"{_largest_mean(layer):.4g}; images in [0, 1] have a mean of at most 1), but this run "
-        f"feeds it {_FED['scale']} (--preprocessing=scale, given or the dataset's default): it "
+        f"{_largest_mean(layer):.4g}; {_BOUND_WORDS[mode]}), but this run "
+        f"feeds it {_FED[mode]} (--preprocessing={mode}, given or the dataset's default): it "
         "would normalise them to all but constant images, and train on them without an error. "
         "Run with --preprocessing=none (raw pixels to both models: then the teacher must take "
-        "raw pixels too, as its accuracy check tells), or "
-        f"adapt the {role}'s layer on the images / 255 (norm.adapt(images / 255))."
+        "raw pixels too, as its accuracy check tells), or adapt the "
+        f"{role}'s layer on the images as this run feeds them "
+        + ("(norm.adapt(images / 255))." if mode == "scale" else "(or drop it).")
     )

@@ -479,7 +479,8 @@ def test_a_student_normalising_with_raw_pixel_statistics_is_refused_under_scaled
                        r"input with raw pixels' statistics \(its Normalization layer 'own_norm' "
                        r"subtracts a mean of 12\d\.\d+; images in \[0, 1\] have a mean of at "
                        r"most 1\).*feeds it pixels / 255 \(--preprocessing=scale.*"
-                       r"--preprocessing=none.*adapt the student's layer on the images / 255"):  # fmt: skip
+                       r"--preprocessing=none.*adapt the student's layer on the images as this run "
+                       r"feeds them \(norm.adapt\(images / 255\)\)"):  # fmt: skip
         experiment.run(SMOKE.with_values(student=str(path)), tmp_path / "run")
     assert not (tmp_path / "run" / "teacher").exists()  # refused before the teacher trained
 
@@ -501,6 +502,14 @@ def test_which_normalization_takes_raw_pixels():
     centred = keras.layers.Rescaling(2.0, -1.0)  # to [-1, 1]: not what the statistics were of
     assert raw_pixel_normalization(_normalising_student(RAW, first=centred)) is None
     check_own_rescaling(_normalising_student(RAW), "none", "student")  # raw pixels: right
+    # Standardized images (torchvision's Normalize) are all but constant after it too: it was
+    # left alone under --preprocessing=standardize. Adapted on them (means near 0), it is not.
+    with pytest.raises(errors.ConfigError, match=r"subtracts a mean of 12\d\.\d+; standardized "
+                       r"images have a mean of a few units at most\), but this run feeds it "
+                       r"pixels standardized .*--preprocessing=standardize"):  # fmt: skip
+        check_own_rescaling(_normalising_student(RAW), "standardize", "student")
+    standardized = (RAW / 255 - RAW.mean() / 255) / (RAW.std() / 255)
+    check_own_rescaling(_normalising_student(standardized), "standardize", "student")
     # Contrast-normalised images have no range to compare with (it depends on the image size
     # and the normalisation's axes): the run leaves such a layer to its user.
     check_own_rescaling(_normalising_student(RAW), "gcn", "student")
