@@ -465,6 +465,7 @@ def test_stage_two_starts_from_stage_ones_best_epoch_not_its_last(best_first_run
     assert not _same_weights(best_first_run["epoch 1"], best_first_run["epoch 3"])
 
 
+@pytest.mark.slow  # kill and resume at more points: the slow suite's
 def test_a_run_killed_after_stage_ones_best_epoch_still_starts_stage_two_from_it(
     tmp_path, monkeypatch, best_first_run
 ):
@@ -488,6 +489,7 @@ def test_a_run_killed_after_stage_ones_best_epoch_still_starts_stage_two_from_it
     assert _same_weights(record["stage 2 starts"], best_first_run["epoch 1"])
 
 
+@pytest.mark.slow  # kill and resume at more points: the slow suite's
 def test_a_run_killed_at_the_stage_boundary_starts_stage_two_from_stage_ones_best_epoch(
     tmp_path, monkeypatch, best_first_run
 ):
