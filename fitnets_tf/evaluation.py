@@ -98,7 +98,7 @@ def below_chance(predictions: np.ndarray, labels: np.ndarray, num_classes: int
 
 def check_teacher(
     teacher: keras.Model, images: tf.data.Dataset, preprocessing: str, num_classes: int,
-    class_names=None, split: str = "validation",
+    class_names=None, split: str = "validation", other_scalings: bool = True,
 ) -> list[str]:  # fmt: skip
     """The teacher's accuracy on ``images`` (the run's ``split``), and a warning near chance,
     as lines to print.
@@ -108,7 +108,8 @@ def check_teacher(
     mistakes. One right clearly more often on the same images scaled another common way (raw
     pixels for pixels / 255 and the other way round, as a first ``Rescaling(1/255)`` takes
     them; standardised per channel, as torchvision's ``Normalize`` gives them) is refused
-    (:func:`fitnets_tf.teacher_scaling.better_scaling`).
+    (:func:`fitnets_tf.teacher_scaling.better_scaling`; not with ``other_scalings`` False: a
+    teacher the run trained on these images, which a barely trained one could fail).
 
     A teacher that gives some labels' images one other class each (:func:`_relabelling`),
     or is far *below* chance (:func:`below_chance` under :data:`PERMUTED_P_VALUE`), knows the
@@ -126,7 +127,7 @@ def check_teacher(
     if (relabelled := _relabelling(predictions, labels, num_classes)) is not None:
         raise ConfigError(_relabelled_message(relabelled, accuracy, split, class_names))
     if accuracy >= 2 * chance:
-        _refuse_better_scaling(teacher, images, preprocessing, split)
+        _refuse_better_scaling(teacher, images, preprocessing if other_scalings else "", split)
         return lines
     order = f" (label k is the k-th of: {', '.join(class_names)})" if class_names else ""
     expected, p = below_chance(predictions, labels, num_classes)
@@ -140,7 +141,8 @@ def check_teacher(
             "relabel the data in the teacher's (an image folder's labels are its sub-folders "
             "in sorted order)."
         )
-    _refuse_better_scaling(teacher, images, preprocessing, split)  # not a class order's
+    # Not a class order's (checked above) nor a teacher this run trained on these images.
+    _refuse_better_scaling(teacher, images, preprocessing if other_scalings else "", split)
     if (lagging := _lagging_statistics(teacher, images, accuracy, chance, split)) is not None:
         return lines + [lagging]
     hint = (f" It is below chance ({below}), the sign of another class order, though too few "

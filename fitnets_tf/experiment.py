@@ -273,9 +273,8 @@ class Experiment:
         )  # fmt: skip
 
     def check_teacher(self, teacher: keras.Model) -> None:
-        """Prints the teacher's validation accuracy before it teaches (see
-        :func:`fitnets_tf.evaluation.check_teacher`: refused when it was trained on pixels
-        scaled otherwise, warned near chance)."""
+        """Prints the teacher's validation accuracy before it teaches (refused when trained on
+        pixels scaled otherwise, warned near chance: :func:`evaluation.check_teacher`)."""
         # Without a validation split (--retrain_on_all, --validation_size=0), the test split:
         # nothing is chosen on it, a teacher that cannot teach only stops the run sooner.
         split, images = ("validation", self.data.validation)
@@ -283,9 +282,10 @@ class Experiment:
             split, images = ("test", self.data.test)
         if images is None or not self._to_run() & {"hints", "kd"}:
             return
+        here = self.plan.train_teacher or self.state.done("teacher")  # on these images
         for line in evaluation.check_teacher(teacher, images, self.data.preprocessor.mode,
                                              self.data.num_classes, self.data.spec.class_names,
-                                             split):  # fmt: skip
+                                             split, other_scalings=not here):  # fmt: skip
             self.log(line)
 
     def _to_run(self) -> set[str]:

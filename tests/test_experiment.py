@@ -749,3 +749,12 @@ def test_the_models_listed_take_the_images_a_run_would_give_them():
     with pytest.raises(errors.ConfigError, match="`image_size` resizes the user's data only; "
                                                  "'synthetic' is 28x28"):  # fmt: skip
         builders.dataset_shape(config.with_values(image_size=(32, 32)))
+
+
+def test_a_teacher_the_run_trained_on_these_images_is_not_tried_on_other_scalings():
+    # A teacher trained one epoch in the run (the slow suite's full-disk case) was refused as
+    # right more often on raw pixels: it was trained on these very images, as the run feeds them.
+    teacher = _normalized_brightness_teacher()
+    images = _brightness_batches(1.0).unbatch().repeat(4).batch(16)
+    lines = evaluation.check_teacher(teacher, images, "scale", 4, other_scalings=False)
+    assert lines == ["teacher: validation accuracy 0.5000 (chance 0.2500)"]
