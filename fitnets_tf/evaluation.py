@@ -127,7 +127,7 @@ def check_teacher(
     if (relabelled := _relabelling(predictions, labels, num_classes)) is not None:
         raise ConfigError(_relabelled_message(relabelled, accuracy, split, class_names))
     if accuracy >= 2 * chance:
-        _refuse_better_scaling(teacher, images, preprocessing if other_scalings else "", split)
+        _refuse_better_scaling(teacher, images, preprocessing, split, other_scalings)
         return lines
     order = f" (label k is the k-th of: {', '.join(class_names)})" if class_names else ""
     expected, p = below_chance(predictions, labels, num_classes)
@@ -142,7 +142,7 @@ def check_teacher(
             "in sorted order)."
         )
     # Not a class order's (checked above) nor a teacher this run trained on these images.
-    _refuse_better_scaling(teacher, images, preprocessing if other_scalings else "", split)
+    _refuse_better_scaling(teacher, images, preprocessing, split, other_scalings)
     if (lagging := _lagging_statistics(teacher, images, accuracy, chance, split)) is not None:
         return lines + [lagging]
     hint = (f" It is below chance ({below}), the sign of another class order, though too few "
@@ -152,7 +152,9 @@ def check_teacher(
                     f"and on images scaled the same way?{_NORMALIZE_HINT.get(preprocessing, '')}"]
 
 
-def _refuse_better_scaling(teacher, images, preprocessing: str, split: str) -> None:
+def _refuse_better_scaling(teacher, images, preprocessing: str, split: str, tried: bool) -> None:
+    if not tried:  # a teacher the run trained on these images, as it feeds them
+        return
     predict = functools.partial(predict_classes, teacher)
     if (message := teacher_scaling.better_scaling(predict, images, preprocessing, split)):
         raise ConfigError(message)
