@@ -99,6 +99,7 @@ def below_chance(predictions: np.ndarray, labels: np.ndarray, num_classes: int
 def check_teacher(
     teacher: keras.Model, images: tf.data.Dataset, preprocessing: str, num_classes: int,
     class_names=None, split: str = "validation", other_scalings: bool = True,
+    input_mean: tuple[float, ...] | None = None, input_std: tuple[float, ...] | None = None,
 ) -> list[str]:  # fmt: skip
     """The teacher's accuracy on ``images`` (the run's ``split``), and a warning near chance,
     as lines to print.
@@ -109,7 +110,10 @@ def check_teacher(
     pixels for pixels / 255 and the other way round, as a first ``Rescaling(1/255)`` takes
     them; standardised per channel, as torchvision's ``Normalize`` gives them) is refused
     (:func:`fitnets_tf.teacher_scaling.better_scaling`; not with ``other_scalings`` False: a
-    teacher the run trained on these images, which a barely trained one could fail).
+    teacher the run trained on these images, which a barely trained one could fail). Under
+    ``preprocessing="standardize"``, ``input_mean`` and ``input_std`` are the constants the
+    images were standardised by (the run's ``Preprocessor``'s ``mean`` and ``std``): the
+    other scalings are made from the pixels they recover.
 
     A teacher that gives some labels' images one other class each (:func:`_relabelling`),
     or is far *below* chance (:func:`below_chance` under :data:`PERMUTED_P_VALUE`), knows the
@@ -127,7 +131,8 @@ def check_teacher(
     if (relabelled := _relabelling(predictions, labels, num_classes)) is not None:
         raise ConfigError(_relabelled_message(relabelled, accuracy, split, class_names))
     if accuracy >= 2 * chance:
-        _refuse_better_scaling(teacher, images, preprocessing, split, other_scalings)
+        _refuse_better_scaling(teacher, images, preprocessing, split, other_scalings,
+                               input_mean, input_std)  # fmt: skip
         return lines
     order = f" (label k is the k-th of: {', '.join(class_names)})" if class_names else ""
     expected, p = below_chance(predictions, labels, num_classes)
@@ -142,7 +147,8 @@ def check_teacher(
             "in sorted order)."
         )
     # Not a class order's (checked above) nor a teacher this run trained on these images.
-    _refuse_better_scaling(teacher, images, preprocessing, split, other_scalings)
+    _refuse_better_scaling(teacher, images, preprocessing, split, other_scalings, input_mean,
+                           input_std)  # fmt: skip
     if (lagging := _lagging_statistics(teacher, images, accuracy, chance, split)) is not None:
         return lines + [lagging]
     hint = (f" It is below chance ({below}), the sign of another class order, though too few "
@@ -152,11 +158,13 @@ def check_teacher(
                     f"and on images scaled the same way?{_NORMALIZE_HINT.get(preprocessing, '')}"]
 
 
-def _refuse_better_scaling(teacher, images, preprocessing: str, split: str, tried: bool) -> None:
+def _refuse_better_scaling(teacher, images, preprocessing: str, split: str, tried: bool,
+                           mean, std) -> None:  # fmt: skip
     if not tried:  # a teacher the run trained on these images, as it feeds them
         return
     predict = functools.partial(predict_classes, teacher)
-    if (message := teacher_scaling.better_scaling(predict, images, preprocessing, split)):
+    if (message := teacher_scaling.better_scaling(predict, images, preprocessing, split,
+                                                  mean=mean, std=std)):  # fmt: skip
         raise ConfigError(message)
 
 

@@ -277,15 +277,15 @@ class Experiment:
         pixels scaled otherwise, warned near chance: :func:`evaluation.check_teacher`)."""
         # Without a validation split (--retrain_on_all, --validation_size=0), the test split:
         # nothing is chosen on it, a teacher that cannot teach only stops the run sooner.
-        split, images = ("validation", self.data.validation)
-        if images is None:
-            split, images = ("test", self.data.test)
+        split = "validation" if self.data.validation is not None else "test"
+        images = getattr(self.data, split)
         if images is None or not self._to_run() & {"hints", "kd"}:
             return
         here = self.plan.train_teacher or self.state.done("teacher")  # on these images
-        for line in evaluation.check_teacher(teacher, images, self.data.preprocessor.mode,
-                                             self.data.num_classes, self.data.spec.class_names,
-                                             split, other_scalings=not here):  # fmt: skip
+        fed, names = self.data.preprocessor, self.data.spec.class_names
+        for line in evaluation.check_teacher(teacher, images, fed.mode, self.data.num_classes,
+                                             names, split, other_scalings=not here,
+                                             input_mean=fed.mean, input_std=fed.std):  # fmt: skip
             self.log(line)
 
     def _to_run(self) -> set[str]:

@@ -6,7 +6,11 @@ PyTorch teacher, trained behind torchvision's ``Normalize(0.2860, 0.3530)`` and 
 the run's images are also given to the teacher the other ways models are commonly trained on
 (raw pixels or pixels / 255; standardised per channel, by these images' own statistics, or
 by ImageNet's, torchvision's usual constants), and a teacher that is right clearly more often
-on one of them is refused with the ``--preprocessing`` flags that feed it so.
+on one of them is refused with the ``--preprocessing`` flags that feed it so. A run that
+standardises by constants it is given (``--preprocessing=standardize``) is checked the same
+way, from the pixels / 255 those constants recover: constants a teacher was not trained on
+(ImageNet's for one trained on pixels / 255, a mean and std swapped, a std of raw pixels)
+feed it as wrongly as another scaling would.
 
 "Clearly" is a one-sided sign test on the images one scaling gets right and the other wrong
 (McNemar's exact test): a teacher fed what it was trained on is not beaten on a few hundred
@@ -27,6 +31,7 @@ MIN_GAIN = 0.05
 P_VALUE = 1e-4
 _BATCH = 64
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# The modes the check undoes to pixels / 255, besides "standardize" (by the run's constants).
 _FED = {"scale": "pixels / 255", "none": "raw pixels in [0, 255]"}
 _ADVICE = {
     "--preprocessing=none": "give the student the same first Rescaling(1/255) layer, if it is "
@@ -52,22 +57,38 @@ def _fmt(values) -> str:
     return ",".join(f"{v:.4f}" for v in values)
 
 
-def _alternatives(unit: np.ndarray, mode: str) -> list[tuple[str, str, np.ndarray]]:
-    """``(how, flags, images)`` for each other scaling of ``unit`` (the images / 255)."""
-    other = ("none", unit * 255.0) if mode == "scale" else ("scale", unit)
-    found = [(f"as {_FED[other[0]]}", f"--preprocessing={other[0]}", other[1])]
+def _unit(x: np.ndarray, mode: str, mean, std) -> np.ndarray:
+    """The images as pixels / 255, from the ``mode`` the run fed them in."""
+    if mode == "standardize":  # (pixels / 255 - mean) / std, undone
+        return x * np.asarray(std, "float32") + np.asarray(mean, "float32")
+    return x / (255.0 if mode == "none" else 1.0)
+
+
+def _alternatives(unit: np.ndarray, mode: str, mean=None, std=None
+                  ) -> list[tuple[str, str, np.ndarray]]:  # fmt: skip
+    """``(how, flags, images)`` for each other scaling of ``unit`` (the images / 255) than the
+    run's ``mode`` (under ``"standardize"``, by ``mean`` and ``std``)."""
+    found = [(f"as {_FED[other]}", f"--preprocessing={other}",
+              unit * 255.0 if other == "none" else unit)
+             for other in _FED if other != mode]  # fmt: skip
+    constants = []
     if unit.shape[-1] == 3:  # first: of equal gains, the constants a teacher was trained on
-        m, s = (np.asarray(v, "float32") for v in IMAGENET)
-        found.append(("standardised by ImageNet's mean and std (torchvision's usual Normalize)",
+        constants.append(("by ImageNet's mean and std (torchvision's usual Normalize)",
+                          *(np.asarray(v, "float32") for v in IMAGENET)))  # fmt: skip
+    own_mean = unit.mean(axis=(0, 1, 2))
+    own_std = np.maximum(unit.std(axis=(0, 1, 2)), 1e-6)  # a constant channel: no division by 0
+    constants.append((f"per channel by their own mean ({_fmt(own_mean)}) and std "
+                      f"({_fmt(own_std)}), as torchvision's Normalize(mean, std) does",
+                      own_mean, own_std))  # fmt: skip
+    channels = unit.shape[-1:]
+    for how, m, s in constants:
+        # Within the flags' rounding, the run's own: these images, fed as the run feeds them.
+        if mode == "standardize" and all(_fmt(np.broadcast_to(a, channels)) == _fmt(
+                np.broadcast_to(b, channels)) for a, b in ((m, mean), (s, std))):  # fmt: skip
+            continue
+        found.append((f"standardised {how}",
                       f"--preprocessing=standardize --input_mean={_fmt(m)} --input_std={_fmt(s)}",
                       (unit - m) / s))  # fmt: skip
-    mean = unit.mean(axis=(0, 1, 2))
-    std = np.maximum(unit.std(axis=(0, 1, 2)), 1e-6)  # a constant channel: no division by 0
-    found.append((
-        f"standardised per channel by their own mean ({_fmt(mean)}) and std ({_fmt(std)}), "
-        "as torchvision's Normalize(mean, std) does",
-        f"--preprocessing=standardize --input_mean={_fmt(mean)} --input_std={_fmt(std)}",
-        (unit - mean) / std))  # fmt: skip
     return found
 
 
@@ -89,22 +110,41 @@ def sign_test(base_right: np.ndarray, other_right: np.ndarray) -> float:
     return float(stats.binom.sf(wins - 1, wins + losses, 0.5))
 
 
-def better_scaling(predict, images: tf.data.Dataset, mode: str, split: str) -> str | None:
+def _fed(mode: str, mean, std) -> str:
+    """How the run fed the images, with the flags that make it so."""
+    if mode == "standardize":
+        given = [",".join(f"{v:g}" for v in values) for values in (mean, std)]
+        return (f"pixels / 255 standardised by --preprocessing=standardize "
+                f"--input_mean={given[0]} --input_std={given[1]}")  # fmt: skip
+    return f"{_FED[mode]}, --preprocessing={mode}, given or the dataset's default"
+
+
+def better_scaling(predict, images: tf.data.Dataset, mode: str, split: str, *,
+                   mean=None, std=None) -> str | None:  # fmt: skip
     """The refusal for a teacher right clearly more often on ``images`` scaled another way
-    than the run's ``mode`` (``"scale"`` or ``"none"``; other modes are not checked), naming
-    the flags that feed it so; None when no other scaling does clearly better.
+    than the run's ``mode`` (``"scale"``, ``"none"``, or ``"standardize"`` by ``mean`` and
+    ``std``, Normalize's as the run was given them; other modes are not checked), naming the
+    flags that feed it so; None when no other scaling does clearly better.
 
     ``predict(batch) -> classes`` is the teacher's inference.
+
+    Raises:
+        ValueError: ``mode`` is ``"standardize"`` without ``mean`` and ``std``, which the
+            images are recovered by.
     """
-    if mode not in _FED:
+    if mode == "standardize" and (mean is None or std is None):
+        raise ValueError("better_scaling(mode='standardize') needs the run's `mean` and `std` "
+                         f"(Normalize's constants) to recover its pixels; got mean={mean}, "
+                         f"std={std}.")  # fmt: skip
+    if mode not in (*_FED, "standardize"):
         return None
     x, y = _first_images(images, MAX_IMAGES)
     if len(y) == 0:
         return None
     base = _right(predict, x, y)
-    unit = x.astype("float32") / (255.0 if mode == "none" else 1.0)
     better = []
-    for how, flags, other in _alternatives(unit, mode):
+    for how, flags, other in _alternatives(_unit(x.astype("float32"), mode, mean, std), mode,
+                                           mean, std):  # fmt: skip
         right = _right(predict, other, y)
         if np.mean(right) - np.mean(base) >= MIN_GAIN and sign_test(base, right) < P_VALUE:
             better.append((float(np.mean(right)), how, flags))
@@ -113,8 +153,8 @@ def better_scaling(predict, images: tf.data.Dataset, mode: str, split: str) -> s
     accuracy, how, flags = max(better, key=lambda found: found[0])  # the first of equals
     return (
         f"The teacher is right on {np.mean(base):.4f} of the first {len(y)} {split} images fed "
-        f"as this run feeds them ({_FED[mode]}, --preprocessing={mode}, given or the dataset's "
-        f"default), but on {accuracy:.4f} of the same images {how}: it was trained on images "
-        f"scaled so, and would teach its mistakes. Run with {flags}, which feeds both models "
-        f"so and makes it the exports' input; {_ADVICE[flags.split()[0]]}"
+        f"as this run feeds them ({_fed(mode, mean, std)}), but on {accuracy:.4f} of the same "
+        f"images {how}: it was trained on images scaled so, and would teach its mistakes. Run "
+        f"with {flags}, which feeds both models so and makes it the exports' input; "
+        f"{_ADVICE[flags.split()[0]]}"
     )

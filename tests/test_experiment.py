@@ -206,8 +206,54 @@ def test_a_teacher_well_above_chance_but_trained_on_other_inputs_is_refused():
         evaluation.check_teacher(teacher, images, "scale", 4)
     # Fed what it was trained on, it is reported.
     standardized = images.map(lambda x, y: ((x - 0.5) / 0.2915, y))
-    lines = evaluation.check_teacher(teacher, standardized, "standardize", 4)
+    lines = evaluation.check_teacher(teacher, standardized, "standardize", 4,
+                                     input_mean=(0.5,), input_std=(0.2915,))  # fmt: skip
     assert lines == ["teacher: validation accuracy 1.0000 (chance 0.2500)"]
+
+
+@pytest.mark.parametrize(("mean", "std"), [(0.5, 0.2915), (0.49, 0.3)])
+def test_a_standardize_run_given_its_teachers_constants_or_close_ones_is_not_refused(mean, std):
+    # The images' classes standardised by (0.49, 0.3) are -1.30, -0.30, 0.37, 1.37: on the
+    # same side of the teacher's bounds (-0.86, 0, 0.86) as by its own (0.5, 0.2915).
+    teacher = _normalized_brightness_teacher()
+    fed = _brightness_batches(1.0).unbatch().repeat(4).batch(16).map(
+        lambda x, y: ((x - mean) / std, y))  # fmt: skip
+    assert evaluation.check_teacher(teacher, fed, "standardize", 4, input_mean=(mean,),
+                                    input_std=(std,)) == [  # fmt: skip
+        "teacher: validation accuracy 1.0000 (chance 0.2500)"]
+
+
+def test_a_standardize_run_given_swapped_constants_is_refused_with_the_right_ones():
+    # --input_mean=0.2915 --input_std=0.5 (Normalize's mean and std swapped) feeds the classes
+    # as -0.38, 0.22, 0.62, 1.22: the two darker ones are called one class up.
+    teacher = _normalized_brightness_teacher()
+    fed = _brightness_batches(1.0).unbatch().repeat(4).batch(16).map(
+        lambda x, y: ((x - 0.2915) / 0.5, y))  # fmt: skip
+    with pytest.raises(errors.ConfigError, match=(
+            r"right on 0.5000 of the first 128 validation images fed as this run feeds them "
+            r"\(pixels / 255 standardised by --preprocessing=standardize --input_mean=0.2915 "
+            r"--input_std=0.5\), but on 1.0000 of the same images standardised per channel by "
+            r"their own mean \(0.5000\) and std \(0.2915\), .* Run with --preprocessing="
+            r"standardize --input_mean=0.5000 --input_std=0.2915, .*; with a teacher trained "
+            r"behind a Normalize, give its own values")):
+        evaluation.check_teacher(teacher, fed, "standardize", 4, input_mean=(0.2915,),
+                                 input_std=(0.5,))  # fmt: skip
+
+
+def test_the_other_scalings_of_a_standardize_run_leave_out_its_own():
+    # The images' own statistics are the run's constants, to the flags' 4 decimals: not tried.
+    unit = np.repeat([0.1, 0.4, 0.6, 0.9], 8).astype("float32")[:, None, None, None]
+    tried = teacher_scaling._alternatives(unit, "standardize", (0.50001,), (0.2915,))
+    assert [flags for _, flags, _ in tried] == ["--preprocessing=scale", "--preprocessing=none"]
+    np.testing.assert_allclose(tried[1][2], unit * 255)
+    tried = teacher_scaling._alternatives(unit, "standardize", (0.5,), (0.3,))
+    assert tried[2][1] == "--preprocessing=standardize --input_mean=0.5000 --input_std=0.2915"
+
+
+def test_a_standardize_check_without_the_runs_constants_is_a_programming_error():
+    teacher = _normalized_brightness_teacher()
+    with pytest.raises(ValueError, match=r"needs the run's `mean` and `std`"):
+        evaluation.check_teacher(teacher, _brightness_batches(1.0), "standardize", 4)
 
 
 def test_an_rgb_teacher_trained_on_imagenets_normalize_is_named_imagenets_constants():
@@ -227,6 +273,35 @@ def test_an_rgb_teacher_trained_on_imagenets_normalize_is_named_imagenets_consta
             r"right on 0.2500 .* but on 1.0000 of the same images standardised by ImageNet's "
             r"mean and std .* --input_mean=0.4850,0.4560,0.4060 --input_std=0.2290,0.2240,0.2250,")):
         evaluation.check_teacher(teacher, fed, "scale", 4)
+    # Given ImageNet's constants, it is fed what it knows; none of the others sorts it better.
+    imagenet = [np.asarray(v, "float32") for v in teacher_scaling.IMAGENET]
+    standardized = fed.map(lambda x, y: ((x - imagenet[0]) / imagenet[1], y))
+    assert evaluation.check_teacher(teacher, standardized, "standardize", 4,
+                                    input_mean=teacher_scaling.IMAGENET[0],
+                                    input_std=teacher_scaling.IMAGENET[1]) == [  # fmt: skip
+        "teacher: validation accuracy 1.0000 (chance 0.2500)"]
+
+
+def test_an_rgb_teacher_trained_on_pixels_given_imagenets_constants_is_refused():
+    # Class k by the red channel of pixels / 255 (its bounds 0.25, 0.5, 0.75), fed standardised
+    # by ImageNet's constants: the reds 0.1, 0.4, 0.6, 0.9 become -1.68, -0.37, 0.50, 1.81.
+    head = keras.layers.Dense(4)
+    teacher = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.GlobalAveragePooling2D(),
+                                head])  # fmt: skip
+    head.set_weights([np.array([[0.0, 100, 200, 300], [0] * 4, [0] * 4]),
+                      np.array([0.0, -25, -75, -150])])  # fmt: skip
+    red = np.repeat([0.1, 0.4, 0.6, 0.9], 32).astype("float32")
+    images = np.full((128, 4, 4, 3), 0.5, "float32")
+    images[..., 0] = red[:, None, None]
+    mean, std = (np.asarray(v, "float32") for v in teacher_scaling.IMAGENET)
+    fed = tf.data.Dataset.from_tensor_slices(((images - mean) / std, np.repeat(np.arange(4), 32)))
+    with pytest.raises(errors.ConfigError, match=(
+            r"right on 0.7500 .* \(pixels / 255 standardised by --preprocessing=standardize "
+            r"--input_mean=0.485,0.456,0.406 --input_std=0.229,0.224,0.225\), but on 1.0000 of "
+            r"the same images as pixels / 255: .* Run with --preprocessing=scale,")):
+        evaluation.check_teacher(teacher, fed.batch(16), "standardize", 4,
+                                 input_mean=teacher_scaling.IMAGENET[0],
+                                 input_std=teacher_scaling.IMAGENET[1])  # fmt: skip
 
 
 def test_the_sign_test_of_two_scalings():
@@ -370,7 +445,8 @@ def test_one_answer_for_every_image_of_an_unbalanced_set_is_not_below_chance():
     assert lines[1].startswith("warning: the teacher is near chance") and "below" not in lines[1]
     # A PyTorch teacher's Normalize(mean, std) is not guessed, but named with its flags.
     assert "--preprocessing=standardize --input_mean=MEAN --input_std=STD" in lines[1]
-    standardized = evaluation.check_teacher(teacher, images.batch(16), "standardize", 3)
+    standardized = evaluation.check_teacher(teacher, images.batch(16), "standardize", 3,
+                                            input_mean=(0.5,), input_std=(0.25,))  # fmt: skip
     assert "--preprocessing=standardize" not in standardized[1]  # given already
 
 
@@ -758,3 +834,44 @@ def test_a_teacher_the_run_trained_on_these_images_is_not_tried_on_other_scaling
     images = _brightness_batches(1.0).unbatch().repeat(4).batch(16)
     lines = evaluation.check_teacher(teacher, images, "scale", 4, other_scalings=False)
     assert lines == ["teacher: validation accuracy 0.5000 (chance 0.2500)"]
+
+
+def _mean_image_teacher(path) -> str:
+    """A teacher trained on pixels / 255 of the synthetic data: the nearest of the classes'
+    mean images wins. Saved to ``path``."""
+    images, labels = data.make_synthetic(512, seed=1)
+    means = np.stack([images[labels == k].mean(axis=0) / 255 for k in range(10)])
+    means = means.reshape(10, -1)
+    head = keras.layers.Dense(10)
+    teacher = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), head])
+    head.set_weights([means.T, -0.5 * np.sum(means**2, axis=1)])
+    teacher.save(path)
+    return str(path)
+
+
+# Its refusal when fed the synthetic images standardised by --input_std=63.75.
+_RAW_STD_REFUSED = (r"fed as this run feeds them \(pixels / 255 standardised by --preprocessing="
+                    r"standardize --input_mean=0.5 --input_std=63.75\), but on 1.0000 of the "
+                    r"same images as pixels / 255: .* Run with --preprocessing=scale,")
+
+
+def test_a_standardize_run_given_constants_its_teacher_was_not_trained_on_is_refused(tmp_path):
+    """A teacher trained on pixels / 255 given a --preprocessing=standardize run whose
+    --input_std is of raw pixels (63.75, a quarter of 255) sees images of about 0 and says one
+    class: it was only warned of as near chance, and taught its mistakes. The run names the
+    flag that feeds it what it knows."""
+    run = SMOKE.with_values(teacher_path=_mean_image_teacher(tmp_path / "teacher.keras"),
+                            preprocessing="standardize", input_mean=(0.5,), input_std=(63.75,))
+    with pytest.raises(errors.ConfigError, match=_RAW_STD_REFUSED):
+        experiment.run(run, tmp_path / "run", log=lambda line: None)
+
+
+def test_a_kd_search_checks_a_standardize_runs_teacher_with_the_runs_constants(tmp_path):
+    from fitnets_tf.search import session
+
+    path = _mean_image_teacher(tmp_path / "teacher.keras")
+    config = SMOKE.with_values(teacher_path=path, preprocessing="standardize",
+                               input_mean=(0.5,), input_std=(63.75,))  # fmt: skip
+    record = {"teacher_path": path, "student_path": None}
+    with pytest.raises(errors.ConfigError, match=_RAW_STD_REFUSED):
+        session._check_models(config, record, experiment.load_data(config), print)

@@ -218,7 +218,8 @@ def _check_models(config: ExperimentConfig, record: dict, data, log) -> None:
         log(warning)
     teacher = builders.load_teacher(record["teacher_path"], input_shape=data.input_shape)
     for line in evaluation.check_teacher(teacher, data.validation, mode, data.num_classes,
-                                         data.spec.class_names):  # fmt: skip
+                                         data.spec.class_names, input_mean=data.preprocessor.mean,
+                                         input_std=data.preprocessor.std):  # fmt: skip
         log(line)
 
 
