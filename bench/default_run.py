@@ -14,31 +14,22 @@ code that prints it), the wall time, CPU time, peak memory and exit status from 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import pathlib
 import shutil
-import subprocess
 import sys
-import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench import timed_command  # noqa: E402  (ROOT on the path first: run as a script)
+from bench.timed_command import parse_time_log  # noqa: E402
 
 README = ROOT / "README.md"
 BEGIN, END = "<!-- default-table:begin -->", "<!-- default-table:end -->"
 RUN_DIR = "runs/fashion_mnist"  # where configs/fashion_mnist.flags writes
 PLOTS = {"curves_fitnet.png": "fashion_mnist_curves_fitnet.png",
          "comparison.png": "fashion_mnist_comparison.png"}  # fmt: skip
-# GNU time -v lines -> our keys.
-_TIME_FIELDS = {
-    "Elapsed (wall clock) time": "wall",
-    "User time (seconds)": "user_s",
-    "System time (seconds)": "system_s",
-    "Maximum resident set size (kbytes)": "max_rss_kb",
-    "Exit status": "exit_status",
-}
 
 
 def first_command(readme: str) -> str:
@@ -48,37 +39,9 @@ def first_command(readme: str) -> str:
     return line.split("#", 1)[0].strip()
 
 
-def parse_time_log(text: str) -> dict:
-    """The fields of ``/usr/bin/time -v`` we report; the wall clock in seconds."""
-    found = {}
-    for line in text.splitlines():
-        name, _, value = line.strip().rpartition(": ")
-        for prefix, key in _TIME_FIELDS.items():
-            if name.startswith(prefix):
-                found[key] = value.strip()
-    if "wall" not in found:
-        raise ValueError("no 'Elapsed (wall clock) time' line: not the output of /usr/bin/time -v")
-    *hours_minutes, seconds = found.pop("wall").split(":")
-    wall = float(seconds)
-    for i, part in enumerate(reversed(hours_minutes), start=1):
-        wall += int(part) * 60**i
-    result = {"wall_s": wall}
-    for key in ("user_s", "system_s"):
-        result[key] = float(found[key])
-    result["max_rss_kb"] = int(found["max_rss_kb"])
-    result["exit_status"] = int(found["exit_status"])
-    return result
-
-
 def _minutes(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)  # rounded first: never "18 min 60 s"
     return f"{minutes} min {rest:02d} s"
-
-
-def _cpu() -> str:
-    with open("/proc/cpuinfo") as f:
-        name = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "CPU")
-    return f"{name}, {os.cpu_count()} cores"
 
 
 def block(rows: list[dict], timed: dict, command: str) -> str:
@@ -127,23 +90,9 @@ def report(run_dir: pathlib.Path, timed: dict, command: str, docs: pathlib.Path)
 
 def fresh_clone_run(command: str, keep: pathlib.Path | None) -> tuple[pathlib.Path, dict]:
     """Clones HEAD, runs ``command`` there under ``/usr/bin/time -v``; its run dir and timing."""
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout  # fmt: skip
-    if dirty.strip():
-        print("[default_run] uncommitted changes are not in the clone: HEAD is timed", flush=True)
-    if keep is not None and keep.exists() and any(keep.iterdir()):
-        raise SystemExit(f"--clone_dir={keep} is not empty: a fresh clone needs an empty folder")
-    clone = keep or pathlib.Path(tempfile.mkdtemp(prefix="fitnets_fresh_"))
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
-    log = clone / "time.log"
-    load_start = os.getloadavg()[0]
-    started = datetime.datetime.now()
-    with open(clone / "output.log", "w") as out:
-        subprocess.run(["/usr/bin/time", "-v", "-o", str(log), "bash", "-c", command],
-                       cwd=clone, stdout=out, stderr=subprocess.STDOUT, check=False)  # fmt: skip
-    timed = {**parse_time_log(log.read_text()), "load_start": load_start,
-             "load_end": os.getloadavg()[0], "date": f"{started:%Y-%m-%d %H:%M}",
-             "machine": _cpu(), "clone": str(clone)}  # fmt: skip
+    clone = timed_command.clone_head(keep)
+    timed = {**timed_command.run_timed(command, clone, clone / "output.log", clone / "time.log"),
+             "machine": timed_command.machine(), "clone": str(clone)}  # fmt: skip
     if timed["exit_status"] != 0:
         raise SystemExit(
             f"the command failed (exit {timed['exit_status']}): see {clone}/output.log"
@@ -164,11 +113,11 @@ def main(argv=None) -> None:
         if not args.time_log:
             parser.error("--run_dir needs --time_log (the /usr/bin/time -v output of that run)")
         timed = {**parse_time_log(pathlib.Path(args.time_log).read_text()),
-                 "date": args.date or "(date not recorded)", "machine": _cpu()}  # fmt: skip
+                 "date": args.date or "(date not recorded)",
+                 "machine": timed_command.machine()}  # fmt: skip
         run_dir = pathlib.Path(args.run_dir)
     else:
-        if not shutil.which("/usr/bin/time"):
-            raise SystemExit("/usr/bin/time is missing: apt-get install time")
+        timed_command.require_time()
         keep = pathlib.Path(args.clone_dir) if args.clone_dir else None
         run_dir, timed = fresh_clone_run(command, keep)
     print(report(run_dir, timed, command, pathlib.Path(args.docs)))
