@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import tiny_data, tiny_model, train_cli
 
 from fitnets_tf import Distiller, errors, hint_path
@@ -80,14 +81,26 @@ def test_a_hint_is_the_tensor_onnxruntime_computes_channels_last(net_file):
     # A copy from its config (clone_model's) has the same hint layers, with the same values.
     copy = keras.models.clone_model(teacher)
     expected = _ort(_net(upto=CONV2), nchw).transpose(0, 2, 3, 1)
-    np.testing.assert_allclose(hint_path.tap(copy, ["onnx::Relu_23"], "hint")(x), expected,
+    np.testing.assert_allclose(hint_path.tap(copy, ["onnx__Relu_23"], "hint")(x), expected,
                                atol=1e-5)  # fmt: skip
     # A Relu's tensor gives a ReLU regressor, as a Keras ReLU hint does; a Conv's a linear one.
     student = tiny_model("student", width=2, seed=1)
     pairs = hint_path.layer_pairs(teacher, [(RELU1, "conv1"), (CONV2, "conv2")])
-    assert pairs == [("net.Relu_output_0", "conv1"), ("onnx::Relu_23", "conv2")]
+    assert pairs == [("net.Relu_output_0", "conv1"), ("onnx__Relu_23", "conv2")]
     built = hint_path.make_regressors(teacher, student, pairs)
     assert [r.activation.__name__ for r in built] == ["relu", "linear"]
+
+
+def test_a_hint_named_with_colons_is_tapped_in_a_traced_step(net_file):
+    # TensorFlow's name scopes, a layer's in a traced step, take no `:` (TorchScript's
+    # `onnx::Relu_23`, tf2onnx's `Relu:0`).
+    assert onnx_hints.layer_name(CONV2) == "onnx__Relu_23"
+    assert onnx_hints.layer_name("model/conv1/Relu:0") == "model.conv1.Relu_0"
+    x, _ = tiny_data(5)
+    teacher = onnx_model.load(net_file, (8, 8, 1), hints=[CONV2])
+    tapped = tf.function(hint_path.tap(teacher, ["onnx__Relu_23"], "hint"))
+    expected = _ort(_net(upto=CONV2), np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    np.testing.assert_allclose(tapped(x), expected.transpose(0, 2, 3, 1), atol=1e-5)
 
 
 def test_the_candidates_are_the_4d_activations_in_graph_order(net_file):

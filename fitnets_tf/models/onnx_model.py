@@ -33,6 +33,8 @@ from fitnets_tf.models.saved_model import model_name
 from fitnets_tf.notes import note
 
 SUFFIX = ".onnx"
+# The layers of the Keras model load() builds besides the hints' (whose names must differ).
+IMAGES, RUNNER, LOGITS = "images", "onnx_model", "onnx_logits"
 
 
 def is_onnx_file(path) -> bool:
@@ -145,8 +147,8 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher",
     tapped = _hint_candidates(path, hints, input_shape, channels_first, what)
     if tapped:  # a session of the file with the hints as outputs too
         session = _session(path, what, [c.tensor for c in tapped])
-    inputs = keras.Input(tuple(input_shape), name="images")
-    layer = OnnxTeacher(path, channels_first, probed[0].shape[1], session, name="onnx_model",
+    inputs = keras.Input(tuple(input_shape), name=IMAGES)
+    layer = OnnxTeacher(path, channels_first, probed[0].shape[1], session, name=RUNNER,
                         hints=[c.tensor for c in tapped],
                         hint_shapes=[c.shape for c in tapped])  # fmt: skip
     name = model_name(path)
@@ -154,7 +156,7 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher",
     outputs = layer(inputs)
     if tapped:  # each hint a layer of the model, so that it can be tapped by name
         hinted = [onnx_hints.hint_layer(c)(h) for c, h in zip(tapped, outputs[1:], strict=True)]
-        outputs = onnx_hints.FirstOf(name="onnx_logits")([outputs[0], *hinted])
+        outputs = onnx_hints.FirstOf(name=LOGITS)([outputs[0], *hinted])
     outputs = logits_of_foreign(outputs, probed[0], name, "an ONNX model")
     return keras.Model(inputs, outputs, name=name)
 
@@ -166,7 +168,8 @@ def _hint_candidates(path: pathlib.Path, hints, input_shape, channels_first: boo
     import onnx  # noqa: PLC0415  (installed with ONNX Runtime, the export extra's)
 
     model = onnx.load(str(path))
-    return onnx_hints.requested(model, list(hints), input_shape, channels_first, what)
+    return onnx_hints.requested(model, list(hints), input_shape, channels_first, what,
+                                taken=(IMAGES, RUNNER, LOGITS))  # fmt: skip
 
 
 def runner(session) -> Callable[[np.ndarray], list[np.ndarray]]:
