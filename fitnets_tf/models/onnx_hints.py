@@ -6,9 +6,11 @@ copy of the file (in memory) with the requested tensors added as outputs, and it
 exposes each through a named layer (:func:`layer_name`), which the hint machinery taps as it taps
 a Keras layer: ``Activation("relu")`` for a tensor a ``Relu`` node makes (a no-op on it, and the
 regressor's non-linearity is then a ReLU, as for a Keras ReLU hint), ``Activation("linear")``
-otherwise. A channels-first file's hints are transposed to channels last, as the student's
-guided layers are. The candidates (:func:`candidates`) are the graph's 4-D float activations;
-shapes come from ONNX shape inference for the images' size.
+otherwise. Each hint is given channels last, as the student's guided layers are: transposed
+when the tensor is channels-first, which is traced tensor by tensor
+(:mod:`~fitnets_tf.models.onnx_layouts`: a channels-last file's convolutions are ONNX's, NCHW).
+The candidates (:func:`candidates`) are the graph's 4-D float activations; shapes come from
+ONNX shape inference for the images' size.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import re
 import keras
 
 from fitnets_tf.errors import ConfigError
+from fitnets_tf.models import onnx_layouts
 
 # Nodes whose outputs are constants or shapes, never activations.
 _NOT_ACTIVATIONS = {"Constant", "ConstantOfShape", "Shape", "Size", "Range"}
@@ -41,28 +44,39 @@ def layer_name(tensor: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """A 4-D activation of the file: its name, its shape channels last ``(H, W, C)``, and the
-    type of the node making it (``"Relu"``, ``"Conv"``...)."""
+    """A 4-D activation of the file: its name, its shape channels last ``(H, W, C)``, the
+    type of the node making it (``"Relu"``, ``"Conv"``...), and whether the file holds it
+    channels-first ``(N, C, H, W)``."""
 
     tensor: str
     shape: tuple
     op: str
+    channels_first: bool
 
 
 def candidates(model, input_shape, channels_first: bool) -> list[Candidate]:
     """The 4-D float activations of the ONNX ``model`` (a ``ModelProto``) for images of
-    ``input_shape`` ``(H, W, C)``, in graph order; weights and shape arithmetic left out."""
+    ``input_shape`` ``(H, W, C)`` (``channels_first``: the images' layout in the file), in
+    graph order; weights and shape arithmetic left out."""
     types = _inferred_types(model, input_shape, channels_first)
+    image = _image_input(model).name
+    ranks = {tensor: len(dims) for tensor, dims in types.items()} | {image: 4}
+    first = onnx_layouts.channels_first(model, image, channels_first, ranks)
     found = []
     for node in model.graph.node:
         if node.op_type in _NOT_ACTIVATIONS:
             continue
         for tensor in node.output:
             dims = types.get(tensor)
-            if dims is not None and len(dims) == 4 and all(d > 0 for d in dims[1:]):
-                shape = tuple(dims[2:]) + (dims[1],) if channels_first else tuple(dims[1:])
-                found.append(Candidate(tensor, shape, node.op_type))
+            if tensor in first and all(d > 0 for d in dims[1:]):
+                shape = tuple(dims[2:]) + (dims[1],) if first[tensor] else tuple(dims[1:])
+                found.append(Candidate(tensor, shape, node.op_type, first[tensor]))
     return found
+
+
+def _image_input(model):
+    initializers = {i.name for i in model.graph.initializer}
+    return next(i for i in model.graph.input if i.name not in initializers)
 
 
 def _inferred_types(model, input_shape, channels_first: bool) -> dict[str, tuple]:
@@ -74,8 +88,7 @@ def _inferred_types(model, input_shape, channels_first: bool) -> dict[str, tuple
     fixed.CopyFrom(model)
     height, width, channels = input_shape
     sizes = (channels, height, width) if channels_first else (height, width, channels)
-    initializers = {i.name for i in fixed.graph.initializer}
-    image = next(i for i in fixed.graph.input if i.name not in initializers)
+    image = _image_input(fixed)
     for dim, size in zip(image.type.tensor_type.shape.dim[1:], sizes, strict=True):
         dim.dim_value = size
     inferred = onnx.shape_inference.infer_shapes(fixed).graph

@@ -54,25 +54,31 @@ class OnnxTeacher(keras.layers.Layer):
 
     Args:
         onnx_path: the ONNX file.
-        channels_first: the model takes ``(N, C, H, W)``: the images are transposed for it, and
-            its hints back.
+        channels_first: the model takes ``(N, C, H, W)``: the images are transposed for it.
         classes: the size of its output's last axis.
         session: an ONNX Runtime session of the file already made (default: a new one).
         hints: names of intermediate tensors of the file the layer returns too.
         hint_shapes: their shapes ``(H, W, C)`` (channels last), one per hint.
+        hint_channels_first: whether the file holds each hint ``(N, C, H, W)``, which is then
+            transposed (default: as the images, which a channels-last file's convolutions,
+            ONNX's, are not: :mod:`~fitnets_tf.models.onnx_layouts`).
     """
 
     def __init__(self, onnx_path, channels_first: bool, classes: int, session=None, hints=(),
-                 hint_shapes=(), **kwargs):  # fmt: skip
+                 hint_shapes=(), hint_channels_first=None, **kwargs):  # fmt: skip
         for fixed in ("trainable", "dtype"):  # a config's (clone_model's copy): as here
             kwargs.pop(fixed, None)
         super().__init__(trainable=False, dtype="float32", **kwargs)
         # Not `path`: Keras layers have one (their variables' prefix).
         self.onnx_path, self.channels_first, self.classes = str(onnx_path), channels_first, classes
         self.hints, self.hint_shapes = list(hints), [tuple(s) for s in hint_shapes]
-        if len(self.hints) != len(self.hint_shapes):
-            raise ValueError(f"Give one shape per hint. Received: hints={hints}, "
-                             f"hint_shapes={hint_shapes}")  # fmt: skip
+        if hint_channels_first is None:  # a config of before the layouts were traced
+            hint_channels_first = [channels_first] * len(self.hints)
+        self.hint_channels_first = [bool(first) for first in hint_channels_first]
+        if not len(self.hints) == len(self.hint_shapes) == len(self.hint_channels_first):
+            raise ValueError(f"Give one shape and one layout per hint. Received: hints={hints}, "
+                             f"hint_shapes={hint_shapes}, "
+                             f"hint_channels_first={hint_channels_first}")  # fmt: skip
         self.session = session or _session(pathlib.Path(onnx_path),
                                            f"The ONNX model {self.onnx_path!r}", self.hints)  # fmt: skip
         self._run = runner(self.session)
@@ -95,10 +101,11 @@ class OnnxTeacher(keras.layers.Layer):
         logits, *hints = tf.numpy_function(self.run_all, [images],
                                            [tf.float32] * (1 + len(self.hints)), stateful=False)  # fmt: skip
         # numpy_function's outputs have no shape: each the file's, then channels last.
-        for i, (height, width, channels) in enumerate(self.hint_shapes):
-            taken = (channels, height, width) if self.channels_first else (height, width, channels)
+        for i, ((height, width, channels), first) in enumerate(
+                zip(self.hint_shapes, self.hint_channels_first, strict=True)):  # fmt: skip
+            taken = (channels, height, width) if first else (height, width, channels)
             hints[i] = tf.ensure_shape(hints[i], (None, *taken))
-            if self.channels_first:
+            if first:
                 hints[i] = keras.ops.transpose(hints[i], (0, 2, 3, 1))
         return [tf.ensure_shape(logits, (None, self.classes)), *hints]
 
@@ -116,7 +123,8 @@ class OnnxTeacher(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "onnx_path": self.onnx_path,
                 "channels_first": self.channels_first, "classes": self.classes,
-                "hints": self.hints, "hint_shapes": self.hint_shapes}  # fmt: skip
+                "hints": self.hints, "hint_shapes": self.hint_shapes,
+                "hint_channels_first": self.hint_channels_first}  # fmt: skip
 
 
 def load(path: str | os.PathLike, input_shape=None, role: str = "teacher",
@@ -150,7 +158,8 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher",
     inputs = keras.Input(tuple(input_shape), name=IMAGES)
     layer = OnnxTeacher(path, channels_first, probed[0].shape[1], session, name=RUNNER,
                         hints=[c.tensor for c in tapped],
-                        hint_shapes=[c.shape for c in tapped])  # fmt: skip
+                        hint_shapes=[c.shape for c in tapped],
+                        hint_channels_first=[c.channels_first for c in tapped])  # fmt: skip
     name = model_name(path)
     _fixed_batch_note(session, role, name)
     outputs = layer(inputs)
