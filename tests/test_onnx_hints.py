@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_data, tiny_model, train_cli
 
-from fitnets_tf import Distiller, errors, hint_path
+from fitnets_tf import Distiller, errors, hint_path, teacher_cache
 from fitnets_tf import config as config_lib
 from fitnets_tf.models import onnx_hints, onnx_model
 
@@ -89,6 +89,65 @@ def test_a_hint_is_the_tensor_onnxruntime_computes_channels_last(net_file):
     assert pairs == [("net.Relu_output_0", "conv1"), ("onnx__Relu_23", "conv2")]
     built = hint_path.make_regressors(teacher, student, pairs)
     assert [r.activation.__name__ for r in built] == ["relu", "linear"]
+
+
+@pytest.fixture
+def fetches(monkeypatch):
+    """The outputs each ONNX Runtime call asks for (None: all of them), in order."""
+    asked, make = [], ort.InferenceSession
+
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            self._session = make(*args, **kwargs)
+
+        def run(self, names, feeds, *args):
+            asked.append(None if names is None else tuple(names))
+            return self._session.run(names, feeds, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._session, name)
+
+    monkeypatch.setattr(ort, "InferenceSession", Recording)
+    return asked
+
+
+@pytest.mark.parametrize("batch", ["batch", 1])
+def test_a_call_for_the_logits_alone_fetches_no_hint(tmp_path, fetches, batch):
+    path = tmp_path / "net.onnx"
+    onnx.save(_net(batch=batch), str(path))
+    x, y = tiny_data(5)
+    nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    teacher = onnx_model.load(path, (8, 8, 1), hints=[RELU1, CONV2])
+    calls = 5 if batch == 1 else 1  # a file of a fixed batch of 1 takes the images one by one
+    fetches.clear()
+    logits = tf.function(lambda images: teacher(images, training=False))(x)
+    assert fetches == [("logits",)] * calls
+    np.testing.assert_allclose(logits, _ort(_net(), nchw), atol=1e-5)
+    # Stage 2's step, the KD Distiller's: the logits alone.
+    distiller = Distiller(teacher, tiny_model("student", width=2, seed=1),
+                          hints=[(RELU1, "conv1")])  # fmt: skip
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01), phase="kd")
+    fetches.clear()
+    distiller.fit(x, y, batch_size=5, epochs=1, verbose=0)
+    assert set(fetches) == {("logits",)}
+    # Stage 1's tap: one call for both hints, each the tensor ONNX Runtime computes.
+    names = [onnx_hints.layer_name(RELU1), onnx_hints.layer_name(CONV2)]
+    fetches.clear()
+    hints = tf.function(hint_path.tap(teacher, names, "hints"))(x)
+    assert len(fetches) == calls and {RELU1, CONV2} <= set(fetches[0])
+    for tensor, hint in zip((RELU1, CONV2), hints, strict=True):
+        expected = _ort(_net(upto=tensor), nchw).transpose(0, 2, 3, 1)
+        np.testing.assert_allclose(hint, expected, atol=1e-5)
+    # The cache's pass, logits and hints: one call gives both.
+    fetches.clear()
+    cached = teacher_cache.outputs_function(teacher, names)(x)
+    assert len(fetches) == calls
+    np.testing.assert_allclose(cached["teacher_logits"], logits, atol=1e-6)
+    np.testing.assert_allclose(cached["teacher_hint"][1], hints[1], atol=1e-6)
+    # An eager call runs the file once, whatever it returns.
+    fetches.clear()
+    np.testing.assert_allclose(teacher(x), logits, atol=1e-6)
+    assert len(fetches) == calls
 
 
 def test_a_hint_named_with_colons_is_tapped_in_a_traced_step(net_file):

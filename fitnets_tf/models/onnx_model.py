@@ -29,12 +29,14 @@ import tensorflow as tf
 from fitnets_tf.errors import ConfigError, TeacherLoadError
 from fitnets_tf.models import onnx_hints
 from fitnets_tf.models.logits import logits_of_foreign
+from fitnets_tf.models.nesting import layer_output
 from fitnets_tf.models.saved_model import model_name
-from fitnets_tf.notes import note
+from fitnets_tf.notes import note, once
 
 SUFFIX = ".onnx"
 # The layers of the Keras model load() builds besides the hints' (whose names must differ).
 IMAGES, RUNNER, LOGITS = "images", "onnx_model", "onnx_logits"
+LOGITS_WITH_HINTS = "onnx_logits_with_hints"
 
 
 def is_onnx_file(path) -> bool:
@@ -52,11 +54,20 @@ class OnnxTeacher(keras.layers.Layer):
     """An ONNX model's output for a batch of channels-last images, by ONNX Runtime; with
     ``hints``, also those tensors of its graph (channels last), after it.
 
+    With hints the layer returns ``[logits, logits_with_hints, *hints]``: the logits from a call
+    of the file that fetches them alone, then from the call that fetches the hints too (the
+    same numbers). Each call is a stateless ``numpy_function``, which a traced caller that
+    does not use its outputs leaves out: the teacher's logits (stage 2, KD, evaluation) fetch,
+    copy and transpose no hint; stage 1's taps run the second call alone; a caller of both
+    (the teacher cache) taps ``logits_with_hints`` and runs the file once. Called eagerly, the
+    layer runs the file once, for everything.
+
     Args:
         onnx_path: the ONNX file.
         channels_first: the model takes ``(N, C, H, W)``: the images are transposed for it.
         classes: the size of its output's last axis.
-        session: an ONNX Runtime session of the file already made (default: a new one).
+        session: an ONNX Runtime session of the file already made (default: a new one),
+            which returns the hints after the file's output.
         hints: names of intermediate tensors of the file the layer returns too.
         hint_shapes: their shapes ``(H, W, C)`` (channels last), one per hint.
         hint_channels_first: whether the file holds each hint ``(N, C, H, W)``, which is then
@@ -81,33 +92,46 @@ class OnnxTeacher(keras.layers.Layer):
                              f"hint_channels_first={hint_channels_first}")  # fmt: skip
         self.session = session or _session(pathlib.Path(onnx_path),
                                            f"The ONNX model {self.onnx_path!r}", self.hints)  # fmt: skip
-        self._run = runner(self.session)
+        names = [output.name for output in self.session.get_outputs()]
+        self._run_logits, self._run_all = runner(self.session, names[:1]), runner(self.session, names)
         self.params = _weights_in(self.onnx_path)
 
     def run(self, images: np.ndarray) -> np.ndarray:
-        """The model's output for ``images`` as it takes them, in float32."""
-        return self._run(images)[0].astype(np.float32)
+        """The model's output for ``images`` as it takes them, in float32; no hint fetched."""
+        return self._run_logits(images)[0].astype(np.float32, copy=False)
 
     def run_all(self, images: np.ndarray) -> list[np.ndarray]:
         """The model's output and its hints for ``images`` as it takes them, in float32."""
-        return [output.astype(np.float32) for output in self._run(images)]
+        return [output.astype(np.float32, copy=False) for output in self._run_all(images)]
 
     def call(self, images):
         if self.channels_first:
             images = keras.ops.transpose(images, (0, 3, 1, 2))
         if not self.hints:
-            outputs = tf.numpy_function(self.run, [images], tf.float32, stateful=False)
-            return tf.ensure_shape(outputs, (None, self.classes))
-        logits, *hints = tf.numpy_function(self.run_all, [images],
-                                           [tf.float32] * (1 + len(self.hints)), stateful=False)  # fmt: skip
-        # numpy_function's outputs have no shape: each the file's, then channels last.
-        for i, ((height, width, channels), first) in enumerate(
-                zip(self.hint_shapes, self.hint_channels_first, strict=True)):  # fmt: skip
+            return self._logits(tf.numpy_function(self.run, [images], tf.float32, stateful=False))
+        fetched = tf.numpy_function(self.run_all, [images], [tf.float32] * (1 + len(self.hints)),
+                                    stateful=False)  # fmt: skip
+        logits_with_hints = self._logits(fetched[0])
+        if tf.executing_eagerly():  # every output is computed already: one call of the file
+            logits = logits_with_hints
+        else:
+            logits = self._logits(tf.numpy_function(self.run, [images], tf.float32,
+                                                    stateful=False))  # fmt: skip
+        return [logits, logits_with_hints, *self._channels_last(fetched[1:])]
+
+    def _logits(self, outputs):
+        # numpy_function's outputs have no shape.
+        return tf.ensure_shape(outputs, (None, self.classes))
+
+    def _channels_last(self, hints) -> list:
+        """``hints`` as the file gives them, shaped, then channels last."""
+        shaped = []
+        for hint, (height, width, channels), first in zip(
+                hints, self.hint_shapes, self.hint_channels_first, strict=True):  # fmt: skip
             taken = (channels, height, width) if first else (height, width, channels)
-            hints[i] = tf.ensure_shape(hints[i], (None, *taken))
-            if first:
-                hints[i] = keras.ops.transpose(hints[i], (0, 2, 3, 1))
-        return [tf.ensure_shape(logits, (None, self.classes)), *hints]
+            hint = tf.ensure_shape(hint, (None, *taken))
+            shaped.append(keras.ops.transpose(hint, (0, 2, 3, 1)) if first else hint)
+        return shaped
 
     def taken_shape(self, images) -> tuple:
         """The shape of one image as the file takes it, for ``images`` (channels last)."""
@@ -118,7 +142,7 @@ class OnnxTeacher(keras.layers.Layer):
         logits = (input_shape[0], self.classes)
         if not self.hints:
             return logits
-        return [logits, *((input_shape[0], *shape) for shape in self.hint_shapes)]
+        return [logits, logits, *((input_shape[0], *shape) for shape in self.hint_shapes)]
 
     def get_config(self):
         return {**super().get_config(), "onnx_path": self.onnx_path,
@@ -163,11 +187,29 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher",
     name = model_name(path)
     _fixed_batch_note(session, role, name)
     outputs = layer(inputs)
-    if tapped:  # each hint a layer of the model, so that it can be tapped by name
-        hinted = [onnx_hints.hint_layer(c)(h) for c, h in zip(tapped, outputs[1:], strict=True)]
-        outputs = onnx_hints.FirstOf(name=LOGITS)([outputs[0], *hinted])
-    outputs = logits_of_foreign(outputs, probed[0], name, "an ONNX model")
-    return keras.Model(inputs, outputs, name=name)
+    if not tapped:
+        return keras.Model(inputs, logits_of_foreign(outputs, probed[0], name, "an ONNX model"),
+                           name=name)  # fmt: skip
+    logits, with_hints, *hints = outputs
+    with once():  # the same note for both
+        logits, with_hints = (logits_of_foreign(t, probed[0], name, "an ONNX model")
+                              for t in (logits, with_hints))  # fmt: skip
+    # Each hint a layer of the model, so that it can be tapped by name, and the logits of the
+    # call that gives them, for a caller of both (logits_with_hints).
+    hinted = [onnx_hints.hint_layer(c)(h) for c, h in zip(tapped, hints, strict=True)]
+    with_hints = keras.layers.Identity(name=LOGITS_WITH_HINTS)(with_hints)
+    return keras.Model(inputs, onnx_hints.FirstOf(name=LOGITS)([logits, with_hints, *hinted]),
+                       name=name)  # fmt: skip
+
+
+def logits_with_hints(model: keras.Model):
+    """The logits of an ONNX teacher loaded with hints as the call of its file that also
+    fetches the hints gives them (its output's numbers), for a caller of both (the teacher
+    cache): tapped beside the hints, they have ONNX Runtime run the file once per batch, where
+    the model's output would run it once more. None for any other model."""
+    if onnx_layer(model) is None or LOGITS_WITH_HINTS not in [layer.name for layer in model.layers]:
+        return None
+    return layer_output(model, LOGITS_WITH_HINTS)
 
 
 def _hint_candidates(path: pathlib.Path, hints, input_shape, channels_first: bool, what: str):
@@ -178,11 +220,12 @@ def _hint_candidates(path: pathlib.Path, hints, input_shape, channels_first: boo
 
     model = onnx.load(str(path))
     return onnx_hints.requested(model, list(hints), input_shape, channels_first, what,
-                                taken=(IMAGES, RUNNER, LOGITS))  # fmt: skip
+                                taken=(IMAGES, RUNNER, LOGITS, LOGITS_WITH_HINTS))  # fmt: skip
 
 
-def runner(session) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """``session.run`` of one batch of images (as the file takes them): all its outputs.
+def runner(session, outputs=None) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """``session.run`` of one batch of images (as the file takes them): the ``outputs`` it
+    names (default: all of them).
 
     A file whose input fixes the batch size B (PyTorch's ``torch.onnx.export`` without
     ``dynamic_shapes`` or ``dynamic_axes`` gives ``(1, C, H, W)``) refuses any other batch, so
@@ -191,7 +234,7 @@ def runner(session) -> Callable[[np.ndarray], list[np.ndarray]]:
     """
     name, batch = session.get_inputs()[0].name, _fixed_batch(session)
     if batch is None:
-        return lambda images: session.run(None, {name: images})
+        return lambda images: session.run(outputs, {name: images})
 
     def run(images: np.ndarray) -> list[np.ndarray]:
         count = len(images)
@@ -199,11 +242,11 @@ def runner(session) -> Callable[[np.ndarray], list[np.ndarray]]:
         # its outputs, none of them kept, give the output's shape.
         padding = np.zeros((-count % batch if count else batch, *images.shape[1:]), images.dtype)
         padded = np.concatenate([images, padding])
-        calls = [session.run(None, {name: padded[i : i + batch]})
+        calls = [session.run(outputs, {name: padded[i : i + batch]})
                  for i in range(0, len(padded), batch)]  # fmt: skip
         # An output with no batch axis cannot be split: the first call's, for load to refuse.
-        outputs = zip(*calls, strict=True)
-        return [np.concatenate(out)[:count] if out[0].ndim else out[0] for out in outputs]
+        return [np.concatenate(out)[:count] if out[0].ndim else out[0]
+                for out in zip(*calls, strict=True)]  # fmt: skip
 
     return run
 
