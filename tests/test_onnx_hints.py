@@ -150,6 +150,16 @@ def test_a_call_for_the_logits_alone_fetches_no_hint(tmp_path, fetches, batch):
     assert len(fetches) == calls
 
 
+def test_loading_a_teacher_with_hints_parses_its_file_once(net_file, monkeypatch):
+    parsed, parse = [], onnx.load
+    monkeypatch.setattr(onnx, "load", lambda *args, **kwargs: parsed.append(args[0])
+                        or parse(*args, **kwargs))  # fmt: skip
+    teacher = onnx_model.load(net_file, (8, 8, 1), hints=[RELU1])
+    # Its weights checked, counted, and the hints found and added as outputs: from one parse.
+    assert len(parsed) == 1
+    assert teacher.get_layer("onnx_model").params == 4 * 9 + 4 + 6 * 4 * 9 + 6 + 3 * 6 + 3
+
+
 def test_a_hint_named_with_colons_is_tapped_in_a_traced_step(net_file):
     # TensorFlow's name scopes, a layer's in a traced step, take no `:` (TorchScript's
     # `onnx::Relu_23`, tf2onnx's `Relu:0`).

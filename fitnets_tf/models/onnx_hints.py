@@ -175,15 +175,15 @@ def _problem(model, name: str, listed, input_shape, channels_first: bool) -> str
     return f"'{name}' is not a 4-D activation (its shape: {shape})."
 
 
-def with_outputs(model, tensors) -> bytes:
-    """The serialized copy of ``model`` that also returns ``tensors`` (after its own outputs)."""
+def with_outputs(model, tensors):
+    """A copy of ``model`` that also returns ``tensors`` (after its own outputs)."""
     import onnx  # noqa: PLC0415
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     copy.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
                              for t in tensors)  # fmt: skip
-    return copy.SerializeToString()
+    return copy
 
 
 def hint_layer(candidate: Candidate) -> keras.layers.Layer:

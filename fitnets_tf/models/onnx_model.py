@@ -73,10 +73,11 @@ class OnnxTeacher(keras.layers.Layer):
         hint_channels_first: whether the file holds each hint ``(N, C, H, W)``, which is then
             transposed (default: as the images, which a channels-last file's convolutions,
             ONNX's, are not: :mod:`~fitnets_tf.models.onnx_layouts`).
+        params: how many weights the file holds (default: counted from it).
     """
 
     def __init__(self, onnx_path, channels_first: bool, classes: int, session=None, hints=(),
-                 hint_shapes=(), hint_channels_first=None, **kwargs):  # fmt: skip
+                 hint_shapes=(), hint_channels_first=None, params=None, **kwargs):  # fmt: skip
         for fixed in ("trainable", "dtype"):  # a config's (clone_model's copy): as here
             kwargs.pop(fixed, None)
         super().__init__(trainable=False, dtype="float32", **kwargs)
@@ -94,7 +95,7 @@ class OnnxTeacher(keras.layers.Layer):
                                            f"The ONNX model {self.onnx_path!r}", self.hints)  # fmt: skip
         names = [output.name for output in self.session.get_outputs()]
         self._run_logits, self._run_all = runner(self.session, names[:1]), runner(self.session, names)
-        self.params = _weights_in(self.onnx_path)
+        self.params = _weights_in(_parsed(self.onnx_path)) if params is None else params
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """The model's output for ``images`` as it takes them, in float32; no hint fetched."""
@@ -167,7 +168,9 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher",
     """
     path = pathlib.Path(path).expanduser()
     what = f"The {role} ONNX model {str(path)!r}"
-    session = _session(path, what)
+    _runtime(what)  # said first: without it nothing else matters
+    parsed = _parsed(path)  # once: its weights left in their files, if any
+    session = _session(path, what, parsed=parsed)
     input_shape = tuple(input_shape or _declared_shape(session, what))
     channels_first = _channels_first(session, input_shape, what)
     images = np.random.default_rng(0).uniform(size=(4, *input_shape)).astype(np.float32)
@@ -176,14 +179,17 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher",
         shapes = ", ".join(str(p.shape) for p in probed)
         raise ConfigError(f"{what} returns {shapes}; a teacher returns one (N, classes) tensor, "
                           "the class logits (or probabilities). Export one that does.")  # fmt: skip
-    tapped = _hint_candidates(path, hints, input_shape, channels_first, what)
+    taken = (IMAGES, RUNNER, LOGITS, LOGITS_WITH_HINTS)
+    tapped = (onnx_hints.requested(parsed, list(hints), input_shape, channels_first, what, taken)
+              if hints else [])  # fmt: skip
     if tapped:  # a session of the file with the hints as outputs too
-        session = _session(path, what, [c.tensor for c in tapped])
+        session = _session(path, what, [c.tensor for c in tapped], parsed)
     inputs = keras.Input(tuple(input_shape), name=IMAGES)
     layer = OnnxTeacher(path, channels_first, probed[0].shape[1], session, name=RUNNER,
                         hints=[c.tensor for c in tapped],
                         hint_shapes=[c.shape for c in tapped],
-                        hint_channels_first=[c.channels_first for c in tapped])  # fmt: skip
+                        hint_channels_first=[c.channels_first for c in tapped],
+                        params=_weights_in(parsed))  # fmt: skip
     name = model_name(path)
     _fixed_batch_note(session, role, name)
     outputs = layer(inputs)
@@ -210,17 +216,6 @@ def logits_with_hints(model: keras.Model):
     if onnx_layer(model) is None or LOGITS_WITH_HINTS not in [layer.name for layer in model.layers]:
         return None
     return layer_output(model, LOGITS_WITH_HINTS)
-
-
-def _hint_candidates(path: pathlib.Path, hints, input_shape, channels_first: bool, what: str):
-    """The :class:`~fitnets_tf.models.onnx_hints.Candidate` of each of ``hints``, checked."""
-    if not hints:
-        return []
-    import onnx  # noqa: PLC0415  (installed with ONNX Runtime, the export extra's)
-
-    model = onnx.load(str(path))
-    return onnx_hints.requested(model, list(hints), input_shape, channels_first, what,
-                                taken=(IMAGES, RUNNER, LOGITS, LOGITS_WITH_HINTS))  # fmt: skip
 
 
 def runner(session, outputs=None) -> Callable[[np.ndarray], list[np.ndarray]]:
@@ -273,19 +268,17 @@ def _fixed_batch_note(session, role: str, name: str) -> None:
          "faster.")  # fmt: skip
 
 
-def _session(path: pathlib.Path, what: str, hints=()):
+def _session(path: pathlib.Path, what: str, hints=(), parsed=None):
     """An ONNX Runtime session of the file; with ``hints``, of a copy of it (in memory) that
-    returns those tensors too, after its own outputs."""
-    try:
-        import onnxruntime as ort  # noqa: PLC0415  (the export extra's: only when used)
-    except ImportError as e:
-        raise ConfigError(f"{what} runs in ONNX Runtime, which is not installed: pip install "
-                          "onnxruntime.") from e  # fmt: skip
+    returns those tensors too, after its own outputs. ``parsed``: the file as
+    :func:`_parsed` gives it (default: parsed now)."""
+    ort = _runtime(what)
     if not path.is_file():
         raise TeacherLoadError(f"{what} does not exist.")
-    _check_data_files(path, what)
+    parsed = _parsed(path) if parsed is None else parsed
+    _check_data_files(path, parsed, what)
     try:
-        model = _with_outputs(path, hints) if hints else str(path)
+        model = _with_outputs(path, parsed, hints) if hints else str(path)
         return ort.InferenceSession(model, providers=ort.get_available_providers())
     except Exception as e:  # noqa: BLE001  (ONNX Runtime's errors for a bad file vary)
         raise TeacherLoadError(f"Cannot load t{what[1:]} ({type(e).__name__}: "
@@ -293,27 +286,46 @@ def _session(path: pathlib.Path, what: str, hints=()):
                                "model this ONNX Runtime runs.") from e  # fmt: skip
 
 
+def _runtime(what: str):
+    try:
+        import onnxruntime  # noqa: PLC0415  (the export extra's: only when used)
+    except ImportError as e:
+        raise ConfigError(f"{what} runs in ONNX Runtime, which is not installed: pip install "
+                          "onnxruntime.") from e  # fmt: skip
+    return onnxruntime
+
+
 def data_files(path: str | os.PathLike) -> list[pathlib.Path]:
     """The files beside ``path`` that hold its weights, in the order its initializers name them
     (ONNX's external data: ``torch.onnx.export`` writes ``NAME.onnx.data`` unless given
     ``external_data=False``; a model over protobuf's 2 GB must have it); none for a file that
     holds its weights, or that is no ONNX model (loading it says so). Missing ones too."""
+    return _data_files_of(pathlib.Path(path), _parsed(path))
+
+
+def _parsed(path):
+    """The ONNX file's ``ModelProto``, the weights it keeps in other files left there; None
+    for a file that is no ONNX model, or none at all (ONNX Runtime says why)."""
     import onnx  # noqa: PLC0415  (installed with ONNX Runtime, the export extra's)
 
     try:
-        graph = onnx.load(path, load_external_data=False).graph
+        return onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001  (protobuf's errors for a damaged file vary)
+        return None
+
+
+def _data_files_of(path: pathlib.Path, parsed) -> list[pathlib.Path]:
+    if parsed is None:
         return []
-    locations = [entry.value for tensor in graph.initializer for entry in tensor.external_data
-                 if entry.key == "location"]  # fmt: skip
-    folder = pathlib.Path(path).parent
-    return [folder / location for location in dict.fromkeys(locations)]
+    locations = [entry.value for tensor in parsed.graph.initializer
+                 for entry in tensor.external_data if entry.key == "location"]  # fmt: skip
+    return [path.parent / location for location in dict.fromkeys(locations)]
 
 
-def _check_data_files(path: pathlib.Path, what: str) -> None:
+def _check_data_files(path: pathlib.Path, parsed, what: str) -> None:
     # Copied without them (a user takes the .onnx alone), ONNX Runtime's error names one
     # initializer and a path, and ours would call the file damaged.
-    missing = [file for file in data_files(path) if not file.is_file()]
+    missing = [file for file in _data_files_of(path, parsed) if not file.is_file()]
     if missing:
         names = ", ".join(repr(str(file.relative_to(path.parent))) for file in missing)
         raise TeacherLoadError(
@@ -343,21 +355,24 @@ def _channels_first(session, input_shape: tuple, what: str) -> bool:
     return first
 
 
-def _with_outputs(path: pathlib.Path, hints) -> bytes:
-    import onnx  # noqa: PLC0415
+def _with_outputs(path: pathlib.Path, parsed, hints) -> bytes:
+    """The file with ``hints`` as outputs too, its weights in it: ONNX Runtime, given bytes,
+    knows no folder to find the file's others in."""
+    from onnx.external_data_helper import load_external_data_for_model  # noqa: PLC0415
 
-    return onnx_hints.with_outputs(onnx.load(str(path)), hints)
+    copy = onnx_hints.with_outputs(parsed, hints)
+    load_external_data_for_model(copy, str(path.parent))
+    return copy.SerializeToString()
 
 
-def _weights_in(path: str) -> int:
-    """How many numbers the file's floating-point initializers (its weights; not the integer
-    shapes and indices converters add) hold."""
+def _weights_in(parsed) -> int:
+    """How many numbers the floating-point initializers (its weights; not the integer shapes
+    and indices converters add) of the file ``parsed`` (:func:`_parsed`) hold."""
     import onnx  # noqa: PLC0415  (installed with ONNX Runtime, the export extra's)
 
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
               onnx.TensorProto.BFLOAT16}  # fmt: skip
-    graph = onnx.load(path, load_external_data=False).graph
-    return sum(int(np.prod(i.dims)) for i in graph.initializer if i.data_type in floats)
+    return sum(int(np.prod(i.dims)) for i in parsed.graph.initializer if i.data_type in floats)
 
 
 def _declared_shape(session, what: str) -> tuple:
