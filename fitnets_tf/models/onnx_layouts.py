@@ -5,7 +5,8 @@ operators (``Conv``, the poolings, ``BatchNormalization``...) take and give ``(N
 whatever the input, so a channels-last file (tf2onnx's, from a Keras model) transposes its
 images for its first ``Conv`` (or reshapes them, for one channel) and may transpose them back
 (before a Keras ``Flatten``), and a channels-first one may transpose too (a PyTorch
-``permute``). Each tensor's layout is therefore traced through the graph (:func:`channels_first`).
+``permute``). Each tensor's layout is therefore traced through the graph
+(:func:`channels_first`).
 """
 
 from __future__ import annotations

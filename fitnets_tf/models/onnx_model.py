@@ -94,7 +94,8 @@ class OnnxTeacher(keras.layers.Layer):
         self.session = session or _session(pathlib.Path(onnx_path),
                                            f"The ONNX model {self.onnx_path!r}", self.hints)  # fmt: skip
         names = [output.name for output in self.session.get_outputs()]
-        self._run_logits, self._run_all = runner(self.session, names[:1]), runner(self.session, names)
+        self._run_logits = runner(self.session, names[:1])
+        self._run_all = runner(self.session, names)
         self.params = _weights_in(_parsed(self.onnx_path)) if params is None else params
 
     def run(self, images: np.ndarray) -> np.ndarray:
