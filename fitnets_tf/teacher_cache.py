@@ -54,6 +54,7 @@ from fitnets_tf import data as data_lib
 from fitnets_tf import teacher_shards
 from fitnets_tf.models.logits import for_distilling
 from fitnets_tf.models.nesting import flattened, layer_output
+from fitnets_tf.models.onnx_model import logits_with_hints
 from fitnets_tf.step_inputs import CACHED_HINT, CACHED_LOGITS, IMAGES
 
 # The hint(s) are cached up to this size (in memory, or on disk above the memory budget);
@@ -176,7 +177,10 @@ def outputs_function(teacher: keras.Model, hint_layer: str | Sequence[str] | Non
             lambda images: {CACHED_LOGITS: teacher(images, training=False)}, autograph=False
         )
     names = [hint_layer] if isinstance(hint_layer, str) else list(hint_layer)
-    outputs = [teacher.output, *(layer_output(teacher, n) for n in names)]
+    # An ONNX teacher's output comes from a call of its file apart from its hints' call.
+    logits = logits_with_hints(teacher)
+    outputs = [teacher.output if logits is None else logits,
+               *(layer_output(teacher, n) for n in names)]  # fmt: skip
     tapped = keras.Model(teacher.inputs, outputs, name="teacher_outputs")
 
     def outputs_of(images):

@@ -3,9 +3,10 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import tiny_data, tiny_model, train_cli
 
-from fitnets_tf import Distiller, errors, hint_path
+from fitnets_tf import Distiller, errors, hint_path, teacher_cache
 from fitnets_tf import config as config_lib
 from fitnets_tf.models import onnx_hints, onnx_model
 
@@ -80,14 +81,95 @@ def test_a_hint_is_the_tensor_onnxruntime_computes_channels_last(net_file):
     # A copy from its config (clone_model's) has the same hint layers, with the same values.
     copy = keras.models.clone_model(teacher)
     expected = _ort(_net(upto=CONV2), nchw).transpose(0, 2, 3, 1)
-    np.testing.assert_allclose(hint_path.tap(copy, ["onnx::Relu_23"], "hint")(x), expected,
+    np.testing.assert_allclose(hint_path.tap(copy, ["onnx__Relu_23"], "hint")(x), expected,
                                atol=1e-5)  # fmt: skip
     # A Relu's tensor gives a ReLU regressor, as a Keras ReLU hint does; a Conv's a linear one.
     student = tiny_model("student", width=2, seed=1)
     pairs = hint_path.layer_pairs(teacher, [(RELU1, "conv1"), (CONV2, "conv2")])
-    assert pairs == [("net.Relu_output_0", "conv1"), ("onnx::Relu_23", "conv2")]
+    assert pairs == [("net.Relu_output_0", "conv1"), ("onnx__Relu_23", "conv2")]
     built = hint_path.make_regressors(teacher, student, pairs)
     assert [r.activation.__name__ for r in built] == ["relu", "linear"]
+
+
+@pytest.fixture
+def fetches(monkeypatch):
+    """The outputs each ONNX Runtime call asks for (None: all of them), in order."""
+    asked, make = [], ort.InferenceSession
+
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            self._session = make(*args, **kwargs)
+
+        def run(self, names, feeds, *args):
+            asked.append(None if names is None else tuple(names))
+            return self._session.run(names, feeds, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._session, name)
+
+    monkeypatch.setattr(ort, "InferenceSession", Recording)
+    return asked
+
+
+@pytest.mark.parametrize("batch", ["batch", 1])
+def test_a_call_for_the_logits_alone_fetches_no_hint(tmp_path, fetches, batch):
+    path = tmp_path / "net.onnx"
+    onnx.save(_net(batch=batch), str(path))
+    x, y = tiny_data(5)
+    nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    teacher = onnx_model.load(path, (8, 8, 1), hints=[RELU1, CONV2])
+    calls = 5 if batch == 1 else 1  # a file of a fixed batch of 1 takes the images one by one
+    fetches.clear()
+    logits = tf.function(lambda images: teacher(images, training=False))(x)
+    assert fetches == [("logits",)] * calls
+    np.testing.assert_allclose(logits, _ort(_net(), nchw), atol=1e-5)
+    # Stage 2's step, the KD Distiller's: the logits alone.
+    distiller = Distiller(teacher, tiny_model("student", width=2, seed=1),
+                          hints=[(RELU1, "conv1")])  # fmt: skip
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01), phase="kd")
+    fetches.clear()
+    distiller.fit(x, y, batch_size=5, epochs=1, verbose=0)
+    assert set(fetches) == {("logits",)}
+    # Stage 1's tap: one call for both hints, each the tensor ONNX Runtime computes.
+    names = [onnx_hints.layer_name(RELU1), onnx_hints.layer_name(CONV2)]
+    fetches.clear()
+    hints = tf.function(hint_path.tap(teacher, names, "hints"))(x)
+    assert len(fetches) == calls and {RELU1, CONV2} <= set(fetches[0])
+    for tensor, hint in zip((RELU1, CONV2), hints, strict=True):
+        expected = _ort(_net(upto=tensor), nchw).transpose(0, 2, 3, 1)
+        np.testing.assert_allclose(hint, expected, atol=1e-5)
+    # The cache's pass, logits and hints: one call gives both.
+    fetches.clear()
+    cached = teacher_cache.outputs_function(teacher, names)(x)
+    assert len(fetches) == calls
+    np.testing.assert_allclose(cached["teacher_logits"], logits, atol=1e-6)
+    np.testing.assert_allclose(cached["teacher_hint"][1], hints[1], atol=1e-6)
+    # An eager call runs the file once, whatever it returns.
+    fetches.clear()
+    np.testing.assert_allclose(teacher(x), logits, atol=1e-6)
+    assert len(fetches) == calls
+
+
+def test_loading_a_teacher_with_hints_parses_its_file_once(net_file, monkeypatch):
+    parsed, parse = [], onnx.load
+    monkeypatch.setattr(onnx, "load", lambda *args, **kwargs: parsed.append(args[0])
+                        or parse(*args, **kwargs))  # fmt: skip
+    teacher = onnx_model.load(net_file, (8, 8, 1), hints=[RELU1])
+    # Its weights checked, counted, and the hints found and added as outputs: from one parse.
+    assert len(parsed) == 1
+    assert teacher.get_layer("onnx_model").params == 4 * 9 + 4 + 6 * 4 * 9 + 6 + 3 * 6 + 3
+
+
+def test_a_hint_named_with_colons_is_tapped_in_a_traced_step(net_file):
+    # TensorFlow's name scopes, a layer's in a traced step, take no `:` (TorchScript's
+    # `onnx::Relu_23`, tf2onnx's `Relu:0`).
+    assert onnx_hints.layer_name(CONV2) == "onnx__Relu_23"
+    assert onnx_hints.layer_name("model/conv1/Relu:0") == "model.conv1.Relu_0"
+    x, _ = tiny_data(5)
+    teacher = onnx_model.load(net_file, (8, 8, 1), hints=[CONV2])
+    tapped = tf.function(hint_path.tap(teacher, ["onnx__Relu_23"], "hint"))
+    expected = _ort(_net(upto=CONV2), np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    np.testing.assert_allclose(tapped(x), expected.transpose(0, 2, 3, 1), atol=1e-5)
 
 
 def test_the_candidates_are_the_4d_activations_in_graph_order(net_file):

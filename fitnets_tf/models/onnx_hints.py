@@ -6,55 +6,77 @@ copy of the file (in memory) with the requested tensors added as outputs, and it
 exposes each through a named layer (:func:`layer_name`), which the hint machinery taps as it taps
 a Keras layer: ``Activation("relu")`` for a tensor a ``Relu`` node makes (a no-op on it, and the
 regressor's non-linearity is then a ReLU, as for a Keras ReLU hint), ``Activation("linear")``
-otherwise. A channels-first file's hints are transposed to channels last, as the student's
-guided layers are. The candidates (:func:`candidates`) are the graph's 4-D float activations;
-shapes come from ONNX shape inference for the images' size.
+otherwise. Each hint is given channels last, as the student's guided layers are: transposed
+when the tensor is channels-first, which is traced tensor by tensor
+(:mod:`~fitnets_tf.models.onnx_layouts`: a channels-last file's convolutions are ONNX's, NCHW).
+The candidates (:func:`candidates`) are the graph's 4-D float activations; shapes come from
+ONNX shape inference for the images' size.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 
 import keras
 
 from fitnets_tf.errors import ConfigError
+from fitnets_tf.models import onnx_layouts
 
 # Nodes whose outputs are constants or shapes, never activations.
 _NOT_ACTIVATIONS = {"Constant", "ConstantOfShape", "Shape", "Size", "Range"}
 
 
+# What a TensorFlow name scope takes (a layer's name is one in a traced step), besides `/`.
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_.-]")
+
+
 def layer_name(tensor: str) -> str:
     """The Keras layer exposing the hint ``tensor``: Keras names take no ``/``, which PyTorch's
     exporter puts in every name (``/layer2/layer2.1/relu_1/Relu_output_0`` ->
-    ``layer2.layer2.1.relu_1.Relu_output_0``). A layer's name maps to itself."""
-    return tensor.lstrip("/").replace("/", ".")
+    ``layer2.layer2.1.relu_1.Relu_output_0``), and a traced step's name scopes no ``:``
+    (``onnx::Relu_23`` -> ``onnx__Relu_23``; tf2onnx's ``conv1/Relu:0`` -> ``conv1.Relu_0``).
+    A layer's name maps to itself. Two tensors of a file may map to one name: a hint is
+    refused then (:func:`requested`)."""
+    return _NOT_IN_NAMES.sub("_", tensor.lstrip("/").replace("/", "."))
 
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """A 4-D activation of the file: its name, its shape channels last ``(H, W, C)``, and the
-    type of the node making it (``"Relu"``, ``"Conv"``...)."""
+    """A 4-D activation of the file: its name, its shape channels last ``(H, W, C)``, the
+    type of the node making it (``"Relu"``, ``"Conv"``...), and whether the file holds it
+    channels-first ``(N, C, H, W)``."""
 
     tensor: str
     shape: tuple
     op: str
+    channels_first: bool
 
 
 def candidates(model, input_shape, channels_first: bool) -> list[Candidate]:
     """The 4-D float activations of the ONNX ``model`` (a ``ModelProto``) for images of
-    ``input_shape`` ``(H, W, C)``, in graph order; weights and shape arithmetic left out."""
+    ``input_shape`` ``(H, W, C)`` (``channels_first``: the images' layout in the file), in
+    graph order; weights and shape arithmetic left out."""
     types = _inferred_types(model, input_shape, channels_first)
+    image = _image_input(model).name
+    ranks = {tensor: len(dims) for tensor, dims in types.items()} | {image: 4}
+    first = onnx_layouts.channels_first(model, image, channels_first, ranks)
     found = []
     for node in model.graph.node:
         if node.op_type in _NOT_ACTIVATIONS:
             continue
         for tensor in node.output:
             dims = types.get(tensor)
-            if dims is not None and len(dims) == 4 and all(d > 0 for d in dims[1:]):
-                shape = tuple(dims[2:]) + (dims[1],) if channels_first else tuple(dims[1:])
-                found.append(Candidate(tensor, shape, node.op_type))
+            if tensor in first and all(d > 0 for d in dims[1:]):
+                shape = tuple(dims[2:]) + (dims[1],) if first[tensor] else tuple(dims[1:])
+                found.append(Candidate(tensor, shape, node.op_type, first[tensor]))
     return found
+
+
+def _image_input(model):
+    initializers = {i.name for i in model.graph.initializer}
+    return next(i for i in model.graph.input if i.name not in initializers)
 
 
 def _inferred_types(model, input_shape, channels_first: bool) -> dict[str, tuple]:
@@ -66,8 +88,7 @@ def _inferred_types(model, input_shape, channels_first: bool) -> dict[str, tuple
     fixed.CopyFrom(model)
     height, width, channels = input_shape
     sizes = (channels, height, width) if channels_first else (height, width, channels)
-    initializers = {i.name for i in fixed.graph.initializer}
-    image = next(i for i in fixed.graph.input if i.name not in initializers)
+    image = _image_input(fixed)
     for dim, size in zip(image.type.tensor_type.shape.dim[1:], sizes, strict=True):
         dim.dim_value = size
     inferred = onnx.shape_inference.infer_shapes(fixed).graph
@@ -76,22 +97,69 @@ def _inferred_types(model, input_shape, channels_first: bool) -> dict[str, tuple
             if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}  # fmt: skip
 
 
-def requested(model, names, input_shape, channels_first: bool, what: str) -> list[Candidate]:
-    """The candidates ``names`` name (a tensor's name, or its :func:`layer_name`), in order,
-    each once (pairs may share a hint).
+def requested(model, names, input_shape, channels_first: bool, what: str,
+              taken=()) -> list[Candidate]:  # fmt: skip
+    """The candidates ``names`` name, in order, each once (pairs may share a hint). A name is
+    the tensor of that name, else the one candidate whose :func:`layer_name` it is. A hint's
+    layer name must stand for it alone: no other tensor of the file may have it as its name or
+    layer name (the logs, ``hints.json`` and a pair naming the layer would mean either), nor
+    a layer of the teacher's Keras model (``taken``).
 
     Raises:
-        ConfigError: a name that is no tensor of the graph (with the closest ones), or one that
-            is not a 4-D activation; every bad name at once.
+        ConfigError: a name that is no tensor of the graph (with the closest ones), one that
+            is not a 4-D activation, one that is several tensors' layer name; a hint whose
+            layer name another tensor or layer has; every problem at once.
     """
     listed = candidates(model, input_shape, channels_first)
-    by_name = {c.tensor: c for c in listed} | {layer_name(c.tensor): c for c in listed}
-    problems = [_problem(model, name, listed, input_shape, channels_first)
-                for name in names if name not in by_name]  # fmt: skip
-    if problems:
-        raise ConfigError(f"{what}: {' '.join(problems)} A hint is a 4-D activation of its "
-                          "graph: --list_layers lists them with their shapes.")  # fmt: skip
-    return list(dict.fromkeys(by_name[name] for name in names))
+    tensors = _tensor_names(model)
+    chosen, unknown = [], []
+    for name in names:
+        found = _named(name, listed, tensors)
+        if isinstance(found, Candidate):
+            chosen.append(found)
+        else:
+            unknown.append(found or _problem(model, name, listed, input_shape, channels_first))
+    chosen = list(dict.fromkeys(chosen))
+    clashes = [clash for c in chosen if (clash := _clash(c, tensors, set(taken)))]
+    if unknown or clashes:
+        listing = (" A hint is a 4-D activation of its graph: --list_layers lists them with "
+                   "their shapes.") if unknown else ""  # fmt: skip
+        raise ConfigError(f"{what}: {' '.join(unknown + clashes)}{listing}")
+    return chosen
+
+
+def _tensor_names(model) -> set[str]:
+    graph = model.graph
+    return {*(t for node in graph.node for t in node.output), *(i.name for i in graph.input),
+            *(i.name for i in graph.initializer)}  # fmt: skip
+
+
+def _named(name: str, listed, tensors: set[str]) -> Candidate | str | None:
+    """The candidate ``name`` names; why it names none when it is several tensors' layer
+    name; None otherwise (:func:`_problem` says why)."""
+    by_tensor = {c.tensor: c for c in listed}
+    if name in tensors:  # a tensor's own name, even where it is another's layer name
+        return by_tensor.get(name)
+    aliased = [c.tensor for c in listed if layer_name(c.tensor) == name]
+    if len(aliased) > 1:
+        return (f"'{name}' is the layer name of {'both' if len(aliased) == 2 else 'all of'} "
+                f"{' and '.join(map(repr, aliased))}: name the tensor itself.")  # fmt: skip
+    return by_tensor[aliased[0]] if aliased else None
+
+
+def _clash(candidate: Candidate, tensors: set[str], taken: set[str]) -> str | None:
+    """Why ``candidate``'s layer name does not stand for it alone, or None."""
+    tensor, name = candidate.tensor, layer_name(candidate.tensor)
+    if name in taken:
+        return (f"The hint '{tensor}' would be the layer '{name}', a layer the teacher's Keras "
+                "model has already: rename the tensor in the file.")  # fmt: skip
+    others = sorted(t for t in tensors if t != tensor and name in (t, layer_name(t)))
+    if name == tensor or not others:
+        return None
+    return (f"The hint '{tensor}' would be the layer '{name}' of the teacher's Keras model "
+            "(its '/' and ':' replaced: Keras and TensorFlow names take neither), which also "
+            f"stands for the tensor {' and '.join(map(repr, others))} of the file: rename one "
+            "of them in the file.")  # fmt: skip
 
 
 def _problem(model, name: str, listed, input_shape, channels_first: bool) -> str:
@@ -107,15 +175,15 @@ def _problem(model, name: str, listed, input_shape, channels_first: bool) -> str
     return f"'{name}' is not a 4-D activation (its shape: {shape})."
 
 
-def with_outputs(model, tensors) -> bytes:
-    """The serialized copy of ``model`` that also returns ``tensors`` (after its own outputs)."""
+def with_outputs(model, tensors):
+    """A copy of ``model`` that also returns ``tensors`` (after its own outputs)."""
     import onnx  # noqa: PLC0415
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     copy.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
                              for t in tensors)  # fmt: skip
-    return copy.SerializeToString()
+    return copy
 
 
 def hint_layer(candidate: Candidate) -> keras.layers.Layer:
@@ -143,8 +211,9 @@ def layer_pairs(pairs, teacher_name: str, hint_layers) -> list[tuple[str, str]]:
     Raises:
         ConfigError: a hint the teacher was not loaded with.
     """
-    pairs = [(layer_name(hint), guided) for hint, guided in pairs]
-    missing = [hint for hint, _ in pairs if hint not in hint_layers]
+    named = [(layer_name(hint), guided) for hint, guided in pairs]
+    missing = [hint for (hint, _), (layer, _) in zip(pairs, named, strict=True)
+               if layer not in hint_layers]  # fmt: skip
     if missing:
         raise ConfigError(
             f"The ONNX teacher {teacher_name!r} was loaded without the hint tensor "
@@ -152,7 +221,7 @@ def layer_pairs(pairs, teacher_name: str, hint_layers) -> list[tuple[str, str]]:
             "(onnx_model.load(path, input_shape, hints=[...])); it has "
             f"{', '.join(map(repr, hint_layers)) or 'none'}."
         )
-    return pairs
+    return named
 
 
 AUTO_REFUSED = (
