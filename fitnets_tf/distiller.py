@@ -182,14 +182,15 @@ class Distiller(keras.Model):
     @property
     def trainable_weights(self):
         """The weights the optimizer updates (Keras' meaning): in phase ``"hints"`` the student
-        up to its guided layer and the regressors, in the order the optimizer was built on.
+        up to its guided layer and the regressors, in ``"kd"`` the student's, in the order the
+        optimizer was built on.
 
         Keras' ``fit`` ends with ``optimizer.finalize_variable_values(trainable_weights)``, which
         under ``use_ema=True`` pairs them by position with its averages: all the weights would
-        put a regressor's average in a later student layer (or fail on its shape)."""
-        if self.phase == "hints" and self.trainable:
-            return self._phase_variables()
-        return super().trainable_weights
+        put a regressor's average in a later student layer, and a teacher made trainable again
+        after the Distiller froze it would take the student's (or fail on their shapes)."""
+        variables = self._phase_variables() if self.phase and self.trainable else None
+        return variables or super().trainable_weights
 
     @property
     def non_trainable_weights(self):

@@ -629,6 +629,22 @@ def test_optimizer_ema_replaces_the_phases_variables_by_their_averages(teacher, 
         assert _same(_values(later), untrained)
 
 
+@pytest.mark.parametrize("phase", ["hints", "kd"])
+def test_a_teacher_unfrozen_after_the_distiller_was_built_is_not_trained(teacher, student, phase):
+    # A notebook that builds the Distiller first, then sets teacher.trainable = True to train
+    # the teacher: Keras' fit ended a use_ema run by writing the student's averages into the
+    # teacher's weights, paired by position ("Cannot assign ... Shape mismatch" here, silently
+    # where the shapes agree).
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    teacher.trainable = True
+    d.compile(optimizer=keras.optimizers.RMSprop(0.01, use_ema=True, ema_momentum=1.0),
+              phase=phase)  # fmt: skip
+    assert [id(w) for w in d.trainable_weights] == [id(w) for w in d._phase_variables()]
+    before = _values(teacher.weights)
+    d.fit(tiny_dataset(), epochs=1, verbose=0)
+    assert _same(_values(teacher.weights), before)
+
+
 def _regressor_kernel_norms(regressor, kind, hints, max_norm, axis):
     """The norms of each regressor kernel (of each output column along ``axis``) after one
     stage-1 step: the paper's code constrains them after every update."""
