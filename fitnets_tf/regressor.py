@@ -194,6 +194,8 @@ def build_regressor(
         cls = keras.layers.Conv2D if conv else keras.layers.Dense
         args = dict(activation=nonlinearity.get("activation"),
                     kernel_constraint=maxout_layers.kernel_max_norm(max_norm, conv))  # fmt: skip
+        if conv:
+            args.update(data_format=maxout_layers.DATA_FORMAT)
     if conv:
         args.update(kernel_size=kernel_size(guided_shape, hint_shape), padding="valid")
     regressor = cls(units, kernel_initializer=initializer, name=name, **args)
