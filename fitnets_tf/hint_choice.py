@@ -130,11 +130,14 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
 
     Raises:
         HintShapeError: no student layer can be mapped onto the middle hint(s); names them,
-            their shapes and the student's layers with theirs.
+            their shapes and the student's layers with theirs. A model computing channels
+            first (:func:`~fitnets_tf.regressor.check_channels_last`).
         ConfigError: an ONNX teacher, whose hints are named by hand.
     """
     if onnx_layer(teacher) is not None:
         raise ConfigError(onnx_hints.AUTO_REFUSED)
+    for model, role in ((teacher, "teacher"), (student, "student")):
+        regressor_lib.check_channels_last(model, role)
     hints, guided = feature_layers(teacher), feature_layers(student)
     if not hints or not guided:
         raise HintShapeError(

@@ -262,6 +262,7 @@ def resolve_pairs(teacher, student, hints=None, hint_layer=None, guided_layer=No
 
     Raises:
         ConfigError: both forms given, one name of a pair missing, or a malformed ``hints``.
+        HintShapeError: pairs given for a model computing channels first.
     """
     if hints is not None and (hint_layer is not None or guided_layer is not None):
         raise ConfigError(
@@ -277,6 +278,8 @@ def resolve_pairs(teacher, student, hints=None, hint_layer=None, guided_layer=No
     if hint_layer is None and hints is None:
         return [], None
     check_tappable(teacher)
+    for model, role in ((teacher, "teacher"), (student, "student")):
+        regressor_lib.check_channels_last(model, role)
     if hint_layer is not None:
         return layer_pairs(teacher, [(hint_layer, guided_layer)]), None
     if isinstance(hints, str) and hints == "auto":
@@ -340,6 +343,8 @@ def make_regressors(teacher, student, pairs, regressor="auto", initializer=None,
         )
     check_functional(teacher, "teacher")
     check_functional(student, "student")
+    for model, role in ((teacher, "teacher"), (student, "student")):
+        regressor_lib.check_channels_last(model, role)
     check_names(teacher, student, pairs)  # every unknown name at once, not the first
     built = []
     for i, (hint, guided) in enumerate(pairs):

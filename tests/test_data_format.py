@@ -13,7 +13,8 @@ import pytest
 from conftest import tiny_dataset, tiny_model
 
 import fitnets_tf
-from fitnets_tf import models, stages
+from fitnets_tf import hint_choice, models, stages
+from fitnets_tf.errors import HintShapeError
 
 
 @pytest.fixture
@@ -72,3 +73,38 @@ def test_the_stagewise_head_pools_a_channels_last_map(channels_first):
     head = stages.guided_classifier(student, "conv1", 3, seed=0)  # (8, 8, 4)
     assert head.output.shape == (None, 3)
     assert head.get_layer("guided_labels_logits").kernel.shape == (4, 3)  # the map's channels
+
+
+def _channels_first_model(name: str, width: int, seed: int) -> keras.Model:
+    """(1, 8, 8) → conv → pool → conv → GAP → logits, every layer channels first."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((1, 8, 8))
+    h = keras.layers.Conv2D(width, 3, padding="same", activation="relu",
+                            data_format="channels_first", name=f"{name}_conv1")(inputs)  # fmt: skip
+    h = keras.layers.MaxPooling2D(2, data_format="channels_first", name=f"{name}_pool1")(h)
+    h = keras.layers.Conv2D(width, 3, padding="same", activation="relu",
+                            data_format="channels_first", name=f"{name}_conv2")(h)  # fmt: skip
+    h = keras.layers.GlobalAveragePooling2D(data_format="channels_first")(h)
+    return keras.Model(inputs, keras.layers.Dense(3, name=f"{name}_logits")(h), name=name)
+
+
+@pytest.mark.parametrize("hints", ["auto", [("t_pool1", "s_conv1")]])
+def test_hints_between_channels_first_models_are_refused_naming_the_layout(hints):
+    # Their (C, H, W) maps were read as (H, W, C): t_pool1's (6, 4, 4) as a 6x4 map of 4
+    # channels, refused as larger than s_conv1's (4, 8, 8), "a 4x8 map", which it is not.
+    teacher, student = _channels_first_model("t", 6, 0), _channels_first_model("s", 4, 1)
+    match = (r"teacher 't' computes channels first \(data_format='channels_first': t_conv1, "
+             r"t_pool1, t_conv2.*Build it channels last.*or distil it by KD alone")  # fmt: skip
+    with pytest.raises(HintShapeError, match=match):
+        fitnets_tf.Distiller(teacher, student, hints=hints)
+    described = hint_choice.describe_models(teacher, student)
+    assert "hints=auto cannot choose a pair: Hints need channels-last" in described
+
+
+def test_channels_first_models_distil_by_kd_alone():
+    teacher, student = _channels_first_model("t", 6, 0), _channels_first_model("s", 4, 1)
+    d = fitnets_tf.Distiller(teacher, student)
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    x = np.random.default_rng(0).random((16, 1, 8, 8)).astype("float32")
+    history = d.fit(x, np.arange(16) % 3, batch_size=8, epochs=2, verbose=0).history
+    assert np.isfinite(history["loss"]).all() and history["loss"][1] < history["loss"][0]
