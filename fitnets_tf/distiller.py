@@ -203,8 +203,7 @@ class Distiller(keras.Model):
         return [self.regressor, *self.more_regressors] if self.regressor is not None else []
 
     def call(self, inputs, training=None):
-        inputs = images_of(inputs)
-        return self.student(inputs, training=training)
+        return self.student(images_of(inputs), training=training)
 
     def fit(self, *args, **kwargs):
         """``keras.Model.fit``, after :mod:`fitnets_tf.fit_checks`' checks (callbacks that
@@ -242,8 +241,9 @@ class Distiller(keras.Model):
             raise ValueError("Distiller defines its own loss per phase; do not pass `loss`.")
         if phase == "hints" and self.regressor is None:
             raise ValueError(
-                "phase='hints' needs `hint_layer` and `guided_layer` given to the Distiller. "
-                + valid_names(self.teacher, self.student)
+                "phase='hints' needs hint pairs given to the Distiller: "
+                "hints=[(hint_layer, guided_layer), ...], hints='auto', or hint_layer and "
+                "guided_layer. " + valid_names(self.teacher, self.student)
             )
         if isinstance(optimizer, keras.optimizers.Optimizer):
             optimizer = recipes.unused_optimizer(optimizer)

@@ -117,7 +117,9 @@ def test_compile_rejects_unknown_phase_and_hints_without_layers(teacher, student
     d = fitnets_tf.Distiller(teacher, student)
     with pytest.raises(ValueError, match="phase"):
         d.compile(phase="joint")
-    with pytest.raises(ValueError, match="needs `hint_layer`"):
+    # It named hint_layer and guided_layer only, not the hints= of several pairs or "auto".
+    with pytest.raises(ValueError, match=r"needs hint pairs.*hints=\[\(hint_layer, guided_layer"
+                       r"\), \.\.\.\], hints='auto', or hint_layer and guided_layer"):
         d.compile(phase="hints")
 
 
