@@ -117,6 +117,8 @@ class Distiller(keras.Model):
         regressor_max_norm: float | None = None,
         **kwargs,
     ):
+        if "dtype" not in kwargs and getattr(student, "compute_dtype", None) == "float16":
+            kwargs["dtype"] = student.dtype_policy  # Keras scales by the model's, not the global
         super().__init__(**kwargs)
         given_teacher = teacher
         if (hints, hint_layer, guided_layer) != (None, None, None):
@@ -181,14 +183,12 @@ class Distiller(keras.Model):
 
     @property
     def trainable_weights(self):
-        """The weights the optimizer updates (Keras' meaning): in phase ``"hints"`` the student
-        up to its guided layer and the regressors, in ``"kd"`` the student's, in the order the
-        optimizer was built on.
-
-        Keras' ``fit`` ends with ``optimizer.finalize_variable_values(trainable_weights)``, which
-        under ``use_ema=True`` pairs them by position with its averages: all the weights would
-        put a regressor's average in a later student layer, and a teacher made trainable again
-        after the Distiller froze it would take the student's (or fail on their shapes)."""
+        """The weights the optimizer updates, in the order it was built on (Keras' meaning): in
+        phase ``"hints"`` the student up to its guided layer and the regressors, in ``"kd"`` the
+        student's. Keras' ``fit`` ends with ``optimizer.finalize_variable_values()`` of them,
+        which under ``use_ema=True`` pairs them by position with its averages: all the weights
+        would put a regressor's average in a later student layer, and a teacher made trainable
+        again after the Distiller froze it would take the student's (or fail on their shapes)."""
         variables = self._phase_variables() if self.phase and self.trainable else None
         return variables or super().trainable_weights
 

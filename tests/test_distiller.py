@@ -406,6 +406,24 @@ def test_mixed_float16_uses_loss_scaling(teacher, student):
     assert keras.backend.standardize_dtype(s.get_layer("conv1").compute_dtype) == "float16"
 
 
+def test_a_mixed_float16_student_gets_loss_scaling_whatever_the_policy_is_now(teacher):
+    # Built under mixed_float16, then the policy set back (a later cell, keras-tuner's
+    # clear_session): the Distiller took float32 from the global policy, and Keras only scales
+    # the loss of a model whose own policy is mixed_float16, so float16 gradients underflowed.
+    keras.config.set_dtype_policy("mixed_float16")
+    student = tiny_model("s16", 4, 1)
+    keras.config.set_dtype_policy("float32")
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    for phase in ("hints", "kd"):
+        d.compile(optimizer="rmsprop", phase=phase)
+        assert isinstance(d.optimizer, keras.optimizers.LossScaleOptimizer)
+        history = d.fit(tiny_dataset(), epochs=1, verbose=0).history
+        assert np.all(np.isfinite(history["loss"]))
+    float32 = fitnets_tf.Distiller(teacher, tiny_model("s32", 4, 1), "pool1", "pool1")
+    float32.compile(optimizer="rmsprop", phase="kd")
+    assert not isinstance(float32.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
 @pytest.mark.parametrize("phase", ["hints", "kd"])
 def test_jit_compile_matches_graph_mode(phase):
     logs = {}
