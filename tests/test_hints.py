@@ -411,3 +411,29 @@ def test_every_unknown_name_of_the_pairs_is_named_at_once_with_close_matches(tea
     with pytest.raises(ConfigError, match=r"^Unknown guided_layer 'pool_1' in model 'student' "
                        r"\(did you mean 'pool1'\?\)\. Valid layer names: "):  # fmt: skip
         fitnets_tf.Distiller(teacher, student, "pool1", "pool_1")
+
+
+def _named_net(prefix: str) -> keras.Model:
+    inputs = keras.Input((4, 4, 1))
+    h = keras.layers.Conv2D(2, 3, name=f"{prefix}_conv")(inputs)
+    logits = keras.layers.Dense(2, name=f"{prefix}_logits")(keras.layers.Flatten()(h))
+    return keras.Model(inputs, logits, name=prefix)
+
+
+def test_a_pair_named_the_other_way_round_says_so():
+    # Distiller(student, teacher, ...) or hints=[(guided, hint)]: each name was called unknown,
+    # with the other model's layers listed but nothing to say they were there.
+    teacher, student = _named_net("t"), _named_net("s")
+    swapped = (r"Unknown hint_layer 's_conv' in model 't' \('s_conv' is a layer of the student "
+               r"'s': a pair is \(teacher_layer, student_layer\), and the teacher comes first\)")
+    with pytest.raises(ConfigError, match=swapped):
+        fitnets_tf.Distiller(teacher, student, hints=[("s_conv", "t_conv")])
+    with pytest.raises(ConfigError, match=r"'t_conv' is a layer of the student 't'"):
+        fitnets_tf.Distiller(student, teacher, hints=[("t_conv", "s_conv")])
+
+
+@pytest.mark.parametrize("hints", [("t_conv", "s_conv"), "t_conv:s_conv"], ids=["tuple", "flag"])
+def test_one_pair_not_in_a_list_is_refused_with_the_list_to_give(hints):
+    teacher, student = _named_net("t"), _named_net("s")
+    with pytest.raises(ConfigError, match=r"Give hints=\[\('t_conv', 's_conv'\)\]"):
+        fitnets_tf.Distiller(teacher, student, hints=hints)
