@@ -25,6 +25,7 @@ from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
 from fitnets_tf.models import onnx_hints
 from fitnets_tf.models.nesting import layer_output, own_nodes
 from fitnets_tf.models.onnx_model import onnx_layer
+from fitnets_tf.models.traced import as_graphs
 from fitnets_tf.preprocessing import Preprocessor
 from fitnets_tf.reporting.tables import format_table
 
@@ -301,8 +302,10 @@ def describe_models(teacher: keras.Model, student: keras.Model, pairs=(), regres
     """What choosing pairs by hand needs: both models' layers and what :func:`auto_pair` picks.
 
     ``pairs`` given (hint, guided) are checked as a run checks them (an unknown layer or a
-    pair no ``regressor`` maps raises the run's error) and listed first.
+    pair no ``regressor`` maps raises the run's error) and listed first. A subclassed model is
+    described as the graph of its layers, as the Distiller takes it for hints.
     """
+    teacher, student = as_graphs(teacher, student)
     onnx = onnx_layer(teacher)
     parts = []
     for role, model in (("teacher", teacher), ("student", student)):

@@ -437,3 +437,22 @@ def test_one_pair_not_in_a_list_is_refused_with_the_list_to_give(hints):
     teacher, student = _named_net("t"), _named_net("s")
     with pytest.raises(ConfigError, match=r"Give hints=\[\('t_conv', 's_conv'\)\]"):
         fitnets_tf.Distiller(teacher, student, hints=hints)
+
+
+class _SubclassedStudent(keras.Model):
+    def __init__(self):
+        super().__init__(name="sub")
+        self.conv = keras.layers.Conv2D(2, 3, name="sub_conv")
+        self.flat = keras.layers.Flatten(name="sub_flat")
+        self.logits = keras.layers.Dense(2, name="sub_logits")
+
+    def call(self, x):
+        return self.logits(self.flat(self.conv(x)))
+
+
+def test_describe_models_lists_a_subclassed_students_layers_as_the_distiller_takes_them():
+    # The Distiller takes a subclassed student for hints, but describing the pair first was
+    # refused: "`model` must be a Functional (or built Sequential) keras.Model".
+    described = hint_choice.describe_models(_named_net("t"), _SubclassedStudent())
+    assert "student 'sub':" in described and "*  sub_conv" in described
+    assert "hints=auto chooses t_conv:sub_conv" in described
