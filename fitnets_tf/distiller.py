@@ -117,6 +117,8 @@ class Distiller(keras.Model):
         regressor_max_norm: float | None = None,
         **kwargs,
     ):
+        if "dtype" not in kwargs and getattr(student, "compute_dtype", None) == "float16":
+            kwargs["dtype"] = student.dtype_policy  # Keras scales by the model's, not the global
         super().__init__(**kwargs)
         given_teacher = teacher
         if (hints, hint_layer, guided_layer) != (None, None, None):
@@ -181,15 +183,14 @@ class Distiller(keras.Model):
 
     @property
     def trainable_weights(self):
-        """The weights the optimizer updates (Keras' meaning): in phase ``"hints"`` the student
-        up to its guided layer and the regressors, in the order the optimizer was built on.
-
-        Keras' ``fit`` ends with ``optimizer.finalize_variable_values(trainable_weights)``, which
-        under ``use_ema=True`` pairs them by position with its averages: all the weights would
-        put a regressor's average in a later student layer (or fail on its shape)."""
-        if self.phase == "hints" and self.trainable:
-            return self._phase_variables()
-        return super().trainable_weights
+        """The weights the optimizer updates, in the order it was built on (Keras' meaning): in
+        phase ``"hints"`` the student up to its guided layer and the regressors, in ``"kd"`` the
+        student's. Keras' ``fit`` ends with ``optimizer.finalize_variable_values()`` of them,
+        which under ``use_ema=True`` pairs them by position with its averages: all the weights
+        would put a regressor's average in a later student layer, and a teacher made trainable
+        again after the Distiller froze it would take the student's (or fail on their shapes)."""
+        variables = self._phase_variables() if self.phase and self.trainable else None
+        return variables or super().trainable_weights
 
     @property
     def non_trainable_weights(self):
@@ -202,8 +203,7 @@ class Distiller(keras.Model):
         return [self.regressor, *self.more_regressors] if self.regressor is not None else []
 
     def call(self, inputs, training=None):
-        inputs = images_of(inputs)
-        return self.student(inputs, training=training)
+        return self.student(images_of(inputs), training=training)
 
     def fit(self, *args, **kwargs):
         """``keras.Model.fit``, after :mod:`fitnets_tf.fit_checks`' checks (callbacks that
@@ -241,8 +241,9 @@ class Distiller(keras.Model):
             raise ValueError("Distiller defines its own loss per phase; do not pass `loss`.")
         if phase == "hints" and self.regressor is None:
             raise ValueError(
-                "phase='hints' needs `hint_layer` and `guided_layer` given to the Distiller. "
-                + valid_names(self.teacher, self.student)
+                "phase='hints' needs hint pairs given to the Distiller: "
+                "hints=[(hint_layer, guided_layer), ...], hints='auto', or hint_layer and "
+                "guided_layer. " + valid_names(self.teacher, self.student)
             )
         if isinstance(optimizer, keras.optimizers.Optimizer):
             optimizer = recipes.unused_optimizer(optimizer)

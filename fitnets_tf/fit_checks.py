@@ -29,6 +29,12 @@ _FIT = inspect.signature(keras.Model.fit)
 def checked_fit(distiller, fit, args, kwargs):
     """Calls Keras' ``fit`` (``fit``, with ``args`` and ``kwargs`` as ``keras.Model.fit``
     takes them) after this module's checks, λ and τ kept (:func:`curriculum_kept`)."""
+    if not distiller.compiled:  # Keras' own check comes after ours, which read the optimizer
+        raise ValueError(
+            "Call compile() before fit, with the phase to train: distiller.compile(optimizer, "
+            "phase='hints') for stage 1 (hint training), or phase='kd' for stage 2 (knowledge "
+            "distillation)."
+        )
     bound = _FIT.bind(distiller, *args, **kwargs)
     arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
     check_callbacks(distiller, arguments.get("callbacks"))

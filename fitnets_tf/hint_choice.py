@@ -25,6 +25,7 @@ from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
 from fitnets_tf.models import onnx_hints
 from fitnets_tf.models.nesting import layer_output, own_nodes
 from fitnets_tf.models.onnx_model import onnx_layer
+from fitnets_tf.models.traced import as_graphs
 from fitnets_tf.preprocessing import Preprocessor
 from fitnets_tf.reporting.tables import format_table
 
@@ -130,11 +131,14 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
 
     Raises:
         HintShapeError: no student layer can be mapped onto the middle hint(s); names them,
-            their shapes and the student's layers with theirs.
+            their shapes and the student's layers with theirs. A model computing channels
+            first (:func:`~fitnets_tf.regressor.check_channels_last`).
         ConfigError: an ONNX teacher, whose hints are named by hand.
     """
     if onnx_layer(teacher) is not None:
         raise ConfigError(onnx_hints.AUTO_REFUSED)
+    for model, role in ((teacher, "teacher"), (student, "student")):
+        regressor_lib.check_channels_last(model, role)
     hints, guided = feature_layers(teacher), feature_layers(student)
     if not hints or not guided:
         raise HintShapeError(
@@ -298,8 +302,10 @@ def describe_models(teacher: keras.Model, student: keras.Model, pairs=(), regres
     """What choosing pairs by hand needs: both models' layers and what :func:`auto_pair` picks.
 
     ``pairs`` given (hint, guided) are checked as a run checks them (an unknown layer or a
-    pair no ``regressor`` maps raises the run's error) and listed first.
+    pair no ``regressor`` maps raises the run's error) and listed first. A subclassed model is
+    described as the graph of its layers, as the Distiller takes it for hints.
     """
+    teacher, student = as_graphs(teacher, student)
     onnx = onnx_layer(teacher)
     parts = []
     for role, model in (("teacher", teacher), ("student", student)):

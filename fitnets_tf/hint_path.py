@@ -121,6 +121,10 @@ def check_names(teacher: keras.Model, student: keras.Model, pairs) -> None:
             seen.add((role, name))
             close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
             mean = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+            other, other_role = (student, "student") if model is teacher else (teacher, "teacher")
+            if name in [layer.name for layer in other.layers]:  # not a typo: the order
+                mean = (f" ('{name}' is a layer of the {other_role} '{other.name}': a pair is "
+                        "(teacher_layer, student_layer), and the teacher comes first)")  # fmt: skip
             where = f"Pair {i + 1} ({pair_name(hint, guided)}): " if len(pairs) > 1 else ""
             unknown.append((model, f"{where}Unknown {role} '{name}' in model '{model.name}'{mean}."
                                    f"{_nested_note(model, name)}"))  # fmt: skip
@@ -262,6 +266,7 @@ def resolve_pairs(teacher, student, hints=None, hint_layer=None, guided_layer=No
 
     Raises:
         ConfigError: both forms given, one name of a pair missing, or a malformed ``hints``.
+        HintShapeError: pairs given for a model computing channels first.
     """
     if hints is not None and (hint_layer is not None or guided_layer is not None):
         raise ConfigError(
@@ -277,6 +282,8 @@ def resolve_pairs(teacher, student, hints=None, hint_layer=None, guided_layer=No
     if hint_layer is None and hints is None:
         return [], None
     check_tappable(teacher)
+    for model, role in ((teacher, "teacher"), (student, "student")):
+        regressor_lib.check_channels_last(model, role)
     if hint_layer is not None:
         return layer_pairs(teacher, [(hint_layer, guided_layer)]), None
     if isinstance(hints, str) and hints == "auto":
@@ -288,11 +295,21 @@ def resolve_pairs(teacher, student, hints=None, hint_layer=None, guided_layer=No
     if not pairs or any(len(p) != 2 or not all(isinstance(n, str) for n in p) for p in pairs):
         raise ConfigError(
             "`hints` must be 'auto' or a non-empty list of (hint_layer, guided_layer) name "
-            f"pairs. Received: hints={hints!r}"
+            f"pairs.{_one_pair(hints)} Received: hints={hints!r}"
         )
     if len(set(pairs)) != len(pairs):
         raise ConfigError(f"`hints` names a pair twice. Received: hints={hints!r}")
     return layer_pairs(teacher, pairs), None
+
+
+def _one_pair(hints) -> str:
+    """The list to give for one pair given bare: a tuple, or the command line's 'hint:guided'."""
+    parts = hints.split(":") if isinstance(hints, str) else hints
+    if isinstance(parts, (list, tuple)) and len(parts) == 2 and all(
+        isinstance(n, str) and n for n in parts
+    ):
+        return f" Give hints=[{tuple(parts)!r}] for one pair."
+    return ""
 
 
 def check_weights(hint_weights, count: int) -> tuple[float, ...]:
@@ -340,6 +357,8 @@ def make_regressors(teacher, student, pairs, regressor="auto", initializer=None,
         )
     check_functional(teacher, "teacher")
     check_functional(student, "student")
+    for model, role in ((teacher, "teacher"), (student, "student")):
+        regressor_lib.check_channels_last(model, role)
     check_names(teacher, student, pairs)  # every unknown name at once, not the first
     built = []
     for i, (hint, guided) in enumerate(pairs):

@@ -25,6 +25,11 @@ from fitnets_tf.maxout import (  # noqa: F401
 
 _PACKAGE = "fitnets_tf"
 
+# fitnets_tf's layers and nets take (N, H, W, C) maps. Keras gives a layer built without a
+# data_format keras.config.image_data_format(), which a notebook may have set to channels_first
+# for models of its own: every conv and pooling this library builds says which it is.
+DATA_FORMAT = "channels_last"
+
 
 def _check_positive_int(name: str, value) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -196,7 +201,8 @@ class MaxoutConv2D(_Maxout):
         if pad:
             inputs = ops.pad(inputs, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
         mode = "same" if self.padding == "same" else "valid"
-        z = ops.conv(inputs, self.kernel, strides=self.strides, padding=mode)
+        z = ops.conv(inputs, self.kernel, strides=self.strides, padding=mode,
+                     data_format=DATA_FORMAT)
         return max_of_pieces(ops.add(z, self.bias), self.pieces, self.ties)
 
     def compute_output_shape(self, input_shape):
@@ -324,7 +330,8 @@ class CeilMaxPooling2D(keras.layers.Layer):
             inputs = ops.pad(
                 inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], constant_values=lowest
             )
-        return ops.max_pool(inputs, self.pool_size, strides=self.strides, padding="valid")
+        return ops.max_pool(inputs, self.pool_size, strides=self.strides, padding="valid",
+                            data_format=DATA_FORMAT)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape

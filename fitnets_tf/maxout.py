@@ -157,5 +157,7 @@ def _pooled_pieces(z, pieces: int, units: int):
     rows = (-1, 1) if len(z.shape) == 2 else (-1, shape[1])  # a dense layer's: one image row
     width = 1 if len(z.shape) == 2 else shape[2]
     grouped = ops.reshape(z, (*rows, width * pieces, units))
-    out = ops.max_pool(grouped, (1, pieces), (1, pieces), padding="valid")
+    # Channels last by construction (the reshape above), whatever Keras' global setting.
+    out = ops.max_pool(grouped, (1, pieces), (1, pieces), padding="valid",
+                       data_format="channels_last")
     return ops.reshape(out, (*shape[:-1], units))

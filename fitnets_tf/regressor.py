@@ -134,6 +134,37 @@ def check_shapes(guided_shape, hint_shape, *, guided_layer: str, hint_layer: str
         )
 
 
+def _channels_first_layers(model: keras.Model) -> list[str]:
+    """The names of ``model``'s layers (those of models nested in it too) that compute
+    channels first."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found += _channels_first_layers(layer)
+        elif getattr(layer, "data_format", None) == "channels_first":
+            found.append(layer.name)
+    return found
+
+
+def check_channels_last(model: keras.Model, role: str) -> None:
+    """Refuses a model computing channels first, whose hints would be read wrongly.
+
+    Every shape rule here reads a feature map as (H, W, C): a (C, H, W) one would be compared,
+    regressed and chosen by the wrong axes (refused as too large, or mapped by a kernel of
+    channel counts). Its logits are another matter: KD alone needs nothing else.
+    """
+    names = _channels_first_layers(model)
+    if names:
+        shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+        raise HintShapeError(
+            f"Hints need channels-last feature maps (N, H, W, C), and the {role} {model.name!r} "
+            f"computes channels first (data_format='channels_first': {shown}). Build it "
+            "channels last (Keras' default: keras.config.set_image_data_format('channels_last') "
+            "before building it, or data_format='channels_last' in its layers, with images "
+            "(N, H, W, C)), or distil it by KD alone (no hints: only its logits are used)."
+        )
+
+
 def checked_max_norm(max_norm) -> float | None:
     """``max_norm`` of :func:`build_regressor` as a float (a NumPy scalar too, which a maxout
     layer's config refuses), or None; anything else is refused, naming the option."""
@@ -194,6 +225,8 @@ def build_regressor(
         cls = keras.layers.Conv2D if conv else keras.layers.Dense
         args = dict(activation=nonlinearity.get("activation"),
                     kernel_constraint=maxout_layers.kernel_max_norm(max_norm, conv))  # fmt: skip
+        if conv:
+            args.update(data_format=maxout_layers.DATA_FORMAT)
     if conv:
         args.update(kernel_size=kernel_size(guided_shape, hint_shape), padding="valid")
     regressor = cls(units, kernel_initializer=initializer, name=name, **args)

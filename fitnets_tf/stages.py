@@ -25,6 +25,7 @@ from fitnets_tf import losses, replica_gradients
 from fitnets_tf.distiller import Distiller
 from fitnets_tf.hint_path import deepest_guided_layer, resolve_pairs
 from fitnets_tf.hyperparameters import Hyperparameters  # noqa: F401  (re-exported)
+from fitnets_tf.layers import DATA_FORMAT
 from fitnets_tf.models.logits import ends_in_softmax
 from fitnets_tf.models.nesting import layer_output
 from fitnets_tf.run import mid_epoch
@@ -193,7 +194,9 @@ def guided_classifier(
     """
     features = layer_output(student, guided_layer)
     if len(features.shape) > 2:
-        features = keras.layers.GlobalAveragePooling2D(name="guided_labels_pool")(features)
+        features = keras.layers.GlobalAveragePooling2D(
+            data_format=DATA_FORMAT, name="guided_labels_pool"
+        )(features)
     init = keras.initializers.GlorotUniform(seed=seed)
     logits = keras.layers.Dense(num_classes, kernel_initializer=init,
                                 name="guided_labels_logits")(features)  # fmt: skip

@@ -117,7 +117,9 @@ def test_compile_rejects_unknown_phase_and_hints_without_layers(teacher, student
     d = fitnets_tf.Distiller(teacher, student)
     with pytest.raises(ValueError, match="phase"):
         d.compile(phase="joint")
-    with pytest.raises(ValueError, match="needs `hint_layer`"):
+    # It named hint_layer and guided_layer only, not the hints= of several pairs or "auto".
+    with pytest.raises(ValueError, match=r"needs hint pairs.*hints=\[\(hint_layer, guided_layer"
+                       r"\), \.\.\.\], hints='auto', or hint_layer and guided_layer"):
         d.compile(phase="hints")
 
 
@@ -404,6 +406,24 @@ def test_mixed_float16_uses_loss_scaling(teacher, student):
     assert keras.backend.standardize_dtype(s.get_layer("conv1").compute_dtype) == "float16"
 
 
+def test_a_mixed_float16_student_gets_loss_scaling_whatever_the_policy_is_now(teacher):
+    # Built under mixed_float16, then the policy set back (a later cell, keras-tuner's
+    # clear_session): the Distiller took float32 from the global policy, and Keras only scales
+    # the loss of a model whose own policy is mixed_float16, so float16 gradients underflowed.
+    keras.config.set_dtype_policy("mixed_float16")
+    student = tiny_model("s16", 4, 1)
+    keras.config.set_dtype_policy("float32")
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    for phase in ("hints", "kd"):
+        d.compile(optimizer="rmsprop", phase=phase)
+        assert isinstance(d.optimizer, keras.optimizers.LossScaleOptimizer)
+        history = d.fit(tiny_dataset(), epochs=1, verbose=0).history
+        assert np.all(np.isfinite(history["loss"]))
+    float32 = fitnets_tf.Distiller(teacher, tiny_model("s32", 4, 1), "pool1", "pool1")
+    float32.compile(optimizer="rmsprop", phase="kd")
+    assert not isinstance(float32.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
 @pytest.mark.parametrize("phase", ["hints", "kd"])
 def test_jit_compile_matches_graph_mode(phase):
     logs = {}
@@ -627,6 +647,22 @@ def test_optimizer_ema_replaces_the_phases_variables_by_their_averages(teacher, 
     assert d.optimizer.iterations.numpy() == 4
     if phase == "hints":
         assert _same(_values(later), untrained)
+
+
+@pytest.mark.parametrize("phase", ["hints", "kd"])
+def test_a_teacher_unfrozen_after_the_distiller_was_built_is_not_trained(teacher, student, phase):
+    # A notebook that builds the Distiller first, then sets teacher.trainable = True to train
+    # the teacher: Keras' fit ended a use_ema run by writing the student's averages into the
+    # teacher's weights, paired by position ("Cannot assign ... Shape mismatch" here, silently
+    # where the shapes agree).
+    d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    teacher.trainable = True
+    d.compile(optimizer=keras.optimizers.RMSprop(0.01, use_ema=True, ema_momentum=1.0),
+              phase=phase)  # fmt: skip
+    assert [id(w) for w in d.trainable_weights] == [id(w) for w in d._phase_variables()]
+    before = _values(teacher.weights)
+    d.fit(tiny_dataset(), epochs=1, verbose=0)
+    assert _same(_values(teacher.weights), before)
 
 
 def _regressor_kernel_norms(regressor, kind, hints, max_norm, axis):

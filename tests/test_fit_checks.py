@@ -123,3 +123,11 @@ def test_a_subclassed_teacher_of_logits_is_checked_once(monkeypatch):
     d.fit(tiny_dataset(), epochs=1, verbose=0)
     d.fit(tiny_dataset(), epochs=1, verbose=0)
     assert len(checks) == 1
+
+
+def test_fit_before_compile_names_compile_and_its_phases():
+    # It failed inside the callbacks' check with "AttributeError: 'Distiller' object has no
+    # attribute 'optimizer'", where a Keras model says to call compile().
+    d = _distiller()
+    with pytest.raises(ValueError, match=r"compile\(\) before fit.*phase='hints'.*phase='kd'"):
+        d.fit(tiny_dataset(), epochs=1, verbose=0)

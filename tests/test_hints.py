@@ -411,3 +411,48 @@ def test_every_unknown_name_of_the_pairs_is_named_at_once_with_close_matches(tea
     with pytest.raises(ConfigError, match=r"^Unknown guided_layer 'pool_1' in model 'student' "
                        r"\(did you mean 'pool1'\?\)\. Valid layer names: "):  # fmt: skip
         fitnets_tf.Distiller(teacher, student, "pool1", "pool_1")
+
+
+def _named_net(prefix: str) -> keras.Model:
+    inputs = keras.Input((4, 4, 1))
+    h = keras.layers.Conv2D(2, 3, name=f"{prefix}_conv")(inputs)
+    logits = keras.layers.Dense(2, name=f"{prefix}_logits")(keras.layers.Flatten()(h))
+    return keras.Model(inputs, logits, name=prefix)
+
+
+def test_a_pair_named_the_other_way_round_says_so():
+    # Distiller(student, teacher, ...) or hints=[(guided, hint)]: each name was called unknown,
+    # with the other model's layers listed but nothing to say they were there.
+    teacher, student = _named_net("t"), _named_net("s")
+    swapped = (r"Unknown hint_layer 's_conv' in model 't' \('s_conv' is a layer of the student "
+               r"'s': a pair is \(teacher_layer, student_layer\), and the teacher comes first\)")
+    with pytest.raises(ConfigError, match=swapped):
+        fitnets_tf.Distiller(teacher, student, hints=[("s_conv", "t_conv")])
+    with pytest.raises(ConfigError, match=r"'t_conv' is a layer of the student 't'"):
+        fitnets_tf.Distiller(student, teacher, hints=[("t_conv", "s_conv")])
+
+
+@pytest.mark.parametrize("hints", [("t_conv", "s_conv"), "t_conv:s_conv"], ids=["tuple", "flag"])
+def test_one_pair_not_in_a_list_is_refused_with_the_list_to_give(hints):
+    teacher, student = _named_net("t"), _named_net("s")
+    with pytest.raises(ConfigError, match=r"Give hints=\[\('t_conv', 's_conv'\)\]"):
+        fitnets_tf.Distiller(teacher, student, hints=hints)
+
+
+class _SubclassedStudent(keras.Model):
+    def __init__(self):
+        super().__init__(name="sub")
+        self.conv = keras.layers.Conv2D(2, 3, name="sub_conv")
+        self.flat = keras.layers.Flatten(name="sub_flat")
+        self.logits = keras.layers.Dense(2, name="sub_logits")
+
+    def call(self, x):
+        return self.logits(self.flat(self.conv(x)))
+
+
+def test_describe_models_lists_a_subclassed_students_layers_as_the_distiller_takes_them():
+    # The Distiller takes a subclassed student for hints, but describing the pair first was
+    # refused: "`model` must be a Functional (or built Sequential) keras.Model".
+    described = hint_choice.describe_models(_named_net("t"), _SubclassedStudent())
+    assert "student 'sub':" in described and "*  sub_conv" in described
+    assert "hints=auto chooses t_conv:sub_conv" in described

@@ -81,3 +81,26 @@ def test_each_serving_snippet_runs_alone(tmp_path):
         images = len(printed) // 10  # the SavedModel's two files, one elsewhere
         assert images and len(printed) == 10 * images, proc.stdout
         assert abs(sum(printed) - images) < 1e-3 * images, proc.stdout  # probabilities
+
+
+def test_the_python_quantization_snippet_runs(tmp_path):
+    # The README showed --quantize for a run directory only; a notebook's own student had no
+    # documented way in. The snippet runs as printed, given its `student` and `train_images`.
+    pytest.importorskip("ai_edge_litert")
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"From Python, a student of your own \(no run directory\).*?```python\n"
+                        r"(.*?)```", readme, re.S).group(1)  # fmt: skip
+    given = (
+        "import keras, numpy as np\n"
+        "inputs = keras.Input((8, 8, 1))\n"
+        "h = keras.layers.Conv2D(4, 3, activation='relu')(inputs)\n"
+        "h = keras.layers.GlobalAveragePooling2D()(h)\n"
+        "student = keras.Model(inputs, keras.layers.Dense(3)(h))\n"
+        "train_images = np.random.default_rng(0).random((64, 8, 8, 1)).astype('float32')\n"
+    )
+    snippet = "\n".join(line.strip() for line in snippet.splitlines())
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", given + snippet], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "student_int8.tflite").read_bytes()[4:8] == b"TFL3"

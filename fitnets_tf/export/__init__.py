@@ -176,8 +176,10 @@ def export_student(
     format (see the module docstring for the runtimes).
 
     Args:
-        source: the student (a Functional ``keras.Model`` returning logits), or a run directory
-            holding ``student.keras``. Pass ``distiller.student``, never the Distiller.
+        source: the student (a ``keras.Model`` returning logits: Functional, Sequential, or
+            subclassed and called once, exported as the graph of its layers), or a run
+            directory holding ``student.keras``. Pass ``distiller.student``, never the
+            Distiller.
         output: final path (a directory for ``saved_model``, a ``.keras`` / ``.onnx`` /
             ``.tflite`` file otherwise). Defaults to ``default_output(source, ...)`` when
             ``source`` is a run directory; required otherwise. With ``format="all"``: a

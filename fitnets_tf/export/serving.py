@@ -9,9 +9,10 @@ import pathlib
 import keras
 
 from fitnets_tf import custom_code
-from fitnets_tf.errors import ExportConfigError, ExportError, MissingStudentError
+from fitnets_tf.errors import ConfigError, ExportConfigError, ExportError, MissingStudentError
 from fitnets_tf.export.fold import fold_batch_norm
 from fitnets_tf.layer_state import set_weights
+from fitnets_tf.models import traced
 from fitnets_tf.models.logits import final_softmax
 from fitnets_tf.run import io
 from fitnets_tf.run.layout import RunLayout
@@ -164,7 +165,8 @@ def build_serving_model(
     else (teacher, regressor, Distiller) is reachable from it.
 
     Args:
-        student: Functional model with one image input and one logits output.
+        student: model with one image input and one logits output: Functional or Sequential,
+            or subclassed and called once (:func:`graph_of`).
         preprocessor: optional layer or model mapping raw pixels to the student's input. Its
             input shape, when it declares one, is the serving model's input shape.
 
@@ -172,6 +174,7 @@ def build_serving_model(
         ExportConfigError: if the student is not a single-input, single-output Functional model
             ending in logits, or the two models cannot be chained.
     """
+    student = graph_of(student)
     check_student(student)
     student = as_served(student)
     shape = tuple(student.inputs[0].shape[1:])
@@ -222,6 +225,29 @@ def as_served(model: keras.Model) -> keras.Model:
     """``model`` as every export serves it: in float32, batch normalization folded into the
     layer before it (:mod:`fitnets_tf.export.fold`). The same function up to float rounding."""
     return fold_batch_norm(in_float32(model))
+
+
+def graph_of(student):
+    """A subclassed student as the Functional graph of its own layers (the same layers and
+    weights: :func:`fitnets_tf.models.traced.as_graph`), which every format can be written
+    from; any other model as given.
+
+    A subclassed model trained by KD alone (it needs no graph to distil) is what a user has
+    after ``Distiller(teacher, MyStudent())``: its ``call`` is Python, which no format keeps.
+    """
+    if not traced.is_subclassed(student):
+        return student
+    shape = traced.built_input_shape(student)
+    if shape is None:
+        raise ExportConfigError(
+            f"The student {student.name!r} is a subclassed {type(student).__name__} that has "
+            "not been called yet, so the images it takes are unknown: call it once on a batch "
+            "of them (student(images[:1])), then export it."
+        )
+    try:
+        return traced.as_graph(student, shape, "student")
+    except ConfigError as e:
+        raise ExportConfigError(f"{e} The export is written from that graph too.") from e
 
 
 def check_student(student) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import keras
 
+from fitnets_tf.layers import DATA_FORMAT
 from fitnets_tf.models.zoo_layers import Initializers, batch_norm, conv, logits_head
 
 # Filters of each conv, per stage.
@@ -26,7 +27,7 @@ def cifar_vgg(name: str, input_shape, num_classes: int, init: Initializers, **he
     x = inputs
     for stage, convs in enumerate(VGG_STAGES[name], start=1):
         if stage in (2, 3, 4) or (stage == 5 and input_shape[0] >= 64):
-            x = keras.layers.MaxPooling2D(2, name=f"pool{stage - 1}")(x)
+            x = keras.layers.MaxPooling2D(2, data_format=DATA_FORMAT, name=f"pool{stage - 1}")(x)
         for c, filters in enumerate(convs, start=1):
             x = conv(x, filters, 3, 1, init, f"stage{stage}_conv{c}", use_bias=True)
             x = batch_norm(x, f"stage{stage}_bn{c}")

@@ -13,7 +13,14 @@ from __future__ import annotations
 import keras
 
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.layers import TIES, CeilMaxPooling2D, MaxoutConv2D, MaxoutDense, kernel_max_norm
+from fitnets_tf.layers import (
+    DATA_FORMAT,
+    TIES,
+    CeilMaxPooling2D,
+    MaxoutConv2D,
+    MaxoutDense,
+    kernel_max_norm,
+)
 from fitnets_tf.models.specs import PAPER_INIT_RANGE, ArchSpec
 
 
@@ -30,7 +37,7 @@ def _initializer(kernel_initializer, seed: int | None, j: int):
 def _pool_and_drop(x, i: int, conv, rate: float):
     """The pooling after paper layer ``i`` (cuda-convnet's ceil rounding), then dropout."""
     if conv.pool == "global":
-        x = keras.layers.GlobalMaxPooling2D(name=f"pool{i}")(x)
+        x = keras.layers.GlobalMaxPooling2D(data_format=DATA_FORMAT, name=f"pool{i}")(x)
     elif conv.pool is not None:
         # Every net of the original pools with cuda-convnet (ceil rounding); where the window
         # tiles the map exactly this is plain max pooling.
@@ -56,7 +63,7 @@ def build_maxout_net(spec: ArchSpec, name: str, input_shape, num_classes: int, *
                               f"{x.shape[1:3]}. Received: input_shape={tuple(input_shape)}")  # fmt: skip
         x = _pool_and_drop(x, i, conv, rate)
     if len(x.shape) > 2:
-        x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Flatten(data_format=DATA_FORMAT, name="flatten")(x)
     if spec.fc_units is not None:
         x = MaxoutDense(spec.fc_units, pieces=spec.fc_pieces,
                         max_norm=spec.fc_max_norm if max_norm else None, ties=ties,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import keras
 
+from fitnets_tf.layers import DATA_FORMAT
 from fitnets_tf.models.zoo_layers import Initializers, batch_norm, conv
 
 # name -> (filters of the convs of each max-pooled block, units of the FC layer or None).
@@ -44,8 +45,8 @@ def plain_cnn(name: str, input_shape, num_classes: int, init: Initializers,
             x = conv(x, f, 3, 1, init, f"conv{i}")
             x = batch_norm(x, f"conv{i}_bn")
             x = keras.layers.ReLU(name=f"conv{i}_relu")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"pool{b}")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.MaxPooling2D(2, data_format=DATA_FORMAT, name=f"pool{b}")(x)
+    x = keras.layers.Flatten(data_format=DATA_FORMAT, name="flatten")(x)
     if fc_units:
         x = _dropout(x, dropout, "dropout_fc")
         x = keras.layers.Dense(fc_units, use_bias=False, kernel_initializer=init.next(),

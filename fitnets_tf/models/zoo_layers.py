@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from fitnets_tf.batch_norm import FusedBatchNormalization
+from fitnets_tf.layers import DATA_FORMAT
 
 
 class Initializers:
@@ -30,7 +31,8 @@ class Initializers:
 def conv(x, filters: int, kernel: int, stride: int, init: Initializers, name: str,
          use_bias: bool = False):  # fmt: skip
     return keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=use_bias,
-                               kernel_initializer=init.next(), name=name)(x)  # fmt: skip
+                               data_format=DATA_FORMAT, kernel_initializer=init.next(),
+                               name=name)(x)  # fmt: skip
 
 
 def batch_norm(x, name: str):
@@ -41,7 +43,7 @@ def batch_norm(x, name: str):
 
 def logits_head(x, num_classes: int, init: Initializers, dropout: float = 0.0):
     """Global average pooling, optional dropout, then the linear logits layer ``logits``."""
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.GlobalAveragePooling2D(data_format=DATA_FORMAT, name="gap")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout_fc")(x)
     return keras.layers.Dense(num_classes, kernel_initializer=init.next(), name="logits")(x)
