@@ -14,7 +14,7 @@ from fitnets_tf import recipes, search, stages
 from fitnets_tf.callbacks import LearningRateLogger
 from fitnets_tf.config import ExperimentConfig
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.run import io, resume
+from fitnets_tf.run import resume
 from fitnets_tf.run.layout import RunLayout
 
 # tiny_dataset(): 32 examples in batches of 8, so 4 optimizer steps per epoch.
@@ -311,8 +311,9 @@ def test_a_model_compiled_with_a_schedule_saves_and_loads(tmp_path, schedule):
     model = tiny_model("m", 4, 0)
     model.compile(optimizer=hp.optimizer(epochs=4, steps_per_epoch=5), loss="mse")
     model.optimizer.build(model.trainable_variables)
-    io.save_model(model, tmp_path / "m.keras")
-    # The runs load without compiling (io.load_model); a user's keras.saving.load_model compiles.
+    # A user's own model.save keeps the optimizer and its schedule (a run's files hold neither:
+    # io.save_model), and keras.saving.load_model compiles them back.
+    model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(rates(loaded.optimizer, [0, 2, 7, 12]),
                                rates(model.optimizer, [0, 2, 7, 12]), rtol=1e-6)  # fmt: skip

@@ -201,7 +201,16 @@ def files_sha256(files, root: str | os.PathLike | None = None) -> str:
 
 
 def save_model(model, path: str | os.PathLike) -> None:
-    """``model.save`` to a ``.keras`` file, atomically, and its sha256 beside it.
+    """``model``'s architecture and weights to a ``.keras`` file, atomically, and its sha256
+    beside it.
+
+    Never an optimizer: the file holds ``model`` as Keras loads it with ``compile=False``.
+    ``model.save`` alone would write a compiled model's optimizer variables and compile config
+    too (Keras 3 has no ``include_optimizer`` for ``.keras``): the teacher's and ``scratch``'s
+    student's, each trained by its own ``fit``, and not the students a Distiller trains. One
+    student would then take more bytes in one mode than in another, and load compiled with a
+    spent optimizer. A stage resumes from its checkpoint, which holds the optimizer
+    (:mod:`fitnets_tf.run.contents`), not from this file.
 
     The old checksum is removed before the new model replaces the old one, and the new checksum
     written last: a kill in between leaves a model without a checksum (loaded unverified),
@@ -210,11 +219,28 @@ def save_model(model, path: str | os.PathLike) -> None:
     path = pathlib.Path(path)
     checksum = checksum_path(path)
     with atomic_path(path) as tmp:
-        model.save(tmp)
+        _save_as_loaded(model, tmp)
         digest = file_sha256(tmp)
         if checksum.exists():
             checksum.unlink()
     write_text(checksum, f"{digest}  {path.name}\n")
+
+
+def _save_as_loaded(model, path: pathlib.Path) -> None:
+    import keras
+
+    # Saved, loaded uncompiled and saved again, by Keras' own code: every layer's state goes as
+    # a file holds it (maxout's column order, an adapted layer's), the model comes back of its
+    # own class, and every model, compiled or not, is written the same way (a model built here
+    # shares one dtype policy among its layers, which its file records and a loaded one's does
+    # not: the bytes of one architecture would differ). The file is this model's, written just
+    # now: safe mode would only refuse its Lambda layers, which the first save kept.
+    full = _temporary_sibling(path)
+    try:
+        model.save(full)
+        keras.saving.load_model(full, compile=False, safe_mode=False).save(path)
+    finally:
+        _remove(full)
 
 
 def checksum_problem(path: str | os.PathLike) -> str | None:
