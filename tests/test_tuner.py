@@ -72,6 +72,11 @@ def test_search_space_is_named_after_train_flags_and_defaults_to_the_base_values
         (lambda: search.SearchSpace.with_optional(["momentum"]), "Unknown optional.*momentum"),
         (lambda: search.SearchSpace(kd_lambda=(8.0, 16.0)).describe(PAPER),
          "base kd_lambda=4.0, outside the searched range"),
+        # Was silently searched over 0.5..inf: log sampling then draws inf or NaN.
+        (lambda: search.SearchSpace(kd_lambda=(0.5, float("inf"))), "finite"),
+        # Was dropped without a word: a range given for a hyperparameter not searched.
+        (lambda: search.SearchSpace.with_optional([], lambda_end=(0.0, 2.0)),
+         "lambda_end is not searched.*with_optional"),
     ],
 )  # fmt: skip
 def test_bad_search_space_is_refused(make, message):
@@ -647,6 +652,16 @@ def test_a_different_search_space_on_an_old_workdir_is_refused(smoke, tmp_path):
     ("args", "message"),
     [
         (["--kd_lambda_range=5"], "--kd_lambda_range must be two numbers min,max. Received: 5"),
+        # Named the Python field `kd_lambda`, which a user reads as --kd_lambda.
+        (["--kd_lambda_range=16,0.5"],
+         r"--kd_lambda_range must be two finite numbers min,max with 0 < min < max\. "
+         r"Received: 16,0\.5"),
+        (["--lambda_end_range=-1,2", "--search_space=lambda_end"],
+         r"--lambda_end_range must be .* with 0 <= min < max\. Received: -1,2"),
+        # Was ignored without a word: the search ran over λ0 and τ alone.
+        (["--lambda_end_range=0,2"],
+         "--lambda_end_range is given but lambda_end is not searched: add "
+         "--search_space=lambda_end"),
         (["--search_space=momentum"], "Unknown optional.*momentum"),
         (["--kd_lambda=20"], "kd_lambda=20.0, outside the searched range"),
         (["--mode=scratch"], "needs --mode=fitnet or kd"),

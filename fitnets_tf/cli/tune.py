@@ -29,7 +29,7 @@ from fitnets_tf.cli import flags as flag_lib
 from fitnets_tf.errors import SearchError
 from fitnets_tf.models import sources
 from fitnets_tf.search.session import TuneOptions
-from fitnets_tf.search.space import OPTIONAL, OPTIONAL_RANGES, SearchSpace
+from fitnets_tf.search.space import OPTIONAL, OPTIONAL_RANGES, SearchSpace, checked_bounds
 
 common.quiet_tensorflow()
 flag_lib.define_experiment_flags()
@@ -51,19 +51,32 @@ FLAGS = flags.FLAGS
 
 
 def _bounds(name: str, f=FLAGS) -> tuple[float, float]:
-    values = f[name].value
+    values = f[f"{name}_range"].value
     try:
         low, high = (float(v) for v in values)
     except ValueError:
         raise SearchError(
-            f"--{name} must be two numbers min,max. Received: {','.join(values)}"
+            f"--{name}_range must be two numbers min,max. Received: {','.join(values)}"
         ) from None
-    return low, high
+    return checked_bounds(f"--{name}_range", (low, high), positive=name != "lambda_end",
+                          received=",".join(values))  # fmt: skip
 
 
 def options_from_flags(f=FLAGS) -> TuneOptions:
     """The tuner's flags as a :class:`~fitnets_tf.search.TuneOptions`."""
-    ranges = {name: _bounds(f"{name}_range", f) for name in _RANGES}
+    ranges = {}
+    for name, (default, _) in _RANGES.items():
+        bounds = _bounds(name, f)
+        if name in OPTIONAL and name not in f.search_space:
+            # flags.txt spells every range, the defaults too: only another range is refused.
+            if bounds != tuple(default):
+                raise SearchError(
+                    f"--{name}_range is given but {name} is not searched: add "
+                    f"--search_space={name} (a list, with any other you search), or drop "
+                    f"--{name}_range."
+                )
+            continue
+        ranges[name] = bounds
     values = {spec.name: f[spec.flag].value for spec in options_lib.specs(TuneOptions)}
     space = SearchSpace.with_optional(f.search_space, **ranges)
     return TuneOptions(**values, space=space)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import keras_tuner
 
@@ -17,21 +18,27 @@ OPTIONAL_RANGES = {"lambda_end": (0.0, 4.0), "learning_rate": (1e-4, 1e-2)}
 _FIELD = {"kd_lambda": "lambda_start"}
 
 
-def checked_bounds(name: str, value, positive: bool = True) -> tuple[float, float]:
-    """``value`` as ``(min, max)`` floats, or a :class:`SearchError` naming ``name``."""
+def checked_bounds(name: str, value, positive: bool = True, received: str | None = None):
+    """``value`` as ``(min, max)`` floats, or a :class:`SearchError` naming ``name``.
+
+    ``received``: ``value`` as the user typed it, when ``name`` is a flag (``--x_range``).
+    """
     ok = (
         isinstance(value, (tuple, list))
         and len(value) == 2
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        # An infinite bound passes min < max, and log sampling then draws inf or NaN.
+        and all(math.isfinite(v) for v in value)
         and (value[0] > 0 if positive else value[0] >= 0)
         and value[0] < value[1]
     )
     if not ok:
-        bound = "> 0" if positive else ">= 0"
-        raise SearchError(
-            f"`{name}` must be two numbers (min, max) with {bound} min < max. "
-            f"Received: {name}={value!r}"
-        )
+        bound = "0 < min < max" if positive else "0 <= min < max"
+        if received is None:
+            raise SearchError(f"`{name}` must be two finite numbers (min, max) with {bound}. "
+                              f"Received: {name}={value!r}")  # fmt: skip
+        raise SearchError(f"{name} must be two finite numbers min,max with {bound}. "
+                          f"Received: {received}")  # fmt: skip
     return float(value[0]), float(value[1])
 
 
@@ -74,6 +81,13 @@ class SearchSpace:
             raise SearchError(
                 f"Unknown optional hyperparameter(s) {unknown}: valid are {', '.join(OPTIONAL)}."
             )
+        for name in ("lambda_end", "learning_rate"):
+            # A range for a hyperparameter not searched would be dropped without a word.
+            if ranges.get(name) is not None and name not in names:
+                raise SearchError(
+                    f"{name} is not searched, but its range is given: add {name!r} to "
+                    "the names given to SearchSpace.with_optional, or drop its range."
+                )
         kwargs = {k: v for k, v in ranges.items() if k in ("kd_lambda", "temperature")}
         for name in ("lambda_end", "learning_rate"):
             if name in names:
