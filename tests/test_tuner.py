@@ -29,6 +29,7 @@ from fitnets_tf.cli import tune  # defines the flags
 from fitnets_tf.data import get_spec
 from fitnets_tf.distiller import Distiller
 from fitnets_tf.run import ownership
+from fitnets_tf.search import tuners
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "configs/tune_smoke.flags"
@@ -450,6 +451,28 @@ def test_a_nan_trial_is_failed_and_never_the_best(teacher_path, tmp_path):
     assert poisoned.evaluate(zeros, return_dict=True, verbose=0)["accuracy"] == 1.0
 
 
+def test_a_search_stopped_by_failures_resumes_with_a_new_trial(tmp_path):
+    # keras-tuner raises on the third failure in a row before writing that trial and
+    # oracle.json: resumed, the trial was RUNNING there, ran again, failed again and stopped
+    # the search again, whatever the re-run changed (--max_trials): it could never go on.
+    oracle = _watched_oracle(tmp_path, {})
+    oracle.max_trials = 5
+    for n in range(3):
+        trial = oracle.create_trial("tuner0")
+        trial.status, trial.message = "FAILED", "diverged"
+        if n < 2:
+            oracle.end_trial(trial)
+    with pytest.raises(RuntimeError, match="consecutive failures"):
+        oracle.end_trial(trial)
+    assert _status_on_disk(tmp_path, trial) == "FAILED"
+    resumed = _watched_oracle(tmp_path, {})
+    resumed.max_trials = 5
+    resumed.reload()
+    tuners.requeue_interrupted(resumed)  # as a resumed search does
+    assert resumed.end_order == ["0", "1", "2"] and not resumed.ongoing_trials
+    assert resumed.create_trial("tuner0").trial_id == "3"  # a new trial, not trial 2 again
+
+
 def test_an_exploding_learning_rate_fails_the_trial(teacher_path):
     hm = search.FitNetsHyperModel(teacher_path, lambda: tiny_model("student", width=4, seed=1),
                                  hparams=stages.Hyperparameters(learning_rate=1e30))  # fmt: skip
@@ -653,15 +676,21 @@ def test_a_different_search_space_on_an_old_workdir_is_refused(smoke, tmp_path):
     [
         (["--kd_lambda_range=5"], "--kd_lambda_range must be two numbers min,max. Received: 5"),
         # Named the Python field `kd_lambda`, which a user reads as --kd_lambda.
-        (["--kd_lambda_range=16,0.5"],
-         r"--kd_lambda_range must be two finite numbers min,max with 0 < min < max\. "
-         r"Received: 16,0\.5"),
-        (["--lambda_end_range=-1,2", "--search_space=lambda_end"],
-         r"--lambda_end_range must be .* with 0 <= min < max\. Received: -1,2"),
+        (
+            ["--kd_lambda_range=16,0.5"],
+            r"--kd_lambda_range must be two finite numbers min,max with 0 < min < max\. "
+            r"Received: 16,0\.5",
+        ),
+        (
+            ["--lambda_end_range=-1,2", "--search_space=lambda_end"],
+            r"--lambda_end_range must be .* with 0 <= min < max\. Received: -1,2",
+        ),
         # Was ignored without a word: the search ran over λ0 and τ alone.
-        (["--lambda_end_range=0,2"],
-         "--lambda_end_range is given but lambda_end is not searched: add "
-         "--search_space=lambda_end"),
+        (
+            ["--lambda_end_range=0,2"],
+            "--lambda_end_range is given but lambda_end is not searched: add "
+            "--search_space=lambda_end",
+        ),
         (["--search_space=momentum"], "Unknown optional.*momentum"),
         (["--kd_lambda=20"], "kd_lambda=20.0, outside the searched range"),
         (["--mode=scratch"], "needs --mode=fitnet or kd"),

@@ -1,8 +1,9 @@
 """keras-tuner oracles that try the configuration being tuned first, and a Tuner that logs.
 
 The oracles are keras-tuner's own (random, Bayesian, Hyperband) with three changes: their first
-trial is the defaults; they write ``oracle.json`` and each ``trial.json`` atomically; and they
-give up the trials of dead workers (:mod:`~fitnets_tf.search.workers`). The Tuner adds, per
+trial is the defaults; they write ``oracle.json`` and each ``trial.json`` atomically, and also
+when a failed trial stops the search; and they give up the trials of dead workers
+(:mod:`~fitnets_tf.search.workers`). The Tuner adds, per
 trial, a ``log.csv`` of its epochs and a ``runs.jsonl`` of its starts and ends (a trial re-run
 after an interruption shows two starts), and stops the search on a full disk.
 """
@@ -59,18 +60,39 @@ class AtomicStateFiles:
         io.write_text(path, json.dumps(trial.get_state()))
 
 
-class RandomOracle(DefaultsFirst, WorkerWatch, AtomicStateFiles,
-                   keras_tuner.oracles.RandomSearchOracle):  # fmt: skip
+class RecordsTheStoppingFailure:
+    """Writes the trial that stops the search (too many failures in a row) as ``FAILED``.
+
+    keras-tuner's ``end_trial`` raises before it writes that trial and ``oracle.json``: on
+    resume the trial was still running there, so it ran again, failed again and stopped the
+    search again, whatever the re-run changed. Written, a resumed search draws a new trial.
+    """
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        try:
+            super().end_trial(trial)
+        except RuntimeError:
+            for tuner_id, ongoing in list(self.ongoing_trials.items()):
+                if ongoing.trial_id == trial.trial_id:
+                    del self.ongoing_trials[tuner_id]
+            self._save_trial(self.trials[trial.trial_id])
+            self.save()
+            raise
+
+
+class RandomOracle(DefaultsFirst, WorkerWatch, RecordsTheStoppingFailure,
+                   AtomicStateFiles, keras_tuner.oracles.RandomSearchOracle):  # fmt: skip
     pass
 
 
-class BayesianOracle(DefaultsFirst, WorkerWatch, AtomicStateFiles,
-                     keras_tuner.oracles.BayesianOptimizationOracle):  # fmt: skip
+class BayesianOracle(DefaultsFirst, WorkerWatch, RecordsTheStoppingFailure,
+                     AtomicStateFiles, keras_tuner.oracles.BayesianOptimizationOracle):  # fmt: skip
     pass
 
 
-class HyperbandOracle(DefaultsFirst, WorkerWatch, AtomicStateFiles,
-                      keras_tuner.oracles.HyperbandOracle):  # fmt: skip
+class HyperbandOracle(DefaultsFirst, WorkerWatch, RecordsTheStoppingFailure,
+                      AtomicStateFiles, keras_tuner.oracles.HyperbandOracle):  # fmt: skip
     pass
 
 
