@@ -869,6 +869,27 @@ def test_a_kd_search_checks_a_given_teacher_before_any_trial(smoke, tmp_path):
     assert "teacher: validation accuracy " in proc.stdout + proc.stderr
 
 
+def test_a_search_stopped_by_failures_says_how_to_go_on_and_resumes(smoke, tmp_path):
+    # Its advice was "Narrow the ranges ... and re-run": on the same --workdir, narrower
+    # ranges are refused as another search; and the same command re-ran the last failed trial.
+    workdir, _ = smoke
+    args = ("--mode=kd", f"--teacher_path={workdir / 'stage1/teacher/teacher.keras'}",
+            "--kd_lambda_range=1e36,1e38", "--kd_lambda=1e37", "--max_trials=4",
+            f"--workdir={tmp_path / 'search'}")  # fmt: skip
+    proc = _tune(*args)
+    assert proc.returncode == 1
+    assert "consecutive failures" in proc.stderr
+    assert "Narrow the ranges (a high λ0 or learning rate diverges) in a new --workdir" in (
+        proc.stderr
+    )
+    proc = _tune(*args)  # resumed: one new trial, which diverges too
+    assert proc.returncode == 1
+    rows = list(csv.DictReader((tmp_path / "search" / "results.csv").read_text().splitlines()))
+    assert [(r["trial_id"], r["status"]) for r in rows] == [(str(i), "FAILED") for i in range(4)]
+    runs = (tmp_path / "search" / "trials" / "trial_2" / "runs.jsonl").read_text()
+    assert runs.count('"start"') == 1
+
+
 def test_a_kd_search_checks_its_student_file_before_any_trial(teacher_path, tmp_path):
     # A student file that rescales raw pixels, fed pixels / 255: `train` refuses it where it
     # builds its students; a search by KD alone builds them in its trials only, and trained it

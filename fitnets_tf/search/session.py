@@ -326,7 +326,9 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
     if error is not None:
         raise SearchError(
             f"The search stopped: {str(error).splitlines()[0]} (results so far are in "
-            f"{workdir}). Narrow the ranges (a high λ0 or learning rate diverges) and re-run."
+            f"{workdir}). Narrow the ranges (a high λ0 or learning rate diverges) in a new "
+            "--workdir: this one's search keeps its ranges, and the same command resumes it "
+            "with new trials."
         )
     return summary
 
