@@ -105,6 +105,23 @@ def test_every_oracle_runs_the_defaults_first(kind, tmp_path):
     assert second.hyperparameters.values["kd_lambda"] != 4.0
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        # keras-tuner reads max_trials=0 as "no limit": the notebook's search never ended.
+        ({"max_trials": 0}, "`max_trials` must be an integer >= 1. Received: max_trials=0"),
+        ({"max_trials": 2.5}, "`max_trials` must be an integer >= 1"),
+        ({"oracle": "hyperband", "trial_epochs": 0}, "`trial_epochs` must be an integer >= 1"),
+    ],
+)
+def test_make_tuner_refuses_a_search_of_no_trials_or_epochs(kwargs, message, teacher_path):
+    hypermodel = _hypermodel(teacher_path)
+    directory = teacher_path.parent / "search"
+    with pytest.raises(ValueError, match=message):
+        search.make_tuner(hypermodel, directory=directory, **kwargs)
+    assert not directory.exists()
+
+
 def test_results_are_in_trial_order_when_a_search_is_resumed_with_more_trials():
     # keras-tuner pads ids to the digits of --max_trials: 8 trials then 4 more are "0".."7",
     # "08".."11"; the rows came in text order ("0", "08", "09", "1", "10", ...).

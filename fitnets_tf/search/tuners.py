@@ -174,6 +174,10 @@ def make_tuner(
     """
     if oracle not in ORACLES:
         raise SearchError(f"`oracle` must be one of {ORACLES}. Received: oracle={oracle!r}")
+    # keras-tuner reads max_trials=0 as "no limit": a search that never ends.
+    for name, value in (("max_trials", max_trials), ("trial_epochs", trial_epochs)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise SearchError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
     objective = keras_tuner.Objective(OBJECTIVE, direction="max")
     # keras-tuner replaces a seed of 0 by a random one.
     # A trial whose worker died is ended INVALID by the chief: run again once (as is, now, a
