@@ -677,6 +677,47 @@ def test_an_interrupted_trial_runs_again(smoke, tmp_path):
     assert len((workdir / "results.csv").read_text().splitlines()) == 1 + 4
 
 
+@pytest.mark.parametrize(
+    ("when", "signum"),
+    [("trial", signal.SIGTERM), ("trial", signal.SIGINT), ("stage 1", signal.SIGTERM)],
+)
+def test_a_signal_stops_the_search_with_one_line_and_status_75(when, signum, smoke, tmp_path):
+    # Was: SIGTERM in a trial ended the process without a word (status -15), Ctrl-C printed
+    # KeyboardInterrupt's traceback, and SIGTERM in stage 1 the traceback of Preempted.
+    if when == "trial":
+        workdir = _copy(smoke, tmp_path)
+        ready = workdir / "trials" / "trial_3" / "runs.jsonl"  # trial 3 has started
+    else:
+        workdir = tmp_path / "fresh"
+        ready = workdir / "stage1" / "data.json"  # stage 1 has read its data
+    out = tmp_path / "out.txt"
+    with open(out, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fitnets_tf.tune", f"--flagfile={SMOKE}",
+             f"--workdir={workdir}", "--max_trials=4"],
+            cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while not ready.is_file() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.1)
+            proc.send_signal(signum)
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    stderr = out.read_text()
+    assert proc.returncode == 75, stderr[-3000:]
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("fitnets_tf.tune: Stopped by a signal ")
+    assert last.endswith("run the same command again to resume.")
+    if when == "trial":
+        assert json.loads(ready.with_name("trial.json").read_text())["status"] == "RUNNING"
+        assert "finished trials are kept" in last
+
+
 def test_a_different_search_space_on_an_old_workdir_is_refused(smoke, tmp_path):
     workdir = _copy(smoke, tmp_path)
     flags_txt = (workdir / "flags.txt").read_text()

@@ -19,6 +19,8 @@ chief's address and the same ``--workdir`` (a shared filesystem).
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 
 from absl import app, flags
@@ -28,6 +30,7 @@ from fitnets_tf.cli import common
 from fitnets_tf.cli import flags as flag_lib
 from fitnets_tf.errors import SearchError
 from fitnets_tf.models import sources
+from fitnets_tf.run import preemption
 from fitnets_tf.search.session import TuneOptions
 from fitnets_tf.search.space import OPTIONAL, OPTIONAL_RANGES, SearchSpace, checked_bounds
 
@@ -126,13 +129,20 @@ def main(argv):
     ownership.claim_search(FLAGS.workdir, config, flags=writes_flags)
     workdir = layout.prepare(FLAGS.workdir)
     files = layout.SearchLayout(workdir)
-    with search.hold(workdir):
-        # Before flags.txt is replaced: a refused search keeps the flags it was started with.
-        search.check_search(workdir, search.describe(config, options), write=False)
-        if writes_flags:
-            flagfile = ownership.SEARCH_FLAGS_HEADER + resolved_flagfile(config, FLAGS.workdir)
-            io.write_text(files.flags, flagfile)
-        summary = search.tune(config, options, workdir, log=print)
+    try:
+        with _sigterm_interrupts(), search.hold(workdir):
+            # Before flags.txt is replaced: a refused search keeps the flags it was started with.
+            search.check_search(workdir, search.describe(config, options), write=False)
+            if writes_flags:
+                flagfile = ownership.SEARCH_FLAGS_HEADER + resolved_flagfile(config, FLAGS.workdir)
+                io.write_text(files.flags, flagfile)
+            summary = search.tune(config, options, workdir, log=print)
+    except preemption.Preempted as stopped:  # in stage 1, checkpointed; the lock is released
+        _exit_stopped(str(stopped))
+    except KeyboardInterrupt:  # in a trial: Ctrl-C, or SIGTERM (_sigterm_interrupts)
+        _exit_stopped(f"Stopped by a signal during the search in {workdir}: finished trials "
+                      "are kept and the interrupted one runs again; run the same command again "
+                      "to resume.")  # fmt: skip
     if summary is None:
         print(f"fitnets_tf.tune: worker done ({workdir}).")
         return
@@ -143,6 +153,30 @@ def main(argv):
     print(search.table(summary["trials"]))
     print(_closing_line(summary))
     return 0 if summary["best"] is not None else 1  # a search without a result failed
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (``kill``, a job's time limit) raises KeyboardInterrupt, as Ctrl-C does.
+
+    Python's default ends the process at once, without a word. Stage 1 has handlers of its
+    own while it trains (:func:`fitnets_tf.run.preemption.watch`); every file of a trial is
+    written whole (:mod:`fitnets_tf.run.io`), so a trial stopped anywhere runs again.
+    """
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_stopped(message: str):
+    print(f"fitnets_tf.tune: {message}", file=sys.stderr, flush=True)
+    sys.exit(preemption.EXIT_STATUS)  # 75, as fitnets_tf.train: "try again later"
 
 
 def _closing_line(summary: dict) -> str:
