@@ -490,6 +490,16 @@ def test_a_search_stopped_by_failures_resumes_with_a_new_trial(tmp_path):
     assert resumed.create_trial("tuner0").trial_id == "3"  # a new trial, not trial 2 again
 
 
+def test_a_search_without_validation_data_stops_before_training(teacher_path, tmp_path):
+    # Was: every trial trained, failed with KeyError: 'val_accuracy' after its last epoch,
+    # ran again and failed again; the search then returned as if done, every trial FAILED.
+    t = search.make_tuner(_hypermodel(teacher_path), max_trials=2, trial_epochs=1,
+                          directory=tmp_path / "s")  # fmt: skip
+    with pytest.raises(keras_tuner.errors.FatalError, match="needs validation_data"):
+        t.search(tiny_dataset(), epochs=1, verbose=0)
+    assert not list((tmp_path / "s").rglob("log.csv"))  # no epoch was trained
+
+
 def test_an_exploding_learning_rate_fails_the_trial(teacher_path):
     hm = search.FitNetsHyperModel(teacher_path, lambda: tiny_model("student", width=4, seed=1),
                                  hparams=stages.Hyperparameters(learning_rate=1e30))  # fmt: skip

@@ -14,6 +14,7 @@ from fitnets_tf.data import EpochSync
 from fitnets_tf.distiller import Distiller
 from fitnets_tf.run import io
 from fitnets_tf.search.space import SearchSpace
+from fitnets_tf.search.tuners import OBJECTIVE
 
 
 class TrialDistiller(Distiller):
@@ -155,6 +156,14 @@ class FitNetsHyperModel(keras_tuner.HyperModel):
         ``data_epoch`` is the training pipeline's epoch counter (``Datasets.epoch``): kept in
         step with Keras' epochs, every trial sees the same batches in the same order.
         """
+        if validation_data is None and not kwargs.get("validation_split"):
+            # keras-tuner would train the trial, fail it for want of its objective, run it
+            # again and go on to the next: stop the search before any training instead.
+            raise keras_tuner.errors.FatalError(
+                f"The search needs validation_data: the objective, {OBJECTIVE}, is measured "
+                "on it. Pass it to tuner.search(x, validation_data, epochs=...), as to fit "
+                "(a held-out part of the training data, never the test split)."
+            )
         hparams = self.space.hyperparameters(hp, self.hparams)
         common = [_trial_guard()]
         if data_epoch is not None:
