@@ -726,6 +726,13 @@ def test_a_signal_stops_the_search_with_one_line_and_status_75(when, signum, smo
     if when == "trial":
         assert json.loads(ready.with_name("trial.json").read_text())["status"] == "RUNNING"
         assert "finished trials are kept" in last
+        # The results so far, not those of the run the copy was made from (3 trials).
+        rows = list(csv.DictReader((workdir / "results.csv").read_text().splitlines()))
+        assert [r["status"] for r in rows] == ["COMPLETED"] * 3 + ["RUNNING"]
+        summary = json.loads((workdir / "summary.json").read_text())
+        assert len(summary["trials"]) == 4
+        header = (workdir / "best.flags").read_text().splitlines()[0]
+        assert f"trial {summary['best']['trial_id']}," in header
 
 
 def test_a_different_search_space_on_an_old_workdir_is_refused(smoke, tmp_path):

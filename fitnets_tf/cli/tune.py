@@ -20,6 +20,7 @@ chief's address and the same ``--workdir`` (a shared filesystem).
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import sys
 
@@ -140,19 +141,28 @@ def main(argv):
     except preemption.Preempted as stopped:  # in stage 1, checkpointed; the lock is released
         _exit_stopped(str(stopped))
     except KeyboardInterrupt:  # in a trial: Ctrl-C, or SIGTERM (_sigterm_interrupts)
+        # The search wrote the results so far (not a worker, nor before the trials began).
+        if writes_flags and files.summary.is_file() and files.stage1_done.is_file():
+            _write_best_flags(config, json.loads(files.summary.read_text()), files)
         _exit_stopped(f"Stopped by a signal during the search in {workdir}: finished trials "
-                      "are kept and the interrupted one runs again; run the same command again "
-                      "to resume.")  # fmt: skip
+                      "are kept (results so far in results.csv) and the interrupted one runs "
+                      "again; run the same command again to resume.")  # fmt: skip
     if summary is None:
         print(f"fitnets_tf.tune: worker done ({workdir}).")
         return
-    if summary["best"] is not None:
-        text = best_flagfile(config, summary["best"], summary["teacher_path"], workdir,
-                             files.best_run)  # fmt: skip
-        io.write_text(files.best_flags, text)
+    _write_best_flags(config, summary, files)
     print(search.table(summary["trials"]))
     print(_closing_line(summary))
     return 0 if summary["best"] is not None else 1  # a search without a result failed
+
+
+def _write_best_flags(config, summary: dict, files) -> None:
+    from fitnets_tf.run import io
+
+    if summary["best"] is not None:
+        text = best_flagfile(config, summary["best"], summary["teacher_path"], files.root,
+                             files.best_run)  # fmt: skip
+        io.write_text(files.best_flags, text)
 
 
 @contextlib.contextmanager

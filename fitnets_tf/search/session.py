@@ -314,6 +314,10 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
         if "consecutive failures" not in str(e):
             raise
         error = e
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, from the CLI): the results so far
+        if role != "worker":  # else summary.json and best.flags would be the last run's
+            write_results(tuner.oracle, options, workdir, record["teacher_path"])
+        raise
     if role == "worker":
         return None
     with io.disk_full_as_user_error(f"The search's results cannot be written in {workdir}: "
