@@ -922,6 +922,11 @@ def test_a_search_whose_best_trial_is_near_chance_says_where_to_look(tmp_path):
     session._warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append, None)
     assert "Look first at the teacher's accuracy (logged before the trials)" in lines[2]
     assert "stage1" not in lines[2] and "hint" not in lines[2]
+    # --retrain_hints_per_trial: it named WORKDIR/stage1, which such a search never makes.
+    session._warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append,
+                              "rmsprop", hints_per_trial=True)  # fmt: skip
+    assert "the hint loss of each trial's hint training (printed as it runs" in lines[3]
+    assert "stage1" not in lines[3]
 
 
 def test_a_kd_search_checks_a_given_teacher_before_any_trial(smoke, tmp_path):

@@ -326,7 +326,8 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
     schedule = config.schedule
     hints = schedule.modes[0] == "fitnet"
     _warn_near_chance(summary, shape[1], workdir, log,
-                      (schedule.hints_optimizer or schedule.optimizer) if hints else None)  # fmt: skip
+                      (schedule.hints_optimizer or schedule.optimizer) if hints else None,
+                      hints_per_trial=options.retrain_hints_per_trial)  # fmt: skip
     if error is not None:
         raise SearchError(
             f"The search stopped: {str(error).splitlines()[0]} (results so far are in "
@@ -345,17 +346,22 @@ def _teacher_shape(record: dict) -> tuple[tuple, int]:
 
 
 def _warn_near_chance(summary: dict, num_classes: int, workdir: pathlib.Path, log,
-                      hints_optimizer: str | None = "rmsprop") -> None:  # fmt: skip
+                      hints_optimizer: str | None = "rmsprop",
+                      hints_per_trial: bool = False) -> None:  # fmt: skip
     """A search whose best trial is near chance has nothing to choose between: say where to
-    look. ``hints_optimizer``: stage 1's, when the search trained from hints (None: KD only)."""
+    look. ``hints_optimizer``: stage 1's, when the search trained from hints (None: KD only);
+    ``hints_per_trial``: each trial trained its own (no ``stage1/`` run)."""
     best = summary["best"]
     if best is None or best["val_accuracy"] is None or best["val_accuracy"] >= 2 / num_classes:
         return
     first = "the teacher's accuracy (logged before the trials), the learning rate"
     if hints_optimizer is not None:
         adam = " or use --hints_optimizer=adam" if hints_optimizer != "adam" else ""
-        first = (f"the hint loss of its hint training (logged under {workdir / 'stage1'}; "
-                 f"diverging: lower --hints_learning_rate{adam}), the teacher's accuracy")
+        where = ("the hint loss of each trial's hint training (printed as it runs"
+                 if hints_per_trial else
+                 f"the hint loss of its hint training (logged under {workdir / 'stage1'}")  # fmt: skip
+        first = (f"{where}; diverging: lower --hints_learning_rate{adam}), the teacher's "
+                 "accuracy")  # fmt: skip
     log(f"warning: the best trial is near chance (validation accuracy {best['val_accuracy']:.4f}, "
         f"chance {1 / num_classes:.4f}): the search has nothing to choose between. Look first "
         f"at {first} and the trials' epochs.")  # fmt: skip
