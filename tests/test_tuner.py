@@ -72,7 +72,10 @@ def test_search_space_is_named_after_train_flags_and_defaults_to_the_base_values
         (lambda: search.SearchSpace(temperature=(0.0, 3.0)), "temperature"),
         (lambda: search.SearchSpace.with_optional(["momentum"]), "Unknown optional.*momentum"),
         (lambda: search.SearchSpace(kd_lambda=(8.0, 16.0)).describe(PAPER),
-         "base kd_lambda=4.0, outside the searched range"),
+         "base kd_lambda=4.0, outside the searched range.*widen --kd_lambda_range"),
+        # Was told to widen the range, which a log scale cannot take down to 0.
+        (lambda: search.SearchSpace().describe(stages.Hyperparameters(lambda_start=0.0)),
+         r"base kd_lambda=0.0, outside .* on a log scale, above 0: change --kd_lambda\.$"),
         # Was silently searched over 0.5..inf: log sampling then draws inf or NaN.
         (lambda: search.SearchSpace(kd_lambda=(0.5, float("inf"))), "finite"),
         # Was dropped without a word: a range given for a hyperparameter not searched.

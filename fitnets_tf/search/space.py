@@ -109,12 +109,16 @@ class SearchSpace:
                 out[name] = {"type": "bool", "default": default}
                 continue
             low, high = getattr(self, name)
+            sampling = "linear" if name == "lambda_end" else "log"
             if not low <= default <= high:
+                # A log-scale range cannot reach 0 or below: only the value can change.
+                fix = (f"widen --{name}_range to include it, or change --{name}"
+                       if sampling == "linear" or default > 0 else
+                       f"it is searched on a log scale, above 0: change --{name}")  # fmt: skip
                 raise SearchError(
                     f"The first trial uses the base {name}={default}, outside the searched "
-                    f"range [{low}, {high}]: widen the range or change --{name}."
+                    f"range [{low}, {high}]: {fix}."
                 )
-            sampling = "linear" if name == "lambda_end" else "log"
             out[name] = {"min": low, "max": high, "sampling": sampling, "default": default}
         return out
 
