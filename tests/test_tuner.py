@@ -165,6 +165,28 @@ def test_best_epoch_counts_the_epochs_a_hyperband_trial_continues(tmp_path):
     assert header.endswith("trial 1, validation accuracy 0.8125 after 3 of 3 epoch(s).")
 
 
+def test_hyperband_results_say_how_many_epochs_each_trial_had():
+    # Hyperband gives trials 1 to --trial_epochs epochs: the table showed a trial and its
+    # 3-epoch continuation alike, and the closing line set a 3-epoch best against the
+    # defaults' single epoch without a word (smoke search, --oracle=hyperband --trial_epochs=3).
+    def row(trial_id, acc, epochs, defaults=False):
+        return {"trial_id": trial_id, "status": "COMPLETED", "kd_lambda": 4.0 if defaults else 1.14,
+                "temperature": 3.0 if defaults else 1.72, "defaults": defaults,
+                "val_accuracy": acc, "epochs": epochs}  # fmt: skip
+
+    rows = [row("0", 0.125, 1, defaults=True), row("2", 0.1406, 1), row("3", 0.8125, 3)]
+    lines = search.table(rows).splitlines()
+    assert lines[0].split() == ["trial", "kd_lambda", "temperature", "epochs", "val", "acc",
+                                "status"]  # fmt: skip
+    assert lines[2].split()[:5] == ["3", "1.14", "1.72", "3", "0.8125"]
+    closing = tune._closing_line({"best": rows[2], "defaults": rows[0]})
+    assert "val_accuracy=0.8125 after 3 epoch(s)" in closing
+    assert "temperature=3: 0.1250 after 1 epoch(s)" in closing
+    same = [row("0", 0.125, 2, defaults=True), row("1", 0.5, 2)]  # random, Bayesian: as before
+    assert "epochs" not in search.table(same).splitlines()[0]
+    assert "epoch(s)" not in tune._closing_line({"best": same[1], "defaults": same[0]})
+
+
 def test_a_tie_keeps_the_defaults_as_the_best_trial(tmp_path):
     # A search whose trials all score alike (e.g. at chance) must not put another trial's
     # values in best.flags: only a trial that beats the defaults replaces them. A reloaded

@@ -193,11 +193,16 @@ def _closing_line(summary: dict) -> str:
     best, defaults = summary["best"], summary["defaults"]
     if best is None:
         return "No trial completed: every trial failed (see results.csv)."
+    compared = defaults is not None and defaults["val_accuracy"] is not None
+    # Hyperband's trials differ in epochs: then each score is given with its own.
+    epochs = compared and best["epochs"] != defaults["epochs"]
     line = (f"Best: kd_lambda={best['kd_lambda']:.4g}, temperature={best['temperature']:.4g}, "
             f"val_accuracy={best['val_accuracy']:.4f}")  # fmt: skip
-    if defaults is not None and defaults["val_accuracy"] is not None:
+    line += f" after {best['epochs']} epoch(s)" if epochs else ""
+    if compared:
         line += (f"; defaults kd_lambda={defaults['kd_lambda']:.4g}, "
                  f"temperature={defaults['temperature']:.4g}: {defaults['val_accuracy']:.4f}")  # fmt: skip
+        line += f" after {defaults['epochs']} epoch(s)" if epochs else ""
     return line + ". best.flags retrains with the best values."
 
 

@@ -174,10 +174,13 @@ def table(rows: list[dict]) -> str:
     """The trials, best first, as fixed-width text (the CLI prints it last)."""
     rows = sorted(rows, key=lambda r: -1.0 if r[OBJECTIVE] is None else r[OBJECTIVE], reverse=True)
     names = [k for k in rows[0] if k in ("kd_lambda", "temperature", *OPTIONAL)] if rows else []
+    # Hyperband's trials run for different numbers of epochs: a score is read with its own.
+    if len({r["epochs"] for r in rows}) > 1:
+        names.append("epochs")
     lines = []
     for r in rows:
-        cells = [None if r[n] is None else (str(r[n]) if isinstance(r[n], bool) else f"{r[n]:.4g}")
-                 for n in names]  # fmt: skip
+        cells = [None if r[n] is None else (str(r[n]) if isinstance(r[n], (bool, int))
+                                            else f"{r[n]:.4g}") for n in names]  # fmt: skip
         acc = None if r[OBJECTIVE] is None else f"{r[OBJECTIVE]:.4f}"
         note = " (defaults)" if r["defaults"] else ""
         lines.append((r["trial_id"], *cells, acc, r["status"] + note))
