@@ -3,9 +3,9 @@
 The oracles are keras-tuner's own (random, Bayesian, Hyperband) with three changes: their first
 trial is the defaults; they write ``oracle.json`` and each ``trial.json`` atomically, and also
 when a failed trial stops the search; and they give up the trials of dead workers
-(:mod:`~fitnets_tf.search.workers`). The Tuner adds, per
-trial, a ``log.csv`` of its epochs and a ``runs.jsonl`` of its starts and ends (a trial re-run
-after an interruption shows two starts), and stops the search on a full disk.
+(:mod:`~fitnets_tf.search.workers`). The Tuner adds, per trial, a ``log.csv`` of its epochs and
+a ``runs.jsonl`` of its starts and ends (a trial re-run after an interruption shows two
+starts), and stops the search on a full disk.
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ class RecordsTheStoppingFailure:
     def end_trial(self, trial):
         try:
             super().end_trial(trial)
-        except RuntimeError:
+        except RuntimeError as e:
+            if "consecutive failures" not in str(e):
+                raise
             for tuner_id, ongoing in list(self.ongoing_trials.items()):
                 if ongoing.trial_id == trial.trial_id:
                     del self.ongoing_trials[tuner_id]
