@@ -38,7 +38,9 @@ def _trial_guard() -> NonFiniteGuard:
     # validate the broken student, and NaN logits predict class 0: the accuracy is a number
     # and could look like the best one.
     return NonFiniteGuard("trial", error=keras_tuner.errors.FailedTrialError,
-                          advice="the student diverged.", check_validation=True)  # fmt: skip
+                          advice="The student diverged at this trial's values: the trial "
+                          "is recorded as FAILED and the search goes on (3 failures in a row "
+                          "stop it).", check_validation=True)  # fmt: skip
 
 
 class FitNetsHyperModel(keras_tuner.HyperModel):
