@@ -853,3 +853,26 @@ def test_a_chief_knows_the_data_from_the_teacher_without_reading_it(teacher_path
 
     # The chief of a distributed search reads no data; the teacher's ends say what it needs.
     assert session._teacher_shape({"teacher_path": str(teacher_path)}) == ((8, 8, 1), 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_search_stopped_by_ctrl_c_or_sigterm_mid_trial_says_how_to_resume(tmp_path, signum):
+    # Ctrl-C in a trial printed a KeyboardInterrupt traceback of TensorFlow's frames (status
+    # 130) and SIGTERM killed the search without a word (143), where a training run stops
+    # with one line and status 75.
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "fitnets_tf.tune", "--flagfile=configs/tune_smoke.flags",
+           "--trial_epochs=500", "--max_trials=1", f"--workdir={tmp_path / 'search'}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    for line in proc.stdout:  # stage 1 done, the first trial under way
+        if line.startswith("Epoch 1/500"):
+            break
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        "fitnets_tf.tune: Stopped by a signal: run the same command again to resume (finished "
+        "trials are kept, the interrupted one runs again).")

@@ -19,6 +19,7 @@ chief's address and the same ``--workdir`` (a shared filesystem).
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from absl import app, flags
@@ -119,7 +120,7 @@ def main(argv):
         if writes_flags:
             flagfile = ownership.SEARCH_FLAGS_HEADER + resolved_flagfile(config, FLAGS.workdir)
             io.write_text(files.flags, flagfile)
-        summary = search.tune(config, options, workdir, log=print)
+        summary = _stoppable(search.tune, config, options, workdir, log=print)
     if summary is None:
         print(f"fitnets_tf.tune: worker done ({workdir}).")
         return
@@ -130,6 +131,25 @@ def main(argv):
     print(search.table(summary["trials"]))
     print(_closing_line(summary))
     return 0 if summary["best"] is not None else 1  # a search without a result failed
+
+
+def _stoppable(tune, *args, **kwargs):
+    """``tune(*args, **kwargs)``; on SIGINT (Ctrl-C) or SIGTERM, one line and status 75, as a
+    training run stops. Stage 1 checkpoints and raises ``Preempted`` itself; a trial, run by
+    keras-tuner, is stopped where it is (a resumed search runs it again), so SIGTERM is taken
+    as Ctrl-C: it used to kill the search without a word, and Ctrl-C print a traceback."""
+    from fitnets_tf.run import preemption
+
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return tune(*args, **kwargs)
+    except (KeyboardInterrupt, preemption.Preempted):
+        print("fitnets_tf.tune: Stopped by a signal: run the same command again to resume "
+              "(finished trials are kept, the interrupted one runs again).", file=sys.stderr,
+              flush=True)  # fmt: skip
+        sys.exit(preemption.EXIT_STATUS)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _closing_line(summary: dict) -> str:
