@@ -95,8 +95,13 @@ def best_flagfile(config, best: dict, teacher_path: str, search_dir, workdir) ->
     header = (
         f"# Best of the search in {search_dir}: trial {best['trial_id']}, validation "
         f"accuracy {best['val_accuracy']:.4f} after {best['best_epoch']} of {best['epochs']} "
-        "epoch(s).\n# Run: python -m fitnets_tf.train --flagfile=THIS_FILE\n"
+        "epoch(s).\n"
     )
+    if config.schedule.kd_epochs < best["best_epoch"]:  # a run shorter than the trial it copies
+        header += (f"# Note: --kd_epochs={config.schedule.kd_epochs} in best.flags is fewer "
+                   f"than the {best['best_epoch']} epoch(s) after which the trial scored this: "
+                   "raise it to train at least as long.\n")  # fmt: skip
+    header += "# Run: python -m fitnets_tf.train --flagfile=THIS_FILE\n"
     return header + flag_lib.resolved_flagfile(tuned, workdir)
 
 
@@ -130,6 +135,8 @@ def main(argv):
         io.write_text(files.best_flags, text)
     print(search.table(summary["trials"]))
     print(_closing_line(summary))
+    if summary["best"] is not None:  # best.flags' note, where the user reads the result
+        print(*(line[2:] for line in text.splitlines() if line.startswith("# Note:")), sep="\n")
     return 0 if summary["best"] is not None else 1  # a search without a result failed
 
 
