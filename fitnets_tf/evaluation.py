@@ -22,7 +22,6 @@ _NORMALIZE_HINT = dict.fromkeys(("scale", "none"), (
     "it is fed what it knows with --preprocessing=standardize --input_mean=MEAN "
     "--input_std=STD (its Normalize's values)."))  # fmt: skip
 
-
 # Each model's inference function, kept while the model lives: one made per call would trace
 # anew each time, and TensorFlow warns of "excessive retracing".
 _INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -342,14 +341,11 @@ def training_warnings(name: str, model: keras.Model, history: dict | None, test_
 
 def not_learned(name: str, history: dict | None, test_acc: float, num_classes: int
                 ) -> str | None:  # fmt: skip
-    """A warning when a model ends near chance on the test images *and* on its last training
-    batches: it learned nothing (a learning rate too high for it, diverged in its first epoch,
-    which :class:`~fitnets_tf.callbacks.DivergenceWarning` cannot see; inputs it cannot use).
-    None otherwise, or when its training scored well (:func:`lagging_batch_norm`'s case).
-
-    ``history``: the model's stages' Keras histories, in order; the last with an ``accuracy``
-    gives its final training accuracy and cross-entropy.
-    """
+    """A warning when a model ends near chance on the test images *and* its last training
+    batches: it learned nothing (diverged in its first epoch, which
+    :class:`~fitnets_tf.callbacks.DivergenceWarning` cannot see; stalled; inputs it cannot use).
+    None otherwise. ``history``: the model's stages' Keras histories, in order; the last with
+    an ``accuracy`` gives its final training accuracy and cross-entropy."""
     chance = 1 / num_classes
     stages = [(key, h) for key, h in (history or {}).items() if h.get("accuracy")]
     if not stages or test_acc >= 2 * chance or stages[-1][1]["accuracy"][-1] >= 2 * chance:
@@ -357,15 +353,20 @@ def not_learned(name: str, history: dict | None, test_acc: float, num_classes: i
     stage, last = stages[-1]
     trained = last["accuracy"][-1]
     cross_entropy = (last.get("ce_loss") or last.get("loss") or [None])[-1]
-    diverged = cross_entropy is not None and cross_entropy > 2 * np.log(num_classes)
-    why = (f" Its cross-entropy on the labels, {cross_entropy:.3g}, is over twice a uniform "
-           f"guess's ({np.log(num_classes):.3g}): training diverged." if diverged else "")  # fmt: skip
-    return (
-        f"warning: {name} ends near chance: test accuracy {test_acc:.3f}, {trained:.3f} on its "
-        f"last training batches (chance {chance:.3f}): it learned nothing.{why} Lower "
-        f"{learning_rate_flag(f'{name}/{stage}')} (or use --optimizer=adam), and check its "
-        "inputs."
-    )
+    flag, uniform = learning_rate_flag(f"{name}/{stage}"), np.log(num_classes)
+    advice = f" Lower {flag} (or use --optimizer=adam)"
+    if cross_entropy is not None and cross_entropy > 2 * uniform:
+        advice = (f" Its cross-entropy on the labels, {cross_entropy:.3g}, is over twice a uniform "
+                  f"guess's ({uniform:.3g}): training diverged.{advice}")  # fmt: skip
+    elif cross_entropy is not None and cross_entropy <= 1.1 * uniform:
+        # Stalled, not diverged: a lower rate, divergence's cure, keeps a short run there.
+        advice = (f" Its cross-entropy on the labels, {cross_entropy:.3g}, is a uniform guess's "
+                  f"({uniform:.3g}): it barely moved, as too few steps or too low a learning "
+                  f"rate leave it, and too high a rate can. Try {flag} ten times higher and ten "
+                  "times lower (or --optimizer=adam), or more epochs")  # fmt: skip
+    return (f"warning: {name} ends near chance: test accuracy {test_acc:.3f}, {trained:.3f} on "
+            f"its last training batches (chance {chance:.3f}): it learned nothing.{advice}, and "
+            "check its inputs.")  # fmt: skip
 
 
 def lagging_batch_norm(name: str, model: keras.Model, history: dict | None, test_acc: float

@@ -86,7 +86,7 @@ def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
     crossing = _crossing_edges(model, order)
     out, last = [], None
     for i, layer in enumerate(model.layers):
-        starts_block = isinstance(layer, _WEIGHT_LAYERS)
+        starts_block = _starts_block(layer)
         if starts_block and last is not None:
             out.append(last)
             last = None
@@ -97,6 +97,15 @@ def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
     if last is not None:
         out.append(last)
     return out
+
+
+def _starts_block(layer) -> bool:
+    """A conv or dense layer, or a layer of the user's own holding kernels (weights of rank 2
+    or more): a block written as one custom layer is a block, not part of the one before."""
+    if isinstance(layer, _WEIGHT_LAYERS):
+        return True
+    own = not type(layer).__module__.startswith(("keras.", "fitnets_tf."))
+    return own and any(len(w.shape) >= 2 for w in layer.trainable_weights)
 
 
 def _crossing_edges(model: keras.Model, order: dict) -> list[tuple[int, int]]:

@@ -116,3 +116,21 @@ def test_only_fitnets_tfs_own_programs_are_prepared(monkeypatch, argv, orig_argv
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setattr(sys, "orig_argv", orig_argv or ["python", *argv])
     assert startup.program_of_process() == program
+
+
+def test_a_nested_flagfile_that_cannot_be_opened_is_named_with_its_line_and_folder(
+        tmp_path, monkeypatch, capsys):  # fmt: skip
+    # absl reads a relative --flagfile inside a flagfile from the current folder, not the
+    # flagfile's, and its message names neither the line nor that folder.
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "base.flags").write_text("--dataset=synthetic\n")
+    top = tmp_path / "conf" / "top.flags"
+    top.write_text("# mine\n--flagfile=base.flags\n--kd_epochs=1\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        flagfiles.check(["prog", f"--flagfile={top}"], "prog")
+    assert exit_.value.code == flagfiles.USAGE_EXIT_STATUS
+    err = capsys.readouterr().err
+    assert f"{top}:2: '--flagfile=base.flags': cannot read the flagfile" in err, err
+    assert str(tmp_path / "base.flags") in err and "current folder" in err, err
+    assert f"--flagfile={tmp_path / 'conf' / 'base.flags'}" in err, err

@@ -162,6 +162,33 @@ def test_a_block_ends_before_the_padding_of_the_next_one():
     model = keras.Model(inputs, outputs)
     assert [layer.name for layer in hint_choice.feature_layers(model)] == ["r1", "r2"]
 
+
+class _ConvBlock(keras.layers.Layer):
+    """A user's block as one custom layer: a convolution then a pooling."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")
+        self.pool = keras.layers.MaxPooling2D()
+
+    def call(self, x):
+        return self.pool(self.conv(x))
+
+
+def test_a_custom_layer_with_kernels_starts_a_block_of_its_own():
+    # Two such blocks then a Conv2D: only the second was starred (both counted as one block
+    # ending before the Conv2D), so --hints=auto saw 2 feature layers instead of 3 and
+    # --list_layers did not offer the first block's output.
+    inputs = keras.Input((16, 16, 3))
+    h = _ConvBlock(4, name="blk1")(inputs)
+    h = _ConvBlock(4, name="blk2")(h)
+    h = keras.layers.Conv2D(4, 3, padding="same", name="conv3")(h)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    names = [layer.name for layer in hint_choice.feature_layers(model)]
+    assert names == ["blk1", "blk2", "bn"]
+
 def test_distiller_with_auto_hints_records_and_prints_its_choice(capsys):
     teacher = models.build("mnist_teacher", input_shape=(28, 28, 1), num_classes=10)
     student = models.build("mnist_fitnet", input_shape=(28, 28, 1), num_classes=10)

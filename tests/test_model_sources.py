@@ -439,3 +439,25 @@ def test_bad_models_and_hints_fail_fast_in_one_paragraph(args, message, tmp_path
     errors = [line for line in proc.stderr.splitlines() if "fitnets_tf.train: error:" in line]
     assert len(errors) == 1 and re.search(message, errors[0]), proc.stderr[-2000:]
     assert not (tmp_path / "teacher").exists() and not (tmp_path / "fitnet").exists()
+
+
+def test_a_relative_path_that_does_not_exist_is_named_with_the_current_folder(
+        tmp_path, monkeypatch):  # fmt: skip
+    # Paths of a flagfile are read from where the command runs: a user running from another
+    # folder is told which folder the names were looked for in.
+    from fitnets_tf.config import ExperimentConfig
+    from fitnets_tf.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    config = ExperimentConfig().with_values(dataset="folder:images", teacher="teacher.keras",
+                                            student="student.keras")  # fmt: skip
+    with pytest.raises(ConfigError) as error:
+        config.validate()
+    message = str(error.value)
+    assert "dataset folder 'images' does not exist" in message, message
+    assert (f"Relative paths are read from the current folder, {tmp_path} (not a flagfile's): "
+            f"'images', 'teacher.keras', 'student.keras' are not there") in message, message
+    absolute = ExperimentConfig().with_values(teacher=str(tmp_path / "teacher.keras"))
+    with pytest.raises(ConfigError) as error:
+        absolute.validate()
+    assert "current folder" not in str(error.value)

@@ -1026,3 +1026,17 @@ def test_a_chief_knows_the_data_from_the_teacher_without_reading_it(teacher_path
 
     # The chief of a distributed search reads no data; the teacher's ends say what it needs.
     assert session._teacher_shape({"teacher_path": str(teacher_path)}) == ((8, 8, 1), 3)
+
+
+def test_best_flags_training_fewer_epochs_than_the_best_trial_says_so(tmp_path):
+    # A flagfile with --kd_epochs=1 searched with --trial_epochs=2: the best trial scored after
+    # 2 epochs, and best.flags retrained 1, silently (at chance on a 324-image folder, where
+    # the trial reached 0.53).
+    best = {"trial_id": "1", "val_accuracy": 0.53, "best_epoch": 2, "epochs": 2,
+            "kd_lambda": 0.8, "temperature": 9.0}  # fmt: skip
+    short = config_lib.ExperimentConfig().with_values(kd_epochs=1)
+    header = tune.best_flagfile(short, best, "t.keras", tmp_path, "best").splitlines()[:3]
+    assert header[1] == ("# Note: --kd_epochs=1 in best.flags is fewer than the 2 epoch(s) "
+                         "after which the trial scored this: raise it to train at least as long.")
+    long = config_lib.ExperimentConfig().with_values(kd_epochs=2)
+    assert "Note" not in tune.best_flagfile(long, best, "t.keras", tmp_path, "best")

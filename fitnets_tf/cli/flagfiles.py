@@ -41,7 +41,8 @@ def flagfile_paths(argv: list[str]) -> list[str]:
 def flag_lines(path: str, _open: tuple[str, ...] = ()) -> Iterator[Line]:
     """The lines of ``path`` that absl passes on as arguments, nested flagfiles followed.
 
-    A file that cannot be read yields nothing: absl's own message says so.
+    A file named on the command line that cannot be read yields nothing: absl's own message
+    says so. A nested one yields the line that names it, for :func:`unreadable` to explain.
     """
     if path in _open:  # a circular include: absl warns and skips it
         return
@@ -55,8 +56,11 @@ def flag_lines(path: str, _open: tuple[str, ...] = ()) -> Iterator[Line]:
         if not line.strip() or line.startswith(("#", "//")):
             continue
         if line.startswith(tuple(d + "=" for d in _DIRECTIVES)):
-            yield from flag_lines(os.path.expanduser(line.split("=", 1)[1].strip()),
-                                  (*_open, path))  # fmt: skip
+            nested = os.path.expanduser(line.split("=", 1)[1].strip())
+            if os.path.isfile(nested) and os.access(nested, os.R_OK):
+                yield from flag_lines(nested, (*_open, path))
+            else:
+                yield Line(path, number, line.strip())
             continue
         yield Line(path, number, line.strip())
 
@@ -87,6 +91,22 @@ def problem(text: str, known: Callable[[str], bool] | None = None,
     return None
 
 
+def unreadable(line: Line) -> str | None:
+    """Why the nested flagfile ``line`` names cannot be read, and the fix, or None when
+    ``line`` names none (:func:`flag_lines` yields such a line only when it cannot be read)."""
+    if not line.text.startswith(tuple(d + "=" for d in _DIRECTIVES)):
+        return None
+    nested = os.path.expanduser(line.text.split("=", 1)[1].strip())
+    where = os.path.abspath(nested)
+    if os.path.isabs(nested):
+        return f"cannot read the flagfile {where}: check the path."
+    # absl opens it from the current folder, where a user expects the flagfile's own.
+    beside = os.path.join(os.path.dirname(os.path.abspath(line.path)), nested)
+    return (f"cannot read the flagfile {where}: a relative path in a flagfile is read from the "
+            f"current folder ({os.getcwd()}), not from the flagfile's. Give its absolute path, "
+            f"e.g. --flagfile={beside}, or run from the folder it is relative to.")
+
+
 def _flag(name: str, sep: str, value: str) -> str:
     """``name sep value`` as one ``NAME=VALUE`` (or ``NAME``) argument."""
     words = (name + sep + value).split(None, 1) if not sep else [name, value]
@@ -99,8 +119,8 @@ def check(argv: list[str], program: str, known: Callable[[str], bool] | None = N
     lines = [line for path in flagfile_paths(argv) for line in flag_lines(path)]
     if any(arg.lstrip("-").startswith("undefok") for arg in [*argv, *(t for *_, t in lines)]):
         known = None  # names absl is told to accept though undefined
-    errors = [f"{line.path}:{line.number}: {line.text!r}: {message}"
-              for line in lines if (message := problem(line.text, known, names))]  # fmt: skip
+    errors = [f"{line.path}:{line.number}: {line.text!r}: {message}" for line in lines
+              if (message := unreadable(line) or problem(line.text, known, names))]  # fmt: skip
     if errors:
         print(f"{program}: error in a flagfile:", *errors, sep="\n  ", file=sys.stderr)
         sys.exit(USAGE_EXIT_STATUS)

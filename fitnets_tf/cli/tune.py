@@ -111,8 +111,13 @@ def best_flagfile(config, best: dict, teacher_path: str, search_dir, workdir) ->
     header = (
         f"# Best of the search in {search_dir}: trial {best['trial_id']}, validation "
         f"accuracy {best['val_accuracy']:.4f} after {best['best_epoch']} of {best['epochs']} "
-        "epoch(s).\n# Run: python -m fitnets_tf.train --flagfile=THIS_FILE\n"
+        "epoch(s).\n"
     )
+    if config.schedule.kd_epochs < best["best_epoch"]:  # a run shorter than the trial it copies
+        header += (f"# Note: --kd_epochs={config.schedule.kd_epochs} in best.flags is fewer "
+                   f"than the {best['best_epoch']} epoch(s) after which the trial scored this: "
+                   "raise it to train at least as long.\n")  # fmt: skip
+    header += "# Run: python -m fitnets_tf.train --flagfile=THIS_FILE\n"
     return header + flag_lib.resolved_flagfile(tuned, workdir)
 
 
@@ -150,19 +155,24 @@ def main(argv):
     if summary is None:
         print(f"fitnets_tf.tune: worker done ({workdir}).")
         return
-    _write_best_flags(config, summary, files)
+    text = _write_best_flags(config, summary, files)
     print(search.table(summary["trials"]))
     print(_closing_line(summary))
+    if text is not None:  # best.flags' note, where the user reads the result
+        print(*(line[2:] for line in text.splitlines() if line.startswith("# Note:")), sep="\n")
     return 0 if summary["best"] is not None else 1  # a search without a result failed
 
 
-def _write_best_flags(config, summary: dict, files) -> None:
+def _write_best_flags(config, summary: dict, files) -> str | None:
+    """Writes ``best.flags`` for the search's best trial, if any; its text."""
     from fitnets_tf.run import io
 
-    if summary["best"] is not None:
-        text = best_flagfile(config, summary["best"], summary["teacher_path"], files.root,
-                             files.best_run)  # fmt: skip
-        io.write_text(files.best_flags, text)
+    if summary["best"] is None:
+        return None
+    text = best_flagfile(config, summary["best"], summary["teacher_path"], files.root,
+                         files.best_run)  # fmt: skip
+    io.write_text(files.best_flags, text)
+    return text
 
 
 @contextlib.contextmanager

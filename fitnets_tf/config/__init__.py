@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 from fitnets_tf import hint_flags, options
 from fitnets_tf.config.sections import (
@@ -90,7 +91,23 @@ class ExperimentConfig:
         found = [p for section in SECTIONS for p in options.problems(getattr(self, section))]
         found += self._cross_field_problems()
         if found:
-            raise ConfigError("Invalid configuration: " + "; ".join(found) + ".")
+            raise ConfigError("Invalid configuration: " + "; ".join(found) + "."
+                              + self._relative_paths_note(found))  # fmt: skip
+
+    def _relative_paths_note(self, found: list[str]) -> str:
+        """Where the relative paths named missing in ``found`` were looked for: a flagfile's
+        paths are read from the current folder, which a user running elsewhere does not expect."""
+        dataset = self.data.dataset.split(":", 1)[1] if ":" in self.data.dataset else None
+        paths = [p for p in (dataset, self.models.teacher, self.models.teacher_path,
+                             self.models.student)
+                 if isinstance(p, str) and not os.path.isabs(os.path.expanduser(p))
+                 and any(f"{p!r} does not exist" in problem for problem in found)]  # fmt: skip
+        if not paths:
+            return ""
+        paths = list(dict.fromkeys(paths))
+        return (f" Relative paths are read from the current folder, {os.getcwd()} (not a "
+                f"flagfile's): {', '.join(map(repr, paths))} {'is' if len(paths) == 1 else 'are'}"
+                " not there; give absolute paths or run from their folder.")
 
     def _cross_field_problems(self) -> list[str]:
         schedule = self.schedule
