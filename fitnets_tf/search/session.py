@@ -273,22 +273,26 @@ def tune(config: ExperimentConfig, options: TuneOptions, workdir: str | os.PathL
         return _search(config, options, workdir, record, log)
 
 
+def _trial_inputs(config, record: dict, role: str, strategy, log) -> tuple[dict, tuple]:
+    """``fit``'s data for the trials (none for the chief, which only serves the oracle: it
+    reads no data) and ``(input_shape, num_classes)``."""
+    if role == "chief":
+        return {}, _teacher_shape(record)
+    # The draw stage 1 recorded; a search from before it was recorded drew at random.
+    holdout = data_record.recorded_holdout(record)
+    data = distribute.check_last_batches(experiment.load_data(config, holdout), strategy)
+    _check_models(config, record, data, log)  # on the data read for the trials: once
+    inputs = dict(x=data.train, validation_data=data.validation, data_epoch=data.epoch)
+    return inputs, (data.input_shape, data.num_classes)
+
+
 def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, log):
     role = distributed_role()
     strategy = None
     if config.runtime.strategy != "default":
         strategy = distribute.make_strategy(config.runtime.strategy,
                                             cluster_timeout=config.runtime.cluster_timeout)
-    inputs = {}
-    if role == "chief":  # the chief only serves the oracle: it reads no data
-        shape = _teacher_shape(record)
-    else:
-        # The draw stage 1 recorded; a search from before it was recorded drew at random.
-        holdout = data_record.recorded_holdout(record)
-        data = distribute.check_last_batches(experiment.load_data(config, holdout), strategy)
-        _check_models(config, record, data, log)  # on the data read for the trials: once
-        inputs = dict(x=data.train, validation_data=data.validation, data_epoch=data.epoch)
-        shape = data.input_shape, data.num_classes
+    inputs, shape = _trial_inputs(config, record, role, strategy, log)
     tuner = make_tuner(
         hypermodel(config, options, record, shape), oracle=options.oracle,
         max_trials=options.max_trials, trial_epochs=options.trial_epochs, directory=workdir,
