@@ -717,7 +717,9 @@ def test_an_interrupted_trial_runs_again(smoke, tmp_path):
 
 @pytest.mark.parametrize(
     ("when", "signum"),
-    [("trial", signal.SIGTERM), ("trial", signal.SIGINT), ("stage 1", signal.SIGTERM)],
+    [("trial", signal.SIGTERM),  # the other two in the slow suite: each a search of its own
+     pytest.param("trial", signal.SIGINT, marks=pytest.mark.slow),
+     pytest.param("stage 1", signal.SIGTERM, marks=pytest.mark.slow)],
 )
 def test_a_signal_stops_the_search_with_one_line_and_status_75(when, signum, smoke, tmp_path):
     # Was: SIGTERM in a trial ended the process without a word (status -15), Ctrl-C printed
@@ -977,6 +979,7 @@ def test_a_kd_search_checks_a_given_teacher_before_any_trial(smoke, tmp_path):
     assert "teacher: validation accuracy " in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # the CLI's message and resume; the oracle's part: the test above
 def test_a_search_stopped_by_failures_says_how_to_go_on_and_resumes(smoke, tmp_path):
     # Its advice was "Narrow the ranges ... and re-run": on the same --workdir, narrower
     # ranges are refused as another search; and the same command re-ran the last failed trial.
