@@ -17,6 +17,13 @@ def test_the_readmes_quick_commands():
     }
 
 
+def test_the_readmes_full_search_command():
+    assert quickstart.readme_commands(quickstart.README.read_text(), quickstart.FULL_SEARCH) == {
+        "tune_fashion_mnist": ".venv/bin/python -m fitnets_tf.tune "
+        "--flagfile=configs/tune_fashion_mnist.flags",
+    }
+
+
 def test_a_readme_without_the_command_is_refused():
     with pytest.raises(SystemExit, match="--flagfile=configs/tune_smoke.flags"):
         quickstart.readme_commands(
