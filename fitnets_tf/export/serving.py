@@ -172,7 +172,7 @@ def build_serving_model(
 
     Raises:
         ExportConfigError: if the student is not a single-input, single-output Functional model
-            ending in logits, or the two models cannot be chained.
+            ending in logits of 2 classes or more, or the two models cannot be chained.
     """
     student = graph_of(student)
     check_student(student)
@@ -264,6 +264,16 @@ def check_student(student) -> None:
             "The student must be a Functional model with one image input and one logits output "
             f"(if you hold a Distiller, export `distiller.student`). Received: {student.name!r} "
             f"({type(student).__name__})"
+        )
+    classes = outputs[0].shape[-1]
+    if classes is not None and classes < 2:
+        # Every format would be written, verified against the same softmax, and serve 1.0.
+        raise ExportConfigError(
+            f"The student {student.name!r} gives {classes} output, but the export serves the "
+            "softmax over its class logits, and a softmax over one logit is 1 whatever the image. "
+            "Give a binary classifier a head of 2 logits, keras.layers.Dense(2) with no "
+            "activation; a trained Dense(1)'s logit z gives the same probabilities as the 2 "
+            "logits (0, z)."
         )
     last = final_softmax(student)  # any softmax function, not only keras.activations.softmax
     if last is not None:
