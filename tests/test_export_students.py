@@ -9,6 +9,7 @@ import keras
 import pytest
 
 from fitnets_tf import export
+from fitnets_tf.models import at_input_shape
 
 SHAPE = (8, 8, 1)
 
@@ -29,3 +30,27 @@ def test_a_student_with_one_logit_is_refused(tmp_path, fmt):
         export.export_student(student, output, fmt)
     assert os.listdir(tmp_path) == []
 
+
+def test_a_student_taking_images_of_any_size_is_refused_naming_the_fix(tmp_path):
+    # keras.Input((None, None, C)): the export failed in its verification with a bare
+    # "TypeError: 'NoneType' object cannot be interpreted as an integer".
+    student = _student(keras.Input((None, None, 1)), 3)
+    with pytest.raises(export.ExportConfigError, match=r"\(None, None, 1\).*at_input_shape"):
+        export.export_student(student, tmp_path / "s", "saved_model")
+    assert os.listdir(tmp_path) == []
+    fixed = at_input_shape(student, SHAPE)  # the fix the message names
+    path = export.export_student(fixed, tmp_path / "s", "saved_model")
+    assert os.listdir(tmp_path) == ["s"] and (path / "saved_model.pb").is_file()
+
+
+def test_a_preprocessor_taking_any_size_serves_at_the_students(tmp_path):
+    # A preprocessor declared with keras.Input((None, None, C)) gave the serving model its open
+    # size, which failed as above although the student's size is known.
+    raw = keras.Input((None, None, 1))
+    preprocessor = keras.Model(raw, keras.layers.Rescaling(1 / 255)(raw))
+    student = _student(keras.Input(SHAPE), 3)
+    serving = export.build_serving_model(student, preprocessor)
+    assert tuple(serving.inputs[0].shape) == (None, *SHAPE)
+    path = export.export_student(student, tmp_path / "s", "saved_model",
+                                 include_preprocessing=True, preprocessor=preprocessor)
+    assert (path / "saved_model.pb").is_file()

@@ -176,12 +176,15 @@ def build_serving_model(
     """
     student = graph_of(student)
     check_student(student)
+    _check_fixed_size(student, tuple(student.inputs[0].shape[1:]))
     student = as_served(student)
     shape = tuple(student.inputs[0].shape[1:])
     if preprocessor is not None:
-        # A bare layer declares no input shape: the student's is kept.
+        # A bare layer declares no input shape, and one taking any size serves the student's:
+        # the student's is kept.
         with contextlib.suppress(AttributeError, IndexError, ValueError):
-            shape = tuple(preprocessor.inputs[0].shape[1:])
+            given = tuple(preprocessor.inputs[0].shape[1:])
+            shape = shape if None in given else given
     images = keras.Input(shape=shape, name=INPUT_NAME, dtype="float32")
     try:
         x = images if preprocessor is None else preprocessor(images)
@@ -193,6 +196,19 @@ def build_serving_model(
         raise ExportConfigError(
             f"Cannot chain the preprocessor and the student for serving: {err}"
         ) from err
+
+
+def _check_fixed_size(student: keras.Model, shape: tuple) -> None:
+    """Refuses a student whose input leaves the image size open, before any conversion: every
+    artifact is verified on probe images, and served, at the one size the student was trained
+    on; without it the verification failed with a bare TypeError."""
+    if None in shape:
+        raise ExportConfigError(
+            f"The student {student.name!r} takes images of shape {shape}, a size left open, but "
+            "an export is written, verified and served at one size: build it at the size it was "
+            "trained on, fitnets_tf.models.at_input_shape(student, (H, W, C)) (the same layers "
+            "and weights), and export that."
+        )
 
 
 def in_float32(student: keras.Model) -> keras.Model:
