@@ -688,6 +688,20 @@ def test_artifact_that_does_not_match_is_not_published(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_an_artifact_that_does_not_reload_is_named_by_its_output_not_its_staging_path(
+    tmp_path, monkeypatch
+):
+    # The message named the staged file (.student.keras.partial-*/new/student.keras), removed
+    # by the time it was read: a user went looking for a file that was never there.
+    monkeypatch.setitem(export.WRITERS, "keras", lambda model, path: path.write_bytes(b"PK no"))
+    output = tmp_path / "student.keras"
+    with pytest.raises(export.ExportVerificationError) as refused:
+        export.export_student(make_student(), output, "keras")
+    assert f"written for {output} does not reload" in str(refused.value)
+    assert ".partial-" not in str(refused.value)
+    assert os.listdir(tmp_path) == []
+
+
 # -- damaged run files ---------------------------------------------------------------------------
 
 
