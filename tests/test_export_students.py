@@ -7,6 +7,7 @@ import os
 
 import keras
 import pytest
+import tensorflow as tf
 
 from fitnets_tf import export
 from fitnets_tf.models import at_input_shape
@@ -54,3 +55,23 @@ def test_a_preprocessor_taking_any_size_serves_at_the_students(tmp_path):
     path = export.export_student(student, tmp_path / "s", "saved_model",
                                  include_preprocessing=True, preprocessor=preprocessor)
     assert (path / "saved_model.pb").is_file()
+
+
+class _LogGamma(keras.layers.Layer):
+    """A user's layer computing with a TensorFlow op that tf2onnx has no ONNX conversion for."""
+
+    def call(self, x):
+        return tf.math.lgamma(tf.abs(x) + 1.0)
+
+
+def test_an_op_onnx_lacks_is_named_before_any_runtime_loads_the_model(tmp_path):
+    # tf2onnx logs "Unsupported ops" and writes the model anyway; the refusal came from ONNX
+    # Runtime's loader ("No Op registered for Lgamma with domain_version of 15").
+    pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
+    inputs = keras.Input(SHAPE)
+    x = _LogGamma()(keras.layers.Conv2D(4, 3)(inputs))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    student = keras.Model(inputs, keras.layers.Dense(3)(x), name="student")
+    with pytest.raises(export.ExportConfigError, match=r"no ONNX conversion.*Lgamma.*saved_model"):
+        export.export_student(student, tmp_path / "s.onnx", "onnx")
+    assert os.listdir(tmp_path) == []
