@@ -270,6 +270,20 @@ def test_format_all_writes_every_format_as_the_cli_does(tmp_path):
         export.export_student(student, tmp_path / "served", "all")
 
 
+def test_format_all_failing_at_one_format_names_the_artifacts_it_wrote(tmp_path, monkeypatch):
+    # Each format is published in turn: a refusal at the last said nothing of the three
+    # written before it, which the next --format=all then refused as existing.
+    pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
+    monkeypatch.setitem(export.WRITERS, "litert", lambda model, path: path.write_bytes(b"no"))
+    with pytest.raises(export.ExportVerificationError) as refused:
+        export.export_student(make_student(), tmp_path, "all")
+    written = sorted(os.listdir(tmp_path))
+    assert written == ["student.keras", "student.onnx", "student_saved_model"]
+    said = str(refused.value)
+    assert "litert artifact written for" in said and "--overwrite" in said
+    assert all(str(tmp_path / name) in said for name in written)
+
+
 @pytest.mark.parametrize("make_dir", [False, True])
 def test_run_without_student_is_refused(tmp_path, make_dir):
     workdir = tmp_path / "run"
@@ -685,6 +699,20 @@ def test_artifact_that_does_not_match_is_not_published(tmp_path, monkeypatch):
     output = tmp_path / "student.keras"
     with pytest.raises(export.ExportVerificationError, match="differ"):
         export.export_student(make_student(), output, "keras")
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_artifact_that_does_not_reload_is_named_by_its_output_not_its_staging_path(
+    tmp_path, monkeypatch
+):
+    # The message named the staged file (.student.keras.partial-*/new/student.keras), removed
+    # by the time it was read: a user went looking for a file that was never there.
+    monkeypatch.setitem(export.WRITERS, "keras", lambda model, path: path.write_bytes(b"PK no"))
+    output = tmp_path / "student.keras"
+    with pytest.raises(export.ExportVerificationError) as refused:
+        export.export_student(make_student(), output, "keras")
+    assert f"written for {output} does not reload" in str(refused.value)
+    assert ".partial-" not in str(refused.value)
     assert os.listdir(tmp_path) == []
 
 

@@ -240,7 +240,7 @@ def test_a_runs_moved_image_folder_is_named_with_a_fix_the_export_has(tmp_path):
 @pytest.mark.parametrize("raw", [False, True])
 def test_without_calibration_a_raw_model_is_checked_on_pixel_values(tmp_path, monkeypatch, raw):
     probes = []
-    monkeypatch.setattr(quantize, "_verify", lambda path, fmt, serving, probe: probes.append(probe))
+    monkeypatch.setattr(quantize, "_verify", lambda path, fmt, serving, probe, *_: probes.append(probe))
     preprocessor = Preprocessor(mode="scale") if raw else None
     serving = export.build_serving_model(tiny_student(), preprocessor)
     quantize.export_quantized(serving, tmp_path / "student.tflite", "dynamic", raw=raw)

@@ -245,8 +245,20 @@ def export_student(
             held.enter_context(output_lock(path))
             clear_killed(path)  # a killed export's old artifact back, to be checked below
             refuse_existing(path, overwrite, fmt)  # again: the lock's last holder may have written
+        written = []
         for fmt, path in outputs.items():
-            publish(serving, path, fmt, overwrite, raw=baked is not None, class_names=names)
+            try:
+                publish(serving, path, fmt, overwrite, raw=baked is not None, class_names=names)
+            except ExportError as err:
+                if not written:
+                    raise
+                # Each artifact is published on its own: those before stay, and the next
+                # format="all" to these paths refuses them as existing without --overwrite.
+                raise type(err)(
+                    f"{err} Written before it, and kept: {', '.join(map(str, written))} (to "
+                    "write every format again, pass --overwrite, overwrite=True)."
+                ) from err
+            written.append(path)
     return outputs if format == "all" else outputs[format]
 
 

@@ -134,7 +134,7 @@ def publish(
         with _quiet_tf_logger(), no_room(output, format):
             writers.WRITERS[format](serving, staged)
             labels.write(staged, format, class_names)
-            verify(staged, format, serving, raw, class_names)
+            verify(staged, format, serving, raw, class_names, output=output)
         refuse_existing(output, overwrite, format)  # Something may have appeared meanwhile.
         move_into_place(staged, output, staging / "previous")
 

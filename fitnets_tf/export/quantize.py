@@ -57,6 +57,7 @@ from fitnets_tf.export.verify import (
     litert_interpreter,
     probe_images,
     run_artifact,
+    staged_message,
     verify_class_names,
 )
 from fitnets_tf.run.layout import RunLayout
@@ -275,9 +276,9 @@ def export_quantized(
         with no_room(output, format):
             WRITERS[(quantization, format)](serving, staged, images)
             labels.write(staged, format, names)
-        verify_class_names(staged, format, names)
+        verify_class_names(staged, format, names, output)
         probe = probe_images(serving, raw, 4) if images is None else images
-        _verify(staged, format, serving, probe)
+        _verify(staged, format, serving, probe, output)
         refuse_existing(output, overwrite, format)
         move_into_place(staged, output, staging / "previous")
     return output
@@ -345,13 +346,16 @@ WRITERS = {
 }
 
 
-def _verify(path: pathlib.Path, format: str, serving: keras.Model, images) -> None:
+def _verify(path: pathlib.Path, format: str, serving: keras.Model, images, output) -> None:
     probe = np.asarray(images[:4], "float32")
     expected = keras.ops.convert_to_numpy(serving(probe)[OUTPUT_NAME])
     try:
         got = run_quantized(path, format, probe)
     except Exception as err:
-        raise ExportVerificationError(f"The quantized {format} model does not load: {err}") from err
+        raise ExportVerificationError(
+            f"The quantized {format} model written for {output} does not load: "
+            f"{staged_message(err, path)}; nothing was written there."
+        ) from err
     if got is None:
         return
     if got.shape != expected.shape or not np.allclose(got, expected, atol=ATOL):

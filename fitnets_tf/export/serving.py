@@ -172,16 +172,19 @@ def build_serving_model(
 
     Raises:
         ExportConfigError: if the student is not a single-input, single-output Functional model
-            ending in logits, or the two models cannot be chained.
+            ending in logits of 2 classes or more, or the two models cannot be chained.
     """
     student = graph_of(student)
     check_student(student)
+    _check_fixed_size(student, tuple(student.inputs[0].shape[1:]))
     student = as_served(student)
     shape = tuple(student.inputs[0].shape[1:])
     if preprocessor is not None:
-        # A bare layer declares no input shape: the student's is kept.
+        # A bare layer declares no input shape, and one taking any size serves the student's:
+        # the student's is kept.
         with contextlib.suppress(AttributeError, IndexError, ValueError):
-            shape = tuple(preprocessor.inputs[0].shape[1:])
+            given = tuple(preprocessor.inputs[0].shape[1:])
+            shape = shape if None in given else given
     images = keras.Input(shape=shape, name=INPUT_NAME, dtype="float32")
     try:
         x = images if preprocessor is None else preprocessor(images)
@@ -193,6 +196,19 @@ def build_serving_model(
         raise ExportConfigError(
             f"Cannot chain the preprocessor and the student for serving: {err}"
         ) from err
+
+
+def _check_fixed_size(student: keras.Model, shape: tuple) -> None:
+    """Refuses a student whose input leaves the image size open, before any conversion: every
+    artifact is verified on probe images, and served, at the one size the student was trained
+    on; without it the verification failed with a bare TypeError."""
+    if None in shape:
+        raise ExportConfigError(
+            f"The student {student.name!r} takes images of shape {shape}, a size left open, but "
+            "an export is written, verified and served at one size: build it at the size it was "
+            "trained on, fitnets_tf.models.at_input_shape(student, (H, W, C)) (the same layers "
+            "and weights), and export that."
+        )
 
 
 def in_float32(student: keras.Model) -> keras.Model:
@@ -264,6 +280,16 @@ def check_student(student) -> None:
             "The student must be a Functional model with one image input and one logits output "
             f"(if you hold a Distiller, export `distiller.student`). Received: {student.name!r} "
             f"({type(student).__name__})"
+        )
+    classes = outputs[0].shape[-1]
+    if classes is not None and classes < 2:
+        # Every format would be written, verified against the same softmax, and serve 1.0.
+        raise ExportConfigError(
+            f"The student {student.name!r} gives {classes} output, but the export serves the "
+            "softmax over its class logits, and a softmax over one logit is 1 whatever the image. "
+            "Give a binary classifier a head of 2 logits, keras.layers.Dense(2) with no "
+            "activation; a trained Dense(1)'s logit z gives the same probabilities as the 2 "
+            "logits (0, z)."
         )
     last = final_softmax(student)  # any softmax function, not only keras.activations.softmax
     if last is not None:

@@ -32,17 +32,23 @@ def verify(
     serving: keras.Model,
     raw: bool,
     class_names: list[str] | None = None,
+    output: pathlib.Path | None = None,
 ) -> None:
     """Reloads the artifact with its runtime and compares it with ``serving`` on a probe batch,
-    and its class names with ``class_names`` (those the format carries: see :mod:`.labels`)."""
-    verify_class_names(path, format, class_names)
+    and its class names with ``class_names`` (those the format carries: see :mod:`.labels`).
+
+    ``path`` is the staged artifact; a refusal names ``output``, its final path (default:
+    ``path``): the staged file is removed by the time the message is read.
+    """
+    verify_class_names(path, format, class_names, output)
     probe = probe_images(serving, raw)
     expected = keras.ops.convert_to_numpy(serving(probe)[OUTPUT_NAME])
     try:
         got = run_artifact(path, format, probe)
     except Exception as err:
         raise ExportVerificationError(
-            f"The {format} artifact written at {path} does not reload: {err}"
+            f"The {format} artifact written for {output or path} does not reload: "
+            f"{staged_message(err, path)}; nothing was written there."
         ) from err
     if got is None:
         return  # No runtime to execute it here; the writer's own checks have to do.
@@ -54,20 +60,30 @@ def verify(
         )
 
 
-def verify_class_names(path: pathlib.Path, format: str, class_names: list[str] | None) -> None:
-    """The names read back from the artifact must be those written (none when None)."""
+def verify_class_names(
+    path: pathlib.Path, format: str, class_names: list[str] | None,
+    output: pathlib.Path | None = None,
+) -> None:  # fmt: skip
+    """The names read back from the artifact must be those written (none when None); a
+    refusal names ``output`` (as :func:`verify`)."""
     expected = labels.carried(class_names, format)
     try:
         got = labels.read(path, format)
     except Exception as err:
         raise ExportVerificationError(
-            f"The class names of the {format} artifact written at {path} do not read back: {err}"
+            f"The class names of the {format} artifact written for {output or path} do not read "
+            f"back: {staged_message(err, path)}; nothing was written there."
         ) from err
     if got != expected:
         raise ExportVerificationError(
             f"The {format} artifact's class names read back as {got!r}, not {expected!r}; "
             "nothing was written to the final path."
         )
+
+
+def staged_message(err: Exception, staged: pathlib.Path) -> str:
+    """A runtime's message on the staged artifact, which names the file it could not read."""
+    return str(err).replace(str(staged), "the staged file")
 
 
 def run_artifact(path: pathlib.Path, format: str, x: np.ndarray) -> np.ndarray | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import keras
 import tensorflow as tf
@@ -91,7 +93,7 @@ def write_onnx(model: keras.Model, path: pathlib.Path) -> None:
         forward = tf.function(lambda images: model(images, training=False))
         concrete = forward.get_concrete_function(spec)
     # Both call TF1 helpers whose deprecation warnings would be the user's to read.
-    with deprecation.silence():
+    with deprecation.silence(), _unsupported_ops() as unsupported:
         frozen = convert_variables_to_constants_v2(concrete)
         (input_name,) = [t.name for t in frozen.inputs]
         (output_name,) = [t.name for t in frozen.outputs]
@@ -103,6 +105,38 @@ def write_onnx(model: keras.Model, path: pathlib.Path) -> None:
             tensors_to_rename={input_name: INPUT_NAME, output_name: OUTPUT_NAME},
             output_path=str(path),
         )
+    if unsupported:
+        raise ExportConfigError(
+            f"tf2onnx has no ONNX conversion for the TensorFlow op(s) {', '.join(unsupported)} "
+            "that a layer of the student computes with, so no ONNX runtime could load the "
+            "model; nothing was written. Export another format (saved_model, litert), or "
+            "compute that layer with ops ONNX has."
+        )
+
+
+class _UnsupportedOps(logging.Handler):
+    """Collects the ops of tf2onnx's "Unsupported ops" report: it logs them and writes the model
+    anyway, with nodes ONNX Runtime refuses to load ("No Op registered for ...")."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.ops: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("Unsupported ops") and record.args:
+            # logging unpacks a single mapping argument (tf2onnx's Counter of op types).
+            found = record.args if isinstance(record.args, Mapping) else record.args[0]
+            self.ops.extend(sorted(found))
+
+
+@contextlib.contextmanager
+def _unsupported_ops():
+    handler, logger = _UnsupportedOps(), logging.getLogger("tf2onnx.tfonnx")
+    logger.addHandler(handler)
+    try:
+        yield handler.ops
+    finally:
+        logger.removeHandler(handler)
 
 
 def write_litert(model: keras.Model, path: pathlib.Path) -> None:
