@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 import types
 
 import h5py
@@ -283,6 +284,55 @@ def test_an_overdue_trial_fails_and_its_late_report_is_ignored(tmp_path):
     assert _status_on_disk(tmp_path, first) == "FAILED"
 
 
+def _failed(oracle, message):
+    trial = oracle.create_trial("a")
+    trial.status, trial.message = "FAILED", message
+    oracle.end_trial(trial)
+    return trial
+
+
+def test_results_say_why_each_trial_failed(tmp_path):
+    # results.csv and the printed table said FAILED and nothing more: the reason was only in
+    # keras-tuner's trial.json (a whole traceback) and the console of the run.
+    oracle = _watched_oracle(tmp_path, {})
+    oracle.max_trials = 3
+    _complete(oracle, oracle.create_trial("a"))
+    try:
+        raise keras_tuner.errors.FailedTrialError(
+            "Non-finite loss term loss (nan) in stage 'trial', epoch 1, step 3.\nThe student "
+            "diverged."
+        )
+    except keras_tuner.errors.FailedTrialError:
+        _failed(oracle, traceback.format_exc())  # what keras-tuner stores
+    _failed(oracle, "Given up by the chief: its worker 'b' is gone.")
+    rows = search.trial_rows(oracle, search.SearchSpace(), 1)
+    assert [r["reason"] for r in rows] == [
+        None,
+        "Non-finite loss term loss (nan) in stage 'trial', epoch 1, step 3. The student diverged.",
+        "Given up by the chief: its worker 'b' is gone.",
+    ]
+    options = search.TuneOptions(max_trials=3, trial_epochs=1)
+    search.write_results(oracle, options, tmp_path)
+    with open(tmp_path / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["reason"] for r in table] == ["", rows[1]["reason"], rows[2]["reason"]]
+    printed = search.table(rows).splitlines()
+    assert printed[0].split()[-1] == "reason"
+    assert printed[-1].split("FAILED")[1].strip() == rows[2]["reason"]
+
+
+def test_a_failure_reason_is_one_short_line():
+    assert search.failure_reason(None) is None and search.failure_reason("") is None
+    try:
+        raise ValueError("No teacher at 'x.keras'.\n  Give one.")
+    except ValueError:
+        assert search.failure_reason(traceback.format_exc()) == (
+            "ValueError: No teacher at 'x.keras'. Give one."
+        )
+    long = search.failure_reason("word " * 100)
+    assert len(long) == 200 and long.endswith("…")
+
+
 def test_a_changed_search_is_refused_naming_the_differences(tmp_path):
     config = config_lib.ExperimentConfig().with_values(dataset="synthetic")
     options = search.TuneOptions()
@@ -484,6 +534,8 @@ def test_a_nan_trial_is_failed_and_never_the_best(teacher_path, tmp_path):
     assert search.best_trial(t.oracle).trial_id == "0"
     rows = search.trial_rows(t.oracle, search.SearchSpace(), 1)
     assert [r["val_accuracy"] is None for r in rows] == [False, True, True]
+    assert rows[1]["reason"].startswith("Non-finite loss term ce_loss (nan) in stage 'trial', "
+                                        "epoch 1, step 1. The student diverged")  # fmt: skip
     assert rows[0]["val_accuracy"] < 1.0
     # What the failed trials would have reported without the check:
     hm = _hypermodel(teacher_path, _PoisonedUnlessDefault)
