@@ -73,9 +73,15 @@ def test_search_space_is_named_after_train_flags_and_defaults_to_the_base_values
         (lambda: search.SearchSpace(temperature=(0.0, 3.0)), "temperature"),
         (lambda: search.SearchSpace.with_optional(["momentum"]), "Unknown optional.*momentum"),
         (lambda: search.SearchSpace(kd_lambda=(8.0, 16.0)).describe(PAPER),
+         "base hparams.lambda_start=4.0, outside the searched range.*widen `space.kd_lambda`"),
+        (lambda: search.SearchSpace(kd_lambda=(8.0, 16.0)).describe(PAPER, as_flags=True),
          "base kd_lambda=4.0, outside the searched range.*widen --kd_lambda_range"),
         # Was told to widen the range, which a log scale cannot take down to 0.
         (lambda: search.SearchSpace().describe(stages.Hyperparameters(lambda_start=0.0)),
+         r"base hparams.lambda_start=0.0, outside .* on a log scale, above 0: change "
+         r"`hparams.lambda_start`\.$"),
+        (lambda: search.SearchSpace().describe(stages.Hyperparameters(lambda_start=0.0),
+                                               as_flags=True),
          r"base kd_lambda=0.0, outside .* on a log scale, above 0: change --kd_lambda\.$"),
         # Was silently searched over 0.5..inf: log sampling then draws inf or NaN.
         (lambda: search.SearchSpace(kd_lambda=(0.5, float("inf"))), "finite"),
@@ -596,6 +602,54 @@ class _Recording(search.FitNetsHyperModel):
         layer = model.student.get_layer("conv1")
         self.seen.append((layer.compute_dtype, layer.variable_dtype))
         return super().fit(hp, model, *args, **kwargs)
+
+
+def _refusal(error, make) -> str:
+    with pytest.raises(error) as info:
+        make()
+    message = str(info.value)
+    assert "--" not in message, message  # the Python API's words, not the CLI's flags
+    return message
+
+
+def test_the_hypermodel_names_its_own_arguments_in_its_errors(teacher_path, tmp_path):
+    # A Python user was told to "Pass --teacher_path=FILE.keras ... or add 'teacher' to
+    # --stages", only when the first trial built its model; a missing .weights.h5 raised
+    # h5py's FileNotFoundError; a base value outside its range said "widen --kd_lambda_range".
+    def student():
+        return tiny_model("student", width=4, seed=1)
+
+    missing = tmp_path / "none.keras"
+    message = _refusal(errors.TeacherLoadError,
+                       lambda: search.FitNetsHyperModel(missing, student))  # fmt: skip
+    assert f"No teacher at {str(missing)!r}" in message and "`teacher_path`" in message
+    for name in ("none.keras", "none.weights.h5"):
+        message = _refusal(errors.ModelFileError, lambda n=name: search.FitNetsHyperModel(
+            teacher_path, student, tmp_path / n))  # fmt: skip
+        assert f"{str(tmp_path / name)!r}" in message and "`student_weights`" in message
+    message = _refusal(search.SearchError, lambda: search.FitNetsHyperModel(
+        teacher_path, student, space=search.SearchSpace(kd_lambda=(8.0, 16.0))))  # fmt: skip
+    assert message == ("The first trial uses the base hparams.lambda_start=4.0, outside the "
+                       "searched range space.kd_lambda=(8.0, 16.0): widen `space.kd_lambda` to "
+                       "include it, or change `hparams.lambda_start`.")  # fmt: skip
+    # The CLI keeps its flags' words for the same check.
+    config = config_lib.ExperimentConfig()
+    narrow = search.TuneOptions(space=search.SearchSpace(kd_lambda=(8.0, 16.0)))
+    with pytest.raises(search.SearchError, match="widen --kd_lambda_range to include it, or "
+                                                 "change --kd_lambda"):  # fmt: skip
+        search.describe(config, narrow)
+
+
+def test_a_resumed_search_whose_teacher_is_gone_says_so_in_flags(tmp_path):
+    # The CLI builds the HyperModel from stage1.json: it said "`teacher_path`" to a CLI user.
+    (tmp_path / "stage1.json").write_text(json.dumps(
+        {"teacher_path": str(tmp_path / "gone.keras"), "student_path": None, "holdout": None}))
+    config = config_lib.ExperimentConfig()
+    with pytest.raises(search.SearchError) as info:
+        search.stage_one(config, search.TuneOptions(), tmp_path)
+    message = str(info.value)
+    assert "The search's teacher" in message and "gone.keras" in message
+    assert "new --workdir" in message and "`" not in message
 
 
 def test_a_full_disk_stops_the_search_clearly_and_it_resumes(tmp_path):

@@ -75,7 +75,7 @@ def describe(config: ExperimentConfig, options: TuneOptions) -> dict:
     """What defines a search's trials: stored as ``search.json``, compared on every re-run."""
     fields = {k: v for k, v in config.fingerprint().items() if k not in _FREE}
     return json.loads(json.dumps({
-        "space": options.space.describe(config.hyperparameters()),
+        "space": options.space.describe(config.hyperparameters(), as_flags=True),
         "oracle": options.oracle,
         "trial_epochs": options.trial_epochs,
         "retrain_hints_per_trial": options.retrain_hints_per_trial,
@@ -179,7 +179,9 @@ def stage_one(config: ExperimentConfig, options: TuneOptions, workdir: pathlib.P
     if distributed_role() == "worker":
         _wait_for(files.stage1_done, "stage 1", log)
     if files.stage1_done.is_file():
-        return json.loads(files.stage1_done.read_text())
+        record = json.loads(files.stage1_done.read_text())
+        _check_recorded_files(record, files.stage1_done)
+        return record
     _check_teacher(config)
     mode, teacher_path = config.schedule.modes[0], config.models.trained_teacher()
     hints = mode == "fitnet" and not options.retrain_hints_per_trial
@@ -200,6 +202,18 @@ def stage_one(config: ExperimentConfig, options: TuneOptions, workdir: pathlib.P
         check_search(workdir, description)
     io.write_json(files.stage1_done, record)
     return record
+
+
+def _check_recorded_files(record: dict, path: pathlib.Path) -> None:
+    """Refuses a resumed search whose teacher or stage-1 student is gone, in the command
+    line's words (the HyperModel would name its own arguments)."""
+    for what, key in (("teacher", "teacher_path"), ("stage-1 student", "student_path")):
+        if record.get(key) is not None and not pathlib.Path(record[key]).exists():
+            raise SearchError(
+                f"The search's {what} {record[key]!r}, recorded in {str(path)!r}, is gone: its "
+                "trials were trained from it. Restore it, or start the search over in a new "
+                "--workdir."
+            )
 
 
 def _check_models(config: ExperimentConfig, record: dict, data, log) -> None:
