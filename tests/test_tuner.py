@@ -821,6 +821,59 @@ def test_an_interrupted_trial_runs_again(smoke, tmp_path):
     assert len((workdir / "results.csv").read_text().splitlines()) == 1 + 4
 
 
+def _killed_when(args, ready, timeout=240):
+    """Runs ``args``, SIGKILLs its process group once the file ``ready`` exists."""
+    proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready.is_file() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert ready.is_file(), f"no {ready} after {timeout} s (status {proc.poll()})"
+        os.killpg(proc.pid, signal.SIGKILL)  # no handler, no finally: nothing runs after it
+    finally:
+        proc.wait(timeout=30)
+
+
+def _without_seconds(path) -> list[dict]:
+    rows = list(csv.DictReader(path.read_text().splitlines()))
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+@pytest.mark.slow  # a whole search killed and run again: about two minutes on 2 loaded cores
+def test_a_search_killed_mid_trial_resumes_to_the_uninterrupted_results(smoke, tmp_path):
+    # kill -9 of a fresh search in its second trial's training, then the same command: the
+    # kill leaves no lock that refuses it, stage 1 and the finished trial are not run again,
+    # the killed trial is, and every file ends as the uninterrupted search's (smoke) did.
+    from fitnets_tf.run import lock
+
+    uninterrupted, _ = smoke
+    workdir = tmp_path / "run"
+    trial = workdir / "trials" / "trial_1"
+    args = [sys.executable, "-m", "fitnets_tf.tune", f"--flagfile={SMOKE}", f"--workdir={workdir}"]
+    _killed_when(args, trial / "log.csv")  # Keras' CSVLogger opens it as training begins
+    assert json.loads((trial / "trial.json").read_text())["status"] == "RUNNING"
+    assert not (workdir / "results.csv").exists() and not (workdir / "best.flags").exists()
+    assert lock.held(workdir) is False and lock.held(workdir / "stage1") is False
+    first = _runs(workdir, 0)
+    done = _tune(f"--workdir={workdir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Reloading Tuner" in done.stdout and "== stage 1" not in done.stdout
+    assert _runs(workdir, 0) == first  # finished: not run again
+    assert [e["event"] for e in _runs(workdir, 1)] == ["start", "start", "end"]
+    assert _without_seconds(workdir / "results.csv") == _without_seconds(
+        uninterrupted / "results.csv"
+    )
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["completed"] == 3 and summary["failed"] == 0
+    same = json.loads((uninterrupted / "summary.json").read_text())["best"]
+    assert (summary["best"]["trial_id"], summary["best"]["val_accuracy"]) == (
+        same["trial_id"], same["val_accuracy"])  # fmt: skip
+    text = (workdir / "best.flags").read_text().replace(str(workdir), "WORKDIR")
+    assert text == (uninterrupted / "best.flags").read_text().replace(str(uninterrupted), "WORKDIR")
+    assert lock.held(workdir) is False
+
+
 @pytest.mark.parametrize(
     ("when", "signum"),
     [("trial", signal.SIGTERM),  # the other two in the slow suite: each a search of its own
