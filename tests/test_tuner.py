@@ -573,6 +573,25 @@ def test_a_search_stopped_by_failures_resumes_with_a_new_trial(tmp_path):
     assert resumed.create_trial("tuner0").trial_id == "3"  # a new trial, not trial 2 again
 
 
+def test_a_trial_killed_as_it_ended_is_not_run_again(tmp_path):
+    # keras-tuner's end_trial writes trial.json (COMPLETED) and oracle.json before it lets the
+    # trial go from its ongoing ones; the tuner writes oracle.json again just after. A kill -9
+    # between the two left oracle.json naming the finished trial as running: the resumed
+    # search handed it out again, trained it again and appended a second run to its metrics.
+    oracle = _watched_oracle(tmp_path, {})
+    trial = oracle.create_trial("tuner0")
+    _complete(oracle, trial)
+    state = oracle.get_state()
+    state["ongoing_trials"] = {"tuner0": trial.trial_id}  # oracle.json as end_trial wrote it
+    (tmp_path / "p" / "oracle.json").write_text(json.dumps(state))
+    resumed = _watched_oracle(tmp_path, {})
+    resumed.reload()
+    tuners.requeue_interrupted(resumed)  # as a resumed search does
+    assert resumed.trials[trial.trial_id].status == "COMPLETED" and not resumed.ongoing_trials
+    nxt = resumed.create_trial("tuner0")
+    assert nxt.trial_id == "1" and resumed.end_order == [trial.trial_id]
+
+
 def test_a_search_without_validation_data_stops_before_training(teacher_path, tmp_path):
     # Was: every trial trained, failed with KeyError: 'val_accuracy' after its last epoch,
     # ran again and failed again; the search then returned as if done, every trial FAILED.
