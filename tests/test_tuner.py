@@ -1115,24 +1115,24 @@ def test_a_search_takes_the_users_data_models_hints_and_recipe(tmp_path):
 
 
 def test_a_search_whose_best_trial_is_near_chance_says_where_to_look(tmp_path):
-    from fitnets_tf.search import session
+    from fitnets_tf.search import results
 
     lines = []
-    session._warn_near_chance({"best": {"val_accuracy": 0.3125}}, 3, tmp_path, lines.append)
+    results.warn_near_chance({"best": {"val_accuracy": 0.3125}}, 3, tmp_path, lines.append)
     assert len(lines) == 1 and "near chance (validation accuracy 0.3125, chance 0.3333)" in lines[0]
     assert "--hints_optimizer=adam" in lines[0] and str(tmp_path / "stage1") in lines[0]
-    session._warn_near_chance({"best": {"val_accuracy": 0.7}}, 3, tmp_path, lines.append)
-    session._warn_near_chance({"best": None}, 3, tmp_path, lines.append)  # every trial failed
+    results.warn_near_chance({"best": {"val_accuracy": 0.7}}, 3, tmp_path, lines.append)
+    results.warn_near_chance({"best": None}, 3, tmp_path, lines.append)  # every trial failed
     assert len(lines) == 1
-    session._warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append, "adam")
+    results.warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append, "adam")
     assert "--hints_learning_rate)" in lines[1] and "--hints_optimizer" not in lines[1]
     # A search by KD alone trained no hints: no stage-1 folder to look in.
-    session._warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append, None)
+    results.warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append, None)
     assert "Look first at the teacher's accuracy (logged before the trials)" in lines[2]
     assert "stage1" not in lines[2] and "hint" not in lines[2]
     # --retrain_hints_per_trial: it named WORKDIR/stage1, which such a search never makes.
-    session._warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append,
-                              "rmsprop", hints_per_trial=True)  # fmt: skip
+    results.warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append,
+                             "rmsprop", hints_per_trial=True)  # fmt: skip
     assert "the hint loss of each trial's hint training (printed as it runs" in lines[3]
     assert "stage1" not in lines[3]
 

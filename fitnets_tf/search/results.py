@@ -1,4 +1,5 @@
-"""What a search shows: its trials as rows, ``results.csv``, ``results.png``, ``summary.json``."""
+"""What a search shows: its trials as rows, ``results.csv``, ``results.png``, ``summary.json``,
+and a warning when its best trial is near chance."""
 
 from __future__ import annotations
 
@@ -196,6 +197,28 @@ def write_results(oracle, options, workdir: pathlib.Path, teacher_path=None) -> 
     }
     io.write_json(files.summary, summary)
     return summary
+
+
+def warn_near_chance(summary: dict, num_classes: int, workdir: pathlib.Path, log,
+                     hints_optimizer: str | None = "rmsprop",
+                     hints_per_trial: bool = False) -> None:  # fmt: skip
+    """A search whose best trial is near chance has nothing to choose between: say where to
+    look. ``hints_optimizer``: stage 1's, when the search trained from hints (None: KD only);
+    ``hints_per_trial``: each trial trained its own (no ``stage1/`` run)."""
+    best = summary["best"]
+    if best is None or best["val_accuracy"] is None or best["val_accuracy"] >= 2 / num_classes:
+        return
+    first = "the teacher's accuracy (logged before the trials), the learning rate"
+    if hints_optimizer is not None:
+        adam = " or use --hints_optimizer=adam" if hints_optimizer != "adam" else ""
+        where = ("the hint loss of each trial's hint training (printed as it runs"
+                 if hints_per_trial else
+                 f"the hint loss of its hint training (logged under {workdir / 'stage1'}")  # fmt: skip
+        first = (f"{where}; diverging: lower --hints_learning_rate{adam}), the teacher's "
+                 "accuracy")  # fmt: skip
+    log(f"warning: the best trial is near chance (validation accuracy {best['val_accuracy']:.4f}, "
+        f"chance {1 / num_classes:.4f}): the search has nothing to choose between. Look first "
+        f"at {first} and the trials' epochs.")  # fmt: skip
 
 
 def trial_seconds(trial_dir: pathlib.Path) -> float | None:
