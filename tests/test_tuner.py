@@ -499,14 +499,23 @@ def test_the_cli_retrains_every_pair_of_hints_per_trial(tmp_path):
     assert model.hint_weights == (0.5, 1.0) and hm.hints_epochs == 1
 
 
-def test_hyperband_continues_a_trial_from_its_student_checkpoint(teacher_path, tmp_path):
-    t = search.make_tuner(_hypermodel(teacher_path), oracle="hyperband", max_trials=4,
-                         trial_epochs=3, directory=tmp_path)  # fmt: skip
+def test_hyperband_continues_a_trial_from_its_student_checkpoint(
+    teacher_path, tmp_path, monkeypatch
+):
+    # With hints retrained per trial (--retrain_hints_per_trial), only a new trial trains
+    # them: one that continues starts from a student whose hints are trained already.
+    calls = []
+    real = stages.fit_hints
+    monkeypatch.setattr(stages, "fit_hints", lambda *a, **k: calls.append(1) or real(*a, **k))
+    hm = _hypermodel(teacher_path, hint_layer="conv2", guided_layer="conv2", hints_epochs=1)
+    t = search.make_tuner(hm, oracle="hyperband", max_trials=4, trial_epochs=3,
+                          directory=tmp_path)  # fmt: skip
     t.search(tiny_dataset(), tiny_dataset(), epochs=3, verbose=0)
     trials = t.oracle.trials.values()
     assert all(tr.status == "COMPLETED" for tr in trials)
     continued = [tr for tr in trials if "tuner/trial_id" in tr.hyperparameters.values]
     assert continued  # a later round started from an earlier trial's (student-only) weights
+    assert len(calls) == len(trials) - len(continued)
     rows = {r["trial_id"]: r for r in search.trial_rows(t.oracle, search.SearchSpace(), 3)}
     for tr in continued:
         # The epoch log.csv numbers (from 0), counted on from the trial it continues.
