@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 import types
 
 import h5py
@@ -72,9 +73,15 @@ def test_search_space_is_named_after_train_flags_and_defaults_to_the_base_values
         (lambda: search.SearchSpace(temperature=(0.0, 3.0)), "temperature"),
         (lambda: search.SearchSpace.with_optional(["momentum"]), "Unknown optional.*momentum"),
         (lambda: search.SearchSpace(kd_lambda=(8.0, 16.0)).describe(PAPER),
+         "base hparams.lambda_start=4.0, outside the searched range.*widen `space.kd_lambda`"),
+        (lambda: search.SearchSpace(kd_lambda=(8.0, 16.0)).describe(PAPER, as_flags=True),
          "base kd_lambda=4.0, outside the searched range.*widen --kd_lambda_range"),
         # Was told to widen the range, which a log scale cannot take down to 0.
         (lambda: search.SearchSpace().describe(stages.Hyperparameters(lambda_start=0.0)),
+         r"base hparams.lambda_start=0.0, outside .* on a log scale, above 0: change "
+         r"`hparams.lambda_start`\.$"),
+        (lambda: search.SearchSpace().describe(stages.Hyperparameters(lambda_start=0.0),
+                                               as_flags=True),
          r"base kd_lambda=0.0, outside .* on a log scale, above 0: change --kd_lambda\.$"),
         # Was silently searched over 0.5..inf: log sampling then draws inf or NaN.
         (lambda: search.SearchSpace(kd_lambda=(0.5, float("inf"))), "finite"),
@@ -283,6 +290,55 @@ def test_an_overdue_trial_fails_and_its_late_report_is_ignored(tmp_path):
     assert _status_on_disk(tmp_path, first) == "FAILED"
 
 
+def _failed(oracle, message):
+    trial = oracle.create_trial("a")
+    trial.status, trial.message = "FAILED", message
+    oracle.end_trial(trial)
+    return trial
+
+
+def test_results_say_why_each_trial_failed(tmp_path):
+    # results.csv and the printed table said FAILED and nothing more: the reason was only in
+    # keras-tuner's trial.json (a whole traceback) and the console of the run.
+    oracle = _watched_oracle(tmp_path, {})
+    oracle.max_trials = 3
+    _complete(oracle, oracle.create_trial("a"))
+    try:
+        raise keras_tuner.errors.FailedTrialError(
+            "Non-finite loss term loss (nan) in stage 'trial', epoch 1, step 3.\nThe student "
+            "diverged."
+        )
+    except keras_tuner.errors.FailedTrialError:
+        _failed(oracle, traceback.format_exc())  # what keras-tuner stores
+    _failed(oracle, "Given up by the chief: its worker 'b' is gone.")
+    rows = search.trial_rows(oracle, search.SearchSpace(), 1)
+    assert [r["reason"] for r in rows] == [
+        None,
+        "Non-finite loss term loss (nan) in stage 'trial', epoch 1, step 3. The student diverged.",
+        "Given up by the chief: its worker 'b' is gone.",
+    ]
+    options = search.TuneOptions(max_trials=3, trial_epochs=1)
+    search.write_results(oracle, options, tmp_path)
+    with open(tmp_path / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["reason"] for r in table] == ["", rows[1]["reason"], rows[2]["reason"]]
+    printed = search.table(rows).splitlines()
+    assert printed[0].split()[-1] == "reason"
+    assert printed[-1].split("FAILED")[1].strip() == rows[2]["reason"]
+
+
+def test_a_failure_reason_is_one_short_line():
+    assert search.failure_reason(None) is None and search.failure_reason("") is None
+    try:
+        raise ValueError("No teacher at 'x.keras'.\n  Give one.")
+    except ValueError:
+        assert search.failure_reason(traceback.format_exc()) == (
+            "ValueError: No teacher at 'x.keras'. Give one."
+        )
+    long = search.failure_reason("word " * 100)
+    assert len(long) == 200 and long.endswith("…")
+
+
 def test_a_changed_search_is_refused_naming_the_differences(tmp_path):
     config = config_lib.ExperimentConfig().with_values(dataset="synthetic")
     options = search.TuneOptions()
@@ -443,14 +499,23 @@ def test_the_cli_retrains_every_pair_of_hints_per_trial(tmp_path):
     assert model.hint_weights == (0.5, 1.0) and hm.hints_epochs == 1
 
 
-def test_hyperband_continues_a_trial_from_its_student_checkpoint(teacher_path, tmp_path):
-    t = search.make_tuner(_hypermodel(teacher_path), oracle="hyperband", max_trials=4,
-                         trial_epochs=3, directory=tmp_path)  # fmt: skip
+def test_hyperband_continues_a_trial_from_its_student_checkpoint(
+    teacher_path, tmp_path, monkeypatch
+):
+    # With hints retrained per trial (--retrain_hints_per_trial), only a new trial trains
+    # them: one that continues starts from a student whose hints are trained already.
+    calls = []
+    real = stages.fit_hints
+    monkeypatch.setattr(stages, "fit_hints", lambda *a, **k: calls.append(1) or real(*a, **k))
+    hm = _hypermodel(teacher_path, hint_layer="conv2", guided_layer="conv2", hints_epochs=1)
+    t = search.make_tuner(hm, oracle="hyperband", max_trials=4, trial_epochs=3,
+                          directory=tmp_path)  # fmt: skip
     t.search(tiny_dataset(), tiny_dataset(), epochs=3, verbose=0)
     trials = t.oracle.trials.values()
     assert all(tr.status == "COMPLETED" for tr in trials)
     continued = [tr for tr in trials if "tuner/trial_id" in tr.hyperparameters.values]
     assert continued  # a later round started from an earlier trial's (student-only) weights
+    assert len(calls) == len(trials) - len(continued)
     rows = {r["trial_id"]: r for r in search.trial_rows(t.oracle, search.SearchSpace(), 3)}
     for tr in continued:
         # The epoch log.csv numbers (from 0), counted on from the trial it continues.
@@ -484,6 +549,8 @@ def test_a_nan_trial_is_failed_and_never_the_best(teacher_path, tmp_path):
     assert search.best_trial(t.oracle).trial_id == "0"
     rows = search.trial_rows(t.oracle, search.SearchSpace(), 1)
     assert [r["val_accuracy"] is None for r in rows] == [False, True, True]
+    assert rows[1]["reason"].startswith("Non-finite loss term ce_loss (nan) in stage 'trial', "
+                                        "epoch 1, step 1. The student diverged")  # fmt: skip
     assert rows[0]["val_accuracy"] < 1.0
     # What the failed trials would have reported without the check:
     hm = _hypermodel(teacher_path, _PoisonedUnlessDefault)
@@ -515,6 +582,25 @@ def test_a_search_stopped_by_failures_resumes_with_a_new_trial(tmp_path):
     assert resumed.create_trial("tuner0").trial_id == "3"  # a new trial, not trial 2 again
 
 
+def test_a_trial_killed_as_it_ended_is_not_run_again(tmp_path):
+    # keras-tuner's end_trial writes trial.json (COMPLETED) and oracle.json before it lets the
+    # trial go from its ongoing ones; the tuner writes oracle.json again just after. A kill -9
+    # between the two left oracle.json naming the finished trial as running: the resumed
+    # search handed it out again, trained it again and appended a second run to its metrics.
+    oracle = _watched_oracle(tmp_path, {})
+    trial = oracle.create_trial("tuner0")
+    _complete(oracle, trial)
+    state = oracle.get_state()
+    state["ongoing_trials"] = {"tuner0": trial.trial_id}  # oracle.json as end_trial wrote it
+    (tmp_path / "p" / "oracle.json").write_text(json.dumps(state))
+    resumed = _watched_oracle(tmp_path, {})
+    resumed.reload()
+    tuners.requeue_interrupted(resumed)  # as a resumed search does
+    assert resumed.trials[trial.trial_id].status == "COMPLETED" and not resumed.ongoing_trials
+    nxt = resumed.create_trial("tuner0")
+    assert nxt.trial_id == "1" and resumed.end_order == [trial.trial_id]
+
+
 def test_a_search_without_validation_data_stops_before_training(teacher_path, tmp_path):
     # Was: every trial trained, failed with KeyError: 'val_accuracy' after its last epoch,
     # ran again and failed again; the search then returned as if done, every trial FAILED.
@@ -544,6 +630,54 @@ class _Recording(search.FitNetsHyperModel):
         layer = model.student.get_layer("conv1")
         self.seen.append((layer.compute_dtype, layer.variable_dtype))
         return super().fit(hp, model, *args, **kwargs)
+
+
+def _refusal(error, make) -> str:
+    with pytest.raises(error) as info:
+        make()
+    message = str(info.value)
+    assert "--" not in message, message  # the Python API's words, not the CLI's flags
+    return message
+
+
+def test_the_hypermodel_names_its_own_arguments_in_its_errors(teacher_path, tmp_path):
+    # A Python user was told to "Pass --teacher_path=FILE.keras ... or add 'teacher' to
+    # --stages", only when the first trial built its model; a missing .weights.h5 raised
+    # h5py's FileNotFoundError; a base value outside its range said "widen --kd_lambda_range".
+    def student():
+        return tiny_model("student", width=4, seed=1)
+
+    missing = tmp_path / "none.keras"
+    message = _refusal(errors.TeacherLoadError,
+                       lambda: search.FitNetsHyperModel(missing, student))  # fmt: skip
+    assert f"No teacher at {str(missing)!r}" in message and "`teacher_path`" in message
+    for name in ("none.keras", "none.weights.h5"):
+        message = _refusal(errors.ModelFileError, lambda n=name: search.FitNetsHyperModel(
+            teacher_path, student, tmp_path / n))  # fmt: skip
+        assert f"{str(tmp_path / name)!r}" in message and "`student_weights`" in message
+    message = _refusal(search.SearchError, lambda: search.FitNetsHyperModel(
+        teacher_path, student, space=search.SearchSpace(kd_lambda=(8.0, 16.0))))  # fmt: skip
+    assert message == ("The first trial uses the base hparams.lambda_start=4.0, outside the "
+                       "searched range space.kd_lambda=(8.0, 16.0): widen `space.kd_lambda` to "
+                       "include it, or change `hparams.lambda_start`.")  # fmt: skip
+    # The CLI keeps its flags' words for the same check.
+    config = config_lib.ExperimentConfig()
+    narrow = search.TuneOptions(space=search.SearchSpace(kd_lambda=(8.0, 16.0)))
+    with pytest.raises(search.SearchError, match="widen --kd_lambda_range to include it, or "
+                                                 "change --kd_lambda"):  # fmt: skip
+        search.describe(config, narrow)
+
+
+def test_a_resumed_search_whose_teacher_is_gone_says_so_in_flags(tmp_path):
+    # The CLI builds the HyperModel from stage1.json: it said "`teacher_path`" to a CLI user.
+    (tmp_path / "stage1.json").write_text(json.dumps(
+        {"teacher_path": str(tmp_path / "gone.keras"), "student_path": None, "holdout": None}))
+    config = config_lib.ExperimentConfig()
+    with pytest.raises(search.SearchError) as info:
+        search.stage_one(config, search.TuneOptions(), tmp_path)
+    message = str(info.value)
+    assert "The search's teacher" in message and "gone.keras" in message
+    assert "new --workdir" in message and "`" not in message
 
 
 def test_a_full_disk_stops_the_search_clearly_and_it_resumes(tmp_path):
@@ -713,6 +847,59 @@ def test_an_interrupted_trial_runs_again(smoke, tmp_path):
     assert [e["event"] for e in _runs(workdir, 3)][-2:] == ["start", "end"]
     assert [len(_runs(workdir, i)) for i in range(3)] == [2, 2, 2]  # the others did not rerun
     assert len((workdir / "results.csv").read_text().splitlines()) == 1 + 4
+
+
+def _killed_when(args, ready, timeout=240):
+    """Runs ``args``, SIGKILLs its process group once the file ``ready`` exists."""
+    proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready.is_file() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert ready.is_file(), f"no {ready} after {timeout} s (status {proc.poll()})"
+        os.killpg(proc.pid, signal.SIGKILL)  # no handler, no finally: nothing runs after it
+    finally:
+        proc.wait(timeout=30)
+
+
+def _without_seconds(path) -> list[dict]:
+    rows = list(csv.DictReader(path.read_text().splitlines()))
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+@pytest.mark.slow  # a whole search killed and run again: about two minutes on 2 loaded cores
+def test_a_search_killed_mid_trial_resumes_to_the_uninterrupted_results(smoke, tmp_path):
+    # kill -9 of a fresh search in its second trial's training, then the same command: the
+    # kill leaves no lock that refuses it, stage 1 and the finished trial are not run again,
+    # the killed trial is, and every file ends as the uninterrupted search's (smoke) did.
+    from fitnets_tf.run import lock
+
+    uninterrupted, _ = smoke
+    workdir = tmp_path / "run"
+    trial = workdir / "trials" / "trial_1"
+    args = [sys.executable, "-m", "fitnets_tf.tune", f"--flagfile={SMOKE}", f"--workdir={workdir}"]
+    _killed_when(args, trial / "log.csv")  # Keras' CSVLogger opens it as training begins
+    assert json.loads((trial / "trial.json").read_text())["status"] == "RUNNING"
+    assert not (workdir / "results.csv").exists() and not (workdir / "best.flags").exists()
+    assert lock.held(workdir) is False and lock.held(workdir / "stage1") is False
+    first = _runs(workdir, 0)
+    done = _tune(f"--workdir={workdir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Reloading Tuner" in done.stdout and "== stage 1" not in done.stdout
+    assert _runs(workdir, 0) == first  # finished: not run again
+    assert [e["event"] for e in _runs(workdir, 1)] == ["start", "start", "end"]
+    assert _without_seconds(workdir / "results.csv") == _without_seconds(
+        uninterrupted / "results.csv"
+    )
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["completed"] == 3 and summary["failed"] == 0
+    same = json.loads((uninterrupted / "summary.json").read_text())["best"]
+    assert (summary["best"]["trial_id"], summary["best"]["val_accuracy"]) == (
+        same["trial_id"], same["val_accuracy"])  # fmt: skip
+    text = (workdir / "best.flags").read_text().replace(str(workdir), "WORKDIR")
+    assert text == (uninterrupted / "best.flags").read_text().replace(str(uninterrupted), "WORKDIR")
+    assert lock.held(workdir) is False
 
 
 @pytest.mark.parametrize(
@@ -937,24 +1124,24 @@ def test_a_search_takes_the_users_data_models_hints_and_recipe(tmp_path):
 
 
 def test_a_search_whose_best_trial_is_near_chance_says_where_to_look(tmp_path):
-    from fitnets_tf.search import session
+    from fitnets_tf.search import results
 
     lines = []
-    session._warn_near_chance({"best": {"val_accuracy": 0.3125}}, 3, tmp_path, lines.append)
+    results.warn_near_chance({"best": {"val_accuracy": 0.3125}}, 3, tmp_path, lines.append)
     assert len(lines) == 1 and "near chance (validation accuracy 0.3125, chance 0.3333)" in lines[0]
     assert "--hints_optimizer=adam" in lines[0] and str(tmp_path / "stage1") in lines[0]
-    session._warn_near_chance({"best": {"val_accuracy": 0.7}}, 3, tmp_path, lines.append)
-    session._warn_near_chance({"best": None}, 3, tmp_path, lines.append)  # every trial failed
+    results.warn_near_chance({"best": {"val_accuracy": 0.7}}, 3, tmp_path, lines.append)
+    results.warn_near_chance({"best": None}, 3, tmp_path, lines.append)  # every trial failed
     assert len(lines) == 1
-    session._warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append, "adam")
+    results.warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append, "adam")
     assert "--hints_learning_rate)" in lines[1] and "--hints_optimizer" not in lines[1]
     # A search by KD alone trained no hints: no stage-1 folder to look in.
-    session._warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append, None)
+    results.warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append, None)
     assert "Look first at the teacher's accuracy (logged before the trials)" in lines[2]
     assert "stage1" not in lines[2] and "hint" not in lines[2]
     # --retrain_hints_per_trial: it named WORKDIR/stage1, which such a search never makes.
-    session._warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append,
-                              "rmsprop", hints_per_trial=True)  # fmt: skip
+    results.warn_near_chance({"best": {"val_accuracy": 0.3}}, 3, tmp_path, lines.append,
+                             "rmsprop", hints_per_trial=True)  # fmt: skip
     assert "the hint loss of each trial's hint training (printed as it runs" in lines[3]
     assert "stage1" not in lines[3]
 

@@ -28,6 +28,7 @@ from fitnets_tf.search.hypermodel import FitNetsHyperModel, TrialDistiller
 from fitnets_tf.search.results import (
     best_trial,
     completed,
+    failure_reason,
     plot_results,
     table,
     trial_rows,
@@ -74,6 +75,7 @@ __all__ = [
     "check_search",
     "completed",
     "describe",
+    "failure_reason",
     "distributed_role",
     "hold",
     "hypermodel",

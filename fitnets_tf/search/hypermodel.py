@@ -12,6 +12,7 @@ from fitnets_tf import stages
 from fitnets_tf.callbacks import NonFiniteGuard
 from fitnets_tf.data import EpochSync
 from fitnets_tf.distiller import Distiller
+from fitnets_tf.errors import ModelFileError, TeacherLoadError
 from fitnets_tf.run import io
 from fitnets_tf.search.space import SearchSpace
 from fitnets_tf.search.tuners import OBJECTIVE
@@ -31,6 +32,30 @@ class TrialDistiller(Distiller):
 
     def load_weights(self, filepath, *args, **kwargs):
         self.student.load_weights(filepath, *args, **kwargs)
+
+
+# How to give the files, in this class's argument names (the CLI words the same in its flags).
+_TEACHER_ADVICE = ("Give `teacher_path` a trained teacher: a .keras file, a run directory whose "
+                   "teacher stage finished, a SavedModel folder, an ONNX file or pretrained:NAME.")
+_STUDENT_ADVICE = ("Give `student_weights` the hint-trained student (a .keras or .weights.h5 "
+                   "file), or None to start from `build_student`'s initialisation.")  # fmt: skip
+
+
+def _check_teacher(teacher_path) -> None:
+    """Refuses a missing teacher now, not when the first trial builds its model."""
+    from fitnets_tf.builders import teacher_location
+    from fitnets_tf.pretrained import resolve
+
+    teacher = teacher_location(resolve(str(teacher_path)))
+    if not teacher.exists():
+        raise TeacherLoadError(f"No teacher at {str(teacher)!r} (teacher_path="
+                               f"{str(teacher_path)!r}). {_TEACHER_ADVICE}")  # fmt: skip
+
+
+def _check_student(student_weights) -> None:
+    if student_weights is not None and not os.path.isfile(student_weights):
+        raise ModelFileError(f"No stage-1 student at {str(student_weights)!r} (student_weights)."
+                             f" {_STUDENT_ADVICE}")  # fmt: skip
 
 
 def _trial_guard() -> NonFiniteGuard:
@@ -100,6 +125,8 @@ class FitNetsHyperModel(keras_tuner.HyperModel):
         self.hparams = hparams or stages.Hyperparameters()
         self.space = space or SearchSpace()
         self.space.describe(self.hparams)  # fails now if a default lies outside its range
+        _check_teacher(teacher_path)
+        _check_student(student_weights)
         self.teacher_path, self.build_student = teacher_path, build_student
         self.student_weights = student_weights
         # Stage 1's pairs, in the Distiller's arguments (one form or the other, as given).
@@ -120,7 +147,7 @@ class FitNetsHyperModel(keras_tuner.HyperModel):
         keras.utils.set_random_seed(self.seed)
         hparams = self.space.hyperparameters(hp, self.hparams)
         pairs = self._hint_arguments if self.hints_epochs > 0 else {}
-        teacher = load_teacher(self.teacher_path, hints=self._pairs(pairs))
+        teacher = load_teacher(self.teacher_path, _TEACHER_ADVICE, hints=self._pairs(pairs))
         student = self.build_student()
         if self.student_weights is not None and not self.hints_epochs:
             student.set_weights(self._stage_one_weights(student))
@@ -143,10 +170,12 @@ class FitNetsHyperModel(keras_tuner.HyperModel):
         if self._student_values is None:
             path = str(self.student_weights)
             if path.endswith(".weights.h5"):
+                _check_student(path)  # gone since __init__: h5py would say only "errno = 2"
                 student.load_weights(path)
                 self._student_values = student.get_weights()
             else:
-                self._student_values = io.load_model(path, "stage-1 student").get_weights()
+                model = io.load_model(path, "stage-1 student", advice=_STUDENT_ADVICE)
+                self._student_values = model.get_weights()
         return self._student_values
 
     def fit(self, hp, model, x, validation_data=None, *, epochs: int, callbacks=(),

@@ -1,4 +1,5 @@
-"""What a search shows: its trials as rows, ``results.csv``, ``results.png``, ``summary.json``."""
+"""What a search shows: its trials as rows, ``results.csv``, ``results.png``, ``summary.json``,
+and a warning when its best trial is near chance."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import math
 import os
 import pathlib
+import re
 
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.tables import format_table
@@ -13,6 +15,14 @@ from fitnets_tf.run import io
 from fitnets_tf.run.layout import SearchLayout
 from fitnets_tf.search.space import OPTIONAL, SearchSpace
 from fitnets_tf.search.tuners import OBJECTIVE
+
+# A failure's reason in results.csv: one line, long enough for the guard's "Non-finite loss
+# term ... epoch E, step S." and an error's first sentences, short enough to read in a sheet.
+REASON_CHARS = 200
+# The printed table keeps each row on one terminal line; results.csv has the whole reason.
+_TABLE_REASON_CHARS = 72
+# A traceback's last exception line: "module.Name: message" or "Name" (no message).
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)(?:: (.*))?$")
 
 
 def completed(trial) -> bool:
@@ -68,7 +78,34 @@ def _row(trial, space: SearchSpace, defaults: dict, trial_epochs: int) -> dict:
     first = values.get("tuner/initial_epoch", 0)
     row["best_epoch"] = first + trial.best_step + 1 if done else None
     row["epochs"] = values.get("tuner/epochs", trial_epochs)
+    row["reason"] = None if done else failure_reason(getattr(trial, "message", None))
     return row
+
+
+def failure_reason(message: str | None) -> str | None:
+    """A trial's ``message`` (keras-tuner stores a whole traceback) as one short line.
+
+    The last exception's text, its type named unless it is keras-tuner's
+    ``FailedTrialError`` (the type of every diverged trial, which says nothing more); a
+    message that is not a traceback (the chief's "Given up by the chief: ...") is kept as it
+    is. Whitespace is collapsed and the line cut at ``REASON_CHARS`` characters.
+    """
+    if not message or not message.strip():
+        return None
+    lines = message.strip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    if lines[0].startswith("Traceback") and frames:
+        # The last exception's text is the first line after its last frame that is not the
+        # frame's code or its ^^^ marks (indented); the message's own lines follow.
+        start = next((i for i in range(frames[-1] + 1, len(lines))
+                      if not lines[i].startswith(" ")), len(lines))  # fmt: skip
+        found = _EXCEPTION_LINE.match(lines[start]) if start < len(lines) else None
+        if found:
+            kind, text = found.group(1), found.group(2) or ""
+            rest = " ".join([text, *lines[start + 1 :]])
+            lines = [rest if kind == "FailedTrialError" else f"{kind}: {rest}"]
+    line = " ".join(" ".join(lines).split())
+    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
 
 
 def write_rows_csv(rows: list[dict], path: str | os.PathLike) -> None:
@@ -143,6 +180,7 @@ def write_results(oracle, options, workdir: pathlib.Path, teacher_path=None) -> 
     rows = trial_rows(oracle, options.space, options.trial_epochs)
     for row in rows:
         row["seconds"] = trial_seconds(files.trials / f"trial_{row['trial_id']}")
+        row["reason"] = row.pop("reason")  # the last column: the one text of any length
     write_rows_csv(rows, files.results_csv)
     title = f"{options.oracle} search, {len(rows)} trials of {options.trial_epochs} epoch(s)"
     plot_results(rows, files.results_plot, title, options.space)
@@ -161,6 +199,28 @@ def write_results(oracle, options, workdir: pathlib.Path, teacher_path=None) -> 
     return summary
 
 
+def warn_near_chance(summary: dict, num_classes: int, workdir: pathlib.Path, log,
+                     hints_optimizer: str | None = "rmsprop",
+                     hints_per_trial: bool = False) -> None:  # fmt: skip
+    """A search whose best trial is near chance has nothing to choose between: say where to
+    look. ``hints_optimizer``: stage 1's, when the search trained from hints (None: KD only);
+    ``hints_per_trial``: each trial trained its own (no ``stage1/`` run)."""
+    best = summary["best"]
+    if best is None or best["val_accuracy"] is None or best["val_accuracy"] >= 2 / num_classes:
+        return
+    first = "the teacher's accuracy (logged before the trials), the learning rate"
+    if hints_optimizer is not None:
+        adam = " or use --hints_optimizer=adam" if hints_optimizer != "adam" else ""
+        where = ("the hint loss of each trial's hint training (printed as it runs"
+                 if hints_per_trial else
+                 f"the hint loss of its hint training (logged under {workdir / 'stage1'}")  # fmt: skip
+        first = (f"{where}; diverging: lower --hints_learning_rate{adam}), the teacher's "
+                 "accuracy")  # fmt: skip
+    log(f"warning: the best trial is near chance (validation accuracy {best['val_accuracy']:.4f}, "
+        f"chance {1 / num_classes:.4f}): the search has nothing to choose between. Look first "
+        f"at {first} and the trials' epochs.")  # fmt: skip
+
+
 def trial_seconds(trial_dir: pathlib.Path) -> float | None:
     """Wall time of the trial's last run, from its ``runs.jsonl``."""
     path = trial_dir / "runs.jsonl"
@@ -177,12 +237,20 @@ def table(rows: list[dict]) -> str:
     # Hyperband's trials run for different numbers of epochs: a score is read with its own.
     if len({r["epochs"] for r in rows}) > 1:
         names.append("epochs")
+    reasons = any(r.get("reason") for r in rows)
     lines = []
     for r in rows:
         cells = [None if r[n] is None else (str(r[n]) if isinstance(r[n], (bool, int))
                                             else f"{r[n]:.4g}") for n in names]  # fmt: skip
         acc = None if r[OBJECTIVE] is None else f"{r[OBJECTIVE]:.4f}"
         note = " (defaults)" if r["defaults"] else ""
-        lines.append((r["trial_id"], *cells, acc, r["status"] + note))
-    header = ("trial", *names, "val acc", "status")
+        why = (_short(r.get("reason") or ""),) if reasons else ()
+        lines.append((r["trial_id"], *cells, acc, r["status"] + note, *why))
+    header = ("trial", *names, "val acc", "status", *(("reason",) if reasons else ()))
     return format_table(header, lines, align="<" * len(header))
+
+
+def _short(reason: str) -> str:
+    if len(reason) <= _TABLE_REASON_CHARS:
+        return reason
+    return reason[: _TABLE_REASON_CHARS - 1] + "…"

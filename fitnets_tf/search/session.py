@@ -32,7 +32,7 @@ from fitnets_tf.options import option
 from fitnets_tf.preprocessing import check_own_rescaling
 from fitnets_tf.run import data_record, io, layout, lock, ownership, runtime
 from fitnets_tf.search.hypermodel import FitNetsHyperModel
-from fitnets_tf.search.results import write_results
+from fitnets_tf.search.results import warn_near_chance, write_results
 from fitnets_tf.search.space import SearchSpace
 from fitnets_tf.search.tuners import ORACLES, make_tuner, requeue_interrupted
 from fitnets_tf.search.workers import watch
@@ -75,7 +75,7 @@ def describe(config: ExperimentConfig, options: TuneOptions) -> dict:
     """What defines a search's trials: stored as ``search.json``, compared on every re-run."""
     fields = {k: v for k, v in config.fingerprint().items() if k not in _FREE}
     return json.loads(json.dumps({
-        "space": options.space.describe(config.hyperparameters()),
+        "space": options.space.describe(config.hyperparameters(), as_flags=True),
         "oracle": options.oracle,
         "trial_epochs": options.trial_epochs,
         "retrain_hints_per_trial": options.retrain_hints_per_trial,
@@ -179,7 +179,7 @@ def stage_one(config: ExperimentConfig, options: TuneOptions, workdir: pathlib.P
     if distributed_role() == "worker":
         _wait_for(files.stage1_done, "stage 1", log)
     if files.stage1_done.is_file():
-        return json.loads(files.stage1_done.read_text())
+        return _recorded(files.stage1_done)
     _check_teacher(config)
     mode, teacher_path = config.schedule.modes[0], config.models.trained_teacher()
     hints = mode == "fitnet" and not options.retrain_hints_per_trial
@@ -199,6 +199,18 @@ def stage_one(config: ExperimentConfig, options: TuneOptions, workdir: pathlib.P
     if description is not None:
         check_search(workdir, description)
     io.write_json(files.stage1_done, record)
+    return record
+
+
+def _recorded(path: pathlib.Path) -> dict:
+    """``stage1.json``, refused in the CLI's words if its teacher or stage-1 student is gone
+    (the HyperModel would name its own arguments)."""
+    record = json.loads(path.read_text())
+    for what, key in (("teacher", "teacher_path"), ("stage-1 student", "student_path")):
+        if record.get(key) is not None and not pathlib.Path(record[key]).exists():
+            raise SearchError(f"The search's {what} {record[key]!r}, recorded in {str(path)!r}, "
+                              "is gone: its trials were trained from it. Restore it, or start "
+                              "the search over in a new --workdir.")  # fmt: skip
     return record
 
 
@@ -329,9 +341,9 @@ def _search(config, options: TuneOptions, workdir: pathlib.Path, record: dict, l
         summary = write_results(tuner.oracle, options, workdir, record["teacher_path"])
     schedule = config.schedule
     hints = schedule.modes[0] == "fitnet"
-    _warn_near_chance(summary, shape[1], workdir, log,
-                      (schedule.hints_optimizer or schedule.optimizer) if hints else None,
-                      hints_per_trial=options.retrain_hints_per_trial)  # fmt: skip
+    warn_near_chance(summary, shape[1], workdir, log,
+                     (schedule.hints_optimizer or schedule.optimizer) if hints else None,
+                     hints_per_trial=options.retrain_hints_per_trial)  # fmt: skip
     if error is not None:
         raise SearchError(
             f"The search stopped: {str(error).splitlines()[0]} (results so far are in "
@@ -347,28 +359,6 @@ def _teacher_shape(record: dict) -> tuple[tuple, int]:
     which reads no data, needs to know of it (a user's folder could take minutes to read)."""
     teacher = builders.load_teacher(record["teacher_path"])
     return tuple(teacher.inputs[0].shape[1:]), int(teacher.outputs[0].shape[-1])
-
-
-def _warn_near_chance(summary: dict, num_classes: int, workdir: pathlib.Path, log,
-                      hints_optimizer: str | None = "rmsprop",
-                      hints_per_trial: bool = False) -> None:  # fmt: skip
-    """A search whose best trial is near chance has nothing to choose between: say where to
-    look. ``hints_optimizer``: stage 1's, when the search trained from hints (None: KD only);
-    ``hints_per_trial``: each trial trained its own (no ``stage1/`` run)."""
-    best = summary["best"]
-    if best is None or best["val_accuracy"] is None or best["val_accuracy"] >= 2 / num_classes:
-        return
-    first = "the teacher's accuracy (logged before the trials), the learning rate"
-    if hints_optimizer is not None:
-        adam = " or use --hints_optimizer=adam" if hints_optimizer != "adam" else ""
-        where = ("the hint loss of each trial's hint training (printed as it runs"
-                 if hints_per_trial else
-                 f"the hint loss of its hint training (logged under {workdir / 'stage1'}")  # fmt: skip
-        first = (f"{where}; diverging: lower --hints_learning_rate{adam}), the teacher's "
-                 "accuracy")  # fmt: skip
-    log(f"warning: the best trial is near chance (validation accuracy {best['val_accuracy']:.4f}, "
-        f"chance {1 / num_classes:.4f}): the search has nothing to choose between. Look first "
-        f"at {first} and the trials' epochs.")  # fmt: skip
 
 
 def hypermodel(config: ExperimentConfig, options: TuneOptions, record: dict,

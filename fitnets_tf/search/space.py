@@ -100,8 +100,15 @@ class SearchSpace:
         tau_squared = ("tau_squared",) if self.tau_squared else ()
         return ("kd_lambda", "temperature", *optional, *tau_squared)
 
-    def describe(self, base: Hyperparameters) -> dict:
-        """Plain-data description (ranges, sampling, defaults): what ``search.json`` stores."""
+    def describe(self, base: Hyperparameters, *, as_flags: bool = False) -> dict:
+        """Plain-data description (ranges, sampling, defaults): what ``search.json`` stores.
+
+        Raises:
+            SearchError: a base value lies outside its range (the first trial could not run
+                it). The message names the ``SearchSpace`` field and the ``Hyperparameters``
+                one (``base`` is ``FitNetsHyperModel``'s ``hparams``), or with ``as_flags``
+                the command line's flags.
+        """
         out = {}
         for name in self.names():
             default = base_value(base, name)
@@ -111,14 +118,7 @@ class SearchSpace:
             low, high = getattr(self, name)
             sampling = "linear" if name == "lambda_end" else "log"
             if not low <= default <= high:
-                # A log-scale range cannot reach 0 or below: only the value can change.
-                fix = (f"widen --{name}_range to include it, or change --{name}"
-                       if sampling == "linear" or default > 0 else
-                       f"it is searched on a log scale, above 0: change --{name}")  # fmt: skip
-                raise SearchError(
-                    f"The first trial uses the base {name}={default}, outside the searched "
-                    f"range [{low}, {high}]: {fix}."
-                )
+                raise SearchError(_outside(name, default, (low, high), sampling, as_flags))
             out[name] = {"min": low, "max": high, "sampling": sampling, "default": default}
         return out
 
@@ -134,6 +134,21 @@ class SearchSpace:
                 values[name] = hp.Float(name, spec["min"], spec["max"], sampling=spec["sampling"],
                                         default=spec["default"])  # fmt: skip
         return dataclasses.replace(base, **{_FIELD.get(k, k): v for k, v in values.items()})
+
+
+def _outside(name: str, default, bounds: tuple, sampling: str, as_flags: bool) -> str:
+    if as_flags:
+        value, where = f"{name}={default}", f"[{bounds[0]}, {bounds[1]}]"
+        the_range, the_value = f"--{name}_range", f"--{name}"
+    else:
+        field = f"hparams.{_FIELD.get(name, name)}"
+        value, where = f"{field}={default}", f"space.{name}={bounds}"
+        the_range, the_value = f"`space.{name}`", f"`{field}`"
+    # A log-scale range cannot reach 0 or below: only the value can change.
+    fix = (f"widen {the_range} to include it, or change {the_value}"
+           if sampling == "linear" or default > 0 else
+           f"it is searched on a log scale, above 0: change {the_value}")  # fmt: skip
+    return f"The first trial uses the base {value}, outside the searched range {where}: {fix}."
 
 
 def base_value(base: Hyperparameters, name: str):

@@ -17,6 +17,7 @@ import time
 
 import keras
 import keras_tuner
+from keras_tuner.engine.trial import TrialStatus
 
 from fitnets_tf.errors import SearchError
 from fitnets_tf.run import io
@@ -199,12 +200,18 @@ def make_tuner(
 
 
 def requeue_interrupted(oracle) -> None:
-    """Queues every RUNNING trial to run again: call before the search starts.
+    """Queues every RUNNING trial to run again, and no finished one: call after the oracle
+    reloaded, before the search starts.
 
     keras-tuner re-queues the trials its ``oracle.json`` lists as ongoing; a kill between a
     trial's ``trial.json`` and that file would leave the trial RUNNING and never re-run. Its
-    retry queue has no public accessor.
+    ``end_trial`` writes ``oracle.json`` before it drops the trial from the ongoing ones (the
+    tuner writes the file again just after): a kill in between re-queued the finished trial,
+    to be trained twice. Its retry queue has no public accessor.
     """
+    finished = (TrialStatus.COMPLETED, TrialStatus.FAILED)
+    oracle._retry_queue[:] = [i for i in oracle._retry_queue if oracle.trials[i].status
+                              not in finished]  # fmt: skip
     for trial_id, trial in oracle.trials.items():
         if trial.status == "RUNNING" and trial_id not in oracle._retry_queue:
             oracle._retry_queue.append(trial_id)
