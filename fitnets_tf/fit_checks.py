@@ -264,3 +264,68 @@ def check_teacher_logits(distiller, iterator) -> None:
         f"logits (it applies the softmax at temperature τ itself; probabilities taken as logits "
         f"give soft targets near uniform). Give the teacher's logits: {fix}."
     )
+
+
+def check_first_batch(distiller, iterator) -> None:
+    """The checks of the teacher on the first batch of Keras' epoch ``iterator``, each made
+    once per Distiller: its outputs are logits (:func:`check_teacher_logits`, KD only) and it
+    is fed images scaled as it was trained (:func:`check_teacher_scaling`, on a batch with
+    labels)."""
+    if distiller._teacher_unchecked and distiller.phase == "kd":
+        check_teacher_logits(distiller, iterator)
+        distiller._teacher_unchecked = False
+    if distiller._scaling_unchecked:
+        distiller._scaling_unchecked = not check_teacher_scaling(distiller, iterator)
+
+
+def _labels(y) -> np.ndarray:
+    labels = np.asarray(ops.convert_to_numpy(y))
+    if labels.ndim == 2 and labels.shape[-1] > 1:  # one-hot or soft targets
+        return np.argmax(labels, axis=-1)
+    return labels.reshape(-1).astype("int64")
+
+
+# How fit is given images, told apart by their values alone (standardised ones, with negative
+# values, are not: the constants that would recover their pixels are not fit's to know).
+_FED_AS = {"scale": "values in [0, 1], taken as pixels / 255",
+           "none": "values above 1, taken as raw pixels in [0, 255]"}  # fmt: skip
+
+
+def check_teacher_scaling(distiller, iterator) -> bool:
+    """Refuses a teacher right clearly more often on the first batch of Keras' epoch
+    ``iterator`` scaled another common way than as ``fit`` is given it: the command line's
+    check of its validation images (:func:`fitnets_tf.teacher_scaling.other_scaling`: raw
+    pixels for pixels / 255 and the other way round, standardised per channel), on one
+    batch. A teacher trained on pixels / 255 and fed raw pixels is near chance, and
+    distillation would teach its mistakes without a word.
+
+    Returns whether the batch could be checked: not without labels (a hint stage's images
+    alone; the next ``fit`` tries again). Images with negative values (standardised) pass
+    unchecked. ``Distiller(..., check_scaling=False)`` skips the check.
+    """
+    from fitnets_tf import teacher_scaling  # scipy's sign test: imported when checked
+
+    teacher, strategy = distiller.teacher, distiller.distribute_strategy
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(first_batch(iterator, strategy))
+    if y is None:
+        return False
+    images = np.asarray(ops.convert_to_numpy(images_of(x)), "float32")
+    mode = None if images.min() < 0 else "scale" if images.max() <= 1 else "none"
+    if mode is None:
+        return True
+
+    def predict(batch):
+        with strategy.scope():  # an unbuilt teacher makes its variables here
+            return np.argmax(ops.convert_to_numpy(teacher(batch, training=False)), axis=-1)
+
+    batch = tf.data.Dataset.from_tensors((images, _labels(y)))
+    if (found := teacher_scaling.other_scaling(predict, batch, mode)) is None:
+        return True
+    raise ConfigError(
+        f"The teacher {teacher.name!r} is right on {found.accuracy:.4f} of the first batch's "
+        f"{found.count} images as fit is given them ({_FED_AS[mode]}), but on "
+        f"{found.better:.4f} of the same images {found.how}: it was trained on images scaled "
+        "so, and would teach its mistakes. Give fit the images scaled so, which both models "
+        f"take (e.g. dataset.map(lambda x, y: ({found.expression}, y))). A teacher right on "
+        "these images as given: Distiller(..., check_scaling=False) skips this check."
+    )

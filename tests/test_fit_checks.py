@@ -7,6 +7,7 @@ distribute_check.py's process: see test_distribute.py.
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import tiny_dataset, tiny_model
 
 import fitnets_tf
@@ -131,3 +132,68 @@ def test_fit_before_compile_names_compile_and_its_phases():
     d = _distiller()
     with pytest.raises(ValueError, match=r"compile\(\) before fit.*phase='hints'.*phase='kd'"):
         d.fit(tiny_dataset(), epochs=1, verbose=0)
+
+
+def _brightness_teacher(rescales: bool = False, normalized: bool = False) -> keras.Model:
+    """Class k of 4 by the mean of a (4, 4, 1) image as it was trained: pixels / 255 in
+    [k/4, (k+1)/4); ``rescales``: raw pixels, through a first Rescaling(1/255); ``normalized``:
+    behind torchvision's Normalize(0.5, 0.2915), the mean and std of :func:`_brightness`."""
+    first = [keras.layers.Rescaling(1 / 255)] if rescales else []
+    head = keras.layers.Dense(4)
+    model = keras.Sequential([keras.Input((4, 4, 1)), *first,
+                              keras.layers.GlobalAveragePooling2D(), head])  # fmt: skip
+    bias = [0.0, 85.7, 85.7, 0] if normalized else [0.0, -25, -75, -150]
+    head.set_weights([np.array([[0.0, 100, 200, 300]]), np.array(bias)])
+    return model
+
+
+def _brightness(scale: float = 1.0, mean: float = 0.0, std: float = 1.0):
+    """32 images, 8 of each class (mean pixel / 255 of 0.1, 0.4, 0.6, 0.9), in one batch."""
+    means = np.repeat([0.1, 0.4, 0.6, 0.9], 8).astype("float32")
+    images = (np.ones((32, 4, 4, 1), "float32") * means[:, None, None, None] - mean) / std
+    return tf.data.Dataset.from_tensor_slices((images * scale, np.repeat(np.arange(4), 8))).batch(32)
+
+
+def _brightness_distiller(teacher, **kwargs):
+    student = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(4)])  # fmt: skip
+    d = fitnets_tf.Distiller(teacher, student, **kwargs)
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    return d
+
+
+@pytest.mark.parametrize(("teacher", "fed", "message"), [
+    # Trained on pixels / 255, fed raw pixels: every image is white to it, class 3.
+    (dict(), dict(scale=255.0), r"right on 0.2500 of the first batch's 32 images as fit is "
+     r"given them \(values above 1, taken as raw pixels in \[0, 255\]\), but on 1.0000 of the "
+     r"same images as pixels / 255: .* dataset.map\(lambda x, y: \(x / 255, y\)\)"),
+    # Its own Rescaling(1/255) in front, fed pixels / 255: every image is black, class 0.
+    (dict(rescales=True), dict(), r"right on 0.2500 .* \(values in \[0, 1\], taken as pixels "
+     r"/ 255\), but on 1.0000 of the same images as raw pixels in \[0, 255\]: .* "
+     r"\(x \* 255, y\)"),
+    # Trained behind a Normalize, fed pixels / 255: the two darker classes are called class 2.
+    (dict(normalized=True), dict(), r"right on 0.5000 .* but on 1.0000 of the same images "
+     r"standardised per channel by their own mean \(0.5000\) and std \(0.2915\), .* "
+     r"\(\(x - \[0.5000\]\) / \[0.2915\], y\)"),
+])  # fmt: skip
+def test_a_teacher_fed_other_than_it_was_trained_on_is_refused_at_the_first_batch(
+    teacher, fed, message
+):
+    # A Python user's fit distilled it silently: the CLI alone checked the teacher's scaling.
+    d = _brightness_distiller(_brightness_teacher(**teacher))
+    with pytest.raises(ConfigError, match=message + r".* check_scaling=False\) skips this check"):
+        d.fit(_brightness(**fed), epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 0  # before any training
+
+
+@pytest.mark.parametrize(("teacher", "fed"), [
+    (dict(), dict()), (dict(rescales=True), dict(scale=255.0)),
+    (dict(normalized=True), dict(mean=0.5, std=0.2915)),  # standardised: not checked
+])  # fmt: skip
+def test_a_teacher_fed_as_it_was_trained_or_unchecked_distils(teacher, fed):
+    d = _brightness_distiller(_brightness_teacher(**teacher))
+    d.fit(_brightness(**fed), epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 1
+    d = _brightness_distiller(_brightness_teacher(), check_scaling=False)
+    d.fit(_brightness(scale=255.0), epochs=1, verbose=0)  # wrong, but told not to check
+    assert int(d.optimizer.iterations) == 1
