@@ -21,6 +21,7 @@ from keras import ops
 from fitnets_tf.callbacks import check_checkpoints
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.models.logits import are_probabilities
+from fitnets_tf.notes import note
 from fitnets_tf.step_inputs import CACHED_LOGITS, images_of
 
 _FIT = inspect.signature(keras.Model.fit)
@@ -38,6 +39,7 @@ def checked_fit(distiller, fit, args, kwargs):
     bound = _FIT.bind(distiller, *args, **kwargs)
     arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
     check_callbacks(distiller, arguments.get("callbacks"))
+    check_average_steps(distiller.optimizer, arguments)
     arguments = for_replicas(arguments, distiller.distribute_strategy)
     try:
         with curriculum_kept(distiller, arguments):
@@ -329,3 +331,51 @@ def check_teacher_scaling(distiller, iterator) -> bool:
         f"take (e.g. dataset.map(lambda x, y: ({found.expression}, y))). A teacher right on "
         "these images as given: Distiller(..., check_scaling=False) skips this check."
     )
+
+
+# The share of a stage's first weights left in its average above which fit says so: 1%, a
+# hundredth of an untrained (or earlier stage's) model mixed into the weights the stage ends with.
+FIRST_WEIGHTS_SHARE = 0.01
+
+
+def short_average(ema_momentum: float, steps: int) -> str | None:
+    """Why ``steps`` are too few for an average of ``ema_momentum``, with the fix; else None.
+
+    Keras' average starts as the weights after the first step (its momentum is 0 at step 0)
+    and is then ``m·avg + (1 − m)·w`` each step: after ``n`` steps those first weights keep a
+    share ``m^(n−1)`` of it. Above :data:`FIRST_WEIGHTS_SHARE`, the weights a stage ends with
+    (``fit`` puts the average in their place) still lean on where it started.
+    """
+    share = ema_momentum ** max(steps - 1, 0) if ema_momentum else 0.0
+    if share <= FIRST_WEIGHTS_SHARE:
+        return None
+    needed = 1 + math.ceil(math.log(FIRST_WEIGHTS_SHARE) / math.log(ema_momentum))
+    at_most = FIRST_WEIGHTS_SHARE ** (1 / (steps - 1)) if steps > 1 else 0.0
+    return (
+        f"ema_momentum={ema_momentum:g} over a stage of {steps} steps: the average the stage "
+        f"ends with keeps {share:.1%} of the weights after its first step (momentum^(steps - "
+        f"1)), more than {FIRST_WEIGHTS_SHARE:.0%}. Train it at least {needed} steps, or lower "
+        f"ema_momentum to at most {math.floor(at_most * 1e4) / 1e4:g} (0: no average)."
+    )
+
+
+def check_average_steps(optimizer, arguments: dict) -> None:
+    """Notes :func:`short_average` for an optimizer of ``use_ema=True`` before a ``fit`` of
+    ``arguments`` (as ``keras.Model.fit`` takes them) whose stage it can count: its steps by
+    the end of this ``fit``, the optimizer's so far and this fit's, and at least all its
+    epochs' (a stage resumed at ``initial_epoch`` restores its average later, in a callback).
+    """
+    if not getattr(optimizer, "use_ema", False):
+        return
+    per_epoch, x = arguments.get("steps_per_epoch"), arguments.get("x")
+    if per_epoch is None and isinstance(x, tf.data.Dataset) and int(x.cardinality()) > 0:
+        per_epoch = int(x.cardinality())
+    elif per_epoch is None and (count := _array_examples(x)) is not None:
+        train = math.floor(count * (1.0 - (arguments.get("validation_split") or 0)))
+        per_epoch = math.ceil(train / (arguments.get("batch_size") or 32))
+    if not per_epoch:
+        return
+    epochs, initial = arguments.get("epochs", 1), arguments.get("initial_epoch") or 0
+    steps = max(int(optimizer.iterations) + (epochs - initial) * per_epoch, epochs * per_epoch)
+    if message := short_average(float(optimizer.ema_momentum), steps):
+        note(message)

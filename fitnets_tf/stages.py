@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from fitnets_tf import losses, replica_gradients
+from fitnets_tf import fit_checks, losses, replica_gradients
 from fitnets_tf.distiller import Distiller
 from fitnets_tf.hint_path import deepest_guided_layer, resolve_pairs
 from fitnets_tf.hyperparameters import Hyperparameters  # noqa: F401  (re-exported)
@@ -135,6 +135,9 @@ def fit_labels(
         **compile_kwargs,
     )
     replica_gradients.clip_batch_gradient(model.optimizer)  # Keras clips each replica's part
+    # The Distiller's fit checks its own stages (hints, kd); Keras' fit trains this one.
+    fit_checks.check_average_steps(model.optimizer, dict(
+        x=train, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch))
     return _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose, initial_step)
 
 

@@ -197,3 +197,60 @@ def test_a_teacher_fed_as_it_was_trained_or_unchecked_distils(teacher, fed):
     d = _brightness_distiller(_brightness_teacher(), check_scaling=False)
     d.fit(_brightness(scale=255.0), epochs=1, verbose=0)  # wrong, but told not to check
     assert int(d.optimizer.iterations) == 1
+
+
+def test_keras_average_starts_at_the_weights_after_the_first_step():
+    # The maths short_average warns by: w = 1, 2, 3 after three steps of SGD(1) on a gradient
+    # of -1; the average 1, then 0.5·1 + 0.5·2 = 1.5, then 0.5·1.5 + 0.5·3 = 2.25, in which
+    # the first step's weights keep 0.5^(3 - 1) = 0.25.
+    w = keras.Variable(0.0)
+    optimizer = keras.optimizers.SGD(1.0, use_ema=True, ema_momentum=0.5)
+    for _ in range(3):
+        optimizer.apply([keras.ops.convert_to_tensor(-1.0)], [w])
+    optimizer.finalize_variable_values([w])
+    assert float(w) == 2.25
+
+
+def test_an_average_over_too_few_steps_names_its_share_and_the_fix():
+    assert fit_checks.short_average(0.99, 20) == (
+        "ema_momentum=0.99 over a stage of 20 steps: the average the stage ends with keeps "
+        "82.6% of the weights after its first step (momentum^(steps - 1)), more than 1%. Train "
+        "it at least 460 steps, or lower ema_momentum to at most 0.7847 (0: no average).")
+    assert "keeps 1.0% " in fit_checks.short_average(0.99, 459)  # 0.99^458 = 0.01002
+    assert fit_checks.short_average(0.99, 460) is None  # 0.99^459 = 0.00992
+    assert fit_checks.short_average(0.7847, 20) is None and fit_checks.short_average(0.0, 1) is None
+
+
+def test_a_distiller_stage_too_short_for_its_average_is_told_before_training(capsys):
+    # 4 batches × 5 epochs = 20 steps at momentum 0.99: the student it ended with was 83% the
+    # weights after its first step, without a word.
+    d = _distiller()
+    d.compile(optimizer=keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.99), phase="kd")
+
+    class Trained(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            print("training begins")
+
+    d.fit(tiny_dataset(), epochs=5, verbose=0, callbacks=[Trained()])
+    out = capsys.readouterr().out
+    assert "ema_momentum=0.99 over a stage of 20 steps" in out
+    assert out.index("over a stage of") < out.index("training begins")
+    # The same stage resumed at its epoch 3 (its average restored later): still its 20 steps.
+    d.compile(optimizer=keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.99), phase="kd")
+    d.fit(tiny_dataset(), epochs=5, initial_epoch=3, verbose=0)
+    assert "over a stage of 20 steps" in capsys.readouterr().out
+    d.compile(optimizer=keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5), phase="kd")
+    d.fit(tiny_dataset(), epochs=5, verbose=0)  # 0.5^19: nothing to say
+    assert "ema_momentum" not in capsys.readouterr().out
+
+
+def test_a_labels_stage_too_short_for_its_average_is_told():
+    # The teacher's and scratch's stages train through Keras' fit, not the Distiller's.
+    from fitnets_tf import stages
+
+    told = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fit_checks, "note", told.append)
+        stages.fit_labels(tiny_model("m", width=4, seed=0), tiny_dataset(), epochs=2,
+                          hparams=stages.Hyperparameters(ema_momentum=0.999), verbose=0)  # fmt: skip
+    assert len(told) == 1 and "ema_momentum=0.999 over a stage of 8 steps" in told[0]
