@@ -222,26 +222,40 @@ def test_an_average_over_too_few_steps_names_its_share_and_the_fix():
 
 
 def test_a_distiller_stage_too_short_for_its_average_is_told_before_training(capsys):
-    # 4 batches × 5 epochs = 20 steps at momentum 0.99: the student it ended with was 83% the
-    # weights after its first step, without a word.
+    # 4 batches × 2 epochs = 8 steps at momentum 0.9: the student it ended with was 48% the
+    # weights after its first step (0.9^7), without a word.
     d = _distiller()
-    d.compile(optimizer=keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.99), phase="kd")
+    d.compile(optimizer=keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.9), phase="kd")
 
     class Trained(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             print("training begins")
 
-    d.fit(tiny_dataset(), epochs=5, verbose=0, callbacks=[Trained()])
+    d.fit(tiny_dataset(), epochs=2, verbose=0, callbacks=[Trained()])
     out = capsys.readouterr().out
-    assert "ema_momentum=0.99 over a stage of 20 steps" in out
+    assert "ema_momentum=0.9 over a stage of 8 steps: the average the stage ends with keeps " \
+        "47.8% of the weights" in out
     assert out.index("over a stage of") < out.index("training begins")
-    # The same stage resumed at its epoch 3 (its average restored later): still its 20 steps.
-    d.compile(optimizer=keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.99), phase="kd")
-    d.fit(tiny_dataset(), epochs=5, initial_epoch=3, verbose=0)
-    assert "over a stage of 20 steps" in capsys.readouterr().out
-    d.compile(optimizer=keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5), phase="kd")
-    d.fit(tiny_dataset(), epochs=5, verbose=0)  # 0.5^19: nothing to say
-    assert "ema_momentum" not in capsys.readouterr().out
+    d.fit(tiny_dataset(), epochs=1, verbose=0)  # the same average, 4 steps on: 12
+    assert "over a stage of 12 steps" in capsys.readouterr().out
+
+
+def test_the_steps_of_an_average_are_the_stages():
+    told = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fit_checks, "note", told.append)
+        optimizer = keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.9)
+        # A stage resumed at its epoch 3 restores its average later: its 5 epochs of 4 batches.
+        fit_checks.check_average_steps(optimizer, dict(x=tiny_dataset(), epochs=5,
+                                                       initial_epoch=3))  # fmt: skip
+        # Arrays: 30 of 40 examples trained on, in batches of 8; steps_per_epoch when given.
+        x = np.zeros((40, 2), "float32")
+        fit_checks.check_average_steps(optimizer, dict(x=x, validation_split=0.25, batch_size=8))
+        fit_checks.check_average_steps(optimizer, dict(x=x, epochs=3, steps_per_epoch=2))
+        fit_checks.check_average_steps(keras.optimizers.SGD(0.1), dict(x=x))  # no average
+        fit_checks.check_average_steps(optimizer, dict(x=x, epochs=100))  # 0.9^499: nothing
+    assert [message.split(":")[0] for message in told] == [
+        f"ema_momentum=0.9 over a stage of {n} steps" for n in (20, 4, 6)]
 
 
 def test_a_labels_stage_too_short_for_its_average_is_told():
