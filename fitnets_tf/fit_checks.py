@@ -20,7 +20,7 @@ from keras import ops
 
 from fitnets_tf.callbacks import check_checkpoints
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.models.logits import are_probabilities
+from fitnets_tf.models.logits import are_probabilities, check_batched
 from fitnets_tf.notes import note
 from fitnets_tf.step_inputs import CACHED_LOGITS, images_of
 
@@ -312,6 +312,7 @@ def check_teacher_scaling(distiller, iterator) -> bool:
     if y is None:
         return False
     images = np.asarray(ops.convert_to_numpy(images_of(x)), "float32")
+    check_batched(images, teacher)  # as the step would, before the teacher sees the batch
     mode = None if images.min() < 0 else "scale" if images.max() <= 1 else "none"
     if mode is None:
         return True
@@ -349,6 +350,9 @@ def short_average(ema_momentum: float, steps: int) -> str | None:
     share = ema_momentum ** max(steps - 1, 0) if ema_momentum else 0.0
     if share <= FIRST_WEIGHTS_SHARE:
         return None
+    if ema_momentum >= 1:  # Keras takes it: the average is the first step's weights, for good
+        return (f"ema_momentum={ema_momentum:g}: the average the stage ends with is its weights "
+                "after the first step, however long it trains. Give a momentum below 1.")  # fmt: skip
     needed = 1 + math.ceil(math.log(FIRST_WEIGHTS_SHARE) / math.log(ema_momentum))
     at_most = FIRST_WEIGHTS_SHARE ** (1 / (steps - 1)) if steps > 1 else 0.0
     return (

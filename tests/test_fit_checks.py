@@ -268,3 +268,9 @@ def test_a_labels_stage_too_short_for_its_average_is_told():
         stages.fit_labels(tiny_model("m", width=4, seed=0), tiny_dataset(), epochs=2,
                           hparams=stages.Hyperparameters(ema_momentum=0.999), verbose=0)  # fmt: skip
     assert len(told) == 1 and "ema_momentum=0.999 over a stage of 8 steps" in told[0]
+
+
+def test_an_average_of_momentum_one_is_the_first_steps_weights_for_good():
+    assert fit_checks.short_average(1.0, 10**6) == (
+        "ema_momentum=1: the average the stage ends with is its weights after the first step, "
+        "however long it trains. Give a momentum below 1.")
