@@ -89,6 +89,8 @@ class Distiller(keras.Model):
             update, as the paper's nets' ``max_norm`` (its code: 0.9). None: no bound.
         label_smoothing: ε of stage 2's cross-entropy on the labels (target ``(1 − ε)·y +
             ε/K``; not of the soft term): 0 (none, the paper) to < 1.
+        check_scaling: refuse at ``fit``'s first labelled batch a teacher fed other than it was
+            trained on (:func:`fitnets_tf.fit_checks.check_teacher_scaling`). False: unchecked.
 
     Inputs are images, or ``{"images": x, "teacher_logits": t, "teacher_hint": h}`` with
     the teacher's outputs precomputed (:mod:`fitnets_tf.teacher_cache`; either key may be
@@ -115,6 +117,7 @@ class Distiller(keras.Model):
         hint_weights=None,
         label_smoothing: float = 0.0,
         regressor_max_norm: float | None = None,
+        check_scaling: bool = True,
         **kwargs,
     ):
         if "dtype" not in kwargs and getattr(student, "compute_dtype", None) == "float16":
@@ -131,6 +134,7 @@ class Distiller(keras.Model):
         self.teacher, self.student = teacher, student
         # A subclassed (or unbuilt) teacher's softmax is not in a graph: its first outputs tell.
         self._teacher_unchecked = ends(teacher) is None
+        self._scaling_unchecked = bool(check_scaling)
         self.hints, self.auto_pair = resolve_pairs(teacher, student, hints, hint_layer,
                                                    guided_layer)  # fmt: skip
         if self.auto_pair is not None:
@@ -206,8 +210,7 @@ class Distiller(keras.Model):
         return self.student(images_of(inputs), training=training)
 
     def fit(self, *args, **kwargs):
-        """``keras.Model.fit``, after :mod:`fitnets_tf.fit_checks`' checks (callbacks that
-        cannot work on a Distiller, batches that leave a replica empty); λ and τ stay where
+        """``keras.Model.fit``, after :mod:`fitnets_tf.fit_checks`' checks; λ and τ stay where
         training left them, whatever a callback restores at its end."""
         return fit_checks.checked_fit(self, super().fit, args, kwargs)
 
@@ -282,9 +285,8 @@ class Distiller(keras.Model):
         return variables
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if self._teacher_unchecked and self.phase == "kd" and iterator is not None:
-            fit_checks.check_teacher_logits(self, iterator)  # Keras resets the iterator after
-            self._teacher_unchecked = False
+        if iterator is not None:
+            fit_checks.check_first_batch(self, iterator)  # Keras resets the iterator after
         # Keras' TF trainer pulls one batch to build unbuilt state. Under
         # MultiWorkerMirroredStrategy (Keras 3.15) that batch is a PerReplica value it fails to
         # reduce. The Distiller's models, regressor and optimizer are built by __init__ and
@@ -301,10 +303,8 @@ class Distiller(keras.Model):
 
     @property
     def metrics(self):
-        if self.phase == "hints":
-            names = [n for n in self._trackers if n == "loss" or n.startswith("hint_loss")]
-        else:
-            names = ["loss", "ce_loss", "kd_loss"]
+        names = ([n for n in self._trackers if n == "loss" or n.startswith("hint_loss")]
+                 if self.phase == "hints" else ["loss", "ce_loss", "kd_loss"])  # fmt: skip
         tracked = [self._trackers[n] for n in names]
         if self.phase == "kd":
             tracked += [self._trackers["kd_lambda"], self._trackers["temperature"]]

@@ -3,7 +3,8 @@
 Each check refuses, with the fix, a combination that Keras would run without a word or fail
 on deep inside TensorFlow: a callback that cannot work on a Distiller, a batch that leaves a
 replica without an example, a teacher whose outputs are probabilities where the Distiller
-needs logits. The curriculum (λ, τ) is kept where training left it when a callback restores
+needs logits, a teacher fed images scaled otherwise than it was trained on. A stage too short
+for its optimizer's moving average is told so (a note, not a refusal). The curriculum (λ, τ) is kept where training left it when a callback restores
 weights at the end of ``fit``.
 """
 
@@ -20,7 +21,8 @@ from keras import ops
 
 from fitnets_tf.callbacks import check_checkpoints
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.models.logits import are_probabilities
+from fitnets_tf.models.logits import are_probabilities, check_batched
+from fitnets_tf.notes import note
 from fitnets_tf.step_inputs import CACHED_LOGITS, images_of
 
 _FIT = inspect.signature(keras.Model.fit)
@@ -38,6 +40,7 @@ def checked_fit(distiller, fit, args, kwargs):
     bound = _FIT.bind(distiller, *args, **kwargs)
     arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
     check_callbacks(distiller, arguments.get("callbacks"))
+    check_average_steps(distiller.optimizer, arguments)
     arguments = for_replicas(arguments, distiller.distribute_strategy)
     try:
         with curriculum_kept(distiller, arguments):
@@ -264,3 +267,120 @@ def check_teacher_logits(distiller, iterator) -> None:
         f"logits (it applies the softmax at temperature τ itself; probabilities taken as logits "
         f"give soft targets near uniform). Give the teacher's logits: {fix}."
     )
+
+
+def check_first_batch(distiller, iterator) -> None:
+    """The checks of the teacher on the first batch of Keras' epoch ``iterator``, each made
+    once per Distiller: its outputs are logits (:func:`check_teacher_logits`, KD only) and it
+    is fed images scaled as it was trained (:func:`check_teacher_scaling`, on a batch with
+    labels)."""
+    if distiller._teacher_unchecked and distiller.phase == "kd":
+        check_teacher_logits(distiller, iterator)
+        distiller._teacher_unchecked = False
+    if distiller._scaling_unchecked:
+        distiller._scaling_unchecked = not check_teacher_scaling(distiller, iterator)
+
+
+def _labels(y) -> np.ndarray:
+    labels = np.asarray(ops.convert_to_numpy(y))
+    if labels.ndim == 2 and labels.shape[-1] > 1:  # one-hot or soft targets
+        return np.argmax(labels, axis=-1)
+    return labels.reshape(-1).astype("int64")
+
+
+# How fit is given images, told apart by their values alone (standardised ones, with negative
+# values, are not: the constants that would recover their pixels are not fit's to know).
+_FED_AS = {"scale": "values in [0, 1], taken as pixels / 255",
+           "none": "values above 1, taken as raw pixels in [0, 255]"}  # fmt: skip
+
+
+def check_teacher_scaling(distiller, iterator) -> bool:
+    """Refuses a teacher right clearly more often on the first batch of Keras' epoch
+    ``iterator`` scaled another common way than as ``fit`` is given it: the command line's
+    check of its validation images (:func:`fitnets_tf.teacher_scaling.other_scaling`: raw
+    pixels for pixels / 255 and the other way round, standardised per channel), on one
+    batch. A teacher trained on pixels / 255 and fed raw pixels is near chance, and
+    distillation would teach its mistakes without a word.
+
+    Returns whether the batch could be checked: not without labels (a hint stage's images
+    alone; the next ``fit`` tries again). Images with negative values (standardised) pass
+    unchecked. ``Distiller(..., check_scaling=False)`` skips the check.
+    """
+    from fitnets_tf import teacher_scaling  # scipy's sign test: imported when checked
+
+    teacher, strategy = distiller.teacher, distiller.distribute_strategy
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(first_batch(iterator, strategy))
+    if y is None:
+        return False
+    images = np.asarray(ops.convert_to_numpy(images_of(x)), "float32")
+    check_batched(images, teacher)  # as the step would, before the teacher sees the batch
+    mode = None if images.min() < 0 else "scale" if images.max() <= 1 else "none"
+    if mode is None:
+        return True
+
+    def predict(batch):
+        with strategy.scope():  # an unbuilt teacher makes its variables here
+            return np.argmax(ops.convert_to_numpy(teacher(batch, training=False)), axis=-1)
+
+    batch = tf.data.Dataset.from_tensors((images, _labels(y)))
+    if (found := teacher_scaling.other_scaling(predict, batch, mode)) is None:
+        return True
+    raise ConfigError(
+        f"The teacher {teacher.name!r} is right on {found.accuracy:.4f} of the first batch's "
+        f"{found.count} images as fit is given them ({_FED_AS[mode]}), but on "
+        f"{found.better:.4f} of the same images {found.how}: it was trained on images scaled "
+        "so, and would teach its mistakes. Give fit the images scaled so, which both models "
+        f"take (e.g. dataset.map(lambda x, y: ({found.expression}, y))). A teacher right on "
+        "these images as given: Distiller(..., check_scaling=False) skips this check."
+    )
+
+
+# The share of a stage's first weights left in its average above which fit says so: 1%, a
+# hundredth of an untrained (or earlier stage's) model mixed into the weights the stage ends with.
+FIRST_WEIGHTS_SHARE = 0.01
+
+
+def short_average(ema_momentum: float, steps: int) -> str | None:
+    """Why ``steps`` are too few for an average of ``ema_momentum``, with the fix; else None.
+
+    Keras' average starts as the weights after the first step (its momentum is 0 at step 0)
+    and is then ``m·avg + (1 − m)·w`` each step: after ``n`` steps those first weights keep a
+    share ``m^(n−1)`` of it. Above :data:`FIRST_WEIGHTS_SHARE`, the weights a stage ends with
+    (``fit`` puts the average in their place) still lean on where it started.
+    """
+    share = ema_momentum ** max(steps - 1, 0) if ema_momentum else 0.0
+    if share <= FIRST_WEIGHTS_SHARE:
+        return None
+    if ema_momentum >= 1:  # Keras takes it: the average is the first step's weights, for good
+        return (f"ema_momentum={ema_momentum:g}: the average the stage ends with is its weights "
+                "after the first step, however long it trains. Give a momentum below 1.")  # fmt: skip
+    needed = 1 + math.ceil(math.log(FIRST_WEIGHTS_SHARE) / math.log(ema_momentum))
+    at_most = FIRST_WEIGHTS_SHARE ** (1 / (steps - 1)) if steps > 1 else 0.0
+    return (
+        f"ema_momentum={ema_momentum:g} over a stage of {steps} steps: the average the stage "
+        f"ends with keeps {share:.1%} of the weights after its first step (momentum^(steps - "
+        f"1)), more than {FIRST_WEIGHTS_SHARE:.0%}. Train it at least {needed} steps, or lower "
+        f"ema_momentum to at most {math.floor(at_most * 1e4) / 1e4:g} (0: no average)."
+    )
+
+
+def check_average_steps(optimizer, arguments: dict) -> None:
+    """Notes :func:`short_average` for an optimizer of ``use_ema=True`` before a ``fit`` of
+    ``arguments`` (as ``keras.Model.fit`` takes them) whose stage it can count: its steps by
+    the end of this ``fit``, the optimizer's so far and this fit's, and at least all its
+    epochs' (a stage resumed at ``initial_epoch`` restores its average later, in a callback).
+    """
+    if not getattr(optimizer, "use_ema", False):
+        return
+    per_epoch, x = arguments.get("steps_per_epoch"), arguments.get("x")
+    if per_epoch is None and isinstance(x, tf.data.Dataset) and int(x.cardinality()) > 0:
+        per_epoch = int(x.cardinality())
+    elif per_epoch is None and (count := _array_examples(x)) is not None:
+        train = math.floor(count * (1.0 - (arguments.get("validation_split") or 0)))
+        per_epoch = math.ceil(train / (arguments.get("batch_size") or 32))
+    if not per_epoch:
+        return
+    epochs, initial = arguments.get("epochs", 1), arguments.get("initial_epoch") or 0
+    steps = max(int(optimizer.iterations) + (epochs - initial) * per_epoch, epochs * per_epoch)
+    if message := short_average(float(optimizer.ema_momentum), steps):
+        note(message)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from fitnets_tf import losses, replica_gradients
+from fitnets_tf import fit_checks, losses, replica_gradients
 from fitnets_tf.distiller import Distiller
 from fitnets_tf.hint_path import deepest_guided_layer, resolve_pairs
 from fitnets_tf.hyperparameters import Hyperparameters  # noqa: F401  (re-exported)
@@ -52,11 +52,12 @@ def make_distiller(
     seed: int | None = None,
     hints=None,
     hint_weights=None,
+    check_scaling: bool = True,
 ) -> Distiller:
     """The Distiller of ``hparams``; ``seed`` seeds its regressors' initial weights.
 
     ``hints`` and ``hint_weights`` (several pairs, or ``"auto"``) replace ``hint_layer`` and
-    ``guided_layer`` (one pair), as in :class:`~fitnets_tf.Distiller`.
+    ``guided_layer`` (one pair), and ``check_scaling`` is, as in :class:`~fitnets_tf.Distiller`.
     """
     return Distiller(
         teacher,
@@ -72,6 +73,7 @@ def make_distiller(
         label_smoothing=hparams.label_smoothing,
         regressor_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
         regressor_max_norm=hparams.regressor_max_norm,
+        check_scaling=check_scaling,
     )
 
 
@@ -133,6 +135,9 @@ def fit_labels(
         **compile_kwargs,
     )
     replica_gradients.clip_batch_gradient(model.optimizer)  # Keras clips each replica's part
+    # The Distiller's fit checks its own stages (hints, kd); Keras' fit trains this one.
+    fit_checks.check_average_steps(model.optimizer, dict(
+        x=train, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch))
     return _fit(model, train, validation, epochs, initial_epoch, callbacks, verbose, initial_step)
 
 
@@ -231,6 +236,7 @@ def train_student(
     seed: int | None = None,
     verbose="auto",
     steps_per_epoch: int | None = None,
+    check_scaling: bool = True,
     **compile_kwargs,
 ) -> dict[str, keras.callbacks.History]:
     """Runs every stage of ``mode`` in order and returns each stage's History.
@@ -252,7 +258,8 @@ def train_student(
     ``hint_weights`` (several pairs, or ``"auto"``; see :class:`~fitnets_tf.Distiller`) replace
     ``hint_layer`` and ``guided_layer``; ``stagewise_labels`` trains up to the deepest guided
     layer. ``compile_kwargs`` go to every stage's ``compile``; ``metrics`` (default: accuracy)
-    to the stages that train the class outputs.
+    to the stages that train the class outputs. ``check_scaling`` False: the Distiller does not
+    check the teacher's scaling on its first batch (a caller that checked it on more images).
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
@@ -268,7 +275,8 @@ def train_student(
     if mode != "scratch":
         pairs = {"hint_layer": hint_layer, "guided_layer": guided_layer, "hints": hints,
                  "hint_weights": hint_weights} if mode == "fitnet" else {}  # fmt: skip
-        distiller = make_distiller(teacher, student, hparams, seed=seed, **pairs)
+        distiller = make_distiller(teacher, student, hparams, seed=seed,
+                                   check_scaling=check_scaling, **pairs)  # fmt: skip
     distill_train, distill_validation = distiller_data or (train, validation)
     for stage in STAGES_OF_MODE[mode]:
         if stages is not None and stage not in stages:

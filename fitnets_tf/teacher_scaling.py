@@ -19,6 +19,8 @@ images by a shift of their scale, while a teacher fed the wrong scaling loses te
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import tensorflow as tf
 
@@ -119,14 +121,23 @@ def _fed(mode: str, mean, std) -> str:
     return f"{_FED[mode]}, --preprocessing={mode}, given or the dataset's default"
 
 
-def better_scaling(predict, images: tf.data.Dataset, mode: str, split: str, *,
-                   mean=None, std=None) -> str | None:  # fmt: skip
-    """The refusal for a teacher right clearly more often on ``images`` scaled another way
-    than the run's ``mode`` (``"scale"``, ``"none"``, or ``"standardize"`` by ``mean`` and
-    ``std``, Normalize's as the run was given them; other modes are not checked), naming the
-    flags that feed it so; None when no other scaling does clearly better.
+class Found(NamedTuple):
+    """A scaling of the images the teacher is right on clearly more often than as fed."""
 
-    ``predict(batch) -> classes`` is the teacher's inference.
+    accuracy: float  # as fed
+    count: int  # images read
+    better: float  # scaled as ``how`` says
+    how: str
+    flags: str  # the --preprocessing flags that feed the images so
+    expression: str  # the same scaling of a batch ``x`` as fed, in Python
+
+
+def other_scaling(predict, images: tf.data.Dataset, mode: str, *, mean=None, std=None
+                  ) -> Found | None:  # fmt: skip
+    """The scaling of ``images`` (the first :data:`MAX_IMAGES`, fed as ``mode``: ``"scale"``,
+    ``"none"``, or ``"standardize"`` by ``mean`` and ``std``; other modes are not checked)
+    that ``predict(batch) -> classes``, the teacher's inference, is right on clearly more
+    often than on the images as fed, the best of them; None when none is.
 
     Raises:
         ValueError: ``mode`` is ``"standardize"`` without ``mean`` and ``std``, which the
@@ -151,10 +162,35 @@ def better_scaling(predict, images: tf.data.Dataset, mode: str, split: str, *,
     if not better:
         return None
     accuracy, how, flags = max(better, key=lambda found: found[0])  # the first of equals
+    return Found(float(np.mean(base)), len(y), accuracy, how, flags,
+                 _expression(flags, mode, mean, std))  # fmt: skip
+
+
+def _expression(flags: str, mode: str, mean, std) -> str:
+    """``flags``' scaling of a batch ``x`` fed as ``mode``, as Python."""
+    unit = {"scale": "x", "none": "x / 255",
+            "standardize": f"(x * {_fmt(np.atleast_1d(std))} + {_fmt(np.atleast_1d(mean))})"
+            if mode == "standardize" else ""}[mode]  # fmt: skip
+    if flags == "--preprocessing=scale":
+        return unit
+    if flags == "--preprocessing=none":
+        return f"{unit} * 255"
+    constants = [part.split("=", 1)[1] for part in flags.split()[1:]]  # mean, std
+    return f"({unit} - [{constants[0]}]) / [{constants[1]}]"
+
+
+def better_scaling(predict, images: tf.data.Dataset, mode: str, split: str, *,
+                   mean=None, std=None) -> str | None:  # fmt: skip
+    """The refusal for a teacher right clearly more often on ``images`` scaled another way
+    than the run's ``mode`` (:func:`other_scaling`), naming the flags that feed it so; None
+    when no other scaling does clearly better."""
+    found = other_scaling(predict, images, mode, mean=mean, std=std)
+    if found is None:
+        return None
     return (
-        f"The teacher is right on {np.mean(base):.4f} of the first {len(y)} {split} images fed "
-        f"as this run feeds them ({_fed(mode, mean, std)}), but on {accuracy:.4f} of the same "
-        f"images {how}: it was trained on images scaled so, and would teach its mistakes. Run "
-        f"with {flags}, which feeds both models so and makes it the exports' input; "
-        f"{_ADVICE[flags.split()[0]]}"
+        f"The teacher is right on {found.accuracy:.4f} of the first {found.count} {split} "
+        f"images fed as this run feeds them ({_fed(mode, mean, std)}), but on "
+        f"{found.better:.4f} of the same images {found.how}: it was trained on images scaled "
+        f"so, and would teach its mistakes. Run with {found.flags}, which feeds both models so "
+        f"and makes it the exports' input; {_ADVICE[found.flags.split()[0]]}"
     )

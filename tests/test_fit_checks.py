@@ -7,6 +7,7 @@ distribute_check.py's process: see test_distribute.py.
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import tiny_dataset, tiny_model
 
 import fitnets_tf
@@ -131,3 +132,145 @@ def test_fit_before_compile_names_compile_and_its_phases():
     d = _distiller()
     with pytest.raises(ValueError, match=r"compile\(\) before fit.*phase='hints'.*phase='kd'"):
         d.fit(tiny_dataset(), epochs=1, verbose=0)
+
+
+def _brightness_teacher(rescales: bool = False, normalized: bool = False) -> keras.Model:
+    """Class k of 4 by the mean of a (4, 4, 1) image as it was trained: pixels / 255 in
+    [k/4, (k+1)/4); ``rescales``: raw pixels, through a first Rescaling(1/255); ``normalized``:
+    behind torchvision's Normalize(0.5, 0.2915), the mean and std of :func:`_brightness`."""
+    first = [keras.layers.Rescaling(1 / 255)] if rescales else []
+    head = keras.layers.Dense(4)
+    model = keras.Sequential([keras.Input((4, 4, 1)), *first,
+                              keras.layers.GlobalAveragePooling2D(), head])  # fmt: skip
+    bias = [0.0, 85.7, 85.7, 0] if normalized else [0.0, -25, -75, -150]
+    head.set_weights([np.array([[0.0, 100, 200, 300]]), np.array(bias)])
+    return model
+
+
+def _brightness(scale: float = 1.0, mean: float = 0.0, std: float = 1.0):
+    """32 images, 8 of each class (mean pixel / 255 of 0.1, 0.4, 0.6, 0.9), in one batch."""
+    means = np.repeat([0.1, 0.4, 0.6, 0.9], 8).astype("float32")
+    images = (np.ones((32, 4, 4, 1), "float32") * means[:, None, None, None] - mean) / std
+    return tf.data.Dataset.from_tensor_slices((images * scale, np.repeat(np.arange(4), 8))).batch(32)
+
+
+def _brightness_distiller(teacher, **kwargs):
+    student = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(4)])  # fmt: skip
+    d = fitnets_tf.Distiller(teacher, student, **kwargs)
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    return d
+
+
+@pytest.mark.parametrize(("teacher", "fed", "message"), [
+    # Trained on pixels / 255, fed raw pixels: every image is white to it, class 3.
+    (dict(), dict(scale=255.0), r"right on 0.2500 of the first batch's 32 images as fit is "
+     r"given them \(values above 1, taken as raw pixels in \[0, 255\]\), but on 1.0000 of the "
+     r"same images as pixels / 255: .* dataset.map\(lambda x, y: \(x / 255, y\)\)"),
+    # Its own Rescaling(1/255) in front, fed pixels / 255: every image is black, class 0.
+    (dict(rescales=True), dict(), r"right on 0.2500 .* \(values in \[0, 1\], taken as pixels "
+     r"/ 255\), but on 1.0000 of the same images as raw pixels in \[0, 255\]: .* "
+     r"\(x \* 255, y\)"),
+    # Trained behind a Normalize, fed pixels / 255: the two darker classes are called class 2.
+    (dict(normalized=True), dict(), r"right on 0.5000 .* but on 1.0000 of the same images "
+     r"standardised per channel by their own mean \(0.5000\) and std \(0.2915\), .* "
+     r"\(\(x - \[0.5000\]\) / \[0.2915\], y\)"),
+])  # fmt: skip
+def test_a_teacher_fed_other_than_it_was_trained_on_is_refused_at_the_first_batch(
+    teacher, fed, message
+):
+    # A Python user's fit distilled it silently: the CLI alone checked the teacher's scaling.
+    d = _brightness_distiller(_brightness_teacher(**teacher))
+    with pytest.raises(ConfigError, match=message + r".* check_scaling=False\) skips this check"):
+        d.fit(_brightness(**fed), epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 0  # before any training
+
+
+@pytest.mark.parametrize(("teacher", "fed"), [
+    (dict(), dict()), (dict(rescales=True), dict(scale=255.0)),
+    (dict(normalized=True), dict(mean=0.5, std=0.2915)),  # standardised: not checked
+])  # fmt: skip
+def test_a_teacher_fed_as_it_was_trained_or_unchecked_distils(teacher, fed):
+    d = _brightness_distiller(_brightness_teacher(**teacher))
+    d.fit(_brightness(**fed), epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 1
+    d = _brightness_distiller(_brightness_teacher(), check_scaling=False)
+    d.fit(_brightness(scale=255.0), epochs=1, verbose=0)  # wrong, but told not to check
+    assert int(d.optimizer.iterations) == 1
+
+
+def test_keras_average_starts_at_the_weights_after_the_first_step():
+    # The maths short_average warns by: w = 1, 2, 3 after three steps of SGD(1) on a gradient
+    # of -1; the average 1, then 0.5·1 + 0.5·2 = 1.5, then 0.5·1.5 + 0.5·3 = 2.25, in which
+    # the first step's weights keep 0.5^(3 - 1) = 0.25.
+    w = keras.Variable(0.0)
+    optimizer = keras.optimizers.SGD(1.0, use_ema=True, ema_momentum=0.5)
+    for _ in range(3):
+        optimizer.apply([keras.ops.convert_to_tensor(-1.0)], [w])
+    optimizer.finalize_variable_values([w])
+    assert float(w) == 2.25
+
+
+def test_an_average_over_too_few_steps_names_its_share_and_the_fix():
+    assert fit_checks.short_average(0.99, 20) == (
+        "ema_momentum=0.99 over a stage of 20 steps: the average the stage ends with keeps "
+        "82.6% of the weights after its first step (momentum^(steps - 1)), more than 1%. Train "
+        "it at least 460 steps, or lower ema_momentum to at most 0.7847 (0: no average).")
+    assert "keeps 1.0% " in fit_checks.short_average(0.99, 459)  # 0.99^458 = 0.01002
+    assert fit_checks.short_average(0.99, 460) is None  # 0.99^459 = 0.00992
+    assert fit_checks.short_average(0.7847, 20) is None and fit_checks.short_average(0.0, 1) is None
+
+
+def test_a_distiller_stage_too_short_for_its_average_is_told_before_training(capsys):
+    # 4 batches × 2 epochs = 8 steps at momentum 0.9: the student it ended with was 48% the
+    # weights after its first step (0.9^7), without a word.
+    d = _distiller()
+    d.compile(optimizer=keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.9), phase="kd")
+
+    class Trained(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            print("training begins")
+
+    d.fit(tiny_dataset(), epochs=2, verbose=0, callbacks=[Trained()])
+    out = capsys.readouterr().out
+    assert "ema_momentum=0.9 over a stage of 8 steps: the average the stage ends with keeps " \
+        "47.8% of the weights" in out
+    assert out.index("over a stage of") < out.index("training begins")
+    d.fit(tiny_dataset(), epochs=1, verbose=0)  # the same average, 4 steps on: 12
+    assert "over a stage of 12 steps" in capsys.readouterr().out
+
+
+def test_the_steps_of_an_average_are_the_stages():
+    told = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fit_checks, "note", told.append)
+        optimizer = keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.9)
+        # A stage resumed at its epoch 3 restores its average later: its 5 epochs of 4 batches.
+        fit_checks.check_average_steps(optimizer, dict(x=tiny_dataset(), epochs=5,
+                                                       initial_epoch=3))  # fmt: skip
+        # Arrays: 30 of 40 examples trained on, in batches of 8; steps_per_epoch when given.
+        x = np.zeros((40, 2), "float32")
+        fit_checks.check_average_steps(optimizer, dict(x=x, validation_split=0.25, batch_size=8))
+        fit_checks.check_average_steps(optimizer, dict(x=x, epochs=3, steps_per_epoch=2))
+        fit_checks.check_average_steps(keras.optimizers.SGD(0.1), dict(x=x))  # no average
+        fit_checks.check_average_steps(optimizer, dict(x=x, epochs=100))  # 0.9^499: nothing
+    assert [message.split(":")[0] for message in told] == [
+        f"ema_momentum=0.9 over a stage of {n} steps" for n in (20, 4, 6)]
+
+
+def test_a_labels_stage_too_short_for_its_average_is_told():
+    # The teacher's and scratch's stages train through Keras' fit, not the Distiller's.
+    from fitnets_tf import stages
+
+    told = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fit_checks, "note", told.append)
+        stages.fit_labels(tiny_model("m", width=4, seed=0), tiny_dataset(), epochs=2,
+                          hparams=stages.Hyperparameters(ema_momentum=0.999), verbose=0)  # fmt: skip
+    assert len(told) == 1 and "ema_momentum=0.999 over a stage of 8 steps" in told[0]
+
+
+def test_an_average_of_momentum_one_is_the_first_steps_weights_for_good():
+    assert fit_checks.short_average(1.0, 10**6) == (
+        "ema_momentum=1: the average the stage ends with is its weights after the first step, "
+        "however long it trains. Give a momentum below 1.")

@@ -193,12 +193,28 @@ def _application(spec: str, input_shape, num_classes: int) -> keras.Model:
     kwargs.update({k: v for k, v in (("classifier_activation", None),
                                      ("include_preprocessing", False)) if k in accepted})  # fmt: skip
     try:
-        return constructor(**kwargs)
+        with _channels_last():
+            return constructor(**kwargs)
     except (ValueError, TypeError) as e:  # e.g. "Input size must be at least 32x32"
         raise ConfigError(
             f"{spec} cannot be built for images of shape {tuple(input_shape)} and "
             f"{num_classes} classes: {e}"
         ) from e
+
+
+@contextlib.contextmanager
+def _channels_last():
+    """Keras' image data format set to channels last within: an application follows the
+    global one, which ``~/.keras/keras.json`` may set to channels first, and would read the
+    dataset's ``(H, W, C)`` images as ``H`` channels of ``W × C`` (MobileNetV3Small refused
+    ``(32, 32, 3)`` as smaller than 32x32). The layers keep it in their configs: their copies
+    (:func:`reinitialised`) are channels last too."""
+    given = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_last")
+    try:
+        yield
+    finally:
+        keras.config.set_image_data_format(given)
 
 
 def reinitialised(model: keras.Model, seed: int | None = None, *, renumber: bool = False,
