@@ -4,8 +4,8 @@ Each check refuses, with the fix, a combination that Keras would run without a w
 on deep inside TensorFlow: a callback that cannot work on a Distiller, a batch that leaves a
 replica without an example, a teacher whose outputs are probabilities where the Distiller
 needs logits, a teacher fed images scaled otherwise than it was trained on. A stage too short
-for its optimizer's moving average is told so (a note, not a refusal). The curriculum (λ, τ) is kept where training left it when a callback restores
-weights at the end of ``fit``.
+for its optimizer's moving average is told so (a note, not a refusal). The curriculum (λ, τ)
+is kept where training left it when a callback restores weights at the end of ``fit``.
 """
 
 from __future__ import annotations
