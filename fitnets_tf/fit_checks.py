@@ -38,6 +38,7 @@ def checked_fit(distiller, fit, args, kwargs):
     bound = _FIT.bind(distiller, *args, **kwargs)
     arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
     check_callbacks(distiller, arguments.get("callbacks"))
+    check_strategy(distiller)
     arguments = for_replicas(arguments, distiller.distribute_strategy)
     try:
         with curriculum_kept(distiller, arguments):
@@ -121,6 +122,39 @@ def curriculum_kept(distiller, arguments: dict):
     if recorder.values is not None:
         for variable, value in zip(_curriculum(distiller), recorder.values, strict=True):
             variable.assign(value)
+
+
+def check_strategy(distiller) -> None:
+    """Refuses, before any step, what Keras fails on under a strategy without saying why:
+    trained variables made outside the scope of the strategy the Distiller trains under (a
+    bare ``AssertionError`` in ``apply_gradients``), and ``steps_per_execution`` > 1 on
+    several replicas (Keras 3.15's multi-step loop: "You must feed a value for placeholder
+    tensor", keras-team/keras#19246). The teacher is only read: it may live anywhere."""
+    strategy = distiller.distribute_strategy
+    trained = [("student", v) for v in distiller.student.weights]
+    trained += [("regressor", v) for r in distiller.regressors for v in r.weights]
+    trained += [("optimizer", v) for v in distiller.optimizer.variables]
+    outside = [(owner, v) for owner, v in trained
+               if not strategy.extended.variable_created_in_scope(v.value)]  # fmt: skip
+    if outside:
+        owners = sorted({owner for owner, _ in outside}, key=["student", "regressor",
+                                                               "optimizer"].index)  # fmt: skip
+        names = ", ".join(v.path for _, v in outside[:3])
+        raise ConfigError(
+            f"The {' and '.join(owners)} variables ({names}{', ...' if len(outside) > 3 else ''})"
+            f" were made outside the scope of the strategy the Distiller trains under "
+            f"({type(strategy).__name__.lstrip('_')}: the one whose scope was open when the "
+            "Distiller was made, the default one if none was). Make the student (the teacher "
+            "too, best), the Distiller, and compile it, all inside `with strategy.scope():`."
+        )
+    executions = int(getattr(distiller, "steps_per_execution", 1) or 1)
+    replicas = strategy.num_replicas_in_sync
+    if executions > 1 and replicas > 1:
+        raise ConfigError(
+            f"steps_per_execution={executions} on the strategy's {replicas} replicas: Keras' "
+            "multi-step loop fails there (\"You must feed a value for placeholder tensor\", "
+            "keras-team/keras#19246), its own models too. Compile with steps_per_execution=1."
+        )
 
 
 # Marks the error a short batch raises inside the input pipeline (see for_replicas).

@@ -183,3 +183,27 @@ def test_a_strategy_is_made_once_per_process():
     assert distribute.described(distribute.make_strategy("default")) == ""
     with pytest.raises(ConfigError, match="must be one of"):
         distribute.make_strategy("horovod")
+
+
+def test_models_made_outside_the_strategy_scope_are_refused_with_the_fix(check):
+    # Keras' apply_gradients failed with a bare AssertionError (no message) on the first step.
+    said = check["refused"]
+    for case, named in (("models_outside", "The student variables (conv1/kernel, "),
+                        ("distiller_outside", "The student and optimizer variables (")):
+        assert said[case]["type"] == "ConfigError", said[case]
+        assert said[case]["steps_before"] == 0
+        assert said[case]["error"].startswith(named), said[case]["error"]
+        assert "inside `with strategy.scope():`" in said[case]["error"]
+    assert "trains under (MirroredStrategy:" in said["models_outside"]["error"]
+    assert "trains under (DefaultDistributionStrategy:" in said["distiller_outside"]["error"]
+
+
+def test_steps_per_execution_on_two_replicas_is_refused_before_training(check):
+    # Keras 3.15's multi-step loop fails on 2 replicas, its own models too: "You must feed a
+    # value for placeholder tensor 'while/body/.../while/cond/Placeholder'" (keras#19246).
+    said = check["refused"]["steps_per_execution"]
+    assert said["type"] == "ConfigError", said
+    assert said["steps_before"] == 0
+    assert said["error"].startswith("steps_per_execution=2 on the strategy's 2 replicas")
+    assert "steps_per_execution=1" in said["error"]
+
