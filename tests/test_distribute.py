@@ -216,3 +216,27 @@ def test_a_last_batch_split_unevenly_trains_as_on_one_device(check):
     for phase in ("hints", "kd"):
         np.testing.assert_allclose(mirrored[phase], one[phase], rtol=2e-3)
     np.testing.assert_allclose(mirrored["weights"], one["weights"], rtol=2e-3)
+
+
+@pytest.mark.parametrize("tf_config, said", [
+    (None, "TF_CONFIG is not set"),
+    ("", "TF_CONFIG is not set"),
+    ("{bad json", "TF_CONFIG is not JSON (Expecting property name enclosed in double quotes"),
+    ('{"task": {"type": "worker", "index": 0}}', 'TF_CONFIG has no "cluster"'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}}', 'TF_CONFIG has no "task"'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
+     'its task is worker 3, but its cluster lists 1 worker'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "chief", "index": 0}}',
+     'its task is chief 0, but its cluster lists no chief'),
+])  # fmt: skip
+def test_multi_worker_names_what_is_wrong_with_tf_config(monkeypatch, tf_config, said):
+    # TensorFlow's own: a JSONDecodeError or ValueError traceback from the command line, and an
+    # unset TF_CONFIG trained one worker alone under the name of a multi-worker run.
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ConfigError, match="--strategy=multi_worker") as refused:
+        distribute.make_strategy("multi_worker")
+    assert said in str(refused.value)
+    assert "multi_worker" not in distribute._MADE
