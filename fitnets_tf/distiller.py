@@ -90,7 +90,7 @@ class Distiller(keras.Model):
         label_smoothing: ε of stage 2's cross-entropy on the labels (target ``(1 − ε)·y +
             ε/K``; not of the soft term): 0 (none, the paper) to < 1.
         check_scaling: refuse at ``fit``'s first labelled batch a teacher fed other than it was
-            trained on (:func:`fitnets_tf.fit_checks.check_teacher_scaling`). False: unchecked.
+            trained on (:func:`fitnets_tf.teacher_scaling.check_fed_teacher`). False: unchecked.
 
     Inputs are images, or ``{"images": x, "teacher_logits": t, "teacher_hint": h}`` with
     the teacher's outputs precomputed (:mod:`fitnets_tf.teacher_cache`; either key may be
@@ -319,12 +319,13 @@ class Distiller(keras.Model):
         cached = x if isinstance(x, dict) else {}
         x = images_of(x)
         check_batched(x, self.teacher)  # at trace time: shapes only
+        examples = losses.step_examples(x) if training else None  # gradients only
         if self.phase == "hints":
             if CACHED_HINT in cached:  # no teacher pass at all
                 hints = cached[CACHED_HINT]
             else:
                 hints = self._taps.teacher_hint(x, training=False)
-            return (*self._hint_losses(_as_list(hints), x, sample_weight, training), None)
+            return (*self._hint_losses(_as_list(hints), x, sample_weight, training, examples), None)
         if y is None:
             raise ValueError("phase='kd' needs labels: the dataset must yield (images, labels).")
         if CACHED_LOGITS in cached:
@@ -334,11 +335,9 @@ class Distiller(keras.Model):
         student_logits = self.student(x, training=training)
         check_class_logits(tuple(student_logits.shape), "student", self.student.name)  # subclassed
         ce = losses.cross_entropy(y, student_logits, self.label_smoothing)
-        ce, ce_scaled = losses.per_replica_mean(ce, sample_weight)
-        kd, kd_scaled = losses.per_replica_mean(
-            losses.kd_loss(teacher_logits, student_logits, self.temperature, self.tau_squared),
-            sample_weight,
-        )
+        ce, ce_scaled = losses.per_replica_mean(ce, sample_weight, examples)
+        kd = losses.kd_loss(teacher_logits, student_logits, self.temperature, self.tau_squared)
+        kd, kd_scaled = losses.per_replica_mean(kd, sample_weight, examples)
         lam = ops.convert_to_tensor(self.kd_lambda)
         terms = {"loss": ce + lam * kd, "ce_loss": ce, "kd_loss": kd}
         scaled, terms = losses.with_regularization(
@@ -346,7 +345,7 @@ class Distiller(keras.Model):
         )
         return scaled, terms, student_logits
 
-    def _hint_losses(self, hints, x, sample_weight, training: bool):
+    def _hint_losses(self, hints, x, sample_weight, training: bool, examples=None):
         """``Σ wᵢ · L_HT,ᵢ`` (scaled for gradients) and the logged terms."""
         guided = _as_list(self._taps.student_guided(x, training=training))
         total = scaled_total = 0.0
@@ -355,7 +354,7 @@ class Distiller(keras.Model):
             self.hints, self.hint_weights, hints, guided, self.regressors, strict=True
         ):
             per_example = losses.hint_loss(hint, regressor(g, training=training))
-            mean, scaled = losses.per_replica_mean(per_example, sample_weight)
+            mean, scaled = losses.per_replica_mean(per_example, sample_weight, examples)
             terms[f"hint_loss/{pair_name(*pair)}"] = mean
             # One pair of weight 1 computes exactly what it did before several pairs.
             total = total + (mean if weight == 1.0 else weight * mean)

@@ -6,6 +6,9 @@ any of these works with it; build the models and compile inside ``strategy.scope
 
 from __future__ import annotations
 
+import json
+import os
+
 import tensorflow as tf
 
 from fitnets_tf.errors import ConfigError, UserError
@@ -84,6 +87,7 @@ def _joined_cluster(timeout: float | None) -> tf.distribute.MultiWorkerMirroredS
     TensorFlow waits for the cluster without end: a worker that stopped before joining (a bad
     flag on its host, a crash, a host never started) left the others waiting for good.
     """
+    _check_tf_config(os.environ.get("TF_CONFIG"))
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if timeout and _coordinated(resolver):
         _bound_registration(resolver, timeout)
@@ -91,6 +95,49 @@ def _joined_cluster(timeout: float | None) -> tf.distribute.MultiWorkerMirroredS
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     except tf.errors.DeadlineExceededError as timed_out:
         raise ClusterTimeoutError(_not_formed_message(resolver, timeout, timed_out)) from None
+
+
+_TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                      '"task": {"type": "worker", "index": 0}}\' on the first host, index 1 on '
+                      "the second")  # fmt: skip
+
+
+def _check_tf_config(text: str | None) -> None:
+    """Refuses a ``TF_CONFIG`` that cannot describe this worker's cluster, before any worker
+    waits for it: TensorFlow raised a JSON or ``ValueError`` traceback, and with none set
+    trained this worker alone under the name of a multi-worker run."""
+    problem = None
+    if not text:
+        problem = "TF_CONFIG is not set"
+    else:
+        try:
+            config = json.loads(text)
+        except ValueError as e:
+            problem = f"TF_CONFIG is not JSON ({e})"
+        else:
+            problem = _tf_config_problem(config)
+    if problem:
+        raise ConfigError(
+            f"--strategy=multi_worker reads the cluster and this worker's role from the TF_CONFIG "
+            f"environment variable: {problem}. Set it on every host, e.g. {_TF_CONFIG_EXAMPLE}; "
+            "or use --strategy=mirrored for the GPUs of one host."
+        )
+
+
+def _tf_config_problem(config) -> str | None:
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+        return 'TF_CONFIG has no "cluster" (a dict of roles to their addresses)'
+    task = config.get("task")
+    if not isinstance(task, dict) or "type" not in task:
+        return 'TF_CONFIG has no "task" (this worker\'s {"type": ..., "index": ...})'
+    kind, index = task["type"], task.get("index", 0)
+    hosts = config["cluster"].get(kind)
+    if not hosts:
+        return f"its task is {kind} {index}, but its cluster lists no {kind}"
+    if not isinstance(index, int) or not 0 <= index < len(hosts):
+        return (f"its task is {kind} {index}, but its cluster lists {len(hosts)} {kind}"
+                f"{'s' if len(hosts) != 1 else ''} (indices from 0)")  # fmt: skip
+    return None
 
 
 _COORDINATED_JOBS = ("chief", "worker")  # the roles MultiWorkerMirroredStrategy coordinates

@@ -21,7 +21,7 @@ from keras import ops
 
 from fitnets_tf.callbacks import check_checkpoints
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.models.logits import are_probabilities, check_batched
+from fitnets_tf.models.logits import are_probabilities
 from fitnets_tf.notes import note
 from fitnets_tf.step_inputs import CACHED_LOGITS, images_of
 
@@ -40,6 +40,7 @@ def checked_fit(distiller, fit, args, kwargs):
     bound = _FIT.bind(distiller, *args, **kwargs)
     arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
     check_callbacks(distiller, arguments.get("callbacks"))
+    check_strategy(distiller)
     check_average_steps(distiller.optimizer, arguments)
     arguments = for_replicas(arguments, distiller.distribute_strategy)
     try:
@@ -124,6 +125,39 @@ def curriculum_kept(distiller, arguments: dict):
     if recorder.values is not None:
         for variable, value in zip(_curriculum(distiller), recorder.values, strict=True):
             variable.assign(value)
+
+
+def check_strategy(distiller) -> None:
+    """Refuses, before any step, what Keras fails on under a strategy without saying why:
+    trained variables made outside the scope of the strategy the Distiller trains under (a
+    bare ``AssertionError`` in ``apply_gradients``), and ``steps_per_execution`` > 1 on
+    several replicas (Keras 3.15's multi-step loop: "You must feed a value for placeholder
+    tensor", keras-team/keras#19246). The teacher is only read: it may live anywhere."""
+    strategy = distiller.distribute_strategy
+    trained = [("student", v) for v in distiller.student.weights]
+    trained += [("regressor", v) for r in distiller.regressors for v in r.weights]
+    trained += [("optimizer", v) for v in distiller.optimizer.variables]
+    outside = [(owner, v) for owner, v in trained
+               if not strategy.extended.variable_created_in_scope(v.value)]  # fmt: skip
+    if outside:
+        owners = sorted({owner for owner, _ in outside}, key=["student", "regressor",
+                                                               "optimizer"].index)  # fmt: skip
+        names = ", ".join(v.path for _, v in outside[:3])
+        raise ConfigError(
+            f"The {' and '.join(owners)} variables ({names}{', ...' if len(outside) > 3 else ''})"
+            f" were made outside the scope of the strategy the Distiller trains under "
+            f"({type(strategy).__name__.lstrip('_')}: the one whose scope was open when the "
+            "Distiller was made, the default one if none was). Make the student (the teacher "
+            "too, best), the Distiller, and compile it, all inside `with strategy.scope():`."
+        )
+    executions = int(getattr(distiller, "steps_per_execution", 1) or 1)
+    replicas = strategy.num_replicas_in_sync
+    if executions > 1 and replicas > 1:
+        raise ConfigError(
+            f"steps_per_execution={executions} on the strategy's {replicas} replicas: Keras' "
+            "multi-step loop fails there (\"You must feed a value for placeholder tensor\", "
+            "keras-team/keras#19246), its own models too. Compile with steps_per_execution=1."
+        )
 
 
 # Marks the error a short batch raises inside the input pipeline (see for_replicas).
@@ -272,67 +306,15 @@ def check_teacher_logits(distiller, iterator) -> None:
 def check_first_batch(distiller, iterator) -> None:
     """The checks of the teacher on the first batch of Keras' epoch ``iterator``, each made
     once per Distiller: its outputs are logits (:func:`check_teacher_logits`, KD only) and it
-    is fed images scaled as it was trained (:func:`check_teacher_scaling`, on a batch with
-    labels)."""
+    is fed images scaled as it was trained
+    (:func:`fitnets_tf.teacher_scaling.check_fed_teacher`, on a batch with labels)."""
     if distiller._teacher_unchecked and distiller.phase == "kd":
         check_teacher_logits(distiller, iterator)
         distiller._teacher_unchecked = False
     if distiller._scaling_unchecked:
-        distiller._scaling_unchecked = not check_teacher_scaling(distiller, iterator)
+        from fitnets_tf import teacher_scaling  # scipy's sign test: imported when checked
 
-
-def _labels(y) -> np.ndarray:
-    labels = np.asarray(ops.convert_to_numpy(y))
-    if labels.ndim == 2 and labels.shape[-1] > 1:  # one-hot or soft targets
-        return np.argmax(labels, axis=-1)
-    return labels.reshape(-1).astype("int64")
-
-
-# How fit is given images, told apart by their values alone (standardised ones, with negative
-# values, are not: the constants that would recover their pixels are not fit's to know).
-_FED_AS = {"scale": "values in [0, 1], taken as pixels / 255",
-           "none": "values above 1, taken as raw pixels in [0, 255]"}  # fmt: skip
-
-
-def check_teacher_scaling(distiller, iterator) -> bool:
-    """Refuses a teacher right clearly more often on the first batch of Keras' epoch
-    ``iterator`` scaled another common way than as ``fit`` is given it: the command line's
-    check of its validation images (:func:`fitnets_tf.teacher_scaling.other_scaling`: raw
-    pixels for pixels / 255 and the other way round, standardised per channel), on one
-    batch. A teacher trained on pixels / 255 and fed raw pixels is near chance, and
-    distillation would teach its mistakes without a word.
-
-    Returns whether the batch could be checked: not without labels (a hint stage's images
-    alone; the next ``fit`` tries again). Images with negative values (standardised) pass
-    unchecked. ``Distiller(..., check_scaling=False)`` skips the check.
-    """
-    from fitnets_tf import teacher_scaling  # scipy's sign test: imported when checked
-
-    teacher, strategy = distiller.teacher, distiller.distribute_strategy
-    x, y, _ = keras.utils.unpack_x_y_sample_weight(first_batch(iterator, strategy))
-    if y is None:
-        return False
-    images = np.asarray(ops.convert_to_numpy(images_of(x)), "float32")
-    check_batched(images, teacher)  # as the step would, before the teacher sees the batch
-    mode = None if images.min() < 0 else "scale" if images.max() <= 1 else "none"
-    if mode is None:
-        return True
-
-    def predict(batch):
-        with strategy.scope():  # an unbuilt teacher makes its variables here
-            return np.argmax(ops.convert_to_numpy(teacher(batch, training=False)), axis=-1)
-
-    batch = tf.data.Dataset.from_tensors((images, _labels(y)))
-    if (found := teacher_scaling.other_scaling(predict, batch, mode)) is None:
-        return True
-    raise ConfigError(
-        f"The teacher {teacher.name!r} is right on {found.accuracy:.4f} of the first batch's "
-        f"{found.count} images as fit is given them ({_FED_AS[mode]}), but on "
-        f"{found.better:.4f} of the same images {found.how}: it was trained on images scaled "
-        "so, and would teach its mistakes. Give fit the images scaled so, which both models "
-        f"take (e.g. dataset.map(lambda x, y: ({found.expression}, y))). A teacher right on "
-        "these images as given: Distiller(..., check_scaling=False) skips this check."
-    )
+        distiller._scaling_unchecked = not teacher_scaling.check_fed_teacher(distiller, iterator)
 
 
 # The share of a stage's first weights left in its average above which fit says so: 1%, a

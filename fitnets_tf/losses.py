@@ -165,16 +165,33 @@ class SmoothedLabelsCrossentropy(keras.losses.CategoricalCrossentropy):
         return super().call(ops.one_hot(ids, classes, dtype=y_pred.dtype), y_pred)
 
 
-def per_replica_mean(per_example, sample_weight=None):
-    """Batch mean of a per-example loss, and the same divided by the replica count.
+def per_replica_mean(per_example, sample_weight=None, step_examples=None):
+    """Batch mean of a per-example loss, and this replica's share of the step's mean.
 
-    Gradients of replicas are summed by ``tf.distribute``, so the value we differentiate is the
-    local mean / replicas; the logged value stays the local mean (metrics aggregate replicas).
+    Gradients of replicas are summed by ``tf.distribute``, so the value we differentiate is
+    this replica's sum over the examples of the whole step's batch (``step_examples``, from
+    :func:`step_examples`); the logged value stays the local mean (metrics weigh replicas by
+    their examples). Without ``step_examples`` the share is the local mean / replicas, the same
+    when every replica holds as many examples, which a batch split unevenly (a last batch of 3
+    over 2 replicas) does not: there its one example would weigh 1/2 of the step, not 1/3.
     """
     if sample_weight is not None:
         per_example = per_example * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
     mean = ops.mean(per_example)
-    return mean, mean / float(_replicas())
+    if step_examples is None:
+        return mean, mean / float(_replicas())
+    return mean, ops.sum(per_example) / step_examples
+
+
+def step_examples(images):
+    """The examples of the step's batch over all replicas (a float32 scalar), read in a
+    replica of a multi-replica strategy from its part of the batch, ``images``; else None
+    (one replica: the local mean is the step's). One scalar all-reduce."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync < 2:
+        return None
+    local = ops.cast(ops.shape(images)[0], "float32")
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, local)
 
 
 def with_regularization(scaled, terms: dict, models) -> tuple:

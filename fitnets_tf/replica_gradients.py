@@ -2,8 +2,8 @@
 
 Keras 3's optimizers clip (``clipnorm``, ``global_clipnorm``, ``clipvalue``) in ``apply``,
 before their TensorFlow update sums the replicas' gradients: under a ``MirroredStrategy`` each
-replica clips its own part (the gradient of its share of the batch, already divided by the
-number of replicas, see :func:`fitnets_tf.losses.per_replica_mean`), and the sum of clipped
+replica clips its own part (the gradient of its share of the batch, already scaled to its share
+of the step, see :func:`fitnets_tf.losses.per_replica_mean`), and the sum of clipped
 parts is not the clipped gradient one device computes. On 2 replicas a ``global_clipnorm`` of
 0.5 let through steps of norm up to 1, and trained other weights than one device did.
 

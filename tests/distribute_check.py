@@ -5,6 +5,7 @@ Prints one JSON line: the per-phase logged losses and final student weights' che
 the weights of a batch-norm model trained on the two devices with Keras' layer and the fused one.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -104,6 +105,52 @@ def labels_run(strategy, policy: str = "float32") -> list:
     return [float(np.sum(np.abs(w))) for w in model.get_weights()]
 
 
+def refused(strategy) -> dict:
+    """What Distiller.fit says (the error's type and text) of setups Keras fails on with a
+    bare AssertionError or a placeholder error, and the steps trained until then."""
+    def build(models_in_scope: bool, distiller_in_scope: bool):
+        scope = strategy.scope if models_in_scope else contextlib.nullcontext
+        with scope():
+            teacher = tiny_model("teacher", 6, 0, pieces=3)
+            student = tiny_model("student", 4, 1, batch_norm=False)
+        with (strategy.scope if distiller_in_scope else contextlib.nullcontext)():
+            d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+        return d
+
+    said = {}
+    for name, (models, distiller, executions) in {
+        "models_outside": (False, True, 1), "distiller_outside": (True, False, 1),
+        "steps_per_execution": (True, True, 2),
+    }.items():  # fmt: skip
+        d = build(models, distiller)
+        with strategy.scope():
+            d.compile(optimizer=keras.optimizers.SGD(0.05), phase="kd",
+                      steps_per_execution=executions)  # fmt: skip
+        try:
+            d.fit(tiny_dataset(batch_size=8, n=32), epochs=1, verbose=0)
+            said[name] = None
+        except Exception as e:  # noqa: BLE001  (the type is what the test checks)
+            said[name] = {"type": type(e).__name__, "error": str(e),
+                          "steps_before": int(d.optimizer.iterations.numpy())}  # fmt: skip
+    return said
+
+
+def partial_last_batch(strategy) -> dict:
+    """The hint and KD losses and weights after 2 epochs of 35 examples in batches of 8: a
+    last batch of 3, split 2 + 1 over 2 replicas."""
+    with strategy.scope():
+        teacher = tiny_model("teacher", 6, 0, pieces=3)
+        student = tiny_model("student", 4, 1, batch_norm=False)
+        d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
+    out = {}
+    for phase in ("hints", "kd"):
+        with strategy.scope():
+            d.compile(optimizer=keras.optimizers.SGD(0.05), phase=phase)
+        out[phase] = d.fit(tiny_dataset(batch_size=8, n=35), epochs=2, verbose=0).history["loss"]
+    out["weights"] = [float(np.sum(np.abs(w))) for w in student.get_weights()]
+    return out
+
+
 logical = [d.name for d in tf.config.list_logical_devices("CPU")]
 mirrored = tf.distribute.MirroredStrategy(logical)
 result = {
@@ -115,6 +162,9 @@ result = {
     "conv_lr_scale": {"one": run(tf.distribute.OneDeviceStrategy(logical[0]), scaled),
                       "mirrored": run(mirrored, scaled)},
     "short_batches": short_batches(mirrored),
+    "refused": refused(mirrored),
+    "partial_last_batch": {"one": partial_last_batch(tf.distribute.OneDeviceStrategy(logical[0])),
+                           "mirrored": partial_last_batch(mirrored)},
     "labels_clipped": {policy: {"one": labels_run(tf.distribute.OneDeviceStrategy(logical[0]),
                                                   policy),
                                 "mirrored": labels_run(mirrored, policy)}

@@ -183,3 +183,60 @@ def test_a_strategy_is_made_once_per_process():
     assert distribute.described(distribute.make_strategy("default")) == ""
     with pytest.raises(ConfigError, match="must be one of"):
         distribute.make_strategy("horovod")
+
+
+def test_models_made_outside_the_strategy_scope_are_refused_with_the_fix(check):
+    # Keras' apply_gradients failed with a bare AssertionError (no message) on the first step.
+    said = check["refused"]
+    for case, named in (("models_outside", "The student variables (conv1/kernel, "),
+                        ("distiller_outside", "The student and optimizer variables (")):
+        assert said[case]["type"] == "ConfigError", said[case]
+        assert said[case]["steps_before"] == 0
+        assert said[case]["error"].startswith(named), said[case]["error"]
+        assert "inside `with strategy.scope():`" in said[case]["error"]
+    assert "trains under (MirroredStrategy:" in said["models_outside"]["error"]
+    assert "trains under (DefaultDistributionStrategy:" in said["distiller_outside"]["error"]
+
+
+def test_steps_per_execution_on_two_replicas_is_refused_before_training(check):
+    # Keras 3.15's multi-step loop fails on 2 replicas, its own models too: "You must feed a
+    # value for placeholder tensor 'while/body/.../while/cond/Placeholder'" (keras#19246).
+    said = check["refused"]["steps_per_execution"]
+    assert said["type"] == "ConfigError", said
+    assert said["steps_before"] == 0
+    assert said["error"].startswith("steps_per_execution=2 on the strategy's 2 replicas")
+    assert "steps_per_execution=1" in said["error"]
+
+
+def test_a_last_batch_split_unevenly_trains_as_on_one_device(check):
+    # 35 examples in batches of 8: the last batch's 3 examples went 2 + 1 to the replicas,
+    # each replica averaged its own part, and the one example weighed 1/2 of the step's
+    # gradient instead of 1/3: the weights ended up to 3% away from one device's.
+    one, mirrored = check["partial_last_batch"]["one"], check["partial_last_batch"]["mirrored"]
+    for phase in ("hints", "kd"):
+        np.testing.assert_allclose(mirrored[phase], one[phase], rtol=2e-3)
+    np.testing.assert_allclose(mirrored["weights"], one["weights"], rtol=2e-3)
+
+
+@pytest.mark.parametrize("tf_config, said", [
+    (None, "TF_CONFIG is not set"),
+    ("", "TF_CONFIG is not set"),
+    ("{bad json", "TF_CONFIG is not JSON (Expecting property name enclosed in double quotes"),
+    ('{"task": {"type": "worker", "index": 0}}', 'TF_CONFIG has no "cluster"'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}}', 'TF_CONFIG has no "task"'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
+     'its task is worker 3, but its cluster lists 1 worker'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "chief", "index": 0}}',
+     'its task is chief 0, but its cluster lists no chief'),
+])  # fmt: skip
+def test_multi_worker_names_what_is_wrong_with_tf_config(monkeypatch, tf_config, said):
+    # TensorFlow's own: a JSONDecodeError or ValueError traceback from the command line, and an
+    # unset TF_CONFIG trained one worker alone under the name of a multi-worker run.
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ConfigError, match="--strategy=multi_worker") as refused:
+        distribute.make_strategy("multi_worker")
+    assert said in str(refused.value)
+    assert "multi_worker" not in distribute._MADE

@@ -243,3 +243,17 @@ def test_workers_checkpoint_after_the_same_steps_whatever_their_clocks_say(tmp_p
              for key, record in json.loads((w / "run_state.json").read_text())["stages"].items()}
             for w in workdirs]  # fmt: skip
     assert kept[0] == kept[1] == {"fitnet/hints": [], "fitnet/kd": ["10"]}
+
+
+@pytest.mark.slow
+def test_workers_given_different_flags_both_stop_before_training(tmp_path, cli_teacher):
+    # Worker 1 was given --kd_epochs=3: both trained stage 1 and two KD epochs, then worker 0
+    # finished and worker 1 waited for it in an all-reduce until TensorFlow's heartbeat gave up.
+    workdirs = [tmp_path / "w0", tmp_path / "w1"]
+    workers = _cli_workers(workdirs, f"--teacher_path={cli_teacher}",
+                           each=([], ["--kd_epochs=3"]))  # fmt: skip
+    for status, _, err in _finish(workers, timeout=180):
+        assert status == 1 and "Traceback" not in err, err[-3000:]
+        assert "were given different settings: --kd_epochs (this worker's: " in err, err[-3000:]
+        assert "Every worker stopped; nothing was trained." in err
+    assert not any((w / "run_state.json").exists() for w in workdirs)

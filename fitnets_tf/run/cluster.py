@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitnets_tf import distribute
-from fitnets_tf.errors import UserError, WorkdirError
+from fitnets_tf.errors import ConfigError, UserError, WorkdirError
 from fitnets_tf.run import io, lock, state_file
 from fitnets_tf.run.layout import RunLayout
 from fitnets_tf.run.resume import RunState
@@ -90,7 +90,37 @@ def hold(directory, strategy, fingerprint: dict):
             state_file.refuse_other_config(directory, fingerprint)
 
         _stop_if_any_refused(strategy, directory, _refused(strategy, take))
+        _stop_if_settings_differ(strategy, directory, fingerprint)
         yield
+
+
+# Settings that may name a file, which each host may keep at another place: compared only
+# when they name no path (a model of the zoo, a TFDS dataset).
+_HOST_PATHS = ("dataset", "teacher", "student", "teacher_path")
+
+
+def _stop_if_settings_differ(strategy, directory, fingerprint: dict) -> None:
+    """Raises on every worker of a multi-worker run if their ``fingerprint`` (the settings
+    the results depend on) differ. Each trained as far as the settings agreed and then paired
+    its collective ops with another kind (an epoch more on one worker: TensorFlow's
+    "Collective instance ... expected type 0 ... but got type 1" at the end), or waited."""
+    if not is_multi_worker(strategy):
+        return
+    names = sorted(fingerprint)
+    mine = [digest({"": None if name in _HOST_PATHS and "/" in str(fingerprint[name])
+                    else fingerprint[name]}) for name in names]  # fmt: skip
+    with lost_worker_named(strategy, directory):
+        rows = gather_ints(strategy, [digest({"": names}), *mine])
+    if len({tuple(int(v) for v in row) for row in rows}) == 1:
+        return
+    differ = [n for i, n in enumerate(names) if len({int(row[i + 1]) for row in rows}) > 1]
+    said = ", ".join(f"--{n} (this worker's: {json.dumps(fingerprint[n])})" for n in differ)
+    raise ConfigError(
+        f"{_worker(strategy).capitalize()} of the multi-worker run: the workers were given "
+        f"different settings: {said or 'other flags (another version of fitnets_tf?)'}. Every "
+        "worker stopped; nothing was trained. Synchronous workers train one model: start "
+        "every worker with the same flags (only --workdir and paths on each host may differ)."
+    )
 
 
 def claim(strategy, directory, check) -> None:
