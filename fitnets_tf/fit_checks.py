@@ -363,6 +363,7 @@ def check_average_steps(optimizer, arguments: dict) -> None:
     if not per_epoch:
         return
     epochs, initial = arguments.get("epochs", 1), arguments.get("initial_epoch") or 0
-    steps = max(int(optimizer.iterations) + (epochs - initial) * per_epoch, epochs * per_epoch)
+    done = int(ops.convert_to_numpy(optimizer.iterations))  # a MirroredVariable under a strategy
+    steps = max(done + (epochs - initial) * per_epoch, epochs * per_epoch)
     if message := short_average(float(optimizer.ema_momentum), steps):
         note(message)
