@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -128,6 +129,37 @@ def teacher():
 @pytest.fixture
 def student():
     return tiny_model("student", width=4, seed=1)
+
+
+@pytest.fixture
+def network_attempts(monkeypatch) -> list:
+    """Every attempt of this process to reach the network (a name lookup or a connection),
+    each refused with an OSError as a machine offline would: "fails fast" is checked by
+    what a call tried, not by how long it took."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("this test forbids network access")
+
+    for name in ("getaddrinfo", "create_connection"):
+        monkeypatch.setattr(socket, name, refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
+
+
+@pytest.fixture
+def fit_calls(monkeypatch) -> list:
+    """The models ``keras.Model.fit`` was called on (every stage trains through it), each
+    refused: a check meant to come before training is checked by no training started."""
+    calls = []
+
+    def refuse(model, *args, **kwargs):
+        calls.append(model.name)
+        raise AssertionError(f"{model.name} was trained")
+
+    monkeypatch.setattr(keras.Model, "fit", refuse)
+    return calls
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,6 @@
 """The Python API of a run refuses bad input before any expensive work, and is seeded."""
 
 import json
-import time
 
 import keras
 import numpy as np
@@ -42,11 +41,10 @@ SMOKE = config_lib.ExperimentConfig().with_values(
          r"--input_mean must be in \[0, 1\].*123.675 is 0.485"),
     ],
 )
-def test_bad_config_fails_before_anything_is_written(tmp_path, change, message):
-    start = time.monotonic()
+def test_bad_config_fails_before_anything_is_written(tmp_path, change, message, fit_calls):
     with pytest.raises(errors.ConfigError, match=message):
         experiment.run(SMOKE.with_values(**change), tmp_path / "run")
-    assert time.monotonic() - start < 5 and not (tmp_path / "run").exists()
+    assert fit_calls == [] and not (tmp_path / "run").exists()
 
 
 def test_unmatchable_layers_fail_before_training(tmp_path):
@@ -72,12 +70,11 @@ def test_unwritable_workdir_is_refused():
         layout.prepare("/proc/fitnets_tf_run")
 
 
-def test_missing_dataset_is_reported_fast(tmp_path):
-    start = time.monotonic()
+def test_missing_dataset_is_reported_fast(tmp_path, network_attempts, fit_calls):
     with pytest.raises(data.DatasetNotFoundError, match="Looked for"):
         experiment.run(SMOKE.with_values(dataset="cifar10", data_dir=str(tmp_path)),
                        tmp_path / "run")  # fmt: skip
-    assert time.monotonic() - start < 10
+    assert network_attempts == [] and fit_calls == []
 
 
 def test_same_seed_same_result_other_seed_other_result(tmp_path):
@@ -771,19 +768,18 @@ def test_a_start_refused_before_training_leaves_the_run_free_to_change_its_data(
         builders.load_run_data(SMOKE, record, started=True)
 
 
-def test_stage_two_without_stage_one_is_refused_before_any_mode_trains(tmp_path):
+def test_stage_two_without_stage_one_is_refused_before_any_mode_trains(tmp_path, fit_calls):
     # --stages=stage2 in a new --workdir: mode kd trained in full before fitnet found no
     # stage-1 student.
     config = SMOKE.with_values(
         modes=("kd", "fitnet", "stagewise_labels"), stages=("stage2",), hints=("auto",),
         teacher_path=_conv_teacher(tmp_path / "teacher.keras"),
     )  # fmt: skip
-    start = time.monotonic()
     with pytest.raises(errors.ConfigError, match=r"Stage 'hints' of mode 'fitnet' is not run now"
                        r".*; stage 'guided_labels' of mode 'stagewise_labels' is not run now.*"
                        r"run those stages first in this --workdir"):  # fmt: skip
         experiment.run(config, tmp_path / "run")
-    assert time.monotonic() - start < 5
+    assert fit_calls == []
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]  # nothing trained
 
 
