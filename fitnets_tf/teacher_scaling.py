@@ -244,9 +244,13 @@ def check_fed_teacher(distiller, iterator) -> bool:
     if mode is None:
         return True
 
+    # In a graph, as the steps call it: an eager call of an ONNX teacher loaded with hints
+    # computes and copies every hint too, which a graph asking for the logits alone does not.
+    logits = tf.function(lambda batch: teacher(batch, training=False))
+
     def predict(batch):
         with strategy.scope():  # an unbuilt teacher makes its variables here
-            return np.argmax(ops.convert_to_numpy(teacher(batch, training=False)), axis=-1)
+            return np.argmax(ops.convert_to_numpy(logits(batch)), axis=-1)
 
     batch = tf.data.Dataset.from_tensors((images, _labels(y)))
     if (found := other_scaling(predict, batch, mode)) is None:
