@@ -77,6 +77,7 @@ def test_missing_dataset_is_reported_fast(tmp_path, network_attempts, fit_calls)
     assert network_attempts == [] and fit_calls == []
 
 
+@pytest.mark.slow  # three runs; a seed's determinism is pinned in the default suite by resumes
 def test_same_seed_same_result_other_seed_other_result(tmp_path):
     def accuracies(seed, name):
         summary = experiment.run(SMOKE.with_values(seed=seed, deterministic=True),

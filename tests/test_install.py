@@ -22,7 +22,12 @@ def test_import_works_from_another_folder(tmp_path):
     assert proc.stdout.strip() == "0.1.0"
 
 
-@pytest.mark.parametrize("script", ["fitnets-train", "fitnets-tune", "fitnets-export"])
+# One script in the default suite (each run imports TensorFlow): the other two with the slow checks.
+@pytest.mark.parametrize("script", [
+    "fitnets-train",
+    pytest.param("fitnets-tune", marks=pytest.mark.slow),
+    pytest.param("fitnets-export", marks=pytest.mark.slow),
+])  # fmt: skip
 def test_console_scripts_are_installed(script, tmp_path):
     path = shutil.which(script, path=os.path.dirname(sys.executable))
     assert path, f"{script} is not installed beside {sys.executable}: run ./setup.sh"

@@ -352,6 +352,7 @@ def test_two_hint_pairs_from_the_command_line(model_files, tmp_path):
     assert "--hints=t_pool1:s_conv1,t_pool2:s_pool2" in (tmp_path / "flags.txt").read_text()
 
 
+@pytest.mark.slow  # three CLI runs; describe_models (what --list_layers prints): test_hints
 def test_list_layers_prints_both_models_and_the_auto_choice_and_writes_nothing(model_files, tmp_path):
     teacher, student = model_files
     workdir = tmp_path / "never"

@@ -102,10 +102,11 @@ def test_readme_links_every_notebook():
         assert f"notebooks/{name}" in readme, f"README.md does not link notebooks/{name}"
 
 
-# The default suite runs the quick start and the own-model notebook; the custom-architecture and
-# tuning notebooks (their library paths tested on their own in test_models and test_tuner) run
-# with the slow checks, to keep the default suite near 15 minutes on 2 cores.
-_SLOW_NOTEBOOKS = ("02_custom_models.ipynb", "03_tuning.ipynb")
+# The default suite runs the quick start notebook; the custom-architecture, tuning and own-model
+# notebooks (their library paths tested on their own in test_models, test_tuner and
+# test_distiller_own_models; the own-model one's command by test_own_model_runs_what_its_
+# command_line_says) run with the slow checks, to keep the default suite near 15 minutes.
+_SLOW_NOTEBOOKS = ("02_custom_models.ipynb", "03_tuning.ipynb", "04_own_model.ipynb")
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,7 @@ def run_dir(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow  # two quantized exports; test_quantize runs them in the default suite
 @pytest.mark.parametrize("fmt", ["litert", "onnx"])
 def test_a_quantized_export_prints_its_table_and_nothing_else(run_dir, fmt):
     done = _export(f"--workdir={run_dir}", f"--format={fmt}", "--quantize=int8")
