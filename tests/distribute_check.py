@@ -29,7 +29,9 @@ from fitnets_tf.errors import ConfigError  # noqa: E402
 from fitnets_tf.hyperparameters import Hyperparameters  # noqa: E402
 
 
-def run(strategy, optimizer=lambda student: keras.optimizers.SGD(0.05)):
+def run(strategy, optimizer=lambda student: keras.optimizers.SGD(0.05), examples=32):
+    """The hint and KD losses and weights after 2 epochs of ``examples`` in batches of 8 (35: a
+    last batch of 3, split 2 + 1 over 2 replicas)."""
     with strategy.scope():
         teacher = tiny_model("teacher", 6, 0, pieces=3)
         # No BatchNormalization in the student: per-replica batch statistics would differ
@@ -41,7 +43,8 @@ def run(strategy, optimizer=lambda student: keras.optimizers.SGD(0.05)):
         with strategy.scope():
             # Plain SGD: RMSProp would hide a wrongly scaled gradient by normalising it.
             d.compile(optimizer=optimizer(student), phase=phase)
-        out[phase] = d.fit(tiny_dataset(batch_size=8, n=32), epochs=2, verbose=0).history["loss"]
+        out[phase] = d.fit(tiny_dataset(batch_size=8, n=examples), epochs=2,
+                           verbose=0).history["loss"]  # fmt: skip
     out["weights"] = [float(np.sum(np.abs(w))) for w in student.get_weights()]
     return out
 
@@ -135,22 +138,6 @@ def refused(strategy) -> dict:
     return said
 
 
-def partial_last_batch(strategy) -> dict:
-    """The hint and KD losses and weights after 2 epochs of 35 examples in batches of 8: a
-    last batch of 3, split 2 + 1 over 2 replicas."""
-    with strategy.scope():
-        teacher = tiny_model("teacher", 6, 0, pieces=3)
-        student = tiny_model("student", 4, 1, batch_norm=False)
-        d = fitnets_tf.Distiller(teacher, student, "pool1", "pool1")
-    out = {}
-    for phase in ("hints", "kd"):
-        with strategy.scope():
-            d.compile(optimizer=keras.optimizers.SGD(0.05), phase=phase)
-        out[phase] = d.fit(tiny_dataset(batch_size=8, n=35), epochs=2, verbose=0).history["loss"]
-    out["weights"] = [float(np.sum(np.abs(w))) for w in student.get_weights()]
-    return out
-
-
 logical = [d.name for d in tf.config.list_logical_devices("CPU")]
 mirrored = tf.distribute.MirroredStrategy(logical)
 result = {
@@ -163,8 +150,8 @@ result = {
                       "mirrored": run(mirrored, scaled)},
     "short_batches": short_batches(mirrored),
     "refused": refused(mirrored),
-    "partial_last_batch": {"one": partial_last_batch(tf.distribute.OneDeviceStrategy(logical[0])),
-                           "mirrored": partial_last_batch(mirrored)},
+    "partial_last_batch": {"one": run(tf.distribute.OneDeviceStrategy(logical[0]), examples=35),
+                           "mirrored": run(mirrored, examples=35)},
     "labels_clipped": {policy: {"one": labels_run(tf.distribute.OneDeviceStrategy(logical[0]),
                                                   policy),
                                 "mirrored": labels_run(mirrored, policy)}
