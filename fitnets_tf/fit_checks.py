@@ -271,9 +271,9 @@ def first_batch(iterator, strategy):
     return keras.tree.map_structure(lambda v: local(v)[0], next(batches))
 
 
-def check_teacher_logits(distiller, iterator) -> None:
-    """Refuses a Distiller's teacher whose outputs on the first batch of Keras' epoch
-    ``iterator`` are probabilities: a softmax it applies in
+def check_teacher_logits(distiller, batch) -> None:
+    """Refuses a Distiller's teacher whose outputs on ``batch`` (:func:`first_batch`) are
+    probabilities: a softmax it applies in
     a subclassed ``call`` or at the end of a Sequential built without an input, which the
     Distiller cannot see in its graph to leave out (:func:`fitnets_tf.models.logits.
     final_softmax`).
@@ -283,7 +283,7 @@ def check_teacher_logits(distiller, iterator) -> None:
     logits do: a teacher's logits that happen to are refused as well, and the message says why.
     """
     teacher, strategy = distiller.teacher, distiller.distribute_strategy
-    x, _, _ = keras.utils.unpack_x_y_sample_weight(first_batch(iterator, strategy))
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
     if isinstance(x, dict) and CACHED_LOGITS in x:
         outputs = x[CACHED_LOGITS]
     else:
@@ -307,14 +307,19 @@ def check_first_batch(distiller, iterator) -> None:
     """The checks of the teacher on the first batch of Keras' epoch ``iterator``, each made
     once per Distiller: its outputs are logits (:func:`check_teacher_logits`, KD only) and it
     is fed images scaled as it was trained
-    (:func:`fitnets_tf.teacher_scaling.check_fed_teacher`, on a batch with labels)."""
-    if distiller._teacher_unchecked and distiller.phase == "kd":
-        check_teacher_logits(distiller, iterator)
+    (:func:`fitnets_tf.teacher_scaling.check_fed_teacher`, on a batch with labels). The batch
+    is read once for both (a second read would start the pipeline over)."""
+    logits = distiller._teacher_unchecked and distiller.phase == "kd"
+    if not (logits or distiller._scaling_unchecked):
+        return
+    batch = first_batch(iterator, distiller.distribute_strategy)
+    if logits:
+        check_teacher_logits(distiller, batch)
         distiller._teacher_unchecked = False
     if distiller._scaling_unchecked:
         from fitnets_tf import teacher_scaling  # scipy's sign test: imported when checked
 
-        distiller._scaling_unchecked = not teacher_scaling.check_fed_teacher(distiller, iterator)
+        distiller._scaling_unchecked = not teacher_scaling.check_fed_teacher(distiller, batch)
 
 
 # The share of a stage's first weights left in its average above which fit says so: 1%, a

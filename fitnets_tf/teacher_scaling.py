@@ -30,7 +30,6 @@ import tensorflow as tf
 from keras import ops
 
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.fit_checks import first_batch
 from fitnets_tf.models.logits import check_batched
 from fitnets_tf.step_inputs import images_of
 
@@ -222,9 +221,10 @@ _FED_AS = {"scale": "values in [0, 1], taken as pixels / 255",
            "none": "values above 1, taken as raw pixels in [0, 255]"}  # fmt: skip
 
 
-def check_fed_teacher(distiller, iterator) -> bool:
-    """Refuses a teacher right clearly more often on the first batch of Keras' epoch
-    ``iterator`` scaled another common way than as ``fit`` is given it: the command line's
+def check_fed_teacher(distiller, batch) -> bool:
+    """Refuses a teacher right clearly more often on ``batch`` (``fit``'s first,
+    :func:`fitnets_tf.fit_checks.first_batch`) scaled another common way than as ``fit`` is
+    given it: the command line's
     check of its validation images (:func:`other_scaling`: raw
     pixels for pixels / 255 and the other way round, standardised per channel), on one
     batch. A teacher trained on pixels / 255 and fed raw pixels is near chance, and
@@ -235,7 +235,7 @@ def check_fed_teacher(distiller, iterator) -> bool:
     unchecked. ``Distiller(..., check_scaling=False)`` skips the check.
     """
     teacher, strategy = distiller.teacher, distiller.distribute_strategy
-    x, y, _ = keras.utils.unpack_x_y_sample_weight(first_batch(iterator, strategy))
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
     if y is None:
         return False
     images = np.asarray(ops.convert_to_numpy(images_of(x)), "float32")
