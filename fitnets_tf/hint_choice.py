@@ -127,16 +127,11 @@ def _is_feature_map(model: keras.Model, layer) -> bool:
 def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
     """The paper's rule: the middle of the teacher guides the middle of the student.
 
-    Feature layers are block outputs (:func:`feature_layers`). The hint is the teacher's middle
-    feature layer (one of its two middle ones for an even count); the guided layer is, of the
-    student's feature layers the convolutional regressor can map onto that hint (a guided map
-    at least as large as the hint's), the nearest to the student's middle. Ties, in turn: the
-    pair whose regressor has fewer weights (``k² · O_g · O_h``), the deeper guided layer, the
-    shallower hint. So a ResNet teacher with an even number of blocks, whose lower middle is
-    still at full resolution, hints from its upper middle when that lets the guided layer sit
-    nearer the student's middle. On the paper's MNIST pair this gives its own pair
-    (pool2 → pool4); on CIFAR FitNet 1, layer 5 where the paper guides layer 6 (of 11 layers,
-    FC and softmax included). The reason says why each layer was taken.
+    Feature layers are block outputs (:func:`feature_layers`). The hint is the teacher's
+    middle feature layer (one of its two middle ones for an even count); the guided layer is,
+    of the student's feature layers the convolutional regressor can map onto that
+    hint (a guided map at least as large as the hint's), the nearest to the student's middle
+    (:func:`choose`).
 
     Raises:
         HintShapeError: no student layer can be mapped onto the middle hint(s); names them,
@@ -144,32 +139,58 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
             first (:func:`~fitnets_tf.regressor.check_channels_last`).
         ConfigError: an ONNX teacher, whose hints are named by hand.
     """
-    if onnx_layer(teacher) is not None:
-        raise ConfigError(onnx_hints.AUTO_REFUSED)
     for model, role in ((teacher, "teacher"), (student, "student")):
         regressor_lib.check_channels_last(model, role)
-    hints, guided = feature_layers(teacher), feature_layers(student)
+    if onnx_layer(teacher) is not None:
+        raise ConfigError(onnx_hints.AUTO_REFUSED)
+    hints, guided = _features(teacher), _features(student)
     if not hints or not guided:
         raise HintShapeError(
             "hints='auto' needs feature-map layers (N, H, W, C) in both models; "
             f"{'the teacher' if not hints else 'the student'} has none. "
             + valid_names(teacher, student)
         )
+    return choose(hints, guided, teacher.name, student.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    """A block's output feature map: its name (a layer's, or a tensor of an ONNX teacher's
+    file) and its shape ``(H, W, C)``, channels last."""
+
+    name: str
+    shape: tuple
+
+
+def _features(model: keras.Model) -> list[Feature]:
+    return [Feature(layer.name, _output_shape(model, layer)) for layer in feature_layers(model)]
+
+
+def choose(hints: list[Feature], guided: list[Feature], teacher: str, student: str) -> AutoPair:
+    """:func:`auto_pair`'s rule over the teacher's feature maps ``hints`` and the student's
+    ``guided`` (each input to output), of the models named ``teacher`` and ``student``.
+
+    Ties, in turn: the pair whose regressor has fewer weights (``k² · O_g · O_h``), the deeper
+    guided layer, the shallower hint. So a ResNet teacher with an even number of blocks, whose
+    lower middle is still at full resolution, hints from its upper middle when that lets the
+    guided layer sit nearer the student's middle. On the paper's MNIST pair this gives its own
+    pair (pool2 → pool4); on CIFAR FitNet 1, layer 5 where the paper guides layer 6 (of 11
+    layers, FC and softmax included). The reason says why each layer was taken.
+    """
     middle = (len(hints) - 1) / 2
-    options = {i: _best_guided(teacher, hints[i], student, guided)
+    options = {i: _best_guided(hints[i], guided)
                for i in range(len(hints)) if abs(i - middle) < 1}  # fmt: skip
     fitting = [i for i, option in options.items() if option is not None]
     if fitting:
         i = min(fitting, key=lambda i: (options[i].rank, i))
-        reason = _reason(teacher, student, hints, guided, i, options)
+        reason = _reason(hints, guided, i, options, teacher, student)
         return AutoPair(hints[i].name, guided[options[i].index].name, reason)
-    named = " and ".join(f"'{hints[i].name}' {_output_shape(teacher, hints[i])}" for i in options)
-    shapes = ", ".join(f"{layer.name} {_output_shape(student, layer)}" for layer in guided)
+    named = " and ".join(f"'{hints[i].name}' {hints[i].shape}" for i in options)
+    shapes = ", ".join(f"{g.name} {g.shape}" for g in guided)
     raise HintShapeError(
         f"hints='auto': no student layer can be mapped onto the teacher's middle "
         f"{'layers' if len(options) > 1 else 'layer'} {named} (a guided map must be at least "
-        f"as large). Student feature layers: {shapes}. "
-        f"{_suggestion(teacher, student, hints, guided)}"
+        f"as large). Student feature layers: {shapes}. {_suggestion(hints, guided)}"
     )
 
 
@@ -186,42 +207,39 @@ class _Guided:
         return (self.distance, self.weights, -self.index)  # the deeper on a full tie
 
 
-def _best_guided(teacher, hint, student, guided: list) -> _Guided | None:
+def _best_guided(hint: Feature, guided: list[Feature]) -> _Guided | None:
     """The best guided layer for ``hint`` (:attr:`_Guided.rank`), or None when none fits."""
-    fits = [g for g in (_guided_option(teacher, hint, student, guided, j)
-                        for j in range(len(guided))) if g is not None]  # fmt: skip
+    fits = [g for g in (_guided_option(hint, guided, j) for j in range(len(guided)))
+            if g is not None]  # fmt: skip
     return min(fits, key=lambda g: g.rank) if fits else None
 
 
-def _guided_option(teacher, hint, student, guided: list, index: int) -> _Guided | None:
-    hint_shape = _output_shape(teacher, hint)
-    shape = _output_shape(student, guided[index])
-    kernel = regressor_lib.kernel_size(shape, hint_shape)
+def _guided_option(hint: Feature, guided: list[Feature], index: int) -> _Guided | None:
+    shape = guided[index].shape
+    kernel = regressor_lib.kernel_size(shape, hint.shape)
     if not all(k >= 1 for k in kernel):
         return None
-    weights = math.prod(kernel) * shape[-1] * hint_shape[-1]
+    weights = math.prod(kernel) * shape[-1] * hint.shape[-1]
     return _Guided(index, abs(index - (len(guided) - 1) / 2), weights)
 
 
-def _reason(teacher, student, hints: list, guided: list, chosen: int, options: dict) -> str:
+def _reason(hints: list, guided: list, chosen: int, options: dict, teacher: str,
+            student: str) -> str:  # fmt: skip
     """Why ``hints[chosen]`` and its guided layer: every clause true of these two models."""
     hint, option = hints[chosen], options[chosen]
     layer = guided[option.index]
-    kernel = regressor_lib.kernel_size(_output_shape(student, layer), _output_shape(teacher, hint))
+    kernel = regressor_lib.kernel_size(layer.shape, hint.shape)
     parts = [
-        f"'{hint.name}' {_output_shape(teacher, hint)} is feature layer {chosen + 1} of "
-        f"{len(hints)} of '{teacher.name}', {_place(len(hints))}",
-        f"'{layer.name}' {_output_shape(student, layer)} is feature layer {option.index + 1} of "
-        f"{len(guided)} of '{student.name}', "
-        + _guided_place(teacher, hint, student, guided, option),
+        f"'{hint.name}' {hint.shape} is feature layer {chosen + 1} of {len(hints)} of "
+        f"'{teacher}', {_place(len(hints))}",
+        f"'{layer.name}' {layer.shape} is feature layer {option.index + 1} of {len(guided)} of "
+        f"'{student}', " + _guided_place(hint, guided, option),
         f"the convolutional regressor maps it onto the hint with a {'×'.join(map(str, kernel))} "
         f"kernel (k² · O_g · O_h = {option.weights} weights)",
     ]
     for other in options:
         if other != chosen:
-            parts.append(
-                _other_middle(teacher, student, hints[other], options[other], option, guided)
-            )
+            parts.append(_other_middle(hints[other], options[other], option, guided))
     return "the paper's rule (the middle of the teacher guides the middle of the student): " + (
         "; ".join(parts)
     )
@@ -231,7 +249,7 @@ def _place(count: int) -> str:
     return "its middle" if count % 2 else "one of its two middle layers"
 
 
-def _guided_place(teacher, hint, student, guided: list, option: _Guided) -> str:
+def _guided_place(hint: Feature, guided: list, option: _Guided) -> str:
     """Where the guided layer is in the student, and why not the other as near, if any."""
     count = len(guided)
     if option.distance == 0:
@@ -242,8 +260,8 @@ def _guided_place(teacher, hint, student, guided: list, option: _Guided) -> str:
     twin = round(count - 1 - option.index)  # as far from the middle, on the other side
     if twin == option.index or not 0 <= twin < count:
         return place
-    rival = _guided_option(teacher, hint, student, guided, twin)
-    name = f"'{guided[twin].name}' {_output_shape(student, guided[twin])}"
+    rival = _guided_option(hint, guided, twin)
+    name = f"'{guided[twin].name}' {guided[twin].shape}"
     if rival is None:
         return f"{place} (as near, {name} is smaller than the hint)"
     if rival.weights > option.weights:
@@ -252,9 +270,9 @@ def _guided_place(teacher, hint, student, guided: list, option: _Guided) -> str:
     return f"{place} (as near, {name} needs as large a regressor: the deeper is taken)"
 
 
-def _other_middle(teacher, student, hint, option, chosen: _Guided, guided: list) -> str:
+def _other_middle(hint: Feature, option, chosen: _Guided, guided: list) -> str:
     """Why the teacher's other middle layer was not the hint."""
-    head = f"the other middle layer, '{hint.name}' {_output_shape(teacher, hint)}, "
+    head = f"the other middle layer, '{hint.name}' {hint.shape}, "
     if option is None:
         return head + "has no student feature map large enough for it"
     name = f"'{guided[option.index].name}'"
@@ -268,14 +286,14 @@ def _other_middle(teacher, student, hint, option, chosen: _Guided, guided: list)
     return head + "would guide the same layer with as large a regressor: the shallower is taken"
 
 
-def _suggestion(teacher, student, hints: list, guided: list) -> str:
+def _suggestion(hints: list, guided: list) -> str:
     """How to name a pair instead, in the Python API's words and the command line's (both
     reach :func:`auto_pair`), with a pair that fits when there is one."""
     # The teacher's middle is often its largest maps (a ResNet at full resolution), larger
     # than any of a thin student's: the feature layer nearest it that fits is worth naming.
     middle = (len(hints) - 1) // 2
     for i in sorted(range(len(hints)), key=lambda i: (abs(i - middle), -i)):
-        option = _best_guided(teacher, hints[i], student, guided)
+        option = _best_guided(hints[i], guided)
         if option is not None:
             t, s = hints[i].name, guided[option.index].name
             return (f"Name a pair instead: hints=[({t!r}, {s!r})] in Python, --hints={t}:{s} "
