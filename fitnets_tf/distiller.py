@@ -31,6 +31,7 @@ from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     tap,
     valid_names,
 )
+from fitnets_tf.models import onnx_features
 from fitnets_tf.models.logits import (
     build_like,
     check_batched,
@@ -74,8 +75,8 @@ class Distiller(keras.Model):
         hints: several pairs instead: ``[(hint_layer, guided_layer), ...]``, one regressor
             each; stage 1 then trains the student up to its deepest guided layer on
             ``Σ wᵢ · L_HT,ᵢ`` and logs each term as ``hint_loss/<hint>:<guided>``. ``"auto"``:
-            the paper's rule picks one pair (:func:`fitnets_tf.hint_choice.auto_pair`; the
-            choice and its reason are printed and kept in :attr:`auto_pair`).
+            the paper's rule picks one pair (:func:`fitnets_tf.hint_choice.auto_pair`: printed,
+            kept in :attr:`auto_pair`; an ONNX teacher loaded again, :attr:`teacher`, fetches it).
         hint_weights: the ``wᵢ`` of ``hints`` (default: 1 each).
         temperature: τ of the soft targets (paper: 3).
         kd_lambda: λ weighting the soft term (paper: 4, annealed to 1).
@@ -131,14 +132,14 @@ class Distiller(keras.Model):
         # A hint is often inside a backbone model, and so is a softmax (an application with its
         # classifier): their layers become taps by name, and a nested softmax is seen.
         teacher, student = for_distilling(teacher, "teacher"), for_distilling(student, "student")
+        self.hints, self.auto_pair = resolve_pairs(teacher, student, hints, hint_layer, guided_layer)
+        if self.auto_pair is not None:
+            note(f"hints=auto: {pair_name(*self.hints[0])} ({self.auto_pair.reason}).")
+        teacher, self.hints = onnx_features.fetching(teacher, self.hints, self.auto_pair)
         self.teacher, self.student = teacher, student
         # A subclassed (or unbuilt) teacher's softmax is not in a graph: its first outputs tell.
         self._teacher_unchecked = ends(teacher) is None
         self._scaling_unchecked = bool(check_scaling)
-        self.hints, self.auto_pair = resolve_pairs(teacher, student, hints, hint_layer,
-                                                   guided_layer)  # fmt: skip
-        if self.auto_pair is not None:
-            note(f"hints=auto: {pair_name(*self.hints[0])} ({self.auto_pair.reason}).")
         self.hint_weights = check_weights(hint_weights, len(self.hints))
         # The one-pair names, as before several pairs (the first pair).
         self.hint_layer, self.guided_layer = self.hints[0] if self.hints else (None, None)

@@ -191,14 +191,13 @@ class Experiment:
                                               "student", self.config.models.student):  # fmt: skip
                 self.log(warning)
             if mode in stages.HINT_MODES:
-                self._check_hints(teacher, students[mode])
+                teacher = self._check_hints(teacher, students[mode])
         return teacher, students
 
-    def _check_hints(self, teacher: keras.Model, student: keras.Model) -> None:
-        """Resolves ``hints=auto`` on the built models, checks every pair, writes hints.json."""
+    def _check_hints(self, teacher: keras.Model, student: keras.Model) -> keras.Model:
+        """Resolves ``hints=auto``, checks every pair, writes hints.json; returns the teacher."""
         if self.hints == "auto":
-            self.auto_pair = hint_choice.auto_pair(teacher, student)
-            self.hints = [(self.auto_pair.hint_layer, self.auto_pair.guided_layer)]
+            teacher, self.hints, self.auto_pair = hint_choice.auto_hints(teacher, student)
             self.log(f"hints=auto: {pair_name(*self.hints[0])} ({self.auto_pair.reason}).")
         self.hints = layer_pairs(teacher, self.hints)  # an ONNX teacher's: by their layers
         built = make_regressors(teacher, student, self.hints, self.config.models.regressor,
@@ -209,6 +208,7 @@ class Experiment:
                 self.log(describe_line(pair_name(*pair), fields))
         self.regressors = described
         io.write_json(self.files.hints, self.hints_record())
+        return teacher
 
     def hints_record(self) -> dict | None:
         """The pairs of stage 1, their weights and the automatic choice (None: no pairs yet)."""

@@ -222,9 +222,17 @@ def test_bad_hint_tensors_are_refused_naming_close_ones(net_file):
     student = tiny_model("student", width=2, seed=1)
     with pytest.raises(errors.ConfigError, match=r"loaded without the hint tensor 'input.20'"):
         Distiller(teacher, student, hints=[(RELU2, "conv2")])
-    with pytest.raises(errors.ConfigError, match=r"hints='auto' chooses among Keras layers.*"
-                       r"--list_layers"):
-        Distiller(teacher, student, hints="auto")
+
+
+def test_auto_adds_its_choice_to_the_hints_an_onnx_teacher_was_loaded_with(net_file):
+    # Of the file's two blocks (pool1, relu2), the two middles: pool1 needs the smaller
+    # regressor onto the student's deeper middle layer (tests/test_onnx_auto.py: the rule).
+    teacher = onnx_model.load(net_file, (8, 8, 1), hints=[RELU1])
+    distiller = Distiller(teacher, tiny_model("student", width=2, seed=1), hints="auto")
+    assert (distiller.auto_pair.hint_layer, distiller.auto_pair.guided_layer) == (POOL1, "bn")
+    assert distiller.hints == [("net.MaxPool_output_0", "bn")]
+    assert distiller.teacher.get_layer("onnx_model").hints == [RELU1, POOL1]
+    assert teacher.get_layer("onnx_model").hints == [RELU1]  # the given model left as it was
 
 
 def test_hints_from_an_onnx_teacher_in_the_config(net_file):
@@ -233,9 +241,7 @@ def test_hints_from_an_onnx_teacher_in_the_config(net_file):
         modes=("fitnet",), limit=128,
     )  # fmt: skip
     smoke.with_values(hints=(f"{RELU2}:conv2",)).validate()  # accepted as it is
-    with pytest.raises(errors.ConfigError, match=r"--hints=auto chooses among Keras layers.*"
-                       r"--list_layers"):
-        smoke.with_values(hints=("auto",)).validate()
+    smoke.with_values(hints=("auto",)).validate()  # chosen once the run has the student
     # No pair of the paper's for a file: the run asks for one.
     assert smoke.hint_pairs() == []
 
@@ -256,11 +262,15 @@ def test_list_layers_lists_the_onnx_tensors(mnist_sized):
                      "--list_layers")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "hint tensors of the ONNX teacher 'teacher'" in done.stdout
-    rows = [line.split() for line in done.stdout.splitlines() if "_output_0" in line
-            or line.strip().startswith(("onnx::", "input."))]  # fmt: skip
-    assert [row[0] for row in rows] == [CONV1, RELU1, POOL1, CONV2, RELU2, GAP]
+    table = done.stdout.split("student 'mnist_fitnet'")[0]
+    rows = [line.split() for line in table.splitlines() if "_output_0" in line
+            or line.strip().lstrip("* ").startswith(("onnx::", "input."))]  # fmt: skip
+    # The block outputs, hints=auto's candidates, marked.
+    assert [" ".join(row[:-4]) for row in rows] == [
+        CONV1, RELU1, f"* {POOL1}", CONV2, f"* {RELU2}", GAP,
+    ]  # fmt: skip
     assert rows[1][1:] == ["Relu", "(28,", "28,", "4)"]
-    assert "hints=auto: not for an ONNX teacher" in done.stdout
+    assert f"hints=auto chooses {POOL1}:conv1 (the paper's rule" in done.stdout
 
 
 def test_the_cli_trains_fitnet_from_an_onnx_teacher(mnist_sized, tmp_path):

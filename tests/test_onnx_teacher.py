@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import tiny_data, tiny_model
 
-from fitnets_tf import Distiller, errors, experiment, models
+from fitnets_tf import Distiller, errors, experiment, hint_choice, models
 from fitnets_tf import config as config_lib
 from fitnets_tf.export import writers
 from fitnets_tf.models import onnx_model
@@ -115,16 +115,24 @@ def test_onnx_models_it_cannot_distil_from_are_refused(files, tmp_path):
         onnx_model.load(tmp_path / "gone.onnx", (8, 8, 1))
 
 
-def test_an_onnx_teacher_chooses_no_hints_itself_and_takes_no_xla(files):
-    # Its hints are tensors named by hand (tests/test_onnx_hints.py): auto chooses among layers.
+def test_an_onnx_teacher_of_channels_first_images_chooses_as_its_keras_model(files):
+    # The Keras teacher behind the images' transpose: its pool1 (4, 4, 4), guiding 'bn'.
+    model, folder = files
+    student = tiny_model("student", 2, 1)
+    keras_choice = hint_choice.auto_pair(model, student)
+    distiller = Distiller(onnx_model.load(folder / "first.onnx"), student, hints="auto")
+    chosen = distiller.auto_pair
+    assert (keras_choice.hint_layer, keras_choice.guided_layer) == ("pool1", "bn")
+    assert "pool1" in chosen.hint_layer and chosen.guided_layer == keras_choice.guided_layer
+    assert f"'{chosen.hint_layer}' (4, 4, 4) is feature layer 1 of 2 of 'first'" in chosen.reason
+
+
+def test_an_onnx_teacher_needs_hints_named_or_auto_and_takes_no_xla(files):
     _, folder = files
-    with pytest.raises(errors.ConfigError, match=r"hints='auto' chooses among Keras layers, and "
-                       r"an ONNX teacher's hints are tensors of its file"):
-        Distiller(onnx_model.load(folder / "first.onnx"), tiny_model("student", 2, 1),
-                  hints="auto")  # fmt: skip
     path = str(folder / "first.onnx")
-    with pytest.raises(errors.ConfigError, match=r"and --mode fitnet trains from hints: name "
-                       r"them, --hints=TENSOR:GUIDED_LAYER \(--list_layers --mode=kd lists"):
+    with pytest.raises(errors.ConfigError, match=r"and --mode fitnet trains from hints: give "
+                       r"--hints=auto \(the paper's middle layers\), or name them, "
+                       r"--hints=TENSOR:GUIDED_LAYER \(--list_layers --mode=kd lists"):
         SMOKE.with_values(teacher_path=path, modes=("fitnet",)).validate()
     with pytest.raises(errors.ConfigError, match=r"which XLA cannot compile: drop --jit_compile"):
         SMOKE.with_values(teacher_path=path, jit_compile=True).validate()

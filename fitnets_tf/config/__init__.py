@@ -140,7 +140,7 @@ class ExperimentConfig:
 
     def _foreign_teacher_problems(self) -> list[str]:
         """A SavedModel teacher (run as a function: no layers) with modes that train from
-        hints, an ONNX one with --hints=auto (its hints are named tensors) or under XLA."""
+        hints, an ONNX one with modes that train from hints and no hints given, or under XLA."""
         from fitnets_tf import stages
         from fitnets_tf.models import onnx_model, sources
 
@@ -155,14 +155,11 @@ class ExperimentConfig:
                          "--mode=kd,scratch), or the teacher as a .keras or ONNX file")  # fmt: skip
         if onnx and hinted and not (self.models.hints or self.models.hint_layer):
             found.append(f"the teacher {teacher!r} is an ONNX model, whose hints are tensors of "
-                         f"its file, and --mode {','.join(hinted)} trains from hints: name "
-                         "them, --hints=TENSOR:GUIDED_LAYER (--list_layers --mode=kd lists its "
+                         f"its file, and --mode {','.join(hinted)} trains from hints: give "
+                         "--hints=auto (the paper's middle layers), or name them, "
+                         "--hints=TENSOR:GUIDED_LAYER (--list_layers --mode=kd lists its "
                          "tensors), or give --mode=kd (with scratch for the baseline: "
                          "--mode=kd,scratch)")  # fmt: skip
-        if onnx and hinted and self.models.hints == ("auto",):
-            found.append(f"--hints=auto chooses among Keras layers, and the teacher {teacher!r} "
-                         "is an ONNX model, whose hints are tensors of its file: name one, "
-                         "--hints=TENSOR:GUIDED_LAYER (--list_layers lists its tensors)")  # fmt: skip
         if onnx and self.runtime.jit_compile:
             found.append(f"the teacher {teacher!r} runs in ONNX Runtime, called from the "
                          "train step on the host, which XLA cannot compile: drop --jit_compile")

@@ -224,13 +224,6 @@ def layer_pairs(pairs, teacher_name: str, hint_layers) -> list[tuple[str, str]]:
     return named
 
 
-AUTO_REFUSED = (
-    "hints='auto' chooses among Keras layers, and an ONNX teacher's hints are tensors of its "
-    "file: name one, hints=[(tensor, guided_layer)] (--hints=TENSOR:GUIDED_LAYER; "
-    "--list_layers lists the tensors)."
-)
-
-
 def describe(teacher_layer, input_shape) -> list[tuple]:
     """The rows ``--list_layers`` prints for an ONNX teacher: tensor, node type, shape."""
     import onnx  # noqa: PLC0415

@@ -1,0 +1,108 @@
+"""An ONNX teacher's feature maps: the tensors ending its blocks, which ``hints='auto'`` chooses
+among (:func:`fitnets_tf.hint_choice.auto_pair`), and the teacher loaded again to fetch the one
+chosen.
+
+A file has no layers, but the paper's "layer" is found in its graph as in a Keras model's
+(:func:`fitnets_tf.hint_choice.feature_layers`): a block starts at a node with weights (a
+convolution or a matrix product) and ends, before the next one, at the last 4-D activation
+that every path from the input passes through (after a residual sum, never inside a block).
+So a PyTorch ResNet's block ends at the ReLU after its sum, a VGG's at its max pool. Shapes
+are channels last, whatever the file's layout (:func:`~fitnets_tf.models.onnx_hints.candidates`
+reads PyTorch's NCHW tensors as ``(H, W, C)``), so they compare with a Keras student's.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from fitnets_tf import hint_path
+from fitnets_tf.models import onnx_hints, onnx_model
+from fitnets_tf.models.logits import for_distilling
+
+# Nodes starting a block: those that hold a layer's weights.
+_WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+# A block's map passes through these unchanged, or only framed or re-laid out (tf2onnx's
+# transposes between a Keras file's NHWC and its convolutions' NCHW): the hint is the map
+# before them, as a Keras hint is taken before dropout and zero padding.
+_PASS_THROUGH = {"Dropout", "Identity", "Pad", "Transpose", "Cast"}
+# 4-D in ONNX, (N, C) in Keras: a pooled vector, not a map (Keras' global pooling).
+_VECTORS = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
+
+
+def feature_maps(model, input_shape, channels_first: bool) -> list[onnx_hints.Candidate]:
+    """The block outputs of the ONNX ``model`` (a ``ModelProto``) for images of
+    ``input_shape`` ``(H, W, C)``, input to output; ``channels_first``: the images' layout in
+    the file. What precedes the first weighted node (the images scaled, normalised, padded)
+    computes no features and is left out, as Keras' preprocessing layers are."""
+    maps = {c.tensor: c for c in onnx_hints.candidates(model, input_shape, channels_first)}
+    nodes = list(model.graph.node)
+    cuts = _cuts(model, nodes)
+    found, last, started = [], None, False
+    for i, node in enumerate(nodes):
+        if node.op_type in _WEIGHTED:
+            if last is not None:
+                found.append(last)
+            last, started = None, True
+        skipped = not started or node.op_type in _PASS_THROUGH | _VECTORS
+        if skipped or not cuts[i]:  # a path goes around it: inside a block
+            continue
+        last = next((maps[t] for t in reversed(node.output) if t in maps), last)
+    if last is not None:
+        found.append(last)
+    return found
+
+
+def _cuts(model, nodes) -> list[bool]:
+    """For each node (in graph order, which ONNX makes topological), whether no edge of the
+    graph passes over it: every path from the images goes through it. The images count as
+    made before the first node (a path from them around a node leaves it inside a block)."""
+    weights = {w.name for w in model.graph.initializer}
+    made_by = {i.name: -1 for i in model.graph.input if i.name not in weights}
+    made_by |= {t: i for i, node in enumerate(nodes) for t in node.output}
+    over = [0] * (len(nodes) + 1)  # edges passing over each node, as differences
+    for j, node in enumerate(nodes):
+        for i in {made_by[t] for t in node.input if t in made_by}:
+            if j - i > 1:
+                over[i + 1] += 1
+                over[j] -= 1
+    cuts, passing = [], 0
+    for change in over[:-1]:
+        passing += change
+        cuts.append(passing == 0)
+    return cuts
+
+
+def of_teacher(teacher: keras.Model) -> list[onnx_hints.Candidate]:
+    """:func:`feature_maps` of the file of the ONNX teacher ``teacher`` (loaded with or without
+    hints), for the images its input takes."""
+    import onnx  # noqa: PLC0415  (installed with ONNX Runtime, the export extra's)
+
+    layer = onnx_model.onnx_layer(teacher)
+    parsed = onnx.load(str(layer.onnx_path), load_external_data=False)
+    return feature_maps(parsed, tuple(teacher.inputs[0].shape[1:]), layer.channels_first)
+
+
+def fetching(teacher: keras.Model, pairs, auto) -> tuple[keras.Model, list]:
+    """``teacher`` and ``pairs`` as the Distiller takes them once ``hints='auto'`` has chosen
+    (``auto``: its :class:`~fitnets_tf.hint_choice.AutoPair`, None for pairs given): an ONNX
+    teacher fetching the tensor chosen (:func:`with_hints`), the pairs named by its layers.
+    Anything else is returned as it is."""
+    if auto is None or onnx_model.onnx_layer(teacher) is None:
+        return teacher, pairs
+    teacher = for_distilling(with_hints(teacher, pairs), "teacher")
+    return teacher, hint_path.layer_pairs(teacher, pairs)
+
+
+def with_hints(teacher: keras.Model, pairs) -> keras.Model:
+    """``teacher`` fetching the hint tensors of ``pairs`` (hint, guided): an ONNX teacher that
+    lacks one is loaded again from its file with them (the hints chosen after it was loaded:
+    ``hints='auto'``); any other teacher, or one that has them, is ``teacher`` itself."""
+    layer = onnx_model.onnx_layer(teacher)
+    if layer is None:
+        return teacher
+    have = [onnx_hints.layer_name(t) for t in layer.hints]
+    tensors = [hint for hint, _ in pairs]
+    if all(onnx_hints.layer_name(t) in have for t in tensors):
+        return teacher
+    shape = tuple(teacher.inputs[0].shape[1:])
+    return onnx_model.load(layer.onnx_path, shape, hints=[*layer.hints, *tensors])
