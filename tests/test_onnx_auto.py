@@ -187,3 +187,16 @@ def test_the_cli_trains_fitnet_from_the_auto_choice_of_an_onnx_teacher(mnist_siz
     assert hints["auto"]["hint_layer"] == P2
     assert hints["pairs"][0]["hint_layer"] == "block.pool.MaxPool_output_0"
     assert hints["pairs"][0]["guided_layer"] == hints["auto"]["guided_layer"]
+
+
+def test_a_search_trial_with_auto_hints_loads_the_chosen_tensor(torch_file):
+    import keras_tuner  # noqa: PLC0415  (the search's)
+
+    from fitnets_tf import search  # noqa: PLC0415
+
+    model = search.FitNetsHyperModel(torch_file, _student, hints="auto", hints_epochs=1)
+    hp = keras_tuner.HyperParameters()
+    model.declare_hyperparameters(hp)
+    distiller = model.build(hp)
+    assert distiller.hints == [("block.pool.MaxPool_output_0", "conv2")]
+    assert distiller.teacher.get_layer("onnx_model").hints == [P2]
