@@ -94,6 +94,18 @@ def test_the_feature_maps_are_the_block_outputs_channels_last():
     ]  # fmt: skip
 
 
+def test_a_global_mean_is_a_pooled_vector_not_the_last_block_s_map():
+    # PyTorch's dynamo exporter writes AdaptiveAvgPool2d(1) as a ReduceMean over H and W kept
+    # as (N, C, 1, 1): Keras' global pooling, a vector, not the last block's output (R3).
+    model = _torch_like()
+    pool = next(n for n in model.graph.node if n.op_type == "GlobalAveragePool")
+    pool.op_type = "ReduceMean"
+    pool.attribute.extend([helper.make_attribute("axes", [2, 3]),
+                           helper.make_attribute("keepdims", 1)])  # fmt: skip
+    found = onnx_features.feature_maps(model, (8, 12, 1), channels_first=True)
+    assert [c.tensor for c in found] == [R1, P2, R3]
+
+
 def test_auto_chooses_the_middle_tensor_for_the_student_s_middle_layer(torch_file):
     teacher = onnx_model.load(torch_file, (8, 12, 1))  # no hints: the choice needs none
     chosen = hint_choice.auto_pair(teacher, _student())

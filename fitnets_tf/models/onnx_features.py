@@ -25,8 +25,14 @@ _WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 # transposes between a Keras file's NHWC and its convolutions' NCHW): the hint is the map
 # before them, as a Keras hint is taken before dropout and zero padding.
 _PASS_THROUGH = {"Dropout", "Identity", "Pad", "Transpose", "Cast"}
-# 4-D in ONNX, (N, C) in Keras: a pooled vector, not a map (Keras' global pooling).
+# 4-D in ONNX, (N, C) in Keras: a pooled vector, not a map (Keras' global pooling). PyTorch's
+# dynamo exporter writes AdaptiveAvgPool2d(1) and x.mean((2, 3), keepdim=True) as a ReduceMean:
+# a reduction (over H and W, or any axis) is never a block's output.
 _VECTORS = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
+
+
+def _pooled(op_type: str) -> bool:
+    return op_type in _VECTORS or op_type.startswith("Reduce")
 
 
 def feature_maps(model, input_shape, channels_first: bool) -> list[onnx_hints.Candidate]:
@@ -43,7 +49,7 @@ def feature_maps(model, input_shape, channels_first: bool) -> list[onnx_hints.Ca
             if last is not None:
                 found.append(last)
             last, started = None, True
-        skipped = not started or node.op_type in _PASS_THROUGH | _VECTORS
+        skipped = not started or node.op_type in _PASS_THROUGH or _pooled(node.op_type)
         if skipped or not cuts[i]:  # a path goes around it: inside a block
             continue
         last = next((maps[t] for t in reversed(node.output) if t in maps), last)
