@@ -39,15 +39,24 @@ class _Inference:
         return self._model()(images, training=False)
 
 
+def inference(model: keras.Model):
+    """``model(images, training=False)`` as one graph per model, kept while the model lives.
+
+    In a graph: an eager call of an ONNX teacher loaded with hints computes and copies every
+    hint too, which a graph asking for the logits alone does not.
+    """
+    if model not in _INFERENCE:
+        _INFERENCE[model] = tf.function(_Inference(model), reduce_retracing=True)
+    return _INFERENCE[model]
+
+
 def predict_classes(model: keras.Model, images) -> np.ndarray:
     """``model``'s class for each of a batch of ``images``, computed in inference mode.
 
     Not Keras' ``predict_on_batch``: under a ``MirroredStrategy`` of N replicas it gives each
     replica the whole batch and returns N copies of the predictions.
     """
-    if model not in _INFERENCE:
-        _INFERENCE[model] = tf.function(_Inference(model), reduce_retracing=True)
-    return np.argmax(_INFERENCE[model](images), axis=-1)
+    return np.argmax(inference(model)(images), axis=-1)
 
 
 def test_accuracy(model: keras.Model, test: tf.data.Dataset) -> float:

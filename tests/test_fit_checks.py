@@ -164,7 +164,7 @@ def _brightness_distiller(teacher, **kwargs):
 
 @pytest.mark.parametrize(("teacher", "fed", "message"), [
     # Trained on pixels / 255, fed raw pixels: every image is white to it, class 3.
-    (dict(), dict(scale=255.0), r"right on 0.2500 of the first batch's 32 images as fit is "
+    (dict(), dict(scale=255.0), r"right on 0.2500 of the first 32 images as fit is "
      r"given them \(values above 1, taken as raw pixels in \[0, 255\]\), but on 1.0000 of the "
      r"same images as pixels / 255: .* dataset.map\(lambda x, y: \(x / 255, y\)\)"),
     # Its own Rescaling(1/255) in front, fed pixels / 255: every image is black, class 0.
@@ -197,6 +197,37 @@ def test_a_teacher_fed_as_it_was_trained_or_unchecked_distils(teacher, fed):
     d = _brightness_distiller(_brightness_teacher(), check_scaling=False)
     d.fit(_brightness(scale=255.0), epochs=1, verbose=0)  # wrong, but told not to check
     assert int(d.optimizer.iterations) == 1
+
+
+def test_batches_too_small_to_refuse_alone_are_read_together_up_to_the_checks_images():
+    # Batches of 8: 8 images one scaling gets right and the other wrong have odds 0.5^8 =
+    # 0.004, above 1e-4, and the first batch alone could never be refused. The check reads
+    # batches up to its 512 images (here the 32 there are), from the one start of the pipeline
+    # Keras makes to build: 2 starts for a 1-epoch fit, as before.
+    starts = []
+
+    def images():
+        starts.append(1)
+        yield from _brightness(scale=255.0).unbatch().as_numpy_iterator()
+
+    signature = (tf.TensorSpec((4, 4, 1), tf.float32), tf.TensorSpec((), tf.int64))
+    dataset = tf.data.Dataset.from_generator(images, output_signature=signature).batch(8)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(4))  # Keras' 4 steps
+    message = (r"right on 0.2500 of the first 32 images as fit is given them \(values above 1, "
+               r"taken as raw pixels in \[0, 255\]\), but on 1.0000 of the same images as "
+               r"pixels / 255")  # fmt: skip
+    d = _brightness_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError, match=message):
+        d.fit(dataset, epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 0 and len(starts) == 1  # no training start
+    x, y = next(iter(_brightness(scale=255.0)))
+    d = _brightness_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError, match=message):  # arrays, batched by fit
+        d.fit(x.numpy(), y.numpy(), batch_size=8, epochs=1, verbose=0)
+    d = _brightness_distiller(_brightness_teacher())
+    starts.clear()
+    d.fit(dataset.map(lambda x, y: (x / 255, y)), epochs=1, verbose=0)  # fed right: trains
+    assert int(d.optimizer.iterations) == 4 and len(starts) == 2
 
 
 def test_keras_average_starts_at_the_weights_after_the_first_step():

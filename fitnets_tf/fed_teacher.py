@@ -1,0 +1,114 @@
+"""``Distiller.fit``'s check of its teacher on the first labelled images it is given.
+
+The command line checks a user's teacher on the validation images before it teaches
+(:func:`fitnets_tf.evaluation.check_teacher`). A Python user calls ``fit`` with their own
+data, so ``fit`` checks the teacher's input scaling with the same test on its first images
+(up to :data:`~fitnets_tf.teacher_scaling.MAX_IMAGES`, in as many batches as it takes: a
+sign test cannot refuse on fewer than 14), and says the fix in Python terms. How the images
+are fed is read from their values alone: in [0, 1], pixels / 255; above 1, raw pixels.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from fitnets_tf import evaluation, teacher_scaling
+from fitnets_tf.errors import ConfigError
+from fitnets_tf.models.logits import check_batched
+from fitnets_tf.step_inputs import images_of
+
+SKIP = "Distiller(..., check_scaling=False) skips this check."
+
+
+def _labels(y) -> np.ndarray:
+    labels = np.asarray(ops.convert_to_numpy(y))
+    if labels.ndim == 2 and labels.shape[-1] > 1:  # one-hot or soft targets
+        return np.argmax(labels, axis=-1)
+    return labels.reshape(-1).astype("int64")
+
+
+def _images_and_labels(batches, teacher) -> tuple[np.ndarray, np.ndarray] | None:
+    """The images and labels of ``batches`` (``fit``'s, as Keras unpacks them), up to
+    :data:`~fitnets_tf.teacher_scaling.MAX_IMAGES`; None when they have no labels."""
+    xs, ys = [], []
+    for batch in batches:
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        if y is None:
+            return None
+        xs.append(np.asarray(ops.convert_to_numpy(images_of(x)), "float32"))
+        check_batched(xs[-1], teacher)  # as the step would, before the teacher sees it
+        ys.append(_labels(y))
+    count = teacher_scaling.MAX_IMAGES
+    return np.concatenate(xs)[:count], np.concatenate(ys)[:count]
+
+
+class _Fed:
+    """How ``fit`` is given ``images``: ``mode`` as :func:`teacher_scaling.other_scaling`
+    takes it (None: not checked), and ``said``, the words that tell the user."""
+
+    def __init__(self, images: np.ndarray):
+        self.mean = self.std = None
+        if images.min() >= 0:
+            self.mode = "scale" if images.max() <= 1 else "none"
+            self.said = {"scale": "values in [0, 1], taken as pixels / 255",
+                         "none": "values above 1, taken as raw pixels in [0, 255]"}[self.mode]
+            return
+        # Standardised: the constants that would recover their pixels are not fit's to know.
+        self.mode, self.said = None, "negative values"
+
+
+def check_fed_teacher(distiller, batches) -> bool:
+    """Refuses, before any step, a teacher right clearly more often on ``fit``'s first
+    labelled images (``batches``, :func:`fitnets_tf.fit_checks.first_batches`) scaled another
+    common way than as ``fit`` is given them: the command line's check of its validation
+    images (:func:`fitnets_tf.teacher_scaling.other_scaling`: raw pixels for pixels / 255 and
+    the other way round, standardised per channel). A teacher trained on pixels / 255 and fed
+    raw pixels is near chance, and distillation would teach its mistakes without a word.
+
+    Returns whether the images could be checked: not without labels (a hint stage's images
+    alone; the next ``fit`` tries again). Images with negative values (standardised) pass
+    unchecked. ``Distiller(..., check_scaling=False)`` skips the check.
+    """
+    found = _images_and_labels(batches, distiller.teacher)
+    if found is None:
+        return False
+    images, labels = found
+    if len(labels) == 0:
+        return False
+    _refuse_other_scaling(distiller, images, labels, _Fed(images))
+    return True
+
+
+def _predictor(teacher, strategy):
+    """The teacher's classes of a batch of images, in batches."""
+    graph = evaluation.inference(teacher)
+
+    def predict(images):
+        with strategy.scope():  # an unbuilt teacher makes its variables here
+            out = [ops.convert_to_numpy(graph(tf.convert_to_tensor(images[i:i + 64], "float32")))
+                   for i in range(0, len(images), 64)]  # fmt: skip
+        out = np.concatenate(out).astype("float32")
+        return np.argmax(out, axis=-1)
+
+    return predict
+
+
+def _refuse_other_scaling(distiller, images: np.ndarray, labels: np.ndarray, fed: _Fed) -> None:
+    if fed.mode is None:
+        return
+    predict = _predictor(distiller.teacher, distiller.distribute_strategy)
+    given = tf.data.Dataset.from_tensors((images, labels))
+    found = teacher_scaling.other_scaling(predict, given, fed.mode, mean=fed.mean, std=fed.std)
+    if found is None:
+        return
+    raise ConfigError(
+        f"The teacher {distiller.teacher.name!r} is right on {found.accuracy:.4f} of the first "
+        f"{found.count} images as fit is given them ({fed.said}), but on "
+        f"{found.better:.4f} of the same images {found.how}: it was trained on images scaled "
+        "so, and would teach its mistakes. Give fit the images scaled so, which both models "
+        f"take (e.g. dataset.map(lambda x, y: ({found.expression}, y))). A teacher right on "
+        f"these images as given: {SKIP}"
+    )
