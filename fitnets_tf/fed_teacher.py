@@ -5,7 +5,10 @@ The command line checks a user's teacher on the validation images before it teac
 data, so ``fit`` checks the teacher's input scaling with the same test on its first images
 (up to :data:`~fitnets_tf.teacher_scaling.MAX_IMAGES`, in as many batches as it takes: a
 sign test cannot refuse on fewer than 14), and says the fix in Python terms. How the images
-are fed is read from their values alone: in [0, 1], pixels / 255; above 1, raw pixels.
+are fed is read from their values alone: in [0, 1], pixels / 255; above 1, raw pixels; with
+negative values, standardised, by constants ``fit`` is not given, so the pixels are recovered
+from the values' range per channel (a few hundred images reach black and white:
+torchvision's ``Normalize(0.2860, 0.3530)`` of Fashion-MNIST spans -0.81 to 2.02).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from fitnets_tf import evaluation, teacher_scaling
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.models.logits import check_batched
 from fitnets_tf.step_inputs import images_of
+from fitnets_tf.teacher_scaling import as_python
 
 SKIP = "Distiller(..., check_scaling=False) skips this check."
 
@@ -47,7 +51,8 @@ def _images_and_labels(batches, teacher) -> tuple[np.ndarray, np.ndarray] | None
 
 class _Fed:
     """How ``fit`` is given ``images``: ``mode`` as :func:`teacher_scaling.other_scaling`
-    takes it (None: not checked), and ``said``, the words that tell the user."""
+    takes it (None: not checked), the constants that recover pixels / 255 (standardised
+    images), and ``said``, the words that tell the user."""
 
     def __init__(self, images: np.ndarray):
         self.mean = self.std = None
@@ -56,8 +61,14 @@ class _Fed:
             self.said = {"scale": "values in [0, 1], taken as pixels / 255",
                          "none": "values above 1, taken as raw pixels in [0, 255]"}[self.mode]
             return
-        # Standardised: the constants that would recover their pixels are not fit's to know.
-        self.mode, self.said = None, "negative values"
+        low, high = images.min(axis=(0, 1, 2)), images.max(axis=(0, 1, 2))
+        if np.any(high <= low):  # a constant channel: no range to recover its pixels from
+            self.mode, self.said = None, "negative values, a channel constant"
+            return
+        # x = (unit - mean) / std with unit spanning [0, 1]: std = 1 / range, mean = -low / range.
+        self.mode, self.std, self.mean = "standardize", 1 / (high - low), -low / (high - low)
+        self.said = (f"negative values, taken as standardised: x * {as_python(self.std)} + "
+                     f"{as_python(self.mean)} spans [0, 1] like pixels / 255")  # fmt: skip
 
 
 def check_fed_teacher(distiller, batches) -> bool:
@@ -69,8 +80,7 @@ def check_fed_teacher(distiller, batches) -> bool:
     raw pixels is near chance, and distillation would teach its mistakes without a word.
 
     Returns whether the images could be checked: not without labels (a hint stage's images
-    alone; the next ``fit`` tries again). Images with negative values (standardised) pass
-    unchecked. ``Distiller(..., check_scaling=False)`` skips the check.
+    alone; the next ``fit`` tries again). ``Distiller(..., check_scaling=False)`` skips it.
     """
     found = _images_and_labels(batches, distiller.teacher)
     if found is None:

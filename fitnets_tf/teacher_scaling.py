@@ -62,6 +62,12 @@ def _fmt(values) -> str:
     return ",".join(f"{v:.4f}" for v in values)
 
 
+def as_python(values) -> str:
+    """Constants as a batch ``x`` takes them in Python: one number, or a list per channel."""
+    values = np.atleast_1d(values)
+    return _fmt(values) if len(values) == 1 else f"[{_fmt(values)}]"
+
+
 def _unit(x: np.ndarray, mode: str, mean, std) -> np.ndarray:
     """The images as pixels / 255, from the ``mode`` the run fed them in."""
     if mode == "standardize":  # (pixels / 255 - mean) / std, undone
@@ -172,7 +178,7 @@ def other_scaling(predict, images: tf.data.Dataset, mode: str, *, mean=None, std
 def _expression(flags: str, mode: str, mean, std) -> str:
     """``flags``' scaling of a batch ``x`` fed as ``mode``, as Python."""
     unit = {"scale": "x", "none": "x / 255",
-            "standardize": f"(x * {_fmt(np.atleast_1d(std))} + {_fmt(np.atleast_1d(mean))})"
+            "standardize": f"(x * {as_python(std)} + {as_python(mean)})"
             if mode == "standardize" else ""}[mode]  # fmt: skip
     if flags == "--preprocessing=scale":
         return unit

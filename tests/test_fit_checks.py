@@ -188,7 +188,7 @@ def test_a_teacher_fed_other_than_it_was_trained_on_is_refused_at_the_first_batc
 
 @pytest.mark.parametrize(("teacher", "fed"), [
     (dict(), dict()), (dict(rescales=True), dict(scale=255.0)),
-    (dict(normalized=True), dict(mean=0.5, std=0.2915)),  # standardised: not checked
+    (dict(normalized=True), dict(mean=0.5, std=0.2915)),  # standardised: its range checked
 ])  # fmt: skip
 def test_a_teacher_fed_as_it_was_trained_or_unchecked_distils(teacher, fed):
     d = _brightness_distiller(_brightness_teacher(**teacher))
@@ -228,6 +228,20 @@ def test_batches_too_small_to_refuse_alone_are_read_together_up_to_the_checks_im
     starts.clear()
     d.fit(dataset.map(lambda x, y: (x / 255, y)), epochs=1, verbose=0)  # fed right: trains
     assert int(d.optimizer.iterations) == 4 and len(starts) == 2
+
+
+def test_standardised_images_are_checked_from_the_pixels_their_range_recovers():
+    # Standardised by Normalize(0.5, 0.2915) for a teacher trained on pixels / 255: images
+    # with negative values passed unchecked, whatever the teacher knew. Their range per channel
+    # (-1.3722 to 1.3722) is taken as the pixels' (0 to 1): x * 0.3644 + 0.5000.
+    d = _brightness_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError, match=(
+        r"right on 0.5000 of the first 32 images as fit is given them \(negative values, "
+        r"taken as standardised: x \* 0.3644 \+ 0.5000 spans \[0, 1\] like pixels / 255\), "
+        r"but on 1.0000 of the same images as pixels / 255: .* "
+        r"dataset.map\(lambda x, y: \(\(x \* 0.3644 \+ 0.5000\), y\)\)")):  # fmt: skip
+        d.fit(_brightness(mean=0.5, std=0.2915), epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 0
 
 
 def test_keras_average_starts_at_the_weights_after_the_first_step():
