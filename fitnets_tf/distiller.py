@@ -89,8 +89,8 @@ class Distiller(keras.Model):
             update, as the paper's nets' ``max_norm`` (its code: 0.9). None: no bound.
         label_smoothing: ε of stage 2's cross-entropy on the labels (target ``(1 − ε)·y +
             ε/K``; not of the soft term): 0 (none, the paper) to < 1.
-        check_scaling: refuse at ``fit``'s first labelled batch a teacher fed other than it was
-            trained on (:func:`fitnets_tf.teacher_scaling.check_fed_teacher`). False: unchecked.
+        check_teacher: False: ``fit``'s first labelled images do not check the teacher
+            (:mod:`fitnets_tf.fed_teacher`). ``check_scaling``, its older name, wins if given.
 
     Inputs are images, or ``{"images": x, "teacher_logits": t, "teacher_hint": h}`` with
     the teacher's outputs precomputed (:mod:`fitnets_tf.teacher_cache`; either key may be
@@ -117,7 +117,8 @@ class Distiller(keras.Model):
         hint_weights=None,
         label_smoothing: float = 0.0,
         regressor_max_norm: float | None = None,
-        check_scaling: bool = True,
+        check_teacher: bool = True,
+        check_scaling: bool | None = None,
         **kwargs,
     ):
         if "dtype" not in kwargs and getattr(student, "compute_dtype", None) == "float16":
@@ -134,7 +135,7 @@ class Distiller(keras.Model):
         self.teacher, self.student = teacher, student
         # A subclassed (or unbuilt) teacher's softmax is not in a graph: its first outputs tell.
         self._teacher_unchecked = ends(teacher) is None
-        self._scaling_unchecked = bool(check_scaling)
+        self._answers_unchecked = bool(check_teacher if check_scaling is None else check_scaling)
         self.hints, self.auto_pair = resolve_pairs(teacher, student, hints, hint_layer,
                                                    guided_layer)  # fmt: skip
         if self.auto_pair is not None:

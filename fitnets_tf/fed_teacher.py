@@ -1,14 +1,14 @@
 """``Distiller.fit``'s check of its teacher on the first labelled images it is given.
 
 The command line checks a user's teacher on the validation images before it teaches
-(:func:`fitnets_tf.evaluation.check_teacher`). A Python user calls ``fit`` with their own
-data, so ``fit`` checks the teacher's input scaling with the same test on its first images
-(up to :data:`~fitnets_tf.teacher_scaling.MAX_IMAGES`, in as many batches as it takes: a
-sign test cannot refuse on fewer than 14), and says the fix in Python terms. How the images
-are fed is read from their values alone: in [0, 1], pixels / 255; above 1, raw pixels; with
-negative values, standardised, by constants ``fit`` is not given, so the pixels are recovered
-from the values' range per channel (a few hundred images reach black and white:
-torchvision's ``Normalize(0.2860, 0.3530)`` of Fashion-MNIST spans -0.81 to 2.02).
+(:func:`fitnets_tf.evaluation.check_teacher`): its class order, its accuracy against chance,
+its input scaling. A Python user calls ``fit`` with their own data, so ``fit`` makes the same
+checks, in the same order and with the same tests, on its first images (up to the scaling
+check's :data:`~fitnets_tf.teacher_scaling.MAX_IMAGES`), and says each fix in Python terms.
+How the images are fed is read from their values alone: in [0, 1], pixels / 255; above 1,
+raw pixels; with negative values, standardised, by constants ``fit`` is not given, so the
+pixels are recovered from the values' range per channel (a few hundred images reach black
+and white: torchvision's ``Normalize(0.2860, 0.3530)`` of Fashion-MNIST spans -0.81 to 2.02).
 """
 
 from __future__ import annotations
@@ -18,13 +18,17 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from fitnets_tf import evaluation, teacher_scaling
+from fitnets_tf import class_order, evaluation, teacher_scaling
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.models.logits import check_batched
+from fitnets_tf.notes import note
 from fitnets_tf.step_inputs import images_of
 from fitnets_tf.teacher_scaling import as_python
 
-SKIP = "Distiller(..., check_scaling=False) skips this check."
+SKIP = "Distiller(..., check_teacher=False) skips this check."
+_NORMALIZE_HINT = (" A PyTorch teacher trained behind torchvision's Normalize(mean, std) and "
+                   "exported without it is fed what it knows with dataset.map(lambda x, y: "
+                   "((x - MEAN) / STD, y)) (its Normalize's values, x as pixels / 255).")
 
 
 def _labels(y) -> np.ndarray:
@@ -72,28 +76,63 @@ class _Fed:
 
 
 def check_fed_teacher(distiller, batches) -> bool:
-    """Refuses, before any step, a teacher right clearly more often on ``fit``'s first
-    labelled images (``batches``, :func:`fitnets_tf.fit_checks.first_batches`) scaled another
-    common way than as ``fit`` is given them: the command line's check of its validation
-    images (:func:`fitnets_tf.teacher_scaling.other_scaling`: raw pixels for pixels / 255 and
-    the other way round, standardised per channel). A teacher trained on pixels / 255 and fed
-    raw pixels is near chance, and distillation would teach its mistakes without a word.
+    """Refuses, before any step, a teacher that ``fit``'s first labelled images
+    (``batches``, :func:`fitnets_tf.fit_checks.first_batches`) show cannot teach as fed, as
+    the command line's :func:`fitnets_tf.evaluation.check_teacher` refuses one on the
+    validation images: it calls the data's classes by other labels, or is far below chance
+    (:mod:`fitnets_tf.class_order`: trained with another class order), or is right clearly
+    more often on the images scaled another common way (:func:`fitnets_tf.teacher_scaling.
+    other_scaling`). A teacher near chance is warned of.
 
     Returns whether the images could be checked: not without labels (a hint stage's images
-    alone; the next ``fit`` tries again). ``Distiller(..., check_scaling=False)`` skips it.
+    alone; the next ``fit`` tries again). ``Distiller(...,
+    check_teacher=False)`` skips the check.
     """
-    found = _images_and_labels(batches, distiller.teacher)
+    teacher = distiller.teacher
+    found = _images_and_labels(batches, teacher)
     if found is None:
         return False
     images, labels = found
     if len(labels) == 0:
         return False
-    _refuse_other_scaling(distiller, images, labels, _Fed(images))
+    logits = _predictor(teacher, distiller.distribute_strategy, logits=True)(images)
+    predictions, num_classes = np.argmax(logits, axis=-1), logits.shape[-1]
+    accuracy, chance = float(np.mean(predictions == labels)), 1 / num_classes
+    fed = _Fed(images)
+    if labels.min() < 0 or labels.max() >= num_classes:  # Keras' loss will name them
+        _refuse_other_scaling(distiller, images, labels, fed)
+        return True
+    class_order.refuse_another_order(predictions, labels, num_classes, "first", python=True)
+    if accuracy >= 2 * chance:
+        _refuse_other_scaling(distiller, images, labels, fed)
+        return True
+    hint = class_order.below_chance_hint(predictions, labels, num_classes, "first",
+                                         python=True)  # fmt: skip
+    _refuse_other_scaling(distiller, images, labels, fed)
+    note(_near_chance(distiller, images, labels, accuracy, chance, fed, hint))
     return True
 
 
-def _predictor(teacher, strategy):
-    """The teacher's classes of a batch of images, in batches."""
+def _near_chance(distiller, images, labels, accuracy: float, chance: float, fed: _Fed,
+                 hint: str) -> str:  # fmt: skip
+    """The warning of a teacher near chance: its lagging batch norm statistics' when scoring
+    with each batch's own makes it teach (one replica: the check sets them back), else the
+    command line's words with the Python fix."""
+    teacher = distiller.teacher
+    if distiller.distribute_strategy.num_replicas_in_sync == 1:
+        given = tf.data.Dataset.from_tensors((images, labels))
+        if (lagging := evaluation.lagging_statistics(teacher, given, accuracy, chance,
+                                                     "first")) is not None:  # fmt: skip
+            return lagging
+    normalize = _NORMALIZE_HINT if fed.mode in ("scale", "none") else ""
+    return (f"warning: the teacher {teacher.name!r} is right on {accuracy:.4f} of the first "
+            f"{len(labels)} images fit is given (chance {chance:.4f}), so it has little to "
+            f"teach.{hint} Was it trained with this data's class order and on images scaled "
+            f"the same way?{normalize}")  # fmt: skip
+
+
+def _predictor(teacher, strategy, logits: bool = False):
+    """The teacher's classes (``logits``: its logits) of a batch of images, in batches."""
     graph = evaluation.inference(teacher)
 
     def predict(images):
@@ -101,7 +140,7 @@ def _predictor(teacher, strategy):
             out = [ops.convert_to_numpy(graph(tf.convert_to_tensor(images[i:i + 64], "float32")))
                    for i in range(0, len(images), 64)]  # fmt: skip
         out = np.concatenate(out).astype("float32")
-        return np.argmax(out, axis=-1)
+        return out if logits else np.argmax(out, axis=-1)
 
     return predict
 

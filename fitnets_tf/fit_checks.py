@@ -3,8 +3,9 @@
 Each check refuses, with the fix, a combination that Keras would run without a word or fail
 on deep inside TensorFlow: a callback that cannot work on a Distiller, a batch that leaves a
 replica without an example, a teacher whose outputs are probabilities where the Distiller
-needs logits, a teacher fed images scaled otherwise than it was trained on. A stage too short
-for its optimizer's moving average is told so (a note, not a refusal). The curriculum (λ, τ)
+needs logits, a teacher that cannot teach the images as fed (another class order, another
+scaling). A stage too short for its optimizer's moving average is told so (a note, not a
+refusal). The curriculum (λ, τ)
 is kept where training left it when a callback restores weights at the end of ``fit``.
 """
 
@@ -328,21 +329,21 @@ def check_teacher_logits(distiller, batch) -> None:
 def check_first_batch(distiller, iterator) -> None:
     """The checks of the teacher on the first batches of Keras' epoch ``iterator``, each made
     once per Distiller: its outputs are logits (:func:`check_teacher_logits`, KD only, on the
-    first batch) and it is fed images scaled as it was trained (:func:`fitnets_tf.fed_teacher.
+    first batch) and it can teach the images as fed (:func:`fitnets_tf.fed_teacher.
     check_fed_teacher`, on the first labelled ones: enough batches for its sign test). The
     batches are read once for both (:func:`first_batches`)."""
     logits = distiller._teacher_unchecked and distiller.phase == "kd"
-    if not (logits or distiller._scaling_unchecked):
+    if not (logits or distiller._answers_unchecked):
         return
     from fitnets_tf import fed_teacher, teacher_scaling  # scipy's tests: imported when checked
 
-    wanted = teacher_scaling.MAX_IMAGES if distiller._scaling_unchecked else 1
+    wanted = teacher_scaling.MAX_IMAGES if distiller._answers_unchecked else 1
     batches = first_batches(iterator, distiller.distribute_strategy, wanted)
     if logits:
         check_teacher_logits(distiller, batches[0])
         distiller._teacher_unchecked = False
-    if distiller._scaling_unchecked:
-        distiller._scaling_unchecked = not fed_teacher.check_fed_teacher(distiller, batches)
+    if distiller._answers_unchecked:
+        distiller._answers_unchecked = not fed_teacher.check_fed_teacher(distiller, batches)
 
 
 # The share of a stage's first weights left in its average above which fit says so: 1%, a

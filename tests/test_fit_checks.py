@@ -181,7 +181,7 @@ def test_a_teacher_fed_other_than_it_was_trained_on_is_refused_at_the_first_batc
 ):
     # A Python user's fit distilled it silently: the CLI alone checked the teacher's scaling.
     d = _brightness_distiller(_brightness_teacher(**teacher))
-    with pytest.raises(ConfigError, match=message + r".* check_scaling=False\) skips this check"):
+    with pytest.raises(ConfigError, match=message + r".* check_teacher=False\) skips this check"):
         d.fit(_brightness(**fed), epochs=1, verbose=0)
     assert int(d.optimizer.iterations) == 0  # before any training
 
@@ -194,7 +194,7 @@ def test_a_teacher_fed_as_it_was_trained_or_unchecked_distils(teacher, fed):
     d = _brightness_distiller(_brightness_teacher(**teacher))
     d.fit(_brightness(**fed), epochs=1, verbose=0)
     assert int(d.optimizer.iterations) == 1
-    d = _brightness_distiller(_brightness_teacher(), check_scaling=False)
+    d = _brightness_distiller(_brightness_teacher(), check_teacher=False)
     d.fit(_brightness(scale=255.0), epochs=1, verbose=0)  # wrong, but told not to check
     assert int(d.optimizer.iterations) == 1
 
@@ -242,6 +242,39 @@ def test_standardised_images_are_checked_from_the_pixels_their_range_recovers():
         r"dataset.map\(lambda x, y: \(\(x \* 0.3644 \+ 0.5000\), y\)\)")):  # fmt: skip
         d.fit(_brightness(mean=0.5, std=0.2915), epochs=1, verbose=0)
     assert int(d.optimizer.iterations) == 0
+
+
+def test_a_teacher_with_another_class_order_is_refused_with_the_labels_map():
+    # Labels one class on (label k is the teacher's class k - 1), as a PyTorch ImageFolder's
+    # sorted order gives another: it was distilled without a word.
+    d = _brightness_distiller(_brightness_teacher())
+    shifted = _brightness().map(lambda x, y: (x, (y + 1) % 4))
+    with pytest.raises(ConfigError, match=(
+        r"calls classes by other labels than this data's: on the first images \(accuracy "
+        r"0.0000\), label 0 is its class 3 for 8 of 8 images; .* relabel the data in the "
+        r"teacher's: dataset.map\(lambda x, y: \(x, tf.gather\(\[3, 0, 1, 2\], y\)\)\) "
+        r"\(a PyTorch ImageFolder's .* Distiller\(..., check_teacher=False\) skips")):
+        d.fit(shifted, epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 0
+    for switch in ("check_teacher", "check_scaling"):  # the older name, kept
+        d = _brightness_distiller(_brightness_teacher(), **{switch: False})
+        d.fit(shifted, epochs=1, verbose=0)
+        assert int(d.optimizer.iterations) == 1
+
+
+def test_a_teacher_near_chance_is_warned_of_once(capsys):
+    # One answer, class 0, for every image: right on a quarter, as the command line warns.
+    teacher = _brightness_teacher()
+    teacher.layers[-1].set_weights([np.zeros((1, 4)), np.array([1.0, 0, 0, 0])])
+    d = _brightness_distiller(teacher)
+    d.fit(_brightness(), epochs=1, verbose=0)
+    d.fit(_brightness(), epochs=1, verbose=0)
+    out = capsys.readouterr().out
+    assert out.count("warning: the teacher 'sequential") == 1
+    assert ("is right on 0.2500 of the first 32 images fit is given (chance 0.2500), so it has "
+            "little to teach. Was it trained with this data's class order and on images scaled "
+            "the same way?") in out
+    assert int(d.optimizer.iterations) == 2
 
 
 def test_keras_average_starts_at_the_weights_after_the_first_step():
