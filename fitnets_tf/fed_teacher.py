@@ -13,6 +13,8 @@ and white: torchvision's ``Normalize(0.2860, 0.3530)`` of Fashion-MNIST spans -0
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -26,6 +28,16 @@ from fitnets_tf.step_inputs import images_of
 from fitnets_tf.teacher_scaling import as_python
 
 SKIP = "Distiller(..., check_teacher=False) skips this check."
+# Said once per Distiller: the check waits for a fit given labels.
+UNLABELLED = (
+    "Distiller.fit checks the teacher on images with labels (its class order, its accuracy, "
+    "the scaling it was trained on), and this hint stage's images come without labels: it "
+    "trains unchecked, and the check waits for the next fit given labels. To check the teacher "
+    "before stage 1, give fit (images, labels) here too: the hint stage does not train on the "
+    "labels. " + SKIP
+)
+# The Distillers told so: a hint stage's every fit would say it again.
+_TOLD_UNLABELLED: weakref.WeakSet = weakref.WeakSet()
 _NORMALIZE_HINT = (" A PyTorch teacher trained behind torchvision's Normalize(mean, std) and "
                    "exported without it is fed what it knows with dataset.map(lambda x, y: "
                    "((x - MEAN) / STD, y)) (its Normalize's values, x as pixels / 255).")
@@ -85,12 +97,15 @@ def check_fed_teacher(distiller, batches) -> bool:
     other_scaling`). A teacher near chance is warned of.
 
     Returns whether the images could be checked: not without labels (a hint stage's images
-    alone; the next ``fit`` tries again). ``Distiller(...,
+    alone: said once, and the next ``fit`` tries again). ``Distiller(...,
     check_teacher=False)`` skips the check.
     """
     teacher = distiller.teacher
     found = _images_and_labels(batches, teacher)
     if found is None:
+        if distiller not in _TOLD_UNLABELLED:
+            _TOLD_UNLABELLED.add(distiller)
+            note(UNLABELLED)
         return False
     images, labels = found
     if len(labels) == 0:

@@ -199,6 +199,16 @@ def test_a_teacher_fed_as_it_was_trained_or_unchecked_distils(teacher, fed):
     assert int(d.optimizer.iterations) == 1
 
 
+def _hint_distiller(teacher, **kwargs):
+    """A stage-1 Distiller of :func:`_brightness_teacher`: its pooled mean hints a Dense."""
+    student = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(2, name="guided"), keras.layers.Dense(4)])
+    d = fitnets_tf.Distiller(teacher, student, hint_layer=teacher.layers[-2].name,
+                             guided_layer="guided", regressor="linear", **kwargs)  # fmt: skip
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="hints")
+    return d
+
+
 def test_batches_too_small_to_refuse_alone_are_read_together_up_to_the_checks_images():
     # Batches of 8: 8 images one scaling gets right and the other wrong have odds 0.5^8 =
     # 0.004, above 1e-4, and the first batch alone could never be refused. The check reads
@@ -228,6 +238,23 @@ def test_batches_too_small_to_refuse_alone_are_read_together_up_to_the_checks_im
     starts.clear()
     d.fit(dataset.map(lambda x, y: (x / 255, y)), epochs=1, verbose=0)  # fed right: trains
     assert int(d.optimizer.iterations) == 4 and len(starts) == 2
+
+
+def test_a_hint_stage_is_checked_with_labels_and_says_once_it_cannot_without(capsys):
+    # A hint stage given images alone trained a whole stage 1 on a teacher fed raw pixels
+    # without a word: the check waited for stage 2's labels.
+    d = _hint_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError, match=r"right on 0.2500 of the first 32 images"):
+        d.fit(_brightness(scale=255.0), epochs=1, verbose=0)  # labels: the hint stage ignores
+    assert int(d.optimizer.iterations) == 0
+    d = _hint_distiller(_brightness_teacher())
+    images = _brightness(scale=255.0).map(lambda x, y: x)
+    d.fit(images, epochs=1, verbose=0)
+    d.fit(images, epochs=1, verbose=0)
+    out = capsys.readouterr().out
+    assert out.count("Distiller.fit checks the teacher on images with labels") == 1
+    assert "this hint stage's images come without labels: it trains unchecked" in out
+    assert "give fit (images, labels) here too" in out
 
 
 def test_standardised_images_are_checked_from_the_pixels_their_range_recovers():
