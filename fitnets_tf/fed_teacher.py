@@ -72,6 +72,9 @@ class _Fed:
 
     def __init__(self, images: np.ndarray):
         self.mean = self.std = None
+        if images.ndim != 4:  # features, not (batch, height, width, channels) pixels
+            self.mode, self.said = None, "not images"
+            return
         if images.min() >= 0:
             self.mode = "scale" if images.max() <= 1 else "none"
             self.said = {"scale": "values in [0, 1], taken as pixels / 255",

@@ -304,6 +304,21 @@ def test_a_teacher_near_chance_is_warned_of_once(capsys):
     assert int(d.optimizer.iterations) == 2
 
 
+def test_a_teacher_of_feature_vectors_is_checked_for_its_class_order_not_for_scaling():
+    # (batch, features) inputs failed inside the scaling check with numpy's "AxisError: axis
+    # 2 is out of bounds for array of dimension 2": it reads channels of images.
+    def mlp(name):
+        inputs = keras.Input((20,))
+        return keras.Model(inputs, keras.layers.Dense(3)(inputs), name=name)
+
+    x, y = np.random.RandomState(0).rand(64, 20).astype("float32"), np.arange(64) % 3
+    for features in (x, x - 0.5):
+        d = fitnets_tf.Distiller(mlp("teacher"), mlp("student"))
+        d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+        d.fit(features, y, batch_size=32, epochs=1, verbose=0)
+        assert int(d.optimizer.iterations) == 2
+
+
 def test_keras_average_starts_at_the_weights_after_the_first_step():
     # The maths short_average warns by: w = 1, 2, 3 after three steps of SGD(1) on a gradient
     # of -1; the average 1, then 0.5·1 + 0.5·2 = 1.5, then 0.5·1.5 + 0.5·3 = 2.25, in which
