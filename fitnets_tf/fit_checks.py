@@ -339,6 +339,8 @@ def check_first_batch(distiller, iterator) -> None:
 
     wanted = teacher_scaling.MAX_IMAGES if distiller._answers_unchecked else 1
     batches = first_batches(iterator, distiller.distribute_strategy, wanted)
+    if not batches:  # no data: Keras' fit says so
+        return
     if logits:
         check_teacher_logits(distiller, batches[0])
         distiller._teacher_unchecked = False

@@ -319,6 +319,15 @@ def test_a_teacher_of_feature_vectors_is_checked_for_its_class_order_not_for_sca
         assert int(d.optimizer.iterations) == 2
 
 
+def test_an_empty_dataset_is_left_to_keras_to_say():
+    # The teacher's checks read the first batch there was none of: a bare StopIteration.
+    empty = tiny_dataset().take(0)
+    d = _distiller()
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    with pytest.warns(UserWarning, match="Your input ran out of data"):
+        d.fit(empty, epochs=1, verbose=0)
+
+
 def test_keras_average_starts_at_the_weights_after_the_first_step():
     # The maths short_average warns by: w = 1, 2, 3 after three steps of SGD(1) on a gradient
     # of -1; the average 1, then 0.5·1 + 0.5·2 = 1.5, then 0.5·1.5 + 0.5·3 = 2.25, in which
