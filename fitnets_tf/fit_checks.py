@@ -5,8 +5,8 @@ on deep inside TensorFlow: a callback that cannot work on a Distiller, a batch t
 replica without an example, a teacher whose outputs are probabilities where the Distiller
 needs logits, a teacher that cannot teach the images as fed (another class order, another
 scaling). A stage too short for its optimizer's moving average is told so (a note, not a
-refusal). The curriculum (λ, τ)
-is kept where training left it when a callback restores weights at the end of ``fit``.
+refusal). The curriculum (λ, τ) is kept where training left it when a callback restores
+weights at the end of ``fit``.
 """
 
 from __future__ import annotations
