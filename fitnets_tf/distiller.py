@@ -90,8 +90,8 @@ class Distiller(keras.Model):
             update, as the paper's nets' ``max_norm`` (its code: 0.9). None: no bound.
         label_smoothing: ε of stage 2's cross-entropy on the labels (target ``(1 − ε)·y +
             ε/K``; not of the soft term): 0 (none, the paper) to < 1.
-        check_scaling: refuse at ``fit``'s first labelled batch a teacher fed other than it was
-            trained on (:func:`fitnets_tf.teacher_scaling.check_fed_teacher`). False: unchecked.
+        check_teacher: False: ``fit``'s first labelled images do not check the teacher
+            (:mod:`fitnets_tf.fed_teacher`). ``check_scaling``, its older name, wins if given.
 
     Inputs are images, or ``{"images": x, "teacher_logits": t, "teacher_hint": h}`` with
     the teacher's outputs precomputed (:mod:`fitnets_tf.teacher_cache`; either key may be
@@ -118,11 +118,12 @@ class Distiller(keras.Model):
         hint_weights=None,
         label_smoothing: float = 0.0,
         regressor_max_norm: float | None = None,
-        check_scaling: bool = True,
+        check_teacher: bool = True,
         **kwargs,
     ):
         if "dtype" not in kwargs and getattr(student, "compute_dtype", None) == "float16":
             kwargs["dtype"] = student.dtype_policy  # Keras scales by the model's, not the global
+        check_teacher = kwargs.pop("check_scaling", check_teacher)  # its older name
         super().__init__(**kwargs)
         given_teacher = teacher
         if (hints, hint_layer, guided_layer) != (None, None, None):
@@ -139,7 +140,7 @@ class Distiller(keras.Model):
         self.teacher, self.student = teacher, student
         # A subclassed (or unbuilt) teacher's softmax is not in a graph: its first outputs tell.
         self._teacher_unchecked = ends(teacher) is None
-        self._scaling_unchecked = bool(check_scaling)
+        self._answers_unchecked = bool(check_teacher)
         self.hint_weights = check_weights(hint_weights, len(self.hints))
         # The one-pair names, as before several pairs (the first pair).
         self.hint_layer, self.guided_layer = self.hints[0] if self.hints else (None, None)
@@ -147,10 +148,8 @@ class Distiller(keras.Model):
         if problem := losses.label_smoothing_problem(label_smoothing):
             raise ConfigError(f"{problem} (0: none; 0.1 is common).")
         self.label_smoothing = float(label_smoothing)
-        self.temperature = keras.Variable(
-            losses.checked_weight("temperature", temperature), dtype="float32", trainable=False,
-            name="temperature",
-        )  # fmt: skip
+        self.temperature = keras.Variable(losses.checked_weight("temperature", temperature),
+                                          dtype="float32", trainable=False, name="temperature")
         self.kd_lambda = keras.Variable(
             losses.checked_weight("kd_lambda", kd_lambda, allow_zero=True), dtype="float32",
             trainable=False, name="kd_lambda",

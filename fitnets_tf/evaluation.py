@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fitnets_tf import latency, models, teacher_scaling
+from fitnets_tf import class_order, latency, models, teacher_scaling
 from fitnets_tf.callbacks import learning_rate_flag
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.export.serving import as_served, in_float32
@@ -39,15 +39,24 @@ class _Inference:
         return self._model()(images, training=False)
 
 
+def inference(model: keras.Model):
+    """``model(images, training=False)`` as one graph per model, kept while the model lives.
+
+    In a graph: an eager call of an ONNX teacher loaded with hints computes and copies every
+    hint too, which a graph asking for the logits alone does not.
+    """
+    if model not in _INFERENCE:
+        _INFERENCE[model] = tf.function(_Inference(model), reduce_retracing=True)
+    return _INFERENCE[model]
+
+
 def predict_classes(model: keras.Model, images) -> np.ndarray:
     """``model``'s class for each of a batch of ``images``, computed in inference mode.
 
     Not Keras' ``predict_on_batch``: under a ``MirroredStrategy`` of N replicas it gives each
     replica the whole batch and returns N copies of the predictions.
     """
-    if model not in _INFERENCE:
-        _INFERENCE[model] = tf.function(_Inference(model), reduce_retracing=True)
-    return np.argmax(_INFERENCE[model](images), axis=-1)
+    return np.argmax(inference(model)(images), axis=-1)
 
 
 def test_accuracy(model: keras.Model, test: tf.data.Dataset) -> float:
@@ -63,36 +72,6 @@ def _answers(model: keras.Model, images: tf.data.Dataset) -> tuple[np.ndarray, n
     if not pairs:
         return np.zeros(0, "int64"), np.zeros(0, "int64")
     return tuple(np.concatenate(part) for part in zip(*pairs, strict=True))
-
-
-# A teacher whose answers are unrelated to the labels is right this rarely by chance: below it,
-# the teacher is refused as trained with another class order (one such run in 10,000 is
-# refused for that reason instead of only being warned of; it had nothing to teach anyway).
-# With 3 classes, 0 right is refused from 23 images on, with 10 classes from 88 on; fewer are
-# too few to tell, and are warned of.
-PERMUTED_P_VALUE = 1e-4
-
-
-def below_chance(predictions: np.ndarray, labels: np.ndarray, num_classes: int
-                 ) -> tuple[float, float]:  # fmt: skip
-    """``(expected, p)``: the count of right answers expected of predictions unrelated to the
-    labels, and the probability of as few right as ``predictions`` have (binomial lower tail).
-
-    Unrelated to the labels, a prediction is right with probability ``sum_k q_k r_k`` (``q``,
-    ``r``: the predicted and the true classes' frequencies), not ``1 / num_classes``: a teacher
-    that says one class for every image is right as often as that class is frequent, however
-    unbalanced the set, and is not below chance.
-    """
-    from scipy import stats  # only here: the check runs once per run
-
-    n = len(labels)
-    if n == 0:
-        return 0.0, 1.0
-    q = np.bincount(predictions, minlength=num_classes)[:num_classes] / n
-    r = np.bincount(labels, minlength=num_classes)[:num_classes] / n
-    chance = float(np.dot(q, r))
-    correct = int(np.sum(predictions == labels))
-    return chance * n, float(stats.binom.cdf(correct, n, chance))
 
 
 def check_teacher(
@@ -114,9 +93,9 @@ def check_teacher(
     images were standardised by (the run's ``Preprocessor``'s ``mean`` and ``std``): the
     other scalings are made from the pixels they recover.
 
-    A teacher that gives some labels' images one other class each (:func:`_relabelling`),
-    or is far *below* chance (:func:`below_chance` under :data:`PERMUTED_P_VALUE`), knows the
-    classes under other labels: it was trained with another class order.
+    A teacher that gives some labels' images one other class each, or is far *below* chance,
+    knows the classes under other labels: it was trained with another class order
+    (:mod:`fitnets_tf.class_order`).
 
     Raises:
         ConfigError: the teacher calls labels by other classes, naming them and the teacher's
@@ -127,31 +106,18 @@ def check_teacher(
     accuracy = float(np.mean(predictions == labels)) if len(labels) else 0.0
     chance = 1 / num_classes
     lines = [f"teacher: {split} accuracy {accuracy:.4f} (chance {chance:.4f})"]
-    if (relabelled := _relabelling(predictions, labels, num_classes)) is not None:
-        raise ConfigError(_relabelled_message(relabelled, accuracy, split, class_names))
+    class_order.refuse_another_order(predictions, labels, num_classes, split, class_names)
     if accuracy >= 2 * chance:
         _refuse_better_scaling(teacher, images, preprocessing, split, other_scalings,
                                input_mean, input_std)  # fmt: skip
         return lines
-    order = f" (label k is the k-th of: {', '.join(class_names)})" if class_names else ""
-    expected, p = below_chance(predictions, labels, num_classes)
-    below = (f"{int(np.sum(predictions == labels))} of the {len(labels)} {split} images right, "
-             f"where answers unrelated to the labels would get {expected:.1f}")  # fmt: skip
-    if p < PERMUTED_P_VALUE:
-        raise ConfigError(
-            f"The teacher is far below chance: {below} (the odds of so few by chance: {p:.1e}). "
-            "It knows the classes, under other labels: it was trained with another class "
-            f"order than this data's{order}. Give the teacher trained with this order, or "
-            "relabel the data in the teacher's (an image folder's labels are its sub-folders "
-            "in sorted order)."
-        )
+    hint = class_order.below_chance_hint(predictions, labels, num_classes, split, class_names)
     # Not a class order's (checked above) nor a teacher this run trained on these images.
     _refuse_better_scaling(teacher, images, preprocessing, split, other_scalings, input_mean,
                            input_std)  # fmt: skip
-    if (lagging := _lagging_statistics(teacher, images, accuracy, chance, split)) is not None:
+    if (lagging := lagging_statistics(teacher, images, accuracy, chance, split)) is not None:
         return lines + [lagging]
-    hint = (f" It is below chance ({below}), the sign of another class order, though too few "
-            "images to be sure." if accuracy < chance and p < 0.05 else "")  # fmt: skip
+    order = f" (label k is the k-th of: {', '.join(class_names)})" if class_names else ""
     return lines + [f"warning: the teacher is near chance on the {split} images, so it has "
                     f"little to teach.{hint} Was it trained with this data's class order{order} "
                     f"and on images scaled the same way?{_NORMALIZE_HINT.get(preprocessing, '')}"]
@@ -167,82 +133,7 @@ def _refuse_better_scaling(teacher, images, preprocessing: str, split: str, trie
         raise ConfigError(message)
 
 
-def _relabelling(predictions: np.ndarray, labels: np.ndarray, num_classes: int
-                 ) -> tuple[np.ndarray, np.ndarray, list[int]] | None:  # fmt: skip
-    """``(counts, renamed, moved)`` when the teacher calls some labels by other classes; else
-    None. ``counts[label, class]``: images of each label the teacher gives each class;
-    ``renamed[label]``: the renaming of its classes, one to one, that makes the most of its
-    answers right; ``moved``: the labels of its cycles (label -> class -> ... -> label) whose
-    every label the teacher gives its renamed class more often than its own: a class order
-    permuted, not confusions.
-
-    Refused when renaming ``moved`` makes at least 10 more images right, more than answers
-    unrelated to the labels would, by the test of :data:`PERMUTED_P_VALUE` (each moved label's
-    binomial tail at its renamed class's share of the answers, times the classes it could
-    have been renamed to, combined by Fisher's method).
-
-    A few classes swapped, or a teacher trained with torchvision's Fashion-MNIST order read
-    from folders named by class (sorted: four of ten keep their index), score well above chance
-    and would pass for a weak teacher. A teacher confusing classes (one trained an epoch puts
-    several on one class) moves no whole cycle: the class it gives another label's images is
-    still its own label's, or that label's images go nowhere else more often.
-    """
-    from scipy import stats
-    from scipy.optimize import linear_sum_assignment  # only here: the check runs once per run
-
-    counts = np.zeros((num_classes, num_classes), "int64")
-    np.add.at(counts, (labels, np.clip(predictions, 0, num_classes - 1)), 1)
-    _, renamed = linear_sum_assignment(counts, maximize=True)
-    moved = _moved_cycles(counts, renamed)
-    share = counts.sum(axis=0) / max(len(labels), 1)  # of each class among the answers
-    odds = [min(1.0, num_classes * stats.binom.sf(counts[k, renamed[k]] - 1, counts[k].sum(),
-                                                  share[renamed[k]])) for k in moved]  # fmt: skip
-    gain = sum(int(counts[k, renamed[k]] - counts[k, k]) for k in moved)
-    if not moved or gain < 10 or stats.chi2.sf(-2 * np.sum(np.log(np.maximum(odds, 1e-300))),
-                                               2 * len(moved)) * num_classes >= PERMUTED_P_VALUE:
-        return None
-    return counts, renamed, moved
-
-
-def _moved_cycles(counts: np.ndarray, renamed: np.ndarray) -> list[int]:
-    """The labels of ``renamed``'s cycles whose every label has more images on its renamed
-    class than on its own."""
-    moved, seen = [], set()
-    for start in range(len(renamed)):
-        cycle, k = [], start
-        while k not in seen:
-            seen.add(k)
-            cycle.append(k)
-            k = int(renamed[k])
-        if len(cycle) > 1 and all(counts[k, renamed[k]] > counts[k, k] for k in cycle):
-            moved += cycle
-    return moved
-
-
-def _relabelled_message(relabelled, accuracy: float, split: str, class_names) -> str:
-    """The refusal of a teacher that calls labels by other classes (:func:`_relabelling`):
-    those labels, most images first, and the folder names of the teacher's order."""
-    counts, renamed, moved = relabelled
-
-    def name(k):
-        return f"{k} ({class_names[k]!r})" if class_names else str(k)
-
-    moved = sorted(moved, key=lambda k: (-counts[k, renamed[k]], k))
-    said = "; ".join(f"label {name(k)} is its class {renamed[k]} for {counts[k, renamed[k]]} "
-                     f"of {counts[k].sum()} images" for k in moved[:5])  # fmt: skip
-    more = f" (and {len(moved) - 5} more labels)" if len(moved) > 5 else ""
-    text = (f"The teacher calls classes by other labels than this data's: on the {split} images "
-            f"(accuracy {accuracy:.4f}), {said}{more}. It was trained with another class "
-            "order. Give the teacher trained with this data's order, or relabel the data in "
-            "the teacher's (an image folder's labels are its sub-folders in sorted order: "
-            "prefix each with its class number in the teacher's order")  # fmt: skip
-    if class_names:
-        folders = sorted((int(t), class_names[k]) for k, t in enumerate(renamed))
-        text += f", here {', '.join(f'{t}_{folder}' for t, folder in folders)}"
-    return text + ")."
-
-
-def _lagging_statistics(teacher, images, accuracy: float, chance: float, split: str
+def lagging_statistics(teacher, images, accuracy: float, chance: float, split: str
                         ) -> str | None:  # fmt: skip
     """The warning for a teacher at chance in inference mode that scores with its batches' own
     statistics: its BatchNormalization moving statistics lag its weights (a short training of

@@ -330,7 +330,7 @@ class Experiment:
                 callbacks_for=lambda stage: self.stage_callbacks(f"{mode}/{stage}", student),
                 initial_epochs={s: self.state.initial_epoch(f"{mode}/{s}") for s in todo},
                 initial_steps={s: self.state.initial_step(f"{mode}/{s}") for s in todo},
-                distiller_data=distiller_data, seed=c.schedule.seed + 2, check_scaling=False,
+                distiller_data=distiller_data, seed=c.schedule.seed + 2, check_teacher=False,
                 jit_compile=c.runtime.jit_compile, steps_per_epoch=self.steps_per_epoch,
             )  # fmt: skip
         io.save_model(student, self.files.mode_student(mode))

@@ -3,9 +3,10 @@
 Each check refuses, with the fix, a combination that Keras would run without a word or fail
 on deep inside TensorFlow: a callback that cannot work on a Distiller, a batch that leaves a
 replica without an example, a teacher whose outputs are probabilities where the Distiller
-needs logits, a teacher fed images scaled otherwise than it was trained on. A stage too short
-for its optimizer's moving average is told so (a note, not a refusal). The curriculum (λ, τ)
-is kept where training left it when a callback restores weights at the end of ``fit``.
+needs logits, a teacher that cannot teach the images as fed (another class order, another
+scaling). A stage too short for its optimizer's moving average is told so (a note, not a
+refusal). The curriculum (λ, τ) is kept where training left it when a callback restores
+weights at the end of ``fit``.
 """
 
 from __future__ import annotations
@@ -266,9 +267,31 @@ def short_batch_error(error: Exception) -> ConfigError | None:
 def first_batch(iterator, strategy):
     """The first batch of Keras' epoch iterator, this host's first replica's part of it when
     distributed (its shapes are the model's; Keras resets the iterator after)."""
+    return first_batches(iterator, strategy)[0]
+
+
+def first_batches(iterator, strategy, examples: int = 1) -> list:
+    """The first batches of Keras' epoch iterator that hold ``examples`` (all of an epoch
+    holding fewer), this host's first replica's part of each when distributed.
+
+    Read from the one start of the input pipeline that Keras makes to build the model and
+    resets after: a dataset or arrays start again for training, so the batches read here are
+    not taken from it. A Python generator does not start again: of it, the first batch alone
+    (Keras keeps that one for training).
+    """
     _, _, batches = next(iter(iterator))
     local = strategy.experimental_local_results
-    return keras.tree.map_structure(lambda v: local(v)[0], next(batches))
+    if type(getattr(iterator, "data_adapter", None)).__name__ == "GeneratorDataAdapter":
+        examples = 1
+    found, count = [], 0
+    while not found or count < examples:
+        try:
+            batch = keras.tree.map_structure(lambda v: local(v)[0], next(batches))
+        except (StopIteration, tf.errors.OutOfRangeError):
+            break
+        found.append(batch)
+        count += int(keras.tree.flatten(batch)[0].shape[0])
+    return found
 
 
 def check_teacher_logits(distiller, batch) -> None:
@@ -304,22 +327,25 @@ def check_teacher_logits(distiller, batch) -> None:
 
 
 def check_first_batch(distiller, iterator) -> None:
-    """The checks of the teacher on the first batch of Keras' epoch ``iterator``, each made
-    once per Distiller: its outputs are logits (:func:`check_teacher_logits`, KD only) and it
-    is fed images scaled as it was trained
-    (:func:`fitnets_tf.teacher_scaling.check_fed_teacher`, on a batch with labels). The batch
-    is read once for both (a second read would start the pipeline over)."""
+    """The checks of the teacher on the first batches of Keras' epoch ``iterator``, each made
+    once per Distiller: its outputs are logits (:func:`check_teacher_logits`, KD only, on the
+    first batch) and it can teach the images as fed (:func:`fitnets_tf.fed_teacher.
+    check_fed_teacher`, on the first labelled ones: enough batches for its sign test). The
+    batches are read once for both (:func:`first_batches`)."""
     logits = distiller._teacher_unchecked and distiller.phase == "kd"
-    if not (logits or distiller._scaling_unchecked):
+    if not (logits or distiller._answers_unchecked):
         return
-    batch = first_batch(iterator, distiller.distribute_strategy)
-    if logits:
-        check_teacher_logits(distiller, batch)
-        distiller._teacher_unchecked = False
-    if distiller._scaling_unchecked:
-        from fitnets_tf import teacher_scaling  # scipy's sign test: imported when checked
+    from fitnets_tf import fed_teacher, teacher_scaling  # scipy's tests: imported when checked
 
-        distiller._scaling_unchecked = not teacher_scaling.check_fed_teacher(distiller, batch)
+    wanted = teacher_scaling.MAX_IMAGES if distiller._answers_unchecked else 1
+    batches = first_batches(iterator, distiller.distribute_strategy, wanted)
+    if not batches:  # no data: Keras' fit says so
+        return
+    if logits:
+        check_teacher_logits(distiller, batches[0])
+        distiller._teacher_unchecked = False
+    if distiller._answers_unchecked:
+        distiller._answers_unchecked = not fed_teacher.check_fed_teacher(distiller, batches)
 
 
 # The share of a stage's first weights left in its average above which fit says so: 1%, a

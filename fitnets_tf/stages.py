@@ -52,12 +52,12 @@ def make_distiller(
     seed: int | None = None,
     hints=None,
     hint_weights=None,
-    check_scaling: bool = True,
+    check_teacher: bool = True,
 ) -> Distiller:
     """The Distiller of ``hparams``; ``seed`` seeds its regressors' initial weights.
 
     ``hints`` and ``hint_weights`` (several pairs, or ``"auto"``) replace ``hint_layer`` and
-    ``guided_layer`` (one pair), and ``check_scaling`` is, as in :class:`~fitnets_tf.Distiller`.
+    ``guided_layer`` (one pair), and ``check_teacher`` is, as in :class:`~fitnets_tf.Distiller`.
     """
     return Distiller(
         teacher,
@@ -73,7 +73,7 @@ def make_distiller(
         label_smoothing=hparams.label_smoothing,
         regressor_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
         regressor_max_norm=hparams.regressor_max_norm,
-        check_scaling=check_scaling,
+        check_teacher=check_teacher,
     )
 
 
@@ -236,7 +236,7 @@ def train_student(
     seed: int | None = None,
     verbose="auto",
     steps_per_epoch: int | None = None,
-    check_scaling: bool = True,
+    check_teacher: bool = True,
     **compile_kwargs,
 ) -> dict[str, keras.callbacks.History]:
     """Runs every stage of ``mode`` in order and returns each stage's History.
@@ -258,8 +258,8 @@ def train_student(
     ``hint_weights`` (several pairs, or ``"auto"``; see :class:`~fitnets_tf.Distiller`) replace
     ``hint_layer`` and ``guided_layer``; ``stagewise_labels`` trains up to the deepest guided
     layer. ``compile_kwargs`` go to every stage's ``compile``; ``metrics`` (default: accuracy)
-    to the stages that train the class outputs. ``check_scaling`` False: the Distiller does not
-    check the teacher's scaling on its first batch (a caller that checked it on more images).
+    to the stages that train the class outputs. ``check_teacher`` False: the Distiller does not
+    check the teacher on its first images (a caller that checked it on its validation images).
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
@@ -276,7 +276,7 @@ def train_student(
         pairs = {"hint_layer": hint_layer, "guided_layer": guided_layer, "hints": hints,
                  "hint_weights": hint_weights} if mode == "fitnet" else {}  # fmt: skip
         distiller = make_distiller(teacher, student, hparams, seed=seed,
-                                   check_scaling=check_scaling, **pairs)  # fmt: skip
+                                   check_teacher=check_teacher, **pairs)  # fmt: skip
     distill_train, distill_validation = distiller_data or (train, validation)
     for stage in STAGES_OF_MODE[mode]:
         if stages is not None and stage not in stages:

@@ -16,22 +16,16 @@ feed it as wrongly as another scaling would.
 (McNemar's exact test): a teacher fed what it was trained on is not beaten on a few hundred
 images by a shift of their scale, while a teacher fed the wrong scaling loses tens of points.
 
-From Python, :func:`check_fed_teacher` makes the same check on the first batch of
-``Distiller.fit``, the way it is fed told by the batch's values.
+From Python, :func:`fitnets_tf.fed_teacher.check_fed_teacher` makes the same check on the
+first images ``Distiller.fit`` is given, the way they are fed told by their values.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
-
-from fitnets_tf.errors import ConfigError
-from fitnets_tf.models.logits import check_batched
-from fitnets_tf.step_inputs import images_of
 
 # Images the check reads (the first of the split's batches): enough for a gain of 5 points to
 # be told from chance (a gain of 0.05 on 512 images is 26 more right answers: alone among the
@@ -66,6 +60,12 @@ def _first_images(images: tf.data.Dataset, count: int) -> tuple[np.ndarray, np.n
 
 def _fmt(values) -> str:
     return ",".join(f"{v:.4f}" for v in values)
+
+
+def as_python(values) -> str:
+    """Constants as a batch ``x`` takes them in Python: one number, or a list per channel."""
+    values = np.atleast_1d(values)
+    return _fmt(values) if len(values) == 1 else f"[{_fmt(values)}]"
 
 
 def _unit(x: np.ndarray, mode: str, mean, std) -> np.ndarray:
@@ -178,7 +178,7 @@ def other_scaling(predict, images: tf.data.Dataset, mode: str, *, mean=None, std
 def _expression(flags: str, mode: str, mean, std) -> str:
     """``flags``' scaling of a batch ``x`` fed as ``mode``, as Python."""
     unit = {"scale": "x", "none": "x / 255",
-            "standardize": f"(x * {_fmt(np.atleast_1d(std))} + {_fmt(np.atleast_1d(mean))})"
+            "standardize": f"(x * {as_python(std)} + {as_python(mean)})"
             if mode == "standardize" else ""}[mode]  # fmt: skip
     if flags == "--preprocessing=scale":
         return unit
@@ -202,64 +202,4 @@ def better_scaling(predict, images: tf.data.Dataset, mode: str, split: str, *,
         f"{found.better:.4f} of the same images {found.how}: it was trained on images scaled "
         f"so, and would teach its mistakes. Run with {found.flags}, which feeds both models so "
         f"and makes it the exports' input; {_ADVICE[found.flags.split()[0]]}"
-    )
-
-
-# From Python: Distiller.fit's check of its first batch.
-
-
-def _labels(y) -> np.ndarray:
-    labels = np.asarray(ops.convert_to_numpy(y))
-    if labels.ndim == 2 and labels.shape[-1] > 1:  # one-hot or soft targets
-        return np.argmax(labels, axis=-1)
-    return labels.reshape(-1).astype("int64")
-
-
-# How fit is given images, told apart by their values alone (standardised ones, with negative
-# values, are not: the constants that would recover their pixels are not fit's to know).
-_FED_AS = {"scale": "values in [0, 1], taken as pixels / 255",
-           "none": "values above 1, taken as raw pixels in [0, 255]"}  # fmt: skip
-
-
-def check_fed_teacher(distiller, batch) -> bool:
-    """Refuses a teacher right clearly more often on ``batch`` (``fit``'s first,
-    :func:`fitnets_tf.fit_checks.first_batch`) scaled another common way than as ``fit`` is
-    given it: the command line's
-    check of its validation images (:func:`other_scaling`: raw
-    pixels for pixels / 255 and the other way round, standardised per channel), on one
-    batch. A teacher trained on pixels / 255 and fed raw pixels is near chance, and
-    distillation would teach its mistakes without a word.
-
-    Returns whether the batch could be checked: not without labels (a hint stage's images
-    alone; the next ``fit`` tries again). Images with negative values (standardised) pass
-    unchecked. ``Distiller(..., check_scaling=False)`` skips the check.
-    """
-    teacher, strategy = distiller.teacher, distiller.distribute_strategy
-    x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
-    if y is None:
-        return False
-    images = np.asarray(ops.convert_to_numpy(images_of(x)), "float32")
-    check_batched(images, teacher)  # as the step would, before the teacher sees the batch
-    mode = None if images.min() < 0 else "scale" if images.max() <= 1 else "none"
-    if mode is None:
-        return True
-
-    # In a graph, as the steps call it: an eager call of an ONNX teacher loaded with hints
-    # computes and copies every hint too, which a graph asking for the logits alone does not.
-    logits = tf.function(lambda batch: teacher(batch, training=False))
-
-    def predict(batch):
-        with strategy.scope():  # an unbuilt teacher makes its variables here
-            return np.argmax(ops.convert_to_numpy(logits(batch)), axis=-1)
-
-    batch = tf.data.Dataset.from_tensors((images, _labels(y)))
-    if (found := other_scaling(predict, batch, mode)) is None:
-        return True
-    raise ConfigError(
-        f"The teacher {teacher.name!r} is right on {found.accuracy:.4f} of the first batch's "
-        f"{found.count} images as fit is given them ({_FED_AS[mode]}), but on "
-        f"{found.better:.4f} of the same images {found.how}: it was trained on images scaled "
-        "so, and would teach its mistakes. Give fit the images scaled so, which both models "
-        f"take (e.g. dataset.map(lambda x, y: ({found.expression}, y))). A teacher right on "
-        "these images as given: Distiller(..., check_scaling=False) skips this check."
     )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fitnets_tf import builders, data, errors, evaluation, experiment, teacher_scaling
+from fitnets_tf import builders, class_order, data, errors, evaluation, experiment, teacher_scaling
 from fitnets_tf import config as config_lib
 from fitnets_tf.run import io, layout, resume, student_file, teacher_file
 
@@ -405,7 +405,7 @@ def test_a_teacher_trained_an_epoch_that_puts_classes_on_one_is_not_taken_for_an
                        [0, 0, 0, 3, 0, 6, 16, 0, 1, 0], [0, 0, 0, 19, 0, 0, 0, 0, 0, 0]])
     labels = np.repeat(np.arange(10), counts.sum(axis=1))
     answers = np.concatenate([np.repeat(np.arange(10), row) for row in counts])
-    assert evaluation._relabelling(answers, labels, 10) is None
+    assert class_order.relabelling(answers, labels, 10) is None
 
 
 def test_a_teacher_far_below_chance_without_one_renaming_is_refused_as_another_order():

@@ -164,7 +164,7 @@ def _brightness_distiller(teacher, **kwargs):
 
 @pytest.mark.parametrize(("teacher", "fed", "message"), [
     # Trained on pixels / 255, fed raw pixels: every image is white to it, class 3.
-    (dict(), dict(scale=255.0), r"right on 0.2500 of the first batch's 32 images as fit is "
+    (dict(), dict(scale=255.0), r"right on 0.2500 of the first 32 images as fit is "
      r"given them \(values above 1, taken as raw pixels in \[0, 255\]\), but on 1.0000 of the "
      r"same images as pixels / 255: .* dataset.map\(lambda x, y: \(x / 255, y\)\)"),
     # Its own Rescaling(1/255) in front, fed pixels / 255: every image is black, class 0.
@@ -181,22 +181,151 @@ def test_a_teacher_fed_other_than_it_was_trained_on_is_refused_at_the_first_batc
 ):
     # A Python user's fit distilled it silently: the CLI alone checked the teacher's scaling.
     d = _brightness_distiller(_brightness_teacher(**teacher))
-    with pytest.raises(ConfigError, match=message + r".* check_scaling=False\) skips this check"):
+    with pytest.raises(ConfigError, match=message + r".* check_teacher=False\) skips this check"):
         d.fit(_brightness(**fed), epochs=1, verbose=0)
     assert int(d.optimizer.iterations) == 0  # before any training
 
 
 @pytest.mark.parametrize(("teacher", "fed"), [
     (dict(), dict()), (dict(rescales=True), dict(scale=255.0)),
-    (dict(normalized=True), dict(mean=0.5, std=0.2915)),  # standardised: not checked
+    (dict(normalized=True), dict(mean=0.5, std=0.2915)),  # standardised: its range checked
 ])  # fmt: skip
 def test_a_teacher_fed_as_it_was_trained_or_unchecked_distils(teacher, fed):
     d = _brightness_distiller(_brightness_teacher(**teacher))
     d.fit(_brightness(**fed), epochs=1, verbose=0)
     assert int(d.optimizer.iterations) == 1
-    d = _brightness_distiller(_brightness_teacher(), check_scaling=False)
+    d = _brightness_distiller(_brightness_teacher(), check_teacher=False)
     d.fit(_brightness(scale=255.0), epochs=1, verbose=0)  # wrong, but told not to check
     assert int(d.optimizer.iterations) == 1
+
+
+def _hint_distiller(teacher, **kwargs):
+    """A stage-1 Distiller of :func:`_brightness_teacher`: its pooled mean hints a Dense."""
+    student = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(2, name="guided"), keras.layers.Dense(4)])
+    d = fitnets_tf.Distiller(teacher, student, hint_layer=teacher.layers[-2].name,
+                             guided_layer="guided", regressor="linear", **kwargs)  # fmt: skip
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="hints")
+    return d
+
+
+def test_batches_too_small_to_refuse_alone_are_read_together_up_to_the_checks_images():
+    # Batches of 8: 8 images one scaling gets right and the other wrong have odds 0.5^8 =
+    # 0.004, above 1e-4, and the first batch alone could never be refused. The check reads
+    # batches up to its 512 images (here the 32 there are), from the one start of the pipeline
+    # Keras makes to build: 2 starts for a 1-epoch fit, as before.
+    starts = []
+
+    def images():
+        starts.append(1)
+        yield from _brightness(scale=255.0).unbatch().as_numpy_iterator()
+
+    signature = (tf.TensorSpec((4, 4, 1), tf.float32), tf.TensorSpec((), tf.int64))
+    dataset = tf.data.Dataset.from_generator(images, output_signature=signature).batch(8)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(4))  # Keras' 4 steps
+    message = (r"right on 0.2500 of the first 32 images as fit is given them \(values above 1, "
+               r"taken as raw pixels in \[0, 255\]\), but on 1.0000 of the same images as "
+               r"pixels / 255")  # fmt: skip
+    d = _brightness_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError, match=message):
+        d.fit(dataset, epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 0 and len(starts) == 1  # no training start
+    x, y = next(iter(_brightness(scale=255.0)))
+    d = _brightness_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError, match=message):  # arrays, batched by fit
+        d.fit(x.numpy(), y.numpy(), batch_size=8, epochs=1, verbose=0)
+    d = _brightness_distiller(_brightness_teacher())
+    starts.clear()
+    d.fit(dataset.map(lambda x, y: (x / 255, y)), epochs=1, verbose=0)  # fed right: trains
+    assert int(d.optimizer.iterations) == 4 and len(starts) == 2
+
+
+def test_a_hint_stage_is_checked_with_labels_and_says_once_it_cannot_without(capsys):
+    # A hint stage given images alone trained a whole stage 1 on a teacher fed raw pixels
+    # without a word: the check waited for stage 2's labels.
+    d = _hint_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError, match=r"right on 0.2500 of the first 32 images"):
+        d.fit(_brightness(scale=255.0), epochs=1, verbose=0)  # labels: the hint stage ignores
+    assert int(d.optimizer.iterations) == 0
+    d = _hint_distiller(_brightness_teacher())
+    images = _brightness(scale=255.0).map(lambda x, y: x)
+    d.fit(images, epochs=1, verbose=0)
+    d.fit(images, epochs=1, verbose=0)
+    out = capsys.readouterr().out
+    assert out.count("Distiller.fit checks the teacher on images with labels") == 1
+    assert "this hint stage's images come without labels: it trains unchecked" in out
+    assert "give fit (images, labels) here too" in out
+
+
+def test_standardised_images_are_checked_from_the_pixels_their_range_recovers():
+    # Standardised by Normalize(0.5, 0.2915) for a teacher trained on pixels / 255: images
+    # with negative values passed unchecked, whatever the teacher knew. Their range per channel
+    # (-1.3722 to 1.3722) is taken as the pixels' (0 to 1): x * 0.3644 + 0.5000.
+    d = _brightness_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError, match=(
+        r"right on 0.5000 of the first 32 images as fit is given them \(negative values, "
+        r"taken as standardised: x \* 0.3644 \+ 0.5000 spans \[0, 1\] like pixels / 255\), "
+        r"but on 1.0000 of the same images as pixels / 255: .* "
+        r"dataset.map\(lambda x, y: \(\(x \* 0.3644 \+ 0.5000\), y\)\)")):  # fmt: skip
+        d.fit(_brightness(mean=0.5, std=0.2915), epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 0
+
+
+def test_a_teacher_with_another_class_order_is_refused_with_the_labels_map():
+    # Labels one class on (label k is the teacher's class k - 1), as a PyTorch ImageFolder's
+    # sorted order gives another: it was distilled without a word.
+    d = _brightness_distiller(_brightness_teacher())
+    shifted = _brightness().map(lambda x, y: (x, (y + 1) % 4))
+    with pytest.raises(ConfigError, match=(
+        r"calls classes by other labels than this data's: on the first images \(accuracy "
+        r"0.0000\), label 0 is its class 3 for 8 of 8 images; .* relabel the data in the "
+        r"teacher's: dataset.map\(lambda x, y: \(x, tf.gather\(\[3, 0, 1, 2\], y\)\)\) "
+        r"\(a PyTorch ImageFolder's .* Distiller\(..., check_teacher=False\) skips")):
+        d.fit(shifted, epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 0
+    for switch in ("check_teacher", "check_scaling"):  # the older name, kept
+        d = _brightness_distiller(_brightness_teacher(), **{switch: False})
+        d.fit(shifted, epochs=1, verbose=0)
+        assert int(d.optimizer.iterations) == 1
+
+
+def test_a_teacher_near_chance_is_warned_of_once(capsys):
+    # One answer, class 0, for every image: right on a quarter, as the command line warns.
+    teacher = _brightness_teacher()
+    teacher.layers[-1].set_weights([np.zeros((1, 4)), np.array([1.0, 0, 0, 0])])
+    d = _brightness_distiller(teacher)
+    d.fit(_brightness(), epochs=1, verbose=0)
+    d.fit(_brightness(), epochs=1, verbose=0)
+    out = capsys.readouterr().out
+    assert out.count("warning: the teacher 'sequential") == 1
+    assert ("is right on 0.2500 of the first 32 images fit is given (chance 0.2500), so it has "
+            "little to teach. Was it trained with this data's class order and on images scaled "
+            "the same way?") in out
+    assert int(d.optimizer.iterations) == 2
+
+
+def test_a_teacher_of_feature_vectors_is_checked_for_its_class_order_not_for_scaling():
+    # (batch, features) inputs failed inside the scaling check with numpy's "AxisError: axis
+    # 2 is out of bounds for array of dimension 2": it reads channels of images.
+    def mlp(name):
+        inputs = keras.Input((20,))
+        return keras.Model(inputs, keras.layers.Dense(3)(inputs), name=name)
+
+    x, y = np.random.RandomState(0).rand(64, 20).astype("float32"), np.arange(64) % 3
+    for features in (x, x - 0.5):
+        d = fitnets_tf.Distiller(mlp("teacher"), mlp("student"))
+        d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+        d.fit(features, y, batch_size=32, epochs=1, verbose=0)
+        assert int(d.optimizer.iterations) == 2
+
+
+def test_an_empty_dataset_is_left_to_keras_to_say():
+    # The teacher's checks read the first batch there was none of: a bare StopIteration.
+    empty = tiny_dataset().take(0)
+    d = _distiller()
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    with pytest.warns(UserWarning, match="Your input ran out of data"):
+        d.fit(empty, epochs=1, verbose=0)
 
 
 def test_keras_average_starts_at_the_weights_after_the_first_step():

@@ -151,12 +151,12 @@ class FitNetsHyperModel(keras_tuner.HyperModel):
         student = self.build_student()
         if self.student_weights is not None and not self.hints_epochs:
             student.set_weights(self._stage_one_weights(student))
-        # check_scaling: the search checked the teacher on its validation images, not one batch.
+        # check_teacher: the search checked the teacher on its validation images, not on fit's.
         return TrialDistiller(
             teacher, student, temperature=hparams.temperature, kd_lambda=hparams.lambda_start,
             tau_squared=hparams.tau_squared, regressor=hparams.regressor,
             regressor_max_norm=hparams.regressor_max_norm,
-            label_smoothing=hparams.label_smoothing, check_scaling=False, **pairs,
+            label_smoothing=hparams.label_smoothing, check_teacher=False, **pairs,
         )  # fmt: skip
 
     @staticmethod

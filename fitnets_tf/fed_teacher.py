@@ -1,0 +1,181 @@
+"""``Distiller.fit``'s check of its teacher on the first labelled images it is given.
+
+The command line checks a user's teacher on the validation images before it teaches
+(:func:`fitnets_tf.evaluation.check_teacher`): its class order, its accuracy against chance,
+its input scaling. A Python user calls ``fit`` with their own data, so ``fit`` makes the same
+checks, in the same order and with the same tests, on its first images (up to the scaling
+check's :data:`~fitnets_tf.teacher_scaling.MAX_IMAGES`), and says each fix in Python terms.
+How the images are fed is read from their values alone: in [0, 1], pixels / 255; above 1,
+raw pixels; with negative values, standardised, by constants ``fit`` is not given, so the
+pixels are recovered from the values' range per channel (a few hundred images reach black
+and white: torchvision's ``Normalize(0.2860, 0.3530)`` of Fashion-MNIST spans -0.81 to 2.02).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from fitnets_tf import class_order, evaluation, teacher_scaling
+from fitnets_tf.errors import ConfigError
+from fitnets_tf.models.logits import check_batched
+from fitnets_tf.notes import note
+from fitnets_tf.step_inputs import images_of
+from fitnets_tf.teacher_scaling import as_python
+
+SKIP = "Distiller(..., check_teacher=False) skips this check."
+# Said once per Distiller: the check waits for a fit given labels.
+UNLABELLED = (
+    "Distiller.fit checks the teacher on images with labels (its class order, its accuracy, "
+    "the scaling it was trained on), and this hint stage's images come without labels: it "
+    "trains unchecked, and the check waits for the next fit given labels. To check the teacher "
+    "before stage 1, give fit (images, labels) here too: the hint stage does not train on the "
+    "labels. " + SKIP
+)
+# The Distillers told so: a hint stage's every fit would say it again.
+_TOLD_UNLABELLED: weakref.WeakSet = weakref.WeakSet()
+_NORMALIZE_HINT = (" A PyTorch teacher trained behind torchvision's Normalize(mean, std) and "
+                   "exported without it is fed what it knows with dataset.map(lambda x, y: "
+                   "((x - MEAN) / STD, y)) (its Normalize's values, x as pixels / 255).")
+
+
+def _labels(y) -> np.ndarray:
+    labels = np.asarray(ops.convert_to_numpy(y))
+    if labels.ndim == 2 and labels.shape[-1] > 1:  # one-hot or soft targets
+        return np.argmax(labels, axis=-1)
+    return labels.reshape(-1).astype("int64")
+
+
+def _images_and_labels(batches, teacher) -> tuple[np.ndarray, np.ndarray] | None:
+    """The images and labels of ``batches`` (``fit``'s, as Keras unpacks them), up to
+    :data:`~fitnets_tf.teacher_scaling.MAX_IMAGES`; None when they have no labels."""
+    xs, ys = [], []
+    for batch in batches:
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        if y is None:
+            return None
+        xs.append(np.asarray(ops.convert_to_numpy(images_of(x)), "float32"))
+        check_batched(xs[-1], teacher)  # as the step would, before the teacher sees it
+        ys.append(_labels(y))
+    count = teacher_scaling.MAX_IMAGES
+    return np.concatenate(xs)[:count], np.concatenate(ys)[:count]
+
+
+class _Fed:
+    """How ``fit`` is given ``images``: ``mode`` as :func:`teacher_scaling.other_scaling`
+    takes it (None: not checked), the constants that recover pixels / 255 (standardised
+    images), and ``said``, the words that tell the user."""
+
+    def __init__(self, images: np.ndarray):
+        self.mean = self.std = None
+        if images.ndim != 4:  # features, not (batch, height, width, channels) pixels
+            self.mode, self.said = None, "not images"
+            return
+        if images.min() >= 0:
+            self.mode = "scale" if images.max() <= 1 else "none"
+            self.said = {"scale": "values in [0, 1], taken as pixels / 255",
+                         "none": "values above 1, taken as raw pixels in [0, 255]"}[self.mode]
+            return
+        low, high = images.min(axis=(0, 1, 2)), images.max(axis=(0, 1, 2))
+        if np.any(high <= low):  # a constant channel: no range to recover its pixels from
+            self.mode, self.said = None, "negative values, a channel constant"
+            return
+        # x = (unit - mean) / std with unit spanning [0, 1]: std = 1 / range, mean = -low / range.
+        self.mode, self.std, self.mean = "standardize", 1 / (high - low), -low / (high - low)
+        self.said = (f"negative values, taken as standardised: x * {as_python(self.std)} + "
+                     f"{as_python(self.mean)} spans [0, 1] like pixels / 255")  # fmt: skip
+
+
+def check_fed_teacher(distiller, batches) -> bool:
+    """Refuses, before any step, a teacher that ``fit``'s first labelled images
+    (``batches``, :func:`fitnets_tf.fit_checks.first_batches`) show cannot teach as fed, as
+    the command line's :func:`fitnets_tf.evaluation.check_teacher` refuses one on the
+    validation images: it calls the data's classes by other labels, or is far below chance
+    (:mod:`fitnets_tf.class_order`: trained with another class order), or is right clearly
+    more often on the images scaled another common way (:func:`fitnets_tf.teacher_scaling.
+    other_scaling`). A teacher near chance is warned of.
+
+    Returns whether the images could be checked: not without labels (a hint stage's images
+    alone: said once, and the next ``fit`` tries again). ``Distiller(...,
+    check_teacher=False)`` skips the check.
+    """
+    teacher = distiller.teacher
+    found = _images_and_labels(batches, teacher)
+    if found is None:
+        if distiller not in _TOLD_UNLABELLED:
+            _TOLD_UNLABELLED.add(distiller)
+            note(UNLABELLED)
+        return False
+    images, labels = found
+    if len(labels) == 0:
+        return False
+    logits = _predictor(teacher, distiller.distribute_strategy, logits=True)(images)
+    predictions, num_classes = np.argmax(logits, axis=-1), logits.shape[-1]
+    accuracy, chance = float(np.mean(predictions == labels)), 1 / num_classes
+    fed = _Fed(images)
+    if labels.min() < 0 or labels.max() >= num_classes:  # Keras' loss will name them
+        _refuse_other_scaling(distiller, images, labels, fed)
+        return True
+    class_order.refuse_another_order(predictions, labels, num_classes, "first", python=True)
+    if accuracy >= 2 * chance:
+        _refuse_other_scaling(distiller, images, labels, fed)
+        return True
+    hint = class_order.below_chance_hint(predictions, labels, num_classes, "first",
+                                         python=True)  # fmt: skip
+    _refuse_other_scaling(distiller, images, labels, fed)
+    note(_near_chance(distiller, images, labels, accuracy, chance, fed, hint))
+    return True
+
+
+def _near_chance(distiller, images, labels, accuracy: float, chance: float, fed: _Fed,
+                 hint: str) -> str:  # fmt: skip
+    """The warning of a teacher near chance: its lagging batch norm statistics' when scoring
+    with each batch's own makes it teach (one replica: the check sets them back), else the
+    command line's words with the Python fix."""
+    teacher = distiller.teacher
+    if distiller.distribute_strategy.num_replicas_in_sync == 1:
+        given = tf.data.Dataset.from_tensors((images, labels))
+        if (lagging := evaluation.lagging_statistics(teacher, given, accuracy, chance,
+                                                     "first")) is not None:  # fmt: skip
+            return lagging
+    normalize = _NORMALIZE_HINT if fed.mode in ("scale", "none") else ""
+    return (f"warning: the teacher {teacher.name!r} is right on {accuracy:.4f} of the first "
+            f"{len(labels)} images fit is given (chance {chance:.4f}), so it has little to "
+            f"teach.{hint} Was it trained with this data's class order and on images scaled "
+            f"the same way?{normalize}")  # fmt: skip
+
+
+def _predictor(teacher, strategy, logits: bool = False):
+    """The teacher's classes (``logits``: its logits) of a batch of images, in batches."""
+    graph = evaluation.inference(teacher)
+
+    def predict(images):
+        with strategy.scope():  # an unbuilt teacher makes its variables here
+            out = [ops.convert_to_numpy(graph(tf.convert_to_tensor(images[i:i + 64], "float32")))
+                   for i in range(0, len(images), 64)]  # fmt: skip
+        out = np.concatenate(out).astype("float32")
+        return out if logits else np.argmax(out, axis=-1)
+
+    return predict
+
+
+def _refuse_other_scaling(distiller, images: np.ndarray, labels: np.ndarray, fed: _Fed) -> None:
+    if fed.mode is None:
+        return
+    predict = _predictor(distiller.teacher, distiller.distribute_strategy)
+    given = tf.data.Dataset.from_tensors((images, labels))
+    found = teacher_scaling.other_scaling(predict, given, fed.mode, mean=fed.mean, std=fed.std)
+    if found is None:
+        return
+    raise ConfigError(
+        f"The teacher {distiller.teacher.name!r} is right on {found.accuracy:.4f} of the first "
+        f"{found.count} images as fit is given them ({fed.said}), but on "
+        f"{found.better:.4f} of the same images {found.how}: it was trained on images scaled "
+        "so, and would teach its mistakes. Give fit the images scaled so, which both models "
+        f"take (e.g. dataset.map(lambda x, y: ({found.expression}, y))). A teacher right on "
+        f"these images as given: {SKIP}"
+    )
