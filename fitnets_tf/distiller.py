@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras import ops
 
 from fitnets_tf import fit_checks, losses, recipes
+from fitnets_tf.distiller_saving import SavedInParts
 from fitnets_tf.errors import ConfigError, HintShapeError  # noqa: F401  (HintShapeError: re-exported)
 from fitnets_tf.hint_flags import pair_name
 from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
@@ -51,7 +52,7 @@ def _as_list(outputs) -> list:
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
-class Distiller(keras.Model):
+class Distiller(SavedInParts, keras.Model):
     """FitNets: hint training, then knowledge distillation, of ``student`` from ``teacher``.
 
     Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015.
@@ -213,15 +214,6 @@ class Distiller(keras.Model):
         """``keras.Model.fit``, after :mod:`fitnets_tf.fit_checks`' checks; λ and τ stay where
         training left them, whatever a callback restores at its end."""
         return fit_checks.checked_fit(self, super().fit, args, kwargs)
-
-    def save(self, filepath, *args, **kwargs):
-        """Refused, before any file is written: a ``.keras`` file cannot rebuild a Distiller
-        (its teacher and student are given models, not configuration)."""
-        raise NotImplementedError(
-            "A Distiller is not saved as a model: save the student, distiller.student.save("
-            "'student.keras'), or the student, regressors, λ, τ and the compiled phase's "
-            "optimizer state, distiller.save_weights('distiller.weights.h5')."
-        )
 
     # -- compile -----------------------------------------------------------------------------
 

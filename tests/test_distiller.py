@@ -284,6 +284,25 @@ def test_saving_a_distiller_whole_is_refused_before_writing(teacher, student, tm
     assert list(tmp_path.iterdir()) == []
 
 
+def test_keras_own_ways_to_save_a_distiller_whole_say_what_to_save(teacher, student, tmp_path):
+    # keras.saving.save_model(d), d.to_json() and d.get_config() asked the user to implement
+    # get_config(), and d.export() said "never called" after fit and predict: each now names
+    # what can be saved, before any file is written.
+    d = fitnets_tf.Distiller(teacher, student)
+    d.compile(optimizer="sgd", phase="kd")
+    x, y = tiny_data(16)
+    d.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    d.predict(x, verbose=0)
+    attempts = [lambda: keras.saving.save_model(d, tmp_path / "d.keras"), d.to_json, d.get_config]
+    for attempt in attempts:
+        with pytest.raises(NotImplementedError, match=r"distiller.student.save"):
+            attempt()
+    with pytest.raises(NotImplementedError, match=r"export_student\(distiller.student"):
+        d.export(tmp_path / "d_export")
+    # Keras' save_model opens its file before it asks for the config: an empty file, no more.
+    assert [(p.name, p.stat().st_size) for p in tmp_path.iterdir()] == [("d.keras", 0)]
+
+
 def test_a_model_checkpoint_saving_the_model_is_refused_before_training(teacher, student, tmp_path):
     # Keras' ModelCheckpoint calls model.save at the first epoch's end: refused then, after an
     # epoch of training. Now before the first step, naming the fix; weights-only ones train.
