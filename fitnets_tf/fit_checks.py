@@ -3,7 +3,8 @@
 Each check refuses, with the fix, a combination that Keras would run without a word or fail
 on deep inside TensorFlow: a callback that cannot work on a Distiller, a batch that leaves a
 replica without an example, a teacher whose outputs are probabilities where the Distiller
-needs logits, a teacher fed images scaled otherwise than it was trained on. A stage too short
+needs logits, a teacher fed images scaled otherwise than it was trained on, a
+``steps_per_epoch`` that Keras' ``steps_per_execution`` would round up. A stage too short
 for its optimizer's moving average is told so (a note, not a refusal). The curriculum (λ, τ)
 is kept where training left it when a callback restores weights at the end of ``fit``.
 """
@@ -41,6 +42,7 @@ def checked_fit(distiller, fit, args, kwargs):
     arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
     check_callbacks(distiller, arguments.get("callbacks"))
     check_strategy(distiller)
+    check_whole_executions(distiller, arguments.get("steps_per_epoch"))
     check_average_steps(distiller.optimizer, arguments)
     arguments = for_replicas(arguments, distiller.distribute_strategy)
     try:
@@ -162,6 +164,22 @@ def check_strategy(distiller) -> None:
 
 # Marks the error a short batch raises inside the input pipeline (see for_replicas).
 _SHORT_BATCH = "fitnets_tf: a batch smaller than the replicas"
+
+
+def check_whole_executions(distiller, steps_per_epoch) -> None:
+    """Refuses a ``steps_per_epoch`` that is not a multiple of the compiled
+    ``steps_per_execution``: Keras 3.15 runs whole executions, so an epoch of a dataset that
+    does not end first trained up to the next multiple, silently (a learning-rate schedule,
+    λ by steps and an average's count planned for fewer)."""
+    executions = int(getattr(distiller, "steps_per_execution", 1) or 1)
+    if executions > 1 and steps_per_epoch and steps_per_epoch % executions:
+        more = -(-steps_per_epoch // executions) * executions
+        raise ConfigError(
+            f"steps_per_epoch={steps_per_epoch} is not a multiple of steps_per_execution="
+            f"{executions}: Keras runs whole executions, so each epoch would train {more} steps. "
+            f"Give steps_per_epoch a multiple of {executions}, or compile with a "
+            "steps_per_execution that divides it."
+        )
 
 
 def _replicas(strategy) -> int:

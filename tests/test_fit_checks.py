@@ -274,3 +274,19 @@ def test_an_average_of_momentum_one_is_the_first_steps_weights_for_good():
     assert fit_checks.short_average(1.0, 10**6) == (
         "ema_momentum=1: the average the stage ends with is its weights after the first step, "
         "however long it trains. Give a momentum below 1.")
+
+
+def test_steps_per_epoch_not_a_multiple_of_steps_per_execution_is_refused_before_training():
+    # Keras 3.15 runs whole executions: steps_per_epoch=3 under steps_per_execution=2 trained 4
+    # steps an epoch, silently (a schedule, λ by steps and an EMA's count planned for 3).
+    d = _distiller()
+    d.compile(optimizer="sgd", phase="kd", steps_per_execution=2)
+    repeated = tiny_dataset(batch_size=8, n=32).repeat()
+    with pytest.raises(ConfigError, match=r"steps_per_epoch=3 .* steps_per_execution=2.*4 steps"):
+        d.fit(repeated, steps_per_epoch=3, epochs=2, verbose=0)
+    assert int(d.optimizer.iterations.numpy()) == 0
+    d.fit(repeated, steps_per_epoch=4, epochs=2, verbose=0)
+    assert int(d.optimizer.iterations.numpy()) == 8
+    # A finite dataset ends the last execution itself: 3 batches an epoch are 3 steps.
+    d.fit(tiny_dataset(batch_size=8, n=24), epochs=2, verbose=0)
+    assert int(d.optimizer.iterations.numpy()) == 8 + 6
