@@ -42,7 +42,8 @@ def checked_fit(distiller, fit, args, kwargs):
     arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
     check_callbacks(distiller, arguments.get("callbacks"))
     check_strategy(distiller)
-    check_whole_executions(distiller, arguments.get("steps_per_epoch"))
+    for name in ("steps_per_epoch", "validation_steps"):
+        check_whole_executions(distiller, name, arguments.get(name))
     check_average_steps(distiller.optimizer, arguments)
     arguments = for_replicas(arguments, distiller.distribute_strategy)
     try:
@@ -166,19 +167,18 @@ def check_strategy(distiller) -> None:
 _SHORT_BATCH = "fitnets_tf: a batch smaller than the replicas"
 
 
-def check_whole_executions(distiller, steps_per_epoch) -> None:
-    """Refuses a ``steps_per_epoch`` that is not a multiple of the compiled
-    ``steps_per_execution``: Keras 3.15 runs whole executions, so an epoch of a dataset that
-    does not end first trained up to the next multiple, silently (a learning-rate schedule,
-    λ by steps and an average's count planned for fewer)."""
+def check_whole_executions(distiller, name: str, steps) -> None:
+    """Refuses ``steps_per_epoch`` or ``validation_steps`` (``name``, of value ``steps``) not a
+    multiple of the compiled ``steps_per_execution``: Keras 3.15 runs whole executions, so a
+    dataset that does not end first was trained (or validated) up to the next multiple,
+    silently (a learning-rate schedule, λ by steps and an average's count planned for fewer)."""
     executions = int(getattr(distiller, "steps_per_execution", 1) or 1)
-    if executions > 1 and steps_per_epoch and steps_per_epoch % executions:
-        more = -(-steps_per_epoch // executions) * executions
+    if executions > 1 and steps and steps % executions:
+        more = -(-steps // executions) * executions
         raise ConfigError(
-            f"steps_per_epoch={steps_per_epoch} is not a multiple of steps_per_execution="
-            f"{executions}: Keras runs whole executions, so each epoch would train {more} steps. "
-            f"Give steps_per_epoch a multiple of {executions}, or compile with a "
-            "steps_per_execution that divides it."
+            f"{name}={steps} is not a multiple of steps_per_execution={executions}: Keras runs "
+            f"whole executions, so each epoch would run {more} steps. Give {name} a multiple "
+            f"of {executions}, or compile with a steps_per_execution that divides it."
         )
 
 

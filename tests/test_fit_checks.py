@@ -276,7 +276,7 @@ def test_an_average_of_momentum_one_is_the_first_steps_weights_for_good():
         "however long it trains. Give a momentum below 1.")
 
 
-def test_steps_per_epoch_not_a_multiple_of_steps_per_execution_is_refused_before_training():
+def test_steps_not_a_multiple_of_steps_per_execution_are_refused_before_training():
     # Keras 3.15 runs whole executions: steps_per_epoch=3 under steps_per_execution=2 trained 4
     # steps an epoch, silently (a schedule, λ by steps and an EMA's count planned for 3).
     d = _distiller()
@@ -284,6 +284,9 @@ def test_steps_per_epoch_not_a_multiple_of_steps_per_execution_is_refused_before
     repeated = tiny_dataset(batch_size=8, n=32).repeat()
     with pytest.raises(ConfigError, match=r"steps_per_epoch=3 .* steps_per_execution=2.*4 steps"):
         d.fit(repeated, steps_per_epoch=3, epochs=2, verbose=0)
+    # Validation too: validation_steps=3 averaged the losses of 4 batches.
+    with pytest.raises(ConfigError, match=r"validation_steps=3 is not a multiple"):
+        d.fit(repeated, steps_per_epoch=4, validation_data=repeated, validation_steps=3)
     assert int(d.optimizer.iterations.numpy()) == 0
     d.fit(repeated, steps_per_epoch=4, epochs=2, verbose=0)
     assert int(d.optimizer.iterations.numpy()) == 8
