@@ -19,7 +19,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from fitnets_tf import fit_checks, losses, recipes
+from fitnets_tf import first_batches, fit_checks, losses, recipes
+from fitnets_tf.distiller_saving import SavedInParts
 from fitnets_tf.errors import ConfigError, HintShapeError  # noqa: F401  (HintShapeError: re-exported)
 from fitnets_tf.hint_flags import pair_name
 from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
@@ -52,7 +53,7 @@ def _as_list(outputs) -> list:
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
-class Distiller(keras.Model):
+class Distiller(SavedInParts, keras.Model):
     """FitNets: hint training, then knowledge distillation, of ``student`` from ``teacher``.
 
     Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015.
@@ -214,15 +215,6 @@ class Distiller(keras.Model):
         training left them, whatever a callback restores at its end."""
         return fit_checks.checked_fit(self, super().fit, args, kwargs)
 
-    def save(self, filepath, *args, **kwargs):
-        """Refused, before any file is written: a ``.keras`` file cannot rebuild a Distiller
-        (its teacher and student are given models, not configuration)."""
-        raise NotImplementedError(
-            "A Distiller is not saved as a model: save the student, distiller.student.save("
-            "'student.keras'), or the student, regressors, λ, τ and the compiled phase's "
-            "optimizer state, distiller.save_weights('distiller.weights.h5')."
-        )
-
     # -- compile -----------------------------------------------------------------------------
 
     def compile(self, optimizer="rmsprop", phase: str = "kd", metrics=None, **kwargs):
@@ -286,7 +278,7 @@ class Distiller(keras.Model):
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         if iterator is not None:
-            fit_checks.check_first_batch(self, iterator)  # Keras resets the iterator after
+            first_batches.check_first_batch(self, iterator)  # Keras resets the iterator after
         # Keras' TF trainer pulls one batch to build unbuilt state. Under
         # MultiWorkerMirroredStrategy (Keras 3.15) that batch is a PerReplica value it fails to
         # reduce. The Distiller's models, regressor and optimizer are built by __init__ and
@@ -298,7 +290,7 @@ class Distiller(keras.Model):
         if iterator is not None and isinstance(
             self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy
         ):
-            data_batch, iterator = fit_checks.first_batch(iterator, self.distribute_strategy), None
+            data_batch, iterator = first_batches.first_batch(iterator, self.distribute_strategy), None
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     @property

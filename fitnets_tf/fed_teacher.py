@@ -92,7 +92,7 @@ class _Fed:
 
 def check_fed_teacher(distiller, batches) -> bool:
     """Refuses, before any step, a teacher that ``fit``'s first labelled images
-    (``batches``, :func:`fitnets_tf.fit_checks.first_batches`) show cannot teach as fed, as
+    (``batches``, :func:`fitnets_tf.first_batches.first_batches`) show cannot teach as fed, as
     the command line's :func:`fitnets_tf.evaluation.check_teacher` refuses one on the
     validation images: it calls the data's classes by other labels, or is far below chance
     (:mod:`fitnets_tf.class_order`: trained with another class order), or is right clearly

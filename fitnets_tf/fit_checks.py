@@ -4,9 +4,10 @@ Each check refuses, with the fix, a combination that Keras would run without a w
 on deep inside TensorFlow: a callback that cannot work on a Distiller, a batch that leaves a
 replica without an example, a teacher whose outputs are probabilities where the Distiller
 needs logits, a teacher that cannot teach the images as fed (another class order, another
-scaling). A stage too short for its optimizer's moving average is told so (a note, not a
-refusal). The curriculum (λ, τ) is kept where training left it when a callback restores
-weights at the end of ``fit``.
+scaling), a ``steps_per_epoch`` that Keras' ``steps_per_execution`` would round up. A stage
+too short for its optimizer's moving average is told so (a note, not a refusal). The
+curriculum (λ, τ) is kept where training left it when a callback restores weights at the end
+of ``fit``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ from keras import ops
 
 from fitnets_tf.callbacks import check_checkpoints
 from fitnets_tf.errors import ConfigError
-from fitnets_tf.models.logits import are_probabilities
 from fitnets_tf.notes import note
-from fitnets_tf.step_inputs import CACHED_LOGITS, images_of
 
 _FIT = inspect.signature(keras.Model.fit)
 
@@ -42,6 +41,8 @@ def checked_fit(distiller, fit, args, kwargs):
     arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
     check_callbacks(distiller, arguments.get("callbacks"))
     check_strategy(distiller)
+    for name in ("steps_per_epoch", "validation_steps"):
+        check_whole_executions(distiller, name, arguments.get(name))
     check_average_steps(distiller.optimizer, arguments)
     arguments = for_replicas(arguments, distiller.distribute_strategy)
     try:
@@ -165,6 +166,21 @@ def check_strategy(distiller) -> None:
 _SHORT_BATCH = "fitnets_tf: a batch smaller than the replicas"
 
 
+def check_whole_executions(distiller, name: str, steps) -> None:
+    """Refuses ``steps_per_epoch`` or ``validation_steps`` (``name``, of value ``steps``) not a
+    multiple of the compiled ``steps_per_execution``: Keras 3.15 runs whole executions, so a
+    dataset that does not end first was trained (or validated) up to the next multiple,
+    silently (a learning-rate schedule, λ by steps and an average's count planned for fewer)."""
+    executions = int(getattr(distiller, "steps_per_execution", 1) or 1)
+    if executions > 1 and steps and steps % executions:
+        more = -(-steps // executions) * executions
+        raise ConfigError(
+            f"{name}={steps} is not a multiple of steps_per_execution={executions}: Keras runs "
+            f"whole executions, so each epoch would run {more} steps. Give {name} a multiple "
+            f"of {executions}, or compile with a steps_per_execution that divides it."
+        )
+
+
 def _replicas(strategy) -> int:
     # This host's replicas: each takes a part of every batch this host's pipeline gives.
     if strategy.num_replicas_in_sync < 2:
@@ -262,90 +278,6 @@ def short_batch_error(error: Exception) -> ConfigError | None:
         f"A batch of the dataset holds fewer examples than the strategy's {replicas} "
         "replicas (a last batch of the examples left over): " + _short_batch_advice(replicas)
     )
-
-
-def first_batch(iterator, strategy):
-    """The first batch of Keras' epoch iterator, this host's first replica's part of it when
-    distributed (its shapes are the model's; Keras resets the iterator after)."""
-    return first_batches(iterator, strategy)[0]
-
-
-def first_batches(iterator, strategy, examples: int = 1) -> list:
-    """The first batches of Keras' epoch iterator that hold ``examples`` (all of an epoch
-    holding fewer), this host's first replica's part of each when distributed.
-
-    Read from the one start of the input pipeline that Keras makes to build the model and
-    resets after: a dataset or arrays start again for training, so the batches read here are
-    not taken from it. A Python generator does not start again: of it, the first batch alone
-    (Keras keeps that one for training).
-    """
-    _, _, batches = next(iter(iterator))
-    local = strategy.experimental_local_results
-    if type(getattr(iterator, "data_adapter", None)).__name__ == "GeneratorDataAdapter":
-        examples = 1
-    found, count = [], 0
-    while not found or count < examples:
-        try:
-            batch = keras.tree.map_structure(lambda v: local(v)[0], next(batches))
-        except (StopIteration, tf.errors.OutOfRangeError):
-            break
-        found.append(batch)
-        count += int(keras.tree.flatten(batch)[0].shape[0])
-    return found
-
-
-def check_teacher_logits(distiller, batch) -> None:
-    """Refuses a Distiller's teacher whose outputs on ``batch`` (:func:`first_batch`) are
-    probabilities: a softmax it applies in
-    a subclassed ``call`` or at the end of a Sequential built without an input, which the
-    Distiller cannot see in its graph to leave out (:func:`fitnets_tf.models.logits.
-    final_softmax`).
-
-    Probabilities taken as logits give soft targets near uniform: distillation would run and
-    teach nothing. Every row in [0, 1] and summing to 1 (to float16's precision) is not what
-    logits do: a teacher's logits that happen to are refused as well, and the message says why.
-    """
-    teacher, strategy = distiller.teacher, distiller.distribute_strategy
-    x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
-    if isinstance(x, dict) and CACHED_LOGITS in x:
-        outputs = x[CACHED_LOGITS]
-    else:
-        with strategy.scope():  # an unbuilt teacher makes its variables here
-            outputs = teacher(images_of(x), training=False)
-    if not are_probabilities(ops.convert_to_numpy(ops.cast(outputs, "float32"))):
-        return
-    fix = ("start it with keras.Input(shape): a built Sequential's final softmax is left out"
-           if isinstance(teacher, keras.Sequential) else
-           "return the logits from its call (drop the softmax), or give a Functional model, "
-           "whose final softmax is left out")  # fmt: skip
-    raise ConfigError(
-        f"The teacher {teacher.name!r} outputs probabilities: every row of its outputs on the "
-        f"first batch is in [0, 1] and sums to 1, as a softmax's do. The Distiller needs its "
-        f"logits (it applies the softmax at temperature τ itself; probabilities taken as logits "
-        f"give soft targets near uniform). Give the teacher's logits: {fix}."
-    )
-
-
-def check_first_batch(distiller, iterator) -> None:
-    """The checks of the teacher on the first batches of Keras' epoch ``iterator``, each made
-    once per Distiller: its outputs are logits (:func:`check_teacher_logits`, KD only, on the
-    first batch) and it can teach the images as fed (:func:`fitnets_tf.fed_teacher.
-    check_fed_teacher`, on the first labelled ones: enough batches for its sign test). The
-    batches are read once for both (:func:`first_batches`)."""
-    logits = distiller._teacher_unchecked and distiller.phase == "kd"
-    if not (logits or distiller._answers_unchecked):
-        return
-    from fitnets_tf import fed_teacher, teacher_scaling  # scipy's tests: imported when checked
-
-    wanted = teacher_scaling.MAX_IMAGES if distiller._answers_unchecked else 1
-    batches = first_batches(iterator, distiller.distribute_strategy, wanted)
-    if not batches:  # no data: Keras' fit says so
-        return
-    if logits:
-        check_teacher_logits(distiller, batches[0])
-        distiller._teacher_unchecked = False
-    if distiller._answers_unchecked:
-        distiller._answers_unchecked = not fed_teacher.check_fed_teacher(distiller, batches)
 
 
 # The share of a stage's first weights left in its average above which fit says so: 1%, a

@@ -284,6 +284,25 @@ def test_saving_a_distiller_whole_is_refused_before_writing(teacher, student, tm
     assert list(tmp_path.iterdir()) == []
 
 
+def test_keras_own_ways_to_save_a_distiller_whole_say_what_to_save(teacher, student, tmp_path):
+    # keras.saving.save_model(d), d.to_json() and d.get_config() asked the user to implement
+    # get_config(), and d.export() said "never called" after fit and predict: each now names
+    # what can be saved, before any file is written.
+    d = fitnets_tf.Distiller(teacher, student)
+    d.compile(optimizer="sgd", phase="kd")
+    x, y = tiny_data(16)
+    d.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    d.predict(x, verbose=0)
+    attempts = [lambda: keras.saving.save_model(d, tmp_path / "d.keras"), d.to_json, d.get_config]
+    for attempt in attempts:
+        with pytest.raises(NotImplementedError, match=r"distiller.student.save"):
+            attempt()
+    with pytest.raises(NotImplementedError, match=r"export_student\(distiller.student"):
+        d.export(tmp_path / "d_export")
+    # Keras' save_model opens its file before it asks for the config: an empty file, no more.
+    assert [(p.name, p.stat().st_size) for p in tmp_path.iterdir()] == [("d.keras", 0)]
+
+
 def test_a_model_checkpoint_saving_the_model_is_refused_before_training(teacher, student, tmp_path):
     # Keras' ModelCheckpoint calls model.save at the first epoch's end: refused then, after an
     # epoch of training. Now before the first step, naming the fix; weights-only ones train.
@@ -523,6 +542,29 @@ def test_save_weights_keeps_the_phases_optimizer_state(tmp_path, teacher, studen
     assert _same(_values(again.optimizer.variables), _values(d.optimizer.variables))
     assert _same(_values(again.student.weights), _values(d.student.weights))
     assert float(again.kd_lambda.numpy()) == 2.5 and float(again.temperature.numpy()) == 2.0
+
+
+def test_loading_before_compile_says_the_optimizer_state_was_not_restored(
+    tmp_path, teacher, student, capsys
+):
+    # load_weights before compile (build, load, compile, fit: a natural resume) restored the
+    # student but not the file's optimizer, which compile then made afresh: the resumed fit
+    # started at step 0 (slots and schedule), its weights apart from an uninterrupted run's,
+    # without a word. Loaded after compile, it is restored, and nothing is said.
+    d = fitnets_tf.Distiller(teacher, student)
+    d.compile(optimizer="adam", phase="kd")
+    d.fit(tiny_dataset(), epochs=1, verbose=0)
+    d.save_weights(tmp_path / "d.weights.h5")
+    capsys.readouterr()
+    late = fitnets_tf.Distiller(tiny_model("teacher", 6, 5, 3), tiny_model("student", 4, 6))
+    late.load_weights(tmp_path / "d.weights.h5")
+    said = capsys.readouterr().out
+    assert "optimizer state of 4 steps" in said and "compile(optimizer, phase=...) first" in said
+    assert _same(_values(late.student.weights), _values(d.student.weights))
+    early = fitnets_tf.Distiller(tiny_model("teacher", 6, 5, 3), tiny_model("student", 4, 6))
+    early.compile(optimizer="adam", phase="kd")
+    early.load_weights(tmp_path / "d.weights.h5")
+    assert int(early.optimizer.iterations.numpy()) == 4 and capsys.readouterr().out == ""
 
 
 def test_cached_teacher_logits_replace_the_teacher_pass(teacher, student):

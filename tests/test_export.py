@@ -527,6 +527,31 @@ def test_a_mixed_precision_student_with_graph_ops_is_served_in_float32():
     np.testing.assert_allclose(served(x), keras.ops.cast(student(x), "float32"), atol=0.1)
 
 
+def test_a_mixed_precision_student_with_a_nested_block_is_served_in_float32(tmp_path):
+    # A block that is a model (a Sequential inside a Functional student) kept its layers'
+    # bfloat16: the float32 copy re-created the block, not its layers, and ONNX Runtime refused
+    # the written file ("Type 'tensor(bfloat16)' ... of operator (Conv)"). A block built under
+    # the mixed policy inside an otherwise float32 student was not copied at all.
+    pytest.importorskip("tf2onnx", reason="tf2onnx is needed to write ONNX", exc_type=ImportError)
+    onnxruntime = pytest.importorskip(
+        "onnxruntime", reason="onnxruntime runs the ONNX artifact", exc_type=ImportError
+    )
+    keras.config.set_dtype_policy("mixed_bfloat16")  # conftest restores float32 afterwards.
+    block = keras.Sequential([keras.layers.Conv2D(2, 3, name="conv"), keras.layers.ReLU()],
+                             name="block")  # fmt: skip
+    keras.config.set_dtype_policy("float32")
+    inputs = keras.Input(SHAPE)
+    flat = keras.layers.Flatten()(block(keras.layers.Rescaling(0.5, name="half")(inputs)))
+    student = keras.Model(inputs, keras.layers.Dense(3, name="logits")(flat))
+    served = export.serving.in_float32(student)
+    assert {layer.compute_dtype for layer in served.get_layer("block").layers} == {"float32"}
+    x = np.random.default_rng(0).normal(size=(2, *SHAPE)).astype("float32")
+    np.testing.assert_allclose(served(x), keras.ops.cast(student(x), "float32"), atol=0.1)
+    path = export.export_student(student, tmp_path / "s.onnx", "onnx")
+    got = onnxruntime.InferenceSession(str(path)).run(["probabilities"], {"images": x})[0]
+    np.testing.assert_allclose(got, softmax(served(x)), atol=1e-5)
+
+
 def test_onnx_conv_stack_is_what_onnx_runtime_fuses(tmp_path):
     # ONNX Runtime's speed on the plain CNNs rests on this shape of graph (issue 15's profile:
     # Conv is 80-90% of the time, layout reorders and the flatten's Transpose the rest): each

@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import tiny_dataset, tiny_model
 
 import fitnets_tf
-from fitnets_tf import callbacks, fit_checks
+from fitnets_tf import callbacks, first_batches, fit_checks
 from fitnets_tf.errors import ConfigError
 
 
@@ -116,8 +116,8 @@ def test_a_teacher_whose_softmax_is_not_in_a_graph_is_refused_at_its_first_batch
 
 def test_a_subclassed_teacher_of_logits_is_checked_once(monkeypatch):
     checks = []
-    real = fit_checks.check_teacher_logits
-    monkeypatch.setattr(fit_checks, "check_teacher_logits",
+    real = first_batches.check_teacher_logits
+    monkeypatch.setattr(first_batches, "check_teacher_logits",
                         lambda *a: checks.append(1) or real(*a))  # fmt: skip
     d = _distiller(_SubclassedTeacher(softmax=False))
     d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
@@ -403,3 +403,22 @@ def test_an_average_of_momentum_one_is_the_first_steps_weights_for_good():
     assert fit_checks.short_average(1.0, 10**6) == (
         "ema_momentum=1: the average the stage ends with is its weights after the first step, "
         "however long it trains. Give a momentum below 1.")
+
+
+def test_steps_not_a_multiple_of_steps_per_execution_are_refused_before_training():
+    # Keras 3.15 runs whole executions: steps_per_epoch=3 under steps_per_execution=2 trained 4
+    # steps an epoch, silently (a schedule, λ by steps and an EMA's count planned for 3).
+    d = _distiller()
+    d.compile(optimizer="sgd", phase="kd", steps_per_execution=2)
+    repeated = tiny_dataset(batch_size=8, n=32).repeat()
+    with pytest.raises(ConfigError, match=r"steps_per_epoch=3 .* steps_per_execution=2.*4 steps"):
+        d.fit(repeated, steps_per_epoch=3, epochs=2, verbose=0)
+    # Validation too: validation_steps=3 averaged the losses of 4 batches.
+    with pytest.raises(ConfigError, match=r"validation_steps=3 is not a multiple"):
+        d.fit(repeated, steps_per_epoch=4, validation_data=repeated, validation_steps=3)
+    assert int(d.optimizer.iterations.numpy()) == 0
+    d.fit(repeated, steps_per_epoch=4, epochs=2, verbose=0)
+    assert int(d.optimizer.iterations.numpy()) == 8
+    # A finite dataset ends the last execution itself: 3 batches an epoch are 3 steps.
+    d.fit(tiny_dataset(batch_size=8, n=24), epochs=2, verbose=0)
+    assert int(d.optimizer.iterations.numpy()) == 8 + 6

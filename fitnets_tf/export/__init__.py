@@ -33,7 +33,7 @@ litert         ``student.tflite``                 LiteRT (``ai_edge_litert``) or
 =============  =================================  ============================================
 
 SavedModel, ONNX and LiteRT artifacts are self-contained: running them needs no fitnets_tf.
-A student trained in mixed precision is exported computing in float32.
+A student trained in mixed precision is exported computing in float32 (models nested in it too).
 
 Exports with the preprocessing baked in get ``_raw`` after ``student`` (``student_raw.onnx``,
 ``student_raw_saved_model/``): they take raw pixels.

@@ -12,7 +12,7 @@ from fitnets_tf import custom_code
 from fitnets_tf.errors import ConfigError, ExportConfigError, ExportError, MissingStudentError
 from fitnets_tf.export.fold import fold_batch_norm
 from fitnets_tf.layer_state import set_weights
-from fitnets_tf.models import traced
+from fitnets_tf.models import nesting, traced
 from fitnets_tf.models.logits import final_softmax
 from fitnets_tf.run import io
 from fitnets_tf.run.layout import RunLayout
@@ -221,20 +221,43 @@ def in_float32(student: keras.Model) -> keras.Model:
     # An InputLayer computes nothing; it takes the global policy, so a float32 copy made under a
     # mixed one would otherwise be copied again at every call.
     computing = [
-        layer for layer in student.layers if not isinstance(layer, keras.layers.InputLayer)
+        layer for layer in _layers_within(student) if not isinstance(layer, keras.layers.InputLayer)
     ]
     if all(layer.dtype_policy.compute_dtype == "float32" for layer in computing):
         return student
 
-    def float32_layer(layer):
-        if not isinstance(layer, keras.layers.Layer):
-            # An op of the graph (MobileNetV3's `x + 3`): no policy, its inputs' dtype.
-            return layer.__class__.from_config(layer.get_config())
-        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
-
-    copy = keras.models.clone_model(student, clone_function=float32_layer)
+    copy = keras.models.clone_model(student, clone_function=_float32_layer)
     set_weights(copy, student.get_weights())
     return copy
+
+
+def _float32_layer(layer):
+    """A float32 copy of one layer of the student, without its weights."""
+    # A block that is a model (a Sequential inside the student) is copied layer by layer:
+    # re-created from its config it kept its layers' mixed policy, which no runtime ran; and a
+    # Sequential's input, made under that policy, is given float32 (Keras' recursive clone keeps
+    # it, and the block cast the images to bfloat16 before its first layer).
+    if isinstance(layer, keras.Sequential):
+        inner = [_float32_layer(one) for one in layer.layers]
+        with contextlib.suppress(AttributeError, ValueError):  # unbuilt: no input to give
+            inner.insert(0, keras.Input(batch_shape=layer.inputs[0].shape, dtype="float32"))
+        return keras.Sequential(inner, name=layer.name)
+    if nesting.is_graph(layer):
+        return keras.models.clone_model(layer, clone_function=_float32_layer)
+    if not isinstance(layer, keras.layers.Layer):
+        # An op of the graph (MobileNetV3's `x + 3`): no policy, its inputs' dtype.
+        return layer.__class__.from_config(layer.get_config())
+    return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+
+def _layers_within(model: keras.Model) -> list:
+    """``model``'s layers, and those of the models among them, at any depth."""
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if isinstance(layer, keras.Model):
+            out += _layers_within(layer)
+    return out
 
 
 def as_served(model: keras.Model) -> keras.Model:
