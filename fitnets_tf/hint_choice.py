@@ -22,7 +22,7 @@ from fitnets_tf.hint_path import (
     valid_names,
 )
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
-from fitnets_tf.models import onnx_hints
+from fitnets_tf.models import onnx_hints, saved_model, saved_model_hints
 from fitnets_tf.models.nesting import layer_output, own_nodes
 from fitnets_tf.models.onnx_model import onnx_layer
 from fitnets_tf.models.traced import as_graphs
@@ -142,9 +142,9 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
         HintShapeError: no student layer can be mapped onto the middle hint(s); names them,
             their shapes and the student's layers with theirs. A model computing channels
             first (:func:`~fitnets_tf.regressor.check_channels_last`).
-        ConfigError: an ONNX teacher, whose hints are named by hand.
+        ConfigError: an ONNX or SavedModel teacher, whose hints are named by hand.
     """
-    if onnx_layer(teacher) is not None:
+    if onnx_layer(teacher) is not None or saved_model.signature_of(teacher) is not None:
         raise ConfigError(onnx_hints.AUTO_REFUSED)
     for model, role in ((teacher, "teacher"), (student, "student")):
         regressor_lib.check_channels_last(model, role)
@@ -315,13 +315,16 @@ def describe_models(teacher: keras.Model, student: keras.Model, pairs=(), regres
     described as the graph of its layers, as the Distiller takes it for hints.
     """
     teacher, student = as_graphs(teacher, student)
-    onnx = onnx_layer(teacher)
+    onnx, signature = onnx_layer(teacher), saved_model.signature_of(teacher)
     parts = []
     for role, model in (("teacher", teacher), ("student", student)):
         parts += [f"{role} {model.name!r}:", describe_layers(model), ""]
-    if onnx is not None:  # its hints are tensors of its file, not layers
-        rows = onnx_hints.describe(onnx, teacher.inputs[0].shape[1:])
-        parts[1:2] = [f"hint tensors of the ONNX teacher {teacher.name!r} (4-D activations, "
+    shape = teacher.inputs[0].shape[1:]
+    if onnx is not None or signature is not None:  # its hints are tensors of its graph
+        rows = (onnx_hints.describe(onnx, shape) if onnx is not None else
+                saved_model_hints.describe(signature, shape))  # fmt: skip
+        kind = "ONNX" if onnx is not None else "SavedModel"
+        parts[1:2] = [f"hint tensors of the {kind} teacher {teacher.name!r} (4-D activations, "
                       "channels last; name one in --hints=TENSOR:GUIDED_LAYER):",
                       format_table(("tensor", "node", "shape"), rows, align="<<<")]  # fmt: skip
     given = isinstance(pairs, (list, tuple)) and len(pairs) > 0
@@ -337,6 +340,7 @@ def describe_models(teacher: keras.Model, student: keras.Model, pairs=(), regres
     except HintShapeError as e:
         parts.append(f"hints=auto cannot choose a pair: {e}")
     except ConfigError:
-        parts.append("hints=auto: not for an ONNX teacher (name a tensor listed above).")
+        parts.append("hints=auto: not for an ONNX or SavedModel teacher (name a tensor listed "
+                     "above).")  # fmt: skip
     parts.append("* marks a block's feature map: a hint (teacher) or guided (student) candidate.")
     return "\n".join(parts)

@@ -260,7 +260,7 @@ def test_list_layers_lists_the_onnx_tensors(mnist_sized):
             or line.strip().startswith(("onnx::", "input."))]  # fmt: skip
     assert [row[0] for row in rows] == [CONV1, RELU1, POOL1, CONV2, RELU2, GAP]
     assert rows[1][1:] == ["Relu", "(28,", "28,", "4)"]
-    assert "hints=auto: not for an ONNX teacher" in done.stdout
+    assert "hints=auto: not for an ONNX or SavedModel teacher" in done.stdout
 
 
 def test_the_cli_trains_fitnet_from_an_onnx_teacher(mnist_sized, tmp_path):

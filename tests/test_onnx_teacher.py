@@ -119,7 +119,7 @@ def test_an_onnx_teacher_chooses_no_hints_itself_and_takes_no_xla(files):
     # Its hints are tensors named by hand (tests/test_onnx_hints.py): auto chooses among layers.
     _, folder = files
     with pytest.raises(errors.ConfigError, match=r"hints='auto' chooses among Keras layers, and "
-                       r"an ONNX teacher's hints are tensors of its file"):
+                       r"an ONNX or SavedModel teacher's hints are tensors of its graph"):
         Distiller(onnx_model.load(folder / "first.onnx"), tiny_model("student", 2, 1),
                   hints="auto")  # fmt: skip
     path = str(folder / "first.onnx")
