@@ -31,14 +31,14 @@ def load_teacher(path: str | os.PathLike, advice: str = TRAINING_ADVICE,
     """Loads a trained teacher from a ``.keras`` file, a previous run directory, a shipped
     teacher (``pretrained:NAME``, checked against its recorded sha256), a SavedModel folder or
     an ONNX file (:mod:`~fitnets_tf.models.saved_model`, :mod:`~fitnets_tf.models.onnx_model`:
-    for images of ``input_shape``, default: the model's; an ONNX file's tensors that the pairs
+    for images of ``input_shape``, default: the model's; their tensors that the pairs
     ``hints`` name as hints exposed as layers). ``advice`` ends the error's message: what to
     do, in the words of the program that failed."""
     path = teacher_location(pretrained.resolve(str(path)))
+    tensors = [hint for hint, _ in hints] if isinstance(hints, (list, tuple)) else ()
     if saved_model.is_saved_model(path):
-        return saved_model.load(path, input_shape)
+        return saved_model.load(path, input_shape, hints=tensors)
     if onnx_model.is_onnx_file(path):
-        tensors = [hint for hint, _ in hints] if isinstance(hints, (list, tuple)) else ()
         return onnx_model.load(path, input_shape, hints=tensors)
     return io.load_model(path, "teacher", TeacherLoadError, advice=advice)
 

@@ -13,7 +13,7 @@ import math
 import keras
 
 from fitnets_tf import regressor as regressor_lib
-from fitnets_tf.errors import HintShapeError
+from fitnets_tf.errors import ConfigError, HintShapeError
 from fitnets_tf.hint_flags import pair_name
 from fitnets_tf.hint_path import (
     check_functional,
@@ -22,7 +22,7 @@ from fitnets_tf.hint_path import (
     valid_names,
 )
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
-from fitnets_tf.models import onnx_features, onnx_hints
+from fitnets_tf.models import onnx_features, onnx_hints, saved_model, saved_model_hints
 from fitnets_tf.models.nesting import layer_output, own_nodes
 from fitnets_tf.models.onnx_model import onnx_layer
 from fitnets_tf.models.traced import as_graphs
@@ -140,7 +140,10 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
         HintShapeError: no student layer can be mapped onto the middle hint(s); names them,
             their shapes and the student's layers with theirs. A model computing channels
             first (:func:`~fitnets_tf.regressor.check_channels_last`).
+        ConfigError: a SavedModel teacher, whose hints are named by hand.
     """
+    if saved_model.signature_of(teacher) is not None:
+        raise ConfigError(saved_model_hints.AUTO_REFUSED)
     for model, role in ((teacher, "teacher"), (student, "student")):
         regressor_lib.check_channels_last(model, role)
     onnx = onnx_layer(teacher) is not None
@@ -346,17 +349,22 @@ def describe_models(teacher: keras.Model, student: keras.Model, pairs=(), regres
     described as the graph of its layers, as the Distiller takes it for hints.
     """
     teacher, student = as_graphs(teacher, student)
-    onnx = onnx_layer(teacher)
+    onnx, signature = onnx_layer(teacher), saved_model.signature_of(teacher)
     parts = []
     for role, model in (("teacher", teacher), ("student", student)):
         parts += [f"{role} {model.name!r}:", describe_layers(model), ""]
-    if onnx is not None:  # its hints are tensors of its file, not layers
-        rows = onnx_hints.describe(onnx, teacher.inputs[0].shape[1:])
-        blocks = {c.tensor for c in onnx_features.of_teacher(teacher)}
-        rows = [("*" if row[0] in blocks else "", *row) for row in rows]
-        parts[1:2] = [f"hint tensors of the ONNX teacher {teacher.name!r} (4-D activations, "
-                      "channels last; name one in --hints=TENSOR:GUIDED_LAYER, or let "
-                      "--hints=auto choose):",
+    shape = teacher.inputs[0].shape[1:]
+    if onnx is not None or signature is not None:  # its hints are tensors of its graph
+        if onnx is not None:
+            blocks = {c.tensor for c in onnx_features.of_teacher(teacher)}
+            rows = [("*" if row[0] in blocks else "", *row)
+                    for row in onnx_hints.describe(onnx, shape)]  # fmt: skip
+        else:
+            rows = [("", *row) for row in saved_model_hints.describe(signature, shape)]
+        kind, auto = ("ONNX", ", or let --hints=auto choose") if onnx is not None else (
+            "SavedModel", "")  # fmt: skip
+        parts[1:2] = [f"hint tensors of the {kind} teacher {teacher.name!r} (4-D activations, "
+                      f"channels last; name one in --hints=TENSOR:GUIDED_LAYER{auto}):",
                       format_table(("", "tensor", "node", "shape"), rows, align="<<<<")]  # fmt: skip
     given = isinstance(pairs, (list, tuple)) and len(pairs) > 0
     if given:
@@ -370,5 +378,7 @@ def describe_models(teacher: keras.Model, student: keras.Model, pairs=(), regres
                      f"{chosen.hint_layer}:{chosen.guided_layer} ({chosen.reason}).")  # fmt: skip
     except HintShapeError as e:
         parts.append(f"hints=auto cannot choose a pair: {e}")
+    except ConfigError:
+        parts.append("hints=auto: not for a SavedModel teacher (name a tensor listed above).")
     parts.append("* marks a block's feature map: a hint (teacher) or guided (student) candidate.")
     return "\n".join(parts)

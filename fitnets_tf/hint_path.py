@@ -25,6 +25,7 @@ from fitnets_tf.models.nesting import (
     repeated_names,
 )
 from fitnets_tf.models.onnx_model import onnx_layer
+from fitnets_tf.models.saved_model import SavedModelTeacher
 
 
 @dataclasses.dataclass
@@ -58,24 +59,38 @@ def check_functional(model, role: str):
 
 
 def check_tappable(teacher: keras.Model) -> None:
-    """Refuses hints from a SavedModel teacher (:mod:`fitnets_tf.models.saved_model`): its
-    signature runs as a function whose layers are not Keras', and none can be tapped. (An ONNX
-    teacher's hints are tensors of its file: :func:`layer_pairs`.)"""
+    """Refuses hints from a SavedModel teacher loaded without them
+    (:mod:`fitnets_tf.models.saved_model`): its signature runs as a function whose layers are
+    not Keras', and its hints are tensors of its graph, which it was not loaded to give."""
     if any(isinstance(layer, keras.layers.TFSMLayer) for layer in teacher.layers):
         raise ConfigError(
-            f"The teacher {teacher.name!r} is a TensorFlow SavedModel, run as a function: it has "
-            "no layer to take a hint from. Distil it without hints (no hints, hint_layer or "
-            "guided_layer: KD), or give the teacher as a Keras model or an ONNX file."
+            f"The teacher {teacher.name!r} is a TensorFlow SavedModel, run as a function, "
+            "loaded without hints: it has no layer to take a hint from. Its hints are tensors "
+            "of its graph: load it with them (saved_model.load(path, input_shape, hints=[...]); "
+            "--list_layers lists them) and name them, hints=[(tensor, guided_layer)], or "
+            "distil it without hints (KD)."
         )
 
 
-def layer_pairs(teacher: keras.Model, pairs) -> list[tuple[str, str]]:
-    """``pairs``, an ONNX teacher's hints (tensors) named by their layers (:mod:`onnx_hints`)."""
+def foreign_hints(teacher: keras.Model):
+    """``(kind, hint tensors)`` of a teacher run as a function whose hints are tensors of its
+    graph (an ONNX model, a SavedModel loaded with hints), or None."""
     onnx = onnx_layer(teacher)
-    if onnx is None:
+    if onnx is not None:
+        return "ONNX", onnx.hints
+    layer = next((x for x in teacher.layers if isinstance(x, SavedModelTeacher)), None)
+    return None if layer is None else ("SavedModel", layer.hints)
+
+
+def layer_pairs(teacher: keras.Model, pairs) -> list[tuple[str, str]]:
+    """``pairs``, the hints (tensors) of an ONNX or SavedModel teacher named by their layers
+    (:mod:`onnx_hints`)."""
+    foreign = foreign_hints(teacher)
+    if foreign is None:
         return [tuple(pair) for pair in pairs]
-    hints = [onnx_hints.layer_name(tensor) for tensor in onnx.hints]
-    return onnx_hints.layer_pairs(pairs, teacher.name, hints)
+    kind, tensors = foreign
+    hints = [onnx_hints.layer_name(tensor) for tensor in tensors]
+    return onnx_hints.layer_pairs(pairs, teacher.name, hints, kind)
 
 
 def model_inputs(model: keras.Model):

@@ -171,6 +171,26 @@ def test_a_saved_model_teacher_teaches_two_replicas(tmp_path):
     assert [m["name"] for m in summary["models"]] == ["teacher", "kd"]
 
 
+@pytest.mark.slow  # a FitNets run in a subprocess, ~40 s
+def test_a_saved_model_teacher_gives_hints_to_two_replicas(tmp_path):
+    # Its hints come from its graph imported into a function of the replicas' step, whose
+    # variable handles are those of the teacher loaded outside the strategy's scope.
+    import keras  # noqa: PLC0415
+
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv")(inputs)
+    keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(h)), name="net").export(
+        tmp_path / "teacher")
+    run = _mirrored_cli("train", tmp_path / "run", "--flagfile=configs/smoke.flags",
+                        f"--teacher_path={tmp_path / 'teacher'}", "--mode=fitnet",
+                        "--hints=net_1/conv_1/Relu:conv2", "--hints_epochs=1", "--kd_epochs=1",
+                        "--nomeasure_latency")  # fmt: skip
+    assert run["status"] == 0, run["log"][-3000:]
+    assert run["replicas_of_each_strategy"] == [2]
+    hints = json.loads((tmp_path / "run" / "hints.json").read_text())
+    assert '"hint_layer": "net_1.conv_1.Relu"' in json.dumps(hints)
+
+
 def test_a_strategy_is_made_once_per_process():
     mirrored = distribute.make_strategy("mirrored")
     assert distribute.make_strategy("mirrored") is mirrored

@@ -145,17 +145,18 @@ def test_signatures_it_cannot_distil_from_are_refused_naming_what_they_take(tmp_
         saved_model.load(tmp_path / "unsigned")
 
 
-def test_a_saved_model_teacher_gives_no_hints(tmp_path):
+def test_a_saved_model_teacher_loaded_without_hints_gives_none(tmp_path):
+    # Its hints are tensors of its graph, named by hand (tests/test_saved_model_hints.py).
     model = tiny_model("teacher", width=4, seed=0)
     model.export(tmp_path / "teacher")
     teacher = saved_model.load(tmp_path / "teacher")
     with pytest.raises(errors.ConfigError, match=r"'teacher' is a TensorFlow SavedModel, run as a "
-                       r"function: it has no layer to take a hint from"):
+                       r"function, loaded without hints: it has no layer to take a hint from"):
         Distiller(teacher, tiny_model("student", width=2, seed=1), hints="auto")
     Distiller(teacher, tiny_model("student", width=2, seed=1))  # KD: taken
     config = SMOKE.with_values(teacher_path=str(tmp_path / "teacher"), modes=("kd", "fitnet"))
-    with pytest.raises(errors.ConfigError, match=r"--mode fitnet trains from hints. Give "
-                       r"--mode=kd"):  # before anything is read or built
+    with pytest.raises(errors.ConfigError, match=r"--mode fitnet trains from hints: name them, "
+                       r"--hints=TENSOR:GUIDED_LAYER"):  # before anything is read or built
         config.validate()
     folder = str(tmp_path / "teacher")
     with pytest.raises(errors.ConfigError, match=r"is a TensorFlow SavedModel, a trained teacher: "
@@ -170,9 +171,11 @@ def _export_teacher(path, seed: int = 0) -> str:
     """A small trained-teacher SavedModel for the synthetic data (28×28×1, 10 classes)."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((28, 28, 1))
-    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv")(inputs)
     outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(h))
-    keras.Model(inputs, outputs).export(path)
+    # Named: the graph's names are the model's and its layers' (Keras' own, counted in the
+    # process, would differ with the tests run before).
+    keras.Model(inputs, outputs, name="net").export(path)
     return str(path)
 
 
@@ -193,12 +196,16 @@ def test_a_run_distils_from_a_saved_model_and_is_bound_to_its_files(tmp_path):
         experiment.run(config, run, log=lambda m: None)
 
 
-def test_list_layers_shows_a_saved_model_teacher_of_a_kd_run(tmp_path):
+def test_list_layers_lists_the_tensors_of_a_saved_model_teacher(tmp_path):
     # The smoke flags' --teacher=mnist_teacher gives the paper's pair (pool2:pool4), which a
     # KD run never uses: it was checked against the SavedModel and refused.
     path = _export_teacher(tmp_path / "teacher")
     listed = train_cli(f"--flagfile={ROOT}/configs/smoke.flags", f"--teacher_path={path}",
                        "--mode=kd,scratch", "--list_layers")  # fmt: skip
     assert listed.returncode == 0, listed.stderr[-2000:]
-    assert "saved_model  TFSMLayer   (10,)" in listed.stdout
-    assert "the teacher has none" in listed.stdout  # hints=auto: no feature map to take
+    assert "hint tensors of the SavedModel teacher 'teacher'" in listed.stdout
+    rows = [line.split() for line in listed.stdout.splitlines() if "net_1/" in line]
+    assert rows == [["net_1/conv_1/convolution", "Conv2D", "(13,", "13,", "8)"],
+                    ["net_1/conv_1/BiasAdd", "BiasAdd", "(13,", "13,", "8)"],
+                    ["net_1/conv_1/Relu", "Relu", "(13,", "13,", "8)"]]  # fmt: skip
+    assert "hints=auto: not for a SavedModel teacher" in listed.stdout

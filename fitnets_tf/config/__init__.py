@@ -139,8 +139,9 @@ class ExperimentConfig:
         return found
 
     def _foreign_teacher_problems(self) -> list[str]:
-        """A SavedModel teacher (run as a function: no layers) with modes that train from
-        hints, an ONNX one with modes that train from hints and no hints given, or under XLA."""
+        """An ONNX or SavedModel teacher (run as a function: its hints are named tensors of its
+        graph) with modes that train from hints but no --hints; a SavedModel one with
+        --hints=auto (which chooses among an ONNX file's blocks); an ONNX one under XLA."""
         from fitnets_tf import stages
         from fitnets_tf.models import onnx_model, sources
 
@@ -148,18 +149,18 @@ class ExperimentConfig:
         kind = sources.foreign_kind(teacher)
         hinted = [m for m in self.schedule.modes if m in stages.HINT_MODES]
         onnx = bool(teacher) and onnx_model.is_onnx_file(teacher)
-        if kind and hinted and not onnx:
-            found.append(f"the teacher {teacher!r} is {kind}, run as a function: it has no "
-                         f"layer to take a hint from, and --mode {','.join(hinted)} trains from "
-                         "hints. Give --mode=kd (with scratch for the baseline: "
-                         "--mode=kd,scratch), or the teacher as a .keras or ONNX file")  # fmt: skip
-        if onnx and hinted and not (self.models.hints or self.models.hint_layer):
-            found.append(f"the teacher {teacher!r} is an ONNX model, whose hints are tensors of "
-                         f"its file, and --mode {','.join(hinted)} trains from hints: give "
-                         "--hints=auto (the paper's middle layers), or name them, "
-                         "--hints=TENSOR:GUIDED_LAYER (--list_layers --mode=kd lists its "
-                         "tensors), or give --mode=kd (with scratch for the baseline: "
+        if kind and hinted and not (self.models.hints or self.models.hint_layer):
+            auto = "give --hints=auto (the paper's middle layers), or " if onnx else ""
+            found.append(f"the teacher {teacher!r} is {kind}, whose hints are tensors of "
+                         f"its graph, and --mode {','.join(hinted)} trains from hints: {auto}"
+                         "name them, --hints=TENSOR:GUIDED_LAYER (--list_layers --mode=kd lists "
+                         "its tensors), or give --mode=kd (with scratch for the baseline: "
                          "--mode=kd,scratch)")  # fmt: skip
+        if kind and not onnx and hinted and self.models.hints == ("auto",):
+            found.append(f"--hints=auto chooses among Keras layers and an ONNX file's blocks, "
+                         f"and the teacher {teacher!r} is {kind}, whose hints are tensors of its "
+                         "graph: name one, --hints=TENSOR:GUIDED_LAYER (--list_layers lists its "
+                         "tensors)")  # fmt: skip
         if onnx and self.runtime.jit_compile:
             found.append(f"the teacher {teacher!r} runs in ONNX Runtime, called from the "
                          "train step on the host, which XLA cannot compile: drop --jit_compile")
@@ -193,10 +194,10 @@ class ExperimentConfig:
         """The hint/guided pairs: ``--hints`` (or ``"auto"``), else :meth:`pair` ([]: none)."""
         if self.models.hints:
             return hint_flags.parse_hints(self.models.hints)
-        from fitnets_tf.models.onnx_model import is_onnx_file
+        from fitnets_tf.models.sources import foreign_kind
 
-        if is_onnx_file(self.models.trained_teacher()) and not self.models.hint_layer:
-            return []  # the paper's pairs are layers of its nets, not tensors of a file
+        if foreign_kind(self.models.trained_teacher()) and not self.models.hint_layer:
+            return []  # the paper's pairs are layers of its nets, not tensors of a graph
         hint, guided = self.pair()
         return [(hint, guided)] if hint is not None and guided is not None else []
 

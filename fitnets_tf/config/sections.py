@@ -123,9 +123,9 @@ class ModelsConfig:
     guided_layer: str | None = option(None, "Student layer being guided (default: paper's).")
     hints: tuple[str, ...] | None = option(
         None, "Instead of --hint_layer/--guided_layer: 'teacher_layer:student_layer' pairs, or "
-        "'auto' (the paper's middle layers; --list_layers shows the choice). An ONNX teacher's "
-        "hint is a tensor of its file (onnx::Relu_23:conv2: a pair splits at its one ':' not "
-        "part of '::'); 'auto' chooses among the tensors ending its blocks.",
+        "'auto' (the paper's middle layers; --list_layers shows the choice). An ONNX or SavedModel "
+        "teacher's hint is a tensor of its graph (onnx::Relu_23:conv2: a pair splits at its one "
+        "':' not part of '::'); 'auto' chooses among an ONNX file's tensors ending its blocks.",
         check=hint_flags.hints_problem,
     )  # fmt: skip
     hint_weights: tuple[float, ...] | None = option(
@@ -133,7 +133,7 @@ class ModelsConfig:
         check=hint_flags.weights_problem,
     )  # fmt: skip
     teacher_path: str | None = option(
-        None, "Trained teacher: a .keras file, run directory, SavedModel folder (KD only) or "
+        None, "Trained teacher: a .keras file, run directory, SavedModel folder or "
         ".onnx file, or pretrained:NAME (one ships: pretrained:fashion_mnist_wide_cnn).",
         check=lambda path: pretrained.name_problem(path) or sources.pytorch_file_problem(path),
     )  # fmt: skip

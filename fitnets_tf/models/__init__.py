@@ -13,8 +13,9 @@ multiplications), :mod:`~fitnets_tf.models.sources` (a name, a user's ``.keras``
 student's ends), :mod:`~fitnets_tf.models.traced` (a subclassed model as the graph of its
 own layers, for hints), :mod:`~fitnets_tf.models.saved_model` and
 :mod:`~fitnets_tf.models.onnx_model` (a trained teacher given as a SavedModel folder or an ONNX
-file, run as a function: KD only, but for an ONNX file's tensors as hints,
-:mod:`~fitnets_tf.models.onnx_hints`, each in its layout, :mod:`~fitnets_tf.models.onnx_layouts`).
+file, run as a function, whose hints are tensors of its graph:
+:mod:`~fitnets_tf.models.saved_model_hints`, :mod:`~fitnets_tf.models.onnx_hints`, each in its
+layout, :mod:`~fitnets_tf.models.onnx_layouts`).
 
 Every model is Functional and outputs logits, with stable layer names for hints: the paper's
 ``conv{i}`` / ``pool{i}`` / ``fc`` / ``logits`` (see :mod:`~fitnets_tf.models.maxout_net`), the

@@ -205,8 +205,10 @@ class FirstOf(keras.layers.Layer):
         return input_shape[0]
 
 
-def layer_pairs(pairs, teacher_name: str, hint_layers) -> list[tuple[str, str]]:
-    """``pairs`` with each hint named by its layer; ``hint_layers``: those of the teacher.
+def layer_pairs(pairs, teacher_name: str, hint_layers,
+                kind: str = "ONNX") -> list[tuple[str, str]]:  # fmt: skip
+    """``pairs`` with each hint named by its layer; ``hint_layers``: those of the teacher, an
+    ``kind`` one (``"ONNX"`` or ``"SavedModel"``, whose hints are named as ONNX ones are).
 
     Raises:
         ConfigError: a hint the teacher was not loaded with.
@@ -216,9 +218,10 @@ def layer_pairs(pairs, teacher_name: str, hint_layers) -> list[tuple[str, str]]:
                if layer not in hint_layers]  # fmt: skip
     if missing:
         raise ConfigError(
-            f"The ONNX teacher {teacher_name!r} was loaded without the hint tensor "
+            f"The {kind} teacher {teacher_name!r} was loaded without the hint tensor "
             f"{' and '.join(map(repr, missing))}: load it with its hints "
-            "(onnx_model.load(path, input_shape, hints=[...])); it has "
+            f"({'onnx_model' if kind == 'ONNX' else 'saved_model'}.load(path, input_shape, "
+            "hints=[...])); it has "
             f"{', '.join(map(repr, hint_layers)) or 'none'}."
         )
     return named

@@ -3,9 +3,11 @@
 A SavedModel (``tf.saved_model.save``, Keras' ``model.export``, a TensorFlow 2 training
 pipeline's, a previous run's ``student_saved_model/``) keeps functions, not layers: its
 ``serving_default`` signature becomes a one-layer Keras model (``keras.layers.TFSMLayer``),
-which teaches by knowledge distillation and cannot give hints (there is no layer to tap). Only
-the SavedModel's graph runs, never Python code, as with the ``.keras`` files loaded in safe
-mode.
+which teaches by knowledge distillation. Its hints are tensors of the signature's graph
+(:mod:`~fitnets_tf.models.saved_model_hints`): loaded with them, the layer is a
+:class:`SavedModelTeacher`, which returns them beside the output, and the model exposes each
+through a named layer, as an ONNX teacher's (:mod:`~fitnets_tf.models.onnx_hints`). Only the
+SavedModel's graph runs, never Python code, as with the ``.keras`` files loaded in safe mode.
 
 A signature that returns probabilities (a final softmax, as serving signatures often do) is
 wrapped in their logarithm (:func:`~fitnets_tf.models.logits.logits_of_foreign`), which gives
@@ -23,9 +25,12 @@ import numpy as np
 import tensorflow as tf
 
 from fitnets_tf.errors import ConfigError, TeacherLoadError
+from fitnets_tf.models import onnx_hints, saved_model_hints
 from fitnets_tf.models.logits import logits_of_foreign
 
 SIGNATURE = "serving_default"
+# The layers of the Keras model load() builds besides the hints' (whose names must differ).
+IMAGES, RUNNER, LOGITS = "images", "saved_model", "saved_model_logits"
 _GRAPH_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
@@ -34,16 +39,22 @@ def is_saved_model(path: str | os.PathLike) -> bool:
     return any(os.path.isfile(os.path.join(os.path.expanduser(path), f)) for f in _GRAPH_FILES)
 
 
-def load(path: str | os.PathLike, input_shape=None, role: str = "teacher") -> keras.Model:
+def load(path: str | os.PathLike, input_shape=None, role: str = "teacher",
+         hints=()) -> keras.Model:  # fmt: skip
     """The ``serving_default`` signature of the SavedModel at ``path`` as a Keras model:
     images of ``input_shape`` (default: the signature's) in, logits out (see the module
-    docstring for probabilities). Its name is the folder's.
+    docstring for probabilities). Its name is the folder's. Each tensor of the signature's
+    graph ``hints`` names (``teacher_1/conv1_1/Relu``, or its layer's name:
+    :func:`~fitnets_tf.models.onnx_hints.layer_name`) is the output of a layer of that name,
+    for a hint (:mod:`~fitnets_tf.models.saved_model_hints`).
 
     Raises:
         TeacherLoadError: TensorFlow cannot load the folder, or it has no ``serving_default``
             signature.
         ConfigError: the signature does not take one float image batch of any size (the shape
-            it takes named beside ``input_shape``) or give one tensor.
+            it takes named beside ``input_shape``) or give one tensor; a hint names no 4-D
+            activation of its graph, or the SavedModel keeps its ops where they cannot be
+            fetched (the message says what to do instead).
     """
     path = pathlib.Path(path).expanduser()
     if tf.distribute.has_strategy():
@@ -53,11 +64,11 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher") -> ke
         # scope (scopes are per thread), its variables are plain ones, which every replica
         # reads. The teacher is frozen: nothing needs them mirrored.
         with concurrent.futures.ThreadPoolExecutor(1) as thread:
-            return thread.submit(_load, path, input_shape, role).result()
-    return _load(path, input_shape, role)
+            return thread.submit(_load, path, input_shape, role, hints).result()
+    return _load(path, input_shape, role, hints)
 
 
-def _load(path: pathlib.Path, input_shape, role: str) -> keras.Model:
+def _load(path: pathlib.Path, input_shape, role: str, hints=()) -> keras.Model:
     what = f"The {role} SavedModel {str(path)!r}"
     layer = _signature_layer(path, what)
     spec = _one_image_input(layer.call_endpoint_fn, what)
@@ -69,11 +80,62 @@ def _load(path: pathlib.Path, input_shape, role: str) -> keras.Model:
             f"{what} takes images of shape {tuple(spec.shape[1:])} (its signature), and the "
             f"data's are {shape}: give --image_size (and --channels) to match it."
         )
-    inputs = keras.Input(shape, name="images")
-    outputs = keras.ops.cast(_one_output(layer(inputs), what), "float32")
-    name = model_name(path)
-    outputs = logits_of_foreign(outputs, _probe(layer, shape), name, "a SavedModel")
-    return keras.Model(inputs, outputs, name=name)
+    inputs, name, probed = keras.Input(shape, name=IMAGES), model_name(path), _probe(layer, shape)
+    if not hints:
+        outputs = keras.ops.cast(_one_output(layer(inputs), what), "float32")
+        return keras.Model(inputs, logits_of_foreign(outputs, probed, name, "a SavedModel"),
+                           name=name)  # fmt: skip
+    if None in shape:  # the hints' shapes, and so the regressors', follow from the images'
+        raise ConfigError(f"{what} takes images of any size {shape} and has hints: give their "
+                          "size, load(path, input_shape=(H, W, C), hints=...).")  # fmt: skip
+    body = saved_model_hints.body(layer.call_endpoint_fn, what)
+    tapped = saved_model_hints.requested(body, list(hints), shape, what, (IMAGES, RUNNER, LOGITS))
+    layer = SavedModelTeacher(layer, body, shape, [c.tensor for c in tapped],
+                              [c.shape for c in tapped], name=RUNNER)  # fmt: skip
+    logits, *hinted = layer(inputs)
+    logits = logits_of_foreign(logits, probed, name, "a SavedModel")
+    # Each hint a layer of the model, so that it can be tapped by name.
+    hinted = [onnx_hints.hint_layer(c)(h) for c, h in zip(tapped, hinted, strict=True)]
+    return keras.Model(inputs, onnx_hints.FirstOf(name=LOGITS)([logits, *hinted]), name=name)
+
+
+def signature_of(model: keras.Model):
+    """The signature (a ConcreteFunction) of a SavedModel teacher ``model`` (:func:`load`),
+    or None for any other model."""
+    for layer in model.layers:
+        if isinstance(layer, SavedModelTeacher):
+            return layer.signature.call_endpoint_fn
+        if isinstance(layer, keras.layers.TFSMLayer):
+            return layer.call_endpoint_fn
+    return None
+
+
+class SavedModelTeacher(keras.layers.Layer):
+    """A SavedModel's signature output for a batch of images, in float32, then its tensors
+    ``hints`` (each ``(N, *hint_shapes[i])``): one call of its graph's ops
+    (:func:`~fitnets_tf.models.saved_model_hints.function`) on the weights of ``signature``
+    (a ``TFSMLayer`` of it, whose variables this layer holds).
+
+    The logits and the hints come from that one call: a hint is a tensor the logits are
+    computed from, and a stage-2 step, which taps the logits alone, runs the same ops as the
+    signature.
+    """
+
+    def __init__(self, signature: keras.layers.TFSMLayer, body, image_shape, hints,
+                 hint_shapes, **kwargs):  # fmt: skip
+        super().__init__(trainable=False, dtype="float32", **kwargs)
+        self.signature, self.hints = signature, list(hints)
+        self.hint_shapes = [tuple(s) for s in hint_shapes]
+        self._function = saved_model_hints.function(body, image_shape, self.hints)
+        self.classes = self._function.outputs[0].shape[-1]
+
+    def call(self, images):
+        images = keras.ops.cast(images, self.signature.dtype)
+        return [keras.ops.cast(t, "float32") for t in self._function(images)]
+
+    def compute_output_shape(self, input_shape):
+        batch = input_shape[0]
+        return [(batch, self.classes), *((batch, *shape) for shape in self.hint_shapes)]
 
 
 def _signature_layer(path: pathlib.Path, what: str, dtype: str = "float32"):
