@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import keras
 
-from fitnets_tf import hint_path
 from fitnets_tf.models import graph_blocks, onnx_hints, onnx_model
-from fitnets_tf.models.logits import for_distilling
 
 # Nodes starting a block: those that hold a layer's weights.
 _WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
@@ -63,17 +61,6 @@ def of_teacher(teacher: keras.Model) -> list[onnx_hints.Candidate]:
     layer = onnx_model.onnx_layer(teacher)
     parsed = onnx.load(str(layer.onnx_path), load_external_data=False)
     return feature_maps(parsed, tuple(teacher.inputs[0].shape[1:]), layer.channels_first)
-
-
-def fetching(teacher: keras.Model, pairs, auto) -> tuple[keras.Model, list]:
-    """``teacher`` and ``pairs`` as the Distiller takes them once ``hints='auto'`` has chosen
-    (``auto``: its :class:`~fitnets_tf.hint_choice.AutoPair`, None for pairs given): an ONNX
-    teacher fetching the tensor chosen (:func:`with_hints`), the pairs named by its layers.
-    Anything else is returned as it is."""
-    if auto is None or onnx_model.onnx_layer(teacher) is None:
-        return teacher, pairs
-    teacher = for_distilling(with_hints(teacher, pairs), "teacher")
-    return teacher, hint_path.layer_pairs(teacher, pairs)
 
 
 def with_hints(teacher: keras.Model, pairs) -> keras.Model:
