@@ -184,3 +184,18 @@ def test_the_cli_trains_fitnet_from_the_auto_choice_of_a_saved_model_teacher(mni
     assert hints["auto"]["hint_layer"] == HINT
     assert hints["pairs"][0]["hint_layer"] == "net_1.conv_b_1.Relu"
     assert hints["pairs"][0]["guided_layer"] == hints["auto"]["guided_layer"]
+
+
+def test_a_search_trial_with_auto_hints_loads_the_chosen_tensor(exported):
+    import keras_tuner  # noqa: PLC0415  (the search's)
+
+    from fitnets_tf import search  # noqa: PLC0415
+
+    _, folder = exported
+    model = search.FitNetsHyperModel(folder, lambda: tiny_model("student", width=2, seed=1),
+                                     hints="auto", hints_epochs=1)  # fmt: skip
+    hp = keras_tuner.HyperParameters()
+    model.declare_hyperparameters(hp)
+    distiller = model.build(hp)
+    assert distiller.hints == [("teacher_1.pool1_1.MaxPool2d", "bn")]
+    assert distiller.teacher.get_layer("saved_model").hints == [POOL1]
