@@ -13,7 +13,7 @@ import math
 import keras
 
 from fitnets_tf import regressor as regressor_lib
-from fitnets_tf.errors import HintShapeError
+from fitnets_tf.errors import ConfigError, HintShapeError
 from fitnets_tf.hint_flags import pair_name
 from fitnets_tf.hint_path import (
     check_functional,
@@ -353,7 +353,9 @@ def describe_models(teacher: keras.Model, student: keras.Model, pairs=(), regres
         parts += [f"{role} {model.name!r}:", describe_layers(model), ""]
     shape = teacher.inputs[0].shape[1:]
     if onnx is not None or signature is not None:  # its hints are tensors of its graph
-        blocks = {c.tensor for c in graph_teachers.block_outputs(teacher)}
+        # Images of any size: maps of no known shape, no block to star (auto says why).
+        blocks = ({c.tensor for c in graph_teachers.block_outputs(teacher)}
+                  if None not in shape else set())  # fmt: skip
         listed = (onnx_hints.describe(onnx, shape) if onnx is not None
                   else saved_model_hints.describe(signature, shape))  # fmt: skip
         rows = [("*" if row[0] in blocks else "", *row) for row in listed]
@@ -372,7 +374,7 @@ def describe_models(teacher: keras.Model, student: keras.Model, pairs=(), regres
         chosen = auto_pair(teacher, student)
         parts.append(f"hints=auto {'would choose' if given else 'chooses'} "
                      f"{chosen.hint_layer}:{chosen.guided_layer} ({chosen.reason}).")  # fmt: skip
-    except HintShapeError as e:
+    except (HintShapeError, ConfigError) as e:  # ConfigError: a graph's images of any size
         parts.append(f"hints=auto cannot choose a pair: {e}")
     parts.append("* marks a block's feature map: a hint (teacher) or guided (student) candidate.")
     return "\n".join(parts)

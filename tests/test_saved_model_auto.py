@@ -127,6 +127,8 @@ def test_images_of_any_size_need_theirs_for_auto(tmp_path):
                        r"with the student's: give their size, load\(path, "
                        r"input_shape=\(H, W, C\)\)\."):  # fmt: skip
         Distiller(saved_model.load(tmp_path / "open"), student, hints="auto")
+    described = hint_choice.describe_models(saved_model.load(tmp_path / "open"), student)
+    assert "hints=auto cannot choose a pair: The teacher SavedModel 'open' takes images" in described
     found = saved_model_features.of_teacher(saved_model.load(tmp_path / "open", (8, 8, 1)))
     assert [(c.tensor, c.shape) for c in found] == [("open_1/conv_1/BiasAdd", (6, 6, 2))]
 
