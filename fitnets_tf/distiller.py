@@ -32,7 +32,7 @@ from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     tap,
     valid_names,
 )
-from fitnets_tf.models import onnx_features
+from fitnets_tf.models import graph_teachers
 from fitnets_tf.models.logits import (
     build_like,
     check_batched,
@@ -137,7 +137,7 @@ class Distiller(SavedInParts, keras.Model):
         self.hints, self.auto_pair = resolve_pairs(teacher, student, hints, hint_layer, guided_layer)
         if self.auto_pair is not None:
             note(f"hints=auto: {pair_name(*self.hints[0])} ({self.auto_pair.reason}).")
-        teacher, self.hints = onnx_features.fetching(teacher, self.hints, self.auto_pair)
+        teacher, self.hints = graph_teachers.fetching(teacher, self.hints, self.auto_pair)
         self.teacher, self.student = teacher, student
         # A subclassed (or unbuilt) teacher's softmax is not in a graph: its first outputs tell.
         self._teacher_unchecked = ends(teacher) is None

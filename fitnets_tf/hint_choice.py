@@ -22,7 +22,7 @@ from fitnets_tf.hint_path import (
     valid_names,
 )
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
-from fitnets_tf.models import onnx_features, onnx_hints, saved_model, saved_model_hints
+from fitnets_tf.models import graph_teachers, onnx_hints, saved_model, saved_model_hints
 from fitnets_tf.models.nesting import layer_output, own_nodes
 from fitnets_tf.models.onnx_model import onnx_layer
 from fitnets_tf.models.traced import as_graphs
@@ -127,31 +127,29 @@ def _is_feature_map(model: keras.Model, layer) -> bool:
 def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
     """The paper's rule: the middle of the teacher guides the middle of the student.
 
-    Feature layers are block outputs (:func:`feature_layers`; an ONNX teacher's, the tensors
-    ending the blocks of its file: :func:`~fitnets_tf.models.onnx_features.feature_maps`). The
-    hint is the teacher's middle feature layer (one of its two middle ones for an even count);
-    the guided layer is, of the student's feature layers the convolutional regressor can map
-    onto that hint (a guided map at least as large as the hint's), the nearest to the student's
-    middle (:func:`choose`). An ONNX teacher's hint is its tensor, named as the file names it;
-    the teacher, loaded with or without hints, fetches it once loaded with it
-    (:func:`~fitnets_tf.models.onnx_features.with_hints`: the Distiller and a run do so).
+    Feature layers are block outputs (:func:`feature_layers`; an ONNX or SavedModel teacher's,
+    the tensors ending the blocks of its graph:
+    :func:`~fitnets_tf.models.graph_teachers.block_outputs`). The hint is the teacher's middle
+    feature layer (one of its two middle ones for an even count); the guided layer is, of the
+    student's feature layers the convolutional regressor can map onto that hint (a guided map
+    at least as large as the hint's), the nearest to the student's middle (:func:`choose`). A
+    graph teacher's hint is its tensor, named as the graph names it; the teacher, loaded with
+    or without hints, fetches it once loaded with it
+    (:func:`~fitnets_tf.models.graph_teachers.with_hints`: the Distiller and a run do so).
 
     Raises:
         HintShapeError: no student layer can be mapped onto the middle hint(s); names them,
             their shapes and the student's layers with theirs. A model computing channels
             first (:func:`~fitnets_tf.regressor.check_channels_last`).
-        ConfigError: a SavedModel teacher, whose hints are named by hand.
     """
-    if saved_model.signature_of(teacher) is not None:
-        raise ConfigError(saved_model_hints.AUTO_REFUSED)
     for model, role in ((teacher, "teacher"), (student, "student")):
         regressor_lib.check_channels_last(model, role)
-    onnx = onnx_layer(teacher) is not None
-    hints = ([Feature(c.tensor, c.shape) for c in onnx_features.of_teacher(teacher)] if onnx
+    graph = graph_teachers.is_graph(teacher)
+    hints = ([Feature(c.tensor, c.shape) for c in graph_teachers.block_outputs(teacher)] if graph
              else _features(teacher))  # fmt: skip
     guided = _features(student)
     if not hints or not guided:
-        listed = ("--list_layers lists the teacher's tensors and the student's layers." if onnx
+        listed = ("--list_layers lists the teacher's tensors and the student's layers." if graph
                   else valid_names(teacher, student))  # fmt: skip
         raise HintShapeError(
             "hints='auto' needs feature-map layers (N, H, W, C) in both models; "
@@ -162,17 +160,17 @@ def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:
 
 def auto_hints(teacher: keras.Model, student: keras.Model) -> tuple[keras.Model, list, AutoPair]:
     """:func:`auto_pair`'s choice as a run takes it: the teacher fetching the hint (an ONNX
-    teacher is loaded again with the tensor chosen:
-    :func:`~fitnets_tf.models.onnx_features.with_hints`), the pairs, the choice."""
+    or SavedModel teacher is loaded again with the tensor chosen:
+    :func:`~fitnets_tf.models.graph_teachers.with_hints`), the pairs, the choice."""
     chosen = auto_pair(teacher, student)
     pairs = [(chosen.hint_layer, chosen.guided_layer)]
-    return onnx_features.with_hints(teacher, pairs), pairs, chosen
+    return graph_teachers.with_hints(teacher, pairs), pairs, chosen
 
 
 @dataclasses.dataclass(frozen=True)
 class Feature:
-    """A block's output feature map: its name (a layer's, or a tensor of an ONNX teacher's
-    file) and its shape ``(H, W, C)``, channels last."""
+    """A block's output feature map: its name (a layer's, or a tensor of an ONNX or
+    SavedModel teacher's graph) and its shape ``(H, W, C)``, channels last."""
 
     name: str
     shape: tuple
@@ -355,16 +353,16 @@ def describe_models(teacher: keras.Model, student: keras.Model, pairs=(), regres
         parts += [f"{role} {model.name!r}:", describe_layers(model), ""]
     shape = teacher.inputs[0].shape[1:]
     if onnx is not None or signature is not None:  # its hints are tensors of its graph
-        if onnx is not None:
-            blocks = {c.tensor for c in onnx_features.of_teacher(teacher)}
-            rows = [("*" if row[0] in blocks else "", *row)
-                    for row in onnx_hints.describe(onnx, shape)]  # fmt: skip
-        else:
-            rows = [("", *row) for row in saved_model_hints.describe(signature, shape)]
-        kind, auto = ("ONNX", ", or let --hints=auto choose") if onnx is not None else (
-            "SavedModel", "")  # fmt: skip
+        # Images of any size: maps of no known shape, no block to star (auto says why).
+        blocks = ({c.tensor for c in graph_teachers.block_outputs(teacher)}
+                  if None not in shape else set())  # fmt: skip
+        listed = (onnx_hints.describe(onnx, shape) if onnx is not None
+                  else saved_model_hints.describe(signature, shape))  # fmt: skip
+        rows = [("*" if row[0] in blocks else "", *row) for row in listed]
+        kind = "ONNX" if onnx is not None else "SavedModel"
         parts[1:2] = [f"hint tensors of the {kind} teacher {teacher.name!r} (4-D activations, "
-                      f"channels last; name one in --hints=TENSOR:GUIDED_LAYER{auto}):",
+                      "channels last; name one in --hints=TENSOR:GUIDED_LAYER, or let "
+                      "--hints=auto choose):",
                       format_table(("", "tensor", "node", "shape"), rows, align="<<<<")]  # fmt: skip
     given = isinstance(pairs, (list, tuple)) and len(pairs) > 0
     if given:
@@ -376,9 +374,7 @@ def describe_models(teacher: keras.Model, student: keras.Model, pairs=(), regres
         chosen = auto_pair(teacher, student)
         parts.append(f"hints=auto {'would choose' if given else 'chooses'} "
                      f"{chosen.hint_layer}:{chosen.guided_layer} ({chosen.reason}).")  # fmt: skip
-    except HintShapeError as e:
+    except (HintShapeError, ConfigError) as e:  # ConfigError: a graph's images of any size
         parts.append(f"hints=auto cannot choose a pair: {e}")
-    except ConfigError:
-        parts.append("hints=auto: not for a SavedModel teacher (name a tensor listed above).")
     parts.append("* marks a block's feature map: a hint (teacher) or guided (student) candidate.")
     return "\n".join(parts)

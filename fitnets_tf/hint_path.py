@@ -67,8 +67,8 @@ def check_tappable(teacher: keras.Model) -> None:
             f"The teacher {teacher.name!r} is a TensorFlow SavedModel, run as a function, "
             "loaded without hints: it has no layer to take a hint from. Its hints are tensors "
             "of its graph: load it with them (saved_model.load(path, input_shape, hints=[...]); "
-            "--list_layers lists them) and name them, hints=[(tensor, guided_layer)], or "
-            "distil it without hints (KD)."
+            "--list_layers lists them) and name them, hints=[(tensor, guided_layer)], let "
+            "hints='auto' choose one, or distil it without hints (KD)."
         )
 
 
@@ -296,12 +296,14 @@ def resolve_pairs(teacher, student, hints=None, hint_layer=None, guided_layer=No
         )
     if hint_layer is None and hints is None:
         return [], None
-    check_tappable(teacher)
+    auto = isinstance(hints, str) and hints == "auto"
+    if not auto:  # hints='auto' loads a SavedModel teacher again with the tensor it chooses
+        check_tappable(teacher)
     for model, role in ((teacher, "teacher"), (student, "student")):
         regressor_lib.check_channels_last(model, role)
     if hint_layer is not None:
         return layer_pairs(teacher, [(hint_layer, guided_layer)]), None
-    if isinstance(hints, str) and hints == "auto":
+    if auto:
         from fitnets_tf.hint_choice import auto_pair
 
         chosen = auto_pair(teacher, student)

@@ -106,6 +106,17 @@ def test_a_global_mean_is_a_pooled_vector_not_the_last_block_s_map():
     assert [c.tensor for c in found] == [R1, P2, R3]
 
 
+def test_a_constant_node_read_far_below_leaves_the_blocks_as_they_are():
+    # PyTorch's exporters write some weights as Constant nodes, at the top of the graph: the
+    # edge from one to the last Gemm passed over every node, which left no block's end.
+    model = _torch_like()
+    bias = next(w for w in model.graph.initializer if w.name == "fc.b")
+    model.graph.initializer.remove(bias)
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["fc.b"], value=bias))
+    found = onnx_features.feature_maps(model, (8, 12, 1), channels_first=True)
+    assert [c.tensor for c in found] == [R1, P2, R3]
+
+
 def test_auto_chooses_the_middle_tensor_for_the_student_s_middle_layer(torch_file):
     teacher = onnx_model.load(torch_file, (8, 12, 1))  # no hints: the choice needs none
     chosen = hint_choice.auto_pair(teacher, _student())

@@ -146,16 +146,19 @@ def test_signatures_it_cannot_distil_from_are_refused_naming_what_they_take(tmp_
 
 
 def test_a_saved_model_teacher_loaded_without_hints_gives_none(tmp_path):
-    # Its hints are tensors of its graph, named by hand (tests/test_saved_model_hints.py).
+    # Its hints are tensors of its graph, named by hand (tests/test_saved_model_hints.py) or
+    # chosen by hints='auto', which loads it again (tests/test_saved_model_auto.py).
     model = tiny_model("teacher", width=4, seed=0)
     model.export(tmp_path / "teacher")
     teacher = saved_model.load(tmp_path / "teacher")
     with pytest.raises(errors.ConfigError, match=r"'teacher' is a TensorFlow SavedModel, run as a "
-                       r"function, loaded without hints: it has no layer to take a hint from"):
-        Distiller(teacher, tiny_model("student", width=2, seed=1), hints="auto")
+                       r"function, loaded without hints: it has no layer to take a hint from.*"
+                       r"let hints='auto' choose one"):
+        Distiller(teacher, tiny_model("student", width=2, seed=1), hints=[("pool1", "conv2")])
     Distiller(teacher, tiny_model("student", width=2, seed=1))  # KD: taken
     config = SMOKE.with_values(teacher_path=str(tmp_path / "teacher"), modes=("kd", "fitnet"))
-    with pytest.raises(errors.ConfigError, match=r"--mode fitnet trains from hints: name them, "
+    with pytest.raises(errors.ConfigError, match=r"--mode fitnet trains from hints: give "
+                       r"--hints=auto \(the paper's middle layers\), or name them, "
                        r"--hints=TENSOR:GUIDED_LAYER"):  # before anything is read or built
         config.validate()
     folder = str(tmp_path / "teacher")
@@ -204,8 +207,9 @@ def test_list_layers_lists_the_tensors_of_a_saved_model_teacher(tmp_path):
                        "--mode=kd,scratch", "--list_layers")  # fmt: skip
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "hint tensors of the SavedModel teacher 'teacher'" in listed.stdout
-    rows = [line.split() for line in listed.stdout.splitlines() if "net_1/" in line]
+    rows = [line.split() for line in listed.stdout.splitlines()
+            if line.lstrip("* ").startswith("net_1/")]  # fmt: skip
     assert rows == [["net_1/conv_1/convolution", "Conv2D", "(13,", "13,", "8)"],
                     ["net_1/conv_1/BiasAdd", "BiasAdd", "(13,", "13,", "8)"],
-                    ["net_1/conv_1/Relu", "Relu", "(13,", "13,", "8)"]]  # fmt: skip
-    assert "hints=auto: not for a SavedModel teacher" in listed.stdout
+                    ["*", "net_1/conv_1/Relu", "Relu", "(13,", "13,", "8)"]]  # a block's output
+    assert "hints=auto chooses net_1/conv_1/Relu:" in listed.stdout

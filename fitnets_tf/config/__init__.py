@@ -140,8 +140,7 @@ class ExperimentConfig:
 
     def _foreign_teacher_problems(self) -> list[str]:
         """An ONNX or SavedModel teacher (run as a function: its hints are named tensors of its
-        graph) with modes that train from hints but no --hints; a SavedModel one with
-        --hints=auto (which chooses among an ONNX file's blocks); an ONNX one under XLA."""
+        graph) with modes that train from hints but no --hints; an ONNX one under XLA."""
         from fitnets_tf import stages
         from fitnets_tf.models import onnx_model, sources
 
@@ -150,17 +149,12 @@ class ExperimentConfig:
         hinted = [m for m in self.schedule.modes if m in stages.HINT_MODES]
         onnx = bool(teacher) and onnx_model.is_onnx_file(teacher)
         if kind and hinted and not (self.models.hints or self.models.hint_layer):
-            auto = "give --hints=auto (the paper's middle layers), or " if onnx else ""
             found.append(f"the teacher {teacher!r} is {kind}, whose hints are tensors of "
-                         f"its graph, and --mode {','.join(hinted)} trains from hints: {auto}"
-                         "name them, --hints=TENSOR:GUIDED_LAYER (--list_layers --mode=kd lists "
-                         "its tensors), or give --mode=kd (with scratch for the baseline: "
+                         f"its graph, and --mode {','.join(hinted)} trains from hints: give "
+                         "--hints=auto (the paper's middle layers), or name them, "
+                         "--hints=TENSOR:GUIDED_LAYER (--list_layers --mode=kd lists its "
+                         "tensors), or give --mode=kd (with scratch for the baseline: "
                          "--mode=kd,scratch)")  # fmt: skip
-        if kind and not onnx and hinted and self.models.hints == ("auto",):
-            found.append(f"--hints=auto chooses among Keras layers and an ONNX file's blocks, "
-                         f"and the teacher {teacher!r} is {kind}, whose hints are tensors of its "
-                         "graph: name one, --hints=TENSOR:GUIDED_LAYER (--list_layers lists its "
-                         "tensors)")  # fmt: skip
         if onnx and self.runtime.jit_compile:
             found.append(f"the teacher {teacher!r} runs in ONNX Runtime, called from the "
                          "train step on the host, which XLA cannot compile: drop --jit_compile")

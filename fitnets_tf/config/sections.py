@@ -125,7 +125,7 @@ class ModelsConfig:
         None, "Instead of --hint_layer/--guided_layer: 'teacher_layer:student_layer' pairs, or "
         "'auto' (the paper's middle layers; --list_layers shows the choice). An ONNX or SavedModel "
         "teacher's hint is a tensor of its graph (onnx::Relu_23:conv2: a pair splits at its one "
-        "':' not part of '::'); 'auto' chooses among an ONNX file's tensors ending its blocks.",
+        "':' not part of '::'); 'auto' chooses among the graph's tensors ending its blocks.",
         check=hint_flags.hints_problem,
     )  # fmt: skip
     hint_weights: tuple[float, ...] | None = option(

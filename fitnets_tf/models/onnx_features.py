@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import keras
 
-from fitnets_tf import hint_path
-from fitnets_tf.models import onnx_hints, onnx_model
-from fitnets_tf.models.logits import for_distilling
+from fitnets_tf.models import graph_blocks, onnx_hints, onnx_model
 
 # Nodes starting a block: those that hold a layer's weights.
 _WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
@@ -35,47 +33,24 @@ def _pooled(op_type: str) -> bool:
     return op_type in _VECTORS or op_type.startswith("Reduce")
 
 
+def _role(op_type: str) -> str:
+    if op_type in _WEIGHTED:
+        return graph_blocks.WEIGHTED
+    skipped = op_type in _PASS_THROUGH or _pooled(op_type)
+    return graph_blocks.SKIPPED if skipped else ""
+
+
 def feature_maps(model, input_shape, channels_first: bool) -> list[onnx_hints.Candidate]:
     """The block outputs of the ONNX ``model`` (a ``ModelProto``) for images of
-    ``input_shape`` ``(H, W, C)``, input to output; ``channels_first``: the images' layout in
-    the file. What precedes the first weighted node (the images scaled, normalised, padded)
-    computes no features and is left out, as Keras' preprocessing layers are."""
+    ``input_shape`` ``(H, W, C)``, input to output
+    (:func:`~fitnets_tf.models.graph_blocks.block_outputs`); ``channels_first``: the images'
+    layout in the file."""
     maps = {c.tensor: c for c in onnx_hints.candidates(model, input_shape, channels_first)}
-    nodes = list(model.graph.node)
-    cuts = _cuts(model, nodes)
-    found, last, started = [], None, False
-    for i, node in enumerate(nodes):
-        if node.op_type in _WEIGHTED:
-            if last is not None:
-                found.append(last)
-            last, started = None, True
-        skipped = not started or node.op_type in _PASS_THROUGH or _pooled(node.op_type)
-        if skipped or not cuts[i]:  # a path goes around it: inside a block
-            continue
-        last = next((maps[t] for t in reversed(node.output) if t in maps), last)
-    if last is not None:
-        found.append(last)
-    return found
-
-
-def _cuts(model, nodes) -> list[bool]:
-    """For each node (in graph order, which ONNX makes topological), whether no edge of the
-    graph passes over it: every path from the images goes through it. The images count as
-    made before the first node (a path from them around a node leaves it inside a block)."""
+    nodes = [graph_blocks.Node(tuple(n.input), tuple(n.output), _role(n.op_type))
+             for n in model.graph.node]  # fmt: skip
     weights = {w.name for w in model.graph.initializer}
-    made_by = {i.name: -1 for i in model.graph.input if i.name not in weights}
-    made_by |= {t: i for i, node in enumerate(nodes) for t in node.output}
-    over = [0] * (len(nodes) + 1)  # edges passing over each node, as differences
-    for j, node in enumerate(nodes):
-        for i in {made_by[t] for t in node.input if t in made_by}:
-            if j - i > 1:
-                over[i + 1] += 1
-                over[j] -= 1
-    cuts, passing = [], 0
-    for change in over[:-1]:
-        passing += change
-        cuts.append(passing == 0)
-    return cuts
+    images = {i.name for i in model.graph.input if i.name not in weights}
+    return graph_blocks.block_outputs(nodes, images, maps)
 
 
 def of_teacher(teacher: keras.Model) -> list[onnx_hints.Candidate]:
@@ -86,17 +61,6 @@ def of_teacher(teacher: keras.Model) -> list[onnx_hints.Candidate]:
     layer = onnx_model.onnx_layer(teacher)
     parsed = onnx.load(str(layer.onnx_path), load_external_data=False)
     return feature_maps(parsed, tuple(teacher.inputs[0].shape[1:]), layer.channels_first)
-
-
-def fetching(teacher: keras.Model, pairs, auto) -> tuple[keras.Model, list]:
-    """``teacher`` and ``pairs`` as the Distiller takes them once ``hints='auto'`` has chosen
-    (``auto``: its :class:`~fitnets_tf.hint_choice.AutoPair`, None for pairs given): an ONNX
-    teacher fetching the tensor chosen (:func:`with_hints`), the pairs named by its layers.
-    Anything else is returned as it is."""
-    if auto is None or onnx_model.onnx_layer(teacher) is None:
-        return teacher, pairs
-    teacher = for_distilling(with_hints(teacher, pairs), "teacher")
-    return teacher, hint_path.layer_pairs(teacher, pairs)
 
 
 def with_hints(teacher: keras.Model, pairs) -> keras.Model:

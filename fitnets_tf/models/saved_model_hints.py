@@ -38,13 +38,8 @@ _NOT_ACTIVATIONS = {"Placeholder", "Const", "ReadVariableOp", "VarHandleOp"}
 # Copies of the tensor before them (Keras adds them around custom gradients): not listed, as
 # the tensor copied is, but a hint when named (tf.identity(x, name="features")).
 _COPIES = {"Identity"}
-_PREFIX = "body"  # of the imported ops' names: no clash with the function's own placeholders
+PREFIX = "body"  # of the imported ops' names: no clash with the function's own placeholders
 REFUSED_ADVICE = "save the teacher as a .keras file (model.save) or export it to ONNX"
-AUTO_REFUSED = (
-    "hints='auto' chooses among Keras layers and an ONNX file's blocks, and a SavedModel "
-    "teacher's hints are tensors of its graph: name one, hints=[(tensor, guided_layer)] "
-    "(--hints=TENSOR:GUIDED_LAYER; --list_layers lists the tensors)."
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +124,7 @@ def function(body_: Body, input_shape, hints=()):
             f"{arg}:0": tf.convert_to_tensor(handle) for arg, handle in body_.handles.items()
         }
         return tf.graph_util.import_graph_def(body_.graph_def, input_map=feeds,
-                                              return_elements=fetches, name=_PREFIX)  # fmt: skip
+                                              return_elements=fetches, name=PREFIX)  # fmt: skip
 
     return tf.compat.v1.wrap_function(run, [tf.TensorSpec((None, *input_shape), body_.dtype)])
 
@@ -138,20 +133,22 @@ def candidates(body_: Body, input_shape) -> list[Candidate]:
     """The body's 4-D float activations for images of ``input_shape`` ``(H, W, C)``, in graph
     order: tensors of a batch axis whose other sizes are known (weights, shapes and
     constants left out; copies too, :data:`_COPIES`)."""
-    return _activations(function(body_, input_shape).graph, copies=False)
+    return activations(function(body_, input_shape).graph)
 
 
-def _activations(graph, copies: bool) -> list[Candidate]:
+def activations(graph, copies: bool = False) -> list[Candidate]:
+    """The 4-D float activations of the body imported into ``graph`` (a :func:`function`'s),
+    in graph order; copies (:data:`_COPIES`) too when ``copies``."""
     left_out = _NOT_ACTIVATIONS if copies else _NOT_ACTIVATIONS | _COPIES
     found = []
     for op in graph.get_operations():
-        if not op.name.startswith(f"{_PREFIX}/") or op.type in left_out:
+        if not op.name.startswith(f"{PREFIX}/") or op.type in left_out:
             continue
         for tensor in op.outputs:
             shape = tensor.shape
             if (tensor.dtype.is_floating and shape.rank == 4 and shape[0] is None
                     and None not in shape[1:]):  # fmt: skip
-                name = short_name(tensor.name.removeprefix(f"{_PREFIX}/"))
+                name = short_name(tensor.name.removeprefix(f"{PREFIX}/"))
                 found.append(Candidate(name, tuple(shape[1:]), op.type, False))
     return found
 
@@ -167,7 +164,7 @@ def requested(body_: Body, names, input_shape, what: str, taken=()) -> list[Cand
             every problem at once.
     """
     graph = function(body_, input_shape).graph
-    listed = _activations(graph, copies=True)
+    listed = activations(graph, copies=True)
     by_name = {c.tensor: c for c in listed} | {layer_name(c.tensor): c for c in listed}
     ops = {node.name for node in body_.graph_def.node}
     chosen, problems = [], []
@@ -194,7 +191,7 @@ def requested(body_: Body, names, input_shape, what: str, taken=()) -> list[Cand
 
 def _problem(body_: Body, name: str, graph, listed) -> str:
     try:
-        tensor = graph.get_tensor_by_name(f"{_PREFIX}/{tensor_name(name)}")
+        tensor = graph.get_tensor_by_name(f"{PREFIX}/{tensor_name(name)}")
     except (KeyError, ValueError):
         return _not_in_body(body_, name, listed)
     if tensor.op.type in ("ReadVariableOp", "Const"):
