@@ -29,6 +29,14 @@ _RELABEL = {
 }
 
 
+def near_chance(accuracy: float, num_classes: int) -> bool:
+    """Whether ``accuracy`` is near chance (``1 / num_classes``): under twice it, or, with two
+    classes, where twice chance is 1 and every model but a perfect one would be, under halfway
+    from it to 1 (0.75). The two agree from 3 classes on."""
+    chance = 1 / num_classes
+    return accuracy < min(2 * chance, (1 + chance) / 2)
+
+
 def below_chance(predictions: np.ndarray, labels: np.ndarray, num_classes: int
                  ) -> tuple[float, float]:  # fmt: skip
     """``(expected, p)``: the count of right answers expected of predictions unrelated to the

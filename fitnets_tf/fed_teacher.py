@@ -121,7 +121,7 @@ def check_fed_teacher(distiller, batches) -> bool:
         _refuse_other_scaling(distiller, images, labels, fed)
         return True
     class_order.refuse_another_order(predictions, labels, num_classes, "first", python=True)
-    if accuracy >= 2 * chance:
+    if not class_order.near_chance(accuracy, num_classes):
         _refuse_other_scaling(distiller, images, labels, fed)
         return True
     hint = class_order.below_chance_hint(predictions, labels, num_classes, "first",

@@ -652,6 +652,11 @@ def test_a_student_that_learned_nothing_is_named_with_the_flag_to_lower():
     assert evaluation.not_learned("kd", learned, 0.25, 4) is None  # lagging_batch_norm's case
     assert evaluation.not_learned("kd", diverged, 0.6, 4) is None  # it did learn
     assert evaluation.not_learned("teacher", None, 0.25, 4) is None  # nothing to tell from
+    # Two classes: "near chance" was under twice chance, 1.0, so a student right on 0.9 of the
+    # test and training images "learned nothing". Halfway from chance to 1 is near it there.
+    binary = {"kd": {"accuracy": [0.9], "ce_loss": [0.3]}}
+    assert evaluation.not_learned("kd", binary, 0.9, 2) is None
+    assert "ends near chance" in evaluation.not_learned("kd", {"kd": {"accuracy": [0.6]}}, 0.6, 2)
 
 
 def _conv_teacher(path, seed: int = 0) -> str:

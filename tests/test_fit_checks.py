@@ -422,3 +422,34 @@ def test_steps_not_a_multiple_of_steps_per_execution_are_refused_before_training
     # A finite dataset ends the last execution itself: 3 batches an epoch are 3 steps.
     d.fit(tiny_dataset(batch_size=8, n=24), epochs=2, verbose=0)
     assert int(d.optimizer.iterations.numpy()) == 8 + 6
+
+
+def _two_class_teacher() -> keras.Model:
+    """Class 1 for a (4, 4, 1) image of mean above 0.5, class 0 below."""
+    inputs = keras.Input((4, 4, 1))
+    head = keras.layers.Dense(2)
+    model = keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(inputs)))
+    head.set_weights([np.array([[-10.0, 10.0]]), np.array([5.0, -5.0])])
+    return model
+
+
+def test_a_good_teacher_of_two_classes_is_not_called_near_chance(capsys):
+    # "Near chance" was under twice chance: 1.0 with two classes, so a teacher right on 0.875
+    # of its images was warned of as having "little to teach". Right on 0.625 it is (under
+    # 0.75, halfway from chance to 1).
+    means = np.linspace(0.05, 0.95, 32).astype("float32")
+    x = np.ones((32, 4, 4, 1), "float32") * means[:, None, None, None]
+    y = (means > 0.5).astype("int64")
+    y[[0, 1, 30, 31]] = 1 - y[[0, 1, 30, 31]]  # 28 of 32 right, 16 of each label
+    student = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(2)])  # fmt: skip
+    d = fitnets_tf.Distiller(_two_class_teacher(), student)
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    d.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert capsys.readouterr().out == ""
+    y[[2, 3, 4, 5, 26, 27, 28, 29]] = 1 - y[[2, 3, 4, 5, 26, 27, 28, 29]]  # 20 right
+    d = fitnets_tf.Distiller(_two_class_teacher(), student)
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    d.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert "is right on 0.6250 of the first 32 images fit is given (chance 0.5000)" in (
+        capsys.readouterr().out)
