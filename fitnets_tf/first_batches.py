@@ -80,23 +80,26 @@ def check_teacher_logits(distiller, batch) -> None:
     )
 
 
-def check_first_batch(distiller, iterator) -> None:
+def check_first_batch(distiller, iterator, fit_data: bool = True) -> None:
     """The checks of the teacher on the first batches of Keras' epoch ``iterator``, each made
     once per Distiller: its outputs are logits (:func:`check_teacher_logits`, KD only, on the
     first batch) and it can teach the images as fed (:func:`fitnets_tf.fed_teacher.
-    check_fed_teacher`, on the first labelled ones: enough batches for its sign test). The
-    batches are read once for both (:func:`first_batches`)."""
+    check_fed_teacher`, on the first labelled ones: enough batches for its sign test; only
+    ``fit_data``, the images ``fit`` trains on, not ``evaluate``'s nor its validation data's,
+    whose iterators Keras starts the same way). The batches are read once for both
+    (:func:`first_batches`)."""
     logits = distiller._teacher_unchecked and distiller.phase == "kd"
-    if not (logits or distiller._answers_unchecked):
+    answers = distiller._answers_unchecked and fit_data
+    if not (logits or answers):
         return
     from fitnets_tf import fed_teacher, teacher_scaling  # scipy's tests: imported when checked
 
-    wanted = teacher_scaling.MAX_IMAGES if distiller._answers_unchecked else 1
+    wanted = teacher_scaling.MAX_IMAGES if answers else 1
     batches = first_batches(iterator, distiller.distribute_strategy, wanted)
     if not batches:  # no data: Keras' fit says so
         return
     if logits:
         check_teacher_logits(distiller, batches[0])
         distiller._teacher_unchecked = False
-    if distiller._answers_unchecked:
+    if answers:
         distiller._answers_unchecked = not fed_teacher.check_fed_teacher(distiller, batches)

@@ -453,3 +453,24 @@ def test_a_good_teacher_of_two_classes_is_not_called_near_chance(capsys):
     d.fit(x, y, batch_size=32, epochs=1, verbose=0)
     assert "is right on 0.6250 of the first 32 images fit is given (chance 0.5000)" in (
         capsys.readouterr().out)
+
+
+def test_evaluate_and_validation_data_do_not_take_fits_check_of_the_teacher(capsys):
+    # Keras' evaluate (and fit's validation, through it) starts its iterator as fit does: the
+    # check meant for fit's first images ran there, said "as fit is given them" of evaluate's
+    # images, was then done for good, and a hint stage's validation said that its images
+    # "come without labels: it trains unchecked".
+    d = _brightness_distiller(_brightness_teacher())
+    d.evaluate(_brightness(scale=255.0), verbose=0)  # wrongly fed: not fit's check to refuse
+    with pytest.raises(ConfigError, match=r"right on 0.2500 of the first 32 images as fit"):
+        d.fit(_brightness(scale=255.0), epochs=1, verbose=0)
+    d = _hint_distiller(_brightness_teacher())
+    d.evaluate(_brightness().map(lambda x, y: x), verbose=0)
+    assert capsys.readouterr().out == ""
+    # Images alone to train on, labelled validation images: refused after an epoch of
+    # training, at the validation, as fit's first images. Now the check waits, as it says.
+    d.fit(_brightness().map(lambda x, y: x), validation_data=_brightness(scale=255.0),
+          epochs=2, verbose=0)  # fmt: skip
+    assert int(d.optimizer.iterations) == 2
+    assert capsys.readouterr().out.count("this hint stage's images come without labels") == 1
+
