@@ -474,3 +474,42 @@ def test_evaluate_and_validation_data_do_not_take_fits_check_of_the_teacher(caps
     assert int(d.optimizer.iterations) == 2
     assert capsys.readouterr().out.count("this hint stage's images come without labels") == 1
 
+
+def _quadrant_teacher(gain: float) -> keras.Model:
+    """Class k of 4 by the brighter quadrant of a (4, 4, 1) image: a ReLU-free network without
+    biases, whose logits are ``gain`` times the quadrants' means, as scale-free as a ReLU net."""
+    head = keras.layers.Dense(4, use_bias=False)
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.AveragePooling2D(2),
+                              keras.layers.Flatten(), head])  # fmt: skip
+    head.set_weights([gain * np.eye(4)])
+    return model
+
+
+def _quadrants(scale: float) -> tf.data.Dataset:
+    """32 images, 8 of each class: its quadrant 0.9 (as pixels / 255), the others 0.1."""
+    images = np.full((32, 4, 4, 1), 0.1, "float32")
+    for i in range(32):
+        row, col = divmod(i % 4, 2)
+        images[i, 2 * row:2 * row + 2, 2 * col:2 * col + 2] = 0.9
+    return tf.data.Dataset.from_tensor_slices((images * scale, np.arange(32) % 4)).batch(32)
+
+
+def test_a_scale_free_teacher_fed_raw_pixels_is_warned_of_its_one_hot_soft_targets(capsys):
+    # Trained on pixels / 255 (logits 5 times the quadrants' means: 4.0 apart), fed raw pixels:
+    # right on every image either way, so the sign test passed it, but its logits were 1020
+    # apart and its soft targets at τ=3 one-hot: KD taught the labels alone, without a word.
+    d = _brightness_distiller(_quadrant_teacher(5.0))
+    d.fit(_quadrants(255.0), epochs=1, verbose=0)
+    out = capsys.readouterr().out
+    assert ("top two logits of the teacher 'sequential' are 1020 apart (median) on the first 32 "
+            "images as fit is given them (values above 1, taken as raw pixels in [0, 255]), 255 times as far as on the "
+            "same images as pixels / 255 (4.00): at τ=3 its soft targets are near one-hot (mean "
+            "top probability 1.0000; 0.5584 as pixels / 255)") in out
+    assert "(here 1.0000; 1.0000 as pixels / 255)" in out
+    assert "dataset.map(lambda x, y: (x / 255, y))" in out and int(d.optimizer.iterations) == 1
+    # Fed as trained: pixels / 255; or raw pixels to one trained on them (logits 5 / 255 times
+    # the pixels: 4.0 apart as given, 255 times closer as pixels / 255): nothing said.
+    for teacher, scale in ((_quadrant_teacher(5.0), 1.0), (_quadrant_teacher(5.0 / 255), 255.0)):
+        d = _brightness_distiller(teacher)
+        d.fit(_quadrants(scale), epochs=1, verbose=0)
+        assert capsys.readouterr().out == ""
