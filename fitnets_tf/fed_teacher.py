@@ -50,10 +50,11 @@ def _labels(y) -> np.ndarray:
     return labels.reshape(-1).astype("int64")
 
 
-def _images_and_labels(batches, teacher) -> tuple[np.ndarray, np.ndarray] | None:
-    """The images and labels of ``batches`` (``fit``'s, as Keras unpacks them), up to
-    :data:`~fitnets_tf.teacher_scaling.MAX_IMAGES`; None when they have no labels."""
-    xs, ys = [], []
+def _images_and_labels(batches, teacher) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """The images and labels (class ids) of ``batches`` (``fit``'s, as Keras unpacks them), up
+    to :data:`~fitnets_tf.teacher_scaling.MAX_IMAGES`, and whether the labels are given one-hot;
+    None when they have no labels."""
+    xs, ys, one_hot = [], [], False
     for batch in batches:
         x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
         if y is None:
@@ -61,8 +62,9 @@ def _images_and_labels(batches, teacher) -> tuple[np.ndarray, np.ndarray] | None
         xs.append(np.asarray(ops.convert_to_numpy(images_of(x)), "float32"))
         check_batched(xs[-1], teacher)  # as the step would, before the teacher sees it
         ys.append(_labels(y))
+        one_hot = one_hot or len(y.shape) == 2 and y.shape[-1] > 1
     count = teacher_scaling.MAX_IMAGES
-    return np.concatenate(xs)[:count], np.concatenate(ys)[:count]
+    return np.concatenate(xs)[:count], np.concatenate(ys)[:count], one_hot
 
 
 class _Fed:
@@ -110,7 +112,7 @@ def check_fed_teacher(distiller, batches) -> bool:
             _TOLD_UNLABELLED.add(distiller)
             note(UNLABELLED)
         return False
-    images, labels = found
+    images, labels, one_hot = found
     if len(labels) == 0:
         return False
     logits = _predictor(teacher, distiller.distribute_strategy, logits=True)(images)
@@ -120,7 +122,8 @@ def check_fed_teacher(distiller, batches) -> bool:
     if labels.min() < 0 or labels.max() >= num_classes:  # Keras' loss will name them
         _refuse_other_scaling(distiller, images, labels, fed)
         return True
-    class_order.refuse_another_order(predictions, labels, num_classes, "first", python=True)
+    class_order.refuse_another_order(predictions, labels, num_classes, "first", python=True,
+                                     one_hot=one_hot)  # fmt: skip
     if not class_order.near_chance(accuracy, num_classes):
         _refuse_other_scaling(distiller, images, labels, fed)
         _warn_saturated(distiller, images, labels, logits, fed)

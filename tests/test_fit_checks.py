@@ -283,6 +283,17 @@ def test_a_teacher_with_another_class_order_is_refused_with_the_labels_map():
         r"\(a PyTorch ImageFolder's .* Distiller\(..., check_teacher=False\) skips")):
         d.fit(shifted, epochs=1, verbose=0)
     assert int(d.optimizer.iterations) == 0
+    # One-hot labels: the map gathered the label ids from one-hot rows ("Value passed to
+    # parameter 'indices' has DataType float32"). Their columns move instead, and train.
+    one_hot = _brightness().map(lambda x, y: (x, tf.one_hot((y + 1) % 4, 4)))
+    d = _brightness_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError, match=r"dataset.map\(lambda x, y: \(x, tf.gather\(y, "
+                       r"\[1, 2, 3, 0\], axis=-1\)\)\)") as refused:  # fmt: skip
+        d.fit(one_hot, epochs=1, verbose=0)
+    fixed = one_hot.map(lambda x, y: (x, tf.gather(y, [1, 2, 3, 0], axis=-1)))
+    d = _brightness_distiller(_brightness_teacher())
+    d.fit(fixed, epochs=1, verbose=0)
+    assert "relabel" in str(refused.value) and int(d.optimizer.iterations) == 1
     for switch in ("check_teacher", "check_scaling"):  # the older name, kept
         d = _brightness_distiller(_brightness_teacher(), **{switch: False})
         d.fit(shifted, epochs=1, verbose=0)
