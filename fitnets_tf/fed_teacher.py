@@ -28,6 +28,7 @@ from fitnets_tf.step_inputs import images_of
 from fitnets_tf.teacher_scaling import as_python
 
 SKIP = "Distiller(..., check_teacher=False) skips this check."
+_BATCH = 64  # images the teacher is given at once
 # Said once per Distiller: the check waits for a fit given labels.
 UNLABELLED = (
     "Distiller.fit checks the teacher on images with labels (its class order, its accuracy, "
@@ -197,7 +198,9 @@ def _near_chance(distiller, images, labels, accuracy: float, chance: float, fed:
     command line's words with the Python fix."""
     teacher = distiller.teacher
     if distiller.distribute_strategy.num_replicas_in_sync == 1:
-        given = tf.data.Dataset.from_tensors((images, labels))
+        # In batches: 512 images of 224x224x3 at once, in training mode, would hold a large
+        # teacher's activations for all of them.
+        given = tf.data.Dataset.from_tensor_slices((images, labels)).batch(_BATCH)
         if (lagging := evaluation.lagging_statistics(teacher, given, accuracy, chance,
                                                      "first")) is not None:  # fmt: skip
             return lagging
@@ -214,8 +217,9 @@ def _predictor(teacher, strategy, logits: bool = False):
 
     def predict(images):
         with strategy.scope():  # an unbuilt teacher makes its variables here
-            out = [ops.convert_to_numpy(graph(tf.convert_to_tensor(images[i:i + 64], "float32")))
-                   for i in range(0, len(images), 64)]  # fmt: skip
+            out = [ops.convert_to_numpy(graph(tf.convert_to_tensor(images[i:i + _BATCH],
+                                                                   "float32")))
+                   for i in range(0, len(images), _BATCH)]  # fmt: skip
         out = np.concatenate(out).astype("float32")
         return out if logits else np.argmax(out, axis=-1)
 

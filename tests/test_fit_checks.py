@@ -524,3 +524,31 @@ def test_a_scale_free_teacher_fed_raw_pixels_is_warned_of_its_one_hot_soft_targe
         d = _brightness_distiller(teacher)
         d.fit(_quadrants(scale), epochs=1, verbose=0)
         assert capsys.readouterr().out == ""
+
+
+class _TrainingBatches(keras.layers.Layer):
+    """Records the batch size of each call in training mode (batch statistics)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes = []
+
+    def call(self, x, training=None):
+        if training:
+            self.sizes.append(int(x.shape[0]))
+        return x
+
+
+def test_the_batch_norm_check_of_a_teacher_near_chance_reads_batches_of_64():
+    # Near chance, a teacher with BatchNormalization is scored once more with batch statistics
+    # (lagging moving averages): all of fit's first images went through it as one training-mode
+    # batch, 512 images of 224x224x3 in MobileNetV2's activations at once. 100 images here.
+    recorder = _TrainingBatches()
+    head = keras.layers.Dense(4)
+    teacher = keras.Sequential([keras.Input((4, 4, 1)), recorder, keras.layers.BatchNormalization(),
+                                keras.layers.GlobalAveragePooling2D(), head])  # fmt: skip
+    head.set_weights([np.zeros((1, 4)), np.array([1.0, 0, 0, 0])])  # class 0: near chance
+    x = np.random.default_rng(0).random((100, 4, 4, 1)).astype("float32")
+    d = _brightness_distiller(teacher)
+    d.fit(x, np.arange(100) % 4, batch_size=100, epochs=1, verbose=0)
+    assert recorder.sizes == [64, 36]
