@@ -121,17 +121,17 @@ def check_fed_teacher(distiller, batches) -> bool:
     accuracy, chance = float(np.mean(predictions == labels)), 1 / num_classes
     fed = _Fed(images)
     if labels.min() < 0 or labels.max() >= num_classes:  # Keras' loss will name them
-        _refuse_other_scaling(distiller, images, labels, fed)
+        _refuse_other_scaling(distiller, images, labels, fed, predictions)
         return True
     class_order.refuse_another_order(predictions, labels, num_classes, "first", python=True,
                                      one_hot=one_hot)  # fmt: skip
     if not class_order.near_chance(accuracy, num_classes):
-        _refuse_other_scaling(distiller, images, labels, fed)
+        _refuse_other_scaling(distiller, images, labels, fed, predictions)
         _warn_saturated(distiller, images, labels, logits, fed)
         return True
     hint = class_order.below_chance_hint(predictions, labels, num_classes, "first",
                                          python=True)  # fmt: skip
-    _refuse_other_scaling(distiller, images, labels, fed)
+    _refuse_other_scaling(distiller, images, labels, fed, predictions)
     note(_near_chance(distiller, images, labels, accuracy, chance, fed, hint))
     return True
 
@@ -226,12 +226,14 @@ def _predictor(teacher, strategy, logits: bool = False):
     return predict
 
 
-def _refuse_other_scaling(distiller, images: np.ndarray, labels: np.ndarray, fed: _Fed) -> None:
+def _refuse_other_scaling(distiller, images: np.ndarray, labels: np.ndarray, fed: _Fed,
+                          predictions: np.ndarray) -> None:  # fmt: skip
     if fed.mode is None:
         return
     predict = _predictor(distiller.teacher, distiller.distribute_strategy)
-    given = tf.data.Dataset.from_tensors((images, labels))
-    found = teacher_scaling.other_scaling(predict, given, fed.mode, mean=fed.mean, std=fed.std)
+    found = teacher_scaling.other_scaling(
+        predict, tf.data.Dataset.from_tensors((images, labels)), fed.mode, mean=fed.mean,
+        std=fed.std, given=predictions)  # the teacher's classes as given: computed already
     if found is None:
         return
     raise ConfigError(

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tiny_dataset, tiny_model
+from keras import ops
 
 import fitnets_tf
 from fitnets_tf import callbacks, first_batches, fit_checks
@@ -552,3 +553,45 @@ def test_the_batch_norm_check_of_a_teacher_near_chance_reads_batches_of_64():
     d = _brightness_distiller(teacher)
     d.fit(x, np.arange(100) % 4, batch_size=100, epochs=1, verbose=0)
     assert recorder.sizes == [64, 36]
+
+
+class _CountedImages(keras.layers.Layer):
+    """Counts the images the model is given, in graphs too."""
+
+    def build(self, input_shape):
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                     dtype="int64", name="count")  # fmt: skip
+
+    def call(self, x):
+        self.count.assign_add(ops.cast(ops.shape(x)[0], "int64"))
+        return x
+
+
+def test_the_scaling_check_runs_the_teacher_once_per_scaling_and_keeps_one_copy_at_a_time():
+    # fit's check ran the teacher twice on the images as given (their logits, then again for
+    # the sign test), and made every other scaling of them before trying the first: 8 copies
+    # of the images at its peak, 2.5 GB for 512 images of 224x224x3.
+    import tracemalloc
+
+    counter = _CountedImages()
+    inputs = keras.Input((32, 32, 3))
+    teacher = keras.Model(inputs, keras.layers.Dense(10)(
+        keras.layers.GlobalAveragePooling2D()(counter(inputs))))  # fmt: skip
+    student = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                                keras.layers.Dense(10)])  # fmt: skip
+    d = fitnets_tf.Distiller(teacher, student, check_teacher=False)
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    x = np.random.default_rng(0).random((512, 32, 32, 3)).astype("float32")
+    y = np.arange(512) % 10
+    from fitnets_tf import fed_teacher
+
+    fed_teacher.check_fed_teacher(d, [(x, y)])  # traced, imported: what a first call adds
+    # As given, then raw pixels, ImageNet's and the images' own standardisation: 4 x 512.
+    assert int(counter.count.numpy()) == 4 * 512
+    tracemalloc.start()
+    try:
+        fed_teacher.check_fed_teacher(d, [(x, y)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * x.nbytes  # 8.0 copies of the images before, 4.0 now
