@@ -492,7 +492,7 @@ def _quadrant_teacher(gain: float) -> keras.Model:
     biases, whose logits are ``gain`` times the quadrants' means, as scale-free as a ReLU net."""
     head = keras.layers.Dense(4, use_bias=False)
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.AveragePooling2D(2),
-                              keras.layers.Flatten(), head])  # fmt: skip
+                              keras.layers.Flatten(), head], name="quadrants")  # fmt: skip
     head.set_weights([gain * np.eye(4)])
     return model
 
@@ -513,7 +513,7 @@ def test_a_scale_free_teacher_fed_raw_pixels_is_warned_of_its_one_hot_soft_targe
     d = _brightness_distiller(_quadrant_teacher(5.0))
     d.fit(_quadrants(255.0), epochs=1, verbose=0)
     out = capsys.readouterr().out
-    assert ("top two logits of the teacher 'sequential' are 1020 apart (median) on the first 32 "
+    assert ("top two logits of the teacher 'quadrants' are 1020 apart (median) on the first 32 "
             "images as fit is given them (values above 1, taken as raw pixels in [0, 255]), 255 times as far as on the "
             "same images as pixels / 255 (4.00): at τ=3 its soft targets are near one-hot (mean "
             "top probability 1.0000; 0.5584 as pixels / 255)") in out
