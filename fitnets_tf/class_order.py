@@ -29,6 +29,14 @@ _RELABEL = {
 }
 
 
+def near_chance(accuracy: float, num_classes: int) -> bool:
+    """Whether ``accuracy`` is near chance (``1 / num_classes``): under twice it, or, with two
+    classes, where twice chance is 1 and every model but a perfect one would be, under halfway
+    from it to 1 (0.75). The two agree from 3 classes on."""
+    chance = 1 / num_classes
+    return accuracy < min(2 * chance, (1 + chance) / 2)
+
+
 def below_chance(predictions: np.ndarray, labels: np.ndarray, num_classes: int
                  ) -> tuple[float, float]:  # fmt: skip
     """``(expected, p)``: the count of right answers expected of predictions unrelated to the
@@ -104,10 +112,11 @@ def _moved_cycles(counts: np.ndarray, renamed: np.ndarray) -> list[int]:
 
 
 def _relabelled_message(relabelled, accuracy: float, split: str, class_names,
-                        python: bool) -> str:  # fmt: skip
+                        python: bool, one_hot: bool = False) -> str:  # fmt: skip
     """The refusal of a teacher that calls labels by other classes (:func:`relabelling`):
     those labels, most images first, and how to relabel the data in the teacher's order (the
-    folder names, or from Python the map of each label to the teacher's class)."""
+    folder names, or from Python the map of each label to the teacher's class; ``one_hot``
+    labels: their columns moved)."""
     counts, renamed, moved = relabelled
 
     def name(k):
@@ -123,7 +132,10 @@ def _relabelled_message(relabelled, accuracy: float, split: str, class_names,
             "the teacher's")  # fmt: skip
     if python:  # the labels the cycles move, the others kept: a one-to-one map
         order = [int(renamed[k]) if k in moved else k for k in range(len(renamed))]
-        return (f"{text}: dataset.map(lambda x, y: (x, tf.gather({order}, y))) ("
+        # One-hot, the teacher's class j is the column of the label the map sends to j.
+        relabel = (f"tf.gather(y, {np.argsort(order).tolist()}, axis=-1)" if one_hot
+                   else f"tf.gather({order}, y)")  # fmt: skip
+        return (f"{text}: dataset.map(lambda x, y: (x, {relabel})) ("
                 f"{_RELABEL[True]}). A teacher right to answer so: Distiller(..., "
                 "check_teacher=False) skips this check.")  # fmt: skip
     text += f" ({_RELABEL[False]}: prefix each with its class number in the teacher's order"
@@ -134,16 +146,19 @@ def _relabelled_message(relabelled, accuracy: float, split: str, class_names,
 
 
 def refuse_another_order(predictions: np.ndarray, labels: np.ndarray, num_classes: int,
-                         split: str, class_names=None, python: bool = False) -> None:  # fmt: skip
+                         split: str, class_names=None, python: bool = False,
+                         one_hot: bool = False) -> None:  # fmt: skip
     """Refuses a teacher whose ``predictions`` call some ``labels`` by other classes
-    (:func:`relabelling`), on the run's ``split``; ``python``: the fix said for ``fit``.
+    (:func:`relabelling`), on the run's ``split``; ``python``: the fix said for ``fit``, of
+    ``one_hot`` labels if they are.
 
     Raises:
         ConfigError: naming the labels and how to give the data in the teacher's order.
     """
     if (relabelled := relabelling(predictions, labels, num_classes)) is not None:
         accuracy = float(np.mean(predictions == labels))
-        raise ConfigError(_relabelled_message(relabelled, accuracy, split, class_names, python))
+        raise ConfigError(_relabelled_message(relabelled, accuracy, split, class_names, python,
+                                              one_hot))  # fmt: skip
 
 
 def below_chance_hint(predictions: np.ndarray, labels: np.ndarray, num_classes: int,

@@ -107,7 +107,7 @@ def check_teacher(
     chance = 1 / num_classes
     lines = [f"teacher: {split} accuracy {accuracy:.4f} (chance {chance:.4f})"]
     class_order.refuse_another_order(predictions, labels, num_classes, split, class_names)
-    if accuracy >= 2 * chance:
+    if not class_order.near_chance(accuracy, num_classes):
         _refuse_better_scaling(teacher, images, preprocessing, split, other_scalings,
                                input_mean, input_std)  # fmt: skip
         return lines
@@ -158,7 +158,7 @@ def lagging_statistics(teacher, images, accuracy: float, chance: float, split: s
             for variable, value in zip(layer.non_trainable_variables, values, strict=True):
                 variable.assign(value)
     batch_accuracy = correct / max(total, 1)
-    if batch_accuracy < 2 * chance:
+    if class_order.near_chance(batch_accuracy, round(1 / chance)):
         return None
     momentum = max(layer.momentum for layer in norms)
     return (
@@ -239,7 +239,8 @@ def not_learned(name: str, history: dict | None, test_acc: float, num_classes: i
     an ``accuracy`` gives its final training accuracy and cross-entropy."""
     chance = 1 / num_classes
     stages = [(key, h) for key, h in (history or {}).items() if h.get("accuracy")]
-    if not stages or test_acc >= 2 * chance or stages[-1][1]["accuracy"][-1] >= 2 * chance:
+    if (not stages or not class_order.near_chance(test_acc, num_classes)
+            or not class_order.near_chance(stages[-1][1]["accuracy"][-1], num_classes)):
         return None
     stage, last = stages[-1]
     trained = last["accuracy"][-1]

@@ -28,6 +28,7 @@ from fitnets_tf.step_inputs import images_of
 from fitnets_tf.teacher_scaling import as_python
 
 SKIP = "Distiller(..., check_teacher=False) skips this check."
+_BATCH = 64  # images the teacher is given at once
 # Said once per Distiller: the check waits for a fit given labels.
 UNLABELLED = (
     "Distiller.fit checks the teacher on images with labels (its class order, its accuracy, "
@@ -50,10 +51,11 @@ def _labels(y) -> np.ndarray:
     return labels.reshape(-1).astype("int64")
 
 
-def _images_and_labels(batches, teacher) -> tuple[np.ndarray, np.ndarray] | None:
-    """The images and labels of ``batches`` (``fit``'s, as Keras unpacks them), up to
-    :data:`~fitnets_tf.teacher_scaling.MAX_IMAGES`; None when they have no labels."""
-    xs, ys = [], []
+def _images_and_labels(batches, teacher) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """The images and labels (class ids) of ``batches`` (``fit``'s, as Keras unpacks them), up
+    to :data:`~fitnets_tf.teacher_scaling.MAX_IMAGES`, and whether the labels are given one-hot;
+    None when they have no labels."""
+    xs, ys, one_hot = [], [], False
     for batch in batches:
         x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
         if y is None:
@@ -61,8 +63,9 @@ def _images_and_labels(batches, teacher) -> tuple[np.ndarray, np.ndarray] | None
         xs.append(np.asarray(ops.convert_to_numpy(images_of(x)), "float32"))
         check_batched(xs[-1], teacher)  # as the step would, before the teacher sees it
         ys.append(_labels(y))
+        one_hot = one_hot or len(y.shape) == 2 and y.shape[-1] > 1
     count = teacher_scaling.MAX_IMAGES
-    return np.concatenate(xs)[:count], np.concatenate(ys)[:count]
+    return np.concatenate(xs)[:count], np.concatenate(ys)[:count], one_hot
 
 
 class _Fed:
@@ -110,7 +113,7 @@ def check_fed_teacher(distiller, batches) -> bool:
             _TOLD_UNLABELLED.add(distiller)
             note(UNLABELLED)
         return False
-    images, labels = found
+    images, labels, one_hot = found
     if len(labels) == 0:
         return False
     logits = _predictor(teacher, distiller.distribute_strategy, logits=True)(images)
@@ -118,17 +121,74 @@ def check_fed_teacher(distiller, batches) -> bool:
     accuracy, chance = float(np.mean(predictions == labels)), 1 / num_classes
     fed = _Fed(images)
     if labels.min() < 0 or labels.max() >= num_classes:  # Keras' loss will name them
-        _refuse_other_scaling(distiller, images, labels, fed)
+        _refuse_other_scaling(distiller, images, labels, fed, predictions)
         return True
-    class_order.refuse_another_order(predictions, labels, num_classes, "first", python=True)
-    if accuracy >= 2 * chance:
-        _refuse_other_scaling(distiller, images, labels, fed)
+    class_order.refuse_another_order(predictions, labels, num_classes, "first", python=True,
+                                     one_hot=one_hot)  # fmt: skip
+    if not class_order.near_chance(accuracy, num_classes):
+        _refuse_other_scaling(distiller, images, labels, fed, predictions)
+        _warn_saturated(distiller, images, labels, logits, fed)
         return True
     hint = class_order.below_chance_hint(predictions, labels, num_classes, "first",
                                          python=True)  # fmt: skip
-    _refuse_other_scaling(distiller, images, labels, fed)
+    _refuse_other_scaling(distiller, images, labels, fed, predictions)
     note(_near_chance(distiller, images, labels, accuracy, chance, fed, hint))
     return True
+
+
+# The median gap between a teacher's top two logits above which its soft targets are not what
+# cross-entropy training leaves (it stops pushing a gap once the answer's probability is ~1:
+# 1.9 to 21 on the first 512 Fashion-MNIST test images for 8 small teachers fed as trained,
+# 280 to 1118 for 4 trained on pixels / 255 and fed raw pixels; README).
+SATURATED_GAP = 100.0
+# How many times the gap as pixels / 255 it must be to blame the raw pixels (ReLU networks': 97
+# to 271 there; 255 for one without biases or normalisation layers).
+GROWTH = 32.0
+
+
+def _top_gap(logits: np.ndarray) -> float:
+    top = np.sort(logits, axis=-1)[:, -2:]
+    return float(np.median(top[:, 1] - top[:, 0]))
+
+
+def _top_probability(logits: np.ndarray, temperature: float) -> float:
+    scaled = logits / temperature
+    p = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    return float(np.mean(p.max(axis=-1) / p.sum(axis=-1)))
+
+
+def _warn_saturated(distiller, images: np.ndarray, labels: np.ndarray, logits: np.ndarray,
+                    fed: _Fed) -> None:  # fmt: skip
+    """Warns of a teacher given raw pixels whose logits are far apart as no training leaves
+    them, and as many times closer on the images as pixels / 255: a ReLU network trained on
+    pixels / 255 answers raw pixels about as right (the sign test of its answers passes it),
+    with logits ~255 times larger, so its soft targets are near one-hot and distillation
+    degenerates to the labels without a word."""
+    if fed.mode != "none":
+        return
+    gap = _top_gap(logits)
+    if gap < SATURATED_GAP:
+        return
+    scaled = _predictor(distiller.teacher, distiller.distribute_strategy, logits=True)(
+        images / 255)
+    scaled_gap = _top_gap(scaled)
+    if gap < GROWTH * scaled_gap:
+        return
+    tau = float(ops.convert_to_numpy(distiller.temperature))
+    right = [float(np.mean(np.argmax(z, axis=-1) == labels)) for z in (logits, scaled)]
+    note(
+        f"warning: the top two logits of the teacher {distiller.teacher.name!r} are {gap:.0f} "
+        f"apart (median) on the first {len(labels)} images as fit is given them ({fed.said}), "
+        f"{gap / max(scaled_gap, 1e-12):.0f} times as far as on the same images as pixels / "
+        f"255 ({scaled_gap:.2f}): at τ={tau:g} its soft targets are near one-hot (mean top "
+        f"probability {_top_probability(logits, tau):.4f}; "
+        f"{_top_probability(scaled, tau):.4f} as pixels / 255), and distillation teaches "
+        "little more than the labels. A ReLU network trained on pixels / 255 answers raw "
+        f"pixels about as right (here {right[0]:.4f}; {right[1]:.4f} as pixels / 255), with "
+        "logits about 255 times larger. If it was trained on pixels / 255, give fit the "
+        "images so, which both models take (e.g. dataset.map(lambda x, y: (x / 255, y))). "
+        + SKIP
+    )
 
 
 def _near_chance(distiller, images, labels, accuracy: float, chance: float, fed: _Fed,
@@ -138,7 +198,9 @@ def _near_chance(distiller, images, labels, accuracy: float, chance: float, fed:
     command line's words with the Python fix."""
     teacher = distiller.teacher
     if distiller.distribute_strategy.num_replicas_in_sync == 1:
-        given = tf.data.Dataset.from_tensors((images, labels))
+        # In batches: 512 images of 224x224x3 at once, in training mode, would hold a large
+        # teacher's activations for all of them.
+        given = tf.data.Dataset.from_tensor_slices((images, labels)).batch(_BATCH)
         if (lagging := evaluation.lagging_statistics(teacher, given, accuracy, chance,
                                                      "first")) is not None:  # fmt: skip
             return lagging
@@ -155,20 +217,23 @@ def _predictor(teacher, strategy, logits: bool = False):
 
     def predict(images):
         with strategy.scope():  # an unbuilt teacher makes its variables here
-            out = [ops.convert_to_numpy(graph(tf.convert_to_tensor(images[i:i + 64], "float32")))
-                   for i in range(0, len(images), 64)]  # fmt: skip
+            out = [ops.convert_to_numpy(graph(tf.convert_to_tensor(images[i:i + _BATCH],
+                                                                   "float32")))
+                   for i in range(0, len(images), _BATCH)]  # fmt: skip
         out = np.concatenate(out).astype("float32")
         return out if logits else np.argmax(out, axis=-1)
 
     return predict
 
 
-def _refuse_other_scaling(distiller, images: np.ndarray, labels: np.ndarray, fed: _Fed) -> None:
+def _refuse_other_scaling(distiller, images: np.ndarray, labels: np.ndarray, fed: _Fed,
+                          predictions: np.ndarray) -> None:  # fmt: skip
     if fed.mode is None:
         return
     predict = _predictor(distiller.teacher, distiller.distribute_strategy)
-    given = tf.data.Dataset.from_tensors((images, labels))
-    found = teacher_scaling.other_scaling(predict, given, fed.mode, mean=fed.mean, std=fed.std)
+    found = teacher_scaling.other_scaling(
+        predict, tf.data.Dataset.from_tensors((images, labels)), fed.mode, mean=fed.mean,
+        std=fed.std, given=predictions)  # the teacher's classes as given: computed already
     if found is None:
         return
     raise ConfigError(

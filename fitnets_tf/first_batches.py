@@ -24,9 +24,10 @@ def first_batch(iterator, strategy):
     return first_batches(iterator, strategy)[0]
 
 
-def first_batches(iterator, strategy, examples: int = 1) -> list:
+def first_batches(iterator, strategy, examples: int = 1, every_replica: bool = False) -> list:
     """The first batches of Keras' epoch iterator that hold ``examples`` (all of an epoch
-    holding fewer), this host's first replica's part of each when distributed.
+    holding fewer), this host's first replica's part of each when distributed
+    (``every_replica``: this host's replicas' parts together, the images a check counts).
 
     Read from the one start of the input pipeline that Keras makes to build the model and
     resets after: a dataset or arrays start again for training, so the batches read here are
@@ -34,13 +35,17 @@ def first_batches(iterator, strategy, examples: int = 1) -> list:
     (Keras keeps that one for training).
     """
     _, _, batches = next(iter(iterator))
-    local = strategy.experimental_local_results
+
+    def local(value):
+        parts = strategy.experimental_local_results(value)
+        return tf.concat(parts, 0) if every_replica and len(parts) > 1 else parts[0]
+
     if type(getattr(iterator, "data_adapter", None)).__name__ == "GeneratorDataAdapter":
         examples = 1
     found, count = [], 0
     while not found or count < examples:
         try:
-            batch = keras.tree.map_structure(lambda v: local(v)[0], next(batches))
+            batch = keras.tree.map_structure(local, next(batches))
         except (StopIteration, tf.errors.OutOfRangeError):
             break
         found.append(batch)
@@ -65,7 +70,8 @@ def check_teacher_logits(distiller, batch) -> None:
         outputs = x[CACHED_LOGITS]
     else:
         with strategy.scope():  # an unbuilt teacher makes its variables here
-            outputs = teacher(images_of(x), training=False)
+            # A replica's share at most: the batch holds every replica's part (first_batches).
+            outputs = teacher(images_of(x)[:64], training=False)
     if not are_probabilities(ops.convert_to_numpy(ops.cast(outputs, "float32"))):
         return
     fix = ("start it with keras.Input(shape): a built Sequential's final softmax is left out"
@@ -80,23 +86,28 @@ def check_teacher_logits(distiller, batch) -> None:
     )
 
 
-def check_first_batch(distiller, iterator) -> None:
+def check_first_batch(distiller, iterator, fit_data: bool = True) -> None:
     """The checks of the teacher on the first batches of Keras' epoch ``iterator``, each made
     once per Distiller: its outputs are logits (:func:`check_teacher_logits`, KD only, on the
     first batch) and it can teach the images as fed (:func:`fitnets_tf.fed_teacher.
-    check_fed_teacher`, on the first labelled ones: enough batches for its sign test). The
-    batches are read once for both (:func:`first_batches`)."""
+    check_fed_teacher`, on the first labelled ones: enough batches for its sign test; only
+    ``fit_data``, the images ``fit`` trains on, not ``evaluate``'s nor its validation data's,
+    whose iterators Keras starts the same way). The batches are read once for both
+    (:func:`first_batches`)."""
     logits = distiller._teacher_unchecked and distiller.phase == "kd"
-    if not (logits or distiller._answers_unchecked):
+    answers = distiller._answers_unchecked and fit_data
+    if not (logits or answers):
         return
     from fitnets_tf import fed_teacher, teacher_scaling  # scipy's tests: imported when checked
 
-    wanted = teacher_scaling.MAX_IMAGES if distiller._answers_unchecked else 1
-    batches = first_batches(iterator, distiller.distribute_strategy, wanted)
+    wanted = teacher_scaling.MAX_IMAGES if answers else 1
+    # Every replica's part: the first replica's alone left the sign test half the images read
+    # on 2 replicas, an eighth on 8.
+    batches = first_batches(iterator, distiller.distribute_strategy, wanted, every_replica=True)
     if not batches:  # no data: Keras' fit says so
         return
     if logits:
         check_teacher_logits(distiller, batches[0])
         distiller._teacher_unchecked = False
-    if distiller._answers_unchecked:
+    if answers:
         distiller._answers_unchecked = not fed_teacher.check_fed_teacher(distiller, batches)

@@ -45,6 +45,7 @@ def checked_fit(distiller, fit, args, kwargs):
         check_whole_executions(distiller, name, arguments.get(name))
     check_average_steps(distiller.optimizer, arguments)
     arguments = for_replicas(arguments, distiller.distribute_strategy)
+    distiller._fit_starting = True  # its first build reads the training data (Distiller)
     try:
         with curriculum_kept(distiller, arguments):
             return fit(**arguments)
@@ -52,6 +53,8 @@ def checked_fit(distiller, fit, args, kwargs):
         if (short := short_batch_error(e)) is None:
             raise
         raise short from None
+    finally:
+        distiller._fit_starting = False
 
 
 def _callback_list(callbacks) -> list:

@@ -138,6 +138,23 @@ def refused(strategy) -> dict:
     return said
 
 
+def teacher_checked(strategy) -> dict:
+    """What Distiller.fit says of a teacher trained on pixels / 255 and fed raw pixels, in
+    batches of 8 (4 a replica), and the steps trained until then."""
+    from test_fit_checks import _brightness, _brightness_teacher  # noqa: PLC0415
+
+    with strategy.scope():
+        student = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                                    keras.layers.Dense(4)])  # fmt: skip
+        d = fitnets_tf.Distiller(_brightness_teacher(), student)
+        d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    try:
+        d.fit(_brightness(scale=255.0).unbatch().batch(8), epochs=1, verbose=0)
+        return {"error": None, "steps_before": int(d.optimizer.iterations.numpy())}
+    except ConfigError as e:
+        return {"error": str(e), "steps_before": int(d.optimizer.iterations.numpy())}
+
+
 logical = [d.name for d in tf.config.list_logical_devices("CPU")]
 mirrored = tf.distribute.MirroredStrategy(logical)
 result = {
@@ -150,6 +167,7 @@ result = {
                       "mirrored": run(mirrored, scaled)},
     "short_batches": short_batches(mirrored),
     "refused": refused(mirrored),
+    "teacher_checked": teacher_checked(mirrored),
     "partial_last_batch": {"one": run(tf.distribute.OneDeviceStrategy(logical[0]), examples=35),
                            "mirrored": run(mirrored, examples=35)},
     "labels_clipped": {policy: {"one": labels_run(tf.distribute.OneDeviceStrategy(logical[0]),

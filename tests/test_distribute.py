@@ -96,6 +96,17 @@ def test_distiller_fit_names_the_fix_for_a_batch_smaller_than_the_replicas(check
         "Choose a batch size whose last batch holds 2 or more examples.")}  # fmt: skip
 
 
+def test_fit_checks_its_teacher_on_every_replicas_part_of_its_first_batches(check):
+    # The check took the first replica's part of each batch alone: 16 of the 32 images read,
+    # too few for its sign test, and a teacher fed raw pixels was only warned of near chance.
+    said = check["teacher_checked"]
+    assert said["steps_before"] == 0
+    assert (
+        "is right on 0.2500 of the first 32 images as fit is given them (values above 1, taken "
+        "as raw pixels in [0, 255]), but on 1.0000 of the same images as pixels / 255"
+    ) in (said["error"] or "")
+
+
 def test_a_last_batch_smaller_than_the_replicas_is_refused_before_training():
     # On 2 logical CPUs a last batch of 1 failed at the end of the first epoch, inside a kernel
     # ("Number of ways to split should evenly divide the split dimension").

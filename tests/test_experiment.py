@@ -241,10 +241,10 @@ def test_a_standardize_run_given_swapped_constants_is_refused_with_the_right_one
 def test_the_other_scalings_of_a_standardize_run_leave_out_its_own():
     # The images' own statistics are the run's constants, to the flags' 4 decimals: not tried.
     unit = np.repeat([0.1, 0.4, 0.6, 0.9], 8).astype("float32")[:, None, None, None]
-    tried = teacher_scaling._alternatives(unit, "standardize", (0.50001,), (0.2915,))
+    tried = list(teacher_scaling._alternatives(unit, "standardize", (0.50001,), (0.2915,)))
     assert [flags for _, flags, _ in tried] == ["--preprocessing=scale", "--preprocessing=none"]
     np.testing.assert_allclose(tried[1][2], unit * 255)
-    tried = teacher_scaling._alternatives(unit, "standardize", (0.5,), (0.3,))
+    tried = list(teacher_scaling._alternatives(unit, "standardize", (0.5,), (0.3,)))
     assert tried[2][1] == "--preprocessing=standardize --input_mean=0.5000 --input_std=0.2915"
 
 
@@ -652,6 +652,11 @@ def test_a_student_that_learned_nothing_is_named_with_the_flag_to_lower():
     assert evaluation.not_learned("kd", learned, 0.25, 4) is None  # lagging_batch_norm's case
     assert evaluation.not_learned("kd", diverged, 0.6, 4) is None  # it did learn
     assert evaluation.not_learned("teacher", None, 0.25, 4) is None  # nothing to tell from
+    # Two classes: "near chance" was under twice chance, 1.0, so a student right on 0.9 of the
+    # test and training images "learned nothing". Halfway from chance to 1 is near it there.
+    binary = {"kd": {"accuracy": [0.9], "ce_loss": [0.3]}}
+    assert evaluation.not_learned("kd", binary, 0.9, 2) is None
+    assert "ends near chance" in evaluation.not_learned("kd", {"kd": {"accuracy": [0.6]}}, 0.6, 2)
 
 
 def _conv_teacher(path, seed: int = 0) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tiny_dataset, tiny_model
+from keras import ops
 
 import fitnets_tf
 from fitnets_tf import callbacks, first_batches, fit_checks
@@ -283,6 +284,17 @@ def test_a_teacher_with_another_class_order_is_refused_with_the_labels_map():
         r"\(a PyTorch ImageFolder's .* Distiller\(..., check_teacher=False\) skips")):
         d.fit(shifted, epochs=1, verbose=0)
     assert int(d.optimizer.iterations) == 0
+    # One-hot labels: the map gathered the label ids from one-hot rows ("Value passed to
+    # parameter 'indices' has DataType float32"). Their columns move instead, and train.
+    one_hot = _brightness().map(lambda x, y: (x, tf.one_hot((y + 1) % 4, 4)))
+    d = _brightness_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError, match=r"dataset.map\(lambda x, y: \(x, tf.gather\(y, "
+                       r"\[1, 2, 3, 0\], axis=-1\)\)\)") as refused:  # fmt: skip
+        d.fit(one_hot, epochs=1, verbose=0)
+    fixed = one_hot.map(lambda x, y: (x, tf.gather(y, [1, 2, 3, 0], axis=-1)))
+    d = _brightness_distiller(_brightness_teacher())
+    d.fit(fixed, epochs=1, verbose=0)
+    assert "relabel" in str(refused.value) and int(d.optimizer.iterations) == 1
     for switch in ("check_teacher", "check_scaling"):  # the older name, kept
         d = _brightness_distiller(_brightness_teacher(), **{switch: False})
         d.fit(shifted, epochs=1, verbose=0)
@@ -422,3 +434,164 @@ def test_steps_not_a_multiple_of_steps_per_execution_are_refused_before_training
     # A finite dataset ends the last execution itself: 3 batches an epoch are 3 steps.
     d.fit(tiny_dataset(batch_size=8, n=24), epochs=2, verbose=0)
     assert int(d.optimizer.iterations.numpy()) == 8 + 6
+
+
+def _two_class_teacher() -> keras.Model:
+    """Class 1 for a (4, 4, 1) image of mean above 0.5, class 0 below."""
+    inputs = keras.Input((4, 4, 1))
+    head = keras.layers.Dense(2)
+    model = keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(inputs)))
+    head.set_weights([np.array([[-10.0, 10.0]]), np.array([5.0, -5.0])])
+    return model
+
+
+def test_a_good_teacher_of_two_classes_is_not_called_near_chance(capsys):
+    # "Near chance" was under twice chance: 1.0 with two classes, so a teacher right on 0.875
+    # of its images was warned of as having "little to teach". Right on 0.625 it is (under
+    # 0.75, halfway from chance to 1).
+    means = np.linspace(0.05, 0.95, 32).astype("float32")
+    x = np.ones((32, 4, 4, 1), "float32") * means[:, None, None, None]
+    y = (means > 0.5).astype("int64")
+    y[[0, 1, 30, 31]] = 1 - y[[0, 1, 30, 31]]  # 28 of 32 right, 16 of each label
+    student = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(2)])  # fmt: skip
+    d = fitnets_tf.Distiller(_two_class_teacher(), student)
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    d.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert capsys.readouterr().out == ""
+    y[[2, 3, 4, 5, 26, 27, 28, 29]] = 1 - y[[2, 3, 4, 5, 26, 27, 28, 29]]  # 20 right
+    d = fitnets_tf.Distiller(_two_class_teacher(), student)
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    d.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert "is right on 0.6250 of the first 32 images fit is given (chance 0.5000)" in (
+        capsys.readouterr().out)
+
+
+def test_evaluate_and_validation_data_do_not_take_fits_check_of_the_teacher(capsys):
+    # Keras' evaluate (and fit's validation, through it) starts its iterator as fit does: the
+    # check meant for fit's first images ran there, said "as fit is given them" of evaluate's
+    # images, was then done for good, and a hint stage's validation said that its images
+    # "come without labels: it trains unchecked".
+    d = _brightness_distiller(_brightness_teacher())
+    d.evaluate(_brightness(scale=255.0), verbose=0)  # wrongly fed: not fit's check to refuse
+    with pytest.raises(ConfigError, match=r"right on 0.2500 of the first 32 images as fit"):
+        d.fit(_brightness(scale=255.0), epochs=1, verbose=0)
+    d = _hint_distiller(_brightness_teacher())
+    d.evaluate(_brightness().map(lambda x, y: x), verbose=0)
+    assert capsys.readouterr().out == ""
+    # Images alone to train on, labelled validation images: refused after an epoch of
+    # training, at the validation, as fit's first images. Now the check waits, as it says.
+    d.fit(_brightness().map(lambda x, y: x), validation_data=_brightness(scale=255.0),
+          epochs=2, verbose=0)  # fmt: skip
+    assert int(d.optimizer.iterations) == 2
+    assert capsys.readouterr().out.count("this hint stage's images come without labels") == 1
+
+
+def _quadrant_teacher(gain: float) -> keras.Model:
+    """Class k of 4 by the brighter quadrant of a (4, 4, 1) image: a ReLU-free network without
+    biases, whose logits are ``gain`` times the quadrants' means, as scale-free as a ReLU net."""
+    head = keras.layers.Dense(4, use_bias=False)
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.AveragePooling2D(2),
+                              keras.layers.Flatten(), head], name="quadrants")  # fmt: skip
+    head.set_weights([gain * np.eye(4)])
+    return model
+
+
+def _quadrants(scale: float) -> tf.data.Dataset:
+    """32 images, 8 of each class: its quadrant 0.9 (as pixels / 255), the others 0.1."""
+    images = np.full((32, 4, 4, 1), 0.1, "float32")
+    for i in range(32):
+        row, col = divmod(i % 4, 2)
+        images[i, 2 * row:2 * row + 2, 2 * col:2 * col + 2] = 0.9
+    return tf.data.Dataset.from_tensor_slices((images * scale, np.arange(32) % 4)).batch(32)
+
+
+def test_a_scale_free_teacher_fed_raw_pixels_is_warned_of_its_one_hot_soft_targets(capsys):
+    # Trained on pixels / 255 (logits 5 times the quadrants' means: 4.0 apart), fed raw pixels:
+    # right on every image either way, so the sign test passed it, but its logits were 1020
+    # apart and its soft targets at τ=3 one-hot: KD taught the labels alone, without a word.
+    d = _brightness_distiller(_quadrant_teacher(5.0))
+    d.fit(_quadrants(255.0), epochs=1, verbose=0)
+    out = capsys.readouterr().out
+    assert ("top two logits of the teacher 'quadrants' are 1020 apart (median) on the first 32 "
+            "images as fit is given them (values above 1, taken as raw pixels in [0, 255]), 255 times as far as on the "
+            "same images as pixels / 255 (4.00): at τ=3 its soft targets are near one-hot (mean "
+            "top probability 1.0000; 0.5584 as pixels / 255)") in out
+    assert "(here 1.0000; 1.0000 as pixels / 255)" in out
+    assert "dataset.map(lambda x, y: (x / 255, y))" in out and int(d.optimizer.iterations) == 1
+    # Fed as trained: pixels / 255; or raw pixels to one trained on them (logits 5 / 255 times
+    # the pixels: 4.0 apart as given, 255 times closer as pixels / 255): nothing said.
+    for teacher, scale in ((_quadrant_teacher(5.0), 1.0), (_quadrant_teacher(5.0 / 255), 255.0)):
+        d = _brightness_distiller(teacher)
+        d.fit(_quadrants(scale), epochs=1, verbose=0)
+        assert capsys.readouterr().out == ""
+
+
+class _TrainingBatches(keras.layers.Layer):
+    """Records the batch size of each call in training mode (batch statistics)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes = []
+
+    def call(self, x, training=None):
+        if training:
+            self.sizes.append(int(x.shape[0]))
+        return x
+
+
+def test_the_batch_norm_check_of_a_teacher_near_chance_reads_batches_of_64():
+    # Near chance, a teacher with BatchNormalization is scored once more with batch statistics
+    # (lagging moving averages): all of fit's first images went through it as one training-mode
+    # batch, 512 images of 224x224x3 in MobileNetV2's activations at once. 100 images here.
+    recorder = _TrainingBatches()
+    head = keras.layers.Dense(4)
+    teacher = keras.Sequential([keras.Input((4, 4, 1)), recorder, keras.layers.BatchNormalization(),
+                                keras.layers.GlobalAveragePooling2D(), head])  # fmt: skip
+    head.set_weights([np.zeros((1, 4)), np.array([1.0, 0, 0, 0])])  # class 0: near chance
+    x = np.random.default_rng(0).random((100, 4, 4, 1)).astype("float32")
+    d = _brightness_distiller(teacher)
+    d.fit(x, np.arange(100) % 4, batch_size=100, epochs=1, verbose=0)
+    assert recorder.sizes == [64, 36]
+
+
+class _CountedImages(keras.layers.Layer):
+    """Counts the images the model is given, in graphs too."""
+
+    def build(self, input_shape):
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                     dtype="int64", name="count")  # fmt: skip
+
+    def call(self, x):
+        self.count.assign_add(ops.cast(ops.shape(x)[0], "int64"))
+        return x
+
+
+def test_the_scaling_check_runs_the_teacher_once_per_scaling_and_keeps_one_copy_at_a_time():
+    # fit's check ran the teacher twice on the images as given (their logits, then again for
+    # the sign test), and made every other scaling of them before trying the first: 8 copies
+    # of the images at its peak, 2.5 GB for 512 images of 224x224x3.
+    import tracemalloc
+
+    counter = _CountedImages()
+    inputs = keras.Input((32, 32, 3))
+    teacher = keras.Model(inputs, keras.layers.Dense(10)(
+        keras.layers.GlobalAveragePooling2D()(counter(inputs))))  # fmt: skip
+    student = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                                keras.layers.Dense(10)])  # fmt: skip
+    d = fitnets_tf.Distiller(teacher, student, check_teacher=False)
+    d.compile(optimizer=keras.optimizers.SGD(0.1), phase="kd")
+    x = np.random.default_rng(0).random((512, 32, 32, 3)).astype("float32")
+    y = np.arange(512) % 10
+    from fitnets_tf import fed_teacher
+
+    fed_teacher.check_fed_teacher(d, [(x, y)])  # traced, imported: what a first call adds
+    # As given, then raw pixels, ImageNet's and the images' own standardisation: 4 x 512.
+    assert int(counter.count.numpy()) == 4 * 512
+    tracemalloc.start()
+    try:
+        fed_teacher.check_fed_teacher(d, [(x, y)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * x.nbytes  # 8.0 copies of the images before, 4.0 now

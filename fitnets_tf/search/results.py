@@ -9,6 +9,7 @@ import os
 import pathlib
 import re
 
+from fitnets_tf.class_order import near_chance
 from fitnets_tf.reporting import plots
 from fitnets_tf.reporting.tables import format_table
 from fitnets_tf.run import io
@@ -206,7 +207,8 @@ def warn_near_chance(summary: dict, num_classes: int, workdir: pathlib.Path, log
     look. ``hints_optimizer``: stage 1's, when the search trained from hints (None: KD only);
     ``hints_per_trial``: each trial trained its own (no ``stage1/`` run)."""
     best = summary["best"]
-    if best is None or best["val_accuracy"] is None or best["val_accuracy"] >= 2 / num_classes:
+    if best is None or best["val_accuracy"] is None or not near_chance(
+            best["val_accuracy"], num_classes):
         return
     first = "the teacher's accuracy (logged before the trials), the learning rate"
     if hints_optimizer is not None:
