@@ -595,3 +595,24 @@ def test_the_scaling_check_runs_the_teacher_once_per_scaling_and_keeps_one_copy_
     finally:
         tracemalloc.stop()
     assert peak < 6 * x.nbytes  # 8.0 copies of the images before, 4.0 now
+
+
+def test_copies_of_an_image_are_counted_once_by_the_teachers_check(capsys):
+    # 8 images repeated (an overfit test, steps_per_epoch over a tiny dataset) were read as
+    # 512: the teacher's 2 answers of label 0 as class 1, and of label 1 as class 0, counted 64
+    # times each, refused it as trained with another class order "for 128 of 128 images".
+    # 8 distinct images are too few for any of the tests to refuse: it trains, unwarned (right
+    # on 4 of 8, not near chance).
+    means = np.array([0.4, 0.41, 0.1, 0.11, 0.6, 0.61, 0.9, 0.91], "float32")
+    x = np.ones((8, 4, 4, 1), "float32") * means[:, None, None, None]
+    eight = tf.data.Dataset.from_tensor_slices((x, np.repeat(np.arange(4), 2)))
+    d = _brightness_distiller(_brightness_teacher())
+    d.fit(eight.repeat().batch(8), steps_per_epoch=2, epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 2 and capsys.readouterr().out == ""
+    # Distinct images repeated: each counted once, the first 32 of the 512 read, and refused.
+    d = _brightness_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError, match=r"right on 0.2500 of the first 32 images as fit is "
+                                          r"given them \(values above 1"):  # fmt: skip
+        d.fit(_brightness(scale=255.0).unbatch().repeat().batch(8), steps_per_epoch=4,
+              epochs=1, verbose=0)  # fmt: skip
+    assert int(d.optimizer.iterations) == 0
