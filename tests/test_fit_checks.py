@@ -149,9 +149,15 @@ def _brightness_teacher(rescales: bool = False, normalized: bool = False) -> ker
 
 
 def _brightness(scale: float = 1.0, mean: float = 0.0, std: float = 1.0):
-    """32 images, 8 of each class (mean pixel / 255 of 0.1, 0.4, 0.6, 0.9), in one batch."""
+    """32 images, 8 of each class (mean pixel / 255 of 0.1, 0.4, 0.6, 0.9), in one batch.
+
+    Each differs from the others of its class in one pixel, 0.0005 brighter in the two darker
+    classes and darker in the two brighter ones: the check counts copies once, and the range
+    (0.1 to 0.9), mean (0.5) and std (0.2915) of the images stay as the messages pin them."""
     means = np.repeat([0.1, 0.4, 0.6, 0.9], 8).astype("float32")
-    images = (np.ones((32, 4, 4, 1), "float32") * means[:, None, None, None] - mean) / std
+    images = np.ones((32, 16), "float32") * means[:, None]
+    images[np.arange(32), np.arange(32) % 8] += np.repeat([1, 1, -1, -1], 8) * 0.0005
+    images = (images.reshape(32, 4, 4, 1) - mean) / std
     return tf.data.Dataset.from_tensor_slices((images * scale, np.repeat(np.arange(4), 8))).batch(32)
 
 
@@ -498,11 +504,15 @@ def _quadrant_teacher(gain: float) -> keras.Model:
 
 
 def _quadrants(scale: float) -> tf.data.Dataset:
-    """32 images, 8 of each class: its quadrant 0.9 (as pixels / 255), the others 0.1."""
+    """32 images, 8 of each class: its quadrant 0.9 (as pixels / 255), the others 0.1. Each
+    differs from the others of its class in two pixels of its class's quadrant, 0.01 * (1 +
+    i // 4) apart and of the same mean: the check counts copies once, the logits stay."""
     images = np.full((32, 4, 4, 1), 0.1, "float32")
     for i in range(32):
         row, col = divmod(i % 4, 2)
         images[i, 2 * row:2 * row + 2, 2 * col:2 * col + 2] = 0.9
+        images[i, 2 * row, 2 * col] += 0.005 * (1 + i // 4)
+        images[i, 2 * row + 1, 2 * col + 1] -= 0.005 * (1 + i // 4)
     return tf.data.Dataset.from_tensor_slices((images * scale, np.arange(32) % 4)).batch(32)
 
 
@@ -616,3 +626,4 @@ def test_copies_of_an_image_are_counted_once_by_the_teachers_check(capsys):
         d.fit(_brightness(scale=255.0).unbatch().repeat().batch(8), steps_per_epoch=4,
               epochs=1, verbose=0)  # fmt: skip
     assert int(d.optimizer.iterations) == 0
+
