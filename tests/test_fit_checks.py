@@ -627,3 +627,17 @@ def test_copies_of_an_image_are_counted_once_by_the_teachers_check(capsys):
               epochs=1, verbose=0)  # fmt: skip
     assert int(d.optimizer.iterations) == 0
 
+
+def test_the_teachers_check_keeps_the_first_of_each_image_and_label_in_order():
+    from fitnets_tf import fed_teacher
+
+    x = np.zeros((6, 2, 2, 1), "float32")
+    x[[1, 3], 0, 0, 0] = 1.0  # images 0, 2, 4, 5 alike; 1 and 3 alike
+    y = np.array([0, 1, 0, 1, 2, 0])  # image 4: the same image as 0, another label
+    teacher = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(3)])  # fmt: skip
+    batches = [(x[:3], y[:3]), (x[3:], y[3:])]
+    images, labels, one_hot = fed_teacher._images_and_labels(batches, teacher)
+    np.testing.assert_array_equal(images, x[[0, 1, 4]])
+    np.testing.assert_array_equal(labels, [0, 1, 2])
+    assert not one_hot
