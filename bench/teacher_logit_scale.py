@@ -1,14 +1,14 @@
 """How far apart a teacher's top two logits are fed as trained and fed the other way.
 
-``python -m bench.teacher_logit_scale`` (a few minutes on 2 busy cores) writes
+``python -m bench.teacher_logit_scale`` (about 2 minutes on 2 busy cores) writes
 ``results/teacher_logit_scale.json``; the README's paragraph on ``Distiller.fit``'s logit-scale
 check quotes it. Eight small teachers (a CNN and an MLP, with and without BatchNormalization,
 trained on pixels / 255 or on raw pixels) are trained here on the first ``--train_images``
 Fashion-MNIST training images (read offline through :func:`fitnets_tf.data.load`) for
 ``--epochs`` epochs, then fed the first 512 test images as trained and the other way (raw
 pixels for pixels / 255, pixels / 255 for raw). For each: accuracy, the median gap between the
-top two logits, and whether ``Distiller.fit``'s check warns of it (one step of ``fit`` on those
-images; its note read from stdout).
+top two logits (and the ratio of the two gaps), and whether ``Distiller.fit``'s check warns of
+it (one step of ``fit`` on those images; its note read from stdout).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from fitnets_tf.run.io import write_json
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "teacher_logit_scale.json"
 TEST_IMAGES = 512
-SATURATED = "near one-hot"  # words of fed_teacher's warning of a teacher fed raw pixels
+# Words of logit_scale's warnings: logits 255 times too far apart, or too close.
+SAID = {"near one-hot": "warned: near one-hot", "near uniform": "warned: near uniform"}
 
 
 def _cnn(batch_norm: bool) -> keras.Model:
@@ -82,8 +83,8 @@ def _fit_says(teacher: keras.Model, images: np.ndarray, labels: np.ndarray) -> s
             distiller.fit(images, labels, batch_size=64, epochs=1, steps_per_epoch=1, verbose=0)
     except ConfigError:
         return "refused"
-    return "warned: saturated" if SATURATED in said.getvalue() else (
-        "noted" if said.getvalue().strip() else "silent")
+    found = [told for words, told in SAID.items() if words in said.getvalue()]
+    return found[0] if found else "noted" if said.getvalue().strip() else "silent"
 
 
 def measure(train_images: int, epochs: int) -> dict:
@@ -109,6 +110,9 @@ def measure(train_images: int, epochs: int) -> dict:
                     "fed_other_way": {**_stats(teacher, other, y_test),
                                       "fit": _fit_says(teacher, other, y_test)},
                 }  # fmt: skip
+                out[name]["gap_other_way_over_as_trained"] = round(
+                    out[name]["fed_other_way"]["median_top_gap"]
+                    / out[name]["fed_as_trained"]["median_top_gap"], 4)
                 print(name, json.dumps(out[name]), flush=True)
     return out
 
