@@ -60,7 +60,7 @@ def warning(logits_of: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
     other = logits_of(images / 255 if mode == "none" else images * 255)
     other_gap = top_gap(other)
     far, near = (gap, other_gap) if mode == "none" else (other_gap, gap)
-    if far < GROWTH * near:
+    if far <= GROWTH * near:  # `<=`: logits all tied both ways are not 255 times off
         return None
     right = [float(np.mean(np.argmax(z, axis=-1) == labels)) for z in (logits, other)]
     p = [top_probability(z, temperature) for z in (logits, other)]
