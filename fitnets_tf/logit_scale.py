@@ -18,14 +18,17 @@ from collections.abc import Callable
 import numpy as np
 
 # The median gap above which a teacher's soft targets are not what cross-entropy training
-# leaves (it stops pushing a gap once the answer's probability is ~1). README: 1.8 to 29 for 8
-# small teachers fed as trained, 130 to 1000 for those trained on pixels / 255 fed raw pixels.
+# leaves (it stops pushing a gap once the answer's probability is ~1). bench/teacher_logit_scale
+# .py: 2.5 to 26 for 8 small teachers fed as trained, 325 to 772 for those trained on pixels /
+# 255 and fed raw pixels.
 SATURATED_GAP = 100.0
-# Below it, fed pixels / 255, a teacher's soft targets are near uniform at any τ. README: 0.02
-# and 0.11 for ReLU teachers trained on raw pixels and fed pixels / 255.
+# Below it, fed pixels / 255, a teacher's soft targets are near uniform at the usual τ (>= 1).
+# bench/teacher_logit_scale.py: 0.021 and 0.101 for the ReLU teachers trained on raw pixels and
+# fed pixels / 255, about a tenth of the smallest gap fed as trained.
 FLAT_GAP = 0.25
 # How many times the gap on the images scaled the other way it must differ by to blame the
-# scaling (255 for a ReLU network without biases or normalisation layers).
+# scaling (255 for a ReLU network without biases or normalisation layers; there, 104 to 247
+# times as far fed raw pixels, 0.0038 and 0.0039 times as far fed pixels / 255).
 GROWTH = 32.0
 
 
