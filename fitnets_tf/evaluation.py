@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fitnets_tf import class_order, latency, models, teacher_scaling
+from fitnets_tf import class_order, latency, logit_scale, models, teacher_scaling
 from fitnets_tf.callbacks import learning_rate_flag
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.export.serving import as_served, in_float32
@@ -78,6 +78,7 @@ def check_teacher(
     teacher: keras.Model, images: tf.data.Dataset, preprocessing: str, num_classes: int,
     class_names=None, split: str = "validation", other_scalings: bool = True,
     input_mean: tuple[float, ...] | None = None, input_std: tuple[float, ...] | None = None,
+    temperature: float | None = None,
 ) -> list[str]:  # fmt: skip
     """The teacher's accuracy on ``images`` (the run's ``split``), and a warning near chance,
     as lines to print.
@@ -91,7 +92,9 @@ def check_teacher(
     teacher the run trained on these images, which a barely trained one could fail). Under
     ``preprocessing="standardize"``, ``input_mean`` and ``input_std`` are the constants the
     images were standardised by (the run's ``Preprocessor``'s ``mean`` and ``std``): the
-    other scalings are made from the pixels they recover.
+    other scalings are made from the pixels they recover. Given the run's ``temperature``, a
+    teacher fed raw pixels or pixels / 255 whose logits are 255 times off (soft targets near
+    one-hot or near uniform: :mod:`fitnets_tf.logit_scale`) is warned of, as ``fit`` warns.
 
     A teacher that gives some labels' images one other class each, or is far *below* chance,
     knows the classes under other labels: it was trained with another class order
@@ -110,6 +113,8 @@ def check_teacher(
     if not class_order.near_chance(accuracy, num_classes):
         _refuse_better_scaling(teacher, images, preprocessing, split, other_scalings,
                                input_mean, input_std)  # fmt: skip
+        if other_scalings and temperature is not None:
+            lines += _logit_scale(teacher, images, preprocessing, split, temperature)
         return lines
     hint = class_order.below_chance_hint(predictions, labels, num_classes, split, class_names)
     # Not a class order's (checked above) nor a teacher this run trained on these images.
@@ -131,6 +136,33 @@ def _refuse_better_scaling(teacher, images, preprocessing: str, split: str, trie
     if (message := teacher_scaling.better_scaling(predict, images, preprocessing, split,
                                                   mean=mean, std=std)):  # fmt: skip
         raise ConfigError(message)
+
+
+# How to feed the teacher the other way, in the command line's terms (logit_scale's fix).
+_LOGIT_FIX = {mode: f"run with --preprocessing={flag}, which feeds both models so and makes it "
+                    "the exports' input."
+              for mode, flag in (("none", "scale"), ("scale", "none"))}  # fmt: skip
+
+
+def _logit_scale(teacher, images, preprocessing: str, split: str, temperature: float
+                 ) -> list[str]:  # fmt: skip
+    """The warning of :func:`fitnets_tf.logit_scale.warning` on the first images, as lines."""
+    if preprocessing not in _LOGIT_FIX:
+        return []
+    x, y = teacher_scaling.first_images(images, teacher_scaling.MAX_IMAGES)
+    if len(y) == 0:
+        return []
+    graph = inference(teacher)
+
+    def logits_of(batch: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(graph(tf.convert_to_tensor(batch[i:i + 64], "float32")))
+                               for i in range(0, len(batch), 64)])  # fmt: skip
+
+    given = (f"on the first {len(y)} {split} images as this run feeds them "
+             f"(--preprocessing={preprocessing})")  # fmt: skip
+    said = logit_scale.warning(logits_of, x, y, logits_of(x), preprocessing, temperature,
+                               name=teacher.name, given=given, fix=_LOGIT_FIX)  # fmt: skip
+    return [said] if said else []
 
 
 def lagging_statistics(teacher, images, accuracy: float, chance: float, split: str

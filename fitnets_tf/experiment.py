@@ -285,7 +285,8 @@ class Experiment:
         fed, names = self.data.preprocessor, self.data.spec.class_names
         for line in evaluation.check_teacher(teacher, images, fed.mode, self.data.num_classes,
                                              names, split, other_scalings=not here,
-                                             input_mean=fed.mean, input_std=fed.std):  # fmt: skip
+                                             input_mean=fed.mean, input_std=fed.std,
+                                             temperature=self.config.schedule.temperature):  # fmt: skip
             self.log(line)
 
     def _to_run(self) -> set[str]:

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from fitnets_tf import class_order, evaluation, teacher_scaling
+from fitnets_tf import class_order, evaluation, logit_scale, teacher_scaling
 from fitnets_tf.errors import ConfigError
 from fitnets_tf.models.logits import check_batched
 from fitnets_tf.notes import note
@@ -149,7 +149,7 @@ def check_fed_teacher(distiller, batches) -> bool:
                                      one_hot=one_hot)  # fmt: skip
     if not class_order.near_chance(accuracy, num_classes):
         _refuse_other_scaling(distiller, images, labels, fed, predictions)
-        _warn_saturated(distiller, images, labels, logits, fed)
+        _warn_logit_scale(distiller, images, labels, logits, fed)
         return True
     hint = class_order.below_chance_hint(predictions, labels, num_classes, "first",
                                          python=True)  # fmt: skip
@@ -158,59 +158,25 @@ def check_fed_teacher(distiller, batches) -> bool:
     return True
 
 
-# The median gap between a teacher's top two logits above which its soft targets are not what
-# cross-entropy training leaves (it stops pushing a gap once the answer's probability is ~1:
-# 1.9 to 21 on the first 512 Fashion-MNIST test images for 8 small teachers fed as trained,
-# 280 to 1118 for 4 trained on pixels / 255 and fed raw pixels; README).
-SATURATED_GAP = 100.0
-# How many times the gap as pixels / 255 it must be to blame the raw pixels (ReLU networks': 97
-# to 271 there; 255 for one without biases or normalisation layers).
-GROWTH = 32.0
+# How to feed the teacher the other way, in Python terms (logit_scale.warning's fix).
+_FIX = {mode: ("give fit the images so, which both models take (e.g. dataset.map(lambda x, y: "
+               f"({expression}, y))). " + SKIP)
+        for mode, expression in (("none", "x / 255"), ("scale", "x * 255"))}  # fmt: skip
 
 
-def _top_gap(logits: np.ndarray) -> float:
-    top = np.sort(logits, axis=-1)[:, -2:]
-    return float(np.median(top[:, 1] - top[:, 0]))
-
-
-def _top_probability(logits: np.ndarray, temperature: float) -> float:
-    scaled = logits / temperature
-    p = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
-    return float(np.mean(p.max(axis=-1) / p.sum(axis=-1)))
-
-
-def _warn_saturated(distiller, images: np.ndarray, labels: np.ndarray, logits: np.ndarray,
+def _warn_logit_scale(distiller, images: np.ndarray, labels: np.ndarray, logits: np.ndarray,
                     fed: _Fed) -> None:  # fmt: skip
-    """Warns of a teacher given raw pixels whose logits are far apart as no training leaves
-    them, and as many times closer on the images as pixels / 255: a ReLU network trained on
-    pixels / 255 answers raw pixels about as right (the sign test of its answers passes it),
-    with logits ~255 times larger, so its soft targets are near one-hot and distillation
-    degenerates to the labels without a word."""
-    if fed.mode != "none":
-        return
-    gap = _top_gap(logits)
-    if gap < SATURATED_GAP:
-        return
-    scaled = _predictor(distiller.teacher, distiller.distribute_strategy, logits=True)(
-        images / 255)
-    scaled_gap = _top_gap(scaled)
-    if gap < GROWTH * scaled_gap:
+    """Warns of a teacher given raw pixels or pixels / 255 whose logits are 255 times off
+    (:mod:`fitnets_tf.logit_scale`): its soft targets near one-hot or near uniform."""
+    if fed.mode not in ("none", "scale"):
         return
     tau = float(ops.convert_to_numpy(distiller.temperature))
-    right = [float(np.mean(np.argmax(z, axis=-1) == labels)) for z in (logits, scaled)]
-    note(
-        f"warning: the top two logits of the teacher {distiller.teacher.name!r} are {gap:.0f} "
-        f"apart (median) on the first {len(labels)} images as fit is given them ({fed.said}), "
-        f"{gap / max(scaled_gap, 1e-12):.0f} times as far as on the same images as pixels / "
-        f"255 ({scaled_gap:.2f}): at τ={tau:g} its soft targets are near one-hot (mean top "
-        f"probability {_top_probability(logits, tau):.4f}; "
-        f"{_top_probability(scaled, tau):.4f} as pixels / 255), and distillation teaches "
-        "little more than the labels. A ReLU network trained on pixels / 255 answers raw "
-        f"pixels about as right (here {right[0]:.4f}; {right[1]:.4f} as pixels / 255), with "
-        "logits about 255 times larger. If it was trained on pixels / 255, give fit the "
-        "images so, which both models take (e.g. dataset.map(lambda x, y: (x / 255, y))). "
-        + SKIP
-    )
+    given = f"on the first {len(labels)} images as fit is given them ({fed.said})"
+    said = logit_scale.warning(
+        _predictor(distiller.teacher, distiller.distribute_strategy, logits=True), images,
+        labels, logits, fed.mode, tau, name=distiller.teacher.name, given=given, fix=_FIX)
+    if said:
+        note(said)
 
 
 def _near_chance(distiller, images, labels, accuracy: float, chance: float, fed: _Fed,

@@ -48,7 +48,9 @@ _ADVICE = {
 }
 
 
-def _first_images(images: tf.data.Dataset, count: int) -> tuple[np.ndarray, np.ndarray]:
+def first_images(images: tf.data.Dataset, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` images of ``images`` (batches of images and class ids) and their
+    labels, as arrays."""
     xs, ys, total = [], [], 0
     for x, y in images:
         xs.append(np.asarray(x))
@@ -161,7 +163,7 @@ def other_scaling(predict, images: tf.data.Dataset, mode: str, *, mean=None, std
                          f"std={std}.")  # fmt: skip
     if mode not in (*_FED, "standardize"):
         return None
-    x, y = _first_images(images, MAX_IMAGES)
+    x, y = first_images(images, MAX_IMAGES)
     if len(y) == 0:
         return None
     base = _right(predict, x, y) if given is None else np.asarray(given) == y

@@ -180,6 +180,55 @@ def test_a_teacher_trained_on_other_pixel_scaling_is_refused_with_the_flag(
     assert lines == ["teacher: validation accuracy 1.0000 (chance 0.2500)"]
 
 
+def _quadrant_teacher(gain: float) -> keras.Model:
+    """Class k of 4 by the brighter quadrant of a (4, 4, 1) image, logits ``gain`` times the
+    quadrants' means: no biases nor ReLU-breaking layers, as scale-free as a ReLU network."""
+    head = keras.layers.Dense(4, use_bias=False)
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.AveragePooling2D(2),
+                              keras.layers.Flatten(), head], name="quadrants")  # fmt: skip
+    head.set_weights([gain * np.eye(4)])
+    return model
+
+
+def _quadrant_batches(scale: float) -> tf.data.Dataset:
+    """32 images, 8 of each class: its quadrant 0.9 (as pixels / 255), the others 0.1."""
+    images = np.full((32, 4, 4, 1), 0.1, "float32")
+    for i in range(32):
+        row, col = divmod(i % 4, 2)
+        images[i, 2 * row:2 * row + 2, 2 * col:2 * col + 2] = 0.9
+    return tf.data.Dataset.from_tensor_slices((images * scale, np.arange(32) % 4)).batch(16)
+
+
+@pytest.mark.parametrize(("gain", "preprocessing", "said"), [
+    # Trained on pixels / 255 (4.0 apart), fed raw pixels: 1020 apart, one-hot soft targets.
+    (5.0, "none", "are 1020 apart (median) on the first 32 validation images as this run feeds "
+                  "them (--preprocessing=none), 255 times as far as on the same images as "
+                  "pixels / 255 (4.00): at τ=3 its soft targets are near one-hot (mean top "
+                  "probability 1.0000; 0.5584 as pixels / 255)"),
+    # Trained on raw pixels (4.0 apart), fed pixels / 255: 0.016 apart, near uniform.
+    (5.0 / 255, "scale", "are 0.016 apart (median) on the first 32 validation images as this "
+                         "run feeds them (--preprocessing=scale), 255 times closer than on the "
+                         "same images as raw pixels (4.00): at τ=3 its soft targets are near "
+                         "uniform (mean top probability 0.2510; 0.5584 as raw pixels)"),
+])  # fmt: skip
+def test_the_run_warns_of_a_teacher_whose_logits_are_255_times_off(gain, preprocessing, said):
+    # Right on every image either way, so the sign test passes it; the logits tell.
+    fed = _quadrant_batches(255.0 if preprocessing == "none" else 1.0)
+    lines = evaluation.check_teacher(_quadrant_teacher(gain), fed, preprocessing, 4,
+                                     temperature=3.0)  # fmt: skip
+    assert lines[0] == "teacher: validation accuracy 1.0000 (chance 0.2500)" and len(lines) == 2
+    assert said in lines[1]
+    fix = {"none": "scale", "scale": "none"}[preprocessing]
+    assert f"run with --preprocessing={fix}, which feeds both models so" in lines[1]
+    # Fed as trained (the gain 255 times the other way), nothing more; a teacher the run
+    # trained on these images is not checked either.
+    other = _quadrant_batches(1.0 if preprocessing == "none" else 255.0)
+    assert evaluation.check_teacher(_quadrant_teacher(gain), other, fix, 4,
+                                    temperature=3.0) == [lines[0]]  # fmt: skip
+    assert evaluation.check_teacher(_quadrant_teacher(gain), fed, preprocessing, 4,
+                                    other_scalings=False, temperature=3.0) == [lines[0]]
+
+
 def _normalized_brightness_teacher() -> keras.Model:
     """Class k of 4 by the mean of the image as it was trained: behind torchvision's
     Normalize(0.5, 0.2915), the mean and std of :func:`_brightness_batches`' images, whose

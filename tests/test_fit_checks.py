@@ -537,6 +537,26 @@ def test_a_scale_free_teacher_fed_raw_pixels_is_warned_of_its_one_hot_soft_targe
         assert capsys.readouterr().out == ""
 
 
+def test_a_scale_free_teacher_trained_on_raw_pixels_fed_pixels_over_255_is_warned_of(capsys):
+    # Trained on raw pixels (logits 5 / 255 times the quadrants' means), fed pixels / 255:
+    # right on every image either way, but its logits were 0.016 apart and its soft targets at
+    # τ=3 near uniform: KD taught nearly nothing, without a word.
+    d = _brightness_distiller(_quadrant_teacher(5.0 / 255))
+    d.fit(_quadrants(1.0), epochs=1, verbose=0)
+    out = capsys.readouterr().out
+    assert ("top two logits of the teacher 'quadrants' are 0.016 apart (median) on the first 32 "
+            "images as fit is given them (values in [0, 1], taken as pixels / 255), 255 times "
+            "closer than on the same images as raw pixels (4.00): at τ=3 its soft targets are "
+            "near uniform (mean top probability 0.2510; 0.5584 as raw pixels)") in out
+    assert "(here 1.0000; 1.0000 as raw pixels)" in out
+    assert "dataset.map(lambda x, y: (x * 255, y))" in out and int(d.optimizer.iterations) == 1
+    # A teacher trained on pixels / 255 whose logits are close (0.4 apart) and would be only
+    # 255 times as far as raw pixels: above the flat gap, nothing said.
+    d = _brightness_distiller(_quadrant_teacher(0.5))
+    d.fit(_quadrants(1.0), epochs=1, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
 class _TrainingBatches(keras.layers.Layer):
     """Records the batch size of each call in training mode (batch statistics)."""
 

@@ -231,7 +231,8 @@ def _check_models(config: ExperimentConfig, record: dict, data, log) -> None:
     teacher = builders.load_teacher(record["teacher_path"], input_shape=data.input_shape)
     for line in evaluation.check_teacher(teacher, data.validation, mode, data.num_classes,
                                          data.spec.class_names, input_mean=data.preprocessor.mean,
-                                         input_std=data.preprocessor.std):  # fmt: skip
+                                         input_std=data.preprocessor.std,
+                                         temperature=config.schedule.temperature):  # fmt: skip
         log(line)
 
 
