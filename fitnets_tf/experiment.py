@@ -275,8 +275,7 @@ class Experiment:
     def check_teacher(self, teacher: keras.Model) -> None:
         """Prints the teacher's validation accuracy before it teaches (refused when trained on
         pixels scaled otherwise, warned near chance: :func:`evaluation.check_teacher`)."""
-        # Without a validation split (--retrain_on_all, --validation_size=0), the test split:
-        # nothing is chosen on it, a teacher that cannot teach only stops the run sooner.
+        # No validation split (--retrain_on_all): the test split, on which nothing is chosen.
         split = "validation" if self.data.validation is not None else "test"
         images = getattr(self.data, split)
         if images is None or not self._to_run() & {"hints", "kd"}:
