@@ -32,7 +32,8 @@ def first_batches(iterator, strategy, examples: int = 1, every_replica: bool = F
     Read from the one start of the input pipeline that Keras makes to build the model and
     resets after: a dataset or arrays start again for training, so the batches read here are
     not taken from it. A Python generator does not start again: of it, the first batch alone
-    (Keras keeps that one for training).
+    (Keras keeps that one for training). A first batch without labels is read alone too: no
+    more images make such a stream checkable.
     """
     _, _, batches = next(iter(iterator))
 
@@ -50,6 +51,8 @@ def first_batches(iterator, strategy, examples: int = 1, every_replica: bool = F
             break
         found.append(batch)
         count += int(keras.tree.flatten(batch)[0].shape[0])
+        if keras.utils.unpack_x_y_sample_weight(batch)[1] is None:
+            break
     return found
 
 

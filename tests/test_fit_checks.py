@@ -264,6 +264,24 @@ def test_a_hint_stage_is_checked_with_labels_and_says_once_it_cannot_without(cap
     assert "give fit (images, labels) here too" in out
 
 
+def test_a_hint_stage_without_labels_reads_one_batch_for_the_check():
+    # Images alone cannot be checked: the check read batches up to its 512 images (every
+    # batch of a small epoch) before it found the first had no labels, at every fit.
+    read = []
+
+    def images():
+        for x in _brightness(scale=255.0).map(lambda x, y: x).unbatch().as_numpy_iterator():
+            read.append(1)
+            yield x
+
+    dataset = tf.data.Dataset.from_generator(
+        images, output_signature=tf.TensorSpec((4, 4, 1), tf.float32)).batch(8)  # fmt: skip
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(4))
+    _hint_distiller(_brightness_teacher()).fit(dataset, epochs=1, verbose=0)
+    # 8 images for the check's one batch (tf.data may read ahead a batch), 32 to train.
+    assert 32 + 8 <= len(read) <= 32 + 16
+
+
 def test_standardised_images_are_checked_from_the_pixels_their_range_recovers():
     # Standardised by Normalize(0.5, 0.2915) for a teacher trained on pixels / 255: images
     # with negative values passed unchecked, whatever the teacher knew. Their range per channel
