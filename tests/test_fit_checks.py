@@ -282,6 +282,23 @@ def test_a_hint_stage_without_labels_reads_one_batch_for_the_check():
     assert 32 + 8 <= len(read) <= 32 + 16
 
 
+def test_a_python_generator_loses_no_batch_to_the_check():
+    # A generator does not start again: the check reads only the first batch, which Keras
+    # keeps for training (first_batches tells a generator by its Keras adapter's name). Read
+    # more, and the epoch would run out of batches.
+    x, y = (v.numpy() for v in next(iter(_brightness())))
+    given = []
+
+    def batches():
+        for i in range(0, 32, 8):
+            given.append(i)
+            yield x[i:i + 8], y[i:i + 8]
+
+    d = _brightness_distiller(_brightness_teacher())
+    d.fit(batches(), steps_per_epoch=4, epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 4 and given == [0, 8, 16, 24]
+
+
 def test_standardised_images_are_checked_from_the_pixels_their_range_recovers():
     # Standardised by Normalize(0.5, 0.2915) for a teacher trained on pixels / 255: images
     # with negative values passed unchecked, whatever the teacher knew. Their range per channel
