@@ -559,9 +559,9 @@ def test_a_scale_free_teacher_fed_raw_pixels_is_warned_of_its_one_hot_soft_targe
     d.fit(_quadrants(255.0), epochs=1, verbose=0)
     out = capsys.readouterr().out
     assert ("top two logits of the teacher 'quadrants' are 1020 apart (median) on the first 32 "
-            "images as fit is given them (values above 1, taken as raw pixels in [0, 255]), 255 times as far as on the "
-            "same images as pixels / 255 (4.00): at τ=3 its soft targets are near one-hot (mean "
-            "top probability 1.0000; 0.5584 as pixels / 255)") in out
+            "images as fit is given them (values above 1, taken as raw pixels in [0, 255]), 255 "
+            "times as far as on the same images as pixels / 255 (4.00): at τ=3 its soft targets "
+            "are near one-hot (mean top probability 1.0000; 0.5584 as pixels / 255)") in out
     assert "(here 1.0000; 1.0000 as pixels / 255)" in out
     assert "dataset.map(lambda x, y: (x / 255, y))" in out and int(d.optimizer.iterations) == 1
     # Fed as trained: pixels / 255; or raw pixels to one trained on them (logits 5 / 255 times
