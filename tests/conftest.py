@@ -67,6 +67,16 @@ def train_cli(*args, timeout=240) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+def quadrant_teacher(gain: float) -> keras.Model:
+    """Class k of 4 by the brighter quadrant of a (4, 4, 1) image: a ReLU-free network without
+    biases, whose logits are ``gain`` times the quadrants' means, as scale-free as a ReLU net."""
+    head = keras.layers.Dense(4, use_bias=False)
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.AveragePooling2D(2),
+                              keras.layers.Flatten(), head], name="quadrants")  # fmt: skip
+    head.set_weights([gain * np.eye(4)])
+    return model
+
+
 def tiny_model(
     name: str, width: int, seed: int, pieces: int = 2, classes: int = 3, batch_norm: bool = True
 ) -> keras.Model:

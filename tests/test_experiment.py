@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import quadrant_teacher
 
 from fitnets_tf import builders, class_order, data, errors, evaluation, experiment, teacher_scaling
 from fitnets_tf import config as config_lib
@@ -180,16 +181,6 @@ def test_a_teacher_trained_on_other_pixel_scaling_is_refused_with_the_flag(
     assert lines == ["teacher: validation accuracy 1.0000 (chance 0.2500)"]
 
 
-def _quadrant_teacher(gain: float) -> keras.Model:
-    """Class k of 4 by the brighter quadrant of a (4, 4, 1) image, logits ``gain`` times the
-    quadrants' means: no biases nor ReLU-breaking layers, as scale-free as a ReLU network."""
-    head = keras.layers.Dense(4, use_bias=False)
-    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.AveragePooling2D(2),
-                              keras.layers.Flatten(), head], name="quadrants")  # fmt: skip
-    head.set_weights([gain * np.eye(4)])
-    return model
-
-
 def _quadrant_batches(scale: float) -> tf.data.Dataset:
     """32 images, 8 of each class: its quadrant 0.9 (as pixels / 255), the others 0.1."""
     images = np.full((32, 4, 4, 1), 0.1, "float32")
@@ -214,7 +205,7 @@ def _quadrant_batches(scale: float) -> tf.data.Dataset:
 def test_the_run_warns_of_a_teacher_whose_logits_are_255_times_off(gain, preprocessing, said):
     # Right on every image either way, so the sign test passes it; the logits tell.
     fed = _quadrant_batches(255.0 if preprocessing == "none" else 1.0)
-    lines = evaluation.check_teacher(_quadrant_teacher(gain), fed, preprocessing, 4,
+    lines = evaluation.check_teacher(quadrant_teacher(gain), fed, preprocessing, 4,
                                      temperature=3.0)  # fmt: skip
     assert lines[0] == "teacher: validation accuracy 1.0000 (chance 0.2500)" and len(lines) == 2
     assert said in lines[1]
@@ -223,9 +214,9 @@ def test_the_run_warns_of_a_teacher_whose_logits_are_255_times_off(gain, preproc
     # Fed as trained (the gain 255 times the other way), nothing more; a teacher the run
     # trained on these images is not checked either.
     other = _quadrant_batches(1.0 if preprocessing == "none" else 255.0)
-    assert evaluation.check_teacher(_quadrant_teacher(gain), other, fix, 4,
+    assert evaluation.check_teacher(quadrant_teacher(gain), other, fix, 4,
                                     temperature=3.0) == [lines[0]]  # fmt: skip
-    assert evaluation.check_teacher(_quadrant_teacher(gain), fed, preprocessing, 4,
+    assert evaluation.check_teacher(quadrant_teacher(gain), fed, preprocessing, 4,
                                     other_scalings=False, temperature=3.0) == [lines[0]]
 
 

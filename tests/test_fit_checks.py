@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_dataset, tiny_model
+from conftest import quadrant_teacher, tiny_dataset, tiny_model
 from keras import ops
 
 import fitnets_tf
@@ -528,16 +528,6 @@ def test_evaluate_and_validation_data_do_not_take_fits_check_of_the_teacher(caps
     assert capsys.readouterr().out.count("this hint stage's images come without labels") == 1
 
 
-def _quadrant_teacher(gain: float) -> keras.Model:
-    """Class k of 4 by the brighter quadrant of a (4, 4, 1) image: a ReLU-free network without
-    biases, whose logits are ``gain`` times the quadrants' means, as scale-free as a ReLU net."""
-    head = keras.layers.Dense(4, use_bias=False)
-    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.AveragePooling2D(2),
-                              keras.layers.Flatten(), head], name="quadrants")  # fmt: skip
-    head.set_weights([gain * np.eye(4)])
-    return model
-
-
 def _quadrants(scale: float) -> tf.data.Dataset:
     """32 images, 8 of each class: its quadrant 0.9 (as pixels / 255), the others 0.1. Each
     differs from the others of its class in two pixels of its class's quadrant, 0.01 * (1 +
@@ -555,7 +545,7 @@ def test_a_scale_free_teacher_fed_raw_pixels_is_warned_of_its_one_hot_soft_targe
     # Trained on pixels / 255 (logits 5 times the quadrants' means: 4.0 apart), fed raw pixels:
     # right on every image either way, so the sign test passed it, but its logits were 1020
     # apart and its soft targets at τ=3 one-hot: KD taught the labels alone, without a word.
-    d = _brightness_distiller(_quadrant_teacher(5.0))
+    d = _brightness_distiller(quadrant_teacher(5.0))
     d.fit(_quadrants(255.0), epochs=1, verbose=0)
     out = capsys.readouterr().out
     assert ("top two logits of the teacher 'quadrants' are 1020 apart (median) on the first 32 "
@@ -566,7 +556,7 @@ def test_a_scale_free_teacher_fed_raw_pixels_is_warned_of_its_one_hot_soft_targe
     assert "dataset.map(lambda x, y: (x / 255, y))" in out and int(d.optimizer.iterations) == 1
     # Fed as trained: pixels / 255; or raw pixels to one trained on them (logits 5 / 255 times
     # the pixels: 4.0 apart as given, 255 times closer as pixels / 255): nothing said.
-    for teacher, scale in ((_quadrant_teacher(5.0), 1.0), (_quadrant_teacher(5.0 / 255), 255.0)):
+    for teacher, scale in ((quadrant_teacher(5.0), 1.0), (quadrant_teacher(5.0 / 255), 255.0)):
         d = _brightness_distiller(teacher)
         d.fit(_quadrants(scale), epochs=1, verbose=0)
         assert capsys.readouterr().out == ""
@@ -576,7 +566,7 @@ def test_a_scale_free_teacher_trained_on_raw_pixels_fed_pixels_over_255_is_warne
     # Trained on raw pixels (logits 5 / 255 times the quadrants' means), fed pixels / 255:
     # right on every image either way, but its logits were 0.016 apart and its soft targets at
     # τ=3 near uniform: KD taught nearly nothing, without a word.
-    d = _brightness_distiller(_quadrant_teacher(5.0 / 255))
+    d = _brightness_distiller(quadrant_teacher(5.0 / 255))
     d.fit(_quadrants(1.0), epochs=1, verbose=0)
     out = capsys.readouterr().out
     assert ("top two logits of the teacher 'quadrants' are 0.016 apart (median) on the first 32 "
@@ -587,7 +577,7 @@ def test_a_scale_free_teacher_trained_on_raw_pixels_fed_pixels_over_255_is_warne
     assert "dataset.map(lambda x, y: (x * 255, y))" in out and int(d.optimizer.iterations) == 1
     # A teacher trained on pixels / 255 whose logits are close (0.4 apart) and would be only
     # 255 times as far as raw pixels: above the flat gap, nothing said.
-    d = _brightness_distiller(_quadrant_teacher(0.5))
+    d = _brightness_distiller(quadrant_teacher(0.5))
     d.fit(_quadrants(1.0), epochs=1, verbose=0)
     assert capsys.readouterr().out == ""
 
