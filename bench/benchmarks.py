@@ -59,9 +59,10 @@ def repeated(*tensors) -> tf.data.Dataset:
 
 
 def kd_distiller(teacher, student, *, metrics=("accuracy",), **compile_kwargs) -> Distiller:
-    distiller = Distiller(
-        teacher, student, temperature=HPARAMS.temperature, kd_lambda=HPARAMS.lambda_start
-    )
+    # The benchmarks' teachers are untrained, fed random images: nothing for fit's check of
+    # its teacher to find, and no step of theirs is timed.
+    distiller = Distiller(teacher, student, temperature=HPARAMS.temperature,
+                          kd_lambda=HPARAMS.lambda_start, check_teacher=False)
     distiller.compile(
         HPARAMS.optimizer(), phase="kd", metrics=list(metrics) or None, **compile_kwargs
     )
@@ -185,7 +186,8 @@ def step_overhead(pair: str, *, repeats: int, steps: int) -> dict:
     x, y = fixed_batch(pair)
     labelled = repeated(x, y)
     hint_layer, guided_layer = hint_layers(pair)
-    hints = Distiller(teacher, student, hint_layer=hint_layer, guided_layer=guided_layer)
+    hints = Distiller(teacher, student, hint_layer=hint_layer, guided_layer=guided_layer,
+                      check_teacher=False)
     hints.compile(HPARAMS.optimizer(), phase="hints")
     guided_step, teacher_hint_forward = hint_baselines(teacher, student, pair, x, steps)
     candidates = {
@@ -251,7 +253,8 @@ def caching(*, examples: int, repeats: int, tmp_dir: str) -> dict:
     with_hint, _ = teacher_cache.cache_datasets(teacher, datasets, hint_layer=hint_layer)
 
     def hints_distiller():
-        distiller = Distiller(teacher, student, hint_layer=hint_layer, guided_layer=guided_layer)
+        distiller = Distiller(teacher, student, hint_layer=hint_layer,
+                              guided_layer=guided_layer, check_teacher=False)
         distiller.compile(HPARAMS.optimizer(), phase="hints")
         return distiller
 

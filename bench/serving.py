@@ -41,6 +41,7 @@ from bench import peer_process, timing
 from fitnets_tf import builders, data, latency, models
 from fitnets_tf.export import quantize, serving, writers
 from fitnets_tf.export.verify import litert_interpreter
+from fitnets_tf.preprocessing import Preprocessor
 from fitnets_tf.run import io
 from fitnets_tf.run.layout import RunLayout
 
@@ -207,17 +208,20 @@ def test_and_calibration(run: pathlib.Path) -> tuple[np.ndarray, np.ndarray, np.
     default, ``scale``), as ``fitnets-export --quantize=int8`` calibrates.
     """
     files = RunLayout(run)
-    preprocessor = io.load_model(files.preprocessor, "preprocessor") if files.preprocessor.is_file() else None
+    # Without a run (a fresh checkout): the dataset's default, which fits no constants, so
+    # nothing is refitted on the calibration images.
+    preprocessor = (io.load_model(files.preprocessor, "preprocessor") if files.preprocessor.is_file()
+                    else Preprocessor("scale"))  # fmt: skip
     source = quantize.calibration_source(run) if files.flags.is_file() else {"name": "fashion_mnist"}
     calibration = quantize.calibration_images(source, preprocessor)
     # The run's own test images: a user's folder or file by the run's draw (and size).
     same = {key: source[key] for key in ("holdout", "image_size", "resize_mode") if key in source}
-    test = data.load(source["name"], preprocessing="none" if preprocessor else "auto", batch_size=1000,
+    test = data.load(source["name"], preprocessing="none", batch_size=1000,
                      limit=10_000, data_dir=source.get("data_dir"), **same).test  # fmt: skip
     images, labels = (np.concatenate(a) for a in zip(*test.as_numpy_iterator(), strict=True))
-    if preprocessor is not None:
-        images = keras.ops.convert_to_numpy(preprocessor(images))
-    modes = [layer.mode for layer in getattr(preprocessor, "layers", ()) if hasattr(layer, "mode")]
+    images = keras.ops.convert_to_numpy(preprocessor(images))
+    layers = getattr(preprocessor, "layers", [preprocessor])  # a run's file: a Sequential
+    modes = [layer.mode for layer in layers if hasattr(layer, "mode")]
     mode = modes[0] if modes else "the dataset's default"
     return np.asarray(images, "float32"), labels, calibration, mode
 
