@@ -49,6 +49,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUN = ROOT / "runs" / "fashion_mnist"
 TEACHER = "pretrained:fashion_mnist_wide_cnn"
 RUNTIMES = ("tensorflow", "litert", "onnxruntime")
+TENSORFLOW, XLA = "tensorflow", "tensorflow_xla"
 BATCHES = (1, 128)
 QUANTIZED = {"litert_dynamic": ("dynamic", "litert"), "litert_int8": ("int8", "litert"),
              "onnxruntime_int8": ("int8", "onnx")}  # fmt: skip
@@ -109,7 +110,7 @@ def runtime_worker(runtime: str, files: dict[str, str], threads: int, shape: lis
 
     ``info["calls"]`` holds each block's number of model calls, fixed here from one timed call.
     """
-    info = peer_process.pin_tensorflow(threads) if runtime == "tensorflow" else {}
+    info = peer_process.pin_tensorflow(threads) if runtime.startswith(TENSORFLOW) else {}
     candidates, calls = {}, {}
     for name, path in files.items():
         predict = worker_predictor(runtime, path, threads)
@@ -136,14 +137,16 @@ def _block(predict, x, n: int):
 
 def worker_predictor(runtime: str, path: str, threads: int):
     """``predict(x) -> numpy array`` of one file, as ``runtime`` serves it (in its worker)."""
-    if runtime != "tensorflow":
+    if not runtime.startswith(TENSORFLOW):
         return artifact_predictor(pathlib.Path(path), "litert" if runtime == "litert" else "onnx", threads)
     import tensorflow as tf  # noqa: PLC0415 (in the TensorFlow worker only)
 
     import fitnets_tf.layers  # noqa: F401, PLC0415 (registers the maxout layers for loading)
 
     model = keras.saving.load_model(path, safe_mode=True)
-    infer = tf.function(lambda x: model(x, training=False))
+    # "tensorflow_xla": the same call compiled by XLA, one kernel launch per call in place of
+    # the executor's op-by-op dispatch (bench/tf_small_batch.py times it at batch 1).
+    infer = tf.function(lambda x: model(x, training=False), jit_compile=runtime == XLA)
     return lambda x: infer(x).numpy()  # a server copies the result out
 
 

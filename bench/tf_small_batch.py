@@ -4,12 +4,14 @@
 ``bench/README.md`` quotes it. The default pair is written as every export serves it
 (:func:`fitnets_tf.export.serving.as_served`) and timed as :mod:`bench.serving` times it (a
 block of calls per timed call, each runtime alone in a worker process, alternated rounds), in
-seven workers:
+nine workers:
 
 * ``tensorflow_2`` / ``tensorflow_1``: the models in a ``tf.function`` with 2 and 1 intra-op
   threads (inter-op threads the same), at batch 1 and 128;
 * ``eigen_2`` / ``eigen_1``: the same with ``TF_ENABLE_ONEDNN_OPTS=0``, TensorFlow's own
   (Eigen) kernels instead of oneDNN's, which might cost less per call at batch 1;
+* ``xla_2`` / ``xla_1``: the same ``tf.function`` compiled by XLA (``jit_compile=True``): one
+  compiled program per call in place of the executor's op-by-op dispatch;
 * ``litert_2``: LiteRT's interpreter with 2 threads, the reference;
 * ``floor_2`` / ``floor_1``: a concrete function that adds 0 to a batch-1 input (what any
   TensorFlow call costs), and, in the same process, the models' kernels at batch 1 profiled
@@ -115,6 +117,8 @@ def workers(keras_files: dict, litert_files: dict, shape: list[int]) -> list:
         worker("tensorflow_1", "bench.serving:runtime_worker", keras_files, "tensorflow", 1),
         worker("eigen_2", "bench.serving:runtime_worker", keras_files, "tensorflow", 2, eigen),
         worker("eigen_1", "bench.serving:runtime_worker", keras_files, "tensorflow", 1, eigen),
+        worker("xla_2", "bench.serving:runtime_worker", keras_files, serving.XLA, 2),
+        worker("xla_1", "bench.serving:runtime_worker", keras_files, serving.XLA, 1),
         worker("litert_2", "bench.serving:runtime_worker", litert_files, "litert", 2),
         worker("floor_2", "bench.tf_small_batch:floor_worker", keras_files, None, 2),
         worker("floor_1", "bench.tf_small_batch:floor_worker", keras_files, None, 1),
@@ -137,9 +141,10 @@ def summarise(times: dict, records: dict) -> dict:
                 tensorflow = f"tensorflow_{threads}/{at}"
                 ratios[f"{at}/tensorflow_{threads}_over_litert"] = timing.ratio(
                     times, tensorflow, f"litert_2/{at}")
-                if f"eigen_{threads}/{at}" in times:  # oneDNN's kernels off, in the same rounds
-                    ratios[f"{at}/eigen_{threads}_over_tensorflow_{threads}"] = timing.ratio(
-                        times, f"eigen_{threads}/{at}", tensorflow)
+                for other in ("eigen", "xla"):  # oneDNN's kernels off; XLA: in the same rounds
+                    if f"{other}_{threads}/{at}" in times:
+                        ratios[f"{at}/{other}_{threads}_over_tensorflow_{threads}"] = timing.ratio(
+                            times, f"{other}_{threads}/{at}", tensorflow)
             ratios[f"{at}/tensorflow_1_over_2"] = timing.ratio(
                 times, f"tensorflow_1/{at}", f"tensorflow_2/{at}")  # fmt: skip
     profiles = {f"{w}/{role}@1": {**p, "ops_share": p["ops_ms"] / p["call_ms"]}
