@@ -911,3 +911,17 @@ def test_no_renaming_of_classes_is_refused_on_fewer_than_14_images():
         labels = np.arange(13) % classes
         for shift in range(1, classes):
             assert class_order.relabelling((labels + shift) % classes, labels, classes) is None
+
+
+def test_fixes_for_other_sources_of_batches_and_weighted_or_one_hot_ones():
+    from fitnets_tf.fit_inputs import FitInputs
+
+    # A PyTorch DataLoader (Keras takes it): neither a generator's yield nor a dataset's map.
+    assert FitInputs("batches").images_fix("x / 255") == "give fit each batch as (x / 255, y)"
+    weighted = FitInputs("generator", weighted=True, keyed=True, one_hot=True)
+    assert weighted.images_fix("x * 255") == (
+        "yield ({**x, 'images': x['images'] * 255}, y, w) for each batch from the generator")
+    assert weighted.labels_fix([3, 0, 1, 2]) == (
+        "yield (x, np.take(y, [1, 2, 3, 0], axis=-1), w) for each batch from the generator")
+    assert FitInputs("arrays", keyed=True).labels_fix([1, 0]) == (
+        "y = np.take([1, 0], y) before d.fit(x, y, ...)")
