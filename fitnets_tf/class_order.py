@@ -111,12 +111,12 @@ def _moved_cycles(counts: np.ndarray, renamed: np.ndarray) -> list[int]:
     return moved
 
 
-def _relabelled_message(relabelled, accuracy: float, split: str, class_names,
-                        python: bool, one_hot: bool = False) -> str:  # fmt: skip
+def _relabelled_message(relabelled, accuracy: float, split: str, class_names, inputs=None
+                        ) -> str:  # fmt: skip
     """The refusal of a teacher that calls labels by other classes (:func:`relabelling`):
     those labels, most images first, and how to relabel the data in the teacher's order (the
-    folder names, or from Python the map of each label to the teacher's class; ``one_hot``
-    labels: their columns moved)."""
+    folder names; from ``fit``, given ``inputs`` (a :class:`~fitnets_tf.fit_inputs.
+    FitInputs`), the map of each label to the teacher's class in the form ``fit`` was given)."""
     counts, renamed, moved = relabelled
 
     def name(k):
@@ -126,18 +126,16 @@ def _relabelled_message(relabelled, accuracy: float, split: str, class_names,
     said = "; ".join(f"label {name(k)} is its class {renamed[k]} for {counts[k, renamed[k]]} "
                      f"of {counts[k].sum()} images" for k in moved[:5])  # fmt: skip
     more = f" (and {len(moved) - 5} more labels)" if len(moved) > 5 else ""
-    text = (f"The teacher calls classes by other labels than this data's: on the {split} images "
-            f"(accuracy {accuracy:.4f}), {said}{more}. It was trained with another class "
-            "order. Give the teacher trained with this data's order, or relabel the data in "
-            "the teacher's")  # fmt: skip
-    if python:  # the labels the cycles move, the others kept: a one-to-one map
+    by_cache = inputs.by_cache if inputs is not None else ""
+    again = " (its logits cached again)" if by_cache else ""
+    text = (f"The teacher{by_cache} calls classes by other labels than this data's: on the "
+            f"{split} images (accuracy {accuracy:.4f}), {said}{more}. It was trained with "
+            f"another class order. Give the teacher trained with this data's order{again}, or "
+            "relabel the data in the teacher's")  # fmt: skip
+    if inputs is not None:  # the labels the cycles move, the others kept: a one-to-one map
         order = [int(renamed[k]) if k in moved else k for k in range(len(renamed))]
-        # One-hot, the teacher's class j is the column of the label the map sends to j.
-        relabel = (f"tf.gather(y, {np.argsort(order).tolist()}, axis=-1)" if one_hot
-                   else f"tf.gather({order}, y)")  # fmt: skip
-        return (f"{text}: dataset.map(lambda x, y: (x, {relabel})) ("
-                f"{_RELABEL[True]}). A teacher right to answer so: Distiller(..., "
-                "check_teacher=False) skips this check.")  # fmt: skip
+        return (f"{text}: {inputs.labels_fix(order)} ({_RELABEL[True]}). A teacher right to "
+                "answer so: Distiller(..., check_teacher=False) skips this check.")  # fmt: skip
     text += f" ({_RELABEL[False]}: prefix each with its class number in the teacher's order"
     if class_names:
         folders = sorted((int(t), class_names[k]) for k, t in enumerate(renamed))
@@ -146,39 +144,40 @@ def _relabelled_message(relabelled, accuracy: float, split: str, class_names,
 
 
 def refuse_another_order(predictions: np.ndarray, labels: np.ndarray, num_classes: int,
-                         split: str, class_names=None, python: bool = False,
-                         one_hot: bool = False) -> None:  # fmt: skip
+                         split: str, class_names=None, inputs=None) -> None:  # fmt: skip
     """Refuses a teacher whose ``predictions`` call some ``labels`` by other classes
-    (:func:`relabelling`), on the run's ``split``; ``python``: the fix said for ``fit``, of
-    ``one_hot`` labels if they are.
+    (:func:`relabelling`), on the run's ``split``; ``inputs``: the fix said for ``fit``, in
+    the form it was given (a :class:`~fitnets_tf.fit_inputs.FitInputs`).
 
     Raises:
         ConfigError: naming the labels and how to give the data in the teacher's order.
     """
     if (relabelled := relabelling(predictions, labels, num_classes)) is not None:
         accuracy = float(np.mean(predictions == labels))
-        raise ConfigError(_relabelled_message(relabelled, accuracy, split, class_names, python,
-                                              one_hot))  # fmt: skip
+        raise ConfigError(_relabelled_message(relabelled, accuracy, split, class_names, inputs))
 
 
 def below_chance_hint(predictions: np.ndarray, labels: np.ndarray, num_classes: int,
-                      split: str, class_names=None, python: bool = False) -> str:  # fmt: skip
+                      split: str, class_names=None, inputs=None) -> str:  # fmt: skip
     """Refuses a teacher far *below* chance on ``split`` (:func:`below_chance` under
     :data:`PERMUTED_P_VALUE`): it knows the classes under other labels. Else the sentence that
     says a teacher below chance on too few images to be sure ("" when it is not below).
 
     Raises:
-        ConfigError: the teacher is far below chance, with the fix (``python``: for ``fit``).
+        ConfigError: the teacher is far below chance, with the fix (for ``fit``, given its
+            ``inputs``, a :class:`~fitnets_tf.fit_inputs.FitInputs`).
     """
     expected, p = below_chance(predictions, labels, num_classes)
     below = (f"{int(np.sum(predictions == labels))} of the {len(labels)} {split} images right, "
              f"where answers unrelated to the labels would get {expected:.1f}")  # fmt: skip
     if p < PERMUTED_P_VALUE:
         order = f" (label k is the k-th of: {', '.join(class_names)})" if class_names else ""
+        python = inputs is not None
         skip = (" A teacher right to answer so: Distiller(..., check_teacher=False) skips this "
                 "check." if python else "")  # fmt: skip
         raise ConfigError(
-            f"The teacher is far below chance: {below} (the odds of so few by chance: {p:.1e}). "
+            f"The teacher{inputs.by_cache if python else ''} is far below chance: {below} (the "
+            f"odds of so few by chance: {p:.1e}). "
             "It knows the classes, under other labels: it was trained with another class "
             f"order than this data's{order}. Give the teacher trained with this order, or "
             f"relabel the data in the teacher's ({_RELABEL[python]}).{skip}"

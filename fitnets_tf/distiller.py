@@ -141,7 +141,7 @@ class Distiller(SavedInParts, keras.Model):
         self.teacher, self.student = teacher, student
         # A subclassed (or unbuilt) teacher's softmax is not in a graph: its first outputs tell.
         self._teacher_unchecked = ends(teacher) is None
-        self._answers_unchecked, self._fit_starting = bool(check_teacher), False
+        self._answers_unchecked, self._fit_inputs = bool(check_teacher), None
         self.hint_weights = check_weights(hint_weights, len(self.hints))
         # The one-pair names, as before several pairs (the first pair).
         self.hint_layer, self.guided_layer = self.hints[0] if self.hints else (None, None)
@@ -279,8 +279,8 @@ class Distiller(SavedInParts, keras.Model):
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         if iterator is not None:  # Keras resets the iterator after
             # fit's first build reads its training data; evaluate's and each validation's, not.
-            fit_data, self._fit_starting = self._fit_starting, False
-            first_batches.check_first_batch(self, iterator, fit_data)
+            fit_inputs, self._fit_inputs = self._fit_inputs, None
+            first_batches.check_first_batch(self, iterator, fit_inputs)
         # Keras' TF trainer pulls one batch to build unbuilt state. Under
         # MultiWorkerMirroredStrategy (Keras 3.15) that batch is a PerReplica value it fails to
         # reduce. The Distiller's models, regressor and optimizer are built by __init__ and

@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras import ops
 
 from fitnets_tf.errors import ConfigError
+from fitnets_tf.fit_inputs import FitInputs
 from fitnets_tf.models.logits import are_probabilities
 from fitnets_tf.step_inputs import CACHED_LOGITS, images_of
 
@@ -89,16 +90,16 @@ def check_teacher_logits(distiller, batch) -> None:
     )
 
 
-def check_first_batch(distiller, iterator, fit_data: bool = True) -> None:
+def check_first_batch(distiller, iterator, fit_inputs: FitInputs | None = None) -> None:
     """The checks of the teacher on the first batches of Keras' epoch ``iterator``, each made
     once per Distiller: its outputs are logits (:func:`check_teacher_logits`, KD only, on the
     first batch) and it can teach the images as fed (:func:`fitnets_tf.fed_teacher.
     check_fed_teacher`, on the first labelled ones: enough batches for its sign test; only
-    ``fit_data``, the images ``fit`` trains on, not ``evaluate``'s nor its validation data's,
-    whose iterators Keras starts the same way). The batches are read once for both
-    (:func:`first_batches`)."""
+    ``fit``'s training data, the form it was given in ``fit_inputs``: not ``evaluate``'s nor
+    ``fit``'s validation data's, whose iterators Keras starts the same way, and which pass
+    None). The batches are read once for both (:func:`first_batches`)."""
     logits = distiller._teacher_unchecked and distiller.phase == "kd"
-    answers = distiller._answers_unchecked and fit_data
+    answers = distiller._answers_unchecked and fit_inputs is not None
     if not (logits or answers):
         return
     from fitnets_tf import fed_teacher, teacher_scaling  # scipy's tests: imported when checked
@@ -113,4 +114,5 @@ def check_first_batch(distiller, iterator, fit_data: bool = True) -> None:
         check_teacher_logits(distiller, batches[0])
         distiller._teacher_unchecked = False
     if answers:
-        distiller._answers_unchecked = not fed_teacher.check_fed_teacher(distiller, batches)
+        distiller._answers_unchecked = not fed_teacher.check_fed_teacher(distiller, batches,
+                                                                         fit_inputs)

@@ -17,12 +17,12 @@ import inspect
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from fitnets_tf.callbacks import check_checkpoints
 from fitnets_tf.errors import ConfigError
+from fitnets_tf.fit_inputs import FitInputs, array_examples
 from fitnets_tf.notes import note
 
 _FIT = inspect.signature(keras.Model.fit)
@@ -45,7 +45,8 @@ def checked_fit(distiller, fit, args, kwargs):
         check_whole_executions(distiller, name, arguments.get(name))
     check_average_steps(distiller.optimizer, arguments)
     arguments = for_replicas(arguments, distiller.distribute_strategy)
-    distiller._fit_starting = True  # its first build reads the training data (Distiller)
+    # Its first build reads the training data (Distiller), whose checks word fixes in its form.
+    distiller._fit_inputs = FitInputs.of(arguments)
     try:
         with curriculum_kept(distiller, arguments):
             return fit(**arguments)
@@ -54,7 +55,7 @@ def checked_fit(distiller, fit, args, kwargs):
             raise
         raise short from None
     finally:
-        distiller._fit_starting = False
+        distiller._fit_inputs = None
 
 
 def _callback_list(callbacks) -> list:
@@ -229,26 +230,16 @@ def _array_batches(arguments: dict) -> list:
     size = arguments.get("batch_size") or 32  # Keras' default
     validation_size = arguments.get("validation_batch_size") or size
     found = []
-    count, split = _array_examples(arguments.get("x")), arguments.get("validation_split") or 0
+    count, split = array_examples(arguments.get("x")), arguments.get("validation_split") or 0
     if count is not None:
         train = math.floor(count * (1.0 - split))  # as Keras splits them
         found += [("training", train, size)] + [("validation", count - train, validation_size)]
     validation = arguments.get("validation_data")
     if isinstance(validation, (tuple, list)) and validation:
         validation = validation[0]
-    if (count := _array_examples(validation)) is not None:
+    if (count := array_examples(validation)) is not None:
         found.append(("validation", count, validation_size))
     return found
-
-
-def _array_examples(x) -> int | None:
-    """The number of examples of array inputs (a dict or list of them too), else None."""
-    first = keras.tree.flatten(x)[0] if isinstance(x, (dict, list, tuple)) and x else x
-    if isinstance(first, (np.ndarray, tf.Tensor)) or (
-        hasattr(first, "shape") and hasattr(first, "__len__")
-    ):
-        return int(first.shape[0])
-    return None
 
 
 def _guarded(dataset: tf.data.Dataset, replicas: int) -> tf.data.Dataset:
@@ -323,7 +314,7 @@ def check_average_steps(optimizer, arguments: dict) -> None:
     per_epoch, x = arguments.get("steps_per_epoch"), arguments.get("x")
     if per_epoch is None and isinstance(x, tf.data.Dataset) and int(x.cardinality()) > 0:
         per_epoch = int(x.cardinality())
-    elif per_epoch is None and (count := _array_examples(x)) is not None:
+    elif per_epoch is None and (count := array_examples(x)) is not None:
         train = math.floor(count * (1.0 - (arguments.get("validation_split") or 0)))
         per_epoch = math.ceil(train / (arguments.get("batch_size") or 32))
     if not per_epoch:

@@ -6,7 +6,7 @@ trained on (the sign test of :mod:`fitnets_tf.teacher_scaling` passes it), but i
 raw pixels) or near uniform (the other way round), and distillation teaches little more than
 the labels, or nothing, without a word. Both are told from the median gap between the top two
 logits, as given and on the same images scaled the other way, numbers measured by
-``bench/teacher_logit_scale.py`` (README). ``Distiller.fit``
+``bench/teacher_logit_scale.py`` (README); of cached logits, the gap alone. ``Distiller.fit``
 (:mod:`fitnets_tf.fed_teacher`) and the command line (:func:`fitnets_tf.evaluation.
 check_teacher`) warn with the words made here.
 """
@@ -84,4 +84,35 @@ def warning(logits_of: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
         f"more than the labels. A ReLU network trained on {trained} answers {fed} about as "
         f"right (here {right[0]:.4f}; {right[1]:.4f} as {trained}), with logits about 255 "
         f"times {size}. If it was trained on {trained}, {fix[mode]}"
+    )
+
+
+def cached_warning(logits: np.ndarray, temperature: float, *, name: str, given: str
+                   ) -> str | None:  # fmt: skip
+    """The warning for the teacher ``name``'s cached ``logits`` (``given``: of which images,
+    e.g. "on the first 512 images fit is given") whose top two are as far apart as 255 times
+    off makes them (:data:`SATURATED_GAP` or more, under :data:`FLAT_GAP`), or None.
+
+    The teacher is not called on a cache: the gap on the images scaled the other way is not
+    known, and the gap alone tells. Past either bound the soft targets are near one-hot or near
+    uniform, whatever the cause, and distillation teaches little more than the labels.
+    """
+    gap = top_gap(logits)
+    if FLAT_GAP <= gap < SATURATED_GAP:
+        return None
+    if gap >= SATURATED_GAP:
+        apart, soft, size = f"{gap:.0f}", "one-hot", "larger"
+        trained, fed = "pixels / 255", "raw pixels"
+    else:
+        apart, soft, size = f"{gap:.3f}", "uniform", "smaller"
+        trained, fed = "raw pixels", "pixels / 255"
+    return (
+        f"warning: the top two of the teacher {name!r}'s cached logits are {apart} apart "
+        f"(median) {given}: at τ={temperature:g} their soft targets are near {soft} (mean top "
+        f"probability {top_probability(logits, temperature):.4f}), and distillation teaches "
+        f"little more than the labels. A ReLU network trained on {trained} and given {fed} "
+        f"answers about as right, with logits about 255 times {size}: if the teacher was given "
+        f"{fed} when its logits were cached, cache them again from the images as it was "
+        "trained on. The teacher is not called on cached logits, so the scaling of the images "
+        "it was given cannot be checked here."
     )

@@ -4,6 +4,8 @@ The multi-replica ones (a short last batch, clipping on 2 replicas) run in
 distribute_check.py's process: see test_distribute.py.
 """
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -282,7 +284,7 @@ def test_a_hint_stage_without_labels_reads_one_batch_for_the_check():
     assert 32 + 8 <= len(read) <= 32 + 16
 
 
-def test_a_python_generator_loses_no_batch_to_the_check():
+def test_a_python_generator_loses_no_batch_to_the_check(capsys):
     # A generator does not start again: the check reads only the first batch, which Keras
     # keeps for training (first_batches tells a generator by its Keras adapter's name). Read
     # more, and the epoch would run out of batches.
@@ -297,6 +299,9 @@ def test_a_python_generator_loses_no_batch_to_the_check():
     d = _brightness_distiller(_brightness_teacher())
     d.fit(batches(), steps_per_epoch=4, epochs=1, verbose=0)
     assert int(d.optimizer.iterations) == 4 and given == [0, 8, 16, 24]
+    # 8 images, too few to refuse: said, with how a generator's are checked.
+    assert ("hold 8 distinct labelled images" in (out := capsys.readouterr().out)
+            and "the first batch alone of a Python generator: yield batches of 14 or more" in out)
 
 
 def test_standardised_images_are_checked_from_the_pixels_their_range_recovers():
@@ -656,14 +661,15 @@ def test_copies_of_an_image_are_counted_once_by_the_teachers_check(capsys):
     # 8 images repeated (an overfit test, steps_per_epoch over a tiny dataset) were read as
     # 512: the teacher's 2 answers of label 0 as class 1, and of label 1 as class 0, counted 64
     # times each, refused it as trained with another class order "for 128 of 128 images".
-    # 8 distinct images are too few for any of the tests to refuse: it trains, unwarned (right
-    # on 4 of 8, not near chance).
+    # 8 distinct images are too few for any of the tests to refuse: it trains, told that the
+    # teacher was not checked.
     means = np.array([0.4, 0.41, 0.1, 0.11, 0.6, 0.61, 0.9, 0.91], "float32")
     x = np.ones((8, 4, 4, 1), "float32") * means[:, None, None, None]
     eight = tf.data.Dataset.from_tensor_slices((x, np.repeat(np.arange(4), 2)))
     d = _brightness_distiller(_brightness_teacher())
     d.fit(eight.repeat().batch(8), steps_per_epoch=2, epochs=1, verbose=0)
-    assert int(d.optimizer.iterations) == 2 and capsys.readouterr().out == ""
+    assert int(d.optimizer.iterations) == 2
+    assert "the first batches it read hold 8 distinct labelled images" in capsys.readouterr().out
     # Distinct images repeated: each counted once, the first 32 of the 512 read, and refused.
     d = _brightness_distiller(_brightness_teacher())
     with pytest.raises(ConfigError, match=r"right on 0.2500 of the first 32 images as fit is "
@@ -682,7 +688,240 @@ def test_the_teachers_check_keeps_the_first_of_each_image_and_label_in_order():
     teacher = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(),
                                 keras.layers.Dense(3)])  # fmt: skip
     batches = [(x[:3], y[:3]), (x[3:], y[3:])]
-    images, labels, one_hot = fed_teacher._images_and_labels(batches, teacher)
+    images, labels, one_hot, logits = fed_teacher._images_and_labels(batches, teacher)
     np.testing.assert_array_equal(images, x[[0, 1, 4]])
     np.testing.assert_array_equal(labels, [0, 1, 2])
-    assert not one_hot
+    assert not one_hot and logits is None
+
+
+def _arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
+    x, y = next(iter(dataset))
+    return x.numpy(), y.numpy()
+
+
+class _Batches(keras.utils.PyDataset):
+    """A PyDataset of ``(x, y)`` in batches of 8."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y) // 8
+
+    def __getitem__(self, i):
+        return self.x[8 * i:8 * i + 8], self.y[8 * i:8 * i + 8]
+
+
+def _fit_forms(dataset) -> dict:
+    """``d.fit``'s arguments giving ``dataset`` (one batch of ``(x, y)``) in each form a user
+    gives data in: arrays (their images in a dict too), a dataset of 3-tuples or of dict
+    inputs, a Python generator, a PyDataset."""
+    x, y = _arrays(dataset)
+
+    def generator():  # one batch of all: of a generator, the check reads the first alone
+        while True:
+            yield x, y
+
+    return {
+        "arrays": dict(x=x, y=y, batch_size=32),
+        "dict arrays": dict(x={"images": x}, y=y, batch_size=32),
+        "weighted dataset": dict(x=dataset.map(lambda x, y: (x, y, tf.ones_like(y, "float32")))),
+        "dict dataset": dict(x=dataset.map(lambda x, y: ({"images": x}, y))),
+        "generator": dict(x=generator(), steps_per_epoch=1),
+        "pydataset": dict(x=_Batches(x, y)),
+    }
+
+
+_SCALED = {
+    "arrays": "d.fit(x / 255, y, ...)",
+    "dict arrays": "d.fit({**x, 'images': x['images'] / 255}, y, ...)",
+    "weighted dataset": "dataset.map(lambda x, y, w: (x / 255, y, w))",
+    "dict dataset": "dataset.map(lambda x, y: ({**x, 'images': x['images'] / 255}, y))",
+    "generator": "yield (x / 255, y) for each batch from the generator",
+    "pydataset": "return (x / 255, y) from the PyDataset's __getitem__",
+}
+
+
+@pytest.mark.parametrize("form", list(_SCALED))
+def test_the_teachers_scaling_fix_is_said_in_the_form_fit_was_given(form):
+    # Every fix read "dataset.map(lambda x, y: (x / 255, y))", whatever fit was given: no
+    # code of a user who called d.fit(x_train, y_train) or gave a generator.
+    d = _brightness_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError, match=r"right on 0.2500 of the first 32 images") as refused:
+        d.fit(**_fit_forms(_brightness(scale=255.0))[form], epochs=1, verbose=0)
+    assert f"(e.g. {_SCALED[form]})." in str(refused.value)
+    assert int(d.optimizer.iterations) == 0
+
+
+def _said_map(message: str):
+    """The ``dataset.map`` a message says, as the function it names."""
+    return eval(re.search(r"dataset\.map\((lambda .*?)\)\)", message).group(1) + ")",
+                {"tf": tf, "np": np})  # fmt: skip
+
+
+def test_the_said_maps_of_a_dataset_of_triples_or_of_dicts_feed_the_teacher_right():
+    forms = _fit_forms(_brightness(scale=255.0))
+    for form in ("weighted dataset", "dict dataset"):
+        d = _brightness_distiller(_brightness_teacher())
+        with pytest.raises(ConfigError) as refused:
+            d.fit(forms[form]["x"], epochs=1, verbose=0)
+        d = _brightness_distiller(_brightness_teacher())
+        d.fit(forms[form]["x"].map(_said_map(str(refused.value))), epochs=1, verbose=0)
+        assert int(d.optimizer.iterations) == 1
+
+
+_RELABELLED = {
+    "arrays": "y = np.take([3, 0, 1, 2], y) before d.fit(x, y, ...)",
+    "dict arrays": "y = np.take([3, 0, 1, 2], y) before d.fit(x, y, ...)",
+    "weighted dataset": "dataset.map(lambda x, y, w: (x, tf.gather([3, 0, 1, 2], y), w))",
+    "dict dataset": "dataset.map(lambda x, y: (x, tf.gather([3, 0, 1, 2], y)))",
+    "generator": "yield (x, np.take([3, 0, 1, 2], y)) for each batch from the generator",
+    "pydataset": "return (x, np.take([3, 0, 1, 2], y)) from the PyDataset's __getitem__",
+}
+
+
+@pytest.mark.parametrize("form", list(_RELABELLED))
+def test_the_teachers_relabelling_is_said_in_the_form_fit_was_given(form):
+    d = _brightness_distiller(_brightness_teacher())
+    shifted = _brightness().map(lambda x, y: (x, (y + 1) % 4))
+    with pytest.raises(ConfigError, match="calls classes by other labels") as refused:
+        d.fit(**_fit_forms(shifted)[form], epochs=1, verbose=0)
+    assert f"relabel the data in the teacher's: {_RELABELLED[form]} (a PyTorch" in str(
+        refused.value)
+    assert int(d.optimizer.iterations) == 0
+
+
+def test_relabelled_arrays_as_said_train_one_hot_too():
+    x, y = _arrays(_brightness().map(lambda x, y: (x, (y + 1) % 4)))
+    for labels in (y, np.eye(4)[y]):
+        d = _brightness_distiller(_brightness_teacher())
+        with pytest.raises(ConfigError) as refused:
+            d.fit(x, labels, batch_size=32, epochs=1, verbose=0)
+        said = re.search(r"y = (np.take\(.*?\)) before d.fit", str(refused.value)).group(1)
+        d = _brightness_distiller(_brightness_teacher())
+        d.fit(x, eval(said, {"np": np, "y": labels}), batch_size=32, epochs=1, verbose=0)
+        assert int(d.optimizer.iterations) == 1
+    assert said == "np.take(y, [1, 2, 3, 0], axis=-1)"
+
+
+def test_a_scale_free_teacher_given_raw_pixel_arrays_is_told_the_arrays_fix(capsys):
+    d = _brightness_distiller(quadrant_teacher(5.0))
+    x, y = _arrays(_quadrants(255.0))
+    d.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    out = capsys.readouterr().out
+    assert "are 1020 apart (median)" in out and "(e.g. d.fit(x / 255, y, ...))" in out
+
+
+class _Calls(keras.layers.Layer):
+    """Counts the teacher's calls on images, eager or traced."""
+
+    def build(self, input_shape):
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                     dtype="int64", name="count")  # fmt: skip
+
+    def call(self, x):
+        self.count.assign_add(1)
+        return x
+
+
+def _counted(teacher) -> tuple[keras.Model, _Calls]:
+    calls = _Calls(name="calls")
+    inputs = keras.Input((4, 4, 1))
+    return keras.Model(inputs, teacher(calls(inputs)), name="counted"), calls
+
+
+def _cached(dataset, teacher) -> tf.data.Dataset:
+    """``dataset`` with ``teacher``'s logits cached beside its images (teacher_cache's form)."""
+    return dataset.map(lambda x, y: ({"images": x, "teacher_logits": teacher(x)}, y))
+
+
+def test_cached_logits_are_what_the_teachers_check_judges_without_calling_the_teacher():
+    # With cached logits (what teaches in that fit), the check ran the live teacher: a cache of
+    # another class order trained unchecked, and a right cache was refused for the teacher.
+    right, shifted = _brightness_teacher(), _brightness_teacher()
+    head = shifted.layers[-1]
+    head.set_weights([np.roll(w, 1, axis=-1) for w in head.get_weights()])  # class k + 1
+    teacher, calls = _counted(_brightness_teacher())
+    d = _brightness_distiller(teacher)
+    with pytest.raises(ConfigError, match=(
+        r"^The teacher, by its cached logits \(fit's 'teacher_logits'\), calls classes by other "
+        r"labels than this data's: on the first images \(accuracy 0.0000\), label 0 is its "
+        r"class 1 for 8 of 8 images; .* Give the teacher trained with this data's order \(its "
+        r"logits cached again\), or relabel the data in the teacher's: dataset.map\(lambda x, "
+        r"y: \(x, tf.gather\(\[1, 2, 3, 0\], y\)\)\)")):  # fmt: skip
+        d.fit(_cached(_brightness(), shifted), epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 0 and int(calls.count.numpy()) == 0
+    # The live teacher of another order, its right logits cached: the cache teaches, and trains.
+    teacher, calls = _counted(shifted)
+    d = _brightness_distiller(teacher)
+    d.fit(_cached(_brightness(), right), epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 1 and int(calls.count.numpy()) == 0
+
+
+def test_cached_logits_255_times_off_are_warned_of_by_their_gap(capsys):
+    # The teacher given raw pixels when its logits were cached: 1020 apart, one-hot soft
+    # targets. The teacher is not called, so the gap alone tells.
+    teacher = quadrant_teacher(5.0)
+    raw = _quadrants(255.0)
+    d = _brightness_distiller(quadrant_teacher(5.0))
+    d.fit(_cached(raw, teacher), epochs=1, verbose=0)
+    out = capsys.readouterr().out
+    assert ("warning: the top two of the teacher 'quadrants''s cached logits are 1020 apart "
+            "(median) on the first 32 images fit is given: at τ=3 their soft targets are near "
+            "one-hot (mean top probability 1.0000)") in out
+    assert "scaling of the images it was given cannot be checked here" in out
+    d = _brightness_distiller(quadrant_teacher(5.0))
+    d.fit(_cached(_quadrants(1.0), teacher), epochs=1, verbose=0)  # cached as trained: quiet
+    assert capsys.readouterr().out == "" and int(d.optimizer.iterations) == 1
+
+
+def _first(dataset, count: int) -> tf.data.Dataset:
+    x, y = _arrays(dataset)
+    return tf.data.Dataset.from_tensor_slices((x[:count], y[:count])).batch(32)
+
+
+def test_too_few_distinct_images_to_refuse_say_once_the_teacher_was_not_checked(capsys):
+    # 13 images of classes 0 and 1, raw pixels to a teacher trained on pixels / 255: every
+    # answer class 3, and 13 right as pixels / 255 (a sign test's p = 0.5^13 = 1.2e-4): no
+    # check could refuse, and fit passed them without a word, as if the teacher was checked.
+    d = _brightness_distiller(_brightness_teacher())
+    few = _first(_brightness(scale=255.0), 13)
+    d.fit(few, epochs=1, verbose=0)
+    d.fit(few, epochs=1, verbose=0)
+    out = capsys.readouterr().out
+    assert out.count("Distiller.fit did not check the teacher") == 1
+    assert ("the first batches it read hold 13 distinct labelled images, and its checks (the "
+            "teacher's class order, its accuracy, the scaling it was trained on) refuse none on "
+            "fewer than 14. It checks at the next fit given 14 or more (up to 512 are read). "
+            "Distiller(..., check_teacher=False) skips this check.") in out
+    assert int(d.optimizer.iterations) == 2
+    with pytest.raises(ConfigError, match=r"right on 0.0000 of the first 14 images"):
+        d.fit(_first(_brightness(scale=255.0), 14), epochs=1, verbose=0)  # checked, at 14
+    d = _brightness_distiller(_brightness_teacher(), check_teacher=False)
+    d.fit(few, epochs=1, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_no_renaming_of_classes_is_refused_on_fewer_than_14_images():
+    from fitnets_tf import class_order, fed_teacher
+
+    assert fed_teacher.FEWEST_REFUSABLE == 14
+    for classes in range(2, 11):
+        labels = np.arange(13) % classes
+        for shift in range(1, classes):
+            assert class_order.relabelling((labels + shift) % classes, labels, classes) is None
+
+
+def test_fixes_for_other_sources_of_batches_and_weighted_or_one_hot_ones():
+    from fitnets_tf.fit_inputs import FitInputs
+
+    # A PyTorch DataLoader (Keras takes it): neither a generator's yield nor a dataset's map.
+    assert FitInputs("batches").images_fix("x / 255") == "give fit each batch as (x / 255, y)"
+    weighted = FitInputs("generator", weighted=True, keyed=True, one_hot=True)
+    assert weighted.images_fix("x * 255") == (
+        "yield ({**x, 'images': x['images'] * 255}, y, w) for each batch from the generator")
+    assert weighted.labels_fix([3, 0, 1, 2]) == (
+        "yield (x, np.take(y, [1, 2, 3, 0], axis=-1), w) for each batch from the generator")
+    assert FitInputs("arrays", keyed=True).labels_fix([1, 0]) == (
+        "y = np.take([1, 0], y) before d.fit(x, y, ...)")
