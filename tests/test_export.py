@@ -406,7 +406,8 @@ def test_crash_mid_export_leaves_nothing(tmp_path, monkeypatch, exc):
     with pytest.raises(type(exc)):
         export.export_student(make_student(), output, "saved_model")
     assert not output.exists()
-    assert os.listdir(output.parent) == [], "staging directory left behind"
+    # Not even export/, which the export made for its artifact.
+    assert os.listdir(tmp_path) == [], "staging directory left behind"
 
 
 def test_overwrite_keeps_old_artifact_until_new_one_is_complete(tmp_path, monkeypatch):
@@ -922,7 +923,7 @@ def test_sigterm_mid_export_leaves_no_staging_directory(tmp_path):
         proc.kill()
         proc.communicate()
     assert proc.returncode == 128 + signal.SIGTERM
-    assert os.listdir(tmp_path / "run" / "export") == []
+    assert not (tmp_path / "run" / "export").exists()  # made for the artifact, removed with it
 
 
 def test_a_student_file_given_as_the_run_directory_names_the_directory(tmp_path):
@@ -1090,7 +1091,7 @@ def test_class_names_that_do_not_read_back_leave_nothing(tmp_path, monkeypatch, 
     error = export.ExportVerificationError if failure == "wrong names" else OSError
     with pytest.raises(error, match="read back as" if failure == "wrong names" else "interrupted"):
         export.export_student(make_student(), output, "saved_model", class_names=CLASS_NAMES)
-    assert os.listdir(output.parent) == [], "artifact, names file or staging directory left"
+    assert os.listdir(tmp_path) == [], "artifact, names file, staging or export/ folder left"
 
 
 def test_a_modes_student_carries_the_runs_class_names(tmp_path):

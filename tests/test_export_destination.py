@@ -218,3 +218,35 @@ def test_a_saved_model_killed_at_its_exchange_is_the_new_one_and_complete(tmp_pa
     assert "serving_default" in tf.saved_model.load(str(output)).signatures
     export.export_student(make_student("next"), output, "saved_model", overwrite=True)
     assert os.listdir(tmp_path) == [output.name], "the killed export's files were not removed"
+
+
+@pytest.mark.parametrize("fmt, output, make", [
+    ("keras", "s.keras", pathlib.Path.mkdir), ("onnx", "s.onnx", pathlib.Path.mkdir),
+    ("saved_model", "sm", pathlib.Path.touch),
+])  # fmt: skip
+def test_an_empty_folder_where_a_file_goes_or_the_reverse_is_refused(tmp_path, monkeypatch, fmt,
+                                                                     output, make):  # fmt: skip
+    # Empty, it was taken for free: the file and the folder were exchanged, the folder deleted.
+    make(tmp_path / output)
+    kind = "a file" if make is pathlib.Path.touch else "a directory"
+    started = _recording_writers(monkeypatch)
+    with pytest.raises(export.OutputExistsError, match=f"{output} is {kind}, not ") as info:
+        export.export_student(make_student(), tmp_path / output, fmt, overwrite=True)
+    assert "nothing was written" in str(info.value) and "choose another --output" in str(info.value)
+    assert started == [] and os.listdir(tmp_path) == [output]
+    assert (tmp_path / output).is_dir() == (kind == "a directory")
+
+
+def test_the_folders_a_failed_export_made_are_removed(tmp_path, monkeypatch):
+    def fail(model, path):
+        path.write_bytes(b"half")
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setitem(export.WRITERS, "onnx", fail)
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        export.export_student(make_student(), tmp_path / "mine" / "a" / "b" / "s.onnx", "onnx")
+    assert os.listdir(tmp_path) == ["mine"] and os.listdir(tmp_path / "mine") == []
+    # The folders it makes for an export that succeeds stay, with the artifact in them.
+    output = export.export_student(make_student(), tmp_path / "mine" / "a" / "s.keras", "keras")
+    assert os.listdir(output.parent) == ["s.keras"]

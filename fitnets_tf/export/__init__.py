@@ -208,7 +208,8 @@ def export_student(
     Raises:
         MissingStudentError: the run directory or its ``student.keras`` does not exist.
         OutputExistsError: ``output`` is a non-empty earlier artifact and ``overwrite`` is
-            False, or holds anything else that is not empty (even with ``overwrite``).
+            False, or holds anything else that is not empty, or is a folder where the format
+            writes a file or the reverse (even with ``overwrite``).
         ExportConfigError: bad format, suffix, student, or no preprocessor to bake in; an
             ``output`` that is the run directory, holds it, or is one of its files; class
             names that are not K strings, or given for ``format="keras"`` alone.
@@ -219,7 +220,10 @@ def export_student(
         ExportVerificationError: the artifact did not reload or does not match the student.
         ExportError: a file of the run is damaged (it differs from its sha256) or unloadable,
             or its ``summary.json`` cannot be read for ``class_names="auto"``.
-        DiskFullError: no room for the artifact; nothing was written at ``output``.
+        DiskFullError: no room for the artifact (or, on a disk already full, for the export's
+            lock file); nothing was written at ``output``.
+
+    Missing folders on the way to ``output`` are made, and removed again if the export fails.
     """
     if format != "all":
         check_format(format)

@@ -32,7 +32,7 @@ import tensorflow as tf
 from fitnets_tf.errors import ExportConfigError, OutputExistsError
 from fitnets_tf.export import labels, writers
 from fitnets_tf.export.artifacts import DESCRIPTIONS, SAVED_MODEL_FILE, is_artifact
-from fitnets_tf.export.destination import output_lock
+from fitnets_tf.export.destination import existing_folder, output_lock
 from fitnets_tf.export.serving import run_of
 from fitnets_tf.export.verify import verify
 from fitnets_tf.run import io, lock, swap
@@ -49,11 +49,16 @@ def refuse_existing(output: str | pathlib.Path, overwrite: bool, format: str) ->
     (:func:`.artifacts.is_artifact`): a directory holding ``saved_model.pb``, a ``.keras`` zip,
     an ONNX model, a LiteRT flatbuffer. ``--overwrite`` once replaced a whole folder of other
     exports by one SavedModel, and any file named like the output: it replaces an artifact,
-    never other things.
+    never other things. An empty folder (SavedModel) or an empty file (the others) is free; a
+    folder where a file goes, or a file where a folder goes, is refused even empty.
     """
     output = pathlib.Path(output)
     if not (output.exists() or output.is_symlink()):
         return
+    if output.exists() and output.is_dir() != (format == "saved_model"):
+        # Even empty: a folder where a file goes (or the reverse) was exchanged with the new
+        # artifact and deleted, where the user most likely meant a path inside it.
+        raise OutputExistsError(_not_an_artifact(output, format))
     empty = (output.is_dir() and not any(output.iterdir())) or (
         output.is_file() and output.stat().st_size == 0
     )
@@ -128,10 +133,11 @@ def publish(
     Raises:
         DiskFullError: no room to write the artifact (the previous one, if any, is kept).
     """
-    with staging_directory(output) as staging:
+    # The staging folder too: on a full disk, making it is the first write that finds no room.
+    with no_room(output, format), staging_directory(output) as staging:
         staged = staging / "new" / output.name
         staged.parent.mkdir()
-        with _quiet_tf_logger(), no_room(output, format):
+        with _quiet_tf_logger():
             writers.WRITERS[format](serving, staged)
             labels.write(staged, format, class_names)
             verify(staged, format, serving, raw, class_names, output=output)
@@ -184,7 +190,9 @@ def no_room(output: pathlib.Path, format: str):
     """A full disk while writing ``output`` as :class:`DiskFullError`, saying what is kept."""
     kept = ", and the artifact already there is unchanged" if output.exists() else ""
     # The LiteRT converter goes through a SavedModel in the system's temporary directory.
-    where = f"{output.parent}" + (f" and {tempfile.gettempdir()}" if format == "litert" else "")
+    where = f"{existing_folder(output)}" + (
+        f" and {tempfile.gettempdir()}" if format == "litert" else ""
+    )
     return io.disk_full_as_user_error(
         f"Cannot write the {format} export {output}: {{reason}}. The partial files were "
         f"removed{kept}. Free space on {where} (or choose another --output), then export again."

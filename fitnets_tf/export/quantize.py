@@ -271,11 +271,10 @@ def export_quantized(
     refuse_existing(output, overwrite, format)
     refuse_unwritable(output)
     images = None if calibration is None else np.asarray(calibration, "float32")[:CALIBRATION_IMAGES]
-    with staging_directory(output) as staging:
+    with no_room(output, format), staging_directory(output) as staging:  # as publish does
         staged = staging / output.name
-        with no_room(output, format):
-            WRITERS[(quantization, format)](serving, staged, images)
-            labels.write(staged, format, names)
+        WRITERS[(quantization, format)](serving, staged, images)
+        labels.write(staged, format, names)
         verify_class_names(staged, format, names, output)
         probe = probe_images(serving, raw, 4) if images is None else images
         _verify(staged, format, serving, probe, output)

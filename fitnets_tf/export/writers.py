@@ -25,6 +25,8 @@ DEFAULT_NAMES = {
 }
 # The Keras and LiteRT writers insist on these suffixes; ONNX's is required for symmetry.
 SUFFIXES = {"keras": ".keras", "onnx": ".onnx", "litert": ".tflite"}
+# The ONNX model's symbolic batch dimension, on its input and its output.
+BATCH_NAME = "batch"
 
 
 def check_format(format: str) -> None:
@@ -97,13 +99,12 @@ def write_onnx(model: keras.Model, path: pathlib.Path) -> None:
         frozen = convert_variables_to_constants_v2(concrete)
         (input_name,) = [t.name for t in frozen.inputs]
         (output_name,) = [t.name for t in frozen.outputs]
-        tf2onnx.convert.from_graph_def(
+        onnx_model, _ = tf2onnx.convert.from_graph_def(
             frozen.graph.as_graph_def(),
             name=model.name,
             input_names=[input_name],
             output_names=[output_name],
             tensors_to_rename={input_name: INPUT_NAME, output_name: OUTPUT_NAME},
-            output_path=str(path),
         )
     if unsupported:
         raise ExportConfigError(
@@ -112,6 +113,24 @@ def write_onnx(model: keras.Model, path: pathlib.Path) -> None:
             "model; nothing was written. Export another format (saved_model, litert), or "
             "compute that layer with ops ONNX has."
         )
+    _name_batch(onnx_model.graph)
+    path.write_bytes(onnx_model.SerializeToString())
+
+
+def _name_batch(graph) -> None:
+    """Names the batch dimension ``"batch"`` everywhere in ``graph``.
+
+    tf2onnx names each unknown dimension ``unk__`` and a counter, one on the input and another
+    on the output: a client reading the model's signature (``session.get_inputs()``) saw a name
+    that changes with the model, and could not tell that the output's batch is the input's. The
+    serving model maps each image to its row of probabilities, so both are one batch.
+    """
+    outer = [value.type.tensor_type.shape.dim[0] for value in (*graph.input, *graph.output)]
+    symbols = {dim.dim_param for dim in outer if dim.dim_param}
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in symbols:
+                dim.dim_param = BATCH_NAME
 
 
 class _UnsupportedOps(logging.Handler):

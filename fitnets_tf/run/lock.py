@@ -158,8 +158,12 @@ def hold_file(path: str | os.PathLike, refusal: Callable[[str], Exception]):
                 break
         os.close(fd)  # its holder removed it meanwhile: lock the one at ``path`` now
     try:
-        os.ftruncate(fd, 0)  # a killed holder's description
-        os.pwrite(fd, _describe_self().encode(), 0)
+        try:
+            os.ftruncate(fd, 0)  # a killed holder's description
+            os.pwrite(fd, _describe_self().encode(), 0)
+        except OSError:  # a full disk: no lock file left behind in the user's folder
+            path.unlink(missing_ok=True)
+            raise
         # Removed while still locked: see above.
         with _marked_held(path, release=lambda: path.unlink(missing_ok=True)):
             yield path
