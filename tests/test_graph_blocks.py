@@ -1,7 +1,7 @@
 """A Keras teacher and the same model as a graph (its tf2onnx file, its ``model.export``
 SavedModel) have the same blocks for hints='auto' (fitnets_tf.models.graph_blocks,
-onnx_features, saved_model_features; fitnets_tf.hint_choice.feature_layers) and choose the
-same pair."""
+onnx_features, saved_model_features; fitnets_tf.hint_choice.feature_layers), choose the same
+pair and get the same regressor."""
 
 import re
 
@@ -11,10 +11,11 @@ import pytest
 import tensorflow as tf
 from conftest import built_once
 
-from fitnets_tf import hint_choice
+from fitnets_tf import hint_choice, hint_path, regressor
 from fitnets_tf.export import writers
 from fitnets_tf.models import (
     onnx_features,
+    onnx_hints,
     onnx_model,
     saved_model,
     saved_model_features,
@@ -135,6 +136,26 @@ def test_a_1x1_map_is_a_pooled_vector_not_a_block_s_end(tmp_path_factory):
     _check_agree(_exported(tmp_path_factory, "keepdims"),
                  [("c1", (8, 8, 4)), ("c2", (8, 8, 6))],
                  [("c1", "Relu", (8, 8, 4)), ("c2", "Relu", (8, 8, 6))])  # fmt: skip
+
+
+def test_a_max_pool_after_a_relu_gets_a_relu_regressor_as_in_keras(tmp_path_factory):
+    # The hint p1 is a max pool of a ReLU's map: non-negative, as its Keras layer's. A graph's
+    # MaxPool tensor got a linear regressor.
+    keras_teacher, onnx_teacher, saved_teacher = _exported(tmp_path_factory, "pooled")
+    _check_agree((keras_teacher, onnx_teacher, saved_teacher),
+                 [("p1", (4, 4, 4)), ("p2", (2, 2, 6)), ("c3", (2, 2, 6))],
+                 [("p1", "MaxPool", (4, 4, 4)), ("p2", "MaxPool", (2, 2, 6)),
+                  ("c3", "Relu", (2, 2, 6))])  # fmt: skip
+    student = _student()
+    described = [regressor.describe(hint_path.make_regressor(keras_teacher, student, "p1", "g2"))]
+    for teacher, module in ((onnx_teacher, onnx_features),
+                            (saved_teacher, saved_model_features)):  # fmt: skip
+        tensor = module.of_teacher(teacher)[0].tensor
+        hinted = module.with_hints(teacher, [(tensor, "g2")])  # loaded with its hint
+        name = onnx_hints.layer_name(tensor)
+        described.append(regressor.describe(hint_path.make_regressor(hinted, student, name, "g2")))
+    assert [d["activation"] for d in described] == ["relu", "relu", "relu"]
+    assert described[0] == described[1] == described[2]
 
 
 # Attention: a product of two activations, which holds no weights.

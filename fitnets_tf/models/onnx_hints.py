@@ -26,6 +26,10 @@ from fitnets_tf.models import onnx_layouts
 
 # Nodes whose outputs are constants or shapes, never activations.
 _NOT_ACTIVATIONS = {"Constant", "ConstantOfShape", "Shape", "Size", "Range"}
+# Nodes whose output's values are some of their input's (a max pool's, a dropout's at
+# inference) or the same re-laid out (tf2onnx's transposes): a max pool of a ReLU's map is
+# non-negative, and its hint gets a ReLU regressor (fitnets_tf.regressor's _TRANSPARENT).
+_SAME_VALUES = {"MaxPool", "GlobalMaxPool", "Dropout", "Identity", "Transpose"}
 
 
 # What a TensorFlow name scope takes (a layer's name is one in a traced step), besides `/`.
@@ -45,13 +49,16 @@ def layer_name(tensor: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     """A 4-D activation of the file: its name, its shape channels last ``(H, W, C)``, the
-    type of the node making it (``"Relu"``, ``"Conv"``...), and whether the file holds it
-    channels-first ``(N, C, H, W)``."""
+    type of the node making it (``"Relu"``, ``"Conv"``...), whether the file holds it
+    channels-first ``(N, C, H, W)``, and the type of the node making its values, looked
+    through max pooling and layout nodes (a ``MaxPool`` of a ``Relu``'s map: ``"Relu"``), as
+    :func:`fitnets_tf.regressor.hint_nonlinearity` looks through a Keras hint's."""
 
     tensor: str
     shape: tuple
     op: str
     channels_first: bool
+    values_of: str = ""
 
 
 def candidates(model, input_shape, channels_first: bool) -> list[Candidate]:
@@ -62,15 +69,19 @@ def candidates(model, input_shape, channels_first: bool) -> list[Candidate]:
     image = _image_input(model).name
     ranks = {tensor: len(dims) for tensor, dims in types.items()} | {image: 4}
     first = onnx_layouts.channels_first(model, image, channels_first, ranks)
-    found = []
+    found, values_of = [], {}
     for node in model.graph.node:
+        for tensor in node.output:
+            values_of[tensor] = (values_of.get(node.input[0], node.op_type)
+                                 if node.op_type in _SAME_VALUES else node.op_type)  # fmt: skip
         if node.op_type in _NOT_ACTIVATIONS:
             continue
         for tensor in node.output:
             dims = types.get(tensor)
             if tensor in first and all(d > 0 for d in dims[1:]):
                 shape = tuple(dims[2:]) + (dims[1],) if first[tensor] else tuple(dims[1:])
-                found.append(Candidate(tensor, shape, node.op_type, first[tensor]))
+                found.append(Candidate(tensor, shape, node.op_type, first[tensor],
+                                       values_of[tensor]))  # fmt: skip
     return found
 
 
@@ -187,8 +198,9 @@ def with_outputs(model, tensors):
 
 
 def hint_layer(candidate: Candidate) -> keras.layers.Layer:
-    """The layer exposing ``candidate``, whose type tells the regressor its non-linearity."""
-    activation = "relu" if candidate.op == "Relu" else "linear"
+    """The layer exposing ``candidate``, whose type tells the regressor its non-linearity: a
+    ReLU's for a tensor of a ``Relu``'s values (:attr:`Candidate.values_of`)."""
+    activation = "relu" if (candidate.values_of or candidate.op) == "Relu" else "linear"
     return keras.layers.Activation(activation, name=layer_name(candidate.tensor))
 
 
