@@ -223,3 +223,28 @@ def test_a_saved_model_product_of_two_activations_starts_no_block(tmp_path):
     tf.saved_model.save(module, str(tmp_path / "module"), signatures=module.__call__)
     found = saved_model_features.of_teacher(saved_model.load(tmp_path / "module"))
     assert [(c.tensor, c.shape) for c in found] == [("sum", (8, 8, 4)), ("r2", (8, 8, 4))]
+
+
+def test_shape_inference_reads_a_file_s_shapes_not_its_weights():
+    # hints='auto' read a large file's shapes with its weights copied for ONNX's shape
+    # inference, which serializes its model again: several copies at once. A Reshape's
+    # shape, a small initializer, is still read.
+    rng = np.random.default_rng(0)
+    kernel = numpy_helper.from_array(rng.normal(size=(64, 8, 3, 3)).astype(np.float32), "w")
+    target = numpy_helper.from_array(np.array([-1, 64, 4, 16], np.int64), "target")
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Reshape", ["r", "target"], ["folded"]),
+             helper.make_node("GlobalAveragePool", ["folded"], ["pooled"])]  # fmt: skip
+    images = helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", 8, 8, 8])
+    out = helper.make_tensor_value_info("pooled", onnx.TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph(nodes, "big", [images], [out], [kernel, target]),
+                              opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
+    listed = onnx_hints.candidates(model, (8, 8, 8), channels_first=True)
+    assert [(c.tensor, c.shape) for c in listed] == [
+        ("c", (8, 8, 64)), ("r", (8, 8, 64)), ("folded", (4, 16, 64)), ("pooled", (1, 1, 64)),
+    ]  # fmt: skip
+    copied = {t.name: t for t in onnx_hints._without_weights(model).graph.initializer}
+    assert not copied["w"].raw_data and list(copied["w"].dims) == [64, 8, 3, 3]
+    assert copied["target"] == target

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 
 import keras
@@ -90,13 +91,36 @@ def _image_input(model):
     return next(i for i in model.graph.input if i.name not in initializers)
 
 
+# Initializers of more numbers than this are copied for shape inference without their values:
+# it reads only small ones' (a Reshape's shape, a Resize's scales).
+_LARGEST_READ = 4096
+
+
+def _without_weights(model):
+    """A copy of ``model`` whose large initializers (its weights) keep their types and shapes
+    but not their values: a whole copy of a large file, serialized again by the shape
+    inference, held several times its size in memory at once."""
+    import onnx  # noqa: PLC0415
+
+    copy, graph = onnx.ModelProto(), model.graph
+    copy.ir_version, copy.graph.name = model.ir_version, graph.name
+    copy.opset_import.extend(model.opset_import)
+    copy.functions.extend(model.functions)  # what shape inference reads, and only that
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(copy.graph, field).extend(getattr(graph, field))
+    for tensor in graph.initializer:
+        small = math.prod(tensor.dims) <= _LARGEST_READ
+        copy.graph.initializer.append(tensor if small else onnx.TensorProto(
+            name=tensor.name, dims=tensor.dims, data_type=tensor.data_type))  # fmt: skip
+    return copy
+
+
 def _inferred_types(model, input_shape, channels_first: bool) -> dict[str, tuple]:
     """Each float tensor's dims (an unknown one: 0) by ``onnx.shape_inference``, the input's
     sizes set to the images' (the file may leave them open)."""
     import onnx  # noqa: PLC0415  (installed with ONNX Runtime, the export extra's)
 
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
+    fixed = _without_weights(model)
     height, width, channels = input_shape
     sizes = (channels, height, width) if channels_first else (height, width, channels)
     image = _image_input(fixed)
@@ -186,15 +210,13 @@ def _problem(model, name: str, listed, input_shape, channels_first: bool) -> str
     return f"'{name}' is not a 4-D activation (its shape: {shape})."
 
 
-def with_outputs(model, tensors):
-    """A copy of ``model`` that also returns ``tensors`` (after its own outputs)."""
+def add_outputs(model, tensors) -> None:
+    """Has ``model`` (a ``ModelProto``, changed) also return ``tensors``, after its own outputs:
+    changed rather than copied, as a copy would hold a large file's weights once more."""
     import onnx  # noqa: PLC0415
 
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    copy.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
-                             for t in tensors)  # fmt: skip
-    return copy
+    model.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+                              for t in tensors)  # fmt: skip
 
 
 def hint_layer(candidate: Candidate) -> keras.layers.Layer:
