@@ -95,8 +95,9 @@ def of_teacher(teacher: keras.Model) -> list[Candidate]:
 
 def with_hints(teacher: keras.Model, pairs) -> keras.Model:
     """``teacher`` fetching the hint tensors of ``pairs`` (hint, guided): a SavedModel teacher
-    that lacks one is loaded again from its folder with them (the hints chosen after it was
-    loaded: ``hints='auto'``); any other teacher, or one that has them, is ``teacher``."""
+    that lacks one is loaded again from its folder with them, on its loaded signature (the
+    hints chosen after it was loaded: ``hints='auto'``); any other teacher, or one that has
+    them, is ``teacher``."""
     layer = _signature_layer(teacher)
     if layer is None:
         return teacher
@@ -106,7 +107,9 @@ def with_hints(teacher: keras.Model, pairs) -> keras.Model:
         return teacher
     signature = getattr(layer, "signature", layer)  # the TFSMLayer a hinted teacher holds
     shape = tuple(teacher.inputs[0].shape[1:])
-    return saved_model.load(signature.filepath, shape, hints=[*have, *tensors])
+    # Its variables shared, not loaded once more: a large teacher held twice in memory.
+    return saved_model.load(signature.filepath, shape, hints=[*have, *tensors],
+                            signature=signature)  # fmt: skip
 
 
 def _signature_layer(teacher: keras.Model):
