@@ -23,6 +23,7 @@ from fitnets_tf.hint_path import (
 )
 from fitnets_tf.layers import MaxoutConv2D, MaxoutDense
 from fitnets_tf.models import graph_teachers, onnx_hints, saved_model, saved_model_hints
+from fitnets_tf.models.graph_blocks import spatial
 from fitnets_tf.models.nesting import layer_output, own_nodes
 from fitnets_tf.models.onnx_model import onnx_layer
 from fitnets_tf.models.traced import as_graphs
@@ -86,7 +87,7 @@ def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
     crossing = _crossing_edges(model, order)
     out, last = [], None
     for i, layer in enumerate(model.layers):
-        starts_block = _starts_block(layer)
+        starts_block = _starts_block(model, layer)
         if starts_block and last is not None:
             out.append(last)
             last = None
@@ -99,13 +100,29 @@ def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return out
 
 
-def _starts_block(layer) -> bool:
-    """A conv or dense layer, or a layer of the user's own holding kernels (weights of rank 2
-    or more): a block written as one custom layer is a block, not part of the one before."""
+def _starts_block(model: keras.Model, layer) -> bool:
+    """A conv or dense layer (not the 1×1 half of a separable conv: :func:`_pointwise_half`),
+    or a layer of the user's own holding kernels (weights of rank 2 or more): a block written
+    as one custom layer is a block, not part of the one before."""
     if isinstance(layer, _WEIGHT_LAYERS):
-        return True
+        return not _pointwise_half(model, layer)
     own = not type(layer).__module__.startswith(("keras.", "fitnets_tf."))
     return own and any(len(w.shape) >= 2 for w in layer.trainable_weights)
+
+
+def _pointwise_half(model: keras.Model, layer) -> bool:
+    """A 1×1 ``Conv2D`` reading a ``DepthwiseConv2D`` without activation: a separable conv
+    written as two layers, one block as a ``SeparableConv2D`` is. The depthwise half alone is
+    half a linear map, and its graph is the separable layer's (tf2onnx folds its bias into its
+    conv), which :mod:`~fitnets_tf.models.graph_blocks` reads as one block."""
+    if not (isinstance(layer, keras.layers.Conv2D) and layer.groups == 1
+            and tuple(layer.kernel_size) == (1, 1)):  # fmt: skip
+        return False
+    parent = regressor_lib.inbound_layer(layer, model)
+    while isinstance(parent, (keras.layers.Dropout, keras.layers.Identity)):
+        parent = regressor_lib.inbound_layer(parent, model)
+    linear = getattr(parent, "activation", None) is keras.activations.linear
+    return isinstance(parent, keras.layers.DepthwiseConv2D) and linear
 
 
 def _crossing_edges(model: keras.Model, order: dict) -> list[tuple[int, int]]:
@@ -121,7 +138,8 @@ def _crossing_edges(model: keras.Model, order: dict) -> list[tuple[int, int]]:
 
 def _is_feature_map(model: keras.Model, layer) -> bool:
     shape = _output_shape(model, layer)
-    return shape is not None and len(shape) == 3 and all(d is not None for d in shape)
+    known = shape is not None and len(shape) == 3 and all(d is not None for d in shape)
+    return known and spatial(shape)  # a 1×1 map is a pooled vector
 
 
 def auto_pair(teacher: keras.Model, student: keras.Model) -> AutoPair:

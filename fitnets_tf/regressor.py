@@ -36,7 +36,7 @@ _TRANSPARENT = (
 KINDS = ("auto", "linear")
 
 
-def _inbound_layer(layer, model=None):
+def inbound_layer(layer, model=None):
     """The single layer feeding ``layer`` in ``model``'s graph (a Functional graph), or None."""
     # In ``model``'s own graph: a flattened model's layers were also called in their nested
     # model's, and two nodes hid the parent of a pooling hint inside a backbone.
@@ -56,7 +56,7 @@ def hint_nonlinearity(hint_layer: keras.layers.Layer, model=None) -> dict:
     """
     layer = hint_layer
     while isinstance(layer, _TRANSPARENT):
-        parent = _inbound_layer(layer, model)
+        parent = inbound_layer(layer, model)
         if parent is None:
             break
         layer = parent

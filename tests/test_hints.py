@@ -200,7 +200,8 @@ def test_distiller_with_auto_hints_records_and_prints_its_choice(capsys):
 def test_auto_pair_refuses_a_student_too_small_for_the_hint():
     teacher = _scaling_net("teacher", 1.0, 1.0)
     inputs = keras.Input((2, 2, 1))
-    small = keras.layers.Conv2D(1, 2, name="c")(inputs)  # 1×1 maps: smaller than the 2×2 hint
+    # 2×1 maps: narrower than the 2×2 hint (a 1×1 map is a pooled vector, no feature layer).
+    small = keras.layers.Conv2D(1, (1, 2), name="c")(inputs)
     small = keras.layers.Conv2D(1, 1, name="d")(small)
     student = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(small)))
     with pytest.raises(HintShapeError, match="no student layer can be mapped") as info:

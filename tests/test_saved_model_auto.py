@@ -96,10 +96,14 @@ def test_a_global_mean_kept_as_a_map_is_a_pooled_vector(tmp_path):
 def test_the_distiller_loads_the_chosen_tensor_and_stage_one_trains_on_it(exported):
     _, folder = exported
     student = tiny_model("student", width=2, seed=1)
-    distiller = Distiller(saved_model.load(folder, (8, 8, 1)), student, hints="auto")
+    given = saved_model.load(folder, (8, 8, 1))
+    distiller = Distiller(given, student, hints="auto")
     assert distiller.auto_pair.hint_layer == POOL1
     assert distiller.hints == [("teacher_1.pool1_1.MaxPool2d", "bn")]
     assert distiller.teacher.get_layer("saved_model").hints == [POOL1]
+    # The folder is not loaded twice: the teacher fetching the hint runs on the given one's
+    # signature and variables.
+    assert distiller.teacher.get_layer("saved_model").signature is given.get_layer("saved_model")
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(32, 8, 8, 1)).astype("float32")
     y = rng.integers(0, 3, 32)

@@ -13,13 +13,29 @@ from __future__ import annotations
 import dataclasses
 
 WEIGHTED, SKIPPED = "weighted", "skipped"
+DEPTHWISE, POINTWISE, LAYOUT, BIAS = "depthwise", "pointwise", "layout", "bias"
+_STARTS = {WEIGHTED, DEPTHWISE, POINTWISE}
+_NEVER_ENDS = {SKIPPED, LAYOUT}
+_LINKS = {LAYOUT, BIAS}
 
 
 @dataclasses.dataclass(frozen=True)
 class Node:
     """One op of a graph: the tensors it reads and makes, by name, and its part in a block:
-    :data:`WEIGHTED` (it starts one), :data:`SKIPPED` (a map passes through it unchanged or
-    only re-laid out, or it pools the map into a vector: never a block's output), or ``""``."""
+
+    - :data:`WEIGHTED`: a convolution or a matrix product; it starts a block when one of its
+      operands is a weight (not computed from the images: an attention's product of two
+      activations holds none).
+    - :data:`DEPTHWISE`, :data:`POINTWISE`: a depthwise convolution, a 1×1 one; weighted, but
+      a pointwise one reading a depthwise one's map through :data:`LAYOUT` and :data:`BIAS`
+      nodes only continues its block: the two are one separable convolution (Keras'
+      ``SeparableConv2D`` is one layer), whose depthwise half, with no activation, is half a
+      linear map.
+    - :data:`SKIPPED`: it pools the map (never a block's output); :data:`LAYOUT`: a map passes
+      through it unchanged or re-laid out (never a block's output either).
+    - :data:`BIAS`: it adds a bias (one operand computed from the images); ``""``: anything
+      else.
+    """
 
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
@@ -29,7 +45,8 @@ class Node:
 def block_outputs(nodes: list[Node], images: set[str], maps: dict) -> list:
     """The values of ``maps`` (tensor name -> a feature map's description) that end the blocks
     of the graph of ``nodes`` (in a topological order), input to output. ``images``: the names
-    of the tensors holding the images.
+    of the tensors holding the images; ``maps`` should hold only maps larger than 1×1 (a 1×1
+    map has no spatial information to hint: Keras' global pooling kept as a map).
 
     Only what is computed from the images counts: weights, constants and what is computed from
     them alone (a BatchNormalization's scale) are no part of a path. What precedes the first
@@ -37,14 +54,15 @@ def block_outputs(nodes: list[Node], images: set[str], maps: dict) -> list:
     as Keras' preprocessing layers are.
     """
     nodes = _from_images(nodes, images)
+    starts = _starts(nodes)
     cuts = _cuts(nodes, images)
     found, last, started = [], None, False
-    for node, cut in zip(nodes, cuts, strict=True):
-        if node.role == WEIGHTED:
+    for node, start, cut in zip(nodes, starts, cuts, strict=True):
+        if start:
             if last is not None:
                 found.append(last)
             last, started = None, True
-        if not started or node.role == SKIPPED or not cut:  # not cut: a path goes around it
+        if not started or node.role in _NEVER_ENDS or not cut:  # not cut: a path goes around
             continue
         last = next((maps[t] for t in reversed(node.outputs) if t in maps), last)
     if last is not None:
@@ -52,15 +70,41 @@ def block_outputs(nodes: list[Node], images: set[str], maps: dict) -> list:
     return found
 
 
+def spatial(shape) -> bool:
+    """Whether a feature map of ``shape`` ``(H, W, C)`` can be a block's output: a 1×1 map
+    (global pooling with its axes kept, a classifier written as a 1×1 conv on it) has no
+    spatial information to hint; it is a pooled vector, for a Keras model's layers
+    (:func:`fitnets_tf.hint_choice.feature_layers`) as for a graph's tensors."""
+    return tuple(shape[:2]) != (1, 1)
+
+
 def _from_images(nodes: list[Node], images: set[str]) -> list[Node]:
-    """The nodes that read a tensor computed from the images, with only such inputs."""
+    """The nodes that read a tensor computed from the images, with only such inputs; a
+    weighted one none of whose operands is a weight is weighted no more."""
     made, kept = set(images), []
     for node in nodes:
         inputs = tuple(t for t in node.inputs if t in made)
         if inputs:
-            kept.append(dataclasses.replace(node, inputs=inputs))
+            weightless = node.role in _STARTS and len(inputs) == len([t for t in node.inputs if t])
+            kept.append(dataclasses.replace(node, inputs=inputs,
+                                            role="" if weightless else node.role))  # fmt: skip
             made.update(node.outputs)
     return kept
+
+
+def _starts(nodes: list[Node]) -> list[bool]:
+    """For each node, whether it starts a block: a weighted one, but for the pointwise half of
+    a separable convolution (:class:`Node`)."""
+    made_by = {t: node for node in nodes for t in node.outputs}
+    starts = []
+    for node in nodes:
+        source = None
+        if node.role == POINTWISE and len(node.inputs) == 1:
+            source = made_by.get(node.inputs[0])
+            while source is not None and source.role in _LINKS and len(source.inputs) == 1:
+                source = made_by.get(source.inputs[0])
+        starts.append(node.role in _STARTS and (source is None or source.role != DEPTHWISE))
+    return starts
 
 
 def _cuts(nodes: list[Node], images: set[str]) -> list[bool]:

@@ -17,15 +17,16 @@ import keras
 
 from fitnets_tf.models import graph_blocks, onnx_hints, onnx_model
 
-# Nodes starting a block: those that hold a layer's weights.
+# Nodes starting a block: those that hold a layer's weights (checked: an operand is a weight).
 _WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
-# A block's map passes through these unchanged, or only framed or re-laid out (tf2onnx's
-# transposes between a Keras file's NHWC and its convolutions' NCHW): the hint is the map
-# before them, as a Keras hint is taken before dropout and zero padding.
-_PASS_THROUGH = {"Dropout", "Identity", "Pad", "Transpose", "Cast"}
+# A block's map passes through these unchanged, or only re-laid out (tf2onnx's transposes
+# between a Keras file's NHWC and its convolutions' NCHW): the hint is the map before them, as
+# a Keras hint is taken before dropout. They may sit between a separable conv's two halves.
+_LAYOUT = {"Dropout", "Identity", "Transpose", "Cast"}
 # 4-D in ONNX, (N, C) in Keras: a pooled vector, not a map (Keras' global pooling). PyTorch's
 # dynamo exporter writes AdaptiveAvgPool2d(1) and x.mean((2, 3), keepdim=True) as a ReduceMean:
-# a reduction (over H and W, or any axis) is never a block's output.
+# a reduction (over H and W, or any axis) is never a block's output; nor is a Pad (the map
+# framed: the hint is the map before it, as a Keras hint is taken before zero padding).
 _VECTORS = {"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
 
 
@@ -33,11 +34,30 @@ def _pooled(op_type: str) -> bool:
     return op_type in _VECTORS or op_type.startswith("Reduce")
 
 
-def _role(op_type: str) -> str:
-    if op_type in _WEIGHTED:
+def _role(node, channels: dict, weights: dict) -> str:
+    """``node``'s part in a block (:class:`~fitnets_tf.models.graph_blocks.Node`);
+    ``channels``: each map's channels; ``weights``: each initializer's dims."""
+    if node.op_type == "Conv":
+        return _conv_role(node, channels, weights)
+    if node.op_type in _WEIGHTED:
         return graph_blocks.WEIGHTED
-    skipped = op_type in _PASS_THROUGH or _pooled(op_type)
-    return graph_blocks.SKIPPED if skipped else ""
+    if node.op_type in _LAYOUT:
+        return graph_blocks.LAYOUT
+    if node.op_type == "Pad" or _pooled(node.op_type):
+        return graph_blocks.SKIPPED
+    return graph_blocks.BIAS if node.op_type == "Add" else ""
+
+
+def _conv_role(node, channels: dict, weights: dict) -> str:
+    """A depthwise conv (as many groups as input channels), a pointwise one (1×1, one group)
+    or another: a separable conv is the two first, one block."""
+    attributes = {a.name: a for a in node.attribute}
+    group = attributes["group"].i if "group" in attributes else 1
+    if group > 1 and channels.get(node.input[0]) == group:
+        return graph_blocks.DEPTHWISE
+    dims = weights.get(node.input[1], ())
+    kernel = list(attributes["kernel_shape"].ints) if "kernel_shape" in attributes else dims[2:]
+    return graph_blocks.POINTWISE if group == 1 and kernel == [1, 1] else graph_blocks.WEIGHTED
 
 
 def feature_maps(model, input_shape, channels_first: bool) -> list[onnx_hints.Candidate]:
@@ -45,10 +65,12 @@ def feature_maps(model, input_shape, channels_first: bool) -> list[onnx_hints.Ca
     ``input_shape`` ``(H, W, C)``, input to output
     (:func:`~fitnets_tf.models.graph_blocks.block_outputs`); ``channels_first``: the images'
     layout in the file."""
-    maps = {c.tensor: c for c in onnx_hints.candidates(model, input_shape, channels_first)}
-    nodes = [graph_blocks.Node(tuple(n.input), tuple(n.output), _role(n.op_type))
+    listed = onnx_hints.candidates(model, input_shape, channels_first)
+    maps = {c.tensor: c for c in listed if graph_blocks.spatial(c.shape)}
+    channels = {c.tensor: c.shape[-1] for c in listed}
+    weights = {w.name: list(w.dims) for w in model.graph.initializer}
+    nodes = [graph_blocks.Node(tuple(n.input), tuple(n.output), _role(n, channels, weights))
              for n in model.graph.node]  # fmt: skip
-    weights = {w.name for w in model.graph.initializer}
     images = {i.name for i in model.graph.input if i.name not in weights}
     return graph_blocks.block_outputs(nodes, images, maps)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 
 import keras
@@ -26,6 +27,10 @@ from fitnets_tf.models import onnx_layouts
 
 # Nodes whose outputs are constants or shapes, never activations.
 _NOT_ACTIVATIONS = {"Constant", "ConstantOfShape", "Shape", "Size", "Range"}
+# Nodes whose output's values are some of their input's (a max pool's, a dropout's at
+# inference) or the same re-laid out (tf2onnx's transposes): a max pool of a ReLU's map is
+# non-negative, and its hint gets a ReLU regressor (fitnets_tf.regressor's _TRANSPARENT).
+_SAME_VALUES = {"MaxPool", "GlobalMaxPool", "Dropout", "Identity", "Transpose"}
 
 
 # What a TensorFlow name scope takes (a layer's name is one in a traced step), besides `/`.
@@ -45,13 +50,16 @@ def layer_name(tensor: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     """A 4-D activation of the file: its name, its shape channels last ``(H, W, C)``, the
-    type of the node making it (``"Relu"``, ``"Conv"``...), and whether the file holds it
-    channels-first ``(N, C, H, W)``."""
+    type of the node making it (``"Relu"``, ``"Conv"``...), whether the file holds it
+    channels-first ``(N, C, H, W)``, and the type of the node making its values, looked
+    through max pooling and layout nodes (a ``MaxPool`` of a ``Relu``'s map: ``"Relu"``), as
+    :func:`fitnets_tf.regressor.hint_nonlinearity` looks through a Keras hint's."""
 
     tensor: str
     shape: tuple
     op: str
     channels_first: bool
+    values_of: str = ""
 
 
 def candidates(model, input_shape, channels_first: bool) -> list[Candidate]:
@@ -62,15 +70,19 @@ def candidates(model, input_shape, channels_first: bool) -> list[Candidate]:
     image = _image_input(model).name
     ranks = {tensor: len(dims) for tensor, dims in types.items()} | {image: 4}
     first = onnx_layouts.channels_first(model, image, channels_first, ranks)
-    found = []
+    found, values_of = [], {}
     for node in model.graph.node:
+        for tensor in node.output:
+            values_of[tensor] = (values_of.get(node.input[0], node.op_type)
+                                 if node.op_type in _SAME_VALUES else node.op_type)  # fmt: skip
         if node.op_type in _NOT_ACTIVATIONS:
             continue
         for tensor in node.output:
             dims = types.get(tensor)
             if tensor in first and all(d > 0 for d in dims[1:]):
                 shape = tuple(dims[2:]) + (dims[1],) if first[tensor] else tuple(dims[1:])
-                found.append(Candidate(tensor, shape, node.op_type, first[tensor]))
+                found.append(Candidate(tensor, shape, node.op_type, first[tensor],
+                                       values_of[tensor]))  # fmt: skip
     return found
 
 
@@ -79,13 +91,36 @@ def _image_input(model):
     return next(i for i in model.graph.input if i.name not in initializers)
 
 
+# Initializers of more numbers than this are copied for shape inference without their values:
+# it reads only small ones' (a Reshape's shape, a Resize's scales).
+_LARGEST_READ = 4096
+
+
+def _without_weights(model):
+    """A copy of ``model`` whose large initializers (its weights) keep their types and shapes
+    but not their values: a whole copy of a large file, serialized again by the shape
+    inference, held several times its size in memory at once."""
+    import onnx  # noqa: PLC0415
+
+    copy, graph = onnx.ModelProto(), model.graph
+    copy.ir_version, copy.graph.name = model.ir_version, graph.name
+    copy.opset_import.extend(model.opset_import)
+    copy.functions.extend(model.functions)  # what shape inference reads, and only that
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(copy.graph, field).extend(getattr(graph, field))
+    for tensor in graph.initializer:
+        small = math.prod(tensor.dims) <= _LARGEST_READ
+        copy.graph.initializer.append(tensor if small else onnx.TensorProto(
+            name=tensor.name, dims=tensor.dims, data_type=tensor.data_type))  # fmt: skip
+    return copy
+
+
 def _inferred_types(model, input_shape, channels_first: bool) -> dict[str, tuple]:
     """Each float tensor's dims (an unknown one: 0) by ``onnx.shape_inference``, the input's
     sizes set to the images' (the file may leave them open)."""
     import onnx  # noqa: PLC0415  (installed with ONNX Runtime, the export extra's)
 
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
+    fixed = _without_weights(model)
     height, width, channels = input_shape
     sizes = (channels, height, width) if channels_first else (height, width, channels)
     image = _image_input(fixed)
@@ -175,20 +210,19 @@ def _problem(model, name: str, listed, input_shape, channels_first: bool) -> str
     return f"'{name}' is not a 4-D activation (its shape: {shape})."
 
 
-def with_outputs(model, tensors):
-    """A copy of ``model`` that also returns ``tensors`` (after its own outputs)."""
+def add_outputs(model, tensors) -> None:
+    """Has ``model`` (a ``ModelProto``, changed) also return ``tensors``, after its own outputs:
+    changed rather than copied, as a copy would hold a large file's weights once more."""
     import onnx  # noqa: PLC0415
 
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    copy.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
-                             for t in tensors)  # fmt: skip
-    return copy
+    model.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+                              for t in tensors)  # fmt: skip
 
 
 def hint_layer(candidate: Candidate) -> keras.layers.Layer:
-    """The layer exposing ``candidate``, whose type tells the regressor its non-linearity."""
-    activation = "relu" if candidate.op == "Relu" else "linear"
+    """The layer exposing ``candidate``, whose type tells the regressor its non-linearity: a
+    ReLU's for a tensor of a ``Relu``'s values (:attr:`Candidate.values_of`)."""
+    activation = "relu" if (candidate.values_of or candidate.op) == "Relu" else "linear"
     return keras.layers.Activation(activation, name=layer_name(candidate.tensor))
 
 

@@ -184,6 +184,7 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher",
     tapped = (onnx_hints.requested(parsed, list(hints), input_shape, channels_first, what, taken)
               if hints else [])  # fmt: skip
     if tapped:  # a session of the file with the hints as outputs too
+        session = None  # the probe's freed first: two sessions held a large file's weights twice
         session = _session(path, what, [c.tensor for c in tapped], parsed)
     inputs = keras.Input(tuple(input_shape), name=IMAGES)
     layer = OnnxTeacher(path, channels_first, probed[0].shape[1], session, name=RUNNER,
@@ -272,7 +273,7 @@ def _fixed_batch_note(session, role: str, name: str) -> None:
 def _session(path: pathlib.Path, what: str, hints=(), parsed=None):
     """An ONNX Runtime session of the file; with ``hints``, of a copy of it (in memory) that
     returns those tensors too, after its own outputs. ``parsed``: the file as
-    :func:`_parsed` gives it (default: parsed now)."""
+    :func:`_parsed` gives it (default: parsed now), given those outputs (:func:`_with_outputs`)."""
     ort = _runtime(what)
     if not path.is_file():
         raise TeacherLoadError(f"{what} does not exist.")
@@ -358,12 +359,13 @@ def _channels_first(session, input_shape: tuple, what: str) -> bool:
 
 def _with_outputs(path: pathlib.Path, parsed, hints) -> bytes:
     """The file with ``hints`` as outputs too, its weights in it: ONNX Runtime, given bytes,
-    knows no folder to find the file's others in."""
+    knows no folder to find the file's others in. ``parsed`` is changed so (its caller's own
+    parse, counted afterwards at most: a copy would hold the weights once more)."""
     from onnx.external_data_helper import load_external_data_for_model  # noqa: PLC0415
 
-    copy = onnx_hints.with_outputs(parsed, hints)
-    load_external_data_for_model(copy, str(path.parent))
-    return copy.SerializeToString()
+    onnx_hints.add_outputs(parsed, hints)
+    load_external_data_for_model(parsed, str(path.parent))
+    return parsed.SerializeToString()
 
 
 def _weights_in(parsed) -> int:

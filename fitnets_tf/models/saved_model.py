@@ -39,14 +39,16 @@ def is_saved_model(path: str | os.PathLike) -> bool:
     return any(os.path.isfile(os.path.join(os.path.expanduser(path), f)) for f in _GRAPH_FILES)
 
 
-def load(path: str | os.PathLike, input_shape=None, role: str = "teacher",
-         hints=()) -> keras.Model:  # fmt: skip
+def load(path: str | os.PathLike, input_shape=None, role: str = "teacher", hints=(),
+         signature: keras.layers.TFSMLayer | None = None) -> keras.Model:  # fmt: skip
     """The ``serving_default`` signature of the SavedModel at ``path`` as a Keras model:
     images of ``input_shape`` (default: the signature's) in, logits out (see the module
     docstring for probabilities). Its name is the folder's. Each tensor of the signature's
     graph ``hints`` names (``teacher_1/conv1_1/Relu``, or its layer's name:
     :func:`~fitnets_tf.models.onnx_hints.layer_name`) is the output of a layer of that name,
-    for a hint (:mod:`~fitnets_tf.models.saved_model_hints`).
+    for a hint (:mod:`~fitnets_tf.models.saved_model_hints`). ``signature``: the folder's
+    signature loaded already (a teacher's, loaded again with hints), whose variables the
+    model shares rather than loading them once more.
 
     Raises:
         TeacherLoadError: TensorFlow cannot load the folder, or it has no ``serving_default``
@@ -64,13 +66,13 @@ def load(path: str | os.PathLike, input_shape=None, role: str = "teacher",
         # scope (scopes are per thread), its variables are plain ones, which every replica
         # reads. The teacher is frozen: nothing needs them mirrored.
         with concurrent.futures.ThreadPoolExecutor(1) as thread:
-            return thread.submit(_load, path, input_shape, role, hints).result()
-    return _load(path, input_shape, role, hints)
+            return thread.submit(_load, path, input_shape, role, hints, signature).result()
+    return _load(path, input_shape, role, hints, signature)
 
 
-def _load(path: pathlib.Path, input_shape, role: str, hints=()) -> keras.Model:
+def _load(path: pathlib.Path, input_shape, role: str, hints=(), signature=None) -> keras.Model:
     what = f"The {role} SavedModel {str(path)!r}"
-    layer = _signature_layer(path, what)
+    layer = signature or _signature_layer(path, what)
     spec = _one_image_input(layer.call_endpoint_fn, what)
     if spec.dtype.name != layer.dtype:  # a float16 signature: loaded again, rarely
         layer = _signature_layer(path, what, spec.dtype.name)

@@ -21,14 +21,18 @@ from fitnets_tf.models import graph_blocks, saved_model, saved_model_hints
 from fitnets_tf.models.onnx_hints import Candidate
 
 # Ops that hold a layer's weights (Keras' Conv2D, DepthwiseConv2D, Conv2DTranspose, Dense,
-# EinsumDense; tf.nn's convolutions and products).
+# EinsumDense; tf.nn's convolutions and products), checked: an operand is a weight.
 _WEIGHTED = {"Conv2D", "Conv3D", "DepthwiseConv2dNative", "Conv2DBackpropInput",
              "Conv3DBackpropInputV2", "MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3",
              "Einsum"}  # fmt: skip
-# A block's map passes through these unchanged, or only framed or re-laid out: the hint is the
-# map before them (Keras wraps a custom gradient's output in an IdentityN).
-_PASS_THROUGH = {"Identity", "IdentityN", "StopGradient", "Pad", "PadV2", "MirrorPad",
-                 "Transpose", "Cast"}  # fmt: skip
+# A block's map passes through these unchanged, or only re-laid out: the hint is the map
+# before them (Keras wraps a custom gradient's output in an IdentityN). They may sit between a
+# separable conv's two halves, as may a bias added (Keras' DepthwiseConv2D adds its own).
+_LAYOUT = {"Identity", "IdentityN", "StopGradient", "Transpose", "Cast"}
+_BIASES = {"BiasAdd", "Add", "AddV2"}
+# Framed: never a block's output either (the hint is the map before, as a Keras hint is taken
+# before zero padding).
+_PADS = {"Pad", "PadV2", "MirrorPad"}
 # Keras' global pooling: a reduction over H and W, a vector even when its axes are kept.
 _REDUCTIONS = {"Mean", "Max", "Min", "Sum", "Prod", "EuclideanNorm"}
 
@@ -42,9 +46,18 @@ def _pooled(op) -> bool:
 
 
 def _role(op) -> str:
+    """``op``'s part in a block (:class:`~fitnets_tf.models.graph_blocks.Node`)."""
+    if op.type == "DepthwiseConv2dNative":
+        return graph_blocks.DEPTHWISE
+    if op.type == "Conv2D" and tuple(op.inputs[1].shape[:2]) == (1, 1):
+        return graph_blocks.POINTWISE  # a separable conv's second half, or a conv of its own
     if op.type in _WEIGHTED:
         return graph_blocks.WEIGHTED
-    return graph_blocks.SKIPPED if op.type in _PASS_THROUGH or _pooled(op) else ""
+    if op.type in _LAYOUT:
+        return graph_blocks.LAYOUT
+    if op.type in _PADS or _pooled(op):
+        return graph_blocks.SKIPPED
+    return graph_blocks.BIAS if op.type in _BIASES else ""
 
 
 def feature_maps(body: saved_model_hints.Body, input_shape) -> list[Candidate]:
@@ -53,7 +66,8 @@ def feature_maps(body: saved_model_hints.Body, input_shape) -> list[Candidate]:
     function = saved_model_hints.function(body, input_shape)
     prefix = f"{saved_model_hints.PREFIX}/"
     maps = {prefix + saved_model_hints.tensor_name(c.tensor): c
-            for c in saved_model_hints.activations(function.graph)}  # fmt: skip
+            for c in saved_model_hints.activations(function.graph)
+            if graph_blocks.spatial(c.shape)}  # fmt: skip
 
     def floats(tensors):  # a path of the images' values (their shapes, ints, are no feature)
         return tuple(t.name for t in tensors if t.dtype.is_floating)
@@ -81,8 +95,9 @@ def of_teacher(teacher: keras.Model) -> list[Candidate]:
 
 def with_hints(teacher: keras.Model, pairs) -> keras.Model:
     """``teacher`` fetching the hint tensors of ``pairs`` (hint, guided): a SavedModel teacher
-    that lacks one is loaded again from its folder with them (the hints chosen after it was
-    loaded: ``hints='auto'``); any other teacher, or one that has them, is ``teacher``."""
+    that lacks one is loaded again from its folder with them, on its loaded signature (the
+    hints chosen after it was loaded: ``hints='auto'``); any other teacher, or one that has
+    them, is ``teacher``."""
     layer = _signature_layer(teacher)
     if layer is None:
         return teacher
@@ -92,7 +107,9 @@ def with_hints(teacher: keras.Model, pairs) -> keras.Model:
         return teacher
     signature = getattr(layer, "signature", layer)  # the TFSMLayer a hinted teacher holds
     shape = tuple(teacher.inputs[0].shape[1:])
-    return saved_model.load(signature.filepath, shape, hints=[*have, *tensors])
+    # Its variables shared, not loaded once more: a large teacher held twice in memory.
+    return saved_model.load(signature.filepath, shape, hints=[*have, *tensors],
+                            signature=signature)  # fmt: skip
 
 
 def _signature_layer(teacher: keras.Model):

@@ -35,6 +35,9 @@ from fitnets_tf.models.onnx_hints import Candidate, layer_name
 _CALLS = {"StatefulPartitionedCall", "PartitionedCall"}
 # Ops whose outputs are weights, constants or the body's own inputs, never activations.
 _NOT_ACTIVATIONS = {"Placeholder", "Const", "ReadVariableOp", "VarHandleOp"}
+# Ops whose output's values are some of their input's (a max pool's) or the same re-laid out:
+# a max pool of a ReLU's map is non-negative (onnx_hints' _SAME_VALUES).
+_SAME_VALUES = {"MaxPool", "Identity", "IdentityN", "StopGradient", "Transpose"}
 # Copies of the tensor before them (Keras adds them around custom gradients): not listed, as
 # the tensor copied is, but a hint when named (tf.identity(x, name="features")).
 _COPIES = {"Identity"}
@@ -149,8 +152,16 @@ def activations(graph, copies: bool = False) -> list[Candidate]:
             if (tensor.dtype.is_floating and shape.rank == 4 and shape[0] is None
                     and None not in shape[1:]):  # fmt: skip
                 name = short_name(tensor.name.removeprefix(f"{PREFIX}/"))
-                found.append(Candidate(name, tuple(shape[1:]), op.type, False))
+                found.append(Candidate(name, tuple(shape[1:]), op.type, False,
+                                       _values_of(tensor)))  # fmt: skip
     return found
+
+
+def _values_of(tensor) -> str:
+    """The type of the op making ``tensor``'s values (:attr:`Candidate.values_of`)."""
+    while tensor.op.type in _SAME_VALUES and tensor.op.inputs:
+        tensor = tensor.op.inputs[tensor.value_index if tensor.op.type == "IdentityN" else 0]
+    return tensor.op.type
 
 
 def requested(body_: Body, names, input_shape, what: str, taken=()) -> list[Candidate]:
