@@ -19,6 +19,7 @@ from fitnets_tf.models import (
     onnx_model,
     saved_model,
     saved_model_features,
+    saved_model_hints,
 )
 
 onnx = pytest.importorskip("onnx")
@@ -49,6 +50,9 @@ def _teacher(kind: str) -> keras.Model:
         h = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c2")(h)
         h = keras.layers.MaxPooling2D(2, name="p2")(h)
         h = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c3")(h)
+    elif kind == "relu6":  # MobileNet's activation: tf2onnx writes it as a Clip(0, 6)
+        h = keras.layers.Conv2D(6, 3, padding="same", name="c2")(h)
+        h = keras.layers.MaxPooling2D(2, name="p2")(keras.layers.ReLU(6.0, name="r2")(h))
     h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
     return keras.Model(inputs, keras.layers.Dense(3, name="logits")(h), name=kind)
 
@@ -156,6 +160,31 @@ def test_a_max_pool_after_a_relu_gets_a_relu_regressor_as_in_keras(tmp_path_fact
         described.append(regressor.describe(hint_path.make_regressor(hinted, student, name, "g2")))
     assert [d["activation"] for d in described] == ["relu", "relu", "relu"]
     assert described[0] == described[1] == described[2]
+
+
+def test_a_relu6_hint_gets_a_relu6_regressor_as_in_keras(tmp_path_factory):
+    # Keras' ReLU(6.) is a Relu6 op in the SavedModel and a Clip with min 0 and max 6 in
+    # tf2onnx's file: both got a linear regressor, the Keras hint a relu6 one. Its max pool
+    # (p2) too, as a max pool of a ReLU's map.
+    keras_teacher, onnx_teacher, saved_teacher = _exported(tmp_path_factory, "relu6")
+    student = _student()
+    for hint in ("r2", "p2"):
+        described = [regressor.describe(hint_path.make_regressor(keras_teacher, student, hint,
+                                                                 "g2"))]  # fmt: skip
+        for teacher, module, listed in (
+            (onnx_teacher, onnx_features,
+             onnx_hints.describe(onnx_model.onnx_layer(onnx_teacher), (8, 8, 1))),
+            (saved_teacher, saved_model_features,
+             saved_model_hints.describe(saved_model.signature_of(saved_teacher), (8, 8, 1))),
+        ):  # fmt: skip
+            ops = {"r2": ("Clip", "Relu6"), "p2": ("MaxPool",)}[hint]
+            tensor = next(t for t, op, _ in listed if _layer(t) == hint and op in ops)
+            hinted = module.with_hints(teacher, [(tensor, "g2")])
+            name = onnx_hints.layer_name(tensor)
+            described.append(regressor.describe(hint_path.make_regressor(hinted, student, name,
+                                                                         "g2")))  # fmt: skip
+        assert [d["activation"] for d in described] == ["relu6", "relu6", "relu6"], hint
+        assert described[0] == described[1] == described[2]
 
 
 # Attention: a product of two activations, which holds no weights.

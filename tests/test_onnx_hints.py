@@ -281,3 +281,44 @@ def test_the_cli_trains_fitnet_from_an_onnx_teacher(mnist_sized, tmp_path):
     assert "input.20:conv2" in done.stdout
     hints = (tmp_path / "run" / "hints.json").read_text()
     assert '"hint_layer": "input.20"' in hints and '"activation": "relu"' in hints
+
+
+def _clips(opset: int) -> onnx.ModelProto:
+    """(1, 4, 4) images, each clipped between bounds (Constant nodes, as PyTorch writes them,
+    or initializers, as tf2onnx does; attributes before opset 11); a max pool of the first."""
+    bounds = {"a": (0, 6), "b": (0, 4), "c": (-1, 1), "d": (0, None), "e": (0.5, 6)}
+    numbers = sorted({n for pair in bounds.values() for n in pair if n is not None})
+    names = {n: f"k{i}" for i, n in enumerate(numbers)}
+    nodes, init = [], []
+    for n, name in names.items():
+        value = numpy_helper.from_array(np.array(n, np.float32), name)
+        if n == 0:  # one as a Constant node, the others as initializers
+            nodes.append(helper.make_node("Constant", [], [name], value=value))
+        else:
+            init.append(value)
+    for out, (low, high) in bounds.items():
+        if opset < 11:
+            limits = {"min": float(low)} | ({"max": float(high)} if high is not None else {})
+            nodes.append(helper.make_node("Clip", ["input"], [out], **limits))
+        else:
+            ins = ["input", names[low]] + ([names[high]] if high is not None else [])
+            nodes.append(helper.make_node("Clip", ins, [out]))
+    nodes.append(helper.make_node("MaxPool", ["a"], ["pooled"], kernel_shape=[2, 2],
+                                  strides=[2, 2]))  # fmt: skip
+    images = helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", 1, 4, 4])
+    out = helper.make_tensor_value_info("pooled", onnx.TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "clips", [images], [out], init)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("opset", [10, 17])
+def test_a_clip_from_0_to_6_is_exposed_as_a_relu6(opset):
+    # tf2onnx writes Keras' ReLU(6.) as a Clip(0, 6), PyTorch its ReLU6 too: it was exposed as
+    # a linear layer, so its regressor was linear where the Keras hint's is a ReLU6. A Clip
+    # from 0 is a Keras ReLU(max_value=...) and gets its ReLU; other bounds stay linear.
+    listed = onnx_hints.candidates(_clips(opset), (4, 4, 1), channels_first=True)
+    exposed = {c.tensor: (c.op, onnx_hints.hint_layer(c).activation.__name__) for c in listed}
+    assert exposed == {
+        "a": ("Clip", "relu6"), "b": ("Clip", "relu"), "c": ("Clip", "linear"),
+        "d": ("Clip", "relu"), "e": ("Clip", "linear"), "pooled": ("MaxPool", "relu6"),
+    }  # fmt: skip

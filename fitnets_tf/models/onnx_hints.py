@@ -5,7 +5,8 @@ Runtime returns any intermediate tensor once it is a graph output: the teacher's
 copy of the file (in memory) with the requested tensors added as outputs, and its Keras model
 exposes each through a named layer (:func:`layer_name`), which the hint machinery taps as it taps
 a Keras layer: ``Activation("relu")`` for a tensor a ``Relu`` node makes (a no-op on it, and the
-regressor's non-linearity is then a ReLU, as for a Keras ReLU hint), ``Activation("linear")``
+regressor's non-linearity is then a ReLU, as for a Keras ReLU hint), ``Activation("relu6")`` for
+a ``Relu6``'s or a ``Clip``'s from 0 to 6 (Keras' ``ReLU(6.)``), ``Activation("linear")``
 otherwise. Each hint is given channels last, as the student's guided layers are: transposed
 when the tensor is channels-first, which is traced tensor by tensor
 (:mod:`~fitnets_tf.models.onnx_layouts`: a channels-last file's convolutions are ONNX's, NCHW).
@@ -31,6 +32,9 @@ _NOT_ACTIVATIONS = {"Constant", "ConstantOfShape", "Shape", "Size", "Range"}
 # inference) or the same re-laid out (tf2onnx's transposes): a max pool of a ReLU's map is
 # non-negative, and its hint gets a ReLU regressor (fitnets_tf.regressor's _TRANSPARENT).
 _SAME_VALUES = {"MaxPool", "GlobalMaxPool", "Dropout", "Identity", "Transpose"}
+# The Keras activation of a hint whose values a node of this type makes (a Clip's: see
+# _clip_values), as the regressor takes a Keras ReLU(6.) hint's: any other, linear.
+_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6"}
 
 
 # What a TensorFlow name scope takes (a layer's name is one in a traced step), besides `/`.
@@ -52,7 +56,8 @@ class Candidate:
     """A 4-D activation of the file: its name, its shape channels last ``(H, W, C)``, the
     type of the node making it (``"Relu"``, ``"Conv"``...), whether the file holds it
     channels-first ``(N, C, H, W)``, and the type of the node making its values, looked
-    through max pooling and layout nodes (a ``MaxPool`` of a ``Relu``'s map: ``"Relu"``), as
+    through max pooling and layout nodes (a ``MaxPool`` of a ``Relu``'s map: ``"Relu"``; a
+    ``Clip``'s: the ReLU it is, :func:`_clip_values`), as
     :func:`fitnets_tf.regressor.hint_nonlinearity` looks through a Keras hint's."""
 
     tensor: str
@@ -70,11 +75,12 @@ def candidates(model, input_shape, channels_first: bool) -> list[Candidate]:
     image = _image_input(model).name
     ranks = {tensor: len(dims) for tensor, dims in types.items()} | {image: 4}
     first = onnx_layouts.channels_first(model, image, channels_first, ranks)
-    found, values_of = [], {}
+    found, values_of, scalars = [], {}, _scalars(model)
     for node in model.graph.node:
+        made = _clip_values(node, scalars) if node.op_type == "Clip" else node.op_type
         for tensor in node.output:
-            values_of[tensor] = (values_of.get(node.input[0], node.op_type)
-                                 if node.op_type in _SAME_VALUES else node.op_type)  # fmt: skip
+            values_of[tensor] = (values_of.get(node.input[0], made)
+                                 if node.op_type in _SAME_VALUES else made)  # fmt: skip
         if node.op_type in _NOT_ACTIVATIONS:
             continue
         for tensor in node.output:
@@ -84,6 +90,37 @@ def candidates(model, input_shape, channels_first: bool) -> list[Candidate]:
                 found.append(Candidate(tensor, shape, node.op_type, first[tensor],
                                        values_of[tensor]))  # fmt: skip
     return found
+
+
+def _scalars(model) -> dict[str, float]:
+    """The file's one-number initializers and ``Constant`` nodes, by name: a ``Clip``'s
+    bounds (opset 11 on) are such inputs."""
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    found = {t.name: t for t in model.graph.initializer if math.prod(t.dims) == 1}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute[0].name in ("value", "value_float"):
+            value = node.attribute[0]
+            found[node.output[0]] = value.t if value.name == "value" else value.f
+    return {name: value if isinstance(value, float) else float(numpy_helper.to_array(value))
+            for name, value in found.items()
+            if isinstance(value, float) or math.prod(value.dims) == 1}  # fmt: skip
+
+
+def _clip_values(node, scalars: dict[str, float]) -> str:
+    """A ``Clip``'s values as the Keras ReLU whose they are: ``"Relu6"`` for bounds 0 and 6
+    (``ReLU(6.)``, which tf2onnx writes so, as PyTorch's ``ReLU6``), ``"Relu"`` for 0 and another
+    bound or none (``ReLU(max_value=m)``, ``ReLU()``: a ReLU regressor reaches their values, as
+    for those Keras hints). ``"Clip"`` otherwise: a lower bound not 0 or not known (an input
+    computed in the graph), which no Keras ReLU hint has."""
+    bounds = {a.name: a.f for a in node.attribute if a.name in ("min", "max")}  # opset < 11
+    for key, name in zip(("min", "max"), node.input[1:], strict=False):  # each optional
+        if name:
+            bounds[key] = scalars.get(name, math.nan)
+    low, high = bounds.get("min", -math.inf), bounds.get("max", math.inf)
+    if low != 0 or not high > 0:  # NaN: a bound not known
+        return "Clip"
+    return "Relu6" if high == 6 else "Relu"
 
 
 def _image_input(model):
@@ -221,8 +258,9 @@ def add_outputs(model, tensors) -> None:
 
 def hint_layer(candidate: Candidate) -> keras.layers.Layer:
     """The layer exposing ``candidate``, whose type tells the regressor its non-linearity: a
-    ReLU's for a tensor of a ``Relu``'s values (:attr:`Candidate.values_of`)."""
-    activation = "relu" if (candidate.values_of or candidate.op) == "Relu" else "linear"
+    ReLU's for a tensor of a ``Relu``'s values (:attr:`Candidate.values_of`), a ReLU6's for a
+    ``Relu6``'s (a no-op on either's values)."""
+    activation = _ACTIVATIONS.get(candidate.values_of or candidate.op, "linear")
     return keras.layers.Activation(activation, name=layer_name(candidate.tensor))
 
 

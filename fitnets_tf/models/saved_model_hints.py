@@ -158,7 +158,9 @@ def activations(graph, copies: bool = False) -> list[Candidate]:
 
 
 def _values_of(tensor) -> str:
-    """The type of the op making ``tensor``'s values (:attr:`Candidate.values_of`)."""
+    """The type of the op making ``tensor``'s values (:attr:`Candidate.values_of`): a Keras
+    ``ReLU(6.)``'s is ``Relu6``, which :func:`~fitnets_tf.models.onnx_hints.hint_layer` exposes
+    as a ReLU6, as tf2onnx's ``Clip`` of it."""
     while tensor.op.type in _SAME_VALUES and tensor.op.inputs:
         tensor = tensor.op.inputs[tensor.value_index if tensor.op.type == "IdentityN" else 0]
     return tensor.op.type
