@@ -291,7 +291,8 @@ def _clips(opset: int) -> onnx.ModelProto:
     names = {n: f"k{i}" for i, n in enumerate(numbers)}
     nodes, init = [], []
     for n, name in names.items():
-        value = numpy_helper.from_array(np.array(n, np.float32), name)
+        # 4 held with shape (1,), as a file may hold a scalar: NumPy 2 makes no float of it.
+        value = numpy_helper.from_array(np.array([n] if n == 4 else n, np.float32), name)
         if n == 0:  # one as a Constant node, the others as initializers
             nodes.append(helper.make_node("Constant", [], [name], value=value))
         else:

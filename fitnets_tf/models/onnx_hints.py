@@ -102,7 +102,9 @@ def _scalars(model) -> dict[str, float]:
         if node.op_type == "Constant" and node.attribute[0].name in ("value", "value_float"):
             value = node.attribute[0]
             found[node.output[0]] = value.t if value.name == "value" else value.f
-    return {name: value if isinstance(value, float) else float(numpy_helper.to_array(value))
+    # A bound may be held with shape (1,), which NumPy 2 no longer turns into a float.
+    return {name: value if isinstance(value, float) else
+            float(numpy_helper.to_array(value).reshape(-1)[0])
             for name, value in found.items()
             if isinstance(value, float) or math.prod(value.dims) == 1}  # fmt: skip
 
