@@ -13,7 +13,6 @@ and white: torchvision's ``Normalize(0.2860, 0.3530)`` of Fashion-MNIST spans -0
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 
 import keras
@@ -52,17 +51,6 @@ def _labels(y) -> np.ndarray:
     return labels.reshape(-1).astype("int64")
 
 
-def _first_copies(images: np.ndarray, labels: np.ndarray, seen: set) -> np.ndarray:
-    """Which of ``images`` (with their ``labels``) are not a copy of one before: in ``seen``,
-    the hashes of the (image, label) pairs found so far, which this adds to."""
-    new = np.zeros(len(labels), bool)
-    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-        key = (hashlib.blake2b(image.tobytes(), digest_size=16).digest(), int(label))
-        new[i] = key not in seen
-        seen.add(key)
-    return new
-
-
 def _images_and_labels(batches, teacher) -> tuple[np.ndarray, np.ndarray, bool] | None:
     """The distinct images and labels (class ids) of ``batches`` (``fit``'s, as Keras unpacks
     them), in the order first given, up to :data:`~fitnets_tf.teacher_scaling.MAX_IMAGES`, and
@@ -82,7 +70,7 @@ def _images_and_labels(batches, teacher) -> tuple[np.ndarray, np.ndarray, bool] 
         images = np.asarray(ops.convert_to_numpy(images_of(x)), "float32")
         check_batched(images, teacher)  # as the step would, before the teacher sees it
         labels = _labels(y)
-        new = _first_copies(images, labels, seen)
+        new = teacher_scaling.first_copies(images, labels, seen)
         xs.append(images if new.all() else images[new])  # no copy of a batch without copies
         ys.append(labels[new])
         one_hot = one_hot or len(y.shape) == 2 and y.shape[-1] > 1
