@@ -21,8 +21,8 @@ from keras import ops
 
 from fitnets_tf import first_batches, losses, recipes
 from fitnets_tf.distiller_saving import SavedInParts
-from fitnets_tf.fit_checks import CheckedRuns
 from fitnets_tf.errors import ConfigError, HintShapeError  # noqa: F401  (HintShapeError: re-exported)
+from fitnets_tf.fit_checks import CheckedRuns
 from fitnets_tf.hint_flags import pair_name
 from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     HintTaps,
