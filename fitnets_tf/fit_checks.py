@@ -27,8 +27,7 @@ from fitnets_tf.errors import ConfigError
 from fitnets_tf.notes import note
 
 _FIT = inspect.signature(keras.Model.fit)
-_STEPS = {method: inspect.signature(getattr(keras.Model, method)) for method in ("evaluate",
-                                                                                 "predict")}
+_STEPS = {name: inspect.signature(getattr(keras.Model, name)) for name in ("evaluate", "predict")}
 
 
 class CheckedRuns:

@@ -187,7 +187,7 @@ def regressor_names(pairs) -> list[str]:
     layer name: weights saved when every regressor was named ``regressor`` load unchanged."""
     if len(pairs) == 1:
         return ["regressor"]
-    guided = [g for _, g in pairs]
+    guided = [g.replace("/", "_") for _, g in pairs]  # a "/" is no Keras layer name's
     return [f"regressor_{g}" + (f"_{i + 1}" if guided.count(g) > 1 else "")
             for i, g in enumerate(guided)]  # fmt: skip
 
