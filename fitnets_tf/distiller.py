@@ -19,9 +19,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from fitnets_tf import first_batches, fit_checks, losses, recipes
+from fitnets_tf import first_batches, losses, recipes
 from fitnets_tf.distiller_saving import SavedInParts
 from fitnets_tf.errors import ConfigError, HintShapeError  # noqa: F401  (HintShapeError: re-exported)
+from fitnets_tf.fit_checks import CheckedRuns
 from fitnets_tf.hint_flags import pair_name
 from fitnets_tf.hint_path import (  # noqa: F401  (make_hint_path: re-exported)
     HintTaps,
@@ -53,7 +54,7 @@ def _as_list(outputs) -> list:
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
-class Distiller(SavedInParts, keras.Model):
+class Distiller(SavedInParts, CheckedRuns, keras.Model):
     """FitNets: hint training, then knowledge distillation, of ``student`` from ``teacher``.
 
     Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015.
@@ -209,11 +210,6 @@ class Distiller(SavedInParts, keras.Model):
 
     def call(self, inputs, training=None):
         return self.student(images_of(inputs), training=training)
-
-    def fit(self, *args, **kwargs):
-        """``keras.Model.fit``, after :mod:`fitnets_tf.fit_checks`' checks; λ and τ stay where
-        training left them, whatever a callback restores at its end."""
-        return fit_checks.checked_fit(self, super().fit, args, kwargs)
 
     # -- compile -----------------------------------------------------------------------------
 

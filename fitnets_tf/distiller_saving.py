@@ -10,11 +10,19 @@ several doors (``save``, ``keras.saving.save_model``, ``to_json``, ``get_config`
 ``export``), and left to itself answers each with advice for a layer author ("implement
 ``get_config()``") or, for ``export``, says a fitted model was "never called". Each door here
 says instead what a user can keep: the student, or the Distiller's weights.
+
+``keras.saving.save_model`` (Keras 3.15's ``keras/src/saving/saving_lib.py``) opens its file
+for writing, emptying one that was there, before it asks the model for anything but
+``model.built``; it has no public hook before that. So :attr:`SavedInParts.built` refuses when
+read by that function: Keras' module and function name are the private part this relies on,
+pinned by ``tests/test_distiller.py``. (Its legacy ``.h5`` writer reads nothing of the model
+before it opens the file.)
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from fitnets_tf.notes import note
 
@@ -23,6 +31,9 @@ WHAT_TO_SAVE = (
     "'student.keras'), or the student, regressors, λ, τ and the compiled phase's optimizer "
     "state, distiller.save_weights('distiller.weights.h5')."
 )
+
+# The module of keras.saving.save_model's writer, whose first read of the model is ``built``.
+_KERAS_SAVING = "keras.src.saving.saving_lib"
 
 WHAT_TO_EXPORT = (
     "A Distiller is not exported: export the student for serving, fitnets_tf.export."
@@ -35,6 +46,20 @@ WHAT_TO_EXPORT = (
 class SavedInParts:
     """Mixed into :class:`~fitnets_tf.Distiller` before ``keras.Model``: every way to save the
     model whole is refused before any file is written, naming what to save instead."""
+
+    @property
+    def built(self) -> bool:
+        """Keras' ``built``; refused when ``keras.saving.save_model`` reads it, before it opens
+        its file (see the module's docstring)."""
+        caller = sys._getframe(1)
+        if (caller.f_code.co_name == "save_model"
+                and caller.f_globals.get("__name__") == _KERAS_SAVING):  # fmt: skip
+            raise NotImplementedError(WHAT_TO_SAVE)
+        return self.__dict__.get("_built_as_keras_sets_it", False)
+
+    @built.setter
+    def built(self, value) -> None:
+        self.__dict__["_built_as_keras_sets_it"] = value
 
     def save(self, filepath, *args, **kwargs):
         """Refused: see :data:`WHAT_TO_SAVE`."""

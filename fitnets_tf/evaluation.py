@@ -66,9 +66,17 @@ def test_accuracy(model: keras.Model, test: tf.data.Dataset) -> float:
     return float(np.mean(predictions == labels)) if len(labels) else 0.0
 
 
-def _answers(model: keras.Model, images: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """``model``'s classes and the labels, over every batch of ``images``."""
-    pairs = [(predict_classes(model, x), np.asarray(y).reshape(-1)) for x, y in images]
+def _answers(model: keras.Model, images: tf.data.Dataset, distinct: bool = False
+             ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``model``'s classes and the labels, over every batch of ``images`` (``distinct``: each
+    (image, label) once, :func:`fitnets_tf.teacher_scaling.first_copies`)."""
+    pairs, seen = [], set()
+    for x, y in images:
+        classes, labels = predict_classes(model, x), np.asarray(y).reshape(-1)
+        if distinct:
+            new = teacher_scaling.first_copies(np.asarray(x), labels, seen)
+            classes, labels = classes[new], labels[new]
+        pairs.append((classes, labels))
     if not pairs:
         return np.zeros(0, "int64"), np.zeros(0, "int64")
     return tuple(np.concatenate(part) for part in zip(*pairs, strict=True))
@@ -98,14 +106,16 @@ def check_teacher(
 
     A teacher that gives some labels' images one other class each, or is far *below* chance,
     knows the classes under other labels: it was trained with another class order
-    (:mod:`fitnets_tf.class_order`).
+    (:mod:`fitnets_tf.class_order`). Each distinct (image, label) counts once in these checks,
+    as in ``Distiller.fit``'s (:func:`fitnets_tf.teacher_scaling.first_copies`).
 
     Raises:
         ConfigError: the teacher calls labels by other classes, naming them and the teacher's
             order; it is right clearly more often on the images scaled another way, naming
             the ``--preprocessing`` that fits it; or it is far below chance.
     """
-    predictions, labels = _answers(teacher, images)
+    # Each (image, label) once, as Distiller.fit's check counts them: copies are no evidence.
+    predictions, labels = _answers(teacher, images, distinct=True)
     accuracy = float(np.mean(predictions == labels)) if len(labels) else 0.0
     chance = 1 / num_classes
     lines = [f"teacher: {split} accuracy {accuracy:.4f} (chance {chance:.4f})"]

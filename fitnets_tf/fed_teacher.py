@@ -20,7 +20,6 @@ for it when they were cached cannot be checked.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import weakref
 from typing import NamedTuple
@@ -89,17 +88,6 @@ def _labels(y) -> np.ndarray:
     return labels.reshape(-1).astype("int64")
 
 
-def _first_copies(images: np.ndarray, labels: np.ndarray, seen: set) -> np.ndarray:
-    """Which of ``images`` (with their ``labels``) are not a copy of one before: in ``seen``,
-    the hashes of the (image, label) pairs found so far, which this adds to."""
-    new = np.zeros(len(labels), bool)
-    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-        key = (hashlib.blake2b(image.tobytes(), digest_size=16).digest(), int(label))
-        new[i] = key not in seen
-        seen.add(key)
-    return new
-
-
 class _Seen(NamedTuple):
     """The distinct labelled images ``fit``'s first batches hold (:func:`_images_and_labels`)."""
 
@@ -129,7 +117,7 @@ def _images_and_labels(batches, teacher) -> _Seen | None:
         images = np.asarray(ops.convert_to_numpy(images_of(x)), "float32")
         check_batched(images, teacher)  # as the step would, before the teacher sees it
         labels = _labels(y)
-        new = _first_copies(images, labels, seen)
+        new = teacher_scaling.first_copies(images, labels, seen)
         xs.append(images if new.all() else images[new])  # no copy of a batch without copies
         ys.append(labels[new])
         cached = x.get(CACHED_LOGITS) if isinstance(x, dict) else None

@@ -4,7 +4,8 @@ Each check refuses, with the fix, a combination that Keras would run without a w
 on deep inside TensorFlow: a callback that cannot work on a Distiller, a batch that leaves a
 replica without an example, a teacher whose outputs are probabilities where the Distiller
 needs logits, a teacher that cannot teach the images as fed (another class order, another
-scaling), a ``steps_per_epoch`` that Keras' ``steps_per_execution`` would round up. A stage
+scaling), a ``steps_per_epoch`` that Keras' ``steps_per_execution`` would round up (and
+``evaluate``'s and ``predict``'s ``steps``: :class:`CheckedRuns`). A stage
 too short for its optimizer's moving average is told so (a note, not a refusal). The
 curriculum (λ, τ) is kept where training left it when a callback restores weights at the end
 of ``fit``.
@@ -26,6 +27,33 @@ from fitnets_tf.fit_inputs import FitInputs, array_examples
 from fitnets_tf.notes import note
 
 _FIT = inspect.signature(keras.Model.fit)
+_STEPS = {name: inspect.signature(getattr(keras.Model, name)) for name in ("evaluate", "predict")}
+
+
+class CheckedRuns:
+    """Mixed into :class:`~fitnets_tf.Distiller` before ``keras.Model``: its ``fit``,
+    ``evaluate`` and ``predict`` are Keras', after this module's checks."""
+
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit``, after this module's checks; λ and τ stay where training left
+        them, whatever a callback restores at its end."""
+        return checked_fit(self, super().fit, args, kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        """``keras.Model.evaluate``; ``steps`` must be a multiple of ``steps_per_execution``
+        (:func:`check_whole_executions`)."""
+        _check_steps(self, "evaluate", args, kwargs)
+        return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        """``keras.Model.predict``; ``steps`` as for :meth:`evaluate`."""
+        _check_steps(self, "predict", args, kwargs)
+        return super().predict(*args, **kwargs)
+
+
+def _check_steps(model, method: str, args, kwargs) -> None:
+    steps = _STEPS[method].bind(model, *args, **kwargs).arguments.get("steps")
+    check_whole_executions(model, "steps", steps)
 
 
 def checked_fit(distiller, fit, args, kwargs):
@@ -171,17 +199,20 @@ _SHORT_BATCH = "fitnets_tf: a batch smaller than the replicas"
 
 
 def check_whole_executions(distiller, name: str, steps) -> None:
-    """Refuses ``steps_per_epoch`` or ``validation_steps`` (``name``, of value ``steps``) not a
-    multiple of the compiled ``steps_per_execution``: Keras 3.15 runs whole executions, so a
-    dataset that does not end first was trained (or validated) up to the next multiple,
-    silently (a learning-rate schedule, λ by steps and an average's count planned for fewer)."""
+    """Refuses ``steps_per_epoch`` or ``validation_steps`` of ``fit``, or ``steps`` of
+    ``evaluate`` and ``predict`` (``name``, of value ``steps``) not a multiple of the compiled
+    ``steps_per_execution``: Keras 3.15 runs whole executions, so a dataset that does not end
+    first was trained, validated, evaluated or predicted up to the next multiple, silently (a
+    learning-rate schedule, λ by steps and an average's count planned for fewer; a mean over
+    more batches; more rows of predictions)."""
     executions = int(getattr(distiller, "steps_per_execution", 1) or 1)
     if executions > 1 and steps and steps % executions:
         more = -(-steps // executions) * executions
+        each = " each epoch" if name != "steps" else ""
         raise ConfigError(
             f"{name}={steps} is not a multiple of steps_per_execution={executions}: Keras runs "
-            f"whole executions, so each epoch would run {more} steps. Give {name} a multiple "
-            f"of {executions}, or compile with a steps_per_execution that divides it."
+            f"whole executions, so {more} steps would run{each}. Give {name} a multiple of "
+            f"{executions}, or compile with a steps_per_execution that divides it."
         )
 
 

@@ -191,8 +191,10 @@ def make_regressor(
     regressor="auto",
     initializer=None,
     max_norm: float | None = None,
+    name: str = "regressor",
 ) -> keras.layers.Layer:
-    """The built regressor of one pair, after checking that it maps the guided onto the hint.
+    """The built regressor of one pair (an automatic one named ``name``), after checking that
+    it maps the guided onto the hint.
 
     Raises ``ConfigError`` (:class:`~fitnets_tf.errors.HintShapeError` for shapes) naming both
     layers, their shapes and the valid layer names; nothing is modified.
@@ -237,13 +239,8 @@ def make_regressor(
         valid=valid_names(teacher, student),
     )
     return regressor_lib.build_regressor(
-        guided_shape,
-        hint_shape,
-        regressor_lib.hint_nonlinearity(hint, teacher),
-        kind=regressor,
-        initializer=initializer,
-        max_norm=max_norm,
-    )
+        guided_shape, hint_shape, regressor_lib.hint_nonlinearity(hint, teacher), kind=regressor,
+        initializer=initializer, max_norm=max_norm, name=name)  # fmt: skip
 
 
 def tap(model: keras.Model, layer_names: list[str], name: str) -> keras.Model:
@@ -378,11 +375,12 @@ def make_regressors(teacher, student, pairs, regressor="auto", initializer=None,
         regressor_lib.check_channels_last(model, role)
     check_names(teacher, student, pairs)  # every unknown name at once, not the first
     built = []
-    for i, (hint, guided) in enumerate(pairs):
+    for i, ((hint, guided), name) in enumerate(zip(pairs, regressor_lib.regressor_names(pairs),
+                                                   strict=True)):  # fmt: skip
         layer = given[i] if given is not None else regressor
         try:
             built.append(make_regressor(teacher, student, hint, guided, layer,
-                                        nth_initializer(initializer, i), max_norm))  # fmt: skip
+                                        nth_initializer(initializer, i), max_norm, name))
         except ConfigError as e:
             if len(pairs) == 1:
                 raise

@@ -140,14 +140,47 @@ def kd_loss(teacher_logits, student_logits, temperature, tau_squared: bool = Fal
 
 
 def labels_loss(from_logits: bool = True, label_smoothing: float = 0.0) -> keras.losses.Loss:
-    """The Keras loss of a model trained on class ids alone (the teacher, ``scratch``).
+    """The Keras loss of a model trained on class ids alone (the teacher, ``scratch``, and
+    ``stagewise_labels``' stage 1), weighing examples as one device would
+    (:func:`one_device_weights`).
 
-    Without smoothing, Keras' ``SparseCategoricalCrossentropy``. With it,
-    :class:`SmoothedLabelsCrossentropy`: Keras' sparse loss has no ``label_smoothing``.
+    Without smoothing, Keras' ``SparseCategoricalCrossentropy`` (:class:`LabelsCrossentropy`).
+    With it, :class:`SmoothedLabelsCrossentropy`: Keras' sparse loss has no
+    ``label_smoothing``.
     """
     if not label_smoothing:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+        return LabelsCrossentropy(from_logits=from_logits)
     return SmoothedLabelsCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
+
+
+def one_device_weights(per_example):
+    """A replica's per-example losses, their values unchanged, their gradient scaled so that
+    Keras' reduction weighs each example as one device does: 1 / the step's examples.
+
+    Keras' step takes this replica's mean and divides it by the replica count, which weighs an
+    example by 1 / (replicas · its replica's examples): under a batch split unevenly (a last
+    batch of 3 split 2 + 1) the lone example got 1/2 of the step's gradient, not 1/3. The
+    :class:`~fitnets_tf.Distiller` divides each replica's sum by the step's examples
+    (:func:`per_replica_mean`); here the gradient is scaled by ``replicas · local / step``
+    (1 when the batch splits evenly, and nothing changes) while the value Keras logs stays its
+    own, whose per-replica means it weighs by their examples already. Unchanged outside a
+    multi-replica step.
+    """
+    examples = step_examples(per_example)
+    if examples is None:
+        return per_example
+    local = ops.cast(ops.shape(per_example)[0], "float32")
+    share = ops.cast(local * float(_replicas()) / examples, per_example.dtype)
+    return per_example * share + ops.stop_gradient(per_example * (1 - share))
+
+
+@keras.saving.register_keras_serializable(package="fitnets_tf")
+class LabelsCrossentropy(keras.losses.SparseCategoricalCrossentropy):
+    """Keras' ``SparseCategoricalCrossentropy``, weighing examples as one device would under
+    several replicas (:func:`one_device_weights`)."""
+
+    def call(self, y_true, y_pred):
+        return one_device_weights(super().call(y_true, y_pred))
 
 
 @keras.saving.register_keras_serializable(package="fitnets_tf")
@@ -156,13 +189,15 @@ class SmoothedLabelsCrossentropy(keras.losses.CategoricalCrossentropy):
 
     The ids become one-hot rows first, checked to be in range as :func:`cross_entropy`'s are
     (a one-hot row of an id out of range would be zeros: no loss at all). Keras' own logic
-    then takes the logits from under a model's final softmax, as the sparse loss does.
+    then takes the logits from under a model's final softmax, as the sparse loss does. Examples
+    are weighed as one device would under several replicas (:func:`one_device_weights`).
     """
 
     def call(self, y_true, y_pred):
         classes = ops.shape(y_pred)[-1]
         ids = _class_ids(ops.reshape(ops.cast(y_true, "int32"), (-1,)), classes)
-        return super().call(ops.one_hot(ids, classes, dtype=y_pred.dtype), y_pred)
+        return one_device_weights(super().call(ops.one_hot(ids, classes, dtype=y_pred.dtype),
+                                               y_pred))  # fmt: skip
 
 
 def per_replica_mean(per_example, sample_weight=None, step_examples=None):

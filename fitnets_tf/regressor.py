@@ -179,6 +179,19 @@ def checked_max_norm(max_norm) -> float | None:
     return float(max_norm)
 
 
+def regressor_names(pairs) -> list[str]:
+    """The layer names of the regressors of ``pairs`` (``(hint_layer, guided_layer)``), so that
+    a model's summary tells them apart: ``regressor`` for one pair, as always; for several,
+    ``regressor_<guided_layer>``, and the pair's number after it when two pairs guide the same
+    layer. Keras' weights files and the run's checkpoints hold variables by position, not by
+    layer name: weights saved when every regressor was named ``regressor`` load unchanged."""
+    if len(pairs) == 1:
+        return ["regressor"]
+    guided = [g.replace("/", "_") for _, g in pairs]  # a "/" is no Keras layer name's
+    return [f"regressor_{g}" + (f"_{i + 1}" if guided.count(g) > 1 else "")
+            for i, g in enumerate(guided)]  # fmt: skip
+
+
 def build_regressor(
     guided_shape,
     hint_shape,

@@ -22,6 +22,7 @@ first images ``Distiller.fit`` is given, the way they are fed told by their valu
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -48,16 +49,35 @@ _ADVICE = {
 }
 
 
+def first_copies(images: np.ndarray, labels: np.ndarray, seen: set) -> np.ndarray:
+    """Which of ``images`` (with their ``labels``) are not a copy of one before: in ``seen``,
+    the hashes of the (image, label) pairs found so far, which this adds to.
+
+    The teacher's checks count each (image, label) once: copies are no evidence (a repeated
+    dataset, a file copied twice into a class folder), and 8 images read as 512 passed the
+    tests' thresholds with the same 8 answers."""
+    new = np.zeros(len(labels), bool)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        key = (hashlib.blake2b(image.tobytes(), digest_size=16).digest(), int(label))
+        new[i] = key not in seen
+        seen.add(key)
+    return new
+
+
 def first_images(images: tf.data.Dataset, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``count`` images of ``images`` (batches of images and class ids) and their
-    labels, as arrays."""
-    xs, ys, total = [], [], 0
+    """The first ``count`` distinct images of ``images`` (batches of images and class ids;
+    :func:`first_copies`) and their labels, as arrays."""
+    xs, ys, total, seen = [], [], 0, set()
     for x, y in images:
-        xs.append(np.asarray(x))
-        ys.append(np.asarray(y).reshape(-1))
+        x, y = np.asarray(x), np.asarray(y).reshape(-1)
+        new = first_copies(x, y, seen)
+        xs.append(x if new.all() else x[new])  # no copy of a batch without copies
+        ys.append(y[new])
         total += len(ys[-1])
         if total >= count:
             break
+    if not xs:
+        return np.zeros((0,)), np.zeros((0,), "int64")
     return np.concatenate(xs)[:count], np.concatenate(ys)[:count]
 
 

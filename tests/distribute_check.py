@@ -92,20 +92,22 @@ def scaled(student):
                                               scaled_variables=convolutions)  # fmt: skip
 
 
-def labels_run(strategy, policy: str = "float32") -> list:
+def labels_run(strategy, policy: str = "float32", examples: int = 32, clipnorm=0.05):
     """The weights of a model ``stages.fit_labels`` trained (the teacher's and ``scratch``'s
     stage, a step Keras runs) with SGD and --global_clipnorm=0.05, which clips here; under
-    ``mixed_float16`` Keras' compile makes the optimizer a LossScaleOptimizer."""
-    hparams = Hyperparameters(optimizer_name="sgd", learning_rate=0.05, global_clipnorm=0.05)
+    ``mixed_float16`` Keras' compile makes the optimizer a LossScaleOptimizer. With
+    ``examples=35`` and no clipping: the losses too, as :func:`run` gives them."""
+    hparams = Hyperparameters(optimizer_name="sgd", learning_rate=0.05, global_clipnorm=clipnorm)
     keras.mixed_precision.set_global_policy(policy)
     try:
         with strategy.scope():
             model = tiny_model("labels_net", 4, 1, batch_norm=False)
-            stages.fit_labels(model, tiny_dataset(batch_size=8, n=32), epochs=2,
-                              hparams=hparams, verbose=0)  # fmt: skip
+            history = stages.fit_labels(model, tiny_dataset(batch_size=8, n=examples), epochs=2,
+                                        hparams=hparams, verbose=0)  # fmt: skip
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    return [float(np.sum(np.abs(w))) for w in model.get_weights()]
+    weights = [float(np.sum(np.abs(w))) for w in model.get_weights()]
+    return weights if examples == 32 else {"loss": history.history["loss"], "weights": weights}
 
 
 def refused(strategy) -> dict:
@@ -174,5 +176,8 @@ result = {
                                                   policy),
                                 "mirrored": labels_run(mirrored, policy)}
                        for policy in ("float32", "mixed_float16")},  # fmt: skip
+    "labels_partial_last_batch": {
+        "one": labels_run(tf.distribute.OneDeviceStrategy(logical[0]), examples=35, clipnorm=0.0),
+        "mirrored": labels_run(mirrored, examples=35, clipnorm=0.0)},
 }
 print(json.dumps(result))

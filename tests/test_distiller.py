@@ -299,8 +299,30 @@ def test_keras_own_ways_to_save_a_distiller_whole_say_what_to_save(teacher, stud
             attempt()
     with pytest.raises(NotImplementedError, match=r"export_student\(distiller.student"):
         d.export(tmp_path / "d_export")
-    # Keras' save_model opens its file before it asks for the config: an empty file, no more.
-    assert [(p.name, p.stat().st_size) for p in tmp_path.iterdir()] == [("d.keras", 0)]
+    # Keras' save_model opened its file before it asked for the config: it left an empty file.
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keras_save_model_of_a_distiller_leaves_what_was_at_the_path_untouched(
+    teacher, student, tmp_path
+):
+    # keras.saving.save_model(d, path) opened path for writing, then asked d for its config,
+    # refused: the user's earlier save there was emptied, or a corrupt file appeared.
+    d = fitnets_tf.Distiller(teacher, student)
+    earlier = tmp_path / "model.keras"
+    keras.saving.save_model(d.student, earlier)
+    before = earlier.read_bytes()
+    with pytest.raises(NotImplementedError, match=r"distiller.student.save"):
+        keras.saving.save_model(d, earlier)
+    assert earlier.read_bytes() == before
+    keras.saving.load_model(earlier)  # still the student saved there
+    # Nor a new file or a folder (zipped=False).
+    with pytest.raises(NotImplementedError, match=r"distiller.student.save"):
+        keras.saving.save_model(d, tmp_path / "new.keras")
+    with pytest.raises(NotImplementedError, match=r"distiller.student.save"):
+        keras.saving.save_model(d, tmp_path / "folder", zipped=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+    assert d.built  # what Keras reads elsewhere is as before
 
 
 def test_a_model_checkpoint_saving_the_model_is_refused_before_training(teacher, student, tmp_path):

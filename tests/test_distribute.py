@@ -258,6 +258,15 @@ def test_a_last_batch_split_unevenly_trains_as_on_one_device(check):
     np.testing.assert_allclose(mirrored["weights"], one["weights"], rtol=2e-3)
 
 
+def test_a_stage_keras_trains_weighs_a_partial_last_batch_as_one_device(check):
+    # stages.fit_labels (the teacher, scratch, stagewise_labels' stage 1) runs Keras' own step:
+    # each replica divided its mean by the replica count, so the last batch of 3, split 2 + 1,
+    # gave its lone example 1/2 of the step's gradient instead of 1/3.
+    found = check["labels_partial_last_batch"]
+    np.testing.assert_allclose(found["mirrored"]["loss"], found["one"]["loss"], rtol=2e-3)
+    np.testing.assert_allclose(found["mirrored"]["weights"], found["one"]["weights"], rtol=2e-3)
+
+
 @pytest.mark.parametrize("tf_config, said", [
     (None, "TF_CONFIG is not set"),
     ("", "TF_CONFIG is not set"),

@@ -156,10 +156,19 @@ def _mean_brightness_teacher(rescales: bool) -> keras.Model:
     return model
 
 
-def _brightness_batches(scale: float):
-    means = np.repeat([0.1, 0.4, 0.6, 0.9], 8).astype("float32")  # 8 of each class
-    images = np.ones((32, 4, 4, 1), "float32") * means[:, None, None, None] * scale
-    return tf.data.Dataset.from_tensor_slices((images, np.repeat(np.arange(4), 8))).batch(16)
+def _brightness_batches(scale: float, rounds: int = 1):
+    """32 images a round, 8 of each class (mean pixel / 255 of 0.1, 0.4, 0.6, 0.9).
+
+    The teacher check counts copies once, so each image differs from the others of its class
+    in one pixel, 0.0005 per round brighter in the two darker classes and darker in the two
+    brighter ones: their mean (0.5) and std (0.2915) stay as the messages pin them."""
+    means = np.tile(np.repeat([0.1, 0.4, 0.6, 0.9], 8), rounds).astype("float32")
+    index = np.arange(len(means))
+    images = np.ones((len(means), 16), "float32") * means[:, None]
+    images[index, index % 16] += np.where(means < 0.5, 1, -1) * 0.0005 * (1 + index // 32)
+    images = images.reshape(-1, 4, 4, 1) * scale
+    return tf.data.Dataset.from_tensor_slices((images, np.tile(np.repeat(np.arange(4), 8),
+                                                               rounds))).batch(16)  # fmt: skip
 
 
 @pytest.mark.parametrize(("rescales", "preprocessing", "fix"),
@@ -182,11 +191,14 @@ def test_a_teacher_trained_on_other_pixel_scaling_is_refused_with_the_flag(
 
 
 def _quadrant_batches(scale: float) -> tf.data.Dataset:
-    """32 images, 8 of each class: its quadrant 0.9 (as pixels / 255), the others 0.1."""
+    """32 images, 8 of each class: its quadrant 0.9 (as pixels / 255), the others 0.1. Each is
+    distinct (the check counts copies once): one pixel of its opposite quadrant is 0.0001 per
+    image of its class darker, which leaves its brightest two quadrants as they were."""
     images = np.full((32, 4, 4, 1), 0.1, "float32")
     for i in range(32):
         row, col = divmod(i % 4, 2)
         images[i, 2 * row:2 * row + 2, 2 * col:2 * col + 2] = 0.9
+        images[i, 2 * (1 - row), 2 * (1 - col)] -= 0.0001 * (1 + i // 4)
     return tf.data.Dataset.from_tensor_slices((images * scale, np.arange(32) % 4)).batch(16)
 
 
@@ -235,7 +247,7 @@ def test_a_teacher_well_above_chance_but_trained_on_other_inputs_is_refused():
     # Fed pixels / 255, the teacher trained behind a Normalize calls the two darker classes'
     # images class 2: right on 0.5 of them, twice chance, and it taught its mistakes.
     teacher = _normalized_brightness_teacher()
-    images = _brightness_batches(1.0).unbatch().repeat(4).batch(16)  # 32 images a class
+    images = _brightness_batches(1.0, rounds=4)  # 32 images a class
     with pytest.raises(errors.ConfigError, match=(
             r"right on 0.5000 of the first 128 validation images fed as this run feeds them "
             r"\(pixels / 255, --preprocessing=scale, .* but on 1.0000 of the same images "
@@ -254,7 +266,7 @@ def test_a_standardize_run_given_its_teachers_constants_or_close_ones_is_not_ref
     # The images' classes standardised by (0.49, 0.3) are -1.30, -0.30, 0.37, 1.37: on the
     # same side of the teacher's bounds (-0.86, 0, 0.86) as by its own (0.5, 0.2915).
     teacher = _normalized_brightness_teacher()
-    fed = _brightness_batches(1.0).unbatch().repeat(4).batch(16).map(
+    fed = _brightness_batches(1.0, rounds=4).map(
         lambda x, y: ((x - mean) / std, y))  # fmt: skip
     assert evaluation.check_teacher(teacher, fed, "standardize", 4, input_mean=(mean,),
                                     input_std=(std,)) == [  # fmt: skip
@@ -265,7 +277,7 @@ def test_a_standardize_run_given_swapped_constants_is_refused_with_the_right_one
     # --input_mean=0.2915 --input_std=0.5 (Normalize's mean and std swapped) feeds the classes
     # as -0.38, 0.22, 0.62, 1.22: the two darker ones are called one class up.
     teacher = _normalized_brightness_teacher()
-    fed = _brightness_batches(1.0).unbatch().repeat(4).batch(16).map(
+    fed = _brightness_batches(1.0, rounds=4).map(
         lambda x, y: ((x - 0.2915) / 0.5, y))  # fmt: skip
     with pytest.raises(errors.ConfigError, match=(
             r"right on 0.5000 of the first 128 validation images fed as this run feeds them "
@@ -306,6 +318,7 @@ def test_an_rgb_teacher_trained_on_imagenets_normalize_is_named_imagenets_consta
     red = np.repeat([0.1, 0.4, 0.6, 0.9], 8).astype("float32")
     images = np.full((32, 4, 4, 3), 0.5, "float32")
     images[..., 0] = red[:, None, None]
+    images[:, 0, 0, 1] += np.arange(32) * 0.001  # distinct, in a channel the teacher ignores
     fed = tf.data.Dataset.from_tensor_slices((images, np.repeat(np.arange(4), 8))).batch(16)
     with pytest.raises(errors.ConfigError, match=(
             r"right on 0.2500 .* but on 1.0000 of the same images standardised by ImageNet's "
@@ -331,6 +344,7 @@ def test_an_rgb_teacher_trained_on_pixels_given_imagenets_constants_is_refused()
     red = np.repeat([0.1, 0.4, 0.6, 0.9], 32).astype("float32")
     images = np.full((128, 4, 4, 3), 0.5, "float32")
     images[..., 0] = red[:, None, None]
+    images[:, 0, 0, 1] += np.arange(128) * 0.001  # distinct, in a channel the teacher ignores
     mean, std = (np.asarray(v, "float32") for v in teacher_scaling.IMAGENET)
     fed = tf.data.Dataset.from_tensor_slices(((images - mean) / std, np.repeat(np.arange(4), 32)))
     with pytest.raises(errors.ConfigError, match=(
@@ -355,7 +369,7 @@ def test_the_sign_test_of_two_scalings():
 def test_a_mediocre_teacher_fed_its_own_scaling_is_not_refused():
     # 52 of 128 images mislabelled: right on 0.59 of them, and worse on every other scaling.
     teacher = _mean_brightness_teacher(rescales=False)
-    images, labels = next(iter(_brightness_batches(1.0).unbatch().repeat(4).batch(128)))
+    images, labels = next(iter(_brightness_batches(1.0, rounds=4).unbatch().batch(128)))
     labels = np.where(np.arange(128) % 5 < 2, (labels.numpy() + 1) % 4, labels.numpy())
     fed = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
     assert evaluation.check_teacher(teacher, fed, "scale", 4) == [
@@ -371,7 +385,10 @@ def _rotated_labels(per_class: int, counts=None):
     head.set_weights([np.array([[0.0, 10, 20]]), np.array([0.0, -2.5, -7.5])])
     counts = counts or [per_class] * 3
     means = np.repeat([0.1, 0.4, 0.8], counts).astype("float32")
-    images = np.ones((len(means), 4, 4, 1), "float32") * means[:, None, None, None]
+    images = np.ones((len(means), 16), "float32") * means[:, None]
+    index = np.arange(len(means))  # each image distinct: the check counts copies once
+    images[index, index % 16] += 0.0001 * (1 + index // 16)
+    images = images.reshape(-1, 4, 4, 1)
     labels = (np.repeat(np.arange(3), counts) + 1) % 3
     return teacher, tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
 
@@ -398,6 +415,7 @@ def _relabelled_teacher(swapped: list[int], right: float, per_class: int = 10, c
                        rng.integers(0, classes, len(labels)))  # fmt: skip
     images = np.zeros((len(labels), 2, 2, 1), "float32")
     images[:, 0, 0, 0] = answers
+    images[:, 1, 1, 0] = np.arange(len(labels)) * 1e-6  # each distinct: copies count once
     teacher = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Lambda(
         lambda x: keras.ops.one_hot(keras.ops.cast(x[:, 0, 0, 0], "int32"), classes) * 10)])
     return teacher, tf.data.Dataset.from_tensor_slices((images, labels)).batch(32)
@@ -469,6 +487,21 @@ def test_too_few_images_below_chance_are_warned_of_not_refused():
            "to the labels would get 3.0), the sign of another class order" in lines[1]
 
 
+def test_copies_of_a_validation_image_count_once_in_the_teacher_check():
+    # 3 images repeated 10 times (a file copied into its class folder, a repeated dataset)
+    # were read as 30: a teacher calling them by rotated labels was refused as trained with
+    # another class order "for 10 of 10 images". Each (image, label) counts once, as in
+    # Distiller.fit's check: 3 images are too few to refuse, and it is warned of.
+    teacher, images = _rotated_labels(1)
+    repeated = images.unbatch().repeat(10).batch(8)
+    lines = evaluation.check_teacher(teacher, repeated, "scale", 3)
+    assert lines[0] == "teacher: validation accuracy 0.0000 (chance 0.3333)" and len(lines) == 2
+    assert lines[1].startswith("warning: the teacher is near chance on the validation images")
+    # Distinct images as many: refused, as before.
+    with pytest.raises(errors.ConfigError, match=r"label 0 is its class 2 for 10 of 10 images"):
+        evaluation.check_teacher(*_rotated_labels(10), "scale", 3)
+
+
 def test_one_answer_for_every_image_of_an_unbalanced_set_is_not_below_chance():
     # "Class 2" for every image, 3 of 60 of them: 0.05, far below 1/3, but as often right as
     # answers unrelated to the labels are on this set (3.0): warned of, not refused.
@@ -477,7 +510,9 @@ def test_one_answer_for_every_image_of_an_unbalanced_set_is_not_below_chance():
                                                    bias_initializer="ones")])  # fmt: skip
     teacher.layers[-1].bias.assign([0.0, 0.0, 1.0])
     labels = np.repeat([0, 2], [57, 3])
-    images = tf.data.Dataset.from_tensor_slices((np.zeros((60, 4, 4, 1), "float32"), labels))
+    distinct = np.zeros((60, 4, 4, 1), "float32")  # the check counts copies once
+    distinct[:, 0, 0, 0] = np.arange(60) * 0.001  # (the teacher's kernel is zeros)
+    images = tf.data.Dataset.from_tensor_slices((distinct, labels))
     lines = evaluation.check_teacher(teacher, images.batch(16), "scale", 3)
     assert lines[0] == "teacher: validation accuracy 0.0500 (chance 0.3333)"
     assert lines[1].startswith("warning: the teacher is near chance") and "below" not in lines[1]
@@ -879,7 +914,7 @@ def test_a_teacher_the_run_trained_on_these_images_is_not_tried_on_other_scaling
     # A teacher trained one epoch in the run (the slow suite's full-disk case) was refused as
     # right more often on raw pixels: it was trained on these very images, as the run feeds them.
     teacher = _normalized_brightness_teacher()
-    images = _brightness_batches(1.0).unbatch().repeat(4).batch(16)
+    images = _brightness_batches(1.0, rounds=4)
     lines = evaluation.check_teacher(teacher, images, "scale", 4, other_scalings=False)
     assert lines == ["teacher: validation accuracy 0.5000 (chance 0.2500)"]
 

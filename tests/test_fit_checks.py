@@ -482,6 +482,33 @@ def test_steps_not_a_multiple_of_steps_per_execution_are_refused_before_training
     assert int(d.optimizer.iterations.numpy()) == 8 + 6
 
 
+@pytest.mark.parametrize("method", ["evaluate", "predict"])
+def test_evaluate_and_predict_steps_not_a_multiple_of_steps_per_execution_are_refused(method):
+    # The same rule as fit's: evaluate(steps=3) under steps_per_execution=2 averaged 4
+    # batches, and predict(steps=3) returned 32 rows for 24 images, silently.
+    d = _distiller()
+    d.compile(optimizer="sgd", phase="kd", steps_per_execution=2)
+    repeated = tiny_dataset(batch_size=8, n=32).repeat()
+    if method == "predict":
+        repeated = repeated.map(lambda x, y: x)
+    run = getattr(d, method)
+    with pytest.raises(ConfigError, match=r"^steps=3 is not a multiple of steps_per_execution=2: "
+                                          r"Keras runs whole executions, so 4 steps would run"):
+        run(repeated, steps=3, verbose=0)
+    with pytest.raises(ConfigError, match=r"^steps=3 is not a multiple"):
+        # Positionally too, as keras.Model's signatures take it.
+        run(repeated, *((None, 0, 3) if method == "predict" else (None, None, 0, None, 3)))
+    done = run(repeated, steps=4, verbose=0)
+    if method == "predict":
+        assert done.shape == (32, 3)
+    # A finite dataset ends the last execution itself: 3 batches are 3 steps.
+    finite = tiny_dataset(batch_size=8, n=24)
+    if method == "predict":
+        assert d.predict(finite.map(lambda x, y: x), verbose=0).shape == (24, 3)
+    else:
+        d.evaluate(finite, verbose=0)
+
+
 def _two_class_teacher() -> keras.Model:
     """Class 1 for a (4, 4, 1) image of mean above 0.5, class 0 below."""
     inputs = keras.Input((4, 4, 1))

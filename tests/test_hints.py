@@ -484,3 +484,59 @@ def test_describe_models_lists_a_subclassed_students_layers_as_the_distiller_tak
     described = hint_choice.describe_models(_named_net("t"), _SubclassedStudent())
     assert "student 'sub':" in described and "*  sub_conv" in described
     assert "hints=auto chooses t_conv:sub_conv" in described
+
+
+def test_each_regressor_of_several_pairs_is_named_after_its_guided_layer():
+    # d.summary() showed three layers named "regressor": which pair was which, nobody could say.
+    teacher, student = tiny_model("t", 6, 0, pieces=3), tiny_model("s", 4, 1)
+    d = fitnets_tf.Distiller(teacher, student, hints=[("pool1", "pool1"), ("conv2", "conv2")])
+    assert [r.name for r in d.regressors] == ["regressor_pool1", "regressor_conv2"]
+    said = []
+    d.summary(print_fn=lambda line, **kwargs: said.append(line))
+    assert "regressor_pool1" in "\n".join(said) and "regressor_conv2" in "\n".join(said)
+    # One guided layer of two pairs: the pair's number tells them apart.
+    d = fitnets_tf.Distiller(teacher, student, hints=[("pool1", "conv2"), ("conv2", "conv2")])
+    assert [r.name for r in d.regressors] == ["regressor_conv2_1", "regressor_conv2_2"]
+    # One pair keeps the name it always had; a regressor of your own keeps its own.
+    assert fitnets_tf.Distiller(teacher, student, "pool1", "pool1").regressor.name == "regressor"
+    own = keras.layers.Conv2D(6, 1, name="mine")
+    d = fitnets_tf.Distiller(teacher, student, hints=[("pool1", "pool1"), ("conv2", "conv2")],
+                             regressor=[own, keras.layers.Conv2D(6, 1, name="theirs")])
+    assert [r.name for r in d.regressors] == ["mine", "theirs"]
+
+
+def test_weights_and_checkpoints_saved_when_every_regressor_was_named_regressor_still_load(
+    tmp_path, monkeypatch
+):
+    # Keras' weights files and the run's checkpoints hold variables by position, not by layer
+    # name: a Distiller saved before the regressors had their own names loads into one now.
+    from fitnets_tf import regressor as regressor_lib
+    from fitnets_tf.run import contents
+
+    def distiller(seed: int):
+        keras.utils.set_random_seed(seed)
+        teacher, student = tiny_model("t", 6, 0, pieces=3), tiny_model("s", 4, 1)
+        d = fitnets_tf.Distiller(teacher, student, hints=[("pool1", "pool1"), ("conv2", "conv2")])
+        d.compile(optimizer=keras.optimizers.Adam(0.01), phase="hints")
+        return d
+
+    with monkeypatch.context() as patch:
+        patch.setattr(regressor_lib, "regressor_names", lambda pairs: ["regressor"] * len(pairs))
+        old = distiller(0)
+    assert [r.name for r in old.regressors] == ["regressor", "regressor"]
+    old.fit(tiny_dataset(), epochs=1, verbose=0)
+    old.save_weights(tmp_path / "d.weights.h5")
+    tf.train.Checkpoint(**contents.trackables(old)).write(str(tmp_path / "ckpt"))
+    saved = [np.array(v) for v in old.variables + old.optimizer.variables]
+    for load in ("weights", "checkpoint"):
+        new = distiller(1)
+        assert [r.name for r in new.regressors] == ["regressor_pool1", "regressor_conv2"]
+        if load == "weights":
+            new.load_weights(tmp_path / "d.weights.h5")
+        else:
+            tf.train.Checkpoint(**contents.trackables(new)).read(
+                str(tmp_path / "ckpt")).assert_existing_objects_matched()  # fmt: skip
+        loaded = [np.array(v) for v in new.variables + new.optimizer.variables]
+        assert int(new.optimizer.iterations) == 4
+        for a, b in zip(saved, loaded, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=load)

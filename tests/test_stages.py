@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_data, tiny_dataset, tiny_model
 
-from fitnets_tf import stages
+from fitnets_tf import losses, stages
 
 HP = stages.Hyperparameters(learning_rate=5e-3, lambda_hold=1)
 
@@ -80,3 +80,21 @@ def test_fit_labels_trains_a_model_that_ends_in_a_softmax_without_a_logits_warni
                                     epochs=1, hparams=stages.Hyperparameters(), verbose=0)  # fmt: skip
     assert not [w for w in caught if "from_logits" in str(w.message)]
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_a_model_fit_labels_trained_saves_and_loads_with_its_loss(tmp_path):
+    # Its loss weighs examples as one device would under several replicas
+    # (losses.LabelsCrossentropy, test_distribute.py); saved compiled, it loads so, and on one
+    # device it is Keras' sparse cross-entropy to the bit.
+    model = tiny_model("m", width=4, seed=0)
+    stages.fit_labels(model, tiny_dataset(), epochs=1, hparams=stages.Hyperparameters(),
+                      verbose=0)  # fmt: skip
+    assert isinstance(model.loss, losses.LabelsCrossentropy)
+    x, y = tiny_data(16)
+    logits = model(x)
+    keras_own = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits)
+    assert float(model.loss(y, logits)) == float(keras_own)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded.loss, losses.LabelsCrossentropy)
+    assert loaded.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
