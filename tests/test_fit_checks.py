@@ -925,3 +925,27 @@ def test_fixes_for_other_sources_of_batches_and_weighted_or_one_hot_ones():
         "yield (x, np.take(y, [1, 2, 3, 0], axis=-1), w) for each batch from the generator")
     assert FitInputs("arrays", keyed=True).labels_fix([1, 0]) == (
         "y = np.take([1, 0], y) before d.fit(x, y, ...)")
+
+
+def test_the_said_relabelling_runs_on_uint8_or_float_labels():
+    # keras.datasets' labels are uint8: the said tf.gather([...], y) failed on them in the
+    # dataset's map (TypeError: its indices int32 or int64), and np.take on float labels.
+    x, y = _arrays(_brightness().map(lambda x, y: (x, (y + 1) % 4)))
+    for labels in (y.astype("uint8"), y.astype("float32")):
+        dataset = tf.data.Dataset.from_tensor_slices((x, labels)).batch(32)
+        for form in ("dataset", "arrays"):
+            given = dict(x=dataset) if form == "dataset" else dict(x=x, y=labels, batch_size=32)
+            d = _brightness_distiller(_brightness_teacher())
+            with pytest.raises(ConfigError) as refused:
+                d.fit(**given, epochs=1, verbose=0)
+            d = _brightness_distiller(_brightness_teacher())
+            if form == "dataset":
+                said = re.search(r"teacher's: dataset\.map\((lambda .*?)\) \(a PyTorch",
+                                 str(refused.value)).group(1)
+                d.fit(dataset.map(eval(said, {"tf": tf})), epochs=1, verbose=0)
+            else:
+                said = re.search(r"y = (np.take\(.*?\)) before", str(refused.value)).group(1)
+                relabelled = eval(said, {"np": np, "y": labels})
+                np.testing.assert_array_equal(relabelled, (y - 1) % 4)  # the teacher's order
+                d.fit(x, relabelled, batch_size=32, epochs=1, verbose=0)
+            assert int(d.optimizer.iterations) == 1
