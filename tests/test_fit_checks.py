@@ -949,3 +949,17 @@ def test_the_said_relabelling_runs_on_uint8_or_float_labels():
                 np.testing.assert_array_equal(relabelled, (y - 1) % 4)  # the teacher's order
                 d.fit(x, relabelled, batch_size=32, epochs=1, verbose=0)
             assert int(d.optimizer.iterations) == 1
+
+
+def test_cached_logits_255_times_too_close_are_warned_of_by_their_gap(capsys):
+    # The README's "under 0.25: warned" for a cache, untested: a teacher trained on raw pixels
+    # given pixels / 255 when its logits were cached (0.016 apart, right on every image).
+    teacher = quadrant_teacher(5.0 / 255)
+    d = _brightness_distiller(quadrant_teacher(5.0 / 255))
+    d.fit(_cached(_quadrants(1.0), teacher), epochs=1, verbose=0)
+    out = capsys.readouterr().out
+    assert ("warning: the top two of the teacher 'quadrants''s cached logits are 0.016 apart "
+            "(median) on the first 32 images fit is given: at τ=3 their soft targets are near "
+            "uniform (mean top probability 0.2510)") in out
+    assert "if the teacher was given pixels / 255 when its logits were cached" in out
+    assert int(d.optimizer.iterations) == 1
