@@ -43,7 +43,8 @@ class FitInputs:
     ``keyed``: ``x`` is a dict holding the images under ``"images"``; ``cached``: and the
     teacher's logits under ``"teacher_logits"``; ``one_hot``: the labels are one-hot (or
     soft) rows, whose columns a relabelling moves; ``label_dtype``: the class ids' dtype
-    (``keras.datasets``' are uint8, which ``tf.gather`` does not take as indices).
+    (``keras.datasets``' are uint8, which ``tf.gather`` does not take as indices);
+    ``class_weighted``: ``fit`` was given a ``class_weight``, keyed by label.
     """
 
     kind: str = "dataset"
@@ -52,20 +53,22 @@ class FitInputs:
     cached: bool = False
     one_hot: bool = False
     label_dtype: str = "int64"
+    class_weighted: bool = False
 
     @classmethod
     def of(cls, arguments: dict) -> FitInputs:
         """The form of ``fit``'s ``arguments`` (as ``keras.Model.fit`` takes them)."""
-        x = arguments.get("x")
+        x, classes = arguments.get("x"), arguments.get("class_weight") is not None
         if isinstance(x, tf.data.Dataset):
             spec = x.element_spec if isinstance(x.element_spec, tuple) else (x.element_spec,)
-            return cls("dataset", len(spec) == 3, *_keys(spec[0]))
+            return cls("dataset", len(spec) == 3, *_keys(spec[0]), class_weighted=classes)
         if array_examples(x) is not None:
-            return cls("arrays", arguments.get("sample_weight") is not None, *_keys(x))
+            return cls("arrays", arguments.get("sample_weight") is not None, *_keys(x),
+                       class_weighted=classes)  # fmt: skip
         kind = ("pydataset" if isinstance(x, keras.utils.PyDataset) else
                 "generator" if isinstance(x, types.GeneratorType) else "batches")  # fmt: skip
         # Keras adds weights of its own to a batch for class_weight: not the user's.
-        return cls(kind, None if arguments.get("class_weight") is None else False)
+        return cls(kind, None if not classes else False, class_weighted=classes)
 
     def seen(self, batch, one_hot: bool) -> FitInputs:
         """This form completed by ``batch``, the first ``fit`` reads (Keras unpacks it), and
@@ -106,15 +109,18 @@ class FitInputs:
 
     def labels_fix(self, order: list[int]) -> str:
         """How to relabel ``fit``'s labels in the teacher's order (``order[k]``: the teacher's
-        class of label ``k``), in the form it was given; one-hot labels: their columns."""
+        class of label ``k``), in the form it was given; one-hot labels: their columns; and
+        ``class_weight``'s keys, labels too, else each class is weighted as another."""
         # One-hot, the teacher's class j is the column of the label the map sends to j.
         columns = np.argsort(order).tolist()
         gather = "tf.gather" if self.kind == "dataset" else "np.take"
         relabel = (f"{gather}(y, {columns}, axis=-1)" if self.one_hot
                    else f"{gather}({order}, {self._class_ids()})")  # fmt: skip
+        keys = (f"class_weight = {{{order}[k]: w for k, w in class_weight.items()}}"
+                if self.class_weighted else "")  # fmt: skip
         if self.kind == "arrays":
-            return f"y = {relabel} before d.fit(x, y, ...)"
-        return self._batch("x", relabel)
+            return f"y = {relabel}{' and ' if keys else ''}{keys} before d.fit(x, y, ...)"
+        return self._batch("x", relabel) + (f", and {keys} before fit" if keys else "")
 
     def _class_ids(self) -> str:
         """The labels ``y`` as indices the said gather takes: tf.gather int16 to int64 alone

@@ -963,3 +963,16 @@ def test_cached_logits_255_times_too_close_are_warned_of_by_their_gap(capsys):
             "uniform (mean top probability 0.2510)") in out
     assert "if the teacher was given pixels / 255 when its logits were cached" in out
     assert int(d.optimizer.iterations) == 1
+
+
+def test_the_said_relabelling_moves_class_weight_s_keys_too():
+    # fit(..., class_weight={label: weight}) relabelled as said kept the weights on the old
+    # labels: each class weighted as another, without a word.
+    x, y = _arrays(_brightness().map(lambda x, y: (x, (y + 1) % 4)))
+    class_weight = {0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0}
+    d = _brightness_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError) as refused:
+        d.fit(x, y, batch_size=32, class_weight=class_weight, epochs=1, verbose=0)
+    said = re.search(r"class_weight = (\{.*?\}) before", str(refused.value)).group(1)
+    # Label k is the teacher's class k - 1: its weight goes along.
+    assert eval(said, {"class_weight": class_weight}) == {3: 1.0, 0: 2.0, 1: 3.0, 2: 4.0}
