@@ -976,3 +976,19 @@ def test_the_said_relabelling_moves_class_weight_s_keys_too():
     said = re.search(r"class_weight = (\{.*?\}) before", str(refused.value)).group(1)
     # Label k is the teacher's class k - 1: its weight goes along.
     assert eval(said, {"class_weight": class_weight}) == {3: 1.0, 0: 2.0, 1: 3.0, 2: 4.0}
+
+
+def test_a_fit_on_cached_logits_leaves_the_teacher_to_check_at_a_fit_without_them(capsys):
+    # The cache judged, the teacher was taken as checked: a later fit on its own answers, fed
+    # raw pixels it was not trained on, trained unchecked.
+    d = _brightness_distiller(_brightness_teacher())
+    d.fit(_cached(_brightness(), _brightness_teacher()), epochs=1, verbose=0)
+    with pytest.raises(ConfigError, match=r"right on 0.2500 of the first 32 images as fit is "):
+        d.fit(_brightness(scale=255.0), epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 1
+    # Each fit on a cache judges it (another cache may differ), its warning said once.
+    teacher = quadrant_teacher(5.0)
+    d = _brightness_distiller(quadrant_teacher(5.0))
+    for _ in range(2):
+        d.fit(_cached(_quadrants(255.0), teacher), epochs=1, verbose=0)
+    assert capsys.readouterr().out.count("cached logits are 1020 apart") == 1
