@@ -165,9 +165,11 @@ def check_fed_teacher(distiller, batches, inputs: FitInputs | None = None) -> bo
     ``inputs``, what ``fit`` was given (default: a dataset of ``(x, y)``). Given cached
     logits, they are judged instead of the teacher (:func:`_check_cached`).
 
-    Returns whether the images could be checked: not without labels (a hint stage's images
-    alone), nor fewer than :data:`FEWEST_REFUSABLE` distinct ones (each said once, and the
-    next ``fit`` tries again). ``Distiller(..., check_teacher=False)`` skips the check.
+    Returns whether the teacher was checked: not without labels (a hint stage's images
+    alone), nor on fewer than :data:`FEWEST_REFUSABLE` distinct ones (each said once), nor
+    given cached logits (judged at each such ``fit``, their warnings said once; the teacher is
+    not called): the next ``fit`` tries again. ``Distiller(..., check_teacher=False)`` skips
+    the check.
     """
     teacher, inputs = distiller.teacher, inputs or FitInputs()
     seen = _images_and_labels(batches, teacher)
@@ -182,7 +184,7 @@ def check_fed_teacher(distiller, batches, inputs: FitInputs | None = None) -> bo
     inputs = inputs.seen(batches[0], seen.one_hot)
     if seen.logits is not None:
         _check_cached(distiller, seen.logits, labels, inputs)
-        return True
+        return False  # a later fit without the cache is taught by the teacher: checked there
     logits = _predictor(teacher, distiller.distribute_strategy, logits=True)(images)
     predictions, num_classes = np.argmax(logits, axis=-1), logits.shape[-1]
     accuracy, chance = float(np.mean(predictions == labels)), 1 / num_classes
@@ -218,13 +220,14 @@ def _check_cached(distiller, logits: np.ndarray, labels: np.ndarray, inputs: Fit
         said = logit_scale.cached_warning(logits, tau, name=name,
                                           given=f"on the first {len(labels)} images fit is given")
         if said:
-            note(said)
+            _tell_once(distiller, "cached gap", said)
         return
     hint = class_order.below_chance_hint(predictions, labels, num_classes, "first",
                                          inputs=inputs)  # fmt: skip
-    note(f"{_little_to_teach(name, inputs, accuracy, len(labels), 1 / num_classes)}{hint} Was "
-         "it trained with this data's class order, and given the images scaled as it was "
-         "trained on when its logits were cached?")  # fmt: skip
+    little = _little_to_teach(name, inputs, accuracy, len(labels), 1 / num_classes)
+    _tell_once(distiller, "cached chance", f"{little}{hint} Was it trained with this data's "
+               "class order, and given the images scaled as it was trained on when its logits "
+               "were cached?")  # fmt: skip
 
 
 def _little_to_teach(name: str, inputs: FitInputs, accuracy: float, count: int,

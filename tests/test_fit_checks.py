@@ -952,3 +952,70 @@ def test_fixes_for_other_sources_of_batches_and_weighted_or_one_hot_ones():
         "yield (x, np.take(y, [1, 2, 3, 0], axis=-1), w) for each batch from the generator")
     assert FitInputs("arrays", keyed=True).labels_fix([1, 0]) == (
         "y = np.take([1, 0], y) before d.fit(x, y, ...)")
+
+
+def test_the_said_relabelling_runs_on_uint8_or_float_labels():
+    # keras.datasets' labels are uint8: the said tf.gather([...], y) failed on them in the
+    # dataset's map (TypeError: its indices int32 or int64), and np.take on float labels.
+    x, y = _arrays(_brightness().map(lambda x, y: (x, (y + 1) % 4)))
+    for labels in (y.astype("uint8"), y.astype("float32")):
+        dataset = tf.data.Dataset.from_tensor_slices((x, labels)).batch(32)
+        for form in ("dataset", "arrays"):
+            given = dict(x=dataset) if form == "dataset" else dict(x=x, y=labels, batch_size=32)
+            d = _brightness_distiller(_brightness_teacher())
+            with pytest.raises(ConfigError) as refused:
+                d.fit(**given, epochs=1, verbose=0)
+            d = _brightness_distiller(_brightness_teacher())
+            if form == "dataset":
+                said = re.search(r"teacher's: dataset\.map\((lambda .*?)\) \(a PyTorch",
+                                 str(refused.value)).group(1)
+                d.fit(dataset.map(eval(said, {"tf": tf})), epochs=1, verbose=0)
+            else:
+                said = re.search(r"y = (np.take\(.*?\)) before", str(refused.value)).group(1)
+                relabelled = eval(said, {"np": np, "y": labels})
+                np.testing.assert_array_equal(relabelled, (y - 1) % 4)  # the teacher's order
+                d.fit(x, relabelled, batch_size=32, epochs=1, verbose=0)
+            assert int(d.optimizer.iterations) == 1
+
+
+def test_cached_logits_255_times_too_close_are_warned_of_by_their_gap(capsys):
+    # The README's "under 0.25: warned" for a cache, untested: a teacher trained on raw pixels
+    # given pixels / 255 when its logits were cached (0.016 apart, right on every image).
+    teacher = quadrant_teacher(5.0 / 255)
+    d = _brightness_distiller(quadrant_teacher(5.0 / 255))
+    d.fit(_cached(_quadrants(1.0), teacher), epochs=1, verbose=0)
+    out = capsys.readouterr().out
+    assert ("warning: the top two of the teacher 'quadrants''s cached logits are 0.016 apart "
+            "(median) on the first 32 images fit is given: at τ=3 their soft targets are near "
+            "uniform (mean top probability 0.2510)") in out
+    assert "if the teacher was given pixels / 255 when its logits were cached" in out
+    assert int(d.optimizer.iterations) == 1
+
+
+def test_the_said_relabelling_moves_class_weight_s_keys_too():
+    # fit(..., class_weight={label: weight}) relabelled as said kept the weights on the old
+    # labels: each class weighted as another, without a word.
+    x, y = _arrays(_brightness().map(lambda x, y: (x, (y + 1) % 4)))
+    class_weight = {0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0}
+    d = _brightness_distiller(_brightness_teacher())
+    with pytest.raises(ConfigError) as refused:
+        d.fit(x, y, batch_size=32, class_weight=class_weight, epochs=1, verbose=0)
+    said = re.search(r"class_weight = (\{.*?\}) before", str(refused.value)).group(1)
+    # Label k is the teacher's class k - 1: its weight goes along.
+    assert eval(said, {"class_weight": class_weight}) == {3: 1.0, 0: 2.0, 1: 3.0, 2: 4.0}
+
+
+def test_a_fit_on_cached_logits_leaves_the_teacher_to_check_at_a_fit_without_them(capsys):
+    # The cache judged, the teacher was taken as checked: a later fit on its own answers, fed
+    # raw pixels it was not trained on, trained unchecked.
+    d = _brightness_distiller(_brightness_teacher())
+    d.fit(_cached(_brightness(), _brightness_teacher()), epochs=1, verbose=0)
+    with pytest.raises(ConfigError, match=r"right on 0.2500 of the first 32 images as fit is "):
+        d.fit(_brightness(scale=255.0), epochs=1, verbose=0)
+    assert int(d.optimizer.iterations) == 1
+    # Each fit on a cache judges it (another cache may differ), its warning said once.
+    teacher = quadrant_teacher(5.0)
+    d = _brightness_distiller(quadrant_teacher(5.0))
+    for _ in range(2):
+        d.fit(_cached(_quadrants(255.0), teacher), epochs=1, verbose=0)
+    assert capsys.readouterr().out.count("cached logits are 1020 apart") == 1

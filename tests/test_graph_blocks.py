@@ -277,3 +277,40 @@ def test_shape_inference_reads_a_file_s_shapes_not_its_weights():
     copied = {t.name: t for t in onnx_hints._without_weights(model).graph.initializer}
     assert not copied["w"].raw_data and list(copied["w"].dims) == [64, 8, 3, 3]
     assert copied["target"] == target
+
+
+def _depthwise_first_file() -> onnx.ModelProto:
+    """(2, 8, 8) images → depthwise conv (2 groups, no bias) → 1×1 conv + relu ("r1") → conv +
+    relu ("r3") → global average pool → Gemm: a PyTorch file, its first conv on the input."""
+    rng = np.random.default_rng(0)
+
+    def weight(name, *shape):
+        return numpy_helper.from_array(rng.normal(0, 0.5, shape).astype(np.float32), name)
+
+    init = [weight("dw", 2, 1, 3, 3), weight("pw", 4, 2, 1, 1), weight("w3", 4, 4, 3, 3),
+            weight("fc.w", 3, 4)]  # fmt: skip
+    pads = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    nodes = [
+        helper.make_node("Conv", ["input", "dw"], ["d1"], group=2, **pads),
+        helper.make_node("Conv", ["d1", "pw"], ["p1"], kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["p1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w3"], ["c3"], **pads),
+        helper.make_node("Relu", ["c3"], ["r3"]),
+        helper.make_node("GlobalAveragePool", ["r3"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc.w"], ["logits"], transB=1),
+    ]
+    images = helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", 2, 8, 8])
+    out = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "depthwise_first", [images], [out], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_depthwise_conv_on_the_file_s_input_is_one_block_with_its_1x1_conv():
+    # A depthwise conv was told by its input's channels, known of the nodes' outputs alone: on
+    # the images themselves (a channels-first file has no transpose before its first conv) it
+    # was an ordinary conv, and the separable conv two blocks ("d1" ended the first).
+    found = onnx_features.feature_maps(_depthwise_first_file(), (8, 8, 2), channels_first=True)
+    assert [(c.tensor, c.shape) for c in found] == [("r1", (8, 8, 4)), ("r3", (8, 8, 4))]

@@ -67,11 +67,12 @@ def feature_maps(model, input_shape, channels_first: bool) -> list[onnx_hints.Ca
     layout in the file."""
     listed = onnx_hints.candidates(model, input_shape, channels_first)
     maps = {c.tensor: c for c in listed if graph_blocks.spatial(c.shape)}
-    channels = {c.tensor: c.shape[-1] for c in listed}
     weights = {w.name: list(w.dims) for w in model.graph.initializer}
+    images = {i.name for i in model.graph.input if i.name not in weights}
+    # The images' channels too: a channels-first file's first conv reads them, no node's output.
+    channels = {c.tensor: c.shape[-1] for c in listed} | dict.fromkeys(images, input_shape[-1])
     nodes = [graph_blocks.Node(tuple(n.input), tuple(n.output), _role(n, channels, weights))
              for n in model.graph.node]  # fmt: skip
-    images = {i.name for i in model.graph.input if i.name not in weights}
     return graph_blocks.block_outputs(nodes, images, maps)
 
 
