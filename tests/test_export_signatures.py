@@ -74,6 +74,7 @@ def test_the_int8_onnx_model_keeps_the_names(tmp_path):
     assert _onnx_io(path) == [("images", ["batch", 4, 4, 1]), ("probabilities", ["batch", 3])]
 
 
+@pytest.mark.slow  # two saved_model_cli processes, each loading TensorFlow: ~30 s
 @pytest.mark.skipif(not SAVED_MODEL_CLI.is_file(), reason="saved_model_cli is not installed")
 def test_saved_model_cli_shows_and_runs_the_signature(tmp_path):
     student = make_student()
